@@ -1,0 +1,44 @@
+# softmaxkit developer entry points. `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEPS   := $(VENV)/.deps-installed
+BACKENDS ?= numpy,array_api_strict,torch,jax,dask
+
+.PHONY: install demo test lint typecheck pytest bench accuracy clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(DEPS): $(BIN)/python requirements/test.txt
+	$(BIN)/python -m pip install --quiet -r requirements/test.txt
+	touch $(DEPS)
+
+# Editable install: meson-python rebuilds the C core on import when sources change.
+install: $(DEPS)
+	$(BIN)/python -m pip install --quiet --no-build-isolation --no-deps -e .
+
+demo: install
+	$(BIN)/python -m softmaxkit demo
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	SOFTMAXKIT_TEST_BACKENDS=$(BACKENDS) $(BIN)/python -m pytest -q
+
+test: lint typecheck pytest
+
+bench: install
+	env -u OPENBLAS_CORETYPE $(BIN)/python benchmarks/run.py
+
+accuracy: install
+	$(BIN)/python benchmarks/accuracy.py
+
+clean:
+	rm -rf $(VENV) build builddir .pytest_cache .mypy_cache .ruff_cache .hypothesis

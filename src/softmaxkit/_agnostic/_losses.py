@@ -1,0 +1,248 @@
+"""Array-agnostic cross-entropy and negative log-likelihood, with their gradients.
+
+Per item (one reduced row of ``logits`` along the class axis) the loss with a
+class-index target ``t`` is ``L + (a - x_t)`` in the notation of
+:mod:`._normalize`: no cancellation, and the tiny loss of a confident correct
+prediction keeps all its digits. The gradient at the target uses
+``p_t - 1 = -(D - e_t) / D`` with ``D = count + s``, which is exact where
+``1 - p_t`` is tiny.
+
+Conventions (PyTorch's, except where PyTorch returns NaN):
+
+* class weights ``w``: ``"mean"`` divides by the summed weights of the counted
+  items for index targets, by the number of counted items for probability targets;
+* label smoothing ``eps`` mixes the target with the uniform distribution over the
+  classes ``where`` leaves in: ``(1 - eps) * onehot + eps / K``;
+* z-loss adds ``z * logsumexp(x)**2`` per item, weighted like the item;
+* an item is *counted* unless its target equals ``ignore_index`` or ``where``
+  masks its whole row; uncounted items have loss 0 and gradient 0, and a
+  ``"mean"`` over no counted item is 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .._namespace import Plan
+from ._normalize import (
+    RowStats,
+    arith_for,
+    denominator,
+    log_softmax_values,
+    logsumexp_values,
+    row_stats,
+    softmax_values,
+)
+
+__all__ = ["cross_entropy", "nll_loss"]
+
+Array = Any
+
+
+def _class_shape(ndim: int, axis: int, size: int) -> tuple[int, ...]:
+    shape = [1] * ndim
+    shape[axis] = size
+    return tuple(shape)
+
+
+def _reduce(
+    xp: Any, item: Array, den: Array, reduction: str, plan: Plan
+) -> tuple[Array, Array | None]:
+    """Apply the reduction; return the result and the gradient scale (or ``None`` for 'none')."""
+    if reduction == "none":
+        return xp.astype(item, plan.out), None
+    total = xp.sum(item)
+    if reduction == "sum":
+        return xp.astype(total, plan.out), xp.asarray(1.0, dtype=plan.work, device=plan.device)
+    safe = xp.where(den > 0, den, 1.0)
+    mean = xp.where(den > 0, total / safe, 0.0)
+    scale = xp.where(den > 0, 1.0 / safe, 0.0)
+    return xp.astype(mean, plan.out), scale
+
+
+def cross_entropy(
+    logits: Array,
+    target: Array,
+    *,
+    axis: int,
+    target_is_index: bool,
+    weight: Array | None,
+    ignore_index: int | None,
+    label_smoothing: float,
+    z_loss: float,
+    reduction: str,
+    where: Array | None,
+    return_grad: bool,
+    plan: Plan,
+) -> Array | tuple[Array, Array]:
+    """Softmax cross-entropy of validated inputs (``axis`` non-negative)."""
+    xp = plan.xp
+    ar = arith_for(plan)
+    x = xp.astype(logits, plan.work)
+    ndim = x.ndim
+    C = int(x.shape[axis])
+    st = row_stats(ar, ar.lift(x), (axis,), where)
+    mask = (
+        xp.ones(x.shape, dtype=xp.bool, device=plan.device)
+        if where is None
+        else xp.broadcast_to(where, x.shape)
+    )
+    n_mask = xp.sum(xp.astype(mask, plan.work), axis=axis, keepdims=True)
+    # nothing left in the row (all masked or all -inf): the item is not counted
+    row_empty = ~st.fin & ~st.posinf & ~st.isnan
+    w = None
+    if weight is not None:
+        w = xp.reshape(xp.astype(weight, plan.work), _class_shape(ndim, axis, C))
+    eps = float(label_smoothing)
+    lse = logsumexp_values(st)  # keepdims
+    zterm = z_loss * lse * lse if z_loss else None
+    classes = xp.reshape(
+        xp.arange(C, device=plan.device), _class_shape(ndim, axis, C)
+    )
+    k_safe = xp.where(n_mask > 0, n_mask, 1.0)
+
+    if target_is_index:
+        t = xp.expand_dims(target, axis=axis)
+        ignored = (
+            xp.zeros(t.shape, dtype=xp.bool, device=plan.device)
+            if ignore_index is None
+            else (t == ignore_index)
+        )
+        t_safe = xp.where(ignored, xp.zeros_like(t), t)
+        onehot = classes == xp.astype(t_safe, classes.dtype)
+        counted = ~ignored & ~row_empty
+        d_t = ar.gather(onehot & st.live, st.d, axis)
+        t_live = xp.any(onehot & st.live, axis=axis, keepdims=True)
+        nll = ar.value(ar.sub(st.L, d_t))
+        nll = xp.where(t_live, nll, math.inf)
+        t_pin = xp.any(onehot & st.pin, axis=axis, keepdims=True)
+        nll = xp.where(st.posinf, xp.where(t_pin, xp.log(st.k), math.inf), nll)
+        nll = xp.where(st.isnan, math.nan, nll)
+        w_t = (
+            xp.ones_like(nll)
+            if w is None
+            else xp.sum(xp.where(onehot, w, 0.0), axis=axis, keepdims=True)
+        )
+        core = (1.0 - eps) * nll if eps else nll
+        if zterm is not None:
+            core = core + zterm
+        item = w_t * core
+        neg_ls = None
+        if eps:
+            neg_ls = -log_softmax_values(st)
+            wl = neg_ls if w is None else w * neg_ls
+            smooth = xp.sum(xp.where(mask, wl, 0.0), axis=axis, keepdims=True)
+            item = item + (eps / k_safe) * smooth
+        item = xp.where(counted, item, 0.0)
+        den = xp.sum(xp.where(counted, w_t, 0.0))
+    else:
+        p_t = xp.astype(target, plan.work)
+        q = p_t
+        if eps:
+            q = xp.where(mask, (1.0 - eps) * p_t + eps / k_safe, p_t)
+        counted = ~row_empty
+        neg_ls = -log_softmax_values(st)
+        wq = q if w is None else w * q
+        # 0 * log(0) = 0: classes without target mass contribute nothing, even at -inf logits
+        contrib = xp.where(wq == 0.0, 0.0, wq * xp.where(wq == 0.0, 0.0, neg_ls))
+        item = xp.sum(contrib, axis=axis, keepdims=True)
+        if zterm is not None:
+            item = item + zterm
+        item = xp.where(counted, item, 0.0)
+        den = xp.sum(xp.astype(counted, plan.work))
+        w_t = None
+
+    item_sq = xp.squeeze(item, axis=axis)
+    loss, scale = _reduce(xp, item_sq, den, reduction, plan)
+    if not return_grad:
+        return loss
+
+    p = softmax_values(st)
+    if target_is_index:
+        grad = _index_grad(ar, st, p, onehot, w, w_t, eps, k_safe, mask, lse, z_loss, axis)
+    else:
+        grad = _prob_grad(xp, p, q, w, lse, z_loss, axis)
+    grad = xp.where(counted, grad, 0.0)
+    if scale is not None:
+        grad = grad * scale
+    return loss, xp.astype(grad, plan.out)
+
+
+def _index_grad(
+    ar: Any,
+    st: RowStats,
+    p: Array,
+    onehot: Array,
+    w: Array | None,
+    w_t: Array,
+    eps: float,
+    k_safe: Array,
+    mask: Array,
+    lse: Array,
+    z_loss: float,
+    axis: int,
+) -> Array:
+    xp = ar.xp
+    # p_t - 1 = -(D - e_t) / D, exact where p_t is within rounding of 1
+    D = denominator(st)
+    e_t = ar.gather(onehot, st.e, axis)
+    one_minus = ar.value(ar.div(ar.sub(D, e_t), D))
+    pt_minus_one = xp.where(st.fin, -one_minus, xp.sum(xp.where(onehot, p, 0.0), axis=axis, keepdims=True) - 1.0)
+    g = xp.where(onehot, pt_minus_one, p)
+    g = (1.0 - eps) * g if eps else g
+    if z_loss:
+        lse_safe = xp.where(xp.isfinite(lse), lse, 0.0)
+        g = g + (2.0 * z_loss) * lse_safe * p
+    g = w_t * g
+    if eps:
+        wm = xp.where(mask, xp.ones_like(p) if w is None else w, 0.0)
+        w_sum = xp.sum(wm, axis=axis, keepdims=True)
+        g = g + (eps / k_safe) * (w_sum * p - wm)
+    return g
+
+
+def _prob_grad(
+    xp: Any, p: Array, q: Array, w: Array | None, lse: Array, z_loss: float, axis: int
+) -> Array:
+    wq = q if w is None else w * q
+    g = xp.sum(wq, axis=axis, keepdims=True) * p - wq
+    if z_loss:
+        lse_safe = xp.where(xp.isfinite(lse), lse, 0.0)
+        g = g + (2.0 * z_loss) * lse_safe * p
+    return g
+
+
+def nll_loss(
+    log_probs: Array,
+    target: Array,
+    *,
+    axis: int,
+    weight: Array | None,
+    ignore_index: int | None,
+    reduction: str,
+    plan: Plan,
+) -> Array:
+    """Negative log-likelihood of validated inputs: ``-w[t] * log_probs[t]`` per item."""
+    xp = plan.xp
+    lp = xp.astype(log_probs, plan.work)
+    ndim = lp.ndim
+    C = int(lp.shape[axis])
+    classes = xp.reshape(xp.arange(C, device=plan.device), _class_shape(ndim, axis, C))
+    t = xp.expand_dims(target, axis=axis)
+    ignored = (
+        xp.zeros(t.shape, dtype=xp.bool, device=plan.device)
+        if ignore_index is None
+        else (t == ignore_index)
+    )
+    onehot = classes == xp.astype(xp.where(ignored, xp.zeros_like(t), t), classes.dtype)
+    picked = xp.sum(xp.where(onehot, lp, 0.0), axis=axis, keepdims=True)
+    if weight is None:
+        w_t = xp.ones_like(picked)
+    else:
+        w = xp.reshape(xp.astype(weight, plan.work), _class_shape(ndim, axis, C))
+        w_t = xp.sum(xp.where(onehot, w, 0.0), axis=axis, keepdims=True)
+    item = xp.where(ignored, 0.0, -w_t * picked)
+    den = xp.sum(xp.where(ignored, 0.0, w_t))
+    loss, _ = _reduce(xp, xp.squeeze(item, axis=axis), den, reduction, plan)
+    return loss

@@ -1,0 +1,340 @@
+"""Array-agnostic softmax, log-softmax and logsumexp (the oracle of the fast paths).
+
+Every function here takes an already validated input and a :class:`Plan`, uses
+only Python array API calls on ``plan.xp``, never writes into an argument, and
+never branches on data in Python, so it runs eagerly, under ``jax.jit`` and on
+lazy Dask graphs alike.
+
+Algorithm (Blanchard, Higham & Higham 2021), per reduced row::
+
+    a = max x                          the shift
+    c = #{i : x_i == a}                the terms equal to exp(0) = 1
+    s = sum_{x_i < a} exp(x_i - a)     the rest, kept apart so it is never
+                                       absorbed into the ones
+    L = log1p((c - 1) + s)             = log(sum exp(x_i - a)), exact for tiny s
+    logsumexp = a + L,  log_softmax_i = (x_i - a) - L,  softmax_i = exp(x_i - a) / (c + s)
+
+The arithmetic object (:mod:`._dd`) decides the precision: plain arithmetic in a
+wider dtype, or double-word arithmetic in the same dtype. Rows whose maximum is
+not finite take their limits: all entries masked or ``-inf`` give softmax 0,
+log_softmax ``-inf`` and logsumexp ``-inf``; ``+inf`` entries share the mass
+equally; a NaN makes the row NaN. Special rows are computed on sanitised
+placeholders and overlaid with ``where`` so no NaN or warning is ever produced
+in a branch that is thrown away (which also keeps autodiff gradients finite).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .._namespace import Plan, dtype_name
+from ._dd import DDArith, PlainArith
+
+__all__ = [
+    "RowStats",
+    "arith_for",
+    "log_softmax",
+    "logsumexp",
+    "row_stats",
+    "softmax",
+]
+
+Array = Any
+Arith = Any  # DDArith | PlainArith; values are arrays or (hi, lo) pairs
+
+
+def arith_for(plan: Plan) -> Arith:
+    if plan.mode == "dd":
+        return DDArith(plan.xp, plan.work, dtype_name(plan.work), plan.device)
+    return PlainArith(plan.xp, plan.work, plan.device)
+
+
+def reduced_size(shape: tuple[Any, ...], axes: tuple[int, ...]) -> int:
+    """Number of elements per reduced row (an upper bound when a size is unknown)."""
+    n = 1
+    for a in axes:
+        size = shape[a]
+        if size is None or (isinstance(size, float) and math.isnan(size)):
+            return 1 << 31
+        n *= int(size)
+    return n
+
+
+def red(axes: tuple[int, ...], ndim: int) -> tuple[int, ...] | None:
+    """The ``axis`` argument for reductions (``None`` for a 0-d array)."""
+    return None if ndim == 0 else axes
+
+
+@dataclass
+class RowStats:
+    """Everything the softmax family needs about each reduced row.
+
+    Arrays marked *keepdims* have size 1 along the reduced axes.
+    """
+
+    arith: Arith
+    axis: tuple[int, ...] | None
+    n: int
+    valid: Array  # participates: not masked out and not -inf (full shape)
+    live: Array  # valid and in a row with a finite maximum (full shape)
+    m: Array  # raw row maximum (keepdims; may be +-inf or NaN)
+    m0: Array  # the maximum where finite, else 0 (keepdims)
+    fin: Array  # the row maximum is finite (keepdims)
+    posinf: Array  # the row has a +inf entry and no NaN (keepdims)
+    isnan: Array  # the row has a NaN (keepdims)
+    d: Any  # x - m0 on live entries, 0 elsewhere (full shape, arith value)
+    e: Any  # exp(d) on live entries, 0 elsewhere (full shape, arith value)
+    is_max: Array  # live entries equal to the maximum (full shape)
+    count: Array  # number of maximal entries, as a differentiable float (keepdims)
+    s: Any  # sum of e over the non-maximal entries (keepdims, arith value)
+    L: Any  # log(count + s), 0 on non-finite rows (keepdims, arith value)
+    pin: Array  # +inf entries of valid rows (full shape)
+    k: Array  # number of +inf entries, at least 1 (keepdims)
+
+
+def scaled(arith: Arith, xw: Array, temperature: float) -> Any:
+    """``x / T`` as an arithmetic value (double-word quotient in the dd mode)."""
+    if temperature == 1.0:
+        return arith.lift(xw)
+    return arith.div(arith.lift(xw), arith.lift(arith.const(temperature)))
+
+
+def row_stats(
+    arith: Arith,
+    xs: Any,
+    axes: tuple[int, ...],
+    where: Array | None,
+) -> RowStats:
+    """Compute the BHH row statistics of ``xs`` (an arith value) over ``axes``."""
+    xp = arith.xp
+    x = arith.hi(xs)
+    ndim = x.ndim
+    axis = red(axes, ndim)
+    n = reduced_size(tuple(x.shape), axes)
+    notneg = ~(x == -math.inf)
+    valid = notneg if where is None else (where & notneg)
+    xmax = xp.where(valid, x, -math.inf)
+    m = xp.max(xmax, axis=axis, keepdims=True)
+    fin = xp.isfinite(m)
+    isnan = xp.isnan(m)
+    posinf = m == math.inf
+    m0 = xp.where(fin, m, 0.0)
+    live = valid & fin
+    # Placeholders: dead entries sit at the maximum, so d = 0 and nothing overflows.
+    xl = arith.select(live, xs, arith.lift(m0))
+    d = arith.sub(xl, arith.lift(m0))
+    e = arith.where(live, arith.exp(d), 0.0)
+    is_max = live & (x == m0)
+    e_hi = arith.hi(e)
+    count = xp.sum(xp.where(is_max, e_hi, 0.0), axis=axis, keepdims=True)
+    rest = arith.where(live & ~is_max, e, 0.0)
+    s = arith.sum(rest, axis, n)
+    a = arith.add(arith.lift(count - 1.0), s)
+    a = arith.where(fin, a, 0.0)
+    L = arith.log1p(a)
+    pin = valid & (x == math.inf)
+    k = xp.sum(xp.astype(pin, x.dtype), axis=axis, keepdims=True)
+    k = xp.where(k > 0, k, 1.0)
+    return RowStats(
+        arith=arith,
+        axis=axis,
+        n=n,
+        valid=valid,
+        live=live,
+        m=m,
+        m0=m0,
+        fin=fin,
+        posinf=posinf,
+        isnan=isnan,
+        d=d,
+        e=e,
+        is_max=is_max,
+        count=count,
+        s=s,
+        L=L,
+        pin=pin,
+        k=k,
+    )
+
+
+def denominator(st: RowStats) -> Any:
+    """``count + s``, 1 on rows without a finite maximum (keepdims, arith value)."""
+    ar = st.arith
+    D = ar.add(ar.lift(st.count), st.s)
+    return ar.where(st.fin, D, 1.0)
+
+
+def softmax_values(st: RowStats) -> Array:
+    """Softmax in the working dtype, with the special rows overlaid."""
+    ar = st.arith
+    xp = ar.xp
+    q = ar.value(ar.div(st.e, denominator(st)))
+    q = xp.where(st.live, q, 0.0)
+    inf_rows = xp.where(st.pin, 1.0 / st.k, 0.0)
+    q = xp.where(st.posinf, inf_rows, q)
+    return xp.where(st.isnan, math.nan, q)
+
+
+def log_softmax_values(st: RowStats) -> Array:
+    """Log-softmax in the working dtype, with the special rows overlaid."""
+    ar = st.arith
+    xp = ar.xp
+    v = ar.value(ar.sub(st.d, st.L))
+    v = xp.where(st.live, v, -math.inf)
+    inf_rows = xp.where(st.pin, -xp.log(st.k), -math.inf)
+    v = xp.where(st.posinf, inf_rows, v)
+    return xp.where(st.isnan, math.nan, v)
+
+
+def logsumexp_values(st: RowStats) -> Array:
+    """Logsumexp (keepdims) in the working dtype: ``m + L``, or ``m`` on special rows."""
+    ar = st.arith
+    xp = ar.xp
+    v = ar.value(ar.add(ar.lift(st.m0), st.L))
+    return xp.where(st.fin, v, st.m)
+
+
+def _empty_reduction(x: Array, axes: tuple[int, ...]) -> bool:
+    return any(x.shape[a] == 0 for a in axes)
+
+
+def softmax(
+    x: Array,
+    *,
+    axes: tuple[int, ...],
+    where: Array | None,
+    temperature: float,
+    plan: Plan,
+) -> Array:
+    """Softmax of ``x`` over ``axes`` (validated input)."""
+    xp = plan.xp
+    xw = xp.astype(x, plan.work)
+    if _empty_reduction(xw, axes):
+        return xp.astype(xw, plan.out)
+    ar = arith_for(plan)
+    st = row_stats(ar, scaled(ar, xw, temperature), axes, where)
+    return xp.astype(softmax_values(st), plan.out)
+
+
+def log_softmax(
+    x: Array,
+    *,
+    axes: tuple[int, ...],
+    where: Array | None,
+    temperature: float,
+    plan: Plan,
+) -> Array:
+    """Log-softmax of ``x`` over ``axes`` (validated input)."""
+    xp = plan.xp
+    xw = xp.astype(x, plan.work)
+    if _empty_reduction(xw, axes):
+        return xp.astype(xw, plan.out)
+    ar = arith_for(plan)
+    st = row_stats(ar, scaled(ar, xw, temperature), axes, where)
+    return xp.astype(log_softmax_values(st), plan.out)
+
+
+def _squeeze(xp: Any, v: Array, axes: tuple[int, ...], keepdims: bool) -> Array:
+    if keepdims or not axes:
+        return v
+    return xp.squeeze(v, axis=axes)
+
+
+def logsumexp(
+    x: Array,
+    *,
+    axes: tuple[int, ...],
+    b: Array | None,
+    where: Array | None,
+    keepdims: bool,
+    return_sign: bool,
+    plan: Plan,
+) -> Array | tuple[Array, Array]:
+    """Logsumexp of ``x`` over ``axes``, optionally weighted by ``b`` (validated input)."""
+    xp = plan.xp
+    xw = xp.astype(x, plan.work)
+    if _empty_reduction(xw, axes):
+        shape = tuple(1 if i in axes else s for i, s in enumerate(xw.shape))
+        res = xp.full(shape, -math.inf, dtype=plan.work, device=plan.device)
+        res = _squeeze(xp, res, axes, keepdims)
+        out = xp.astype(res, plan.out)
+        if return_sign:
+            return out, xp.zeros_like(out)
+        return out
+    ar = arith_for(plan)
+    if b is None:
+        st = row_stats(ar, ar.lift(xw), axes, where)
+        lse = logsumexp_values(st)
+        sign = xp.where(lse == -math.inf, xp.zeros_like(lse), 1.0)
+        sign = xp.where(xp.isnan(lse), math.nan, sign)
+    else:
+        lse, sign = _weighted_logsumexp(ar, xw, xp.astype(b, plan.work), axes, where)
+        if not return_sign:
+            lse = xp.where(sign < 0, math.nan, lse)
+    lse = xp.astype(_squeeze(xp, lse, axes, keepdims), plan.out)
+    if return_sign:
+        return lse, xp.astype(_squeeze(xp, sign, axes, keepdims), plan.out)
+    return lse
+
+
+def _log_abs(ar: Arith, v: Any) -> Any:
+    """``log|v|`` as an arith value, for a nonzero finite arith value ``v``."""
+    xp = ar.xp
+    if isinstance(ar, PlainArith):
+        return xp.log(xp.abs(v))
+    hi, lo = v
+    neg = hi < 0
+    a = (xp.where(neg, -hi, hi), xp.where(neg, -lo, lo))
+    near_one = (a[0] > 0.5) & (a[0] < 2.0)
+    # |v| close to 1: log1p of the exact difference |v| - 1
+    a1 = ar.sub(ar.where(near_one, a, 1.0), ar.lift(xp.ones_like(hi)))
+    l1 = ar.log1p(ar.where(near_one, a1, 0.0))
+    # elsewhere: a Newton step on log with the double-word exp
+    safe = xp.where(near_one | (a[0] <= 0), 1.0, a[0])
+    safe_lo = xp.where(near_one | (a[0] <= 0), 0.0, a[1])
+    l0 = xp.log(safe)
+    ex = ar.exp((-l0, xp.zeros_like(l0)))
+    prod = ar.mul((safe, safe_lo), ex)
+    delta = ar.sub(prod, ar.lift(xp.ones_like(hi)))
+    l2 = ar.add(ar.lift(l0), delta)
+    return ar.select(near_one, l1, l2)
+
+
+def _weighted_logsumexp(
+    ar: Arith,
+    xw: Array,
+    bw: Array,
+    axes: tuple[int, ...],
+    where: Array | None,
+) -> tuple[Array, Array]:
+    """``log|sum b exp(x)|`` and its sign (keepdims). Entries with ``b == 0`` are ignored."""
+    xp = ar.xp
+    xw, bw = xp.broadcast_arrays(xw, bw)
+    mask = ~(bw == 0.0)
+    if where is not None:
+        mask = mask & xp.broadcast_to(where, xw.shape)
+    st = row_stats(ar, ar.lift(xw), axes, mask)
+    b_live = xp.where(st.live, bw, 0.0)
+    terms = ar.mul(ar.lift(b_live), st.e)
+    total = ar.sum(terms, st.axis, st.n)
+    tot_hi = ar.hi(total)
+    nonzero = ~(tot_hi == 0.0)
+    safe_total = ar.where(nonzero & st.fin, total, 1.0)
+    L = _log_abs(ar, safe_total)
+    lse = xp.where(nonzero, ar.value(ar.add(ar.lift(st.m0), L)), -math.inf)
+    zero = xp.zeros_like(tot_hi)
+    sign = xp.where(tot_hi > 0, 1.0, xp.where(tot_hi < 0, -1.0, zero))
+    # +inf rows: the weights of the +inf entries decide the sign; opposite infinities cancel to NaN
+    b_inf = xp.sum(xp.where(st.pin, bw, 0.0), axis=st.axis, keepdims=True)
+    inf_sign = xp.where(b_inf > 0, 1.0, xp.where(b_inf < 0, -1.0, zero + math.nan))
+    lse = xp.where(st.posinf, xp.where(b_inf == 0.0, math.nan, zero + math.inf), lse)
+    sign = xp.where(st.posinf, inf_sign, sign)
+    # rows with nothing left: -inf with sign 0; NaN rows: NaN
+    empty = ~st.fin & ~st.posinf & ~st.isnan
+    lse = xp.where(empty, -math.inf, lse)
+    sign = xp.where(empty, 0.0, sign)
+    lse = xp.where(st.isnan, math.nan, lse)
+    sign = xp.where(st.isnan, math.nan, sign)
+    return lse, sign

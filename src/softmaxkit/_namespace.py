@@ -1,0 +1,245 @@
+"""Array-namespace resolution and dtype planning.
+
+This is the only module that talks to ``array_api_compat``. It never imports a
+framework: a framework's module is looked up in :data:`sys.modules` only when
+the caller already holds one of its arrays, so ``import softmaxkit`` stays light.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import array_api_compat as _aac
+import numpy as np
+
+from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
+
+__all__ = [
+    "Plan",
+    "device_of",
+    "is_concrete",
+    "is_jax",
+    "is_numpy",
+    "is_torch",
+    "make_plan",
+    "resolve",
+]
+
+Array = Any
+Namespace = Any
+
+Precision = Literal["accurate", "fast"]
+
+
+def _is_arraylike(obj: object) -> bool:
+    return _aac.is_array_api_obj(obj) or hasattr(obj, "__array_namespace__")
+
+
+def resolve(*objs: object, names: tuple[str, ...] | None = None) -> tuple[Namespace, list[Any]]:
+    """Find the namespace of the array arguments and convert the rest into it.
+
+    Python scalars, lists and tuples are converted with the namespace of the first
+    real array, on that array's device; if there is no array at all they become
+    NumPy arrays. ``None`` passes through unchanged.
+    """
+    arrays = [o for o in objs if o is not None and _is_arraylike(o)]
+    if arrays:
+        try:
+            xp = _aac.array_namespace(*arrays)
+        except TypeError as exc:
+            kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrays})
+            msg = (
+                "the array arguments come from different array libraries "
+                f"({', '.join(kinds)}); convert them to one library first"
+            )
+            raise SoftmaxkitTypeError(msg) from exc
+        dev = device_of(arrays[0])
+    else:
+        xp = _aac.array_namespace(np.empty(0))
+        dev = None
+    out: list[Any] = []
+    for i, o in enumerate(objs):
+        if o is None or _is_arraylike(o):
+            out.append(o)
+            continue
+        try:
+            if dev is None:
+                out.append(xp.asarray(np.asarray(o)))
+            else:
+                out.append(xp.asarray(o, device=dev))
+        except (TypeError, ValueError) as exc:
+            name = names[i] if names else f"argument {i}"
+            msg = f"`{name}` must be an array or a nested sequence of numbers, got {type(o).__name__}"
+            raise SoftmaxkitTypeError(msg) from exc
+    return xp, out
+
+
+def device_of(x: Array) -> Any:
+    """The device an array lives on (``None`` for objects without one)."""
+    try:
+        return _aac.device(x)
+    except Exception:
+        return None
+
+
+def is_numpy(xp: Namespace) -> bool:
+    return bool(_aac.is_numpy_namespace(xp))
+
+
+def is_torch(xp: Namespace) -> bool:
+    return bool(_aac.is_torch_namespace(xp))
+
+
+def is_jax(xp: Namespace) -> bool:
+    return bool(_aac.is_jax_namespace(xp))
+
+
+def is_concrete(x: Array) -> bool:
+    """Whether the values of ``x`` can be inspected now without forcing a lazy graph.
+
+    Data-dependent checks (class index range, negative probabilities) run only on
+    concrete arrays; Dask arrays and arrays traced by ``jax.jit`` skip them.
+    """
+    if _aac.is_dask_array(x):
+        return False
+    if _aac.is_jax_array(x):
+        jax = sys.modules.get("jax")
+        if jax is None:  # pragma: no cover - a jax array implies jax is imported
+            return False
+        return not isinstance(x, jax.core.Tracer)
+    if _aac.is_torch_array(x):
+        return str(x.device) != "meta"
+    return True
+
+
+def _dtype_name(dtype: Any) -> str:
+    if isinstance(dtype, type):  # NumPy / JAX scalar types such as numpy.float64
+        try:
+            return np.dtype(dtype).name
+        except TypeError:
+            return dtype.__name__
+    name = getattr(dtype, "name", None)
+    if isinstance(name, str):
+        return name
+    return str(dtype).rsplit(".", 1)[-1].strip("'>")
+
+
+def dtype_kind(xp: Namespace, dtype: Any) -> str:
+    """Classify a dtype: ``"float"``, ``"half"``, ``"int"``, ``"bool"``, ``"complex"`` or ``"other"``."""
+    name = _dtype_name(dtype)
+    if name in ("float16", "bfloat16", "half"):
+        return "half"
+    if name in ("float32", "float64", "float", "double"):
+        return "float"
+    if name == "bool":
+        return "bool"
+    try:
+        if xp.isdtype(dtype, "complex floating"):
+            return "complex"
+        if xp.isdtype(dtype, "integral"):
+            return "int"
+        if xp.isdtype(dtype, "real floating"):
+            return "float"
+    except Exception:
+        return "other"
+    return "other"
+
+
+def _info_dtypes(xp: Namespace, device: Any) -> dict[str, Any]:
+    try:
+        info = xp.__array_namespace_info__()
+        return dict(info.dtypes(device=device, kind="real floating"))
+    except Exception:
+        return {"float32": xp.float32, "float64": xp.float64}
+
+
+def has_float64(xp: Namespace, device: Any) -> bool:
+    if is_jax(xp):
+        jax = sys.modules["jax"]
+        return bool(jax.config.jax_enable_x64)
+    return "float64" in _info_dtypes(xp, device)
+
+
+def default_float(xp: Namespace, device: Any) -> Any:
+    if is_jax(xp):
+        return xp.float64 if has_float64(xp, device) else xp.float32
+    try:
+        return xp.__array_namespace_info__().default_dtypes(device=device)["real floating"]
+    except Exception:
+        return xp.float64
+
+
+def default_int(xp: Namespace, device: Any) -> Any:
+    if is_jax(xp):
+        return xp.int64 if has_float64(xp, device) else xp.int32
+    try:
+        return xp.__array_namespace_info__().default_dtypes(device=device)["integral"]
+    except Exception:
+        return xp.int64
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to compute one op on one input.
+
+    ``work`` is the dtype the arithmetic runs in and ``out`` the dtype returned.
+    ``mode`` is ``"wide"`` when ``work`` carries enough extra bits that plain
+    arithmetic rounds correctly into ``out`` (float32 data computed in float64),
+    ``"dd"`` when the accurate mode must emulate extra precision with
+    double-word arithmetic (float64 data, or float32 data on a backend without
+    float64), and ``"plain"`` for ``precision="fast"``.
+    """
+
+    xp: Namespace
+    work: Any
+    out: Any
+    mode: Literal["wide", "dd", "plain"]
+    device: Any
+
+
+_VALID_PRECISION = ("accurate", "fast")
+
+
+def check_precision(precision: object) -> Precision:
+    if precision not in _VALID_PRECISION:
+        msg = f"`precision` must be 'accurate' or 'fast', got {precision!r}"
+        raise SoftmaxkitValueError(msg)
+    return precision  # type: ignore[return-value]
+
+
+def make_plan(xp: Namespace, x: Array, precision: object, *, name: str = "x") -> Plan:
+    """Choose working and output dtypes for a floating-point computation on ``x``."""
+    prec = check_precision(precision)
+    dev = device_of(x)
+    dtype = getattr(x, "dtype", None)
+    kind = dtype_kind(xp, dtype)
+    if kind == "complex":
+        msg = f"`{name}` is complex ({_dtype_name(dtype)}); softmaxkit works on real numbers only"
+        raise SoftmaxkitTypeError(msg)
+    if kind == "other":
+        msg = (
+            f"`{name}` has dtype {dtype}, which is not numeric; "
+            "pass an array of floats (or integers, which are promoted)"
+        )
+        raise SoftmaxkitTypeError(msg)
+    f64 = has_float64(xp, dev)
+    out = default_float(xp, dev) if kind in ("int", "bool") else dtype
+    out_name = _dtype_name(out)
+    if prec == "fast":
+        work = xp.float64 if out_name == "float64" else xp.float32
+        return Plan(xp, work, out, "plain", dev)
+    if out_name == "float64":
+        return Plan(xp, xp.float64, out, "dd", dev)
+    if f64:
+        return Plan(xp, xp.float64, out, "wide", dev)
+    if out_name == "float32":
+        return Plan(xp, xp.float32, out, "dd", dev)
+    # half precision on a backend without float64: float32 still has 13+ spare bits
+    return Plan(xp, xp.float32, out, "wide", dev)
+
+
+def dtype_name(dtype: Any) -> str:
+    """A short, library-independent name of a dtype (``"float32"``, ``"bfloat16"`` ...)."""
+    return _dtype_name(dtype)

@@ -1,0 +1,285 @@
+"""Argument checks shared by the public ops. Every message names the argument and the fix."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from typing import Any
+
+from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
+from ._namespace import default_int, device_of, dtype_kind, dtype_name, is_concrete
+
+__all__ = [
+    "check_axes",
+    "check_bool",
+    "check_class_axis",
+    "check_class_weight",
+    "check_ignore_index",
+    "check_index_target",
+    "check_label_smoothing",
+    "check_nonneg_float",
+    "check_prob_target",
+    "check_reduction",
+    "check_temperature",
+    "check_where",
+]
+
+Array = Any
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _as_int(value: object, name: str) -> int:
+    if isinstance(value, bool):
+        msg = f"`{name}` must be an integer, got a bool"
+        raise SoftmaxkitTypeError(msg)
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        msg = f"`{name}` must be an integer, a tuple of integers or None, got {value!r}"
+        raise SoftmaxkitTypeError(msg) from None
+
+
+def check_axes(axis: object, ndim: int, *, name: str = "axis") -> tuple[int, ...]:
+    """Normalise ``axis`` (int, tuple of ints or None) to sorted non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, tuple) else (axis,)
+    if isinstance(axis, list):
+        msg = f"`{name}` must be an int, a tuple of ints or None, got a list; use a tuple"
+        raise SoftmaxkitTypeError(msg)
+    if not items:
+        msg = f"`{name}=()` selects no axis to normalise over; pass an axis or None for all axes"
+        raise SoftmaxkitValueError(msg)
+    out = []
+    for a in items:
+        i = _as_int(a, name)
+        if not -ndim <= i < ndim:
+            if ndim == 0:
+                msg = f"`{name}={i}` is out of range for a 0-d array; use {name}=None"
+            else:
+                msg = (
+                    f"`{name}={i}` is out of range for an array with {ndim} dimension(s); "
+                    f"use a value in [{-ndim}, {ndim - 1}]"
+                )
+            raise SoftmaxkitValueError(msg)
+        out.append(i % ndim)
+    if len(set(out)) != len(out):
+        msg = f"`{name}={axis!r}` repeats an axis; list each axis once"
+        raise SoftmaxkitValueError(msg)
+    return tuple(sorted(out))
+
+
+def check_class_axis(axis: object, ndim: int) -> int:
+    if ndim == 0:
+        msg = "`logits` is 0-d; cross-entropy needs at least a class axis"
+        raise SoftmaxkitValueError(msg)
+    if axis is None or isinstance(axis, tuple):
+        msg = (
+            f"`axis` must be a single int (the class axis) here, got {axis!r}; "
+            "reshape the classes into one axis first"
+        )
+        raise SoftmaxkitTypeError(msg)
+    return check_axes(axis, ndim)[0]
+
+
+def check_where(xp: Any, where: object, shape: tuple[int, ...]) -> Array | None:
+    """Validate a boolean mask and broadcast it to ``shape``."""
+    if where is None:
+        return None
+    if isinstance(where, bool):
+        msg = "`where` must be a boolean array (True = include); a plain bool is ambiguous"
+        raise SoftmaxkitTypeError(msg)
+    kind = dtype_kind(xp, getattr(where, "dtype", None))
+    if kind != "bool":
+        msg = (
+            f"`where` must be a boolean array (True = include), got dtype "
+            f"{getattr(where, 'dtype', type(where).__name__)}; compare with a value to make one"
+        )
+        raise SoftmaxkitTypeError(msg)
+    try:
+        return xp.broadcast_to(where, shape)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        msg = f"`where` has shape {tuple(where.shape)}, which does not broadcast to {shape}"
+        raise SoftmaxkitValueError(msg) from exc
+
+
+def check_temperature(temperature: object) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        msg = f"`temperature` must be a positive real number, got {temperature!r}"
+        raise SoftmaxkitTypeError(msg)
+    t = float(temperature)
+    if not (t > 0 and math.isfinite(t)):
+        msg = (
+            f"`temperature` must be positive and finite, got {t}; "
+            "for greedy decisions use softmaxkit.predict (argmax) instead of temperature 0"
+        )
+        raise SoftmaxkitValueError(msg)
+    return t
+
+
+def check_reduction(reduction: object) -> str:
+    if reduction not in REDUCTIONS:
+        msg = f"`reduction` must be one of 'mean', 'sum' or 'none', got {reduction!r}"
+        raise SoftmaxkitValueError(msg)
+    return str(reduction)
+
+
+def check_label_smoothing(value: object) -> float:
+    v = check_nonneg_float(value, "label_smoothing")
+    if v > 1.0:
+        msg = f"`label_smoothing` must lie in [0, 1], got {v}"
+        raise SoftmaxkitValueError(msg)
+    return v
+
+
+def check_nonneg_float(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        msg = f"`{name}` must be a real number, got {value!r}"
+        raise SoftmaxkitTypeError(msg)
+    v = float(value)
+    if not (v >= 0 and math.isfinite(v)):
+        msg = f"`{name}` must be finite and >= 0, got {v}"
+        raise SoftmaxkitValueError(msg)
+    return v
+
+
+def check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        msg = f"`{name}` must be True or False, got {value!r}"
+        raise SoftmaxkitTypeError(msg)
+    return value
+
+
+def check_ignore_index(value: object) -> int | None:
+    if value is None:
+        return None
+    return _as_int(value, "ignore_index")
+
+
+def _first_bad(xp: Any, bad: Array, values: Array) -> str:
+    """Describe the first offending entry of a concrete array."""
+    import numpy as np
+
+    b = np.asarray(_to_numpy(bad))
+    v = np.asarray(_to_numpy(values))
+    idx = tuple(int(i[0]) for i in np.nonzero(b))
+    return f"{v[idx]!r} at index {idx}" if idx else "?"
+
+
+def _to_numpy(a: Array) -> Any:
+    import numpy as np
+
+    if hasattr(a, "detach"):  # torch
+        return a.detach().cpu().numpy()
+    if hasattr(a, "_array"):  # array-api-strict
+        return np.asarray(a._array)
+    return np.asarray(a)
+
+
+def _any(xp: Any, a: Array) -> bool:
+    return bool(xp.any(a))
+
+
+def check_index_target(
+    xp: Any,
+    target: Array,
+    batch_shape: tuple[int, ...],
+    n_classes: int,
+    ignore_index: int | None,
+) -> Array:
+    """Validate class-index targets; integral floats are accepted and converted."""
+    shape = tuple(target.shape)
+    if shape != batch_shape:
+        msg = (
+            f"`target` holds class indices with shape {shape}, but the logits without "
+            f"their class axis have shape {batch_shape}; the shapes must match"
+        )
+        raise SoftmaxkitValueError(msg)
+    kind = dtype_kind(xp, target.dtype)
+    if kind == "float" or kind == "half":
+        if is_concrete(target):
+            if _any(xp, ~xp.isfinite(target)):
+                msg = (
+                    "`target` holds class indices but contains NaN or inf "
+                    f"({_first_bad(xp, ~xp.isfinite(target), target)}); class indices must be "
+                    "finite integers"
+                )
+                raise SoftmaxkitValueError(msg)
+            if _any(xp, target != xp.round(target)):
+                msg = (
+                    "`target` holds class indices but has non-integer values "
+                    f"({_first_bad(xp, target != xp.round(target), target)}); "
+                    "pass integers, or probabilities with the logits' shape"
+                )
+                raise SoftmaxkitValueError(msg)
+        target = xp.astype(target, default_int(xp, device_of(target)))
+    elif kind == "bool":
+        msg = (
+            "`target` is boolean; for class indices pass integers, and for binary or "
+            "multi-label targets use binary_cross_entropy_with_logits"
+        )
+        raise SoftmaxkitTypeError(msg)
+    elif kind != "int":
+        msg = f"`target` must hold integer class indices, got dtype {target.dtype}"
+        raise SoftmaxkitTypeError(msg)
+    if is_concrete(target):
+        bad = (target < 0) | (target >= n_classes)
+        if ignore_index is not None:
+            bad = bad & (target != ignore_index)
+        if _any(xp, bad):
+            ign = "" if ignore_index is None else f" (or ignore_index={ignore_index})"
+            msg = (
+                f"`target` has a class index out of range: {_first_bad(xp, bad, target)}; "
+                f"valid indices are 0..{n_classes - 1}{ign}"
+            )
+            raise SoftmaxkitValueError(msg)
+    return target
+
+
+def check_prob_target(xp: Any, target: Array, shape: tuple[int, ...], name: str = "target") -> None:
+    """Validate probability targets (same shape as the logits, finite, non-negative)."""
+    if tuple(target.shape) != shape:
+        msg = (
+            f"`{name}` holds probabilities with shape {tuple(target.shape)}, but the logits have "
+            f"shape {shape}; probability targets must have the logits' shape "
+            "(for class indices, pass integers without the class axis)"
+        )
+        raise SoftmaxkitValueError(msg)
+    if is_concrete(target):
+        if _any(xp, xp.isnan(target)):
+            msg = f"`{name}` contains NaN ({_first_bad(xp, xp.isnan(target), target)})"
+            raise SoftmaxkitValueError(msg)
+        if _any(xp, target < 0):
+            msg = (
+                f"`{name}` has a negative probability ({_first_bad(xp, target < 0, target)}); "
+                "target probabilities must be >= 0"
+            )
+            raise SoftmaxkitValueError(msg)
+
+
+def check_class_weight(xp: Any, weight: object, n_classes: int) -> Array | None:
+    if weight is None:
+        return None
+    kind = dtype_kind(xp, getattr(weight, "dtype", None))
+    if kind not in ("float", "half", "int"):
+        msg = f"`weight` must be a real array of per-class weights, got dtype {getattr(weight, 'dtype', None)}"
+        raise SoftmaxkitTypeError(msg)
+    shape = tuple(weight.shape)  # type: ignore[attr-defined]
+    if shape != (n_classes,):
+        msg = f"`weight` must have shape ({n_classes},), one weight per class, got {shape}"
+        raise SoftmaxkitValueError(msg)
+    check_nonneg_array(xp, weight, "weight")
+    return weight
+
+
+def check_nonneg_array(xp: Any, a: Array, name: str) -> None:
+    if is_concrete(a):
+        bad = ~(a >= 0) | ~xp.isfinite(a)
+        if _any(xp, bad):
+            msg = f"`{name}` must be finite and >= 0, got {_first_bad(xp, bad, a)}"
+            raise SoftmaxkitValueError(msg)
+
+
+def describe_dtype(dtype: Any) -> str:
+    return dtype_name(dtype)
