@@ -1,0 +1,222 @@
+/*
+ * softmaxkit._ckernels: the thin CPython binding of the C core.
+ *
+ * The Python layer (softmaxkit._dispatch) has already validated the
+ * arguments, moved the reduced axes last, made the data C-contiguous in
+ * native byte order and allocated the outputs; this module only checks buffer
+ * sizes (so a bug upstream cannot write out of bounds), releases the GIL and
+ * maps status codes to exceptions.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "skit.h"
+
+typedef struct {
+    Py_buffer view;
+    int held;
+} buf;
+
+static void release(buf *b) {
+    if (b->held) PyBuffer_Release(&b->view);
+    b->held = 0;
+}
+
+/* Get a C-contiguous buffer of `count` items of the given format ('f', 'd', 'B', 'q').
+ * None is accepted (and gives NULL) when `optional`. */
+static int get(PyObject *obj, buf *b, int writable, char fmt, Py_ssize_t count, int optional,
+               const char *what) {
+    b->held = 0;
+    if (obj == Py_None) {
+        if (optional) return 0;
+        PyErr_Format(PyExc_TypeError, "%s must not be None", what);
+        return -1;
+    }
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &b->view, flags) < 0) return -1;
+    b->held = 1;
+    const char *f = b->view.format ? b->view.format : "B";
+    if (f[0] == '=' || f[0] == '@') f++;
+    int ok = f[0] == fmt && f[1] == '\0';
+    if (fmt == 'q' && (f[0] == 'l' && f[1] == '\0') && b->view.itemsize == 8) ok = 1;
+    if (fmt == 'B' && ((f[0] == '?' && f[1] == '\0'))) ok = 1;
+    if (!ok || b->view.len != count * b->view.itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of format '%c', got format '%s'",
+                     what, count, fmt, f);
+        release(b);
+        return -1;
+    }
+    return 0;
+}
+
+static int status_error(int st) {
+    if (st == SKIT_ENOMEM) {
+        PyErr_NoMemory();
+    } else {
+        PyErr_Format(PyExc_RuntimeError, "softmaxkit C core failed with status %d", st);
+    }
+    return -1;
+}
+
+static int parse_rows(skit_rows *a, buf *x, PyObject *xo, Py_ssize_t rows, Py_ssize_t n,
+                      int dtype, int mode, int threads, double temperature) {
+    a->dtype = dtype;
+    a->mode = mode;
+    a->threads = threads;
+    a->rows = (size_t)rows;
+    a->n = (size_t)n;
+    a->temperature = temperature;
+    a->mask = NULL;
+    if (rows < 0 || n < 0 || threads < 1 || (dtype != SKIT_F32 && dtype != SKIT_F64)) {
+        PyErr_SetString(PyExc_ValueError, "bad shape, dtype or thread count");
+        return -1;
+    }
+    if (get(xo, x, 0, dtype == SKIT_F32 ? 'f' : 'd', rows * n, 0, "x") < 0) return -1;
+    a->x = x->view.buf;
+    return 0;
+}
+
+PyDoc_STRVAR(softmax_doc, "softmax(x, out, mask, rows, n, dtype, mode, threads, temperature, log)");
+
+static PyObject *py_softmax(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *oo, *mo;
+    Py_ssize_t rows, n;
+    int dtype, mode, threads, log;
+    double temperature;
+    if (!PyArg_ParseTuple(args, "OOOnniiidp", &xo, &oo, &mo, &rows, &n, &dtype, &mode, &threads,
+                          &temperature, &log))
+        return NULL;
+    skit_rows a;
+    buf x = {0}, o = {0}, m = {0};
+    if (parse_rows(&a, &x, xo, rows, n, dtype, mode, threads, temperature) < 0) return NULL;
+    if (get(oo, &o, 1, dtype == SKIT_F32 ? 'f' : 'd', rows * n, 0, "out") < 0 ||
+        get(mo, &m, 0, 'B', rows * n, 1, "mask") < 0) {
+        release(&x);
+        release(&o);
+        return NULL;
+    }
+    a.mask = m.held ? (const uint8_t *)m.view.buf : NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS st = skit_softmax(&a, o.view.buf, log);
+    Py_END_ALLOW_THREADS release(&x);
+    release(&o);
+    release(&m);
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(logsumexp_doc, "logsumexp(x, mask, rows, n, dtype, mode, threads, lse)");
+
+static PyObject *py_logsumexp(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *mo, *lo;
+    Py_ssize_t rows, n;
+    int dtype, mode, threads;
+    if (!PyArg_ParseTuple(args, "OOnniiiO", &xo, &mo, &rows, &n, &dtype, &mode, &threads, &lo))
+        return NULL;
+    skit_rows a;
+    buf x = {0}, m = {0}, l = {0};
+    if (parse_rows(&a, &x, xo, rows, n, dtype, mode, threads, 1.0) < 0) return NULL;
+    if (get(mo, &m, 0, 'B', rows * n, 1, "mask") < 0 ||
+        get(lo, &l, 1, 'd', rows, 0, "lse") < 0) {
+        release(&x);
+        release(&m);
+        return NULL;
+    }
+    a.mask = m.held ? (const uint8_t *)m.view.buf : NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS st = skit_logsumexp(&a, (double *)l.view.buf);
+    Py_END_ALLOW_THREADS release(&x);
+    release(&m);
+    release(&l);
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(cross_entropy_doc,
+             "cross_entropy(x, target, weight, mask, rows, n, dtype, mode, threads, has_ignore, "
+             "ignore_index, z_loss, grad_scale, loss, lse, counted, grad)");
+
+static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *to, *wo, *mo, *losso, *lseo, *co, *go;
+    Py_ssize_t rows, n;
+    int dtype, mode, threads, has_ignore;
+    long long ignore;
+    double z, gscale;
+    if (!PyArg_ParseTuple(args, "OOOOnniiipLddOOOO", &xo, &to, &wo, &mo, &rows, &n, &dtype, &mode,
+                          &threads, &has_ignore, &ignore, &z, &gscale, &losso, &lseo, &co, &go))
+        return NULL;
+    skit_rows a;
+    buf x = {0}, t = {0}, w = {0}, m = {0}, lb = {0}, sb = {0}, cb = {0}, g = {0};
+    if (parse_rows(&a, &x, xo, rows, n, dtype, mode, threads, 1.0) < 0) return NULL;
+    if (get(to, &t, 0, 'q', rows, 0, "target") < 0 || get(wo, &w, 0, 'd', rows, 1, "weight") < 0 ||
+        get(mo, &m, 0, 'B', rows * n, 1, "mask") < 0 ||
+        get(losso, &lb, 1, 'd', rows, 0, "loss") < 0 ||
+        get(lseo, &sb, 1, 'd', rows, 0, "lse") < 0 ||
+        get(co, &cb, 1, 'B', rows, 0, "counted") < 0 ||
+        get(go, &g, 1, dtype == SKIT_F32 ? 'f' : 'd', rows * n, 1, "grad") < 0) {
+        release(&x), release(&t), release(&w), release(&m);
+        release(&lb), release(&sb), release(&cb), release(&g);
+        return NULL;
+    }
+    const int64_t *tp = (const int64_t *)t.view.buf;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        if ((tp[r] < 0 || tp[r] >= n) && !(has_ignore && tp[r] == ignore)) {
+            release(&x), release(&t), release(&w), release(&m);
+            release(&lb), release(&sb), release(&cb), release(&g);
+            PyErr_Format(PyExc_IndexError, "target %lld out of range", (long long)tp[r]);
+            return NULL;
+        }
+    }
+    a.mask = m.held ? (const uint8_t *)m.view.buf : NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS st = skit_cross_entropy(
+        &a, tp, w.held ? (const double *)w.view.buf : NULL, has_ignore, (int64_t)ignore, z, gscale,
+        (double *)lb.view.buf, (double *)sb.view.buf, (uint8_t *)cb.view.buf,
+        g.held ? g.view.buf : NULL);
+    Py_END_ALLOW_THREADS release(&x), release(&t), release(&w), release(&m);
+    release(&lb), release(&sb), release(&cb), release(&g);
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_isa(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return PyUnicode_FromString(skit_isa());
+}
+
+static PyObject *py_set_isa(PyObject *self, PyObject *arg) {
+    (void)self;
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+    if (skit_set_isa(name) != 0) {
+        PyErr_Format(PyExc_ValueError, "instruction set %R is not available on this CPU", arg);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"softmax", py_softmax, METH_VARARGS, softmax_doc},
+    {"logsumexp", py_logsumexp, METH_VARARGS, logsumexp_doc},
+    {"cross_entropy", py_cross_entropy, METH_VARARGS, cross_entropy_doc},
+    {"isa", py_isa, METH_NOARGS, "Name of the instruction set in use."},
+    {"set_isa", py_set_isa, METH_O, "Force an instruction set ('auto' to detect)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyModuleDef_Slot slots[] = {
+#ifdef Py_GIL_DISABLED
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_ckernels", "softmaxkit's native CPU kernels.", 0, methods, slots,
+};
+
+PyMODINIT_FUNC PyInit__ckernels(void) { return PyModuleDef_Init(&moduledef); }

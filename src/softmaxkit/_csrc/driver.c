@@ -1,0 +1,470 @@
+/*
+ * The ISA-independent half of the C core: picks the engines for this CPU,
+ * splits the work into rows and fixed-size row blocks, runs them on worker
+ * threads, and combines block statistics in a fixed order, so that results
+ * never depend on the number of threads.
+ *
+ * Per row (Blanchard, Higham & Higham 2021, blocked):
+ *   phase A  for each block b: m_b = max, c_b = sum of exp(x - m_b) over the
+ *            maximal entries, s_b = sum over the others (fast engines also
+ *            store exp(x - m_b) into the output);
+ *   combine  M = max m_b, c = sum of c_b over blocks with m_b = M,
+ *            s = the other s_b plus (c_b + s_b) exp(m_b - M), in block order;
+ *            L = log1p((c - 1) + s), R = 1 / (c + s);
+ *   phase B  softmax = exp(x - M) R (or stored values times R exp(m_b - M)),
+ *            log_softmax = (x - M) - L, logsumexp = M + L,
+ *            cross-entropy = L + (M - x_t).
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "skit_internal.h"
+
+/* ---- instruction-set selection --------------------------------------------- */
+static _Atomic(const skit_isa_table *) g_isa = NULL;
+
+static const skit_isa_table *detect_isa(void) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+        return &skit_table_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &skit_table_avx2;
+#endif
+    return &skit_table_base;
+}
+
+static const skit_isa_table *isa(void) {
+    const skit_isa_table *t = atomic_load_explicit(&g_isa, memory_order_acquire);
+    if (!t) {
+        t = detect_isa();
+        atomic_store_explicit(&g_isa, t, memory_order_release);
+    }
+    return t;
+}
+
+const char *skit_isa(void) { return isa()->name; }
+
+int skit_set_isa(const char *name) {
+    const skit_isa_table *cands[3] = {&skit_table_base, NULL, NULL};
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        cands[1] = &skit_table_avx2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma"))
+        cands[2] = &skit_table_avx512;
+#endif
+    if (strcmp(name, "auto") == 0) {
+        atomic_store(&g_isa, detect_isa());
+        return 0;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (cands[i] && strcmp(cands[i]->name, name) == 0) {
+            atomic_store(&g_isa, cands[i]);
+            return 0;
+        }
+    }
+    return SKIT_EINVAL;
+}
+
+/* ---- a minimal fork-join parallel loop ------------------------------------- */
+typedef void (*task_fn)(void *ctx, size_t i);
+
+typedef struct {
+    task_fn fn;
+    void *ctx;
+    size_t ntasks, grain;
+    atomic_size_t next;
+} pjob;
+
+static void *pworker(void *p) {
+    pjob *j = (pjob *)p;
+    for (;;) {
+        size_t i = atomic_fetch_add(&j->next, j->grain);
+        if (i >= j->ntasks) break;
+        size_t end = i + j->grain < j->ntasks ? i + j->grain : j->ntasks;
+        for (; i < end; i++) j->fn(j->ctx, i);
+    }
+    return NULL;
+}
+
+/* Run fn(ctx, i) for i in [0, ntasks) on up to `threads` threads (the caller included). */
+static void parallel_for(size_t ntasks, size_t grain, int threads, task_fn fn, void *ctx) {
+    if (grain == 0) grain = 1;
+    size_t chunks = (ntasks + grain - 1) / grain;
+    if (threads > 64) threads = 64;
+    if ((size_t)threads > chunks) threads = (int)chunks;
+    if (threads <= 1) {
+        for (size_t i = 0; i < ntasks; i++) fn(ctx, i);
+        return;
+    }
+    pjob j;
+    j.fn = fn;
+    j.ctx = ctx;
+    j.ntasks = ntasks;
+    j.grain = grain;
+    atomic_init(&j.next, 0);
+    pthread_t tid[64];
+    int started = 0;
+    for (int t = 1; t < threads; t++) {
+        if (pthread_create(&tid[started], NULL, pworker, &j) != 0) break; /* fewer is fine */
+        started++;
+    }
+    pworker(&j);
+    for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
+}
+
+/* ---- the row engine -------------------------------------------------------- */
+enum { OP_SOFTMAX = 0, OP_LOGSOFTMAX = 1, OP_LSE = 2, OP_CE = 3 };
+
+#define BLOCK_BYTES ((size_t)1 << 17) /* 128 KiB of input per block */
+#define MIN_ELEMS_PER_THREAD ((size_t)1 << 15)
+
+typedef struct {
+    const skit_rows *a;
+    const skit_engine *E;
+    int op;
+    void *out; /* softmax / log_softmax output, or the CE gradient (may be NULL) */
+    double *lse, *loss;
+    uint8_t *counted;
+    const int64_t *target;
+    const double *weight;
+    int has_ignore;
+    int64_t ignore;
+    double z, gscale;
+    size_t block, nb;
+    int store;
+    skit_bstat *bs; /* two-level mode: rows * nb block statistics */
+    skit_rstat *rs; /* two-level mode: per-row statistics */
+    skit_dd *fac;   /* two-level mode: per-row factor of phase B */
+    _Atomic int err;
+} job;
+
+static inline size_t blen(const job *j, size_t b) {
+    size_t start = b * j->block;
+    size_t rem = j->a->n - start;
+    return rem < j->block ? rem : j->block;
+}
+
+static inline const char *xrow(const job *j, size_t r) {
+    return (const char *)j->a->x + r * j->a->n * j->E->elsize;
+}
+static inline char *orow(const job *j, size_t r) {
+    return j->out ? (char *)j->out + r * j->a->n * j->E->elsize : NULL;
+}
+static inline const uint8_t *mrow(const job *j, size_t r) {
+    return j->a->mask ? j->a->mask + r * j->a->n : NULL;
+}
+
+static void phase_a(const job *j, size_t r, size_t b, skit_bstat *st) {
+    size_t off = b * j->block;
+    const uint8_t *m = mrow(j, r);
+    char *o = orow(j, r);
+    j->E->stats(xrow(j, r) + off * j->E->elsize, m ? m + off : NULL, blen(j, b),
+                j->a->temperature, st, j->store && o ? o + off * j->E->elsize : NULL);
+}
+
+static void combine(const job *j, const skit_bstat *bs, skit_rstat *rs, int need_L, int need_R) {
+    const skit_engine *E = j->E;
+    size_t nb = j->nb;
+    int nan = 0;
+    int64_t k = 0;
+    double M = -INFINITY;
+    for (size_t b = 0; b < nb; b++) {
+        nan |= bs[b].nan;
+        k += bs[b].kinf;
+        if (bs[b].m > M) M = bs[b].m;
+    }
+    memset(rs, 0, sizeof *rs);
+    rs->M = M;
+    rs->k = k;
+    if (nan) {
+        rs->kind = SKIT_ROW_NAN;
+        return;
+    }
+    if (k) {
+        rs->kind = SKIT_ROW_POSINF;
+        return;
+    }
+    if (M == -INFINITY) {
+        rs->kind = SKIT_ROW_EMPTY;
+        return;
+    }
+    rs->kind = SKIT_ROW_FINITE;
+    skit_dd c = dd_make(0.0, 0.0), s = dd_make(0.0, 0.0);
+    for (size_t b = 0; b < nb; b++) {
+        if (bs[b].m == M) {
+            c = dd_add(c, bs[b].c);
+            s = dd_add(s, bs[b].s);
+        } else if (bs[b].m > -INFINITY) {
+            skit_dd f = E->exp1(dd_two_sum(bs[b].m, -M));
+            s = dd_add(s, dd_mul(dd_add(bs[b].c, bs[b].s), f));
+        }
+    }
+    rs->c = c;
+    rs->s = s;
+    skit_dd D = dd_add(c, s);
+    if (need_R) rs->R = dd_div(dd_make(1.0, 0.0), D);
+    if (need_L) rs->L = E->log1p1(dd_add(dd_add(c, dd_make(-1.0, 0.0)), s));
+}
+
+/* the factor that turns block b's stored exp(x - m_b) into the output */
+static skit_dd block_factor(const job *j, const skit_bstat *st, const skit_rstat *rs, skit_dd f) {
+    if (st->m == rs->M) return f;
+    return dd_mul(f, j->E->exp1(dd_two_sum(st->m, -rs->M)));
+}
+
+static int ce_ignored(const job *j, size_t r) {
+    return j->has_ignore && j->target[r] == j->ignore;
+}
+
+/* Row-level scalar results and the phase-B factor of softmax-like outputs. */
+static skit_dd row_finish(const job *j, size_t r, const skit_bstat *bs, skit_rstat *rs) {
+    int need_L = j->op != OP_SOFTMAX;
+    int need_R = j->op == OP_SOFTMAX || (j->op == OP_CE && j->out);
+    combine(j, bs, rs, need_L, need_R);
+    skit_dd fac = rs->R;
+    if (j->op == OP_LSE || j->op == OP_CE) {
+        double lse;
+        switch (rs->kind) {
+        case SKIT_ROW_NAN: lse = NAN; break;
+        case SKIT_ROW_POSINF: lse = INFINITY; break;
+        case SKIT_ROW_EMPTY: lse = -INFINITY; break;
+        default: lse = dd_value(dd_add(dd_make(rs->M, 0.0), rs->L));
+        }
+        if (j->lse) j->lse[r] = lse;
+        if (j->op == OP_CE) {
+            int counted = !ce_ignored(j, r) && rs->kind != SKIT_ROW_EMPTY;
+            double w = j->weight ? j->weight[r] : 1.0;
+            double loss = 0.0;
+            if (counted) {
+                size_t t = (size_t)j->target[r];
+                const uint8_t *m = mrow(j, r);
+                skit_dd xt = j->E->scaled(xrow(j, r), t, j->a->temperature);
+                int valid = (!m || m[t]) && xt.hi != -INFINITY;
+                double nll;
+                if (rs->kind == SKIT_ROW_NAN) {
+                    nll = NAN;
+                } else if (rs->kind == SKIT_ROW_POSINF) {
+                    nll = (valid && xt.hi == INFINITY) ? log((double)rs->k) : INFINITY;
+                } else if (!valid) {
+                    nll = INFINITY;
+                } else {
+                    nll = dd_value(dd_sub(rs->L, dd_sub(xt, dd_make(rs->M, 0.0))));
+                }
+                double core = j->z != 0.0 ? nll + j->z * lse * lse : nll;
+                loss = w * core;
+            }
+            j->loss[r] = loss;
+            j->counted[r] = (uint8_t)counted;
+            if (j->out && rs->kind == SKIT_ROW_FINITE) {
+                double g = j->z != 0.0 ? 1.0 + 2.0 * j->z * lse : 1.0;
+                fac = dd_mul(fac, dd_make(w * j->gscale * g, 0.0));
+            }
+        }
+    }
+    return fac;
+}
+
+static void zero_fill(const job *j, size_t r, size_t off, size_t len) {
+    memset(orow(j, r) + off * j->E->elsize, 0, len * j->E->elsize);
+}
+
+static void phase_b(const job *j, size_t r, size_t b, const skit_bstat *st, const skit_rstat *rs,
+                    skit_dd fac) {
+    const skit_engine *E = j->E;
+    if (!j->out || j->op == OP_LSE) return;
+    size_t off = b * j->block, len = blen(j, b);
+    const uint8_t *m = mrow(j, r);
+    const char *x = xrow(j, r) + off * E->elsize;
+    char *o = orow(j, r) + off * E->elsize;
+    m = m ? m + off : NULL;
+    double T = j->a->temperature;
+    if (j->op == OP_CE && (ce_ignored(j, r) || rs->kind == SKIT_ROW_EMPTY)) {
+        zero_fill(j, r, off, len);
+        return;
+    }
+    if (rs->kind != SKIT_ROW_FINITE) {
+        E->special(x, m, len, T, rs, j->op == OP_LOGSOFTMAX, o);
+        if (j->op == OP_CE) {
+            double w = j->weight ? j->weight[r] : 1.0;
+            E->rescale(o, len, dd_make(w * j->gscale, 0.0));
+        }
+        return;
+    }
+    if (j->op == OP_LOGSOFTMAX) {
+        E->logsub(x, m, len, T, rs->M, rs->L, o);
+    } else if (j->store) {
+        if (st->m == -INFINITY)
+            zero_fill(j, r, off, len);
+        else
+            E->rescale(o, len, block_factor(j, st, rs, fac));
+    } else {
+        E->expscale(x, m, len, T, rs->M, fac, o);
+    }
+}
+
+static void store_elem(const job *j, size_t r, size_t i, double v) {
+    char *o = orow(j, r) + i * j->E->elsize;
+    if (j->E->elsize == 4) {
+        float f = (float)v;
+        memcpy(o, &f, 4);
+    } else {
+        memcpy(o, &v, 8);
+    }
+}
+
+/* CE gradient at the target: w * scale * ((p_t - 1) + 2 z lse p_t), p_t - 1 = -(D - e_t)/D */
+static void ce_fix_target(const job *j, size_t r, const skit_rstat *rs) {
+    if (!j->out || ce_ignored(j, r) || rs->kind == SKIT_ROW_EMPTY || rs->kind == SKIT_ROW_NAN)
+        return;
+    size_t t = (size_t)j->target[r];
+    double w = j->weight ? j->weight[r] : 1.0;
+    double sc = w * j->gscale;
+    const uint8_t *m = mrow(j, r);
+    skit_dd xt = j->E->scaled(xrow(j, r), t, j->a->temperature);
+    int valid = (!m || m[t]) && xt.hi != -INFINITY;
+    if (rs->kind == SKIT_ROW_POSINF) {
+        double pt = (valid && xt.hi == INFINITY) ? 1.0 / (double)rs->k : 0.0;
+        store_elem(j, r, t, sc * (pt - 1.0));
+        return;
+    }
+    double g;
+    if (!valid) {
+        g = -1.0;
+    } else {
+        skit_dd d = dd_sub(xt, dd_make(rs->M, 0.0));
+        skit_dd et = j->E->exp1(d);
+        skit_dd D = dd_add(rs->c, rs->s);
+        skit_dd num = xt.hi == rs->M ? dd_add(dd_sub(rs->c, et), rs->s)
+                                     : dd_add(rs->c, dd_sub(rs->s, et));
+        g = -dd_value(dd_div(num, D));
+        if (j->z != 0.0) {
+            double lse = dd_value(dd_add(dd_make(rs->M, 0.0), rs->L));
+            double pt = dd_value(dd_div(et, D));
+            g += 2.0 * j->z * lse * pt;
+        }
+    }
+    store_elem(j, r, t, sc * g);
+}
+
+/* single-level: one task is one whole row */
+static void row_task(void *ctx, size_t r) {
+    job *j = (job *)ctx;
+    skit_bstat local[8];
+    skit_bstat *bs = j->nb <= 8 ? local : (skit_bstat *)malloc(j->nb * sizeof(skit_bstat));
+    if (!bs) {
+        j->err = SKIT_ENOMEM;
+        return;
+    }
+    for (size_t b = 0; b < j->nb; b++) phase_a(j, r, b, &bs[b]);
+    skit_rstat rs;
+    skit_dd fac = row_finish(j, r, bs, &rs);
+    for (size_t b = 0; b < j->nb; b++) phase_b(j, r, b, &bs[b], &rs, fac);
+    if (j->op == OP_CE) ce_fix_target(j, r, &rs);
+    if (bs != local) free(bs);
+}
+
+/* two-level: tasks are (row, block) pairs */
+static void block_a_task(void *ctx, size_t i) {
+    job *j = (job *)ctx;
+    phase_a(j, i / j->nb, i % j->nb, &j->bs[i]);
+}
+static void block_b_task(void *ctx, size_t i) {
+    job *j = (job *)ctx;
+    size_t r = i / j->nb;
+    phase_b(j, r, i % j->nb, &j->bs[i], &j->rs[r], j->fac[r]);
+}
+
+static int run(job *j) {
+    const skit_rows *a = j->a;
+    if (a->rows == 0 || a->n == 0) return SKIT_OK;
+    if (a->threads < 1) return SKIT_EINVAL;
+    j->block = BLOCK_BYTES / j->E->elsize;
+    j->nb = (a->n + j->block - 1) / j->block;
+    j->err = SKIT_OK;
+    size_t total = a->rows * a->n;
+    int threads = a->threads;
+    size_t cap = total / MIN_ELEMS_PER_THREAD;
+    if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
+    if (j->nb > 1 && threads > 1 && a->rows < 4 * (size_t)threads) {
+        size_t ntask = a->rows * j->nb;
+        j->bs = (skit_bstat *)malloc(ntask * sizeof(skit_bstat));
+        j->rs = (skit_rstat *)malloc(a->rows * sizeof(skit_rstat));
+        j->fac = (skit_dd *)malloc(a->rows * sizeof(skit_dd));
+        if (!j->bs || !j->rs || !j->fac) {
+            free(j->bs);
+            free(j->rs);
+            free(j->fac);
+            return SKIT_ENOMEM;
+        }
+        parallel_for(ntask, 1, threads, block_a_task, j);
+        for (size_t r = 0; r < a->rows; r++)
+            j->fac[r] = row_finish(j, r, j->bs + r * j->nb, &j->rs[r]);
+        if (j->out && j->op != OP_LSE) parallel_for(ntask, 1, threads, block_b_task, j);
+        if (j->op == OP_CE)
+            for (size_t r = 0; r < a->rows; r++) ce_fix_target(j, r, &j->rs[r]);
+        free(j->bs);
+        free(j->rs);
+        free(j->fac);
+        return SKIT_OK;
+    }
+    /* rows per grab: about 64 KiB of input, so tiny rows do not thrash the counter */
+    size_t rowbytes = a->n * j->E->elsize;
+    size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
+    parallel_for(a->rows, grain, threads, row_task, j);
+    return j->err;
+}
+
+static int setup(job *j, const skit_rows *a) {
+    memset(j, 0, sizeof *j);
+    if (!a || (a->dtype != SKIT_F32 && a->dtype != SKIT_F64) ||
+        (a->mode != SKIT_FAST && a->mode != SKIT_ACCURATE) || !(a->temperature > 0.0))
+        return SKIT_EINVAL;
+    j->a = a;
+    j->E = isa()->eng[a->dtype][a->mode];
+    return SKIT_OK;
+}
+
+int skit_softmax(const skit_rows *a, void *out, int log) {
+    job j;
+    int st = setup(&j, a);
+    if (st) return st;
+    j.op = log ? OP_LOGSOFTMAX : OP_SOFTMAX;
+    j.out = out;
+    j.store = !log && j.E->store_exp;
+    return run(&j);
+}
+
+int skit_logsumexp(const skit_rows *a, double *lse) {
+    job j;
+    int st = setup(&j, a);
+    if (st) return st;
+    j.op = OP_LSE;
+    j.lse = lse;
+    return run(&j);
+}
+
+int skit_cross_entropy(const skit_rows *a, const int64_t *target, const double *weight,
+                       int has_ignore, int64_t ignore_index, double z_loss, double grad_scale,
+                       double *loss, double *lse, uint8_t *counted, void *grad) {
+    job j;
+    int st = setup(&j, a);
+    if (st) return st;
+    j.op = OP_CE;
+    j.target = target;
+    j.weight = weight;
+    j.has_ignore = has_ignore;
+    j.ignore = ignore_index;
+    j.z = z_loss;
+    j.gscale = grad_scale;
+    j.loss = loss;
+    j.lse = lse;
+    j.counted = counted;
+    j.out = grad;
+    j.store = grad && j.E->store_exp;
+    return run(&j);
+}

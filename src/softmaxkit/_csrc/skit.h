@@ -1,0 +1,76 @@
+/*
+ * softmaxkit C core: the softmax family over rows of float32 / float64 data.
+ *
+ * Python-free. Every entry point works on `rows` contiguous rows of `n`
+ * elements each (row r starts at x + r*n), never writes into its inputs,
+ * returns an int status (SKIT_OK on success) and is safe to call from many
+ * threads at once. Results do not depend on the number of threads: rows and
+ * long-row blocks are fixed units of work whose results are combined in a
+ * fixed order.
+ *
+ * Common parameters
+ *   x            input rows, `rows * n` elements, C order
+ *   mask         NULL, or `rows * n` bytes: 0 excludes the element (as if -inf)
+ *   rows, n      number of rows and row length (n >= 1 unless rows == 0)
+ *   temperature  divides x before everything else; 1.0 means no division
+ *   mode         SKIT_FAST (input precision) or SKIT_ACCURATE (correctly
+ *                rounded in practice: float64 internals for float32 data,
+ *                double-word arithmetic for float64 data)
+ *   threads      worker threads to use (>= 1)
+ */
+#ifndef SKIT_H
+#define SKIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { SKIT_OK = 0, SKIT_ENOMEM = 1, SKIT_EINVAL = 2 };
+enum { SKIT_FAST = 0, SKIT_ACCURATE = 1 };
+enum { SKIT_F32 = 0, SKIT_F64 = 1 };
+
+typedef struct {
+    int dtype;           /* SKIT_F32 or SKIT_F64: the type of x and of array outputs */
+    int mode;            /* SKIT_FAST or SKIT_ACCURATE */
+    int threads;         /* >= 1 */
+    size_t rows, n;
+    const void *x;
+    const uint8_t *mask; /* may be NULL */
+    double temperature;
+} skit_rows;
+
+/* softmax (log = 0) or log_softmax (log = 1) of every row into `out`
+ * (same type and layout as x; may be x itself for an in-place update). */
+int skit_softmax(const skit_rows *a, void *out, int log);
+
+/* logsumexp of every row, in float64, into lse[rows]. */
+int skit_logsumexp(const skit_rows *a, double *lse);
+
+/* Cross-entropy with class-index targets.
+ *   target[rows]   class index of each row, in [0, n), or ignore_index
+ *   weight         NULL or weight[rows]: the weight of each row's target class
+ *   has_ignore, ignore_index   rows whose target equals it are skipped
+ *   z_loss         adds z_loss * lse^2 per row
+ *   loss[rows]     per-row loss (0 for rows that are not counted), float64
+ *   lse[rows]      per-row logsumexp, float64
+ *   counted[rows]  1 where the row counts towards a mean
+ *   grad           NULL, or `rows * n` elements of x's type: receives
+ *                  grad_scale * d(loss_r)/d(x_r) for counted rows, 0 elsewhere
+ */
+int skit_cross_entropy(const skit_rows *a, const int64_t *target, const double *weight,
+                       int has_ignore, int64_t ignore_index, double z_loss, double grad_scale,
+                       double *loss, double *lse, uint8_t *counted, void *grad);
+
+/* Name of the instruction set the kernels run with ("avx512", "avx2", "sse2", "neon", "scalar"). */
+const char *skit_isa(void);
+
+/* Force an instruction set by name (for tests); returns 0 if it is available here. */
+int skit_set_isa(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

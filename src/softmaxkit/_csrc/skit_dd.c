@@ -1,0 +1,62 @@
+/*
+ * Scalar double-word exp, expm1 and log1p (about 100 correct bits in the
+ * range the kernels use). Used once per row or block, never per element of a
+ * large array, so clarity wins over speed here.
+ *
+ * exp: Tang's table method. x = (64 m + j) ln2/64 + r with |r| <= ln2/128,
+ * exp(x) = 2^m * 2^(j/64) * exp(r); 2^(j/64) is a double-word table entry and
+ * expm1(r) a degree-6 Taylor polynomial whose leading term r is carried
+ * exactly. log1p: one Newton step on the double-word expm1.
+ *
+ * References: P. T. P. Tang, ACM TOMS 15(2), 1989; T. J. Dekker, Numer. Math.
+ * 18, 1971.
+ */
+#include "skit_consts.h"
+#include "skit_internal.h"
+
+skit_dd skit_dd_exp(skit_dd x) {
+    if (isnan(x.hi)) return dd_make(x.hi, 0.0);
+    if (x.hi < -760.0) return dd_make(0.0, 0.0);
+    if (x.hi > 709.7) return dd_make(INFINITY, 0.0);
+    double k = nearbyint(x.hi * SKIT_DD_INV);
+    double r0 = x.hi - k * SKIT_DD_C1; /* exact */
+    skit_dd r = dd_two_sum(r0, -k * SKIT_DD_C2);
+    double rl = r.lo - k * SKIT_DD_C3 + x.lo;
+    double rh = r.hi;
+    double q = SKIT_DDP_6;
+    q = q * rh + SKIT_DDP_5;
+    q = q * rh + SKIT_DDP_4;
+    q = q * rh + SKIT_DDP_3;
+    q = q * rh + SKIT_DDP_2;
+    double plo = rl + rh * rl + (rh * rh) * q;
+    long ki = (long)k;
+    long j = ki & 63;
+    int m = (int)((ki - j) / 64);
+    double th = skit_exp2_hi[j], tl = skit_exp2_lo[j];
+    double a = th * rh;
+    double b = fma(th, rh, -a);
+    double rest = tl + th * plo + tl * (rh + plo);
+    skit_dd s = dd_fast_two_sum(th, a);
+    skit_dd out = dd_fast_two_sum(s.hi, s.lo + (b + rest));
+    return dd_make(ldexp(out.hi, m), ldexp(out.lo, m));
+}
+
+skit_dd skit_dd_expm1(double x) {
+    if (fabs(x) < 0x1p-40) {
+        /* x + x^2/2 + x^3/6: the next term is below 2^-160 relative */
+        return dd_fast_two_sum(x, x * x * (0.5 + x / 6.0));
+    }
+    skit_dd e = skit_dd_exp(dd_make(x, 0.0));
+    return dd_add(e, dd_make(-1.0, 0.0));
+}
+
+skit_dd skit_dd_log1p(skit_dd a) {
+    if (!(a.hi > 0.0)) return dd_make(a.hi == 0.0 ? 0.0 : NAN, 0.0);
+    if (isinf(a.hi)) return dd_make(INFINITY, 0.0);
+    double l0 = log1p(a.hi);
+    skit_dd e = skit_dd_expm1(l0);
+    /* log1p(a) = l0 - (expm1(l0) - a) / (1 + a) to second order */
+    skit_dd diff = dd_sub(e, a);
+    double delta = dd_value(diff) / (1.0 + a.hi);
+    return dd_fast_two_sum(l0, -delta);
+}

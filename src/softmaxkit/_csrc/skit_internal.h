@@ -1,0 +1,126 @@
+/*
+ * Internal interface between the ISA-independent driver (driver.c) and the
+ * per-instruction-set engines (engines.c, compiled once per ISA), plus scalar
+ * double-word arithmetic shared by both.
+ */
+#ifndef SKIT_INTERNAL_H
+#define SKIT_INTERNAL_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "skit.h"
+
+#define SKIT_CAT_(a, b) a##b
+#define SKIT_CAT(a, b) SKIT_CAT_(a, b)
+
+/* ---- double-word numbers: value = hi + lo, |lo| <= ulp(hi)/2 -------------- */
+typedef struct {
+    double hi, lo;
+} skit_dd;
+
+static inline skit_dd dd_make(double hi, double lo) {
+    skit_dd r = {hi, lo};
+    return r;
+}
+
+static inline skit_dd dd_two_sum(double a, double b) {
+    double s = a + b;
+    double bb = s - a;
+    return dd_make(s, (a - (s - bb)) + (b - bb));
+}
+
+static inline skit_dd dd_fast_two_sum(double a, double b) {
+    double s = a + b;
+    return dd_make(s, b - (s - a));
+}
+
+static inline skit_dd dd_add(skit_dd a, skit_dd b) {
+    skit_dd s = dd_two_sum(a.hi, b.hi);
+    return dd_fast_two_sum(s.hi, s.lo + (a.lo + b.lo));
+}
+
+static inline skit_dd dd_neg(skit_dd a) { return dd_make(-a.hi, -a.lo); }
+
+static inline skit_dd dd_sub(skit_dd a, skit_dd b) { return dd_add(a, dd_neg(b)); }
+
+static inline skit_dd dd_mul(skit_dd a, skit_dd b) {
+    double p = a.hi * b.hi;
+    double e = fma(a.hi, b.hi, -p);
+    e += a.hi * b.lo + a.lo * b.hi;
+    return dd_fast_two_sum(p, e);
+}
+
+static inline skit_dd dd_div(skit_dd a, skit_dd b) {
+    double q = a.hi / b.hi;
+    double r = fma(-q, b.hi, a.hi);
+    r = (r + a.lo) - q * b.lo;
+    return dd_fast_two_sum(q, r / b.hi);
+}
+
+static inline double dd_value(skit_dd a) { return a.hi + a.lo; }
+
+/* Scalar double-word exp, expm1 and log1p (skit_dd.c). */
+skit_dd skit_dd_exp(skit_dd x);
+skit_dd skit_dd_expm1(double x);
+skit_dd skit_dd_log1p(skit_dd a);
+
+/* ---- statistics of one block of a row ------------------------------------- */
+typedef struct {
+    double m;     /* max of the valid scaled entries (-inf if none); not NaN */
+    int nan;      /* a valid entry is NaN */
+    int64_t kinf; /* number of valid +inf entries */
+    skit_dd c;    /* sum of exp(x - m) over the entries equal to m (their count when T = 1) */
+    skit_dd s;    /* sum of exp(x - m) over the other valid entries */
+} skit_bstat;
+
+enum { SKIT_ROW_FINITE = 0, SKIT_ROW_NAN = 1, SKIT_ROW_POSINF = 2, SKIT_ROW_EMPTY = 3 };
+
+typedef struct {
+    int kind;
+    int64_t k;    /* +inf rows: number of +inf entries */
+    double M;     /* the row max (finite rows) */
+    skit_dd c, s; /* combined count and rest at M */
+    skit_dd L;    /* log(c + s) = log1p((c - 1) + s) */
+    skit_dd R;    /* 1 / (c + s) */
+} skit_rstat;
+
+/* One engine: the element loops for one (dtype, mode) on one instruction set. */
+typedef struct {
+    size_t elsize;
+    /* stats of one block; if store != NULL also writes exp(x - m_block) there (fast mode) */
+    void (*stats)(const void *x, const uint8_t *mask, size_t n, double T, skit_bstat *st,
+                  void *store);
+    /* out = exp(x - M) * f over a block (f double-word, from the row's R and scale) */
+    void (*expscale)(const void *x, const uint8_t *mask, size_t n, double T, double M, skit_dd f,
+                     void *out);
+    /* out *= f over a block of stored exponentials */
+    void (*rescale)(void *out, size_t n, skit_dd f);
+    /* out = (x - M) - L over a block */
+    void (*logsub)(const void *x, const uint8_t *mask, size_t n, double T, double M, skit_dd L,
+                   void *out);
+    /* the scaled value x_i / T as a double-word number */
+    skit_dd (*scaled)(const void *x, size_t i, double T);
+    /* exp of a double-word argument <= 0 in the engine's precision */
+    skit_dd (*exp1)(skit_dd d);
+    /* log1p of a double-word argument >= 0 in the engine's precision */
+    skit_dd (*log1p1)(skit_dd a);
+    /* +inf/NaN/empty rows: fill a block of softmax (log = 0) or log_softmax (log = 1) */
+    void (*special)(const void *x, const uint8_t *mask, size_t n, double T, const skit_rstat *rs,
+                    int islog, void *out);
+    int store_exp; /* softmax stores exp in the stats pass and rescales (fast modes) */
+} skit_engine;
+
+typedef struct {
+    const char *name;
+    const skit_engine *eng[2][2]; /* [dtype][mode] */
+} skit_isa_table;
+
+extern const skit_isa_table skit_table_base;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const skit_isa_table skit_table_avx2;
+extern const skit_isa_table skit_table_avx512;
+#endif
+
+#endif
