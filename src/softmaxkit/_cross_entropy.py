@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _dispatch
 from ._agnostic import _losses
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from ._namespace import dtype_kind, make_plan, resolve
@@ -39,6 +40,7 @@ def cross_entropy(
     where: Array | None = None,
     return_grad: bool = False,
     precision: str = "accurate",
+    threads: int | None = None,
 ) -> Array | tuple[Array, Array]:
     r"""Softmax cross-entropy between logits and class indices or class probabilities.
 
@@ -88,6 +90,8 @@ def cross_entropy(
         (for ``"none"``, of each item's loss), from the same pass.
     precision : {"accurate", "fast"}, optional
         See :func:`softmax`.
+    threads : int, optional
+        Worker threads of the native CPU kernels; see :func:`softmax`.
 
     Returns
     -------
@@ -163,6 +167,24 @@ def cross_entropy(
     else:
         msg = f"`target` must be integer class indices or float probabilities, got dtype {ta.dtype}"
         raise SoftmaxkitTypeError(msg)
+    nthreads = _dispatch.check_threads(threads)
+    res = _dispatch.cross_entropy(
+        la,
+        ta,
+        axis=ax,
+        target_is_index=is_index,
+        weight=w,
+        ignore_index=ign,
+        label_smoothing=eps,
+        z_loss=z,
+        reduction=red,
+        where=mask,
+        return_grad=return_grad,
+        plan=plan,
+        threads=nthreads,
+    )
+    if res is not None:
+        return res
     return _losses.cross_entropy(
         la,
         ta,

@@ -1,28 +1,444 @@
-"""Where the public ops hand a call to a native kernel.
+"""Where the public ops hand a call to the native C kernels.
 
-Each function returns the finished result when a native kernel covers the call
-(NumPy arrays on the CPU in float32/float64), and ``None`` otherwise, in which
-case the caller runs the array-agnostic implementation. Until the C core is
-built into the package no kernel covers any call, so every function returns
-``None`` and the array-agnostic path (the reference implementation) runs.
+Each op function returns the finished result when a native kernel covers the
+call and ``None`` otherwise, in which case the caller runs the array-agnostic
+implementation (the reference the kernels are tested against). The kernels
+cover NumPy arrays of float32 and float64 (integer and bool inputs are promoted
+to float64 first) on every axis and memory layout: the reduced axes are moved
+last and the data made C-contiguous in native byte order here, so the C core
+only ever sees ``rows x n`` blocks.
+
+Threads: ``threads=None`` uses the ``SOFTMAXKIT_NUM_THREADS`` environment
+variable, or else the number of physical cores this process may run on. The
+results do not depend on the number of threads.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import os
 from typing import Any
 
-__all__ = ["log_softmax", "softmax"]
+import numpy as np
+
+from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
+from ._namespace import Plan, dtype_name, is_numpy
+
+try:  # the C core; absent only in a broken build, then every call falls back
+    from . import _ckernels
+except ImportError:  # pragma: no cover - exercised only without a compiled core
+    _ckernels = None
+
+__all__ = [
+    "available",
+    "quick_normalize",
+    "check_out",
+    "check_threads",
+    "cross_entropy",
+    "default_threads",
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+]
 
 Array = Any
 
+ENV_THREADS = "SOFTMAXKIT_NUM_THREADS"
+_DTYPES = {"float32": 0, "float64": 1}
+SMALL = 1 << 15  # the C core's minimum of elements per thread (driver.c)
+
+
+def available() -> bool:
+    """Whether the native kernels were built into this installation."""
+    return _ckernels is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _physical_cores() -> int:
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+    cores = set()
+    for c in cpus:
+        path = f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list"
+        try:
+            with open(path) as fh:
+                cores.add(fh.read().strip())
+        except OSError:
+            cores.add(str(c))
+    return max(1, len(cores))
+
+
+def default_threads() -> int:
+    """Threads used when ``threads=None``: ``$SOFTMAXKIT_NUM_THREADS`` or the physical cores."""
+    env = os.environ.get(ENV_THREADS)
+    if env is not None and env.strip():
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n < 1:
+            msg = f"environment variable {ENV_THREADS}={env!r} must be a positive integer"
+            raise SoftmaxkitValueError(msg)
+        return n
+    return _physical_cores()
+
+
+def check_threads(threads: object) -> int:
+    """Validate the ``threads=`` keyword (``None`` picks the default)."""
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        msg = f"`threads` must be a positive integer or None, got {threads!r}"
+        raise SoftmaxkitTypeError(msg)
+    if threads < 1:
+        msg = f"`threads` must be >= 1, got {threads}; use None for the default"
+        raise SoftmaxkitValueError(msg)
+    return int(threads)
+
+
+def check_out(x: Array, out: object, plan: Plan) -> np.ndarray | None:
+    """Validate ``out=``: a writeable NumPy array with the result's shape and dtype."""
+    if out is None:
+        return None
+    if not is_numpy(plan.xp) or not isinstance(out, np.ndarray):
+        msg = (
+            "`out` must be a NumPy array and is supported for NumPy inputs only, "
+            f"got {type(out).__name__} for a {type(x).__name__} input"
+        )
+        raise SoftmaxkitTypeError(msg)
+    want = np.dtype(dtype_name(plan.out))
+    if out.shape != tuple(x.shape) or out.dtype != want:
+        msg = (
+            f"`out` has shape {out.shape} and dtype {out.dtype}, but the result has shape "
+            f"{tuple(x.shape)} and dtype {want}; pass np.empty_like(x, dtype={want.name!r})"
+        )
+        raise SoftmaxkitValueError(msg)
+    if not out.flags.writeable:
+        msg = "`out` is read-only; pass a writeable array"
+        raise SoftmaxkitValueError(msg)
+    return out
+
+
+def finish_out(result: Array, out: np.ndarray | None) -> Array:
+    """Copy a fallback result into ``out`` when one was given."""
+    if out is None:
+        return result
+    np.copyto(out, result)
+    return out
+
+
+# ---- eligibility and layout -----------------------------------------------------
+
+
+def _native_input(x: Array, plan: Plan) -> tuple[np.ndarray, int, int] | None:
+    """The input as a native-order NumPy array of the kernel dtype, its dtype code and mode."""
+    if _ckernels is None or not is_numpy(plan.xp) or not isinstance(x, np.ndarray):
+        return None
+    name = dtype_name(plan.out)
+    code = _DTYPES.get(name)
+    if code is None:
+        return None
+    if plan.mode == "plain":
+        mode = 0
+    elif (name == "float32" and plan.mode == "wide") or (name == "float64" and plan.mode == "dd"):
+        mode = 1
+    else:  # pragma: no cover - make_plan never pairs these
+        return None
+    dt = np.dtype(name)
+    if x.dtype != dt:
+        if x.dtype.kind not in "fiub" or (x.dtype.kind == "f" and x.dtype.itemsize != dt.itemsize):
+            return None
+        x = x.astype(dt)
+    return x, code, mode
+
+
+def _layout(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[list[int], int, int]:
+    keep = [i for i in range(len(shape)) if i not in axes]
+    perm = keep + list(axes)
+    rows = math.prod(shape[i] for i in keep)
+    n = math.prod(shape[i] for i in axes)
+    return perm, rows, n
+
+
+def _to_rows(a: np.ndarray, perm: list[int], rows: int, n: int, dtype: Any) -> np.ndarray:
+    if perm != sorted(perm):
+        a = a.transpose(perm)
+    a = a.reshape(rows, n)
+    return np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("="))
+
+
+def _from_rows(r: np.ndarray, shape: tuple[int, ...], perm: list[int]) -> np.ndarray:
+    tshape = tuple(shape[i] for i in perm)
+    res = r.reshape(tshape)
+    if perm != sorted(perm):
+        res = res.transpose(np.argsort(perm))
+    return res
+
+
+def _mask_rows(where: Array | None, perm: list[int], rows: int, n: int) -> np.ndarray | None:
+    if where is None:
+        return None
+    return _to_rows(np.asarray(where), perm, rows, n, np.bool_)
+
+
+# ---- ops ------------------------------------------------------------------------
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+
+
+def quick_normalize(
+    x: object,
+    axis: object,
+    where: object,
+    temperature: object,
+    precision: object,
+    out: object,
+    threads: object,
+    log: bool,
+) -> np.ndarray | None:
+    """A shortcut for the most common call, before any general validation.
+
+    Covers a C-contiguous float32/float64 NumPy array normalised over its last
+    axis, with no mask or ``out``; anything else returns ``None`` and takes the
+    general path, which validates and raises the proper errors. This keeps the
+    latency of a small call at a few microseconds.
+    """
+    if type(x) is not np.ndarray or where is not None or out is not None or _ckernels is None:
+        return None
+    dt = x.dtype
+    if dt is _F32:
+        code = 0
+    elif dt is _F64:
+        code = 1
+    else:
+        return None
+    if precision == "accurate":
+        mode = 1
+    elif precision == "fast":
+        mode = 0
+    else:
+        return None
+    nd = x.ndim
+    if type(axis) is not int or nd == 0 or not -nd <= axis < nd or (axis % nd) != nd - 1:
+        return None
+    if type(temperature) is float or type(temperature) is int:
+        t = float(temperature)
+        if not (0.0 < t < math.inf):
+            return None
+    else:
+        return None
+    if threads is None:
+        # below this size the C core runs one thread anyway; skip the environment lookup
+        nthreads = 1 if x.size < SMALL else default_threads()
+    elif type(threads) is int and threads >= 1:
+        nthreads = threads
+    else:
+        return None
+    if not x.flags.c_contiguous:
+        return None
+    n = x.shape[-1]
+    if n == 0 or x.size == 0:
+        return None
+    res = np.empty_like(x)
+    _ckernels.softmax(x, res, None, x.size // n, n, code, mode, nthreads, t, log)
+    return res
+
+
+
+def _normalize(
+    x: Array,
+    axes: tuple[int, ...],
+    where: Array | None,
+    temperature: float,
+    plan: Plan,
+    out: np.ndarray | None,
+    threads: int | None,
+    log: bool,
+) -> Array | None:
+    got = _native_input(x, plan)
+    if got is None:
+        return None
+    xa, code, mode = got
+    shape = tuple(xa.shape)
+    perm, rows, n = _layout(shape, axes)
+    if n == 0 or rows == 0:
+        return None
+    nthreads = check_threads(threads)
+    x2 = _to_rows(xa, perm, rows, n, xa.dtype)
+    m2 = _mask_rows(where, perm, rows, n)
+    direct = (
+        out is not None
+        and perm == sorted(perm)
+        and out.flags.c_contiguous
+        and out.dtype.isnative
+        and (out is x or not np.may_share_memory(out, x2))
+    )
+    o2 = out.reshape(rows, n) if direct and out is not None else np.empty((rows, n), xa.dtype)
+    _ckernels.softmax(x2, o2, m2, rows, n, code, mode, nthreads, float(temperature), log)
+    if direct:
+        return out
+    res = _from_rows(o2, shape, perm)
+    if out is not None:
+        np.copyto(out, res)
+        return out
+    return res
+
 
 def softmax(
-    x: Array, axes: tuple[int, ...], where: Array | None, temperature: float, plan: Any
+    x: Array,
+    axes: tuple[int, ...],
+    where: Array | None,
+    temperature: float,
+    plan: Plan,
+    *,
+    out: np.ndarray | None = None,
+    threads: int | None = None,
 ) -> Array | None:
-    return None
+    return _normalize(x, axes, where, temperature, plan, out, threads, log=False)
 
 
 def log_softmax(
-    x: Array, axes: tuple[int, ...], where: Array | None, temperature: float, plan: Any
+    x: Array,
+    axes: tuple[int, ...],
+    where: Array | None,
+    temperature: float,
+    plan: Plan,
+    *,
+    out: np.ndarray | None = None,
+    threads: int | None = None,
 ) -> Array | None:
-    return None
+    return _normalize(x, axes, where, temperature, plan, out, threads, log=True)
+
+
+def logsumexp(
+    x: Array,
+    axes: tuple[int, ...],
+    b: Array | None,
+    where: Array | None,
+    keepdims: bool,
+    return_sign: bool,
+    plan: Plan,
+    *,
+    threads: int | None = None,
+) -> Array | tuple[Array, Array] | None:
+    if b is not None:
+        return None
+    got = _native_input(x, plan)
+    if got is None:
+        return None
+    xa, code, mode = got
+    shape = tuple(xa.shape)
+    perm, rows, n = _layout(shape, axes)
+    if n == 0 or rows == 0:
+        return None
+    nthreads = check_threads(threads)
+    x2 = _to_rows(xa, perm, rows, n, xa.dtype)
+    m2 = _mask_rows(where, perm, rows, n)
+    lse = np.empty(rows, np.float64)
+    _ckernels.logsumexp(x2, m2, rows, n, code, mode, nthreads, lse)
+    kept = tuple(1 if i in axes else s for i, s in enumerate(shape))
+    red = tuple(s for i, s in enumerate(shape) if i not in axes)
+    res_shape = kept if keepdims else red
+    dt = xa.dtype
+    res = lse.reshape(res_shape).astype(dt)
+    if not return_sign:
+        return res
+    sign = np.where(lse == -np.inf, 0.0, 1.0)
+    sign = np.where(np.isnan(lse), np.nan, sign).reshape(res_shape).astype(dt)
+    return res, sign
+
+
+def cross_entropy(
+    logits: Array,
+    target: Array,
+    *,
+    axis: int,
+    target_is_index: bool,
+    weight: Array | None,
+    ignore_index: int | None,
+    label_smoothing: float,
+    z_loss: float,
+    reduction: str,
+    where: Array | None,
+    return_grad: bool,
+    plan: Plan,
+    threads: int | None = None,
+) -> Array | tuple[Array, Array] | None:
+    if not target_is_index or label_smoothing != 0.0:
+        return None
+    got = _native_input(logits, plan)
+    if got is None or not isinstance(target, np.ndarray):
+        return None
+    if weight is not None and not isinstance(weight, np.ndarray):
+        return None
+    xa, code, mode = got
+    shape = tuple(xa.shape)
+    perm, rows, n = _layout(shape, (axis,))
+    if n == 0 or rows == 0:
+        return None
+    nthreads = check_threads(threads)
+    x2 = _to_rows(xa, perm, rows, n, xa.dtype)
+    m2 = _mask_rows(where, perm, rows, n)
+    t = np.ascontiguousarray(np.asarray(target).reshape(rows), dtype=np.int64)
+    ignored = np.zeros(rows, bool) if ignore_index is None else t == ignore_index
+    t_safe = np.where(ignored, 0, t)
+    if weight is not None:
+        w_t = np.asarray(weight, dtype=np.float64)[t_safe]
+        w_t = np.ascontiguousarray(np.where(ignored, 0.0, w_t))
+        den_pred = float(np.sum(w_t))
+    else:
+        w_t = None
+        den_pred = float(rows - np.count_nonzero(ignored))
+    loss = np.empty(rows, np.float64)
+    lse = np.empty(rows, np.float64)
+    counted = np.empty(rows, np.uint8)
+    grad = np.empty((rows, n), xa.dtype) if return_grad else None
+
+    def run(scale: float) -> None:
+        _ckernels.cross_entropy(
+            x2,
+            t,
+            w_t,
+            m2,
+            rows,
+            n,
+            code,
+            mode,
+            nthreads,
+            ignore_index is not None,
+            0 if ignore_index is None else int(ignore_index),
+            float(z_loss),
+            scale,
+            loss,
+            lse,
+            counted,
+            grad,
+        )
+
+    def scale_for(den: float) -> float:
+        if reduction != "mean":
+            return 1.0
+        return 1.0 / den if den > 0 else 0.0
+
+    run(scale_for(den_pred))
+    cnt = counted.astype(bool)
+    den = float(np.sum(w_t[cnt])) if w_t is not None else float(np.count_nonzero(cnt))
+    if return_grad and reduction == "mean" and den != den_pred:
+        run(scale_for(den))  # rows with nothing left to count changed the mean's divisor
+    dt = xa.dtype
+    batch = tuple(s for i, s in enumerate(shape) if i != axis)
+    if reduction == "none":
+        res = loss.reshape(batch).astype(dt)
+    elif reduction == "sum":
+        res = np.asarray(np.sum(loss), dtype=dt)
+    else:
+        total = float(np.sum(loss))
+        res = np.asarray(total / den if den > 0 else 0.0, dtype=dt)
+    if not return_grad:
+        return res
+    assert grad is not None
+    return res, _from_rows(grad, shape, perm)

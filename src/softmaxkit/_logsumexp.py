@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _dispatch
 from ._agnostic import _normalize
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from ._namespace import dtype_kind, make_plan, resolve
@@ -24,6 +25,7 @@ def logsumexp(
     keepdims: bool = False,
     return_sign: bool = False,
     precision: str = "accurate",
+    threads: int | None = None,
 ) -> Array | tuple[Array, Array]:
     r"""Log of the sum of exponentials, without overflow and without losing tiny terms.
 
@@ -55,6 +57,8 @@ def logsumexp(
         without ``return_sign`` such a result is NaN, as in SciPy.
     precision : {"accurate", "fast"}, optional
         See :func:`softmax`.
+    threads : int, optional
+        Worker threads of the native CPU kernels; see :func:`softmax`.
 
     Returns
     -------
@@ -115,6 +119,12 @@ def logsumexp(
         plan = make_plan(xp, xa, precision)
     axes = check_axes(axis, xa.ndim)
     mask = check_where(xp, wa, tuple(xa.shape))
+    nthreads = _dispatch.check_threads(threads)
+    res = _dispatch.logsumexp(
+        xa, axes, ba, mask, keepdims, return_sign, plan, threads=nthreads
+    )
+    if res is not None:
+        return res
     return _normalize.logsumexp(
         xa,
         axes=axes,

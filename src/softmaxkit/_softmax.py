@@ -33,6 +33,8 @@ def softmax(
     where: Array | None = None,
     temperature: float = 1.0,
     precision: str = "accurate",
+    out: Array | None = None,
+    threads: int | None = None,
 ) -> Array:
     r"""Softmax: turn logits into probabilities that sum to one along ``axis``.
 
@@ -65,6 +67,13 @@ def softmax(
         + 1 %): float32 data is computed in float64 where the backend has it,
         float64 data in double-word arithmetic. ``"fast"`` computes in the input
         precision (at least float32).
+    out : numpy.ndarray, optional
+        NumPy inputs only: a writeable array with the shape and result dtype of
+        ``x`` to write the result into (skips the allocation); it is returned.
+    threads : int, optional
+        Worker threads of the native CPU kernels (NumPy float32/float64 input).
+        Default: the ``SOFTMAXKIT_NUM_THREADS`` environment variable, or else the
+        number of physical cores. Results do not depend on it.
 
     Returns
     -------
@@ -102,11 +111,17 @@ def softmax(
     >>> sk.softmax(np.array([1.0, 2.0]), where=np.array([False, False]))
     array([0., 0.])
     """
+    res = _dispatch.quick_normalize(x, axis, where, temperature, precision, out, threads, False)
+    if res is not None:
+        return res
     xp, xa, axes, mask, t, plan = _prepare(x, axis, where, temperature, precision)
-    out = _dispatch.softmax(xa, axes, mask, t, plan)
-    if out is not None:
-        return out
-    return _normalize.softmax(xa, axes=axes, where=mask, temperature=t, plan=plan)
+    nthreads = _dispatch.check_threads(threads)
+    o = _dispatch.check_out(xa, out, plan)
+    res = _dispatch.softmax(xa, axes, mask, t, plan, out=o, threads=nthreads)
+    if res is not None:
+        return res
+    res = _normalize.softmax(xa, axes=axes, where=mask, temperature=t, plan=plan)
+    return _dispatch.finish_out(res, o)
 
 
 def log_softmax(
@@ -117,6 +132,8 @@ def log_softmax(
     where: Array | None = None,
     temperature: float = 1.0,
     precision: str = "accurate",
+    out: Array | None = None,
+    threads: int | None = None,
 ) -> Array:
     r"""Log-softmax: the logarithm of :func:`softmax`, computed without forming it.
 
@@ -142,6 +159,10 @@ def log_softmax(
     temperature : float, optional
         Divides the logits first. Must be positive and finite.
     precision : {"accurate", "fast"}, optional
+        See :func:`softmax`.
+    out : numpy.ndarray, optional
+        See :func:`softmax`.
+    threads : int, optional
         See :func:`softmax`.
 
     Returns
@@ -177,8 +198,14 @@ def log_softmax(
     >>> sk.log_softmax(np.array([0.0, -800.0]))
     array([   0., -800.])
     """
+    res = _dispatch.quick_normalize(x, axis, where, temperature, precision, out, threads, True)
+    if res is not None:
+        return res
     xp, xa, axes, mask, t, plan = _prepare(x, axis, where, temperature, precision)
-    out = _dispatch.log_softmax(xa, axes, mask, t, plan)
-    if out is not None:
-        return out
-    return _normalize.log_softmax(xa, axes=axes, where=mask, temperature=t, plan=plan)
+    nthreads = _dispatch.check_threads(threads)
+    o = _dispatch.check_out(xa, out, plan)
+    res = _dispatch.log_softmax(xa, axes, mask, t, plan, out=o, threads=nthreads)
+    if res is not None:
+        return res
+    res = _normalize.log_softmax(xa, axes=axes, where=mask, temperature=t, plan=plan)
+    return _dispatch.finish_out(res, o)

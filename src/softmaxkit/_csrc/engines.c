@@ -276,11 +276,14 @@ typedef struct {
 
 INLINE vf e32f_exp_chunk(const float *x, const uint8_t *mask, float T, float m, float lowcut,
                          sumacc_f *a) {
+    (void)lowcut;
     vf v = e32f_load(x, mask, T);
-    vf xc = self(v < lowcut, splatf(lowcut), v);
-    vf d = xc - m;
-    vf bb = d - xc;
-    vf lo = (xc - (d - bb)) + (-m - bb);
+    vf d = v - m;
+    vf bb = d - v;
+    vf lo = (v - (d - bb)) + (-m - bb); /* TwoSum: d + lo == v - m exactly */
+    vi low = d < -128.0f;               /* exp underflows to 0 (also -inf and overflowed d) */
+    d = self(low, splatf(-128.0f), d);
+    lo = (vf)(~low & (vi)lo);
     vf e = vexpf(d, lo);
     vi ismax = (v == m);
     a->c += (vf)(ismax & (vi)splatf(1.0f));
@@ -575,10 +578,13 @@ typedef struct {
 
 INLINE vd e64f_exp_chunk(const double *x, const uint8_t *mask, double T, double m, double lowcut,
                          sumacc_dc *a) {
+    (void)lowcut;
     vd v = e64_load(x, mask, T);
-    vd xc = seld(v < lowcut, splatd(lowcut), v);
     vd lo;
-    vd d = two_sum_v(xc, splatd(-m), &lo);
+    vd d = two_sum_v(v, splatd(-m), &lo);
+    vl low = d < -800.0; /* exp underflows to 0 (also -inf and overflowed d) */
+    d = seld(low, splatd(-800.0), d);
+    lo = (vd)(~low & (vl)lo);
     vd e = vexpd_hi(d, lo);
     vl ismax = (v == m);
     a->c += (vd)(ismax & (vl)e);
@@ -711,14 +717,13 @@ typedef struct {
 } sumacc_dd;
 
 INLINE void e64a_exp(vd v, vd vlo, double m, vd *eh, vd *el) {
-    vd lowcut = splatd(m - 800.0);
-    vl low = v < lowcut;
-    vd xc = seld(low, lowcut, v);
-    vd xl = seld(low, (vd){0}, vlo);
     vd e1;
-    vd d = two_sum_v(xc, splatd(-m), &e1);
+    vd d = two_sum_v(v, splatd(-m), &e1);
+    vl low = d < -800.0; /* exp underflows to 0 (also -inf and overflowed d) */
+    d = seld(low, splatd(-800.0), d);
+    vd t = (vd)(~low & (vl)(e1 + vlo));
     vd dl;
-    vd dh = fast_two_sum_v(d, e1 + xl, &dl);
+    vd dh = fast_two_sum_v(d, t, &dl);
     vexpdd(dh, dl, eh, el);
 }
 
