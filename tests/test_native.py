@@ -11,9 +11,7 @@ than 2**31 elements.
 
 from __future__ import annotations
 
-import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +20,7 @@ from hypothesis import strategies as st
 
 import softmaxkit as sk
 from softmaxkit import SoftmaxkitTypeError, SoftmaxkitValueError, _dispatch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _native_helpers import assert_ulp_close, oracle_only  # noqa: E402
+from tests._native_helpers import assert_ulp_close, oracle_only
 
 _ck = _dispatch._ckernels
 ISAS = [name for name in ("sse2", "avx2", "avx512", "neon") if _ck is not None]

@@ -7,7 +7,7 @@ from typing import Any
 from . import _dispatch
 from ._agnostic import _normalize
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from ._namespace import dtype_kind, make_plan, resolve
+from ._namespace import call, dtype_kind, make_plan, resolve
 from ._validation import check_axes, check_bool, check_where
 
 __all__ = ["logsumexp"]
@@ -109,7 +109,10 @@ def logsumexp(
         try:
             shape = tuple(xp.broadcast_arrays(xa, ba)[0].shape)
         except (ValueError, RuntimeError, TypeError) as exc:
-            msg = f"`b` has shape {tuple(ba.shape)}, which does not broadcast with x's {tuple(xa.shape)}"
+            msg = (
+                f"`b` has shape {tuple(ba.shape)}, which does not broadcast with "
+                f"x's shape {tuple(xa.shape)}"
+            )
             raise SoftmaxkitValueError(msg) from exc
         if shape != tuple(xa.shape):
             xa = xp.broadcast_to(xa, shape)
@@ -120,17 +123,12 @@ def logsumexp(
     axes = check_axes(axis, xa.ndim)
     mask = check_where(xp, wa, tuple(xa.shape))
     nthreads = _dispatch.check_threads(threads)
-    res = _dispatch.logsumexp(
-        xa, axes, ba, mask, keepdims, return_sign, plan, threads=nthreads
-    )
+    res = _dispatch.logsumexp(xa, axes, ba, mask, keepdims, return_sign, plan, threads=nthreads)
     if res is not None:
         return res
-    return _normalize.logsumexp(
-        xa,
-        axes=axes,
-        b=ba,
-        where=mask,
-        keepdims=keepdims,
-        return_sign=return_sign,
-        plan=plan,
+    return call(  # type: ignore[no-any-return]
+        xp,
+        _normalize.logsumexp,
+        {"x": xa, "b": ba, "where": mask},
+        {"axes": axes, "keepdims": keepdims, "return_sign": return_sign, "plan": plan},
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from . import _dispatch
 from ._agnostic import _normalize
-from ._namespace import make_plan, resolve
+from ._namespace import call, make_plan, resolve
 from ._validation import check_axes, check_temperature, check_where
 
 __all__ = ["log_softmax", "softmax"]
@@ -120,7 +120,12 @@ def softmax(
     res = _dispatch.softmax(xa, axes, mask, t, plan, out=o, threads=nthreads)
     if res is not None:
         return res
-    res = _normalize.softmax(xa, axes=axes, where=mask, temperature=t, plan=plan)
+    res = call(
+        xp,
+        _normalize.softmax,
+        {"x": xa, "where": mask},
+        {"axes": axes, "temperature": t, "plan": plan},
+    )
     return _dispatch.finish_out(res, o)
 
 
@@ -207,5 +212,10 @@ def log_softmax(
     res = _dispatch.log_softmax(xa, axes, mask, t, plan, out=o, threads=nthreads)
     if res is not None:
         return res
-    res = _normalize.log_softmax(xa, axes=axes, where=mask, temperature=t, plan=plan)
+    res = call(
+        xp,
+        _normalize.log_softmax,
+        {"x": xa, "where": mask},
+        {"axes": axes, "temperature": t, "plan": plan},
+    )
     return _dispatch.finish_out(res, o)

@@ -100,7 +100,7 @@ def check_where(xp: Any, where: object, shape: tuple[int, ...]) -> Array | None:
     try:
         return xp.broadcast_to(where, shape)
     except (ValueError, RuntimeError, TypeError) as exc:
-        msg = f"`where` has shape {tuple(where.shape)}, which does not broadcast to {shape}"
+        msg = f"`where` has shape {tuple(where.shape)}, which does not broadcast to {shape}"  # type: ignore[attr-defined]
         raise SoftmaxkitValueError(msg) from exc
 
 
@@ -263,7 +263,10 @@ def check_class_weight(xp: Any, weight: object, n_classes: int) -> Array | None:
         return None
     kind = dtype_kind(xp, getattr(weight, "dtype", None))
     if kind not in ("float", "half", "int"):
-        msg = f"`weight` must be a real array of per-class weights, got dtype {getattr(weight, 'dtype', None)}"
+        msg = (
+            "`weight` must be a real array of per-class weights, "
+            f"got dtype {getattr(weight, 'dtype', None)}"
+        )
         raise SoftmaxkitTypeError(msg)
     shape = tuple(weight.shape)  # type: ignore[attr-defined]
     if shape != (n_classes,):
