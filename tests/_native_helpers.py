@@ -61,7 +61,5 @@ def assert_ulp_close(got: object, ref: object, max_ulp: float, what: str = "") -
     worst = float(err.max()) if err.size else 0.0
     if worst > max_ulp:
         idx = np.unravel_index(int(np.argmax(err)), err.shape)
-        msg = (
-            f"{what}: {worst:.3g} ulp > {max_ulp} at {idx}: got {g[idx]!r}, expected {r[idx]!r}"
-        )
+        msg = f"{what}: {worst:.3g} ulp > {max_ulp} at {idx}: got {g[idx]!r}, expected {r[idx]!r}"
         raise AssertionError(msg)

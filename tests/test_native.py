@@ -38,9 +38,7 @@ def _isa_ok(name: str) -> bool:
 
 
 ISAS = [name for name in ISAS if _isa_ok(name)]
-SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def test_native_core_is_built() -> None:
@@ -148,10 +146,22 @@ def test_normalisers_match_oracle(fn: object, precision: str, case: dict[str, ob
     assume(_oracle_defined(case, precision))
     x = case["x"]
     before = np.array(x, copy=True)
-    got = fn(x, axis=case["axis"], where=case["where"], temperature=case["temperature"], precision=precision)  # type: ignore[operator]
+    got = fn(
+        x,
+        axis=case["axis"],
+        where=case["where"],
+        temperature=case["temperature"],
+        precision=precision,
+    )  # type: ignore[operator]
     if precision == "accurate":
         with oracle_only():
-            ref = fn(x, axis=case["axis"], where=case["where"], temperature=case["temperature"], precision=precision)  # type: ignore[operator]
+            ref = fn(
+                x,
+                axis=case["axis"],
+                where=case["where"],
+                temperature=case["temperature"],
+                precision=precision,
+            )  # type: ignore[operator]
     else:
         ref = _fast_reference(fn, case)
     assert_ulp_close(got, ref, _tol(np.asarray(x).dtype, precision), fn.__name__)  # type: ignore[attr-defined]
@@ -182,7 +192,9 @@ def test_logsumexp_matches_oracle(
         assert np.array_equal(g[~fin], r[~fin], equal_nan=True)
         n = max(int(np.asarray(case["x"]).size), 1)
         mag = np.abs(r[fin]) + np.log(n) + 1.0
-        assert np.all(np.abs(g[fin] - r[fin]) <= 4 * np.spacing(mag.astype(dtype.newbyteorder("="))))
+        assert np.all(
+            np.abs(g[fin] - r[fin]) <= 4 * np.spacing(mag.astype(dtype.newbyteorder("=")))
+        )
         return
     assert_ulp_close(got, ref, 1.0 if dtype.itemsize == 4 else 2.0, "lse")
 
@@ -202,7 +214,9 @@ def ce_cases(draw: st.DrawFn) -> dict[str, object]:
         ignore = -100
         target = np.where(rng.random(batch) < 0.3, ignore, target)
     if n == 0:
-        target = np.full(batch, -100) if ignore is not None else target[..., :0] if False else target
+        target = (
+            np.full(batch, -100) if ignore is not None else target[..., :0] if False else target
+        )
     case["target"] = target
     case["ignore_index"] = ignore
     case["weight"] = rng.random(n) + 0.1 if draw(st.booleans()) else None
@@ -216,17 +230,19 @@ def ce_cases(draw: st.DrawFn) -> dict[str, object]:
 @pytest.mark.parametrize("precision", ["accurate", "fast"])
 @SETTINGS
 @given(case=ce_cases(), return_grad=st.booleans())
-def test_cross_entropy_matches_oracle(precision: str, case: dict[str, object], return_grad: bool) -> None:
+def test_cross_entropy_matches_oracle(
+    precision: str, case: dict[str, object], return_grad: bool
+) -> None:
     x = np.asarray(case["x"])
     n = x.shape[case["axis"]]  # type: ignore[index]
     if n == 0:
         return  # no class to index: the target validation rejects every such call
-    kw = {
-        k: case[k] for k in ("axis", "weight", "ignore_index", "z_loss", "reduction", "where")
-    }
+    kw = {k: case[k] for k in ("axis", "weight", "ignore_index", "z_loss", "reduction", "where")}
     got = sk.cross_entropy(x, case["target"], return_grad=return_grad, precision=precision, **kw)
     with oracle_only():
-        ref = sk.cross_entropy(x, case["target"], return_grad=return_grad, precision="accurate", **kw)
+        ref = sk.cross_entropy(
+            x, case["target"], return_grad=return_grad, precision="accurate", **kw
+        )
     if not return_grad:
         got, ref = (got,), (ref,)
     loss_g, loss_r = np.asarray(got[0]), np.asarray(ref[0])
@@ -235,7 +251,9 @@ def test_cross_entropy_matches_oracle(precision: str, case: dict[str, object], r
     if case["reduction"] == "none":
         assert_ulp_close(loss_g, loss_r, 4.0 if precision == "fast" else 2.0, "loss")
     else:
-        np.testing.assert_allclose(loss_g, loss_r, rtol=2e-5 if x.dtype.itemsize == 4 else 1e-12, atol=0)
+        np.testing.assert_allclose(
+            loss_g, loss_r, rtol=2e-5 if x.dtype.itemsize == 4 else 1e-12, atol=0
+        )
     if return_grad:
         g, r = np.asarray(got[1]), np.asarray(ref[1])
         assert g.shape == r.shape
@@ -285,7 +303,9 @@ def test_contract_rows(row: list[float], dtype: str, precision: str) -> None:
 def test_dominant_logit_keeps_tiny_values() -> None:
     for precision in ("accurate", "fast"):
         x = np.array([0.0, -40.0], dtype=np.float32)
-        assert float(sk.log_softmax(x, precision=precision)[0]) == pytest.approx(-4.248354e-18, rel=1e-6)
+        assert float(sk.log_softmax(x, precision=precision)[0]) == pytest.approx(
+            -4.248354e-18, rel=1e-6
+        )
         assert float(sk.logsumexp(x, precision=precision)) == pytest.approx(4.248354e-18, rel=1e-6)
         ce = sk.cross_entropy(x[None], np.array([0]), precision=precision)
         assert float(ce) == pytest.approx(4.248354e-18, rel=1e-6)
@@ -299,7 +319,9 @@ SHAPES = [(3, 300_001), (2, 70_000), (200, 2049), (5000, 7)]
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("precision", ["accurate", "fast"])
-def test_results_do_not_depend_on_thread_count(shape: tuple[int, int], dtype: str, precision: str) -> None:
+def test_results_do_not_depend_on_thread_count(
+    shape: tuple[int, int], dtype: str, precision: str
+) -> None:
     rng = np.random.default_rng(7)
     x = (rng.standard_normal(shape) * 4).astype(dtype)
     t = rng.integers(0, shape[1], size=shape[0])
@@ -433,7 +455,10 @@ def test_out_read_only_is_an_error() -> None:
         sk.log_softmax(np.zeros((3, 3)), out=out)
 
 
-@pytest.mark.parametrize(("threads", "exc"), [(0, SoftmaxkitValueError), ("2", SoftmaxkitTypeError), (True, SoftmaxkitTypeError)])
+@pytest.mark.parametrize(
+    ("threads", "exc"),
+    [(0, SoftmaxkitValueError), ("2", SoftmaxkitTypeError), (True, SoftmaxkitTypeError)],
+)
 def test_threads_errors(threads: object, exc: type) -> None:
     with pytest.raises(exc, match="threads"):
         sk.softmax(np.zeros(3), threads=threads)

@@ -63,7 +63,7 @@ for k in range(2, 15):
     lines.append(f"#define SKIT_ED_{k} {hexf(float(1 / mp.factorial(k)))}")
 lines.append("")
 N = 64
-lines.append(f"/* double-word exp: x = (64 m + j) ln2/64 + r, exp(x) = 2^m 2^(j/64) exp(r) */")
+lines.append("/* double-word exp: x = (64 m + j) ln2/64 + r, exp(x) = 2^m 2^(j/64) exp(r) */")
 n_ln2 = LN2 / N
 cc1 = trunc_bits(n_ln2, 36)
 rest = n_ln2 - mp.mpf(cc1)

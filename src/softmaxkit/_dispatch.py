@@ -28,17 +28,17 @@ from ._namespace import Plan, dtype_name, is_numpy
 try:  # the C core; absent only in a broken build, then every call falls back
     from . import _ckernels
 except ImportError:  # pragma: no cover - exercised only without a compiled core
-    _ckernels = None
+    _ckernels = None  # type: ignore[assignment]
 
 __all__ = [
     "available",
-    "quick_normalize",
     "check_out",
     "check_threads",
     "cross_entropy",
     "default_threads",
     "log_softmax",
     "logsumexp",
+    "quick_normalize",
     "softmax",
 ]
 
@@ -246,7 +246,6 @@ def quick_normalize(
     res = np.empty_like(x)
     _ckernels.softmax(x, res, None, x.size // n, n, code, mode, nthreads, t, log)
     return res
-
 
 
 def _normalize(

@@ -1,0 +1,41 @@
+# Type stubs of the C extension (src/softmaxkit/_csrc/_cmodule.c).
+from typing import Any
+
+def softmax(
+    x: Any,
+    out: Any,
+    mask: Any,
+    rows: int,
+    n: int,
+    dtype: int,
+    mode: int,
+    threads: int,
+    temperature: float,
+    log: bool,
+    /,
+) -> None: ...
+def logsumexp(
+    x: Any, mask: Any, rows: int, n: int, dtype: int, mode: int, threads: int, lse: Any, /
+) -> None: ...
+def cross_entropy(
+    x: Any,
+    target: Any,
+    weight: Any,
+    mask: Any,
+    rows: int,
+    n: int,
+    dtype: int,
+    mode: int,
+    threads: int,
+    has_ignore: bool,
+    ignore_index: int,
+    z_loss: float,
+    grad_scale: float,
+    loss: Any,
+    lse: Any,
+    counted: Any,
+    grad: Any,
+    /,
+) -> None: ...
+def isa() -> str: ...
+def set_isa(name: str, /) -> None: ...
