@@ -227,10 +227,6 @@ INLINE void vexpdd(vd dh, vd dl, vd *eh, vd *el) {
 }
 
 /* ---- scalar helpers shared by the engines ---------------------------------- */
-static skit_dd exp1_plain(skit_dd d) {
-    double v = exp(d.hi);
-    return dd_make(v + v * d.lo, 0.0);
-}
 static skit_dd log1p1_plain(skit_dd a) {
     return dd_make(log1p(a.hi) + a.lo / (1.0 + a.hi), 0.0);
 }
@@ -345,12 +341,13 @@ static void e32f_stats(const void *xv, const uint8_t *mask, size_t n, double Td,
     st->s = dd_make(s, 0.0);
 }
 
+/* the product in float64, so the factor adds no rounding of its own */
 static void e32f_rescale(void *outv, size_t n, skit_dd f) {
     float *o = (float *)outv;
-    float g = (float)f.hi;
+    double g = f.hi;
     size_t i = 0;
-    for (; i + NF <= n; i += NF) stf(o + i, ldf(o + i) * g);
-    for (; i < n; i++) o[i] = o[i] * g;
+    for (; i + ND <= n; i += ND) stdf(o + i, ldfd(o + i) * g);
+    for (; i < n; i++) o[i] = (float)((double)o[i] * g);
 }
 
 static void e32f_expscale(const void *xv, const uint8_t *mask, size_t n, double Td, double M,
@@ -423,8 +420,8 @@ static void e32f_special(const void *x, const uint8_t *mask, size_t n, double T,
 }
 
 static const skit_engine e32f = {
-    4,           e32f_stats,       e32f_expscale, e32f_rescale, e32f_logsub,
-    e32f_scaled, exp1_plain,       log1p1_plain,  e32f_special, 1,
+    4,           e32f_stats, e32f_expscale, e32f_rescale, e32f_logsub,
+    e32f_scaled, exp1_dd,    log1p1_plain,  e32f_special, 1,
 };
 
 /* ========================= e32a: float32, accurate ========================== */
@@ -560,8 +557,8 @@ static void e32a_special(const void *x, const uint8_t *mask, size_t n, double T,
 }
 
 static const skit_engine e32a = {
-    4,           e32a_stats,  e32a_expscale, e32a_rescale, e32a_logsub,
-    e32a_scaled, exp1_plain,  log1p1_plain,  e32a_special, 0,
+    4,           e32a_stats, e32a_expscale, e32a_rescale, e32a_logsub,
+    e32a_scaled, exp1_dd,    log1p1_plain,  e32a_special, 0,
 };
 
 /* =========================== e64f: float64, fast ============================ */
@@ -640,11 +637,18 @@ static void e64f_expscale(const void *xv, const uint8_t *mask, size_t n, double 
     }
 }
 
+INLINE vd dd_mul_round(vd eh, vd el, skit_dd f) {
+    vd pe;
+    vd p = two_prod_v(eh, splatd(f.hi), &pe);
+    return p + (pe + (eh * f.lo + el * f.hi));
+}
+
+/* o * (f.hi + f.lo) with one rounding */
 static void e64f_rescale(void *outv, size_t n, skit_dd f) {
     double *o = (double *)outv;
     size_t i = 0;
-    for (; i + ND <= n; i += ND) std_(o + i, ldd(o + i) * f.hi);
-    for (; i < n; i++) o[i] = o[i] * f.hi;
+    for (; i + ND <= n; i += ND) std_(o + i, dd_mul_round(ldd(o + i), (vd){0}, f));
+    for (; i < n; i++) o[i] = dd_value(dd_mul(dd_make(o[i], 0.0), f));
 }
 
 INLINE vd logsub_dd(vd v, vd vlo, double M, skit_dd L) {
@@ -686,7 +690,7 @@ static void e64_special(const void *x, const uint8_t *mask, size_t n, double T,
 
 static const skit_engine e64f = {
     8,           e64f_stats, e64f_expscale, e64f_rescale, e64f_logsub,
-    e64f_scaled, exp1_plain, log1p1_plain,  e64_special,  1,
+    e64f_scaled, exp1_dd,    log1p1_plain,  e64_special,  1,
 };
 
 /* ========================= e64a: float64, accurate ========================== */
@@ -771,11 +775,6 @@ static void e64a_stats(const void *xv, const uint8_t *mask, size_t n, double T, 
     st->s = s;
 }
 
-INLINE vd dd_mul_round(vd eh, vd el, skit_dd f) {
-    vd pe;
-    vd p = two_prod_v(eh, splatd(f.hi), &pe);
-    return p + (pe + (eh * f.lo + el * f.hi));
-}
 
 static void e64a_expscale(const void *xv, const uint8_t *mask, size_t n, double T, double M,
                           skit_dd f, void *outv) {
