@@ -43,8 +43,10 @@ def ulp_error(got: np.ndarray, ref: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return err
 
 
-def assert_ulp_close(got: object, ref: object, max_ulp: float, what: str = "") -> None:
-    """Same shape, dtype and special values; finite entries within ``max_ulp``."""
+def assert_ulp_close(
+    got: object, ref: object, max_ulp: float, what: str = "", atol: float = 0.0
+) -> None:
+    """Same shape, dtype and special values; finite entries within ``max_ulp`` (or ``atol``)."""
     g = np.asarray(got)
     r = np.asarray(ref)
     assert g.shape == r.shape, f"{what}: shape {g.shape} != {r.shape}"
@@ -58,6 +60,8 @@ def assert_ulp_close(got: object, ref: object, max_ulp: float, what: str = "") -
     assert np.array_equal(inf_g, inf_r), f"{what}: inf at {np.argwhere(inf_g != inf_r)[:5]}"
     assert np.array_equal(g[inf_g], r[inf_r]), f"{what}: infinities of opposite sign"
     err = ulp_error(g, r, gd)
+    if atol:
+        err = np.where(np.abs(g.astype(np.float64) - r.astype(np.float64)) <= atol, 0.0, err)
     worst = float(err.max()) if err.size else 0.0
     if worst > max_ulp:
         idx = np.unravel_index(int(np.argmax(err)), err.shape)

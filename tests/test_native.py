@@ -164,7 +164,14 @@ def test_normalisers_match_oracle(fn: object, precision: str, case: dict[str, ob
             )  # type: ignore[operator]
     else:
         ref = _fast_reference(fn, case)
-    assert_ulp_close(got, ref, _tol(np.asarray(x).dtype, precision), fn.__name__)  # type: ignore[attr-defined]
+    xa = np.asarray(x)
+    atol = 0.0
+    if precision == "accurate" and xa.dtype.itemsize == 8 and case["temperature"] != 1.0:
+        # the oracle drops the low part of exp(x/T - max) at the maximal entries:
+        # an absolute error of about ulp(x/T) that the kernels do not make
+        fin = xa[np.isfinite(xa)]
+        atol = 2 * float(np.spacing(np.max(np.abs(fin / case["temperature"]), initial=1.0)))
+    assert_ulp_close(got, ref, _tol(xa.dtype, precision), fn.__name__, atol)  # type: ignore[attr-defined]
     np.testing.assert_array_equal(np.asarray(x), before)
 
 
@@ -265,7 +272,10 @@ def test_cross_entropy_matches_oracle(
         rtol = 4e-7 if single else 1e-15
         if precision == "fast":
             rtol = 3e-6 if single else 1e-14
-        np.testing.assert_allclose(g[fin], r[fin], rtol=rtol, atol=scale * rtol)
+        # where 1 - p_t is below float64 rounding the oracle's p_t - 1 = -(D - e_t)/D
+        # loses it (the kernels keep it): allow that absolute error
+        wmax = float(np.max(case["weight"])) if case["weight"] is not None else 1.0
+        np.testing.assert_allclose(g[fin], r[fin], rtol=rtol, atol=scale * rtol + 4e-16 * wmax)
 
 
 # ---- fixed contract cases -----------------------------------------------------------

@@ -737,13 +737,13 @@ INLINE void e64a_exp_chunk(const double *x, const uint8_t *mask, double T, doubl
     vd v = e64a_load(x, mask, T, &vlo);
     vd eh, el;
     e64a_exp(v, vlo, m, &eh, &el);
+    /* a maximal entry counts 1 in c and its exp(x_lo) - 1 (0 unless T != 1) in s */
     vl ismax = (v == m);
-    a->c += (vd)(ismax & (vl)eh);
-    vd hs = (vd)(~ismax & (vl)eh);
-    vd ls = (vd)(~ismax & (vl)el);
+    a->c += (vd)(ismax & (vl)splatd(1.0));
+    vd hs = seld(ismax, eh - 1.0, eh);
     vd err;
     a->sh = two_sum_v(a->sh, hs, &err);
-    a->sl += err + ls;
+    a->sl += err + el;
 }
 
 INLINE void e64a_max_chunk(const double *x, const uint8_t *mask, double T, maxacc_d *a) {

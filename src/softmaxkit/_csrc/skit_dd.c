@@ -42,6 +42,7 @@ skit_dd skit_dd_exp(skit_dd x) {
 }
 
 skit_dd skit_dd_expm1(double x) {
+    if (x == 0.0) return dd_make(0.0, 0.0);
     if (fabs(x) < 0x1p-40) {
         /* x + x^2/2 + x^3/6: the next term is below 2^-160 relative */
         return dd_fast_two_sum(x, x * x * (0.5 + x / 6.0));
@@ -51,7 +52,9 @@ skit_dd skit_dd_expm1(double x) {
 }
 
 skit_dd skit_dd_log1p(skit_dd a) {
-    if (!(a.hi > 0.0)) return dd_make(a.hi == 0.0 ? 0.0 : NAN, 0.0);
+    /* a is (c - 1) + s >= 0 up to rounding; with a temperature c can fall just below 1 */
+    if (a.hi == 0.0 && a.lo == 0.0) return dd_make(0.0, 0.0);
+    if (!(a.hi > -1.0)) return dd_make(a.hi == -1.0 ? -INFINITY : NAN, 0.0);
     if (isinf(a.hi)) return dd_make(INFINITY, 0.0);
     double l0 = log1p(a.hi);
     skit_dd e = skit_dd_expm1(l0);
