@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEPS   := $(VENV)/.deps-installed
 BACKENDS ?= numpy,array_api_strict,torch,jax,dask
 
-.PHONY: install demo test lint typecheck pytest bench accuracy clean
+.PHONY: install demo test lint typecheck pytest sanitize bench accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,18 @@ typecheck: install
 pytest: install
 	SOFTMAXKIT_TEST_BACKENDS=$(BACKENDS) $(BIN)/python -m pytest -q
 
-test: lint typecheck pytest
+# The native-kernel tests against a C core built with AddressSanitizer + UBSan.
+SAN_BUILD ?= build-sanitize
+sanitize: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/meson setup $$(test -d $(SAN_BUILD) && echo --reconfigure) $(SAN_BUILD) \
+	  -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
+	  -Dc_args=-fno-sanitize-recover=all > $(SAN_BUILD).log 2>&1 || \
+	  (cat $(SAN_BUILD).log; exit 1)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ninja -C $(SAN_BUILD) >> $(SAN_BUILD).log 2>&1 || \
+	  (cat $(SAN_BUILD).log; exit 1)
+	$(BIN)/python tools/run_sanitized.py $(SAN_BUILD)
+
+test: lint typecheck pytest sanitize
 
 bench: install
 	env -u OPENBLAS_CORETYPE $(BIN)/python benchmarks/run.py
@@ -41,4 +52,4 @@ accuracy: install
 	$(BIN)/python benchmarks/accuracy.py
 
 clean:
-	rm -rf $(VENV) build builddir .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build builddir $(SAN_BUILD) $(SAN_BUILD).log .pytest_cache .mypy_cache .ruff_cache .hypothesis
