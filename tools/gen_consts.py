@@ -49,6 +49,29 @@ lines += [
 lines.append("/* Taylor coefficients 1/k! of exp, float32 */")
 for k in range(2, 9):
     lines.append(f"#define SKIT_EF_{k} {hexf(f32(1 / mp.factorial(k)), 'f')}")
+
+
+def fit_expm1_quotient(deg: int, a: float) -> list[float]:
+    """Near-minimax (relative error of exp) float32 coefficients of Q in exp(r) = 1 + r + r^2 Q(r).
+
+    Weighted least squares on Chebyshev nodes of [-a, a], refined by Lawson iterations.
+    """
+    n = 400
+    r = np.cos(np.pi * (np.arange(n) + 0.5) / n) * a
+    rm = [mp.mpf(float(v)) for v in r]
+    q = np.array([float((mp.exp(v) - 1 - v) / v**2) for v in rm])
+    w = np.array([float(v**2 / mp.exp(v)) for v in rm])
+    mat = np.vander(r, deg + 1, increasing=True) * w[:, None]
+    c = np.linalg.lstsq(mat, q * w, rcond=None)[0]
+    for _ in range(30):
+        ww = np.abs(mat @ c - q * w) ** 0.5 + 1e-30
+        c = np.linalg.lstsq(mat * ww[:, None], q * w * ww, rcond=None)[0]
+    return [float(np.float32(v)) for v in c]
+
+
+lines.append("/* float32 exp, degree 6: Q(r) = P0 + P1 r + ... + P4 r^4 (max rel. error 2^-28) */")
+for i, v in enumerate(fit_expm1_quotient(4, float(LN2 / 2) + 1e-3)):
+    lines.append(f"#define SKIT_EP_{i} {hexf(v, 'f')}")
 lines.append("")
 lines.append("/* float64 exp without a table: n = rint(x / ln2), two-part Cody-Waite */")
 c1d = trunc_bits(LN2, 32)

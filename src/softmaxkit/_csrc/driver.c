@@ -77,36 +77,59 @@ typedef struct {
     task_fn fn;
     void *ctx;
     size_t ntasks, grain;
+    size_t scratch_bytes; /* per-thread scratch to allocate (0: none) */
     atomic_size_t next;
+    atomic_int failed;
 } pjob;
+
+/* the calling thread's scratch buffer during a parallel_for (NULL if none) */
+static _Thread_local void *tl_scratch = NULL;
 
 static void *pworker(void *p) {
     pjob *j = (pjob *)p;
+    void *saved = tl_scratch;
+    void *buf = NULL;
+    if (j->scratch_bytes) {
+        buf = aligned_alloc(64, (j->scratch_bytes + 63) / 64 * 64);
+        if (!buf) {
+            atomic_store(&j->failed, 1);
+            return NULL;
+        }
+    }
+    tl_scratch = buf;
     for (;;) {
         size_t i = atomic_fetch_add(&j->next, j->grain);
         if (i >= j->ntasks) break;
         size_t end = i + j->grain < j->ntasks ? i + j->grain : j->ntasks;
         for (; i < end; i++) j->fn(j->ctx, i);
     }
+    tl_scratch = saved;
+    free(buf);
     return NULL;
 }
 
-/* Run fn(ctx, i) for i in [0, ntasks) on up to `threads` threads (the caller included). */
-static void parallel_for(size_t ntasks, size_t grain, int threads, task_fn fn, void *ctx) {
+/* Run fn(ctx, i) for i in [0, ntasks) on up to `threads` threads (the caller
+ * included), each with `scratch_bytes` of scratch in tl_scratch. Returns
+ * SKIT_ENOMEM if a scratch buffer could not be allocated (tasks may then have
+ * run only in part). */
+static int parallel_for(size_t ntasks, size_t grain, int threads, size_t scratch_bytes,
+                        task_fn fn, void *ctx) {
     if (grain == 0) grain = 1;
     size_t chunks = (ntasks + grain - 1) / grain;
     if (threads > 64) threads = 64;
     if ((size_t)threads > chunks) threads = (int)chunks;
-    if (threads <= 1) {
-        for (size_t i = 0; i < ntasks; i++) fn(ctx, i);
-        return;
-    }
     pjob j;
     j.fn = fn;
     j.ctx = ctx;
     j.ntasks = ntasks;
     j.grain = grain;
+    j.scratch_bytes = scratch_bytes;
     atomic_init(&j.next, 0);
+    atomic_init(&j.failed, 0);
+    if (threads <= 1) {
+        pworker(&j);
+        return atomic_load(&j.failed) ? SKIT_ENOMEM : SKIT_OK;
+    }
     pthread_t tid[64];
     int started = 0;
     for (int t = 1; t < threads; t++) {
@@ -115,13 +138,14 @@ static void parallel_for(size_t ntasks, size_t grain, int threads, task_fn fn, v
     }
     pworker(&j);
     for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
+    return atomic_load(&j.failed) ? SKIT_ENOMEM : SKIT_OK;
 }
 
 /* ---- the row engine -------------------------------------------------------- */
 enum { OP_SOFTMAX = 0, OP_LOGSOFTMAX = 1, OP_LSE = 2, OP_CE = 3 };
 
-#define BLOCK_BYTES ((size_t)1 << 17) /* 128 KiB of input per block */
 #define MIN_ELEMS_PER_THREAD ((size_t)1 << 15)
+#define STREAM_BYTES ((size_t)8 << 20) /* outputs above this bypass the caches */
 
 typedef struct {
     const skit_rows *a;
@@ -136,7 +160,8 @@ typedef struct {
     int64_t ignore;
     double z, gscale;
     size_t block, nb;
-    int store;
+    int store;  /* single-block rows keep their exponentials in the thread's scratch */
+    int stream; /* non-temporal stores for the output */
     skit_bstat *bs; /* two-level mode: rows * nb block statistics */
     skit_rstat *rs; /* two-level mode: per-row statistics */
     skit_dd *fac;   /* two-level mode: per-row factor of phase B */
@@ -162,9 +187,8 @@ static inline const uint8_t *mrow(const job *j, size_t r) {
 static void phase_a(const job *j, size_t r, size_t b, skit_bstat *st) {
     size_t off = b * j->block;
     const uint8_t *m = mrow(j, r);
-    char *o = orow(j, r);
     j->E->stats(xrow(j, r) + off * j->E->elsize, m ? m + off : NULL, blen(j, b),
-                j->a->temperature, st, j->store && o ? o + off * j->E->elsize : NULL);
+                j->a->temperature, st, j->store ? tl_scratch : NULL);
 }
 
 static void combine(const job *j, const skit_bstat *bs, skit_rstat *rs, int need_L, int need_R) {
@@ -209,12 +233,6 @@ static void combine(const job *j, const skit_bstat *bs, skit_rstat *rs, int need
     skit_dd D = dd_add(c, s);
     if (need_R) rs->R = dd_div(dd_make(1.0, 0.0), D);
     if (need_L) rs->L = E->log1p1(dd_add(dd_add(c, dd_make(-1.0, 0.0)), s));
-}
-
-/* the factor that turns block b's stored exp(x - m_b) into the output */
-static skit_dd block_factor(const job *j, const skit_bstat *st, const skit_rstat *rs, skit_dd f) {
-    if (st->m == rs->M) return f;
-    return dd_mul(f, j->E->exp1(dd_two_sum(st->m, -rs->M)));
 }
 
 static int ce_ignored(const job *j, size_t r) {
@@ -296,14 +314,12 @@ static void phase_b(const job *j, size_t r, size_t b, const skit_bstat *st, cons
         return;
     }
     if (j->op == OP_LOGSOFTMAX) {
-        E->logsub(x, m, len, T, rs->M, rs->L, o);
+        E->logsub(x, m, len, T, rs->M, rs->L, o, j->stream);
     } else if (j->store) {
-        if (st->m == -INFINITY)
-            zero_fill(j, r, off, len);
-        else
-            E->rescale(o, len, block_factor(j, st, rs, fac));
+        (void)st;
+        E->fromscratch(tl_scratch, len, fac, o, j->stream);
     } else {
-        E->expscale(x, m, len, T, rs->M, fac, o);
+        E->expscale(x, m, len, T, rs->M, fac, o, j->stream);
     }
 }
 
@@ -383,9 +399,11 @@ static int run(job *j) {
     const skit_rows *a = j->a;
     if (a->rows == 0 || a->n == 0) return SKIT_OK;
     if (a->threads < 1) return SKIT_EINVAL;
-    j->block = BLOCK_BYTES / j->E->elsize;
+    j->block = SKIT_BLOCK_BYTES / j->E->elsize;
     j->nb = (a->n + j->block - 1) / j->block;
     j->err = SKIT_OK;
+    if (j->nb > 1) j->store = 0; /* long rows recompute their exponentials in phase B */
+    j->stream = j->out && a->rows * a->n * j->E->elsize >= STREAM_BYTES;
     size_t total = a->rows * a->n;
     int threads = a->threads;
     size_t cap = total / MIN_ELEMS_PER_THREAD;
@@ -401,22 +419,24 @@ static int run(job *j) {
             free(j->fac);
             return SKIT_ENOMEM;
         }
-        parallel_for(ntask, 1, threads, block_a_task, j);
+        int st = parallel_for(ntask, 1, threads, 0, block_a_task, j);
         for (size_t r = 0; r < a->rows; r++)
             j->fac[r] = row_finish(j, r, j->bs + r * j->nb, &j->rs[r]);
-        if (j->out && j->op != OP_LSE) parallel_for(ntask, 1, threads, block_b_task, j);
+        if (st == SKIT_OK && j->out && j->op != OP_LSE)
+            st = parallel_for(ntask, 1, threads, 0, block_b_task, j);
         if (j->op == OP_CE)
             for (size_t r = 0; r < a->rows; r++) ce_fix_target(j, r, &j->rs[r]);
         free(j->bs);
         free(j->rs);
         free(j->fac);
-        return SKIT_OK;
+        return st;
     }
     /* rows per grab: about 64 KiB of input, so tiny rows do not thrash the counter */
     size_t rowbytes = a->n * j->E->elsize;
     size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
-    parallel_for(a->rows, grain, threads, row_task, j);
-    return j->err;
+    size_t scratch = j->store ? SKIT_SCRATCH_ELEMS * 16 : 0;
+    int st = parallel_for(a->rows, grain, threads, scratch, row_task, j);
+    return st ? st : j->err;
 }
 
 static int setup(job *j, const skit_rows *a) {
@@ -435,7 +455,7 @@ int skit_softmax(const skit_rows *a, void *out, int log) {
     if (st) return st;
     j.op = log ? OP_LOGSOFTMAX : OP_SOFTMAX;
     j.out = out;
-    j.store = !log && j.E->store_exp;
+    j.store = !log;
     return run(&j);
 }
 
@@ -465,6 +485,6 @@ int skit_cross_entropy(const skit_rows *a, const int64_t *target, const double *
     j.lse = lse;
     j.counted = counted;
     j.out = grad;
-    j.store = grad && j.E->store_exp;
+    j.store = grad != NULL;
     return run(&j);
 }

@@ -37,6 +37,7 @@
 #define VB 16
 #define ISA_NAME "neon"
 #elif defined(__SSE2__)
+#include <emmintrin.h>
 #define VB 16
 #define ISA_NAME "sse2"
 #else
@@ -61,6 +62,72 @@ typedef uint8_t vmd __attribute__((vector_size(ND)));
 
 #define INLINE static inline __attribute__((always_inline))
 
+/* halves of a float vector as float vectors of ND lanes, and back, in registers */
+#if VB == 64
+#define LO_IDX 0, 1, 2, 3, 4, 5, 6, 7
+#define HI_IDX 8, 9, 10, 11, 12, 13, 14, 15
+#define ALL_IDX 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+#elif VB == 32
+#define LO_IDX 0, 1, 2, 3
+#define HI_IDX 4, 5, 6, 7
+#define ALL_IDX 0, 1, 2, 3, 4, 5, 6, 7
+#else
+#define LO_IDX 0, 1
+#define HI_IDX 2, 3
+#define ALL_IDX 0, 1, 2, 3
+#endif
+#define LO_HALF(v) __builtin_shufflevector((v), (v), LO_IDX)
+#define HI_HALF(v) __builtin_shufflevector((v), (v), HI_IDX)
+#define JOIN_HALVES(a, b) __builtin_shufflevector((a), (b), ALL_IDX)
+
+/* float <-> double conversions of vector halves. GCC lowers the generic
+ * __builtin_convertvector of a half vector two lanes at a time through the
+ * stack, so the x86 builds use the one-instruction intrinsics. */
+INLINE vd cvt_lo(vf v) {
+#if defined(__AVX512F__)
+    return (vd)_mm512_cvtps_pd(_mm512_castps512_ps256((__m512)v));
+#elif defined(__AVX__)
+    return (vd)_mm256_cvtps_pd(_mm256_castps256_ps128((__m256)v));
+#elif defined(__SSE2__)
+    return (vd)_mm_cvtps_pd((__m128)v);
+#else
+    return __builtin_convertvector(LO_HALF(v), vd);
+#endif
+}
+INLINE vd cvt_hi(vf v) {
+#if defined(__AVX512F__)
+    return (vd)_mm512_cvtps_pd(_mm512_extractf32x8_ps((__m512)v, 1));
+#elif defined(__AVX__)
+    return (vd)_mm256_cvtps_pd(_mm256_extractf128_ps((__m256)v, 1));
+#elif defined(__SSE2__)
+    return (vd)_mm_cvtps_pd(_mm_movehl_ps((__m128)v, (__m128)v));
+#else
+    return __builtin_convertvector(HI_HALF(v), vd);
+#endif
+}
+INLINE vfh cvt_half(vd v) {
+#if defined(__AVX512F__)
+    return (vfh)_mm512_cvtpd_ps((__m512d)v);
+#elif defined(__AVX__)
+    return (vfh)_mm256_cvtpd_ps((__m256d)v);
+#else
+    return __builtin_convertvector(v, vfh);
+#endif
+}
+INLINE vf cvt_join(vd a, vd b) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps((__m512d)a)),
+                                  _mm512_cvtpd_ps((__m512d)b), 1);
+#elif defined(__AVX__)
+    return (vf)_mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps((__m256d)a)),
+                                    _mm256_cvtpd_ps((__m256d)b), 1);
+#elif defined(__SSE2__)
+    return (vf)_mm_movelh_ps(_mm_cvtpd_ps((__m128d)a), _mm_cvtpd_ps((__m128d)b));
+#else
+    return JOIN_HALVES(__builtin_convertvector(a, vfh), __builtin_convertvector(b, vfh));
+#endif
+}
+
 /* ---- loads, stores, selects ------------------------------------------------ */
 INLINE vf ldf(const float *p) {
     vf v;
@@ -76,13 +143,15 @@ INLINE vd ldd(const double *p) {
 INLINE void std_(double *p, vd v) { memcpy(p, &v, sizeof v); }
 /* ND floats widened to doubles, and back */
 INLINE vd ldfd(const float *p) {
+#if defined(__AVX512F__)
+    return (vd)_mm512_cvtps_pd(_mm256_loadu_ps(p));
+#elif defined(__AVX__)
+    return (vd)_mm256_cvtps_pd(_mm_loadu_ps(p));
+#else
     vfh h;
     memcpy(&h, p, sizeof h);
     return __builtin_convertvector(h, vd);
-}
-INLINE void stdf(float *p, vd v) {
-    vfh h = __builtin_convertvector(v, vfh);
-    memcpy(p, &h, sizeof h);
+#endif
 }
 INLINE vi ldmf(const uint8_t *p) {
     vmf b;
@@ -133,7 +202,8 @@ INLINE vd two_prod_v(vd a, vd b, vd *err) {
 
 /* ---- vector exponentials --------------------------------------------------- */
 
-/* float32 exp(d + lo) for d in [-128, 0] (callers clamp), |lo| <= ulp(d).
+/* float32 exp(d + lo) for d in [-128, 0] (callers clamp), |lo| <= ulp(d); degree-6
+ * near-minimax polynomial (tools/gen_consts.py).
  * Results below 2^-126 are rounded once into the subnormal range. */
 INLINE vf vexpf(vf d, vf lo) {
     const vf magic = splatf(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
@@ -142,12 +212,11 @@ INLINE vf vexpf(vf d, vf lo) {
     vf r = d - k * SKIT_LN2_1_F;
     r = r - k * SKIT_LN2_2_F;
     r = r + lo;
-    vf q = splatf(SKIT_EF_7);
-    q = q * r + SKIT_EF_6;
-    q = q * r + SKIT_EF_5;
-    q = q * r + SKIT_EF_4;
-    q = q * r + SKIT_EF_3;
-    q = q * r + SKIT_EF_2;
+    vf q = splatf(SKIT_EP_4);
+    q = q * r + SKIT_EP_3;
+    q = q * r + SKIT_EP_2;
+    q = q * r + SKIT_EP_1;
+    q = q * r + SKIT_EP_0;
     vf p = 1.0f + (r + (r * r) * q);
     vi ki = (vi)t - (vi)magic;
     vf scale = (vf)((ki + (127 + 64)) << 23); /* 2^(k + 64), normal for k >= -190 */
@@ -226,6 +295,57 @@ INLINE void vexpdd(vd dh, vd dl, vd *eh, vd *el) {
     *el = (lo * scale) * 0x1p-128;
 }
 
+/* ---- streaming stores ------------------------------------------------------ *
+ * Outputs larger than the caches are written with non-temporal stores: they skip
+ * the read-for-ownership of every destination line, so a pass costs one DRAM
+ * read and one write, like a copy. They need VB-aligned addresses; the phase-B
+ * loops peel a head to get there. */
+INLINE void stf_nt(float *p, vf v) {
+#if defined(__AVX512F__)
+    _mm512_stream_ps(p, (__m512)v);
+#elif defined(__AVX__)
+    _mm256_stream_ps(p, (__m256)v);
+#elif defined(__SSE2__)
+    _mm_stream_ps(p, (__m128)v);
+#else
+    stf(p, v);
+#endif
+}
+INLINE void std_nt(double *p, vd v) {
+#if defined(__AVX512F__)
+    _mm512_stream_pd(p, (__m512d)v);
+#elif defined(__AVX__)
+    _mm256_stream_pd(p, (__m256d)v);
+#elif defined(__SSE2__)
+    _mm_stream_pd(p, (__m128d)v);
+#else
+    std_(p, v);
+#endif
+}
+INLINE void stfx(float *p, vf v, int stream) {
+    if (stream)
+        stf_nt(p, v);
+    else
+        stf(p, v);
+}
+INLINE void stdx(double *p, vd v, int stream) {
+    if (stream)
+        std_nt(p, v);
+    else
+        std_(p, v);
+}
+INLINE void stream_fence(void) {
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+/* elements before p + k is VB-aligned (p aligned to its element size) */
+INLINE size_t head_count(const void *p, size_t elsize, size_t n) {
+    size_t mis = (size_t)((uintptr_t)p % VB);
+    size_t h = mis ? (VB - mis) / elsize : 0;
+    return h < n ? h : n;
+}
+
 /* ---- scalar helpers shared by the engines ---------------------------------- */
 static skit_dd log1p1_plain(skit_dd a) {
     return dd_make(log1p(a.hi) + a.lo / (1.0 + a.hi), 0.0);
@@ -245,12 +365,34 @@ static skit_dd log1p1_dd(skit_dd a) { return skit_dd_log1p(a); }
         op[i] = v;                                                                     \
     }
 
-/* =========================== e32f: float32, fast ============================ */
-typedef struct {
-    vf m;
-    vi nan, kinf;
-} maxacc_f;
+/* Pad a partial chunk: cnt elements of x (and mask, scratch) from index i into
+ * local buffers of W elements, -inf / 0 beyond. */
+#define PAD_CHUNK(STYPE, W, i, cnt)                                      \
+    STYPE xb[W];                                                          \
+    uint8_t mb[W];                                                        \
+    for (size_t k_ = 0; k_ < (W); k_++) {                                 \
+        xb[k_] = k_ < (cnt) ? x[(i) + k_] : (STYPE)-INFINITY;             \
+        mb[k_] = k_ < (cnt) ? (mask ? mask[(i) + k_] : 1) : 0;            \
+    }
 
+/* The loop of every phase-B pass: an optional head (to align the output for
+ * streaming stores), whole chunks, a tail. FULL(i, o) handles W elements at
+ * index i writing to o (streaming if `stream`), PART(i, cnt) a partial chunk. */
+#define PHASE_B_LOOP(STYPE, W, FULL, PART)                               \
+    size_t i_ = 0;                                                        \
+    if (stream) {                                                         \
+        size_t h_ = head_count(o, sizeof(STYPE), n);                      \
+        while (i_ < h_) {                                                 \
+            size_t c_ = h_ - i_ < (W) ? h_ - i_ : (W);                    \
+            PART(i_, c_);                                                 \
+            i_ += c_;                                                     \
+        }                                                                 \
+    }                                                                     \
+    for (; i_ + (W) <= n; i_ += (W)) FULL(i_);                            \
+    if (i_ < n) PART(i_, n - i_);                                         \
+    if (stream) stream_fence();
+
+/* =========================== e32f: float32, fast ============================ */
 INLINE vf e32f_load(const float *x, const uint8_t *mask, float T) {
     vf v = ldf(x);
     if (T != 1.0f) v = v / T;
@@ -258,11 +400,35 @@ INLINE vf e32f_load(const float *x, const uint8_t *mask, float T) {
     return v;
 }
 
-INLINE void e32f_max_chunk(const float *x, const uint8_t *mask, float T, maxacc_f *a) {
-    vf v = e32f_load(x, mask, T);
-    a->nan |= (v != v);
-    a->kinf -= (v == INFINITY);
-    a->m = self(v > a->m, v, a->m);
+/* max and NaN flag over whole chunks; four independent chains */
+INLINE void e32f_max_pass(const float *x, const uint8_t *mask, size_t n, float T, vf *mout,
+                          vi *nanout) {
+    vf m0 = splatf(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+    vi q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0};
+    size_t i = 0;
+    for (; i + 4 * NF <= n; i += 4 * NF) {
+        vf a = e32f_load(x + i, mask ? mask + i : NULL, T);
+        vf b = e32f_load(x + i + NF, mask ? mask + i + NF : NULL, T);
+        vf c = e32f_load(x + i + 2 * NF, mask ? mask + i + 2 * NF : NULL, T);
+        vf d = e32f_load(x + i + 3 * NF, mask ? mask + i + 3 * NF : NULL, T);
+        q0 |= a != a;
+        q1 |= b != b;
+        q2 |= c != c;
+        q3 |= d != d;
+        m0 = self(a > m0, a, m0);
+        m1 = self(b > m1, b, m1);
+        m2 = self(c > m2, c, m2);
+        m3 = self(d > m3, d, m3);
+    }
+    for (; i + NF <= n; i += NF) {
+        vf a = e32f_load(x + i, mask ? mask + i : NULL, T);
+        q0 |= a != a;
+        m0 = self(a > m0, a, m0);
+    }
+    m0 = self(m1 > m0, m1, m0);
+    m2 = self(m3 > m2, m3, m2);
+    *mout = self(m2 > m0, m2, m0);
+    *nanout = q0 | q1 | q2 | q3;
 }
 
 typedef struct {
@@ -270,10 +436,7 @@ typedef struct {
     vd s0, s1;
 } sumacc_f;
 
-INLINE vf e32f_exp_chunk(const float *x, const uint8_t *mask, float T, float m, float lowcut,
-                         sumacc_f *a) {
-    (void)lowcut;
-    vf v = e32f_load(x, mask, T);
+INLINE vf e32f_exp_vec(vf v, float m, sumacc_f *a) {
     vf d = v - m;
     vf bb = d - v;
     vf lo = (v - (d - bb)) + (-m - bb); /* TwoSum: d + lo == v - m exactly */
@@ -281,131 +444,147 @@ INLINE vf e32f_exp_chunk(const float *x, const uint8_t *mask, float T, float m, 
     d = self(low, splatf(-128.0f), d);
     lo = (vf)(~low & (vi)lo);
     vf e = vexpf(d, lo);
-    vi ismax = (v == m);
-    a->c += (vf)(ismax & (vi)splatf(1.0f));
-    vf es = (vf)(~ismax & (vi)e);
-    vfh h0, h1;
-    memcpy(&h0, &es, sizeof h0);
-    memcpy(&h1, (char *)&es + sizeof h0, sizeof h1);
-    a->s0 += __builtin_convertvector(h0, vd);
-    a->s1 += __builtin_convertvector(h1, vd);
+    if (a) {
+        vi ismax = (v == m);
+        a->c += (vf)(ismax & (vi)splatf(1.0f));
+        vf es = (vf)(~ismax & (vi)e);
+        a->s0 += cvt_lo(es);
+        a->s1 += cvt_hi(es);
+    }
     return e;
 }
 
+/* float32 +inf entries, counted only when the maximum is +inf (rare) */
+#define COUNT_POSINF(STYPE, SCALE)                                         \
+    for (size_t k = 0; k < n; k++) kinf += (!mask || mask[k]) && (SCALE) == INFINITY;
+
 static void e32f_stats(const void *xv, const uint8_t *mask, size_t n, double Td, skit_bstat *st,
-                       void *store) {
+                       void *scratch) {
     const float *x = (const float *)xv;
-    float *so = (float *)store;
+    float *so = (float *)scratch;
     float T = (float)Td;
-    float xb[NF];
-    uint8_t mb[NF];
-    size_t i, r = n % NF, nf = n - r;
+    size_t r = n % NF, nf = n - r;
+    PAD_CHUNK(float, NF, nf, r)
+    vf mv;
+    vi nv;
+    e32f_max_pass(x, mask, nf, T, &mv, &nv);
     if (r) {
-        for (size_t k = 0; k < NF; k++) {
-            xb[k] = k < r ? x[nf + k] : -INFINITY;
-            mb[k] = k < r ? (mask ? mask[nf + k] : 1) : 0;
-        }
+        vf a = e32f_load(xb, mb, T);
+        nv |= a != a;
+        mv = self(a > mv, a, mv);
     }
-    maxacc_f ma = {splatf(-INFINITY), (vi){0}, (vi){0}};
-    for (i = 0; i < nf; i += NF) e32f_max_chunk(x + i, mask ? mask + i : NULL, T, &ma);
-    if (r) e32f_max_chunk(xb, mask ? mb : NULL, T, &ma);
     float m = -INFINITY;
     int nan = 0;
-    int64_t kinf = 0;
     for (int k = 0; k < NF; k++) {
-        if (ma.m[k] > m) m = ma.m[k];
-        nan |= ma.nan[k] != 0;
-        kinf += ma.kinf[k];
+        if (mv[k] > m) m = mv[k];
+        nan |= nv[k] != 0;
     }
+    int64_t kinf = 0;
+    if (m == INFINITY && !nan) COUNT_POSINF(float, (T != 1.0f ? x[k] / T : x[k]))
     st->m = m;
     st->nan = nan;
     st->kinf = kinf;
     st->c = dd_make(0.0, 0.0);
     st->s = dd_make(0.0, 0.0);
     if (nan || kinf || m == -INFINITY) return;
-    float lowcut = m - 128.0f;
     sumacc_f sa = {(vf){0}, (vd){0}, (vd){0}};
-    for (i = 0; i < nf; i += NF) {
-        vf e = e32f_exp_chunk(x + i, mask ? mask + i : NULL, T, m, lowcut, &sa);
+    sumacc_f sb = sa;
+    size_t i = 0;
+    for (; i + 2 * NF <= nf; i += 2 * NF) {
+        vf e = e32f_exp_vec(e32f_load(x + i, mask ? mask + i : NULL, T), m, &sa);
+        vf f = e32f_exp_vec(e32f_load(x + i + NF, mask ? mask + i + NF : NULL, T), m, &sb);
+        if (so) {
+            stf(so + i, e);
+            stf(so + i + NF, f);
+        }
+    }
+    for (; i < nf; i += NF) {
+        vf e = e32f_exp_vec(e32f_load(x + i, mask ? mask + i : NULL, T), m, &sa);
         if (so) stf(so + i, e);
     }
     if (r) {
-        vf e = e32f_exp_chunk(xb, mask ? mb : NULL, T, m, lowcut, &sa);
-        if (so) memcpy(so + nf, &e, r * sizeof(float));
+        vf e = e32f_exp_vec(e32f_load(xb, mb, T), m, &sa);
+        if (so) stf(so + nf, e);
     }
     double c = 0.0, s = 0.0;
-    for (int k = 0; k < NF; k++) c += sa.c[k];
-    for (int k = 0; k < ND; k++) s += sa.s0[k];
-    for (int k = 0; k < ND; k++) s += sa.s1[k];
+    for (int k = 0; k < NF; k++) c += (double)sa.c[k] + (double)sb.c[k];
+    for (int k = 0; k < ND; k++) s += sa.s0[k] + sb.s0[k];
+    for (int k = 0; k < ND; k++) s += sa.s1[k] + sb.s1[k];
     st->c = dd_make(c, 0.0);
     st->s = dd_make(s, 0.0);
 }
 
-/* the product in float64, so the factor adds no rounding of its own */
-static void e32f_rescale(void *outv, size_t n, skit_dd f) {
+/* e * g with the product rounded once from float64 */
+INLINE vf e32f_scale(vf e, double g) { return cvt_join(cvt_lo(e) * g, cvt_hi(e) * g); }
+
+static void e32f_fromscratch(const void *sv, size_t n, skit_dd f, void *outv, int stream) {
+    const float *sc = (const float *)sv;
     float *o = (float *)outv;
     double g = f.hi;
-    size_t i = 0;
-    for (; i + ND <= n; i += ND) stdf(o + i, ldfd(o + i) * g);
-    for (; i < n; i++) o[i] = (float)((double)o[i] * g);
+#define FULL(i) stfx(o + (i), e32f_scale(ldf(sc + (i)), g), stream)
+#define PART(i, cnt)                                         \
+    do {                                                     \
+        float b_[NF] = {0};                                  \
+        memcpy(b_, sc + (i), (cnt) * sizeof(float));         \
+        vf r_ = e32f_scale(ldf(b_), g);                      \
+        memcpy(o + (i), &r_, (cnt) * sizeof(float));         \
+    } while (0)
+    PHASE_B_LOOP(float, NF, FULL, PART)
+#undef FULL
+#undef PART
+}
+
+static void e32f_rescale(void *outv, size_t n, skit_dd f) {
+    e32f_fromscratch(outv, n, f, outv, 0);
 }
 
 static void e32f_expscale(const void *xv, const uint8_t *mask, size_t n, double Td, double M,
-                          skit_dd f, void *outv) {
+                          skit_dd f, void *outv, int stream) {
     const float *x = (const float *)xv;
     float *o = (float *)outv;
-    float T = (float)Td, m = (float)M, g = (float)f.hi;
-    float lowcut = m - 128.0f;
-    sumacc_f sa = {(vf){0}, (vd){0}, (vd){0}};
-    float xb[NF];
-    uint8_t mb[NF];
-    size_t i, r = n % NF, nf = n - r;
-    for (i = 0; i < nf; i += NF)
-        stf(o + i, e32f_exp_chunk(x + i, mask ? mask + i : NULL, T, m, lowcut, &sa) * g);
-    if (r) {
-        for (size_t k = 0; k < NF; k++) {
-            xb[k] = k < r ? x[nf + k] : -INFINITY;
-            mb[k] = k < r ? (mask ? mask[nf + k] : 1) : 0;
-        }
-        vf e = e32f_exp_chunk(xb, mask ? mb : NULL, T, m, lowcut, &sa) * g;
-        memcpy(o + nf, &e, r * sizeof(float));
-    }
+    float T = (float)Td, m = (float)M;
+    double g = f.hi;
+#define FULL(i)                                                                        \
+    stfx(                                                           \
+        o + (i),                                                                       \
+        e32f_scale(e32f_exp_vec(e32f_load(x + (i), mask ? mask + (i) : NULL, T), m, NULL), g), stream)
+#define PART(i, cnt)                                                                   \
+    do {                                                                               \
+        PAD_CHUNK(float, NF, i, cnt)                                                   \
+        vf r_ = e32f_scale(e32f_exp_vec(e32f_load(xb, mb, T), m, NULL), g);            \
+        memcpy(o + (i), &r_, (cnt) * sizeof(float));                                   \
+    } while (0)
+    PHASE_B_LOOP(float, NF, FULL, PART)
+#undef FULL
+#undef PART
 }
 
-INLINE void e32f_logsub_chunk(const float *x, const uint8_t *mask, float T, double M, skit_dd L,
-                              float *o) {
+INLINE vf e32f_logsub_vec(const float *x, const uint8_t *mask, float T, double M, skit_dd L) {
     vf v = ldf(x);
     if (T != 1.0f) v = v / T;
-    vfh h0, h1;
-    memcpy(&h0, &v, sizeof h0);
-    memcpy(&h1, (char *)&v + sizeof h0, sizeof h1);
-    vd a = (__builtin_convertvector(h0, vd) - M) - L.hi;
-    vd b = (__builtin_convertvector(h1, vd) - M) - L.hi;
-    h0 = __builtin_convertvector(a, vfh);
-    h1 = __builtin_convertvector(b, vfh);
-    memcpy(&v, &h0, sizeof h0);
-    memcpy((char *)&v + sizeof h0, &h1, sizeof h1);
+    vd a = ((cvt_lo(v) - M) - L.hi) - L.lo;
+    vd b = ((cvt_hi(v) - M) - L.hi) - L.lo;
+    v = cvt_join(a, b);
     if (mask) v = self(ldmf(mask), v, splatf(-INFINITY));
-    stf(o, v);
+    return v;
 }
 
 static void e32f_logsub(const void *xv, const uint8_t *mask, size_t n, double Td, double M,
-                        skit_dd L, void *outv) {
+                        skit_dd L, void *outv, int stream) {
     const float *x = (const float *)xv;
     float *o = (float *)outv;
     float T = (float)Td;
-    size_t i, r = n % NF, nf = n - r;
-    for (i = 0; i < nf; i += NF) e32f_logsub_chunk(x + i, mask ? mask + i : NULL, T, M, L, o + i);
-    if (r) {
-        float xb[NF], ob[NF];
-        uint8_t mb[NF];
-        for (size_t k = 0; k < NF; k++) {
-            xb[k] = k < r ? x[nf + k] : -INFINITY;
-            mb[k] = k < r ? (mask ? mask[nf + k] : 1) : 0;
-        }
-        e32f_logsub_chunk(xb, mask ? mb : NULL, T, M, L, ob);
-        memcpy(o + nf, ob, r * sizeof(float));
-    }
+#define FULL(i) \
+    stfx(o + (i), e32f_logsub_vec(x + (i), mask ? mask + (i) : NULL, T, M, L), stream)
+#define PART(i, cnt)                                         \
+    do {                                                     \
+        PAD_CHUNK(float, NF, i, cnt)                         \
+        vf r_ = e32f_logsub_vec(xb, mb, T, M, L);            \
+        memcpy(o + (i), &r_, (cnt) * sizeof(float));         \
+    } while (0)
+    PHASE_B_LOOP(float, NF, FULL, PART)
+#undef FULL
+#undef PART
 }
 
 static skit_dd e32f_scaled(const void *x, size_t i, double T) {
@@ -420,16 +599,40 @@ static void e32f_special(const void *x, const uint8_t *mask, size_t n, double T,
 }
 
 static const skit_engine e32f = {
-    4,           e32f_stats, e32f_expscale, e32f_rescale, e32f_logsub,
-    e32f_scaled, exp1_dd,    log1p1_plain,  e32f_special, 1,
+    4,       e32f_stats,  e32f_expscale, e32f_fromscratch, e32f_rescale, e32f_logsub,
+    e32f_scaled, exp1_dd, log1p1_plain, e32f_special,   4,
 };
 
-/* ========================= e32a: float32, accurate ========================== */
-typedef struct {
-    vd m;
-    vl nan, kinf;
-} maxacc_d;
+/* ======================= shared by the float64-lane engines ================= */
+INLINE void maxd_pass_step(vd v, vd *m, vl *q) {
+    *q |= v != v;
+    *m = seld(v > *m, v, *m);
+}
 
+#define MAXD_PASS(LOAD)                                                             \
+    vd m0 = splatd(-INFINITY), m1 = m0, m2 = m0, m3 = m0;                           \
+    vl q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0};                                      \
+    size_t i = 0;                                                                   \
+    for (; i + 4 * ND <= nf; i += 4 * ND) {                                         \
+        maxd_pass_step(LOAD(x + i, mask ? mask + i : NULL, T), &m0, &q0);           \
+        maxd_pass_step(LOAD(x + i + ND, mask ? mask + i + ND : NULL, T), &m1, &q1); \
+        maxd_pass_step(LOAD(x + i + 2 * ND, mask ? mask + i + 2 * ND : NULL, T), &m2, &q2); \
+        maxd_pass_step(LOAD(x + i + 3 * ND, mask ? mask + i + 3 * ND : NULL, T), &m3, &q3); \
+    }                                                                               \
+    for (; i < nf; i += ND) maxd_pass_step(LOAD(x + i, mask ? mask + i : NULL, T), &m0, &q0); \
+    if (r) maxd_pass_step(LOAD(xb, mb, T), &m1, &q1);                               \
+    m0 = seld(m1 > m0, m1, m0);                                                     \
+    m2 = seld(m3 > m2, m3, m2);                                                     \
+    m0 = seld(m2 > m0, m2, m0);                                                     \
+    q0 |= q1 | q2 | q3;                                                             \
+    double m = -INFINITY;                                                           \
+    int nan = 0;                                                                    \
+    for (int k = 0; k < ND; k++) {                                                  \
+        if (m0[k] > m) m = m0[k];                                                   \
+        nan |= q0[k] != 0;                                                          \
+    }
+
+/* ========================= e32a: float32, accurate ========================== */
 INLINE vd e32a_load(const float *x, const uint8_t *mask, double T) {
     vd v = ldfd(x);
     if (T != 1.0) v = v / T;
@@ -437,90 +640,94 @@ INLINE vd e32a_load(const float *x, const uint8_t *mask, double T) {
     return v;
 }
 
-INLINE void maxd_update(vd v, maxacc_d *a) {
-    a->nan |= (v != v);
-    a->kinf -= (v == INFINITY);
-    a->m = seld(v > a->m, v, a->m);
-}
-
 typedef struct {
     vd c, s;
 } sumacc_d;
 
-INLINE vd e32a_exp_chunk(const float *x, const uint8_t *mask, double T, double m, sumacc_d *a) {
-    vd v = e32a_load(x, mask, T);
+INLINE vd e32a_exp_vec(vd v, double m, sumacc_d *a) {
     vd e = vexpd_lo(v - m, (vd){0});
-    vl ismax = (v == m);
-    a->c += (vd)(ismax & (vl)e);
-    a->s += (vd)(~ismax & (vl)e);
+    if (a) {
+        vl ismax = (v == m);
+        a->c += (vd)(ismax & (vl)e);
+        a->s += (vd)(~ismax & (vl)e);
+    }
     return e;
 }
 
-#define TAIL_PREP(STYPE, W)                                        \
-    STYPE xb[W];                                                   \
-    uint8_t mb[W];                                                 \
-    size_t i, r = n % (W), nf = n - r;                             \
-    if (r) {                                                       \
-        for (size_t k = 0; k < (W); k++) {                         \
-            xb[k] = k < r ? x[nf + k] : (STYPE)-INFINITY;          \
-            mb[k] = k < r ? (mask ? mask[nf + k] : 1) : 0;         \
-        }                                                          \
-    }
-
-INLINE void finish_max_d(const maxacc_d *ma, skit_bstat *st) {
-    double m = -INFINITY;
-    int nan = 0;
+static void e32a_stats(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
+                       void *scratch) {
+    const float *x = (const float *)xv;
+    double *so = (double *)scratch;
+    size_t r = n % ND, nf = n - r;
+    PAD_CHUNK(float, ND, nf, r)
+    MAXD_PASS(e32a_load)
     int64_t kinf = 0;
-    for (int k = 0; k < ND; k++) {
-        if (ma->m[k] > m) m = ma->m[k];
-        nan |= ma->nan[k] != 0;
-        kinf += ma->kinf[k];
-    }
+    if (m == INFINITY && !nan) COUNT_POSINF(float, (T != 1.0 ? (double)x[k] / T : (double)x[k]))
     st->m = m;
     st->nan = nan;
     st->kinf = kinf;
     st->c = dd_make(0.0, 0.0);
     st->s = dd_make(0.0, 0.0);
-}
-
-static void e32a_stats(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
-                       void *store) {
-    (void)store;
-    const float *x = (const float *)xv;
-    TAIL_PREP(float, ND)
-    maxacc_d ma = {splatd(-INFINITY), (vl){0}, (vl){0}};
-    for (i = 0; i < nf; i += ND) maxd_update(e32a_load(x + i, mask ? mask + i : NULL, T), &ma);
-    if (r) maxd_update(e32a_load(xb, mask ? mb : NULL, T), &ma);
-    finish_max_d(&ma, st);
-    if (st->nan || st->kinf || st->m == -INFINITY) return;
-    double m = st->m;
-    sumacc_d sa = {(vd){0}, (vd){0}};
-    for (i = 0; i < nf; i += ND) e32a_exp_chunk(x + i, mask ? mask + i : NULL, T, m, &sa);
-    if (r) e32a_exp_chunk(xb, mask ? mb : NULL, T, m, &sa);
+    if (nan || kinf || m == -INFINITY) return;
+    sumacc_d sa = {(vd){0}, (vd){0}}, sb = sa;
+    for (i = 0; i + 2 * ND <= nf; i += 2 * ND) {
+        vd e = e32a_exp_vec(e32a_load(x + i, mask ? mask + i : NULL, T), m, &sa);
+        vd f = e32a_exp_vec(e32a_load(x + i + ND, mask ? mask + i + ND : NULL, T), m, &sb);
+        if (so) {
+            std_(so + i, e);
+            std_(so + i + ND, f);
+        }
+    }
+    for (; i < nf; i += ND) {
+        vd e = e32a_exp_vec(e32a_load(x + i, mask ? mask + i : NULL, T), m, &sa);
+        if (so) std_(so + i, e);
+    }
+    if (r) {
+        vd e = e32a_exp_vec(e32a_load(xb, mb, T), m, &sa);
+        if (so) std_(so + nf, e);
+    }
     double c = 0.0, s = 0.0;
     for (int k = 0; k < ND; k++) {
-        c += sa.c[k];
-        s += sa.s[k];
+        c += sa.c[k] + sb.c[k];
+        s += sa.s[k] + sb.s[k];
     }
     st->c = dd_make(c, 0.0);
     st->s = dd_make(s, 0.0);
 }
 
-static void e32a_expscale(const void *xv, const uint8_t *mask, size_t n, double T, double M,
-                          skit_dd f, void *outv) {
-    const float *x = (const float *)xv;
+/* store ND floats (half a vector) */
+INLINE void stfh(float *p, vd v, int stream) {
+    vfh h = cvt_half(v);
+#if defined(__AVX512F__)
+    if (stream) {
+        _mm256_stream_ps(p, (__m256)h);
+        return;
+    }
+#elif defined(__AVX__)
+    if (stream) {
+        _mm_stream_ps(p, (__m128)h);
+        return;
+    }
+#endif
+    (void)stream;
+    memcpy(p, &h, sizeof h);
+}
+
+static void e32a_fromscratch(const void *sv, size_t n, skit_dd f, void *outv, int stream) {
+    const double *sc = (const double *)sv;
     float *o = (float *)outv;
-    TAIL_PREP(float, ND)
-    for (i = 0; i < nf; i += ND) {
-        vd v = e32a_load(x + i, mask ? mask + i : NULL, T);
-        stdf(o + i, vexpd_lo(v - M, (vd){0}) * f.hi);
-    }
-    if (r) {
-        float ob[ND];
-        vd v = e32a_load(xb, mask ? mb : NULL, T);
-        stdf(ob, vexpd_lo(v - M, (vd){0}) * f.hi);
-        memcpy(o + nf, ob, r * sizeof(float));
-    }
+#define FULL(i) stfh(o + (i), ldd(sc + (i)) * f.hi, stream)
+#define PART(i, cnt)                                         \
+    do {                                                     \
+        double b_[ND] = {0};                                 \
+        float r_[ND];                                        \
+        memcpy(b_, sc + (i), (cnt) * sizeof(double));        \
+        stfh(r_, ldd(b_) * f.hi, 0);                         \
+        memcpy(o + (i), r_, (cnt) * sizeof(float));          \
+    } while (0)
+    PHASE_B_LOOP(float, ND, FULL, PART)
+#undef FULL
+#undef PART
 }
 
 static void e32a_rescale(void *outv, size_t n, skit_dd f) {
@@ -528,21 +735,40 @@ static void e32a_rescale(void *outv, size_t n, skit_dd f) {
     for (size_t i = 0; i < n; i++) o[i] = (float)((double)o[i] * f.hi);
 }
 
-static void e32a_logsub(const void *xv, const uint8_t *mask, size_t n, double T, double M,
-                        skit_dd L, void *outv) {
+static void e32a_expscale(const void *xv, const uint8_t *mask, size_t n, double T, double M,
+                          skit_dd f, void *outv, int stream) {
     const float *x = (const float *)xv;
     float *o = (float *)outv;
-    TAIL_PREP(float, ND)
-    for (i = 0; i < nf; i += ND) {
-        vd v = e32a_load(x + i, mask ? mask + i : NULL, T);
-        stdf(o + i, ((v - M) - L.hi) - L.lo);
-    }
-    if (r) {
-        float ob[ND];
-        vd v = e32a_load(xb, mask ? mb : NULL, T);
-        stdf(ob, ((v - M) - L.hi) - L.lo);
-        memcpy(o + nf, ob, r * sizeof(float));
-    }
+#define FULL(i) \
+    stfh(o + (i), e32a_exp_vec(e32a_load(x + (i), mask ? mask + (i) : NULL, T), M, NULL) * f.hi, stream)
+#define PART(i, cnt)                                                   \
+    do {                                                               \
+        PAD_CHUNK(float, ND, i, cnt)                                   \
+        float r_[ND];                                                  \
+        stfh(r_, e32a_exp_vec(e32a_load(xb, mb, T), M, NULL) * f.hi, 0); \
+        memcpy(o + (i), r_, (cnt) * sizeof(float));                    \
+    } while (0)
+    PHASE_B_LOOP(float, ND, FULL, PART)
+#undef FULL
+#undef PART
+}
+
+static void e32a_logsub(const void *xv, const uint8_t *mask, size_t n, double T, double M,
+                        skit_dd L, void *outv, int stream) {
+    const float *x = (const float *)xv;
+    float *o = (float *)outv;
+#define FULL(i) \
+    stfh(o + (i), ((e32a_load(x + (i), mask ? mask + (i) : NULL, T) - M) - L.hi) - L.lo, stream)
+#define PART(i, cnt)                                             \
+    do {                                                         \
+        PAD_CHUNK(float, ND, i, cnt)                             \
+        float r_[ND];                                            \
+        stfh(r_, ((e32a_load(xb, mb, T) - M) - L.hi) - L.lo, 0); \
+        memcpy(o + (i), r_, (cnt) * sizeof(float));              \
+    } while (0)
+    PHASE_B_LOOP(float, ND, FULL, PART)
+#undef FULL
+#undef PART
 }
 
 static skit_dd e32a_scaled(const void *x, size_t i, double T) {
@@ -557,8 +783,8 @@ static void e32a_special(const void *x, const uint8_t *mask, size_t n, double T,
 }
 
 static const skit_engine e32a = {
-    4,           e32a_stats, e32a_expscale, e32a_rescale, e32a_logsub,
-    e32a_scaled, exp1_dd,    log1p1_plain,  e32a_special, 0,
+    4,       e32a_stats,  e32a_expscale, e32a_fromscratch, e32a_rescale, e32a_logsub,
+    e32a_scaled, exp1_dd, log1p1_plain, e32a_special,   8,
 };
 
 /* =========================== e64f: float64, fast ============================ */
@@ -573,108 +799,141 @@ typedef struct {
     vd c, s, serr;
 } sumacc_dc;
 
-INLINE vd e64f_exp_chunk(const double *x, const uint8_t *mask, double T, double m, double lowcut,
-                         sumacc_dc *a) {
-    (void)lowcut;
-    vd v = e64_load(x, mask, T);
+INLINE vd e64f_exp_vec(vd v, double m, sumacc_dc *a) {
     vd lo;
     vd d = two_sum_v(v, splatd(-m), &lo);
     vl low = d < -800.0; /* exp underflows to 0 (also -inf and overflowed d) */
     d = seld(low, splatd(-800.0), d);
     lo = (vd)(~low & (vl)lo);
     vd e = vexpd_hi(d, lo);
-    vl ismax = (v == m);
-    a->c += (vd)(ismax & (vl)e);
-    vd es = (vd)(~ismax & (vl)e);
-    vd err;
-    a->s = two_sum_v(a->s, es, &err);
-    a->serr += err;
+    if (a) {
+        vl ismax = (v == m);
+        a->c += (vd)(ismax & (vl)e);
+        vd es = (vd)(~ismax & (vl)e);
+        vd err;
+        a->s = two_sum_v(a->s, es, &err);
+        a->serr += err;
+    }
     return e;
 }
 
+#define STATS_HEAD_D(STYPE)                                       \
+    const STYPE *x = (const STYPE *)xv;                           \
+    size_t r = n % ND, nf = n - r;                                \
+    PAD_CHUNK(STYPE, ND, nf, r)                                   \
+    MAXD_PASS(e64_load)                                           \
+    int64_t kinf = 0;                                             \
+    if (m == INFINITY && !nan) COUNT_POSINF(double, (T != 1.0 ? x[k] / T : x[k])) \
+    st->m = m;                                                    \
+    st->nan = nan;                                                \
+    st->kinf = kinf;                                              \
+    st->c = dd_make(0.0, 0.0);                                    \
+    st->s = dd_make(0.0, 0.0);                                    \
+    if (nan || kinf || m == -INFINITY) return;
+
 static void e64f_stats(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
-                       void *store) {
-    const double *x = (const double *)xv;
-    double *so = (double *)store;
-    TAIL_PREP(double, ND)
-    maxacc_d ma = {splatd(-INFINITY), (vl){0}, (vl){0}};
-    for (i = 0; i < nf; i += ND) maxd_update(e64_load(x + i, mask ? mask + i : NULL, T), &ma);
-    if (r) maxd_update(e64_load(xb, mask ? mb : NULL, T), &ma);
-    finish_max_d(&ma, st);
-    if (st->nan || st->kinf || st->m == -INFINITY) return;
-    double m = st->m, lowcut = m - 800.0;
-    sumacc_dc sa = {(vd){0}, (vd){0}, (vd){0}};
-    for (i = 0; i < nf; i += ND) {
-        vd e = e64f_exp_chunk(x + i, mask ? mask + i : NULL, T, m, lowcut, &sa);
+                       void *scratch) {
+    double *so = (double *)scratch;
+    STATS_HEAD_D(double)
+    sumacc_dc sa = {(vd){0}, (vd){0}, (vd){0}}, sb = sa;
+    for (i = 0; i + 2 * ND <= nf; i += 2 * ND) {
+        vd e = e64f_exp_vec(e64_load(x + i, mask ? mask + i : NULL, T), m, &sa);
+        vd f = e64f_exp_vec(e64_load(x + i + ND, mask ? mask + i + ND : NULL, T), m, &sb);
+        if (so) {
+            std_(so + i, e);
+            std_(so + i + ND, f);
+        }
+    }
+    for (; i < nf; i += ND) {
+        vd e = e64f_exp_vec(e64_load(x + i, mask ? mask + i : NULL, T), m, &sa);
         if (so) std_(so + i, e);
     }
     if (r) {
-        vd e = e64f_exp_chunk(xb, mask ? mb : NULL, T, m, lowcut, &sa);
-        if (so) memcpy(so + nf, &e, r * sizeof(double));
+        vd e = e64f_exp_vec(e64_load(xb, mb, T), m, &sa);
+        if (so) std_(so + nf, e);
     }
     double c = 0.0;
     skit_dd s = dd_make(0.0, 0.0);
     for (int k = 0; k < ND; k++) {
-        c += sa.c[k];
+        c += sa.c[k] + sb.c[k];
         s = dd_add(s, dd_make(sa.s[k], sa.serr[k]));
+        s = dd_add(s, dd_make(sb.s[k], sb.serr[k]));
     }
     st->c = dd_make(c, 0.0);
     st->s = s;
 }
 
-static void e64f_expscale(const void *xv, const uint8_t *mask, size_t n, double T, double M,
-                          skit_dd f, void *outv) {
-    const double *x = (const double *)xv;
-    double *o = (double *)outv;
-    double lowcut = M - 800.0;
-    sumacc_dc sa = {(vd){0}, (vd){0}, (vd){0}};
-    TAIL_PREP(double, ND)
-    for (i = 0; i < nf; i += ND)
-        std_(o + i, e64f_exp_chunk(x + i, mask ? mask + i : NULL, T, M, lowcut, &sa) * f.hi);
-    if (r) {
-        vd e = e64f_exp_chunk(xb, mask ? mb : NULL, T, M, lowcut, &sa) * f.hi;
-        memcpy(o + nf, &e, r * sizeof(double));
-    }
-}
-
+/* (eh + el) * (f.hi + f.lo) rounded once */
 INLINE vd dd_mul_round(vd eh, vd el, skit_dd f) {
     vd pe;
     vd p = two_prod_v(eh, splatd(f.hi), &pe);
     return p + (pe + (eh * f.lo + el * f.hi));
 }
 
-/* o * (f.hi + f.lo) with one rounding */
-static void e64f_rescale(void *outv, size_t n, skit_dd f) {
+static void e64f_fromscratch(const void *sv, size_t n, skit_dd f, void *outv, int stream) {
+    const double *sc = (const double *)sv;
     double *o = (double *)outv;
-    size_t i = 0;
-    for (; i + ND <= n; i += ND) std_(o + i, dd_mul_round(ldd(o + i), (vd){0}, f));
-    for (; i < n; i++) o[i] = dd_value(dd_mul(dd_make(o[i], 0.0), f));
+#define FULL(i) stdx(o + (i), dd_mul_round(ldd(sc + (i)), (vd){0}, f), stream)
+#define PART(i, cnt)                                          \
+    do {                                                      \
+        double b_[ND] = {0};                                  \
+        memcpy(b_, sc + (i), (cnt) * sizeof(double));         \
+        vd r_ = dd_mul_round(ldd(b_), (vd){0}, f);            \
+        memcpy(o + (i), &r_, (cnt) * sizeof(double));         \
+    } while (0)
+    PHASE_B_LOOP(double, ND, FULL, PART)
+#undef FULL
+#undef PART
+}
+
+static void e64f_rescale(void *outv, size_t n, skit_dd f) {
+    e64f_fromscratch(outv, n, f, outv, 0);
+}
+
+static void e64f_expscale(const void *xv, const uint8_t *mask, size_t n, double T, double M,
+                          skit_dd f, void *outv, int stream) {
+    const double *x = (const double *)xv;
+    double *o = (double *)outv;
+#define FULL(i)                                                                                \
+    stdx(                                                                  \
+        o + (i),                                                                               \
+        dd_mul_round(e64f_exp_vec(e64_load(x + (i), mask ? mask + (i) : NULL, T), M, NULL), (vd){0}, f), stream)
+#define PART(i, cnt)                                                                          \
+    do {                                                                                      \
+        PAD_CHUNK(double, ND, i, cnt)                                                         \
+        vd r_ = dd_mul_round(e64f_exp_vec(e64_load(xb, mb, T), M, NULL), (vd){0}, f);         \
+        memcpy(o + (i), &r_, (cnt) * sizeof(double));                                         \
+    } while (0)
+    PHASE_B_LOOP(double, ND, FULL, PART)
+#undef FULL
+#undef PART
 }
 
 INLINE vd logsub_dd(vd v, vd vlo, double M, skit_dd L) {
-    /* ((v + vlo) - M) - L with one final rounding */
+    /* ((v + vlo) - M) - L with one final rounding; -inf stays -inf */
     vd e1;
     vd d = two_sum_v(v, splatd(-M), &e1);
     vd e2;
     vd s = two_sum_v(d, splatd(-L.hi), &e2);
-    return s + (e2 + ((e1 + vlo) - L.lo));
+    vd res = s + (e2 + ((e1 + vlo) - L.lo));
+    return seld(v == -INFINITY, splatd(-INFINITY), res);
 }
 
 static void e64f_logsub(const void *xv, const uint8_t *mask, size_t n, double T, double M,
-                        skit_dd L, void *outv) {
+                        skit_dd L, void *outv, int stream) {
     const double *x = (const double *)xv;
     double *o = (double *)outv;
-    TAIL_PREP(double, ND)
-    const vd ninf = splatd(-INFINITY);
-    for (i = 0; i < nf; i += ND) {
-        vd v = e64_load(x + i, mask ? mask + i : NULL, T);
-        std_(o + i, seld(v == -INFINITY, ninf, logsub_dd(v, (vd){0}, M, L)));
-    }
-    if (r) {
-        vd v = e64_load(xb, mask ? mb : NULL, T);
-        vd w = seld(v == -INFINITY, ninf, logsub_dd(v, (vd){0}, M, L));
-        memcpy(o + nf, &w, r * sizeof(double));
-    }
+#define FULL(i) \
+    stdx(o + (i), logsub_dd(e64_load(x + (i), mask ? mask + (i) : NULL, T), (vd){0}, M, L), stream)
+#define PART(i, cnt)                                                 \
+    do {                                                             \
+        PAD_CHUNK(double, ND, i, cnt)                                \
+        vd r_ = logsub_dd(e64_load(xb, mb, T), (vd){0}, M, L);       \
+        memcpy(o + (i), &r_, (cnt) * sizeof(double));                \
+    } while (0)
+    PHASE_B_LOOP(double, ND, FULL, PART)
+#undef FULL
+#undef PART
 }
 
 static skit_dd e64f_scaled(const void *x, size_t i, double T) {
@@ -689,8 +948,8 @@ static void e64_special(const void *x, const uint8_t *mask, size_t n, double T,
 }
 
 static const skit_engine e64f = {
-    8,           e64f_stats, e64f_expscale, e64f_rescale, e64f_logsub,
-    e64f_scaled, exp1_dd,    log1p1_plain,  e64_special,  1,
+    8,       e64f_stats,  e64f_expscale, e64f_fromscratch, e64f_rescale, e64f_logsub,
+    e64f_scaled, exp1_dd, log1p1_plain, e64_special,    8,
 };
 
 /* ========================= e64a: float64, accurate ========================== */
@@ -732,7 +991,7 @@ INLINE void e64a_exp(vd v, vd vlo, double m, vd *eh, vd *el) {
 }
 
 INLINE void e64a_exp_chunk(const double *x, const uint8_t *mask, double T, double m,
-                           sumacc_dd *a) {
+                           sumacc_dd *a, double *sh, double *sl) {
     vd vlo;
     vd v = e64a_load(x, mask, T, &vlo);
     vd eh, el;
@@ -744,56 +1003,58 @@ INLINE void e64a_exp_chunk(const double *x, const uint8_t *mask, double T, doubl
     vd err;
     a->sh = two_sum_v(a->sh, hs, &err);
     a->sl += err + el;
+    if (sh) {
+        std_(sh, eh);
+        std_(sl, el);
+    }
 }
 
-INLINE void e64a_max_chunk(const double *x, const uint8_t *mask, double T, maxacc_d *a) {
-    vd lo;
-    maxd_update(e64a_load(x, mask, T, &lo), a);
-}
+/* scratch layout: exp high parts at [0, SKIT_SCRATCH_ELEMS), low parts after */
+#define E64A_LO(p) ((double *)(p) + SKIT_SCRATCH_ELEMS)
 
 static void e64a_stats(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
-                       void *store) {
-    (void)store;
-    const double *x = (const double *)xv;
-    TAIL_PREP(double, ND)
-    maxacc_d ma = {splatd(-INFINITY), (vl){0}, (vl){0}};
-    for (i = 0; i < nf; i += ND) e64a_max_chunk(x + i, mask ? mask + i : NULL, T, &ma);
-    if (r) e64a_max_chunk(xb, mask ? mb : NULL, T, &ma);
-    finish_max_d(&ma, st);
-    if (st->nan || st->kinf || st->m == -INFINITY) return;
-    double m = st->m;
-    sumacc_dd sa = {(vd){0}, (vd){0}, (vd){0}};
-    for (i = 0; i < nf; i += ND) e64a_exp_chunk(x + i, mask ? mask + i : NULL, T, m, &sa);
-    if (r) e64a_exp_chunk(xb, mask ? mb : NULL, T, m, &sa);
+                       void *scratch) {
+    double *sh = (double *)scratch;
+    STATS_HEAD_D(double)
+    double *sl = sh ? E64A_LO(sh) : NULL;
+    sumacc_dd sa = {(vd){0}, (vd){0}, (vd){0}}, sb = sa;
+    for (i = 0; i + 2 * ND <= nf; i += 2 * ND) {
+        e64a_exp_chunk(x + i, mask ? mask + i : NULL, T, m, &sa, sh ? sh + i : NULL,
+                       sl ? sl + i : NULL);
+        e64a_exp_chunk(x + i + ND, mask ? mask + i + ND : NULL, T, m, &sb,
+                       sh ? sh + i + ND : NULL, sl ? sl + i + ND : NULL);
+    }
+    for (; i < nf; i += ND)
+        e64a_exp_chunk(x + i, mask ? mask + i : NULL, T, m, &sa, sh ? sh + i : NULL,
+                       sl ? sl + i : NULL);
+    if (r) e64a_exp_chunk(xb, mb, T, m, &sa, sh ? sh + nf : NULL, sl ? sl + nf : NULL);
     double c = 0.0;
     skit_dd s = dd_make(0.0, 0.0);
     for (int k = 0; k < ND; k++) {
-        c += sa.c[k];
+        c += sa.c[k] + sb.c[k];
         s = dd_add(s, dd_make(sa.sh[k], sa.sl[k]));
+        s = dd_add(s, dd_make(sb.sh[k], sb.sl[k]));
     }
     st->c = dd_make(c, 0.0);
     st->s = s;
 }
 
-
-static void e64a_expscale(const void *xv, const uint8_t *mask, size_t n, double T, double M,
-                          skit_dd f, void *outv) {
-    const double *x = (const double *)xv;
+static void e64a_fromscratch(const void *sv, size_t n, skit_dd f, void *outv, int stream) {
+    const double *sh = (const double *)sv;
+    const double *sl = E64A_LO(sv);
     double *o = (double *)outv;
-    TAIL_PREP(double, ND)
-    for (i = 0; i < nf; i += ND) {
-        vd vlo, eh, el;
-        vd v = e64a_load(x + i, mask ? mask + i : NULL, T, &vlo);
-        e64a_exp(v, vlo, M, &eh, &el);
-        std_(o + i, dd_mul_round(eh, el, f));
-    }
-    if (r) {
-        vd vlo, eh, el;
-        vd v = e64a_load(xb, mask ? mb : NULL, T, &vlo);
-        e64a_exp(v, vlo, M, &eh, &el);
-        vd w = dd_mul_round(eh, el, f);
-        memcpy(o + nf, &w, r * sizeof(double));
-    }
+#define FULL(i) stdx(o + (i), dd_mul_round(ldd(sh + (i)), ldd(sl + (i)), f), stream)
+#define PART(i, cnt)                                          \
+    do {                                                      \
+        double h_[ND] = {0}, l_[ND] = {0};                    \
+        memcpy(h_, sh + (i), (cnt) * sizeof(double));         \
+        memcpy(l_, sl + (i), (cnt) * sizeof(double));         \
+        vd r_ = dd_mul_round(ldd(h_), ldd(l_), f);            \
+        memcpy(o + (i), &r_, (cnt) * sizeof(double));         \
+    } while (0)
+    PHASE_B_LOOP(double, ND, FULL, PART)
+#undef FULL
+#undef PART
 }
 
 static void e64a_rescale(void *outv, size_t n, skit_dd f) {
@@ -803,23 +1064,51 @@ static void e64a_rescale(void *outv, size_t n, skit_dd f) {
     for (; i < n; i++) o[i] = dd_value(dd_mul(dd_make(o[i], 0.0), f));
 }
 
-static void e64a_logsub(const void *xv, const uint8_t *mask, size_t n, double T, double M,
-                        skit_dd L, void *outv) {
+INLINE vd e64a_expscale_vec(const double *x, const uint8_t *mask, double T, double M, skit_dd f) {
+    vd vlo, eh, el;
+    vd v = e64a_load(x, mask, T, &vlo);
+    e64a_exp(v, vlo, M, &eh, &el);
+    return dd_mul_round(eh, el, f);
+}
+
+static void e64a_expscale(const void *xv, const uint8_t *mask, size_t n, double T, double M,
+                          skit_dd f, void *outv, int stream) {
     const double *x = (const double *)xv;
     double *o = (double *)outv;
-    const vd ninf = splatd(-INFINITY);
-    TAIL_PREP(double, ND)
-    for (i = 0; i < nf; i += ND) {
-        vd vlo;
-        vd v = e64a_load(x + i, mask ? mask + i : NULL, T, &vlo);
-        std_(o + i, seld(v == -INFINITY, ninf, logsub_dd(v, vlo, M, L)));
-    }
-    if (r) {
-        vd vlo;
-        vd v = e64a_load(xb, mask ? mb : NULL, T, &vlo);
-        vd w = seld(v == -INFINITY, ninf, logsub_dd(v, vlo, M, L));
-        memcpy(o + nf, &w, r * sizeof(double));
-    }
+#define FULL(i) \
+    stdx(o + (i), e64a_expscale_vec(x + (i), mask ? mask + (i) : NULL, T, M, f), stream)
+#define PART(i, cnt)                                         \
+    do {                                                     \
+        PAD_CHUNK(double, ND, i, cnt)                        \
+        vd r_ = e64a_expscale_vec(xb, mb, T, M, f);          \
+        memcpy(o + (i), &r_, (cnt) * sizeof(double));        \
+    } while (0)
+    PHASE_B_LOOP(double, ND, FULL, PART)
+#undef FULL
+#undef PART
+}
+
+INLINE vd e64a_logsub_vec(const double *x, const uint8_t *mask, double T, double M, skit_dd L) {
+    vd vlo;
+    vd v = e64a_load(x, mask, T, &vlo);
+    return logsub_dd(v, vlo, M, L);
+}
+
+static void e64a_logsub(const void *xv, const uint8_t *mask, size_t n, double T, double M,
+                        skit_dd L, void *outv, int stream) {
+    const double *x = (const double *)xv;
+    double *o = (double *)outv;
+#define FULL(i) \
+    stdx(o + (i), e64a_logsub_vec(x + (i), mask ? mask + (i) : NULL, T, M, L), stream)
+#define PART(i, cnt)                                         \
+    do {                                                     \
+        PAD_CHUNK(double, ND, i, cnt)                        \
+        vd r_ = e64a_logsub_vec(xb, mb, T, M, L);            \
+        memcpy(o + (i), &r_, (cnt) * sizeof(double));        \
+    } while (0)
+    PHASE_B_LOOP(double, ND, FULL, PART)
+#undef FULL
+#undef PART
 }
 
 static skit_dd e64a_scaled(const void *x, size_t i, double T) {
@@ -832,8 +1121,8 @@ static skit_dd e64a_scaled(const void *x, size_t i, double T) {
 }
 
 static const skit_engine e64a = {
-    8,           e64a_stats, e64a_expscale, e64a_rescale, e64a_logsub,
-    e64a_scaled, exp1_dd,    log1p1_dd,     e64_special,  0,
+    8,       e64a_stats,  e64a_expscale, e64a_fromscratch, e64a_rescale, e64a_logsub,
+    e64a_scaled, exp1_dd, log1p1_dd,    e64_special,    16,
 };
 
 const skit_isa_table SKIT_TABLE = {ISA_NAME, {{&e32f, &e32a}, {&e64f, &e64a}}};

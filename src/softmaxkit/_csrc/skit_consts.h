@@ -14,6 +14,12 @@
 #define SKIT_EF_6 0x1.6c16c20000000p-10f
 #define SKIT_EF_7 0x1.a01a020000000p-13f
 #define SKIT_EF_8 0x1.a01a020000000p-16f
+/* float32 exp, degree 6: Q(r) = P0 + P1 r + ... + P4 r^4 (max rel. error 2^-28) */
+#define SKIT_EP_0 0x1.fffff80000000p-2f
+#define SKIT_EP_1 0x1.55548c0000000p-3f
+#define SKIT_EP_2 0x1.555b680000000p-5f
+#define SKIT_EP_3 0x1.123d460000000p-7f
+#define SKIT_EP_4 0x1.68788e0000000p-10f
 
 /* float64 exp without a table: n = rint(x / ln2), two-part Cody-Waite */
 #define SKIT_LOG2E_D 0x1.71547652b82fep+0

@@ -86,30 +86,38 @@ typedef struct {
     skit_dd R;    /* 1 / (c + s) */
 } skit_rstat;
 
-/* One engine: the element loops for one (dtype, mode) on one instruction set. */
+/* Elements per block of a row, and the per-thread scratch that holds one block's
+ * exponentials between the two phases (at most 16 bytes per element). */
+#define SKIT_BLOCK_BYTES ((size_t)1 << 17)
+#define SKIT_SCRATCH_ELEMS (SKIT_BLOCK_BYTES / 4 + 64)
+
+/* One engine: the element loops for one (dtype, mode) on one instruction set.
+ * `stream` selects non-temporal stores for outputs larger than the caches. */
 typedef struct {
     size_t elsize;
-    /* stats of one block; if store != NULL also writes exp(x - m_block) there (fast mode) */
+    /* stats of one block; if scratch != NULL also keeps exp(x - m_block) there */
     void (*stats)(const void *x, const uint8_t *mask, size_t n, double T, skit_bstat *st,
-                  void *store);
-    /* out = exp(x - M) * f over a block (f double-word, from the row's R and scale) */
+                  void *scratch);
+    /* out = exp(x - M) * f over a block (f double-word: the row's 1/D and scale) */
     void (*expscale)(const void *x, const uint8_t *mask, size_t n, double T, double M, skit_dd f,
-                     void *out);
-    /* out *= f over a block of stored exponentials */
+                     void *out, int stream);
+    /* out = scratch * f over a block whose exponentials the stats pass kept */
+    void (*fromscratch)(const void *scratch, size_t n, skit_dd f, void *out, int stream);
+    /* out *= f in place */
     void (*rescale)(void *out, size_t n, skit_dd f);
     /* out = (x - M) - L over a block */
     void (*logsub)(const void *x, const uint8_t *mask, size_t n, double T, double M, skit_dd L,
-                   void *out);
+                   void *out, int stream);
     /* the scaled value x_i / T as a double-word number */
     skit_dd (*scaled)(const void *x, size_t i, double T);
-    /* exp of a double-word argument <= 0 in the engine's precision */
+    /* exp of a double-word argument <= 0, double-word accurate */
     skit_dd (*exp1)(skit_dd d);
-    /* log1p of a double-word argument >= 0 in the engine's precision */
+    /* log1p of a double-word argument in the engine's precision */
     skit_dd (*log1p1)(skit_dd a);
-    /* +inf/NaN/empty rows: fill a block of softmax (log = 0) or log_softmax (log = 1) */
+    /* +inf/NaN/empty rows: fill a block of softmax (islog = 0) or log_softmax (islog = 1) */
     void (*special)(const void *x, const uint8_t *mask, size_t n, double T, const skit_rstat *rs,
                     int islog, void *out);
-    int store_exp; /* softmax stores exp in the stats pass and rescales (fast modes) */
+    size_t scratch_per_elem; /* bytes of scratch per element */
 } skit_engine;
 
 typedef struct {
