@@ -14,6 +14,7 @@ compare ratios taken within one run rather than absolute numbers across runs.
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import platform
@@ -160,19 +161,17 @@ def _ours(case: Case, x: np.ndarray, t: np.ndarray | None) -> dict[str, Impl]:
     for prec in ("fast", "accurate"):
         if case.op in ("softmax", "log_softmax", "latency"):
             fn = sk.log_softmax if case.op == "log_softmax" else sk.softmax
-            impls[f"softmaxkit {prec}"] = lambda fn=fn, p=prec: fn(x, precision=p)
+            impls[f"softmaxkit {prec}"] = functools.partial(fn, x, precision=prec)
             if case.op != "latency":
                 out = np.empty_like(x)
-                impls[f"softmaxkit {prec} out="] = lambda fn=fn, p=prec, o=out: fn(
-                    x, precision=p, out=o
-                )
+                impls[f"softmaxkit {prec} out="] = functools.partial(fn, x, precision=prec, out=out)
         elif case.op == "logsumexp":
-            impls[f"softmaxkit {prec}"] = lambda p=prec: sk.logsumexp(x, precision=p)
+            impls[f"softmaxkit {prec}"] = functools.partial(sk.logsumexp, x, precision=prec)
         elif case.op == "ce_fwd":
-            impls[f"softmaxkit {prec}"] = lambda p=prec: sk.cross_entropy(x, t, precision=p)
+            impls[f"softmaxkit {prec}"] = functools.partial(sk.cross_entropy, x, t, precision=prec)
         elif case.op == "ce_fwd_bwd":
-            impls[f"softmaxkit {prec}"] = lambda p=prec: sk.cross_entropy(
-                x, t, precision=p, return_grad=True
+            impls[f"softmaxkit {prec}"] = functools.partial(
+                sk.cross_entropy, x, t, precision=prec, return_grad=True
             )
     return impls
 
@@ -211,7 +210,7 @@ def _torch(case: Case, x: np.ndarray, t: np.ndarray | None) -> dict[str, Impl]:
     except ImportError:
         return {}
     xt = torch.from_numpy(x)
-    tt = torch.from_numpy(t) if t is not None else None
+    tt = torch.from_numpy(t if t is not None else np.zeros(1, np.int64))
     impls: dict[str, Impl] = {}
 
     def threaded(n: int, f: Impl) -> Impl:
