@@ -85,6 +85,11 @@ lines.append("/* Taylor coefficients 1/k! of exp, float64 */")
 for k in range(2, 15):
     lines.append(f"#define SKIT_ED_{k} {hexf(float(1 / mp.factorial(k)))}")
 lines.append("")
+lines.append("/* log via atanh: log(f) = 2 (t + t^3/3 + ...), t = (f - 1)/(f + 1), |t| <= 0.1716 */")
+for k in range(1, 12):
+    lines.append(f"#define SKIT_AT_{k} {hexf(float(mp.mpf(1) / (2 * k + 1)))}")
+lines.append(f"#define SKIT_SQRT2 {hexf(float(mp.sqrt(2)))}")
+lines.append("")
 N = 64
 lines.append("/* double-word exp: x = (64 m + j) ln2/64 + r, exp(x) = 2^m 2^(j/64) exp(r) */")
 n_ln2 = LN2 / N

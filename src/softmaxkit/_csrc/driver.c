@@ -82,6 +82,15 @@ typedef struct {
     atomic_int failed;
 } pjob;
 
+/* make this thread's non-temporal stores visible before it reports completion */
+static inline void store_fence(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_sfence();
+#else
+    atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+
 /* the calling thread's scratch buffer during a parallel_for (NULL if none) */
 static _Thread_local void *tl_scratch = NULL;
 
@@ -103,6 +112,7 @@ static void *pworker(void *p) {
         size_t end = i + j->grain < j->ntasks ? i + j->grain : j->ntasks;
         for (; i < end; i++) j->fn(j->ctx, i);
     }
+    store_fence();
     tl_scratch = saved;
     free(buf);
     return NULL;
@@ -145,7 +155,8 @@ static int parallel_for(size_t ntasks, size_t grain, int threads, size_t scratch
 enum { OP_SOFTMAX = 0, OP_LOGSOFTMAX = 1, OP_LSE = 2, OP_CE = 3 };
 
 #define MIN_ELEMS_PER_THREAD ((size_t)1 << 15)
-#define STREAM_BYTES ((size_t)8 << 20) /* outputs above this bypass the caches */
+#define STREAM_BYTES ((size_t)8 << 20) /* outputs above this bypass the caches, */
+#define STREAM_ROW_BYTES ((size_t)4096)  /* when their rows are long enough */
 
 typedef struct {
     const skit_rows *a;
@@ -340,6 +351,7 @@ static void ce_fix_target(const job *j, size_t r, const skit_rstat *rs) {
     size_t t = (size_t)j->target[r];
     double w = j->weight ? j->weight[r] : 1.0;
     double sc = w * j->gscale;
+    if (j->stream) store_fence(); /* the row was written with non-temporal stores */
     const uint8_t *m = mrow(j, r);
     skit_dd xt = j->E->scaled(xrow(j, r), t, j->a->temperature);
     int valid = (!m || m[t]) && xt.hi != -INFINITY;
@@ -384,6 +396,20 @@ static void row_task(void *ctx, size_t r) {
     if (bs != local) free(bs);
 }
 
+/* short rows: a task is SMALL_ROWS rows through the engine's transposed kernel;
+ * rows it flags (non-finite maximum) take the general path */
+#define SMALL_ROWS 256
+static void small_task(void *ctx, size_t t) {
+    job *j = (job *)ctx;
+    size_t r0 = t * SMALL_ROWS;
+    size_t cnt = j->a->rows - r0 < SMALL_ROWS ? j->a->rows - r0 : SMALL_ROWS;
+    uint8_t special[SMALL_ROWS];
+    j->E->small(xrow(j, r0), cnt, j->a->n, j->a->temperature, j->op == OP_LOGSOFTMAX,
+                orow(j, r0), special);
+    for (size_t i = 0; i < cnt; i++)
+        if (special[i]) row_task(j, r0 + i);
+}
+
 /* two-level: tasks are (row, block) pairs */
 static void block_a_task(void *ctx, size_t i) {
     job *j = (job *)ctx;
@@ -403,7 +429,8 @@ static int run(job *j) {
     j->nb = (a->n + j->block - 1) / j->block;
     j->err = SKIT_OK;
     if (j->nb > 1) j->store = 0; /* long rows recompute their exponentials in phase B */
-    j->stream = j->out && a->rows * a->n * j->E->elsize >= STREAM_BYTES;
+    j->stream = j->out && a->rows * a->n * j->E->elsize >= STREAM_BYTES &&
+                a->n * j->E->elsize >= STREAM_ROW_BYTES;
     size_t total = a->rows * a->n;
     int threads = a->threads;
     size_t cap = total / MIN_ELEMS_PER_THREAD;
@@ -431,10 +458,16 @@ static int run(job *j) {
         free(j->fac);
         return st;
     }
+    size_t scratch = j->store ? SKIT_SCRATCH_ELEMS * 16 : 0;
+    if (j->E->small && !a->mask && a->n <= SKIT_SMALL_N &&
+        (j->op == OP_SOFTMAX || j->op == OP_LOGSOFTMAX)) {
+        size_t ntask = (a->rows + SMALL_ROWS - 1) / SMALL_ROWS;
+        int st = parallel_for(ntask, 1, threads, scratch, small_task, j);
+        return st ? st : j->err;
+    }
     /* rows per grab: about 64 KiB of input, so tiny rows do not thrash the counter */
     size_t rowbytes = a->n * j->E->elsize;
     size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
-    size_t scratch = j->store ? SKIT_SCRATCH_ELEMS * 16 : 0;
     int st = parallel_for(a->rows, grain, threads, scratch, row_task, j);
     return st ? st : j->err;
 }

@@ -295,6 +295,36 @@ INLINE void vexpdd(vd dh, vd dl, vd *eh, vd *el) {
     *el = (lo * scale) * 0x1p-128;
 }
 
+/* float64 log1p(a) for a >= 0 (a vector of row sums): about 1.5 ulp.
+ * 1 + a = 2^k f with f in [sqrt(1/2), sqrt(2)), log f by the atanh series, and
+ * the rounding error of 1 + a added back as (a - (w - 1)) / w. */
+INLINE vd vlog1p_d(vd a) {
+    vd w = 1.0 + a;
+    vd corr = (a - (w - 1.0)) / w;
+    vl bits = (vl)w;
+    vl k = (bits >> 52) - 1023;
+    vd f = (vd)((bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);
+    vl big = f > SKIT_SQRT2;
+    f = seld(big, f * 0.5, f);
+    k = k - big; /* big is -1 where true */
+    vd t = (f - 1.0) / (f + 1.0);
+    vd t2 = t * t;
+    vd q = splatd(SKIT_AT_11);
+    q = q * t2 + SKIT_AT_10;
+    q = q * t2 + SKIT_AT_9;
+    q = q * t2 + SKIT_AT_8;
+    q = q * t2 + SKIT_AT_7;
+    q = q * t2 + SKIT_AT_6;
+    q = q * t2 + SKIT_AT_5;
+    q = q * t2 + SKIT_AT_4;
+    q = q * t2 + SKIT_AT_3;
+    q = q * t2 + SKIT_AT_2;
+    q = q * t2 + SKIT_AT_1;
+    vd logf_ = 2.0 * t + (2.0 * t) * (t2 * q);
+    vd kd = __builtin_convertvector(k, vd);
+    return kd * SKIT_LN2_HI + (kd * SKIT_LN2_LO + (logf_ + corr));
+}
+
 /* ---- streaming stores ------------------------------------------------------ *
  * Outputs larger than the caches are written with non-temporal stores: they skip
  * the read-for-ownership of every destination line, so a pass costs one DRAM
@@ -333,11 +363,6 @@ INLINE void stdx(double *p, vd v, int stream) {
         std_nt(p, v);
     else
         std_(p, v);
-}
-INLINE void stream_fence(void) {
-#if defined(__SSE2__)
-    _mm_sfence();
-#endif
 }
 /* elements before p + k is VB-aligned (p aligned to its element size) */
 INLINE size_t head_count(const void *p, size_t elsize, size_t n) {
@@ -389,8 +414,7 @@ static skit_dd log1p1_dd(skit_dd a) { return skit_dd_log1p(a); }
         }                                                                 \
     }                                                                     \
     for (; i_ + (W) <= n; i_ += (W)) FULL(i_);                            \
-    if (i_ < n) PART(i_, n - i_);                                         \
-    if (stream) stream_fence();
+    if (i_ < n) PART(i_, n - i_);
 
 /* =========================== e32f: float32, fast ============================ */
 INLINE vf e32f_load(const float *x, const uint8_t *mask, float T) {
@@ -436,7 +460,7 @@ typedef struct {
     vd s0, s1;
 } sumacc_f;
 
-INLINE vf e32f_exp_vec(vf v, float m, sumacc_f *a) {
+INLINE vf e32f_exp_vm(vf v, vf m, sumacc_f *a) {
     vf d = v - m;
     vf bb = d - v;
     vf lo = (v - (d - bb)) + (-m - bb); /* TwoSum: d + lo == v - m exactly */
@@ -453,6 +477,8 @@ INLINE vf e32f_exp_vec(vf v, float m, sumacc_f *a) {
     }
     return e;
 }
+
+INLINE vf e32f_exp_vec(vf v, float m, sumacc_f *a) { return e32f_exp_vm(v, splatf(m), a); }
 
 /* float32 +inf entries, counted only when the maximum is +inf (rare) */
 #define COUNT_POSINF(STYPE, SCALE)                                         \
@@ -598,9 +624,73 @@ static void e32f_special(const void *x, const uint8_t *mask, size_t n, double T,
     SPECIAL_BODY(float, (T != 1.0 ? xp[i] / (float)T : xp[i]))
 }
 
+/* Rows of at most SKIT_SMALL_N elements, NF rows at a time with one row per
+ * lane (the rows are transposed through a small buffer), so short rows pay no
+ * horizontal reductions and no scalar log1p or division. softmax (islog = 0) or
+ * log_softmax (islog = 1) without a mask. Rows whose maximum is not finite are
+ * flagged in `special` and left to the caller. */
+static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int islog, void *outv,
+                       uint8_t *special) {
+    const float *x = (const float *)xv;
+    float *o = (float *)outv;
+    float T = (float)Td;
+    float tb[SKIT_SMALL_N][NF] __attribute__((aligned(64)));
+    for (size_t r0 = 0; r0 < rows; r0 += NF) {
+        size_t lanes = rows - r0 < NF ? rows - r0 : NF;
+        for (size_t l = 0; l < NF; l++) {
+            const float *xr = x + (r0 + (l < lanes ? l : 0)) * n;
+            for (size_t j = 0; j < n; j++) tb[j][l] = xr[j];
+        }
+        vf m = splatf(-INFINITY);
+        vi nan = {0};
+        for (size_t j = 0; j < n; j++) {
+            vf v = ldf(tb[j]);
+            if (T != 1.0f) v = v / T;
+            nan |= v != v;
+            m = self(v > m, v, m);
+        }
+        vi bad = nan | (m == INFINITY) | (m == -INFINITY);
+        for (size_t l = 0; l < lanes; l++) special[r0 + l] = bad[l] != 0;
+        m = self(bad, splatf(0.0f), m);
+        sumacc_f sa = {(vf){0}, (vd){0}, (vd){0}};
+        if (islog) {
+            for (size_t j = 0; j < n; j++) {
+                vf v = ldf(tb[j]);
+                if (T != 1.0f) v = v / T;
+                (void)e32f_exp_vm(v, m, &sa);
+            }
+            vd L0 = vlog1p_d((cvt_lo(sa.c) - 1.0) + sa.s0);
+            vd L1 = vlog1p_d((cvt_hi(sa.c) - 1.0) + sa.s1);
+            vd m0 = cvt_lo(m), m1 = cvt_hi(m);
+            for (size_t j = 0; j < n; j++) {
+                vf v = ldf(tb[j]);
+                if (T != 1.0f) v = v / T;
+                stf(tb[j], cvt_join((cvt_lo(v) - m0) - L0, (cvt_hi(v) - m1) - L1));
+            }
+        } else {
+            for (size_t j = 0; j < n; j++) {
+                vf v = ldf(tb[j]);
+                if (T != 1.0f) v = v / T;
+                stf(tb[j], e32f_exp_vm(v, m, &sa));
+            }
+            vd R0 = 1.0 / (cvt_lo(sa.c) + sa.s0);
+            vd R1 = 1.0 / (cvt_hi(sa.c) + sa.s1);
+            for (size_t j = 0; j < n; j++) {
+                vf e = ldf(tb[j]);
+                stf(tb[j], cvt_join(cvt_lo(e) * R0, cvt_hi(e) * R1));
+            }
+        }
+        for (size_t l = 0; l < lanes; l++) {
+            if (bad[l]) continue;
+            float *orow = o + (r0 + l) * n;
+            for (size_t j = 0; j < n; j++) orow[j] = tb[j][l];
+        }
+    }
+}
+
 static const skit_engine e32f = {
     4,       e32f_stats,  e32f_expscale, e32f_fromscratch, e32f_rescale, e32f_logsub,
-    e32f_scaled, exp1_dd, log1p1_plain, e32f_special,   4,
+    e32f_scaled, exp1_dd, log1p1_plain, e32f_special,   4, e32f_small,
 };
 
 /* ======================= shared by the float64-lane engines ================= */
@@ -632,6 +722,68 @@ INLINE void maxd_pass_step(vd v, vd *m, vl *q) {
         nan |= q0[k] != 0;                                                          \
     }
 
+/* The float64-lane version of e32f_small, ND rows at a time; LOADT converts the
+ * storage type, EXPV(v, m, acc) is the engine's exponential with accumulation. */
+#define SMALL_D_BODY(STYPE, ACC_T, ACC_INIT, EXPV, CS)                                   \
+    const STYPE *x = (const STYPE *)xv;                                                 \
+    STYPE *o = (STYPE *)outv;                                                           \
+    double tb[SKIT_SMALL_N][ND] __attribute__((aligned(64)));                           \
+    for (size_t r0 = 0; r0 < rows; r0 += ND) {                                          \
+        size_t lanes = rows - r0 < ND ? rows - r0 : ND;                                 \
+        for (size_t l = 0; l < ND; l++) {                                               \
+            const STYPE *xr = x + (r0 + (l < lanes ? l : 0)) * n;                       \
+            for (size_t j = 0; j < n; j++) tb[j][l] = T != 1.0 ? (double)xr[j] / T : (double)xr[j]; \
+        }                                                                               \
+        vd m = splatd(-INFINITY);                                                       \
+        vl nan = {0};                                                                   \
+        for (size_t j = 0; j < n; j++) maxd_pass_step(ldd(tb[j]), &m, &nan);            \
+        vl bad = nan | (m == INFINITY) | (m == -INFINITY);                              \
+        for (size_t l = 0; l < lanes; l++) special[r0 + l] = bad[l] != 0;               \
+        m = seld(bad, splatd(0.0), m);                                                  \
+        ACC_T sa = ACC_INIT;                                                            \
+        vd c_, s_;                                                                      \
+        if (islog) {                                                                    \
+            for (size_t j = 0; j < n; j++) (void)EXPV(ldd(tb[j]), m, &sa);              \
+            CS(sa, c_, s_);                                                             \
+            vd L = vlog1p_d((c_ - 1.0) + s_);                                           \
+            for (size_t j = 0; j < n; j++) {                                            \
+                vd e1;                                                                  \
+                vd v = ldd(tb[j]);                                                      \
+                vd d = two_sum_v(v, -m, &e1);                                           \
+                vd r = (d - L) + e1;                                                    \
+                std_(tb[j], seld(v == -INFINITY, splatd(-INFINITY), r));                \
+            }                                                                           \
+        } else {                                                                        \
+            for (size_t j = 0; j < n; j++) std_(tb[j], EXPV(ldd(tb[j]), m, &sa));       \
+            CS(sa, c_, s_);                                                             \
+            vd D = c_ + s_;                                                             \
+            vd R = 1.0 / D;                                                             \
+            vd Rl = ((1.0 - R * D) - R * ((c_ - D) + s_)) * R;                          \
+            for (size_t j = 0; j < n; j++) {                                            \
+                vd e = ldd(tb[j]);                                                      \
+                vd pe;                                                                  \
+                vd p = two_prod_v(e, R, &pe);                                           \
+                std_(tb[j], p + (pe + e * Rl));                                         \
+            }                                                                           \
+        }                                                                               \
+        for (size_t l = 0; l < lanes; l++) {                                            \
+            if (bad[l]) continue;                                                       \
+            STYPE *orow = o + (r0 + l) * n;                                             \
+            for (size_t j = 0; j < n; j++) orow[j] = (STYPE)tb[j][l];                   \
+        }                                                                               \
+    }
+
+#define CS_PLAIN(acc, cv, sv) \
+    do {                      \
+        cv = (acc).c;         \
+        sv = (acc).s;         \
+    } while (0)
+#define CS_COMP(acc, cv, sv)          \
+    do {                              \
+        cv = (acc).c;                 \
+        sv = (acc).s + (acc).serr;    \
+    } while (0)
+
 /* ========================= e32a: float32, accurate ========================== */
 INLINE vd e32a_load(const float *x, const uint8_t *mask, double T) {
     vd v = ldfd(x);
@@ -644,7 +796,7 @@ typedef struct {
     vd c, s;
 } sumacc_d;
 
-INLINE vd e32a_exp_vec(vd v, double m, sumacc_d *a) {
+INLINE vd e32a_exp_vm(vd v, vd m, sumacc_d *a) {
     vd e = vexpd_lo(v - m, (vd){0});
     if (a) {
         vl ismax = (v == m);
@@ -653,6 +805,8 @@ INLINE vd e32a_exp_vec(vd v, double m, sumacc_d *a) {
     }
     return e;
 }
+
+INLINE vd e32a_exp_vec(vd v, double m, sumacc_d *a) { return e32a_exp_vm(v, splatd(m), a); }
 
 static void e32a_stats(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
                        void *scratch) {
@@ -782,9 +936,14 @@ static void e32a_special(const void *x, const uint8_t *mask, size_t n, double T,
     SPECIAL_BODY(float, (T != 1.0 ? (double)xp[i] / T : (double)xp[i]))
 }
 
+static void e32a_small(const void *xv, size_t rows, size_t n, double T, int islog, void *outv,
+                       uint8_t *special) {
+    SMALL_D_BODY(float, sumacc_d, ((sumacc_d){(vd){0}, (vd){0}}), e32a_exp_vm, CS_PLAIN)
+}
+
 static const skit_engine e32a = {
     4,       e32a_stats,  e32a_expscale, e32a_fromscratch, e32a_rescale, e32a_logsub,
-    e32a_scaled, exp1_dd, log1p1_plain, e32a_special,   8,
+    e32a_scaled, exp1_dd, log1p1_plain, e32a_special,   8, e32a_small,
 };
 
 /* =========================== e64f: float64, fast ============================ */
@@ -799,9 +958,9 @@ typedef struct {
     vd c, s, serr;
 } sumacc_dc;
 
-INLINE vd e64f_exp_vec(vd v, double m, sumacc_dc *a) {
+INLINE vd e64f_exp_vm(vd v, vd m, sumacc_dc *a) {
     vd lo;
-    vd d = two_sum_v(v, splatd(-m), &lo);
+    vd d = two_sum_v(v, -m, &lo);
     vl low = d < -800.0; /* exp underflows to 0 (also -inf and overflowed d) */
     d = seld(low, splatd(-800.0), d);
     lo = (vd)(~low & (vl)lo);
@@ -816,6 +975,8 @@ INLINE vd e64f_exp_vec(vd v, double m, sumacc_dc *a) {
     }
     return e;
 }
+
+INLINE vd e64f_exp_vec(vd v, double m, sumacc_dc *a) { return e64f_exp_vm(v, splatd(m), a); }
 
 #define STATS_HEAD_D(STYPE)                                       \
     const STYPE *x = (const STYPE *)xv;                           \
@@ -947,9 +1108,14 @@ static void e64_special(const void *x, const uint8_t *mask, size_t n, double T,
     SPECIAL_BODY(double, (T != 1.0 ? xp[i] / T : xp[i]))
 }
 
+static void e64f_small(const void *xv, size_t rows, size_t n, double T, int islog, void *outv,
+                       uint8_t *special) {
+    SMALL_D_BODY(double, sumacc_dc, ((sumacc_dc){(vd){0}, (vd){0}, (vd){0}}), e64f_exp_vm, CS_COMP)
+}
+
 static const skit_engine e64f = {
     8,       e64f_stats,  e64f_expscale, e64f_fromscratch, e64f_rescale, e64f_logsub,
-    e64f_scaled, exp1_dd, log1p1_plain, e64_special,    8,
+    e64f_scaled, exp1_dd, log1p1_plain, e64_special,    8, e64f_small,
 };
 
 /* ========================= e64a: float64, accurate ========================== */
@@ -1122,7 +1288,7 @@ static skit_dd e64a_scaled(const void *x, size_t i, double T) {
 
 static const skit_engine e64a = {
     8,       e64a_stats,  e64a_expscale, e64a_fromscratch, e64a_rescale, e64a_logsub,
-    e64a_scaled, exp1_dd, log1p1_dd,    e64_special,    16,
+    e64a_scaled, exp1_dd, log1p1_dd,    e64_special,    16, NULL,
 };
 
 const skit_isa_table SKIT_TABLE = {ISA_NAME, {{&e32f, &e32a}, {&e64f, &e64a}}};

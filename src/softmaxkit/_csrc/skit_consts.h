@@ -40,6 +40,20 @@
 #define SKIT_ED_13 0x1.6124613a86d09p-33
 #define SKIT_ED_14 0x1.93974a8c07c9dp-37
 
+/* log via atanh: log(f) = 2 (t + t^3/3 + ...), t = (f - 1)/(f + 1), |t| <= 0.1716 */
+#define SKIT_AT_1 0x1.5555555555555p-2
+#define SKIT_AT_2 0x1.999999999999ap-3
+#define SKIT_AT_3 0x1.2492492492492p-3
+#define SKIT_AT_4 0x1.c71c71c71c71cp-4
+#define SKIT_AT_5 0x1.745d1745d1746p-4
+#define SKIT_AT_6 0x1.3b13b13b13b14p-4
+#define SKIT_AT_7 0x1.1111111111111p-4
+#define SKIT_AT_8 0x1.e1e1e1e1e1e1ep-5
+#define SKIT_AT_9 0x1.af286bca1af28p-5
+#define SKIT_AT_10 0x1.8618618618618p-5
+#define SKIT_AT_11 0x1.642c8590b2164p-5
+#define SKIT_SQRT2 0x1.6a09e667f3bcdp+0
+
 /* double-word exp: x = (64 m + j) ln2/64 + r, exp(x) = 2^m 2^(j/64) exp(r) */
 #define SKIT_DD_INV 0x1.71547652b82fep+6
 #define SKIT_DD_C1 0x1.62e42fefa0000p-7

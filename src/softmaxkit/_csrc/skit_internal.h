@@ -90,6 +90,7 @@ typedef struct {
  * exponentials between the two phases (at most 16 bytes per element). */
 #define SKIT_BLOCK_BYTES ((size_t)1 << 17)
 #define SKIT_SCRATCH_ELEMS (SKIT_BLOCK_BYTES / 4 + 64)
+#define SKIT_SMALL_N 64
 
 /* One engine: the element loops for one (dtype, mode) on one instruction set.
  * `stream` selects non-temporal stores for outputs larger than the caches. */
@@ -118,6 +119,11 @@ typedef struct {
     void (*special)(const void *x, const uint8_t *mask, size_t n, double T, const skit_rstat *rs,
                     int islog, void *out);
     size_t scratch_per_elem; /* bytes of scratch per element */
+    /* softmax / log_softmax of rows of n <= SKIT_SMALL_N elements without a mask,
+     * several rows per vector; rows with a non-finite maximum are flagged in
+     * special[] and not written (NULL: the engine has no such path) */
+    void (*small)(const void *x, size_t rows, size_t n, double T, int islog, void *out,
+                  uint8_t *special);
 } skit_engine;
 
 typedef struct {
