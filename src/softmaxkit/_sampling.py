@@ -249,7 +249,7 @@ def sample(
             raise SoftmaxkitValueError(msg)
     # +inf entries: the softmax limit is uniform over them, so sample those uniformly.
     has_inf = xp.any(z == math.inf, axis=-1, keepdims=True)
-    z = xp.where(has_inf, xp.where(z == math.inf, 0.0, -math.inf), z)
+    z = xp.where(has_inf, xp.where(z == math.inf, xp.zeros_like(z), -math.inf), z)
     if t != 1.0:
         z = z / t
     keep = z > -math.inf

@@ -108,7 +108,8 @@ def _check_activation(activation: object) -> str:
 
 def _first(mask: np.ndarray, values: np.ndarray) -> str:
     idx = tuple(int(i[0]) for i in np.nonzero(mask))
-    return f"{values[idx]!r} at index {idx}"
+    v = values[idx]
+    return f"{v.item() if hasattr(v, 'item') else v!r} at index {idx}"
 
 
 def _prepare(logits: object, labels: object, axis: object, activation: object) -> _Data:
@@ -279,7 +280,8 @@ def _limits(data: _Data) -> tuple[float, float]:
         g0 = xp.mean(xp.mean(z, axis=-1) - zy)
         ginf = xp.mean(xp.max(z, axis=-1) - zy)
     else:
-        step = xp.where(z > 0, 1.0, xp.where(z < 0, 0.0, 0.5))
+        one = xp.ones_like(z)
+        step = xp.where(z > 0, one, xp.where(z < 0, 0.0 * one, 0.5 * one))
         g0 = xp.mean((0.5 - y) * z)
         ginf = xp.mean((step - y) * z)
     return float(to_numpy(g0)), float(to_numpy(ginf))
