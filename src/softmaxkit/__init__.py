@@ -16,6 +16,7 @@ from __future__ import annotations
 from ._cross_entropy import cross_entropy, nll_loss
 from ._decide import TopK, predict, top_k
 from ._errors import SoftmaxkitError, SoftmaxkitTypeError, SoftmaxkitValueError
+from ._explain import Explanation, explain
 from ._logsumexp import logsumexp
 from ._sampling import sample
 from ._sigmoid import binary_cross_entropy_with_logits, log_sigmoid, sigmoid
@@ -25,6 +26,7 @@ from ._vjp import log_softmax_vjp, logsumexp_vjp, softmax_vjp
 __version__ = "0.1.0"
 
 __all__ = [
+    "Explanation",
     "SoftmaxkitError",
     "SoftmaxkitTypeError",
     "SoftmaxkitValueError",
@@ -32,6 +34,7 @@ __all__ = [
     "__version__",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "explain",
     "log_sigmoid",
     "log_softmax",
     "log_softmax_vjp",
