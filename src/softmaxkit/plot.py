@@ -194,6 +194,11 @@ class Chart:
         return self.terminal()
 
 
+def _rotation(labels: Sequence[str]) -> int:
+    """Tick label rotation: upright unless long labels would collide."""
+    return 0 if sum(len(s) + 2 for s in labels) <= 60 else 90
+
+
 def _new_figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
@@ -224,12 +229,13 @@ class LogitsChart(Chart):
         ax_l.set_title("Logits")
         ax_l.set_ylabel("Logit")
         ax_p.bar(x, self.probabilities, color=_mpl(1, 0.6), edgecolor=_mpl(1, 1.0), linewidth=1)
-        ax_p.set_ylim(0, 1)
+        ax_p.set_ylim(0, 1.1)
+        ax_p.set_yticks(np.linspace(0, 1, 6))
         t = "" if self.temperature == 1.0 else f" (T = {self.temperature:g})"
         ax_p.set_title(f"Softmax probabilities{t}")
         ax_p.set_ylabel("Probability")
         for ax in (ax_l, ax_p):
-            ax.set_xticks(x, self.labels, rotation=0 if len(x) <= 8 else 90)
+            ax.set_xticks(x, self.labels, rotation=_rotation(self.labels))
             ax.set_xlabel("Classes")
             ax.grid(axis="y", alpha=0.3)
             ax.set_axisbelow(True)
@@ -245,6 +251,8 @@ class LogitsChart(Chart):
                     fontsize=8,
                 )
         for xi, v in zip(x, self.probabilities):
+            if round(float(v), 3) == 0 and len(x) > 4:
+                continue  # many "0.000" labels would only collide
             ax_p.annotate(
                 f"{v:.3f}",
                 (xi, v),
@@ -408,7 +416,7 @@ class TemperatureChart(Chart):
                 linewidth=1,
                 label=f"T = {t:g}",
             )
-        ax.set_xticks(x, self.labels, rotation=0 if len(x) <= 8 else 90)
+        ax.set_xticks(x, self.labels, rotation=_rotation(self.labels))
         ax.set_ylim(0, 1)
         ax.set_xlabel("Classes")
         ax.set_ylabel("Probability")
