@@ -212,7 +212,7 @@ def _axis(value: str) -> int | tuple[int, ...] | None:
 def cmd_normalize(args: argparse.Namespace, out: TextIO) -> int:
     import softmaxkit as sk
 
-    x = load_input(args.values, "input", key=args.key)
+    x = load_input(args.values, "input", key=args.key, default_keys=("logits",))
     axis = _axis(args.axis)
     kw: dict[str, Any] = {"axis": axis, "precision": args.precision}
     if args.command == "logsumexp":
@@ -275,7 +275,7 @@ def _labels_opt(value: str | None) -> list[str] | None:
 def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     import softmaxkit as sk
 
-    x = load_input(args.values, "input", key=args.key)
+    x = load_input(args.values, "input", key=args.key, default_keys=("logits",))
     ex = sk.explain(x, temperature=args.temperature, labels=_labels_opt(args.labels))
     out.write((ex.to_json() if args.json else ex.table(digits=args.digits or 6)) + "\n")
     return 0
@@ -284,7 +284,7 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_plot(args: argparse.Namespace, out: TextIO) -> int:
     from . import plot
 
-    x = load_input(args.values, "input", key=args.key)
+    x = load_input(args.values, "input", key=args.key, default_keys=("logits",))
     labels = _labels_opt(args.labels)
     chart: plot.Chart
     if args.kind == "temperature":
@@ -353,7 +353,7 @@ def cmd_calibrate(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
     import softmaxkit as sk
 
-    x = load_input(args.values, "input", key=args.key)
+    x = load_input(args.values, "input", key=args.key, default_keys=("logits",))
     draws = sk.sample(
         x,
         temperature=args.temperature,
