@@ -130,7 +130,7 @@ class TestFitTemperature:
 
         T = cal.fit_temperature(z, y)
         ref = minimize_scalar(f, bounds=(0.5, 10), method="bounded", options={"xatol": 1e-12}).x
-        assert T == pytest.approx(ref, rel=1e-6)
+        assert pytest.approx(ref, rel=1e-6) == T
         # the slope in beta = 1/T vanishes at the optimum, to rounding
         data = cal._prepare(z, y, -1, "softmax")
         _, g, h = cal._stats(data, 1.0 / T)

@@ -132,7 +132,9 @@ def test_calibrate(tmp_path):
     assert text.stdout.decode().startswith("temperature")
     assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
     np.savez(tmp_path / "val.npz", logits=z, labels=y)
-    npz = json.loads(out(sk_cli("calibrate", str(tmp_path / "val.npz"), str(tmp_path / "val.npz"), "--json")))
+    npz = json.loads(
+        out(sk_cli("calibrate", str(tmp_path / "val.npz"), str(tmp_path / "val.npz"), "--json"))
+    )
     assert npz["temperature"] == doc["temperature"]
 
 
@@ -213,7 +215,9 @@ def test_demo(tmp_path):
     assert "softmaxkit model" in text and "LogisticRegression" in text
     assert "ECE" in text and "\x1b[" not in text
     files = sorted(p.name for p in (tmp_path / "charts").iterdir())
-    assert "reliability_before_after.png" in files and "example_logits_vs_probabilities.html" in files
+    assert (
+        "reliability_before_after.png" in files and "example_logits_vs_probabilities.html" in files
+    )
     assert len(files) == 12
-    ece = [ln for ln in text.splitlines() if ln.startswith("ECE (15 bins)")][0].split()
+    ece = next(ln for ln in text.splitlines() if ln.startswith("ECE (15 bins)")).split()
     assert float(ece[-1]) < float(ece[-2])  # temperature scaling lowers the test ECE

@@ -59,7 +59,9 @@ def _parse_text(text: str, what: str) -> np.ndarray:
         return np.asarray(rows[0])
     widths = {len(r) for r in rows}
     if len(widths) != 1:
-        msg = f"{what}: rows have different lengths {sorted(widths)}; give every row as many numbers"
+        msg = (
+            f"{what}: rows have different lengths {sorted(widths)}; give every row as many numbers"
+        )
         raise CliError(msg)
     return np.asarray(rows)
 

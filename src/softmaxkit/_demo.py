@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 import time
@@ -144,9 +145,9 @@ def _num(v: Any) -> str:
 def _contract(say: _Out) -> bool:
     import softmaxkit as sk
 
-    torch = None
+    torch: Any = None
     if importlib.util.find_spec("torch") is not None:
-        import torch
+        torch = importlib.import_module("torch")
     say.head("2. The contract's special cases, next to the NumPy recipe and PyTorch")
     inf, nan = math.inf, math.nan
     f32 = np.float32
@@ -246,14 +247,14 @@ def _adam_train(
 
 
 def _digits(say: _Out, out_dir: Path) -> dict[str, Any]:
-    import softmaxkit as sk
-    from softmaxkit import calibration as cal
-    from softmaxkit import plot
-
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
+
+    import softmaxkit as sk
+    from softmaxkit import calibration as cal
+    from softmaxkit import plot
 
     say.head("3. A softmax classifier on scikit-learn's digits")
     X, y = load_digits(return_X_y=True)
@@ -385,6 +386,9 @@ def run_demo(out_dir: Path, *, out: TextIO, color: bool = False) -> int:
         f"- example: test digit #{res['example']} (true {res['example_true']}) was predicted "
         f"wrongly with confidence {res['example_conf']:.3f}"
     )
-    say(f"- charts ({len(res['files'])} files: PNG, SVG, HTML, Chart.js JSON) in {out_dir.resolve()}")
+    say(
+        f"- charts ({len(res['files'])} files: PNG, SVG, HTML, Chart.js JSON) in "
+        f"{out_dir.resolve()}"
+    )
     say(f"- ran in {elapsed:.1f} s")
     return 0

@@ -112,10 +112,12 @@ class Explanation:
             ("log(softmax)", [_fmt(v, digits) for v in self.naive_log_probabilities]),
         ]
         widths = [max(len(h), *(len(c) for c in cells)) for h, cells in cols]
-        lines = ["  ".join(h.rjust(w) for (h, _), w in zip(cols, widths))]
+        lines = ["  ".join(h.rjust(w) for (h, _), w in zip(cols, widths, strict=False))]
         lines.append("  ".join("-" * w for w in widths))
         for i in range(len(self.labels)):
-            lines.append("  ".join(cells[i].rjust(w) for (_, cells), w in zip(cols, widths)))
+            lines.append(
+                "  ".join(cells[i].rjust(w) for (_, cells), w in zip(cols, widths, strict=False))
+            )
         lines.append("")
         lines.append(f"max (the shift)          = {_fmt(self.max, digits)}")
         lines.append(f"sum exp(x - max)         = {_fmt(self.sum_shifted, digits)}")
@@ -215,7 +217,7 @@ def explain(
             msg = f"`labels` names {len(names)} classes but there are {n} logits"
             raise SoftmaxkitValueError(msg)
     with np.errstate(all="ignore"):
-        scaled = x / dt(t) if t != 1.0 else x.copy()
+        scaled: np.ndarray = np.divide(x, t, dtype=dt) if t != 1.0 else x.copy()
         m = np.max(scaled)
         shifted = scaled - m if np.isfinite(m) else np.where(scaled == m, 0.0, -np.inf).astype(dt)
         exp_shifted = np.exp(shifted)
@@ -225,7 +227,7 @@ def explain(
         naive_p = naive_exp / naive_sum
     p = softmax(x, temperature=t)
     lp = log_softmax(x, temperature=t)
-    lse = float(logsumexp(scaled))
+    lse = float(np.asarray(logsumexp(scaled)))
     with np.errstate(divide="ignore"):
         log_of_p = np.log(p)
     notes = _notes(scaled, naive_exp, naive_p, p, lp, log_of_p, dt)

@@ -31,7 +31,9 @@ def _check_prob(value: object, name: str, *, low_open: bool) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        msg = f"`{name}` must be a number in {'(0' if low_open else '[0'}, 1] or None, got {value!r}"
+        msg = (
+            f"`{name}` must be a number in {'(0' if low_open else '[0'}, 1] or None, got {value!r}"
+        )
         raise SoftmaxkitTypeError(msg)
     v = float(value)
     ok = (0.0 < v <= 1.0) if low_open else (0.0 <= v <= 1.0)
@@ -86,9 +88,7 @@ def _exponential(xp: Any, rng: object, shape: tuple[int, ...], dtype: Any, like:
     elif isinstance(rng, np.random.Generator):
         gen_np = rng
     else:
-        msg = (
-            f"`rng` must be a numpy.random.Generator or an integer seed, got {type(rng).__name__}"
-        )
+        msg = f"`rng` must be a numpy.random.Generator or an integer seed, got {type(rng).__name__}"
         raise SoftmaxkitTypeError(msg)
     noise = gen_np.standard_exponential(size=shape)
     if dev is None:

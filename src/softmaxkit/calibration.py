@@ -59,7 +59,15 @@ import numpy as np
 from ._convert import to_numpy
 from ._cross_entropy import cross_entropy
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from ._namespace import call, default_float, device_of, dtype_kind, has_float64, is_concrete, resolve
+from ._namespace import (
+    call,
+    default_float,
+    device_of,
+    dtype_kind,
+    has_float64,
+    is_concrete,
+    resolve,
+)
 from ._sigmoid import binary_cross_entropy_with_logits, sigmoid
 from ._softmax import softmax
 from ._validation import check_axes, check_temperature
@@ -938,4 +946,6 @@ def metrics(
         acc = xp.mean(xp.astype(pred == data.y, p.dtype))
     vals = xp.stack([xp.astype(v, p.dtype) for v in (loss, e, m, brier, acc)])
     out = to_numpy(vals)
-    return {k: float(v) for k, v in zip(("nll", "ece", "mce", "brier", "accuracy"), out)}
+    return {
+        k: float(v) for k, v in zip(("nll", "ece", "mce", "brier", "accuracy"), out, strict=False)
+    }

@@ -131,8 +131,12 @@ class Chart:
         if fmt not in ("png", "svg"):
             msg = f"`fmt` must be 'png' or 'svg', got {fmt!r}"
             raise SoftmaxkitValueError(msg)
-        rc = {"svg.hashsalt": "softmaxkit", "font.family": "DejaVu Sans", "svg.fonttype": "path"}
-        with matplotlib.rc_context(rc):
+        rc: dict[str, Any] = {
+            "svg.hashsalt": "softmaxkit",
+            "font.family": "DejaVu Sans",
+            "svg.fonttype": "path",
+        }
+        with matplotlib.rc_context(rc):  # type: ignore[arg-type]
             fig = self.figure()
             buf = io.BytesIO()
             meta: dict[str, Any] = {"Software": None} if fmt == "png" else {"Date": None}
@@ -239,7 +243,7 @@ class LogitsChart(Chart):
             ax.set_xlabel("Classes")
             ax.grid(axis="y", alpha=0.3)
             ax.set_axisbelow(True)
-        for xi, v in zip(x, self.logits):
+        for xi, v in zip(x, self.logits, strict=False):
             if math.isfinite(v):
                 ax_l.annotate(
                     f"{v:.3g}",
@@ -250,7 +254,7 @@ class LogitsChart(Chart):
                     va="bottom" if v >= 0 else "top",
                     fontsize=8,
                 )
-        for xi, v in zip(x, self.probabilities):
+        for xi, v in zip(x, self.probabilities, strict=False):
             if round(float(v), 3) == 0 and len(x) > 4:
                 continue  # many "0.000" labels would only collide
             ax_p.annotate(
@@ -318,7 +322,9 @@ class LogitsChart(Chart):
             f"{self.title}{t}",
             f"{'':{lab_w}}  {'logit':>8} {'':{bar_w + 1}}  {'prob':>6}",
         ]
-        for name, v, lb, p in zip(self.labels, self.logits, lbars, self.probabilities):
+        for name, v, lb, p in zip(
+            self.labels, self.logits, lbars, self.probabilities, strict=False
+        ):
             pb = _bar(float(p), 1.0, bar_w)
             lines.append(
                 f"{name:<{lab_w}}  {float(v):8.4g} {c0}{lb}{rs}  {float(p):6.4f} │{c1}{pb}{rs}"
@@ -328,7 +334,7 @@ class LogitsChart(Chart):
     def table_rows(self) -> tuple[list[str], list[list[str]]]:
         rows = [
             [n, f"{float(v):.6g}", f"{float(p):.6g}"]
-            for n, v, p in zip(self.labels, self.logits, self.probabilities)
+            for n, v, p in zip(self.labels, self.logits, self.probabilities, strict=False)
         ]
         return ["class", "logit", "probability"], rows
 
@@ -406,7 +412,7 @@ class TemperatureChart(Chart):
         n_t = len(self.temperatures)
         x = np.arange(len(self.labels))
         w = 0.8 / n_t
-        for i, (t, p) in enumerate(zip(self.temperatures, self.probabilities)):
+        for i, (t, p) in enumerate(zip(self.temperatures, self.probabilities, strict=False)):
             ax.bar(
                 x - 0.4 + w * (i + 0.5),
                 p,
@@ -439,7 +445,9 @@ class TemperatureChart(Chart):
                         "borderColor": _rgba(i, 1),
                         "borderWidth": 1,
                     }
-                    for i, (t, p) in enumerate(zip(self.temperatures, self.probabilities))
+                    for i, (t, p) in enumerate(
+                        zip(self.temperatures, self.probabilities, strict=False)
+                    )
                 ],
             },
             "options": {
@@ -462,17 +470,22 @@ class TemperatureChart(Chart):
         lab_w = max(5, *(len(s) for s in self.labels))
         bar_w = max(8, width - lab_w - 12)
         lines = [self.title]
-        for i, (t, p) in enumerate(zip(self.temperatures, self.probabilities)):
+        for i, (t, p) in enumerate(zip(self.temperatures, self.probabilities, strict=False)):
             c, rs = (ANSI[i % len(ANSI)], RESET) if color else ("", "")
             lines.append(f"T = {t:g}")
-            for name, v in zip(self.labels, p):
-                lines.append(f"  {name:<{lab_w}} {float(v):6.4f} │{c}{_bar(float(v), 1.0, bar_w)}{rs}")
+            for name, v in zip(self.labels, p, strict=False):
+                lines.append(
+                    f"  {name:<{lab_w}} {float(v):6.4f} │{c}{_bar(float(v), 1.0, bar_w)}{rs}"
+                )
         return "\n".join(lines)
 
     def table_rows(self) -> tuple[list[str], list[list[str]]]:
         head = ["class", *(f"T = {t:g}" for t in self.temperatures)]
         rows = [
-            [name, *(f"{float(self.probabilities[j, i]):.6g}" for j in range(len(self.temperatures)))]
+            [
+                name,
+                *(f"{float(self.probabilities[j, i]):.6g}" for j in range(len(self.temperatures))),
+            ]
             for i, name in enumerate(self.labels)
         ]
         return head, rows
@@ -537,7 +550,7 @@ class ReliabilityChart(Chart):
         n = len(self.diagrams)
         fig = _new_figure(4.6 * n, 5.6)
         axes = fig.subplots(2, n, squeeze=False, height_ratios=[1, 3], sharex=True)
-        for j, (d, name) in enumerate(zip(self.diagrams, self.names)):
+        for j, (d, name) in enumerate(zip(self.diagrams, self.names, strict=False)):
             hist, rel = axes[0, j], axes[1, j]
             lo, hi = d.edges[:-1], d.edges[1:]
             width = hi - lo
@@ -596,10 +609,13 @@ class ReliabilityChart(Chart):
 
     def chartjs(self) -> dict[str, Any]:
         d0 = self.diagrams[0]
-        labels = [f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(d0.edges[:-1], d0.edges[1:])]
-        mids = [round(float((lo + hi) / 2), 4) for lo, hi in zip(d0.edges[:-1], d0.edges[1:])]
+        labels = [f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(d0.edges[:-1], d0.edges[1:], strict=False)]
+        mids = [
+            round(float((lo + hi) / 2), 4)
+            for lo, hi in zip(d0.edges[:-1], d0.edges[1:], strict=False)
+        ]
         datasets: list[dict[str, Any]] = []
-        for j, (d, name) in enumerate(zip(self.diagrams, self.names)):
+        for j, (d, name) in enumerate(zip(self.diagrams, self.names, strict=False)):
             datasets.append(
                 {
                     "type": "bar",
@@ -655,7 +671,7 @@ class ReliabilityChart(Chart):
         bar_w = max(10, width - 40)
         c, rs = (ANSI[2], RESET) if color else ("", "")
         lines = [self.title]
-        for d, name in zip(self.diagrams, self.names):
+        for d, name in zip(self.diagrams, self.names, strict=False):
             lines.append(
                 f"{name}: ECE {100 * d.ece:.2f}%  MCE {100 * d.mce:.2f}%  "
                 f"(T = {d.temperature:.4g}, n = {d.n}, {d.binning})"
@@ -676,7 +692,7 @@ class ReliabilityChart(Chart):
     def table_rows(self) -> tuple[list[str], list[list[str]]]:
         head = ["diagram", "bin", "count", "mean confidence", "accuracy"]
         rows = []
-        for d, name in zip(self.diagrams, self.names):
+        for d, name in zip(self.diagrams, self.names, strict=False):
             for i in range(len(d.counts)):
                 conf = "" if d.counts[i] == 0 else f"{d.confidence[i]:.4f}"
                 acc = "" if d.counts[i] == 0 else f"{d.accuracy[i]:.4f}"
@@ -747,4 +763,3 @@ def reliability_chart(
         msg = f"`names` has {len(names)} entries for {len(diagrams)} diagrams"
         raise SoftmaxkitValueError(msg)
     return ReliabilityChart(tuple(diagrams), tuple(names), title)
-
