@@ -133,7 +133,7 @@ class TestFitTemperature:
         assert pytest.approx(ref, rel=1e-6) == T
         # the slope in beta = 1/T vanishes at the optimum, to rounding
         data = cal._prepare(z, y, -1, "softmax")
-        _, g, h = cal._stats(data, 1.0 / T)
+        _, g, h = cal._objective(data)(1.0 / T)
         assert abs(g) < 1e-12 * max(1.0, h)
 
     def test_scale_equivariance(self):

@@ -234,21 +234,22 @@ def _check_bins(n_bins: object, binning: object) -> tuple[int, str]:
 # ----------------------------------------------------------------- temperature fit
 
 
-def _softmax_stats(z: Array, zy: Array, beta: Array) -> Array:
-    """Mean NLL of softmax(beta z) and its first two derivatives in beta."""
+def _softmax_stats(zc: Array, zyc: Array, beta: Array) -> Array:
+    """Mean NLL of softmax(beta z) and its first two derivatives in beta.
+
+    ``zc = z - max_k z`` and ``zyc = z_y - max_k z`` are precomputed once, so one
+    evaluation is a handful of passes: ``beta zc <= 0`` needs no further shift.
+    """
     import array_api_compat as aac
 
-    xp = aac.array_namespace(z)
-    s = beta * z
-    m = xp.max(s, axis=-1, keepdims=True)
-    e = xp.exp(s - m)
-    d = xp.sum(e, axis=-1, keepdims=True)
-    p = e / d
-    ez = xp.sum(p * z, axis=-1)
-    dev = z - ez[:, None]
-    f = xp.mean(xp.log(d[:, 0]) + m[:, 0] - beta * zy)
-    g = xp.mean(ez - zy)
-    h = xp.mean(xp.sum(p * dev * dev, axis=-1))
+    xp = aac.array_namespace(zc)
+    e = xp.exp(beta * zc)
+    d = xp.sum(e, axis=-1)
+    ez = xp.sum(e * zc, axis=-1) / d  # E_p[zc]
+    ez2 = xp.sum(e * (zc * zc), axis=-1) / d  # E_p[zc^2]
+    f = xp.mean(xp.log(d) - beta * zyc)
+    g = xp.mean(ez - zyc)
+    h = xp.mean(xp.maximum(ez2 - ez * ez, 0.0))
     return xp.stack([f, g, h])
 
 
@@ -267,16 +268,25 @@ def _sigmoid_stats(z: Array, y: Array, beta: Array) -> Array:
     return xp.stack([f, g, h])
 
 
-def _stats(data: _Data, beta: float) -> tuple[float, float, float]:
+def _objective(data: _Data) -> Any:
+    """``beta -> (NLL, dNLL/dbeta, d2NLL/dbeta2)`` as Python floats, inputs prepared once."""
     xp = data.xp
-    b = xp.asarray(beta, dtype=data.z.dtype, device=device_of(data.z))
+    dev = device_of(data.z)
     if data.activation == "softmax":
         zy = xp.sum(xp.where(data.onehot, data.z, 0.0), axis=-1)
-        arrays = {"z": data.z, "zy": zy, "beta": b}
-        v = to_numpy(call(xp, _softmax_stats, arrays, {}))
+        zmax = xp.max(data.z, axis=-1)
+        arrays = {"zc": data.z - zmax[:, None], "zyc": zy - zmax}
+        fn = _softmax_stats
     else:
-        v = to_numpy(call(xp, _sigmoid_stats, {"z": data.z, "y": data.y, "beta": b}, {}))
-    return float(v[0]), float(v[1]), float(v[2])
+        arrays = {"z": data.z, "y": data.y}
+        fn = _sigmoid_stats
+
+    def stats(beta: float) -> tuple[float, float, float]:
+        b = xp.asarray(beta, dtype=data.z.dtype, device=dev)
+        v = to_numpy(call(xp, fn, {**arrays, "beta": b}, {}))
+        return float(v[0]), float(v[1]), float(v[2])
+
+    return stats
 
 
 def _limits(data: _Data) -> tuple[float, float]:
@@ -392,7 +402,8 @@ def fit_temperature(
             "falling as T goes to 0; fit on held-out data that includes some mistakes"
         )
         raise SoftmaxkitValueError(msg)
-    return 1.0 / _solve_beta(lambda b: _stats(data, b)[1:])
+    stats = _objective(data)
+    return 1.0 / _solve_beta(lambda b: stats(b)[1:])
 
 
 def _solve_beta(grad_hess: Any) -> float:
@@ -413,7 +424,10 @@ def _solve_beta(grad_hess: Any) -> float:
             lo = beta
         else:
             hi = beta
-        nxt = beta - g / h if h > 0 else math.nan
+        step = g / h if h > 0 else math.nan
+        if abs(step) <= 4 * eps * beta:  # Newton has converged to rounding level
+            return beta - step
+        nxt = beta - step
         if not (lo < nxt < hi):
             nxt = 2.0 * beta if math.isinf(hi) else 0.5 * (lo + hi)
         if abs(nxt - beta) <= 4 * eps * beta or hi - lo <= 4 * eps * hi:

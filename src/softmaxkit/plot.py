@@ -27,6 +27,7 @@ import html
 import io
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,22 +106,26 @@ def _num(v: float, digits: int = 4) -> float | None:
     return round(float(v), digits) if math.isfinite(v) else None
 
 
-class Chart:
+class Chart(ABC):
     """Base class: one chart, several renderings."""
 
     title: str
 
-    def figure(self) -> Figure:  # pragma: no cover - every chart overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def figure(self) -> Figure:
+        """Draw the chart with matplotlib."""
 
-    def chartjs(self) -> dict[str, Any]:  # pragma: no cover - every chart overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def chartjs(self) -> dict[str, Any]:
+        """The chart as a Chart.js configuration (the seeds' format)."""
 
-    def terminal(self, width: int = 72, color: bool = False) -> str:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def terminal(self, width: int = 72, color: bool = False) -> str:
+        """The chart as Unicode text for a terminal."""
 
-    def table_rows(self) -> tuple[list[str], list[list[str]]]:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def table_rows(self) -> tuple[list[str], list[list[str]]]:
+        """Header and rows of the data table shown next to the chart in HTML."""
 
     # -- files ---------------------------------------------------------------
 
