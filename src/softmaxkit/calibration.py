@@ -51,6 +51,7 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -276,7 +277,7 @@ def _objective(data: _Data) -> Any:
         zy = xp.sum(xp.where(data.onehot, data.z, 0.0), axis=-1)
         zmax = xp.max(data.z, axis=-1)
         arrays = {"zc": data.z - zmax[:, None], "zyc": zy - zmax}
-        fn = _softmax_stats
+        fn: Callable[..., Array] = _softmax_stats
     else:
         arrays = {"z": data.z, "y": data.y}
         fn = _sigmoid_stats
