@@ -322,11 +322,13 @@ def _digits(say: _Out, out_dir: Path) -> dict[str, Any]:
     for ext in ("png", "svg", "html", "json"):
         files.append(chart.save(out_dir / f"example_logits_vs_probabilities.{ext}"))
     temps = sorted({0.5, 1.0, round(T, 2), 5.0})
+    # the sweep shows most on a hesitant example: top probability nearest 0.7 at T = 1
+    j = int(np.argmin(np.abs(p_te.max(axis=1) - 0.7)))
     sweep = plot.temperature_chart(
-        z_te[i],
+        z_te[j],
         temperatures=temps,
         labels=names,
-        title=f"Test digit #{i}: softmax probabilities across temperatures",
+        title=f"Test digit #{j} (true {yte[j]}): softmax probabilities across temperatures",
     )
     for ext in ("png", "svg", "html", "json"):
         files.append(sweep.save(out_dir / f"temperature_sweep.{ext}"))
