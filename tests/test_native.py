@@ -536,3 +536,91 @@ def test_more_than_2_31_elements() -> None:
     np.testing.assert_allclose(total, expect, rtol=1e-6)
     loss = sk.cross_entropy(x, np.array([n - 3, n - 1]), reduction="none")
     np.testing.assert_allclose(loss, [lse[0] - 1.0, lse[1] - 50.0], rtol=1e-5, atol=1e-12)
+
+
+# ---- sigmoid family and vector-Jacobian products -----------------------------------
+
+
+@st.composite
+def elementwise(draw: st.DrawFn) -> dict[str, object]:
+    dtype = np.dtype(draw(st.sampled_from(["float32", "float64"])))
+    shape = tuple(draw(st.lists(st.integers(0, 7), min_size=1, max_size=3)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    scale = draw(st.sampled_from([1.0, 10.0, 60.0, 800.0]))
+    x = rng.standard_normal(shape) * scale
+    if x.size and draw(st.booleans()):
+        k = max(1, x.size // 4)
+        x.flat[rng.integers(0, x.size, size=k)] = rng.choice([np.inf, -np.inf, np.nan], size=k)
+    y = rng.random(shape)
+    if draw(st.booleans()):
+        y = np.round(y)
+    w = rng.random(shape) * 2 if draw(st.booleans()) else None
+    pw = rng.random(shape[-1:]) * 3 if draw(st.booleans()) else None
+    return {"x": x.astype(dtype), "y": y, "w": w, "pw": pw}
+
+
+@pytest.mark.parametrize("precision", ["accurate", "fast"])
+@SETTINGS
+@given(case=elementwise())
+def test_sigmoid_family_matches_oracle(precision: str, case: dict[str, object]) -> None:
+    x = case["x"]
+    for fn in (sk.sigmoid, sk.log_sigmoid):
+        got = fn(x, precision=precision)
+        with oracle_only():
+            ref = fn(x, precision="accurate")
+        assert_ulp_close(got, ref, 1.0 if precision == "accurate" else 2.0, fn.__name__)
+
+
+@pytest.mark.parametrize("precision", ["accurate", "fast"])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@SETTINGS
+@given(case=elementwise())
+def test_bce_matches_oracle(precision: str, reduction: str, case: dict[str, object]) -> None:
+    x = np.asarray(case["x"])
+    kw = {"weight": case["w"], "pos_weight": case["pw"], "reduction": reduction}
+    got = sk.binary_cross_entropy_with_logits(
+        x, case["y"], return_grad=True, precision=precision, **kw
+    )
+    with oracle_only():
+        ref = sk.binary_cross_entropy_with_logits(x, case["y"], return_grad=True, **kw)
+    if reduction == "none":
+        assert_ulp_close(got[0], ref[0], 1.0 if precision == "accurate" else 2.0, "bce")
+    else:
+        rtol = 1e-5 if x.dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got[0], ref[0], rtol=rtol)
+        assert np.asarray(got[0]).dtype == np.asarray(ref[0]).dtype
+    g, r = np.asarray(got[1]), np.asarray(ref[1])
+    assert g.dtype == r.dtype and g.shape == r.shape
+    tol = 4e-7 if x.dtype == np.float32 else 1e-15
+    np.testing.assert_allclose(
+        g, r, rtol=tol, atol=tol * float(np.max(np.abs(r[np.isfinite(r)]), initial=0))
+    )
+
+
+@pytest.mark.parametrize("precision", ["accurate", "fast"])
+@pytest.mark.parametrize("log", [False, True])
+@SETTINGS
+@given(case=arrays(), data=st.data())
+def test_vjps_match_oracle(
+    log: bool, precision: str, case: dict[str, object], data: st.DataObject
+) -> None:
+    x = np.asarray(case["x"])
+    if not np.all(np.isfinite(x)):
+        x = np.nan_to_num(x, nan=0.0, posinf=3.0, neginf=-3.0)
+    axis = case["axis"]
+    y = sk.log_softmax(x, axis=axis) if log else sk.softmax(x, axis=axis)
+    g = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).standard_normal(x.shape)
+    g = g.astype(y.dtype)
+    fn = sk.log_softmax_vjp if log else sk.softmax_vjp
+    got = fn(y, g, axis=axis, precision=precision)
+    with oracle_only():
+        ref = fn(y, g, axis=axis, precision="accurate")
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    # a difference of products: compare with the size of the terms, not of the result
+    red = None if y.ndim == 0 else axis
+    if log:
+        mag = np.abs(g) + np.exp(y) * np.sum(np.abs(g), axis=red, keepdims=True)
+    else:
+        mag = np.abs(y) * (np.abs(g) + np.sum(np.abs(y * g), axis=red, keepdims=True))
+    eps = np.finfo(y.dtype).eps
+    assert np.all(np.abs(got - ref) <= 8 * eps * mag + np.finfo(y.dtype).tiny)

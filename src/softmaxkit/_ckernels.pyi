@@ -37,5 +37,23 @@ def cross_entropy(
     grad: Any,
     /,
 ) -> None: ...
+def sigmoid(
+    kind: int,
+    x: Any,
+    y: Any,
+    w: Any,
+    pw: Any,
+    n: int,
+    dtype: int,
+    mode: int,
+    threads: int,
+    scale: float,
+    out: Any,
+    grad: Any,
+    /,
+) -> None: ...
+def vjp(
+    islog: bool, y: Any, g: Any, rows: int, n: int, dtype: int, mode: int, threads: int, out: Any, /
+) -> None: ...
 def isa() -> str: ...
 def set_isa(name: str, /) -> None: ...

@@ -441,3 +441,104 @@ def cross_entropy(
         return res
     assert grad is not None
     return res, _from_rows(grad, shape, perm)
+
+
+# ---- sigmoid family and vector-Jacobian products ---------------------------------
+
+
+def _flat(a: np.ndarray, dtype: Any) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("=")).reshape(-1)
+
+
+def sigmoid(x: Array, plan: Plan, *, log: bool, threads: int | None = None) -> Array | None:
+    """``sigmoid`` (``log=False``) or ``log_sigmoid`` (``log=True``) elementwise."""
+    got = _native_input(x, plan)
+    if got is None:
+        return None
+    xa, code, mode = got
+    if xa.size == 0:
+        return None
+    x1 = _flat(xa, xa.dtype)
+    out = np.empty(x1.shape, x1.dtype)
+    _ckernels.sigmoid(
+        1 if log else 0,
+        x1,
+        None,
+        None,
+        None,
+        x1.size,
+        code,
+        mode,
+        check_threads(threads),
+        1.0,
+        out,
+        None,
+    )
+    return out.reshape(xa.shape)
+
+
+def binary_cross_entropy_with_logits(
+    logits: Array,
+    target: Array,
+    weight: Array | None,
+    pos_weight: Array | None,
+    reduction: str,
+    return_grad: bool,
+    plan: Plan,
+    threads: int | None = None,
+) -> Array | tuple[Array, Array] | None:
+    got = _native_input(logits, plan)
+    if got is None:
+        return None
+    if not all(a is None or isinstance(a, np.ndarray) for a in (target, weight, pos_weight)):
+        return None
+    xa, code, mode = got
+    n = xa.size
+    if n == 0:
+        return None
+    shape = xa.shape
+    x1 = _flat(xa, xa.dtype)
+    y1 = _flat(np.broadcast_to(target, shape), np.float64)
+    w1 = None if weight is None else _flat(np.broadcast_to(weight, shape), np.float64)
+    p1 = None if pos_weight is None else _flat(np.broadcast_to(pos_weight, shape), np.float64)
+    scale = 1.0 / n if reduction == "mean" else 1.0
+    loss = np.empty(n, np.float64)
+    grad = np.empty(n, x1.dtype) if return_grad else None
+    _ckernels.sigmoid(2, x1, y1, w1, p1, n, code, mode, check_threads(threads), scale, loss, grad)
+    dt = xa.dtype
+    if reduction == "none":
+        res = loss.reshape(shape).astype(dt)
+    elif reduction == "sum":
+        res = np.asarray(np.sum(loss), dtype=dt)
+    else:
+        res = np.asarray(np.sum(loss) / n, dtype=dt)
+    if grad is None:
+        return res
+    return res, grad.reshape(shape)
+
+
+def vjp(
+    y: Array,
+    g: Array,
+    axes: tuple[int, ...],
+    plan: Plan,
+    *,
+    log: bool,
+    threads: int | None = None,
+) -> Array | None:
+    """``softmax_vjp`` (``log=False``) or ``log_softmax_vjp`` (``log=True``)."""
+    got = _native_input(y, plan)
+    if got is None or not isinstance(g, np.ndarray):
+        return None
+    ya, code, mode = got
+    if g.dtype.newbyteorder("=") != ya.dtype.newbyteorder("="):
+        return None
+    shape = tuple(ya.shape)
+    perm, rows, n = _layout(shape, axes)
+    if n == 0 or rows == 0:
+        return None
+    y2 = _to_rows(ya, perm, rows, n, ya.dtype)
+    g2 = _to_rows(g, perm, rows, n, ya.dtype)
+    out = np.empty((rows, n), y2.dtype)
+    _ckernels.vjp(log, y2, g2, rows, n, code, mode, check_threads(threads), out)
+    return _from_rows(out, shape, perm)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _dispatch
 from ._agnostic import _sigmoid
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from ._namespace import call, dtype_kind, is_concrete, make_plan, resolve
@@ -14,7 +15,7 @@ __all__ = ["binary_cross_entropy_with_logits", "log_sigmoid", "sigmoid"]
 Array = Any
 
 
-def sigmoid(x: Array, /, *, precision: str = "accurate") -> Array:
+def sigmoid(x: Array, /, *, precision: str = "accurate", threads: int | None = None) -> Array:
     r"""The logistic sigmoid, the two-class special case of softmax.
 
     .. math:: \sigma(x) = \frac{1}{1 + e^{-x}} = \operatorname{softmax}([x, 0])_0
@@ -28,6 +29,8 @@ def sigmoid(x: Array, /, *, precision: str = "accurate") -> Array:
         Logits, any real dtype.
     precision : {"accurate", "fast"}, optional
         See :func:`softmax`.
+    threads : int, optional
+        Worker threads of the native CPU kernels; see :func:`softmax`.
 
     Returns
     -------
@@ -47,10 +50,13 @@ def sigmoid(x: Array, /, *, precision: str = "accurate") -> Array:
     """
     xp, (xa,) = resolve(x, names=("x",))
     plan = make_plan(xp, xa, precision)
+    res = _dispatch.sigmoid(xa, plan, log=False, threads=_dispatch.check_threads(threads))
+    if res is not None:
+        return res
     return call(xp, _sigmoid.sigmoid, {"x": xa}, {"plan": plan})
 
 
-def log_sigmoid(x: Array, /, *, precision: str = "accurate") -> Array:
+def log_sigmoid(x: Array, /, *, precision: str = "accurate", threads: int | None = None) -> Array:
     r"""``log(sigmoid(x))`` without underflow: ``min(x, 0) - log1p(exp(-|x|))``.
 
     Parameters
@@ -59,6 +65,8 @@ def log_sigmoid(x: Array, /, *, precision: str = "accurate") -> Array:
         Logits, any real dtype.
     precision : {"accurate", "fast"}, optional
         See :func:`softmax`.
+    threads : int, optional
+        Worker threads of the native CPU kernels; see :func:`softmax`.
 
     Returns
     -------
@@ -78,6 +86,9 @@ def log_sigmoid(x: Array, /, *, precision: str = "accurate") -> Array:
     """
     xp, (xa,) = resolve(x, names=("x",))
     plan = make_plan(xp, xa, precision)
+    res = _dispatch.sigmoid(xa, plan, log=True, threads=_dispatch.check_threads(threads))
+    if res is not None:
+        return res
     return call(xp, _sigmoid.log_sigmoid, {"x": xa}, {"plan": plan})
 
 
@@ -91,6 +102,7 @@ def binary_cross_entropy_with_logits(
     reduction: str = "mean",
     return_grad: bool = False,
     precision: str = "accurate",
+    threads: int | None = None,
 ) -> Array | tuple[Array, Array]:
     r"""Binary cross-entropy on logits, for binary and multi-label problems.
 
@@ -122,6 +134,8 @@ def binary_cross_entropy_with_logits(
         ``w [(1 - y) sigma(x) - w_+ y sigma(-x)]`` (scaled for ``"mean"``).
     precision : {"accurate", "fast"}, optional
         See :func:`softmax`.
+    threads : int, optional
+        Worker threads of the native CPU kernels; see :func:`softmax`.
 
     Returns
     -------
@@ -187,6 +201,11 @@ def binary_cross_entropy_with_logits(
             )
             raise SoftmaxkitValueError(msg) from exc
         check_nonneg_array(xp, arr, name)
+    res = _dispatch.binary_cross_entropy_with_logits(
+        la, ta, wa, pa, red, return_grad, plan, threads=_dispatch.check_threads(threads)
+    )
+    if res is not None:
+        return res
     return call(  # type: ignore[no-any-return]
         xp,
         _sigmoid.binary_cross_entropy_with_logits,

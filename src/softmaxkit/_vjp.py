@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _dispatch
 from ._agnostic import _vjp
 from ._errors import SoftmaxkitValueError
 from ._namespace import call, make_plan, resolve
@@ -26,7 +27,13 @@ def _pair(y: object, g: object, names: tuple[str, str]) -> tuple[Any, Array, Arr
 
 
 def softmax_vjp(
-    y: Array, g: Array, /, *, axis: int | tuple[int, ...] | None = -1, precision: str = "accurate"
+    y: Array,
+    g: Array,
+    /,
+    *,
+    axis: int | tuple[int, ...] | None = -1,
+    precision: str = "accurate",
+    threads: int | None = None,
 ) -> Array:
     r"""Backpropagate ``g`` through ``y = softmax(x)``: ``y * (g - sum(y * g))``.
 
@@ -40,6 +47,8 @@ def softmax_vjp(
         The axis the softmax normalised over (default ``-1``).
     precision : {"accurate", "fast"}, optional
         ``"accurate"`` accumulates float32 in float64 where available.
+    threads : int, optional
+        Worker threads of the native CPU kernels; see :func:`softmax`.
 
     Returns
     -------
@@ -57,11 +66,20 @@ def softmax_vjp(
     xp, ya, ga = _pair(y, g, ("y", "g"))
     plan = make_plan(xp, ya, precision, name="y")
     axes = check_axes(axis, ya.ndim)
+    res = _dispatch.vjp(ya, ga, axes, plan, log=False, threads=_dispatch.check_threads(threads))
+    if res is not None:
+        return res
     return call(xp, _vjp.softmax_vjp, {"y": ya, "g": ga}, {"axes": axes, "plan": plan})
 
 
 def log_softmax_vjp(
-    y: Array, g: Array, /, *, axis: int | tuple[int, ...] | None = -1, precision: str = "accurate"
+    y: Array,
+    g: Array,
+    /,
+    *,
+    axis: int | tuple[int, ...] | None = -1,
+    precision: str = "accurate",
+    threads: int | None = None,
 ) -> Array:
     r"""Backpropagate ``g`` through ``y = log_softmax(x)``: ``g - exp(y) * sum(g)``.
 
@@ -75,6 +93,8 @@ def log_softmax_vjp(
         The axis the log-softmax normalised over (default ``-1``).
     precision : {"accurate", "fast"}, optional
         ``"accurate"`` accumulates float32 in float64 where available.
+    threads : int, optional
+        Worker threads of the native CPU kernels; see :func:`softmax`.
 
     Returns
     -------
@@ -94,6 +114,9 @@ def log_softmax_vjp(
     xp, ya, ga = _pair(y, g, ("y", "g"))
     plan = make_plan(xp, ya, precision, name="y")
     axes = check_axes(axis, ya.ndim)
+    res = _dispatch.vjp(ya, ga, axes, plan, log=True, threads=_dispatch.check_threads(threads))
+    if res is not None:
+        return res
     return call(xp, _vjp.log_softmax_vjp, {"y": ya, "g": ga}, {"axes": axes, "plan": plan})
 
 

@@ -182,6 +182,70 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(sigmoid_doc, "sigmoid(kind, x, y, w, pw, n, dtype, mode, threads, scale, out, grad)");
+
+static PyObject *py_sigmoid(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *yo, *wo, *po, *oo, *go;
+    Py_ssize_t n;
+    int kind, dtype, mode, threads;
+    double scale;
+    if (!PyArg_ParseTuple(args, "iOOOOniiidOO", &kind, &xo, &yo, &wo, &po, &n, &dtype, &mode,
+                          &threads, &scale, &oo, &go))
+        return NULL;
+    char f = dtype == SKIT_F32 ? 'f' : 'd';
+    buf x = {0}, y = {0}, w = {0}, p = {0}, o = {0}, g = {0};
+    if (kind < 0 || kind > 2 || n < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad kind or size");
+        return NULL;
+    }
+    if (get(xo, &x, 0, f, n, 0, "x") < 0 || get(yo, &y, 0, 'd', n, kind != 2, "y") < 0 ||
+        get(wo, &w, 0, 'd', n, 1, "w") < 0 || get(po, &p, 0, 'd', n, 1, "pw") < 0 ||
+        get(oo, &o, 1, kind == 2 ? 'd' : f, n, 0, "out") < 0 ||
+        get(go, &g, 1, f, n, 1, "grad") < 0) {
+        release(&x), release(&y), release(&w), release(&p), release(&o), release(&g);
+        return NULL;
+    }
+    int st;
+    Py_BEGIN_ALLOW_THREADS st = skit_sigmoid(
+        dtype, mode, kind, x.view.buf, y.held ? (const double *)y.view.buf : NULL,
+        w.held ? (const double *)w.view.buf : NULL, p.held ? (const double *)p.view.buf : NULL,
+        (size_t)n, scale, o.view.buf, g.held ? g.view.buf : NULL, threads);
+    Py_END_ALLOW_THREADS release(&x), release(&y), release(&w), release(&p), release(&o),
+        release(&g);
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(vjp_doc, "vjp(islog, y, g, rows, n, dtype, mode, threads, out)");
+
+static PyObject *py_vjp(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *yo, *go, *oo;
+    Py_ssize_t rows, n;
+    int islog, dtype, mode, threads;
+    if (!PyArg_ParseTuple(args, "pOOnniiiO", &islog, &yo, &go, &rows, &n, &dtype, &mode, &threads,
+                          &oo))
+        return NULL;
+    char f = dtype == SKIT_F32 ? 'f' : 'd';
+    buf y = {0}, g = {0}, o = {0};
+    if (rows < 0 || n < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad shape");
+        return NULL;
+    }
+    if (get(yo, &y, 0, f, rows * n, 0, "y") < 0 || get(go, &g, 0, f, rows * n, 0, "g") < 0 ||
+        get(oo, &o, 1, f, rows * n, 0, "out") < 0) {
+        release(&y), release(&g), release(&o);
+        return NULL;
+    }
+    int st;
+    Py_BEGIN_ALLOW_THREADS st = skit_vjp(dtype, mode, islog, y.view.buf, g.view.buf, (size_t)rows,
+                                          (size_t)n, o.view.buf, threads);
+    Py_END_ALLOW_THREADS release(&y), release(&g), release(&o);
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_isa(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
@@ -203,6 +267,8 @@ static PyMethodDef methods[] = {
     {"softmax", py_softmax, METH_VARARGS, softmax_doc},
     {"logsumexp", py_logsumexp, METH_VARARGS, logsumexp_doc},
     {"cross_entropy", py_cross_entropy, METH_VARARGS, cross_entropy_doc},
+    {"sigmoid", py_sigmoid, METH_VARARGS, sigmoid_doc},
+    {"vjp", py_vjp, METH_VARARGS, vjp_doc},
     {"isa", py_isa, METH_NOARGS, "Name of the instruction set in use."},
     {"set_isa", py_set_isa, METH_O, "Force an instruction set ('auto' to detect)."},
     {NULL, NULL, 0, NULL},

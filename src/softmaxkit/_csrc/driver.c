@@ -521,3 +521,87 @@ int skit_cross_entropy(const skit_rows *a, const int64_t *target, const double *
     j.store = grad != NULL;
     return run(&j);
 }
+
+/* ---- elementwise sigmoid family and the VJPs --------------------------------- */
+#define ELEM_CHUNK ((size_t)1 << 14)
+
+typedef struct {
+    const skit_engine *E;
+    int kind;
+    const char *x;
+    const double *y, *w, *pw;
+    size_t n;
+    double scale;
+    char *out, *grad;
+    size_t out_size; /* bytes per output element */
+} sigjob;
+
+static void sig_task(void *ctx, size_t t) {
+    sigjob *j = (sigjob *)ctx;
+    size_t i = t * ELEM_CHUNK;
+    size_t cnt = j->n - i < ELEM_CHUNK ? j->n - i : ELEM_CHUNK;
+    size_t es = j->E->elsize;
+    j->E->sigmoid(j->kind, j->x + i * es, j->y ? j->y + i : NULL, j->w ? j->w + i : NULL,
+                  j->pw ? j->pw + i : NULL, cnt, j->scale, j->out + i * j->out_size,
+                  j->grad ? j->grad + i * es : NULL);
+}
+
+int skit_sigmoid(int dtype, int mode, int kind, const void *x, const double *y, const double *w,
+                 const double *pw, size_t n, double scale, void *out, void *grad, int threads) {
+    if ((dtype != SKIT_F32 && dtype != SKIT_F64) || (mode != SKIT_FAST && mode != SKIT_ACCURATE) ||
+        kind < 0 || kind > 2 || threads < 1)
+        return SKIT_EINVAL;
+    sigjob j;
+    j.E = isa()->eng[dtype][mode];
+    j.kind = kind;
+    j.x = (const char *)x;
+    j.y = y;
+    j.w = w;
+    j.pw = pw;
+    j.n = n;
+    j.scale = scale;
+    j.out = (char *)out;
+    j.grad = (char *)grad;
+    j.out_size = kind == 2 ? sizeof(double) : j.E->elsize;
+    size_t ntask = (n + ELEM_CHUNK - 1) / ELEM_CHUNK;
+    size_t cap = n / MIN_ELEMS_PER_THREAD;
+    if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
+    return parallel_for(ntask, 1, threads, 0, sig_task, &j);
+}
+
+typedef struct {
+    const skit_engine *E;
+    int islog;
+    const char *y, *g;
+    char *out;
+    size_t rows, n, grain;
+} vjpjob;
+
+static void vjp_task(void *ctx, size_t t) {
+    vjpjob *j = (vjpjob *)ctx;
+    size_t r0 = t * j->grain;
+    size_t cnt = j->rows - r0 < j->grain ? j->rows - r0 : j->grain;
+    size_t off = r0 * j->n * j->E->elsize;
+    j->E->vjp(j->islog, j->y + off, j->g + off, cnt, j->n, j->out + off);
+}
+
+int skit_vjp(int dtype, int mode, int islog, const void *y, const void *g, size_t rows, size_t n,
+             void *out, int threads) {
+    if ((dtype != SKIT_F32 && dtype != SKIT_F64) || (mode != SKIT_FAST && mode != SKIT_ACCURATE) ||
+        threads < 1)
+        return SKIT_EINVAL;
+    if (rows == 0 || n == 0) return SKIT_OK;
+    vjpjob j;
+    j.E = isa()->eng[dtype][mode];
+    j.islog = islog;
+    j.y = (const char *)y;
+    j.g = (const char *)g;
+    j.out = (char *)out;
+    j.rows = rows;
+    j.n = n;
+    size_t rowbytes = n * j.E->elsize;
+    j.grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
+    size_t cap = rows * n / MIN_ELEMS_PER_THREAD;
+    if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
+    return parallel_for((rows + j.grain - 1) / j.grain, 1, threads, 0, vjp_task, &j);
+}

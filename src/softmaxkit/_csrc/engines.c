@@ -688,10 +688,6 @@ static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int isl
     }
 }
 
-static const skit_engine e32f = {
-    4,       e32f_stats,  e32f_expscale, e32f_fromscratch, e32f_rescale, e32f_logsub,
-    e32f_scaled, exp1_dd, log1p1_plain, e32f_special,   4, e32f_small,
-};
 
 /* ======================= shared by the float64-lane engines ================= */
 INLINE void maxd_pass_step(vd v, vd *m, vl *q) {
@@ -941,10 +937,6 @@ static void e32a_small(const void *xv, size_t rows, size_t n, double T, int islo
     SMALL_D_BODY(float, sumacc_d, ((sumacc_d){(vd){0}, (vd){0}}), e32a_exp_vm, CS_PLAIN)
 }
 
-static const skit_engine e32a = {
-    4,       e32a_stats,  e32a_expscale, e32a_fromscratch, e32a_rescale, e32a_logsub,
-    e32a_scaled, exp1_dd, log1p1_plain, e32a_special,   8, e32a_small,
-};
 
 /* =========================== e64f: float64, fast ============================ */
 INLINE vd e64_load(const double *x, const uint8_t *mask, double T) {
@@ -1113,10 +1105,6 @@ static void e64f_small(const void *xv, size_t rows, size_t n, double T, int islo
     SMALL_D_BODY(double, sumacc_dc, ((sumacc_dc){(vd){0}, (vd){0}, (vd){0}}), e64f_exp_vm, CS_COMP)
 }
 
-static const skit_engine e64f = {
-    8,       e64f_stats,  e64f_expscale, e64f_fromscratch, e64f_rescale, e64f_logsub,
-    e64f_scaled, exp1_dd, log1p1_plain, e64_special,    8, e64f_small,
-};
 
 /* ========================= e64a: float64, accurate ========================== */
 
@@ -1286,9 +1274,305 @@ static skit_dd e64a_scaled(const void *x, size_t i, double T) {
     return dd_make(q, rem / T);
 }
 
+/* ==================== sigmoid family and VJPs (all engines) ================= *
+ * Elementwise on ND float64 lanes: float32 data is computed in float64 (in both
+ * modes) and rounded once; float64 data in float64 (fast) or double-word
+ * arithmetic (accurate). The formulas are those of the array-agnostic path:
+ * z = exp(-|x|) never overflows, sigmoid = 1/(1+z) or z/(1+z), log_sigmoid =
+ * min(x,0) - log1p(z), and BCE sums two non-negative softplus terms. */
+
+#define LD32(p) ldfd(p)
+#define LD64(p) ldd(p)
+
+/* one element chunk of the sigmoid family, float64 working precision */
+INLINE void sig_chunk_d(int kind, vd x, vd y, vd w, vd pw, int has_w, int hi_prec, double scale,
+                        vd *loss, vd *grad) {
+    const vd inf = splatd(INFINITY), nan = splatd(NAN), zero = splatd(0.0);
+    vl fin = (x - x) == 0.0;
+    vl isnan_ = x != x;
+    vd xs = seld(fin, x, zero);
+    vd na = seld(xs < 0.0, xs, -xs); /* -|xs| */
+    vd z = hi_prec ? vexpd_hi(na, zero) : vexpd_lo(na, zero);
+    vd D = 1.0 + z;
+    vd big = 1.0 / D, small = z / D;
+    vd sp = seld(xs >= 0.0, big, small); /* sigmoid(x) */
+    vd sn = seld(xs >= 0.0, small, big); /* sigmoid(-x) */
+    sp = seld(x == INFINITY, splatd(1.0), seld(x == -INFINITY, zero, sp));
+    sn = seld(x == INFINITY, zero, seld(x == -INFINITY, splatd(1.0), sn));
+    sp = seld(isnan_, nan, sp);
+    sn = seld(isnan_, nan, sn);
+    if (kind == 0) {
+        *loss = seld(isnan_, nan, sp);
+        return;
+    }
+    vd lz = vlog1p_d(z);
+    if (kind == 1) {
+        vd v = seld(xs < 0.0, xs, zero) - lz;
+        v = seld(x == -INFINITY, -inf, seld(x == INFINITY, zero, v));
+        *loss = seld(isnan_, nan, v);
+        return;
+    }
+    vd sp_pos = seld(xs > 0.0, xs, zero) + lz;  /* softplus(x) */
+    vd sp_neg = seld(xs < 0.0, -xs, zero) + lz; /* softplus(-x) */
+    vd c_neg = 1.0 - y;
+    vd c_pos = pw * y;
+    vd tot = c_pos * sp_neg + c_neg * sp_pos;
+    if (has_w) tot = w * tot;
+    vl wz = has_w ? (w == 0.0) : (vl){0};
+    vd at_pinf = seld((c_neg == 0.0) | wz, zero, inf);
+    vd at_ninf = seld((c_pos == 0.0) | wz, zero, inf);
+    tot = seld(x == INFINITY, at_pinf, seld(x == -INFINITY, at_ninf, tot));
+    *loss = seld(isnan_ | (y != y), nan, tot);
+    if (grad) {
+        vd g = c_neg * sp - c_pos * sn;
+        if (has_w) g = w * g;
+        *grad = g * scale;
+    }
+}
+
+/* double-word log1p(z) for 0 <= z <= 1: a Newton step on the double-word exp */
+INLINE void vlog1p_dd(vd zh, vd zl, vd *lh, vd *ll) {
+    vd l0 = vlog1p_d(zh);
+    vd eh, el;
+    vexpdd(l0, (vd){0}, &eh, &el);
+    vd diff = ((eh - 1.0) - zh) + (el - zl); /* expm1(l0) - z; eh - 1 is exact */
+    vd delta = diff / (1.0 + zh);
+    vd tiny = zh * (1.0 - 0.5 * zh); /* z - z^2/2, exact enough below 2^-50 */
+    vl small = zh < 0x1p-50;
+    vd e;
+    vd h = fast_two_sum_v(l0, -delta, &e);
+    *lh = seld(small, tiny, h);
+    *ll = seld(small, zl, e);
+}
+
+/* (ah + al) / (bh + bl) as a double-word quotient */
+INLINE vd vdd_div(vd ah, vd al, vd bh, vd bl, vd *lo) {
+    vd q = ah / bh;
+    vd pe;
+    vd p = two_prod_v(q, bh, &pe);
+    vd r = (((ah - p) - pe) + al) - q * bl;
+    return fast_two_sum_v(q, r / bh, lo);
+}
+
+/* the double-word version for float64 accurate */
+INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double scale, vd *loss,
+                         vd *grad) {
+    const vd inf = splatd(INFINITY), nan = splatd(NAN), zero = splatd(0.0);
+    vl fin = (x - x) == 0.0;
+    vl isnan_ = x != x;
+    vd xs = seld(fin, x, zero);
+    vd na = seld(xs < 0.0, xs, -xs);
+    vd zh, zl;
+    vexpdd(na, zero, &zh, &zl);
+    vd Dl;
+    vd Dh = two_sum_v(splatd(1.0), zh, &Dl);
+    Dl = Dl + zl;
+    vd bl, sl;
+    vd bh = vdd_div(splatd(1.0), zero, Dh, Dl, &bl);
+    vd sh = vdd_div(zh, zl, Dh, Dl, &sl);
+    vd big = bh + bl, small = sh + sl;
+    vd sp = seld(xs >= 0.0, big, small);
+    vd sn = seld(xs >= 0.0, small, big);
+    sp = seld(x == INFINITY, splatd(1.0), seld(x == -INFINITY, zero, sp));
+    sn = seld(x == INFINITY, zero, seld(x == -INFINITY, splatd(1.0), sn));
+    sp = seld(isnan_, nan, sp);
+    sn = seld(isnan_, nan, sn);
+    if (kind == 0) {
+        *loss = seld(isnan_, nan, sp);
+        return;
+    }
+    vd lh, ll;
+    vlog1p_dd(zh, zl, &lh, &ll);
+    if (kind == 1) {
+        vd e;
+        vd h = two_sum_v(seld(xs < 0.0, xs, zero), -lh, &e);
+        vd v = h + (e - ll);
+        v = seld(x == -INFINITY, -inf, seld(x == INFINITY, zero, v));
+        *loss = seld(isnan_, nan, v);
+        return;
+    }
+    vd e1, e2;
+    vd ph = two_sum_v(seld(xs > 0.0, xs, zero), lh, &e1);
+    vd pl = e1 + ll; /* softplus(x) */
+    vd nh = two_sum_v(seld(xs < 0.0, -xs, zero), lh, &e2);
+    vd nl = e2 + ll; /* softplus(-x) */
+    vd c_neg = 1.0 - y;
+    vd c_pos = pw * y;
+    vd q1e, q2e;
+    vd q1 = two_prod_v(c_pos, nh, &q1e);
+    vd q2 = two_prod_v(c_neg, ph, &q2e);
+    vd se;
+    vd sum = two_sum_v(q1, q2, &se);
+    vd lo = se + q1e + q2e + c_pos * nl + c_neg * pl;
+    vd tot;
+    if (has_w) {
+        vd te;
+        vd t = two_prod_v(w, sum, &te);
+        tot = t + (te + w * lo);
+    } else {
+        tot = sum + lo;
+    }
+    vl wz = has_w ? (w == 0.0) : (vl){0};
+    vd at_pinf = seld((c_neg == 0.0) | wz, zero, inf);
+    vd at_ninf = seld((c_pos == 0.0) | wz, zero, inf);
+    tot = seld(x == INFINITY, at_pinf, seld(x == -INFINITY, at_ninf, tot));
+    *loss = seld(isnan_ | (y != y), nan, tot);
+    if (grad) {
+        vd g = c_neg * sp - c_pos * sn;
+        if (has_w) g = w * g;
+        *grad = g * scale;
+    }
+}
+
+/* kind: 0 sigmoid, 1 log_sigmoid (loss = the output, in x's type), 2 BCE (loss in
+ * float64, grad in x's type or NULL). y, w, pw: float64 arrays of n (NULL: absent). */
+#define SIG_BODY(STYPE, LOADV, STOREV, CHUNK)                                            \
+    const STYPE *x = (const STYPE *)xv;                                                  \
+    for (size_t i = 0; i < n; i += ND) {                                                 \
+        size_t c = n - i < ND ? n - i : ND;                                              \
+        STYPE xb[ND];                                                                    \
+        double yb[ND], wb[ND], pb[ND];                                                   \
+        for (size_t k = 0; k < ND; k++) {                                                \
+            xb[k] = k < c ? x[i + k] : 0;                                                \
+            yb[k] = y && k < c ? y[i + k] : 0.0;                                         \
+            wb[k] = w && k < c ? w[i + k] : 1.0;                                         \
+            pb[k] = pw && k < c ? pw[i + k] : 1.0;                                       \
+        }                                                                                \
+        vd lossv, gradv = (vd){0};                                                       \
+        CHUNK;                                                                           \
+        if (kind == 2) {                                                                 \
+            memcpy((double *)out + i, &lossv, c * sizeof(double));                       \
+            if (grad) {                                                                  \
+                STYPE gb[ND];                                                            \
+                for (size_t k = 0; k < ND; k++) gb[k] = (STYPE)gradv[k];                 \
+                memcpy((STYPE *)grad + i, gb, c * sizeof(STYPE));                        \
+            }                                                                            \
+        } else {                                                                         \
+            STYPE ob[ND];                                                                \
+            for (size_t k = 0; k < ND; k++) ob[k] = (STYPE)lossv[k];                     \
+            memcpy((STYPE *)out + i, ob, c * sizeof(STYPE));                             \
+        }                                                                                \
+    }
+
+static void sig_f32(int kind, const void *xv, const double *y, const double *w, const double *pw,
+                    size_t n, double scale, void *out, void *grad) {
+    SIG_BODY(float, LD32, , sig_chunk_d(kind, ldfd(xb), ldd(yb), ldd(wb), ldd(pb), w != NULL, 0,
+                                        scale, &lossv, grad ? &gradv : NULL))
+}
+static void sig_f64f(int kind, const void *xv, const double *y, const double *w, const double *pw,
+                     size_t n, double scale, void *out, void *grad) {
+    SIG_BODY(double, LD64, , sig_chunk_d(kind, ldd(xb), ldd(yb), ldd(wb), ldd(pb), w != NULL, 1,
+                                         scale, &lossv, grad ? &gradv : NULL))
+}
+static void sig_f64a(int kind, const void *xv, const double *y, const double *w, const double *pw,
+                     size_t n, double scale, void *out, void *grad) {
+    SIG_BODY(double, LD64, , sig_chunk_dd(kind, ldd(xb), ldd(yb), ldd(wb), ldd(pb), w != NULL,
+                                          scale, &lossv, grad ? &gradv : NULL))
+}
+
+/* VJPs of softmax (islog = 0: y * (g - sum(y g))) and log_softmax
+ * (islog = 1: g - exp(y) sum(g)) over rows; reductions in float64 (compensated
+ * for float64 accurate), elementwise work in float64. */
+#define VJP_BODY(STYPE, LOADV, STOREV, COMP)                                              \
+    const STYPE *y = (const STYPE *)yv;                                                  \
+    const STYPE *g = (const STYPE *)gv;                                                  \
+    STYPE *o = (STYPE *)outv;                                                            \
+    for (size_t r = 0; r < rows; r++) {                                                  \
+        const STYPE *yr = y + r * n, *gr = g + r * n;                                    \
+        STYPE *orow = o + r * n;                                                         \
+        vd acc = (vd){0}, err = (vd){0};                                                 \
+        size_t nf = n - n % ND, i;                                                       \
+        STYPE yb[ND], gb[ND];                                                            \
+        for (size_t k = 0; k < ND; k++) {                                                \
+            yb[k] = nf + k < n ? yr[nf + k] : 0;                                         \
+            gb[k] = nf + k < n ? gr[nf + k] : 0;                                         \
+        }                                                                                \
+        for (i = 0; i <= nf; i += ND) {                                                  \
+            if (i == nf && nf == n) break;                                               \
+            vd yv_ = i < nf ? LOADV(yr + i) : LOADV(yb);                                 \
+            vd gv_ = i < nf ? LOADV(gr + i) : LOADV(gb);                                 \
+            vd t = gv_, te = (vd){0};                                                    \
+            if (!islog) t = COMP ? two_prod_v(yv_, gv_, &te) : yv_ * gv_;                \
+            if (COMP) {                                                                  \
+                vd e;                                                                    \
+                acc = two_sum_v(acc, t, &e);                                             \
+                err += e + te;                                                           \
+            } else {                                                                     \
+                acc += t;                                                                \
+            }                                                                            \
+        }                                                                                \
+        skit_dd tot = dd_make(0.0, 0.0);                                                 \
+        for (int k = 0; k < ND; k++) tot = dd_add(tot, dd_make(acc[k], err[k]));         \
+        double th = tot.hi, tl = tot.lo;                                                 \
+        for (i = 0; i + ND <= n; i += ND) {                                              \
+            vd yv_ = LOADV(yr + i), gv_ = LOADV(gr + i), v;                              \
+            if (islog) {                                                                 \
+                vd e = vexpd_hi(seld(yv_ > 0.0, (vd){0}, yv_), (vd){0});                 \
+                v = gv_ - e * th;                                                        \
+            } else {                                                                     \
+                vd dl;                                                                   \
+                vd dh = two_sum_v(gv_, splatd(-th), &dl);                                \
+                v = yv_ * dh + yv_ * (dl - tl);                                          \
+            }                                                                            \
+            STOREV(orow + i, v);                                                         \
+            if (islog)                                                                   \
+                for (int k = 0; k < ND; k++)                                             \
+                    if (yv_[k] > 0.0) orow[i + k] = (STYPE)(gv_[k] - exp(yv_[k]) * th);   \
+        }                                                                                \
+        for (; i < n; i++) {                                                             \
+            double yi = (double)yr[i], gi = (double)gr[i], v;                            \
+            if (islog) {                                                                 \
+                v = gi - exp(yi) * th;                                                   \
+            } else {                                                                     \
+                skit_dd d = dd_add(dd_make(gi, 0.0), dd_make(-th, -tl));                 \
+                v = yi * d.hi + yi * d.lo;                                               \
+            }                                                                            \
+            orow[i] = (STYPE)v;                                                          \
+        }                                                                                \
+    }
+
+#define ST32(p, v) stfh((p), (v), 0)
+#define ST64(p, v) std_((p), (v))
+
+static void vjp_f32(int islog, const void *yv, const void *gv, size_t rows, size_t n,
+                    void *outv) {
+    VJP_BODY(float, ldfd, ST32, 0)
+}
+static void vjp_f64f(int islog, const void *yv, const void *gv, size_t rows, size_t n,
+                     void *outv) {
+    VJP_BODY(double, ldd, ST64, 0)
+}
+static void vjp_f64a(int islog, const void *yv, const void *gv, size_t rows, size_t n,
+                     void *outv) {
+    VJP_BODY(double, ldd, ST64, 1)
+}
+
+static const skit_engine e32f = {
+    4,       e32f_stats,  e32f_expscale, e32f_fromscratch, e32f_rescale, e32f_logsub,
+    e32f_scaled, exp1_dd, log1p1_plain, e32f_special,   4, e32f_small,
+    sig_f32,
+    vjp_f32,
+};
+
+static const skit_engine e32a = {
+    4,       e32a_stats,  e32a_expscale, e32a_fromscratch, e32a_rescale, e32a_logsub,
+    e32a_scaled, exp1_dd, log1p1_plain, e32a_special,   8, e32a_small,
+    sig_f32,
+    vjp_f32,
+};
+
+static const skit_engine e64f = {
+    8,       e64f_stats,  e64f_expscale, e64f_fromscratch, e64f_rescale, e64f_logsub,
+    e64f_scaled, exp1_dd, log1p1_plain, e64_special,    8, e64f_small,
+    sig_f64f,
+    vjp_f64f,
+};
+
 static const skit_engine e64a = {
     8,       e64a_stats,  e64a_expscale, e64a_fromscratch, e64a_rescale, e64a_logsub,
     e64a_scaled, exp1_dd, log1p1_dd,    e64_special,    16, NULL,
+    sig_f64a,
+    vjp_f64a,
 };
 
 const skit_isa_table SKIT_TABLE = {ISA_NAME, {{&e32f, &e32a}, {&e64f, &e64a}}};

@@ -64,6 +64,20 @@ int skit_cross_entropy(const skit_rows *a, const int64_t *target, const double *
                        int has_ignore, int64_t ignore_index, double z_loss, double grad_scale,
                        double *loss, double *lse, uint8_t *counted, void *grad);
 
+/* Elementwise over n contiguous elements of x (dtype's type):
+ *   kind 0: out = sigmoid(x); kind 1: out = log_sigmoid(x) (out in x's type);
+ *   kind 2: binary cross-entropy with logits, float64 per-element loss into out,
+ *           and, unless grad is NULL, scale * d(loss)/dx into grad (x's type).
+ * y (targets), w (weights), pw (positive weights): float64 arrays of n, or NULL
+ * (y is required for kind 2). */
+int skit_sigmoid(int dtype, int mode, int kind, const void *x, const double *y, const double *w,
+                 const double *pw, size_t n, double scale, void *out, void *grad, int threads);
+
+/* Vector-Jacobian products over rows: islog = 0 gives y * (g - sum(y g)) (softmax),
+ * islog = 1 gives g - exp(y) sum(g) (log_softmax); y, g, out of dtype's type. */
+int skit_vjp(int dtype, int mode, int islog, const void *y, const void *g, size_t rows, size_t n,
+             void *out, int threads);
+
 /* Name of the instruction set the kernels run with ("avx512", "avx2", "sse2", "neon", "scalar"). */
 const char *skit_isa(void);
 
