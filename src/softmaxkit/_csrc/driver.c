@@ -39,8 +39,11 @@ static const skit_isa_table *detect_isa(void) {
 static const skit_isa_table *isa(void) {
     const skit_isa_table *t = atomic_load_explicit(&g_isa, memory_order_acquire);
     if (!t) {
-        t = detect_isa();
-        atomic_store_explicit(&g_isa, t, memory_order_release);
+        /* SOFTMAXKIT_ISA=sse2 (say) pins a lower instruction set, e.g. to test the
+         * portable engines on a machine that has more */
+        const char *env = getenv("SOFTMAXKIT_ISA");
+        if (!env || !*env || skit_set_isa(env) != SKIT_OK) atomic_store(&g_isa, detect_isa());
+        t = atomic_load_explicit(&g_isa, memory_order_acquire);
     }
     return t;
 }
