@@ -17,6 +17,19 @@ def softmax(
 def logsumexp(
     x: Any, mask: Any, rows: int, n: int, dtype: int, mode: int, threads: int, lse: Any, /
 ) -> None: ...
+def logsumexp_b(
+    x: Any,
+    b: Any,
+    mask: Any,
+    rows: int,
+    n: int,
+    dtype: int,
+    mode: int,
+    threads: int,
+    lse: Any,
+    sign: Any,
+    /,
+) -> None: ...
 def cross_entropy(
     x: Any,
     target: Any,

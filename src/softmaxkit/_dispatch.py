@@ -324,10 +324,8 @@ def logsumexp(
     *,
     threads: int | None = None,
 ) -> Array | tuple[Array, Array] | None:
-    if b is not None:
-        return None
     got = _native_input(x, plan)
-    if got is None:
+    if got is None or not (b is None or isinstance(b, np.ndarray)):
         return None
     xa, code, mode = got
     shape = tuple(xa.shape)
@@ -336,9 +334,21 @@ def logsumexp(
         return None
     nthreads = check_threads(threads)
     x2 = _to_rows(xa, perm, rows, n, xa.dtype)
-    m2 = _mask_rows(where, perm, rows, n)
     lse = np.empty(rows, np.float64)
-    _ckernels.logsumexp(x2, m2, rows, n, code, mode, nthreads, lse)
+    sgn: np.ndarray | None = None
+    if b is None:
+        m2 = _mask_rows(where, perm, rows, n)
+        _ckernels.logsumexp(x2, m2, rows, n, code, mode, nthreads, lse)
+    else:
+        # entries with b == 0 are left out, whatever x holds there (SciPy's convention)
+        b2 = _to_rows(np.broadcast_to(b, shape), perm, rows, n, np.float64)
+        keep = b2 != 0
+        m2 = _mask_rows(where, perm, rows, n)
+        keep = keep if m2 is None else keep & m2
+        sgn = np.empty(rows, np.float64)
+        _ckernels.logsumexp_b(x2, b2, keep, rows, n, code, mode, nthreads, lse, sgn)
+        if not return_sign:
+            lse = np.where(sgn < 0, np.nan, lse)
     kept = tuple(1 if i in axes else s for i, s in enumerate(shape))
     red = tuple(s for i, s in enumerate(shape) if i not in axes)
     res_shape = kept if keepdims else red
@@ -346,9 +356,10 @@ def logsumexp(
     res = lse.reshape(res_shape).astype(dt)
     if not return_sign:
         return res
-    sign = np.where(lse == -np.inf, 0.0, 1.0)
-    sign = np.where(np.isnan(lse), np.nan, sign).reshape(res_shape).astype(dt)
-    return res, sign
+    if sgn is None:
+        sgn = np.where(lse == -np.inf, 0.0, 1.0)
+        sgn = np.where(np.isnan(lse), np.nan, sgn)
+    return res, sgn.reshape(res_shape).astype(dt)
 
 
 def cross_entropy(

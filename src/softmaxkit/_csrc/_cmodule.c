@@ -134,6 +134,33 @@ static PyObject *py_logsumexp(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(logsumexp_b_doc, "logsumexp_b(x, b, mask, rows, n, dtype, mode, threads, lse, sign)");
+
+static PyObject *py_logsumexp_b(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *bo, *mo, *lo, *so;
+    Py_ssize_t rows, n;
+    int dtype, mode, threads;
+    if (!PyArg_ParseTuple(args, "OOOnniiiOO", &xo, &bo, &mo, &rows, &n, &dtype, &mode, &threads,
+                          &lo, &so))
+        return NULL;
+    skit_rows a;
+    buf x = {0}, b = {0}, m = {0}, l = {0}, s = {0};
+    if (parse_rows(&a, &x, xo, rows, n, dtype, mode, threads, 1.0) < 0) return NULL;
+    if (get(bo, &b, 0, 'd', rows * n, 0, "b") < 0 || get(mo, &m, 0, 'B', rows * n, 1, "mask") < 0 ||
+        get(lo, &l, 1, 'd', rows, 0, "lse") < 0 || get(so, &s, 1, 'd', rows, 0, "sign") < 0) {
+        release(&x), release(&b), release(&m), release(&l), release(&s);
+        return NULL;
+    }
+    a.mask = m.held ? (const uint8_t *)m.view.buf : NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS st = skit_logsumexp_b(&a, (const double *)b.view.buf,
+                                                  (double *)l.view.buf, (double *)s.view.buf);
+    Py_END_ALLOW_THREADS release(&x), release(&b), release(&m), release(&l), release(&s);
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(cross_entropy_doc,
              "cross_entropy(x, target, weight, mask, rows, n, dtype, mode, threads, has_ignore, "
              "ignore_index, z_loss, grad_scale, loss, lse, counted, grad)");
@@ -266,6 +293,7 @@ static PyObject *py_set_isa(PyObject *self, PyObject *arg) {
 static PyMethodDef methods[] = {
     {"softmax", py_softmax, METH_VARARGS, softmax_doc},
     {"logsumexp", py_logsumexp, METH_VARARGS, logsumexp_doc},
+    {"logsumexp_b", py_logsumexp_b, METH_VARARGS, logsumexp_b_doc},
     {"cross_entropy", py_cross_entropy, METH_VARARGS, cross_entropy_doc},
     {"sigmoid", py_sigmoid, METH_VARARGS, sigmoid_doc},
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},

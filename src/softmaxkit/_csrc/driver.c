@@ -608,3 +608,88 @@ int skit_vjp(int dtype, int mode, int islog, const void *y, const void *g, size_
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
     return parallel_for((rows + j.grain - 1) / j.grain, 1, threads, 0, vjp_task, &j);
 }
+
+/* ---- logsumexp with weights b ------------------------------------------------ */
+typedef struct {
+    const skit_rows *a;
+    const skit_engine *E;
+    const double *b;
+    double *lse, *sign;
+    size_t block, nb;
+    _Atomic int err;
+} lsebjob;
+
+static void lseb_row(void *ctx, size_t r) {
+    lsebjob *j = (lsebjob *)ctx;
+    const skit_engine *E = j->E;
+    size_t n = j->a->n;
+    const char *x = (const char *)j->a->x + r * n * E->elsize;
+    const uint8_t *m = j->a->mask ? j->a->mask + r * n : NULL;
+    const double *b = j->b + r * n;
+    int nan = 0;
+    int64_t kinf = 0;
+    double M = -INFINITY;
+    for (size_t q = 0; q < j->nb; q++) {
+        size_t off = q * j->block, len = n - off < j->block ? n - off : j->block;
+        skit_bstat st;
+        E->stats(x + off * E->elsize, m ? m + off : NULL, len, 1.0, &st, NULL);
+        nan |= st.nan;
+        kinf += st.kinf;
+        if (st.m > M) M = st.m;
+    }
+    double lse, sign;
+    if (nan) {
+        lse = sign = NAN;
+    } else if (kinf) {
+        double binf = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            double v = E->elsize == 4 ? (double)((const float *)x)[i] : ((const double *)x)[i];
+            if ((!m || m[i]) && v == INFINITY) binf += b[i];
+        }
+        lse = binf == 0.0 ? NAN : INFINITY;
+        sign = binf > 0.0 ? 1.0 : binf < 0.0 ? -1.0 : NAN;
+    } else if (M == -INFINITY) {
+        lse = -INFINITY;
+        sign = 0.0;
+    } else {
+        skit_dd tot = dd_make(0.0, 0.0);
+        for (size_t q = 0; q < j->nb; q++) {
+            size_t off = q * j->block, len = n - off < j->block ? n - off : j->block;
+            tot = dd_add(tot, E->wsum(x + off * E->elsize, b + off, m ? m + off : NULL, len, M));
+        }
+        if (tot.hi == 0.0) {
+            lse = -INFINITY;
+            sign = 0.0;
+        } else {
+            sign = tot.hi > 0.0 ? 1.0 : -1.0;
+            skit_dd at = tot.hi > 0.0 ? tot : dd_neg(tot);
+            skit_dd L = j->a->mode == SKIT_ACCURATE ? skit_dd_log(at)
+                                                     : dd_make(log(dd_value(at)), 0.0);
+            lse = dd_value(dd_add(dd_make(M, 0.0), L));
+        }
+    }
+    j->lse[r] = lse;
+    j->sign[r] = sign;
+}
+
+int skit_logsumexp_b(const skit_rows *a, const double *b, double *lse, double *sign) {
+    if (!a || (a->dtype != SKIT_F32 && a->dtype != SKIT_F64) ||
+        (a->mode != SKIT_FAST && a->mode != SKIT_ACCURATE) || a->threads < 1)
+        return SKIT_EINVAL;
+    if (a->rows == 0 || a->n == 0) return SKIT_OK;
+    lsebjob j;
+    j.a = a;
+    j.E = isa()->eng[a->dtype][a->mode];
+    j.b = b;
+    j.lse = lse;
+    j.sign = sign;
+    j.block = SKIT_BLOCK_BYTES / j.E->elsize;
+    j.nb = (a->n + j.block - 1) / j.block;
+    atomic_init(&j.err, 0);
+    int threads = a->threads;
+    size_t cap = a->rows * a->n / MIN_ELEMS_PER_THREAD;
+    if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
+    size_t rowbytes = a->n * j.E->elsize;
+    return parallel_for(a->rows, rowbytes >= 65536 ? 1 : 65536 / rowbytes, threads, 0, lseb_row,
+                        &j);
+}

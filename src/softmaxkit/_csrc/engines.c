@@ -1200,10 +1200,10 @@ static void e64a_fromscratch(const void *sv, size_t n, skit_dd f, void *outv, in
 #define FULL(i) stdx(o + (i), dd_mul_round(ldd(sh + (i)), ldd(sl + (i)), f), stream)
 #define PART(i, cnt)                                          \
     do {                                                      \
-        double h_[ND] = {0}, l_[ND] = {0};                    \
-        memcpy(h_, sh + (i), (cnt) * sizeof(double));         \
-        memcpy(l_, sl + (i), (cnt) * sizeof(double));         \
-        vd r_ = dd_mul_round(ldd(h_), ldd(l_), f);            \
+        double hb_[ND] = {0}, lb_[ND] = {0};                  \
+        memcpy(hb_, sh + (i), (cnt) * sizeof(double));        \
+        memcpy(lb_, sl + (i), (cnt) * sizeof(double));        \
+        vd r_ = dd_mul_round(ldd(hb_), ldd(lb_), f);          \
         memcpy(o + (i), &r_, (cnt) * sizeof(double));         \
     } while (0)
     PHASE_B_LOOP(double, ND, FULL, PART)
@@ -1547,11 +1547,58 @@ static void vjp_f64a(int islog, const void *yv, const void *gv, size_t rows, siz
     VJP_BODY(double, ldd, ST64, 1)
 }
 
+
+/* Weighted sums sum_i b_i exp(x_i - M) over the valid entries of a block (for
+ * logsumexp with b): float64 for float32 data and for float64 fast, double-word
+ * (exact products and compensated sums) for float64 accurate. */
+#define WSUM_BODY(STYPE, LOADV, COMP, EXPV)                                             \
+    const STYPE *x = (const STYPE *)xv;                                                 \
+    vd acc = (vd){0}, err = (vd){0};                                                    \
+    for (size_t i = 0; i < n; i += ND) {                                                \
+        size_t c = n - i < ND ? n - i : ND;                                             \
+        STYPE xb[ND];                                                                   \
+        double bb[ND];                                                                  \
+        for (size_t k = 0; k < ND; k++) {                                               \
+            int ok = k < c && (!mask || mask[i + k]);                                   \
+            xb[k] = ok ? x[i + k] : (STYPE)-INFINITY;                                   \
+            bb[k] = ok ? b[i + k] : 0.0;                                                \
+        }                                                                               \
+        vd v = LOADV(xb), bv = ldd(bb);                                                 \
+        vd eh, el = (vd){0};                                                            \
+        EXPV;                                                                           \
+        bv = seld(v == -INFINITY, (vd){0}, bv);                                         \
+        if (COMP) {                                                                     \
+            vd pe, e;                                                                   \
+            vd p = two_prod_v(bv, eh, &pe);                                             \
+            acc = two_sum_v(acc, p, &e);                                                \
+            err += e + pe + bv * el;                                                    \
+        } else {                                                                        \
+            acc += bv * eh;                                                             \
+        }                                                                               \
+    }                                                                                   \
+    skit_dd tot = dd_make(0.0, 0.0);                                                    \
+    for (int k = 0; k < ND; k++) tot = dd_add(tot, dd_make(acc[k], err[k]));            \
+    return tot;
+
+static skit_dd wsum_f32(const void *xv, const double *b, const uint8_t *mask, size_t n,
+                        double M) {
+    WSUM_BODY(float, ldfd, 0, eh = vexpd_lo(seld(v - M < -760.0, splatd(-760.0), v - M), (vd){0}))
+}
+static skit_dd wsum_f64f(const void *xv, const double *b, const uint8_t *mask, size_t n,
+                         double M) {
+    WSUM_BODY(double, ldd, 1, eh = e64f_exp_vec(v, M, NULL))
+}
+static skit_dd wsum_f64a(const void *xv, const double *b, const uint8_t *mask, size_t n,
+                         double M) {
+    WSUM_BODY(double, ldd, 1, e64a_exp(v, (vd){0}, M, &eh, &el))
+}
+
 static const skit_engine e32f = {
     4,       e32f_stats,  e32f_expscale, e32f_fromscratch, e32f_rescale, e32f_logsub,
     e32f_scaled, exp1_dd, log1p1_plain, e32f_special,   4, e32f_small,
     sig_f32,
     vjp_f32,
+    wsum_f32,
 };
 
 static const skit_engine e32a = {
@@ -1559,6 +1606,7 @@ static const skit_engine e32a = {
     e32a_scaled, exp1_dd, log1p1_plain, e32a_special,   8, e32a_small,
     sig_f32,
     vjp_f32,
+    wsum_f32,
 };
 
 static const skit_engine e64f = {
@@ -1566,6 +1614,7 @@ static const skit_engine e64f = {
     e64f_scaled, exp1_dd, log1p1_plain, e64_special,    8, e64f_small,
     sig_f64f,
     vjp_f64f,
+    wsum_f64f,
 };
 
 static const skit_engine e64a = {
@@ -1573,6 +1622,7 @@ static const skit_engine e64a = {
     e64a_scaled, exp1_dd, log1p1_dd,    e64_special,    16, NULL,
     sig_f64a,
     vjp_f64a,
+    wsum_f64a,
 };
 
 const skit_isa_table SKIT_TABLE = {ISA_NAME, {{&e32f, &e32a}, {&e64f, &e64a}}};

@@ -49,6 +49,12 @@ int skit_softmax(const skit_rows *a, void *out, int log);
 /* logsumexp of every row, in float64, into lse[rows]. */
 int skit_logsumexp(const skit_rows *a, double *lse);
 
+/* logsumexp with weights: lse[r] = log|sum_i b_i exp(x_i)| and sign[r] its sign,
+ * over the entries the mask keeps (the caller also masks out b == 0); b is float64
+ * with x's layout. +inf entries give +inf with the sign of their summed weights
+ * (NaN if those cancel), rows with nothing kept -inf and sign 0, NaN rows NaN. */
+int skit_logsumexp_b(const skit_rows *a, const double *b, double *lse, double *sign);
+
 /* Cross-entropy with class-index targets.
  *   target[rows]   class index of each row, in [0, n), or ignore_index
  *   weight         NULL or weight[rows]: the weight of each row's target class

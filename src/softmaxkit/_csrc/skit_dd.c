@@ -63,3 +63,20 @@ skit_dd skit_dd_log1p(skit_dd a) {
     double delta = dd_value(diff) / (1.0 + a.hi);
     return dd_fast_two_sum(l0, -delta);
 }
+
+skit_dd skit_dd_log(skit_dd a) {
+    /* log(a) = k ln2 + log1p(m - 1) with a = 2^k m, m in [0.5, 1) */
+    if (!(a.hi > 0.0)) return dd_make(a.hi == 0.0 ? -INFINITY : NAN, 0.0);
+    if (isinf(a.hi)) return dd_make(INFINITY, 0.0);
+    int k;
+    double mh = frexp(a.hi, &k);
+    double ml = ldexp(a.lo, -k);
+    if (mh < 0.70710678118654752) { /* keep m - 1 small: m in [sqrt(1/2), sqrt(2)) */
+        mh *= 2.0;
+        ml *= 2.0;
+        k -= 1;
+    }
+    skit_dd l = skit_dd_log1p(dd_add(dd_make(mh, ml), dd_make(-1.0, 0.0)));
+    skit_dd kl = dd_mul(dd_make((double)k, 0.0), dd_make(SKIT_LN2_HI, SKIT_LN2_LO));
+    return dd_add(kl, l);
+}

@@ -65,6 +65,7 @@ static inline double dd_value(skit_dd a) { return a.hi + a.lo; }
 skit_dd skit_dd_exp(skit_dd x);
 skit_dd skit_dd_expm1(double x);
 skit_dd skit_dd_log1p(skit_dd a);
+skit_dd skit_dd_log(skit_dd a);
 
 /* ---- statistics of one block of a row ------------------------------------- */
 typedef struct {
@@ -130,6 +131,8 @@ typedef struct {
                     size_t n, double scale, void *out, void *grad);
     /* softmax (islog = 0) or log_softmax (islog = 1) vector-Jacobian products over rows */
     void (*vjp)(int islog, const void *y, const void *g, size_t rows, size_t n, void *out);
+    /* sum of b_i exp(x_i - M) over the entries the mask keeps (double-word) */
+    skit_dd (*wsum)(const void *x, const double *b, const uint8_t *mask, size_t n, double M);
 } skit_engine;
 
 typedef struct {
