@@ -598,7 +598,7 @@ def test_sigmoid_family_matches_oracle(precision: str, case: dict[str, object]) 
         got = fn(x, precision=precision)
         with oracle_only():
             ref = fn(x, precision="accurate")
-        assert_ulp_close(got, ref, 1.0 if precision == "accurate" else 2.0, fn.__name__)
+        assert_ulp_close(got, ref, 1.0 if precision == "accurate" else 4.0, fn.__name__)
 
 
 @pytest.mark.parametrize("precision", ["accurate", "fast"])
@@ -614,7 +614,7 @@ def test_bce_matches_oracle(precision: str, reduction: str, case: dict[str, obje
     with oracle_only():
         ref = sk.binary_cross_entropy_with_logits(x, case["y"], return_grad=True, **kw)
     if reduction == "none":
-        assert_ulp_close(got[0], ref[0], 1.0 if precision == "accurate" else 2.0, "bce")
+        assert_ulp_close(got[0], ref[0], 1.0 if precision == "accurate" else 4.0, "bce")
     else:
         rtol = 1e-5 if x.dtype == np.float32 else 1e-12
         np.testing.assert_allclose(got[0], ref[0], rtol=rtol)
