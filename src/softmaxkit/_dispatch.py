@@ -2,11 +2,17 @@
 
 Each op function returns the finished result when a native kernel covers the
 call and ``None`` otherwise, in which case the caller runs the array-agnostic
-implementation (the reference the kernels are tested against). The kernels
-cover NumPy arrays of float32 and float64 (integer and bool inputs are promoted
-to float64 first) on every axis and memory layout: the reduced axes are moved
-last and the data made C-contiguous in native byte order here, so the C core
-only ever sees ``rows x n`` blocks.
+implementation (the reference the kernels are tested against).
+
+Covered: NumPy arrays of float32 and float64 (integer and bool inputs are
+promoted to float64 first) for softmax, log_softmax, logsumexp (with ``where``
+and ``b``), cross-entropy with class-index targets (weights, ignore_index,
+z-loss, ``where``, the fused gradient), sigmoid, log_sigmoid, binary
+cross-entropy with logits (and its gradient) and the softmax / log_softmax
+VJPs, on every axis and memory layout: the reduced axes are moved last and the
+data made C-contiguous in native byte order here, so the C core only ever sees
+``rows x n`` blocks. Not covered (the array-agnostic path runs): other array
+libraries, float16 / bfloat16, label smoothing and probability targets.
 
 Threads: ``threads=None`` uses the ``SOFTMAXKIT_NUM_THREADS`` environment
 variable, or else the number of physical cores this process may run on. The
