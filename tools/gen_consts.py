@@ -125,6 +125,21 @@ def table(name: str, vals: list[str]) -> list[str]:
     return out
 
 
+lines.append("/* exp in float64 for float32 results: x = (256 m + j) ln2/256 + r */")
+n256 = LN2 / 256
+c1_256 = trunc_bits(n256, 34)
+lines += [
+    f"#define SKIT_T256_INV {hexf(float(256 / LN2))}",
+    f"#define SKIT_T256_C1 {hexf(c1_256)}",
+    f"#define SKIT_T256_C2 {hexf(float(n256 - mp.mpf(c1_256)))}",
+]
+t256 = [float(mp.power(2, mp.mpf(j) / 256)) for j in range(256)]
+t256lo = [float(mp.power(2, mp.mpf(j) / 256) - mp.mpf(v)) for j, v in enumerate(t256)]
+for name, vals in (("skit_exp2_256", t256), ("skit_exp2_256lo", t256lo)):
+    lines.append(f"static const double {name}[256] = {{")
+    for i in range(0, 256, 4):
+        lines.append("    " + ", ".join(hexf(v) for v in vals[i : i + 4]) + ",")
+    lines.append("};")
 lines += table("skit_exp2_hi", hi_tab)
 lines += table("skit_exp2_lo", lo_tab)
 lines += ["", "#endif", ""]

@@ -428,7 +428,7 @@ static int run(job *j) {
     const skit_rows *a = j->a;
     if (a->rows == 0 || a->n == 0) return SKIT_OK;
     if (a->threads < 1) return SKIT_EINVAL;
-    j->block = SKIT_BLOCK_BYTES / j->E->elsize;
+    j->block = SKIT_BLOCK_ELEMS;
     j->nb = (a->n + j->block - 1) / j->block;
     j->err = SKIT_OK;
     if (j->nb > 1) j->store = 0; /* long rows recompute their exponentials in phase B */
@@ -683,7 +683,7 @@ int skit_logsumexp_b(const skit_rows *a, const double *b, double *lse, double *s
     j.b = b;
     j.lse = lse;
     j.sign = sign;
-    j.block = SKIT_BLOCK_BYTES / j.E->elsize;
+    j.block = SKIT_BLOCK_ELEMS;
     j.nb = (a->n + j.block - 1) / j.block;
     atomic_init(&j.err, 0);
     int threads = a->threads;

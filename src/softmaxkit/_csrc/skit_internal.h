@@ -87,10 +87,11 @@ typedef struct {
     skit_dd R;    /* 1 / (c + s) */
 } skit_rstat;
 
-/* Elements per block of a row, and the per-thread scratch that holds one block's
- * exponentials between the two phases (at most 16 bytes per element). */
-#define SKIT_BLOCK_BYTES ((size_t)1 << 17)
-#define SKIT_SCRATCH_ELEMS (SKIT_BLOCK_BYTES / 4 + 64)
+/* Elements per block of a row (rows up to this length are one block and keep
+ * their exponentials in a per-thread scratch between the two phases: at most 16
+ * bytes per element, so 512 KiB), and the scratch length in elements. */
+#define SKIT_BLOCK_ELEMS ((size_t)1 << 15)
+#define SKIT_SCRATCH_ELEMS (SKIT_BLOCK_ELEMS + 64)
 #define SKIT_SMALL_N 64
 
 /* One engine: the element loops for one (dtype, mode) on one instruction set.
