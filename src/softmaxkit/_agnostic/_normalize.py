@@ -86,6 +86,8 @@ class RowStats:
     isnan: Array  # the row has a NaN (keepdims)
     d: Any  # x - m0 on live entries, 0 elsewhere (full shape, arith value)
     e: Any  # exp(d) on live entries, 0 elsewhere (full shape, arith value)
+    e_sc: Any  # e * 2**scale, formed directly (full shape, arith value)
+    scale: int  # see Arith.exp: 0 in plain arithmetic, row_scale in double-word
     is_max: Array  # live entries equal to the maximum (full shape)
     count: Array  # number of maximal entries, as a differentiable float (keepdims)
     s: Any  # sum of e over the non-maximal entries (keepdims, arith value)
@@ -125,12 +127,21 @@ def row_stats(
     # Placeholders: dead entries sit at the maximum, so d = 0 and nothing overflows.
     xl = arith.select(live, xs, arith.lift(m0))
     d = arith.sub(xl, arith.lift(m0))
-    e = arith.where(live, arith.exp(d), 0.0)
+    if isinstance(arith, DDArith):
+        # x - max beyond the largest float (|x| near the top of the range) comes out of
+        # TwoSum as NaN, the only way a NaN arises here: it is -inf (exp 0, log_softmax -inf)
+        over = xp.isnan(d[0])
+        d = (xp.where(over, -math.inf, d[0]), xp.where(over, 0.0, d[1]))
+    # In double-word arithmetic the terms are formed scaled by 2**scale, so the ones
+    # that underflow keep both words; the sum is rounded once when the scale comes off.
+    scale = arith.c.row_scale if isinstance(arith, DDArith) else 0
+    e_sc = arith.where(live, arith.exp(d, scale), 0.0)
+    e = arith.ldexp(e_sc, -scale)
     is_max = live & (x == m0)
     e_hi = arith.hi(e)
     count = xp.sum(xp.where(is_max, e_hi, 0.0), axis=axis, keepdims=True)
-    rest = arith.where(live & ~is_max, e, 0.0)
-    s = arith.sum(rest, axis, n)
+    rest = arith.where(live & ~is_max, e_sc, 0.0)
+    s = arith.ldexp(arith.sum(rest, axis, n), -scale)
     a = arith.add(arith.lift(count - 1.0), s)
     a = arith.where(fin, a, 0.0)
     L = arith.log1p(a)
@@ -150,6 +161,8 @@ def row_stats(
         isnan=isnan,
         d=d,
         e=e,
+        e_sc=e_sc,
+        scale=scale,
         is_max=is_max,
         count=count,
         s=s,
@@ -170,7 +183,8 @@ def softmax_values(st: RowStats) -> Array:
     """Softmax in the working dtype, with the special rows overlaid."""
     ar = st.arith
     xp = ar.xp
-    q = ar.value(ar.div(st.e, denominator(st)))
+    # divide the scaled terms: a quotient below the normal range is rounded only once
+    q = ar.scaled_value(ar.div(st.e_sc, denominator(st)), -st.scale)
     q = xp.where(st.live, q, 0.0)
     inf_rows = xp.where(st.pin, 1.0 / st.k, 0.0)
     q = xp.where(st.posinf, inf_rows, q)
@@ -182,7 +196,7 @@ def log_softmax_values(st: RowStats) -> Array:
     ar = st.arith
     xp = ar.xp
     v = ar.value(ar.sub(st.d, st.L))
-    v = xp.where(st.live, v, -math.inf)
+    v = xp.where(st.live & xp.isfinite(ar.hi(st.d)), v, -math.inf)
     inf_rows = xp.where(st.pin, -xp.log(st.k), -math.inf)
     v = xp.where(st.posinf, inf_rows, v)
     return xp.where(st.isnan, math.nan, v)
