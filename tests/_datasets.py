@@ -5,9 +5,10 @@ The ids R1-R5 and A1-A12 are those of the project's reference notes on accuracy
 ``x - max``, ties, infinities). A5, A7 and A9 are not spelled out there; here
 they are the remaining cases the notes list among the adversarial inputs: the
 gap of 100 (subnormal float32 output), ties, and rows with infinite entries. G1
-and G2 are this harness's own additions (a sweep over every gap size, and short
-rows whose entries span many binades so that ``x - max`` is rarely
-representable).
+and G2 are this harness's own additions (a sweep over every gap size; short rows
+whose entries span many binades so that ``x - max`` is rarely representable;
+rows of many terms that each underflow to a subnormal, where rounding every
+term separately would add up to hundreds of ulps).
 
 Every set is a 2-D array of rows (the reduction runs over the last axis), drawn
 in float64 from a generator seeded by the set's id and then rounded once to the
@@ -150,6 +151,18 @@ def _g2(dtype: str, size: Size) -> np.ndarray:
     return sign * mag
 
 
+def _g3(dtype: str, size: Size) -> np.ndarray:
+    # gaps whose exp falls in (or just below) the subnormal range of the dtype
+    lo, hi = (86.0, 104.5) if dtype == "float32" else (706.0, 745.5)
+    rows = 16 if size == "full" else 8
+    gaps = np.linspace(lo, hi, rows)
+    n = 1000
+    out = np.zeros((rows, n))
+    spread = _rng("G3", dtype).uniform(0.0, 1.0, (rows, n - 1))
+    out[:, 1:] = -(gaps[:, None] + spread * (np.arange(rows)[:, None] % 2))
+    return out
+
+
 DATASETS: tuple[Dataset, ...] = (
     Dataset("R1", "N(0, 5²)", _random_set("R1", 5.0, 0.0, (1000, 1000), (128, 1000)), "random"),
     Dataset("R2", "N(0, 1)", _random_set("R2", 1.0, 0.0, (1000, 1000), (128, 1000)), "random"),
@@ -177,6 +190,7 @@ DATASETS: tuple[Dataset, ...] = (
     Dataset("A12", "[0, −740]", _const([0.0, -740.0]), "adversarial"),
     Dataset("G1", "gap sweep [0, −g, −g − ¾, −2g]", _g1, "extra"),
     Dataset("G2", "6 entries over 30+ binades", _g2, "extra"),
+    Dataset("G3", "[0, −g × 999], e^−g subnormal", _g3, "extra"),
 )
 
 _BY_ID = {d.id: d for d in DATASETS}
@@ -189,35 +203,39 @@ def by_id(name: str) -> Dataset:
 def ce_inputs(x: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Logits and class-index targets for the cross-entropy measurement.
 
-    The rows of ``x`` appear twice: first with the arg-max as target (the
-    confident correct prediction, where the loss is tiny), then with a seeded
-    random target among the row's finite entries.
+    Two targets matter: the arg-max (the confident correct prediction, whose
+    loss is tiny) and any other class. The rows appear twice, first with the
+    arg-max of every row as target, then with a seeded random class among the
+    row's finite entries; sets of long rows (over 10⁵ entries) are not copied:
+    their even rows take the arg-max and odd rows a random class.
     """
     rng = _rng(f"{name}/targets")
     top = np.argmax(x, axis=1)
     finite = np.isfinite(x)
     rand = np.array([rng.choice(np.flatnonzero(f)) for f in finite])
+    if x.shape[1] > 100_000:
+        t = np.where(np.arange(x.shape[0]) % 2 == 0, top, rand)
+        return x, t.astype(np.int64)
     return np.concatenate([x, x]), np.concatenate([top, rand]).astype(np.int64)
 
 
-def packed(dtype: str, ids: tuple[str, ...], width: int, rows: int) -> np.ndarray:
-    """Rows of several small sets in one ``(rows, width)`` array, padded with ``-inf``.
+def packed(dtype: str, spec: tuple[tuple[str, int], ...], width: int, rows: int) -> np.ndarray:
+    """Rows of several sets in one ``(rows, width)`` array, padded with ``-inf``.
 
+    ``spec`` lists ``(id, k)``: the first ``k`` rows (CI size) of each set.
     Padding entries are absent from every row sum, so each packed row has the
     same exact softmax as the original on its own entries. Backends that compile
-    per shape (JAX) measure many sets in one compilation this way.
+    per shape (JAX) measure many sets in one compilation this way. Rows left
+    over are filled with N(0, 5²) data.
     """
     out = np.full((rows, width), -math.inf)
     r = 0
-    for name in ids:
-        x = np.asarray(by_id(name).make(dtype, "ci"), dtype=np.float64)
-        x = x[: rows - r, :width]
-        out[r : r + x.shape[0], : x.shape[1]] = x
-        r += x.shape[0]
-        if r >= rows:
-            break
+    for name, k in spec:
+        x = np.asarray(by_id(name).make(dtype, "ci"), dtype=np.float64)[:k, :width]
+        take = min(x.shape[0], rows - r)
+        out[r : r + take, : x.shape[1]] = x[:take]
+        r += take
     if r < rows:
-        # fill the remaining rows with a random N(0, 5²) block
         out[r:] = _normal(f"pack/{dtype}", 5.0, 0.0, rows - r, width)
     res = out.astype(dtype)
     res.flags.writeable = False
@@ -225,7 +243,8 @@ def packed(dtype: str, ids: tuple[str, ...], width: int, rows: int) -> np.ndarra
 
 
 # Rows with +inf or NaN entries and their exact results under the contract (issue 2):
-# +inf entries share the mass, NaN propagates. (input, softmax, log_softmax, logsumexp)
+# +inf entries share the mass, NaN propagates. (input, softmax, log_softmax, logsumexp), exact
+# values that are rounded once to the dtype measured.
 SPECIAL_ROWS: tuple[tuple[list[float], list[float], list[float], float], ...] = (
     ([math.inf, 0.0], [1.0, 0.0], [0.0, -math.inf], math.inf),
     ([math.inf, 3.0, math.inf], [0.5, 0.0, 0.5], [-math.log(2), -math.inf, -math.log(2)], math.inf),
@@ -233,5 +252,6 @@ SPECIAL_ROWS: tuple[tuple[list[float], list[float], list[float], float], ...] = 
     ([-math.inf, 0.0], [0.0, 1.0], [-math.inf, 0.0], 0.0),
     ([math.nan, 0.0], [math.nan, math.nan], [math.nan, math.nan], math.nan),
     ([math.nan, math.inf], [math.nan, math.nan], [math.nan, math.nan], math.nan),
-    ([3e38, -3e38], [1.0, 0.0], [0.0, -math.inf], 3e38),
+    ([3e38, -3e38], [1.0, 0.0], [0.0, -6e38], 3e38),  # -6e38 overflows in float32
+    ([1.7e308, -1.7e308], [1.0, 0.0], [0.0, -math.inf], 1.7e308),  # x - max overflows
 )
