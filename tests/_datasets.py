@@ -37,6 +37,7 @@ __all__ = [
     "by_id",
     "ce_inputs",
     "packed",
+    "sigmoid_inputs",
 ]
 
 Size = str  # "ci" or "full"
@@ -240,6 +241,32 @@ def packed(dtype: str, spec: tuple[tuple[str, int], ...], width: int, rows: int)
     res = out.astype(dtype)
     res.flags.writeable = False
     return res
+
+
+def sigmoid_inputs(dtype: str, size: Size = "ci") -> tuple[np.ndarray, np.ndarray]:
+    """Logits and targets for sigmoid, log_sigmoid and BCE with logits ("S1").
+
+    An even sweep over the whole range where the results are representable (to
+    past the subnormal range: |x| up to 110 in float32, 760 in float64), N(0, 10²)
+    logits, and tiny ones around 0; targets uniform in [0, 1] with exact 0s and 1s.
+    """
+    rng = _rng("S1", dtype)
+    top = 110.0 if dtype == "float32" else 760.0
+    k = 20_001 if size == "full" else 4001
+    x = np.concatenate(
+        [
+            np.linspace(-top, top, k),
+            rng.standard_normal(k) * 10.0,
+            rng.standard_normal(k // 10) * 1e-6,
+        ]
+    )
+    y = rng.uniform(0.0, 1.0, x.size)
+    y[::7] = 0.0
+    y[::11] = 1.0
+    xs, ys = x.astype(dtype), y.astype(dtype)
+    xs.flags.writeable = False
+    ys.flags.writeable = False
+    return xs, ys
 
 
 # Rows with +inf or NaN entries and their exact results under the contract (issue 2):

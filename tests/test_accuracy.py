@@ -227,6 +227,46 @@ def _flushed_or_within(c: Case, impl: Any, bound: float) -> list[str]:
     return bad
 
 
+# Under jax.jit, XLA's algebraic simplifier rewrites (c + z) - c to z when c is a
+# compile-time constant, which cancels TwoSum's error term: sigmoid(x) = 1 / (1 + z) is
+# then 1.49 ulp off in float64 and 1.39 ulp in float32 (x about 10 to 16), BCE 1.34 ulp.
+_XLA_FOLDS_TWO_SUM = (
+    "XLA folds (c + z) - c for constant c under jit, so the double-word 1 + exp(-|x|) "
+    "loses its low word (see the accuracy report); the softmax family is not affected "
+    "on the measured sets"
+)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_family_bound(backend, dtype, request):
+    """sigmoid, log_sigmoid and BCE with logits: the same bounds (elementwise, set S1)."""
+    if dtype not in backend.float_dtypes():
+        pytest.skip(f"{backend.name} has no {dtype} (x64 disabled); float32 is measured there")
+    double_word = backend.name == "jax_x32" or (backend.name == "jax" and dtype == "float64")
+    if double_word:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=_XLA_FOLDS_TWO_SUM))
+    x, y = _datasets.sigmoid_inputs(dtype)
+    xl = x.astype(np.float64)
+    cases = (
+        ("sigmoid", run(backend, sk.sigmoid, x), _reference.sigmoid_ref(x)),
+        ("log_sigmoid", run(backend, sk.log_sigmoid, x), _reference.log_sigmoid_ref(x)),
+        (
+            "bce",
+            run(backend, sk.binary_cross_entropy_with_logits, x, y, reduction="none"),
+            _reference.bce_ref(x, y),
+        ),
+    )
+    normal_only = backend.name in ("jax", "jax_x32")  # XLA flushes subnormal results
+    failures = []
+    for name, got, want in cases:
+        assert got.dtype == np.dtype(dtype)
+        st = ulp_stats(got, want, dtype)
+        value = st.max_ulp_normal if normal_only else st.max_ulp
+        if not value <= BOUND[dtype]:
+            failures.append(f"{name}: {st.describe()} (x = {xl[st.argmax]!r})")
+    assert not failures, "\n".join(failures)
+
+
 # ----------------------------------------------------------------------------------------
 # fast mode
 

@@ -19,6 +19,7 @@ import math
 from typing import Any
 
 from .._namespace import Plan
+from ._dd import DDArith
 from ._normalize import arith_for
 
 __all__ = ["binary_cross_entropy_with_logits", "log_sigmoid", "sigmoid"]
@@ -39,10 +40,15 @@ def _parts(plan: Plan, x: Array) -> tuple[Any, Array, Any, Any]:
 def _sigmoid_pair(plan: Plan, x: Array) -> tuple[Array, Array]:
     """``sigmoid(x)`` and ``sigmoid(-x)`` in the working dtype, each without cancellation."""
     xp = plan.xp
-    ar, xs, z, _ = _parts(plan, x)
-    D = ar.add(ar.lift(xp.ones_like(xs)), z)
+    ar = arith_for(plan)
+    xs = xp.where(xp.isfinite(x), x, 0.0)
+    # z is formed times 2**scale in double-word arithmetic, so z / (1 + z) is rounded
+    # once even where it (or its low word) is below the normal range (see row_stats)
+    scale = ar.c.row_scale if isinstance(ar, DDArith) else 0
+    z_sc = ar.exp(ar.lift(-xp.abs(xs)), scale)
+    D = ar.add(ar.lift(xp.ones_like(xs)), ar.ldexp(z_sc, -scale))
     big = ar.value(ar.div(ar.lift(xp.ones_like(xs)), D))
-    small = ar.value(ar.div(z, D))
+    small = ar.scaled_value(ar.div(z_sc, D), -scale)
     pos = xs >= 0
     sp = xp.where(pos, big, small)
     sn = xp.where(pos, small, big)
