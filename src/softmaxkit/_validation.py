@@ -87,9 +87,6 @@ def check_where(xp: Any, where: object, shape: tuple[int, ...]) -> Array | None:
     """Validate a boolean mask and broadcast it to ``shape``."""
     if where is None:
         return None
-    if isinstance(where, bool):
-        msg = "`where` must be a boolean array (True = include); a plain bool is ambiguous"
-        raise SoftmaxkitTypeError(msg)
     kind = dtype_kind(xp, getattr(where, "dtype", None))
     if kind != "bool":
         msg = (
