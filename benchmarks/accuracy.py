@@ -284,11 +284,17 @@ def sigmoid_rows(size: str) -> list[str]:
 
 def special_rows() -> list[str]:
     """What each method returns on the +inf / NaN rows (float32)."""
-    rows = [r for r in _datasets.SPECIAL_ROWS if not (abs(r[0][0]) > 1e300)]
+    f32_max = float(np.finfo(np.float32).max)
+    rows = [
+        r
+        for r in _datasets.SPECIAL_ROWS
+        if all(not math.isfinite(v) or abs(v) <= f32_max for v in r[0])
+    ]
     meths = [
-        m
-        for m in methods()
-        if "fast" not in m[0] and "agnostic" not in m[0] and "PyTorch tensors" not in m[0]
+        (label, impl)
+        for label, impl in methods()
+        if label.startswith("**softmaxkit accurate**")
+        or not label.lstrip("*").startswith("softmaxkit")
     ]
     head = "| input (float32) | " + " | ".join(label for label, _ in meths) + " |"
     lines = [head, "|---" * (len(meths) + 1) + "|"]
@@ -389,6 +395,7 @@ def report(
         "cross_entropy": "cross-entropy (index targets)",
     }
     ids = [d.id for d in _datasets.DATASETS]
+    lines += summary(results, meths, ids, titles)
     for dtype in DTYPES:
         for op in OPS:
             lines += [f"## {titles[op]}, {dtype}", ""]
@@ -422,6 +429,38 @@ def report(
     lines += special_rows()
     lines.append("")
     return "\n".join(lines)
+
+
+def summary(
+    results: dict[tuple[str, str, str, str], _reference.UlpStats],
+    meths: list[str],
+    ids: list[str],
+    titles: dict[str, str],
+) -> list[str]:
+    """The worst case of each method over all the sets: the table for the README."""
+    lines = [
+        "## Summary: worst case over all sets (max ulp)",
+        "",
+        "| method | "
+        + " | ".join(f"{titles[op].split(' ')[0]} {d[5:]}" for d in DTYPES for op in OPS)
+        + " |",
+        "|---" * (len(OPS) * len(DTYPES) + 1) + "|",
+    ]
+    for label in meths:
+        cells = []
+        for dtype in DTYPES:
+            for op in OPS:
+                worst = max(
+                    (results[(dtype, op, label, i)] for i in ids), key=lambda st: st.max_ulp
+                )
+                normal = max(results[(dtype, op, label, i)].max_ulp_normal for i in ids)
+                text = fmt(worst.max_ulp)
+                if normal < 0.5 * worst.max_ulp and worst.max_ulp > 1:
+                    text += f" (n {fmt(normal)})"
+                cells.append(text)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,9 @@ gap of 100 (subnormal float32 output), ties, and rows with infinite entries. G1
 and G2 are this harness's own additions (a sweep over every gap size; short rows
 whose entries span many binades so that ``x - max`` is rarely representable;
 rows of many terms that each underflow to a subnormal, where rounding every
-term separately would add up to hundreds of ulps).
+term separately would add up to hundreds of ulps; pairs whose tiny results lie
+just above the smallest normal number, where a double-word value's low word does
+not fit and a result can be rounded twice).
 
 Every set is a 2-D array of rows (the reduction runs over the last axis), drawn
 in float64 from a generator seeded by the set's id and then rounded once to the
@@ -164,6 +166,15 @@ def _g3(dtype: str, size: Size) -> np.ndarray:
     return out
 
 
+def _g4(dtype: str, size: Size) -> np.ndarray:
+    # exp(-g) in the first few binades above the smallest normal number: the result
+    # log1p(e^-g) ~ e^-g is normal, but a low word of it would not be
+    lo, hi = (84.0, 87.5) if dtype == "float32" else (704.0, 708.5)
+    rows = 2048 if size == "full" else 256
+    g = _rng("G4", dtype).uniform(lo, hi, rows)
+    return np.stack([np.zeros(rows), -g], axis=1)
+
+
 DATASETS: tuple[Dataset, ...] = (
     Dataset("R1", "N(0, 5²)", _random_set("R1", 5.0, 0.0, (1000, 1000), (128, 1000)), "random"),
     Dataset("R2", "N(0, 1)", _random_set("R2", 1.0, 0.0, (1000, 1000), (128, 1000)), "random"),
@@ -192,6 +203,7 @@ DATASETS: tuple[Dataset, ...] = (
     Dataset("G1", "gap sweep [0, −g, −g − ¾, −2g]", _g1, "extra"),
     Dataset("G2", "6 entries over 30+ binades", _g2, "extra"),
     Dataset("G3", "[0, −g × 999], e^−g subnormal", _g3, "extra"),
+    Dataset("G4", "[0, −g], e^−g just above the normal minimum", _g4, "extra"),
 )
 
 _BY_ID = {d.id: d for d in DATASETS}

@@ -92,6 +92,7 @@ class RowStats:
     count: Array  # number of maximal entries, as a differentiable float (keepdims)
     s: Any  # sum of e over the non-maximal entries (keepdims, arith value)
     L: Any  # log(count + s), 0 on non-finite rows (keepdims, arith value)
+    L_tiny: Array | None  # L rounded once where it is below 2**(emin + p + 1), else None
     pin: Array  # +inf entries of valid rows (full shape)
     k: Array  # number of +inf entries, at least 1 (keepdims)
 
@@ -141,10 +142,23 @@ def row_stats(
     e_hi = arith.hi(e)
     count = xp.sum(xp.where(is_max, e_hi, 0.0), axis=axis, keepdims=True)
     rest = arith.where(live & ~is_max, e_sc, 0.0)
-    s = arith.ldexp(arith.sum(rest, axis, n), -scale)
+    s_sc = arith.sum(rest, axis, n)
+    s = arith.ldexp(s_sc, -scale)
     a = arith.add(arith.lift(count - 1.0), s)
     a = arith.where(fin, a, 0.0)
     L = arith.log1p(a)
+    L_tiny = None
+    if scale:
+        # A lone maximum with s < 2**(emin + p + 1): L = log1p(s) = s to far better
+        # than the final rounding, and s is rounded once from its scaled sum. (Rounding
+        # L's words separately would round twice: up to 0.75 ulp just above 2**emin.)
+        p = arith.c.precision
+        tiny = float(xp.finfo(x.dtype).smallest_normal) * 2.0 ** (p + 1)
+        L_tiny = xp.where(
+            fin & (count == 1.0) & (arith.hi(s) < tiny),
+            arith.scaled_value(s_sc, -scale),
+            math.nan,
+        )
     pin = valid & (x == math.inf)
     k = xp.sum(xp.astype(pin, x.dtype), axis=axis, keepdims=True)
     k = xp.where(k > 0, k, 1.0)
@@ -167,6 +181,7 @@ def row_stats(
         count=count,
         s=s,
         L=L,
+        L_tiny=L_tiny,
         pin=pin,
         k=k,
     )
@@ -196,6 +211,9 @@ def log_softmax_values(st: RowStats) -> Array:
     ar = st.arith
     xp = ar.xp
     v = ar.value(ar.sub(st.d, st.L))
+    if st.L_tiny is not None:
+        # 0 - L, not -L: a tiny L that rounds to 0 gives +0, as d - L does
+        v = xp.where(st.is_max & ~xp.isnan(st.L_tiny), 0.0 - st.L_tiny, v)
     v = xp.where(st.live & xp.isfinite(ar.hi(st.d)), v, -math.inf)
     inf_rows = xp.where(st.pin, -xp.log(st.k), -math.inf)
     v = xp.where(st.posinf, inf_rows, v)
@@ -207,6 +225,8 @@ def logsumexp_values(st: RowStats) -> Array:
     ar = st.arith
     xp = ar.xp
     v = ar.value(ar.add(ar.lift(st.m0), st.L))
+    if st.L_tiny is not None:
+        v = xp.where((st.m0 == 0.0) & ~xp.isnan(st.L_tiny), st.L_tiny, v)
     return xp.where(st.fin, v, st.m)
 
 
