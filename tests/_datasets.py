@@ -260,16 +260,22 @@ def sigmoid_inputs(dtype: str, size: Size = "ci") -> tuple[np.ndarray, np.ndarra
 
     An even sweep over the whole range where the results are representable (to
     past the subnormal range: |x| up to 110 in float32, 760 in float64), N(0, 10²)
-    logits, and tiny ones around 0; targets uniform in [0, 1] with exact 0s and 1s.
+    logits, tiny ones around 0, and ±|x| where exp(-|x|) is just above the smallest
+    normal number; targets uniform in [0, 1] with exact 0s and 1s.
     """
     rng = _rng("S1", dtype)
     top = 110.0 if dtype == "float32" else 760.0
     k = 20_001 if size == "full" else 4001
+    # exp(-|x|) in the first binades above the smallest normal number (see G4)
+    lo, hi = (84.0, 88.0) if dtype == "float32" else (704.0, 709.5)
+    band = rng.uniform(lo, hi, k // 10)
     x = np.concatenate(
         [
             np.linspace(-top, top, k),
             rng.standard_normal(k) * 10.0,
             rng.standard_normal(k // 10) * 1e-6,
+            band,
+            -band,
         ]
     )
     y = rng.uniform(0.0, 1.0, x.size)
