@@ -205,7 +205,10 @@ INLINE vd two_prod_v(vd a, vd b, vd *err) {
 /* float32 exp(d + lo) for d in [-128, 0] (callers clamp), |lo| <= ulp(d); degree-6
  * near-minimax polynomial (tools/gen_consts.py).
  * Results below 2^-126 are rounded once into the subnormal range. */
-INLINE vf vexpf(vf d, vf lo) {
+INLINE vf vexpf_s(vf d, vf lo);
+INLINE vf vexpf(vf d, vf lo) { return vexpf_s(d, lo) * 0x1p-64f; }
+/* the same times 2^64: normal for every d >= -128 */
+INLINE vf vexpf_s(vf d, vf lo) {
     const vf magic = splatf(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
     vf t = d * SKIT_LOG2E_F + magic;
     vf k = t - magic;
@@ -220,7 +223,7 @@ INLINE vf vexpf(vf d, vf lo) {
     vf p = 1.0f + (r + (r * r) * q);
     vi ki = (vi)t - (vi)magic;
     vf scale = (vf)((ki + (127 + 64)) << 23); /* 2^(k + 64), normal for k >= -190 */
-    return (p * scale) * 0x1p-64f;
+    return p * scale;
 }
 
 /* float64 exp(d + lo) for d in [-800, 0] (callers clamp); Taylor degree DEG.
@@ -284,7 +287,10 @@ INLINE vd vexpd_tab(vd d) {
 /* float64 exp(d + lo) for d <= 0 to about 1 ulp (float64 fast mode): 2^(j/256)
  * as a double-word table entry T, expm1(r) by a degree-5 polynomial on
  * |r| <= ln2/512, exp = T_hi + (T_hi expm1(r) + T_lo) */
-INLINE vd vexpd_tab_hi(vd d, vd lo) {
+INLINE vd vexpd_tab_hi_s(vd d, vd lo);
+INLINE vd vexpd_tab_hi(vd d, vd lo) { return vexpd_tab_hi_s(d, lo) * 0x1p-128; }
+/* the same times 2^128: normal for every d >= -760 */
+INLINE vd vexpd_tab_hi_s(vd d, vd lo) {
     const vd magic = splatd(6755399441055744.0);
     vd dc = seld(d < -760.0, splatd(-760.0), d);
     vd t = dc * SKIT_T256_INV + magic;
@@ -310,12 +316,20 @@ INLINE vd vexpd_tab_hi(vd d, vd lo) {
 #endif
     vd e = th + (th * q + tl);
     vd scale = (vd)((m + (1023 + 128)) << 52);
-    return (e * scale) * 0x1p-128;
+    return e * scale;
 }
 
 /* double-word exp(dh + dl) for dh in [-800, 0]: (*eh + *el) with ~2^-100 error
  * in the normal range (Tang's table method, see skit_dd.c). */
+INLINE void vexpdd_s(vd dh, vd dl, vd *eh, vd *el);
+/* double-word exp(dh + dl), normal or rounded once into the subnormal range */
 INLINE void vexpdd(vd dh, vd dl, vd *eh, vd *el) {
+    vexpdd_s(dh, dl, eh, el);
+    *eh = *eh * 0x1p-128;
+    *el = *el * 0x1p-128;
+}
+/* the same times 2^128: always normal for dh >= -760, so sums of tiny terms stay exact */
+INLINE void vexpdd_s(vd dh, vd dl, vd *eh, vd *el) {
     const vd magic = splatd(6755399441055744.0);
     vl low = dh < -760.0;
     dh = seld(low, splatd(-760.0), dh);
@@ -349,8 +363,8 @@ INLINE void vexpdd(vd dh, vd dl, vd *eh, vd *el) {
     vd lo;
     vd hi = fast_two_sum_v(s, e, &lo);
     vd scale = (vd)((m + (1023 + 128)) << 52);
-    *eh = (hi * scale) * 0x1p-128;
-    *el = (lo * scale) * 0x1p-128;
+    *eh = hi * scale;
+    *el = lo * scale;
 }
 
 /* float64 log1p(a) for a >= 0 (a vector of row sums): about 1.5 ulp.
@@ -525,11 +539,12 @@ INLINE vf e32f_exp_vm(vf v, vf m, sumacc_f *a) {
     vi low = d < -128.0f;               /* exp underflows to 0 (also -inf and overflowed d) */
     d = self(low, splatf(-128.0f), d);
     lo = (vf)(~low & (vi)lo);
-    vf e = vexpf(d, lo);
+    vf es_ = vexpf_s(d, lo); /* times 2^64: tiny terms are summed unrounded */
+    vf e = es_ * 0x1p-64f;
     if (a) {
         vi ismax = (v == m);
         a->c += (vf)(ismax & (vi)splatf(1.0f));
-        vf es = (vf)(~ismax & (vi)e);
+        vf es = (vf)(~ismax & (vi)es_);
         a->s0 += cvt_lo(es);
         a->s1 += cvt_hi(es);
     }
@@ -595,7 +610,7 @@ static void e32f_stats(const void *xv, const uint8_t *mask, size_t n, double Td,
     for (int k = 0; k < ND; k++) s += sa.s0[k] + sb.s0[k];
     for (int k = 0; k < ND; k++) s += sa.s1[k] + sb.s1[k];
     st->c = dd_make(c, 0.0);
-    st->s = dd_make(s, 0.0);
+    st->s = dd_make(s * 0x1p-64, 0.0);
 }
 
 /* e * g with the product rounded once from float64 */
@@ -717,8 +732,8 @@ static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int isl
                 if (T != 1.0f) v = v / T;
                 (void)e32f_exp_vm(v, m, &sa);
             }
-            vd L0 = vlog1p_d((cvt_lo(sa.c) - 1.0) + sa.s0);
-            vd L1 = vlog1p_d((cvt_hi(sa.c) - 1.0) + sa.s1);
+            vd L0 = vlog1p_d((cvt_lo(sa.c) - 1.0) + sa.s0 * 0x1p-64);
+            vd L1 = vlog1p_d((cvt_hi(sa.c) - 1.0) + sa.s1 * 0x1p-64);
             vd m0 = cvt_lo(m), m1 = cvt_hi(m);
             for (size_t j = 0; j < n; j++) {
                 vf v = ldf(tb[j]);
@@ -731,8 +746,8 @@ static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int isl
                 if (T != 1.0f) v = v / T;
                 stf(tb[j], e32f_exp_vm(v, m, &sa));
             }
-            vd R0 = 1.0 / (cvt_lo(sa.c) + sa.s0);
-            vd R1 = 1.0 / (cvt_hi(sa.c) + sa.s1);
+            vd R0 = 1.0 / (cvt_lo(sa.c) + sa.s0 * 0x1p-64);
+            vd R1 = 1.0 / (cvt_hi(sa.c) + sa.s1 * 0x1p-64);
             for (size_t j = 0; j < n; j++) {
                 vf e = ldf(tb[j]);
                 stf(tb[j], cvt_join(cvt_lo(e) * R0, cvt_hi(e) * R1));
@@ -805,7 +820,7 @@ INLINE void maxd_pass_step(vd v, vd *m, vl *q) {
                 vd v = ldd(tb[j]);                                                      \
                 vd d = two_sum_v(v, -m, &e1);                                           \
                 vd r = (d - L) + e1;                                                    \
-                std_(tb[j], seld(v == -INFINITY, splatd(-INFINITY), r));                \
+                std_(tb[j], seld(d == -INFINITY, splatd(-INFINITY), r));                \
             }                                                                           \
         } else {                                                                        \
             for (size_t j = 0; j < n; j++) std_(tb[j], EXPV(ldd(tb[j]), m, &sa));       \
@@ -832,10 +847,10 @@ INLINE void maxd_pass_step(vd v, vd *m, vl *q) {
         cv = (acc).c;         \
         sv = (acc).s;         \
     } while (0)
-#define CS_COMP(acc, cv, sv)          \
-    do {                              \
-        cv = (acc).c;                 \
-        sv = (acc).s + (acc).serr;    \
+#define CS_COMP(acc, cv, sv)                        \
+    do {                                            \
+        cv = (acc).c;                               \
+        sv = ((acc).s + (acc).serr) * 0x1p-128;     \
     } while (0)
 
 /* ========================= e32a: float32, accurate ========================== */
@@ -1014,11 +1029,12 @@ INLINE vd e64f_exp_vm(vd v, vd m, sumacc_dc *a) {
     vl low = d < -800.0; /* exp underflows to 0 (also -inf and overflowed d) */
     d = seld(low, splatd(-800.0), d);
     lo = (vd)(~low & (vl)lo);
-    vd e = vexpd_tab_hi(d, lo);
+    vd es_ = vexpd_tab_hi_s(d, lo); /* times 2^128: tiny terms are summed unrounded */
+    vd e = es_ * 0x1p-128;
     if (a) {
         vl ismax = (v == m);
         a->c += (vd)(ismax & (vl)e);
-        vd es = (vd)(~ismax & (vl)e);
+        vd es = (vd)(~ismax & (vl)es_);
         vd err;
         a->s = two_sum_v(a->s, es, &err);
         a->serr += err;
@@ -1027,6 +1043,13 @@ INLINE vd e64f_exp_vm(vd v, vd m, sumacc_dc *a) {
 }
 
 INLINE vd e64f_exp_vec(vd v, double m, sumacc_dc *a) { return e64f_exp_vm(v, splatd(m), a); }
+
+/* a double-word sum kept in units of 2^-128 back to units of 1, rounding once */
+static skit_dd e64a_unscale_fwd(skit_dd a) {
+    double hi = a.hi * 0x1p-128;
+    double rem = a.hi - hi * 0x1p128; /* exact */
+    return dd_make(hi, (rem + a.lo) * 0x1p-128);
+}
 
 #define STATS_HEAD_D(STYPE)                                       \
     const STYPE *x = (const STYPE *)xv;                           \
@@ -1071,7 +1094,7 @@ static void e64f_stats(const void *xv, const uint8_t *mask, size_t n, double T, 
         s = dd_add(s, dd_make(sb.s[k], sb.serr[k]));
     }
     st->c = dd_make(c, 0.0);
-    st->s = s;
+    st->s = e64a_unscale_fwd(s);
 }
 
 /* (eh + el) * (f.hi + f.lo) rounded once */
@@ -1127,7 +1150,7 @@ INLINE vd logsub_dd(vd v, vd vlo, double M, skit_dd L) {
     vd e2;
     vd s = two_sum_v(d, splatd(-L.hi), &e2);
     vd res = s + (e2 + ((e1 + vlo) - L.lo));
-    return seld(v == -INFINITY, splatd(-INFINITY), res);
+    return seld((v == -INFINITY) | (d == -INFINITY), splatd(-INFINITY), res);
 }
 
 static void e64f_logsub(const void *xv, const uint8_t *mask, size_t n, double T, double M,
@@ -1199,7 +1222,14 @@ INLINE void e64a_exp(vd v, vd vlo, double m, vd *eh, vd *el) {
     vd t = (vd)(~low & (vl)(e1 + vlo));
     vd dl;
     vd dh = fast_two_sum_v(d, t, &dl);
-    vexpdd(dh, dl, eh, el);
+    vexpdd_s(dh, dl, eh, el); /* scaled by 2^128, see e64a_unscale */
+}
+
+/* a double-word value computed in units of 2^-128 back to units of 1, rounding once */
+static skit_dd e64a_unscale(skit_dd a) {
+    double hi = a.hi * 0x1p-128;
+    double rem = a.hi - hi * 0x1p128; /* exact */
+    return dd_make(hi, (rem + a.lo) * 0x1p-128);
 }
 
 INLINE void e64a_exp_chunk(const double *x, const uint8_t *mask, double T, double m,
@@ -1211,7 +1241,7 @@ INLINE void e64a_exp_chunk(const double *x, const uint8_t *mask, double T, doubl
     /* a maximal entry counts 1 in c and its exp(x_lo) - 1 (0 unless T != 1) in s */
     vl ismax = (v == m);
     a->c += (vd)(ismax & (vl)splatd(1.0));
-    vd hs = seld(ismax, eh - 1.0, eh);
+    vd hs = seld(ismax, eh - 0x1p128, eh);
     vd err;
     a->sh = two_sum_v(a->sh, hs, &err);
     a->sl += err + el;
@@ -1248,20 +1278,37 @@ static void e64a_stats(const void *xv, const uint8_t *mask, size_t n, double T, 
         s = dd_add(s, dd_make(sb.sh[k], sb.sl[k]));
     }
     st->c = dd_make(c, 0.0);
-    st->s = s;
+    st->s = e64a_unscale(s);
+}
+
+/* (eh + el) f for exponentials held times 2^128: the product rounded in the scaled
+ * range (normal), then scaled down, which is exact unless the result is subnormal */
+INLINE vd e64a_mul_down(vd eh, vd el, skit_dd f) {
+    vd pe;
+    vd p = two_prod_v(eh, splatd(f.hi), &pe);
+    vd ql;
+    vd qh = fast_two_sum_v(p, pe + (eh * f.lo + el * f.hi), &ql);
+    vd r = (qh + ql) * 0x1p-128; /* exact scaling for normal results */
+    /* subnormal results: round (qh + ql) 2^-128 once onto the subnormal grid */
+    vd rs = qh * 0x1p-128;
+    vd rem = (qh - rs * 0x1p128) + ql;
+    vd adj = seld(rem > 0x1p-947, splatd(0x1p-1074),
+                  seld(rem < -0x1p-947, splatd(-0x1p-1074), (vd){0}));
+    vl sub = (rs < 0x1p-1022) & (rs > -0x1p-1022);
+    return seld(sub, rs + adj, r);
 }
 
 static void e64a_fromscratch(const void *sv, size_t n, skit_dd f, void *outv, int stream) {
     const double *sh = (const double *)sv;
     const double *sl = E64A_LO(sv);
     double *o = (double *)outv;
-#define FULL(i) stdx(o + (i), dd_mul_round(ldd(sh + (i)), ldd(sl + (i)), f), stream)
+#define FULL(i) stdx(o + (i), e64a_mul_down(ldd(sh + (i)), ldd(sl + (i)), f), stream)
 #define PART(i, cnt)                                          \
     do {                                                      \
         double hb_[ND] = {0}, lb_[ND] = {0};                  \
         memcpy(hb_, sh + (i), (cnt) * sizeof(double));        \
         memcpy(lb_, sl + (i), (cnt) * sizeof(double));        \
-        vd r_ = dd_mul_round(ldd(hb_), ldd(lb_), f);          \
+        vd r_ = e64a_mul_down(ldd(hb_), ldd(lb_), f);          \
         memcpy(o + (i), &r_, (cnt) * sizeof(double));         \
     } while (0)
     PHASE_B_LOOP(double, ND, FULL, PART)
@@ -1280,7 +1327,7 @@ INLINE vd e64a_expscale_vec(const double *x, const uint8_t *mask, double T, doub
     vd vlo, eh, el;
     vd v = e64a_load(x, mask, T, &vlo);
     e64a_exp(v, vlo, M, &eh, &el);
-    return dd_mul_round(eh, el, f);
+    return e64a_mul_down(eh, el, f);
 }
 
 static void e64a_expscale(const void *xv, const uint8_t *mask, size_t n, double T, double M,
@@ -1395,12 +1442,11 @@ INLINE void vlog1p_dd(vd zh, vd zl, vd *lh, vd *ll) {
     vexpdd(l0, (vd){0}, &eh, &el);
     vd diff = ((eh - 1.0) - zh) + (el - zl); /* expm1(l0) - z; eh - 1 is exact */
     vd delta = diff / (1.0 + zh);
-    vd tiny = zh * (1.0 - 0.5 * zh); /* z - z^2/2, exact enough below 2^-50 */
-    vl small = zh < 0x1p-50;
+    vl small = zh < 0x1p-50; /* log1p(z) = z - z^2/2 to far below an ulp */
     vd e;
     vd h = fast_two_sum_v(l0, -delta, &e);
-    *lh = seld(small, tiny, h);
-    *ll = seld(small, zl, e);
+    *lh = seld(small, zh, h);
+    *ll = seld(small, zl - 0.5 * (zh * zh), e);
 }
 
 /* (ah + al) / (bh + bl) as a double-word quotient */
@@ -1646,9 +1692,13 @@ static skit_dd wsum_f64f(const void *xv, const double *b, const uint8_t *mask, s
                          double M) {
     WSUM_BODY(double, ldd, 1, eh = e64f_exp_vec(v, M, NULL))
 }
+static skit_dd wsum_f64a_s(const void *xv, const double *b, const uint8_t *mask, size_t n,
+                           double M) {
+    WSUM_BODY(double, ldd, 1, e64a_exp(v, (vd){0}, M, &eh, &el))
+}
 static skit_dd wsum_f64a(const void *xv, const double *b, const uint8_t *mask, size_t n,
                          double M) {
-    WSUM_BODY(double, ldd, 1, e64a_exp(v, (vd){0}, M, &eh, &el))
+    return e64a_unscale(wsum_f64a_s(xv, b, mask, n, M));
 }
 
 static const skit_engine e32f = {
