@@ -8,3 +8,4 @@ from ._functional import (
     nll_loss,
     softmax,
 )
+from ._linear_ce import LinearCrossEntropyOutput, linear_cross_entropy

@@ -21,6 +21,7 @@ __all__ = [
     "class_dim",
     "float_input",
     "index_or_prob_target",
+    "int_arg",
     "norm_dim",
     "norm_dims",
     "opt_tensor",
@@ -154,3 +155,10 @@ def index_or_prob_target(
         )
         raise SoftmaxkitValueError(msg)
     return t.to(torch.int64), False
+
+
+def int_arg(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"`{name}` must be an int, got {value!r}"
+        raise SoftmaxkitTypeError(msg)
+    return value

@@ -1,0 +1,689 @@
+"""Linear + cross-entropy that never holds the ``N x V`` logits.
+
+The engine walks fixed tiles of ``TOKEN_TILE`` tokens by ``VOCAB_TILE`` classes.
+For one token tile it
+
+1. computes each logit tile with one GEMM, ``h_tile @ W_tile.T + b_tile``, in
+   float32 (float64 for float64 inputs), and reduces it to per-token statistics
+   in the manner of Blanchard, Higham & Higham: the tile maximum ``m``, how many
+   logits equal it ``c``, and the sum ``r`` of the other ``exp(x - m)`` in
+   float64, plus the target logit and, when asked, ``sum_c w_c x_c``, top-k;
+2. merges the tile statistics in tile order into ``lse = M + log1p((C - 1) + R)``
+   and the loss ``(M - x_t) + log1p((C - 1) + R)``, with no cancellation;
+3. when gradients are wanted, forms each tile's ``d loss / d logits`` and
+   immediately folds it into the gradients of the input, the weight and the
+   bias with three GEMMs of fixed shape (the weight and bias gradients
+   accumulate in float32 for half-precision inputs).
+
+``chunk_size`` only decides whether the logit tiles of a token tile are kept
+between steps 1 and 3 (``None``: all of them, ``TOKEN_TILE x V`` floats) or
+recomputed in chunks of ``chunk_size`` classes (less memory, one more GEMM).
+Either way every floating-point operation and its order are the same, so the
+results are bitwise identical whatever the chunk size.
+"""
+
+# No ``from __future__ import annotations``: torch.library reads the annotations.
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+
+from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
+
+__all__ = ["TOKEN_TILE", "VOCAB_TILE", "lce_backward_op", "lce_op"]
+
+Tensor = torch.Tensor
+
+TOKEN_TILE = 256
+VOCAB_TILE = 4096
+
+
+class _Opts(NamedTuple):
+    ignore_index: int
+    eps: float
+    z: float
+    reduction: str
+    chunk: int  # vocab tiles held at once (>= number of tiles: all)
+    topk: int
+    extras: bool
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_targets(target: Tensor, V: int, ignore_index: int) -> None:
+    bad = ((target < 0) | (target >= V)) & (target != ignore_index)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0, 0])
+        msg = (
+            f"`target` has a class index out of range: {int(target[i])} at index {i}; "
+            f"valid indices are 0..{V - 1} (or ignore_index={ignore_index})"
+        )
+        raise SoftmaxkitValueError(msg)
+
+
+class _TileStats:
+    """Per-token statistics of one token tile, merged over vocabulary tiles in order."""
+
+    def __init__(self, n: int, device: torch.device, topk: int) -> None:
+        f64 = torch.float64
+        self.M = torch.full((n,), -math.inf, dtype=f64, device=device)
+        self.C = torch.zeros(n, dtype=f64, device=device)
+        self.R = torch.zeros(n, dtype=f64, device=device)
+        self.xt = torch.zeros(n, dtype=f64, device=device)
+        self.wx = torch.zeros(n, dtype=f64, device=device)
+        self.topk = topk
+        self.tv: Tensor | None = None
+        self.ti: Tensor | None = None
+
+    def add(
+        self,
+        L: Tensor,
+        v0: int,
+        t_safe: Tensor,
+        w_tile: Tensor | None,
+        want_wx: bool,
+    ) -> None:
+        f64 = torch.float64
+        m = L.amax(1)
+        m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        e = torch.exp(L - m_safe[:, None])
+        is_max = L == m[:, None]
+        c = is_max.sum(1).to(f64)
+        r = e.masked_fill_(is_max, 0.0).sum(1, dtype=f64)
+        m64 = m.to(f64)
+        # merge (M, C, R) with (m, c, r): the counts stay apart from the rest
+        newM = torch.maximum(self.M, m64)
+        newM_safe = torch.where(torch.isfinite(newM), newM, torch.zeros_like(newM))
+        f_old = torch.where(self.M == newM, 1.0, torch.exp(self.M - newM_safe))
+        f_new = torch.where(m64 == newM, 1.0, torch.exp(m64 - newM_safe))
+        old_max = self.M == newM
+        new_max = m64 == newM
+        self.R = torch.where(old_max, self.R, f_old * (self.C + self.R)) + torch.where(
+            new_max, r, f_new * (c + r)
+        )
+        self.C = torch.where(old_max, self.C, 0.0) + torch.where(new_max, c, 0.0)
+        self.M = newM
+        # the target logit, when the target falls in this tile
+        v1 = v0 + L.shape[1]
+        inside = (t_safe >= v0) & (t_safe < v1)
+        col = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))
+        picked = L.gather(1, col[:, None])[:, 0].to(f64)
+        self.xt = self.xt + torch.where(inside, picked, 0.0)
+        if want_wx:
+            if w_tile is None:
+                self.wx = self.wx + L.sum(1, dtype=f64)
+            else:
+                self.wx = self.wx + (L.to(f64) @ w_tile.to(f64))
+        if self.topk:
+            k = min(self.topk, L.shape[1])
+            tv, ti = L.topk(k, dim=1)
+            ti = ti + v0
+            if self.tv is None or self.ti is None:
+                self.tv, self.ti = tv, ti
+            else:
+                allv = torch.cat([self.tv, tv], 1)
+                alli = torch.cat([self.ti, ti], 1)
+                kk = min(self.topk, allv.shape[1])
+                self.tv, pos = allv.topk(kk, dim=1)
+                self.ti = alli.gather(1, pos)
+
+    def finish(self) -> tuple[Tensor, Tensor]:
+        """``(L1, lse)`` in float64, with ``L1 = log1p((C - 1) + R)``."""
+        fin = torch.isfinite(self.M)
+        L1 = torch.log1p(torch.where(fin, (self.C - 1.0) + self.R, 0.0))
+        lse = torch.where(fin, self.M + L1, self.M)
+        return L1, lse
+
+
+def _slot(buf: Tensor, i: int, n: int, w: int) -> Tensor:
+    """Slot ``i`` of the tile buffer as a contiguous ``n x w`` matrix."""
+    return buf[i, : n * w].view(n, w)
+
+
+def _logit_tile(
+    hc: Tensor, W: Tensor, b: Tensor | None, v0: int, v1: int, acc: torch.dtype, out: Tensor
+) -> Tensor:
+    Wt = W[v0:v1]
+    if Wt.dtype != acc:
+        Wt = Wt.to(acc)
+    if b is None:
+        torch.mm(hc, Wt.t(), out=out)
+    else:
+        torch.addmm(b[v0:v1].to(acc), hc, Wt.t(), out=out)
+    return out
+
+
+def _run(
+    h: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    opts: _Opts,
+    row_scale: Tensor | None,
+    need_grad: bool,
+) -> tuple[Tensor, ...]:
+    """The engine. ``row_scale`` (float64, per token) multiplies each token's gradient.
+
+    Returns per-token losses (float64), ``lse`` (float64), entropy (float64 or
+    empty), top-k values and indices (or empty), and, with ``need_grad``, the
+    float gradients of ``h``, ``W`` and ``b`` (accumulator dtype; ``gb`` empty
+    without a bias).
+    """
+    N, D = h.shape
+    V = W.shape[0]
+    acc = _acc_dtype(h.dtype)
+    dev = h.device
+    f64 = torch.float64
+    ign, eps, z = opts.ignore_index, opts.eps, opts.z
+    n_tiles = max(1, -(-V // VOCAB_TILE))
+    hold = min(opts.chunk, n_tiles)
+    loss = torch.zeros(N, dtype=f64, device=dev)
+    lse_all = torch.zeros(N, dtype=f64, device=dev)
+    ent_all = torch.zeros(N if opts.extras else 0, dtype=f64, device=dev)
+    k = min(opts.topk, V)
+    tv_all = torch.zeros((N, k), dtype=acc, device=dev)
+    ti_all = torch.zeros((N, k), dtype=torch.int64, device=dev)
+    gh = torch.zeros((N, D) if need_grad else (0,), dtype=acc, device=dev)
+    gW = torch.zeros((V, D) if need_grad else (0,), dtype=acc, device=dev)
+    gb = torch.zeros(V if (need_grad and b is not None) else 0, dtype=acc, device=dev)
+    w64 = None if weight is None else weight.to(f64)
+    w_sum = float(V) if w64 is None else w64.sum()
+    want_wx = eps > 0.0
+    rows = min(TOKEN_TILE, max(N, 1))
+    width = min(VOCAB_TILE, max(V, 1))
+    buf = torch.empty((hold, rows * width), dtype=acc, device=dev)
+    for i0 in range(0, N, TOKEN_TILE):
+        i1 = min(N, i0 + TOKEN_TILE)
+        n = i1 - i0
+        hc = h[i0:i1]
+        if hc.dtype != acc:
+            hc = hc.to(acc)
+        tc = target[i0:i1]
+        ignored = tc == ign
+        t_safe = torch.where(ignored, torch.zeros_like(tc), tc)
+        st = _TileStats(n, dev, k)
+
+        def tile(j: int, *, hc: Tensor = hc, n: int = n) -> Tensor:
+            v0 = j * VOCAB_TILE
+            v1 = min(V, v0 + VOCAB_TILE)
+            return _logit_tile(hc, W, b, v0, v1, acc, _slot(buf, j % hold, n, v1 - v0))
+
+        for j in range(n_tiles):
+            v0 = j * VOCAB_TILE
+            L = tile(j)
+            w_tile = None if w64 is None else w64[v0 : v0 + L.shape[1]]
+            st.add(L, v0, t_safe, w_tile, want_wx)
+        L1, lse = st.finish()
+        M = st.M
+        w_t = torch.ones(n, dtype=f64, device=dev) if w64 is None else w64[t_safe]
+        counted = ~ignored
+        nll = (M - st.xt) + L1
+        nll = torch.where(torch.isfinite(M), nll, torch.where(torch.isnan(M), M, math.inf))
+        item = w_t * ((1.0 - eps) * nll + z * lse * lse)
+        if eps:
+            item = item + (eps / V) * (w_sum * lse - st.wx)
+        loss[i0:i1] = torch.where(counted, item, 0.0)
+        lse_all[i0:i1] = lse
+        if k:
+            assert st.tv is not None and st.ti is not None
+            tv_all[i0:i1] = st.tv
+            ti_all[i0:i1] = st.ti
+        if not (need_grad or opts.extras):
+            continue
+        # d loss_r / d logit_rc = a_r p_rc - c1_r [c == t_r] - (eps / V) s_r w_c
+        s = torch.where(counted, 1.0, 0.0) if row_scale is None else row_scale[i0:i1]
+        s = torch.where(counted, s, 0.0)
+        lse_safe = torch.where(torch.isfinite(lse), lse, 0.0)
+        a = s * (w_t * ((1.0 - eps) + 2.0 * z * lse_safe) + (eps / V) * w_sum)
+        c1 = s * w_t * (1.0 - eps)
+        # exact value at the target: a p_t - c1 = c1 expm1(-nll) + (a - c1) exp(-nll)
+        g_t = c1 * torch.expm1(-nll) + (a - c1) * torch.exp(-nll)
+        if eps:
+            g_t = g_t - (eps / V) * s * w_t
+        Macc = torch.where(torch.isfinite(M), M, 0.0).to(acc)[:, None]
+        L1acc = L1.to(acc)[:, None]
+        a_acc = a.to(acc)[:, None]
+        ent = torch.zeros(n, dtype=f64, device=dev) if opts.extras else None
+        for j in range(n_tiles):
+            v0 = j * VOCAB_TILE
+            if hold >= n_tiles:
+                L = _slot(buf, j, n, min(V, v0 + VOCAB_TILE) - v0)
+            else:
+                L = tile(j)
+            v1 = v0 + L.shape[1]
+            d = L.sub_(Macc).sub_(L1acc)  # log p, in place: the tile is not needed again
+            if ent is not None:
+                P = torch.exp(d)
+                ent -= (P * d).sum(1, dtype=f64)
+            else:
+                P = d.exp_()
+            if not need_grad:
+                continue
+            G = P.mul_(a_acc)
+            if eps:
+                wt = torch.ones(v1 - v0, dtype=acc, device=dev) if w64 is None else w64[v0:v1].to(acc)
+                G.sub_((eps / V) * s.to(acc)[:, None] * wt[None, :])
+            inside = (t_safe >= v0) & (t_safe < v1) & counted
+            col = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))
+            cur = G.gather(1, col[:, None])
+            G.scatter_(1, col[:, None], torch.where(inside[:, None], g_t.to(acc)[:, None], cur))
+            Wt = W[v0:v1]
+            if Wt.dtype != acc:
+                Wt = Wt.to(acc)
+            gh[i0:i1].addmm_(G, Wt)
+            gW[v0:v1].addmm_(G.t(), hc)
+            if b is not None:
+                gb[v0:v1] += G.sum(0)
+        if ent is not None:
+            ent_all[i0:i1] = ent
+    return loss, lse_all, ent_all, tv_all, ti_all, gh, gW, gb
+
+
+def _reduce_loss(loss: Tensor, target: Tensor, weight: Tensor | None, opts: _Opts) -> Tensor:
+    counted = target != opts.ignore_index
+    if opts.reduction == "none":
+        return loss
+    total = loss.sum()
+    if opts.reduction == "sum":
+        return total
+    w_t = (
+        counted.to(torch.float64)
+        if weight is None
+        else torch.where(
+            counted,
+            weight.to(torch.float64)[torch.where(counted, target, torch.zeros_like(target))],
+            0.0,
+        )
+    )
+    den = w_t.sum()
+    return torch.where(den > 0, total / torch.where(den > 0, den, 1.0), 0.0)
+
+
+def _mean_den(target: Tensor, weight: Tensor | None, ign: int) -> Tensor:
+    counted = target != ign
+    if weight is None:
+        return counted.to(torch.float64).sum()
+    t_safe = torch.where(counted, target, torch.zeros_like(target))
+    return torch.where(counted, weight.to(torch.float64)[t_safe], 0.0).sum()
+
+
+@torch.library.custom_op("softmaxkit::linear_cross_entropy", mutates_args=())
+def lce_op(
+    h: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    reduction: str,
+    chunk: int,
+    topk: int,
+    extras: bool,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Chunked linear + cross-entropy on 2-D ``h``; gradients from the same pass.
+
+    Returns ``(loss, lse, entropy, topk_logprobs, topk_indices, gh, gW, gb)``;
+    the gradients are those of the reduced loss and are empty without
+    ``need_grad`` (always without for ``"none"``).
+    """
+    _check_targets(target, W.shape[0], ignore_index)
+    opts = _Opts(ignore_index, label_smoothing, z_loss, reduction, chunk, topk, extras)
+    row_scale = None
+    if reduction == "mean":
+        den = _mean_den(target, weight, ignore_index)
+        scale = torch.where(den > 0, 1.0 / torch.where(den > 0, den, 1.0), 0.0)
+        row_scale = scale.expand(h.shape[0])
+    grads = need_grad and reduction != "none"
+    loss, lse, ent, tv, ti, gh, gW, gb = _run(h, W, b, target, weight, opts, row_scale, grads)
+    out_loss = _reduce_loss(loss, target, weight, opts).to(h.dtype)
+    lp = (tv.to(torch.float64) - lse[:, None]).to(tv.dtype)
+    acc = _acc_dtype(h.dtype)
+    if grads:
+        gh, gW = gh.to(h.dtype), gW.to(W.dtype)
+        if b is not None:
+            gb = gb.to(b.dtype)
+    return out_loss, lse.to(acc), ent.to(acc), lp, ti, gh, gW, gb
+
+
+@lce_op.register_fake
+def _(
+    h: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    reduction: str,
+    chunk: int,
+    topk: int,
+    extras: bool,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    N = h.shape[0]
+    acc = _acc_dtype(h.dtype)
+    grads = need_grad and reduction != "none"
+    k = min(topk, W.shape[0])
+    return (
+        h.new_empty((N,) if reduction == "none" else ()),
+        h.new_empty(N, dtype=acc),
+        h.new_empty(N if extras else 0, dtype=acc),
+        h.new_empty((N, k), dtype=acc),
+        h.new_empty((N, k), dtype=torch.int64),
+        h.new_empty(h.shape if grads else (0,)),
+        W.new_empty(W.shape if grads else (0,)),
+        h.new_empty(0) if (b is None or not grads) else b.new_empty(b.shape),
+    )
+
+
+@torch.library.custom_op("softmaxkit::linear_cross_entropy_backward", mutates_args=())
+def lce_backward_op(
+    h: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    g: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    chunk: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients for ``reduction="none"`` with per-token upstream gradients ``g``.
+
+    The weight gradient sums over tokens, so it needs ``g`` first: this pass
+    recomputes the logit tiles (the one case with work in the backward pass).
+    """
+    opts = _Opts(ignore_index, label_smoothing, z_loss, "none", chunk, 0, False)
+    out = _run(h, W, b, target, weight, opts, g.to(torch.float64), True)
+    gh, gW, gb = out[5], out[6], out[7]
+    return gh.to(h.dtype), gW.to(W.dtype), gb if b is None else gb.to(b.dtype)
+
+
+@lce_backward_op.register_fake
+def _(
+    h: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    g: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    chunk: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    return (
+        h.new_empty(h.shape),
+        W.new_empty(W.shape),
+        h.new_empty(0, dtype=_acc_dtype(h.dtype)) if b is None else b.new_empty(b.shape),
+    )
+
+
+def _lce_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+    h, W, b, target, weight = inputs[:5]
+    ctx.opts = inputs[5:]
+    ctx.has_bias = b is not None
+    for t in output[1:]:
+        ctx.mark_non_differentiable(t)
+    if inputs[8] == "none":
+        ctx.save_for_backward(h, W, b, target, weight)
+        ctx.grads = None
+    else:
+        # Non-differentiable outputs hold no reference to this node, so keeping
+        # them on ctx makes no cycle; the first backward scales them in place.
+        ctx.grads = [output[5], output[6], output[7]]
+
+
+def _lce_backward(ctx: Any, g: Tensor, *_unused: Any) -> tuple[Any, ...]:
+    if torch.is_grad_enabled():
+        msg = (
+            "linear_cross_entropy does not support double backward (create_graph=True); "
+            "compose softmaxkit.torch.cross_entropy with torch.nn.functional.linear instead"
+        )
+        raise SoftmaxkitValueError(msg)
+    ign, eps, z, reduction, chunk = ctx.opts[:5]
+    if reduction == "none":
+        h, W, b, target, weight = ctx.saved_tensors
+        gh, gW, gb = lce_backward_op(h, W, b, target, weight, g, ign, eps, z, chunk)
+    else:
+        if ctx.grads is None:
+            msg = (
+                "linear_cross_entropy computed its gradients in the forward pass and they "
+                "were consumed by the first backward; run the forward again instead of "
+                "retain_graph=True"
+            )
+            raise SoftmaxkitValueError(msg)
+        gh, gW, gb = ctx.grads
+        if gh.numel() == 0 and gW.numel() == 0:
+            msg = "linear_cross_entropy: gradients were not computed in the forward pass"
+            raise SoftmaxkitValueError(msg)
+        if torch.compiler.is_compiling():
+            gh, gW, gb = gh * g, gW * g, gb * g
+        else:
+            ctx.grads = None  # hand the buffers over without a copy
+            gh.mul_(g)
+            gW.mul_(g)
+            gb.mul_(g)
+    return (gh, gW, gb if ctx.has_bias else None) + (None,) * 10
+
+
+lce_op.register_autograd(_lce_backward, setup_context=_lce_setup)
+
+
+class LinearCrossEntropyOutput(NamedTuple):
+    """The loss and the extra per-token outputs asked for (``None`` otherwise)."""
+
+    loss: Tensor
+    lse: Tensor | None
+    entropy: Tensor | None
+    topk_logprobs: Tensor | None
+    topk_indices: Tensor | None
+
+
+def linear_cross_entropy(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    *,
+    linear_bias: Tensor | None = None,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+    return_lse: bool = False,
+    return_entropy: bool = False,
+    topk: int = 0,
+) -> Any:
+    r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` without forming the logits.
+
+    Equal to ``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)``
+    (torch 2.13's ``F.linear_cross_entropy`` arguments), but the ``N x V`` logits
+    never exist: the engine walks tiles of 256 tokens by 4096 classes, keeps an
+    online ``(max, count, sum)`` per token in float64, and folds each tile's
+    gradient into the gradients of ``input``, ``linear_weight`` and
+    ``linear_bias`` during the forward pass, so the backward pass only scales
+    them by the upstream gradient.
+
+    .. math::
+
+        \ell_i = w_{t_i}\bigl[(1 - \varepsilon)(\operatorname{lse}_i - z_{i t_i})
+                 + \zeta\,\operatorname{lse}_i^2\bigr]
+                 + \frac{\varepsilon}{V}\sum_c w_c(\operatorname{lse}_i - z_{ic}),
+        \qquad z = h W^\top + b
+
+    Parameters
+    ----------
+    input : Tensor of shape (..., D)
+        Hidden states (float32, float64, bfloat16 or float16).
+    linear_weight : Tensor of shape (V, D)
+        The output projection, same dtype and device as ``input``.
+    target : Tensor of shape (...)
+        Integer class indices (probability targets are not supported here; use
+        :func:`cross_entropy` on the logits for those).
+    linear_bias : Tensor of shape (V,), optional
+        Bias of the projection.
+    weight : Tensor of shape (V,), optional
+        Per-class loss weights; ``"mean"`` divides by the summed weights of the
+        counted tokens, as torch does.
+    ignore_index : int, optional
+        Tokens whose target equals it have loss 0 and gradient 0. Default -100.
+    label_smoothing : float in [0, 1], optional
+        Target ``(1 - eps) onehot + eps / V``.
+    z_loss : float, optional
+        Adds ``z_loss * lse**2`` per token (PaLM).
+    reduction : {"mean", "sum", "none"}, optional
+        A ``"mean"`` over no counted token is 0.
+    chunk_size : int, optional
+        Classes whose logits are held per token tile between the statistics
+        pass and the gradient pass, rounded up to a multiple of 4096. ``None``
+        (default) holds the whole vocabulary: ``256 x V`` floats and three GEMMs
+        per tile. A smaller value trades memory for a fourth GEMM
+        (recomputation). The results are bitwise identical for every value.
+    return_lse, return_entropy : bool, optional
+        Also return each token's ``logsumexp`` of the logits and the entropy of
+        its predicted distribution (``-sum p log p``), from the same pass.
+    topk : int, optional
+        Also return each token's ``topk`` largest log-probabilities and their
+        class indices.
+
+    Returns
+    -------
+    Tensor or LinearCrossEntropyOutput
+        The loss (scalar, or the target's shape for ``"none"``) when no extra
+        output is requested, otherwise a named tuple ``(loss, lse, entropy,
+        topk_logprobs, topk_indices)``. The extras are float32 (float64 for
+        float64 inputs), carry no gradient, and have the target's shape (plus
+        ``topk`` for the top-k outputs).
+
+    See Also
+    --------
+    cross_entropy, LinearCrossEntropyLoss
+
+    Notes
+    -----
+    Logits, statistics and gradients are accumulated in float32 for float16,
+    bfloat16 and float32 inputs (float64 for float64), and the loss of each
+    token is formed in float64 from ``(M - z_t) + log1p((C - 1) + R)``
+    (Blanchard, Higham & Higham), so a confident correct token keeps a tiny
+    positive loss instead of 0. With ``reduction="none"`` the weight gradient
+    depends on the per-token upstream gradient, so the backward pass recomputes
+    the tiles once (the only recomputation). Double backward is not supported.
+
+    References
+    ----------
+    .. [1] E. Wijmans et al., "Cut your losses in large-vocabulary language
+       models", ICLR 2025.
+    .. [2] M. Milakov, N. Gimelshein, "Online normalizer calculation for
+       softmax", arXiv:1805.02867, 2018.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> g = torch.Generator().manual_seed(0)
+    >>> h = torch.randn(6, 4, generator=g, requires_grad=True)
+    >>> W = torch.randn(10, 4, generator=g, requires_grad=True)
+    >>> t = torch.tensor([1, 2, 3, -100, 5, 9])
+    >>> loss = skt.linear_cross_entropy(h, W, t)
+    >>> ref = torch.nn.functional.cross_entropy(h @ W.T, t)
+    >>> bool(torch.allclose(loss, ref))
+    True
+    >>> out = skt.linear_cross_entropy(h, W, t, reduction="none", return_entropy=True, topk=2)
+    >>> out.topk_indices.shape
+    torch.Size([6, 2])
+    """
+    from . import _checks as chk
+
+    x = chk.float_input(input, promote_int=False)
+    Wt = chk.tensor_arg(linear_weight, "linear_weight")
+    if x.dim() < 1:
+        msg = "`input` must have shape (..., D), got a 0-d tensor"
+        raise SoftmaxkitValueError(msg)
+    D = x.shape[-1]
+    if Wt.dim() != 2 or Wt.shape[1] != D:
+        msg = f"`linear_weight` must have shape (V, {D}) to match input's last dimension, got {tuple(Wt.shape)}"
+        raise SoftmaxkitValueError(msg)
+    for name, other in (("linear_weight", Wt), ("linear_bias", linear_bias)):
+        if other is None:
+            continue
+        chk.tensor_arg(other, name)
+        if other.device != x.device:
+            msg = f"`{name}` is on {other.device} but `input` is on {x.device}; move them to one device"
+            raise SoftmaxkitValueError(msg)
+        if other.dtype != x.dtype:
+            msg = f"`{name}` has dtype {other.dtype} but `input` has {x.dtype}; they must match"
+            raise SoftmaxkitTypeError(msg)
+    V = Wt.shape[0]
+    if linear_bias is not None and tuple(linear_bias.shape) != (V,):
+        msg = f"`linear_bias` must have shape ({V},), got {tuple(linear_bias.shape)}"
+        raise SoftmaxkitValueError(msg)
+    t = chk.tensor_arg(target, "target")
+    if t.is_floating_point():
+        msg = (
+            "linear_cross_entropy takes integer class indices; for probability targets "
+            "use softmaxkit.torch.cross_entropy on the logits"
+        )
+        raise SoftmaxkitValueError(msg)
+    if t.device != x.device:
+        msg = f"`target` is on {t.device} but `input` is on {x.device}; move them to one device"
+        raise SoftmaxkitValueError(msg)
+    if t.dtype == torch.bool or t.is_complex():
+        msg = f"`target` must hold integer class indices, got {t.dtype}"
+        raise SoftmaxkitTypeError(msg)
+    if tuple(t.shape) != tuple(x.shape[:-1]):
+        msg = (
+            f"`target` has shape {tuple(t.shape)} but `input` {tuple(x.shape)} needs one "
+            f"class index per row: shape {tuple(x.shape[:-1])}"
+        )
+        raise SoftmaxkitValueError(msg)
+    t = t.to(torch.int64)
+    w = chk.opt_tensor(weight, x, "weight", (V,))
+    red = chk.check_reduction(reduction)
+    eps = chk.check_label_smoothing(label_smoothing)
+    z = chk.check_nonneg_float(z_loss, "z_loss")
+    ign = chk.int_arg(ignore_index, "ignore_index")
+    k = chk.int_arg(topk, "topk")
+    if k < 0:
+        msg = f"`topk` must be >= 0, got {k}"
+        raise SoftmaxkitValueError(msg)
+    n_tiles = max(1, -(-V // VOCAB_TILE))
+    if chunk_size is None:
+        hold = n_tiles
+    else:
+        cs = chk.int_arg(chunk_size, "chunk_size")
+        if cs <= 0:
+            msg = f"`chunk_size` must be a positive number of classes, got {cs}"
+            raise SoftmaxkitValueError(msg)
+        hold = min(n_tiles, -(-cs // VOCAB_TILE))
+    extras = bool(return_lse) or bool(return_entropy)
+    need_grad = torch.is_grad_enabled() and any(
+        a is not None and a.requires_grad for a in (x, Wt, linear_bias)
+    )
+    h2 = x.reshape(-1, D)
+    t1 = t.reshape(-1)
+    loss, lse, ent, lp, ti, _gh, _gW, _gb = lce_op(
+        h2, Wt, linear_bias, t1, w, ign, eps, z, red, hold, k, extras, need_grad
+    )
+    if red == "none":
+        loss = loss.reshape(t.shape)
+    if not (return_lse or return_entropy or k):
+        return loss
+    shape = tuple(t.shape)
+    return LinearCrossEntropyOutput(
+        loss,
+        lse.reshape(shape) if return_lse else None,
+        ent.reshape(shape) if return_entropy else None,
+        lp.reshape((*shape, k)) if k else None,
+        ti.reshape((*shape, k)) if k else None,
+    )
