@@ -36,7 +36,7 @@ __all__ = ["TOKEN_TILE", "VOCAB_TILE", "lce_backward_op", "lce_op"]
 Tensor = torch.Tensor
 
 TOKEN_TILE = 256
-VOCAB_TILE = 4096
+VOCAB_TILE = 8192
 
 
 class _Opts(NamedTuple):
@@ -85,14 +85,17 @@ class _TileStats:
         t_safe: Tensor,
         w_tile: Tensor | None,
         want_wx: bool,
+        scratch: Tensor,
     ) -> None:
         f64 = torch.float64
-        m = L.amax(1)
+        m = L.amax(1, keepdim=True)
         m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        e = torch.exp(L - m_safe[:, None])
-        is_max = L == m[:, None]
+        e = torch.sub(L, m_safe, out=scratch).exp_()
+        # entries equal to the maximum are counted, the rest summed (BHH)
+        is_max = L == m
         c = is_max.sum(1).to(f64)
-        r = e.masked_fill_(is_max, 0.0).sum(1, dtype=f64)
+        r = e.masked_fill_(is_max, 0.0).sum(1).to(f64)
+        m = m[:, 0]
         m64 = m.to(f64)
         # merge (M, C, R) with (m, c, r): the counts stay apart from the rest
         newM = torch.maximum(self.M, m64)
@@ -187,8 +190,8 @@ def _run(
     k = min(opts.topk, V)
     tv_all = torch.zeros((N, k), dtype=acc, device=dev)
     ti_all = torch.zeros((N, k), dtype=torch.int64, device=dev)
-    gh = torch.zeros((N, D) if need_grad else (0,), dtype=acc, device=dev)
-    gW = torch.zeros((V, D) if need_grad else (0,), dtype=acc, device=dev)
+    gh = torch.empty((N, D) if need_grad else (0,), dtype=acc, device=dev)
+    gW = torch.empty((V, D) if need_grad else (0,), dtype=acc, device=dev)
     gb = torch.zeros(V if (need_grad and b is not None) else 0, dtype=acc, device=dev)
     w64 = None if weight is None else weight.to(f64)
     w_sum = float(V) if w64 is None else w64.sum()
@@ -196,6 +199,7 @@ def _run(
     rows = min(TOKEN_TILE, max(N, 1))
     width = min(VOCAB_TILE, max(V, 1))
     buf = torch.empty((hold, rows * width), dtype=acc, device=dev)
+    scratch = torch.empty((1, rows * width), dtype=acc, device=dev)
     for i0 in range(0, N, TOKEN_TILE):
         i1 = min(N, i0 + TOKEN_TILE)
         n = i1 - i0
@@ -216,7 +220,7 @@ def _run(
             v0 = j * VOCAB_TILE
             L = tile(j)
             w_tile = None if w64 is None else w64[v0 : v0 + L.shape[1]]
-            st.add(L, v0, t_safe, w_tile, want_wx)
+            st.add(L, v0, t_safe, w_tile, want_wx, _slot(scratch, 0, n, L.shape[1]))
         L1, lse = st.finish()
         M = st.M
         w_t = torch.ones(n, dtype=f64, device=dev) if w64 is None else w64[t_safe]
@@ -244,8 +248,8 @@ def _run(
         g_t = c1 * torch.expm1(-nll) + (a - c1) * torch.exp(-nll)
         if eps:
             g_t = g_t - (eps / V) * s * w_t
-        Macc = torch.where(torch.isfinite(M), M, 0.0).to(acc)[:, None]
-        L1acc = L1.to(acc)[:, None]
+        # log p = x - lse, with lse rounded once to the working dtype (as torch does)
+        shift = torch.where(torch.isfinite(M), M + L1, 0.0).to(acc)[:, None]
         a_acc = a.to(acc)[:, None]
         ent = torch.zeros(n, dtype=f64, device=dev) if opts.extras else None
         for j in range(n_tiles):
@@ -255,7 +259,7 @@ def _run(
             else:
                 L = tile(j)
             v1 = v0 + L.shape[1]
-            d = L.sub_(Macc).sub_(L1acc)  # log p, in place: the tile is not needed again
+            d = L.sub_(shift)  # log p, in place: the tile is not needed again
             if ent is not None:
                 P = torch.exp(d)
                 ent -= (P * d).sum(1, dtype=f64)
@@ -274,8 +278,15 @@ def _run(
             Wt = W[v0:v1]
             if Wt.dtype != acc:
                 Wt = Wt.to(acc)
-            gh[i0:i1].addmm_(G, Wt)
-            gW[v0:v1].addmm_(G.t(), hc)
+            # the first contribution is written, not added to zeros (saves a fill pass)
+            if j == 0:
+                torch.mm(G, Wt, out=gh[i0:i1])
+            else:
+                gh[i0:i1].addmm_(G, Wt)
+            if i0 == 0:
+                torch.mm(G.t(), hc, out=gW[v0:v1])
+            else:
+                gW[v0:v1].addmm_(G.t(), hc)
             if b is not None:
                 gb[v0:v1] += G.sum(0)
         if ent is not None:
@@ -509,7 +520,7 @@ def linear_cross_entropy(
 
     Equal to ``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)``
     (torch 2.13's ``F.linear_cross_entropy`` arguments), but the ``N x V`` logits
-    never exist: the engine walks tiles of 256 tokens by 4096 classes, keeps an
+    never exist: the engine walks tiles of 256 tokens by 8192 classes, keeps an
     online ``(max, count, sum)`` per token in float64, and folds each tile's
     gradient into the gradients of ``input``, ``linear_weight`` and
     ``linear_bias`` during the forward pass, so the backward pass only scales
@@ -546,7 +557,7 @@ def linear_cross_entropy(
         A ``"mean"`` over no counted token is 0.
     chunk_size : int, optional
         Classes whose logits are held per token tile between the statistics
-        pass and the gradient pass, rounded up to a multiple of 4096. ``None``
+        pass and the gradient pass, rounded up to a multiple of 8192. ``None``
         (default) holds the whole vocabulary: ``256 x V`` floats and three GEMMs
         per tile. A smaller value trades memory for a fourth GEMM
         (recomputation). The results are bitwise identical for every value.
