@@ -445,13 +445,12 @@ def _lce_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) ->
     ctx.has_bias = b is not None
     for t in output[1:]:
         ctx.mark_non_differentiable(t)
-    if inputs[8] == "none":
-        ctx.save_for_backward(h, W, b, target, weight)
-        ctx.grads = None
-    else:
-        # Non-differentiable outputs hold no reference to this node, so keeping
-        # them on ctx makes no cycle; the first backward scales them in place.
-        ctx.grads = [output[5], output[6], output[7]]
+    # The inputs are saved by reference (no copy), for reduction="none" and for a
+    # second backward through the same graph (retain_graph=True).
+    ctx.save_for_backward(h, W, b, target, weight)
+    # Non-differentiable outputs hold no reference to this node, so keeping the
+    # forward's gradients on ctx makes no cycle; the first backward hands them over.
+    ctx.grads = None if inputs[8] == "none" else [output[5], output[6], output[7]]
 
 
 def _lce_backward(ctx: Any, g: Tensor, *_unused: Any) -> tuple[Any, ...]:
@@ -462,25 +461,29 @@ def _lce_backward(ctx: Any, g: Tensor, *_unused: Any) -> tuple[Any, ...]:
         )
         raise SoftmaxkitValueError(msg)
     ign, eps, z, reduction, chunk = ctx.opts[:5]
-    if reduction == "none":
+    grads = ctx.grads
+    if grads is not None and grads[0].numel() == 0 and grads[1].numel() == 0:
+        grads = None  # the forward ran without gradients (nothing required them then)
+    if grads is None:
+        # reduction="none", or a second backward: recompute with per-token scales
         h, W, b, target, weight = ctx.saved_tensors
-        gh, gW, gb = lce_backward_op(h, W, b, target, weight, g, ign, eps, z, chunk)
-    else:
-        if ctx.grads is None:
-            msg = (
-                "linear_cross_entropy computed its gradients in the forward pass and they "
-                "were consumed by the first backward; run the forward again instead of "
-                "retain_graph=True"
-            )
-            raise SoftmaxkitValueError(msg)
-        gh, gW, gb = ctx.grads
-        if gh.numel() == 0 and gW.numel() == 0:
-            msg = "linear_cross_entropy: gradients were not computed in the forward pass"
-            raise SoftmaxkitValueError(msg)
-        if torch.compiler.is_compiling():
-            gh, gW, gb = gh * g, gW * g, gb * g
+        if reduction == "none":
+            g_tok = g
+        elif reduction == "sum":
+            g_tok = g.expand(target.shape)
         else:
-            ctx.grads = None  # hand the buffers over without a copy
+            den = _mean_den(target, weight, ign)
+            g_tok = (g * torch.where(den > 0, 1.0 / torch.where(den > 0, den, 1.0), 0.0)).expand(
+                target.shape
+            )
+        gh, gW, gb = lce_backward_op(h, W, b, target, weight, g_tok, ign, eps, z, chunk)
+    elif torch.compiler.is_compiling():
+        gh, gW, gb = (t * g for t in grads)
+    else:
+        # Hand the buffers over without a copy (autograd can then adopt them as .grad).
+        ctx.grads = None
+        gh, gW, gb = grads
+        if not bool(g == 1):
             gh.mul_(g)
             gW.mul_(g)
             gb.mul_(g)
