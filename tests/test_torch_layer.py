@@ -573,3 +573,16 @@ def test_public_surface():
     assert defined == set(skt.__all__)
     for name in skt.__all__:
         assert getattr(skt, name).__doc__
+
+
+def test_training_example_curves_agree(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "examples", "torch_train.py")
+    out = subprocess.run(
+        [sys.executable, script, "--epochs", "4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "the curves agree" in out.stdout
