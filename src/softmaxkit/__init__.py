@@ -11,8 +11,6 @@ Python Array API library, returning the caller's array type.
 array([0.659, 0.242, 0.099])
 """
 
-from __future__ import annotations
-
 from ._cross_entropy import cross_entropy, nll_loss
 from ._errors import SoftmaxkitError, SoftmaxkitTypeError, SoftmaxkitValueError
 from ._logsumexp import logsumexp

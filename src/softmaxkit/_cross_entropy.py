@@ -6,7 +6,7 @@ from typing import Any
 
 from ._agnostic import _losses
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from ._namespace import dtype_kind, make_plan, resolve
+from ._namespace import call, dtype_kind, make_plan, resolve
 from ._validation import (
     check_bool,
     check_class_axis,
@@ -163,19 +163,20 @@ def cross_entropy(
     else:
         msg = f"`target` must be integer class indices or float probabilities, got dtype {ta.dtype}"
         raise SoftmaxkitTypeError(msg)
-    return _losses.cross_entropy(
-        la,
-        ta,
-        axis=ax,
-        target_is_index=is_index,
-        weight=w,
-        ignore_index=ign,
-        label_smoothing=eps,
-        z_loss=z,
-        reduction=red,
-        where=mask,
-        return_grad=return_grad,
-        plan=plan,
+    return call(  # type: ignore[no-any-return]
+        xp,
+        _losses.cross_entropy,
+        {"logits": la, "target": ta, "weight": w, "where": mask},
+        {
+            "axis": ax,
+            "target_is_index": is_index,
+            "ignore_index": ign,
+            "label_smoothing": eps,
+            "z_loss": z,
+            "reduction": red,
+            "return_grad": return_grad,
+            "plan": plan,
+        },
     )
 
 
@@ -241,6 +242,9 @@ def nll_loss(
     ign = check_ignore_index(ignore_index)
     w = check_class_weight(xp, wa, C)
     ta = check_index_target(xp, ta, batch_shape, C, ign)
-    return _losses.nll_loss(
-        la, ta, axis=ax, weight=w, ignore_index=ign, reduction=red, plan=plan
+    return call(  # type: ignore[no-any-return]
+        xp,
+        _losses.nll_loss,
+        {"log_probs": la, "target": ta, "weight": w},
+        {"axis": ax, "ignore_index": ign, "reduction": red, "plan": plan},
     )

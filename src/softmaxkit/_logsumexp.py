@@ -6,7 +6,7 @@ from typing import Any
 
 from ._agnostic import _normalize
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from ._namespace import dtype_kind, make_plan, resolve
+from ._namespace import call, dtype_kind, make_plan, resolve
 from ._validation import check_axes, check_bool, check_where
 
 __all__ = ["logsumexp"]
@@ -105,7 +105,10 @@ def logsumexp(
         try:
             shape = tuple(xp.broadcast_arrays(xa, ba)[0].shape)
         except (ValueError, RuntimeError, TypeError) as exc:
-            msg = f"`b` has shape {tuple(ba.shape)}, which does not broadcast with x's {tuple(xa.shape)}"
+            msg = (
+                f"`b` has shape {tuple(ba.shape)}, which does not broadcast with "
+                f"x's shape {tuple(xa.shape)}"
+            )
             raise SoftmaxkitValueError(msg) from exc
         if shape != tuple(xa.shape):
             xa = xp.broadcast_to(xa, shape)
@@ -115,12 +118,9 @@ def logsumexp(
         plan = make_plan(xp, xa, precision)
     axes = check_axes(axis, xa.ndim)
     mask = check_where(xp, wa, tuple(xa.shape))
-    return _normalize.logsumexp(
-        xa,
-        axes=axes,
-        b=ba,
-        where=mask,
-        keepdims=keepdims,
-        return_sign=return_sign,
-        plan=plan,
+    return call(  # type: ignore[no-any-return]
+        xp,
+        _normalize.logsumexp,
+        {"x": xa, "b": ba, "where": mask},
+        {"axes": axes, "keepdims": keepdims, "return_sign": return_sign, "plan": plan},
     )

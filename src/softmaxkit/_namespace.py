@@ -8,7 +8,9 @@ the caller already holds one of its arrays, so ``import softmaxkit`` stays light
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 import array_api_compat as _aac
@@ -18,6 +20,7 @@ from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 
 __all__ = [
     "Plan",
+    "call",
     "device_of",
     "is_concrete",
     "is_jax",
@@ -49,7 +52,7 @@ def resolve(*objs: object, names: tuple[str, ...] | None = None) -> tuple[Namesp
         try:
             xp = _aac.array_namespace(*arrays)
         except TypeError as exc:
-            kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrays})
+            kinds = sorted({type(a).__module__.split(".")[0] for a in arrays})
             msg = (
                 "the array arguments come from different array libraries "
                 f"({', '.join(kinds)}); convert them to one library first"
@@ -71,7 +74,9 @@ def resolve(*objs: object, names: tuple[str, ...] | None = None) -> tuple[Namesp
                 out.append(xp.asarray(o, device=dev))
         except (TypeError, ValueError) as exc:
             name = names[i] if names else f"argument {i}"
-            msg = f"`{name}` must be an array or a nested sequence of numbers, got {type(o).__name__}"
+            msg = (
+                f"`{name}` must be an array or a nested sequence of numbers, got {type(o).__name__}"
+            )
             raise SoftmaxkitTypeError(msg) from exc
     return xp, out
 
@@ -127,7 +132,7 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def dtype_kind(xp: Namespace, dtype: Any) -> str:
-    """Classify a dtype: ``"float"``, ``"half"``, ``"int"``, ``"bool"``, ``"complex"`` or ``"other"``."""
+    """Classify a dtype: "float", "half", "int", "bool", "complex" or "other"."""
     name = _dtype_name(dtype)
     if name in ("float16", "bfloat16", "half"):
         return "half"
@@ -243,3 +248,34 @@ def make_plan(xp: Namespace, x: Array, precision: object, *, name: str = "x") ->
 def dtype_name(dtype: Any) -> str:
     """A short, library-independent name of a dtype (``"float32"``, ``"bfloat16"`` ...)."""
     return _dtype_name(dtype)
+
+
+@lru_cache(maxsize=512)
+def _jitted(fn: Callable[..., Any], static: tuple[tuple[str, Any], ...]) -> Callable[..., Any]:
+    jax = sys.modules["jax"]
+    kwargs = dict(static)
+
+    def run(arrays: dict[str, Any]) -> Any:
+        return fn(**arrays, **kwargs)
+
+    return jax.jit(run)  # type: ignore[no-any-return]
+
+
+def call(
+    xp: Namespace, fn: Callable[..., Any], arrays: dict[str, Any], static: dict[str, Any]
+) -> Any:
+    """Run an array-agnostic implementation.
+
+    On JAX the whole computation is compiled once per static configuration with
+    ``jax.jit`` (eager JAX would dispatch and compile a few hundred small ops one
+    by one); inside a user's ``jit`` this simply traces into it. Elsewhere the
+    function runs as is.
+    """
+    if is_jax(xp):
+        try:
+            key = tuple(sorted(static.items()))
+            hash(key)
+        except TypeError:  # pragma: no cover - every static argument is hashable
+            return fn(**arrays, **static)
+        return _jitted(fn, key)(arrays)
+    return fn(**arrays, **static)

@@ -6,7 +6,7 @@ from typing import Any
 
 from ._agnostic import _sigmoid
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from ._namespace import dtype_kind, is_concrete, make_plan, resolve
+from ._namespace import call, dtype_kind, is_concrete, make_plan, resolve
 from ._validation import _any, _first_bad, check_bool, check_nonneg_array, check_reduction
 
 __all__ = ["binary_cross_entropy_with_logits", "log_sigmoid", "sigmoid"]
@@ -47,7 +47,7 @@ def sigmoid(x: Array, /, *, precision: str = "accurate") -> Array:
     """
     xp, (xa,) = resolve(x, names=("x",))
     plan = make_plan(xp, xa, precision)
-    return _sigmoid.sigmoid(xa, plan=plan)
+    return call(xp, _sigmoid.sigmoid, {"x": xa}, {"plan": plan})
 
 
 def log_sigmoid(x: Array, /, *, precision: str = "accurate") -> Array:
@@ -78,7 +78,7 @@ def log_sigmoid(x: Array, /, *, precision: str = "accurate") -> Array:
     """
     xp, (xa,) = resolve(x, names=("x",))
     plan = make_plan(xp, xa, precision)
-    return _sigmoid.log_sigmoid(xa, plan=plan)
+    return call(xp, _sigmoid.log_sigmoid, {"x": xa}, {"plan": plan})
 
 
 def binary_cross_entropy_with_logits(
@@ -140,7 +140,8 @@ def binary_cross_entropy_with_logits(
     >>> y = np.array([1.0, 0.0, 1.0])
     >>> round(float(sk.binary_cross_entropy_with_logits(x, y)), 4)
     0.3048
-    >>> sk.binary_cross_entropy_with_logits(np.array([np.inf, -np.inf]), np.array([1.0, 0.0]), reduction="none")
+    >>> inf_logits, labels = np.array([np.inf, -np.inf]), np.array([1.0, 0.0])
+    >>> sk.binary_cross_entropy_with_logits(inf_logits, labels, reduction="none")
     array([0., 0.])
     """
     xp, (la, ta, wa, pa) = resolve(
@@ -155,10 +156,16 @@ def binary_cross_entropy_with_logits(
     try:
         shape = tuple(xp.broadcast_arrays(la, ta)[0].shape)
     except (ValueError, RuntimeError, TypeError) as exc:
-        msg = f"`target` has shape {tuple(ta.shape)}, which does not broadcast to logits' {tuple(la.shape)}"
+        msg = (
+            f"`target` has shape {tuple(ta.shape)}, which does not broadcast to the "
+            f"logits' shape {tuple(la.shape)}"
+        )
         raise SoftmaxkitValueError(msg) from exc
     if shape != tuple(la.shape):
-        msg = f"`target` has shape {tuple(ta.shape)}, which would enlarge the logits' {tuple(la.shape)}"
+        msg = (
+            f"`target` has shape {tuple(ta.shape)}, which would enlarge the logits' "
+            f"shape {tuple(la.shape)}"
+        )
         raise SoftmaxkitValueError(msg)
     if is_concrete(ta):
         bad = (ta < 0) | (ta > 1)
@@ -174,9 +181,15 @@ def binary_cross_entropy_with_logits(
         try:
             xp.broadcast_arrays(la, arr)
         except (ValueError, RuntimeError, TypeError) as exc:
-            msg = f"`{name}` has shape {tuple(arr.shape)}, which does not broadcast to logits' {tuple(la.shape)}"
+            msg = (
+                f"`{name}` has shape {tuple(arr.shape)}, which does not broadcast to "
+                f"the logits' shape {tuple(la.shape)}"
+            )
             raise SoftmaxkitValueError(msg) from exc
         check_nonneg_array(xp, arr, name)
-    return _sigmoid.binary_cross_entropy_with_logits(
-        la, ta, weight=wa, pos_weight=pa, reduction=red, return_grad=return_grad, plan=plan
+    return call(  # type: ignore[no-any-return]
+        xp,
+        _sigmoid.binary_cross_entropy_with_logits,
+        {"logits": la, "target": ta, "weight": wa, "pos_weight": pa},
+        {"reduction": red, "return_grad": return_grad, "plan": plan},
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from . import _dispatch
 from ._agnostic import _normalize
-from ._namespace import make_plan, resolve
+from ._namespace import call, make_plan, resolve
 from ._validation import check_axes, check_temperature, check_where
 
 __all__ = ["log_softmax", "softmax"]
@@ -106,7 +106,12 @@ def softmax(
     out = _dispatch.softmax(xa, axes, mask, t, plan)
     if out is not None:
         return out
-    return _normalize.softmax(xa, axes=axes, where=mask, temperature=t, plan=plan)
+    return call(
+        xp,
+        _normalize.softmax,
+        {"x": xa, "where": mask},
+        {"axes": axes, "temperature": t, "plan": plan},
+    )
 
 
 def log_softmax(
@@ -181,4 +186,9 @@ def log_softmax(
     out = _dispatch.log_softmax(xa, axes, mask, t, plan)
     if out is not None:
         return out
-    return _normalize.log_softmax(xa, axes=axes, where=mask, temperature=t, plan=plan)
+    return call(
+        xp,
+        _normalize.log_softmax,
+        {"x": xa, "where": mask},
+        {"axes": axes, "temperature": t, "plan": plan},
+    )

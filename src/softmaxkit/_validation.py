@@ -87,9 +87,6 @@ def check_where(xp: Any, where: object, shape: tuple[int, ...]) -> Array | None:
     """Validate a boolean mask and broadcast it to ``shape``."""
     if where is None:
         return None
-    if isinstance(where, bool):
-        msg = "`where` must be a boolean array (True = include); a plain bool is ambiguous"
-        raise SoftmaxkitTypeError(msg)
     kind = dtype_kind(xp, getattr(where, "dtype", None))
     if kind != "bool":
         msg = (
@@ -100,7 +97,7 @@ def check_where(xp: Any, where: object, shape: tuple[int, ...]) -> Array | None:
     try:
         return xp.broadcast_to(where, shape)
     except (ValueError, RuntimeError, TypeError) as exc:
-        msg = f"`where` has shape {tuple(where.shape)}, which does not broadcast to {shape}"
+        msg = f"`where` has shape {tuple(where.shape)}, which does not broadcast to {shape}"  # type: ignore[attr-defined]
         raise SoftmaxkitValueError(msg) from exc
 
 
@@ -263,7 +260,10 @@ def check_class_weight(xp: Any, weight: object, n_classes: int) -> Array | None:
         return None
     kind = dtype_kind(xp, getattr(weight, "dtype", None))
     if kind not in ("float", "half", "int"):
-        msg = f"`weight` must be a real array of per-class weights, got dtype {getattr(weight, 'dtype', None)}"
+        msg = (
+            "`weight` must be a real array of per-class weights, "
+            f"got dtype {getattr(weight, 'dtype', None)}"
+        )
         raise SoftmaxkitTypeError(msg)
     shape = tuple(weight.shape)  # type: ignore[attr-defined]
     if shape != (n_classes,):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._agnostic import _normalize
+from ._agnostic import _vjp
 from ._errors import SoftmaxkitValueError
-from ._namespace import make_plan, resolve
+from ._namespace import call, make_plan, resolve
 from ._validation import check_axes, check_bool, check_where
 
 __all__ = ["log_softmax_vjp", "logsumexp_vjp", "softmax_vjp"]
@@ -57,11 +57,7 @@ def softmax_vjp(
     xp, ya, ga = _pair(y, g, ("y", "g"))
     plan = make_plan(xp, ya, precision, name="y")
     axes = check_axes(axis, ya.ndim)
-    yw = xp.astype(ya, plan.work)
-    gw = xp.astype(ga, plan.work)
-    red = _normalize.red(axes, ya.ndim)
-    dot = xp.sum(yw * gw, axis=red, keepdims=True)
-    return xp.astype(yw * (gw - dot), plan.out)
+    return call(xp, _vjp.softmax_vjp, {"y": ya, "g": ga}, {"axes": axes, "plan": plan})
 
 
 def log_softmax_vjp(
@@ -98,11 +94,7 @@ def log_softmax_vjp(
     xp, ya, ga = _pair(y, g, ("y", "g"))
     plan = make_plan(xp, ya, precision, name="y")
     axes = check_axes(axis, ya.ndim)
-    yw = xp.astype(ya, plan.work)
-    gw = xp.astype(ga, plan.work)
-    red = _normalize.red(axes, ya.ndim)
-    total = xp.sum(gw, axis=red, keepdims=True)
-    return xp.astype(gw - xp.exp(yw) * total, plan.out)
+    return call(xp, _vjp.log_softmax_vjp, {"y": ya, "g": ga}, {"axes": axes, "plan": plan})
 
 
 def logsumexp_vjp(
@@ -161,9 +153,9 @@ def logsumexp_vjp(
             f"of shape {tuple(xa.shape)} has shape {want}"
         )
         raise SoftmaxkitValueError(msg)
-    gk = xp.reshape(xp.astype(ga, plan.work), kept)
-    p = _normalize.softmax(xa, axes=axes, where=mask, temperature=1.0, plan=plan)
-    pw = xp.astype(p, plan.work)
-    # entries with zero probability get exactly 0, even when g is infinite
-    out = xp.where(pw == 0.0, 0.0, pw * gk)
-    return xp.astype(out, plan.out)
+    return call(
+        xp,
+        _vjp.logsumexp_vjp,
+        {"x": xa, "g": ga, "where": mask},
+        {"axes": axes, "kept": kept, "plan": plan},
+    )

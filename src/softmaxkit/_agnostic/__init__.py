@@ -1,1 +1,1 @@
-"""Array-agnostic implementations: the fallback for every backend and the oracle of the fast paths."""
+"""Array-agnostic implementations: the fallback on every backend, the oracle of the fast paths."""

@@ -35,10 +35,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
+from array_api_compat import is_dask_namespace
 
 __all__ = ["DDArith", "DDConstants", "PlainArith", "constants", "two_prod", "two_sum"]
 
@@ -73,18 +74,18 @@ def _round_bits(value: Decimal, bits: int) -> float:
     return float((value / quantum).to_integral_value() * quantum)
 
 
-@lru_cache(maxsize=None)
+@cache
 def constants(name: str) -> DDConstants:
     """Constants for ``"float64"`` or ``"float32"`` working precision."""
+
+    def cast(v: Any) -> float:
+        return float(v) if name == "float64" else float(np.float32(v))
+
     if name == "float64":
-        p, kbits, cast = 53, 17, float
+        p, kbits = 53, 17
         lo_cut, hi_cut, shift = -745.2, 709.0, 64
     elif name == "float32":
         p, kbits = 24, 14
-
-        def cast(v: Any) -> float:
-            return float(np.float32(v))
-
         lo_cut, hi_cut, shift = -103.98, 88.0, 32
     else:  # pragma: no cover - guarded by the callers
         msg = f"no double-word constants for {name}"
@@ -162,6 +163,7 @@ class DDArith:
         self.device = device
         self.c = constants(name)
         self._tables: tuple[Array, Array] | None = None
+        self.lazy_chunks = bool(is_dask_namespace(xp))
 
     # -- helpers --------------------------------------------------------------------
     def const(self, value: float) -> Array:
@@ -180,6 +182,24 @@ class DDArith:
         shape = idx.shape
         flat = xp.reshape(idx, (-1,))
         return xp.reshape(xp.take(table, flat, axis=0), shape)
+
+    def _table_by_bits(self, j: Array) -> tuple[Array, Array]:
+        """``2**(j/64)`` as a double-word product over the bits of ``j``.
+
+        Used where a flat table lookup is costly (chunked lazy arrays, whose
+        reshape to 1-D would rechunk); error about 6 double-word roundings.
+        """
+        xp = self.xp
+        hi = xp.ones_like(j)
+        lo = xp.zeros_like(j)
+        rest = j
+        for bit in (32, 16, 8, 4, 2, 1):
+            on = rest >= bit
+            rest = xp.where(on, rest - bit, rest)
+            f_hi = xp.where(on, self.c.table_hi[bit], 1.0)
+            f_lo = xp.where(on, self.c.table_lo[bit], 0.0)
+            hi, lo = self.mul((hi, lo), (f_hi, f_lo))
+        return hi, lo
 
     def pow2(self, m: Array) -> Array:
         """``2**m`` for integer-valued ``m`` in the normal range (exact)."""
@@ -263,10 +283,13 @@ class DDArith:
         # expm1(r) = p_hi + p_lo with p_hi = r_hi
         p_hi = r_hi
         p_lo = r_lo + r_hi * r_lo + (r_hi * r_hi) * q
-        jj = xp.astype(j, xp.int32)
-        t_hi_tab, t_lo_tab = self._table()
-        t_hi = self._lookup(t_hi_tab, jj)
-        t_lo = self._lookup(t_lo_tab, jj)
+        if self.lazy_chunks:
+            t_hi, t_lo = self._table_by_bits(j)
+        else:
+            jj = xp.astype(j, xp.int32)
+            t_hi_tab, t_lo_tab = self._table()
+            t_hi = self._lookup(t_hi_tab, jj)
+            t_lo = self._lookup(t_lo_tab, jj)
         a, b = two_prod(t_hi, p_hi, c.splitter)
         rest = t_lo + t_hi * p_lo + t_lo * (p_hi + p_lo)
         return m, t_hi, a, b, rest, p_hi
@@ -348,7 +371,8 @@ class DDArith:
             else:
                 total_hi, e = two_sum(total_hi, sq)
                 total_lo = total_lo + e
-        assert total_hi is not None and total_lo is not None
+        assert total_hi is not None
+        assert total_lo is not None
         sr = xp.sum(rem + lo, axis=axis, keepdims=True)
         s, e = two_sum(total_hi, sr)
         return fast_two_sum(s, e + total_lo)

@@ -82,6 +82,8 @@ def cross_entropy(
     x = xp.astype(logits, plan.work)
     ndim = x.ndim
     C = int(x.shape[axis])
+    if any(s == 0 for s in x.shape):
+        return _empty_loss(xp, x, axis, reduction, return_grad, plan)
     st = row_stats(ar, ar.lift(x), (axis,), where)
     mask = (
         xp.ones(x.shape, dtype=xp.bool, device=plan.device)
@@ -97,9 +99,7 @@ def cross_entropy(
     eps = float(label_smoothing)
     lse = logsumexp_values(st)  # keepdims
     zterm = z_loss * lse * lse if z_loss else None
-    classes = xp.reshape(
-        xp.arange(C, device=plan.device), _class_shape(ndim, axis, C)
-    )
+    classes = xp.reshape(xp.arange(C, device=plan.device), _class_shape(ndim, axis, C))
     k_safe = xp.where(n_mask > 0, n_mask, 1.0)
 
     if target_is_index:
@@ -169,6 +169,20 @@ def cross_entropy(
     return loss, xp.astype(grad, plan.out)
 
 
+def _empty_loss(
+    xp: Any, x: Array, axis: int, reduction: str, return_grad: bool, plan: Plan
+) -> Array | tuple[Array, Array]:
+    """No item has a class left (or there are no items): every loss is 0, nothing is counted."""
+    batch = tuple(s for i, s in enumerate(x.shape) if i != axis)
+    if reduction == "none":
+        loss = xp.zeros(batch, dtype=plan.out, device=plan.device)
+    else:
+        loss = xp.zeros((), dtype=plan.out, device=plan.device)
+    if return_grad:
+        return loss, xp.zeros(x.shape, dtype=plan.out, device=plan.device)
+    return loss
+
+
 def _index_grad(
     ar: Any,
     st: RowStats,
@@ -188,7 +202,8 @@ def _index_grad(
     D = denominator(st)
     e_t = ar.gather(onehot, st.e, axis)
     one_minus = ar.value(ar.div(ar.sub(D, e_t), D))
-    pt_minus_one = xp.where(st.fin, -one_minus, xp.sum(xp.where(onehot, p, 0.0), axis=axis, keepdims=True) - 1.0)
+    p_t = xp.sum(xp.where(onehot, p, 0.0), axis=axis, keepdims=True)
+    pt_minus_one = xp.where(st.fin, -one_minus, p_t - 1.0)
     g = xp.where(onehot, pt_minus_one, p)
     g = (1.0 - eps) * g if eps else g
     if z_loss:
@@ -228,6 +243,9 @@ def nll_loss(
     lp = xp.astype(log_probs, plan.work)
     ndim = lp.ndim
     C = int(lp.shape[axis])
+    if any(s == 0 for s in lp.shape):
+        result = _empty_loss(xp, lp, axis, reduction, False, plan)
+        return result
     classes = xp.reshape(xp.arange(C, device=plan.device), _class_shape(ndim, axis, C))
     t = xp.expand_dims(target, axis=axis)
     ignored = (

@@ -197,7 +197,8 @@ def logsumexp_values(st: RowStats) -> Array:
 
 
 def _empty_reduction(x: Array, axes: tuple[int, ...]) -> bool:
-    return any(x.shape[a] == 0 for a in axes)
+    """True when there is nothing to compute: an empty reduced axis or an empty batch."""
+    return any(s == 0 for s in x.shape)
 
 
 def softmax(

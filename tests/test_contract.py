@@ -1,0 +1,357 @@
+"""The numerical contract, one test per line of the README's contract table, on every backend."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import softmaxkit as sk
+from tests._helpers import f32, rtol_for, run
+
+INF = math.inf
+NAN = math.nan
+
+
+class TestDominantLogit:
+    """log_softmax, logsumexp and cross-entropy keep the tiny value (peers return 0)."""
+
+    def test_log_softmax_keeps_tiny_value(self, backend):
+        y = run(backend, sk.log_softmax, np.array([0.0, -40.0]), dtype="float32")
+        assert y.dtype == np.float32
+        assert y[0] == np.float32(-4.248354255291589e-18)
+        assert y[1] == np.float32(-40.0)
+
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    def test_logsumexp_and_ce(self, backend, dtype):
+        if dtype not in backend.float_dtypes():
+            pytest.skip(f"{backend.name} has no {dtype}")
+        tiny = 4.248354255291589e-18
+        want = f32(tiny) if dtype == "float32" else tiny
+        lse = run(backend, sk.logsumexp, np.array([0.0, -40.0]), dtype=dtype)
+        assert float(lse) == want
+        ce = run(backend, sk.cross_entropy, np.array([[0.0, -40.0]]), np.array([0]), dtype=dtype)
+        assert float(ce) == want
+
+    def test_float64_subnormal_output(self, backend):
+        if not backend.has_float64:
+            pytest.skip("float64 needed")
+        if backend.name == "jax":
+            pytest.skip("XLA on the CPU flushes subnormal results to zero")
+        y = run(backend, sk.log_softmax, np.array([0.0, -740.0]), dtype="float64")
+        assert y[0] == -math.exp(-740.0)  # a subnormal, exactly rounded
+
+
+class TestFullyMaskedRow:
+    def _cases(self):
+        x = np.array([[1.0, 2.0, 3.0], [-INF, -INF, -INF]])
+        where = np.array([[True, False, True], [True, True, True]])
+        return x, where
+
+    def test_all_masked_by_where(self, backend):
+        x = np.array([[1.0, 2.0], [3.0, 4.0]])
+        where = np.array([[True, True], [False, False]])
+        sm = run(backend, sk.softmax, x, where=where)
+        ls = run(backend, sk.log_softmax, x, where=where)
+        lse = run(backend, sk.logsumexp, x, where=where)
+        np.testing.assert_array_equal(sm[1], [0.0, 0.0])
+        np.testing.assert_array_equal(ls[1], [-INF, -INF])
+        assert lse[1] == -INF
+        assert np.all(np.isfinite(sm[0])) and abs(sm[0].sum() - 1) < 1e-12
+
+    def test_all_minus_inf(self, backend):
+        x, _ = self._cases()
+        sm = run(backend, sk.softmax, x)
+        ls = run(backend, sk.log_softmax, x)
+        lse = run(backend, sk.logsumexp, x)
+        np.testing.assert_array_equal(sm[1], [0.0, 0.0, 0.0])
+        np.testing.assert_array_equal(ls[1], [-INF, -INF, -INF])
+        assert lse[1] == -INF
+
+    def test_cross_entropy_row_is_zero_and_not_counted(self, backend):
+        x = np.array([[1.0, 2.0, 3.0], [-INF, -INF, -INF], [0.5, 0.5, 0.5]])
+        t = np.array([2, 1, 0])
+        none = run(backend, sk.cross_entropy, x, t, reduction="none")
+        assert none[1] == 0.0
+        mean = run(backend, sk.cross_entropy, x, t)
+        np.testing.assert_allclose(mean, (none[0] + none[2]) / 2, rtol=rtol_for(mean))
+        loss, grad = run(backend, sk.cross_entropy, x, t, return_grad=True)
+        assert np.all(np.isfinite(grad))
+        np.testing.assert_array_equal(grad[1], [0.0, 0.0, 0.0])
+
+    def test_cross_entropy_where_masks_row(self, backend):
+        x = np.array([[1.0, 2.0], [3.0, 4.0]])
+        where = np.array([[True, True], [False, False]])
+        loss, grad = run(
+            backend,
+            sk.cross_entropy,
+            x,
+            np.array([0, 1]),
+            where=where,
+            reduction="none",
+            return_grad=True,
+        )
+        assert loss[1] == 0.0
+        np.testing.assert_array_equal(grad[1], [0.0, 0.0])
+
+    def test_logsumexp_vjp_zero_not_nan(self, backend):
+        x = np.array([[0.0, 0.0], [-INF, -INF]])
+        g = run(backend, sk.logsumexp_vjp, x, np.array([1.0, 1.0]))
+        np.testing.assert_array_equal(g, [[0.5, 0.5], [0.0, 0.0]])
+
+
+class TestPositiveInfinity:
+    def test_single_inf_is_one_hot(self, backend):
+        x = np.array([INF, 0.0, 1.0])
+        np.testing.assert_array_equal(run(backend, sk.softmax, x), [1.0, 0.0, 0.0])
+        np.testing.assert_array_equal(run(backend, sk.log_softmax, x), [0.0, -INF, -INF])
+        assert float(run(backend, sk.logsumexp, x)) == INF
+
+    def test_several_inf_share_equally(self, backend):
+        x = np.array([INF, INF, 0.0, -INF])
+        np.testing.assert_array_equal(run(backend, sk.softmax, x), [0.5, 0.5, 0.0, 0.0])
+        ls = run(backend, sk.log_softmax, x)
+        np.testing.assert_array_equal(ls[:2], [ls.dtype.type(-math.log(2))] * 2)
+        np.testing.assert_array_equal(ls[2:], [-INF, -INF])
+
+    def test_cross_entropy_limits(self, backend):
+        x = np.array([[INF, 0.0, INF], [INF, 0.0, INF]])
+        ce = run(backend, sk.cross_entropy, x, np.array([0, 1]), reduction="none")
+        assert ce[0] == ce.dtype.type(math.log(2))
+        assert ce[1] == INF
+
+
+class TestNaN:
+    def test_nan_makes_row_nan(self, backend):
+        x = np.array([[NAN, 0.0, 1.0], [0.0, 1.0, 2.0], [NAN, INF, -INF]])
+        for fn in (sk.softmax, sk.log_softmax):
+            y = run(backend, fn, x)
+            assert np.all(np.isnan(y[0])) and np.all(np.isnan(y[2]))
+            assert not np.any(np.isnan(y[1]))
+        lse = run(backend, sk.logsumexp, x)
+        assert np.isnan(lse[0]) and np.isnan(lse[2]) and np.isfinite(lse[1])
+        ce = run(backend, sk.cross_entropy, x, np.array([1, 1, 1]), reduction="none")
+        assert np.isnan(ce[0]) and np.isfinite(ce[1])
+
+    def test_masked_nan_is_ignored(self, backend):
+        x = np.array([NAN, 0.0, 0.0])
+        where = np.array([False, True, True])
+        np.testing.assert_array_equal(run(backend, sk.softmax, x, where=where), [0.0, 0.5, 0.5])
+
+
+class TestEmpty:
+    def test_empty_axis(self, backend):
+        x = np.zeros((3, 0))
+        sm = run(backend, sk.softmax, x)
+        assert sm.shape == (3, 0)
+        assert run(backend, sk.log_softmax, x).shape == (3, 0)
+        lse = run(backend, sk.logsumexp, x)
+        np.testing.assert_array_equal(lse, [-INF] * 3)
+
+    def test_empty_batch(self, backend):
+        x = np.zeros((0, 4))
+        assert run(backend, sk.softmax, x).shape == (0, 4)
+        assert run(backend, sk.logsumexp, x).shape == (0,)
+        ce = run(backend, sk.cross_entropy, x, np.zeros((0,), dtype=np.int64))
+        assert float(ce) == 0.0
+
+    def test_mean_over_zero_counted_items_is_zero(self, backend):
+        x = np.array([[1.0, 2.0], [3.0, 4.0]])
+        t = np.array([-100, -100])
+        ce = run(backend, sk.cross_entropy, x, t, ignore_index=-100)
+        assert float(ce) == 0.0
+        loss, grad = run(backend, sk.cross_entropy, x, t, ignore_index=-100, return_grad=True)
+        np.testing.assert_array_equal(grad, np.zeros((2, 2)))
+        lp = np.log(np.full((2, 2), 0.5))
+        assert float(run(backend, sk.nll_loss, lp, t, ignore_index=-100)) == 0.0
+        bce = run(backend, sk.binary_cross_entropy_with_logits, np.zeros((0, 3)), np.zeros((0, 3)))
+        assert float(bce) == 0.0
+
+
+class TestLowPrecisionAndPromotion:
+    def test_float16_logsumexp_does_not_overflow(self, backend):
+        if backend.name == "array_api_strict":
+            pytest.skip("array-api-strict has no float16")
+        y = run(backend, sk.logsumexp, np.zeros(100_000, dtype=np.float16))
+        assert y.dtype == np.float16
+        assert float(y) == float(np.float16(math.log(100_000)))
+
+    def test_float16_softmax_rounded_once(self, backend):
+        if backend.name == "array_api_strict":
+            pytest.skip("array-api-strict has no float16")
+        y = run(backend, sk.softmax, np.zeros(100_000, dtype=np.float16))
+        assert y.dtype == np.float16
+        assert np.all(y == np.float16(1e-5))
+
+    def test_bfloat16_has_no_sum_saturation(self, backend):
+        x = _bfloat16_zeros(backend, 100_000)
+        if x is None:
+            pytest.skip(f"{backend.name} has no bfloat16")
+        y = sk.softmax(x)
+        assert "bfloat16" in str(y.dtype)
+        vals = backend.to_numpy(backend.xp.astype(y, backend.xp.float32))
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        want = float(np.array(1e-5, dtype=np.float32).astype(ml_dtypes.bfloat16).astype(np.float32))
+        assert np.all(vals == want)
+
+    @pytest.mark.parametrize("dtype", ["int32", "int64", "bool"])
+    def test_integer_and_bool_promote_to_default_float(self, backend, dtype):
+        x = backend.asarray(np.array([0, 1, 1]).astype(dtype))
+        y = sk.softmax(x)
+        info = backend.xp.__array_namespace_info__()
+        want = info.default_dtypes()["real floating"]
+        assert y.dtype == want
+        np.testing.assert_allclose(backend.to_numpy(y).sum(), 1.0, rtol=1e-6)
+
+
+def _bfloat16_zeros(backend, n):
+    if backend.name == "torch":
+        import torch
+
+        return torch.zeros(n, dtype=torch.bfloat16)
+    if backend.name in ("jax", "jax_x32"):
+        import jax.numpy as jnp
+
+        return jnp.zeros(n, dtype=jnp.bfloat16)
+    if backend.name == "numpy":
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        return np.zeros(n, dtype=ml_dtypes.bfloat16)
+    return None
+
+
+class TestBinaryCrossEntropy:
+    @pytest.mark.parametrize(("x", "y"), [(-40.0, 0.0), (40.0, 1.0)])
+    def test_exact_for_large_abs_logits(self, backend, x, y):
+        loss = run(
+            backend,
+            sk.binary_cross_entropy_with_logits,
+            np.array([x]),
+            np.array([y]),
+            dtype="float32",
+        )
+        assert float(loss) == f32(4.248354255291589e-18)
+
+    def test_float64_tail(self, backend):
+        if not backend.has_float64 or backend.name == "jax":
+            pytest.skip("needs float64 with subnormal support")
+        loss = run(
+            backend,
+            sk.binary_cross_entropy_with_logits,
+            np.array([-100.0]),
+            np.array([0.0]),
+            dtype="float64",
+        )
+        assert float(loss) == pytest.approx(3.720075976020836e-44, rel=1e-15)
+
+    def test_infinite_logits_take_limits(self, backend):
+        x = np.array([INF, -INF, INF, -INF, NAN])
+        y = np.array([1.0, 0.0, 0.0, 1.0, 1.0])
+        loss = run(backend, sk.binary_cross_entropy_with_logits, x, y, reduction="none")
+        np.testing.assert_array_equal(loss[:4], [0.0, 0.0, INF, INF])
+        assert np.isnan(loss[4])
+        _, grad = run(
+            backend,
+            sk.binary_cross_entropy_with_logits,
+            x[:2],
+            y[:2],
+            reduction="none",
+            return_grad=True,
+        )
+        np.testing.assert_array_equal(grad, [0.0, 0.0])
+
+    def test_matches_definition(self, backend):
+        rng = np.random.default_rng(1)
+        x = rng.normal(0, 3, (5, 4))
+        y = rng.uniform(0, 1, (5, 4))
+        pw = np.array([1.0, 2.0, 0.5, 3.0])
+        w = rng.uniform(0.5, 2, (5, 4))
+        loss = run(
+            backend,
+            sk.binary_cross_entropy_with_logits,
+            x,
+            y,
+            weight=w,
+            pos_weight=pw,
+            reduction="none",
+        )
+        sig = 1 / (1 + np.exp(-x))
+        want = -w * (pw * y * np.log(sig) + (1 - y) * np.log1p(-sig))
+        np.testing.assert_allclose(loss, want, rtol=rtol_for(loss))
+
+
+class TestSoftTargets:
+    def test_zero_probability_on_minus_inf_logit(self, backend):
+        x = np.array([[-INF, 0.0, 1.0]])
+        p = np.array([[0.0, 0.5, 0.5]])
+        ce = run(backend, sk.cross_entropy, x, p)
+        lse = math.log(1 + math.e)
+        assert float(ce) == pytest.approx(0.5 * lse + 0.5 * (lse - 1), rel=rtol_for(ce))
+        _, grad = run(backend, sk.cross_entropy, x, p, return_grad=True)
+        assert np.all(np.isfinite(grad)) and grad[0, 0] == 0.0
+
+    def test_int_target_equals_one_hot(self, backend):
+        rng = np.random.default_rng(2)
+        x = rng.normal(0, 2, (6, 5))
+        t = rng.integers(0, 5, 6)
+        onehot = np.eye(5)[t]
+        a = run(backend, sk.cross_entropy, x, t, reduction="none")
+        b = run(backend, sk.cross_entropy, x, onehot, reduction="none")
+        np.testing.assert_allclose(a, b, rtol=rtol_for(a))
+
+
+class TestTorchConventions:
+    """Weighted mean, label smoothing and z-loss follow PyTorch / T5X."""
+
+    x = np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0], [0.0, 0.0, 0.0], [2.5, 1.5, -0.5]])
+    t = np.array([0, 1, 2, 2])
+    w = np.array([1.0, 2.0, 3.0])
+
+    def _reference(self, eps=0.0, w=None, soft=None):
+        torch = pytest.importorskip("torch")
+        F = torch.nn.functional
+        x = torch.from_numpy(self.x)
+        tgt = torch.from_numpy(self.t) if soft is None else torch.from_numpy(soft)
+        wt = None if w is None else torch.from_numpy(w)
+        return float(F.cross_entropy(x, tgt, weight=wt, label_smoothing=eps))
+
+    def test_weighted_mean(self, backend):
+        got = run(backend, sk.cross_entropy, self.x, self.t, weight=self.w)
+        np.testing.assert_allclose(got, self._reference(w=self.w), rtol=rtol_for(got))
+
+    @pytest.mark.parametrize("eps", [0.1, 1.0])
+    def test_label_smoothing(self, backend, eps):
+        got = run(backend, sk.cross_entropy, self.x, self.t, label_smoothing=eps)
+        np.testing.assert_allclose(got, self._reference(eps=eps), rtol=rtol_for(got))
+        got_w = run(backend, sk.cross_entropy, self.x, self.t, weight=self.w, label_smoothing=eps)
+        np.testing.assert_allclose(got_w, self._reference(eps=eps, w=self.w), rtol=rtol_for(got_w))
+
+    def test_soft_target_weighted_mean_divides_by_n(self, backend):
+        p = np.eye(3)[self.t] * 0.8 + 0.2 / 3
+        got = run(backend, sk.cross_entropy, self.x, p, weight=self.w)
+        np.testing.assert_allclose(got, self._reference(w=self.w, soft=p), rtol=rtol_for(got))
+
+    def test_z_loss(self, backend):
+        z = 1e-2
+        plain = run(backend, sk.cross_entropy, self.x, self.t, reduction="none")
+        with_z = run(backend, sk.cross_entropy, self.x, self.t, z_loss=z, reduction="none")
+        lse = np.log(np.exp(self.x).sum(axis=1))
+        np.testing.assert_allclose(with_z, plain + z * lse**2, rtol=rtol_for(with_z))
+
+
+class TestSeedExamples:
+    """The worked examples of the seed texts (checked: the seeds' log-softmax of 0.1 is wrong)."""
+
+    def test_softmax_examples(self, backend):
+        a = run(backend, sk.softmax, np.array([2.0, 1.0, 0.1]))
+        np.testing.assert_allclose(np.round(a, 3), [0.659, 0.242, 0.099], atol=1e-6)
+        b = run(backend, sk.softmax, np.array([1.5, 0.8, -0.2]))
+        # The seed prints 0.596 for the first entry because it divides exponentials
+        # already rounded to 3 decimals (4.482 / 7.526); the exact value is 0.59550.
+        np.testing.assert_allclose(b, [0.5954973, 0.2957152, 0.1087875], atol=5e-7)
+        np.testing.assert_allclose(np.round(b, 3), [0.595, 0.296, 0.109], atol=1e-6)
+
+    def test_log_softmax_example(self, backend):
+        y = run(backend, sk.log_softmax, np.array([2.0, 1.0, 0.1]))
+        # the seed prints -2.417 for the last entry; 0.1 - logsumexp = -2.317
+        np.testing.assert_allclose(y, [-0.4170300, -1.4170300, -2.3170300], atol=5e-7)

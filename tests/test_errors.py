@@ -1,0 +1,115 @@
+"""Bad input: a clear error of softmaxkit's family that names the argument, never a crash."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import softmaxkit as sk
+
+X = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
+T = np.array([0, 1])
+
+
+def _raises(kind, match, fn, *args, **kwargs):
+    with pytest.raises(kind, match=match) as info:
+        fn(*args, **kwargs)
+    assert isinstance(info.value, sk.SoftmaxkitError)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "kind", "match"),
+    [
+        ((np.array(["a", "b"]),), {}, TypeError, "`x`.*not numeric"),
+        ((X.astype(complex),), {}, TypeError, "`x` is complex"),
+        ((X,), {"axis": 2}, ValueError, r"`axis=2` is out of range.*\[-2, 1\]"),
+        ((X,), {"axis": (0, -2)}, ValueError, "repeats an axis"),
+        ((X,), {"axis": [0]}, TypeError, "use a tuple"),
+        ((X,), {"axis": 1.0}, TypeError, "`axis` must be an integer"),
+        ((X,), {"axis": ()}, ValueError, "selects no axis"),
+        ((np.float64(1.0),), {}, ValueError, "0-d array; use axis=None"),
+        ((X,), {"temperature": 0.0}, ValueError, "`temperature` must be positive"),
+        ((X,), {"temperature": -1}, ValueError, "`temperature` must be positive"),
+        ((X,), {"temperature": float("nan")}, ValueError, "`temperature`"),
+        ((X,), {"temperature": float("inf")}, ValueError, "`temperature`"),
+        ((X,), {"temperature": "hot"}, TypeError, "`temperature` must be a positive real"),
+        ((X,), {"precision": "exact"}, ValueError, "`precision` must be 'accurate' or 'fast'"),
+        ((X,), {"where": np.ones((2, 3))}, TypeError, "`where` must be a boolean array"),
+        ((X,), {"where": np.ones((3, 3), bool)}, ValueError, "`where` has shape"),
+    ],
+)
+def test_softmax_family_arguments(args, kwargs, kind, match):
+    for fn in (sk.softmax, sk.log_softmax):
+        _raises(kind, match, fn, *args, **kwargs)
+
+
+def test_logsumexp_arguments():
+    _raises(TypeError, "`keepdims` must be True or False", sk.logsumexp, X, keepdims=1)
+    _raises(TypeError, "`return_sign`", sk.logsumexp, X, return_sign="yes")
+    _raises(ValueError, "`b` has shape", sk.logsumexp, X, b=np.ones(4))
+    _raises(TypeError, "`b` must be a real array", sk.logsumexp, X, b=np.ones(3) * 1j)
+
+
+@pytest.mark.parametrize(
+    ("target", "kwargs", "kind", "match"),
+    [
+        (np.array([0, 3]), {}, ValueError, r"class index out of range.*3.*0\.\.2"),
+        (np.array([-1, 0]), {}, ValueError, "class index out of range"),
+        (np.array([-5, 0]), {"ignore_index": -100}, ValueError, "or ignore_index=-100"),
+        (np.array([0, 1, 2]), {}, ValueError, r"shape \(3,\).*\(2,\)"),
+        (np.array([0.0, np.nan]), {}, ValueError, "NaN or inf"),
+        (np.array([0.0, 1.5]), {}, ValueError, "non-integer"),
+        (np.array([True, False]), {}, TypeError, "boolean"),
+        (np.array(["a", "b"]), {}, TypeError, "`target`"),
+        (np.ones((2, 4)) / 4, {}, ValueError, "probabilities with shape"),
+        (np.array([[1.2, -0.2, 0.0], [0, 1, 0]]), {}, ValueError, "negative probability"),
+        (np.array([[1.0, 0, 0], [np.nan, 1, 0]]), {}, ValueError, "contains NaN"),
+        (np.eye(3)[[0, 1]], {"ignore_index": 0}, ValueError, "class-index targets only"),
+        (T, {"reduction": "avg"}, ValueError, "`reduction` must be one of"),
+        (T, {"label_smoothing": 1.5}, ValueError, r"`label_smoothing` must lie in \[0, 1\]"),
+        (T, {"label_smoothing": -0.1}, ValueError, "`label_smoothing`"),
+        (T, {"z_loss": -1e-4}, ValueError, "`z_loss`"),
+        (T, {"weight": np.ones(2)}, ValueError, r"`weight` must have shape \(3,\)"),
+        (T, {"weight": np.array([1.0, -1.0, 1.0])}, ValueError, "`weight` must be finite and >= 0"),
+        (T, {"axis": None}, TypeError, "single int"),
+        (T, {"return_grad": 1}, TypeError, "`return_grad`"),
+        (T, {"ignore_index": 1.5}, TypeError, "`ignore_index`"),
+    ],
+)
+def test_cross_entropy_arguments(target, kwargs, kind, match):
+    _raises(kind, match, sk.cross_entropy, X, target, **kwargs)
+
+
+def test_nll_loss_arguments():
+    lp = sk.log_softmax(X)
+    _raises(ValueError, "class index out of range", sk.nll_loss, lp, np.array([0, 7]))
+    _raises(ValueError, "`weight` must have shape", sk.nll_loss, lp, T, weight=np.ones(5))
+
+
+def test_bce_arguments():
+    y = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 1.0]])
+    _raises(ValueError, r"`target` must lie in \[0, 1\]", sk.binary_cross_entropy_with_logits,
+            X, y * 2)
+    _raises(ValueError, "`target` has shape", sk.binary_cross_entropy_with_logits, X, np.ones(4))
+    _raises(ValueError, "would enlarge", sk.binary_cross_entropy_with_logits,
+            X[0], np.ones((2, 3)))
+    _raises(ValueError, "`pos_weight` must be finite and >= 0", sk.binary_cross_entropy_with_logits,
+            X, y, pos_weight=np.array([1.0, -2.0, 1.0]))
+    _raises(ValueError, "`weight` has shape", sk.binary_cross_entropy_with_logits,
+            X, y, weight=np.ones(5))
+
+
+def test_vjp_arguments():
+    y = sk.softmax(X)
+    _raises(ValueError, "`g` has shape", sk.softmax_vjp, y, np.ones(3))
+    _raises(ValueError, "`g` has shape", sk.logsumexp_vjp, X, np.ones(3))
+
+
+def test_mixing_libraries_is_an_error():
+    torch = pytest.importorskip("torch")
+    _raises(TypeError, "different array libraries", sk.cross_entropy, torch.zeros(2, 3), T)
+
+
+def test_lists_of_strings_are_rejected():
+    _raises(TypeError, "`x`", sk.softmax, ["a", "b"])
