@@ -13,8 +13,10 @@ import sys
 
 import pytest
 
-if "torch" not in os.environ.get("SOFTMAXKIT_TEST_BACKENDS", "torch").split(","):
-    pytest.skip("the torch backend is not in SOFTMAXKIT_TEST_BACKENDS", allow_module_level=True)
+from tests.conftest import active_backends
+
+if "torch" not in active_backends():
+    pytest.skip("the torch backend is not requested or not installed", allow_module_level=True)
 
 import torch
 import torch.nn.functional as F
