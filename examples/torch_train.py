@@ -84,15 +84,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--label-smoothing", type=float, default=0.05)
     ap.add_argument("--tolerance", type=float, default=1e-3, help="largest relative gap allowed")
-    ap.add_argument("--plot", metavar="PNG", help="save both curves to this file (needs matplotlib)")
+    ap.add_argument(
+        "--plot", metavar="PNG", help="save both curves to this file (needs matplotlib)"
+    )
     args = ap.parse_args(argv)
 
     x, y, source = load_data(args.seed)
     split = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))
     test, tr = split[:300], split[300:]
     kw = {"epochs": args.epochs, "batch": args.batch, "seed": args.seed}
-    ours, m_ours = train(skt.CrossEntropyLoss(label_smoothing=args.label_smoothing), x[tr], y[tr], **kw)
-    ref, m_ref = train(nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), x[tr], y[tr], **kw)
+    ours, m_ours = train(
+        skt.CrossEntropyLoss(label_smoothing=args.label_smoothing), x[tr], y[tr], **kw
+    )
+    ref, m_ref = train(
+        nn.CrossEntropyLoss(label_smoothing=args.label_smoothing), x[tr], y[tr], **kw
+    )
 
     gaps = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(ours, ref, strict=True)]
     print(f"data: {source}; {len(ours)} steps of batch {args.batch}")

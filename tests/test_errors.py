@@ -89,15 +89,27 @@ def test_nll_loss_arguments():
 
 def test_bce_arguments():
     y = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 1.0]])
-    _raises(ValueError, r"`target` must lie in \[0, 1\]", sk.binary_cross_entropy_with_logits,
-            X, y * 2)
+    _raises(
+        ValueError, r"`target` must lie in \[0, 1\]", sk.binary_cross_entropy_with_logits, X, y * 2
+    )
     _raises(ValueError, "`target` has shape", sk.binary_cross_entropy_with_logits, X, np.ones(4))
-    _raises(ValueError, "would enlarge", sk.binary_cross_entropy_with_logits,
-            X[0], np.ones((2, 3)))
-    _raises(ValueError, "`pos_weight` must be finite and >= 0", sk.binary_cross_entropy_with_logits,
-            X, y, pos_weight=np.array([1.0, -2.0, 1.0]))
-    _raises(ValueError, "`weight` has shape", sk.binary_cross_entropy_with_logits,
-            X, y, weight=np.ones(5))
+    _raises(ValueError, "would enlarge", sk.binary_cross_entropy_with_logits, X[0], np.ones((2, 3)))
+    _raises(
+        ValueError,
+        "`pos_weight` must be finite and >= 0",
+        sk.binary_cross_entropy_with_logits,
+        X,
+        y,
+        pos_weight=np.array([1.0, -2.0, 1.0]),
+    )
+    _raises(
+        ValueError,
+        "`weight` has shape",
+        sk.binary_cross_entropy_with_logits,
+        X,
+        y,
+        weight=np.ones(5),
+    )
 
 
 def test_vjp_arguments():

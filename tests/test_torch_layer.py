@@ -1,4 +1,4 @@
-"""softmaxkit.torch: parity with torch, the contract where torch differs, autograd, compile, modules."""
+"""softmaxkit.torch: torch parity, the contract where torch differs, autograd, compile, modules."""
 
 from __future__ import annotations
 
@@ -104,7 +104,9 @@ def test_cross_entropy_index_targets_match_torch(dtype, shape, opts):
     )
 
 
-@pytest.mark.parametrize("opts", [{}, {"label_smoothing": 0.3}, {"reduction": "none"}, {"weight": True}])
+@pytest.mark.parametrize(
+    "opts", [{}, {"label_smoothing": 0.3}, {"reduction": "none"}, {"weight": True}]
+)
 def test_cross_entropy_probability_targets_match_torch(opts):
     opts = dict(opts)
     if opts.get("weight"):
@@ -121,7 +123,9 @@ def test_cross_entropy_probability_targets_match_torch(opts):
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("opts", [{}, {"reduction": "sum"}, {"reduction": "none"}, {"weight": True}])
+@pytest.mark.parametrize(
+    "opts", [{}, {"reduction": "sum"}, {"reduction": "none"}, {"weight": True}]
+)
 def test_nll_loss_matches_torch(opts):
     opts = dict(opts)
     if opts.get("weight"):
@@ -133,10 +137,14 @@ def test_nll_loss_matches_torch(opts):
     ref = F.nll_loss(lp, t, **opts)
     torch.testing.assert_close(ours, ref)
     g = torch.ones_like(ref)
-    torch.testing.assert_close(torch.autograd.grad(ours, lp, g)[0], torch.autograd.grad(ref, lp, g)[0])
+    torch.testing.assert_close(
+        torch.autograd.grad(ours, lp, g)[0], torch.autograd.grad(ref, lp, g)[0]
+    )
 
 
-@pytest.mark.parametrize("opts", [{}, {"reduction": "none"}, {"weight": True}, {"pos_weight": True}])
+@pytest.mark.parametrize(
+    "opts", [{}, {"reduction": "none"}, {"weight": True}, {"pos_weight": True}]
+)
 def test_bce_with_logits_matches_torch(opts):
     opts = dict(opts)
     if opts.get("weight"):
@@ -365,11 +373,27 @@ def test_opcheck_every_operator():
             (x.clone().requires_grad_(), t, w, 1, -100, "mean", 0.1, 0.0, False, True),
         ),
         (ops.nll_loss.default, (x.clone().requires_grad_(), t, w, 1, -100, "sum")),
-        (ops.bce_with_logits.default, (x.clone().requires_grad_(), torch.sigmoid(g), None, w, "none", True)),
+        (
+            ops.bce_with_logits.default,
+            (x.clone().requires_grad_(), torch.sigmoid(g), None, w, "none", True),
+        ),
         (
             ops.linear_cross_entropy.default,
-            (x.clone().requires_grad_(), _randn(6, 4, seed=3).requires_grad_(), None,
-             torch.tensor([0, 5, -100]), None, -100, 0.0, 0.0, "sum", 1, 2, True, True),
+            (
+                x.clone().requires_grad_(),
+                _randn(6, 4, seed=3).requires_grad_(),
+                None,
+                torch.tensor([0, 5, -100]),
+                None,
+                -100,
+                0.0,
+                0.0,
+                "sum",
+                1,
+                2,
+                True,
+                True,
+            ),
         ),
     ]
     for op, args in cases:
@@ -424,7 +448,11 @@ def _module_cases():
             torch.nn.CrossEntropyLoss(w, label_smoothing=0.1),
             "CrossEntropyLoss(label_smoothing=0.1)",
         ),
-        (skt.NLLLoss(w, reduction="sum"), torch.nn.NLLLoss(w, reduction="sum"), "NLLLoss(reduction='sum')"),
+        (
+            skt.NLLLoss(w, reduction="sum"),
+            torch.nn.NLLLoss(w, reduction="sum"),
+            "NLLLoss(reduction='sum')",
+        ),
     ]
 
 
@@ -434,7 +462,9 @@ def test_modules_behave_like_torch_modules(case):
     assert repr(ours) == text
     assert list(ours.state_dict()) == list(theirs.state_dict())
     x = _randn(4, 5, dtype=torch.float32)
-    args = (x,) if isinstance(ours, (skt.Softmax, skt.LogSoftmax)) else (x, torch.tensor([0, 1, 2, 4]))
+    args = (
+        (x,) if isinstance(ours, (skt.Softmax, skt.LogSoftmax)) else (x, torch.tensor([0, 1, 2, 4]))
+    )
     if isinstance(ours, skt.NLLLoss):
         args = (torch.log_softmax(x, 1), args[1])
     torch.testing.assert_close(ours(*args), theirs(*args))
@@ -489,31 +519,69 @@ BAD = [
         SoftmaxkitTypeError,
         "floating-point",
     ),
-    (lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1, 2])), SoftmaxkitValueError, "shape"),
-    (lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 3])), SoftmaxkitValueError, "out of range"),
-    (lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, -1])), SoftmaxkitValueError, "out of range"),
     (
-        lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([[0.5, 0.6, -0.1], [1.0, 0.0, 0.0]])),
+        lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1, 2])),
+        SoftmaxkitValueError,
+        "shape",
+    ),
+    (
+        lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 3])),
+        SoftmaxkitValueError,
+        "out of range",
+    ),
+    (
+        lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, -1])),
+        SoftmaxkitValueError,
+        "out of range",
+    ),
+    (
+        lambda: skt.cross_entropy(
+            torch.zeros(2, 3), torch.tensor([[0.5, 0.6, -0.1], [1.0, 0.0, 0.0]])
+        ),
         SoftmaxkitValueError,
         "negative",
     ),
-    (lambda: skt.cross_entropy(torch.zeros(2, 3), torch.zeros(2, 2)), SoftmaxkitValueError, "probabilities"),
-    (lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([True, False])), SoftmaxkitTypeError, "integer"),
+    (
+        lambda: skt.cross_entropy(torch.zeros(2, 3), torch.zeros(2, 2)),
+        SoftmaxkitValueError,
+        "probabilities",
+    ),
+    (
+        lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([True, False])),
+        SoftmaxkitTypeError,
+        "integer",
+    ),
     (
         lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1], device="meta")),
         SoftmaxkitValueError,
         "device",
     ),
-    (lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]), torch.ones(4)), SoftmaxkitValueError, "weight"),
-    (lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]), reduction="avg"), SoftmaxkitValueError, "reduction"),
+    (
+        lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]), torch.ones(4)),
+        SoftmaxkitValueError,
+        "weight",
+    ),
+    (
+        lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]), reduction="avg"),
+        SoftmaxkitValueError,
+        "reduction",
+    ),
     (
         lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]), label_smoothing=1.5),
         SoftmaxkitValueError,
         "label_smoothing",
     ),
-    (lambda: skt.cross_entropy(torch.zeros(()), torch.tensor(0)), SoftmaxkitValueError, "class dimension"),
+    (
+        lambda: skt.cross_entropy(torch.zeros(()), torch.tensor(0)),
+        SoftmaxkitValueError,
+        "class dimension",
+    ),
     (lambda: skt.nll_loss(torch.zeros(2, 3), torch.zeros(2, 3)), SoftmaxkitTypeError, "integer"),
-    (lambda: skt.nll_loss(torch.zeros(2, 3), torch.tensor([5, 0])), SoftmaxkitValueError, "out of range"),
+    (
+        lambda: skt.nll_loss(torch.zeros(2, 3), torch.tensor([5, 0])),
+        SoftmaxkitValueError,
+        "out of range",
+    ),
     (
         lambda: skt.binary_cross_entropy_with_logits(torch.zeros(2, 3), torch.zeros(3)),
         SoftmaxkitValueError,
@@ -525,7 +593,9 @@ BAD = [
         "[0, 1]",
     ),
     (
-        lambda: skt.binary_cross_entropy_with_logits(torch.zeros(2, 3), torch.zeros(2, 3), pos_weight=torch.ones(2)),
+        lambda: skt.binary_cross_entropy_with_logits(
+            torch.zeros(2, 3), torch.zeros(2, 3), pos_weight=torch.ones(2)
+        ),
         SoftmaxkitValueError,
         "pos_weight",
     ),
@@ -557,7 +627,12 @@ def test_import_softmaxkit_does_not_import_torch():
 
 @pytest.mark.parametrize(
     "module",
-    ["softmaxkit.torch", "softmaxkit.torch._functional", "softmaxkit.torch._modules", "softmaxkit.torch._linear_ce"],
+    [
+        "softmaxkit.torch",
+        "softmaxkit.torch._functional",
+        "softmaxkit.torch._modules",
+        "softmaxkit.torch._linear_ce",
+    ],
 )
 def test_docstring_examples(module):
     mod = importlib.import_module(module)

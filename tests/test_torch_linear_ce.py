@@ -86,7 +86,9 @@ def test_matches_naive_float32_within_float32_tolerance():
     ours = skt.linear_cross_entropy(h, W, t, linear_bias=b)
     ref = _naive(h, W, b, t)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
-    for a, r in zip(torch.autograd.grad(ours, params), torch.autograd.grad(ref, params), strict=True):
+    for a, r in zip(
+        torch.autograd.grad(ours, params), torch.autograd.grad(ref, params), strict=True
+    ):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-6)
 
 
@@ -96,11 +98,30 @@ def test_chunk_size_changes_memory_not_results():
     for chunk in (None, 1, _linear_ce.VOCAB_TILE + 5, 10**9):
         hh, WW, bb = (p.detach().clone().requires_grad_() for p in (h, W, b))
         out = skt.linear_cross_entropy(
-            hh, WW, t, linear_bias=bb, chunk_size=chunk, label_smoothing=0.1, z_loss=1e-4,
-            return_lse=True, return_entropy=True, topk=3,
+            hh,
+            WW,
+            t,
+            linear_bias=bb,
+            chunk_size=chunk,
+            label_smoothing=0.1,
+            z_loss=1e-4,
+            return_lse=True,
+            return_entropy=True,
+            topk=3,
         )
         out.loss.backward()
-        outs.append((out.loss, out.lse, out.entropy, out.topk_logprobs, out.topk_indices, hh.grad, WW.grad, bb.grad))
+        outs.append(
+            (
+                out.loss,
+                out.lse,
+                out.entropy,
+                out.topk_logprobs,
+                out.topk_indices,
+                hh.grad,
+                WW.grad,
+                bb.grad,
+            )
+        )
     for other in outs[1:]:
         for a, c in zip(outs[0], other, strict=True):
             assert torch.equal(a, c)
@@ -112,7 +133,9 @@ def test_reduction_none_backward_with_per_token_gradients():
     ours = skt.linear_cross_entropy(h, W, t, linear_bias=b, reduction="none", label_smoothing=0.1)
     ref = _naive(h, W, b, t, reduction="none", label_smoothing=0.1)
     g = torch.randn(N, generator=_gen(8), dtype=torch.float64)
-    for a, r in zip(torch.autograd.grad(ours, params, g), torch.autograd.grad(ref, params, g), strict=True):
+    for a, r in zip(
+        torch.autograd.grad(ours, params, g), torch.autograd.grad(ref, params, g), strict=True
+    ):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-12)
 
 
@@ -138,7 +161,9 @@ def test_batched_input_and_ignored_everything():
     t = torch.randint(0, 30, (2, 5), generator=_gen(2))
     ours = skt.linear_cross_entropy(h, W, t, reduction="none")
     assert ours.shape == (2, 5)
-    torch.testing.assert_close(ours, F.cross_entropy((h @ W.T).transpose(1, 2), t, reduction="none"))
+    torch.testing.assert_close(
+        ours, F.cross_entropy((h @ W.T).transpose(1, 2), t, reduction="none")
+    )
     loss = skt.linear_cross_entropy(h, W, torch.full((2, 5), -100))
     assert loss.item() == 0.0  # torch: nan
     gh, gW = torch.autograd.grad(loss, (h, W))
@@ -182,11 +207,14 @@ def test_half_inputs_are_no_less_accurate_than_torch(dtype):
         grads = torch.autograd.grad(loss, params)
         e_loss = abs(loss.double().item() - exact.item())
         e_grads = [
-            ((g.double() - r).norm() / r.norm()).item() for g, r in zip(grads, exact_grads, strict=True)
+            ((g.double() - r).norm() / r.norm()).item()
+            for g, r in zip(grads, exact_grads, strict=True)
         ]
         return e_loss, e_grads
 
-    ours_loss, ours_grads = err(lambda hh, WW, bb: skt.linear_cross_entropy(hh, WW, t, linear_bias=bb))
+    ours_loss, ours_grads = err(
+        lambda hh, WW, bb: skt.linear_cross_entropy(hh, WW, t, linear_bias=bb)
+    )
     torch_loss, torch_grads = err(lambda hh, WW, bb: F.cross_entropy(F.linear(hh, WW, bb), t))
     assert ours_loss <= torch_loss + 1e-6
     for o, r in zip(ours_grads, torch_grads, strict=True):
@@ -224,24 +252,49 @@ def test_gradcheck():
     h, W, b, t = _problem(n=6, v=7, d=3)
     params = tuple(p.requires_grad_() for p in (h, W, b))
     assert torch.autograd.gradcheck(
-        lambda hh, WW, bb: skt.linear_cross_entropy(hh, WW, t, linear_bias=bb, label_smoothing=0.1, z_loss=0.01),
+        lambda hh, WW, bb: skt.linear_cross_entropy(
+            hh, WW, t, linear_bias=bb, label_smoothing=0.1, z_loss=0.01
+        ),
         params,
     )
     assert torch.autograd.gradcheck(
-        lambda hh, WW, bb: skt.linear_cross_entropy(hh, WW, t, linear_bias=bb, reduction="none"), params
+        lambda hh, WW, bb: skt.linear_cross_entropy(hh, WW, t, linear_bias=bb, reduction="none"),
+        params,
     )
 
 
 BAD = [
-    (lambda h, W, t: skt.linear_cross_entropy(h, W[:, :3], t), SoftmaxkitValueError, "linear_weight"),
+    (
+        lambda h, W, t: skt.linear_cross_entropy(h, W[:, :3], t),
+        SoftmaxkitValueError,
+        "linear_weight",
+    ),
     (lambda h, W, t: skt.linear_cross_entropy(h, W.float(), t), SoftmaxkitTypeError, "dtype"),
     (lambda h, W, t: skt.linear_cross_entropy(h, W, t[:3]), SoftmaxkitValueError, "shape"),
-    (lambda h, W, t: skt.linear_cross_entropy(h, W, t.double()), SoftmaxkitValueError, "probability"),
+    (
+        lambda h, W, t: skt.linear_cross_entropy(h, W, t.double()),
+        SoftmaxkitValueError,
+        "probability",
+    ),
     (lambda h, W, t: skt.linear_cross_entropy(h, W, t + 100), SoftmaxkitValueError, "out of range"),
-    (lambda h, W, t: skt.linear_cross_entropy(h, W, t, chunk_size=0), SoftmaxkitValueError, "chunk_size"),
+    (
+        lambda h, W, t: skt.linear_cross_entropy(h, W, t, chunk_size=0),
+        SoftmaxkitValueError,
+        "chunk_size",
+    ),
     (lambda h, W, t: skt.linear_cross_entropy(h, W, t, topk=-1), SoftmaxkitValueError, "topk"),
-    (lambda h, W, t: skt.linear_cross_entropy(h, W, t, linear_bias=torch.zeros(3, dtype=torch.float64)), SoftmaxkitValueError, "linear_bias"),
-    (lambda h, W, t: skt.linear_cross_entropy(h, W, t, weight=torch.ones(3)), SoftmaxkitValueError, "weight"),
+    (
+        lambda h, W, t: skt.linear_cross_entropy(
+            h, W, t, linear_bias=torch.zeros(3, dtype=torch.float64)
+        ),
+        SoftmaxkitValueError,
+        "linear_bias",
+    ),
+    (
+        lambda h, W, t: skt.linear_cross_entropy(h, W, t, weight=torch.ones(3)),
+        SoftmaxkitValueError,
+        "weight",
+    ),
     (lambda h, W, t: skt.linear_cross_entropy(h, W, t.to("meta")), SoftmaxkitValueError, "device"),
 ]
 

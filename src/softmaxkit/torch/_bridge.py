@@ -72,16 +72,16 @@ def call_core(
             res = fn(main, *tensors)
         items = res if isinstance(res, tuple) else (res,)
         ptrs = {t.untyped_storage().data_ptr() for t in (main, *tensors) if t is not None}
-        outs = tuple(_fix_torch(r, want, ptrs) for r in items)
-        return outs if isinstance(res, tuple) else outs[0]
+        fixed = tuple(_fix_torch(r, want, ptrs) for r in items)
+        return fixed if isinstance(res, tuple) else fixed[0]
     widen = how == "widen"
-    arrays = [_to_numpy(main, widen)]
+    arrays: list[np.ndarray | None] = [_to_numpy(main, widen)]
     for t in tensors:
-        arrays.append(None if t is None else _to_numpy(t, widen))  # type: ignore[arg-type]
+        arrays.append(None if t is None else _to_numpy(t, widen))
     res = fn(*arrays)
     items = res if isinstance(res, tuple) else (res,)
     inputs = [a for a in arrays if a is not None]
-    outs = []
+    outs: list[torch.Tensor] = []
     for r in items:
         t = _from_numpy(r, main, inputs)
         if t.is_floating_point() and t.dtype != want:

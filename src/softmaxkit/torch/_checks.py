@@ -94,7 +94,10 @@ def norm_dims(dim: object, ndim: int) -> list[int]:
 def class_dim(x: torch.Tensor) -> int:
     """PyTorch's class dimension: 0 for a single sample ``(C,)``, else 1."""
     if x.dim() == 0:
-        msg = "`input` is 0-d; the loss needs a class dimension: shape (C,), (N, C) or (N, C, d1, ...)"
+        msg = (
+            "`input` is 0-d; the loss needs a class dimension: "
+            "shape (C,), (N, C) or (N, C, d1, ...)"
+        )
         raise SoftmaxkitValueError(msg)
     return 0 if x.dim() == 1 else 1
 

@@ -346,7 +346,10 @@ def binary_cross_entropy_with_logits(
 ) -> torch.Tensor:
     r"""Binary cross-entropy on logits, exact for large ``|x|``.
 
-    .. math:: \ell = w\,\bigl[p_w\, y \operatorname{softplus}(-x) + (1 - y)\operatorname{softplus}(x)\bigr]
+    .. math::
+
+        \ell = w\,\bigl[p_w\, y \operatorname{softplus}(-x)
+                 + (1 - y)\operatorname{softplus}(x)\bigr]
 
     Parameters
     ----------
@@ -383,13 +386,16 @@ def binary_cross_entropy_with_logits(
     x = chk.float_input(input, promote_int=False)
     t = chk.tensor_arg(target, "target")
     if tuple(t.shape) != tuple(x.shape):
-        msg = f"`target` has shape {tuple(t.shape)} but `input` has shape {tuple(x.shape)}; they must match"
+        msg = (
+            f"`target` has shape {tuple(t.shape)} but `input` has shape {tuple(x.shape)}; "
+            "they must match"
+        )
         raise SoftmaxkitValueError(msg)
     if t.dtype == torch.bool or t.is_complex():
         msg = f"`target` must be a real tensor of values in [0, 1], got {t.dtype}"
         raise SoftmaxkitTypeError(msg)
-    t = chk.opt_tensor(t, x, "target")
-    assert t is not None
+    tt = chk.opt_tensor(t, x, "target")
+    assert tt is not None
     w = chk.opt_tensor(weight, x, "weight")
     pw = chk.opt_tensor(pos_weight, x, "pos_weight")
     for name, arr in (("weight", w), ("pos_weight", pw)):
@@ -401,8 +407,11 @@ def binary_cross_entropy_with_logits(
         try:
             torch.broadcast_shapes(arr.shape, x.shape)
         except RuntimeError:
-            msg = f"`{name}` has shape {tuple(arr.shape)}, which does not broadcast to input's {tuple(x.shape)}"
+            msg = (
+                f"`{name}` has shape {tuple(arr.shape)}, which does not broadcast to "
+                f"input's {tuple(x.shape)}"
+            )
             raise SoftmaxkitValueError(msg) from None
     red = chk.check_reduction(reduction)
-    loss, _ = bce_with_logits_op(x, t, w, pw, red, _wants_grad(x))
+    loss, _ = bce_with_logits_op(x, tt, w, pw, red, _wants_grad(x))
     return loss

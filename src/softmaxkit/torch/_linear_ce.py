@@ -92,7 +92,7 @@ class _TileStats:
         m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
         e = torch.sub(L, m_safe, out=scratch).exp_()
         # entries equal to the maximum are counted, the rest summed (BHH)
-        is_max = L == m
+        is_max = m == L
         c = is_max.sum(1).to(f64)
         r = e.masked_fill_(is_max, 0.0).sum(1).to(f64)
         m = m[:, 0]
@@ -100,9 +100,9 @@ class _TileStats:
         # merge (M, C, R) with (m, c, r): the counts stay apart from the rest
         newM = torch.maximum(self.M, m64)
         newM_safe = torch.where(torch.isfinite(newM), newM, torch.zeros_like(newM))
-        f_old = torch.where(self.M == newM, 1.0, torch.exp(self.M - newM_safe))
+        f_old = torch.where(newM == self.M, 1.0, torch.exp(self.M - newM_safe))
         f_new = torch.where(m64 == newM, 1.0, torch.exp(m64 - newM_safe))
-        old_max = self.M == newM
+        old_max = newM == self.M
         new_max = m64 == newM
         self.R = torch.where(old_max, self.R, f_old * (self.C + self.R)) + torch.where(
             new_max, r, f_new * (c + r)
@@ -269,7 +269,11 @@ def _run(
                 continue
             G = P.mul_(a_acc)
             if eps:
-                wt = torch.ones(v1 - v0, dtype=acc, device=dev) if w64 is None else w64[v0:v1].to(acc)
+                wt = (
+                    torch.ones(v1 - v0, dtype=acc, device=dev)
+                    if w64 is None
+                    else w64[v0:v1].to(acc)
+                )
                 G.sub_((eps / V) * s.to(acc)[:, None] * wt[None, :])
             inside = (t_safe >= v0) & (t_safe < v1) & counted
             col = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))
@@ -626,14 +630,20 @@ def linear_cross_entropy(
         raise SoftmaxkitValueError(msg)
     D = x.shape[-1]
     if Wt.dim() != 2 or Wt.shape[1] != D:
-        msg = f"`linear_weight` must have shape (V, {D}) to match input's last dimension, got {tuple(Wt.shape)}"
+        msg = (
+            f"`linear_weight` must have shape (V, {D}) to match input's last dimension, "
+            f"got {tuple(Wt.shape)}"
+        )
         raise SoftmaxkitValueError(msg)
     for name, other in (("linear_weight", Wt), ("linear_bias", linear_bias)):
         if other is None:
             continue
         chk.tensor_arg(other, name)
         if other.device != x.device:
-            msg = f"`{name}` is on {other.device} but `input` is on {x.device}; move them to one device"
+            msg = (
+                f"`{name}` is on {other.device} but `input` is on {x.device}; "
+                "move them to one device"
+            )
             raise SoftmaxkitValueError(msg)
         if other.dtype != x.dtype:
             msg = f"`{name}` has dtype {other.dtype} but `input` has {x.dtype}; they must match"

@@ -194,7 +194,7 @@ class NLLLoss(nn.Module):
 
 
 class BCEWithLogitsLoss(nn.Module):
-    """Binary cross-entropy on logits (see :func:`softmaxkit.torch.binary_cross_entropy_with_logits`).
+    """Binary cross-entropy on logits (see :func:`binary_cross_entropy_with_logits`).
 
     Parameters
     ----------
@@ -237,7 +237,7 @@ class BCEWithLogitsLoss(nn.Module):
 
 
 class LinearCrossEntropyLoss(nn.Module):
-    """An output projection fused with cross-entropy (see :func:`softmaxkit.torch.linear_cross_entropy`).
+    """An output projection fused with cross-entropy (see :func:`linear_cross_entropy`).
 
     Owns ``self.linear`` (an ``nn.Linear(in_features, num_classes)``), as torch
     2.13's ``nn.LinearCrossEntropyLoss`` does, so the state dict holds

@@ -167,9 +167,7 @@ def _(x: Tensor, dims: list[int], keepdim: bool) -> Tensor:
 @torch.library.custom_op("softmaxkit::logsumexp_backward", mutates_args=())
 def logsumexp_backward_op(x: Tensor, g: Tensor, dims: list[int], keepdim: bool) -> Tensor:
     """``g * softmax(x)``: the gradient of logsumexp (0 where the probability is 0)."""
-    return call_core(
-        lambda a, b: sk.logsumexp_vjp(a, b, axis=tuple(dims), keepdims=keepdim), x, g
-    )
+    return call_core(lambda a, b: sk.logsumexp_vjp(a, b, axis=tuple(dims), keepdims=keepdim), x, g)
 
 
 @logsumexp_backward_op.register_fake
