@@ -449,6 +449,8 @@ def _lce_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) ->
     ctx.has_bias = b is not None
     for t in output[1:]:
         ctx.mark_non_differentiable(t)
+    # no zero tensors for the outputs without gradients (one would be V x D)
+    ctx.set_materialize_grads(False)
     # The inputs are saved by reference (no copy), for reduction="none" and for a
     # second backward through the same graph (retain_graph=True).
     ctx.save_for_backward(h, W, b, target, weight)

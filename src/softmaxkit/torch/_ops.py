@@ -272,6 +272,7 @@ def _ce_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) 
     x, target, weight = inputs[:3]
     ctx.opts = inputs[3:9]
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zero tensor for the gradient output
     ctx.save_for_backward(x, target, weight, output[1])
 
 
@@ -473,6 +474,7 @@ def _bce_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor])
     x, target, weight, pos_weight, reduction, _ = inputs
     ctx.reduction = reduction
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zero tensor for the gradient output
     ctx.save_for_backward(x, target, weight, pos_weight, output[1])
 
 
