@@ -459,13 +459,15 @@ def _lce_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) ->
     ctx.grads = None if inputs[8] == "none" else [output[5], output[6], output[7]]
 
 
-def _lce_backward(ctx: Any, g: Tensor, *_unused: Any) -> tuple[Any, ...]:
+def _lce_backward(ctx: Any, g: Tensor | None, *_unused: Any) -> tuple[Any, ...]:
     if torch.is_grad_enabled():
         msg = (
             "linear_cross_entropy does not support double backward (create_graph=True); "
             "compose softmaxkit.torch.cross_entropy with torch.nn.functional.linear instead"
         )
         raise SoftmaxkitValueError(msg)
+    if g is None:  # no gradient reached the loss
+        return (None,) * 13
     ign, eps, z, reduction, chunk = ctx.opts[:5]
     grads = ctx.grads
     if grads is not None and grads[0].numel() == 0 and grads[1].numel() == 0:

@@ -357,7 +357,9 @@ def _ce_target_grad(
     return gt
 
 
-def _ce_backward(ctx: Any, g_loss: Tensor, _g_grad: Tensor | None) -> tuple[Any, ...]:
+def _ce_backward(ctx: Any, g_loss: Tensor | None, _g_grad: Tensor | None) -> tuple[Any, ...]:
+    if g_loss is None:  # no gradient reached the loss
+        return (None,) * 10
     x, target, weight, saved_grad = ctx.saved_tensors
     dim, ign, reduction, eps, z, prob = ctx.opts
     gk = g_loss.unsqueeze(dim) if reduction == "none" else g_loss
@@ -478,7 +480,9 @@ def _bce_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor])
     ctx.save_for_backward(x, target, weight, pos_weight, output[1])
 
 
-def _bce_backward(ctx: Any, g: Tensor, _g_grad: Tensor | None) -> tuple[Any, ...]:
+def _bce_backward(ctx: Any, g: Tensor | None, _g_grad: Tensor | None) -> tuple[Any, ...]:
+    if g is None:  # no gradient reached the loss
+        return (None,) * 6
     x, y, w, pw, saved_grad = ctx.saved_tensors
     reduction = ctx.reduction
     scale = 1.0 / x.numel() if reduction == "mean" and x.numel() else 1.0
