@@ -122,7 +122,9 @@ def ops_table(reps: int, quick: bool) -> list[dict[str, Any]]:
             F.cross_entropy(logits, target).backward()
 
         t = _median_times({"skt": ce_skt, "torch": ce_torch}, reps)
-        rows.append({"op": "cross_entropy fwd+bwd", "shape": ce_shape, "dtype": str(dtype)[6:], **t})
+        rows.append(
+            {"op": "cross_entropy fwd+bwd", "shape": ce_shape, "dtype": str(dtype)[6:], **t}
+        )
         del logits
     return rows
 
@@ -182,7 +184,10 @@ def lce_table(n: int, d: int, v: int, variants: list[str]) -> list[dict[str, Any
         cmd = [sys.executable, __file__, "--child", variant, str(n), str(d), str(v)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"  {variant}: {rows[-1]['seconds']:.1f} s, {rows[-1]['extra_mb']:.0f} MB", file=sys.stderr)
+        print(
+            f"  {variant}: {rows[-1]['seconds']:.1f} s, {rows[-1]['extra_mb']:.0f} MB",
+            file=sys.stderr,
+        )
     return rows
 
 
@@ -246,7 +251,13 @@ def _machine() -> str:
     )
 
 
-def render(ops: list[dict[str, Any]], lce: list[dict[str, Any]], acc: list[dict[str, Any]], lce_shape: tuple[int, int, int], reps: int) -> str:
+def render(
+    ops: list[dict[str, Any]],
+    lce: list[dict[str, Any]],
+    acc: list[dict[str, Any]],
+    lce_shape: tuple[int, int, int],
+    reps: int,
+) -> str:
     out = ["## softmaxkit.torch vs torch (CPU)", "", f"Machine: {_machine()}.", ""]
     if ops:
         out += [

@@ -191,7 +191,9 @@ def _run(
     tv_all = torch.zeros((N, k), dtype=acc, device=dev)
     ti_all = torch.zeros((N, k), dtype=torch.int64, device=dev)
     gh = torch.empty((N, D) if need_grad else (0,), dtype=acc, device=dev)
-    gW = torch.empty((V, D) if need_grad else (0,), dtype=acc, device=dev)
+    # written (not accumulated) by the first token tile; zeros when there is none
+    gW_shape = (V, D) if need_grad else (0,)
+    gW = (torch.empty if N else torch.zeros)(gW_shape, dtype=acc, device=dev)
     gb = torch.zeros(V if (need_grad and b is not None) else 0, dtype=acc, device=dev)
     w64 = None if weight is None else weight.to(f64)
     w_sum = float(V) if w64 is None else w64.sum()
@@ -298,6 +300,43 @@ def _run(
     return loss, lse_all, ent_all, tv_all, ti_all, gh, gW, gb
 
 
+def _run_skipping_ignored(
+    h: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    opts: _Opts,
+    row_scale: Tensor | None,
+    need_grad: bool,
+) -> tuple[Tensor, ...]:
+    """:func:`_run` on the counted tokens only, when no per-token extra is wanted.
+
+    Ignored tokens have loss 0 and gradient 0, so their logits are never formed
+    (padding costs nothing). The tiles then hold counted tokens only; the result
+    is still independent of ``chunk_size``.
+    """
+    N = h.shape[0]
+    if opts.extras or opts.topk or N == 0:
+        return _run(h, W, b, target, weight, opts, row_scale, need_grad)
+    keep = torch.nonzero(target != opts.ignore_index)[:, 0]
+    if keep.numel() == N:
+        return _run(h, W, b, target, weight, opts, row_scale, need_grad)
+    rs = None if row_scale is None else row_scale.index_select(0, keep)
+    out = _run(
+        h.index_select(0, keep), W, b, target.index_select(0, keep), weight, opts, rs, need_grad
+    )
+    loss_k, lse_k, ent, tv, ti, gh_k, gW, gb = out
+    loss = loss_k.new_zeros(N).index_copy_(0, keep, loss_k)
+    lse = lse_k.new_zeros(N).index_copy_(0, keep, lse_k)
+    tv = tv.new_zeros((N, tv.shape[1]))
+    ti = ti.new_zeros((N, ti.shape[1]))
+    gh = gh_k
+    if need_grad:
+        gh = gh_k.new_zeros((N, h.shape[1])).index_copy_(0, keep, gh_k)
+    return loss, lse, ent, tv, ti, gh, gW, gb
+
+
 def _reduce_loss(loss: Tensor, target: Tensor, weight: Tensor | None, opts: _Opts) -> Tensor:
     counted = target != opts.ignore_index
     if opts.reduction == "none":
@@ -356,7 +395,9 @@ def lce_op(
         scale = torch.where(den > 0, 1.0 / torch.where(den > 0, den, 1.0), 0.0)
         row_scale = scale.expand(h.shape[0])
     grads = need_grad and reduction != "none"
-    loss, lse, ent, tv, ti, gh, gW, gb = _run(h, W, b, target, weight, opts, row_scale, grads)
+    loss, lse, ent, tv, ti, gh, gW, gb = _run_skipping_ignored(
+        h, W, b, target, weight, opts, row_scale, grads
+    )
     out_loss = _reduce_loss(loss, target, weight, opts).to(h.dtype)
     lp = (tv.to(torch.float64) - lse[:, None]).to(tv.dtype)
     acc = _acc_dtype(h.dtype)
@@ -418,7 +459,7 @@ def lce_backward_op(
     recomputes the logit tiles (the one case with work in the backward pass).
     """
     opts = _Opts(ignore_index, label_smoothing, z_loss, "none", chunk, 0, False)
-    out = _run(h, W, b, target, weight, opts, g.to(torch.float64), True)
+    out = _run_skipping_ignored(h, W, b, target, weight, opts, g.to(torch.float64), True)
     gh, gW, gb = out[5], out[6], out[7]
     return gh.to(h.dtype), gW.to(W.dtype), gb if b is None else gb.to(b.dtype)
 
