@@ -102,17 +102,15 @@ def ops_table(reps: int, quick: bool) -> list[dict[str, Any]]:
     soft_shape = (512, 32768) if quick else (4096, 32768)
     ce_shape = (1024, 32000) if quick else (8192, 32000)
     g = torch.Generator().manual_seed(0)
-    for dtype in (torch.float32, torch.float64):
-        x = torch.randn(*soft_shape, generator=g, dtype=dtype) * 4
+
+    def normalizers(x: torch.Tensor) -> None:
         for name in ("softmax", "log_softmax"):
             ours = getattr(skt, name)
             ref = getattr(torch, name)
             t = _median_times({"skt": lambda o=ours: o(x, 1), "torch": lambda r=ref: r(x, 1)}, reps)
-            rows.append({"op": name, "shape": soft_shape, "dtype": str(dtype)[6:], **t})
-        del x
-        logits = (torch.randn(*ce_shape, generator=g, dtype=dtype) * 2).requires_grad_()
-        target = torch.randint(0, ce_shape[1], (ce_shape[0],), generator=g)
+            rows.append({"op": name, "shape": soft_shape, "dtype": str(x.dtype)[6:], **t})
 
+    def ce(logits: torch.Tensor, target: torch.Tensor) -> None:
         def ce_skt() -> None:
             logits.grad = None
             skt.cross_entropy(logits, target).backward()
@@ -123,9 +121,13 @@ def ops_table(reps: int, quick: bool) -> list[dict[str, Any]]:
 
         t = _median_times({"skt": ce_skt, "torch": ce_torch}, reps)
         rows.append(
-            {"op": "cross_entropy fwd+bwd", "shape": ce_shape, "dtype": str(dtype)[6:], **t}
+            {"op": "cross_entropy fwd+bwd", "shape": ce_shape, "dtype": str(logits.dtype)[6:], **t}
         )
-        del logits
+
+    for dtype in (torch.float32, torch.float64):
+        normalizers(torch.randn(*soft_shape, generator=g, dtype=dtype) * 4)
+        logits = (torch.randn(*ce_shape, generator=g, dtype=dtype) * 2).requires_grad_()
+        ce(logits, torch.randint(0, ce_shape[1], (ce_shape[0],), generator=g))
     return rows
 
 
