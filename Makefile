@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEPS   := $(VENV)/.deps-installed
 BACKENDS ?= numpy,array_api_strict,torch,jax,dask
+PYDIRS := $(wildcard src tests benchmarks examples)
 
 .PHONY: install demo test lint typecheck pytest bench accuracy clean
 
@@ -23,8 +24,8 @@ demo: install
 	$(BIN)/python -m softmaxkit demo
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check $(PYDIRS)
+	$(BIN)/ruff format --check $(PYDIRS)
 
 typecheck: install
 	$(BIN)/mypy
