@@ -87,15 +87,16 @@ class _TileStats:
         want_wx: bool,
         scratch: Tensor,
     ) -> None:
+        # L is one tile, classes x tokens: every reduction runs over dim 0
         f64 = torch.float64
-        m = L.amax(1, keepdim=True)
+        m = L.amax(0, keepdim=True)
         m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
         e = torch.sub(L, m_safe, out=scratch).exp_()
         # entries equal to the maximum are counted, the rest summed (BHH)
         is_max = m == L
-        c = is_max.sum(1).to(f64)
-        r = e.masked_fill_(is_max, 0.0).sum(1).to(f64)
-        m = m[:, 0]
+        c = is_max.sum(0).to(f64)
+        r = e.masked_fill_(is_max, 0.0).sum(0).to(f64)
+        m = m[0]
         m64 = m.to(f64)
         # merge (M, C, R) with (m, c, r): the counts stay apart from the rest
         newM = torch.maximum(self.M, m64)
@@ -110,20 +111,20 @@ class _TileStats:
         self.C = torch.where(old_max, self.C, 0.0) + torch.where(new_max, c, 0.0)
         self.M = newM
         # the target logit, when the target falls in this tile
-        v1 = v0 + L.shape[1]
+        v1 = v0 + L.shape[0]
         inside = (t_safe >= v0) & (t_safe < v1)
-        col = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))
-        picked = L.gather(1, col[:, None])[:, 0].to(f64)
+        row = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))
+        picked = L.gather(0, row[None, :])[0].to(f64)
         self.xt = self.xt + torch.where(inside, picked, 0.0)
         if want_wx:
             if w_tile is None:
-                self.wx = self.wx + L.sum(1, dtype=f64)
+                self.wx = self.wx + L.sum(0, dtype=f64)
             else:
-                self.wx = self.wx + (L.to(f64) @ w_tile.to(f64))
+                self.wx = self.wx + (w_tile.to(f64) @ L.to(f64))
         if self.topk:
-            k = min(self.topk, L.shape[1])
-            tv, ti = L.topk(k, dim=1)
-            ti = ti + v0
+            k = min(self.topk, L.shape[0])
+            tv, ti = L.topk(k, dim=0)
+            tv, ti = tv.t(), ti.t() + v0
             if self.tv is None or self.ti is None:
                 self.tv, self.ti = tv, ti
             else:
@@ -141,21 +142,22 @@ class _TileStats:
         return L1, lse
 
 
-def _slot(buf: Tensor, i: int, n: int, w: int) -> Tensor:
-    """Slot ``i`` of the tile buffer as a contiguous ``n x w`` matrix."""
-    return buf[i, : n * w].view(n, w)
+def _slot(buf: Tensor, i: int, w: int, n: int) -> Tensor:
+    """Slot ``i`` of the tile buffer as a contiguous ``w x n`` (classes x tokens) matrix."""
+    return buf[i, : w * n].view(w, n)
 
 
 def _logit_tile(
     hc: Tensor, W: Tensor, b: Tensor | None, v0: int, v1: int, acc: torch.dtype, out: Tensor
 ) -> Tensor:
+    """Logits of one tile, classes x tokens: ``W[v0:v1] @ hc.T + b`` (the faster GEMM shape)."""
     Wt = W[v0:v1]
     if Wt.dtype != acc:
         Wt = Wt.to(acc)
     if b is None:
-        torch.mm(hc, Wt.t(), out=out)
+        torch.mm(Wt, hc.t(), out=out)
     else:
-        torch.addmm(b[v0:v1].to(acc), hc, Wt.t(), out=out)
+        torch.addmm(b[v0:v1, None].to(acc), Wt, hc.t(), out=out)
     return out
 
 
@@ -198,10 +200,9 @@ def _run(
     w64 = None if weight is None else weight.to(f64)
     w_sum = float(V) if w64 is None else w64.sum()
     want_wx = eps > 0.0
-    rows = min(TOKEN_TILE, max(N, 1))
-    width = min(VOCAB_TILE, max(V, 1))
-    buf = torch.empty((hold, rows * width), dtype=acc, device=dev)
-    scratch = torch.empty((1, rows * width), dtype=acc, device=dev)
+    tile_size = min(TOKEN_TILE, max(N, 1)) * min(VOCAB_TILE, max(V, 1))
+    buf = torch.empty((hold, tile_size), dtype=acc, device=dev)
+    scratch = torch.empty((1, tile_size), dtype=acc, device=dev)
     for i0 in range(0, N, TOKEN_TILE):
         i1 = min(N, i0 + TOKEN_TILE)
         n = i1 - i0
@@ -216,13 +217,13 @@ def _run(
         def tile(j: int, *, hc: Tensor = hc, n: int = n) -> Tensor:
             v0 = j * VOCAB_TILE
             v1 = min(V, v0 + VOCAB_TILE)
-            return _logit_tile(hc, W, b, v0, v1, acc, _slot(buf, j % hold, n, v1 - v0))
+            return _logit_tile(hc, W, b, v0, v1, acc, _slot(buf, j % hold, v1 - v0, n))
 
         for j in range(n_tiles):
             v0 = j * VOCAB_TILE
             L = tile(j)
-            w_tile = None if w64 is None else w64[v0 : v0 + L.shape[1]]
-            st.add(L, v0, t_safe, w_tile, want_wx, _slot(scratch, 0, n, L.shape[1]))
+            w_tile = None if w64 is None else w64[v0 : v0 + L.shape[0]]
+            st.add(L, v0, t_safe, w_tile, want_wx, _slot(scratch, 0, L.shape[0], n))
         L1, lse = st.finish()
         M = st.M
         w_t = torch.ones(n, dtype=f64, device=dev) if w64 is None else w64[t_safe]
@@ -240,7 +241,7 @@ def _run(
             ti_all[i0:i1] = st.ti
         if not (need_grad or opts.extras):
             continue
-        # d loss_r / d logit_rc = a_r p_rc - c1_r [c == t_r] - (eps / V) s_r w_c
+        # d loss_r / d logit_cr = a_r p_cr - c1_r [c == t_r] - (eps / V) s_r w_c
         s = torch.where(counted, 1.0, 0.0) if row_scale is None else row_scale[i0:i1]
         s = torch.where(counted, s, 0.0)
         lse_safe = torch.where(torch.isfinite(lse), lse, 0.0)
@@ -251,20 +252,20 @@ def _run(
         if eps:
             g_t = g_t - (eps / V) * s * w_t
         # log p = x - lse, with lse rounded once to the working dtype (as torch does)
-        shift = torch.where(torch.isfinite(M), M + L1, 0.0).to(acc)[:, None]
-        a_acc = a.to(acc)[:, None]
+        shift = torch.where(torch.isfinite(M), M + L1, 0.0).to(acc)[None, :]
+        a_acc = a.to(acc)[None, :]
         ent = torch.zeros(n, dtype=f64, device=dev) if opts.extras else None
         for j in range(n_tiles):
             v0 = j * VOCAB_TILE
             if hold >= n_tiles:
-                L = _slot(buf, j, n, min(V, v0 + VOCAB_TILE) - v0)
+                L = _slot(buf, j, min(V, v0 + VOCAB_TILE) - v0, n)
             else:
                 L = tile(j)
-            v1 = v0 + L.shape[1]
+            v1 = v0 + L.shape[0]
             d = L.sub_(shift)  # log p, in place: the tile is not needed again
             if ent is not None:
                 P = torch.exp(d)
-                ent -= (P * d).sum(1, dtype=f64)
+                ent -= (P * d).sum(0, dtype=f64)
             else:
                 P = d.exp_()
             if not need_grad:
@@ -276,25 +277,25 @@ def _run(
                     if w64 is None
                     else w64[v0:v1].to(acc)
                 )
-                G.sub_((eps / V) * s.to(acc)[:, None] * wt[None, :])
+                G.sub_((eps / V) * wt[:, None] * s.to(acc)[None, :])
             inside = (t_safe >= v0) & (t_safe < v1) & counted
-            col = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))
-            cur = G.gather(1, col[:, None])
-            G.scatter_(1, col[:, None], torch.where(inside[:, None], g_t.to(acc)[:, None], cur))
+            row = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))[None, :]
+            cur = G.gather(0, row)
+            G.scatter_(0, row, torch.where(inside[None, :], g_t.to(acc)[None, :], cur))
             Wt = W[v0:v1]
             if Wt.dtype != acc:
                 Wt = Wt.to(acc)
             # the first contribution is written, not added to zeros (saves a fill pass)
             if j == 0:
-                torch.mm(G, Wt, out=gh[i0:i1])
+                torch.mm(G.t(), Wt, out=gh[i0:i1])
             else:
-                gh[i0:i1].addmm_(G, Wt)
+                gh[i0:i1].addmm_(G.t(), Wt)
             if i0 == 0:
-                torch.mm(G.t(), hc, out=gW[v0:v1])
+                torch.mm(G, hc, out=gW[v0:v1])
             else:
-                gW[v0:v1].addmm_(G.t(), hc)
+                gW[v0:v1].addmm_(G, hc)
             if b is not None:
-                gb[v0:v1] += G.sum(0)
+                gb[v0:v1] += G.sum(1)
         if ent is not None:
             ent_all[i0:i1] = ent
     return loss, lse_all, ent_all, tv_all, ti_all, gh, gW, gb
