@@ -307,3 +307,22 @@ def test_bad_input(case):
     with pytest.raises(exc, match=words) as info:
         fn(h, W, t)
     assert isinstance(info.value, SoftmaxkitError)
+
+
+def test_tied_maxima_within_and_across_tiles():
+    h, W, b, t = _problem(bias=False, n=40)
+    W[3] = W[3] / W[3].norm() * 6  # longer than every other row
+    W[7] = W[3]
+    W[_linear_ce.VOCAB_TILE + 2] = W[3]  # the same logit in the next tile
+    h[0] = W[3] * 30  # token 0: three tied maxima
+    h[2] = 0.0  # token 2: every logit equal
+    t[0], t[2] = 3, 11
+    W.requires_grad_()
+    out = skt.linear_cross_entropy(h, W, t, reduction="none", return_lse=True)
+    ref = _naive(h, W, None, t, reduction="none")
+    torch.testing.assert_close(out.loss, ref, rtol=1e-13, atol=1e-13)
+    assert out.loss[0].item() == pytest.approx(math.log(3), rel=1e-12)
+    assert out.lse[2].item() == pytest.approx(math.log(V), rel=1e-14)
+    g = torch.autograd.grad(out.loss.sum(), W)[0]
+    gr = torch.autograd.grad(ref.sum(), W)[0]
+    torch.testing.assert_close(g, gr, rtol=1e-10, atol=1e-12)

@@ -3,13 +3,15 @@
 The engine walks fixed tiles of ``TOKEN_TILE`` tokens by ``VOCAB_TILE`` classes.
 For one token tile it
 
-1. computes each logit tile with one GEMM, ``h_tile @ W_tile.T + b_tile``, in
-   float32 (float64 for float64 inputs), and reduces it to per-token statistics
-   in the manner of Blanchard, Higham & Higham: the tile maximum ``m``, how many
-   logits equal it ``c``, and the sum ``r`` of the other ``exp(x - m)`` in
-   float64, plus the target logit and, when asked, ``sum_c w_c x_c``, top-k;
-2. merges the tile statistics in tile order into ``lse = M + log1p((C - 1) + R)``
-   and the loss ``(M - x_t) + log1p((C - 1) + R)``, with no cancellation;
+1. computes each logit tile with one GEMM, ``W_tile @ h_tile.T + b_tile`` (classes
+   by tokens, the faster GEMM shape here), in float32 (float64 for float64
+   inputs), and reduces it to per-token statistics in the manner of Blanchard,
+   Higham & Higham: the tile maximum ``m`` and the sum ``r`` of ``exp(x - m)``
+   over the tile's logits except one maximal entry (which stands for the 1),
+   plus the target logit and, when asked, ``sum_c w_c x_c`` and the top-k;
+2. merges the tile statistics in tile order into ``lse = M + log1p(R)`` and the
+   loss ``(M - x_t) + log1p(R)``, where ``R`` sums ``exp(x - M)`` over all logits
+   but one maximal entry, so nothing cancels;
 3. when gradients are wanted, forms each tile's ``d loss / d logits`` and
    immediately folds it into the gradients of the input, the weight and the
    bias with three GEMMs of fixed shape (the weight and bias gradients
@@ -70,7 +72,6 @@ class _TileStats:
     def __init__(self, n: int, device: torch.device, topk: int) -> None:
         f64 = torch.float64
         self.M = torch.full((n,), -math.inf, dtype=f64, device=device)
-        self.C = torch.zeros(n, dtype=f64, device=device)
         self.R = torch.zeros(n, dtype=f64, device=device)
         self.xt = torch.zeros(n, dtype=f64, device=device)
         self.wx = torch.zeros(n, dtype=f64, device=device)
@@ -87,28 +88,24 @@ class _TileStats:
         want_wx: bool,
         scratch: Tensor,
     ) -> None:
-        # L is one tile, classes x tokens: every reduction runs over dim 0
+        # L is one tile, classes x tokens: every reduction runs over dim 0.
+        # One maximal entry per token stands for the 1 of log1p: it is left out of
+        # the sum r (ties with it add exactly 1 each), so a tiny r keeps its digits.
         f64 = torch.float64
-        m = L.amax(0, keepdim=True)
+        m, where_max = L.max(0)
         m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        e = torch.sub(L, m_safe, out=scratch).exp_()
-        # entries equal to the maximum are counted, the rest summed (BHH)
-        is_max = m == L
-        c = is_max.sum(0).to(f64)
-        r = e.masked_fill_(is_max, 0.0).sum(0).to(f64)
-        m = m[0]
+        e = torch.sub(L, m_safe[None, :], out=scratch).exp_()
+        r = e.scatter_(0, where_max[None, :], 0.0).sum(0).to(f64)
         m64 = m.to(f64)
-        # merge (M, C, R) with (m, c, r): the counts stay apart from the rest
+        # merge (M, R) with (m, r), relative to the new maximum
         newM = torch.maximum(self.M, m64)
         newM_safe = torch.where(torch.isfinite(newM), newM, torch.zeros_like(newM))
-        f_old = torch.where(newM == self.M, 1.0, torch.exp(self.M - newM_safe))
-        f_new = torch.where(m64 == newM, 1.0, torch.exp(m64 - newM_safe))
         old_max = newM == self.M
         new_max = m64 == newM
-        self.R = torch.where(old_max, self.R, f_old * (self.C + self.R)) + torch.where(
-            new_max, r, f_new * (c + r)
-        )
-        self.C = torch.where(old_max, self.C, 0.0) + torch.where(new_max, c, 0.0)
+        old = torch.where(old_max, self.R, torch.exp(self.M - newM_safe) * (1.0 + self.R))
+        new = torch.where(new_max, r, torch.exp(m64 - newM_safe) * (1.0 + r))
+        tie = old_max & new_max & torch.isfinite(newM)
+        self.R = old + new + torch.where(tie, 1.0, 0.0)
         self.M = newM
         # the target logit, when the target falls in this tile
         v1 = v0 + L.shape[0]
@@ -135,9 +132,9 @@ class _TileStats:
                 self.ti = alli.gather(1, pos)
 
     def finish(self) -> tuple[Tensor, Tensor]:
-        """``(L1, lse)`` in float64, with ``L1 = log1p((C - 1) + R)``."""
+        """``(L1, lse)`` in float64, with ``L1 = log1p(R)``."""
         fin = torch.isfinite(self.M)
-        L1 = torch.log1p(torch.where(fin, (self.C - 1.0) + self.R, 0.0))
+        L1 = torch.log1p(torch.where(fin, self.R, 0.0))
         lse = torch.where(fin, self.M + L1, self.M)
         return L1, lse
 
@@ -574,7 +571,7 @@ def linear_cross_entropy(
     Equal to ``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)``
     (torch 2.13's ``F.linear_cross_entropy`` arguments), but the ``N x V`` logits
     never exist: the engine walks tiles of 256 tokens by 8192 classes, keeps an
-    online ``(max, count, sum)`` per token in float64, and folds each tile's
+    online ``(max, sum)`` per token in float64, and folds each tile's
     gradient into the gradients of ``input``, ``linear_weight`` and
     ``linear_bias`` during the forward pass, so the backward pass only scales
     them by the upstream gradient.
@@ -719,6 +716,9 @@ def linear_cross_entropy(
         raise SoftmaxkitValueError(msg)
     t = t.to(torch.int64)
     w = chk.opt_tensor(weight, x, "weight", (V,))
+    if w is not None and w.requires_grad and torch.is_grad_enabled():
+        msg = "gradients with respect to `weight` are not supported (nor in torch); detach it"
+        raise SoftmaxkitValueError(msg)
     red = chk.check_reduction(reduction)
     eps = chk.check_label_smoothing(label_smoothing)
     z = chk.check_nonneg_float(z_loss, "z_loss")
