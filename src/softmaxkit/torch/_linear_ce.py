@@ -86,28 +86,14 @@ class _TileStats:
         t_safe: Tensor,
         w_tile: Tensor | None,
         want_wx: bool,
-        scratch: Tensor,
-    ) -> None:
-        # L is one tile, classes x tokens: every reduction runs over dim 0.
-        # One maximal entry per token stands for the 1 of log1p: it is left out of
-        # the sum r (ties with it add exactly 1 each), so a tiny r keeps its digits.
+    ) -> Tensor:
+        """Fold one logit tile (classes x tokens) in; overwrite it with ``exp(L - m)``.
+
+        Returns the tile maxima ``m``; the gradient pass turns the tile into
+        probabilities with one multiplication by ``exp(m - lse)``.
+        """
         f64 = torch.float64
-        m, where_max = L.max(0)
-        m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        e = torch.sub(L, m_safe[None, :], out=scratch).exp_()
-        r = e.scatter_(0, where_max[None, :], 0.0).sum(0).to(f64)
-        m64 = m.to(f64)
-        # merge (M, R) with (m, r), relative to the new maximum
-        newM = torch.maximum(self.M, m64)
-        newM_safe = torch.where(torch.isfinite(newM), newM, torch.zeros_like(newM))
-        old_max = newM == self.M
-        new_max = m64 == newM
-        old = torch.where(old_max, self.R, torch.exp(self.M - newM_safe) * (1.0 + self.R))
-        new = torch.where(new_max, r, torch.exp(m64 - newM_safe) * (1.0 + r))
-        tie = old_max & new_max & torch.isfinite(newM)
-        self.R = old + new + torch.where(tie, 1.0, 0.0)
-        self.M = newM
-        # the target logit, when the target falls in this tile
+        # what needs the logits themselves comes first
         v1 = v0 + L.shape[0]
         inside = (t_safe >= v0) & (t_safe < v1)
         row = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))
@@ -130,6 +116,25 @@ class _TileStats:
                 kk = min(self.topk, allv.shape[1])
                 self.tv, pos = allv.topk(kk, dim=1)
                 self.ti = alli.gather(1, pos)
+        # One maximal entry per token stands for the 1 of log1p: it is left out of
+        # the sum r (ties with it add exactly 1 each), so a tiny r keeps its digits.
+        m, where_max = L.max(0)
+        e = _exp_shifted_(L, m)
+        at_max = where_max[None, :]
+        r = e.scatter_(0, at_max, 0.0).sum(0).to(f64)
+        e.scatter_(0, at_max, torch.exp(m - _finite_or_zero(m))[None, :])  # back to exp(0)
+        m64 = m.to(f64)
+        # merge (M, R) with (m, r), relative to the new maximum
+        newM = torch.maximum(self.M, m64)
+        newM_safe = _finite_or_zero(newM)
+        old_max = newM == self.M
+        new_max = m64 == newM
+        old = torch.where(old_max, self.R, torch.exp(self.M - newM_safe) * (1.0 + self.R))
+        new = torch.where(new_max, r, torch.exp(m64 - newM_safe) * (1.0 + r))
+        tie = old_max & new_max & torch.isfinite(newM)
+        self.R = old + new + torch.where(tie, 1.0, 0.0)
+        self.M = newM
+        return m
 
     def finish(self) -> tuple[Tensor, Tensor]:
         """``(L1, lse)`` in float64, with ``L1 = log1p(R)``."""
@@ -137,6 +142,15 @@ class _TileStats:
         L1 = torch.log1p(torch.where(fin, self.R, 0.0))
         lse = torch.where(fin, self.M + L1, self.M)
         return L1, lse
+
+
+def _finite_or_zero(m: Tensor) -> Tensor:
+    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+
+
+def _exp_shifted_(L: Tensor, m: Tensor) -> Tensor:
+    """``exp(L - m)`` in place, per token (column); rows of ``-inf`` give 0."""
+    return L.sub_(_finite_or_zero(m)[None, :]).exp_()
 
 
 def _slot(buf: Tensor, i: int, w: int, n: int) -> Tensor:
@@ -199,7 +213,6 @@ def _run(
     want_wx = eps > 0.0
     tile_size = min(TOKEN_TILE, max(N, 1)) * min(VOCAB_TILE, max(V, 1))
     buf = torch.empty((hold, tile_size), dtype=acc, device=dev)
-    scratch = torch.empty((1, tile_size), dtype=acc, device=dev)
     for i0 in range(0, N, TOKEN_TILE):
         i1 = min(N, i0 + TOKEN_TILE)
         n = i1 - i0
@@ -216,11 +229,12 @@ def _run(
             v1 = min(V, v0 + VOCAB_TILE)
             return _logit_tile(hc, W, b, v0, v1, acc, _slot(buf, j % hold, v1 - v0, n))
 
+        tile_max = []
         for j in range(n_tiles):
             v0 = j * VOCAB_TILE
             L = tile(j)
             w_tile = None if w64 is None else w64[v0 : v0 + L.shape[0]]
-            st.add(L, v0, t_safe, w_tile, want_wx, _slot(scratch, 0, L.shape[0], n))
+            tile_max.append(st.add(L, v0, t_safe, w_tile, want_wx))
         L1, lse = st.finish()
         M = st.M
         w_t = torch.ones(n, dtype=f64, device=dev) if w64 is None else w64[t_safe]
@@ -248,26 +262,24 @@ def _run(
         g_t = c1 * torch.expm1(-nll) + (a - c1) * torch.exp(-nll)
         if eps:
             g_t = g_t - (eps / V) * s * w_t
-        # log p = x - lse, with lse rounded once to the working dtype (as torch does)
-        shift = torch.where(torch.isfinite(M), M + L1, 0.0).to(acc)[None, :]
-        a_acc = a.to(acc)[None, :]
+        lse_fin = torch.isfinite(lse)
         ent = torch.zeros(n, dtype=f64, device=dev) if opts.extras else None
         for j in range(n_tiles):
             v0 = j * VOCAB_TILE
             if hold >= n_tiles:
-                L = _slot(buf, j, min(V, v0 + VOCAB_TILE) - v0, n)
+                E = _slot(buf, j, min(V, v0 + VOCAB_TILE) - v0, n)  # exp(L - m_j), kept
             else:
-                L = tile(j)
-            v1 = v0 + L.shape[0]
-            d = L.sub_(shift)  # log p, in place: the tile is not needed again
+                E = _exp_shifted_(tile(j), tile_max[j])  # the same operations again
+            v1 = v0 + E.shape[0]
+            # p = exp(L - m_j) exp(m_j - lse): the factor is formed in float64, rounded once
+            m_j = tile_max[j].to(f64)
+            f = torch.where(lse_fin, torch.exp(m_j - torch.where(lse_fin, lse, 0.0)), 0.0)
             if ent is not None:
-                P = torch.exp(d)
-                ent -= (P * d).sum(0, dtype=f64)
-            else:
-                P = d.exp_()
+                P = E * f.to(acc)[None, :]
+                ent -= torch.special.xlogy(P, P).sum(0, dtype=f64)
             if not need_grad:
                 continue
-            G = P.mul_(a_acc)
+            G = E.mul_((a * f).to(acc)[None, :])
             if eps:
                 wt = (
                     torch.ones(v1 - v0, dtype=acc, device=dev)
