@@ -6,12 +6,13 @@ For one token tile it
 1. computes each logit tile with one GEMM, ``W_tile @ h_tile.T + b_tile`` (classes
    by tokens, the faster GEMM shape here), in float32 (float64 for float64
    inputs), and reduces it to per-token statistics in the manner of Blanchard,
-   Higham & Higham: the tile maximum ``m`` and the sum ``r`` of ``exp(x - m)``
-   over the tile's logits except one maximal entry (which stands for the 1),
-   plus the target logit and, when asked, ``sum_c w_c x_c`` and the top-k;
-2. merges the tile statistics in tile order into ``lse = M + log1p(R)`` and the
-   loss ``(M - x_t) + log1p(R)``, where ``R`` sums ``exp(x - M)`` over all logits
-   but one maximal entry, so nothing cancels;
+   Higham & Higham: the tile maximum ``m``, the number ``c`` of logits at it and
+   the sum ``r`` of the other ``exp(x - m)``, plus the target logit and, when
+   asked, ``sum_c w_c x_c`` and the top-k; the tile itself is overwritten with
+   ``exp(x - m)``, which the gradient pass scales into probabilities;
+2. merges the tile statistics in tile order into ``lse = M + log1p((C - 1) + R)``
+   and the loss ``(M - x_t) + log1p((C - 1) + R)``, so nothing cancels and a
+   tiny ``R`` is never absorbed by the ones;
 3. when gradients are wanted, forms each tile's ``d loss / d logits`` and
    immediately folds it into the gradients of the input, the weight and the
    bias with three GEMMs of fixed shape (the weight and bias gradients
@@ -38,7 +39,7 @@ __all__ = ["TOKEN_TILE", "VOCAB_TILE", "lce_backward_op", "lce_op"]
 Tensor = torch.Tensor
 
 TOKEN_TILE = 256
-VOCAB_TILE = 8192
+VOCAB_TILE = 32768
 
 
 class _Opts(NamedTuple):
@@ -72,6 +73,7 @@ class _TileStats:
     def __init__(self, n: int, device: torch.device, topk: int) -> None:
         f64 = torch.float64
         self.M = torch.full((n,), -math.inf, dtype=f64, device=device)
+        self.C = torch.zeros(n, dtype=f64, device=device)
         self.R = torch.zeros(n, dtype=f64, device=device)
         self.xt = torch.zeros(n, dtype=f64, device=device)
         self.wx = torch.zeros(n, dtype=f64, device=device)
@@ -116,30 +118,31 @@ class _TileStats:
                 kk = min(self.topk, allv.shape[1])
                 self.tv, pos = allv.topk(kk, dim=1)
                 self.ti = alli.gather(1, pos)
-        # One maximal entry per token stands for the 1 of log1p: it is left out of
-        # the sum r (ties with it add exactly 1 each), so a tiny r keeps its digits.
-        m, where_max = L.max(0)
+        # The entries at the maximum (exp = 1) are counted in c and kept out of the
+        # sum r of the others, so a tiny r is never absorbed by the ones (BHH).
+        m = L.amax(0)
         e = _exp_shifted_(L, m)
-        at_max = where_max[None, :]
-        r = e.scatter_(0, at_max, 0.0).sum(0).to(f64)
-        e.scatter_(0, at_max, torch.exp(m - _finite_or_zero(m))[None, :])  # back to exp(0)
+        ones = e == 1.0
+        c = ones.sum(0).to(f64)
+        r = e.masked_fill_(ones, 0.0).sum(0).to(f64)
+        e.masked_fill_(ones, 1.0)
         m64 = m.to(f64)
-        # merge (M, R) with (m, r), relative to the new maximum
+        # merge (M, C, R) with (m, c, r), relative to the new maximum
         newM = torch.maximum(self.M, m64)
         newM_safe = _finite_or_zero(newM)
         old_max = newM == self.M
         new_max = m64 == newM
-        old = torch.where(old_max, self.R, torch.exp(self.M - newM_safe) * (1.0 + self.R))
-        new = torch.where(new_max, r, torch.exp(m64 - newM_safe) * (1.0 + r))
-        tie = old_max & new_max & torch.isfinite(newM)
-        self.R = old + new + torch.where(tie, 1.0, 0.0)
+        old = torch.where(old_max, self.R, torch.exp(self.M - newM_safe) * (self.C + self.R))
+        new = torch.where(new_max, r, torch.exp(m64 - newM_safe) * (c + r))
+        self.R = old + new
+        self.C = torch.where(old_max, self.C, 0.0) + torch.where(new_max, c, 0.0)
         self.M = newM
         return m
 
     def finish(self) -> tuple[Tensor, Tensor]:
-        """``(L1, lse)`` in float64, with ``L1 = log1p(R)``."""
+        """``(L1, lse)`` in float64, with ``L1 = log1p((C - 1) + R)``."""
         fin = torch.isfinite(self.M)
-        L1 = torch.log1p(torch.where(fin, self.R, 0.0))
+        L1 = torch.log1p(torch.where(fin, (self.C - 1.0) + self.R, 0.0))
         lse = torch.where(fin, self.M + L1, self.M)
         return L1, lse
 
@@ -582,8 +585,8 @@ def linear_cross_entropy(
 
     Equal to ``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)``
     (torch 2.13's ``F.linear_cross_entropy`` arguments), but the ``N x V`` logits
-    never exist: the engine walks tiles of 256 tokens by 8192 classes, keeps an
-    online ``(max, sum)`` per token in float64, and folds each tile's
+    never exist: the engine walks tiles of 256 tokens by 32768 classes, keeps an
+    online ``(max, count, sum)`` per token in float64, and folds each tile's
     gradient into the gradients of ``input``, ``linear_weight`` and
     ``linear_bias`` during the forward pass, so the backward pass only scales
     them by the upstream gradient.
@@ -619,7 +622,7 @@ def linear_cross_entropy(
         A ``"mean"`` over no counted token is 0.
     chunk_size : int, optional
         Classes whose logits are held per token tile between the statistics
-        pass and the gradient pass, rounded up to a multiple of 8192. ``None``
+        pass and the gradient pass, rounded up to a multiple of 32768. ``None``
         (default) holds the whole vocabulary: ``256 x V`` floats and three GEMMs
         per tile. A smaller value trades memory for a fourth GEMM
         (recomputation). The results are bitwise identical for every value.
