@@ -326,3 +326,18 @@ def test_tied_maxima_within_and_across_tiles():
     g = torch.autograd.grad(out.loss.sum(), W)[0]
     gr = torch.autograd.grad(ref.sum(), W)[0]
     torch.testing.assert_close(g, gr, rtol=1e-10, atol=1e-12)
+
+
+def test_half_weights_are_widened_in_blocks_without_changing_results(monkeypatch):
+    h, W, b, t = _problem(dtype=torch.bfloat16, n=40)
+    monkeypatch.setattr(_linear_ce, "WIDEN_ELEMENTS", 1000 * D)  # 1000-row blocks
+    outs = []
+    for chunk in (None, 1):
+        hh, WW = h.clone().requires_grad_(), W.clone().requires_grad_()
+        loss = skt.linear_cross_entropy(hh, WW, t, linear_bias=b, chunk_size=chunk)
+        loss.backward()
+        outs.append((loss, hh.grad, WW.grad))
+    for a, c in zip(*outs, strict=True):
+        assert torch.equal(a, c)
+    ref = _naive(h.float(), W.float(), b.float(), t)
+    assert abs(outs[0][0].float().item() - ref.item()) < 2e-2

@@ -161,17 +161,32 @@ def _slot(buf: Tensor, i: int, w: int, n: int) -> Tensor:
     return buf[i, : w * n].view(w, n)
 
 
+# Half-precision weights are widened block by block, at most this many elements
+# at a time, so the float32 copy stays small whatever the vocabulary tile.
+WIDEN_ELEMENTS = 1 << 22
+
+
+def _weight_blocks(W: Tensor, v0: int, v1: int, acc: torch.dtype) -> list[tuple[int, int, Tensor]]:
+    """``(s0, s1, W[s0:s1])`` in the working dtype covering ``v0:v1`` (one block unless widened).
+
+    The blocks depend only on the tile and ``W``'s shape, never on ``chunk_size``.
+    """
+    if W.dtype == acc:
+        return [(v0, v1, W[v0:v1])]
+    rows = max(1, WIDEN_ELEMENTS // max(W.shape[1], 1))
+    return [(s, min(v1, s + rows), W[s : min(v1, s + rows)].to(acc)) for s in range(v0, v1, rows)]
+
+
 def _logit_tile(
     hc: Tensor, W: Tensor, b: Tensor | None, v0: int, v1: int, acc: torch.dtype, out: Tensor
 ) -> Tensor:
     """Logits of one tile, classes x tokens: ``W[v0:v1] @ hc.T + b`` (the faster GEMM shape)."""
-    Wt = W[v0:v1]
-    if Wt.dtype != acc:
-        Wt = Wt.to(acc)
-    if b is None:
-        torch.mm(Wt, hc.t(), out=out)
-    else:
-        torch.addmm(b[v0:v1, None].to(acc), Wt, hc.t(), out=out)
+    for s0, s1, Wb in _weight_blocks(W, v0, v1, acc):
+        rows = out[s0 - v0 : s1 - v0]
+        if b is None:
+            torch.mm(Wb, hc.t(), out=rows)
+        else:
+            torch.addmm(b[s0:s1, None].to(acc), Wb, hc.t(), out=rows)
     return out
 
 
@@ -294,18 +309,17 @@ def _run(
             row = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))[None, :]
             cur = G.gather(0, row)
             G.scatter_(0, row, torch.where(inside[None, :], g_t.to(acc)[None, :], cur))
-            Wt = W[v0:v1]
-            if Wt.dtype != acc:
-                Wt = Wt.to(acc)
-            # the first contribution is written, not added to zeros (saves a fill pass)
-            if j == 0:
-                torch.mm(G.t(), Wt, out=gh[i0:i1])
-            else:
-                gh[i0:i1].addmm_(G.t(), Wt)
-            if i0 == 0:
-                torch.mm(G, hc, out=gW[v0:v1])
-            else:
-                gW[v0:v1].addmm_(G, hc)
+            for s0, s1, Wb in _weight_blocks(W, v0, v1, acc):
+                Gb = G[s0 - v0 : s1 - v0]
+                # the first contribution is written, not added to zeros (saves a fill pass)
+                if j == 0 and s0 == v0:
+                    torch.mm(Gb.t(), Wb, out=gh[i0:i1])
+                else:
+                    gh[i0:i1].addmm_(Gb.t(), Wb)
+                if i0 == 0:
+                    torch.mm(Gb, hc, out=gW[s0:s1])
+                else:
+                    gW[s0:s1].addmm_(Gb, hc)
             if b is not None:
                 gb[v0:v1] += G.sum(1)
         if ent is not None:
