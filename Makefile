@@ -6,7 +6,7 @@ DEPS   := $(VENV)/.deps-installed
 BACKENDS ?= numpy,array_api_strict,torch,jax,dask
 PYDIRS := $(wildcard src tests benchmarks examples)
 
-.PHONY: install demo test lint typecheck pytest bench accuracy clean
+.PHONY: install demo test lint typecheck pytest browser bench accuracy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# The HTML chart test renders a page in headless Chromium (Debian's package). Installed once
+# when missing and we are root (CI); elsewhere the test skips and says how to get it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || { \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+pytest: install browser
+	SOFTMAXKIT_REQUIRE_CHROMIUM=$$(command -v chromium >/dev/null 2>&1 && echo 1) \
 	SOFTMAXKIT_TEST_BACKENDS=$(BACKENDS) $(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

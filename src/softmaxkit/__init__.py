@@ -12,8 +12,11 @@ array([0.659, 0.242, 0.099])
 """
 
 from ._cross_entropy import cross_entropy, nll_loss
+from ._decide import TopK, predict, top_k
 from ._errors import SoftmaxkitError, SoftmaxkitTypeError, SoftmaxkitValueError
+from ._explain import Explanation, explain
 from ._logsumexp import logsumexp
+from ._sampling import sample
 from ._sigmoid import binary_cross_entropy_with_logits, log_sigmoid, sigmoid
 from ._softmax import log_softmax, softmax
 from ._vjp import log_softmax_vjp, logsumexp_vjp, softmax_vjp
@@ -21,19 +24,25 @@ from ._vjp import log_softmax_vjp, logsumexp_vjp, softmax_vjp
 __version__ = "0.1.0"
 
 __all__ = [
+    "Explanation",
     "SoftmaxkitError",
     "SoftmaxkitTypeError",
     "SoftmaxkitValueError",
+    "TopK",
     "__version__",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "explain",
     "log_sigmoid",
     "log_softmax",
     "log_softmax_vjp",
     "logsumexp",
     "logsumexp_vjp",
     "nll_loss",
+    "predict",
+    "sample",
     "sigmoid",
     "softmax",
     "softmax_vjp",
+    "top_k",
 ]

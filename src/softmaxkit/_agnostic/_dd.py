@@ -61,6 +61,7 @@ class DDConstants:
     exp_lo_cut: float  # below this exp(x) is 0 in the working dtype
     exp_hi_cut: float  # above this exp(x) overflows; arguments are clamped here
     scale_shift: int  # 2**m is applied as (v * 2**(m + shift)) * 2**-shift
+    row_scale: int  # exp(x - max) is formed times 2**row_scale (see DDArith.exp)
     table_hi: tuple[float, ...]
     table_lo: tuple[float, ...]
     poly: tuple[float, ...]  # 1/2!, 1/3!, ..., coefficients of Q in expm1(r) = r + r^2 Q(r)
@@ -83,10 +84,10 @@ def constants(name: str) -> DDConstants:
 
     if name == "float64":
         p, kbits = 53, 17
-        lo_cut, hi_cut, shift = -745.2, 709.0, 64
+        lo_cut, hi_cut, shift, row_scale = -745.2, 709.0, 64, 600
     elif name == "float32":
         p, kbits = 24, 14
-        lo_cut, hi_cut, shift = -103.98, 88.0, 32
+        lo_cut, hi_cut, shift, row_scale = -103.98, 88.0, 32, 64
     else:  # pragma: no cover - guarded by the callers
         msg = f"no double-word constants for {name}"
         raise ValueError(msg)
@@ -117,6 +118,7 @@ def constants(name: str) -> DDConstants:
         exp_lo_cut=lo_cut,
         exp_hi_cut=hi_cut,
         scale_shift=shift,
+        row_scale=row_scale,
         table_hi=tuple(table_hi),
         table_lo=tuple(table_lo),
         poly=poly,
@@ -230,6 +232,21 @@ class DDArith:
         """Round the pair to one number of the working dtype."""
         return a[0] + a[1]
 
+    def scaled_value(self, a: tuple[Array, Array], k: int) -> Array:
+        """Round ``(hi + lo) * 2**k`` (``k <= 0``) once to the working dtype.
+
+        Normal results: the pair is rounded at its own scale and the power of two
+        applied exactly. Results below the normal range: rounded straight onto the
+        subnormal grid (see :meth:`ldexp`), never first to ``p`` bits and again.
+        """
+        if k == 0:
+            return self.value(a)
+        xp = self.xp
+        v = self.value(a) * 2.0**k
+        hi, lo = self.ldexp(a, k)
+        tiny = float(xp.finfo(self.dtype).smallest_normal)
+        return xp.where(xp.abs(v) >= tiny, v, hi + lo)
+
     def lift(self, a: Array) -> tuple[Array, Array]:
         return a, self.xp.zeros_like(a)
 
@@ -294,41 +311,63 @@ class DDArith:
         rest = t_lo + t_hi * p_lo + t_lo * (p_hi + p_lo)
         return m, t_hi, a, b, rest, p_hi
 
-    def _clamp(self, x_hi: Array, x_lo: Array) -> tuple[Array, Array, Array]:
+    def _clamp(self, x_hi: Array, x_lo: Array, lo_cut: float) -> tuple[Array, Array, Array]:
         xp = self.xp
         c = self.c
-        ok = (x_hi >= c.exp_lo_cut) & (x_hi <= c.exp_hi_cut)
+        ok = (x_hi >= lo_cut) & (x_hi <= c.exp_hi_cut)
         return xp.where(ok, x_hi, 0.0), xp.where(ok, x_lo, 0.0), ok
 
-    def exp(self, x: tuple[Array, Array]) -> tuple[Array, Array]:
-        """Double-word ``exp`` of a double-word argument.
+    def exp(self, x: tuple[Array, Array], scale: int = 0) -> tuple[Array, Array]:
+        """Double-word ``exp(x) * 2**scale`` of a double-word argument.
 
         Arguments below the underflow threshold give 0, NaN gives NaN and arguments
         above ``exp_hi_cut`` give ``inf`` (the engine never produces those).
+
+        A positive ``scale`` (for arguments ``<= 0`` only) keeps results that would
+        be subnormal, or whose low part would be, in the normal range, where both
+        words carry full precision: sums and quotients of such terms are then
+        formed exactly and rounded once when the scale is removed, instead of every
+        term being rounded to the subnormal grid first.
         """
         xp = self.xp
-        x_hi, x_lo, ok = self._clamp(x[0], x[1])
+        lo_cut = self.c.exp_lo_cut - scale * math.log(2.0)
+        x_hi, x_lo, ok = self._clamp(x[0], x[1], lo_cut)
         m, t_hi, a, b, rest, _ = self._exp_parts(x_hi, x_lo)
         s, e = fast_two_sum(t_hi, a)
         e = e + (b + rest)
         hi, lo = fast_two_sum(s, e)
         shift = self.c.scale_shift
-        up = self.pow2(m + shift)
+        up = self.pow2(m + (shift + scale))
         down = self.const(2.0 ** (-shift))
         hi = (hi * up) * down
         lo = (lo * up) * down
         x0 = x[0]
         big = xp.where(xp.isnan(x0), x0, math.inf)
-        hi = xp.where(ok, hi, xp.where(x0 < self.c.exp_lo_cut, 0.0, big))
+        hi = xp.where(ok, hi, xp.where(x0 < lo_cut, 0.0, big))
         lo = xp.where(ok, lo, 0.0)
         return hi, lo
+
+    def ldexp(self, a: tuple[Array, Array], k: int) -> tuple[Array, Array]:
+        """``a * 2**k``, for ``k <= 0``: exact, or rounded once where it underflows.
+
+        A high word that falls below the normal range is rounded to the subnormal
+        grid and what it loses is carried into the low word, which is rounded to
+        the same grid, so ``hi + lo`` (an exact sum of two grid points then) is the
+        correctly rounded value of the scaled pair rather than a double rounding.
+        """
+        if k == 0:
+            return a
+        f = 2.0**k
+        hi = a[0] * f
+        lost = a[0] - hi * 2.0 ** (-k)  # exact: what rounding to the grid dropped
+        return hi, (lost + a[1]) * f
 
     def expm1(self, x: tuple[Array, Array]) -> tuple[Array, Array]:
         """Double-word ``expm1`` for finite arguments in ``[lo_cut, hi_cut]``.
 
         Accurate relative to ``expm1(x)`` itself, also for tiny ``x``.
         """
-        x_hi, x_lo, _ = self._clamp(x[0], x[1])
+        x_hi, x_lo, _ = self._clamp(x[0], x[1], self.c.exp_lo_cut)
         m, t_hi, a, b, rest, _ = self._exp_parts(x_hi, x_lo)
         scale = self.pow2(m)
         base, base_e = two_sum(scale * t_hi, self.const(-1.0))
@@ -349,17 +388,25 @@ class DDArith:
         """Double-word sum of ``t`` over ``axis`` (keepdims), for ``n`` terms per row.
 
         The high parts are split against ``sigma = 2**ceil(log2(n * max|t|))``: the
-        parts above ``ulp(sigma)`` add exactly in any order. The remainders are split
-        once more the same way, so even a backend that sums sequentially leaves an
-        error far below one unit in the last place of the double-word result.
+        parts above ``ulp(sigma)`` add exactly in any order. Each such pass takes
+        about ``p - log2(n) - 2`` more bits of every term out exactly, so the
+        number of passes grows with ``n`` (2 for float64 rows up to 2**20 terms,
+        up to 14 for float32 rows of 10**6), until the remainders, summed by the
+        backend as they come, are far below one unit in the last place of the
+        double-word result. (Past ``n = 2**(p - 3)`` a pass extracts nothing more;
+        the backend's sum of the remainders then sets the accuracy.)
         """
         xp = self.xp
         hi, lo = t
         count = float(max(n, 1))
+        per_pass = self.c.precision - 2 - math.ceil(math.log2(count))
+        passes = 2
+        if per_pass >= 1:
+            passes = min(14, max(2, math.ceil((self.c.precision + 8) / per_pass)))
         total_hi: Array | None = None
         total_lo: Array | None = None
         rem = hi
-        for _ in range(2):
+        for _ in range(passes):
             big = xp.max(xp.abs(rem), axis=axis, keepdims=True)
             big = xp.where((big > 0) & xp.isfinite(big), big, 1.0)
             sigma = self.pow2(xp.ceil(xp.log2(big * count)) + 1.0)
@@ -402,6 +449,9 @@ class PlainArith:
     def value(self, a: Array) -> Array:
         return a
 
+    def scaled_value(self, a: Array, k: int) -> Array:
+        return a if k == 0 else a * 2.0**k
+
     def neg(self, a: Array) -> Array:
         return -a
 
@@ -426,8 +476,12 @@ class PlainArith:
     def div(self, a: Array, b: Array) -> Array:
         return a / b
 
-    def exp(self, a: Array) -> Array:
-        return self.xp.exp(a)
+    def exp(self, a: Array, scale: int = 0) -> Array:
+        e = self.xp.exp(a)
+        return e if scale == 0 else e * 2.0**scale
+
+    def ldexp(self, a: Array, k: int) -> Array:
+        return a if k == 0 else a * 2.0**k
 
     def log1p(self, a: Array) -> Array:
         return self.xp.log1p(a)

@@ -86,10 +86,13 @@ class RowStats:
     isnan: Array  # the row has a NaN (keepdims)
     d: Any  # x - m0 on live entries, 0 elsewhere (full shape, arith value)
     e: Any  # exp(d) on live entries, 0 elsewhere (full shape, arith value)
+    e_sc: Any  # e * 2**scale, formed directly (full shape, arith value)
+    scale: int  # see Arith.exp: 0 in plain arithmetic, row_scale in double-word
     is_max: Array  # live entries equal to the maximum (full shape)
     count: Array  # number of maximal entries, as a differentiable float (keepdims)
     s: Any  # sum of e over the non-maximal entries (keepdims, arith value)
     L: Any  # log(count + s), 0 on non-finite rows (keepdims, arith value)
+    L_tiny: Array | None  # L rounded once where it is below 2**(emin + p + 1), else None
     pin: Array  # +inf entries of valid rows (full shape)
     k: Array  # number of +inf entries, at least 1 (keepdims)
 
@@ -125,15 +128,37 @@ def row_stats(
     # Placeholders: dead entries sit at the maximum, so d = 0 and nothing overflows.
     xl = arith.select(live, xs, arith.lift(m0))
     d = arith.sub(xl, arith.lift(m0))
-    e = arith.where(live, arith.exp(d), 0.0)
+    if isinstance(arith, DDArith):
+        # x - max beyond the largest float (|x| near the top of the range) comes out of
+        # TwoSum as NaN, the only way a NaN arises here: it is -inf (exp 0, log_softmax -inf)
+        over = xp.isnan(d[0])
+        d = (xp.where(over, -math.inf, d[0]), xp.where(over, 0.0, d[1]))
+    # In double-word arithmetic the terms are formed scaled by 2**scale, so the ones
+    # that underflow keep both words; the sum is rounded once when the scale comes off.
+    scale = arith.c.row_scale if isinstance(arith, DDArith) else 0
+    e_sc = arith.where(live, arith.exp(d, scale), 0.0)
+    e = arith.ldexp(e_sc, -scale)
     is_max = live & (x == m0)
     e_hi = arith.hi(e)
     count = xp.sum(xp.where(is_max, e_hi, 0.0), axis=axis, keepdims=True)
-    rest = arith.where(live & ~is_max, e, 0.0)
-    s = arith.sum(rest, axis, n)
+    rest = arith.where(live & ~is_max, e_sc, 0.0)
+    s_sc = arith.sum(rest, axis, n)
+    s = arith.ldexp(s_sc, -scale)
     a = arith.add(arith.lift(count - 1.0), s)
     a = arith.where(fin, a, 0.0)
     L = arith.log1p(a)
+    L_tiny = None
+    if scale:
+        # A lone maximum with s < 2**(emin + p + 1): L = log1p(s) = s to far better
+        # than the final rounding, and s is rounded once from its scaled sum. (Rounding
+        # L's words separately would round twice: up to 0.75 ulp just above 2**emin.)
+        p = arith.c.precision
+        tiny = float(xp.finfo(x.dtype).smallest_normal) * 2.0 ** (p + 1)
+        L_tiny = xp.where(
+            fin & (count == 1.0) & (arith.hi(s) < tiny),
+            arith.scaled_value(s_sc, -scale),
+            math.nan,
+        )
     pin = valid & (x == math.inf)
     k = xp.sum(xp.astype(pin, x.dtype), axis=axis, keepdims=True)
     k = xp.where(k > 0, k, 1.0)
@@ -150,10 +175,13 @@ def row_stats(
         isnan=isnan,
         d=d,
         e=e,
+        e_sc=e_sc,
+        scale=scale,
         is_max=is_max,
         count=count,
         s=s,
         L=L,
+        L_tiny=L_tiny,
         pin=pin,
         k=k,
     )
@@ -170,7 +198,8 @@ def softmax_values(st: RowStats) -> Array:
     """Softmax in the working dtype, with the special rows overlaid."""
     ar = st.arith
     xp = ar.xp
-    q = ar.value(ar.div(st.e, denominator(st)))
+    # divide the scaled terms: a quotient below the normal range is rounded only once
+    q = ar.scaled_value(ar.div(st.e_sc, denominator(st)), -st.scale)
     q = xp.where(st.live, q, 0.0)
     inf_rows = xp.where(st.pin, 1.0 / st.k, 0.0)
     q = xp.where(st.posinf, inf_rows, q)
@@ -182,7 +211,10 @@ def log_softmax_values(st: RowStats) -> Array:
     ar = st.arith
     xp = ar.xp
     v = ar.value(ar.sub(st.d, st.L))
-    v = xp.where(st.live, v, -math.inf)
+    if st.L_tiny is not None:
+        # 0 - L, not -L: a tiny L that rounds to 0 gives +0, as d - L does
+        v = xp.where(st.is_max & ~xp.isnan(st.L_tiny), 0.0 - st.L_tiny, v)
+    v = xp.where(st.live & xp.isfinite(ar.hi(st.d)), v, -math.inf)
     inf_rows = xp.where(st.pin, -xp.log(st.k), -math.inf)
     v = xp.where(st.posinf, inf_rows, v)
     return xp.where(st.isnan, math.nan, v)
@@ -193,6 +225,8 @@ def logsumexp_values(st: RowStats) -> Array:
     ar = st.arith
     xp = ar.xp
     v = ar.value(ar.add(ar.lift(st.m0), st.L))
+    if st.L_tiny is not None:
+        v = xp.where((st.m0 == 0.0) & ~xp.isnan(st.L_tiny), st.L_tiny, v)
     return xp.where(st.fin, v, st.m)
 
 

@@ -19,6 +19,7 @@ import math
 from typing import Any
 
 from .._namespace import Plan
+from ._dd import DDArith
 from ._normalize import arith_for
 
 __all__ = ["binary_cross_entropy_with_logits", "log_sigmoid", "sigmoid"]
@@ -26,23 +27,45 @@ __all__ = ["binary_cross_entropy_with_logits", "log_sigmoid", "sigmoid"]
 Array = Any
 
 
-def _parts(plan: Plan, x: Array) -> tuple[Any, Array, Any, Any]:
-    """Return ``(arith, x_safe, z, log1p(z))`` with ``x_safe`` finite."""
+def _parts(plan: Plan, x: Array) -> tuple[Any, Array, Any, Any, Any]:
+    """Return ``(arith, x_safe, z, log1p(z), tiny)`` with ``x_safe`` finite.
+
+    ``tiny`` is ``None`` except in double-word arithmetic, where it is
+    ``(mask, lz_sc, scale)``: where ``z = exp(-|x|)`` is below
+    ``2**(emin + p + 1)``, ``log1p(z) = z`` to far better than the final rounding,
+    and ``lz_sc`` holds it times ``2**scale`` (full precision in both words), so a
+    result equal to it can be rounded once (see ``row_stats``).
+    """
     xp = plan.xp
     ar = arith_for(plan)
     xs = xp.where(xp.isfinite(x), x, 0.0)
-    z = ar.exp(ar.lift(-xp.abs(xs)))
+    scale = ar.c.row_scale if isinstance(ar, DDArith) else 0
+    z_sc = ar.exp(ar.lift(-xp.abs(xs)), scale)
+    z = ar.ldexp(z_sc, -scale)
     lz = ar.log1p(z)
-    return ar, xs, z, lz
+    tiny = None
+    if scale:
+        thr = float(xp.finfo(xs.dtype).smallest_normal) * 2.0 ** (ar.c.precision + 1)
+        mask = ar.hi(z) < thr
+        tiny = (mask, ar.where(mask, z_sc, 0.0), scale)
+    return ar, xs, z, lz, tiny
 
 
 def _sigmoid_pair(plan: Plan, x: Array) -> tuple[Array, Array]:
     """``sigmoid(x)`` and ``sigmoid(-x)`` in the working dtype, each without cancellation."""
     xp = plan.xp
-    ar, xs, z, _ = _parts(plan, x)
-    D = ar.add(ar.lift(xp.ones_like(xs)), z)
-    big = ar.value(ar.div(ar.lift(xp.ones_like(xs)), D))
-    small = ar.value(ar.div(z, D))
+    ar = arith_for(plan)
+    xs = xp.where(xp.isfinite(x), x, 0.0)
+    # z is formed times 2**scale in double-word arithmetic, so z / (1 + z) is rounded
+    # once even where it (or its low word) is below the normal range (see row_stats)
+    scale = ar.c.row_scale if isinstance(ar, DDArith) else 0
+    z_sc = ar.exp(ar.lift(-xp.abs(xs)), scale)
+    # 1 as data, not as a constant: under jax.jit XLA folds (1 + z) - 1 to z, which
+    # would cancel TwoSum's error term (xs is finite here, so this is exactly 1)
+    one = xp.where(xp.isnan(xs), 2.0, xp.ones_like(xs))
+    D = ar.add(ar.lift(one), ar.ldexp(z_sc, -scale))
+    big = ar.value(ar.div(ar.lift(one), D))
+    small = ar.scaled_value(ar.div(z_sc, D), -scale)
     pos = xs >= 0
     sp = xp.where(pos, big, small)
     sn = xp.where(pos, small, big)
@@ -61,8 +84,11 @@ def sigmoid(x: Array, *, plan: Plan) -> Array:
 def log_sigmoid(x: Array, *, plan: Plan) -> Array:
     xp = plan.xp
     xw = xp.astype(x, plan.work)
-    ar, xs, _, lz = _parts(plan, xw)
+    ar, xs, _, lz, tiny = _parts(plan, xw)
     v = ar.value(ar.sub(ar.lift(xp.where(xs < 0, xs, 0.0)), lz))
+    if tiny is not None:  # x >> 0: -log1p(z) alone, rounded once
+        mask, lz_sc, sc = tiny
+        v = xp.where(mask & (xs >= 0), 0.0 - ar.scaled_value(lz_sc, -sc), v)
     v = xp.where(xw == -math.inf, -math.inf, xp.where(xw == math.inf, 0.0, v))
     v = xp.where(xp.isnan(xw), math.nan, v)
     return xp.astype(v, plan.out)
@@ -82,19 +108,34 @@ def binary_cross_entropy_with_logits(
     x = xp.astype(logits, plan.work)
     y = xp.astype(target, plan.work)
     x, y = xp.broadcast_arrays(x, y)
-    ar, xs, _, lz = _parts(plan, x)
+    ar, xs, _, lz, tiny = _parts(plan, x)
     sp_pos = ar.add(ar.lift(xp.where(xs > 0, xs, 0.0)), lz)  # softplus(x)
     sp_neg = ar.add(ar.lift(xp.where(xs < 0, -xs, 0.0)), lz)  # softplus(-x)
     c_neg = 1.0 - y
     c_pos = y if pos_weight is None else xp.astype(pos_weight, plan.work) * y
     c_pos = xp.broadcast_to(c_pos, x.shape)
-    total = ar.add(ar.mul(ar.lift(c_pos), sp_neg), ar.mul(ar.lift(c_neg), sp_pos))
+    # 1 - y exactly, as a double-word difference (rounding it costs up to half an ulp
+    # of the loss); 1 comes from data so that jax.jit cannot fold (1 - y) - 1 to -y
+    one = xp.where(xp.isnan(y), 2.0, xp.ones_like(y))
+    c_neg_w = ar.sub(ar.lift(one), ar.lift(y))
+    total = ar.add(ar.mul(ar.lift(c_pos), sp_neg), ar.mul(c_neg_w, sp_pos))
     if weight is not None:
         wb = xp.broadcast_to(xp.astype(weight, plan.work), x.shape)
         total = ar.mul(ar.lift(wb), total)
     else:
         wb = None
     loss_el = ar.value(total)
+    if tiny is not None:
+        # the loss is c * log1p(z) alone (y = 1 for x >> 0, y = 0 for x << 0): round it
+        # once from the scaled log1p(z), as log_sigmoid does
+        mask, lz_sc, sc = tiny
+        pos = xs >= 0
+        alone = mask & xp.where(pos, ar.hi(c_neg_w) == 0.0, c_pos == 0.0)
+        c = ar.lift(xp.where(pos, c_pos, ar.hi(c_neg_w)))
+        if wb is not None:
+            c = ar.mul(c, ar.lift(wb))
+        t = ar.scaled_value(ar.mul(c, ar.where(alone, lz_sc, 0.0)), -sc)
+        loss_el = xp.where(alone, t, loss_el)
     # limits at infinite logits: only the term whose softplus is infinite survives
     zero = xp.zeros_like(x)
     w_zero = (zero != 0.0) if wb is None else (wb == 0.0)
