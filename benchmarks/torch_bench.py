@@ -180,16 +180,23 @@ def _lce_child(variant: str, n: int, d: int, v: int) -> dict[str, Any]:
     }
 
 
-def lce_table(n: int, d: int, v: int, variants: list[str]) -> list[dict[str, Any]]:
+def lce_table(n: int, d: int, v: int, variants: list[str], rounds: int) -> list[dict[str, Any]]:
+    """Median over ``rounds`` rounds; each round runs every method once, in turn."""
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for variant in variants:
+            cmd = [sys.executable, __file__, "--child", variant, str(n), str(d), str(v)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            runs[variant].append(res)
+            print(f"  {variant}: {res['seconds']:.1f} s, {res['extra_mb']:.0f} MB", file=sys.stderr)
     rows = []
-    for variant in variants:
-        cmd = [sys.executable, __file__, "--child", variant, str(n), str(d), str(v)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(
-            f"  {variant}: {rows[-1]['seconds']:.1f} s, {rows[-1]['extra_mb']:.0f} MB",
-            file=sys.stderr,
-        )
+    for rs in runs.values():
+        row = dict(rs[0])
+        row["seconds"] = statistics.median(r["seconds"] for r in rs)
+        row["extra_mb"] = statistics.median(r["extra_mb"] for r in rs)
+        row["all_seconds"] = [r["seconds"] for r in rs]
+        rows.append(row)
     return rows
 
 
@@ -281,7 +288,8 @@ def render(
         out += [
             f"### Linear + cross-entropy, N={n}, D={d}, V={v}, float32, forward+backward",
             "",
-            "One measured call per method, each in a fresh process after a small warm-up. "
+            f"Median of {len(lce[0]['all_seconds'])} rounds; in each round every method "
+            "runs once, in turn, in a fresh process after a small warm-up. "
             "Extra peak memory = peak resident set during the call minus the resident set "
             "before it; it includes the returned gradients "
             f"({lce[0]['grads_mb']:.0f} MB for every method), shown apart as working memory.",
@@ -317,12 +325,12 @@ def render(
     return "\n".join(out)
 
 
-def section(reps: int = 5, quick: bool = False, lce: bool = True) -> str:
+def section(reps: int = 5, quick: bool = False, lce: bool = True, rounds: int = 3) -> str:
     """The Markdown section, for ``benchmarks/run.py``."""
     shape = (4096, 1024, 65536)
     ops = ops_table(reps, quick)
     variants = ["torch naive", "torch chunked", "softmaxkit", "softmaxkit chunk_size=32768"]
-    lrows = lce_table(*shape, variants) if lce else []
+    lrows = lce_table(*shape, variants, rounds) if lce else []
     acc = lce_accuracy(512, 256, 16384)
     return render(ops, lrows, acc, shape, reps)
 
@@ -337,9 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="smaller op shapes")
     ap.add_argument("--no-lce", action="store_true", help="skip the linear+CE table")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the linear+CE table")
     ap.add_argument("--out", default=str(HERE / "TORCH_BENCHMARKS.md"))
     args = ap.parse_args(argv)
-    text = section(args.reps, args.quick, not args.no_lce)
+    text = section(args.reps, args.quick, not args.no_lce, args.rounds)
     Path(args.out).write_text(text + "\n")
     print(text)
     return 0
