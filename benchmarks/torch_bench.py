@@ -329,7 +329,7 @@ def section(reps: int = 5, quick: bool = False, lce: bool = True, rounds: int = 
     """The Markdown section, for ``benchmarks/run.py``."""
     shape = (4096, 1024, 65536)
     ops = ops_table(reps, quick)
-    variants = ["torch naive", "torch chunked", "softmaxkit", "softmaxkit chunk_size=32768"]
+    variants = ["torch naive", "torch chunked", "softmaxkit", "softmaxkit chunk_size=8192"]
     lrows = lce_table(*shape, variants, rounds) if lce else []
     acc = lce_accuracy(512, 256, 16384)
     return render(ops, lrows, acc, shape, reps)

@@ -340,4 +340,4 @@ def test_half_weights_are_widened_in_blocks_without_changing_results(monkeypatch
     for a, c in zip(*outs, strict=True):
         assert torch.equal(a, c)
     ref = _naive(h.float(), W.float(), b.float(), t)
-    assert abs(outs[0][0].float().item() - ref.item()) < 2e-2
+    assert abs(outs[0][0].float().item() - ref.item()) <= 0.0625 / 2  # half a bfloat16 ulp at 12

@@ -39,7 +39,7 @@ __all__ = ["TOKEN_TILE", "VOCAB_TILE", "lce_backward_op", "lce_op"]
 Tensor = torch.Tensor
 
 TOKEN_TILE = 256
-VOCAB_TILE = 32768
+VOCAB_TILE = 8192
 
 
 class _Opts(NamedTuple):
@@ -599,7 +599,7 @@ def linear_cross_entropy(
 
     Equal to ``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)``
     (torch 2.13's ``F.linear_cross_entropy`` arguments), but the ``N x V`` logits
-    never exist: the engine walks tiles of 256 tokens by 32768 classes, keeps an
+    never exist: the engine walks tiles of 256 tokens by 8192 classes, keeps an
     online ``(max, count, sum)`` per token in float64, and folds each tile's
     gradient into the gradients of ``input``, ``linear_weight`` and
     ``linear_bias`` during the forward pass, so the backward pass only scales
@@ -636,7 +636,7 @@ def linear_cross_entropy(
         A ``"mean"`` over no counted token is 0.
     chunk_size : int, optional
         Classes whose logits are held per token tile between the statistics
-        pass and the gradient pass, rounded up to a multiple of 32768. ``None``
+        pass and the gradient pass, rounded up to a multiple of 8192. ``None``
         (default) holds the whole vocabulary: ``256 x V`` floats and three GEMMs
         per tile. A smaller value trades memory for a fourth GEMM
         (recomputation). The results are bitwise identical for every value.
