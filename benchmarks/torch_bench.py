@@ -224,7 +224,7 @@ def lce_accuracy(n: int, d: int, v: int) -> list[dict[str, Any]]:
             loss = fn(a, b)
             ga, gb = torch.autograd.grad(loss, (a, b))
             rel = [
-                float((x.double() - r).norm() / r.norm())
+                float((x.detach().double() - r).norm() / r.norm())
                 for x, r in zip((ga, gb), ref_grads, strict=True)
             ]
             rows.append(
@@ -267,7 +267,18 @@ def render(
     lce_shape: tuple[int, int, int],
     reps: int,
 ) -> str:
-    out = ["## softmaxkit.torch vs torch (CPU)", "", f"Machine: {_machine()}.", ""]
+    out = [
+        "## softmaxkit.torch vs torch (CPU)",
+        "",
+        f"Machine: {_machine()}. Load on this shared machine varies; each table says how "
+        "its runs were interleaved.",
+        "",
+        "CPU float32/float64 tensors reach the softmaxkit core as zero-copy NumPy views, so "
+        "the ops table times whatever the core runs for NumPy input: the array-agnostic "
+        "implementation (float64 internals for float32, double-word arithmetic for float64) "
+        "until the native kernels are in the build, the C kernels afterwards.",
+        "",
+    ]
     if ops:
         out += [
             f"### Ops, median of {reps} alternating runs in one process",
