@@ -1,0 +1,369 @@
+"""softmaxkit.torch against torch on the CPU: the torch section of BENCHMARKS.md.
+
+Run from the repository root (unset OPENBLAS_CORETYPE for this command only)::
+
+    env -u OPENBLAS_CORETYPE .venv/bin/python benchmarks/torch_bench.py
+
+It writes ``benchmarks/TORCH_BENCHMARKS.md`` (``--out`` to change) and prints the
+same Markdown. ``benchmarks/run.py`` can include it through :func:`section`.
+
+Two parts:
+
+1. ``softmax``, ``log_softmax`` and cross-entropy forward+backward, softmaxkit
+   versus torch, both called the way users call them (allocating outputs),
+   alternating in one process, median of ``--reps`` runs.
+2. Linear + cross-entropy at N=4096, D=1024, V=65536 (float32, forward +
+   backward): torch's naive ``cross_entropy(h @ W.T, t)``, torch 2.13's chunked
+   ``linear_cross_entropy(options=LinearCrossEntropyOptions())`` and
+   ``softmaxkit.torch.linear_cross_entropy``. Each runs in its own process; the
+   extra peak memory is the largest resident set size sampled every 2 ms during
+   the call minus the resident size just before it, and counts the gradients the
+   call returns (the same 285 MB for every method at this size: grad_W 268 MB,
+   grad_h 17 MB), so the table also shows the working memory beyond them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+# ----------------------------------------------------------------- measurement
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Largest resident set size while the block runs, relative to its start."""
+
+    def __enter__(self) -> PeakRSS:
+        gc.collect()
+        self.base = _rss()
+        self.peak = self.base
+        self._run = True
+
+        def loop() -> None:
+            while self._run:
+                self.peak = max(self.peak, _rss())
+                time.sleep(0.002)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._run = False
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+    @property
+    def extra(self) -> int:
+        return self.peak - self.base
+
+
+def _median_times(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
+    for f in fns.values():
+        f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, f in fns.items():  # alternate, so load changes hit both alike
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# ------------------------------------------------------------ part 1: the ops
+
+
+def ops_table(reps: int, quick: bool) -> list[dict[str, Any]]:
+    import torch
+    import torch.nn.functional as F
+
+    import softmaxkit.torch as skt
+
+    rows = []
+    soft_shape = (512, 32768) if quick else (4096, 32768)
+    ce_shape = (1024, 32000) if quick else (8192, 32000)
+    g = torch.Generator().manual_seed(0)
+
+    def normalizers(x: torch.Tensor) -> None:
+        for name in ("softmax", "log_softmax"):
+            ours = getattr(skt, name)
+            ref = getattr(torch, name)
+            t = _median_times({"skt": lambda o=ours: o(x, 1), "torch": lambda r=ref: r(x, 1)}, reps)
+            rows.append({"op": name, "shape": soft_shape, "dtype": str(x.dtype)[6:], **t})
+
+    def ce(logits: torch.Tensor, target: torch.Tensor) -> None:
+        def ce_skt() -> None:
+            logits.grad = None
+            skt.cross_entropy(logits, target).backward()
+
+        def ce_torch() -> None:
+            logits.grad = None
+            F.cross_entropy(logits, target).backward()
+
+        t = _median_times({"skt": ce_skt, "torch": ce_torch}, reps)
+        rows.append(
+            {"op": "cross_entropy fwd+bwd", "shape": ce_shape, "dtype": str(logits.dtype)[6:], **t}
+        )
+
+    for dtype in (torch.float32, torch.float64):
+        normalizers(torch.randn(*soft_shape, generator=g, dtype=dtype) * 4)
+        logits = (torch.randn(*ce_shape, generator=g, dtype=dtype) * 2).requires_grad_()
+        ce(logits, torch.randint(0, ce_shape[1], (ce_shape[0],), generator=g))
+    return rows
+
+
+# ------------------------------------------------- part 2: linear + cross-entropy
+
+
+def _lce_child(variant: str, n: int, d: int, v: int) -> dict[str, Any]:
+    """One method, one measured forward+backward (run in a fresh process)."""
+    import torch
+    import torch.nn.functional as F
+
+    import softmaxkit.torch as skt
+
+    g = torch.Generator().manual_seed(0)
+    h = (torch.randn(n, d, generator=g) * 0.5).requires_grad_()
+    W = (torch.randn(v, d, generator=g) * 0.05).requires_grad_()
+    t = torch.randint(0, v, (n,), generator=g)
+
+    def run(hh: torch.Tensor, WW: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+        if variant == "torch naive":
+            return F.cross_entropy(hh @ WW.T, tt)
+        if variant == "torch chunked":
+            opts = torch.nn.LinearCrossEntropyOptions()
+            return F.linear_cross_entropy(hh, WW, tt, options=opts)
+        if variant == "softmaxkit":
+            return skt.linear_cross_entropy(hh, WW, tt)
+        if variant.startswith("softmaxkit chunk_size="):
+            size = int(variant.split("=")[1])
+            return skt.linear_cross_entropy(hh, WW, tt, chunk_size=size)
+        raise ValueError(variant)
+
+    # warm up thread pools and code paths on a small problem
+    hs = h[:64].detach().clone().requires_grad_()
+    Ws = W[:1000].detach().clone().requires_grad_()
+    run(hs, Ws, t[:64] % 1000).backward()
+    del hs, Ws
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        loss = run(h, W, t)
+        loss.backward()
+        elapsed = time.perf_counter() - t0
+    assert h.grad is not None and W.grad is not None
+    grads = h.grad.numel() * h.grad.element_size() + W.grad.numel() * W.grad.element_size()
+    return {
+        "variant": variant,
+        "seconds": elapsed,
+        "extra_mb": mem.extra / 1e6,
+        "grads_mb": grads / 1e6,
+        "loss": float(loss.detach()),
+    }
+
+
+def lce_table(n: int, d: int, v: int, variants: list[str], rounds: int) -> list[dict[str, Any]]:
+    """Median over ``rounds`` rounds; each round runs every method once, in turn."""
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for variant in variants:
+            cmd = [sys.executable, __file__, "--child", variant, str(n), str(d), str(v)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            runs[variant].append(res)
+            print(f"  {variant}: {res['seconds']:.1f} s, {res['extra_mb']:.0f} MB", file=sys.stderr)
+    rows = []
+    for rs in runs.values():
+        row = dict(rs[0])
+        row["seconds"] = statistics.median(r["seconds"] for r in rs)
+        row["extra_mb"] = statistics.median(r["extra_mb"] for r in rs)
+        row["all_seconds"] = [r["seconds"] for r in rs]
+        rows.append(row)
+    return rows
+
+
+def lce_accuracy(n: int, d: int, v: int) -> list[dict[str, Any]]:
+    """Error of each method against a float64 reference, float32 and bfloat16 inputs."""
+    import torch
+    import torch.nn.functional as F
+
+    import softmaxkit.torch as skt
+
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(n, d, generator=g, dtype=torch.float64) * 0.5
+    W = torch.randn(v, d, generator=g, dtype=torch.float64) * 0.05
+    t = torch.randint(0, v, (n,), generator=g)
+    hr, Wr = h.clone().requires_grad_(), W.clone().requires_grad_()
+    ref = F.cross_entropy(hr @ Wr.T, t)
+    ref_grads = torch.autograd.grad(ref, (hr, Wr))
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        for name, fn in (
+            ("torch naive", lambda a, b: F.cross_entropy(a @ b.T, t)),
+            ("softmaxkit", lambda a, b: skt.linear_cross_entropy(a, b, t)),
+        ):
+            a, b = h.to(dtype).requires_grad_(), W.to(dtype).requires_grad_()
+            loss = fn(a, b)
+            ga, gb = torch.autograd.grad(loss, (a, b))
+            rel = [
+                float((x.detach().double() - r).norm() / r.norm())
+                for x, r in zip((ga, gb), ref_grads, strict=True)
+            ]
+            rows.append(
+                {
+                    "dtype": str(dtype)[6:],
+                    "method": name,
+                    "loss_err": abs(float(loss.detach().double()) - float(ref.detach())),
+                    "grad_h_err": rel[0],
+                    "grad_W_err": rel[1],
+                }
+            )
+    return rows
+
+
+# ------------------------------------------------------------------- report
+
+
+def _machine() -> str:
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
+
+
+def render(
+    ops: list[dict[str, Any]],
+    lce: list[dict[str, Any]],
+    acc: list[dict[str, Any]],
+    lce_shape: tuple[int, int, int],
+    reps: int,
+) -> str:
+    out = [
+        "## softmaxkit.torch vs torch (CPU)",
+        "",
+        f"Machine: {_machine()}. Load on this shared machine varies; each table says how "
+        "its runs were interleaved.",
+        "",
+        "CPU float32/float64 tensors reach the softmaxkit core as zero-copy NumPy views, so "
+        "the ops table times whatever the core runs for NumPy input: the array-agnostic "
+        "implementation (float64 internals for float32, double-word arithmetic for float64) "
+        "until the native kernels are in the build, the C kernels afterwards.",
+        "",
+    ]
+    if ops:
+        out += [
+            f"### Ops, median of {reps} alternating runs in one process",
+            "",
+            "| op | shape | dtype | softmaxkit (s) | torch (s) | torch / softmaxkit |",
+            "|---|---|---|---:|---:|---:|",
+        ]
+        for r in ops:
+            out.append(
+                f"| {r['op']} | {r['shape'][0]}×{r['shape'][1]} | {r['dtype']} | "
+                f"{r['skt']:.4f} | {r['torch']:.4f} | {r['torch'] / r['skt']:.2f}× |"
+            )
+        out.append("")
+    if lce:
+        n, d, v = lce_shape
+        naive = next((r for r in lce if r["variant"] == "torch naive"), None)
+        chunked = next((r for r in lce if r["variant"] == "torch chunked"), None)
+        out += [
+            f"### Linear + cross-entropy, N={n}, D={d}, V={v}, float32, forward+backward",
+            "",
+            f"Median of {len(lce[0]['all_seconds'])} rounds; in each round every method "
+            "runs once, in turn, in a fresh process after a small warm-up. "
+            "Extra peak memory = peak resident set during the call minus the resident set "
+            "before it; it includes the returned gradients "
+            f"({lce[0]['grads_mb']:.0f} MB for every method), shown apart as working memory.",
+            "",
+            "| method | time (s) | extra peak memory (MB) | working memory beyond the gradients (MB) |"
+            " time vs torch naive | memory vs torch chunked |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in lce:
+            t_ratio = f"{r['seconds'] / naive['seconds']:.2f}×" if naive else "–"
+            m_ratio = f"{r['extra_mb'] / chunked['extra_mb']:.2f}×" if chunked else "–"
+            out.append(
+                f"| {r['variant']} | {r['seconds']:.1f} | {r['extra_mb']:.0f} | "
+                f"{r['extra_mb'] - r['grads_mb']:.0f} | {t_ratio} | {m_ratio} |"
+            )
+        out.append("")
+    if acc:
+        out += [
+            "### Linear + cross-entropy accuracy against a float64 reference",
+            "",
+            "Relative 2-norm error of the gradients and absolute error of the mean loss "
+            "(N=512, D=256, V=16384).",
+            "",
+            "| inputs | method | loss error | grad_h error | grad_W error |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for r in acc:
+            out.append(
+                f"| {r['dtype']} | {r['method']} | {r['loss_err']:.2e} | "
+                f"{r['grad_h_err']:.2e} | {r['grad_W_err']:.2e} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def section(reps: int = 5, quick: bool = False, lce: bool = True, rounds: int = 3) -> str:
+    """The Markdown section, for ``benchmarks/run.py``."""
+    shape = (4096, 1024, 65536)
+    ops = ops_table(reps, quick)
+    variants = ["torch naive", "torch chunked", "softmaxkit", "softmaxkit chunk_size=8192"]
+    lrows = lce_table(*shape, variants, rounds) if lce else []
+    acc = lce_accuracy(512, 256, 16384)
+    return render(ops, lrows, acc, shape, reps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        variant, n, d, v = argv[1], int(argv[2]), int(argv[3]), int(argv[4])
+        print(json.dumps(_lce_child(variant, n, d, v)))
+        return 0
+    ap = argparse.ArgumentParser(description="softmaxkit.torch vs torch on the CPU")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="smaller op shapes")
+    ap.add_argument("--no-lce", action="store_true", help="skip the linear+CE table")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the linear+CE table")
+    ap.add_argument("--out", default=str(HERE / "TORCH_BENCHMARKS.md"))
+    args = ap.parse_args(argv)
+    text = section(args.reps, args.quick, not args.no_lce, args.rounds)
+    Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

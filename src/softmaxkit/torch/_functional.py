@@ -1,0 +1,417 @@
+"""Functional ops with PyTorch's names and argument conventions."""
+
+from __future__ import annotations
+
+import torch
+
+from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
+from . import _checks as chk
+from ._ops import (
+    bce_with_logits_op,
+    cross_entropy_op,
+    log_softmax_op,
+    logsumexp_op,
+    nll_loss_op,
+    softmax_op,
+)
+
+__all__ = [
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "log_softmax",
+    "logsumexp",
+    "nll_loss",
+    "softmax",
+]
+
+
+def _wants_grad(*ts: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
+def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    r"""Softmax along ``dim``, as ``torch.softmax`` but with a defined answer for every input.
+
+    .. math::
+
+        \operatorname{softmax}(x)_i = \frac{e^{x_i - a}}{\sum_j e^{x_j - a}},
+        \qquad a = \max_j x_j
+
+    Parameters
+    ----------
+    input : Tensor
+        Logits, any shape, device and floating dtype (integers are promoted to
+        the default dtype, where ``torch.softmax`` raises).
+    dim : int
+        The dimension that sums to one.
+    dtype : torch.dtype, optional
+        Cast ``input`` to this dtype first (as in torch).
+
+    Returns
+    -------
+    Tensor
+        Probabilities with the shape, dtype and device of ``input``.
+
+    See Also
+    --------
+    log_softmax, softmaxkit.softmax
+
+    Notes
+    -----
+    Differences from ``torch.softmax``: a row whose entries are all ``-inf`` is 0
+    (torch: NaN); ``+inf`` entries share the mass equally (torch: NaN); float32
+    is correctly rounded (computed in float64). Gradients are 0 on such rows, never
+    NaN. CPU float32/float64 tensors run on the softmaxkit core without a copy.
+
+    References
+    ----------
+    .. [1] P. Blanchard, D. J. Higham, N. J. Higham, "Accurately computing the
+       log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> skt.softmax(torch.tensor([2.0, 1.0, 0.1]), dim=0)
+    tensor([0.6590, 0.2424, 0.0986])
+    >>> skt.softmax(torch.tensor([[-float("inf"), -float("inf")], [float("inf"), 0.0]]), dim=1)
+    tensor([[0., 0.],
+            [1., 0.]])
+    """
+    x = chk.float_input(input, promote_int=True, dtype=dtype)
+    if x.dim() == 0:
+        chk.norm_dim(dim, 0)
+        return softmax_op(x.reshape(1), [0]).reshape(())
+    return softmax_op(x, [chk.norm_dim(dim, x.dim())])
+
+
+def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    r"""Log-softmax along ``dim`` without cancellation: ``(x - a) - log1p(s)``.
+
+    .. math::
+
+        \log\operatorname{softmax}(x)_i = (x_i - a) - \operatorname{log1p}\bigl((c - 1) + s\bigr)
+
+    with ``a`` the row maximum, ``c`` the number of entries equal to it and
+    ``s`` the sum of the other ``exp(x_j - a)``.
+
+    Parameters
+    ----------
+    input : Tensor
+        Logits (see :func:`softmax`).
+    dim : int
+        The normalised dimension.
+    dtype : torch.dtype, optional
+        Cast ``input`` to this dtype first.
+
+    Returns
+    -------
+    Tensor
+        Log-probabilities, same shape, dtype and device.
+
+    See Also
+    --------
+    softmax, cross_entropy
+
+    Notes
+    -----
+    Keeps the tiny log-probability of a dominant logit:
+    ``log_softmax([0, -40])[0]`` is ``-4.2484e-18`` in float32 where torch returns
+    0. A row of ``-inf`` gives ``-inf`` (torch: NaN); ``k`` entries at ``+inf``
+    give ``-log k`` there and ``-inf`` elsewhere (torch: NaN).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> x = torch.tensor([0.0, -40.0])
+    >>> skt.log_softmax(x, dim=0)[0].item()
+    -4.24835413113866e-18
+    >>> torch.log_softmax(x, dim=0)[0].item()
+    0.0
+    """
+    x = chk.float_input(input, promote_int=True, dtype=dtype)
+    if x.dim() == 0:
+        chk.norm_dim(dim, 0)
+        return log_softmax_op(x.reshape(1), [0]).reshape(())
+    return log_softmax_op(x, [chk.norm_dim(dim, x.dim())])
+
+
+def logsumexp(
+    input: torch.Tensor, dim: int | tuple[int, ...] | list[int], keepdim: bool = False
+) -> torch.Tensor:
+    r"""``log(sum(exp(input)))`` over ``dim``, exact when one term dominates.
+
+    .. math:: \operatorname{logsumexp}(x) = a + \operatorname{log1p}\bigl((c - 1) + s\bigr)
+
+    Parameters
+    ----------
+    input : Tensor
+        Values, any floating dtype (integers are promoted, as in torch).
+    dim : int or tuple of ints
+        The dimension(s) to reduce.
+    keepdim : bool, optional
+        Keep the reduced dimensions with size 1.
+
+    Returns
+    -------
+    Tensor
+        The reduced tensor, in the dtype of ``input``.
+
+    Notes
+    -----
+    float16 and bfloat16 are summed in a wide dtype: a float16 logsumexp of
+    ``1e5`` zeros is 11.51, where torch returns ``inf``. The gradient of an
+    all ``-inf`` row is 0 (torch: NaN).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> skt.logsumexp(torch.tensor([0.0, -40.0]), dim=0).item()
+    4.24835413113866e-18
+    >>> skt.logsumexp(torch.zeros(100_000, dtype=torch.float16), dim=0)
+    tensor(11.5156, dtype=torch.float16)
+    """
+    x = chk.float_input(input, promote_int=True)
+    if not isinstance(keepdim, bool):
+        msg = f"`keepdim` must be True or False, got {keepdim!r}"
+        raise SoftmaxkitTypeError(msg)
+    if x.dim() == 0:
+        chk.norm_dims(dim, 0)
+        return logsumexp_op(x.reshape(1), [0], keepdim).reshape(())
+    return logsumexp_op(x, chk.norm_dims(dim, x.dim()), keepdim)
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+) -> torch.Tensor:
+    r"""Cross-entropy between logits and class indices or class probabilities (torch layout).
+
+    For a class-index target ``t`` of one item,
+
+    .. math:: \ell = w_t\bigl[(1 - \varepsilon)(\operatorname{lse}(x) - x_t)
+              + z\,\operatorname{lse}(x)^2\bigr]
+              + \frac{\varepsilon}{C}\sum_c w_c\,(\operatorname{lse}(x) - x_c),
+
+    computed as ``log1p(s) + (a - x_t)`` so nothing cancels.
+
+    Parameters
+    ----------
+    input : Tensor
+        Logits of shape ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``: the class
+        dimension is 1 (0 for a single sample), as in ``torch.nn.functional``.
+    target : Tensor
+        Integer class indices of shape ``()``, ``(N,)`` or ``(N, d1, ..., dK)``, or
+        floating class probabilities with the shape of ``input``.
+    weight : Tensor of shape (C,), optional
+        Per-class weights; the ``"mean"`` of index targets divides by the summed
+        weights of the counted items (torch's weighted mean).
+    ignore_index : int, optional
+        Index targets equal to it have loss 0, gradient 0 and do not count in the
+        mean. Default -100. Ignored for probability targets, as in torch.
+    reduction : {"mean", "sum", "none"}, optional
+        ``"none"`` returns the item shape.
+    label_smoothing : float in [0, 1], optional
+        Target ``(1 - eps) onehot + eps / C``.
+    z_loss : float, optional
+        Adds ``z_loss * lse**2`` per item (PaLM); not in torch.
+
+    Returns
+    -------
+    Tensor
+        Scalar for ``"mean"`` and ``"sum"``, the item shape for ``"none"``.
+
+    See Also
+    --------
+    nll_loss, linear_cross_entropy, softmaxkit.cross_entropy
+
+    Notes
+    -----
+    The arguments after ``weight`` are keyword-only (torch also accepts the
+    deprecated ``size_average``/``reduce`` positionally). Differences from
+    ``torch.nn.functional.cross_entropy``:
+
+    * a ``"mean"`` over no counted item (everything ignored, or an empty batch)
+      is 0, where torch returns NaN;
+    * a row of ``-inf`` logits is not counted and contributes 0 (torch: NaN); a
+      row with ``+inf`` logits takes the limit (``log k`` when the target is one
+      of ``k`` infinite logits, ``inf`` otherwise; torch: NaN);
+    * a class with zero target probability contributes 0 even at a ``-inf``
+      logit (torch: NaN);
+    * the loss of a confident correct prediction keeps its digits (``4.2e-18``
+      for logits ``[0, -40]``, torch: 0);
+    * probability targets must be non-negative (torch does not check);
+    * any integer dtype is accepted for class indices (torch wants int64).
+
+    The gradient is computed in the same pass as the loss when ``input``
+    requires grad. Gradients with respect to probability targets are supported;
+    with respect to ``weight`` they are not (as in torch).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> logits = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
+    >>> skt.cross_entropy(logits, torch.tensor([0, 1]))
+    tensor(0.3185)
+    >>> skt.cross_entropy(logits, torch.tensor([-100, -100]))  # torch: nan
+    tensor(0.)
+    """
+    x = chk.float_input(input, promote_int=False)
+    dim = chk.class_dim(x)
+    t, prob = chk.index_or_prob_target(target, x, dim, allow_prob=True)
+    w = chk.opt_tensor(weight, x, "weight", (x.shape[dim],))
+    red = chk.check_reduction(reduction)
+    eps = chk.check_label_smoothing(label_smoothing)
+    z = chk.check_nonneg_float(z_loss, "z_loss")
+    ign = _ignore_index(ignore_index)
+    if w is not None and w.requires_grad and _wants_grad(w):
+        msg = "gradients with respect to `weight` are not supported (nor in torch); detach it"
+        raise SoftmaxkitValueError(msg)
+    loss, _ = cross_entropy_op(x, t, w, dim, ign, red, eps, z, prob, _wants_grad(x))
+    return loss
+
+
+def _ignore_index(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"`ignore_index` must be an int, got {value!r}"
+        raise SoftmaxkitTypeError(msg)
+    return value
+
+
+def nll_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Negative log-likelihood of class indices: ``-w_t input[t]`` per item (torch layout).
+
+    Parameters
+    ----------
+    input : Tensor
+        Log-probabilities of shape ``(C,)``, ``(N, C)`` or ``(N, C, d1, ...)``.
+    target : Tensor
+        Integer class indices, the shape of ``input`` without dimension 1.
+    weight : Tensor of shape (C,), optional
+        Per-class weights; ``"mean"`` divides by the summed weights of the counted
+        items.
+    ignore_index : int, optional
+        Targets equal to it are skipped. Default -100.
+    reduction : {"mean", "sum", "none"}, optional
+        A ``"mean"`` over no counted item is 0 (torch: NaN).
+
+    Returns
+    -------
+    Tensor
+        The reduced loss, or the item shape for ``"none"``.
+
+    See Also
+    --------
+    cross_entropy, log_softmax
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> lp = skt.log_softmax(torch.tensor([[2.0, 1.0, 0.1]]), dim=1)
+    >>> skt.nll_loss(lp, torch.tensor([0]))
+    tensor(0.4170)
+    """
+    x = chk.float_input(input, promote_int=False)
+    dim = chk.class_dim(x)
+    t, _ = chk.index_or_prob_target(target, x, dim, allow_prob=False)
+    w = chk.opt_tensor(weight, x, "weight", (x.shape[dim],))
+    red = chk.check_reduction(reduction)
+    return nll_loss_op(x, t, w, dim, _ignore_index(ignore_index), red)
+
+
+def binary_cross_entropy_with_logits(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    reduction: str = "mean",
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Binary cross-entropy on logits, exact for large ``|x|``.
+
+    .. math::
+
+        \ell = w\,\bigl[p_w\, y \operatorname{softplus}(-x)
+                 + (1 - y)\operatorname{softplus}(x)\bigr]
+
+    Parameters
+    ----------
+    input : Tensor
+        Logits, any shape.
+    target : Tensor
+        Targets in ``[0, 1]`` with the shape of ``input``.
+    weight : Tensor, optional
+        Elementwise weights broadcastable to ``input``.
+    reduction : {"mean", "sum", "none"}, optional
+        ``"mean"`` averages over all elements.
+    pos_weight : Tensor, optional
+        Weight of the positive term, broadcast along the last dimension.
+
+    Returns
+    -------
+    Tensor
+        The reduced loss, or one loss per element for ``"none"``.
+
+    Notes
+    -----
+    Differences from torch: the loss at ``x = -40, y = 0`` is ``4.2e-18`` (torch
+    float32: 0); infinite logits give their limits (``x = +inf, y = 1`` and
+    ``x = -inf, y = 0`` give 0, torch: NaN); targets outside ``[0, 1]`` raise.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> x = torch.tensor([2.0, -1.0, 0.5])
+    >>> skt.binary_cross_entropy_with_logits(x, torch.tensor([1.0, 0.0, 1.0]))
+    tensor(0.3048)
+    """
+    x = chk.float_input(input, promote_int=False)
+    t = chk.tensor_arg(target, "target")
+    if tuple(t.shape) != tuple(x.shape):
+        msg = (
+            f"`target` has shape {tuple(t.shape)} but `input` has shape {tuple(x.shape)}; "
+            "they must match"
+        )
+        raise SoftmaxkitValueError(msg)
+    if t.dtype == torch.bool or t.is_complex():
+        msg = f"`target` must be a real tensor of values in [0, 1], got {t.dtype}"
+        raise SoftmaxkitTypeError(msg)
+    tt = chk.opt_tensor(t, x, "target")
+    assert tt is not None
+    w = chk.opt_tensor(weight, x, "weight")
+    pw = chk.opt_tensor(pos_weight, x, "pos_weight")
+    for name, arr in (("weight", w), ("pos_weight", pw)):
+        if arr is None:
+            continue
+        if arr.requires_grad and torch.is_grad_enabled():
+            msg = f"gradients with respect to `{name}` are not supported; detach it"
+            raise SoftmaxkitValueError(msg)
+        try:
+            torch.broadcast_shapes(arr.shape, x.shape)
+        except RuntimeError:
+            msg = (
+                f"`{name}` has shape {tuple(arr.shape)}, which does not broadcast to "
+                f"input's {tuple(x.shape)}"
+            )
+            raise SoftmaxkitValueError(msg) from None
+    red = chk.check_reduction(reduction)
+    loss, _ = bce_with_logits_op(x, tt, w, pw, red, _wants_grad(x))
+    return loss

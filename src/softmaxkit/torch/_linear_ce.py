@@ -1,0 +1,788 @@
+"""Linear + cross-entropy that never holds the ``N x V`` logits.
+
+The engine walks fixed tiles of ``TOKEN_TILE`` tokens by ``VOCAB_TILE`` classes.
+For one token tile it
+
+1. computes each logit tile with one GEMM, ``W_tile @ h_tile.T + b_tile`` (classes
+   by tokens, the faster GEMM shape here), in float32 (float64 for float64
+   inputs), and reduces it to per-token statistics in the manner of Blanchard,
+   Higham & Higham: the tile maximum ``m``, the number ``c`` of logits at it and
+   the sum ``r`` of the other ``exp(x - m)``, plus the target logit and, when
+   asked, ``sum_c w_c x_c`` and the top-k; the tile itself is overwritten with
+   ``exp(x - m)``, which the gradient pass scales into probabilities;
+2. merges the tile statistics in tile order into ``lse = M + log1p((C - 1) + R)``
+   and the loss ``(M - x_t) + log1p((C - 1) + R)``, so nothing cancels and a
+   tiny ``R`` is never absorbed by the ones;
+3. when gradients are wanted, forms each tile's ``d loss / d logits`` and
+   immediately folds it into the gradients of the input, the weight and the
+   bias with three GEMMs of fixed shape (the weight and bias gradients
+   accumulate in float32 for half-precision inputs).
+
+``chunk_size`` only decides whether the logit tiles of a token tile are kept
+between steps 1 and 3 (``None``: all of them, ``TOKEN_TILE x V`` floats) or
+recomputed in chunks of ``chunk_size`` classes (less memory, one more GEMM).
+Either way every floating-point operation and its order are the same, so the
+results are bitwise identical whatever the chunk size.
+"""
+
+# No ``from __future__ import annotations``: torch.library reads the annotations.
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+
+from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
+
+__all__ = ["TOKEN_TILE", "VOCAB_TILE", "lce_backward_op", "lce_op"]
+
+Tensor = torch.Tensor
+
+TOKEN_TILE = 256
+VOCAB_TILE = 8192
+
+
+class _Opts(NamedTuple):
+    ignore_index: int
+    eps: float
+    z: float
+    reduction: str
+    chunk: int  # vocab tiles held at once (>= number of tiles: all)
+    topk: int
+    extras: bool
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_targets(target: Tensor, V: int, ignore_index: int) -> None:
+    bad = ((target < 0) | (target >= V)) & (target != ignore_index)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0, 0])
+        msg = (
+            f"`target` has a class index out of range: {int(target[i])} at index {i}; "
+            f"valid indices are 0..{V - 1} (or ignore_index={ignore_index})"
+        )
+        raise SoftmaxkitValueError(msg)
+
+
+class _TileStats:
+    """Per-token statistics of one token tile, merged over vocabulary tiles in order."""
+
+    def __init__(self, n: int, device: torch.device, topk: int) -> None:
+        f64 = torch.float64
+        self.M = torch.full((n,), -math.inf, dtype=f64, device=device)
+        self.C = torch.zeros(n, dtype=f64, device=device)
+        self.R = torch.zeros(n, dtype=f64, device=device)
+        self.xt = torch.zeros(n, dtype=f64, device=device)
+        self.wx = torch.zeros(n, dtype=f64, device=device)
+        self.topk = topk
+        self.tv: Tensor | None = None
+        self.ti: Tensor | None = None
+
+    def add(
+        self,
+        L: Tensor,
+        v0: int,
+        t_safe: Tensor,
+        w_tile: Tensor | None,
+        want_wx: bool,
+    ) -> Tensor:
+        """Fold one logit tile (classes x tokens) in; overwrite it with ``exp(L - m)``.
+
+        Returns the tile maxima ``m``; the gradient pass turns the tile into
+        probabilities with one multiplication by ``exp(m - lse)``.
+        """
+        f64 = torch.float64
+        # what needs the logits themselves comes first
+        v1 = v0 + L.shape[0]
+        inside = (t_safe >= v0) & (t_safe < v1)
+        row = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))
+        picked = L.gather(0, row[None, :])[0].to(f64)
+        self.xt = self.xt + torch.where(inside, picked, 0.0)
+        if want_wx:
+            if w_tile is None:
+                self.wx = self.wx + L.sum(0, dtype=f64)
+            else:
+                self.wx = self.wx + (w_tile.to(f64) @ L.to(f64))
+        if self.topk:
+            k = min(self.topk, L.shape[0])
+            tv, ti = L.topk(k, dim=0)
+            tv, ti = tv.t(), ti.t() + v0
+            if self.tv is None or self.ti is None:
+                self.tv, self.ti = tv, ti
+            else:
+                allv = torch.cat([self.tv, tv], 1)
+                alli = torch.cat([self.ti, ti], 1)
+                kk = min(self.topk, allv.shape[1])
+                self.tv, pos = allv.topk(kk, dim=1)
+                self.ti = alli.gather(1, pos)
+        # The entries at the maximum (exp = 1) are counted in c and kept out of the
+        # sum r of the others, so a tiny r is never absorbed by the ones (BHH).
+        m = L.amax(0)
+        e = _exp_shifted_(L, m)
+        ones = e == 1.0
+        c = ones.sum(0).to(f64)
+        r = e.masked_fill_(ones, 0.0).sum(0).to(f64)
+        e.masked_fill_(ones, 1.0)
+        m64 = m.to(f64)
+        # merge (M, C, R) with (m, c, r), relative to the new maximum
+        newM = torch.maximum(self.M, m64)
+        newM_safe = _finite_or_zero(newM)
+        old_max = newM == self.M
+        new_max = m64 == newM
+        old = torch.where(old_max, self.R, torch.exp(self.M - newM_safe) * (self.C + self.R))
+        new = torch.where(new_max, r, torch.exp(m64 - newM_safe) * (c + r))
+        self.R = old + new
+        self.C = torch.where(old_max, self.C, 0.0) + torch.where(new_max, c, 0.0)
+        self.M = newM
+        return m
+
+    def finish(self) -> tuple[Tensor, Tensor]:
+        """``(L1, lse)`` in float64, with ``L1 = log1p((C - 1) + R)``."""
+        fin = torch.isfinite(self.M)
+        L1 = torch.log1p(torch.where(fin, (self.C - 1.0) + self.R, 0.0))
+        lse = torch.where(fin, self.M + L1, self.M)
+        return L1, lse
+
+
+def _finite_or_zero(m: Tensor) -> Tensor:
+    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+
+
+def _exp_shifted_(L: Tensor, m: Tensor) -> Tensor:
+    """``exp(L - m)`` in place, per token (column); rows of ``-inf`` give 0."""
+    return L.sub_(_finite_or_zero(m)[None, :]).exp_()
+
+
+def _slot(buf: Tensor, i: int, w: int, n: int) -> Tensor:
+    """Slot ``i`` of the tile buffer as a contiguous ``w x n`` (classes x tokens) matrix."""
+    return buf[i, : w * n].view(w, n)
+
+
+# Half-precision weights are widened block by block, at most this many elements
+# at a time, so the float32 copy stays small whatever the vocabulary tile.
+WIDEN_ELEMENTS = 1 << 22
+
+
+def _weight_blocks(W: Tensor, v0: int, v1: int, acc: torch.dtype) -> list[tuple[int, int, Tensor]]:
+    """``(s0, s1, W[s0:s1])`` in the working dtype covering ``v0:v1`` (one block unless widened).
+
+    The blocks depend only on the tile and ``W``'s shape, never on ``chunk_size``.
+    """
+    if W.dtype == acc:
+        return [(v0, v1, W[v0:v1])]
+    rows = max(1, WIDEN_ELEMENTS // max(W.shape[1], 1))
+    return [(s, min(v1, s + rows), W[s : min(v1, s + rows)].to(acc)) for s in range(v0, v1, rows)]
+
+
+def _logit_tile(
+    hc: Tensor, W: Tensor, b: Tensor | None, v0: int, v1: int, acc: torch.dtype, out: Tensor
+) -> Tensor:
+    """Logits of one tile, classes x tokens: ``W[v0:v1] @ hc.T + b`` (the faster GEMM shape)."""
+    for s0, s1, Wb in _weight_blocks(W, v0, v1, acc):
+        rows = out[s0 - v0 : s1 - v0]
+        if b is None:
+            torch.mm(Wb, hc.t(), out=rows)
+        else:
+            torch.addmm(b[s0:s1, None].to(acc), Wb, hc.t(), out=rows)
+    return out
+
+
+def _run(
+    h: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    opts: _Opts,
+    row_scale: Tensor | None,
+    need_grad: bool,
+) -> tuple[Tensor, ...]:
+    """The engine. ``row_scale`` (float64, per token) multiplies each token's gradient.
+
+    Returns per-token losses (float64), ``lse`` (float64), entropy (float64 or
+    empty), top-k values and indices (or empty), and, with ``need_grad``, the
+    float gradients of ``h``, ``W`` and ``b`` (accumulator dtype; ``gb`` empty
+    without a bias).
+    """
+    N, D = h.shape
+    V = W.shape[0]
+    acc = _acc_dtype(h.dtype)
+    dev = h.device
+    f64 = torch.float64
+    ign, eps, z = opts.ignore_index, opts.eps, opts.z
+    n_tiles = max(1, -(-V // VOCAB_TILE))
+    hold = min(opts.chunk, n_tiles)
+    loss = torch.zeros(N, dtype=f64, device=dev)
+    lse_all = torch.zeros(N, dtype=f64, device=dev)
+    ent_all = torch.zeros(N if opts.extras else 0, dtype=f64, device=dev)
+    k = min(opts.topk, V)
+    tv_all = torch.zeros((N, k), dtype=acc, device=dev)
+    ti_all = torch.zeros((N, k), dtype=torch.int64, device=dev)
+    gh = torch.empty((N, D) if need_grad else (0,), dtype=acc, device=dev)
+    # written (not accumulated) by the first token tile; zeros when there is none
+    gW_shape = (V, D) if need_grad else (0,)
+    gW = (torch.empty if N else torch.zeros)(gW_shape, dtype=acc, device=dev)
+    gb = torch.zeros(V if (need_grad and b is not None) else 0, dtype=acc, device=dev)
+    w64 = None if weight is None else weight.to(f64)
+    w_sum = float(V) if w64 is None else w64.sum()
+    want_wx = eps > 0.0
+    tile_size = min(TOKEN_TILE, max(N, 1)) * min(VOCAB_TILE, max(V, 1))
+    buf = torch.empty((hold, tile_size), dtype=acc, device=dev)
+    for i0 in range(0, N, TOKEN_TILE):
+        i1 = min(N, i0 + TOKEN_TILE)
+        n = i1 - i0
+        hc = h[i0:i1]
+        if hc.dtype != acc:
+            hc = hc.to(acc)
+        tc = target[i0:i1]
+        ignored = tc == ign
+        t_safe = torch.where(ignored, torch.zeros_like(tc), tc)
+        st = _TileStats(n, dev, k)
+
+        def tile(j: int, *, hc: Tensor = hc, n: int = n) -> Tensor:
+            v0 = j * VOCAB_TILE
+            v1 = min(V, v0 + VOCAB_TILE)
+            return _logit_tile(hc, W, b, v0, v1, acc, _slot(buf, j % hold, v1 - v0, n))
+
+        tile_max = []
+        for j in range(n_tiles):
+            v0 = j * VOCAB_TILE
+            L = tile(j)
+            w_tile = None if w64 is None else w64[v0 : v0 + L.shape[0]]
+            tile_max.append(st.add(L, v0, t_safe, w_tile, want_wx))
+        L1, lse = st.finish()
+        M = st.M
+        w_t = torch.ones(n, dtype=f64, device=dev) if w64 is None else w64[t_safe]
+        counted = ~ignored
+        nll = (M - st.xt) + L1
+        nll = torch.where(torch.isfinite(M), nll, torch.where(torch.isnan(M), M, math.inf))
+        item = w_t * ((1.0 - eps) * nll + z * lse * lse)
+        if eps:
+            item = item + (eps / V) * (w_sum * lse - st.wx)
+        loss[i0:i1] = torch.where(counted, item, 0.0)
+        lse_all[i0:i1] = lse
+        if k:
+            assert st.tv is not None and st.ti is not None
+            tv_all[i0:i1] = st.tv
+            ti_all[i0:i1] = st.ti
+        if not (need_grad or opts.extras):
+            continue
+        # d loss_r / d logit_cr = a_r p_cr - c1_r [c == t_r] - (eps / V) s_r w_c
+        s = torch.where(counted, 1.0, 0.0) if row_scale is None else row_scale[i0:i1]
+        s = torch.where(counted, s, 0.0)
+        lse_safe = torch.where(torch.isfinite(lse), lse, 0.0)
+        a = s * (w_t * ((1.0 - eps) + 2.0 * z * lse_safe) + (eps / V) * w_sum)
+        c1 = s * w_t * (1.0 - eps)
+        # exact value at the target: a p_t - c1 = c1 expm1(-nll) + (a - c1) exp(-nll)
+        g_t = c1 * torch.expm1(-nll) + (a - c1) * torch.exp(-nll)
+        if eps:
+            g_t = g_t - (eps / V) * s * w_t
+        lse_fin = torch.isfinite(lse)
+        ent = torch.zeros(n, dtype=f64, device=dev) if opts.extras else None
+        for j in range(n_tiles):
+            v0 = j * VOCAB_TILE
+            if hold >= n_tiles:
+                E = _slot(buf, j, min(V, v0 + VOCAB_TILE) - v0, n)  # exp(L - m_j), kept
+            else:
+                E = _exp_shifted_(tile(j), tile_max[j])  # the same operations again
+            v1 = v0 + E.shape[0]
+            # p = exp(L - m_j) exp(m_j - lse): the factor is formed in float64, rounded once
+            m_j = tile_max[j].to(f64)
+            f = torch.where(lse_fin, torch.exp(m_j - torch.where(lse_fin, lse, 0.0)), 0.0)
+            if ent is not None:
+                P = E * f.to(acc)[None, :]
+                ent -= torch.special.xlogy(P, P).sum(0, dtype=f64)
+            if not need_grad:
+                continue
+            G = E.mul_((a * f).to(acc)[None, :])
+            if eps:
+                wt = (
+                    torch.ones(v1 - v0, dtype=acc, device=dev)
+                    if w64 is None
+                    else w64[v0:v1].to(acc)
+                )
+                G.sub_((eps / V) * wt[:, None] * s.to(acc)[None, :])
+            inside = (t_safe >= v0) & (t_safe < v1) & counted
+            row = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))[None, :]
+            cur = G.gather(0, row)
+            G.scatter_(0, row, torch.where(inside[None, :], g_t.to(acc)[None, :], cur))
+            for s0, s1, Wb in _weight_blocks(W, v0, v1, acc):
+                Gb = G[s0 - v0 : s1 - v0]
+                # the first contribution is written, not added to zeros (saves a fill pass)
+                if j == 0 and s0 == v0:
+                    torch.mm(Gb.t(), Wb, out=gh[i0:i1])
+                else:
+                    gh[i0:i1].addmm_(Gb.t(), Wb)
+                if i0 == 0:
+                    torch.mm(Gb, hc, out=gW[s0:s1])
+                else:
+                    gW[s0:s1].addmm_(Gb, hc)
+            if b is not None:
+                gb[v0:v1] += G.sum(1)
+        if ent is not None:
+            ent_all[i0:i1] = ent
+    return loss, lse_all, ent_all, tv_all, ti_all, gh, gW, gb
+
+
+def _run_skipping_ignored(
+    h: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    opts: _Opts,
+    row_scale: Tensor | None,
+    need_grad: bool,
+) -> tuple[Tensor, ...]:
+    """:func:`_run` on the counted tokens only, when no per-token extra is wanted.
+
+    Ignored tokens have loss 0 and gradient 0, so their logits are never formed
+    (padding costs nothing). The tiles then hold counted tokens only; the result
+    is still independent of ``chunk_size``.
+    """
+    N = h.shape[0]
+    if opts.extras or opts.topk or N == 0:
+        return _run(h, W, b, target, weight, opts, row_scale, need_grad)
+    keep = torch.nonzero(target != opts.ignore_index)[:, 0]
+    if keep.numel() == N:
+        return _run(h, W, b, target, weight, opts, row_scale, need_grad)
+    rs = None if row_scale is None else row_scale.index_select(0, keep)
+    out = _run(
+        h.index_select(0, keep), W, b, target.index_select(0, keep), weight, opts, rs, need_grad
+    )
+    loss_k, lse_k, ent, tv, ti, gh_k, gW, gb = out
+    loss = loss_k.new_zeros(N).index_copy_(0, keep, loss_k)
+    lse = lse_k.new_zeros(N).index_copy_(0, keep, lse_k)
+    tv = tv.new_zeros((N, tv.shape[1]))
+    ti = ti.new_zeros((N, ti.shape[1]))
+    gh = gh_k
+    if need_grad:
+        gh = gh_k.new_zeros((N, h.shape[1])).index_copy_(0, keep, gh_k)
+    return loss, lse, ent, tv, ti, gh, gW, gb
+
+
+def _reduce_loss(loss: Tensor, target: Tensor, weight: Tensor | None, opts: _Opts) -> Tensor:
+    counted = target != opts.ignore_index
+    if opts.reduction == "none":
+        return loss
+    total = loss.sum()
+    if opts.reduction == "sum":
+        return total
+    w_t = (
+        counted.to(torch.float64)
+        if weight is None
+        else torch.where(
+            counted,
+            weight.to(torch.float64)[torch.where(counted, target, torch.zeros_like(target))],
+            0.0,
+        )
+    )
+    den = w_t.sum()
+    return torch.where(den > 0, total / torch.where(den > 0, den, 1.0), 0.0)
+
+
+def _mean_den(target: Tensor, weight: Tensor | None, ign: int) -> Tensor:
+    counted = target != ign
+    if weight is None:
+        return counted.to(torch.float64).sum()
+    t_safe = torch.where(counted, target, torch.zeros_like(target))
+    return torch.where(counted, weight.to(torch.float64)[t_safe], 0.0).sum()
+
+
+@torch.library.custom_op("softmaxkit::linear_cross_entropy", mutates_args=())
+def lce_op(
+    h: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    reduction: str,
+    chunk: int,
+    topk: int,
+    extras: bool,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Chunked linear + cross-entropy on 2-D ``h``; gradients from the same pass.
+
+    Returns ``(loss, lse, entropy, topk_logprobs, topk_indices, gh, gW, gb)``;
+    the gradients are those of the reduced loss and are empty without
+    ``need_grad`` (always without for ``"none"``).
+    """
+    _check_targets(target, W.shape[0], ignore_index)
+    opts = _Opts(ignore_index, label_smoothing, z_loss, reduction, chunk, topk, extras)
+    row_scale = None
+    if reduction == "mean":
+        den = _mean_den(target, weight, ignore_index)
+        scale = torch.where(den > 0, 1.0 / torch.where(den > 0, den, 1.0), 0.0)
+        row_scale = scale.expand(h.shape[0])
+    grads = need_grad and reduction != "none"
+    loss, lse, ent, tv, ti, gh, gW, gb = _run_skipping_ignored(
+        h, W, b, target, weight, opts, row_scale, grads
+    )
+    out_loss = _reduce_loss(loss, target, weight, opts).to(h.dtype)
+    lp = (tv.to(torch.float64) - lse[:, None]).to(tv.dtype)
+    acc = _acc_dtype(h.dtype)
+    if grads:
+        gh, gW = gh.to(h.dtype), gW.to(W.dtype)
+        if b is not None:
+            gb = gb.to(b.dtype)
+    return out_loss, lse.to(acc), ent.to(acc), lp, ti, gh, gW, gb
+
+
+@lce_op.register_fake
+def _(
+    h: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    reduction: str,
+    chunk: int,
+    topk: int,
+    extras: bool,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    N = h.shape[0]
+    acc = _acc_dtype(h.dtype)
+    grads = need_grad and reduction != "none"
+    k = min(topk, W.shape[0])
+    return (
+        h.new_empty((N,) if reduction == "none" else ()),
+        h.new_empty(N, dtype=acc),
+        h.new_empty(N if extras else 0, dtype=acc),
+        h.new_empty((N, k), dtype=acc),
+        h.new_empty((N, k), dtype=torch.int64),
+        h.new_empty(h.shape if grads else (0,)),
+        W.new_empty(W.shape if grads else (0,)),
+        h.new_empty(0) if (b is None or not grads) else b.new_empty(b.shape),
+    )
+
+
+@torch.library.custom_op("softmaxkit::linear_cross_entropy_backward", mutates_args=())
+def lce_backward_op(
+    h: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    g: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    chunk: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients for ``reduction="none"`` with per-token upstream gradients ``g``.
+
+    The weight gradient sums over tokens, so it needs ``g`` first: this pass
+    recomputes the logit tiles (the one case with work in the backward pass).
+    """
+    opts = _Opts(ignore_index, label_smoothing, z_loss, "none", chunk, 0, False)
+    out = _run_skipping_ignored(h, W, b, target, weight, opts, g.to(torch.float64), True)
+    gh, gW, gb = out[5], out[6], out[7]
+    return gh.to(h.dtype), gW.to(W.dtype), gb if b is None else gb.to(b.dtype)
+
+
+@lce_backward_op.register_fake
+def _(
+    h: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    g: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    chunk: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    return (
+        h.new_empty(h.shape),
+        W.new_empty(W.shape),
+        h.new_empty(0, dtype=_acc_dtype(h.dtype)) if b is None else b.new_empty(b.shape),
+    )
+
+
+def _lce_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+    h, W, b, target, weight = inputs[:5]
+    ctx.opts = inputs[5:]
+    ctx.has_bias = b is not None
+    for t in output[1:]:
+        ctx.mark_non_differentiable(t)
+    # no zero tensors for the outputs without gradients (one would be V x D)
+    ctx.set_materialize_grads(False)
+    # The inputs are saved by reference (no copy), for reduction="none" and for a
+    # second backward through the same graph (retain_graph=True).
+    ctx.save_for_backward(h, W, b, target, weight)
+    # Non-differentiable outputs hold no reference to this node, so keeping the
+    # forward's gradients on ctx makes no cycle; the first backward hands them over.
+    ctx.grads = None if inputs[8] == "none" else [output[5], output[6], output[7]]
+
+
+def _lce_backward(ctx: Any, g: Tensor | None, *_unused: Any) -> tuple[Any, ...]:
+    if torch.is_grad_enabled():
+        msg = (
+            "linear_cross_entropy does not support double backward (create_graph=True); "
+            "compose softmaxkit.torch.cross_entropy with torch.nn.functional.linear instead"
+        )
+        raise SoftmaxkitValueError(msg)
+    if g is None:  # no gradient reached the loss
+        return (None,) * 13
+    ign, eps, z, reduction, chunk = ctx.opts[:5]
+    grads = ctx.grads
+    if grads is not None and grads[0].numel() == 0 and grads[1].numel() == 0:
+        grads = None  # the forward ran without gradients (nothing required them then)
+    if grads is None:
+        # reduction="none", or a second backward: recompute with per-token scales
+        h, W, b, target, weight = ctx.saved_tensors
+        if reduction == "none":
+            g_tok = g
+        elif reduction == "sum":
+            g_tok = g.expand(target.shape)
+        else:
+            den = _mean_den(target, weight, ign)
+            g_tok = (g * torch.where(den > 0, 1.0 / torch.where(den > 0, den, 1.0), 0.0)).expand(
+                target.shape
+            )
+        gh, gW, gb = lce_backward_op(h, W, b, target, weight, g_tok, ign, eps, z, chunk)
+    elif torch.compiler.is_compiling():
+        gh, gW, gb = (t * g for t in grads)
+    else:
+        # Hand the buffers over without a copy (autograd can then adopt them as .grad).
+        ctx.grads = None
+        gh, gW, gb = grads
+        if not bool(g == 1):
+            gh.mul_(g)
+            gW.mul_(g)
+            gb.mul_(g)
+    return (gh, gW, gb if ctx.has_bias else None) + (None,) * 10
+
+
+lce_op.register_autograd(_lce_backward, setup_context=_lce_setup)
+
+
+class LinearCrossEntropyOutput(NamedTuple):
+    """The loss and the extra per-token outputs asked for (``None`` otherwise)."""
+
+    loss: Tensor
+    lse: Tensor | None
+    entropy: Tensor | None
+    topk_logprobs: Tensor | None
+    topk_indices: Tensor | None
+
+
+def linear_cross_entropy(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    *,
+    linear_bias: Tensor | None = None,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+    return_lse: bool = False,
+    return_entropy: bool = False,
+    topk: int = 0,
+) -> Any:
+    r"""Cross-entropy of ``input @ linear_weight.T + linear_bias`` without forming the logits.
+
+    Equal to ``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)``
+    (torch 2.13's ``F.linear_cross_entropy`` arguments), but the ``N x V`` logits
+    never exist: the engine walks tiles of 256 tokens by 8192 classes, keeps an
+    online ``(max, count, sum)`` per token in float64, and folds each tile's
+    gradient into the gradients of ``input``, ``linear_weight`` and
+    ``linear_bias`` during the forward pass, so the backward pass only scales
+    them by the upstream gradient.
+
+    .. math::
+
+        \ell_i = w_{t_i}\bigl[(1 - \varepsilon)(\operatorname{lse}_i - z_{i t_i})
+                 + \zeta\,\operatorname{lse}_i^2\bigr]
+                 + \frac{\varepsilon}{V}\sum_c w_c(\operatorname{lse}_i - z_{ic}),
+        \qquad z = h W^\top + b
+
+    Parameters
+    ----------
+    input : Tensor of shape (..., D)
+        Hidden states (float32, float64, bfloat16 or float16).
+    linear_weight : Tensor of shape (V, D)
+        The output projection, same dtype and device as ``input``.
+    target : Tensor of shape (...)
+        Integer class indices (probability targets are not supported here; use
+        :func:`cross_entropy` on the logits for those).
+    linear_bias : Tensor of shape (V,), optional
+        Bias of the projection.
+    weight : Tensor of shape (V,), optional
+        Per-class loss weights; ``"mean"`` divides by the summed weights of the
+        counted tokens, as torch does.
+    ignore_index : int, optional
+        Tokens whose target equals it have loss 0 and gradient 0. Default -100.
+    label_smoothing : float in [0, 1], optional
+        Target ``(1 - eps) onehot + eps / V``.
+    z_loss : float, optional
+        Adds ``z_loss * lse**2`` per token (PaLM).
+    reduction : {"mean", "sum", "none"}, optional
+        A ``"mean"`` over no counted token is 0.
+    chunk_size : int, optional
+        Classes whose logits are held per token tile between the statistics
+        pass and the gradient pass, rounded up to a multiple of 8192. ``None``
+        (default) holds the whole vocabulary: ``256 x V`` floats and three GEMMs
+        per tile. A smaller value trades memory for a fourth GEMM
+        (recomputation). The results are bitwise identical for every value.
+    return_lse, return_entropy : bool, optional
+        Also return each token's ``logsumexp`` of the logits and the entropy of
+        its predicted distribution (``-sum p log p``), from the same pass.
+    topk : int, optional
+        Also return each token's ``topk`` largest log-probabilities and their
+        class indices.
+
+    Returns
+    -------
+    Tensor or LinearCrossEntropyOutput
+        The loss (scalar, or the target's shape for ``"none"``) when no extra
+        output is requested, otherwise a named tuple ``(loss, lse, entropy,
+        topk_logprobs, topk_indices)``. The extras are float32 (float64 for
+        float64 inputs), carry no gradient, and have the target's shape (plus
+        ``topk`` for the top-k outputs).
+
+    See Also
+    --------
+    cross_entropy, LinearCrossEntropyLoss
+
+    Notes
+    -----
+    Logits, statistics and gradients are accumulated in float32 for float16,
+    bfloat16 and float32 inputs (float64 for float64), and the loss of each
+    token is formed in float64 from ``(M - z_t) + log1p((C - 1) + R)``
+    (Blanchard, Higham & Higham), so a confident correct token keeps a tiny
+    positive loss instead of 0. With ``reduction="none"`` the weight gradient
+    depends on the per-token upstream gradient, so the backward pass recomputes
+    the tiles once (the only recomputation). Double backward is not supported.
+
+    References
+    ----------
+    .. [1] E. Wijmans et al., "Cut your losses in large-vocabulary language
+       models", ICLR 2025.
+    .. [2] M. Milakov, N. Gimelshein, "Online normalizer calculation for
+       softmax", arXiv:1805.02867, 2018.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import softmaxkit.torch as skt
+    >>> g = torch.Generator().manual_seed(0)
+    >>> h = torch.randn(6, 4, generator=g, requires_grad=True)
+    >>> W = torch.randn(10, 4, generator=g, requires_grad=True)
+    >>> t = torch.tensor([1, 2, 3, -100, 5, 9])
+    >>> loss = skt.linear_cross_entropy(h, W, t)
+    >>> ref = torch.nn.functional.cross_entropy(h @ W.T, t)
+    >>> bool(torch.allclose(loss, ref))
+    True
+    >>> out = skt.linear_cross_entropy(h, W, t, reduction="none", return_entropy=True, topk=2)
+    >>> out.topk_indices.shape
+    torch.Size([6, 2])
+    """
+    from . import _checks as chk
+
+    x = chk.float_input(input, promote_int=False)
+    Wt = chk.tensor_arg(linear_weight, "linear_weight")
+    if x.dim() < 1:
+        msg = "`input` must have shape (..., D), got a 0-d tensor"
+        raise SoftmaxkitValueError(msg)
+    D = x.shape[-1]
+    if Wt.dim() != 2 or Wt.shape[1] != D:
+        msg = (
+            f"`linear_weight` must have shape (V, {D}) to match input's last dimension, "
+            f"got {tuple(Wt.shape)}"
+        )
+        raise SoftmaxkitValueError(msg)
+    for name, other in (("linear_weight", Wt), ("linear_bias", linear_bias)):
+        if other is None:
+            continue
+        chk.tensor_arg(other, name)
+        if other.device != x.device:
+            msg = (
+                f"`{name}` is on {other.device} but `input` is on {x.device}; "
+                "move them to one device"
+            )
+            raise SoftmaxkitValueError(msg)
+        if other.dtype != x.dtype:
+            msg = f"`{name}` has dtype {other.dtype} but `input` has {x.dtype}; they must match"
+            raise SoftmaxkitTypeError(msg)
+    V = Wt.shape[0]
+    if linear_bias is not None and tuple(linear_bias.shape) != (V,):
+        msg = f"`linear_bias` must have shape ({V},), got {tuple(linear_bias.shape)}"
+        raise SoftmaxkitValueError(msg)
+    t = chk.tensor_arg(target, "target")
+    if t.is_floating_point():
+        msg = (
+            "linear_cross_entropy takes integer class indices; for probability targets "
+            "use softmaxkit.torch.cross_entropy on the logits"
+        )
+        raise SoftmaxkitValueError(msg)
+    if t.device != x.device:
+        msg = f"`target` is on {t.device} but `input` is on {x.device}; move them to one device"
+        raise SoftmaxkitValueError(msg)
+    if t.dtype == torch.bool or t.is_complex():
+        msg = f"`target` must hold integer class indices, got {t.dtype}"
+        raise SoftmaxkitTypeError(msg)
+    if tuple(t.shape) != tuple(x.shape[:-1]):
+        msg = (
+            f"`target` has shape {tuple(t.shape)} but `input` {tuple(x.shape)} needs one "
+            f"class index per row: shape {tuple(x.shape[:-1])}"
+        )
+        raise SoftmaxkitValueError(msg)
+    t = t.to(torch.int64)
+    w = chk.opt_tensor(weight, x, "weight", (V,))
+    if w is not None and w.requires_grad and torch.is_grad_enabled():
+        msg = "gradients with respect to `weight` are not supported (nor in torch); detach it"
+        raise SoftmaxkitValueError(msg)
+    red = chk.check_reduction(reduction)
+    eps = chk.check_label_smoothing(label_smoothing)
+    z = chk.check_nonneg_float(z_loss, "z_loss")
+    ign = chk.int_arg(ignore_index, "ignore_index")
+    k = chk.int_arg(topk, "topk")
+    if k < 0:
+        msg = f"`topk` must be >= 0, got {k}"
+        raise SoftmaxkitValueError(msg)
+    n_tiles = max(1, -(-V // VOCAB_TILE))
+    if chunk_size is None:
+        hold = n_tiles
+    else:
+        cs = chk.int_arg(chunk_size, "chunk_size")
+        if cs <= 0:
+            msg = f"`chunk_size` must be a positive number of classes, got {cs}"
+            raise SoftmaxkitValueError(msg)
+        hold = min(n_tiles, -(-cs // VOCAB_TILE))
+    extras = bool(return_lse) or bool(return_entropy)
+    need_grad = torch.is_grad_enabled() and any(
+        a is not None and a.requires_grad for a in (x, Wt, linear_bias)
+    )
+    h2 = x.reshape(-1, D)
+    t1 = t.reshape(-1)
+    loss, lse, ent, lp, ti, _gh, _gW, _gb = lce_op(
+        h2, Wt, linear_bias, t1, w, ign, eps, z, red, hold, k, extras, need_grad
+    )
+    if red == "none":
+        loss = loss.reshape(t.shape)
+    if not (return_lse or return_entropy or k):
+        return loss
+    shape = tuple(t.shape)
+    return LinearCrossEntropyOutput(
+        loss,
+        lse.reshape(shape) if return_lse else None,
+        ent.reshape(shape) if return_entropy else None,
+        lp.reshape((*shape, k)) if k else None,
+        ti.reshape((*shape, k)) if k else None,
+    )
