@@ -355,3 +355,55 @@ class TestSeedExamples:
         y = run(backend, sk.log_softmax, np.array([2.0, 1.0, 0.1]))
         # the seed prints -2.417 for the last entry; 0.1 - logsumexp = -2.317
         np.testing.assert_allclose(y, [-0.4170300, -1.4170300, -2.3170300], atol=5e-7)
+
+
+class TestTemperatureEdges:
+    """Temperature scaling keeps the special-value rules and the exactness of the max."""
+
+    def test_infinite_and_huge_logits(self, backend):
+        x = np.array([[INF, 0.0, 1.0], [1.0, -INF, 2.0], [1e30, -1e30, 0.0]])
+        sm = run(backend, sk.softmax, x, temperature=0.5)
+        np.testing.assert_array_equal(sm[0], [1.0, 0.0, 0.0])
+        np.testing.assert_array_equal(sm[2], [1.0, 0.0, 0.0])
+        assert sm[1, 1] == 0.0
+        ls = run(backend, sk.log_softmax, x, temperature=2.5)
+        assert ls[0, 0] == 0.0
+        assert np.all(np.isfinite(ls[1, [0, 2]]))
+
+    def test_quotient_overflow_is_an_infinity(self, backend):
+        if not backend.has_float64:
+            pytest.skip("needs float64")
+        sm = run(backend, sk.softmax, np.array([1e308, -1e308, 0.0]), temperature=0.5)
+        np.testing.assert_array_equal(sm, [1.0, 0.0, 0.0])
+
+    def test_maximal_entries_shift_to_exactly_zero(self, backend):
+        one = run(backend, sk.log_softmax, np.array([[1.7]]), temperature=2.5)
+        assert one[0, 0] == 0.0
+        ties = run(backend, sk.log_softmax, np.array([1.7, 1.7]), temperature=2.5)
+        np.testing.assert_array_equal(ties, [ties.dtype.type(-math.log(2))] * 2)
+
+
+class TestGradientAtConfidentTarget:
+    def test_one_minus_p_keeps_its_digits(self, backend):
+        for dtype in backend.float_dtypes():
+            _, g = run(
+                backend,
+                sk.cross_entropy,
+                np.array([[0.0, -40.0]]),
+                np.array([0]),
+                dtype=dtype,
+                reduction="none",
+                return_grad=True,
+            )
+            tiny = g.dtype.type(4.248354255291589e-18)
+            np.testing.assert_array_equal(g, [[-tiny, tiny]])
+
+
+def test_byte_swapped_input_gives_native_byte_order():
+    x = np.array([[1.0, 2.0, 3.0]], dtype=">f8")
+    for precision in ("accurate", "fast"):
+        for fn in (sk.softmax, sk.log_softmax, sk.logsumexp, sk.sigmoid):
+            y = fn(x, precision=precision)
+            assert y.dtype == np.dtype("float64")
+            assert y.dtype.isnative
+    assert sk.softmax(x.astype(">f4")).dtype == np.dtype("float32")

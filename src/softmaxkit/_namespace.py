@@ -231,6 +231,8 @@ def make_plan(xp: Namespace, x: Array, precision: object, *, name: str = "x") ->
         raise SoftmaxkitTypeError(msg)
     f64 = has_float64(xp, dev)
     out = default_float(xp, dev) if kind in ("int", "bool") else dtype
+    if isinstance(out, np.dtype) and not out.isnative:
+        out = out.newbyteorder("=")  # results come in native byte order, as from ufuncs
     out_name = _dtype_name(out)
     if prec == "fast":
         work = xp.float64 if out_name == "float64" else xp.float32

@@ -53,6 +53,7 @@ class DDConstants:
     """Per-dtype constants of the double-word kernels."""
 
     precision: int  # significand bits p
+    emax: int  # largest binary exponent of a finite number
     splitter: float  # 2**ceil(p/2) + 1
     inv_ln2_n: float  # N / ln 2
     ln2_n_1: float  # ln2/N split in three parts; k * part1 and k * part2 are exact
@@ -110,6 +111,7 @@ def constants(name: str) -> DDConstants:
     poly = tuple(cast(1.0 / math.factorial(i)) for i in range(2, 9))
     return DDConstants(
         precision=p,
+        emax=1023 if name == "float64" else 127,
         splitter=float(2 ** ((p + 1) // 2) + 1),
         inv_ln2_n=inv,
         ln2_n_1=c1,

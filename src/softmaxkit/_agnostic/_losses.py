@@ -200,10 +200,14 @@ def _index_grad(
     axis: int,
 ) -> Array:
     xp = ar.xp
-    # p_t - 1 = -(D - e_t) / D, exact where p_t is within rounding of 1
+    # p_t - 1 = -(D - e_t) / D with D = count + s. The difference is formed without
+    # cancellation: a maximal target takes its 1 out of the count (exactly), any other
+    # target its term out of s, so 1 - p_t stays exact when it is far below 2**-p.
     D = denominator(st)
-    e_t = ar.gather(onehot, st.e, axis)
-    one_minus = ar.value(ar.div(ar.sub(D, e_t), D))
+    e_t_top = xp.sum(xp.where(onehot & st.is_max, ar.hi(st.e), 0.0), axis=axis, keepdims=True)
+    e_t_rest = ar.gather(onehot & ~st.is_max, st.e, axis)
+    others = ar.add(ar.lift(st.count - e_t_top), ar.sub(st.s, e_t_rest))
+    one_minus = ar.value(ar.div(ar.where(st.fin, others, 0.0), D))
     p_t = xp.sum(xp.where(onehot, p, 0.0), axis=axis, keepdims=True)
     pt_minus_one = xp.where(st.fin, -one_minus, p_t - 1.0)
     g = xp.where(onehot, pt_minus_one, p)

@@ -81,6 +81,7 @@ class RowStats:
     live: Array  # valid and in a row with a finite maximum (full shape)
     m: Array  # raw row maximum (keepdims; may be +-inf or NaN)
     m0: Array  # the maximum where finite, else 0 (keepdims)
+    top: Any  # the shift as an arith value: m0, with its low word under a temperature
     fin: Array  # the row maximum is finite (keepdims)
     posinf: Array  # the row has a +inf entry and no NaN (keepdims)
     isnan: Array  # the row has a NaN (keepdims)
@@ -98,10 +99,34 @@ class RowStats:
 
 
 def scaled(arith: Arith, xw: Array, temperature: float) -> Any:
-    """``x / T`` as an arithmetic value (double-word quotient in the dd mode)."""
+    """``x / T`` as an arithmetic value (double-word quotient in the dd mode).
+
+    Infinite and NaN entries keep their IEEE quotient with a zero low word, and a
+    finite entry whose quotient overflows becomes an infinity of its sign, so the
+    special-value rules apply to them; nothing overflows or warns on the way.
+    """
     if temperature == 1.0:
         return arith.lift(xw)
-    return arith.div(arith.lift(xw), arith.lift(arith.const(temperature)))
+    xp = arith.xp
+    fin = xp.isfinite(xw)
+    ok = fin
+    if temperature < 1.0:
+        ok = ok & (xp.abs(xw) <= float(xp.finfo(xw.dtype).max) * temperature)
+    safe = xp.where(ok, xw, 0.0)
+    special = xp.where(fin, xp.where(xw > 0, math.inf, xp.full_like(xw, -math.inf)), xw)
+    if isinstance(arith, PlainArith):
+        return xp.where(ok, safe / temperature, special)
+    # Dekker's product splits its factors, which overflows above ~2**(emax - p/2): such
+    # huge logits are divided in plain arithmetic (their low word is immaterial next to
+    # any other logit's).
+    huge = xp.abs(safe) > 2.0 ** (arith.c.emax - arith.c.precision)
+    q_hi, q_lo = arith.div(
+        arith.lift(xp.where(huge, 0.0, safe)), arith.lift(arith.const(temperature))
+    )
+    q_hi = xp.where(huge, safe / temperature, q_hi)
+    q_lo = xp.where(huge, 0.0, q_lo)
+    ok = ok & xp.isfinite(q_hi)
+    return xp.where(ok, q_hi, special), xp.where(ok, q_lo, 0.0)
 
 
 def row_stats(
@@ -109,8 +134,15 @@ def row_stats(
     xs: Any,
     axes: tuple[int, ...],
     where: Array | None,
+    *,
+    low_words: bool = False,
 ) -> RowStats:
-    """Compute the BHH row statistics of ``xs`` (an arith value) over ``axes``."""
+    """Compute the BHH row statistics of ``xs`` (an arith value) over ``axes``.
+
+    ``low_words`` says that ``xs`` is a double-word value whose low words may be
+    nonzero (a temperature-scaled input): the maximum is then taken over both
+    words, so the maximal entries shift to exactly 0.
+    """
     xp = arith.xp
     x = arith.hi(xs)
     ndim = x.ndim
@@ -125,9 +157,15 @@ def row_stats(
     posinf = m == math.inf
     m0 = xp.where(fin, m, 0.0)
     live = valid & fin
+    top = arith.lift(m0)
+    at_top = live & (x == m0)
+    if low_words and isinstance(arith, DDArith):
+        m_lo = xp.max(xp.where(at_top, xs[1], -math.inf), axis=axis, keepdims=True)
+        top = (m0, xp.where(fin, m_lo, 0.0))
+        at_top = at_top & (xs[1] == top[1])
     # Placeholders: dead entries sit at the maximum, so d = 0 and nothing overflows.
-    xl = arith.select(live, xs, arith.lift(m0))
-    d = arith.sub(xl, arith.lift(m0))
+    xl = arith.select(live, xs, top)
+    d = arith.sub(xl, top)
     if isinstance(arith, DDArith):
         # x - max beyond the largest float (|x| near the top of the range) comes out of
         # TwoSum as NaN, the only way a NaN arises here: it is -inf (exp 0, log_softmax -inf)
@@ -138,7 +176,7 @@ def row_stats(
     scale = arith.c.row_scale if isinstance(arith, DDArith) else 0
     e_sc = arith.where(live, arith.exp(d, scale), 0.0)
     e = arith.ldexp(e_sc, -scale)
-    is_max = live & (x == m0)
+    is_max = at_top
     e_hi = arith.hi(e)
     count = xp.sum(xp.where(is_max, e_hi, 0.0), axis=axis, keepdims=True)
     rest = arith.where(live & ~is_max, e_sc, 0.0)
@@ -170,6 +208,7 @@ def row_stats(
         live=live,
         m=m,
         m0=m0,
+        top=top,
         fin=fin,
         posinf=posinf,
         isnan=isnan,
@@ -215,7 +254,7 @@ def log_softmax_values(st: RowStats) -> Array:
         # 0 - L, not -L: a tiny L that rounds to 0 gives +0, as d - L does
         v = xp.where(st.is_max & ~xp.isnan(st.L_tiny), 0.0 - st.L_tiny, v)
     v = xp.where(st.live & xp.isfinite(ar.hi(st.d)), v, -math.inf)
-    inf_rows = xp.where(st.pin, -xp.log(st.k), -math.inf)
+    inf_rows = xp.where(st.pin, 0.0 - xp.log(st.k), -math.inf)
     v = xp.where(st.posinf, inf_rows, v)
     return xp.where(st.isnan, math.nan, v)
 
@@ -224,7 +263,7 @@ def logsumexp_values(st: RowStats) -> Array:
     """Logsumexp (keepdims) in the working dtype: ``m + L``, or ``m`` on special rows."""
     ar = st.arith
     xp = ar.xp
-    v = ar.value(ar.add(ar.lift(st.m0), st.L))
+    v = ar.value(ar.add(st.top, st.L))
     if st.L_tiny is not None:
         v = xp.where((st.m0 == 0.0) & ~xp.isnan(st.L_tiny), st.L_tiny, v)
     return xp.where(st.fin, v, st.m)
@@ -249,7 +288,7 @@ def softmax(
     if _empty_reduction(xw, axes):
         return xp.astype(xw, plan.out)
     ar = arith_for(plan)
-    st = row_stats(ar, scaled(ar, xw, temperature), axes, where)
+    st = row_stats(ar, scaled(ar, xw, temperature), axes, where, low_words=temperature != 1.0)
     return xp.astype(softmax_values(st), plan.out)
 
 
@@ -267,7 +306,7 @@ def log_softmax(
     if _empty_reduction(xw, axes):
         return xp.astype(xw, plan.out)
     ar = arith_for(plan)
-    st = row_stats(ar, scaled(ar, xw, temperature), axes, where)
+    st = row_stats(ar, scaled(ar, xw, temperature), axes, where, low_words=temperature != 1.0)
     return xp.astype(log_softmax_values(st), plan.out)
 
 
@@ -358,7 +397,7 @@ def _weighted_logsumexp(
     nonzero = ~(tot_hi == 0.0)
     safe_total = ar.where(nonzero & st.fin, total, 1.0)
     L = _log_abs(ar, safe_total)
-    lse = xp.where(nonzero, ar.value(ar.add(ar.lift(st.m0), L)), -math.inf)
+    lse = xp.where(nonzero, ar.value(ar.add(st.top, L)), -math.inf)
     zero = xp.zeros_like(tot_hi)
     sign = xp.where(tot_hi > 0, 1.0, xp.where(tot_hi < 0, -1.0, zero))
     # +inf rows: the weights of the +inf entries decide the sign; opposite infinities cancel to NaN
