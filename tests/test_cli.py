@@ -192,7 +192,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_help_has_examples():
-    for args in ((), ("softmax",), ("calibrate",), ("sample",), ("plot",), ("demo",)):
+    for args in ((), ("softmax",), ("calibrate",), ("sample",), ("plot",), ("demo",), ("bench",)):
         r = sk_cli(*args, "--help")
         text = out(r)
         assert "examples:" in text and "softmaxkit" in text
@@ -221,3 +221,15 @@ def test_demo(tmp_path):
     assert len(files) == 12
     ece = next(ln for ln in text.splitlines() if ln.startswith("ECE (15 bins)")).split()
     assert float(ece[-1]) < float(ece[-2])  # temperature scaling lowers the test ECE
+
+
+def test_bench_prints_the_ratio_table_with_progress(tmp_path):
+    report = tmp_path / "bench.md"
+    r = sk_cli("bench", "--quick", "--no-peers", "--repeats", "1", "-o", str(report))
+    text = out(r)
+    assert "## Targets (issue 3)" in text and "memcpy" in text
+    assert report.read_text().strip() == text.strip()
+    progress = r.stderr.decode().splitlines()
+    assert any(line.startswith("[#") and "/" in line for line in progress)
+    bad = sk_cli("bench", "--repeats", "0")
+    assert bad.returncode == 1 and "--repeats" in bad.stderr.decode()

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import shutil
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -387,6 +388,58 @@ def cmd_sample(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+class _ProgressBar:
+    """A one-line progress bar on stderr (a plain log line per step when not a terminal)."""
+
+    def __init__(self, total: int, ops: set[str], stream: TextIO, width: int = 28) -> None:
+        self.total = max(total, 1)
+        self.ops = ops
+        self.stream = stream
+        self.width = width
+        self.seen: list[str] = []
+        self.tty = stream.isatty()
+
+    def __call__(self, message: str) -> None:
+        # messages read "<op> <shape> <dtype>: <implementation>: <time>" while cases run
+        label = message.split(":", 1)[0]
+        is_case = label.split(" ", 1)[0] in self.ops
+        if is_case and label not in self.seen:
+            self.seen.append(label)
+        done = len(self.seen) - 1 if is_case else len(self.seen)
+        total = self.total
+        filled = round(self.width * done / total)
+        bar = "#" * filled + "." * (self.width - filled)
+        text = f"[{bar}] {done}/{total} {message}"
+        if self.tty:
+            self.stream.write("\r\033[K" + text[: shutil.get_terminal_size().columns - 1])
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
+    from . import _bench
+
+    if args.repeats < 1:
+        raise CliError("--repeats must be at least 1")
+    bar = _ProgressBar(len(_bench.CASES), {c.op for c in _bench.CASES}, sys.stderr)
+    try:
+        report = _bench.run(bar, quick=args.quick, repeats=args.repeats, peers=not args.no_peers)
+    finally:
+        bar.close()
+    text = _bench.format_markdown(report)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        print(f"{PROG} bench: wrote {args.output}", file=sys.stderr)
+    out.write(text + "\n")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from ._demo import run_demo
 
@@ -575,6 +628,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--axis", type=int, default=-1, help="the class axis (default -1)")
     p.add_argument("--counts", action="store_true", help="tabulate draws against softmax")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add(
+        "bench",
+        "time softmaxkit against NumPy, SciPy, PyTorch, JAX and a memcpy; print the ratio table",
+        (
+            "softmaxkit bench --quick            # small shapes, about a minute",
+            "softmaxkit bench -o BENCHMARKS.md   # the full run (15-30 minutes)",
+            "softmaxkit bench --quick --no-peers",
+        ),
+        cmd_bench,
+    )
+    p.add_argument("--quick", action="store_true", help="shapes divided by 64 (a smoke run)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per implementation")
+    p.add_argument("--no-peers", action="store_true", help="time softmaxkit and memcpy only")
+    p.add_argument("-o", "--output", help="also write the markdown report to this file")
 
     p = add(
         "demo",
