@@ -981,8 +981,8 @@ static void e32f_special(const void *x, const uint8_t *mask, size_t n, double T,
  * horizontal reductions and no scalar log1p or division. softmax (islog = 0) or
  * log_softmax (islog = 1) without a mask. Rows whose maximum is not finite are
  * flagged in `special` and left to the caller. */
-static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int islog, void *outv,
-                       uint8_t *special) {
+static void e32f_small_t(const void *xv, size_t rows, size_t n, double Td, int islog, void *outv,
+                         uint8_t *special) {
     const float *x = (const float *)xv;
     float *o = (float *)outv;
     float T = (float)Td;
@@ -1038,6 +1038,134 @@ static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int isl
             for (size_t j = 0; j < n; j++) orow[j] = tb[j][l];
         }
     }
+}
+
+#if VB == 32 && defined(__AVX2__)
+/* 8 rows of 8 floats <-> 8 columns, in registers */
+INLINE void tr8x8(vf r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps((__m256)r[0], (__m256)r[1]);
+    __m256 t1 = _mm256_unpackhi_ps((__m256)r[0], (__m256)r[1]);
+    __m256 t2 = _mm256_unpacklo_ps((__m256)r[2], (__m256)r[3]);
+    __m256 t3 = _mm256_unpackhi_ps((__m256)r[2], (__m256)r[3]);
+    __m256 t4 = _mm256_unpacklo_ps((__m256)r[4], (__m256)r[5]);
+    __m256 t5 = _mm256_unpackhi_ps((__m256)r[4], (__m256)r[5]);
+    __m256 t6 = _mm256_unpacklo_ps((__m256)r[6], (__m256)r[7]);
+    __m256 t7 = _mm256_unpackhi_ps((__m256)r[6], (__m256)r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44);
+    __m256 s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44);
+    __m256 s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44);
+    __m256 s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44);
+    __m256 s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = (vf)_mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = (vf)_mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = (vf)_mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = (vf)_mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = (vf)_mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = (vf)_mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = (vf)_mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = (vf)_mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* columns [jb, jb + 8) of 8 rows (row stride n) into tb[jb..jb+7] */
+INLINE void load_cols8(const float *x, size_t n, size_t jb, vf *tb) {
+    vf r[8];
+    for (int l = 0; l < 8; l++) r[l] = ldf(x + (size_t)l * n + jb);
+    tr8x8(r);
+    for (int c = 0; c < 8; c++) tb[jb + c] = r[c];
+}
+/* tb[jb..jb+7] back into columns [jb, jb + 8) of the rows not flagged bad */
+INLINE void store_cols8(float *o, size_t n, size_t jb, const vf *tb, vi bad) {
+    vf r[8];
+    for (int c = 0; c < 8; c++) r[c] = tb[jb + c];
+    tr8x8(r);
+    for (int l = 0; l < 8; l++)
+        if (!bad[l]) stf(o + (size_t)l * n + jb, r[l]);
+}
+
+/* The plain small-row path (T = 1, 8 <= n <= SKIT_SMALL_N): 8 rows at a time,
+ * one row per lane, the rows transposed in registers (8x8 blocks; a last
+ * partial block overlaps the one before), then the plain path's arithmetic on
+ * columns, so per-row maxima, sums, 1/D and log1p are all vertical. */
+static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, float *o,
+                             uint8_t *special) {
+    vf tb[SKIT_SMALL_N];
+    for (size_t r0 = 0; r0 < rows; r0 += 8) {
+        const float *xg = x + r0 * n;
+        float *og = o + r0 * n;
+        size_t jb = 0;
+        for (; jb + 8 <= n; jb += 8) load_cols8(xg, n, jb, tb);
+        if (jb < n) load_cols8(xg, n, n - 8, tb);
+        vf m = splatf(-INFINITY);
+        for (size_t j = 0; j < n; j++) m = vmax_nonan(tb[j], m);
+        vi bad = ~((m < 0x1p24f) & (m > -0x1p24f));
+        m = self(bad, splatf(0.0f), m);
+        const vf negm = -m, lowb = m - 130.0f; /* <= m - 128 and >= m - 131 for |m| < 2^24 */
+        vi cnt = {0};
+        vd s0 = {0}, s1 = {0};
+        size_t j = 0;
+        for (; j + 2 <= n; j += 2) {
+            vi i0, i1;
+            vf e0 = e32f_pexp(tb[j], m, negm, lowb, &i0);
+            vf e1 = e32f_pexp(tb[j + 1], m, negm, lowb, &i1);
+            if (!islog) {
+                tb[j] = e0;
+                tb[j + 1] = e1;
+            }
+            cnt += i0 + i1;
+            vf a = (vf)(~i0 & (vi)e0) + (vf)(~i1 & (vi)e1);
+            s0 += cvt_lo(a);
+            s1 += cvt_hi(a);
+        }
+        if (j < n) {
+            vi i0;
+            vf e0 = e32f_pexp(tb[j], m, negm, lowb, &i0);
+            if (!islog) tb[j] = e0;
+            cnt += i0;
+            vf a = (vf)(~i0 & (vi)e0);
+            s0 += cvt_lo(a);
+            s1 += cvt_hi(a);
+        }
+        vf cf = __builtin_convertvector(-cnt, vf);
+        vd c0 = cvt_lo(cf), c1 = cvt_hi(cf);
+        s0 = s0 * 0x1p-64;
+        s1 = s1 * 0x1p-64;
+        bad |= (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1)) != (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1));
+        if (islog) {
+            vd L0 = vlog1p_d((c0 - 1.0) + s0), L1 = vlog1p_d((c1 - 1.0) + s1);
+            vd C0 = cvt_lo(m) + L0, C1 = cvt_hi(m) + L1;
+            vf c1v = cvt_join(C0, C1);
+            vf c2v = cvt_join(C0 - cvt_lo(c1v), C1 - cvt_hi(c1v));
+            for (j = 0; j < n; j++) tb[j] = (tb[j] - c1v) - c2v;
+        } else {
+            vd g0 = (1.0 / (c0 + s0)) * 0x1p-64, g1 = (1.0 / (c1 + s1)) * 0x1p-64;
+            vf g1v = cvt_join(g0, g1);
+            vf g2v = cvt_join(g0 - cvt_lo(g1v), g1 - cvt_hi(g1v));
+            for (j = 0; j < n; j++) tb[j] = e32f_mul2(tb[j], g1v, g2v);
+        }
+        for (int l = 0; l < 8; l++) special[r0 + l] = bad[l] != 0;
+        for (jb = 0; jb + 8 <= n; jb += 8) store_cols8(og, n, jb, tb, bad);
+        if (jb < n) store_cols8(og, n, n - 8, tb, bad);
+    }
+}
+#endif
+
+static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int islog, void *outv,
+                       uint8_t *special) {
+#if VB == 32 && defined(__AVX2__)
+    if (Td == 1.0 && n >= 8) {
+        size_t whole = rows - rows % 8;
+        e32f_small_plain((const float *)xv, whole, n, islog, (float *)outv, special);
+        if (whole == rows) return;
+        xv = (const float *)xv + whole * n;
+        outv = (float *)outv + whole * n;
+        special += whole;
+        rows -= whole;
+    }
+#endif
+    e32f_small_t(xv, rows, n, Td, islog, outv, special);
 }
 
 
