@@ -356,6 +356,33 @@ def test_eight_concurrent_python_threads_agree() -> None:
             np.testing.assert_array_equal(r, expected[i])
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_thread_pool_works_in_a_forked_child() -> None:
+    """The worker pool is per process: a child forked after a threaded call starts its own."""
+    import time
+
+    x = (np.random.default_rng(2).standard_normal((256, 4096)) * 3).astype(np.float32)
+    expected = sk.softmax(x, threads=2)  # starts the pool in this process
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            ok = np.array_equal(sk.softmax(x, threads=2), expected)
+        except BaseException:
+            os._exit(2)
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 120
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in a threaded call")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("precision", ["accurate", "fast"])

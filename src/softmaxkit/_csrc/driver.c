@@ -16,6 +16,7 @@
  *            cross-entropy = L + (M - x_t).
  */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,15 +98,50 @@ static inline void store_fence(void) {
 /* the calling thread's scratch buffer during a parallel_for (NULL if none) */
 static _Thread_local void *tl_scratch = NULL;
 
-static void *pworker(void *p) {
-    pjob *j = (pjob *)p;
+/* Per-thread scratch, kept between calls (a fresh 512 KiB buffer per call would
+ * cost its page faults every time) and freed when the thread exits. */
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+typedef struct {
+    void *buf;
+    size_t bytes;
+} scratch_slot;
+static void scratch_free(void *p) {
+    scratch_slot *s = (scratch_slot *)p;
+    if (s) free(s->buf);
+    free(s);
+}
+static void scratch_key_init(void) { (void)pthread_key_create(&g_scratch_key, scratch_free); }
+static void *thread_scratch(size_t bytes) {
+    (void)pthread_once(&g_scratch_once, scratch_key_init);
+    scratch_slot *s = (scratch_slot *)pthread_getspecific(g_scratch_key);
+    if (!s) {
+        s = (scratch_slot *)calloc(1, sizeof *s);
+        if (!s) return NULL;
+        if (pthread_setspecific(g_scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (s->bytes < bytes) {
+        size_t want = (bytes + 63) / 64 * 64;
+        void *nb = aligned_alloc(64, want);
+        if (!nb) return NULL;
+        free(s->buf);
+        s->buf = nb;
+        s->bytes = want;
+    }
+    return s->buf;
+}
+
+static void pworker(pjob *j) {
     void *saved = tl_scratch;
     void *buf = NULL;
     if (j->scratch_bytes) {
-        buf = aligned_alloc(64, (j->scratch_bytes + 63) / 64 * 64);
+        buf = thread_scratch(j->scratch_bytes);
         if (!buf) {
             atomic_store(&j->failed, 1);
-            return NULL;
+            return;
         }
     }
     tl_scratch = buf;
@@ -117,8 +153,105 @@ static void *pworker(void *p) {
     }
     store_fence();
     tl_scratch = saved;
-    free(buf);
+}
+
+static void *pworker_thread(void *p) {
+    pworker((pjob *)p);
     return NULL;
+}
+
+/* ---- a persistent pool of worker threads --------------------------------------
+ * Workers sleep on a condition variable between calls; a call wakes as many as it
+ * needs and works along with them. One call uses the pool at a time: a concurrent
+ * caller (another Python thread) starts its own threads instead, as every call
+ * did before the pool. After fork() the child starts with an empty pool. */
+#define POOL_MAX 63
+#define POOL_SPIN 2000 /* the caller's pause loop (some microseconds) before it sleeps */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    pthread_mutex_t busy; /* held by the call using the pool */
+    int size;             /* workers started */
+    _Atomic uint64_t gen; /* bumped for every job */
+    int want;             /* workers [0, want) take part in the current job */
+    atomic_int active;    /* of those, how many have not finished */
+    pjob *job;
+    uint64_t born[POOL_MAX]; /* gen when each worker was started */
+} g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+            PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, NULL, {0}};
+static pthread_once_t g_pool_once = PTHREAD_ONCE_INIT;
+
+static void pool_atfork_child(void) {
+    pthread_mutex_init(&g_pool.mu, NULL);
+    pthread_cond_init(&g_pool.work, NULL);
+    pthread_cond_init(&g_pool.done, NULL);
+    pthread_mutex_init(&g_pool.busy, NULL);
+    g_pool.size = 0;
+    g_pool.want = 0;
+    atomic_store(&g_pool.active, 0);
+    g_pool.job = NULL;
+}
+static void pool_init(void) { (void)pthread_atfork(NULL, NULL, pool_atfork_child); }
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Workers sleep between jobs (spinning would take a core from other processes on
+ * a shared machine); waking one costs some tens of microseconds, which the driver's
+ * minimum work per thread (MIN_ELEMS_PER_THREAD) pays for. */
+static void *pool_main(void *arg) {
+    int me = (int)(intptr_t)arg;
+    pthread_mutex_lock(&g_pool.mu);
+    uint64_t seen = g_pool.born[me]; /* a job may have been posted since */
+    for (;;) {
+        while (atomic_load(&g_pool.gen) == seen) pthread_cond_wait(&g_pool.work, &g_pool.mu);
+        seen = atomic_load(&g_pool.gen);
+        if (me >= g_pool.want) continue;
+        pjob *j = g_pool.job;
+        pthread_mutex_unlock(&g_pool.mu);
+        pworker(j);
+        pthread_mutex_lock(&g_pool.mu);
+        if (atomic_fetch_sub(&g_pool.active, 1) == 1) pthread_cond_signal(&g_pool.done);
+    }
+    return NULL;
+}
+
+/* run j on the caller and `helpers` pool workers; 0 if the pool was busy */
+static int pool_run(pjob *j, int helpers) {
+    (void)pthread_once(&g_pool_once, pool_init);
+    if (pthread_mutex_trylock(&g_pool.busy) != 0) return 0;
+    pthread_mutex_lock(&g_pool.mu);
+    while (g_pool.size < helpers) {
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        g_pool.born[g_pool.size] = atomic_load(&g_pool.gen);
+        int rc = pthread_create(&t, &at, pool_main, (void *)(intptr_t)g_pool.size);
+        pthread_attr_destroy(&at);
+        if (rc != 0) break;
+        g_pool.size++;
+    }
+    if (helpers > g_pool.size) helpers = g_pool.size; /* fewer is fine */
+    g_pool.job = j;
+    g_pool.want = helpers;
+    atomic_store(&g_pool.active, helpers);
+    atomic_fetch_add(&g_pool.gen, 1);
+    pthread_cond_broadcast(&g_pool.work);
+    pthread_mutex_unlock(&g_pool.mu);
+    pworker(j);
+    for (int k = 0; k < POOL_SPIN && atomic_load(&g_pool.active) > 0; k++) cpu_relax();
+    pthread_mutex_lock(&g_pool.mu);
+    while (atomic_load(&g_pool.active) > 0) pthread_cond_wait(&g_pool.done, &g_pool.mu);
+    g_pool.job = NULL;
+    pthread_mutex_unlock(&g_pool.mu);
+    pthread_mutex_unlock(&g_pool.busy);
+    return 1;
 }
 
 /* Run fn(ctx, i) for i in [0, ntasks) on up to `threads` threads (the caller
@@ -129,7 +262,7 @@ static int parallel_for(size_t ntasks, size_t grain, int threads, size_t scratch
                         task_fn fn, void *ctx) {
     if (grain == 0) grain = 1;
     size_t chunks = (ntasks + grain - 1) / grain;
-    if (threads > 64) threads = 64;
+    if (threads > POOL_MAX + 1) threads = POOL_MAX + 1;
     if ((size_t)threads > chunks) threads = (int)chunks;
     pjob j;
     j.fn = fn;
@@ -143,14 +276,16 @@ static int parallel_for(size_t ntasks, size_t grain, int threads, size_t scratch
         pworker(&j);
         return atomic_load(&j.failed) ? SKIT_ENOMEM : SKIT_OK;
     }
-    pthread_t tid[64];
-    int started = 0;
-    for (int t = 1; t < threads; t++) {
-        if (pthread_create(&tid[started], NULL, pworker, &j) != 0) break; /* fewer is fine */
-        started++;
+    if (!pool_run(&j, threads - 1)) {
+        pthread_t tid[POOL_MAX];
+        int started = 0;
+        for (int t = 1; t < threads; t++) {
+            if (pthread_create(&tid[started], NULL, pworker_thread, &j) != 0) break;
+            started++;
+        }
+        pworker(&j);
+        for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
     }
-    pworker(&j);
-    for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
     return atomic_load(&j.failed) ? SKIT_ENOMEM : SKIT_OK;
 }
 

@@ -485,6 +485,12 @@ static skit_dd log1p1_dd(skit_dd a) { return skit_dd_log1p(a); }
             i_ += c_;                                                     \
         }                                                                 \
     }                                                                     \
+    for (; i_ + 4 * (W) <= n; i_ += 4 * (W)) {                            \
+        FULL(i_);                                                         \
+        FULL(i_ + (W));                                                   \
+        FULL(i_ + 2 * (W));                                               \
+        FULL(i_ + 3 * (W));                                               \
+    }                                                                     \
     for (; i_ + (W) <= n; i_ += (W)) FULL(i_);                            \
     if (i_ < n) PART(i_, n - i_);
 
@@ -532,7 +538,7 @@ typedef struct {
     vd s0, s1;
 } sumacc_f;
 
-INLINE vf e32f_exp_vm(vf v, vf m, sumacc_f *a) {
+INLINE vf e32f_exp_vm2(vf v, vf m, sumacc_f *a, vf *scaled) {
     vf d = v - m;
     vf bb = d - v;
     vf lo = (v - (d - bb)) + (-m - bb); /* TwoSum: d + lo == v - m exactly */
@@ -548,8 +554,11 @@ INLINE vf e32f_exp_vm(vf v, vf m, sumacc_f *a) {
         a->s0 += cvt_lo(es);
         a->s1 += cvt_hi(es);
     }
+    if (scaled) *scaled = es_;
     return e;
 }
+
+INLINE vf e32f_exp_vm(vf v, vf m, sumacc_f *a) { return e32f_exp_vm2(v, m, a, NULL); }
 
 INLINE vf e32f_exp_vec(vf v, float m, sumacc_f *a) { return e32f_exp_vm(v, splatf(m), a); }
 
@@ -557,11 +566,189 @@ INLINE vf e32f_exp_vec(vf v, float m, sumacc_f *a) { return e32f_exp_vm(v, splat
 #define COUNT_POSINF(STYPE, SCALE)                                         \
     for (size_t k = 0; k < n; k++) kinf += (!mask || mask[k]) && (SCALE) == INFINITY;
 
+/* ---- the plain path: no mask, T = 1, a finite row maximum below 2^24 --------
+ * The common call, with the fewest instructions per element:
+ *   max    one max instruction per vector (NaN ignored here: a NaN makes the sum
+ *          NaN, which flags the row);
+ *   exp    x' = max(x, lowb), lowb the largest float <= max - 128, so -inf and far
+ *          entries become an argument near -128 (their exp, about 2^-185, is far
+ *          below every float32 result and the sum's precision) and NaN passes;
+ *          d + lo = x' - max exactly (TwoSum), exp(d + lo) 2^64 by the degree-6
+ *          polynomial with the scale read from the rounding sum's bits;
+ *   sum    maximal entries counted (not summed), the others added in pairs in
+ *          float32 and the pair sums accumulated in float64 (a deeper float32
+ *          tree costs up to 2 ulp when a few terms dominate the sum);
+ *   scale  exp values kept times 2^64 and multiplied by g = f 2^-64 as a float pair
+ *          with one rounding (products rounded once into the subnormal range). */
+
+/* max(v, m), m where v is NaN */
+INLINE vf vmax_nonan(vf v, vf m) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_max_ps((__m512)v, (__m512)m);
+#elif defined(__AVX__)
+    return (vf)_mm256_max_ps((__m256)v, (__m256)m);
+#elif defined(__SSE2__)
+    return (vf)_mm_max_ps((__m128)v, (__m128)m);
+#else
+    return self(v > m, v, m);
+#endif
+}
+/* max(v, lowb), v where v is NaN */
+INLINE vf vclamp_low(vf v, vf lowb) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_max_ps((__m512)lowb, (__m512)v);
+#elif defined(__AVX__)
+    return (vf)_mm256_max_ps((__m256)lowb, (__m256)v);
+#elif defined(__SSE2__)
+    return (vf)_mm_max_ps((__m128)lowb, (__m128)v);
+#else
+    return self(v < lowb, lowb, v);
+#endif
+}
+
+/* exp(d + lo) 2^64 for d in [-131, 0] or NaN, |lo| <= ulp(d). The rounding
+ * constant carries the exponent bias, so the scale 2^(k + 64) is the sum's low
+ * bits shifted into the exponent field. */
+INLINE vf vexpf_p(vf d, vf lo) {
+    const vf magic = splatf(12583103.0f); /* 1.5 * 2^23 + 127 + 64 */
+    vf t = d * SKIT_LOG2E_F + magic;
+    vf k = t - magic;
+    vf r = d - k * SKIT_LN2_1_F;
+    r = r - k * SKIT_LN2_2_F;
+    r = r + lo;
+    vf q = splatf(SKIT_EP_4);
+    q = q * r + SKIT_EP_3;
+    q = q * r + SKIT_EP_2;
+    q = q * r + SKIT_EP_1;
+    q = q * r + SKIT_EP_0;
+    vf p = 1.0f + (r + (r * r) * q);
+    return p * (vf)((vi)t << 23);
+}
+
+/* the row max ignoring NaN (-inf if there is none) */
+static float e32f_rowmax(const float *x, size_t n) {
+    vf m0 = splatf(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+    size_t i = 0;
+    for (; i + 4 * NF <= n; i += 4 * NF) {
+        m0 = vmax_nonan(ldf(x + i), m0);
+        m1 = vmax_nonan(ldf(x + i + NF), m1);
+        m2 = vmax_nonan(ldf(x + i + 2 * NF), m2);
+        m3 = vmax_nonan(ldf(x + i + 3 * NF), m3);
+    }
+    for (; i + NF <= n; i += NF) m0 = vmax_nonan(ldf(x + i), m0);
+    m0 = vmax_nonan(m1, m0);
+    m2 = vmax_nonan(m3, m2);
+    m0 = vmax_nonan(m2, m0);
+    float m = -INFINITY;
+    for (int k = 0; k < NF; k++)
+        if (m0[k] > m) m = m0[k];
+    for (; i < n; i++)
+        if (x[i] > m) m = x[i];
+    return m;
+}
+
+/* whether the plain path takes a row with maximum m */
+INLINE int e32f_plain_ok(double m) { return fabs(m) < 0x1p24; }
+
+/* the largest float <= m - 128 (exact in double for |m| < 2^24) */
+static float e32f_lowb(float m) {
+    double want = (double)m - 128.0;
+    float f = (float)want;
+    if ((double)f > want) f = nextafterf(f, -INFINITY);
+    return f;
+}
+
+/* exp(x - m) 2^64 on the plain path; *ismax is -1 where x == m */
+INLINE vf e32f_pexp(vf v, vf m, vf negm, vf lowb, vi *ismax) {
+    v = vclamp_low(v, lowb);
+    vf d = v - m;
+    vf bb = d - v;
+    vf lo = (v - (d - bb)) + (negm - bb);
+    *ismax = v == m;
+    return vexpf_p(d, lo);
+}
+
+/* lanes [0, cnt) of a vector */
+INLINE vi lanes_below(size_t cnt) {
+    vi idx;
+    for (int k = 0; k < NF; k++) idx[k] = k;
+    return idx < (int)cnt;
+}
+
+/* stats of a block on the plain path (m its maximum); exp(x - m) 2^64 into so
+ * unless NULL */
+static void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, float *so) {
+    const vf mv = splatf(m), negm = splatf(-m), lowb = splatf(e32f_lowb(m));
+    vi cnt = {0};
+    vd s0 = {0}, s1 = {0};
+    size_t i = 0;
+#define PEXP_(u, dst)                                                   \
+    do {                                                                \
+        vi im_;                                                         \
+        vf es_ = e32f_pexp(ldf(x + i + (u) * NF), mv, negm, lowb, &im_); \
+        if (so) stf(so + i + (u) * NF, es_);                            \
+        cnt += im_;                                                     \
+        dst = (vf)(~im_ & (vi)es_);                                     \
+    } while (0)
+    vd s2 = {0}, s3 = {0};
+    for (; i + 4 * NF <= n; i += 4 * NF) {
+        vf a, b, c, d;
+        PEXP_(0, a);
+        PEXP_(1, b);
+        PEXP_(2, c);
+        PEXP_(3, d);
+        a = a + b;
+        c = c + d;
+        s0 += cvt_lo(a);
+        s1 += cvt_hi(a);
+        s2 += cvt_lo(c);
+        s3 += cvt_hi(c);
+    }
+    s0 += s2;
+    s1 += s3;
+    vf acc = {0};
+    for (; i + NF <= n; i += NF) {
+        vf e;
+        PEXP_(0, e);
+        acc += e;
+    }
+#undef PEXP_
+    if (i < n) {
+        size_t r = n - i;
+        float xb[NF];
+        for (size_t k = 0; k < NF; k++) xb[k] = k < r ? x[i + k] : m;
+        vi im;
+        vf es = e32f_pexp(ldf(xb), mv, negm, lowb, &im);
+        if (so) memcpy(so + i, &es, r * sizeof(float));
+        vi valid = lanes_below(r);
+        cnt += im & valid;
+        acc += (vf)(~im & valid & (vi)es);
+    }
+    s0 += cvt_lo(acc);
+    s1 += cvt_hi(acc);
+    double s = 0.0;
+    int64_t c = 0;
+    for (int k = 0; k < ND; k++) s += s0[k] + s1[k];
+    for (int k = 0; k < NF; k++) c -= cnt[k];
+    st->m = m;
+    st->nan = s != s;
+    st->kinf = 0;
+    st->c = dd_make((double)c, 0.0);
+    st->s = dd_make(s * 0x1p-64, 0.0);
+}
+
 static void e32f_stats(const void *xv, const uint8_t *mask, size_t n, double Td, skit_bstat *st,
                        void *scratch) {
     const float *x = (const float *)xv;
     float *so = (float *)scratch;
     float T = (float)Td;
+    if (!mask && T == 1.0f) {
+        float pm = e32f_rowmax(x, n);
+        if (e32f_plain_ok(pm)) {
+            e32f_stats_plain(x, n, pm, st, so);
+            return;
+        }
+    }
     size_t r = n % NF, nf = n - r;
     PAD_CHUNK(float, NF, nf, r)
     vf mv;
@@ -589,21 +776,26 @@ static void e32f_stats(const void *xv, const uint8_t *mask, size_t n, double Td,
     sumacc_f sa = {(vf){0}, (vd){0}, (vd){0}};
     sumacc_f sb = sa;
     size_t i = 0;
+    /* the scratch receives exp(x - m) 2^64, as on the plain path */
     for (; i + 2 * NF <= nf; i += 2 * NF) {
-        vf e = e32f_exp_vec(e32f_load(x + i, mask ? mask + i : NULL, T), m, &sa);
-        vf f = e32f_exp_vec(e32f_load(x + i + NF, mask ? mask + i + NF : NULL, T), m, &sb);
+        vf e, f;
+        (void)e32f_exp_vm2(e32f_load(x + i, mask ? mask + i : NULL, T), splatf(m), &sa, &e);
+        (void)e32f_exp_vm2(e32f_load(x + i + NF, mask ? mask + i + NF : NULL, T), splatf(m), &sb,
+                           &f);
         if (so) {
             stf(so + i, e);
             stf(so + i + NF, f);
         }
     }
     for (; i < nf; i += NF) {
-        vf e = e32f_exp_vec(e32f_load(x + i, mask ? mask + i : NULL, T), m, &sa);
+        vf e;
+        (void)e32f_exp_vm2(e32f_load(x + i, mask ? mask + i : NULL, T), splatf(m), &sa, &e);
         if (so) stf(so + i, e);
     }
     if (r) {
-        vf e = e32f_exp_vec(e32f_load(xb, mb, T), m, &sa);
-        if (so) stf(so + nf, e);
+        vf e;
+        (void)e32f_exp_vm2(e32f_load(xb, mb, T), splatf(m), &sa, &e);
+        if (so) memcpy(so + nf, &e, r * sizeof(float));
     }
     double c = 0.0, s = 0.0;
     for (int k = 0; k < NF; k++) c += (double)sa.c[k] + (double)sb.c[k];
@@ -616,10 +808,55 @@ static void e32f_stats(const void *xv, const uint8_t *mask, size_t n, double Td,
 /* e * g with the product rounded once from float64 */
 INLINE vf e32f_scale(vf e, double g) { return cvt_join(cvt_lo(e) * g, cvt_hi(e) * g); }
 
+/* e (g1 + g2) with about one rounding: the error of e g1 recovered by a fused
+ * multiply-add (ISAs without one take e32f_scale) */
+#if defined(__AVX512F__) || (defined(__FMA__) && VB == 32)
+#define E32F_HAS_FMA 1
+INLINE vf e32f_mul2(vf e, vf g1, vf g2) {
+    vf t = e * g1;
+#if defined(__AVX512F__)
+    vf te = (vf)_mm512_fmsub_ps((__m512)e, (__m512)g1, (__m512)t);
+#else
+    vf te = (vf)_mm256_fmsub_ps((__m256)e, (__m256)g1, (__m256)t);
+#endif
+    return t + (te + e * g2);
+}
+#else
+#define E32F_HAS_FMA 0
+#endif
+
+/* the float pair g1 + g2 of g when products by it stay in the normal range */
+static int e32f_split(double g, float *g1, float *g2) {
+    *g1 = (float)g;
+    *g2 = (float)(g - (double)*g1);
+    return E32F_HAS_FMA && fabsf(*g1) >= 0x1p-100f && fabsf(*g1) <= 0x1p60f;
+}
+
+/* out = scratch * f; the scratch holds exp values times 2^64 */
 static void e32f_fromscratch(const void *sv, size_t n, skit_dd f, void *outv, int stream) {
     const float *sc = (const float *)sv;
     float *o = (float *)outv;
-    double g = f.hi;
+    double g = f.hi * 0x1p-64;
+    float g1, g2;
+#if E32F_HAS_FMA
+    if (e32f_split(g, &g1, &g2)) {
+        const vf g1v = splatf(g1), g2v = splatf(g2);
+#define FULL(i) stfx(o + (i), e32f_mul2(ldf(sc + (i)), g1v, g2v), stream)
+#define PART(i, cnt)                                         \
+    do {                                                     \
+        float b_[NF] = {0};                                  \
+        memcpy(b_, sc + (i), (cnt) * sizeof(float));         \
+        vf r_ = e32f_mul2(ldf(b_), g1v, g2v);                \
+        memcpy(o + (i), &r_, (cnt) * sizeof(float));         \
+    } while (0)
+        PHASE_B_LOOP(float, NF, FULL, PART)
+#undef FULL
+#undef PART
+        return;
+    }
+#else
+    (void)e32f_split(g, &g1, &g2);
+#endif
 #define FULL(i) stfx(o + (i), e32f_scale(ldf(sc + (i)), g), stream)
 #define PART(i, cnt)                                         \
     do {                                                     \
@@ -634,7 +871,8 @@ static void e32f_fromscratch(const void *sv, size_t n, skit_dd f, void *outv, in
 }
 
 static void e32f_rescale(void *outv, size_t n, skit_dd f) {
-    e32f_fromscratch(outv, n, f, outv, 0);
+    float *o = (float *)outv;
+    for (size_t i = 0; i < n; i++) o[i] = (float)((double)o[i] * f.hi);
 }
 
 static void e32f_expscale(const void *xv, const uint8_t *mask, size_t n, double Td, double M,
@@ -643,6 +881,27 @@ static void e32f_expscale(const void *xv, const uint8_t *mask, size_t n, double 
     float *o = (float *)outv;
     float T = (float)Td, m = (float)M;
     double g = f.hi;
+#if E32F_HAS_FMA
+    float g1, g2;
+    if (!mask && T == 1.0f && e32f_plain_ok(M) && e32f_split(g * 0x1p-64, &g1, &g2)) {
+        const vf g1v = splatf(g1), g2v = splatf(g2);
+        const vf mv = splatf(m), negm = splatf(-m), lowb = splatf(e32f_lowb(m));
+        vi im_;
+#define FULL(i) \
+    stfx(o + (i), e32f_mul2(e32f_pexp(ldf(x + (i)), mv, negm, lowb, &im_), g1v, g2v), stream)
+#define PART(i, cnt)                                                         \
+    do {                                                                     \
+        float b_[NF];                                                        \
+        for (size_t k_ = 0; k_ < NF; k_++) b_[k_] = k_ < (cnt) ? x[(i) + k_] : m; \
+        vf r_ = e32f_mul2(e32f_pexp(ldf(b_), mv, negm, lowb, &im_), g1v, g2v); \
+        memcpy(o + (i), &r_, (cnt) * sizeof(float));                         \
+    } while (0)
+        PHASE_B_LOOP(float, NF, FULL, PART)
+#undef FULL
+#undef PART
+        return;
+    }
+#endif
 #define FULL(i)                                                                        \
     stfx(                                                           \
         o + (i),                                                                       \
@@ -673,6 +932,26 @@ static void e32f_logsub(const void *xv, const uint8_t *mask, size_t n, double Td
     const float *x = (const float *)xv;
     float *o = (float *)outv;
     float T = (float)Td;
+    if (!mask && T == 1.0f) {
+        /* (x - C1) - C2 with C1 + C2 = M + L to float32 precision: x - C1 is exact
+         * where it cancels (Sterbenz), so the result has at most two roundings */
+        skit_dd C = dd_add(dd_make(M, 0.0), L);
+        float c1 = (float)C.hi;
+        float c2 = (float)((C.hi - (double)c1) + C.lo);
+        const vf c1v = splatf(c1), c2v = splatf(c2);
+#define FULL(i) stfx(o + (i), (ldf(x + (i)) - c1v) - c2v, stream)
+#define PART(i, cnt)                                         \
+    do {                                                     \
+        float b_[NF] = {0};                                  \
+        memcpy(b_, x + (i), (cnt) * sizeof(float));          \
+        vf r_ = (ldf(b_) - c1v) - c2v;                       \
+        memcpy(o + (i), &r_, (cnt) * sizeof(float));         \
+    } while (0)
+        PHASE_B_LOOP(float, NF, FULL, PART)
+#undef FULL
+#undef PART
+        return;
+    }
 #define FULL(i) \
     stfx(o + (i), e32f_logsub_vec(x + (i), mask ? mask + (i) : NULL, T, M, L), stream)
 #define PART(i, cnt)                                         \
@@ -702,8 +981,8 @@ static void e32f_special(const void *x, const uint8_t *mask, size_t n, double T,
  * horizontal reductions and no scalar log1p or division. softmax (islog = 0) or
  * log_softmax (islog = 1) without a mask. Rows whose maximum is not finite are
  * flagged in `special` and left to the caller. */
-static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int islog, void *outv,
-                       uint8_t *special) {
+static void e32f_small_t(const void *xv, size_t rows, size_t n, double Td, int islog, void *outv,
+                         uint8_t *special) {
     const float *x = (const float *)xv;
     float *o = (float *)outv;
     float T = (float)Td;
@@ -759,6 +1038,134 @@ static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int isl
             for (size_t j = 0; j < n; j++) orow[j] = tb[j][l];
         }
     }
+}
+
+#if VB == 32 && defined(__AVX2__)
+/* 8 rows of 8 floats <-> 8 columns, in registers */
+INLINE void tr8x8(vf r[8]) {
+    __m256 t0 = _mm256_unpacklo_ps((__m256)r[0], (__m256)r[1]);
+    __m256 t1 = _mm256_unpackhi_ps((__m256)r[0], (__m256)r[1]);
+    __m256 t2 = _mm256_unpacklo_ps((__m256)r[2], (__m256)r[3]);
+    __m256 t3 = _mm256_unpackhi_ps((__m256)r[2], (__m256)r[3]);
+    __m256 t4 = _mm256_unpacklo_ps((__m256)r[4], (__m256)r[5]);
+    __m256 t5 = _mm256_unpackhi_ps((__m256)r[4], (__m256)r[5]);
+    __m256 t6 = _mm256_unpacklo_ps((__m256)r[6], (__m256)r[7]);
+    __m256 t7 = _mm256_unpackhi_ps((__m256)r[6], (__m256)r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44);
+    __m256 s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44);
+    __m256 s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44);
+    __m256 s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44);
+    __m256 s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = (vf)_mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = (vf)_mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = (vf)_mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = (vf)_mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = (vf)_mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = (vf)_mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = (vf)_mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = (vf)_mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* columns [jb, jb + 8) of 8 rows (row stride n) into tb[jb..jb+7] */
+INLINE void load_cols8(const float *x, size_t n, size_t jb, vf *tb) {
+    vf r[8];
+    for (int l = 0; l < 8; l++) r[l] = ldf(x + (size_t)l * n + jb);
+    tr8x8(r);
+    for (int c = 0; c < 8; c++) tb[jb + c] = r[c];
+}
+/* tb[jb..jb+7] back into columns [jb, jb + 8) of the rows not flagged bad */
+INLINE void store_cols8(float *o, size_t n, size_t jb, const vf *tb, vi bad) {
+    vf r[8];
+    for (int c = 0; c < 8; c++) r[c] = tb[jb + c];
+    tr8x8(r);
+    for (int l = 0; l < 8; l++)
+        if (!bad[l]) stf(o + (size_t)l * n + jb, r[l]);
+}
+
+/* The plain small-row path (T = 1, 8 <= n <= SKIT_SMALL_N): 8 rows at a time,
+ * one row per lane, the rows transposed in registers (8x8 blocks; a last
+ * partial block overlaps the one before), then the plain path's arithmetic on
+ * columns, so per-row maxima, sums, 1/D and log1p are all vertical. */
+static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, float *o,
+                             uint8_t *special) {
+    vf tb[SKIT_SMALL_N];
+    for (size_t r0 = 0; r0 < rows; r0 += 8) {
+        const float *xg = x + r0 * n;
+        float *og = o + r0 * n;
+        size_t jb = 0;
+        for (; jb + 8 <= n; jb += 8) load_cols8(xg, n, jb, tb);
+        if (jb < n) load_cols8(xg, n, n - 8, tb);
+        vf m = splatf(-INFINITY);
+        for (size_t j = 0; j < n; j++) m = vmax_nonan(tb[j], m);
+        vi bad = ~((m < 0x1p24f) & (m > -0x1p24f));
+        m = self(bad, splatf(0.0f), m);
+        const vf negm = -m, lowb = m - 130.0f; /* <= m - 128 and >= m - 131 for |m| < 2^24 */
+        vi cnt = {0};
+        vd s0 = {0}, s1 = {0};
+        size_t j = 0;
+        for (; j + 2 <= n; j += 2) {
+            vi i0, i1;
+            vf e0 = e32f_pexp(tb[j], m, negm, lowb, &i0);
+            vf e1 = e32f_pexp(tb[j + 1], m, negm, lowb, &i1);
+            if (!islog) {
+                tb[j] = e0;
+                tb[j + 1] = e1;
+            }
+            cnt += i0 + i1;
+            vf a = (vf)(~i0 & (vi)e0) + (vf)(~i1 & (vi)e1);
+            s0 += cvt_lo(a);
+            s1 += cvt_hi(a);
+        }
+        if (j < n) {
+            vi i0;
+            vf e0 = e32f_pexp(tb[j], m, negm, lowb, &i0);
+            if (!islog) tb[j] = e0;
+            cnt += i0;
+            vf a = (vf)(~i0 & (vi)e0);
+            s0 += cvt_lo(a);
+            s1 += cvt_hi(a);
+        }
+        vf cf = __builtin_convertvector(-cnt, vf);
+        vd c0 = cvt_lo(cf), c1 = cvt_hi(cf);
+        s0 = s0 * 0x1p-64;
+        s1 = s1 * 0x1p-64;
+        bad |= (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1)) != (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1));
+        if (islog) {
+            vd L0 = vlog1p_d((c0 - 1.0) + s0), L1 = vlog1p_d((c1 - 1.0) + s1);
+            vd C0 = cvt_lo(m) + L0, C1 = cvt_hi(m) + L1;
+            vf c1v = cvt_join(C0, C1);
+            vf c2v = cvt_join(C0 - cvt_lo(c1v), C1 - cvt_hi(c1v));
+            for (j = 0; j < n; j++) tb[j] = (tb[j] - c1v) - c2v;
+        } else {
+            vd g0 = (1.0 / (c0 + s0)) * 0x1p-64, g1 = (1.0 / (c1 + s1)) * 0x1p-64;
+            vf g1v = cvt_join(g0, g1);
+            vf g2v = cvt_join(g0 - cvt_lo(g1v), g1 - cvt_hi(g1v));
+            for (j = 0; j < n; j++) tb[j] = e32f_mul2(tb[j], g1v, g2v);
+        }
+        for (int l = 0; l < 8; l++) special[r0 + l] = bad[l] != 0;
+        for (jb = 0; jb + 8 <= n; jb += 8) store_cols8(og, n, jb, tb, bad);
+        if (jb < n) store_cols8(og, n, n - 8, tb, bad);
+    }
+}
+#endif
+
+static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int islog, void *outv,
+                       uint8_t *special) {
+#if VB == 32 && defined(__AVX2__)
+    if (Td == 1.0 && n >= 8) {
+        size_t whole = rows - rows % 8;
+        e32f_small_plain((const float *)xv, whole, n, islog, (float *)outv, special);
+        if (whole == rows) return;
+        xv = (const float *)xv + whole * n;
+        outv = (float *)outv + whole * n;
+        special += whole;
+        rows -= whole;
+    }
+#endif
+    e32f_small_t(xv, rows, n, Td, islog, outv, special);
 }
 
 

@@ -1,0 +1,76 @@
+#define _POSIX_C_SOURCE 199309L
+/*
+ * Developer probe of the C core (not built by meson): ns per element of one op
+ * on data that stays in cache, one call of `threads` threads, best of `reps`.
+ *
+ *   tools/kbench.sh OP DTYPE MODE ROWS N [THREADS] [REPS]
+ *   OP: softmax | log_softmax | lse | ce | ce_grad
+ *
+ * Under `valgrind --tool=callgrind` the instruction count per element is the
+ * repeatable measure on a shared machine (use REPS = 1).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../src/softmaxkit/_csrc/skit.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 6) {
+        fprintf(stderr, "usage: %s OP DTYPE MODE ROWS N [THREADS] [REPS]\n", argv[0]);
+        return 2;
+    }
+    const char *op = argv[1];
+    int dtype = strcmp(argv[2], "float64") == 0;
+    int mode = strcmp(argv[3], "accurate") == 0;
+    size_t rows = strtoull(argv[4], NULL, 10), n = strtoull(argv[5], NULL, 10);
+    int threads = argc > 6 ? atoi(argv[6]) : 1;
+    int reps = argc > 7 ? atoi(argv[7]) : 20;
+    size_t tot = rows * n, es = dtype ? 8 : 4;
+    void *x = malloc(tot * es), *o = malloc(tot * es);
+    double *lse = malloc(rows * 8), *loss = malloc(rows * 8);
+    uint8_t *cnt = malloc(rows);
+    int64_t *tg = malloc(rows * 8);
+    srand(1);
+    for (size_t i = 0; i < tot; i++) {
+        double v = 4.0 * ((double)rand() / RAND_MAX - 0.5);
+        if (dtype)
+            ((double *)x)[i] = v;
+        else
+            ((float *)x)[i] = (float)v;
+    }
+    for (size_t r = 0; r < rows; r++) tg[r] = (int64_t)(r * 7919 % n);
+    memset(o, 0, tot * es);
+    skit_rows a = {dtype, mode, threads, rows, n, x, NULL, 1.0};
+    double best = 1e30;
+    for (int k = 0; k < reps; k++) {
+        double t0 = now();
+        int st = 0;
+        if (!strcmp(op, "softmax"))
+            st = skit_softmax(&a, o, 0);
+        else if (!strcmp(op, "log_softmax"))
+            st = skit_softmax(&a, o, 1);
+        else if (!strcmp(op, "lse"))
+            st = skit_logsumexp(&a, lse);
+        else if (!strcmp(op, "ce"))
+            st = skit_cross_entropy(&a, tg, NULL, 0, 0, 0.0, 1.0, loss, lse, cnt, NULL);
+        else if (!strcmp(op, "ce_grad"))
+            st = skit_cross_entropy(&a, tg, NULL, 0, 0, 0.0, 1.0, loss, lse, cnt, o);
+        else
+            return 2;
+        double t = now() - t0;
+        if (st) return 1;
+        if (t < best) best = t;
+    }
+    printf("%s %s %s %zux%zu threads=%d isa=%s: %.3f ns/elem\n", op, argv[2], argv[3], rows, n,
+           threads, skit_isa(), best * 1e9 / (double)tot);
+    return 0;
+}
