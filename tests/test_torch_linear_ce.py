@@ -22,6 +22,23 @@ from softmaxkit.torch import _linear_ce
 N, D, V = 300, 16, _linear_ce.VOCAB_TILE + 1000
 
 
+@pytest.fixture(autouse=True, params=["torch", "numpy"])
+def gemm(request, monkeypatch):
+    """Every test runs with each library doing the matrix products of CPU tensors."""
+    monkeypatch.setattr(_linear_ce, "GEMM", request.param)
+    return request.param
+
+
+def test_auto_gemm_follows_the_environment(monkeypatch):
+    monkeypatch.setattr(_linear_ce, "GEMM", "auto")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Prescott")
+    assert _linear_ce._gemm_for(torch.device("cpu"), 8, torch.float32).name == "torch"
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    want = "numpy" if _linear_ce._numpy_blas() else "torch"
+    assert _linear_ce._gemm_for(torch.device("cpu"), 8, torch.float32).name == want
+    assert _linear_ce._gemm_for(torch.device("meta"), 8, torch.float32).name == "torch"
+
+
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -341,3 +358,10 @@ def test_half_weights_are_widened_in_blocks_without_changing_results(monkeypatch
         assert torch.equal(a, c)
     ref = _naive(h.float(), W.float(), b.float(), t)
     assert abs(outs[0][0].float().item() - ref.item()) <= 0.0625 / 2  # half a bfloat16 ulp at 12
+
+
+def test_torch_thread_count_is_restored():
+    before = torch.get_num_threads()
+    h, W, b, t = _problem(dtype=torch.float32, n=40)
+    skt.linear_cross_entropy(h.requires_grad_(), W, t, linear_bias=b).backward()
+    assert torch.get_num_threads() == before

@@ -28,8 +28,10 @@ results are bitwise identical whatever the chunk size.
 # No ``from __future__ import annotations``: torch.library reads the annotations.
 
 import math
+import os
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
@@ -118,14 +120,9 @@ class _TileStats:
                 kk = min(self.topk, allv.shape[1])
                 self.tv, pos = allv.topk(kk, dim=1)
                 self.ti = alli.gather(1, pos)
-        # The entries at the maximum (exp = 1) are counted in c and kept out of the
-        # sum r of the others, so a tiny r is never absorbed by the ones (BHH).
         m = L.amax(0)
         e = _exp_shifted_(L, m)
-        ones = e == 1.0
-        c = ones.sum(0).to(f64)
-        r = e.masked_fill_(ones, 0.0).sum(0).to(f64)
-        e.masked_fill_(ones, 1.0)
+        c, r = _count_and_rest(e, m)
         m64 = m.to(f64)
         # merge (M, C, R) with (m, c, r), relative to the new maximum
         newM = torch.maximum(self.M, m64)
@@ -145,6 +142,32 @@ class _TileStats:
         L1 = torch.log1p(torch.where(fin, (self.C - 1.0) + self.R, 0.0))
         lse = torch.where(fin, self.M + L1, self.M)
         return L1, lse
+
+
+def _count_and_rest(e: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    """``(c, r)`` of one tile in float64, from ``e = exp(L - m)`` (classes x tokens).
+
+    In the manner of Blanchard, Higham & Higham, ``c`` counts the entries at the
+    maximum (``e == 1``) and ``r`` sums the others, so that a tiny ``r`` is never
+    absorbed by the ones. Only the sum ``c + r`` and, when it is below 2, a tiny
+    ``r`` matter to the result, so one pass suffices for most tokens: the sum
+    ``S`` of the whole column. ``S >= 2`` means ``(C - 1) + R >= 1`` downstream,
+    where the split is immaterial (``c = 1, r = S - 1``); ``S < 2`` means that a
+    single entry is at the maximum (every partial sum holding two ones is at
+    least 2), and ``r`` is then summed exactly without it, on those columns only.
+    Everything depends on the tile alone, so ``chunk_size`` cannot change it.
+    """
+    f64 = torch.float64
+    S = e.sum(0)
+    fin = torch.isfinite(m)
+    S64 = S.to(f64)
+    c = fin.to(f64)
+    r = torch.where(fin, S64 - 1.0, S64)
+    low = torch.nonzero(fin & (S < 2.0))[:, 0]
+    if low.numel():
+        sub = e.index_select(1, low)
+        r[low] = sub.masked_fill_(sub == 1.0, 0.0).sum(0).to(f64)
+    return c, r
 
 
 def _finite_or_zero(m: Tensor) -> Tensor:
@@ -177,16 +200,98 @@ def _weight_blocks(W: Tensor, v0: int, v1: int, acc: torch.dtype) -> list[tuple[
     return [(s, min(v1, s + rows), W[s : min(v1, s + rows)].to(acc)) for s in range(v0, v1, rows)]
 
 
+class _Gemm:
+    """Matrix products of the engine: torch's BLAS, the portable default.
+
+    ``mm`` writes ``out = A @ B``; ``mm_acc`` adds ``A @ B`` to ``out``. Both
+    always see the same operand shapes for a given problem, whatever
+    ``chunk_size``, so the results do not depend on it.
+    """
+
+    name = "torch"
+
+    def mm(self, A: Tensor, B: Tensor, out: Tensor) -> None:
+        torch.mm(A, B, out=out)
+
+    def mm_acc(self, A: Tensor, B: Tensor, out: Tensor) -> None:
+        out.addmm_(A, B)
+
+
+class _NumpyGemm(_Gemm):
+    """The same products through NumPy's BLAS on zero-copy views of CPU tensors.
+
+    NumPy's ``matmul`` has no ``beta``, so ``mm_acc`` forms the product in row
+    blocks of ``ACC_ROWS`` rows (a scratch that stays in cache) and adds each
+    block to ``out`` at once.
+    """
+
+    name = "numpy"
+
+    def __init__(self, cols: int, dtype: torch.dtype) -> None:
+        self._scratch = torch.empty((ACC_ROWS, cols), dtype=dtype)
+
+    def mm(self, A: Tensor, B: Tensor, out: Tensor) -> None:
+        np.matmul(_np(A), _np(B), out=_np(out))
+
+    def mm_acc(self, A: Tensor, B: Tensor, out: Tensor) -> None:
+        a, b, o = _np(A), _np(B), _np(out)
+        s = _np(self._scratch)
+        for r0 in range(0, a.shape[0], ACC_ROWS):
+            r1 = min(a.shape[0], r0 + ACC_ROWS)
+            t = s[: r1 - r0, : b.shape[1]]
+            np.matmul(a[r0:r1], b, out=t)
+            np.add(o[r0:r1], t, out=o[r0:r1])
+
+
+# Rows of one block of an accumulated product (the NumPy path's scratch: ACC_ROWS x D).
+ACC_ROWS = 512
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def _numpy_blas() -> bool:
+    """Whether NumPy's matrix products run on an optimised BLAS (not a reference one)."""
+    try:
+        deps = np.show_config(mode="dicts")["Build Dependencies"]  # type: ignore[func-returns-value]
+        name = str(deps["blas"]["name"]).lower()
+    except Exception:  # pragma: no cover - NumPy < 1.25 or an unusual build
+        return False
+    return any(k in name for k in ("openblas", "mkl", "accelerate", "blis", "armpl"))
+
+
+# Which library does the matrix products of CPU tensors: "numpy", "torch", or "auto" —
+# NumPy's when it is an optimised BLAS running on its own CPU detection, torch's otherwise.
+# A pinned OPENBLAS_CORETYPE may select an older kernel set (measured here: NumPy's
+# products 3x slower with OPENBLAS_CORETYPE=Prescott), so "auto" then keeps torch's.
+# The choice is made from the environment alone, never by timing, so a given set-up
+# always gives the same bits.
+GEMM = "auto"
+
+
+def _gemm_for(device: torch.device, cols: int, dtype: torch.dtype) -> _Gemm:
+    auto = GEMM == "auto" and "OPENBLAS_CORETYPE" not in os.environ and _numpy_blas()
+    use_np = device.type == "cpu" and (GEMM == "numpy" or auto)
+    return _NumpyGemm(cols, dtype) if use_np else _Gemm()
+
+
 def _logit_tile(
-    hc: Tensor, W: Tensor, b: Tensor | None, v0: int, v1: int, acc: torch.dtype, out: Tensor
+    mm: _Gemm,
+    hc: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    v0: int,
+    v1: int,
+    acc: torch.dtype,
+    out: Tensor,
 ) -> Tensor:
-    """Logits of one tile, classes x tokens: ``W[v0:v1] @ hc.T + b`` (the faster GEMM shape)."""
+    """Logits of one tile, classes x tokens: ``W[v0:v1] @ hc.T + b``."""
     for s0, s1, Wb in _weight_blocks(W, v0, v1, acc):
         rows = out[s0 - v0 : s1 - v0]
-        if b is None:
-            torch.mm(Wb, hc.t(), out=rows)
-        else:
-            torch.addmm(b[s0:s1, None].to(acc), Wb, hc.t(), out=rows)
+        mm.mm(Wb, hc.t(), rows)
+        if b is not None:
+            rows.add_(b[s0:s1, None].to(acc))
     return out
 
 
@@ -200,7 +305,39 @@ def _run(
     row_scale: Tensor | None,
     need_grad: bool,
 ) -> tuple[Tensor, ...]:
+    """:func:`_engine` with the matrix products for this device.
+
+    With NumPy's BLAS (CPU tensors), torch's own operations run on one thread
+    for the duration: the BLAS threads and torch's OpenMP threads otherwise take
+    turns spinning on the same cores between the products and the elementwise
+    passes (measured: a third more time on 2 cores). The elementwise passes are
+    a small share of the work, and torch's thread count is restored on exit.
+    """
+    mm = _gemm_for(h.device, h.shape[1], _acc_dtype(h.dtype))
+    if mm.name != "numpy":
+        return _engine(mm, h, W, b, target, weight, opts, row_scale, need_grad)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _engine(mm, h, W, b, target, weight, opts, row_scale, need_grad)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _engine(
+    mm: _Gemm,
+    h: Tensor,
+    W: Tensor,
+    b: Tensor | None,
+    target: Tensor,
+    weight: Tensor | None,
+    opts: _Opts,
+    row_scale: Tensor | None,
+    need_grad: bool,
+) -> tuple[Tensor, ...]:
     """The engine. ``row_scale`` (float64, per token) multiplies each token's gradient.
+
+    ``mm`` does every matrix product (:class:`_Gemm`).
 
     Returns per-token losses (float64), ``lse`` (float64), entropy (float64 or
     empty), top-k values and indices (or empty), and, with ``need_grad``, the
@@ -245,7 +382,7 @@ def _run(
         def tile(j: int, *, hc: Tensor = hc, n: int = n) -> Tensor:
             v0 = j * VOCAB_TILE
             v1 = min(V, v0 + VOCAB_TILE)
-            return _logit_tile(hc, W, b, v0, v1, acc, _slot(buf, j % hold, v1 - v0, n))
+            return _logit_tile(mm, hc, W, b, v0, v1, acc, _slot(buf, j % hold, v1 - v0, n))
 
         tile_max = []
         for j in range(n_tiles):
@@ -313,13 +450,13 @@ def _run(
                 Gb = G[s0 - v0 : s1 - v0]
                 # the first contribution is written, not added to zeros (saves a fill pass)
                 if j == 0 and s0 == v0:
-                    torch.mm(Gb.t(), Wb, out=gh[i0:i1])
+                    mm.mm(Gb.t(), Wb, gh[i0:i1])
                 else:
-                    gh[i0:i1].addmm_(Gb.t(), Wb)
+                    mm.mm_acc(Gb.t(), Wb, gh[i0:i1])
                 if i0 == 0:
-                    torch.mm(Gb, hc, out=gW[s0:s1])
+                    mm.mm(Gb, hc, gW[s0:s1])
                 else:
-                    gW[s0:s1].addmm_(Gb, hc)
+                    mm.mm_acc(Gb, hc, gW[s0:s1])
             if b is not None:
                 gb[v0:v1] += G.sum(1)
         if ent is not None:
