@@ -1,15 +1,19 @@
 """Write BENCHMARKS.md: softmaxkit against numpy, scipy, torch and jax on this machine.
 
-    make bench                    # the full run (about 15-30 minutes)
+    make bench                    # the full run (about 30-45 minutes)
     python benchmarks/run.py --quick --output /tmp/b.md   # a smoke run
 
-The engine is softmaxkit._bench (shared with the ``softmaxkit bench`` command).
-Run it with OPENBLAS_CORETYPE unset (``make bench`` does), on a quiet machine.
+Two parts, one file: the core ops on NumPy arrays (engine: softmaxkit._bench, shared
+with the ``softmaxkit bench`` command), then, when torch is installed, softmaxkit.torch
+against torch (benchmarks/torch_bench.py: the ops as autograd calls and the linear +
+cross-entropy time and memory table). Run it with OPENBLAS_CORETYPE unset (``make
+bench`` does), on a quiet machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -25,9 +29,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--quick", action="store_true", help="shapes divided by 64 (smoke run)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-torch", action="store_true", help="skip the softmaxkit.torch part")
+    ap.add_argument(
+        "--no-lce", action="store_true", help="skip the linear + cross-entropy table (~10 min)"
+    )
     args = ap.parse_args(argv)
     report = _bench.run(lambda msg: print(msg, flush=True), quick=args.quick, repeats=args.repeats)
     text = _bench.format_markdown(report)
+    if not args.no_torch and importlib.util.find_spec("torch") is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import torch_bench
+
+        print("softmaxkit.torch vs torch ...", flush=True)
+        text += "\n\n" + torch_bench.section(
+            reps=args.repeats, quick=args.quick, lce=not (args.quick or args.no_lce)
+        )
     Path(args.output).write_text(text + "\n")
     print(f"wrote {args.output}")
     return 0
