@@ -51,10 +51,11 @@ for k in range(2, 9):
     lines.append(f"#define SKIT_EF_{k} {hexf(f32(1 / mp.factorial(k)), 'f')}")
 
 
-def fit_expm1_quotient(deg: int, a: float) -> list[float]:
-    """Near-minimax (relative error of exp) float32 coefficients of Q in exp(r) = 1 + r + r^2 Q(r).
+def fit_expm1_quotient(deg: int, a: float, single: bool = True) -> list[float]:
+    """Near-minimax (relative error of exp) coefficients of Q in exp(r) = 1 + r + r^2 Q(r).
 
-    Weighted least squares on Chebyshev nodes of [-a, a], refined by Lawson iterations.
+    Weighted least squares on Chebyshev nodes of [-a, a], refined by Lawson iterations;
+    rounded to float32 (``single``) or kept as doubles.
     """
     n = 400
     r = np.cos(np.pi * (np.arange(n) + 0.5) / n) * a
@@ -66,7 +67,7 @@ def fit_expm1_quotient(deg: int, a: float) -> list[float]:
     for _ in range(30):
         ww = np.abs(mat @ c - q * w) ** 0.5 + 1e-30
         c = np.linalg.lstsq(mat * ww[:, None], q * w * ww, rcond=None)[0]
-    return [float(np.float32(v)) for v in c]
+    return [float(np.float32(v)) if single else float(v) for v in c]
 
 
 lines.append("/* float32 exp, degree 6: Q(r) = P0 + P1 r + ... + P4 r^4 (max rel. error 2^-28) */")
@@ -84,8 +85,16 @@ lines += [
 lines.append("/* Taylor coefficients 1/k! of exp, float64 */")
 for k in range(2, 15):
     lines.append(f"#define SKIT_ED_{k} {hexf(float(1 / mp.factorial(k)))}")
+lines.append(
+    "/* float64 exp for results rounded to float32, degree 7: Q(r) = Q0 + Q1 r + ... + Q5 r^5"
+    " on |r| <= ln2/2 (max rel. error 2^-34) */"
+)
+for i, v in enumerate(fit_expm1_quotient(5, float(LN2 / 2) + 1e-3, single=False)):
+    lines.append(f"#define SKIT_EQ_{i} {hexf(v)}")
 lines.append("")
-lines.append("/* log via atanh: log(f) = 2 (t + t^3/3 + ...), t = (f - 1)/(f + 1), |t| <= 0.1716 */")
+lines.append(
+    "/* log via atanh: log(f) = 2 (t + t^3/3 + ...), t = (f - 1)/(f + 1), |t| <= 0.1716 */"
+)
 for k in range(1, 12):
     lines.append(f"#define SKIT_AT_{k} {hexf(float(mp.mpf(1) / (2 * k + 1)))}")
 lines.append(f"#define SKIT_SQRT2 {hexf(float(mp.sqrt(2)))}")

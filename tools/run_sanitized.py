@@ -5,11 +5,11 @@ BUILD_DIR is a meson build of this project configured with
 ``-Db_sanitize=address,undefined`` (``make sanitize`` does both steps).
 
 The tests run twice: on the engines this CPU selects, then on the portable
-baseline engines (``SOFTMAXKIT_ISA=sse2``). The sanitized extension is staged next to a copy of the pure-Python sources in
-a temporary package directory that shadows the editable install, and the
-tests run in a child process with the ASan runtime preloaded (the Python
-interpreter itself is not instrumented). Any finding aborts the process, so the
-run fails.
+baseline engines (``SOFTMAXKIT_ISA=sse2``). The sanitized extension is staged next
+to a copy of the pure-Python sources in a temporary package directory that shadows
+the editable install, and the tests run in a child process with the ASan runtime
+preloaded (the Python interpreter itself is not instrumented). Any finding aborts
+the process, so the run fails.
 """
 
 from __future__ import annotations

@@ -258,6 +258,15 @@ INLINE vd vexpd_lo(vd d, vd lo) {
                q = q * r + SKIT_ED_2;)
 }
 
+/* float64 exp(d) for d in [-800, 0] with at most 2^-34 relative error (6e-11, under
+ * a thousandth of a float32 ulp), for results rounded once to float32: a degree-7
+ * near-minimax polynomial on |r| <= ln2/2, no table (tools/gen_consts.py). */
+INLINE vd vexpd_p7(vd d) {
+    const vd lo = (vd){0};
+    VEXPD_BODY(vd q = splatd(SKIT_EQ_5); q = q * r + SKIT_EQ_4; q = q * r + SKIT_EQ_3;
+               q = q * r + SKIT_EQ_2; q = q * r + SKIT_EQ_1; q = q * r + SKIT_EQ_0;)
+}
+
 /* float64 exp(d) for d <= 0 with about 2^-50 relative error, for results rounded
  * to float32: a 256-entry table of 2^(j/256) (gathered) and a degree-3
  * polynomial on |r| <= ln2/512. */
@@ -1198,17 +1207,62 @@ INLINE void maxd_pass_step(vd v, vd *m, vl *q) {
         nan |= q0[k] != 0;                                                          \
     }
 
+/* Transpose ND vectors of ND doubles in registers (a square block of ND rows by ND
+ * columns becomes ND columns by ND rows). */
+INLINE void trd(vd *v) {
+#if VB == 16
+    vd a = v[0], b = v[1];
+    v[0] = __builtin_shufflevector(a, b, 0, 2);
+    v[1] = __builtin_shufflevector(a, b, 1, 3);
+#elif VB == 32
+    vd t0 = __builtin_shufflevector(v[0], v[1], 0, 4, 2, 6);
+    vd t1 = __builtin_shufflevector(v[0], v[1], 1, 5, 3, 7);
+    vd t2 = __builtin_shufflevector(v[2], v[3], 0, 4, 2, 6);
+    vd t3 = __builtin_shufflevector(v[2], v[3], 1, 5, 3, 7);
+    v[0] = __builtin_shufflevector(t0, t2, 0, 1, 4, 5);
+    v[1] = __builtin_shufflevector(t1, t3, 0, 1, 4, 5);
+    v[2] = __builtin_shufflevector(t0, t2, 2, 3, 6, 7);
+    v[3] = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
+#else /* VB == 64: pairs, then 2x2 blocks, then 4x4 blocks */
+    vd t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shufflevector(v[i], v[i + 1], 0, 8, 2, 10, 4, 12, 6, 14);
+        t[i + 1] = __builtin_shufflevector(v[i], v[i + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int k = 0; k < 2; k++) {
+            u[i + k] = __builtin_shufflevector(t[i + k], t[i + k + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[i + k + 2] =
+                __builtin_shufflevector(t[i + k], t[i + k + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int k = 0; k < 4; k++) {
+        v[k] = __builtin_shufflevector(u[k], u[k + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        v[k + 4] = __builtin_shufflevector(u[k], u[k + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+#endif
+}
+
 /* The float64-lane version of e32f_small, ND rows at a time; LOADT converts the
  * storage type, EXPV(v, m, acc) is the engine's exponential with accumulation. */
-#define SMALL_D_BODY(STYPE, ACC_T, ACC_INIT, EXPV, CS)                                   \
+#define SMALL_D_BODY(STYPE, ACC_T, ACC_INIT, EXPV, CS, LDROW, STROW)                      \
     const STYPE *x = (const STYPE *)xv;                                                 \
     STYPE *o = (STYPE *)outv;                                                           \
     double tb[SKIT_SMALL_N][ND] __attribute__((aligned(64)));                           \
+    const size_t nv = n - n % ND; /* columns moved by in-register transposes */         \
     for (size_t r0 = 0; r0 < rows; r0 += ND) {                                          \
         size_t lanes = rows - r0 < ND ? rows - r0 : ND;                                 \
+        const int full = lanes == ND;                                                   \
+        for (size_t j = 0; full && j < nv; j += ND) {                                   \
+            vd blk[ND];                                                                 \
+            for (size_t l = 0; l < ND; l++) blk[l] = LDROW(x + (r0 + l) * n + j);       \
+            trd(blk);                                                                   \
+            for (size_t k = 0; k < ND; k++)                                             \
+                std_(tb[j + k], T != 1.0 ? blk[k] / T : blk[k]);                        \
+        }                                                                               \
         for (size_t l = 0; l < ND; l++) {                                               \
             const STYPE *xr = x + (r0 + (l < lanes ? l : 0)) * n;                       \
-            for (size_t j = 0; j < n; j++) tb[j][l] = T != 1.0 ? (double)xr[j] / T : (double)xr[j]; \
+            for (size_t j = full ? nv : 0; j < n; j++)                                  \
+                tb[j][l] = T != 1.0 ? (double)xr[j] / T : (double)xr[j];                \
         }                                                                               \
         vd m = splatd(-INFINITY);                                                       \
         vl nan = {0};                                                                   \
@@ -1242,10 +1296,19 @@ INLINE void maxd_pass_step(vd v, vd *m, vl *q) {
                 std_(tb[j], p + (pe + e * Rl));                                         \
             }                                                                           \
         }                                                                               \
+        int anybad = 0;                                                                 \
+        for (size_t l = 0; l < lanes; l++) anybad |= bad[l] != 0;                       \
+        const int vout = full && !anybad;                                               \
+        for (size_t j = 0; vout && j < nv; j += ND) {                                   \
+            vd blk[ND];                                                                 \
+            for (size_t k = 0; k < ND; k++) blk[k] = ldd(tb[j + k]);                    \
+            trd(blk);                                                                   \
+            for (size_t l = 0; l < ND; l++) STROW(o + (r0 + l) * n + j, blk[l]);        \
+        }                                                                               \
         for (size_t l = 0; l < lanes; l++) {                                            \
             if (bad[l]) continue;                                                       \
             STYPE *orow = o + (r0 + l) * n;                                             \
-            for (size_t j = 0; j < n; j++) orow[j] = (STYPE)tb[j][l];                   \
+            for (size_t j = vout ? nv : 0; j < n; j++) orow[j] = (STYPE)tb[j][l];       \
         }                                                                               \
     }
 
@@ -1273,7 +1336,7 @@ typedef struct {
 } sumacc_d;
 
 INLINE vd e32a_exp_vm(vd v, vd m, sumacc_d *a) {
-    vd e = vexpd_tab(v - m);
+    vd e = vexpd_p7(v - m);
     if (a) {
         vl ismax = (v == m);
         a->c += (vd)(ismax & (vl)e);
@@ -1284,13 +1347,34 @@ INLINE vd e32a_exp_vm(vd v, vd m, sumacc_d *a) {
 
 INLINE vd e32a_exp_vec(vd v, double m, sumacc_d *a) { return e32a_exp_vm(v, splatd(m), a); }
 
+static int e32_has_nan(const float *x, size_t n) {
+    for (size_t k = 0; k < n; k++)
+        if (x[k] != x[k]) return 1;
+    return 0;
+}
+
 static void e32a_stats(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
                        void *scratch) {
     const float *x = (const float *)xv;
     double *so = (double *)scratch;
     size_t r = n % ND, nf = n - r;
     PAD_CHUNK(float, ND, nf, r)
-    MAXD_PASS(e32a_load)
+    double mx;
+    int anynan;
+    if (!mask && T == 1.0) {
+        /* The maximum of the floats themselves (exact in double), NF lanes at a time.
+         * It skips NaN: a NaN with a finite maximum makes the sum below NaN; with
+         * no finite maximum, the row is scanned for one. */
+        mx = (double)e32f_rowmax(x, n);
+        anynan = isinf(mx) && e32_has_nan(x, n);
+    } else {
+        MAXD_PASS(e32a_load)
+        mx = m;
+        anynan = nan;
+    }
+    const double m = mx;
+    const int nan = anynan;
+    size_t i;
     int64_t kinf = 0;
     if (m == INFINITY && !nan) COUNT_POSINF(float, (T != 1.0 ? (double)x[k] / T : (double)x[k]))
     st->m = m;
@@ -1320,6 +1404,10 @@ static void e32a_stats(const void *xv, const uint8_t *mask, size_t n, double T, 
     for (int k = 0; k < ND; k++) {
         c += sa.c[k] + sb.c[k];
         s += sa.s[k] + sb.s[k];
+    }
+    if (s != s) { /* a NaN the float maximum skipped (every term is finite otherwise) */
+        st->nan = 1;
+        return;
     }
     st->c = dd_make(c, 0.0);
     st->s = dd_make(s, 0.0);
@@ -1412,9 +1500,11 @@ static void e32a_special(const void *x, const uint8_t *mask, size_t n, double T,
     SPECIAL_BODY(float, (T != 1.0 ? (double)xp[i] / T : (double)xp[i]))
 }
 
+#define STFH0(p, v) stfh((p), (v), 0)
 static void e32a_small(const void *xv, size_t rows, size_t n, double T, int islog, void *outv,
                        uint8_t *special) {
-    SMALL_D_BODY(float, sumacc_d, ((sumacc_d){(vd){0}, (vd){0}}), e32a_exp_vm, CS_PLAIN)
+    SMALL_D_BODY(float, sumacc_d, ((sumacc_d){(vd){0}, (vd){0}}), e32a_exp_vm, CS_PLAIN, ldfd,
+                 STFH0)
 }
 
 
@@ -1590,7 +1680,8 @@ static void e64_special(const void *x, const uint8_t *mask, size_t n, double T,
 
 static void e64f_small(const void *xv, size_t rows, size_t n, double T, int islog, void *outv,
                        uint8_t *special) {
-    SMALL_D_BODY(double, sumacc_dc, ((sumacc_dc){(vd){0}, (vd){0}, (vd){0}}), e64f_exp_vm, CS_COMP)
+    SMALL_D_BODY(double, sumacc_dc, ((sumacc_dc){(vd){0}, (vd){0}, (vd){0}}), e64f_exp_vm, CS_COMP,
+                 ldd, std_)
 }
 
 

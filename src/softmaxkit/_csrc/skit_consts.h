@@ -39,6 +39,13 @@
 #define SKIT_ED_12 0x1.1eed8eff8d898p-29
 #define SKIT_ED_13 0x1.6124613a86d09p-33
 #define SKIT_ED_14 0x1.93974a8c07c9dp-37
+/* float64 exp for results rounded to float32, degree 7: Q(r) = Q0 + Q1 r + ... + Q5 r^5 on |r| <= ln2/2 (max rel. error 2^-34) */
+#define SKIT_EQ_0 0x1.000000444095bp-1
+#define SKIT_EQ_1 0x1.555554a56890ep-3
+#define SKIT_EQ_2 0x1.55547e1b09444p-5
+#define SKIT_EQ_3 0x1.1111e33d165fep-7
+#define SKIT_EQ_4 0x1.6d98591d3e6a0p-10
+#define SKIT_EQ_5 0x1.9fc9ec499b180p-13
 
 /* log via atanh: log(f) = 2 (t + t^3/3 + ...), t = (f - 1)/(f + 1), |t| <= 0.1716 */
 #define SKIT_AT_1 0x1.5555555555555p-2
