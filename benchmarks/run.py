@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from softmaxkit import _bench
@@ -37,13 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     report = _bench.run(lambda msg: print(msg, flush=True), quick=args.quick, repeats=args.repeats)
     text = _bench.format_markdown(report)
     if not args.no_torch and importlib.util.find_spec("torch") is not None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import torch_bench
-
+        # in a fresh process: the first part leaves JAX's thread pool and a heap full of
+        # freed gigabyte arrays behind, which should not weigh on the torch timings
         print("softmaxkit.torch vs torch ...", flush=True)
-        text += "\n\n" + torch_bench.section(
-            reps=args.repeats, quick=args.quick, lce=not (args.quick or args.no_lce)
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            part = Path(tmp) / "torch.md"
+            cmd = [sys.executable, str(Path(__file__).resolve().parent / "torch_bench.py")]
+            cmd += ["--reps", str(args.repeats), "--out", str(part)]
+            if args.quick:
+                cmd += ["--quick", "--no-lce"]
+            elif args.no_lce:
+                cmd += ["--no-lce"]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            text += "\n\n" + part.read_text()
     Path(args.output).write_text(text + "\n")
     print(f"wrote {args.output}")
     return 0

@@ -300,17 +300,37 @@ def _data(case: Case) -> tuple[np.ndarray, np.ndarray | None]:
     return x, t
 
 
-def _time(fn: Impl, repeats: int, budget: float) -> list[float]:
-    fn()  # warm-up: compilation, first touch of buffers
-    times: list[float] = []
+def _time_rounds(case: Case, impls: dict[str, Impl], repeats: int, budget: float) -> list[Result]:
+    """Time every implementation of one case in interleaved rounds.
+
+    Each round calls every implementation once, in turn, so a change of machine
+    load or of the memory state (page cache, huge pages being compacted after a
+    large free) falls on all of them alike rather than on whichever runs first.
+    One warm-up call each (compilation, first touch of buffers); at least three
+    rounds, then as many of ``repeats`` as fit in ``budget`` seconds.
+    """
+    res = {name: Result(case, name) for name in impls}
+    live: dict[str, Impl] = {}
+    for name, fn in impls.items():
+        try:
+            fn()
+            live[name] = fn
+        except Exception as exc:  # a peer failing must not stop the run
+            res[name].note = f"failed: {type(exc).__name__}: {exc}"[:200]
+        gc.collect()
     start = time.perf_counter()
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > budget and len(times) >= 3:
+    for k in range(repeats):
+        for name, fn in list(live.items()):
+            try:
+                t0 = time.perf_counter()
+                fn()
+                res[name].times.append(time.perf_counter() - t0)
+            except Exception as exc:
+                res[name].note = f"failed: {type(exc).__name__}: {exc}"[:200]
+                del live[name]
+        if k >= 2 and time.perf_counter() - start > budget:
             break
-    return times
+    return list(res.values())
 
 
 def _exp_floor(progress: Progress | None) -> dict[str, float]:
@@ -320,22 +340,20 @@ def _exp_floor(progress: Progress | None) -> dict[str, float]:
     x = np.random.default_rng(1).standard_normal((64, 4096), dtype=np.float32)
     out = np.empty_like(x)
     dst = np.empty_like(x)
+    fns: dict[str, Impl] = {
+        "softmaxkit fast softmax, in cache, 1 thread": lambda: sk.softmax(
+            x, precision="fast", out=out, threads=1
+        ),
+        "softmaxkit accurate softmax, in cache, 1 thread": lambda: sk.softmax(
+            x, out=out, threads=1
+        ),
+        "memcpy, in cache": lambda: np.copyto(dst, x),
+    }
     res = {}
-    for name, fn in (
-        (
-            "softmaxkit fast softmax, in cache, 1 thread",
-            lambda: sk.softmax(x, precision="fast", out=out, threads=1),
-        ),
-        (
-            "softmaxkit accurate softmax, in cache, 1 thread",
-            lambda: sk.softmax(x, out=out, threads=1),
-        ),
-        ("memcpy, in cache", lambda: np.copyto(dst, x)),
-    ):
-        times = _time(fn, 200, 2.0)
-        res[name] = statistics.median(times) / x.size * 1e9
+    for r in _time_rounds(Case("softmax", x.shape, "float32"), fns, 200, 6.0):
+        res[r.impl] = r.median / x.size * 1e9
         if progress:
-            progress(f"floor: {name}: {res[name]:.3f} ns/elem")
+            progress(f"floor: {r.impl}: {res[r.impl]:.3f} ns/elem")
     return res
 
 
@@ -543,12 +561,10 @@ def run(
             impls.update(_numpy_scipy(case, x, t))
             impls.update(_torch(case, x, t))
             impls.update(_jax(case, x, t))
-        reps = repeats if case.op != "latency" else 2000
-        budget = 20.0 if case.op != "latency" else 3.0
-        for name, fn in impls.items():
-            r = Result(case, name)
-            try:
-                if case.op == "latency":
+        if case.op == "latency":
+            for name, fn in impls.items():
+                r = Result(case, name)
+                try:
                     fn()
                     per = []
                     for _ in range(7):
@@ -557,14 +573,16 @@ def run(
                             fn()
                         per.append((time.perf_counter() - t0) / 200)
                     r.times = per
-                else:
-                    r.times = _time(fn, reps, budget)
-            except Exception as exc:  # a peer failing must not stop the run
-                r.note = f"failed: {type(exc).__name__}: {exc}"[:200]
-            results.append(r)
-            if progress:
-                progress(f"{case.label}: {name}: {r.median * 1e3:.3f} ms {r.note}")
-            gc.collect()
+                except Exception as exc:  # a peer failing must not stop the run
+                    r.note = f"failed: {type(exc).__name__}: {exc}"[:200]
+                results.append(r)
+                if progress:
+                    progress(f"{case.label}: {name}: {r.median * 1e6:.2f} us {r.note}")
+        else:
+            for r in _time_rounds(case, impls, repeats, 20.0 * len(impls)):
+                results.append(r)
+                if progress:
+                    progress(f"{case.label}: {r.impl}: {r.median * 1e3:.3f} ms {r.note}")
         del x, t, impls
         gc.collect()
     floor = _exp_floor(progress)
