@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import subprocess
 import sys
 import tempfile
@@ -35,9 +36,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-lce", action="store_true", help="skip the linear + cross-entropy table (~10 min)"
     )
+    ap.add_argument(
+        "--render",
+        metavar="JSON",
+        help="only re-render the Markdown from the raw results a full run saved",
+    )
     args = ap.parse_args(argv)
+    output = Path(args.output)
+    raw = output.with_name(output.stem + "-raw.json")
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        text = _bench.format_markdown(_bench.report_from_json(saved["core"]))
+        if saved.get("torch_markdown"):
+            text += "\n\n" + saved["torch_markdown"]
+        output.write_text(text + "\n")
+        print(f"wrote {output}")
+        return 0
     report = _bench.run(lambda msg: print(msg, flush=True), quick=args.quick, repeats=args.repeats)
     text = _bench.format_markdown(report)
+    torch_md = ""
     if not args.no_torch and importlib.util.find_spec("torch") is not None:
         # in a fresh process: the first part leaves JAX's thread pool and a heap full of
         # freed gigabyte arrays behind, which should not weigh on the torch timings
@@ -51,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             elif args.no_lce:
                 cmd += ["--no-lce"]
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            text += "\n\n" + part.read_text()
+            torch_md = part.read_text()
+            text += "\n\n" + torch_md
+    saved = {"core": _bench.report_to_json(report), "torch_markdown": torch_md}
+    raw.write_text(json.dumps(saved, indent=1) + "\n")
     Path(args.output).write_text(text + "\n")
     print(f"wrote {args.output}")
     return 0
