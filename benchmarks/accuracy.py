@@ -325,15 +325,9 @@ def machine() -> list[str]:
     import scipy
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from softmaxkit._bench import _cpu_model
+
+    cpu = _cpu_model()
     flags = ""
     try:
         with open("/proc/cpuinfo") as fh:

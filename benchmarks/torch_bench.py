@@ -247,15 +247,9 @@ def lce_accuracy(n: int, d: int, v: int) -> list[dict[str, Any]]:
 def _machine() -> str:
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from softmaxkit._bench import _cpu_model
+
+    cpu = _cpu_model()
     return (
         f"{cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
