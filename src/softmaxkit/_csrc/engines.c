@@ -1049,9 +1049,10 @@ static void e32f_small_t(const void *xv, size_t rows, size_t n, double Td, int i
     }
 }
 
-#if VB == 32 && defined(__AVX2__)
+#if (VB == 32 || VB == 64) && defined(__AVX2__)
+typedef float v8f __attribute__((vector_size(32)));
 /* 8 rows of 8 floats <-> 8 columns, in registers */
-INLINE void tr8x8(vf r[8]) {
+INLINE void tr8x8(v8f r[8]) {
     __m256 t0 = _mm256_unpacklo_ps((__m256)r[0], (__m256)r[1]);
     __m256 t1 = _mm256_unpackhi_ps((__m256)r[0], (__m256)r[1]);
     __m256 t2 = _mm256_unpacklo_ps((__m256)r[2], (__m256)r[3]);
@@ -1068,40 +1069,66 @@ INLINE void tr8x8(vf r[8]) {
     __m256 s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
     __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44);
     __m256 s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = (vf)_mm256_permute2f128_ps(s0, s4, 0x20);
-    r[1] = (vf)_mm256_permute2f128_ps(s1, s5, 0x20);
-    r[2] = (vf)_mm256_permute2f128_ps(s2, s6, 0x20);
-    r[3] = (vf)_mm256_permute2f128_ps(s3, s7, 0x20);
-    r[4] = (vf)_mm256_permute2f128_ps(s0, s4, 0x31);
-    r[5] = (vf)_mm256_permute2f128_ps(s1, s5, 0x31);
-    r[6] = (vf)_mm256_permute2f128_ps(s2, s6, 0x31);
-    r[7] = (vf)_mm256_permute2f128_ps(s3, s7, 0x31);
+    r[0] = (v8f)_mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = (v8f)_mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = (v8f)_mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = (v8f)_mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = (v8f)_mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = (v8f)_mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = (v8f)_mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = (v8f)_mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
-/* columns [jb, jb + 8) of 8 rows (row stride n) into tb[jb..jb+7] */
+INLINE v8f ld8f(const float *p) {
+    v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+INLINE void st8f(float *p, v8f v) { memcpy(p, &v, sizeof v); }
+
+/* columns [jb, jb + 8) of NF rows (row stride n) into tb[jb..jb+7]: 8x8 blocks
+ * transposed in registers (AVX-512: two blocks joined into 16-lane columns) */
 INLINE void load_cols8(const float *x, size_t n, size_t jb, vf *tb) {
-    vf r[8];
-    for (int l = 0; l < 8; l++) r[l] = ldf(x + (size_t)l * n + jb);
+    v8f r[8];
+    for (int l = 0; l < 8; l++) r[l] = ld8f(x + (size_t)l * n + jb);
     tr8x8(r);
+#if VB == 64
+    v8f h[8];
+    for (int l = 0; l < 8; l++) h[l] = ld8f(x + (size_t)(l + 8) * n + jb);
+    tr8x8(h);
+    for (int c = 0; c < 8; c++) tb[jb + c] = JOIN_HALVES(r[c], h[c]);
+#else
     for (int c = 0; c < 8; c++) tb[jb + c] = r[c];
+#endif
 }
 /* tb[jb..jb+7] back into columns [jb, jb + 8) of the rows not flagged bad */
 INLINE void store_cols8(float *o, size_t n, size_t jb, const vf *tb, vi bad) {
-    vf r[8];
+    v8f r[8];
+#if VB == 64
+    v8f h[8];
+    for (int c = 0; c < 8; c++) {
+        r[c] = LO_HALF(tb[jb + c]);
+        h[c] = HI_HALF(tb[jb + c]);
+    }
+    tr8x8(h);
+    for (int l = 0; l < 8; l++)
+        if (!bad[l + 8]) st8f(o + (size_t)(l + 8) * n + jb, h[l]);
+#else
     for (int c = 0; c < 8; c++) r[c] = tb[jb + c];
+#endif
     tr8x8(r);
     for (int l = 0; l < 8; l++)
-        if (!bad[l]) stf(o + (size_t)l * n + jb, r[l]);
+        if (!bad[l]) st8f(o + (size_t)l * n + jb, r[l]);
 }
 
-/* The plain small-row path (T = 1, 8 <= n <= SKIT_SMALL_N): 8 rows at a time,
+/* The plain small-row path (T = 1, 8 <= n <= SKIT_SMALL_N): NF rows at a time,
  * one row per lane, the rows transposed in registers (8x8 blocks; a last
  * partial block overlaps the one before), then the plain path's arithmetic on
  * columns, so per-row maxima, sums, 1/D and log1p are all vertical. */
 static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, float *o,
                              uint8_t *special) {
     vf tb[SKIT_SMALL_N];
-    for (size_t r0 = 0; r0 < rows; r0 += 8) {
+    for (size_t r0 = 0; r0 < rows; r0 += NF) {
         const float *xg = x + r0 * n;
         float *og = o + r0 * n;
         size_t jb = 0;
@@ -1154,7 +1181,7 @@ static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, f
             vf g2v = cvt_join(g0 - cvt_lo(g1v), g1 - cvt_hi(g1v));
             for (j = 0; j < n; j++) tb[j] = e32f_mul2(tb[j], g1v, g2v);
         }
-        for (int l = 0; l < 8; l++) special[r0 + l] = bad[l] != 0;
+        for (int l = 0; l < NF; l++) special[r0 + l] = bad[l] != 0;
         for (jb = 0; jb + 8 <= n; jb += 8) store_cols8(og, n, jb, tb, bad);
         if (jb < n) store_cols8(og, n, n - 8, tb, bad);
     }
@@ -1163,9 +1190,9 @@ static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, f
 
 static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int islog, void *outv,
                        uint8_t *special) {
-#if VB == 32 && defined(__AVX2__)
+#if (VB == 32 || VB == 64) && defined(__AVX2__)
     if (Td == 1.0 && n >= 8) {
-        size_t whole = rows - rows % 8;
+        size_t whole = rows - rows % NF;
         e32f_small_plain((const float *)xv, whole, n, islog, (float *)outv, special);
         if (whole == rows) return;
         xv = (const float *)xv + whole * n;
