@@ -424,7 +424,6 @@ def test_every_instruction_set(isa: str, dtype: str, precision: str) -> None:
         assert_ulp_close(g, r, tol, isa)
 
 
-
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("precision", ["accurate", "fast"])
@@ -451,6 +450,7 @@ def test_short_rows_on_every_instruction_set(isa: str, dtype: str, precision: st
         tol = 4.0 if precision == "fast" else 2.0
         for g, r in zip(got, ref, strict=True):
             assert_ulp_close(g, r, tol, f"{isa} n={n}")
+
 
 # ---- out=, fallbacks, errors --------------------------------------------------------
 
