@@ -1171,9 +1171,12 @@ static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, f
         bad |= (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1)) != (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1));
         if (islog) {
             vd L0 = vlog1p_d((c0 - 1.0) + s0), L1 = vlog1p_d((c1 - 1.0) + s1);
-            vd C0 = cvt_lo(m) + L0, C1 = cvt_hi(m) + L1;
+            /* C = m + L as a double pair (TwoSum): where x - c1 cancels, the result
+             * is c2, which must keep L's relative accuracy (L can be ~1e-12) */
+            vd E0, E1;
+            vd C0 = two_sum_v(cvt_lo(m), L0, &E0), C1 = two_sum_v(cvt_hi(m), L1, &E1);
             vf c1v = cvt_join(C0, C1);
-            vf c2v = cvt_join(C0 - cvt_lo(c1v), C1 - cvt_hi(c1v));
+            vf c2v = cvt_join((C0 - cvt_lo(c1v)) + E0, (C1 - cvt_hi(c1v)) + E1);
             for (j = 0; j < n; j++) tb[j] = (tb[j] - c1v) - c2v;
         } else {
             vd g0 = (1.0 / (c0 + s0)) * 0x1p-64, g1 = (1.0 / (c1 + s1)) * 0x1p-64;
@@ -1380,6 +1383,90 @@ static int e32_has_nan(const float *x, size_t n) {
     return 0;
 }
 
+/* The accurate plain path (no mask, T = 1, |max| < 2^24): the floats are clamped
+ * to lowb = the largest float <= m - 128 before widening (one max per NF lanes),
+ * so d = x - m is in [-131, 0] or NaN and exp needs no range handling: one-constant
+ * reduction (k ln2 rounded by at most 190 ulp(ln2)/2, 2^-46 relative), the
+ * degree-7 polynomial in Horner form, and 2^k from the rounding sum's bits (the
+ * exponent bias is in the rounding constant). Entries below lowb contribute
+ * about 2^-185 each instead of less: far below every float32 result and below
+ * 2^-53 of the sum, which is at least 1. */
+INLINE vd vexpd_p7_plain(vd d) {
+    const vd magic = splatd(6755399441056767.0); /* 1.5 * 2^52 + 1023 */
+    vd t = d * SKIT_LOG2E_D + magic;
+    vd k = t - magic;
+    vd r = d - k * 0x1.62e42fefa39efp-1;
+    vd q = splatd(SKIT_EQ_5);
+    q = q * r + SKIT_EQ_4;
+    q = q * r + SKIT_EQ_3;
+    q = q * r + SKIT_EQ_2;
+    q = q * r + SKIT_EQ_1;
+    q = q * r + SKIT_EQ_0;
+    q = q * r + 1.0;
+    q = q * r + 1.0;
+    return q * (vd)((vl)t << 52);
+}
+
+/* e into the rest sum where v != m (NaN included); the number of such lanes */
+#if defined(__AVX512F__)
+INLINE int e32a_acc_rest(vd v, vd m, vd e, vd *s) {
+    __mmask8 k = _mm512_cmp_pd_mask((__m512d)v, (__m512d)m, _CMP_NEQ_UQ);
+    *s = (vd)_mm512_mask_add_pd((__m512d)*s, k, (__m512d)*s, (__m512d)e);
+    return __builtin_popcount((unsigned)k);
+}
+#else
+INLINE int e32a_acc_rest(vd v, vd m, vd e, vd *s) {
+    vl ne = v != m;
+    *s += (vd)(ne & (vl)e);
+    int c = 0;
+    for (int k = 0; k < ND; k++) c -= (int)ne[k];
+    return c;
+}
+#endif
+
+static void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, double *so) {
+    const vf lowb = splatf(e32f_lowb(m));
+    const vd mv = splatd((double)m);
+    vd s0 = {0}, s1 = {0};
+    size_t rest = 0, i = 0;
+    for (; i + NF <= n; i += NF) {
+        vf v = vclamp_low(ldf(x + i), lowb);
+        vd a = cvt_lo(v), b = cvt_hi(v);
+        vd ea = vexpd_p7_plain(a - mv), eb = vexpd_p7_plain(b - mv);
+        if (so) {
+            std_(so + i, ea);
+            std_(so + i + ND, eb);
+        }
+        rest += (size_t)e32a_acc_rest(a, mv, ea, &s0);
+        rest += (size_t)e32a_acc_rest(b, mv, eb, &s1);
+    }
+    if (i < n) {
+        size_t r = n - i;
+        float xb[NF];
+        for (size_t k = 0; k < NF; k++) xb[k] = k < r ? x[i + k] : m;
+        vf v = vclamp_low(ldf(xb), lowb);
+        vd a = cvt_lo(v), b = cvt_hi(v);
+        vd ea = vexpd_p7_plain(a - mv), eb = vexpd_p7_plain(b - mv);
+        if (so) {
+            double eb_[NF];
+            std_(eb_, ea);
+            std_(eb_ + ND, eb);
+            memcpy(so + i, eb_, r * sizeof(double));
+        }
+        /* the padding equals m: it is never counted in the rest */
+        rest += (size_t)e32a_acc_rest(a, mv, ea, &s0);
+        rest += (size_t)e32a_acc_rest(b, mv, eb, &s1);
+    }
+    s0 += s1;
+    double s = 0.0;
+    for (int k = 0; k < ND; k++) s += s0[k];
+    st->m = m;
+    st->nan = s != s; /* a NaN the float maximum skipped */
+    st->kinf = 0;
+    st->c = dd_make((double)(n - rest), 0.0);
+    st->s = dd_make(s, 0.0);
+}
+
 static void e32a_stats(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
                        void *scratch) {
     const float *x = (const float *)xv;
@@ -1392,7 +1479,12 @@ static void e32a_stats(const void *xv, const uint8_t *mask, size_t n, double T, 
         /* The maximum of the floats themselves (exact in double), NF lanes at a time.
          * It skips NaN: a NaN with a finite maximum makes the sum below NaN; with
          * no finite maximum, the row is scanned for one. */
-        mx = (double)e32f_rowmax(x, n);
+        float fm = e32f_rowmax(x, n);
+        if (e32f_plain_ok(fm)) {
+            e32a_stats_plain(x, n, fm, st, so);
+            return;
+        }
+        mx = (double)fm;
         anynan = isinf(mx) && e32_has_nan(x, n);
     } else {
         MAXD_PASS(e32a_load)
@@ -1766,10 +1858,14 @@ INLINE void e64a_exp_chunk(const double *x, const uint8_t *mask, double T, doubl
     /* a maximal entry counts 1 in c and its exp(x_lo) - 1 (0 unless T != 1) in s */
     vl ismax = (v == m);
     a->c += (vd)(ismax & (vl)splatd(1.0));
-    vd hs = seld(ismax, eh - 0x1p128, eh);
+    /* a maximal entry's exp(vlo) - 1 (vlo = 0 unless T != 1) as vlo + vlo^2/2 exactly
+     * enough (|vlo| <= 2^-53 |x / T|): taken from exp(vlo) it would carry that
+     * exp's absolute error, which tiny rest sums cannot afford */
+    vd hs = seld(ismax, vlo * 0x1p128, eh);
+    vd hl = seld(ismax, (vlo * vlo) * 0x1p127, el);
     vd err;
     a->sh = two_sum_v(a->sh, hs, &err);
-    a->sl += err + el;
+    a->sl += err + hl;
     if (sh) {
         std_(sh, eh);
         std_(sl, el);
@@ -1872,10 +1968,25 @@ static void e64a_expscale(const void *xv, const uint8_t *mask, size_t n, double 
 #undef PART
 }
 
+/* ((v + vlo) - M) - L with one final rounding, where v + vlo is a double-word
+ * x / T: at a maximal entry v - M = 0 and L = log1p(s) with s ~ vlo + (tiny
+ * terms), so vlo - L.hi cancels exactly (Sterbenz) and must be formed before
+ * L.lo is added, or the result (about the tiny terms) loses its low bits */
+INLINE vd logsub_dd2(vd v, vd vlo, double M, skit_dd L) {
+    vd e1;
+    vd d = two_sum_v(v, splatd(-M), &e1);
+    vd e2;
+    vd s = two_sum_v(d, splatd(-L.hi), &e2);
+    vd tl;
+    vd th = two_sum_v(s, e1 + vlo, &tl);
+    vd res = th + (tl + (e2 - L.lo));
+    return seld((v == -INFINITY) | (d == -INFINITY), splatd(-INFINITY), res);
+}
+
 INLINE vd e64a_logsub_vec(const double *x, const uint8_t *mask, double T, double M, skit_dd L) {
     vd vlo;
     vd v = e64a_load(x, mask, T, &vlo);
-    return logsub_dd(v, vlo, M, L);
+    return logsub_dd2(v, vlo, M, L);
 }
 
 static void e64a_logsub(const void *xv, const uint8_t *mask, size_t n, double T, double M,
