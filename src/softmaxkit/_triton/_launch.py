@@ -72,15 +72,26 @@ def _ieee() -> Iterator[None]:
 
 
 def _run(kernel: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
+    # accurate kernels: no contraction of a * b + c into an FMA, so the GPU rounds
+    # every float64 operation as the interpreter does (the compile check builds the same)
+    meta.setdefault("enable_fp_fusion", not meta.get("ACCURATE", True))
     with _ieee():
         kernel[grid](*args, **meta)
 
 
 def supports(x: Tensor) -> bool:
-    """Whether the engine takes a tensor: float32/float16/bfloat16 on CUDA (or CPU, interpreted)."""
-    if x.dtype not in _DTYPES:
+    """Whether the engine takes a tensor: float32/float16/bfloat16 on CUDA (or CPU, interpreted).
+
+    bfloat16 is not taken under the interpreter, which reads its buffers wrongly
+    (NumPy has no bfloat16; measured with Triton 3.9: every result 0).
+    """
+    if x.dtype not in _DTYPES or (INTERPRETED and x.dtype == torch.bfloat16):
         return False
     return x.device.type == "cuda" or (INTERPRETED and x.device.type == "cpu")
+
+
+def _covers(x: Tensor) -> bool:
+    return x.dtype in _DTYPES and not (INTERPRETED and x.dtype == torch.bfloat16)
 
 
 def _check_device(x: Tensor) -> None:
@@ -167,7 +178,7 @@ def softmax(
     x: Tensor, dims: list[int], *, precision: str = "accurate", block: int | None = None
 ) -> Tensor | None:
     """Softmax over ``dims`` (non-negative, sorted), or ``None`` when not covered."""
-    if x.dtype not in _DTYPES:
+    if not _covers(x):
         return None
     return _normalize(x, dims, K.MODE_SOFTMAX, precision, block)
 
@@ -176,7 +187,7 @@ def log_softmax(
     x: Tensor, dims: list[int], *, precision: str = "accurate", block: int | None = None
 ) -> Tensor | None:
     """Log-softmax over ``dims``, or ``None`` when not covered."""
-    if x.dtype not in _DTYPES:
+    if not _covers(x):
         return None
     return _normalize(x, dims, K.MODE_LOG_SOFTMAX, precision, block)
 
@@ -190,7 +201,7 @@ def logsumexp(
     block: int | None = None,
 ) -> Tensor | None:
     """Logsumexp over ``dims`` (``-inf`` over an empty axis), or ``None`` when not covered."""
-    if x.dtype not in _DTYPES:
+    if not _covers(x):
         return None
     acc = _precision(precision)
     _check_device(x)
@@ -254,7 +265,7 @@ def cross_entropy(
     gradient of the returned loss, per item for ``"none"``), or ``None`` for
     probability targets and uncovered dtypes.
     """
-    if prob_target or x.dtype not in _DTYPES:
+    if prob_target or not _covers(x):
         return None
     acc = _precision(precision)
     _check_device(x)
@@ -330,7 +341,7 @@ def bce_with_logits(
     precision: str = "accurate",
 ) -> tuple[Tensor, Tensor] | None:
     """Binary cross-entropy on logits and, with ``need_grad``, its gradient (same pass)."""
-    if x.dtype not in _DTYPES:
+    if not _covers(x):
         return None
     acc = _precision(precision)
     _check_device(x)
