@@ -187,7 +187,7 @@ def compile_one(b: Build) -> dict[str, Any]:
         "stack": int(usage.get("STACK", -1)),
         "local": int(usage.get("LOCAL", -1)),
         "approx": sorted(set(_ANY_APPROX.findall(ptx))),
-        "forbidden": sorted(set(FORBIDDEN_ACCURATE.findall(ptx))) if b.accurate else [],
+        "forbidden": sorted(set(FORBIDDEN_ACCURATE.findall(ptx))),
         "ptx_lines": ptx.count("\n"),
     }
 
