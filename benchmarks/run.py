@@ -46,6 +46,8 @@ class Part:
 PARTS: tuple[Part, ...] = (
     Part("torch", "torch_bench.py", ("torch",), ("--quick", "--no-lce")),
     Part("kernels", "kernels_bench.py", ("torch",)),
+    # skips (exit 0, nothing written, the saved section kept) without a CUDA device
+    Part("gpu", "gpu_bench.py", ("torch", "triton")),
 )
 
 

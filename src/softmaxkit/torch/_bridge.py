@@ -10,13 +10,14 @@ array-agnostic implementation, which runs torch operations on that device.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["call_core", "route"]
+__all__ = ["call_core", "route", "triton_engine"]
 
 _NATIVE = (torch.float32, torch.float64)
 _HALF = (torch.float16, torch.bfloat16)
@@ -31,6 +32,25 @@ def route(x: torch.Tensor) -> str:
     if x.dtype in _HALF:
         return "widen"
     return "torch"
+
+
+def triton_engine(x: torch.Tensor) -> Any:
+    """The Triton launchers for ``x``, or ``None`` to take the paths of :func:`route`.
+
+    Chosen for CUDA tensors when triton imports, and for every tensor when
+    ``SOFTMAXKIT_ENGINE=triton`` (CPU tensors then need ``TRITON_INTERPRET=1``).
+    """
+    forced = os.environ.get("SOFTMAXKIT_ENGINE", "").strip().lower()
+    if forced not in ("", "triton") or (not forced and x.device.type != "cuda"):
+        return None
+    from .. import _triton
+
+    eng = _triton.engine()
+    if eng is None and forced:
+        from .._errors import SoftmaxkitValueError
+
+        raise SoftmaxkitValueError(f"SOFTMAXKIT_ENGINE=triton: {_triton.why_not()}")
+    return eng
 
 
 def _to_numpy(t: torch.Tensor, widen: bool) -> np.ndarray:

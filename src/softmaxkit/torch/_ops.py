@@ -22,7 +22,7 @@ import torch
 
 import softmaxkit as sk
 
-from ._bridge import call_core
+from ._bridge import call_core, triton_engine
 
 __all__ = [
     "bce_with_logits_op",
@@ -52,6 +52,8 @@ def _reduced_shape(shape: torch.Size, dims: list[int], keepdim: bool) -> list[in
 @torch.library.custom_op("softmaxkit::softmax", mutates_args=())
 def softmax_op(x: Tensor, dims: list[int]) -> Tensor:
     """Softmax of ``x`` over ``dims``."""
+    if (tr := triton_engine(x)) and (y := tr.softmax(x, dims)) is not None:
+        return y
     return call_core(lambda a: sk.softmax(a, axis=tuple(dims)), x)
 
 
@@ -108,6 +110,8 @@ softmax_backward_op.register_autograd(_softmax_bwd_backward, setup_context=_soft
 @torch.library.custom_op("softmaxkit::log_softmax", mutates_args=())
 def log_softmax_op(x: Tensor, dims: list[int]) -> Tensor:
     """Log-softmax of ``x`` over ``dims``."""
+    if (tr := triton_engine(x)) and (y := tr.log_softmax(x, dims)) is not None:
+        return y
     return call_core(lambda a: sk.log_softmax(a, axis=tuple(dims)), x)
 
 
@@ -156,6 +160,8 @@ log_softmax_backward_op.register_autograd(
 @torch.library.custom_op("softmaxkit::logsumexp", mutates_args=())
 def logsumexp_op(x: Tensor, dims: list[int], keepdim: bool) -> Tensor:
     """Logsumexp of ``x`` over ``dims``."""
+    if (tr := triton_engine(x)) and (y := tr.logsumexp(x, dims, keepdim)) is not None:
+        return y
     return call_core(lambda a: sk.logsumexp(a, axis=tuple(dims), keepdims=keepdim), x)
 
 
@@ -231,6 +237,13 @@ def cross_entropy_op(
     The gradient is of the returned loss (of each item for ``"none"``) and comes
     from the same pass; without ``need_grad`` an empty tensor stands in for it.
     """
+    if (tr := triton_engine(x)) and (
+        res := tr.cross_entropy(
+            x, target, weight, dim, ignore_index, reduction, label_smoothing, z_loss,
+            prob_target, need_grad,
+        )
+    ) is not None:  # fmt: skip
+        return res
 
     def run(a: Any, t: Any, w: Any) -> tuple[Any, ...]:
         res = sk.cross_entropy(
@@ -447,6 +460,10 @@ def bce_with_logits_op(
     need_grad: bool,
 ) -> tuple[Tensor, Tensor]:
     """Binary cross-entropy on logits; also ``d loss / d x`` when ``need_grad``."""
+    if (tr := triton_engine(x)) and (
+        res := tr.bce_with_logits(x, target, weight, pos_weight, reduction, need_grad)
+    ) is not None:
+        return res
 
     def run(a: Any, t: Any, w: Any, pw: Any) -> tuple[Any, ...]:
         res = sk.binary_cross_entropy_with_logits(
