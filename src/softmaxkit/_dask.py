@@ -18,7 +18,7 @@ callers only reach it with a Dask array in hand.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -29,6 +29,7 @@ __all__ = ["SPLIT_EVERY", "covers", "cross_entropy", "logsumexp", "normalize", "
 
 Array = Any
 
+TILE = 4096  # canonical tiles of the class axis (global indices), reduced alike in any chunking
 SPLIT_EVERY = 8  # fan-in of the merge tree; fixed so the bits never depend on dask.config
 
 
@@ -68,6 +69,11 @@ def _pack(f: _statecore.Fields, axis: int) -> np.ndarray:
 
 def _unpack(a: np.ndarray, axis: int, parts: tuple[bool, bool, bool]) -> _statecore.Fields:
     cols = [np.take(a, i, axis=axis) for i in range(a.shape[axis])]
+    return fields_from_columns(cols, parts)
+
+
+def fields_from_columns(cols: list[Array], parts: tuple[bool, bool, bool]) -> _statecore.Fields:
+    """The fields of a state from its columns, in :meth:`LogSumExpState.to_array` order."""
     f = _statecore.Fields(*cols[:4])
     i = 4
     if parts[0]:
@@ -90,44 +96,157 @@ def _np_plan(plan: Plan) -> Plan:
 # ---- the tree ---------------------------------------------------------------------
 
 
-def _chunk_state(
-    xb: np.ndarray,
-    *rest: np.ndarray,
-    axis: int,
-    plan: Plan,
-    parts: tuple[bool, bool, bool],
-    threads: int,
-    block_info: Any = None,
-) -> np.ndarray:
-    offset = 0 if block_info is None else int(block_info[0]["array-location"][axis][0])
-    tb = np.squeeze(rest[0], axis=axis) if parts[0] else None
-    f = _statecore.build(
-        xb,
-        plan,
-        axis,
-        target=tb,
-        offset=offset,
-        sum_x=parts[1],
-        entropy=parts[2],
-        threads=threads,
-    )
-    return _pack(f, axis)
+class _Cfg(NamedTuple):
+    plan: Plan
+    parts: tuple[bool, bool, bool]
+    threads: int
 
 
-def _merge_many(
-    a: np.ndarray, axis: Any, keepdims: bool = True, *, parts: tuple[bool, bool, bool], **_: Any
-) -> np.ndarray:
-    """Merge the states concatenated along ``axis`` (``k * width`` entries), left to right."""
+class _Piece(NamedTuple):
+    """A stretch ``[start, end)`` of every row of a row block, partly reduced.
+
+    Whole canonical tiles (``[k TILE, (k + 1) TILE)`` in global class indices)
+    are reduced to ``fields``; the partial tiles at either end stay raw
+    (``head``, ``tail``, at most ``TILE - 1`` classes each, class axis last)
+    until a neighbour completes them. Without a whole tile, ``head`` holds the
+    whole stretch and ``fields`` and ``tail`` are ``None``.
+    """
+
+    start: int
+    end: int
+    head: np.ndarray
+    fields: _statecore.Fields | None
+    tail: np.ndarray | None
+    target: np.ndarray | None
+
+
+def _fold(cfg: _Cfg, f: _statecore.Fields) -> _statecore.Fields:
+    """Merge the states along the last axis in a fixed pairwise tree."""
     import array_api_compat.numpy as xnp
 
-    ax = axis[0] if isinstance(axis, tuple) else axis
-    w = _width(*parts)
-    k = a.shape[ax] // w
-    acc = _unpack(np.take(a, range(w), axis=ax), ax, parts)
-    for i in range(1, k):
-        nxt = _unpack(np.take(a, range(i * w, (i + 1) * w), axis=ax), ax, parts)
-        acc = _statecore.merge(acc, nxt, xnp)
-    return _pack(acc, ax)
+    names = [k for k, v in f._asdict().items() if v is not None]
+    while f.m.shape[-1] > 1:
+        t = f.m.shape[-1]
+        h = t // 2
+        even = f._replace(**{k: getattr(f, k)[..., 0 : 2 * h : 2] for k in names})
+        odd = f._replace(**{k: getattr(f, k)[..., 1 : 2 * h : 2] for k in names})
+        merged = _statecore.merge(even, odd, xnp)
+        if t % 2:
+            merged = merged._replace(
+                **{
+                    k: np.concatenate([getattr(merged, k), getattr(f, k)[..., -1:]], -1)
+                    for k in names
+                }
+            )
+        f = merged
+    return f._replace(**{k: getattr(f, k)[..., 0] for k in names})
+
+
+def _tiles(cfg: _Cfg, raw: np.ndarray, start: int, target: np.ndarray | None) -> _statecore.Fields:
+    """The state of whole tiles ``raw`` (class axis last) starting at global class ``start``."""
+    batch = raw.shape[:-1]
+    t = raw.shape[-1] // TILE if raw.shape[-1] > TILE else 1
+    width = raw.shape[-1] // t
+    xt = raw.reshape((*batch, t, width))
+    tgt = None
+    if target is not None:
+        tgt = target[..., None] - (start + width * np.arange(t, dtype=target.dtype))
+    f = _statecore.build(
+        xt,
+        cfg.plan,
+        xt.ndim - 1,
+        target=tgt,
+        offset=0,
+        sum_x=cfg.parts[1],
+        entropy=cfg.parts[2],
+        threads=cfg.threads,
+    )
+    return _fold(cfg, f)
+
+
+def _merge_opt(*fs: _statecore.Fields | None) -> _statecore.Fields | None:
+    import array_api_compat.numpy as xnp
+
+    acc = None
+    for f in fs:
+        if f is None:
+            continue
+        acc = f if acc is None else _statecore.merge(acc, f, xnp)
+    return acc
+
+
+def _make_piece(cfg: _Cfg, start: int, raw: np.ndarray, target: np.ndarray | None) -> _Piece:
+    end = start + raw.shape[-1]
+    h = min(-(-start // TILE) * TILE, end)
+    t = (end // TILE) * TILE
+    if t <= h:
+        return _Piece(start, end, np.array(raw), None, None, target)
+    f = _tiles(cfg, raw[..., h - start : t - start], h, target)
+    # copies, so a kept edge never pins the whole input chunk in memory
+    return _Piece(
+        start, end, np.array(raw[..., : h - start]), f, np.array(raw[..., t - start :]), target
+    )
+
+
+def _join(cfg: _Cfg, a: _Piece, b: _Piece) -> _Piece:
+    """The piece of two adjacent pieces (``a.end == b.start``)."""
+    if a.fields is None:
+        left, left_start = a.head, a.start
+    else:
+        assert a.tail is not None
+        left, left_start = a.tail, a.end - a.tail.shape[-1]
+    mid = _make_piece(cfg, left_start, np.concatenate([left, b.head], axis=-1), a.target)
+    fields = _merge_opt(a.fields, mid.fields, b.fields)
+    if fields is None:
+        return _Piece(a.start, b.end, mid.head, None, None, a.target)
+    head = a.head if a.fields is not None else mid.head
+    if b.fields is not None:
+        tail = b.tail
+    else:
+        tail = mid.tail if mid.fields is not None else mid.head
+    return _Piece(a.start, b.end, head, fields, tail, a.target)
+
+
+def _piece_of_block(
+    xb: np.ndarray, *rest: np.ndarray, axis: int, cfg: _Cfg, block_info: Any = None
+) -> np.ndarray:
+    start = 0 if block_info is None else int(block_info[0]["array-location"][axis][0])
+    tb = np.squeeze(rest[0], axis=axis) if cfg.parts[0] else None
+    raw = np.moveaxis(np.asarray(xb), axis, -1)
+    out = np.empty((1,) * xb.ndim, dtype=object)
+    out.reshape(-1)[0] = _make_piece(cfg, start, raw, tb)
+    return out
+
+
+def _flat_pieces(obj: Any) -> list[_Piece]:
+    if isinstance(obj, (list, tuple)) and not isinstance(obj, _Piece):
+        out: list[_Piece] = []
+        for o in obj:
+            out += _flat_pieces(o)
+        return out
+    return [np.asarray(obj, dtype=object).reshape(-1)[0]]
+
+
+def _ident(a: Any, axis: Any = None, keepdims: bool = True, **_: Any) -> Any:
+    return a
+
+
+def _finish_all(
+    objs: Any, axis: Any = None, keepdims: bool = True, *, cfg: _Cfg, ax: int, **_: Any
+) -> np.ndarray:
+    pieces = _flat_pieces(objs)
+    acc = pieces[0]
+    for p in pieces[1:]:
+        acc = _join(cfg, acc, p)
+    if acc.fields is None:
+        f = _tiles(cfg, acc.head, acc.start, acc.target)
+    else:
+        last = None
+        if acc.tail is not None and acc.tail.shape[-1]:
+            last = _tiles(cfg, acc.tail, acc.end - acc.tail.shape[-1], acc.target)
+        f = _merge_opt(acc.fields, last)
+        assert f is not None
+    return _pack(f, ax)
 
 
 def state(
@@ -144,51 +263,53 @@ def state(
 
     ``x``'s other axes keep their chunks; ``axis`` ends as a single chunk.
     """
+    import functools
+
     da = _dask_array()
     nd = x.ndim
     parts = (target is not None, sum_x, entropy)
     w = _width(*parts)
+    cfg = _Cfg(_np_plan(plan), parts, threads)
     args: list[Any] = [x]
     if target is not None:
         args.append(da.expand_dims(target, axis))
-    meta = np.empty((0,) * nd, np.float64)
-    chunks = tuple((w,) * len(c) if i == axis else c for i, c in enumerate(x.chunks))
-    states = da.map_blocks(
-        _chunk_state,
+    obj_meta = np.empty((0,) * nd, dtype=object)
+    pieces = da.map_blocks(
+        _piece_of_block,
         *args,
-        chunks=chunks,
-        dtype=np.float64,
-        meta=meta,
+        chunks=tuple((1,) * len(c) for c in x.chunks),
+        dtype=object,
+        meta=obj_meta,
         axis=axis,
-        plan=_np_plan(plan),
-        parts=parts,
-        threads=threads,
+        cfg=cfg,
     )
-
-    def ident(a: np.ndarray, axis: Any = None, keepdims: bool = True, **_: Any) -> np.ndarray:
-        return a
-
-    merge = _merge_partial(parts)
-    return da.reduction(
-        states,
-        ident,
-        merge,
-        combine=merge,
+    red = da.reduction(
+        pieces,
+        _ident,
+        functools.partial(_finish_all, cfg=cfg, ax=axis),
+        combine=functools.partial(_wrap_join, cfg=cfg, nd=nd),
         axis=axis,
         keepdims=True,
-        dtype=np.float64,
+        dtype=object,
         split_every={axis: SPLIT_EVERY},
-        concatenate=True,
-        output_size=w,
-        meta=meta,
+        concatenate=False,
+        meta=obj_meta,
         name="softmaxkit-state",
     )
+    chunks = tuple((w,) if i == axis else c for i, c in enumerate(x.chunks))
+    return da.Array(red.dask, red.name, chunks, meta=np.empty((0,) * nd, np.float64))
 
 
-def _merge_partial(parts: tuple[bool, bool, bool]) -> Any:
-    import functools
-
-    return functools.partial(_merge_many, parts=parts)
+def _wrap_join(
+    objs: Any, axis: Any = None, keepdims: bool = True, *, cfg: _Cfg, nd: int, **_: Any
+) -> np.ndarray:
+    pieces = _flat_pieces(objs)
+    acc = pieces[0]
+    for p in pieces[1:]:
+        acc = _join(cfg, acc, p)
+    out = np.empty((1,) * nd, dtype=object)
+    out.reshape(-1)[0] = acc
+    return out
 
 
 # ---- finishing --------------------------------------------------------------------
@@ -261,6 +382,22 @@ def apply(x: Array, st: Array, axis: int, plan: Plan, *, log: bool, threads: int
     )
 
 
+def apply_fields(x: Array, f: _statecore.Fields, axis: int, plan: Plan, *, log: bool) -> Array:
+    """softmax / log_softmax of a Dask array from a state's fields (NumPy or Dask)."""
+    da = _dask_array()
+    cols = [f.m, f.c, f.s_hi, f.s_lo]
+    batch_chunks = tuple(c for i, c in enumerate(x.chunks) if i != axis)
+    if all(isinstance(c, np.ndarray) for c in cols):
+        st = da.from_array(
+            np.stack([np.asarray(c, np.float64) for c in cols], axis=axis),
+            chunks=tuple((4,) if i == axis else c for i, c in enumerate(x.chunks)),
+        )
+    else:
+        st = da.stack([da.asarray(c).rechunk(batch_chunks) for c in cols], axis=axis)
+        st = st.rechunk({axis: -1}).astype(np.float64)
+    return apply(x, st, axis, plan, log=log, threads=1)
+
+
 def normalize(x: Array, axis: int, plan: Plan, *, log: bool, threads: int) -> Array:
     """softmax (``log=False``) or log_softmax (``log=True``): state tree, then one map."""
     st = state(x, axis, plan, threads=threads)
@@ -270,10 +407,9 @@ def normalize(x: Array, axis: int, plan: Plan, *, log: bool, threads: int) -> Ar
 def _finish_ce(
     a: np.ndarray,
     tb: np.ndarray,
-    *,
+    *wb: np.ndarray,
     axis: int,
     parts: tuple[bool, bool, bool],
-    weight: np.ndarray | None,
     ignore_index: int | None,
     eps: float,
     z: float,
@@ -281,14 +417,15 @@ def _finish_ce(
     import array_api_compat.numpy as xnp
 
     f = _unpack(a, axis, parts)
-    loss, _, counted = _statecore.cross_entropy(f, xnp, label_smoothing=eps, z_loss=z)
     t = np.asarray(tb)
+    weight = np.asarray(wb[0], np.float64) if wb else None
     ign = np.zeros(t.shape, bool) if ignore_index is None else t == ignore_index
-    w = np.ones(t.shape) if weight is None else np.asarray(weight, np.float64)[np.where(ign, 0, t)]
+    w = None if weight is None else weight[np.where(ign, 0, t)]
+    loss, _, counted = _statecore.cross_entropy(f, xnp, label_smoothing=eps, z_loss=z, w_t=w)
     counted = counted & ~ign
-    w = np.where(counted, w, 0.0)
-    loss = np.where(counted, w * loss, 0.0)
-    return np.stack([loss, w], axis=-1)
+    den = np.where(counted, 1.0 if w is None else w, 0.0)
+    loss = np.where(counted, loss, 0.0)
+    return np.stack([loss, den], axis=-1)
 
 
 def cross_entropy(
@@ -314,7 +451,7 @@ def cross_entropy(
     nd = logits.ndim
     batch_ind = tuple(i for i in range(nd) if i != axis)
     tb = target
-    w_np = None if weight is None else np.asarray(weight, np.float64)
+    extra: list[Any] = [] if weight is None else [da.asarray(weight), (nd + 1,)]
     pieces = da.blockwise(
         _finish_ce,
         (*batch_ind, nd),
@@ -322,13 +459,13 @@ def cross_entropy(
         tuple(range(nd)),
         tb,
         batch_ind,
+        *extra,
         new_axes={nd: 2},
         dtype=np.float64,
         meta=np.empty((0,) * nd, np.float64),
         concatenate=True,
         axis=axis,
         parts=parts,
-        weight=w_np,
         ignore_index=ignore_index,
         eps=label_smoothing,
         z=z_loss,

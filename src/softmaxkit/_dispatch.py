@@ -391,7 +391,8 @@ def cross_entropy(
 ) -> Array | tuple[Array, Array] | None:
     if not target_is_index or where is not None or return_grad:
         pass
-    elif _dask.covers(logits, plan, (axis,)) and (weight is None or isinstance(weight, np.ndarray)):
+    elif _dask.covers(logits, plan, (axis,)) and (weight is None or label_smoothing == 0.0):
+        # (class weights on the smoothing term need sum_c w_c x_c: the array-agnostic path)
         return _dask.cross_entropy(
             logits,
             target,

@@ -96,8 +96,10 @@ def build(
         m, c, sh, sl = (np.empty(rows) for _ in range(4))
         _ckernels.state(x2, None, rows, n, code, mode, threads, 1.0, m, c, sh, sl)
         f = Fields(m.reshape(batch), c.reshape(batch), sh.reshape(batch), sl.reshape(batch))
-        xw = x2.reshape((*batch, n)).astype(np.float64)
-        xwork: Array = xw
+        # the extras read the data once more, in float64 (only when asked for)
+        xwork: Array = x2.reshape((*batch, n))
+        if sum_x or entropy:
+            xwork = xwork.astype(np.float64)
         last = -1
     else:
         xw = xp.astype(x, plan.work)
@@ -241,7 +243,13 @@ def entropy(f: Fields, xp: Any, device: Any = None) -> Array:
 
 
 def cross_entropy(
-    f: Fields, xp: Any, *, label_smoothing: float, z_loss: float, device: Any = None
+    f: Fields,
+    xp: Any,
+    *,
+    label_smoothing: float,
+    z_loss: float,
+    device: Any = None,
+    w_t: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """Per-row ``(loss, lse, counted)`` from a state holding the target logit.
 
@@ -249,6 +257,8 @@ def cross_entropy(
     ``eps (lse - sum(x) / K)``; ``z_loss`` adds ``z lse**2``. Rows with no class
     left have loss 0 and are not counted; NaN rows give NaN; rows with ``+inf``
     entries the limit (``log k`` if the target is one of the ``k``, else ``inf``).
+    ``w_t`` (the target's class weight) scales the target and z-loss terms, as in
+    :func:`softmaxkit.cross_entropy` without class weights on the smoothing term.
     """
     ar = arith(xp, f.m.dtype, device)
     assert f.xt is not None
@@ -263,15 +273,17 @@ def cross_entropy(
     k = xp.where(f.c > 0, f.c, 1.0)
     nll = xp.where(f.m == math.inf, xp.where(f.xt == math.inf, xp.log(k), math.inf), nll)
     nll = xp.where(xp.isnan(f.m) | xp.isnan(f.xt), math.nan, nll)
-    loss = nll
+    loss = (1.0 - label_smoothing) * nll if label_smoothing else nll
+    if z_loss:
+        loss = loss + z_loss * lse * lse
+    if w_t is not None:
+        loss = w_t * loss
     if label_smoothing:
         assert f.sx_hi is not None and f.n is not None
         mean_x = (f.sx_hi + f.sx_lo) / xp.where(f.n > 0, f.n, 1.0)
         smooth = xp.where(fin, lse - mean_x, xp.where(f.m == math.inf, math.inf, math.nan))
         smooth = xp.where(xp.isnan(f.m), math.nan, smooth)
-        loss = (1.0 - label_smoothing) * nll + label_smoothing * smooth
-    if z_loss:
-        loss = loss + z_loss * lse * lse
+        loss = loss + label_smoothing * smooth
     counted = ~(f.m == -math.inf)
     loss = xp.where(counted, loss, 0.0)
     return loss, lse, counted
@@ -297,7 +309,9 @@ def _apply(x: Array, f: Fields, plan: Plan, axis: int, threads: int, *, log: boo
         batch = tuple(xr.shape[:-1])
         rows = math.prod(batch)
         x2 = np.ascontiguousarray(xr).reshape(rows, n)
-        st = [np.ascontiguousarray(np.broadcast_to(a, batch), np.float64).reshape(rows) for a in f[:4]]
+        st = [
+            np.ascontiguousarray(np.broadcast_to(a, batch), np.float64).reshape(rows) for a in f[:4]
+        ]
         out = np.empty((rows, n), x2.dtype)
         _ckernels.state_apply(x2, None, rows, n, code, mode, threads, 1.0, *st, log, out)
         return np.moveaxis(out.reshape((*batch, n)), -1, axis)

@@ -35,9 +35,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from . import _dispatch, _statecore
+import numpy as np
+
+from . import _dask, _dispatch, _statecore
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from ._namespace import Plan, device_of, dtype_kind, dtype_name, make_plan, resolve
+from ._namespace import Plan, device_of, dtype_kind, dtype_name, is_numpy, make_plan, resolve
 from ._validation import _as_int, check_bool, check_class_axis, check_label_smoothing
 from ._validation import check_nonneg_float
 
@@ -213,6 +215,16 @@ class LogSumExpState:
                     f"axis has shape {batch}; pass one class index per row"
                 )
                 raise SoftmaxkitValueError(msg)
+        if _dask.covers(xa, plan, (ax,)):
+            # a Dask array: one tree reduction of the chunks' states (lazy fields)
+            if off:
+                msg = "`offset` is not supported for Dask arrays; their chunks carry their own"
+                raise SoftmaxkitValueError(msg)
+            packed = _dask.state(xa, ax, plan, target=ta, sum_x=sum_x, entropy=entropy)
+            pre = (slice(None),) * ax
+            cols = [packed[(*pre, i)] for i in range(int(packed.shape[ax]))]
+            f = _dask.fields_from_columns(cols, (ta is not None, sum_x, entropy))
+            return cls(f, xp, plan.out, plan.device)
         f = _statecore.build(
             xa,
             plan,
@@ -224,6 +236,28 @@ class LogSumExpState:
             threads=nthreads,
         )
         return cls(f, xp, plan.out, plan.device)
+
+    def compute(self) -> LogSumExpState:
+        """A state with NumPy fields, computing lazy (Dask) fields in one ``dask.compute``.
+
+        The first pass of an out-of-core softmax: the state is a few numbers per
+        row, so computing it holds nothing large; :meth:`softmax` then streams.
+        NumPy states are returned as they are.
+        """
+        if is_numpy(self._xp):
+            return self
+        import sys
+
+        dask = sys.modules.get("dask")
+        if dask is None:
+            msg = "compute() is for states of lazy (Dask) arrays; this one is already concrete"
+            raise SoftmaxkitTypeError(msg)
+        import array_api_compat.numpy as xnp
+
+        names = [k for k, v in self._f._asdict().items() if v is not None]
+        vals = dask.compute(*(getattr(self._f, k) for k in names))
+        f = _statecore.Fields(**dict(zip(names, (np.asarray(v) for v in vals), strict=True)))
+        return LogSumExpState(f, xnp, np.dtype(dtype_name(self.dtype)), None)
 
     # ---- merge -------------------------------------------------------------------
     def merge(self, other: LogSumExpState, /) -> LogSumExpState:
@@ -310,6 +344,8 @@ class LogSumExpState:
             )
             raise SoftmaxkitValueError(msg)
         nthreads = _dispatch.check_threads(threads)
+        if _dask.covers(xa, plan, (ax,)):
+            return _dask.apply_fields(xa, self._f, ax, plan, log=log)
         plan = Plan(plan.xp, self._f.m.dtype, plan.out, plan.mode, plan.device)
         if log:
             return _statecore.log_softmax_block(xa, self._f, plan, ax, nthreads)
