@@ -20,11 +20,13 @@ from ._sampling import sample
 from ._sigmoid import binary_cross_entropy_with_logits, log_sigmoid, sigmoid
 from ._softmax import log_softmax, softmax
 from ._vjp import log_softmax_vjp, logsumexp_vjp, softmax_vjp
+from .state import LogSumExpState, merge, merge_all
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Explanation",
+    "LogSumExpState",
     "SoftmaxkitError",
     "SoftmaxkitTypeError",
     "SoftmaxkitValueError",
@@ -38,6 +40,8 @@ __all__ = [
     "log_softmax_vjp",
     "logsumexp",
     "logsumexp_vjp",
+    "merge",
+    "merge_all",
     "nll_loss",
     "predict",
     "sample",

@@ -68,5 +68,37 @@ def sigmoid(
 def vjp(
     islog: bool, y: Any, g: Any, rows: int, n: int, dtype: int, mode: int, threads: int, out: Any, /
 ) -> None: ...
+def state(
+    x: Any,
+    mask: Any,
+    rows: int,
+    n: int,
+    dtype: int,
+    mode: int,
+    threads: int,
+    temperature: float,
+    m: Any,
+    c: Any,
+    s_hi: Any,
+    s_lo: Any,
+    /,
+) -> None: ...
+def state_apply(
+    x: Any,
+    mask: Any,
+    rows: int,
+    n: int,
+    dtype: int,
+    mode: int,
+    threads: int,
+    temperature: float,
+    m: Any,
+    c: Any,
+    s_hi: Any,
+    s_lo: Any,
+    log: bool,
+    out: Any,
+    /,
+) -> None: ...
 def isa() -> str: ...
 def set_isa(name: str, /) -> None: ...

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _dask
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from ._namespace import Plan, dtype_name, is_numpy
 
@@ -264,6 +265,8 @@ def _normalize(
     threads: int | None,
     log: bool,
 ) -> Array | None:
+    if where is None and temperature == 1.0 and out is None and _dask.covers(x, plan, axes):
+        return _dask.normalize(x, axes[0], plan, log=log, threads=1)
     got = _native_input(x, plan)
     if got is None:
         return None
@@ -330,6 +333,8 @@ def logsumexp(
     *,
     threads: int | None = None,
 ) -> Array | tuple[Array, Array] | None:
+    if b is None and where is None and _dask.covers(x, plan, axes):
+        return _dask.logsumexp(x, axes[0], keepdims, return_sign, plan, threads=1)
     got = _native_input(x, plan)
     if got is None or not (b is None or isinstance(b, np.ndarray)):
         return None
@@ -384,6 +389,22 @@ def cross_entropy(
     plan: Plan,
     threads: int | None = None,
 ) -> Array | tuple[Array, Array] | None:
+    if not target_is_index or where is not None or return_grad:
+        pass
+    elif _dask.covers(logits, plan, (axis,)) and (weight is None or label_smoothing == 0.0):
+        # (class weights on the smoothing term need sum_c w_c x_c: the array-agnostic path)
+        return _dask.cross_entropy(
+            logits,
+            target,
+            axis=axis,
+            weight=weight,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            reduction=reduction,
+            plan=plan,
+            threads=1,
+        )
     if not target_is_index or label_smoothing != 0.0:
         return None
     got = _native_input(logits, plan)

@@ -273,6 +273,72 @@ static PyObject *py_vjp(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(state_doc, "state(x, mask, rows, n, dtype, mode, threads, temperature, m, c, s_hi, s_lo)");
+
+static PyObject *py_state(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *mo, *o[4];
+    Py_ssize_t rows, n;
+    int dtype, mode, threads;
+    double T;
+    if (!PyArg_ParseTuple(args, "OOnniiidOOOO", &xo, &mo, &rows, &n, &dtype, &mode, &threads, &T,
+                          &o[0], &o[1], &o[2], &o[3]))
+        return NULL;
+    skit_rows a;
+    buf x = {0}, m = {0}, b[4] = {{0}};
+    if (parse_rows(&a, &x, xo, rows, n, dtype, mode, threads, T) < 0) return NULL;
+    int bad = get(mo, &m, 0, 'B', rows * n, 1, "mask") < 0;
+    for (int i = 0; i < 4 && !bad; i++) bad = get(o[i], &b[i], 1, 'd', rows, 0, "state") < 0;
+    if (bad) {
+        release(&x), release(&m);
+        for (int i = 0; i < 4; i++) release(&b[i]);
+        return NULL;
+    }
+    a.mask = m.held ? (const uint8_t *)m.view.buf : NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS st = skit_state(&a, (double *)b[0].view.buf, (double *)b[1].view.buf,
+                                            (double *)b[2].view.buf, (double *)b[3].view.buf);
+    Py_END_ALLOW_THREADS release(&x), release(&m);
+    for (int i = 0; i < 4; i++) release(&b[i]);
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(state_apply_doc,
+             "state_apply(x, mask, rows, n, dtype, mode, threads, temperature, m, c, s_hi, s_lo, "
+             "log, out)");
+
+static PyObject *py_state_apply(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *mo, *o[4], *oo;
+    Py_ssize_t rows, n;
+    int dtype, mode, threads, islog;
+    double T;
+    if (!PyArg_ParseTuple(args, "OOnniiidOOOOpO", &xo, &mo, &rows, &n, &dtype, &mode, &threads,
+                          &T, &o[0], &o[1], &o[2], &o[3], &islog, &oo))
+        return NULL;
+    skit_rows a;
+    buf x = {0}, m = {0}, b[4] = {{0}}, out = {0};
+    if (parse_rows(&a, &x, xo, rows, n, dtype, mode, threads, T) < 0) return NULL;
+    int bad = get(mo, &m, 0, 'B', rows * n, 1, "mask") < 0;
+    for (int i = 0; i < 4 && !bad; i++) bad = get(o[i], &b[i], 0, 'd', rows, 0, "state") < 0;
+    if (!bad) bad = get(oo, &out, 1, dtype == SKIT_F32 ? 'f' : 'd', rows * n, 0, "out") < 0;
+    if (bad) {
+        release(&x), release(&m), release(&out);
+        for (int i = 0; i < 4; i++) release(&b[i]);
+        return NULL;
+    }
+    a.mask = m.held ? (const uint8_t *)m.view.buf : NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS st = skit_state_apply(
+        &a, (const double *)b[0].view.buf, (const double *)b[1].view.buf,
+        (const double *)b[2].view.buf, (const double *)b[3].view.buf, islog, out.view.buf);
+    Py_END_ALLOW_THREADS release(&x), release(&m), release(&out);
+    for (int i = 0; i < 4; i++) release(&b[i]);
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_isa(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
@@ -297,6 +363,8 @@ static PyMethodDef methods[] = {
     {"cross_entropy", py_cross_entropy, METH_VARARGS, cross_entropy_doc},
     {"sigmoid", py_sigmoid, METH_VARARGS, sigmoid_doc},
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
+    {"state", py_state, METH_VARARGS, state_doc},
+    {"state_apply", py_state_apply, METH_VARARGS, state_apply_doc},
     {"isa", py_isa, METH_NOARGS, "Name of the instruction set in use."},
     {"set_isa", py_set_isa, METH_O, "Force an instruction set ('auto' to detect)."},
     {NULL, NULL, 0, NULL},

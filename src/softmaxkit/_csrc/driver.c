@@ -290,7 +290,7 @@ static int parallel_for(size_t ntasks, size_t grain, int threads, size_t scratch
 }
 
 /* ---- the row engine -------------------------------------------------------- */
-enum { OP_SOFTMAX = 0, OP_LOGSOFTMAX = 1, OP_LSE = 2, OP_CE = 3 };
+enum { OP_SOFTMAX = 0, OP_LOGSOFTMAX = 1, OP_LSE = 2, OP_CE = 3, OP_STATE = 4 };
 
 #define MIN_ELEMS_PER_THREAD ((size_t)1 << 15)
 #define STREAM_BYTES ((size_t)8 << 20) /* outputs above this bypass the caches, */
@@ -314,6 +314,7 @@ typedef struct {
     skit_bstat *bs; /* two-level mode: rows * nb block statistics */
     skit_rstat *rs; /* two-level mode: per-row statistics */
     skit_dd *fac;   /* two-level mode: per-row factor of phase B */
+    double *st_m, *st_c, *st_shi, *st_slo; /* OP_STATE output / skit_state_apply input */
     _Atomic int err;
 } job;
 
@@ -390,10 +391,31 @@ static int ce_ignored(const job *j, size_t r) {
 
 /* Row-level scalar results and the phase-B factor of softmax-like outputs. */
 static skit_dd row_finish(const job *j, size_t r, const skit_bstat *bs, skit_rstat *rs) {
-    int need_L = j->op != OP_SOFTMAX;
+    int need_L = j->op != OP_SOFTMAX && j->op != OP_STATE;
     int need_R = j->op == OP_SOFTMAX || (j->op == OP_CE && j->out);
     combine(j, bs, rs, need_L, need_R);
     skit_dd fac = rs->R;
+    if (j->op == OP_STATE) {
+        /* the mergeable state: NaN row -> m NaN; +inf row -> (+inf, k, 0); empty -> identity */
+        double m = rs->M, c = 0.0, sh = 0.0, sl = 0.0;
+        if (rs->kind == SKIT_ROW_NAN) {
+            m = NAN;
+        } else if (rs->kind == SKIT_ROW_POSINF) {
+            m = INFINITY;
+            c = (double)rs->k;
+        } else if (rs->kind == SKIT_ROW_EMPTY) {
+            m = -INFINITY;
+        } else {
+            skit_dd cs = dd_add(rs->c, dd_make(0.0, 0.0));
+            c = cs.hi + cs.lo;
+            sh = rs->s.hi;
+            sl = rs->s.lo;
+        }
+        j->st_m[r] = m;
+        j->st_c[r] = c;
+        j->st_shi[r] = sh;
+        j->st_slo[r] = sl;
+    }
     if (j->op == OP_LSE || j->op == OP_CE) {
         double lse;
         switch (rs->kind) {
@@ -637,6 +659,73 @@ int skit_logsumexp(const skit_rows *a, double *lse) {
     j.op = OP_LSE;
     j.lse = lse;
     return run(&j);
+}
+
+int skit_state(const skit_rows *a, double *m, double *c, double *s_hi, double *s_lo) {
+    job j;
+    int st = setup(&j, a);
+    if (st) return st;
+    j.op = OP_STATE;
+    j.st_m = m;
+    j.st_c = c;
+    j.st_shi = s_hi;
+    j.st_slo = s_lo;
+    return run(&j);
+}
+
+/* phase B of one row from a state given by the caller (skit_state_apply) */
+static void apply_row_task(void *ctx, size_t r) {
+    job *j = (job *)ctx;
+    skit_rstat rs;
+    memset(&rs, 0, sizeof rs);
+    double m = j->st_m[r];
+    if (m != m) {
+        rs.kind = SKIT_ROW_NAN;
+    } else if (m == INFINITY) {
+        rs.kind = SKIT_ROW_POSINF;
+        rs.k = (int64_t)j->st_c[r];
+        if (rs.k < 1) rs.k = 1;
+    } else if (m == -INFINITY) {
+        rs.kind = SKIT_ROW_EMPTY;
+    } else {
+        rs.kind = SKIT_ROW_FINITE;
+        rs.M = m;
+        rs.c = dd_make(j->st_c[r], 0.0);
+        rs.s = dd_two_sum(j->st_shi[r], j->st_slo[r]);
+        skit_dd D = dd_add(rs.c, rs.s);
+        if (j->op == OP_SOFTMAX) rs.R = dd_div(dd_make(1.0, 0.0), D);
+        else rs.L = j->E->log1p1(dd_add(dd_add(rs.c, dd_make(-1.0, 0.0)), rs.s));
+    }
+    for (size_t b = 0; b < j->nb; b++) phase_b(j, r, b, NULL, &rs, rs.R);
+}
+
+int skit_state_apply(const skit_rows *a, const double *m, const double *c, const double *s_hi,
+                     const double *s_lo, int log, void *out) {
+    job j;
+    int st = setup(&j, a);
+    if (st) return st;
+    if (a->rows == 0 || a->n == 0) return SKIT_OK;
+    if (a->threads < 1) return SKIT_EINVAL;
+    j.op = log ? OP_LOGSOFTMAX : OP_SOFTMAX;
+    j.out = out;
+    j.store = 0;
+    j.st_m = (double *)m;
+    j.st_c = (double *)c;
+    j.st_shi = (double *)s_hi;
+    j.st_slo = (double *)s_lo;
+    j.block = SKIT_BLOCK_ELEMS;
+    j.nb = (a->n + j.block - 1) / j.block;
+    j.err = SKIT_OK;
+    j.stream = a->rows * a->n * j.E->elsize >= STREAM_BYTES &&
+               a->n * j.E->elsize >= STREAM_ROW_BYTES;
+    size_t cap = a->rows * a->n / MIN_ELEMS_PER_THREAD;
+    int threads = a->threads;
+    if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
+    size_t rowbytes = a->n * j.E->elsize;
+    size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
+    st = parallel_for(a->rows, grain, threads, 0, apply_row_task, &j);
+    if (j.stream) store_fence();
+    return st ? st : j.err;
 }
 
 int skit_cross_entropy(const skit_rows *a, const int64_t *target, const double *weight,

@@ -49,6 +49,18 @@ int skit_softmax(const skit_rows *a, void *out, int log);
 /* logsumexp of every row, in float64, into lse[rows]. */
 int skit_logsumexp(const skit_rows *a, double *lse);
 
+/* The mergeable state of every row: m = max, c = number of entries equal to m,
+ * s = s_hi + s_lo = sum of exp(x - m) over the other entries (double-word).
+ * NaN rows give m = NaN; rows with +inf entries (+inf, their count, 0); rows with
+ * nothing left (-inf, 0, 0). */
+int skit_state(const skit_rows *a, double *m, double *c, double *s_hi, double *s_lo);
+
+/* softmax (log = 0) or log_softmax (log = 1) of every row from a given state of
+ * the whole (possibly larger) row, as skit_state returns or a merge of such
+ * states: exp(x - m) / (c + s), or (x - m) - log1p((c - 1) + s). */
+int skit_state_apply(const skit_rows *a, const double *m, const double *c, const double *s_hi,
+                     const double *s_lo, int log, void *out);
+
 /* logsumexp with weights: lse[r] = log|sum_i b_i exp(x_i)| and sign[r] its sign,
  * over the entries the mask keeps (the caller also masks out b == 0); b is float64
  * with x's layout. +inf entries give +inf with the sign of their summed weights
