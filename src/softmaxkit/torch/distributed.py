@@ -164,6 +164,16 @@ def _fields(o: _Opts) -> int:
     return 7 + 2 * o.topk
 
 
+# float64 temporaries of the elementwise passes stay below this many elements
+BLOCK_ELEMENTS = 1 << 20
+
+
+def _row_blocks(n: int, V: int) -> list[tuple[int, int]]:
+    """Token ranges whose float64 working copies hold about ``BLOCK_ELEMENTS`` values."""
+    rows = max(1, BLOCK_ELEMENTS // max(V, 1))
+    return [(i, min(n, i + rows)) for i in range(0, n, rows)]
+
+
 def _slice_state(
     x: Tensor, t: Tensor, v0: int, w_loc: Tensor | None, o: _Opts, out: Tensor
 ) -> None:
@@ -632,7 +642,9 @@ class _CE(torch.autograd.Function):
 
         def compute_for(xx: Tensor) -> Any:
             def compute(v0: int, out: Tensor) -> None:
-                _slice_state(xd, t, v0, _w_slice(w, v0, Vr), o, out)
+                w_loc = _w_slice(w, v0, Vr)
+                for i0, i1 in _row_blocks(xd.shape[0], Vr):
+                    _slice_state(xd[i0:i1], t[i0:i1], v0, w_loc, o, out[i0:i1])
 
             return compute
 
@@ -676,7 +688,12 @@ class _CE(torch.autograd.Function):
         w_loc = None if w is None else w[v0 : v0 + Vr]
         W = float(V) if w is None else w.sum()
         x2 = x.detach().reshape(-1, Vr)
-        G = _grad_logits(x2, t_safe, v0, mg, w_loc, w_t, W, V, o, scale)
+        G = torch.empty_like(x2)
+        for i0, i1 in _row_blocks(x2.shape[0], Vr):
+            sub = _Merged(*(None if f is None else f[i0:i1] for f in mg))  # type: ignore[arg-type]
+            G[i0:i1] = _grad_logits(
+                x2[i0:i1], t_safe[i0:i1], v0, sub, w_loc, w_t[i0:i1], W, V, o, scale[i0:i1]
+            )
         return G.reshape(x.shape), None, None, None, None
 
 
