@@ -48,6 +48,7 @@ PARTS: tuple[Part, ...] = (
     Part("kernels", "kernels_bench.py", ("torch",)),
     # skips (exit 0, nothing written, the saved section kept) without a CUDA device
     Part("gpu", "gpu_bench.py", ("torch", "triton")),
+    Part("distributed", "distributed_bench.py", ("torch.distributed",)),
 )
 
 

@@ -1,0 +1,1095 @@
+r"""Vocab-parallel cross-entropy over ``torch.distributed``: one collective per forward.
+
+Rank ``r`` of a process group holds a contiguous slice of the classes (slices in
+rank order, sizes possibly uneven) and the same class-index targets as every
+other rank. Each rank reduces its slice, token by token, to the mergeable state
+of Blanchard, Higham & Higham,
+
+* ``m`` the slice maximum, ``c`` the number of logits equal to it and ``s`` the
+  sum of the other ``exp(x - m)`` (float64),
+* the target logit if the target lies in the slice,
+* ``sum_c w_c (m - x_c)`` and ``sum_c w_c`` when label smoothing is on,
+* ``sum_c exp(x_c - m) (m - x_c)`` for the entropy, and the slice's top-k,
+
+and ONE all-gather of that state (plus a small header that lets every rank check
+that the group agrees on the call) gives every rank the same merged state, merged
+in rank order: the loss, ``logsumexp``, z-loss and smoothing with the GLOBAL class
+count, the entropy and top-k log-probabilities, and everything the backward pass
+needs. The backward of :func:`cross_entropy` runs no collective; the backward of
+:func:`linear_cross_entropy` runs the one ``N x D`` all-reduce of the hidden-state
+gradient that every vocab-parallel lm-head needs.
+
+Every rank gets bitwise the same loss: all ranks merge the same gathered bytes in
+the same order with the same code. Bad input (shards that do not add up to the
+declared class count, a target outside the global range, ranks that disagree on
+the targets or the options, an exception while a rank computes its state) raises a
+:class:`~softmaxkit.SoftmaxkitError` on every rank after the one collective, never
+a hang; a rank that dies or skips the collective makes the others fail when the
+group's timeout expires.
+
+This module must never run more than one collective in a forward pass, never
+raise on one rank alone between entering a call and its collective, and never
+import anything at ``import softmaxkit`` time (it is imported on demand).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any, NamedTuple
+
+import torch
+import torch.distributed as dist
+
+from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
+from . import _checks as chk
+
+__all__ = ["DistributedCrossEntropyOutput", "cross_entropy", "linear_cross_entropy"]
+
+Tensor = torch.Tensor
+F64 = torch.float64
+
+_MAGIC = 0x534B4954_44495354  # "SKITDIST"
+_MSG_WORDS = 32  # 256 bytes of error message travel in the header
+_HDR = 8 + _MSG_WORDS
+# header words
+_H_MAGIC, _H_VLOC, _H_N, _H_OPTS, _H_TGT, _H_W, _H_ERR, _H_V0 = range(8)
+
+
+class DistributedCrossEntropyOutput(NamedTuple):
+    """The loss and the per-token extras asked for (``None`` otherwise)."""
+
+    loss: Tensor
+    lse: Tensor | None
+    entropy: Tensor | None
+    topk_logprobs: Tensor | None
+    topk_indices: Tensor | None
+
+
+# --------------------------------------------------------------------------- the group
+
+
+def _group_info(group: Any) -> tuple[int, int, tuple[Any, ...]]:
+    """``(rank, world, key)`` of ``group`` (``None``: the default group)."""
+    if not dist.is_available() or not dist.is_initialized():
+        msg = (
+            "softmaxkit.torch.distributed needs an initialised process group: call "
+            "torch.distributed.init_process_group first"
+        )
+        raise SoftmaxkitValueError(msg)
+    try:
+        rank = dist.get_rank(group)
+        world = dist.get_world_size(group)
+    except (RuntimeError, ValueError) as e:
+        msg = f"`group` is not a usable process group here: {e}"
+        raise SoftmaxkitValueError(msg) from None
+    if rank < 0:
+        msg = "this process is not a member of `group`; call the op only on the group's ranks"
+        raise SoftmaxkitValueError(msg)
+    pg = dist.group.WORLD if group is None else group
+    ranks = tuple(dist.get_process_group_ranks(pg))
+    return rank, world, (getattr(pg, "group_name", ""), ranks)
+
+
+# Offsets of this rank's slice seen before, per (group, rank, local size): the first
+# call with uneven slices guesses equal slices and, when the gathered sizes prove the
+# guess wrong, runs the collective once more with the true offset.
+_OFFSETS: dict[tuple[Any, ...], int] = {}
+
+
+def _all_gather(buf: Tensor, world: int, group: Any) -> Tensor:
+    """The one collective: every rank's ``buf`` stacked in rank order, ``(world, len)``."""
+    out = buf.new_empty(world * buf.numel())
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    gather(out, buf, group=group)
+    return out.view(world, buf.numel())
+
+
+def _crc(*parts: object) -> int:
+    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
+
+
+def _tensor_hash(t: Tensor | None) -> int:
+    """A cheap order-sensitive fingerprint of a tensor's bits (0 for ``None``)."""
+    if t is None:
+        return 0
+    a = t.detach().reshape(-1)
+    if a.is_floating_point():
+        a = a.to(F64).view(torch.int64)
+    else:
+        a = a.to(torch.int64)
+    mult = torch.arange(a.numel(), dtype=torch.int64, device=a.device) * 2 + 1
+    h = int((a * mult).sum()) & 0x7FFFFFFFFFFFFFFF
+    return h ^ (a.numel() << 1)
+
+
+def _pack_header(words: list[int], msg: str) -> Tensor:
+    h = torch.zeros(_HDR, dtype=torch.int64)
+    h[: len(words)] = torch.tensor(words, dtype=torch.int64)
+    raw = msg.encode()[: _MSG_WORDS * 8]
+    raw = raw + b"\0" * (_MSG_WORDS * 8 - len(raw))
+    h[8:] = torch.frombuffer(bytearray(raw), dtype=torch.int64)
+    return h
+
+
+def _header_msg(h: Tensor) -> str:
+    raw = h[8:].contiguous().numpy().tobytes()
+    return raw.rstrip(b"\0").decode(errors="replace")
+
+
+# --------------------------------------------------------------------- local state
+
+
+class _Opts(NamedTuple):
+    ignore_index: int
+    eps: float
+    z: float
+    reduction: str
+    topk: int
+    entropy: bool
+    num_classes: int | None
+
+    @property
+    def smooth(self) -> bool:
+        return self.eps > 0.0
+
+
+def _fields(o: _Opts) -> int:
+    """Float64 words of state per token: m, c, s, x_t, W, sum w(m-x), q [, 2k].
+
+    The smoothing and entropy words are always there, so that ranks that disagree
+    on those options still exchange equal-sized buffers (and learn of the
+    disagreement from the header instead of breaking the transport).
+    """
+    return 7 + 2 * o.topk
+
+
+# float64 temporaries of the elementwise passes stay below this many elements
+BLOCK_ELEMENTS = 1 << 20
+
+
+def _row_blocks(n: int, V: int) -> list[tuple[int, int]]:
+    """Token ranges whose float64 working copies hold about ``BLOCK_ELEMENTS`` values."""
+    rows = max(1, BLOCK_ELEMENTS // max(V, 1))
+    return [(i, min(n, i + rows)) for i in range(0, n, rows)]
+
+
+def _slice_state(
+    x: Tensor, t: Tensor, v0: int, w_loc: Tensor | None, o: _Opts, out: Tensor
+) -> None:
+    """Reduce logits ``x`` (tokens x local classes) into ``out`` (tokens x fields), float64."""
+    n, V = x.shape
+    x64 = x.to(F64)
+    m = x64.amax(1) if V else x64.new_full((n,), -math.inf)
+    nan = torch.isnan(m)
+    fin = torch.isfinite(m)
+    posinf = m == math.inf
+    shift = torch.where(fin, m, 0.0)
+    d = x64 - shift[:, None]  # <= 0 on finite rows
+    at_max = x64 == m[:, None]
+    e = torch.exp(d)
+    c = torch.where(posinf, (x64 == math.inf).sum(1).to(F64), at_max.sum(1).to(F64))
+    c = torch.where(fin | posinf, c, 0.0)
+    s = torch.where(at_max, 0.0, e).sum(1)
+    s = torch.where(fin, s, 0.0)
+    out[:, 0] = torch.where(nan, math.nan, m)
+    out[:, 1] = c
+    out[:, 2] = s
+    inside = (t >= v0) & (t < v0 + V)
+    col = torch.where(inside, t - v0, torch.zeros_like(t))
+    xt = x64.gather(1, col[:, None])[:, 0] if V else x64.new_zeros(n)
+    out[:, 3] = torch.where(inside, xt, 0.0)
+    j = 4
+    if o.smooth:
+        w = torch.ones(V, dtype=F64, device=x.device) if w_loc is None else w_loc
+        gap = torch.where(w[None, :] == 0, 0.0, w[None, :] * (shift[:, None] - x64))
+        out[:, j] = w.sum()
+        out[:, j + 1] = gap.sum(1)
+    j += 2
+    if o.entropy:
+        q = torch.where(e == 0, 0.0, e * -d)
+        out[:, j] = torch.where(fin, q.sum(1), 0.0)
+    j += 1
+    if o.topk:
+        k = min(o.topk, V)
+        vals = x64.new_full((n, o.topk), -math.inf)
+        idx = x64.new_full((n, o.topk), -1.0)
+        if k:
+            tv, ti = x64.topk(k, dim=1)
+            vals[:, :k] = tv
+            idx[:, :k] = (ti + v0).to(F64)
+        out[:, j : j + o.topk] = vals
+        out[:, j + o.topk : j + 2 * o.topk] = idx
+
+
+class _Merged(NamedTuple):
+    M: Tensor
+    C: Tensor
+    S: Tensor
+    xt: Tensor
+    lse: Tensor
+    L1: Tensor
+    smooth: Tensor | None  # sum_c w_c (lse - x_c)
+    entropy: Tensor | None
+    topv: Tensor | None
+    topi: Tensor | None
+
+
+def _merge(states: Tensor, owner: Tensor, o: _Opts) -> _Merged:
+    """Merge the gathered states ``(world, tokens, fields)`` in rank order."""
+    world, n, _ = states.shape
+    dev = states.device
+    M = torch.full((n,), -math.inf, dtype=F64, device=dev)
+    C = torch.zeros(n, dtype=F64, device=dev)
+    S = torch.zeros(n, dtype=F64, device=dev)
+    nan = torch.zeros(n, dtype=torch.bool, device=dev)
+    for r in range(world):
+        m, c, s = states[r, :, 0], states[r, :, 1], states[r, :, 2]
+        nan = nan | torch.isnan(m)
+        m = torch.where(torch.isnan(m), -math.inf, m)
+        newM = torch.maximum(M, m)
+        safe = torch.where(torch.isfinite(newM), newM, 0.0)
+        old_max = newM == M
+        new_max = m == newM
+        old = torch.where(old_max, S, torch.exp(M - safe) * (C + S))
+        new = torch.where(new_max, s, torch.exp(m - safe) * (c + s))
+        # +inf maxima: only the counts matter (the sums stay 0)
+        S = torch.where(newM == math.inf, 0.0, old + new)
+        C = torch.where(old_max, C, 0.0) + torch.where(new_max, c, 0.0)
+        M = newM
+    M = torch.where(nan, math.nan, M)
+    ar = torch.arange(n, device=dev)
+    xt = states[owner.clamp(0, world - 1), ar, 3]
+    fin = torch.isfinite(M)
+    L1 = torch.log1p(torch.where(fin, (C - 1.0) + S, 0.0))
+    lse = torch.where(fin, M + L1, M)
+    j = 4
+    smooth = entropy = topv = topi = None
+    Msafe = torch.where(fin, M, 0.0)
+    if o.smooth:
+        Wr, gap = states[:, :, j], states[:, :, j + 1]
+        m_r = states[:, :, 0]
+        lift = torch.where(Wr == 0, 0.0, Wr * (Msafe[None, :] - m_r))
+        acc = torch.zeros(n, dtype=F64, device=dev)
+        W = torch.zeros(n, dtype=F64, device=dev)
+        for r in range(world):
+            acc = acc + (torch.where(torch.isfinite(m_r[r]), lift[r], 0.0) + gap[r])
+            W = W + Wr[r]
+        smooth = torch.where(fin, acc + W * L1, torch.where(torch.isnan(M), M, math.inf))
+    j += 2
+    if o.entropy:
+        q = states[:, :, j]
+        m_r, c_r, s_r = states[:, :, 0], states[:, :, 1], states[:, :, 2]
+        acc = torch.zeros(n, dtype=F64, device=dev)
+        for r in range(world):
+            live = torch.isfinite(m_r[r]) & fin
+            f = torch.exp(torch.where(live, m_r[r] - Msafe, -math.inf))
+            acc = acc + torch.where(live, f * ((Msafe - m_r[r]) * (c_r[r] + s_r[r]) + q[r]), 0.0)
+        entropy = torch.where(fin, L1 + acc / (C + S), torch.where(torch.isnan(M), M, 0.0))
+    j += 1
+    if o.topk:
+        k = o.topk
+        v = states[:, :, j : j + k].permute(1, 0, 2).reshape(n, world * k)
+        i = states[:, :, j + k : j + 2 * k].permute(1, 0, 2).reshape(n, world * k)
+        kk = min(k, o.num_classes if o.num_classes is not None else world * k)
+        topv, pos = v.topk(kk, dim=1)
+        topi = i.gather(1, pos).to(torch.int64)
+    return _Merged(M, C, S, xt, lse, L1, smooth, entropy, topv, topi)
+
+
+def _token_losses(mg: _Merged, t: Tensor, counted: Tensor, w_t: Tensor, V: int, o: _Opts) -> Tensor:
+    """Per-token float64 losses (0 where not counted), as the single-device op forms them."""
+    M, xt = mg.M, mg.xt
+    nll = (M - xt) + mg.L1
+    nll = torch.where(xt == -math.inf, math.inf, nll)
+    pinf = torch.isposinf(M)
+    nll = torch.where(pinf, torch.where(xt == math.inf, torch.log(mg.C), math.inf), nll)
+    nll = torch.where(torch.isnan(M), math.nan, nll)
+    core = (1.0 - o.eps) * nll if o.eps else nll
+    if o.z:
+        core = core + o.z * mg.lse * mg.lse
+    item = w_t * core
+    if o.eps:
+        assert mg.smooth is not None
+        item = item + (o.eps / V) * mg.smooth
+    return torch.where(counted, item, 0.0)
+
+
+# ------------------------------------------------------------------- the one gather
+
+
+class _Call(NamedTuple):
+    rank: int
+    world: int
+    V: int
+    offsets: list[int]
+    merged: _Merged
+    owner: Tensor
+    collectives: int
+
+
+def _state_round(
+    x: Tensor,
+    t: Tensor,
+    weight: Tensor | None,
+    o: _Opts,
+    group: Any,
+    rank: int,
+    world: int,
+    gkey: tuple[Any, ...],
+    v0: int,
+    opts_hash: int,
+    compute: Any,
+) -> tuple[Tensor, Tensor]:
+    """Compute the local state (never raising) and run the one all-gather.
+
+    Returns the gathered headers ``(world, _HDR)`` int64 and states
+    ``(world, n, fields)`` float64.
+    """
+    n = t.numel()
+    F = _fields(o)
+    payload = torch.zeros((n, F), dtype=F64, device=x.device)
+    err, msg = 0, ""
+    try:
+        compute(v0, payload)
+    except Exception as e:  # reported to every rank through the header
+        err, msg = 1, f"{type(e).__name__}: {e}"
+        payload.zero_()
+    hdr = _pack_header(
+        [_MAGIC, x.shape[-1], n, opts_hash, _tensor_hash(t), _tensor_hash(weight), err, v0],
+        msg,
+    ).to(x.device)
+    buf = torch.cat([hdr.view(F64), payload.reshape(-1)])
+    out = _all_gather(buf, world, group)
+    hdrs = out[:, :_HDR].contiguous().view(torch.int64).cpu()
+    states = out[:, _HDR:].reshape(world, n, F)
+    return hdrs, states
+
+
+def _check_headers(hdrs: Tensor, rank: int, world: int, n: int) -> None:
+    """Raise the same error on every rank when the gathered headers disagree."""
+    for r in range(world):
+        if int(hdrs[r, _H_MAGIC]) != _MAGIC or int(hdrs[r, _H_N]) != n:
+            msg = (
+                f"rank {r} of the group is not in the same softmaxkit vocab-parallel call "
+                "(a different collective, or a different number of tokens); every rank of "
+                "`group` must call the op with the same targets and options"
+            )
+            raise SoftmaxkitValueError(msg)
+    for r in range(world):
+        if int(hdrs[r, _H_ERR]):
+            text = _header_msg(hdrs[r])
+            who = "this rank" if r == rank else f"rank {r}"
+            msg = f"{who} failed while reducing its slice of the classes: {text}"
+            raise SoftmaxkitValueError(msg)
+    for col, what in (
+        (_H_OPTS, "options (ignore_index, label_smoothing, z_loss, reduction, topk, ...)"),
+        (_H_TGT, "targets"),
+        (_H_W, "class weights"),
+    ):
+        vals = {int(hdrs[r, col]) for r in range(world)}
+        if len(vals) > 1:
+            msg = (
+                f"the ranks of `group` passed different {what}; targets, class weights and "
+                "options must be the same on every rank of the group (is `group` the "
+                "tensor-parallel group that shards the classes?)"
+            )
+            raise SoftmaxkitValueError(msg)
+
+
+def _run_collective(
+    x: Tensor,
+    t: Tensor,
+    weight: Tensor | None,
+    o: _Opts,
+    group: Any,
+    compute_for: Any,
+) -> _Call:
+    """Guess the slice offset, gather once, verify; gather again only if the guess was wrong."""
+    rank, world, gkey = _group_info(group)
+    Vr = x.shape[-1]
+    key = (gkey, rank, world, Vr)
+    v0 = _OFFSETS.get(key, rank * Vr)
+    opts_hash = _crc(o, str(x.dtype), world)
+    n = t.numel()
+    collectives = 0
+    for _attempt in range(2):
+        hdrs, states = _state_round(
+            x, t, weight, o, group, rank, world, gkey, v0, opts_hash, compute_for(x)
+        )
+        collectives += 1
+        _check_headers(hdrs, rank, world, n)
+        sizes = [int(hdrs[r, _H_VLOC]) for r in range(world)]
+        offsets = [sum(sizes[:r]) for r in range(world)]
+        V = sum(sizes)
+        _check_layout(V, weight, o, sizes)
+        _OFFSETS[key] = offsets[rank]
+        if all(int(hdrs[r, _H_V0]) == offsets[r] for r in range(world)):
+            break
+        v0 = offsets[rank]  # every rank sees the same headers, so all go round again
+    _check_targets(t, V, o.ignore_index)
+    ends = torch.tensor([offsets[r] + sizes[r] for r in range(world)], device=t.device)
+    owner = torch.searchsorted(ends, t, right=True)
+    merged = _merge(states, owner, o)
+    return _Call(rank, world, V, offsets, merged, owner, collectives)
+
+
+def _check_layout(V: int, weight: Tensor | None, o: _Opts, sizes: list[int]) -> None:
+    if o.num_classes is not None and o.num_classes != V:
+        msg = (
+            f"the class slices of the ranks have sizes {sizes}, which add up to {V}, "
+            f"not num_classes={o.num_classes}; each rank must pass its own contiguous slice"
+        )
+        raise SoftmaxkitValueError(msg)
+    if weight is not None and weight.shape[0] != V:
+        msg = (
+            f"`weight` has {weight.shape[0]} entries but the class slices of the ranks "
+            f"have sizes {sizes}, which add up to {V}; pass the full (global) weight vector "
+            "on every rank"
+        )
+        raise SoftmaxkitValueError(msg)
+    if V == 0:
+        msg = "every rank's slice of the classes is empty; there must be at least one class"
+        raise SoftmaxkitValueError(msg)
+
+
+def _check_targets(t: Tensor, V: int, ign: int) -> None:
+    bad = ((t < 0) | (t >= V)) & (t != ign)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0, 0])
+        msg = (
+            f"`target` has a class index out of range: {int(t[i])} at token {i}; the "
+            f"classes of all ranks together are 0..{V - 1} (or ignore_index={ign})"
+        )
+        raise SoftmaxkitValueError(msg)
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _unwrap_dtensor(x: Any, name: str, shard_ok: bool) -> tuple[Tensor, Any, int | None, bool]:
+    """``(local tensor, group, global class count, was_dtensor)`` of a DTensor or a tensor."""
+    try:
+        from torch.distributed.tensor import DTensor, Replicate, Shard
+    except ImportError:  # pragma: no cover - torch without DTensor
+        return x, None, None, False
+    if not isinstance(x, DTensor):
+        return x, None, None, False
+    mesh = x.device_mesh
+    pl = x.placements
+    if mesh.ndim != 1:
+        msg = (
+            f"`{name}` is a DTensor on a {mesh.ndim}-D mesh; pass a DTensor on the 1-D "
+            "tensor-parallel mesh (or its local tensor with group=)"
+        )
+        raise SoftmaxkitValueError(msg)
+    if shard_ok and isinstance(pl[0], Shard) and pl[0].dim in (-1, x.ndim - 1):
+        return x.to_local(), mesh.get_group(), int(x.shape[-1]), True
+    if isinstance(pl[0], Replicate):
+        return x.to_local(), mesh.get_group(), None, True
+    want = "Shard(-1) (sharded on the class dimension)" if shard_ok else "Replicate()"
+    msg = f"`{name}` is a DTensor with placements {pl}; it must be {want}"
+    raise SoftmaxkitValueError(msg)
+
+
+def _common(
+    target: Any,
+    weight: Any,
+    ignore_index: Any,
+    label_smoothing: Any,
+    z_loss: Any,
+    reduction: Any,
+    topk: Any,
+    return_entropy: Any,
+    num_classes: Any,
+    device: torch.device,
+    batch_shape: tuple[int, ...],
+) -> tuple[Tensor, Tensor | None, _Opts]:
+    t = chk.tensor_arg(target, "target")
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        msg = (
+            f"`target` must hold integer class indices, got {t.dtype} (probability targets "
+            "are not supported vocab-parallel)"
+        )
+        raise SoftmaxkitTypeError(msg)
+    if tuple(t.shape) != batch_shape:
+        msg = (
+            f"`target` has shape {tuple(t.shape)} but the logits need one class index per "
+            f"token: shape {batch_shape}"
+        )
+        raise SoftmaxkitValueError(msg)
+    if t.device != device:
+        msg = f"`target` is on {t.device} but the logits are on {device}; move them to one device"
+        raise SoftmaxkitValueError(msg)
+    w = None
+    if weight is not None:
+        w = chk.tensor_arg(weight, "weight")
+        if w.dim() != 1 or not w.is_floating_point():
+            msg = (
+                "`weight` must be a 1-D floating tensor of per-class weights, got "
+                f"{w.dtype} of shape {tuple(w.shape)}"
+            )
+            raise SoftmaxkitValueError(msg)
+        if w.device != device:
+            msg = f"`weight` is on {w.device} but the logits are on {device}"
+            raise SoftmaxkitValueError(msg)
+        if w.requires_grad and torch.is_grad_enabled():
+            msg = "gradients with respect to `weight` are not supported (nor in torch); detach it"
+            raise SoftmaxkitValueError(msg)
+        w = w.detach().to(F64)
+    nc = None if num_classes is None else chk.int_arg(num_classes, "num_classes")
+    k = chk.int_arg(topk, "topk")
+    if k < 0:
+        msg = f"`topk` must be >= 0, got {k}"
+        raise SoftmaxkitValueError(msg)
+    o = _Opts(
+        chk.int_arg(ignore_index, "ignore_index"),
+        chk.check_label_smoothing(label_smoothing),
+        chk.check_nonneg_float(z_loss, "z_loss"),
+        chk.check_reduction(reduction),
+        k,
+        bool(return_entropy),
+        nc,
+    )
+    return t.reshape(-1).to(torch.int64), w, o
+
+
+def _w_slice(w: Tensor | None, v0: int, Vr: int) -> Tensor | None:
+    """This rank's weights; zero-padded when a guessed offset runs past the end.
+
+    A wrong guess is corrected after the collective (every rank then gathers
+    again), and a weight vector of the wrong length raises on every rank there.
+    """
+    if w is None:
+        return None
+    out = w.new_zeros(Vr)
+    lo, hi = max(v0, 0), min(v0 + Vr, w.shape[0])
+    if hi > lo:
+        out[lo - v0 : hi - v0] = w[lo:hi]
+    return out
+
+
+def _reduce(item: Tensor, den: Tensor, reduction: str) -> Tensor:
+    if reduction == "none":
+        return item
+    total = item.sum()
+    if reduction == "sum":
+        return total
+    return torch.where(den > 0, total / torch.where(den > 0, den, 1.0), 0.0)
+
+
+# ------------------------------------------------------------------ cross_entropy
+
+
+def _grad_logits(
+    x: Tensor,
+    t: Tensor,
+    v0: int,
+    mg: _Merged,
+    w_loc: Tensor | None,
+    w_t: Tensor,
+    W: float | Tensor,
+    V: int,
+    o: _Opts,
+    row_scale: Tensor,
+) -> Tensor:
+    """``d loss / d local logits`` from the merged state, elementwise, no collective."""
+    x64 = x.to(F64)
+    n, Vr = x.shape
+    lse, M = mg.lse, mg.M
+    fin = torch.isfinite(lse)
+    lse_safe = torch.where(fin, lse, 0.0)
+    p = torch.exp(x64 - lse_safe[:, None])
+    p = torch.where(fin[:, None], p, 0.0)
+    pinf = torch.isposinf(M)
+    if bool(pinf.any()):
+        pk = (x64 == math.inf).to(F64) / torch.where(pinf, mg.C, 1.0)[:, None]
+        p = torch.where(pinf[:, None], pk, p)
+    eps, z = o.eps, o.z
+    a = w_t * ((1.0 - eps) + 2.0 * z * lse_safe)
+    if eps:
+        a = a + (eps / V) * W
+    G = p * a[:, None]
+    if eps:
+        wl = torch.ones(Vr, dtype=F64, device=x.device) if w_loc is None else w_loc
+        G = G - (eps / V) * wl[None, :]
+    inside = (t >= v0) & (t < v0 + Vr)
+    col = torch.where(inside, t - v0, torch.zeros_like(t))
+    # 1 - p_t without cancellation: the target's 1 comes out of the count when it is
+    # the maximum, its term out of the rest otherwise
+    D = mg.C + mg.S
+    e_t = torch.exp(
+        torch.where(torch.isfinite(mg.xt) & fin, mg.xt - torch.where(fin, M, 0.0), -math.inf)
+    )
+    one_minus = torch.where(mg.xt == M, ((mg.C - 1.0) + mg.S) / D, (mg.C + (mg.S - e_t)) / D)
+    p_t = p.gather(1, col[:, None])[:, 0]
+    one_minus = torch.where(fin, one_minus, 1.0 - p_t)
+    g_t = w_t * (-(1.0 - eps) * one_minus + 2.0 * z * lse_safe * p_t)
+    if eps:
+        wt_c = torch.ones(n, dtype=F64, device=x.device) if w_loc is None else w_loc[col]
+        g_t = g_t + (eps / V) * (W * p_t - wt_c)
+    G.scatter_(1, col[:, None], torch.where(inside, g_t, G.gather(1, col[:, None])[:, 0])[:, None])
+    G = torch.where(torch.isnan(M)[:, None], math.nan, G)
+    G = G * row_scale[:, None]
+    return G.to(x.dtype)
+
+
+class _CE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, t: Tensor, w: Tensor | None, o: _Opts, group: Any) -> Any:  # type: ignore[override]
+        Vr = x.shape[-1]
+        xd = x.detach()
+
+        def compute_for(xx: Tensor) -> Any:
+            def compute(v0: int, out: Tensor) -> None:
+                w_loc = _w_slice(w, v0, Vr)
+                for i0, i1 in _row_blocks(xd.shape[0], Vr):
+                    _slice_state(xd[i0:i1], t[i0:i1], v0, w_loc, o, out[i0:i1])
+
+            return compute
+
+        call = _run_collective(xd, t, w, o, group, compute_for)
+        mg = call.merged
+        V = call.V
+        v0 = call.offsets[call.rank]
+        ignored = t == o.ignore_index
+        t_safe = torch.where(ignored, torch.zeros_like(t), t)
+        w_t = torch.ones(t.shape, dtype=F64, device=x.device) if w is None else w[t_safe]
+        counted = ~ignored & (-math.inf < mg.M)
+        item = _token_losses(mg, t_safe, counted, w_t, V, o)
+        den = torch.where(counted, w_t, 0.0).sum()
+        loss = _reduce(item, den, o.reduction).to(x.dtype)
+        ctx.save_for_backward(x, t_safe)
+        ctx.state = (mg, w, w_t, counted, den, v0, V, o)
+        ctx.collectives = call.collectives
+        acc = F64 if x.dtype == F64 else torch.float32
+        lse = mg.lse.to(acc)
+        ent = mg.entropy.to(acc) if mg.entropy is not None else x.new_empty(0)
+        if mg.topv is not None and mg.topi is not None:
+            lp = (mg.topv - mg.lse[:, None]).to(acc)
+            ti = mg.topi
+        else:
+            lp, ti = x.new_empty(0), t.new_empty(0)
+        ctx.mark_non_differentiable(lse, ent, lp, ti)
+        return loss, lse, ent, lp, ti
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor, *_: Any) -> Any:  # type: ignore[override]
+        x, t_safe = ctx.saved_tensors
+        mg, w, w_t, counted, den, v0, V, o = ctx.state
+        if o.reduction == "none":
+            scale = g.to(F64).reshape(-1)
+        else:
+            scale = g.to(F64).expand(t_safe.shape)
+            if o.reduction == "mean":
+                scale = scale * torch.where(den > 0, 1.0 / torch.where(den > 0, den, 1.0), 0.0)
+        scale = torch.where(counted, scale, 0.0)
+        Vr = x.shape[-1]
+        w_loc = None if w is None else w[v0 : v0 + Vr]
+        W = float(V) if w is None else w.sum()
+        x2 = x.detach().reshape(-1, Vr)
+        G = torch.empty_like(x2)
+        for i0, i1 in _row_blocks(x2.shape[0], Vr):
+            sub = _Merged(*(None if f is None else f[i0:i1] for f in mg))  # type: ignore[arg-type]
+            G[i0:i1] = _grad_logits(
+                x2[i0:i1], t_safe[i0:i1], v0, sub, w_loc, w_t[i0:i1], W, V, o, scale[i0:i1]
+            )
+        return G.reshape(x.shape), None, None, None, None
+
+
+def cross_entropy(
+    local_logits: Tensor,
+    target: Tensor,
+    *,
+    group: Any = None,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: str = "mean",
+    num_classes: int | None = None,
+    return_lse: bool = False,
+    return_entropy: bool = False,
+    topk: int = 0,
+) -> Any:
+    r"""Cross-entropy of logits whose classes are sharded over the ranks of ``group``.
+
+    Rank ``r`` passes its slice ``x[..., v0_r : v0_r + V_r]`` of the logits (class
+    dimension LAST, slices in rank order, sizes may differ); every rank passes the
+    same global class indices ``target``. The result is, on every rank, the loss of
+    :func:`softmaxkit.torch.cross_entropy` on the full logits:
+
+    .. math:: \ell = w_t\bigl[(1 - \varepsilon)(\operatorname{lse}(x) - x_t)
+              + z\,\operatorname{lse}(x)^2\bigr]
+              + \frac{\varepsilon}{V}\sum_c w_c\,(\operatorname{lse}(x) - x_c)
+
+    with ``V`` the GLOBAL class count, from one all-gather of a per-token state
+    (see the module docstring). The gradient of the local logits needs no
+    collective.
+
+    Parameters
+    ----------
+    local_logits : Tensor of shape (..., V_r) or DTensor
+        This rank's slice of the logits, or a DTensor sharded ``Shard(-1)`` on a
+        1-D mesh (then ``group`` comes from the mesh).
+    target : Tensor of shape (...)
+        Global class indices, identical on every rank (a replicated DTensor is fine).
+    group : ProcessGroup, optional
+        The tensor-parallel group (default: the default group).
+    weight : Tensor of shape (V,), optional
+        Per-class weights over ALL classes, identical on every rank; any finite
+        values (negative ones too, as torch accepts). ``"mean"`` divides by the
+        summed weights of the counted tokens.
+    ignore_index : int, optional
+        Tokens with this target have loss 0, gradient 0 and are not counted.
+    label_smoothing : float in [0, 1], optional
+        Target ``(1 - eps) onehot + eps / V`` with the global ``V``.
+    z_loss : float, optional
+        Adds ``z_loss * lse**2`` per token (PaLM).
+    reduction : {"mean", "sum", "none"}, optional
+        A ``"mean"`` over no counted token is 0.
+    num_classes : int, optional
+        The global class count; when given, slices that do not add up to it raise
+        on every rank (a DTensor gives it implicitly).
+    return_lse, return_entropy : bool, optional
+        Also return each token's ``logsumexp`` and the entropy of its predicted
+        distribution, from the same collective.
+    topk : int, optional
+        Also return each token's ``topk`` largest log-probabilities and their
+        global class indices (``topk`` values and indices per rank travel in the
+        same collective).
+
+    Returns
+    -------
+    Tensor or DistributedCrossEntropyOutput
+        The loss (the same bits on every rank), or a named tuple ``(loss, lse,
+        entropy, topk_logprobs, topk_indices)`` when an extra is asked for.
+
+    Raises
+    ------
+    SoftmaxkitValueError
+        On every rank, after the collective: slices that do not add up to
+        ``num_classes`` or to ``weight``'s length, a target outside the global
+        range, ranks that disagree on targets, weights or options, or an error on
+        any rank while it reduced its slice.
+
+    See Also
+    --------
+    softmaxkit.torch.cross_entropy, linear_cross_entropy
+
+    Notes
+    -----
+    Every rank merges the same gathered bytes in rank order with the same code,
+    so the loss and every extra are bitwise identical across the ranks. The
+    state is float64 for every input dtype, and each rank's sum of exponentials
+    is relative to its own maximum, so the merged ``lse`` depends on the split
+    in its last float64 bits (about ``1e-16`` relative); float32 and lower-precision
+    results are then the same as single-device ones unless an exact value lies
+    within that distance of a rounding boundary (about ``1e-8`` per value;
+    measured: no difference, see the benchmark part ``distributed``). The first
+    call with UNEVEN slices on a group runs the collective twice (the offsets are
+    learned, then cached); every later call runs it once.
+
+    References
+    ----------
+    .. [1] P. Blanchard, D. J. Higham, N. J. Higham, "Accurately computing the
+       log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
+    .. [2] M. Shoeybi et al., "Megatron-LM: training multi-billion parameter
+       language models using model parallelism", arXiv:1909.08053, 2019.
+
+    Examples
+    --------
+    A group of one rank holds all classes (the multi-rank tests spawn processes):
+
+    >>> import os, tempfile, torch, torch.distributed as dist
+    >>> import softmaxkit.torch.distributed as sktd
+    >>> store = dist.FileStore(tempfile.mktemp(), 1)
+    >>> dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    >>> x = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
+    >>> sktd.cross_entropy(x, torch.tensor([0, 1]))
+    tensor(0.3185)
+    >>> dist.destroy_process_group()
+    """
+    x, g2, nc, _ = _unwrap_dtensor(local_logits, "local_logits", True)
+    if g2 is not None:
+        group = g2
+        if num_classes is None:
+            num_classes = nc
+    t_in, _, _, _ = _unwrap_dtensor(target, "target", False)
+    w_in = weight
+    if weight is not None:
+        w_in, _, _, _ = _unwrap_dtensor(weight, "weight", False)
+    x = chk.float_input(x, "local_logits", promote_int=False)
+    if x.dim() < 1:
+        msg = "`local_logits` must have shape (..., V_r) with the classes last, got a 0-d tensor"
+        raise SoftmaxkitValueError(msg)
+    t, w, o = _common(
+        t_in,
+        w_in,
+        ignore_index,
+        label_smoothing,
+        z_loss,
+        reduction,
+        topk,
+        return_entropy,
+        num_classes,
+        x.device,
+        tuple(x.shape[:-1]),
+    )
+    Vr = x.shape[-1]
+    x2 = x.reshape(-1, Vr)
+    loss, lse, ent, lp, ti = _CE.apply(x2, t, w, o, group)
+    batch = tuple(x.shape[:-1])
+    if o.reduction == "none":
+        loss = loss.reshape(batch)
+    if not (return_lse or return_entropy or o.topk):
+        return loss
+    return DistributedCrossEntropyOutput(
+        loss,
+        lse.reshape(batch) if return_lse else None,
+        ent.reshape(batch) if return_entropy else None,
+        lp.reshape((*batch, lp.shape[-1])) if o.topk else None,
+        ti.reshape((*batch, ti.shape[-1])) if o.topk else None,
+    )
+
+
+# ------------------------------------------------------------ linear_cross_entropy
+
+TOKEN_CHUNK = 256  # tokens whose local logits exist at once (TOKEN_CHUNK x V_r floats)
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    return F64 if dtype == F64 else torch.float32
+
+
+def _logits_chunk(h: Tensor, W: Tensor, b: Tensor | None, i0: int, i1: int) -> Tensor:
+    acc = _acc(h.dtype)
+    z = h[i0:i1].to(acc) @ W.to(acc).t()
+    if b is not None:
+        z = z + b.to(acc)
+    return z
+
+
+class _LCE(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        h: Tensor,
+        W: Tensor,
+        b: Tensor | None,
+        t: Tensor,
+        w: Tensor | None,
+        o: _Opts,
+        group: Any,
+    ) -> Any:
+        N = h.shape[0]
+        Vr = W.shape[0]
+
+        def compute_for(_x: Tensor) -> Any:
+            def compute(v0: int, out: Tensor) -> None:
+                w_loc = _w_slice(w, v0, Vr)
+                for i0 in range(0, N, TOKEN_CHUNK):
+                    i1 = min(N, i0 + TOKEN_CHUNK)
+                    z = _logits_chunk(
+                        h.detach(), W.detach(), None if b is None else b.detach(), i0, i1
+                    )
+                    _slice_state(z, t[i0:i1], v0, w_loc, o, out[i0:i1])
+
+            return compute
+
+        # the header carries the local class count: a (1, V_r) stand-in for the logits
+        stand_in = h.new_empty((1, Vr))
+        call = _run_collective(stand_in, t, w, o, group, compute_for)
+        mg = call.merged
+        V = call.V
+        v0 = call.offsets[call.rank]
+        ignored = t == o.ignore_index
+        t_safe = torch.where(ignored, torch.zeros_like(t), t)
+        w_t = torch.ones(t.shape, dtype=F64, device=h.device) if w is None else w[t_safe]
+        counted = ~ignored & (-math.inf < mg.M)
+        item = _token_losses(mg, t_safe, counted, w_t, V, o)
+        den = torch.where(counted, w_t, 0.0).sum()
+        loss = _reduce(item, den, o.reduction).to(h.dtype)
+        ctx.save_for_backward(h, W, b, t_safe)
+        ctx.state = (mg, w, w_t, counted, den, v0, V, o, group)
+        ctx.has_bias = b is not None
+        acc = _acc(h.dtype)
+        lse = mg.lse.to(acc)
+        ent = mg.entropy.to(acc) if mg.entropy is not None else h.new_empty(0)
+        if mg.topv is not None and mg.topi is not None:
+            lp, ti = (mg.topv - mg.lse[:, None]).to(acc), mg.topi
+        else:
+            lp, ti = h.new_empty(0), t.new_empty(0)
+        ctx.mark_non_differentiable(lse, ent, lp, ti)
+        return loss, lse, ent, lp, ti
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor, *_: Any) -> Any:  # type: ignore[override]
+        h, W, b, t_safe = ctx.saved_tensors
+        mg, w, w_t, counted, den, v0, V, o, group = ctx.state
+        if o.reduction == "none":
+            scale = g.to(F64).reshape(-1)
+        else:
+            scale = g.to(F64).expand(t_safe.shape)
+            if o.reduction == "mean":
+                scale = scale * torch.where(den > 0, 1.0 / torch.where(den > 0, den, 1.0), 0.0)
+        scale = torch.where(counted, scale, 0.0)
+        N = h.shape[0]
+        Vr = W.shape[0]
+        acc = _acc(h.dtype)
+        w_loc = None if w is None else _w_slice(w, v0, Vr)
+        Wsum = float(V) if w is None else w.sum()
+        hd, Wd = h.detach(), W.detach()
+        bd = None if b is None else b.detach()
+        Wa = Wd.to(acc)
+        gh = torch.zeros((N, h.shape[1]), dtype=acc, device=h.device)
+        gW = torch.zeros(Wd.shape, dtype=acc, device=h.device)
+        gb = torch.zeros(Vr, dtype=acc, device=h.device) if b is not None else None
+        for i0 in range(0, N, TOKEN_CHUNK):
+            i1 = min(N, i0 + TOKEN_CHUNK)
+            z = _logits_chunk(hd, Wd, bd, i0, i1)
+            sub = _Merged(*(None if f is None else f[i0:i1] for f in mg))  # type: ignore[arg-type]
+            G = _grad_logits(z, t_safe[i0:i1], v0, sub, w_loc, w_t[i0:i1], Wsum, V, o, scale[i0:i1])
+            gh[i0:i1] = G @ Wa
+            gW.addmm_(G.t(), hd[i0:i1].to(acc))
+            if gb is not None:
+                gb += G.sum(0)
+        # the one collective of the backward: dh = sum over ranks of G_r W_r
+        _rank, world, _ = _group_info(group)
+        if world > 1:
+            dist.all_reduce(gh, group=group)
+        return (
+            gh.to(h.dtype),
+            gW.to(W.dtype),
+            None if gb is None else gb.to(b.dtype),
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def linear_cross_entropy(
+    input: Tensor,
+    local_weight: Tensor,
+    target: Tensor,
+    *,
+    group: Any = None,
+    local_bias: Tensor | None = None,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    reduction: str = "mean",
+    num_classes: int | None = None,
+    return_lse: bool = False,
+    return_entropy: bool = False,
+    topk: int = 0,
+) -> Any:
+    r"""Cross-entropy of ``input @ W.T + b`` for a vocab-sharded lm-head, without the logits.
+
+    Rank ``r`` holds rows ``v0_r : v0_r + V_r`` of the output projection
+    (``local_weight``, and ``local_bias``), in rank order; ``input`` (the hidden
+    states) and ``target`` are the same on every rank. The local logits exist only
+    ``256`` tokens at a time; the per-token state of :func:`cross_entropy` travels
+    in ONE all-gather in the forward pass, and the backward pass runs the one
+    ``N x D`` all-reduce of the hidden-state gradient
+    (``dh = sum_r G_r W_r``); the weight and bias gradients stay local.
+
+    .. math::
+
+        \ell_i = w_{t_i}igl[(1 - arepsilon)(\operatorname{lse}_i - z_{i t_i})
+                 + \zeta\,\operatorname{lse}_i^2igr]
+                 + rac{arepsilon}{V}\sum_c w_c(\operatorname{lse}_i - z_{ic}),
+        \qquad z = h W^	op + b
+
+    Parameters
+    ----------
+    input : Tensor of shape (..., D)
+        Hidden states, identical on every rank of ``group``.
+    local_weight : Tensor of shape (V_r, D)
+        This rank's rows of the projection.
+    target : Tensor of shape (...)
+        Global class indices, identical on every rank.
+    group, weight, ignore_index, label_smoothing, z_loss, reduction, num_classes
+        As in :func:`cross_entropy`.
+    return_lse, return_entropy, topk
+        As in :func:`cross_entropy`.
+    local_bias : Tensor of shape (V_r,), optional
+        This rank's slice of the projection's bias.
+
+    Returns
+    -------
+    Tensor or DistributedCrossEntropyOutput
+        As :func:`cross_entropy`.
+
+    See Also
+    --------
+    cross_entropy, softmaxkit.torch.linear_cross_entropy
+
+    Notes
+    -----
+    The backward pass recomputes the local logits (one more matrix product than
+    the forward) because the normaliser is known only after the collective. The
+    gradients of ``input`` are summed over ranks by ``torch.distributed``'s
+    all-reduce, so their last bits depend on the number of ranks (as in every
+    vocab-parallel lm-head); the loss, the weight and bias gradients do not,
+    beyond the float64 rounding described in :func:`cross_entropy`.
+
+    Examples
+    --------
+    >>> import tempfile, torch, torch.distributed as dist
+    >>> import softmaxkit.torch.distributed as sktd
+    >>> dist.init_process_group("gloo", store=dist.FileStore(tempfile.mktemp(), 1),
+    ...                         rank=0, world_size=1)
+    >>> h = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> W = torch.tensor([[2.0, 0.5], [1.0, 2.5], [0.1, 0.3]])
+    >>> sktd.linear_cross_entropy(h, W, torch.tensor([0, 1]))
+    tensor(0.3185)
+    >>> dist.destroy_process_group()
+    """
+    x = chk.float_input(input, promote_int=False)
+    Wt = chk.float_input(local_weight, "local_weight", promote_int=False)
+    if x.dim() < 1 or Wt.dim() != 2 or Wt.shape[1] != x.shape[-1]:
+        msg = (
+            f"`local_weight` must have shape (V_r, D) with D = input.shape[-1], got "
+            f"{tuple(Wt.shape)} for input {tuple(x.shape)}"
+        )
+        raise SoftmaxkitValueError(msg)
+    for name, other in (("local_weight", Wt), ("local_bias", local_bias)):
+        if other is None:
+            continue
+        chk.tensor_arg(other, name)
+        if other.dtype != x.dtype or other.device != x.device:
+            msg = f"`{name}` must have input's dtype and device ({x.dtype}, {x.device})"
+            raise SoftmaxkitTypeError(msg)
+    if local_bias is not None and tuple(local_bias.shape) != (Wt.shape[0],):
+        msg = f"`local_bias` must have shape ({Wt.shape[0]},), got {tuple(local_bias.shape)}"
+        raise SoftmaxkitValueError(msg)
+    t, w, o = _common(
+        target,
+        weight,
+        ignore_index,
+        label_smoothing,
+        z_loss,
+        reduction,
+        topk,
+        return_entropy,
+        num_classes,
+        x.device,
+        tuple(x.shape[:-1]),
+    )
+    D = x.shape[-1]
+    loss, lse, ent, lp, ti = _LCE.apply(x.reshape(-1, D), Wt, local_bias, t, w, o, group)
+    batch = tuple(x.shape[:-1])
+    if o.reduction == "none":
+        loss = loss.reshape(batch)
+    if not (return_lse or return_entropy or o.topk):
+        return loss
+    return DistributedCrossEntropyOutput(
+        loss,
+        lse.reshape(batch) if return_lse else None,
+        ent.reshape(batch) if return_entropy else None,
+        lp.reshape((*batch, lp.shape[-1])) if o.topk else None,
+        ti.reshape((*batch, ti.shape[-1])) if o.topk else None,
+    )

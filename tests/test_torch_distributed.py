@@ -1,0 +1,175 @@
+"""softmaxkit.torch.distributed on 2 and 4 gloo ranks spawned by the test.
+
+Each world size is one set of rank processes (tests/_dist_worker.py) that runs
+every check and reports; the tests below assert on the reports. Rendezvous is a
+FileStore in a temporary directory; gloo talks over the loopback interface only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch not installed: pip install softmaxkit[torch]")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available():  # pragma: no cover
+    pytest.skip("this torch build has no torch.distributed", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_TIMEOUT = 240  # seconds for one world's whole run (the ranks' own group timeout is 60 s)
+
+
+def _run_world(world: int, tmp: Path) -> list[dict[str, Any]]:
+    env = dict(os.environ)
+    env["GLOO_SOCKET_IFNAME"] = "lo"
+    env["MASTER_ADDR"] = "127.0.0.1"
+    env["OMP_NUM_THREADS"] = "1"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests._dist_worker",
+                str(r),
+                str(world),
+                str(tmp / "store"),
+                str(tmp / f"rank{r}.json"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for r in range(world)
+    ]
+    logs = []
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=RUN_TIMEOUT)
+            logs.append(out.decode(errors="replace"))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for r, p in enumerate(procs):
+        assert p.returncode == 0, f"rank {r} exited with {p.returncode}:\n{logs[r][-4000:]}"
+    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(world)]
+
+
+@pytest.fixture(scope="module", params=[2, 4])
+def reports(request: Any, tmp_path_factory: Any) -> list[dict[str, Any]]:
+    return _run_world(request.param, tmp_path_factory.mktemp(f"tp{request.param}"))
+
+
+def _ce_keys(rep: dict[str, Any]) -> list[str]:
+    return [k for k in rep if k.startswith("ce/")]
+
+
+@pytest.mark.slow
+def test_one_collective_forward_none_backward(reports: list[dict[str, Any]]) -> None:
+    for rep in reports:
+        for k in _ce_keys(rep):
+            fwd, bwd = rep[k]["fwd"], rep[k]["bwd"]
+            # the first call with uneven slices learns the offsets (one extra gather, once)
+            first = k == _ce_keys(rep)[0]
+            assert len(fwd) == (2 if first else 1), (k, fwd)
+            assert {name for name, _ in fwd} <= {"all_gather_single", "all_gather_into_tensor"}
+            assert bwd == [], (k, bwd)
+        assert len(rep["extras"]["calls"]) == 1
+
+
+@pytest.mark.slow
+def test_bytes_per_token(reports: list[dict[str, Any]]) -> None:
+    # 7 float64 words per token plus a 320-byte header, sent by each rank
+    for rep in reports:
+        for k in _ce_keys(rep):
+            for _, nbytes in rep[k]["fwd"]:
+                assert nbytes == 96 * 7 * 8 + 40 * 8
+
+
+@pytest.mark.slow
+def test_same_bits_on_every_rank(reports: list[dict[str, Any]]) -> None:
+    for k in _ce_keys(reports[0]):
+        losses = [rep[k]["loss"] for rep in reports]
+        assert all(lo == losses[0] for lo in losses), k
+
+
+@pytest.mark.slow
+def test_bitwise_equal_to_one_process(reports: list[dict[str, Any]]) -> None:
+    for rep in reports:
+        for k in _ce_keys(rep):
+            r = rep[k]
+            assert r["loss_eq_tp1"] == 1.0, k
+            assert r["grad_eq_tp1"] == 1.0, k
+            if "loss_eq_skt" in r:
+                assert r["loss_eq_skt"] == 1.0, k
+                # the single-process native gradient is within 1 ulp of ours (which is
+                # correctly rounded from float64; the native one is off in ~3e-4 of elements)
+                assert r["grad_ulp_skt"] <= 1.0, k
+            if not k.startswith("ce/none"):
+                assert r["loss_vs_f64"] < 1e-6, k
+
+
+@pytest.mark.slow
+def test_extras_from_the_same_collective(reports: list[dict[str, Any]]) -> None:
+    for rep in reports:
+        ex = rep["extras"]
+        for key in ("lse_eq", "ent_eq", "top_eq", "topi_eq"):
+            assert ex[key] == 1.0, key
+        assert ex["lse_vs_torch"] < 1e-5
+        assert ex["topi_vs_torch"] == 1.0
+
+
+@pytest.mark.slow
+def test_linear_cross_entropy(reports: list[dict[str, Any]]) -> None:
+    for rep in reports:
+        for name, r in rep["linear"].items():
+            assert len(r["fwd"]) == 1, (name, r["fwd"])
+            assert [n for n, _ in r["bwd"]] == ["all_reduce"], (name, r["bwd"])
+            # the single-process engine exponentiates in float32: agree to its accuracy
+            assert r["loss_rel"] < 1e-5, name
+            for g in ("gW_rel", "gb_rel", "gh_rel"):
+                assert r[g] < 1e-5, (name, g)
+    for name in reports[0]["linear"]:
+        assert len({rep["linear"][name]["loss"] for rep in reports}) == 1
+
+
+@pytest.mark.slow
+def test_dtensor_shard_last_dim(reports: list[dict[str, Any]]) -> None:
+    for rep in reports:
+        d = rep["dtensor"]
+        assert "error" not in d, d
+        assert d["loss_eq"] == 1.0 and d["grad_eq"] == 1.0
+        assert d["grad_is_dtensor"] == "DTensor"
+        assert d["replicated_target_ok"]
+
+
+@pytest.mark.slow
+def test_bad_input_raises_on_every_rank(reports: list[dict[str, Any]]) -> None:
+    words = {
+        "sizes": "add up",
+        "weight_len": "weight",
+        "target_range": "out of range",
+        "target_mismatch": "different targets",
+        "option_mismatch": "different options",
+        "local_failure": "simulated allocation failure",
+    }
+    for rep in reports:
+        for label, word in words.items():
+            msg = rep["errors"][label]
+            assert msg.startswith("SoftmaxkitError"), (rep["rank"], label, msg)
+            assert word in msg, (rep["rank"], label, msg)
+        assert rep["after_errors_ok"]
+
+
+@pytest.mark.slow
+def test_dead_rank_fails_within_timeout(reports: list[dict[str, Any]]) -> None:
+    for rep in reports[:-1]:
+        assert rep["dead"] != "no error", rep["dead"]
+        assert rep["dead_s"] < 2.0 + 15.0, rep["dead_s"]  # the group's 2 s timeout, plus slack
