@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _jax_dispatch
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from ._namespace import Plan, dtype_name, is_numpy
 
@@ -264,6 +265,8 @@ def _normalize(
     threads: int | None,
     log: bool,
 ) -> Array | None:
+    if not is_numpy(plan.xp):  # JAX arrays: the C core as XLA custom calls
+        return _jax_dispatch.normalize(x, axes, where, temperature, plan, threads, log)
     got = _native_input(x, plan)
     if got is None:
         return None
@@ -330,6 +333,8 @@ def logsumexp(
     *,
     threads: int | None = None,
 ) -> Array | tuple[Array, Array] | None:
+    if not is_numpy(plan.xp):
+        return _jax_dispatch.logsumexp(x, axes, b, where, keepdims, return_sign, plan, threads)
     got = _native_input(x, plan)
     if got is None or not (b is None or isinstance(b, np.ndarray)):
         return None
@@ -384,6 +389,22 @@ def cross_entropy(
     plan: Plan,
     threads: int | None = None,
 ) -> Array | tuple[Array, Array] | None:
+    if not is_numpy(plan.xp):
+        return _jax_dispatch.cross_entropy(
+            logits,
+            target,
+            axis=axis,
+            target_is_index=target_is_index,
+            weight=weight,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            reduction=reduction,
+            where=where,
+            return_grad=return_grad,
+            plan=plan,
+            threads=threads,
+        )
     if not target_is_index or label_smoothing != 0.0:
         return None
     got = _native_input(logits, plan)
@@ -469,6 +490,8 @@ def _flat(a: np.ndarray, dtype: Any) -> np.ndarray:
 
 def sigmoid(x: Array, plan: Plan, *, log: bool, threads: int | None = None) -> Array | None:
     """``sigmoid`` (``log=False``) or ``log_sigmoid`` (``log=True``) elementwise."""
+    if not is_numpy(plan.xp):
+        return _jax_dispatch.sigmoid(x, plan, log=log, threads=threads)
     got = _native_input(x, plan)
     if got is None:
         return None
@@ -504,6 +527,10 @@ def binary_cross_entropy_with_logits(
     plan: Plan,
     threads: int | None = None,
 ) -> Array | tuple[Array, Array] | None:
+    if not is_numpy(plan.xp):
+        return _jax_dispatch.binary_cross_entropy_with_logits(
+            logits, target, weight, pos_weight, reduction, return_grad, plan, threads
+        )
     got = _native_input(logits, plan)
     if got is None:
         return None
@@ -544,6 +571,8 @@ def vjp(
     threads: int | None = None,
 ) -> Array | None:
     """``softmax_vjp`` (``log=False``) or ``log_softmax_vjp`` (``log=True``)."""
+    if not is_numpy(plan.xp):
+        return _jax_dispatch.vjp(y, g, axes, plan, log=log, threads=threads)
     got = _native_input(y, plan)
     if got is None or not isinstance(g, np.ndarray):
         return None
