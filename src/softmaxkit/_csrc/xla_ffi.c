@@ -266,11 +266,17 @@ XLA_FFI_Error *skit_xla_logsumexp(XLA_FFI_CallFrame *cf) {
     a.dtype = code;
     a.mode = (int)mode;
     a.n = (size_t)x->dims[x->rank - 1];
-    a.rows = a.n ? count(x) / a.n : 0;
+    a.rows = prod(x, 0, x->rank - 1);
     a.x = x->data;
     a.mask = m ? (const uint8_t *)m->data : NULL;
     a.temperature = 1.0;
-    if (a.rows == 0 || a.n == 0) return NULL;
+    if (a.rows == 0) return NULL;
+    if (a.n == 0) { /* empty sums: log 0 = -inf, sign 0 */
+        for (size_t r = 0; r < a.rows; r++) store(code, lo->data, r, -INFINITY);
+        if (so != NULL)
+            for (size_t r = 0; r < a.rows; r++) store(code, so->data, r, 0.0);
+        return NULL;
+    }
     size_t total = a.rows * a.n;
     double *lse = malloc(a.rows * sizeof(double) * 2);
     double *b64 = has_b ? malloc(total * sizeof(double)) : NULL;
@@ -358,7 +364,11 @@ XLA_FFI_Error *skit_xla_cross_entropy(XLA_FFI_CallFrame *cf) {
     size_t n = (size_t)x->dims[x->rank - 1];
     size_t groups = prod(t, 0, t->rank - tdims), rows = prod(t, t->rank - tdims, t->rank);
     if (groups == 0) return NULL;
-    if (n == 0 || rows == 0) { /* an empty batch: sum 0, mean 0, as the NumPy path */
+    if (n == 0 && rows > 0) {
+        fail(&F, "cross_entropy: no classes, so no target index is in range");
+        return finish(&F, SKIT_OK);
+    }
+    if (rows == 0) { /* an empty batch: sum 0, mean 0, as the NumPy path */
         if (red != 0)
             for (size_t gi = 0; gi < groups; gi++) store(code, lo->data, gi, 0.0);
         return NULL;

@@ -93,7 +93,13 @@ def _native(
     attrs: dict[str, Any],
     fallback: Callable[..., Any],
 ) -> Any:
-    """One custom call on CPU, ``fallback(*args)`` on other platforms."""
+    """One custom call on CPU, ``fallback(*args)`` on other platforms.
+
+    Without the handlers (a build that did not find jaxlib) it is the fallback
+    everywhere, so the derivatives defined below serve both.
+    """
+    if _HANDLERS is None:
+        return fallback(*args)
     _register()
 
     def cpu(*a: Array) -> Any:
