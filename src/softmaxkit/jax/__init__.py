@@ -26,14 +26,13 @@ gives a NaN loss as in optax, but a zero gradient for that row.
 >>> import jax
 >>> import jax.numpy as jnp
 >>> import softmaxkit.jax as skj
->>> logits = jnp.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
->>> skj.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0, 1]))
-Array([0.41703, 0.21987], dtype=float32)
->>> jax.grad(lambda x: skj.softmax_cross_entropy_with_integer_labels(x, jnp.array([0, 1])).sum())(
-...     logits
-... ).round(3)
-Array([[-0.341,  0.242,  0.099],
-       [ 0.109, -0.197,  0.088]], dtype=float32)
+>>> logits = jnp.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], dtype=jnp.float32)
+>>> labels = jnp.array([0, 1])
+>>> [round(float(v), 4) for v in skj.softmax_cross_entropy_with_integer_labels(logits, labels)]
+[0.417, 0.22]
+>>> loss = lambda x: skj.softmax_cross_entropy_with_integer_labels(x, labels).sum()
+>>> [[round(float(g), 3) for g in row] for row in jax.grad(loss)(logits)]
+[[-0.341, 0.242, 0.099], [0.109, -0.198, 0.089]]
 """
 
 from ._core import available

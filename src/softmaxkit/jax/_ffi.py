@@ -107,7 +107,20 @@ def _native(
         res = call(*[x for x in a if x is not None], **attrs)
         return tuple(res) if isinstance(res, (list, tuple)) else res
 
+    if cpu_only():
+        # the fallback could never be lowered: do not trace it (it is hundreds of ops)
+        return cpu(*args)
     return jax.lax.platform_dependent(*args, cpu=cpu, default=fallback)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_only() -> bool:
+    return all(d.platform == "cpu" for d in jax.devices())
+
+
+def cpu_only() -> bool:
+    """Whether CPU is the only platform this process's JAX can compile for."""
+    return _cpu_only()
 
 
 def _sds(shape: tuple[int, ...], dtype: Any) -> jax.ShapeDtypeStruct:

@@ -109,8 +109,8 @@ def softmax(
     --------
     >>> import jax.numpy as jnp
     >>> import softmaxkit.jax as skj
-    >>> skj.softmax(jnp.array([2.0, 1.0, 0.1])).round(3)
-    Array([0.659, 0.242, 0.099], dtype=float32)
+    >>> [round(float(v), 3) for v in skj.softmax(jnp.array([2.0, 1.0, 0.1], dtype=jnp.float32))]
+    [0.659, 0.242, 0.099]
     """
     xa, cfg, out = prepare(x, precision, "x")
     axes = _axes(axis, xa.ndim)
@@ -151,7 +151,8 @@ def log_softmax(
     --------
     >>> import jax.numpy as jnp
     >>> import softmaxkit.jax as skj
-    >>> float(skj.log_softmax(jnp.array([0.0, -40.0]))[0])  # jax.nn gives 0.0
+    >>> x = jnp.array([0.0, -40.0], dtype=jnp.float32)
+    >>> float(skj.log_softmax(x)[0])  # jax.nn gives 0.0
     -4.24835413113866e-18
     """
     xa, cfg, out = prepare(x, precision, "x")
@@ -200,7 +201,7 @@ def logsumexp(
     --------
     >>> import jax.numpy as jnp
     >>> import softmaxkit.jax as skj
-    >>> float(skj.logsumexp(jnp.array([1000.0, 1000.0])))
+    >>> float(skj.logsumexp(jnp.array([1000.0, 1000.0], dtype=jnp.float32)))
     1000.6931762695312
     """
     xa, cfg, out = prepare(a, precision, "a")
@@ -234,8 +235,8 @@ def sigmoid(x: Array, *, precision: str = "accurate") -> Array:
     --------
     >>> import jax.numpy as jnp
     >>> import softmaxkit.jax as skj
-    >>> skj.sigmoid(jnp.array([0.0, 2.0])).round(4)
-    Array([0.5   , 0.8808], dtype=float32)
+    >>> [round(float(v), 4) for v in skj.sigmoid(jnp.array([0.0, 2.0], dtype=jnp.float32))]
+    [0.5, 0.8808]
     """
     xa, cfg, out = prepare(x, precision, "x")
     if xa.size == 0:
@@ -250,7 +251,7 @@ def log_sigmoid(x: Array, *, precision: str = "accurate") -> Array:
     --------
     >>> import jax.numpy as jnp
     >>> import softmaxkit.jax as skj
-    >>> skj.log_sigmoid(jnp.array([0.0])).round(4)
+    >>> skj.log_sigmoid(jnp.array([0.0], dtype=jnp.float32)).round(4)
     Array([-0.6931], dtype=float32)
     """
     xa, cfg, out = prepare(x, precision, "x")

@@ -99,8 +99,9 @@ def softmax_cross_entropy(
     --------
     >>> import jax.numpy as jnp
     >>> import softmaxkit.jax as skj
-    >>> skj.softmax_cross_entropy(jnp.array([10.0, 1.0, -2.0]), jnp.array([0.0, 1.0, 0.0]))
-    Array(9.000129, dtype=float32)
+    >>> logits = jnp.array([10.0, 1.0, -2.0], dtype=jnp.float32)
+    >>> skj.softmax_cross_entropy(logits, jnp.array([0.0, 1.0, 0.0], dtype=jnp.float32))
+    Array(9.00013, dtype=float32)
     """
     xa, cfg, out = prepare(logits, precision, "logits")
     axes = check_axes(axis, xa.ndim)
@@ -185,8 +186,9 @@ def softmax_cross_entropy_with_integer_labels(
     --------
     >>> import jax.numpy as jnp
     >>> import softmaxkit.jax as skj
-    >>> skj.softmax_cross_entropy_with_integer_labels(jnp.array([[0.0, -40.0]]), jnp.array([0]))
-    Array([4.2483541e-18], dtype=float32)
+    >>> logits = jnp.array([[0.0, -40.0]], dtype=jnp.float32)
+    >>> skj.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0]))
+    Array([4.248354e-18], dtype=float32)
     """
     xa, cfg, out = prepare(logits, precision, "logits")
     la = as_jax(labels, "labels")
@@ -196,7 +198,10 @@ def softmax_cross_entropy_with_integer_labels(
     w = _expand_where(where, xa.ndim, axis)
     mask = mask_of(w, tuple(xa.shape))
     if isinstance(axis, (tuple, int)):
-        axes = check_axes(axis, xa.ndim)
+        # optax flattens the class axes in the order given, not sorted
+        check_axes(axis, xa.ndim)
+        given = axis if isinstance(axis, tuple) else (axis,)
+        axes = tuple(int(a) % xa.ndim for a in given)
     else:
         msg = (
             f"Keyword argument 'axis' must be of type 'int' or 'tuple[int, ...]', got {type(axis)}"
@@ -210,12 +215,25 @@ def softmax_cross_entropy_with_integer_labels(
     return _int_fn(cfg, m2 is not None)(x2, la, m2).astype(out)
 
 
+@jax.custom_jvp
+def _weighted(logp: Array, labels: Array) -> Array:
+    """``labels * logp`` with ``0 log 0 = 0``; its derivative in ``labels`` is ``logp``."""
+    return jnp.where(labels != 0, labels * logp, jnp.zeros_like(logp))
+
+
+@_weighted.defjvp
+def _weighted_jvp(primals: Any, tangents: Any) -> tuple[Array, Array]:
+    logp, labels = primals
+    dlogp, dlabels = tangents
+    d = jnp.where(labels != 0, labels * dlogp, jnp.zeros_like(logp)) + dlabels * logp
+    return _weighted(logp, labels), d
+
+
 @functools.lru_cache(maxsize=64)
 def _safe_fn(cfg: _ffi.Cfg) -> Any:
     def run(x: Array, labels: Array) -> Array:
         logp = _ffi.normalize_last(x, None, cfg, log=True, temperature=1.0)
-        terms = jnp.where(labels != 0, labels * logp, jnp.zeros_like(logp))
-        return -jnp.sum(terms, axis=-1)
+        return -jnp.sum(_weighted(logp, labels), axis=-1)
 
     return jax.jit(run)
 
@@ -246,7 +264,8 @@ def safe_softmax_cross_entropy(
     --------
     >>> import jax.numpy as jnp
     >>> import softmaxkit.jax as skj
-    >>> skj.safe_softmax_cross_entropy(jnp.array([-jnp.inf, 0.0]), jnp.array([0.0, 1.0]))
+    >>> logits = jnp.array([-jnp.inf, 0.0], dtype=jnp.float32)
+    >>> skj.safe_softmax_cross_entropy(logits, jnp.array([0.0, 1.0], dtype=jnp.float32))
     Array(-0., dtype=float32)
     """
     xa = as_jax(logits, "logits")
@@ -294,7 +313,8 @@ def sigmoid_binary_cross_entropy(
     --------
     >>> import jax.numpy as jnp
     >>> import softmaxkit.jax as skj
-    >>> skj.sigmoid_binary_cross_entropy(jnp.array([0.0, 40.0]), jnp.array([1.0, 1.0]))
+    >>> logits = jnp.array([0.0, 40.0], dtype=jnp.float32)
+    >>> skj.sigmoid_binary_cross_entropy(logits, jnp.array([1.0, 1.0], dtype=jnp.float32))
     Array([6.931472e-01, 4.248354e-18], dtype=float32)
     """
     xa = as_jax(logits, "logits")
