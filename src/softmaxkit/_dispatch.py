@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _dask
+from . import _dask, _jax_dispatch
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from ._namespace import Plan, dtype_name, is_numpy
 
@@ -267,6 +267,8 @@ def _normalize(
 ) -> Array | None:
     if where is None and temperature == 1.0 and out is None and _dask.covers(x, plan, axes):
         return _dask.normalize(x, axes[0], plan, log=log, threads=1)
+    if not is_numpy(plan.xp):  # JAX arrays: the C core as XLA custom calls
+        return _jax_dispatch.normalize(x, axes, where, temperature, plan, threads, log)
     got = _native_input(x, plan)
     if got is None:
         return None
@@ -335,6 +337,8 @@ def logsumexp(
 ) -> Array | tuple[Array, Array] | None:
     if b is None and where is None and _dask.covers(x, plan, axes):
         return _dask.logsumexp(x, axes[0], keepdims, return_sign, plan, threads=1)
+    if not is_numpy(plan.xp):
+        return _jax_dispatch.logsumexp(x, axes, b, where, keepdims, return_sign, plan, threads)
     got = _native_input(x, plan)
     if got is None or not (b is None or isinstance(b, np.ndarray)):
         return None
@@ -404,6 +408,22 @@ def cross_entropy(
             reduction=reduction,
             plan=plan,
             threads=1,
+        )
+    if not is_numpy(plan.xp):
+        return _jax_dispatch.cross_entropy(
+            logits,
+            target,
+            axis=axis,
+            target_is_index=target_is_index,
+            weight=weight,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            reduction=reduction,
+            where=where,
+            return_grad=return_grad,
+            plan=plan,
+            threads=threads,
         )
     if not target_is_index or label_smoothing != 0.0:
         return None
@@ -490,6 +510,8 @@ def _flat(a: np.ndarray, dtype: Any) -> np.ndarray:
 
 def sigmoid(x: Array, plan: Plan, *, log: bool, threads: int | None = None) -> Array | None:
     """``sigmoid`` (``log=False``) or ``log_sigmoid`` (``log=True``) elementwise."""
+    if not is_numpy(plan.xp):
+        return _jax_dispatch.sigmoid(x, plan, log=log, threads=threads)
     got = _native_input(x, plan)
     if got is None:
         return None
@@ -525,6 +547,10 @@ def binary_cross_entropy_with_logits(
     plan: Plan,
     threads: int | None = None,
 ) -> Array | tuple[Array, Array] | None:
+    if not is_numpy(plan.xp):
+        return _jax_dispatch.binary_cross_entropy_with_logits(
+            logits, target, weight, pos_weight, reduction, return_grad, plan, threads
+        )
     got = _native_input(logits, plan)
     if got is None:
         return None
@@ -565,6 +591,8 @@ def vjp(
     threads: int | None = None,
 ) -> Array | None:
     """``softmax_vjp`` (``log=False``) or ``log_softmax_vjp`` (``log=True``)."""
+    if not is_numpy(plan.xp):
+        return _jax_dispatch.vjp(y, g, axes, plan, log=log, threads=threads)
     got = _native_input(y, plan)
     if got is None or not isinstance(g, np.ndarray):
         return None

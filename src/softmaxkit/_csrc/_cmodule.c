@@ -356,6 +356,39 @@ static PyObject *py_set_isa(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+#ifdef SKIT_XLA_FFI
+/* The XLA FFI handlers of xla_ffi.c (built only when jaxlib's headers were found
+ * at build time), as PyCapsules for jax.ffi.register_ffi_target. */
+#include "skit_xla_ffi.h"
+
+static PyObject *py_xla_handlers(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    static const struct {
+        const char *name;
+        void *fn;
+    } table[] = {
+        {"softmaxkit_softmax", (void *)skit_xla_softmax},
+        {"softmaxkit_logsumexp", (void *)skit_xla_logsumexp},
+        {"softmaxkit_vjp", (void *)skit_xla_vjp},
+        {"softmaxkit_cross_entropy", (void *)skit_xla_cross_entropy},
+        {"softmaxkit_sigmoid", (void *)skit_xla_sigmoid},
+    };
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        PyObject *c = PyCapsule_New(table[i].fn, NULL, NULL);
+        if (!c || PyDict_SetItemString(d, table[i].name, c) < 0) {
+            Py_XDECREF(c);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(c);
+    }
+    return d;
+}
+#endif
+
 static PyMethodDef methods[] = {
     {"softmax", py_softmax, METH_VARARGS, softmax_doc},
     {"logsumexp", py_logsumexp, METH_VARARGS, logsumexp_doc},
@@ -367,6 +400,10 @@ static PyMethodDef methods[] = {
     {"state_apply", py_state_apply, METH_VARARGS, state_apply_doc},
     {"isa", py_isa, METH_NOARGS, "Name of the instruction set in use."},
     {"set_isa", py_set_isa, METH_O, "Force an instruction set ('auto' to detect)."},
+#ifdef SKIT_XLA_FFI
+    {"xla_handlers", py_xla_handlers, METH_NOARGS,
+     "The XLA FFI handlers as PyCapsules, by target name."},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,0 +1,328 @@
+"""optax's classification losses, on softmaxkit's kernels.
+
+``softmax_cross_entropy``, ``softmax_cross_entropy_with_integer_labels``,
+``safe_softmax_cross_entropy`` and ``sigmoid_binary_cross_entropy`` with
+optax's names, argument order, defaults and semantics (``where=`` included:
+excluded classes drop out of the target sum, as in optax), plus a
+keyword-only ``precision``. optax's own test file runs against them in the
+test suite (tests/test_jax_optax.py), with each deliberate divergence listed.
+
+This module must never call the NumPy-facing public functions of softmaxkit.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from .._errors import SoftmaxkitTypeError
+from .._namespace import dtype_name
+from .._validation import check_axes
+from . import _core, _ffi
+from ._nn import as_jax, mask_of, prepare
+
+__all__ = [
+    "safe_softmax_cross_entropy",
+    "sigmoid_binary_cross_entropy",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+]
+
+Array = Any
+
+
+def _require_float(x: Array, name: str) -> None:
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        msg = f"`{name}` must have a floating dtype, got {x.dtype} (as optax requires)"
+        raise SoftmaxkitTypeError(msg)
+
+
+def _expand_where(where: object, ndim: int, axis: object) -> Array | None:
+    """optax's rule: a per-row ``where`` gains the reduced axes (size one)."""
+    if where is None:
+        return None
+    w = as_jax(where, "where")
+    if w.ndim != ndim:
+        w = jnp.expand_dims(w, axis)  # type: ignore[arg-type]
+    return w
+
+
+@functools.lru_cache(maxsize=256)
+def _sce_fn(axes: tuple[int, ...], cfg: _ffi.Cfg, has_mask: bool) -> Any:
+    def run(x: Array, labels: Array, mask: Array) -> Array:
+        x = x.astype(cfg.plan.out)
+        logp = _core._normalize_fn(axes, 1.0, cfg, True, has_mask)(x, mask)
+        return -(labels * logp).sum(axes, where=mask)
+
+    return jax.jit(run)
+
+
+def softmax_cross_entropy(
+    logits: Array,
+    labels: Array,
+    axis: int | tuple[int, ...] | None = -1,
+    where: Array | None = None,
+    *,
+    precision: str = "accurate",
+) -> Array:
+    r"""Cross-entropy against target distributions, as :func:`optax.softmax_cross_entropy`.
+
+    .. math:: \ell = -\sum_i y_i \log\operatorname{softmax}(x)_i
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalised log-probabilities, classes along ``axis``.
+    labels : array_like
+        Target probabilities, broadcastable to ``logits``.
+    axis : int, tuple of ints or None, optional
+        The class axis or axes. Default ``-1``.
+    where : array_like of bool, optional
+        Elements to include: of ``logits``' shape, or of the batch shape
+        (then it applies to whole rows). Excluded classes are left out of
+        both the normaliser and the target sum, as in optax; a fully excluded
+        row gives 0. (``softmaxkit.cross_entropy`` instead keeps its contract
+        for ``where``: excluded classes must carry no target probability.)
+    precision : {"accurate", "fast"}, optional
+        The log-softmax's precision (0.5 ulp accurate, 3 ulp fast); the sum
+        over classes is JAX's.
+
+    Returns
+    -------
+    jax.Array
+        Loss per example, ``logits``' shape without the class axes.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import softmaxkit.jax as skj
+    >>> logits = jnp.array([10.0, 1.0, -2.0], dtype=jnp.float32)
+    >>> skj.softmax_cross_entropy(logits, jnp.array([0.0, 1.0, 0.0], dtype=jnp.float32))
+    Array(9.00013, dtype=float32)
+    """
+    xa, cfg, out = prepare(logits, precision, "logits")
+    axes = check_axes(axis, xa.ndim)
+    la = as_jax(labels, "labels")
+    w = _expand_where(where, xa.ndim, axes)
+    mask = mask_of(w, tuple(xa.shape))
+    if xa.size == 0:
+        logp = jax.nn.log_softmax(xa, axis=axes, where=mask)
+        return (-(la * logp).sum(axes, where=mask)).astype(out)
+    return _sce_fn(axes, cfg, mask is not None)(xa, la, mask).astype(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _int_fn(cfg: _ffi.Cfg, has_mask: bool) -> Any:
+    def run(x: Array, labels: Array, mask: Array) -> Array:
+        # x: classes last. optax indexes with take_along_axis: negative labels count
+        # from the end and labels beyond the classes give NaN.
+        c = x.shape[-1]
+        lab = jnp.where(labels < 0, labels + c, labels)
+        bad = (lab < 0) | (lab >= c)
+        lab = jnp.where(bad, 0, lab).astype(jnp.int32)
+        if not has_mask:
+            loss = _ffi.ce_index(
+                x,
+                lab,
+                None,
+                None,
+                cfg,
+                ignore_index=None,
+                z_loss=0.0,
+                reduction="none",
+                want_grad=False,
+            )
+        else:
+            # optax: the masked normaliser minus the target logit, whether or not the
+            # target class is included; rows with nothing included give 0
+            lse = _ffi.logsumexp_last(x, mask, cfg)
+            picked = jnp.take_along_axis(x, lab[..., None], axis=-1)[..., 0]
+            loss = jnp.where(jnp.any(mask, axis=-1), lse - picked, 0.0)
+        return jnp.where(bad, jnp.nan, loss).astype(x.dtype)
+
+    return jax.jit(run)
+
+
+def softmax_cross_entropy_with_integer_labels(
+    logits: Array,
+    labels: Array,
+    axis: int | tuple[int, ...] = -1,
+    where: Array | None = None,
+    *,
+    precision: str = "accurate",
+) -> Array:
+    r"""Cross-entropy against class indices (optax's ``..._with_integer_labels``).
+
+    .. math:: \ell = \log\sum_j e^{x_j} - x_y
+
+    One pass of the fused kernel gives the loss and, under ``jax.grad``, the
+    gradient ``softmax(x) - onehot(y)``.
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalised log-probabilities, classes along ``axis``.
+    labels : array_like of int
+        Class indices, ``logits``' shape without the class axes. As in optax,
+        a negative label counts from the end and a label beyond the classes
+        gives NaN.
+    axis : int or tuple of ints, optional
+        The class axis; with a tuple the classes are those axes flattened in
+        order. Default ``-1``.
+    where : array_like of bool, optional
+        Elements to include (optax's rule, see :func:`softmax_cross_entropy`).
+    precision : {"accurate", "fast"}, optional
+        ``"accurate"``: loss and gradient correctly rounded in practice.
+
+    Returns
+    -------
+    jax.Array
+        Loss per example.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import softmaxkit.jax as skj
+    >>> logits = jnp.array([[0.0, -40.0]], dtype=jnp.float32)
+    >>> skj.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0]))
+    Array([4.248354e-18], dtype=float32)
+    """
+    xa, cfg, out = prepare(logits, precision, "logits")
+    la = as_jax(labels, "labels")
+    if not (jnp.issubdtype(la.dtype, jnp.integer) or dtype_name(la.dtype) == "bool"):
+        msg = f"`labels` must be integer class indices, got dtype {la.dtype}"
+        raise SoftmaxkitTypeError(msg)
+    w = _expand_where(where, xa.ndim, axis)
+    mask = mask_of(w, tuple(xa.shape))
+    if isinstance(axis, (tuple, int)):
+        # optax flattens the class axes in the order given, not sorted
+        check_axes(axis, xa.ndim)
+        given = axis if isinstance(axis, tuple) else (axis,)
+        axes = tuple(int(a) % xa.ndim for a in given)
+    else:
+        msg = (
+            f"Keyword argument 'axis' must be of type 'int' or 'tuple[int, ...]', got {type(axis)}"
+        )
+        raise SoftmaxkitTypeError(msg)
+    perm = [i for i in range(xa.ndim) if i not in axes] + list(axes)
+    x2 = _core._to_last(xa, perm, len(axes))
+    m2 = None if mask is None else _core._to_last(mask, perm, len(axes))
+    if x2.size == 0:
+        return jnp.zeros(x2.shape[:-1], out)
+    return _int_fn(cfg, m2 is not None)(x2, la, m2).astype(out)
+
+
+@jax.custom_jvp
+def _weighted(logp: Array, labels: Array) -> Array:
+    """``labels * logp`` with ``0 log 0 = 0``; its derivative in ``labels`` is ``logp``."""
+    return jnp.where(labels != 0, labels * logp, jnp.zeros_like(logp))
+
+
+@_weighted.defjvp
+def _weighted_jvp(primals: Any, tangents: Any) -> tuple[Array, Array]:
+    logp, labels = primals
+    dlogp, dlabels = tangents
+    d = jnp.where(labels != 0, labels * dlogp, jnp.zeros_like(logp)) + dlabels * logp
+    return _weighted(logp, labels), d
+
+
+@functools.lru_cache(maxsize=64)
+def _safe_fn(cfg: _ffi.Cfg) -> Any:
+    def run(x: Array, labels: Array) -> Array:
+        logp = _ffi.normalize_last(x, None, cfg, log=True, temperature=1.0)
+        return -jnp.sum(_weighted(logp, labels), axis=-1)
+
+    return jax.jit(run)
+
+
+def safe_softmax_cross_entropy(
+    logits: Array, labels: Array, *, precision: str = "accurate"
+) -> Array:
+    r"""Cross-entropy with ``0 log 0 = 0``, as :func:`optax.safe_softmax_cross_entropy`.
+
+    A class with zero target probability contributes nothing, even where its
+    logit is ``-inf``.
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalised log-probabilities, classes last.
+    labels : array_like
+        Target probabilities, broadcastable to ``logits``.
+    precision : {"accurate", "fast"}, optional
+        See :func:`softmax_cross_entropy`.
+
+    Returns
+    -------
+    jax.Array
+        Loss per example.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import softmaxkit.jax as skj
+    >>> logits = jnp.array([-jnp.inf, 0.0], dtype=jnp.float32)
+    >>> skj.safe_softmax_cross_entropy(logits, jnp.array([0.0, 1.0], dtype=jnp.float32))
+    Array(-0., dtype=float32)
+    """
+    xa = as_jax(logits, "logits")
+    _require_float(xa, "logits")
+    xa, cfg, out = prepare(xa, precision, "logits")
+    la = as_jax(labels, "labels").astype(xa.dtype)
+    la = jnp.broadcast_to(la, jnp.broadcast_shapes(la.shape, xa.shape))
+    xa = jnp.broadcast_to(xa, la.shape)
+    if xa.size == 0:
+        return jnp.zeros(xa.shape[:-1], out)
+    return _safe_fn(cfg)(xa, la).astype(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _bce_fn(cfg: _ffi.Cfg) -> Any:
+    def run(x: Array, y: Array) -> Array:
+        return _ffi.bce(x, y, None, None, cfg, reduction="none", want_grad=False)
+
+    return jax.jit(run)
+
+
+def sigmoid_binary_cross_entropy(
+    logits: Array, labels: Array, *, precision: str = "accurate"
+) -> Array:
+    r"""Elementwise sigmoid cross-entropy, as :func:`optax.sigmoid_binary_cross_entropy`.
+
+    .. math:: \ell = -y \log\sigma(x) - (1 - y) \log(1 - \sigma(x))
+
+    Parameters
+    ----------
+    logits : array_like
+        Logits of the positive class, floating dtype.
+    labels : array_like
+        Targets in [0, 1] (cast to ``logits``' dtype), broadcastable against
+        ``logits``.
+    precision : {"accurate", "fast"}, optional
+        See :func:`softmax_cross_entropy`.
+
+    Returns
+    -------
+    jax.Array
+        The loss of each element, of the broadcast shape.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import softmaxkit.jax as skj
+    >>> logits = jnp.array([0.0, 40.0], dtype=jnp.float32)
+    >>> skj.sigmoid_binary_cross_entropy(logits, jnp.array([1.0, 1.0], dtype=jnp.float32))
+    Array([6.931472e-01, 4.248354e-18], dtype=float32)
+    """
+    xa = as_jax(logits, "logits")
+    _require_float(xa, "logits")
+    xa, cfg, out = prepare(xa, precision, "logits")
+    ya = as_jax(labels, "labels").astype(xa.dtype)
+    shape = jnp.broadcast_shapes(xa.shape, ya.shape)
+    xa, ya = jnp.broadcast_to(xa, shape), jnp.broadcast_to(ya, shape)
+    if xa.size == 0:
+        return jnp.zeros(shape, out)
+    return _bce_fn(cfg)(xa, ya).astype(out)
