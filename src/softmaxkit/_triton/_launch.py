@@ -80,18 +80,14 @@ def _run(kernel: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
 
 
 def supports(x: Tensor) -> bool:
-    """Whether the engine takes a tensor: float32/float16/bfloat16 on CUDA (or CPU, interpreted).
-
-    bfloat16 is not taken under the interpreter, which reads its buffers wrongly
-    (NumPy has no bfloat16; measured with Triton 3.9: every result 0).
-    """
-    if x.dtype not in _DTYPES or (INTERPRETED and x.dtype == torch.bfloat16):
+    """Whether the engine takes a tensor: float32/float16/bfloat16 on CUDA (or CPU, interpreted)."""
+    if not _covers(x):
         return False
     return x.device.type == "cuda" or (INTERPRETED and x.device.type == "cpu")
 
 
 def _covers(x: Tensor) -> bool:
-    return x.dtype in _DTYPES and not (INTERPRETED and x.dtype == torch.bfloat16)
+    return x.dtype in _DTYPES
 
 
 def _check_device(x: Tensor) -> None:
@@ -237,11 +233,21 @@ def _mean_scale(den: Tensor) -> Tensor:
 
 def _reduce(item: Tensor, den: Tensor, reduction: str, dtype: torch.dtype) -> Tensor:
     if reduction == "none":
-        return item.to(dtype)
+        return _round_to(item, dtype)
     total = item.sum()
     if reduction == "sum":
-        return total.to(dtype)
-    return torch.where(den > 0, total / torch.where(den > 0, den, 1.0), 0.0).to(dtype)
+        return _round_to(total, dtype)
+    return _round_to(torch.where(den > 0, total / torch.where(den > 0, den, 1.0), 0.0), dtype)
+
+
+def _round_to(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """A float64 tensor rounded once to ``dtype`` (torch's float64 -> half cast rounds
+    twice, through float32): float32 rounded to odd first, then to nearest even."""
+    if t.dtype == torch.float64 and dtype in (torch.float16, torch.bfloat16):
+        f = t.to(torch.float32)
+        sticky = (torch.isfinite(f) & (f.to(torch.float64) != t)).to(torch.int32)
+        t = (f.view(torch.int32) | sticky).view(torch.float32)
+    return t.to(dtype)
 
 
 def cross_entropy(
@@ -347,9 +353,9 @@ def bce_with_logits(
     _check_device(x)
     N = x.numel()
     xc = x.contiguous()
-    yc = target.to(x.dtype).expand(x.shape).contiguous()
-    wb = None if weight is None else weight.to(x.dtype).expand(x.shape).contiguous()
-    pw = None if pos_weight is None else pos_weight.to(x.dtype).expand(x.shape).contiguous()
+    yc = target.expand(x.shape).contiguous()
+    wb = None if weight is None else weight.expand(x.shape).contiguous()
+    pw = None if pos_weight is None else pos_weight.expand(x.shape).contiguous()
     loss_el = torch.empty(x.shape, dtype=torch.float64, device=x.device)
     g = torch.empty_like(xc) if need_grad else xc.new_empty(1)
     scale = 1.0 / N if reduction == "mean" and N else 1.0
@@ -374,12 +380,12 @@ def bce_with_logits(
             num_warps=4,
         )
     if reduction == "none":
-        loss = loss_el.to(x.dtype)
+        loss = _round_to(loss_el, x.dtype)
     elif reduction == "sum":
-        loss = loss_el.sum().to(x.dtype)
+        loss = _round_to(loss_el.sum(), x.dtype)
     else:
         total = loss_el.sum()
-        loss = (total / N if N else total).to(x.dtype)
+        loss = _round_to(total / N if N else total, x.dtype)
     return loss, (g if need_grad else x.new_empty(0))
 
 
@@ -459,7 +465,7 @@ def linear_cross_entropy(
     L = torch.log1p((c - 1.0) + s)
     item = torch.where(ignored, 0.0, w_t * (L - (x_t - m)))
     if reduction == "none":
-        return item.to(h.dtype), None, None, None
+        return _round_to(item, h.dtype), None, None, None
     loss = _reduce(item, den, reduction, h.dtype)
     if not need_grad:
         return loss, None, None, None
