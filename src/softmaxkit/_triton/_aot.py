@@ -58,11 +58,11 @@ class Build:
     @property
     def label(self) -> str:
         keys = ", ".join(f"{k}={v}" for k, v in self.constexprs)
-        return f"{self.kernel}[{keys}] sm_{self.arch}"
+        return f"{self.kernel}[{keys}] {self.signature[0][1][1:]} sm_{self.arch}"
 
 
-def _norm(mode: int, block: int, one: bool, acc: bool, arch: int) -> Build:
-    sig = (("X", "*fp32"), ("Y", "*fp32"), ("n", "i32"))
+def _norm(mode: int, block: int, one: bool, acc: bool, arch: int, dt: str = "fp32") -> Build:
+    sig = (("X", f"*{dt}"), ("Y", f"*{dt}"), ("n", "i32"))
     cx = (("MODE", mode), ("BLOCK", block), ("ONE_BLOCK", one), ("ACCURATE", acc))
     return Build("norm_kernel", sig, cx, 8, arch)
 
@@ -142,6 +142,8 @@ def builds(archs: tuple[int, ...] = (80, 90), fast_archs: tuple[int, ...] = (90,
                 _lce("lce_stats_kernel", acc, arch),
                 _lce("lce_grad_kernel", acc, arch),
             ]
+            if acc:  # the bfloat16 store: rounding to odd, then to nearest even on the bits
+                out.append(_norm(1, one_max, True, acc, arch, "bf16"))
     return out
 
 
