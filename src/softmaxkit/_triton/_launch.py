@@ -47,7 +47,10 @@ PRECISIONS = ("accurate", "fast")
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 #: Longest row kept in registers (one read, one exp per element), by precision.
-ONE_BLOCK_MAX = {"accurate": 4096, "fast": 8192}
+#: (float64 rows of 8192 fit 16 warps in 117 registers on sm_90; the cross-entropy
+#: kernel, with its gradient and smoothing terms, spills beyond 4096 in float64.)
+ONE_BLOCK_MAX = {"accurate": 8192, "fast": 8192}
+CE_ONE_BLOCK_MAX = {"accurate": 4096, "fast": 8192}
 #: Block of the two-pass kernels for longer rows.
 LOOP_BLOCK = {"accurate": 2048, "fast": 4096}
 #: Elements per program of the elementwise kernels.
@@ -108,17 +111,23 @@ def _precision(precision: str) -> bool:
     return precision == "accurate"
 
 
-def _blocks(n: int, precision: str, block: int | None) -> tuple[int, bool, int]:
+def warps_for(block: int) -> int:
+    """Warps of a program handling ``block`` elements at a time."""
+    return 4 if block <= 1024 else (8 if block <= 4096 else 16)
+
+
+def _blocks(
+    n: int, precision: str, block: int | None, limits: dict[str, int] = ONE_BLOCK_MAX
+) -> tuple[int, bool, int]:
     """(BLOCK, ONE_BLOCK, num_warps) for rows of ``n`` elements."""
-    one_max = ONE_BLOCK_MAX[precision] if block is None else block
+    one_max = limits[precision] if block is None else block
     if n <= one_max:
         b = max(16, triton_next_pow2(n))
         one = True
     else:
         b = LOOP_BLOCK[precision] if block is None else block
         one = False
-    warps = 4 if b <= 1024 else (8 if b <= 4096 else 16)
-    return b, one, warps
+    return b, one, warps_for(b)
 
 
 def triton_next_pow2(n: int) -> int:
@@ -300,7 +309,7 @@ def cross_entropy(
     loss_item = torch.empty(rows, dtype=torch.float64, device=x.device)
     cnt = torch.empty(rows, dtype=torch.float64, device=x.device)
     g2 = torch.empty_like(x2) if need_grad else x2.new_empty(1)
-    b, one, warps = _blocks(C, precision, block)
+    b, one, warps = _blocks(C, precision, block, CE_ONE_BLOCK_MAX)
 
     def launch() -> None:
         _run(
@@ -441,7 +450,8 @@ def linear_cross_entropy(
     buf = torch.empty(token_tile * vocab_tile, dtype=gemm_dtype, device=h.device)
     hw, Ww = h.to(gemm_dtype), W.to(gemm_dtype)
     bw = None if bias is None else bias.to(gemm_dtype)
-    b, _, warps = _blocks(vocab_tile, precision, block)
+    b = LOOP_BLOCK[precision] if block is None else block
+    warps = warps_for(b)
 
     def logits(n0: int, n1: int, v0: int, v1: int) -> Tensor:
         z = buf[: (n1 - n0) * (v1 - v0)].view(n1 - n0, v1 - v0)
