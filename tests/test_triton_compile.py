@@ -89,3 +89,10 @@ def test_no_kernel_spills_registers(reports: list[dict[str, Any]]) -> None:
     spills = {r["label"]: (r["local"], r["stack"]) for r in reports if r["local"] or r["stack"]}
     assert not spills
     assert all(0 < r["registers"] <= 255 for r in reports)
+    # a program's warps must fit one SM's 64K registers, or the launch fails
+    too_big = {
+        r["label"]: r["registers"] * r["num_warps"] * 32
+        for r in reports
+        if r["registers"] * r["num_warps"] * 32 > 65536
+    }
+    assert not too_big
