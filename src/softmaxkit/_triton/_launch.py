@@ -300,12 +300,11 @@ def cross_entropy(
     w_t = torch.ones(rows, dtype=torch.float64, device=x.device) if w64 is None else w64[t_safe]
     den_pre = torch.where(ignored, 0.0, w_t).sum()
     scale = _mean_scale(den_pre) if reduction == "mean" else den_pre.new_ones(())
-    w_sum = float(C) if w64 is None else w64.sum()
-    params = torch.stack(
-        [torch.as_tensor(v, dtype=torch.float64, device=x.device) for v in (eps, z, 0.0, eps / C)]
-        + [torch.as_tensor(w_sum, dtype=torch.float64, device=x.device)]
-    )
+    # [eps, z, grad scale, eps / C, sum of the class weights]: one host-to-device copy
+    params = torch.tensor([eps, z, 0.0, eps / C, float(C)], dtype=torch.float64).to(x.device)
     params[2] = scale
+    if w64 is not None:
+        params[4] = w64.sum()
     loss_item = torch.empty(rows, dtype=torch.float64, device=x.device)
     cnt = torch.empty(rows, dtype=torch.float64, device=x.device)
     g2 = torch.empty_like(x2) if need_grad else x2.new_empty(1)
