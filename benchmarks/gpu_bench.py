@@ -27,10 +27,27 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+#: "cuda", or "cpu" for ``--smoke-cpu`` (interpreted kernels, tiny shapes, wall-clock timing)
+DEV = "cuda"
+SMOKE = {
+    "norm": [(4, 256)],
+    "err": (4, 256),
+    "ce": [(4, 512)],
+    "lce": (16, 8, 512),
+}
+
+
+def _sync() -> None:
+    import torch
+
+    if DEV == "cuda":
+        torch.cuda.synchronize()
 
 
 def _times(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
@@ -39,10 +56,15 @@ def _times(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
 
     for f in fns.values():  # compile and warm up
         f()
-    torch.cuda.synchronize()
+    _sync()
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for k, f in fns.items():
+            if DEV != "cuda":
+                t0 = time.perf_counter()
+                f()
+                samples[k].append((time.perf_counter() - t0) * 1e3)
+                continue
             a = torch.cuda.Event(enable_timing=True)
             b = torch.cuda.Event(enable_timing=True)
             a.record()
@@ -59,9 +81,10 @@ def normalizer_rows(reps: int, quick: bool) -> list[dict[str, Any]]:
     from softmaxkit._triton import _launch as E
 
     shapes = [(1024, 8192)] if quick else [(16384, 32768), (4096, 131072), (32768, 4096)]
+    shapes = SMOKE["norm"] if DEV != "cuda" else shapes
     rows: list[dict[str, Any]] = []
     for M, N in shapes:
-        x = torch.randn(M, N, device="cuda") * 4
+        x = torch.randn(M, N, device=DEV) * 4
         y = torch.empty_like(x)
         useful = 2 * x.numel() * x.element_size()
         for op, ref in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax)):
@@ -85,7 +108,28 @@ def normalizer_rows(reps: int, quick: bool) -> list[dict[str, Any]]:
                     }
                 )
         del x, y
-        torch.cuda.empty_cache()
+        if DEV == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def fast_mode_error(quick: bool) -> list[dict[str, Any]]:
+    """Largest error of the fast kernels in float32 ulps of the accurate (0.5-ulp) result."""
+    import torch
+
+    from softmaxkit._triton import _launch as E
+
+    M, N = (256, 8192) if quick else (4096, 32768)
+    M, N = SMOKE["err"] if DEV != "cuda" else (M, N)
+    rows = []
+    for scale in (1.0, 10.0):
+        x = torch.randn(M, N, device=DEV) * scale
+        for op in ("softmax", "log_softmax"):
+            acc = getattr(E, op)(x, [1])
+            fast = getattr(E, op)(x, [1], precision="fast")
+            ulp = torch.nextafter(acc.abs(), torch.tensor(float("inf"), device=DEV)) - acc.abs()
+            err = ((fast.double() - acc.double()).abs() / ulp.double()).max().item()
+            rows.append({"op": op, "logits": f"randn * {scale:g}", "max_ulp": err})
     return rows
 
 
@@ -96,10 +140,11 @@ def ce_rows(reps: int, quick: bool) -> list[dict[str, Any]]:
     from softmaxkit._triton import _launch as E
 
     shapes = [(1024, 32000)] if quick else [(8192, 131072), (32768, 32000)]
+    shapes = SMOKE["ce"] if DEV != "cuda" else shapes
     rows: list[dict[str, Any]] = []
     for M, C in shapes:
-        x = torch.randn(M, C, device="cuda") * 4
-        t = torch.randint(0, C, (M,), device="cuda")
+        x = torch.randn(M, C, device=DEV) * 4
+        t = torch.randint(0, C, (M,), device=DEV)
         ce_args = (x, t, None, 1, -100, "mean", 0.0, 0.0, False, True)
 
         def torch_ce(x: torch.Tensor = x, t: torch.Tensor = t) -> None:
@@ -127,7 +172,8 @@ def ce_rows(reps: int, quick: bool) -> list[dict[str, Any]]:
         for k, v in ms.items():
             rows.append({"shape": f"{M}x{C}", "impl": k, "ms": v, "vs_torch": ms["torch"] / v})
         del x
-        torch.cuda.empty_cache()
+        if DEV == "cuda":
+            torch.cuda.empty_cache()
     return rows
 
 
@@ -138,9 +184,10 @@ def lce_rows(reps: int, quick: bool) -> list[dict[str, Any]]:
     from softmaxkit._triton import _launch as E
 
     N, D, V = (1024, 512, 32000) if quick else (8192, 4096, 131072)
-    h = torch.randn(N, D, device="cuda") * 0.5
-    W = torch.randn(V, D, device="cuda") * 0.02
-    t = torch.randint(0, V, (N,), device="cuda")
+    N, D, V = SMOKE["lce"] if DEV != "cuda" else (N, D, V)
+    h = torch.randn(N, D, device=DEV) * 0.5
+    W = torch.randn(V, D, device=DEV) * 0.02
+    t = torch.randint(0, V, (N,), device=DEV)
 
     def naive() -> None:
         hh, WW = h.detach().requires_grad_(), W.detach().requires_grad_()
@@ -161,12 +208,16 @@ def lce_rows(reps: int, quick: bool) -> list[dict[str, Any]]:
     ms = _times(fns, reps)
     rows = []
     for k, f in fns.items():
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        f()
-        torch.cuda.synchronize()
-        extra = torch.cuda.max_memory_allocated() - base
+        if DEV != "cuda":
+            f()
+            extra = -1
+        else:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            f()
+            torch.cuda.synchronize()
+            extra = torch.cuda.max_memory_allocated() - base
         rows.append(
             {
                 "shape": f"N={N} D={D} V={V}",
@@ -179,11 +230,16 @@ def lce_rows(reps: int, quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def render(norm: list[dict[str, Any]], ce: list[dict[str, Any]], lce: list[dict[str, Any]]) -> str:
+def render(
+    norm: list[dict[str, Any]],
+    err: list[dict[str, Any]],
+    ce: list[dict[str, Any]],
+    lce: list[dict[str, Any]],
+) -> str:
     import torch
     import triton
 
-    dev = torch.cuda.get_device_name(0)
+    dev = torch.cuda.get_device_name(0) if DEV == "cuda" else "CPU (interpreted smoke run)"
     lines = [
         "## GPU: the Triton engine (softmaxkit._triton)",
         "",
@@ -201,6 +257,15 @@ def render(norm: list[dict[str, Any]], ce: list[dict[str, Any]], lce: list[dict[
             f"| {r['op']} | {r['shape']} | {r['impl']} | {r['ms']:.3f} | {r['gbs']:.0f} "
             f"| {r['of_copy']:.0%} | {r['vs_torch']:.2f} |"
         )
+    lines += [
+        "",
+        "### fast mode: largest error in float32 ulps of the accurate result",
+        "",
+        "| op | logits | max ulp |",
+        "|---|---|---:|",
+    ]
+    for r in err:
+        lines.append(f"| {r['op']} | {r['logits']} | {r['max_ulp']:.1f} |")
     lines += [
         "",
         "### cross-entropy forward + backward, float32, mean",
@@ -230,18 +295,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the Markdown section here")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="small shapes (smoke run)")
+    ap.add_argument(
+        "--smoke-cpu",
+        action="store_true",
+        help="run every step on tiny CPU tensors in Triton's interpreter (needs "
+        "TRITON_INTERPRET=1; checks the script, measures nothing)",
+    )
     args = ap.parse_args(argv)
+    global DEV
+    if args.smoke_cpu:
+        DEV = "cpu"
     try:
         import torch
         import triton  # noqa: F401
     except ImportError as exc:
         print(f"gpu part skipped: {exc} (pip install softmaxkit[triton])", file=sys.stderr)
         return 0
-    if not torch.cuda.is_available():
+    if DEV == "cuda" and not torch.cuda.is_available():
         print("gpu part skipped: no CUDA device; the saved section is kept", file=sys.stderr)
         return 0
     md = render(
         normalizer_rows(args.reps, args.quick),
+        fast_mode_error(args.quick),
         ce_rows(args.reps, args.quick),
         lce_rows(max(3, args.reps // 3), args.quick),
     )

@@ -181,20 +181,43 @@ def test_reduced_dims_are_moved_last() -> None:
     assert _same(keep, sk.logsumexp(x, axis=(0, 2), keepdims=True))
 
 
-def test_half_precision_rounds_once() -> None:
-    dtype = torch.float16
-    x = torch.tensor(SPECIAL, dtype=dtype)
+def _round_once(r: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """float64 -> ``dtype`` rounded once (torch's own cast goes through float32 and
+    rounds twice): float32 rounded to odd, then to nearest even."""
+    f = r.to(torch.float32)
+    sticky = (torch.isfinite(f) & (f.to(torch.float64) != r)).to(torch.int32)
+    odd = (f.view(torch.int32) | sticky).view(torch.float32)
+    return odd.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_rounds_once(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(17)
+    rand = torch.randn(4, 6, generator=g) * 6
+    x = torch.cat([torch.tensor(SPECIAL), rand]).to(dtype)
     for op in OPS:
         got = _engine(op, x, [1])
         assert got.dtype == dtype
-        assert _same(got, _oracle(op, x))
+        # the oracle on the exact float64 values of the inputs, rounded once
+        assert _same(got, _round_once(_oracle(op, x.to(torch.float64)), dtype))
+    t = torch.tensor([0, 0, 3, 4, 0, 1, 2, 5, 0, 3, 1, 4, 2, 5, 0])
+    res = E.cross_entropy(x, t, None, 1, -100, "none", 0.1, 0.0, False, True)
+    assert res is not None
+    ref_loss, ref_grad = sk.cross_entropy(
+        x.to(torch.float64), t, axis=1, label_smoothing=0.1, reduction="none", return_grad=True
+    )
+    assert _same(res[0], _round_once(ref_loss, dtype))
+    assert _same(res[1], _round_once(ref_grad, dtype))
+    # a value between two bfloat16 numbers, a hair above their midpoint: float32
+    # rounds it onto the midpoint, and a second rounding would go to the even one
+    v = torch.tensor([[1.0 + 2.0**-8 + 2.0**-30]], dtype=torch.float64)
+    assert _round_once(v, torch.bfloat16).item() == 1.0078125
+    assert v.to(torch.bfloat16).item() == 1.0  # torch's cast rounds twice
 
 
 def test_float64_is_left_to_the_torch_path() -> None:
     x = torch.zeros(2, 3, dtype=torch.float64)
     assert E.softmax(x, [1]) is None and not E.supports(x)
-    # the interpreter mishandles bfloat16 buffers (NumPy has no bfloat16): left to torch there
-    assert E.softmax(torch.zeros(2, 3, dtype=torch.bfloat16), [1]) is None
     assert E.cross_entropy(x, torch.zeros(2, dtype=torch.long), None, 1, -100, "mean",
                            0.0, 0.0, False, True) is None  # fmt: skip
 

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import _launch as L
+
 __all__ = ["FORBIDDEN_ACCURATE", "Build", "builds", "check_all", "compile_one", "main"]
 
 #: Approximate single/half-precision instructions; none may appear in accurate mode.
@@ -58,13 +60,13 @@ class Build:
     @property
     def label(self) -> str:
         keys = ", ".join(f"{k}={v}" for k, v in self.constexprs)
-        return f"{self.kernel}[{keys}] sm_{self.arch}"
+        return f"{self.kernel}[{keys}] {self.signature[0][1][1:]} sm_{self.arch}"
 
 
-def _norm(mode: int, block: int, one: bool, acc: bool, arch: int) -> Build:
-    sig = (("X", "*fp32"), ("Y", "*fp32"), ("n", "i32"))
+def _norm(mode: int, block: int, one: bool, acc: bool, arch: int, dt: str = "fp32") -> Build:
+    sig = (("X", f"*{dt}"), ("Y", f"*{dt}"), ("n", "i32"))
     cx = (("MODE", mode), ("BLOCK", block), ("ONE_BLOCK", one), ("ACCURATE", acc))
-    return Build("norm_kernel", sig, cx, 8, arch)
+    return Build("norm_kernel", sig, cx, L.warps_for(block), arch)
 
 
 def _ce(block: int, one: bool, acc: bool, arch: int) -> Build:
@@ -88,7 +90,7 @@ def _ce(block: int, one: bool, acc: bool, arch: int) -> Build:
         ("ONE_BLOCK", one),
         ("ACCURATE", acc),
     )
-    return Build("ce_kernel", sig, cx, 8, arch)
+    return Build("ce_kernel", sig, cx, L.warps_for(block), arch)
 
 
 def _bce(acc: bool, arch: int) -> Build:
@@ -109,7 +111,7 @@ def _bce(acc: bool, arch: int) -> Build:
         ("BLOCK", 1024),
         ("ACCURATE", acc),
     )
-    return Build("bce_kernel", sig, cx, 4, arch)
+    return Build("bce_kernel", sig, cx, L.warps_for(L.ELEM_BLOCK), arch)
 
 
 def _lce(name: str, acc: bool, arch: int) -> Build:
@@ -117,7 +119,8 @@ def _lce(name: str, acc: bool, arch: int) -> Build:
     if name == "lce_grad_kernel":
         sig += (("R", "*fp64"),)
     sig += (("v0", "i32"), ("v1", "i32"), ("ld", "i32"))
-    return Build(name, sig, (("BLOCK", 2048), ("ACCURATE", acc)), 8, arch)
+    block = L.LOOP_BLOCK["accurate" if acc else "fast"]
+    return Build(name, sig, (("BLOCK", block), ("ACCURATE", acc)), L.warps_for(block), arch)
 
 
 def builds(archs: tuple[int, ...] = (80, 90), fast_archs: tuple[int, ...] = (90,)) -> list[Build]:
@@ -129,19 +132,21 @@ def builds(archs: tuple[int, ...] = (80, 90), fast_archs: tuple[int, ...] = (90,
     """
     out: list[Build] = []
     for acc, targets in ((True, archs), (False, fast_archs)):
-        one_max = 4096 if acc else 8192
-        loop = 2048 if acc else 4096
+        prec = "accurate" if acc else "fast"
+        one_max, ce_max, loop = L.ONE_BLOCK_MAX[prec], L.CE_ONE_BLOCK_MAX[prec], L.LOOP_BLOCK[prec]
         for arch in targets:
             out += [
                 _norm(0, one_max, True, acc, arch),
                 _norm(1, loop, False, acc, arch),
                 _norm(2, one_max, True, acc, arch),
-                _ce(one_max, True, acc, arch),
+                _ce(ce_max, True, acc, arch),
                 _ce(loop, False, acc, arch),
                 _bce(acc, arch),
                 _lce("lce_stats_kernel", acc, arch),
                 _lce("lce_grad_kernel", acc, arch),
             ]
+            if acc:  # the bfloat16 store: rounding to odd, then to nearest even on the bits
+                out.append(_norm(1, one_max, True, acc, arch, "bf16"))
     return out
 
 

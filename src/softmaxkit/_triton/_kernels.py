@@ -73,6 +73,33 @@ def _log1p(a):
 
 
 @triton.jit
+def _narrow(v, OUT: tl.constexpr):
+    """``v`` rounded once to the output dtype ``OUT``.
+
+    float64 to float16/bfloat16 goes through float32 rounded to odd (the nearest
+    float32, its last bit set when inexact), which has more than ``p + 2`` bits, so
+    the final round-to-nearest-even equals a direct rounding of ``v`` (a plain
+    float64 -> float32 -> bfloat16 cast rounds twice, as torch's own cast does).
+    """
+    HALF: tl.constexpr = OUT == tl.float16 or OUT == tl.bfloat16  # noqa: SIM300
+    if v.dtype == tl.float64 and HALF:
+        f = v.to(tl.float32)
+        fin = tl.abs(f) < float("inf")
+        sticky = tl.where(fin, f.to(tl.float64) != v, False).to(tl.int32)
+        v = (f.to(tl.int32, bitcast=True) | sticky).to(tl.float32, bitcast=True)
+    if OUT == tl.bfloat16:  # noqa: SIM300
+        # float32 -> bfloat16 to nearest even on the bits (Triton 3.9's interpreter
+        # truncates this cast; on the GPU this is what cvt.rn.bf16.f32 does)
+        b = v.to(tl.float32).to(tl.int32, bitcast=True)
+        r = (b + (0x7FFF + ((b >> 16) & 1))) >> 16
+        r = tl.where(v != v, 0x7FC0, r)
+        out = r.to(tl.int16).to(tl.bfloat16, bitcast=True)
+    else:
+        out = v.to(OUT)
+    return out
+
+
+@triton.jit
 def _row_state(X, row_off, n, offs, BLOCK: tl.constexpr, WORK: tl.constexpr):
     """One pass over a long row: (max, count of maxima, sum of the other exps, #NaN, #+inf)."""
     m = tl.full((), float("-inf"), WORK)
@@ -153,7 +180,7 @@ def norm_kernel(
     if MODE == 2:
         v = tl.where(fin, m0 + L, m)
         v = tl.where(row_nan, float("nan"), v)
-        tl.store(Y + row, v.to(Y.dtype.element_ty))
+        tl.store(Y + row, _narrow(v, Y.dtype.element_ty))
     else:
         D = tl.where(fin, c + s, 1.0)
         lk = tl.log(k)
@@ -166,7 +193,7 @@ def norm_kernel(
                 v = tl.where(live, d - L, float("-inf"))
                 v = tl.where(posinf, tl.where(pin, 0.0 - lk, float("-inf")), v)
             v = tl.where(row_nan, float("nan"), v)
-            tl.store(Y + row_off + offs, v.to(Y.dtype.element_ty), mask=inb)
+            tl.store(Y + row_off + offs, _narrow(v, Y.dtype.element_ty), mask=inb)
         else:
             for start in range(0, n, BLOCK):
                 idx = start + offs
@@ -182,7 +209,7 @@ def norm_kernel(
                     v = tl.where(live, d - L, float("-inf"))
                     v = tl.where(posinf, tl.where(pin, 0.0 - lk, float("-inf")), v)
                 v = tl.where(row_nan, float("nan"), v)
-                tl.store(Y + row_off + idx, v.to(Y.dtype.element_ty), mask=inb)
+                tl.store(Y + row_off + idx, _narrow(v, Y.dtype.element_ty), mask=inb)
 
 
 @triton.jit
@@ -309,7 +336,7 @@ def ce_kernel(
                 else:
                     g = g + eps_k * (w_sum * p - 1.0)
             g = tl.where(counted, g, 0.0) * scale
-            tl.store(G + row_off + offs, g.to(G.dtype.element_ty), mask=inb)
+            tl.store(G + row_off + offs, _narrow(g, G.dtype.element_ty), mask=inb)
     else:
         if HAS_EPS or NEED_GRAD:
             lk = tl.log(k)
@@ -351,7 +378,7 @@ def ce_kernel(
                         else:
                             g = g + eps_k * (w_sum * p - 1.0)
                     g = tl.where(counted, g, 0.0) * scale
-                    tl.store(G + row_off + idx, g.to(G.dtype.element_ty), mask=inb)
+                    tl.store(G + row_off + idx, _narrow(g, G.dtype.element_ty), mask=inb)
             if HAS_EPS:
                 item = item + eps_k * smooth
     tl.store(LOSS + row, tl.where(counted, item, 0.0).to(tl.float64))
@@ -429,7 +456,7 @@ def bce_kernel(
         if HAS_W:
             g = w * g
         g = g * scale
-        tl.store(G + offs, g.to(G.dtype.element_ty), mask=inb)
+        tl.store(G + offs, _narrow(g, G.dtype.element_ty), mask=inb)
 
 
 @triton.jit

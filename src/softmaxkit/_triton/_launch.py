@@ -47,7 +47,10 @@ PRECISIONS = ("accurate", "fast")
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 #: Longest row kept in registers (one read, one exp per element), by precision.
-ONE_BLOCK_MAX = {"accurate": 4096, "fast": 8192}
+#: (float64 rows of 8192 fit 16 warps in 117 registers on sm_90; the cross-entropy
+#: kernel, with its gradient and smoothing terms, spills beyond 4096 in float64.)
+ONE_BLOCK_MAX = {"accurate": 8192, "fast": 8192}
+CE_ONE_BLOCK_MAX = {"accurate": 4096, "fast": 8192}
 #: Block of the two-pass kernels for longer rows.
 LOOP_BLOCK = {"accurate": 2048, "fast": 4096}
 #: Elements per program of the elementwise kernels.
@@ -80,18 +83,14 @@ def _run(kernel: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
 
 
 def supports(x: Tensor) -> bool:
-    """Whether the engine takes a tensor: float32/float16/bfloat16 on CUDA (or CPU, interpreted).
-
-    bfloat16 is not taken under the interpreter, which reads its buffers wrongly
-    (NumPy has no bfloat16; measured with Triton 3.9: every result 0).
-    """
-    if x.dtype not in _DTYPES or (INTERPRETED and x.dtype == torch.bfloat16):
+    """Whether the engine takes a tensor: float32/float16/bfloat16 on CUDA (or CPU, interpreted)."""
+    if not _covers(x):
         return False
     return x.device.type == "cuda" or (INTERPRETED and x.device.type == "cpu")
 
 
 def _covers(x: Tensor) -> bool:
-    return x.dtype in _DTYPES and not (INTERPRETED and x.dtype == torch.bfloat16)
+    return x.dtype in _DTYPES
 
 
 def _check_device(x: Tensor) -> None:
@@ -112,17 +111,23 @@ def _precision(precision: str) -> bool:
     return precision == "accurate"
 
 
-def _blocks(n: int, precision: str, block: int | None) -> tuple[int, bool, int]:
+def warps_for(block: int) -> int:
+    """Warps of a program handling ``block`` elements at a time."""
+    return 4 if block <= 1024 else (8 if block <= 4096 else 16)
+
+
+def _blocks(
+    n: int, precision: str, block: int | None, limits: dict[str, int] = ONE_BLOCK_MAX
+) -> tuple[int, bool, int]:
     """(BLOCK, ONE_BLOCK, num_warps) for rows of ``n`` elements."""
-    one_max = ONE_BLOCK_MAX[precision] if block is None else block
+    one_max = limits[precision] if block is None else block
     if n <= one_max:
         b = max(16, triton_next_pow2(n))
         one = True
     else:
         b = LOOP_BLOCK[precision] if block is None else block
         one = False
-    warps = 4 if b <= 1024 else (8 if b <= 4096 else 16)
-    return b, one, warps
+    return b, one, warps_for(b)
 
 
 def triton_next_pow2(n: int) -> int:
@@ -237,11 +242,21 @@ def _mean_scale(den: Tensor) -> Tensor:
 
 def _reduce(item: Tensor, den: Tensor, reduction: str, dtype: torch.dtype) -> Tensor:
     if reduction == "none":
-        return item.to(dtype)
+        return _round_to(item, dtype)
     total = item.sum()
     if reduction == "sum":
-        return total.to(dtype)
-    return torch.where(den > 0, total / torch.where(den > 0, den, 1.0), 0.0).to(dtype)
+        return _round_to(total, dtype)
+    return _round_to(torch.where(den > 0, total / torch.where(den > 0, den, 1.0), 0.0), dtype)
+
+
+def _round_to(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """A float64 tensor rounded once to ``dtype`` (torch's float64 -> half cast rounds
+    twice, through float32): float32 rounded to odd first, then to nearest even."""
+    if t.dtype == torch.float64 and dtype in (torch.float16, torch.bfloat16):
+        f = t.to(torch.float32)
+        sticky = (torch.isfinite(f) & (f.to(torch.float64) != t)).to(torch.int32)
+        t = (f.view(torch.int32) | sticky).view(torch.float32)
+    return t.to(dtype)
 
 
 def cross_entropy(
@@ -285,16 +300,15 @@ def cross_entropy(
     w_t = torch.ones(rows, dtype=torch.float64, device=x.device) if w64 is None else w64[t_safe]
     den_pre = torch.where(ignored, 0.0, w_t).sum()
     scale = _mean_scale(den_pre) if reduction == "mean" else den_pre.new_ones(())
-    w_sum = float(C) if w64 is None else w64.sum()
-    params = torch.stack(
-        [torch.as_tensor(v, dtype=torch.float64, device=x.device) for v in (eps, z, 0.0, eps / C)]
-        + [torch.as_tensor(w_sum, dtype=torch.float64, device=x.device)]
-    )
+    # [eps, z, grad scale, eps / C, sum of the class weights]: one host-to-device copy
+    params = torch.tensor([eps, z, 0.0, eps / C, float(C)], dtype=torch.float64).to(x.device)
     params[2] = scale
+    if w64 is not None:
+        params[4] = w64.sum()
     loss_item = torch.empty(rows, dtype=torch.float64, device=x.device)
     cnt = torch.empty(rows, dtype=torch.float64, device=x.device)
     g2 = torch.empty_like(x2) if need_grad else x2.new_empty(1)
-    b, one, warps = _blocks(C, precision, block)
+    b, one, warps = _blocks(C, precision, block, CE_ONE_BLOCK_MAX)
 
     def launch() -> None:
         _run(
@@ -347,9 +361,9 @@ def bce_with_logits(
     _check_device(x)
     N = x.numel()
     xc = x.contiguous()
-    yc = target.to(x.dtype).expand(x.shape).contiguous()
-    wb = None if weight is None else weight.to(x.dtype).expand(x.shape).contiguous()
-    pw = None if pos_weight is None else pos_weight.to(x.dtype).expand(x.shape).contiguous()
+    yc = target.expand(x.shape).contiguous()
+    wb = None if weight is None else weight.expand(x.shape).contiguous()
+    pw = None if pos_weight is None else pos_weight.expand(x.shape).contiguous()
     loss_el = torch.empty(x.shape, dtype=torch.float64, device=x.device)
     g = torch.empty_like(xc) if need_grad else xc.new_empty(1)
     scale = 1.0 / N if reduction == "mean" and N else 1.0
@@ -374,12 +388,12 @@ def bce_with_logits(
             num_warps=4,
         )
     if reduction == "none":
-        loss = loss_el.to(x.dtype)
+        loss = _round_to(loss_el, x.dtype)
     elif reduction == "sum":
-        loss = loss_el.sum().to(x.dtype)
+        loss = _round_to(loss_el.sum(), x.dtype)
     else:
         total = loss_el.sum()
-        loss = (total / N if N else total).to(x.dtype)
+        loss = _round_to(total / N if N else total, x.dtype)
     return loss, (g if need_grad else x.new_empty(0))
 
 
@@ -435,7 +449,8 @@ def linear_cross_entropy(
     buf = torch.empty(token_tile * vocab_tile, dtype=gemm_dtype, device=h.device)
     hw, Ww = h.to(gemm_dtype), W.to(gemm_dtype)
     bw = None if bias is None else bias.to(gemm_dtype)
-    b, _, warps = _blocks(vocab_tile, precision, block)
+    b = LOOP_BLOCK[precision] if block is None else block
+    warps = warps_for(b)
 
     def logits(n0: int, n1: int, v0: int, v1: int) -> Tensor:
         z = buf[: (n1 - n0) * (v1 - v0)].view(n1 - n0, v1 - v0)
@@ -459,7 +474,7 @@ def linear_cross_entropy(
     L = torch.log1p((c - 1.0) + s)
     item = torch.where(ignored, 0.0, w_t * (L - (x_t - m)))
     if reduction == "none":
-        return item.to(h.dtype), None, None, None
+        return _round_to(item, h.dtype), None, None, None
     loss = _reduce(item, den, reduction, h.dtype)
     if not need_grad:
         return loss, None, None, None
