@@ -177,49 +177,71 @@ def _row_blocks(n: int, V: int) -> list[tuple[int, int]]:
 def _slice_state(
     x: Tensor, t: Tensor, v0: int, w_loc: Tensor | None, o: _Opts, out: Tensor
 ) -> None:
-    """Reduce logits ``x`` (tokens x local classes) into ``out`` (tokens x fields), float64."""
-    n, V = x.shape
-    x64 = x.to(F64)
-    m = x64.amax(1) if V else x64.new_full((n,), -math.inf)
-    nan = torch.isnan(m)
-    fin = torch.isfinite(m)
-    posinf = m == math.inf
-    shift = torch.where(fin, m, 0.0)
-    d = x64 - shift[:, None]  # <= 0 on finite rows
-    at_max = x64 == m[:, None]
-    e = torch.exp(d)
-    c = torch.where(posinf, (x64 == math.inf).sum(1).to(F64), at_max.sum(1).to(F64))
-    c = torch.where(fin | posinf, c, 0.0)
-    s = torch.where(at_max, 0.0, e).sum(1)
-    s = torch.where(fin, s, 0.0)
-    out[:, 0] = torch.where(nan, math.nan, m)
+    """Reduce logits ``x`` (tokens x local classes) into ``out`` (tokens x fields), float64.
+
+    Finite rows carry ``c = 1`` and ``s`` = the rest ``(c - 1) + s``: only that sum
+    matters downstream, and the split keeps a tiny ``s`` exact when a single logit is
+    at the maximum (as in ``softmaxkit.torch.linear_cross_entropy``).
+    """
+    V = x.shape[1]
+    out.zero_()
+    if V == 0:
+        out[:, 0] = -math.inf
+        if o.topk:
+            out[:, 7 : 7 + o.topk] = -math.inf
+            out[:, 7 + o.topk :] = -1.0
+        return
+    xw = x if x.dtype in (torch.float32, F64) else x.to(torch.float32)
+    m, arg = xw.max(1)
+    m64 = m.to(F64)
+    nan = torch.isnan(m64)
+    fin = torch.isfinite(m64)
+    posinf = m64 == math.inf
+    shift = torch.where(fin, m64, 0.0)
+    # exp(x - m) in float64: their sum S counts each maximum as exactly 1. S >= 2 means
+    # (c - 1) + s >= 1 downstream, where the split is immaterial; S < 2 means a single
+    # maximum, and s is then summed without it so that a tiny s keeps its digits.
+    e = xw.to(F64).sub_(shift[:, None]).exp_()
+    S = e.sum(1)
+    s = S - 1.0
+    low = torch.nonzero(fin & (S < 2.0))[:, 0]
+    if low.numel():
+        sub = e.index_select(0, low)
+        sub.scatter_(1, arg.index_select(0, low)[:, None], 0.0)
+        s[low] = sub.sum(1)
+    c = torch.where(fin, 1.0, 0.0)
+    if bool(posinf.any()):
+        c = torch.where(posinf, (xw == math.inf).sum(1).to(F64), c)
+    out[:, 0] = torch.where(nan, math.nan, m64)
     out[:, 1] = c
-    out[:, 2] = s
+    out[:, 2] = torch.where(fin, s, 0.0)
     inside = (t >= v0) & (t < v0 + V)
     col = torch.where(inside, t - v0, torch.zeros_like(t))
-    xt = x64.gather(1, col[:, None])[:, 0] if V else x64.new_zeros(n)
+    xt = xw.gather(1, col[:, None])[:, 0].to(F64)
     out[:, 3] = torch.where(inside, xt, 0.0)
-    j = 4
     if o.smooth:
+        # sum_c w_c (m - x_c) = m W - sum_c w_c x_c, all in float64
         w = torch.ones(V, dtype=F64, device=x.device) if w_loc is None else w_loc
-        gap = torch.where(w[None, :] == 0, 0.0, w[None, :] * (shift[:, None] - x64))
-        out[:, j] = w.sum()
-        out[:, j + 1] = gap.sum(1)
-    j += 2
+        if bool(torch.isinf(xw).any()):
+            x64 = xw.to(F64)
+            gap = torch.where(w[None, :] == 0, 0.0, w[None, :] * (shift[:, None] - x64)).sum(1)
+        elif w_loc is None:
+            gap = shift * float(V) - xw.sum(1, dtype=F64)
+        else:
+            gap = shift * w.sum() - xw.to(F64) @ w
+        out[:, 4] = w.sum()
+        out[:, 5] = gap
     if o.entropy:
+        d = xw.to(F64) - shift[:, None]
         q = torch.where(e == 0, 0.0, e * -d)
-        out[:, j] = torch.where(fin, q.sum(1), 0.0)
-    j += 1
+        out[:, 6] = torch.where(fin, q.sum(1), 0.0)
     if o.topk:
         k = min(o.topk, V)
-        vals = x64.new_full((n, o.topk), -math.inf)
-        idx = x64.new_full((n, o.topk), -1.0)
-        if k:
-            tv, ti = x64.topk(k, dim=1)
-            vals[:, :k] = tv
-            idx[:, :k] = (ti + v0).to(F64)
-        out[:, j : j + o.topk] = vals
-        out[:, j + o.topk : j + 2 * o.topk] = idx
+        out[:, 7 : 7 + o.topk] = -math.inf
+        out[:, 7 + o.topk :] = -1.0
+        tv, ti = xw.topk(k, dim=1)
+        out[:, 7 : 7 + k] = tv.to(F64)
+        out[:, 7 + o.topk : 7 + o.topk + k] = (ti + v0).to(F64)
 
 
 class _Merged(NamedTuple):
@@ -593,28 +615,35 @@ def _grad_logits(
     o: _Opts,
     row_scale: Tensor,
 ) -> Tensor:
-    """``d loss / d local logits`` from the merged state, elementwise, no collective."""
-    x64 = x.to(F64)
+    """``d loss / d local logits`` from the merged state, elementwise, no collective.
+
+    Each element is ``s_i [a_i p_ij - (eps / V) w_j]`` with ``p_ij = exp(x_ij - lse_i)``
+    formed in float64 and rounded once to the logits' dtype; it depends on the other
+    ranks only through ``lse_i``. At the target, ``1 - p_t`` is formed without
+    cancellation from the merged count and rest.
+    """
     n, Vr = x.shape
     lse, M = mg.lse, mg.M
+    eps, z = o.eps, o.z
     fin = torch.isfinite(lse)
     lse_safe = torch.where(fin, lse, 0.0)
-    p = torch.exp(x64 - lse_safe[:, None])
-    p = torch.where(fin[:, None], p, 0.0)
-    pinf = torch.isposinf(M)
-    if bool(pinf.any()):
-        pk = (x64 == math.inf).to(F64) / torch.where(pinf, mg.C, 1.0)[:, None]
-        p = torch.where(pinf[:, None], pk, p)
-    eps, z = o.eps, o.z
     a = w_t * ((1.0 - eps) + 2.0 * z * lse_safe)
     if eps:
         a = a + (eps / V) * W
-    G = p * a[:, None]
-    if eps:
-        wl = torch.ones(Vr, dtype=F64, device=x.device) if w_loc is None else w_loc
-        G = G - (eps / V) * wl[None, :]
+    sa = a * row_scale
+    G = x.to(F64).sub_(lse_safe[:, None]).exp_()  # p on finite rows
+    if not bool(fin.all()):  # +inf rows share their mass; NaN rows stay NaN; empty rows 0
+        pinf = torch.isposinf(M)
+        pk = (x == math.inf).to(F64) / torch.where(pinf, mg.C, 1.0)[:, None]
+        G = torch.where(fin[:, None], G, torch.where(pinf[:, None], pk, 0.0))
+        G = torch.where(torch.isnan(M)[:, None], math.nan, G)
     inside = (t >= v0) & (t < v0 + Vr)
     col = torch.where(inside, t - v0, torch.zeros_like(t))
+    p_t = G.gather(1, col[:, None])[:, 0]
+    G.mul_(sa[:, None])
+    if eps:
+        wl = torch.ones(Vr, dtype=F64, device=x.device) if w_loc is None else w_loc
+        G.sub_(((eps / V) * row_scale)[:, None] * wl[None, :])
     # 1 - p_t without cancellation: the target's 1 comes out of the count when it is
     # the maximum, its term out of the rest otherwise
     D = mg.C + mg.S
@@ -622,15 +651,13 @@ def _grad_logits(
         torch.where(torch.isfinite(mg.xt) & fin, mg.xt - torch.where(fin, M, 0.0), -math.inf)
     )
     one_minus = torch.where(mg.xt == M, ((mg.C - 1.0) + mg.S) / D, (mg.C + (mg.S - e_t)) / D)
-    p_t = p.gather(1, col[:, None])[:, 0]
     one_minus = torch.where(fin, one_minus, 1.0 - p_t)
     g_t = w_t * (-(1.0 - eps) * one_minus + 2.0 * z * lse_safe * p_t)
     if eps:
         wt_c = torch.ones(n, dtype=F64, device=x.device) if w_loc is None else w_loc[col]
         g_t = g_t + (eps / V) * (W * p_t - wt_c)
+    g_t = torch.where(torch.isnan(M), math.nan, g_t * row_scale)
     G.scatter_(1, col[:, None], torch.where(inside, g_t, G.gather(1, col[:, None])[:, 0])[:, None])
-    G = torch.where(torch.isnan(M)[:, None], math.nan, G)
-    G = G * row_scale[:, None]
     return G.to(x.dtype)
 
 
