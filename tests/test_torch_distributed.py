@@ -173,3 +173,31 @@ def test_dead_rank_fails_within_timeout(reports: list[dict[str, Any]]) -> None:
     for rep in reports[:-1]:
         assert rep["dead"] != "no error", rep["dead"]
         assert rep["dead_s"] < 2.0 + 15.0, rep["dead_s"]  # the group's 2 s timeout, plus slack
+
+
+def test_docstring_examples() -> None:
+    import doctest
+    import importlib
+
+    if dist.is_initialized():  # pragma: no cover - the examples start their own group
+        pytest.skip("a process group is already initialised in this process")
+    mod = importlib.import_module("softmaxkit.torch.distributed")
+    res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted > 0
+    assert res.failed == 0
+
+
+def test_clear_errors_before_any_collective() -> None:
+    import softmaxkit.torch.distributed as sktd
+    from softmaxkit import SoftmaxkitError
+
+    x = torch.zeros(4, 3)
+    with pytest.raises(SoftmaxkitError, match="integer class indices"):
+        sktd.cross_entropy(x, torch.zeros(4))
+    with pytest.raises(SoftmaxkitError, match="shape"):
+        sktd.cross_entropy(x, torch.zeros(5, dtype=torch.int64))
+    with pytest.raises(SoftmaxkitError, match="local_weight"):
+        sktd.linear_cross_entropy(x, torch.zeros(3, 2), torch.zeros(4, dtype=torch.int64))
+    if not dist.is_initialized():
+        with pytest.raises(SoftmaxkitError, match="init_process_group"):
+            sktd.cross_entropy(x, torch.zeros(4, dtype=torch.int64))

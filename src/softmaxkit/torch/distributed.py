@@ -27,6 +27,33 @@ the targets or the options, an exception while a rank computes its state) raises
 a hang; a rank that dies or skips the collective makes the others fail when the
 group's timeout expires.
 
+Determinism, and what it rests on:
+
+* Same bits on every rank: every rank merges the same gathered bytes, in rank
+  order, with the same elementwise code. This holds by construction.
+* Same bits for every TP degree (the split of the classes). Every gradient
+  element is ``s_i [a_i exp(x_ij - lse_i) - (eps / V) w_j]`` formed in float64
+  from its own logit and per-token float64 scalars, and every loss from
+  ``(M - x_t) + log1p((C - 1) + S)``. The split enters only through the last
+  bits of the merged float64 state (each rank sums its ``exp(x - m_r)``, then the
+  merge scales by ``exp(m_r - M)``): about ``1e-16`` relative, ``2**-29`` of a
+  float32 ulp. A float32 (or bfloat16/float16) result can therefore change only
+  when its exact value lies within ``~1e-16`` relative of a rounding boundary:
+  a probability near ``1e-8`` per value, not zero. Measured on uneven slices at
+  TP = 1, 2, 4 (tests and the ``distributed`` benchmark part): no loss and no
+  gradient element differed. A guarantee would need the split out of the
+  arithmetic: either shard boundaries on a fixed grid of vocabulary tiles with
+  one state per tile gathered (real vocabularies padded to multiples of 128
+  would need 128-class tiles, 250 times the bytes of one state per rank), or a
+  max all-reduce before the exponentials (a second collective). Neither is
+  done here. Float64 logits get float64 results with the same ~1e-16 state
+  error, so their last bits can depend on the split.
+* Equal to one process: the loss is formed as ``softmaxkit.torch.cross_entropy``
+  forms it, and matched it bit for bit in every measured case; the gradient
+  is correctly rounded from float64, while the native single-process kernel's
+  float32 gradient is 1 ulp off in about 3e-4 of the elements (measured), so
+  those elements differ by that ulp.
+
 This module must never run more than one collective in a forward pass, never
 raise on one rank alone between entering a call and its collective, and never
 import anything at ``import softmaxkit`` time (it is imported on demand).
@@ -257,16 +284,16 @@ class _Merged(NamedTuple):
     topi: Tensor | None
 
 
-def _merge(states: Tensor, owner: Tensor, o: _Opts) -> _Merged:
-    """Merge the gathered states ``(world, tokens, fields)`` in rank order."""
-    world, n, _ = states.shape
-    dev = states.device
+def _merge_mcs(states: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Merge the ``(m, c, s)`` columns of ``states`` in order (NaN maxima win)."""
+    n = states[0].shape[0]
+    dev = states[0].device
     M = torch.full((n,), -math.inf, dtype=F64, device=dev)
     C = torch.zeros(n, dtype=F64, device=dev)
     S = torch.zeros(n, dtype=F64, device=dev)
     nan = torch.zeros(n, dtype=torch.bool, device=dev)
-    for r in range(world):
-        m, c, s = states[r, :, 0], states[r, :, 1], states[r, :, 2]
+    for st in states:
+        m, c, s = st[:, 0], st[:, 1], st[:, 2]
         nan = nan | torch.isnan(m)
         m = torch.where(torch.isnan(m), -math.inf, m)
         newM = torch.maximum(M, m)
@@ -276,10 +303,53 @@ def _merge(states: Tensor, owner: Tensor, o: _Opts) -> _Merged:
         old = torch.where(old_max, S, torch.exp(M - safe) * (C + S))
         new = torch.where(new_max, s, torch.exp(m - safe) * (c + s))
         # +inf maxima: only the counts matter (the sums stay 0)
-        S = torch.where(newM == math.inf, 0.0, old + new)
+        S = torch.where(torch.isposinf(newM), 0.0, old + new)
         C = torch.where(old_max, C, 0.0) + torch.where(new_max, c, 0.0)
         M = newM
-    M = torch.where(nan, math.nan, M)
+    return torch.where(nan, math.nan, M), C, S
+
+
+def _merge_local(states: list[Tensor], o: _Opts) -> Tensor:
+    """One state from the states of consecutive vocabulary tiles of a slice, in order."""
+    if len(states) == 1:
+        return states[0]
+    M, C, S = _merge_mcs(states)
+    out = torch.zeros_like(states[0])
+    out[:, 0], out[:, 1], out[:, 2] = M, C, S
+    fin = torch.isfinite(M)
+    Ms = torch.where(fin, M, 0.0)
+    xt = torch.zeros_like(M)
+    W = torch.zeros_like(M)
+    gap = torch.zeros_like(M)
+    q = torch.zeros_like(M)
+    for st in states:
+        m = st[:, 0]
+        mfin = torch.isfinite(m)
+        ms = torch.where(mfin, m, 0.0)
+        xt = xt + st[:, 3]
+        if o.smooth:
+            W = W + st[:, 4]
+            gap = gap + (torch.where(st[:, 4] == 0, 0.0, st[:, 4] * (Ms - ms)) + st[:, 5])
+        if o.entropy:
+            live = mfin & fin
+            f = torch.exp(torch.where(live, m - Ms, -math.inf))
+            q = q + torch.where(live, f * ((Ms - m) * (st[:, 1] + st[:, 2]) + st[:, 6]), 0.0)
+    out[:, 3], out[:, 4], out[:, 5], out[:, 6] = xt, W, gap, q
+    if o.topk:
+        k = o.topk
+        v = torch.cat([st[:, 7 : 7 + k] for st in states], 1)
+        i = torch.cat([st[:, 7 + k : 7 + 2 * k] for st in states], 1)
+        tv, pos = v.topk(k, dim=1)
+        out[:, 7 : 7 + k] = tv
+        out[:, 7 + k : 7 + 2 * k] = i.gather(1, pos)
+    return out
+
+
+def _merge(states: Tensor, owner: Tensor, o: _Opts) -> _Merged:
+    """Merge the gathered states ``(world, tokens, fields)`` in rank order."""
+    world, n, _ = states.shape
+    dev = states.device
+    M, C, S = _merge_mcs([states[r] for r in range(world)])
     ar = torch.arange(n, device=dev)
     xt = states[owner.clamp(0, world - 1), ar, 3]
     fin = torch.isfinite(M)
@@ -882,18 +952,24 @@ def cross_entropy(
 
 # ------------------------------------------------------------ linear_cross_entropy
 
-TOKEN_CHUNK = 256  # tokens whose local logits exist at once (TOKEN_CHUNK x V_r floats)
+TOKEN_CHUNK = 256  # tokens per tile, as in softmaxkit.torch.linear_cross_entropy
+VOCAB_CHUNK = 8192  # classes per tile: the local logits exist one 256 x 8192 tile at a time
 
 
 def _acc(dtype: torch.dtype) -> torch.dtype:
     return F64 if dtype == F64 else torch.float32
 
 
-def _logits_chunk(h: Tensor, W: Tensor, b: Tensor | None, i0: int, i1: int) -> Tensor:
-    acc = _acc(h.dtype)
-    z = h[i0:i1].to(acc) @ W.to(acc).t()
+def _vocab_tiles(Vr: int) -> list[tuple[int, int]]:
+    return [(u, min(Vr, u + VOCAB_CHUNK)) for u in range(0, max(Vr, 1), VOCAB_CHUNK)]
+
+
+def _logit_tile(hc: Tensor, W: Tensor, b: Tensor | None, u0: int, u1: int) -> Tensor:
+    """Logits of one tile, tokens x classes, in the accumulator dtype."""
+    acc = hc.dtype
+    z = hc @ W[u0:u1].to(acc).t()
     if b is not None:
-        z = z + b.to(acc)
+        z = z + b[u0:u1].to(acc)
     return z
 
 
@@ -911,16 +987,25 @@ class _LCE(torch.autograd.Function):
     ) -> Any:
         N = h.shape[0]
         Vr = W.shape[0]
+        acc = _acc(h.dtype)
+        hd, Wd = h.detach(), W.detach()
+        bd = None if b is None else b.detach()
 
         def compute_for(_x: Tensor) -> Any:
             def compute(v0: int, out: Tensor) -> None:
                 w_loc = _w_slice(w, v0, Vr)
+                F = out.shape[1]
                 for i0 in range(0, N, TOKEN_CHUNK):
                     i1 = min(N, i0 + TOKEN_CHUNK)
-                    z = _logits_chunk(
-                        h.detach(), W.detach(), None if b is None else b.detach(), i0, i1
-                    )
-                    _slice_state(z, t[i0:i1], v0, w_loc, o, out[i0:i1])
+                    hc = hd[i0:i1].to(acc)
+                    tiles = []
+                    for u0, u1 in _vocab_tiles(Vr):
+                        z = _logit_tile(hc, Wd, bd, u0, u1)
+                        st = torch.empty((i1 - i0, F), dtype=F64, device=h.device)
+                        wl = None if w_loc is None else w_loc[u0:u1]
+                        _slice_state(z, t[i0:i1], v0 + u0, wl, o, st)
+                        tiles.append(st)
+                    out[i0:i1] = _merge_local(tiles, o)
 
             return compute
 
@@ -968,19 +1053,23 @@ class _LCE(torch.autograd.Function):
         Wsum = float(V) if w is None else w.sum()
         hd, Wd = h.detach(), W.detach()
         bd = None if b is None else b.detach()
-        Wa = Wd.to(acc)
         gh = torch.zeros((N, h.shape[1]), dtype=acc, device=h.device)
         gW = torch.zeros(Wd.shape, dtype=acc, device=h.device)
         gb = torch.zeros(Vr, dtype=acc, device=h.device) if b is not None else None
         for i0 in range(0, N, TOKEN_CHUNK):
             i1 = min(N, i0 + TOKEN_CHUNK)
-            z = _logits_chunk(hd, Wd, bd, i0, i1)
+            hc = hd[i0:i1].to(acc)
             sub = _Merged(*(None if f is None else f[i0:i1] for f in mg))  # type: ignore[arg-type]
-            G = _grad_logits(z, t_safe[i0:i1], v0, sub, w_loc, w_t[i0:i1], Wsum, V, o, scale[i0:i1])
-            gh[i0:i1] = G @ Wa
-            gW.addmm_(G.t(), hd[i0:i1].to(acc))
-            if gb is not None:
-                gb += G.sum(0)
+            for u0, u1 in _vocab_tiles(Vr):
+                z = _logit_tile(hc, Wd, bd, u0, u1)
+                wl = None if w_loc is None else w_loc[u0:u1]
+                G = _grad_logits(
+                    z, t_safe[i0:i1], v0 + u0, sub, wl, w_t[i0:i1], Wsum, V, o, scale[i0:i1]
+                )
+                gh[i0:i1].addmm_(G, Wd[u0:u1].to(acc))
+                gW[u0:u1].addmm_(G.t(), hc)
+                if gb is not None:
+                    gb[u0:u1] += G.sum(0)
         # the one collective of the backward: dh = sum over ranks of G_r W_r
         _rank, world, _ = _group_info(group)
         if world > 1:
