@@ -256,7 +256,19 @@ def main() -> None:
         ref.backward()
         dt = distribute_tensor(t, mesh, [Replicate()])
         dl2 = sktd.cross_entropy(dx.detach(), dt)
+        # a column-parallel lm-head: the projection's rows sharded Shard(0)
+        Wd = distribute_tensor(W, mesh, [Shard(0)]).requires_grad_()
+        ld = sktd.linear_cross_entropy(h, Wd, tt)
+        ld.backward()
+        Wf = W.clone().requires_grad_()
+        lf = sktd.linear_cross_entropy(h, Wf, tt, group=me)
+        lf.backward()
+        lin_d = {
+            "loss_rel": float(abs(ld.double() - lf.double()) / abs(lf.double())),
+            "gW_rel": float((Wd.grad.full_tensor() - Wf.grad).abs().max() / Wf.grad.abs().max()),
+        }
         res["dtensor"] = {
+            "linear": lin_d,
             "loss_eq": bits_equal(dl, ref),
             "grad_eq": bits_equal(dx.grad.full_tensor(), xf.grad),
             "grad_is_dtensor": type(dx.grad).__name__,

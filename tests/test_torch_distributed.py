@@ -148,6 +148,7 @@ def test_dtensor_shard_last_dim(reports: list[dict[str, Any]]) -> None:
         assert d["loss_eq"] == 1.0 and d["grad_eq"] == 1.0
         assert d["grad_is_dtensor"] == "DTensor"
         assert d["replicated_target_ok"]
+        assert d["linear"]["loss_rel"] < 1e-6 and d["linear"]["gW_rel"] < 1e-6
 
 
 @pytest.mark.slow

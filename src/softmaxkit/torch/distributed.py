@@ -559,8 +559,14 @@ def _check_targets(t: Tensor, V: int, ign: int) -> None:
 # ---------------------------------------------------------------------- validation
 
 
-def _unwrap_dtensor(x: Any, name: str, shard_ok: bool) -> tuple[Tensor, Any, int | None, bool]:
-    """``(local tensor, group, global class count, was_dtensor)`` of a DTensor or a tensor."""
+def _unwrap_dtensor(
+    x: Any, name: str, shard_dim: int | None
+) -> tuple[Tensor, Any, int | None, bool]:
+    """``(local tensor, group, global class count, was_dtensor)`` of a DTensor or a tensor.
+
+    A DTensor must be sharded on ``shard_dim`` (the classes; counted from the end
+    when negative) or, with ``shard_dim=None``, replicated, on a 1-D mesh.
+    """
     try:
         from torch.distributed.tensor import DTensor, Replicate, Shard
     except ImportError:  # pragma: no cover - torch without DTensor
@@ -575,11 +581,12 @@ def _unwrap_dtensor(x: Any, name: str, shard_ok: bool) -> tuple[Tensor, Any, int
             "tensor-parallel mesh (or its local tensor with group=)"
         )
         raise SoftmaxkitValueError(msg)
-    if shard_ok and isinstance(pl[0], Shard) and pl[0].dim in (-1, x.ndim - 1):
-        return x.to_local(), mesh.get_group(), int(x.shape[-1]), True
+    sd = None if shard_dim is None else shard_dim % x.ndim
+    if sd is not None and isinstance(pl[0], Shard) and pl[0].dim % x.ndim == sd:
+        return x.to_local(), mesh.get_group(), int(x.shape[sd]), True
     if isinstance(pl[0], Replicate):
         return x.to_local(), mesh.get_group(), None, True
-    want = "Shard(-1) (sharded on the class dimension)" if shard_ok else "Replicate()"
+    want = f"Shard({shard_dim}) (sharded on the classes)" if sd is not None else "Replicate()"
     msg = f"`{name}` is a DTensor with placements {pl}; it must be {want}"
     raise SoftmaxkitValueError(msg)
 
@@ -907,15 +914,15 @@ def cross_entropy(
     tensor(0.3185)
     >>> dist.destroy_process_group()
     """
-    x, g2, nc, _ = _unwrap_dtensor(local_logits, "local_logits", True)
+    x, g2, nc, _ = _unwrap_dtensor(local_logits, "local_logits", -1)
     if g2 is not None:
         group = g2
         if num_classes is None:
             num_classes = nc
-    t_in, _, _, _ = _unwrap_dtensor(target, "target", False)
+    t_in, _, _, _ = _unwrap_dtensor(target, "target", None)
     w_in = weight
     if weight is not None:
-        w_in, _, _, _ = _unwrap_dtensor(weight, "weight", False)
+        w_in, _, _, _ = _unwrap_dtensor(weight, "weight", None)
     x = chk.float_input(x, "local_logits", promote_int=False)
     if x.dim() < 1:
         msg = "`local_logits` must have shape (..., V_r) with the classes last, got a 0-d tensor"
@@ -1134,6 +1141,10 @@ def linear_cross_entropy(
     local_bias : Tensor of shape (V_r,), optional
         This rank's slice of the projection's bias.
 
+    A DTensor ``local_weight`` sharded ``Shard(0)`` (the rows of a column-parallel
+    lm-head) and a ``Shard(0)`` bias are accepted too (``group`` then comes from the
+    mesh); ``input`` and ``target`` may be replicated DTensors.
+
     Returns
     -------
     Tensor or DistributedCrossEntropyOutput
@@ -1164,8 +1175,18 @@ def linear_cross_entropy(
     tensor(0.3185)
     >>> dist.destroy_process_group()
     """
-    x = chk.float_input(input, promote_int=False)
-    Wt = chk.float_input(local_weight, "local_weight", promote_int=False)
+    Wd, g2, nc, _ = _unwrap_dtensor(local_weight, "local_weight", 0)
+    if g2 is not None:
+        group = g2
+        if num_classes is None:
+            num_classes = nc
+    hin, _, _, _ = _unwrap_dtensor(input, "input", None)
+    bin_ = None if local_bias is None else _unwrap_dtensor(local_bias, "local_bias", 0)[0]
+    tin, _, _, _ = _unwrap_dtensor(target, "target", None)
+    win = None if weight is None else _unwrap_dtensor(weight, "weight", None)[0]
+    x = chk.float_input(hin, promote_int=False)
+    Wt = chk.float_input(Wd, "local_weight", promote_int=False)
+    local_bias, target, weight = bin_, tin, win
     if x.dim() < 1 or Wt.dim() != 2 or Wt.shape[1] != x.shape[-1]:
         msg = (
             f"`local_weight` must have shape (V_r, D) with D = input.shape[-1], got "
