@@ -78,9 +78,9 @@ F64 = torch.float64
 
 _MAGIC = 0x534B4954_44495354  # "SKITDIST"
 _MSG_WORDS = 32  # 256 bytes of error message travel in the header
-_HDR = 8 + _MSG_WORDS
-# header words
-_H_MAGIC, _H_VLOC, _H_N, _H_OPTS, _H_TGT, _H_W, _H_ERR, _H_V0 = range(8)
+_HDR = 9 + _MSG_WORDS
+# header words (the last one holds the float64 bits of the slice's summed class weights)
+_H_MAGIC, _H_VLOC, _H_N, _H_OPTS, _H_TGT, _H_W, _H_ERR, _H_V0, _H_WSUM = range(9)
 
 
 class DistributedCrossEntropyOutput(NamedTuple):
@@ -125,7 +125,7 @@ _OFFSETS: dict[tuple[Any, ...], int] = {}
 
 
 def _all_gather(buf: Tensor, world: int, group: Any) -> Tensor:
-    """The one collective: every rank's ``buf`` stacked in rank order, ``(world, len)``."""
+    """The one collective: every rank's ``buf`` (bytes) stacked in rank order, ``(world, len)``."""
     out = buf.new_empty(world * buf.numel())
     gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
     gather(out, buf, group=group)
@@ -155,12 +155,12 @@ def _pack_header(words: list[int], msg: str) -> Tensor:
     h[: len(words)] = torch.tensor(words, dtype=torch.int64)
     raw = msg.encode()[: _MSG_WORDS * 8]
     raw = raw + b"\0" * (_MSG_WORDS * 8 - len(raw))
-    h[8:] = torch.frombuffer(bytearray(raw), dtype=torch.int64)
+    h[9:] = torch.frombuffer(bytearray(raw), dtype=torch.int64)
     return h
 
 
 def _header_msg(h: Tensor) -> str:
-    raw = h[8:].contiguous().numpy().tobytes()
+    raw = h[9:].contiguous().numpy().tobytes()
     return raw.rstrip(b"\0").decode(errors="replace")
 
 
@@ -447,14 +447,37 @@ def _state_round(
     except Exception as e:  # reported to every rank through the header
         err, msg = 1, f"{type(e).__name__}: {e}"
         payload.zero_()
+    wsum = float(payload[0, 4]) if n else 0.0
+    wbits = int(torch.tensor([wsum], dtype=F64).view(torch.int64)[0])
     hdr = _pack_header(
-        [_MAGIC, x.shape[-1], n, opts_hash, _tensor_hash(t), _tensor_hash(weight), err, v0],
+        [_MAGIC, x.shape[-1], n, opts_hash, _tensor_hash(t), _tensor_hash(weight), err, v0, wbits],
         msg,
     ).to(x.device)
-    buf = torch.cat([hdr.view(F64), payload.reshape(-1)])
+    # on the wire: the header, the float64 words (rest, smoothing gap, entropy word,
+    # top-k), then max, count and target logit in the logits' precision (exact there)
+    sdt = F64 if x.dtype == F64 else torch.float32
+    big = payload[:, [2, 5, 6, *range(7, F)]].contiguous()
+    small = payload[:, [0, 1, 3]].to(sdt)
+    buf = torch.cat(
+        [
+            hdr.view(torch.uint8),
+            big.view(torch.uint8).reshape(-1),
+            small.view(torch.uint8).reshape(-1),
+        ]
+    )
     out = _all_gather(buf, world, group)
-    hdrs = out[:, :_HDR].contiguous().view(torch.int64).cpu()
-    states = out[:, _HDR:].reshape(world, n, F)
+    nh, nb = _HDR * 8, big.numel() * 8
+    hdrs = out[:, :nh].contiguous().view(torch.int64).cpu()
+    bigs = out[:, nh : nh + nb].contiguous().view(F64).reshape(world, n, F - 4)
+    smalls = out[:, nh + nb :].contiguous().view(sdt).reshape(world, n, 3).to(F64)
+    states = torch.empty((world, n, F), dtype=F64, device=x.device)
+    states[:, :, 0] = smalls[:, :, 0]
+    states[:, :, 1] = smalls[:, :, 1]
+    states[:, :, 2] = bigs[:, :, 0]
+    states[:, :, 3] = smalls[:, :, 2]
+    wsums = hdrs[:, _H_WSUM].contiguous().view(F64).to(x.device)
+    states[:, :, 4] = wsums[:, None]
+    states[:, :, 5:] = bigs[:, :, 1:]
     return hdrs, states
 
 
