@@ -216,7 +216,11 @@ def main() -> None:
     tt = torch.randint(0, V, (N,), generator=g)
     tt[::11] = -100
     lin = {}
-    for name, kw in (("plain", {}), ("smooth_z", {"label_smoothing": 0.1, "z_loss": 1e-3})):
+    lin_cfgs: list[tuple[str, dict[str, Any]]] = [
+        ("smooth_z", {"label_smoothing": 0.1, "z_loss": 1e-3}),
+        ("plain", {}),
+    ]
+    for name, kw in lin_cfgs[: 2 if world == 2 else 1]:
         hl = h.clone().requires_grad_()
         Wl = W[sl].clone().requires_grad_()
         bl = bias[sl].clone().requires_grad_()
