@@ -203,3 +203,44 @@ def test_clear_errors_before_any_collective() -> None:
     if not dist.is_initialized():
         with pytest.raises(SoftmaxkitError, match="init_process_group"):
             sktd.cross_entropy(x, torch.zeros(4, dtype=torch.int64))
+
+
+def test_special_rows_match_one_process() -> None:
+    """+inf, -inf and NaN rows, dominant logits: the contract of softmaxkit.torch.cross_entropy."""
+    import tempfile
+
+    import softmaxkit.torch as skt
+    import softmaxkit.torch.distributed as sktd
+
+    if dist.is_initialized():  # pragma: no cover
+        pytest.skip("a process group is already initialised in this process")
+    inf = float("inf")
+    x = torch.tensor(
+        [
+            [0.0, -40.0, 1.0, 2.0],  # ordinary
+            [inf, 0.0, inf, 1.0],  # two +inf logits, target among them: loss log 2
+            [inf, 0.0, 1.0, 2.0],  # one +inf logit, target elsewhere: loss inf
+            [-inf, -inf, -inf, -inf],  # nothing: not counted
+            [0.0, -40.0, -45.0, -60.0],  # dominant target: a tiny loss
+            [3.0, 3.0, 3.0, -inf],  # ties at the maximum, a -inf logit
+        ]
+    )
+    t = torch.tensor([2, 2, 3, 1, 0, 1])
+    with tempfile.TemporaryDirectory() as d:
+        dist.init_process_group("gloo", store=dist.FileStore(f"{d}/store", 1), rank=0, world_size=1)
+        try:
+            for kw in ({"reduction": "none"}, {"reduction": "none", "z_loss": 1e-3}):
+                xa = x.clone().requires_grad_()
+                a = sktd.cross_entropy(xa, t, **kw)
+                (ga,) = torch.autograd.grad(a[[0, 1, 3, 4, 5]].sum(), xa)
+                xb = x.clone().requires_grad_()
+                b = skt.cross_entropy(xb, t, **kw)
+                (gb,) = torch.autograd.grad(b[[0, 1, 3, 4, 5]].sum(), xb)
+                assert torch.equal(a, b), (a, b)
+                assert torch.allclose(ga, gb, rtol=1e-6, atol=0), (ga, gb)
+            assert float(a.detach()[4]) > 0.0  # 4.2e-18, not 0
+            nan = x.clone()
+            nan[0, 1] = float("nan")
+            assert torch.isnan(sktd.cross_entropy(nan, t, reduction="none")[0])
+        finally:
+            dist.destroy_process_group()

@@ -782,7 +782,7 @@ class _CE(torch.autograd.Function):
         ignored = t == o.ignore_index
         t_safe = torch.where(ignored, torch.zeros_like(t), t)
         w_t = torch.ones(t.shape, dtype=F64, device=x.device) if w is None else w[t_safe]
-        counted = ~ignored & (-math.inf < mg.M)
+        counted = ~ignored & ~torch.isneginf(mg.M)  # NaN rows count (and give NaN)
         item = _token_losses(mg, t_safe, counted, w_t, V, o)
         den = torch.where(counted, w_t, 0.0).sum()
         loss = _reduce(item, den, o.reduction).to(x.dtype)
@@ -1048,7 +1048,7 @@ class _LCE(torch.autograd.Function):
         ignored = t == o.ignore_index
         t_safe = torch.where(ignored, torch.zeros_like(t), t)
         w_t = torch.ones(t.shape, dtype=F64, device=h.device) if w is None else w[t_safe]
-        counted = ~ignored & (-math.inf < mg.M)
+        counted = ~ignored & ~torch.isneginf(mg.M)  # NaN rows count (and give NaN)
         item = _token_losses(mg, t_safe, counted, w_t, V, o)
         den = torch.where(counted, w_t, 0.0).sum()
         loss = _reduce(item, den, o.reduction).to(h.dtype)
