@@ -216,7 +216,11 @@ def main() -> None:
     tt = torch.randint(0, V, (N,), generator=g)
     tt[::11] = -100
     lin = {}
-    for name, kw in (("plain", {}), ("smooth_z", {"label_smoothing": 0.1, "z_loss": 1e-3})):
+    lin_cfgs: list[tuple[str, dict[str, Any]]] = [
+        ("smooth_z", {"label_smoothing": 0.1, "z_loss": 1e-3}),
+        ("plain", {}),
+    ]
+    for name, kw in lin_cfgs[: 2 if world == 2 else 1]:
         hl = h.clone().requires_grad_()
         Wl = W[sl].clone().requires_grad_()
         bl = bias[sl].clone().requires_grad_()
@@ -256,7 +260,19 @@ def main() -> None:
         ref.backward()
         dt = distribute_tensor(t, mesh, [Replicate()])
         dl2 = sktd.cross_entropy(dx.detach(), dt)
+        # a column-parallel lm-head: the projection's rows sharded Shard(0)
+        Wd = distribute_tensor(W, mesh, [Shard(0)]).requires_grad_()
+        ld = sktd.linear_cross_entropy(h, Wd, tt)
+        ld.backward()
+        Wf = W.clone().requires_grad_()
+        lf = sktd.linear_cross_entropy(h, Wf, tt, group=me)
+        lf.backward()
+        lin_d = {
+            "loss_rel": float(abs(ld.double() - lf.double()) / abs(lf.double())),
+            "gW_rel": float((Wd.grad.full_tensor() - Wf.grad).abs().max() / Wf.grad.abs().max()),
+        }
         res["dtensor"] = {
+            "linear": lin_d,
             "loss_eq": bits_equal(dl, ref),
             "grad_eq": bits_equal(dx.grad.full_tensor(), xf.grad),
             "grad_is_dtensor": type(dx.grad).__name__,

@@ -86,11 +86,12 @@ def test_one_collective_forward_none_backward(reports: list[dict[str, Any]]) -> 
 
 @pytest.mark.slow
 def test_bytes_per_token(reports: list[dict[str, Any]]) -> None:
-    # 7 float64 words per token plus a 320-byte header, sent by each rank
+    # per token: max, count, target logit in float32, rest, smoothing gap, entropy word in
+    # float64 (36 bytes), plus a 328-byte header, sent by each rank
     for rep in reports:
         for k in _ce_keys(rep):
             for _, nbytes in rep[k]["fwd"]:
-                assert nbytes == 96 * 7 * 8 + 40 * 8
+                assert nbytes == 96 * 36 + 41 * 8
 
 
 @pytest.mark.slow
@@ -148,6 +149,7 @@ def test_dtensor_shard_last_dim(reports: list[dict[str, Any]]) -> None:
         assert d["loss_eq"] == 1.0 and d["grad_eq"] == 1.0
         assert d["grad_is_dtensor"] == "DTensor"
         assert d["replicated_target_ok"]
+        assert d["linear"]["loss_rel"] < 1e-6 and d["linear"]["gW_rel"] < 1e-6
 
 
 @pytest.mark.slow
@@ -173,3 +175,72 @@ def test_dead_rank_fails_within_timeout(reports: list[dict[str, Any]]) -> None:
     for rep in reports[:-1]:
         assert rep["dead"] != "no error", rep["dead"]
         assert rep["dead_s"] < 2.0 + 15.0, rep["dead_s"]  # the group's 2 s timeout, plus slack
+
+
+def test_docstring_examples() -> None:
+    import doctest
+    import importlib
+
+    if dist.is_initialized():  # pragma: no cover - the examples start their own group
+        pytest.skip("a process group is already initialised in this process")
+    mod = importlib.import_module("softmaxkit.torch.distributed")
+    res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted > 0
+    assert res.failed == 0
+
+
+def test_clear_errors_before_any_collective() -> None:
+    import softmaxkit.torch.distributed as sktd
+    from softmaxkit import SoftmaxkitError
+
+    x = torch.zeros(4, 3)
+    with pytest.raises(SoftmaxkitError, match="integer class indices"):
+        sktd.cross_entropy(x, torch.zeros(4))
+    with pytest.raises(SoftmaxkitError, match="shape"):
+        sktd.cross_entropy(x, torch.zeros(5, dtype=torch.int64))
+    with pytest.raises(SoftmaxkitError, match="local_weight"):
+        sktd.linear_cross_entropy(x, torch.zeros(3, 2), torch.zeros(4, dtype=torch.int64))
+    if not dist.is_initialized():
+        with pytest.raises(SoftmaxkitError, match="init_process_group"):
+            sktd.cross_entropy(x, torch.zeros(4, dtype=torch.int64))
+
+
+def test_special_rows_match_one_process() -> None:
+    """+inf, -inf and NaN rows, dominant logits: the contract of softmaxkit.torch.cross_entropy."""
+    import tempfile
+
+    import softmaxkit.torch as skt
+    import softmaxkit.torch.distributed as sktd
+
+    if dist.is_initialized():  # pragma: no cover
+        pytest.skip("a process group is already initialised in this process")
+    inf = float("inf")
+    x = torch.tensor(
+        [
+            [0.0, -40.0, 1.0, 2.0],  # ordinary
+            [inf, 0.0, inf, 1.0],  # two +inf logits, target among them: loss log 2
+            [inf, 0.0, 1.0, 2.0],  # one +inf logit, target elsewhere: loss inf
+            [-inf, -inf, -inf, -inf],  # nothing: not counted
+            [0.0, -40.0, -45.0, -60.0],  # dominant target: a tiny loss
+            [3.0, 3.0, 3.0, -inf],  # ties at the maximum, a -inf logit
+        ]
+    )
+    t = torch.tensor([2, 2, 3, 1, 0, 1])
+    with tempfile.TemporaryDirectory() as d:
+        dist.init_process_group("gloo", store=dist.FileStore(f"{d}/store", 1), rank=0, world_size=1)
+        try:
+            for kw in ({"reduction": "none"}, {"reduction": "none", "z_loss": 1e-3}):
+                xa = x.clone().requires_grad_()
+                a = sktd.cross_entropy(xa, t, **kw)
+                (ga,) = torch.autograd.grad(a[[0, 1, 3, 4, 5]].sum(), xa)
+                xb = x.clone().requires_grad_()
+                b = skt.cross_entropy(xb, t, **kw)
+                (gb,) = torch.autograd.grad(b[[0, 1, 3, 4, 5]].sum(), xb)
+                assert torch.equal(a, b), (a, b)
+                assert torch.allclose(ga, gb, rtol=1e-6, atol=0), (ga, gb)
+            assert float(a.detach()[4]) > 0.0  # 4.2e-18, not 0
+            nan = x.clone()
+            nan[0, 1] = float("nan")
+            assert torch.isnan(sktd.cross_entropy(nan, t, reduction="none")[0])
+        finally:
+            dist.destroy_process_group()

@@ -27,6 +27,33 @@ the targets or the options, an exception while a rank computes its state) raises
 a hang; a rank that dies or skips the collective makes the others fail when the
 group's timeout expires.
 
+Determinism, and what it rests on:
+
+* Same bits on every rank: every rank merges the same gathered bytes, in rank
+  order, with the same elementwise code. This holds by construction.
+* Same bits for every TP degree (the split of the classes). Every gradient
+  element is ``s_i [a_i exp(x_ij - lse_i) - (eps / V) w_j]`` formed in float64
+  from its own logit and per-token float64 scalars, and every loss from
+  ``(M - x_t) + log1p((C - 1) + S)``. The split enters only through the last
+  bits of the merged float64 state (each rank sums its ``exp(x - m_r)``, then the
+  merge scales by ``exp(m_r - M)``): about ``1e-16`` relative, ``2**-29`` of a
+  float32 ulp. A float32 (or bfloat16/float16) result can therefore change only
+  when its exact value lies within ``~1e-16`` relative of a rounding boundary:
+  a probability near ``1e-8`` per value, not zero. Measured on uneven slices at
+  TP = 1, 2, 4 (tests and the ``distributed`` benchmark part): no loss and no
+  gradient element differed. A guarantee would need the split out of the
+  arithmetic: either shard boundaries on a fixed grid of vocabulary tiles with
+  one state per tile gathered (real vocabularies padded to multiples of 128
+  would need 128-class tiles, 250 times the bytes of one state per rank), or a
+  max all-reduce before the exponentials (a second collective). Neither is
+  done here. Float64 logits get float64 results with the same ~1e-16 state
+  error, so their last bits can depend on the split.
+* Equal to one process: the loss is formed as ``softmaxkit.torch.cross_entropy``
+  forms it, and matched it bit for bit in every measured case; the gradient
+  is correctly rounded from float64, while the native single-process kernel's
+  float32 gradient is 1 ulp off in about 3e-4 of the elements (measured), so
+  those elements differ by that ulp.
+
 This module must never run more than one collective in a forward pass, never
 raise on one rank alone between entering a call and its collective, and never
 import anything at ``import softmaxkit`` time (it is imported on demand).
@@ -51,9 +78,9 @@ F64 = torch.float64
 
 _MAGIC = 0x534B4954_44495354  # "SKITDIST"
 _MSG_WORDS = 32  # 256 bytes of error message travel in the header
-_HDR = 8 + _MSG_WORDS
-# header words
-_H_MAGIC, _H_VLOC, _H_N, _H_OPTS, _H_TGT, _H_W, _H_ERR, _H_V0 = range(8)
+_HDR = 9 + _MSG_WORDS
+# header words (the last one holds the float64 bits of the slice's summed class weights)
+_H_MAGIC, _H_VLOC, _H_N, _H_OPTS, _H_TGT, _H_W, _H_ERR, _H_V0, _H_WSUM = range(9)
 
 
 class DistributedCrossEntropyOutput(NamedTuple):
@@ -98,7 +125,7 @@ _OFFSETS: dict[tuple[Any, ...], int] = {}
 
 
 def _all_gather(buf: Tensor, world: int, group: Any) -> Tensor:
-    """The one collective: every rank's ``buf`` stacked in rank order, ``(world, len)``."""
+    """The one collective: every rank's ``buf`` (bytes) stacked in rank order, ``(world, len)``."""
     out = buf.new_empty(world * buf.numel())
     gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
     gather(out, buf, group=group)
@@ -128,12 +155,12 @@ def _pack_header(words: list[int], msg: str) -> Tensor:
     h[: len(words)] = torch.tensor(words, dtype=torch.int64)
     raw = msg.encode()[: _MSG_WORDS * 8]
     raw = raw + b"\0" * (_MSG_WORDS * 8 - len(raw))
-    h[8:] = torch.frombuffer(bytearray(raw), dtype=torch.int64)
+    h[9:] = torch.frombuffer(bytearray(raw), dtype=torch.int64)
     return h
 
 
 def _header_msg(h: Tensor) -> str:
-    raw = h[8:].contiguous().numpy().tobytes()
+    raw = h[9:].contiguous().numpy().tobytes()
     return raw.rstrip(b"\0").decode(errors="replace")
 
 
@@ -177,49 +204,71 @@ def _row_blocks(n: int, V: int) -> list[tuple[int, int]]:
 def _slice_state(
     x: Tensor, t: Tensor, v0: int, w_loc: Tensor | None, o: _Opts, out: Tensor
 ) -> None:
-    """Reduce logits ``x`` (tokens x local classes) into ``out`` (tokens x fields), float64."""
-    n, V = x.shape
-    x64 = x.to(F64)
-    m = x64.amax(1) if V else x64.new_full((n,), -math.inf)
-    nan = torch.isnan(m)
-    fin = torch.isfinite(m)
-    posinf = m == math.inf
-    shift = torch.where(fin, m, 0.0)
-    d = x64 - shift[:, None]  # <= 0 on finite rows
-    at_max = x64 == m[:, None]
-    e = torch.exp(d)
-    c = torch.where(posinf, (x64 == math.inf).sum(1).to(F64), at_max.sum(1).to(F64))
-    c = torch.where(fin | posinf, c, 0.0)
-    s = torch.where(at_max, 0.0, e).sum(1)
-    s = torch.where(fin, s, 0.0)
-    out[:, 0] = torch.where(nan, math.nan, m)
+    """Reduce logits ``x`` (tokens x local classes) into ``out`` (tokens x fields), float64.
+
+    Finite rows carry ``c = 1`` and ``s`` = the rest ``(c - 1) + s``: only that sum
+    matters downstream, and the split keeps a tiny ``s`` exact when a single logit is
+    at the maximum (as in ``softmaxkit.torch.linear_cross_entropy``).
+    """
+    V = x.shape[1]
+    out.zero_()
+    if V == 0:
+        out[:, 0] = -math.inf
+        if o.topk:
+            out[:, 7 : 7 + o.topk] = -math.inf
+            out[:, 7 + o.topk :] = -1.0
+        return
+    xw = x if x.dtype in (torch.float32, F64) else x.to(torch.float32)
+    m, arg = xw.max(1)
+    m64 = m.to(F64)
+    nan = torch.isnan(m64)
+    fin = torch.isfinite(m64)
+    posinf = m64 == math.inf
+    shift = torch.where(fin, m64, 0.0)
+    # exp(x - m) in float64: their sum S counts each maximum as exactly 1. S >= 2 means
+    # (c - 1) + s >= 1 downstream, where the split is immaterial; S < 2 means a single
+    # maximum, and s is then summed without it so that a tiny s keeps its digits.
+    e = xw.to(F64).sub_(shift[:, None]).exp_()
+    S = e.sum(1)
+    s = S - 1.0
+    low = torch.nonzero(fin & (S < 2.0))[:, 0]
+    if low.numel():
+        sub = e.index_select(0, low)
+        sub.scatter_(1, arg.index_select(0, low)[:, None], 0.0)
+        s[low] = sub.sum(1)
+    c = torch.where(fin, 1.0, 0.0)
+    if bool(posinf.any()):
+        c = torch.where(posinf, (xw == math.inf).sum(1).to(F64), c)
+    out[:, 0] = torch.where(nan, math.nan, m64)
     out[:, 1] = c
-    out[:, 2] = s
+    out[:, 2] = torch.where(fin, s, 0.0)
     inside = (t >= v0) & (t < v0 + V)
     col = torch.where(inside, t - v0, torch.zeros_like(t))
-    xt = x64.gather(1, col[:, None])[:, 0] if V else x64.new_zeros(n)
+    xt = xw.gather(1, col[:, None])[:, 0].to(F64)
     out[:, 3] = torch.where(inside, xt, 0.0)
-    j = 4
     if o.smooth:
+        # sum_c w_c (m - x_c) = m W - sum_c w_c x_c, all in float64
         w = torch.ones(V, dtype=F64, device=x.device) if w_loc is None else w_loc
-        gap = torch.where(w[None, :] == 0, 0.0, w[None, :] * (shift[:, None] - x64))
-        out[:, j] = w.sum()
-        out[:, j + 1] = gap.sum(1)
-    j += 2
+        if bool(torch.isinf(xw).any()):
+            x64 = xw.to(F64)
+            gap = torch.where(w[None, :] == 0, 0.0, w[None, :] * (shift[:, None] - x64)).sum(1)
+        elif w_loc is None:
+            gap = shift * float(V) - xw.sum(1, dtype=F64)
+        else:
+            gap = shift * w.sum() - xw.to(F64) @ w
+        out[:, 4] = w.sum()
+        out[:, 5] = gap
     if o.entropy:
+        d = xw.to(F64) - shift[:, None]
         q = torch.where(e == 0, 0.0, e * -d)
-        out[:, j] = torch.where(fin, q.sum(1), 0.0)
-    j += 1
+        out[:, 6] = torch.where(fin, q.sum(1), 0.0)
     if o.topk:
         k = min(o.topk, V)
-        vals = x64.new_full((n, o.topk), -math.inf)
-        idx = x64.new_full((n, o.topk), -1.0)
-        if k:
-            tv, ti = x64.topk(k, dim=1)
-            vals[:, :k] = tv
-            idx[:, :k] = (ti + v0).to(F64)
-        out[:, j : j + o.topk] = vals
-        out[:, j + o.topk : j + 2 * o.topk] = idx
+        out[:, 7 : 7 + o.topk] = -math.inf
+        out[:, 7 + o.topk :] = -1.0
+        tv, ti = xw.topk(k, dim=1)
+        out[:, 7 : 7 + k] = tv.to(F64)
+        out[:, 7 + o.topk : 7 + o.topk + k] = (ti + v0).to(F64)
 
 
 class _Merged(NamedTuple):
@@ -235,16 +284,16 @@ class _Merged(NamedTuple):
     topi: Tensor | None
 
 
-def _merge(states: Tensor, owner: Tensor, o: _Opts) -> _Merged:
-    """Merge the gathered states ``(world, tokens, fields)`` in rank order."""
-    world, n, _ = states.shape
-    dev = states.device
+def _merge_mcs(states: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Merge the ``(m, c, s)`` columns of ``states`` in order (NaN maxima win)."""
+    n = states[0].shape[0]
+    dev = states[0].device
     M = torch.full((n,), -math.inf, dtype=F64, device=dev)
     C = torch.zeros(n, dtype=F64, device=dev)
     S = torch.zeros(n, dtype=F64, device=dev)
     nan = torch.zeros(n, dtype=torch.bool, device=dev)
-    for r in range(world):
-        m, c, s = states[r, :, 0], states[r, :, 1], states[r, :, 2]
+    for st in states:
+        m, c, s = st[:, 0], st[:, 1], st[:, 2]
         nan = nan | torch.isnan(m)
         m = torch.where(torch.isnan(m), -math.inf, m)
         newM = torch.maximum(M, m)
@@ -254,10 +303,53 @@ def _merge(states: Tensor, owner: Tensor, o: _Opts) -> _Merged:
         old = torch.where(old_max, S, torch.exp(M - safe) * (C + S))
         new = torch.where(new_max, s, torch.exp(m - safe) * (c + s))
         # +inf maxima: only the counts matter (the sums stay 0)
-        S = torch.where(newM == math.inf, 0.0, old + new)
+        S = torch.where(torch.isposinf(newM), 0.0, old + new)
         C = torch.where(old_max, C, 0.0) + torch.where(new_max, c, 0.0)
         M = newM
-    M = torch.where(nan, math.nan, M)
+    return torch.where(nan, math.nan, M), C, S
+
+
+def _merge_local(states: list[Tensor], o: _Opts) -> Tensor:
+    """One state from the states of consecutive vocabulary tiles of a slice, in order."""
+    if len(states) == 1:
+        return states[0]
+    M, C, S = _merge_mcs(states)
+    out = torch.zeros_like(states[0])
+    out[:, 0], out[:, 1], out[:, 2] = M, C, S
+    fin = torch.isfinite(M)
+    Ms = torch.where(fin, M, 0.0)
+    xt = torch.zeros_like(M)
+    W = torch.zeros_like(M)
+    gap = torch.zeros_like(M)
+    q = torch.zeros_like(M)
+    for st in states:
+        m = st[:, 0]
+        mfin = torch.isfinite(m)
+        ms = torch.where(mfin, m, 0.0)
+        xt = xt + st[:, 3]
+        if o.smooth:
+            W = W + st[:, 4]
+            gap = gap + (torch.where(st[:, 4] == 0, 0.0, st[:, 4] * (Ms - ms)) + st[:, 5])
+        if o.entropy:
+            live = mfin & fin
+            f = torch.exp(torch.where(live, m - Ms, -math.inf))
+            q = q + torch.where(live, f * ((Ms - m) * (st[:, 1] + st[:, 2]) + st[:, 6]), 0.0)
+    out[:, 3], out[:, 4], out[:, 5], out[:, 6] = xt, W, gap, q
+    if o.topk:
+        k = o.topk
+        v = torch.cat([st[:, 7 : 7 + k] for st in states], 1)
+        i = torch.cat([st[:, 7 + k : 7 + 2 * k] for st in states], 1)
+        tv, pos = v.topk(k, dim=1)
+        out[:, 7 : 7 + k] = tv
+        out[:, 7 + k : 7 + 2 * k] = i.gather(1, pos)
+    return out
+
+
+def _merge(states: Tensor, owner: Tensor, o: _Opts) -> _Merged:
+    """Merge the gathered states ``(world, tokens, fields)`` in rank order."""
+    world, n, _ = states.shape
+    dev = states.device
+    M, C, S = _merge_mcs([states[r] for r in range(world)])
     ar = torch.arange(n, device=dev)
     xt = states[owner.clamp(0, world - 1), ar, 3]
     fin = torch.isfinite(M)
@@ -355,14 +447,37 @@ def _state_round(
     except Exception as e:  # reported to every rank through the header
         err, msg = 1, f"{type(e).__name__}: {e}"
         payload.zero_()
+    wsum = float(payload[0, 4]) if n else 0.0
+    wbits = int(torch.tensor([wsum], dtype=F64).view(torch.int64)[0])
     hdr = _pack_header(
-        [_MAGIC, x.shape[-1], n, opts_hash, _tensor_hash(t), _tensor_hash(weight), err, v0],
+        [_MAGIC, x.shape[-1], n, opts_hash, _tensor_hash(t), _tensor_hash(weight), err, v0, wbits],
         msg,
     ).to(x.device)
-    buf = torch.cat([hdr.view(F64), payload.reshape(-1)])
+    # on the wire: the header, the float64 words (rest, smoothing gap, entropy word,
+    # top-k), then max, count and target logit in the logits' precision (exact there)
+    sdt = F64 if x.dtype == F64 else torch.float32
+    big = payload[:, [2, 5, 6, *range(7, F)]].contiguous()
+    small = payload[:, [0, 1, 3]].to(sdt)
+    buf = torch.cat(
+        [
+            hdr.view(torch.uint8),
+            big.view(torch.uint8).reshape(-1),
+            small.view(torch.uint8).reshape(-1),
+        ]
+    )
     out = _all_gather(buf, world, group)
-    hdrs = out[:, :_HDR].contiguous().view(torch.int64).cpu()
-    states = out[:, _HDR:].reshape(world, n, F)
+    nh, nb = _HDR * 8, big.numel() * 8
+    hdrs = out[:, :nh].contiguous().view(torch.int64).cpu()
+    bigs = out[:, nh : nh + nb].contiguous().view(F64).reshape(world, n, F - 4)
+    smalls = out[:, nh + nb :].contiguous().view(sdt).reshape(world, n, 3).to(F64)
+    states = torch.empty((world, n, F), dtype=F64, device=x.device)
+    states[:, :, 0] = smalls[:, :, 0]
+    states[:, :, 1] = smalls[:, :, 1]
+    states[:, :, 2] = bigs[:, :, 0]
+    states[:, :, 3] = smalls[:, :, 2]
+    wsums = hdrs[:, _H_WSUM].contiguous().view(F64).to(x.device)
+    states[:, :, 4] = wsums[:, None]
+    states[:, :, 5:] = bigs[:, :, 1:]
     return hdrs, states
 
 
@@ -467,8 +582,14 @@ def _check_targets(t: Tensor, V: int, ign: int) -> None:
 # ---------------------------------------------------------------------- validation
 
 
-def _unwrap_dtensor(x: Any, name: str, shard_ok: bool) -> tuple[Tensor, Any, int | None, bool]:
-    """``(local tensor, group, global class count, was_dtensor)`` of a DTensor or a tensor."""
+def _unwrap_dtensor(
+    x: Any, name: str, shard_dim: int | None
+) -> tuple[Tensor, Any, int | None, bool]:
+    """``(local tensor, group, global class count, was_dtensor)`` of a DTensor or a tensor.
+
+    A DTensor must be sharded on ``shard_dim`` (the classes; counted from the end
+    when negative) or, with ``shard_dim=None``, replicated, on a 1-D mesh.
+    """
     try:
         from torch.distributed.tensor import DTensor, Replicate, Shard
     except ImportError:  # pragma: no cover - torch without DTensor
@@ -483,11 +604,12 @@ def _unwrap_dtensor(x: Any, name: str, shard_ok: bool) -> tuple[Tensor, Any, int
             "tensor-parallel mesh (or its local tensor with group=)"
         )
         raise SoftmaxkitValueError(msg)
-    if shard_ok and isinstance(pl[0], Shard) and pl[0].dim in (-1, x.ndim - 1):
-        return x.to_local(), mesh.get_group(), int(x.shape[-1]), True
+    sd = None if shard_dim is None else shard_dim % x.ndim
+    if sd is not None and isinstance(pl[0], Shard) and pl[0].dim % x.ndim == sd:
+        return x.to_local(), mesh.get_group(), int(x.shape[sd]), True
     if isinstance(pl[0], Replicate):
         return x.to_local(), mesh.get_group(), None, True
-    want = "Shard(-1) (sharded on the class dimension)" if shard_ok else "Replicate()"
+    want = f"Shard({shard_dim}) (sharded on the classes)" if sd is not None else "Replicate()"
     msg = f"`{name}` is a DTensor with placements {pl}; it must be {want}"
     raise SoftmaxkitValueError(msg)
 
@@ -593,28 +715,35 @@ def _grad_logits(
     o: _Opts,
     row_scale: Tensor,
 ) -> Tensor:
-    """``d loss / d local logits`` from the merged state, elementwise, no collective."""
-    x64 = x.to(F64)
+    """``d loss / d local logits`` from the merged state, elementwise, no collective.
+
+    Each element is ``s_i [a_i p_ij - (eps / V) w_j]`` with ``p_ij = exp(x_ij - lse_i)``
+    formed in float64 and rounded once to the logits' dtype; it depends on the other
+    ranks only through ``lse_i``. At the target, ``1 - p_t`` is formed without
+    cancellation from the merged count and rest.
+    """
     n, Vr = x.shape
     lse, M = mg.lse, mg.M
+    eps, z = o.eps, o.z
     fin = torch.isfinite(lse)
     lse_safe = torch.where(fin, lse, 0.0)
-    p = torch.exp(x64 - lse_safe[:, None])
-    p = torch.where(fin[:, None], p, 0.0)
-    pinf = torch.isposinf(M)
-    if bool(pinf.any()):
-        pk = (x64 == math.inf).to(F64) / torch.where(pinf, mg.C, 1.0)[:, None]
-        p = torch.where(pinf[:, None], pk, p)
-    eps, z = o.eps, o.z
     a = w_t * ((1.0 - eps) + 2.0 * z * lse_safe)
     if eps:
         a = a + (eps / V) * W
-    G = p * a[:, None]
-    if eps:
-        wl = torch.ones(Vr, dtype=F64, device=x.device) if w_loc is None else w_loc
-        G = G - (eps / V) * wl[None, :]
+    sa = a * row_scale
+    G = x.to(F64).sub_(lse_safe[:, None]).exp_()  # p on finite rows
+    if not bool(fin.all()):  # +inf rows share their mass; NaN rows stay NaN; empty rows 0
+        pinf = torch.isposinf(M)
+        pk = (x == math.inf).to(F64) / torch.where(pinf, mg.C, 1.0)[:, None]
+        G = torch.where(fin[:, None], G, torch.where(pinf[:, None], pk, 0.0))
+        G = torch.where(torch.isnan(M)[:, None], math.nan, G)
     inside = (t >= v0) & (t < v0 + Vr)
     col = torch.where(inside, t - v0, torch.zeros_like(t))
+    p_t = G.gather(1, col[:, None])[:, 0]
+    G.mul_(sa[:, None])
+    if eps:
+        wl = torch.ones(Vr, dtype=F64, device=x.device) if w_loc is None else w_loc
+        G.sub_(((eps / V) * row_scale)[:, None] * wl[None, :])
     # 1 - p_t without cancellation: the target's 1 comes out of the count when it is
     # the maximum, its term out of the rest otherwise
     D = mg.C + mg.S
@@ -622,15 +751,13 @@ def _grad_logits(
         torch.where(torch.isfinite(mg.xt) & fin, mg.xt - torch.where(fin, M, 0.0), -math.inf)
     )
     one_minus = torch.where(mg.xt == M, ((mg.C - 1.0) + mg.S) / D, (mg.C + (mg.S - e_t)) / D)
-    p_t = p.gather(1, col[:, None])[:, 0]
     one_minus = torch.where(fin, one_minus, 1.0 - p_t)
     g_t = w_t * (-(1.0 - eps) * one_minus + 2.0 * z * lse_safe * p_t)
     if eps:
         wt_c = torch.ones(n, dtype=F64, device=x.device) if w_loc is None else w_loc[col]
         g_t = g_t + (eps / V) * (W * p_t - wt_c)
+    g_t = torch.where(torch.isnan(M), math.nan, g_t * row_scale)
     G.scatter_(1, col[:, None], torch.where(inside, g_t, G.gather(1, col[:, None])[:, 0])[:, None])
-    G = torch.where(torch.isnan(M)[:, None], math.nan, G)
-    G = G * row_scale[:, None]
     return G.to(x.dtype)
 
 
@@ -655,7 +782,7 @@ class _CE(torch.autograd.Function):
         ignored = t == o.ignore_index
         t_safe = torch.where(ignored, torch.zeros_like(t), t)
         w_t = torch.ones(t.shape, dtype=F64, device=x.device) if w is None else w[t_safe]
-        counted = ~ignored & (-math.inf < mg.M)
+        counted = ~ignored & ~torch.isneginf(mg.M)  # NaN rows count (and give NaN)
         item = _token_losses(mg, t_safe, counted, w_t, V, o)
         den = torch.where(counted, w_t, 0.0).sum()
         loss = _reduce(item, den, o.reduction).to(x.dtype)
@@ -810,15 +937,15 @@ def cross_entropy(
     tensor(0.3185)
     >>> dist.destroy_process_group()
     """
-    x, g2, nc, _ = _unwrap_dtensor(local_logits, "local_logits", True)
+    x, g2, nc, _ = _unwrap_dtensor(local_logits, "local_logits", -1)
     if g2 is not None:
         group = g2
         if num_classes is None:
             num_classes = nc
-    t_in, _, _, _ = _unwrap_dtensor(target, "target", False)
+    t_in, _, _, _ = _unwrap_dtensor(target, "target", None)
     w_in = weight
     if weight is not None:
-        w_in, _, _, _ = _unwrap_dtensor(weight, "weight", False)
+        w_in, _, _, _ = _unwrap_dtensor(weight, "weight", None)
     x = chk.float_input(x, "local_logits", promote_int=False)
     if x.dim() < 1:
         msg = "`local_logits` must have shape (..., V_r) with the classes last, got a 0-d tensor"
@@ -855,18 +982,24 @@ def cross_entropy(
 
 # ------------------------------------------------------------ linear_cross_entropy
 
-TOKEN_CHUNK = 256  # tokens whose local logits exist at once (TOKEN_CHUNK x V_r floats)
+TOKEN_CHUNK = 256  # tokens per tile, as in softmaxkit.torch.linear_cross_entropy
+VOCAB_CHUNK = 8192  # classes per tile: the local logits exist one 256 x 8192 tile at a time
 
 
 def _acc(dtype: torch.dtype) -> torch.dtype:
     return F64 if dtype == F64 else torch.float32
 
 
-def _logits_chunk(h: Tensor, W: Tensor, b: Tensor | None, i0: int, i1: int) -> Tensor:
-    acc = _acc(h.dtype)
-    z = h[i0:i1].to(acc) @ W.to(acc).t()
+def _vocab_tiles(Vr: int) -> list[tuple[int, int]]:
+    return [(u, min(Vr, u + VOCAB_CHUNK)) for u in range(0, max(Vr, 1), VOCAB_CHUNK)]
+
+
+def _logit_tile(hc: Tensor, W: Tensor, b: Tensor | None, u0: int, u1: int) -> Tensor:
+    """Logits of one tile, tokens x classes, in the accumulator dtype."""
+    acc = hc.dtype
+    z = hc @ W[u0:u1].to(acc).t()
     if b is not None:
-        z = z + b.to(acc)
+        z = z + b[u0:u1].to(acc)
     return z
 
 
@@ -884,16 +1017,25 @@ class _LCE(torch.autograd.Function):
     ) -> Any:
         N = h.shape[0]
         Vr = W.shape[0]
+        acc = _acc(h.dtype)
+        hd, Wd = h.detach(), W.detach()
+        bd = None if b is None else b.detach()
 
         def compute_for(_x: Tensor) -> Any:
             def compute(v0: int, out: Tensor) -> None:
                 w_loc = _w_slice(w, v0, Vr)
+                F = out.shape[1]
                 for i0 in range(0, N, TOKEN_CHUNK):
                     i1 = min(N, i0 + TOKEN_CHUNK)
-                    z = _logits_chunk(
-                        h.detach(), W.detach(), None if b is None else b.detach(), i0, i1
-                    )
-                    _slice_state(z, t[i0:i1], v0, w_loc, o, out[i0:i1])
+                    hc = hd[i0:i1].to(acc)
+                    tiles = []
+                    for u0, u1 in _vocab_tiles(Vr):
+                        z = _logit_tile(hc, Wd, bd, u0, u1)
+                        st = torch.empty((i1 - i0, F), dtype=F64, device=h.device)
+                        wl = None if w_loc is None else w_loc[u0:u1]
+                        _slice_state(z, t[i0:i1], v0 + u0, wl, o, st)
+                        tiles.append(st)
+                    out[i0:i1] = _merge_local(tiles, o)
 
             return compute
 
@@ -906,7 +1048,7 @@ class _LCE(torch.autograd.Function):
         ignored = t == o.ignore_index
         t_safe = torch.where(ignored, torch.zeros_like(t), t)
         w_t = torch.ones(t.shape, dtype=F64, device=h.device) if w is None else w[t_safe]
-        counted = ~ignored & (-math.inf < mg.M)
+        counted = ~ignored & ~torch.isneginf(mg.M)  # NaN rows count (and give NaN)
         item = _token_losses(mg, t_safe, counted, w_t, V, o)
         den = torch.where(counted, w_t, 0.0).sum()
         loss = _reduce(item, den, o.reduction).to(h.dtype)
@@ -941,19 +1083,23 @@ class _LCE(torch.autograd.Function):
         Wsum = float(V) if w is None else w.sum()
         hd, Wd = h.detach(), W.detach()
         bd = None if b is None else b.detach()
-        Wa = Wd.to(acc)
         gh = torch.zeros((N, h.shape[1]), dtype=acc, device=h.device)
         gW = torch.zeros(Wd.shape, dtype=acc, device=h.device)
         gb = torch.zeros(Vr, dtype=acc, device=h.device) if b is not None else None
         for i0 in range(0, N, TOKEN_CHUNK):
             i1 = min(N, i0 + TOKEN_CHUNK)
-            z = _logits_chunk(hd, Wd, bd, i0, i1)
+            hc = hd[i0:i1].to(acc)
             sub = _Merged(*(None if f is None else f[i0:i1] for f in mg))  # type: ignore[arg-type]
-            G = _grad_logits(z, t_safe[i0:i1], v0, sub, w_loc, w_t[i0:i1], Wsum, V, o, scale[i0:i1])
-            gh[i0:i1] = G @ Wa
-            gW.addmm_(G.t(), hd[i0:i1].to(acc))
-            if gb is not None:
-                gb += G.sum(0)
+            for u0, u1 in _vocab_tiles(Vr):
+                z = _logit_tile(hc, Wd, bd, u0, u1)
+                wl = None if w_loc is None else w_loc[u0:u1]
+                G = _grad_logits(
+                    z, t_safe[i0:i1], v0 + u0, sub, wl, w_t[i0:i1], Wsum, V, o, scale[i0:i1]
+                )
+                gh[i0:i1].addmm_(G, Wd[u0:u1].to(acc))
+                gW[u0:u1].addmm_(G.t(), hc)
+                if gb is not None:
+                    gb[u0:u1] += G.sum(0)
         # the one collective of the backward: dh = sum over ranks of G_r W_r
         _rank, world, _ = _group_info(group)
         if world > 1:
@@ -1018,6 +1164,10 @@ def linear_cross_entropy(
     local_bias : Tensor of shape (V_r,), optional
         This rank's slice of the projection's bias.
 
+    A DTensor ``local_weight`` sharded ``Shard(0)`` (the rows of a column-parallel
+    lm-head) and a ``Shard(0)`` bias are accepted too (``group`` then comes from the
+    mesh); ``input`` and ``target`` may be replicated DTensors.
+
     Returns
     -------
     Tensor or DistributedCrossEntropyOutput
@@ -1048,8 +1198,18 @@ def linear_cross_entropy(
     tensor(0.3185)
     >>> dist.destroy_process_group()
     """
-    x = chk.float_input(input, promote_int=False)
-    Wt = chk.float_input(local_weight, "local_weight", promote_int=False)
+    Wd, g2, nc, _ = _unwrap_dtensor(local_weight, "local_weight", 0)
+    if g2 is not None:
+        group = g2
+        if num_classes is None:
+            num_classes = nc
+    hin, _, _, _ = _unwrap_dtensor(input, "input", None)
+    bin_ = None if local_bias is None else _unwrap_dtensor(local_bias, "local_bias", 0)[0]
+    tin, _, _, _ = _unwrap_dtensor(target, "target", None)
+    win = None if weight is None else _unwrap_dtensor(weight, "weight", None)[0]
+    x = chk.float_input(hin, promote_int=False)
+    Wt = chk.float_input(Wd, "local_weight", promote_int=False)
+    local_bias, target, weight = bin_, tin, win
     if x.dim() < 1 or Wt.dim() != 2 or Wt.shape[1] != x.shape[-1]:
         msg = (
             f"`local_weight` must have shape (V_r, D) with D = input.shape[-1], got "
