@@ -258,13 +258,37 @@ INLINE vd vexpd_lo(vd d, vd lo) {
                q = q * r + SKIT_ED_2;)
 }
 
-/* float64 exp(d) for d in [-800, 0] with at most 2^-34 relative error (6e-11, under
- * a thousandth of a float32 ulp), for results rounded once to float32: a degree-7
- * near-minimax polynomial on |r| <= ln2/2, no table (tools/gen_consts.py). */
-INLINE vd vexpd_p7(vd d) {
-    const vd lo = (vd){0};
-    VEXPD_BODY(vd q = splatd(SKIT_EQ_5); q = q * r + SKIT_EQ_4; q = q * r + SKIT_EQ_3;
-               q = q * r + SKIT_EQ_2; q = q * r + SKIT_EQ_1; q = q * r + SKIT_EQ_0;)
+/* float64 exp(d) for d in [-708, 0] or NaN with at most 2^-34 relative error (6e-11,
+ * under a thousandth of a float32 ulp), for results rounded once to float32: a
+ * degree-7 near-minimax polynomial on |r| <= ln2/2, no table (tools/gen_consts.py),
+ * no range handling (callers clamp), see e32a_stats_plain */
+INLINE vd vexpd_p7_plain(vd d) {
+    const vd magic = splatd(6755399441056767.0); /* 1.5 * 2^52 + 1023 */
+    vd t = d * SKIT_LOG2E_D + magic;
+    vd k = t - magic;
+    vd r = d - k * 0x1.62e42fefa39efp-1;
+    vd q = splatd(SKIT_EQ_5);
+    q = q * r + SKIT_EQ_4;
+    q = q * r + SKIT_EQ_3;
+    q = q * r + SKIT_EQ_2;
+    q = q * r + SKIT_EQ_1;
+    q = q * r + SKIT_EQ_0;
+    q = q * r + 1.0;
+    q = q * r + 1.0;
+    return q * (vd)((vl)t << 52);
+}
+
+/* max(lo, d), d where d is NaN */
+INLINE vd vclamp_low_d(vd d, vd lo) {
+#if defined(__AVX512F__)
+    return (vd)_mm512_max_pd((__m512d)lo, (__m512d)d);
+#elif defined(__AVX__)
+    return (vd)_mm256_max_pd((__m256d)lo, (__m256d)d);
+#elif defined(__SSE2__)
+    return (vd)_mm_max_pd((__m128d)lo, (__m128d)d);
+#else
+    return seld(d < lo, lo, d);
+#endif
 }
 
 /* float64 exp(d) for d <= 0 with about 2^-50 relative error, for results rounded
@@ -1366,7 +1390,8 @@ typedef struct {
 } sumacc_d;
 
 INLINE vd e32a_exp_vm(vd v, vd m, sumacc_d *a) {
-    vd e = vexpd_p7(v - m);
+    /* exp below 2^-1000 is far below every float32 result; -inf gives -700 */
+    vd e = vexpd_p7_plain(vclamp_low_d(v - m, splatd(-700.0)));
     if (a) {
         vl ismax = (v == m);
         a->c += (vd)(ismax & (vl)e);
@@ -1391,21 +1416,6 @@ static int e32_has_nan(const float *x, size_t n) {
  * exponent bias is in the rounding constant). Entries below lowb contribute
  * about 2^-185 each instead of less: far below every float32 result and below
  * 2^-53 of the sum, which is at least 1. */
-INLINE vd vexpd_p7_plain(vd d) {
-    const vd magic = splatd(6755399441056767.0); /* 1.5 * 2^52 + 1023 */
-    vd t = d * SKIT_LOG2E_D + magic;
-    vd k = t - magic;
-    vd r = d - k * 0x1.62e42fefa39efp-1;
-    vd q = splatd(SKIT_EQ_5);
-    q = q * r + SKIT_EQ_4;
-    q = q * r + SKIT_EQ_3;
-    q = q * r + SKIT_EQ_2;
-    q = q * r + SKIT_EQ_1;
-    q = q * r + SKIT_EQ_0;
-    q = q * r + 1.0;
-    q = q * r + 1.0;
-    return q * (vd)((vl)t << 52);
-}
 
 /* e into the rest sum where v != m (NaN included); the number of such lanes */
 #if defined(__AVX512F__)
