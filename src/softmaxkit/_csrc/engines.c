@@ -258,13 +258,37 @@ INLINE vd vexpd_lo(vd d, vd lo) {
                q = q * r + SKIT_ED_2;)
 }
 
-/* float64 exp(d) for d in [-800, 0] with at most 2^-34 relative error (6e-11, under
- * a thousandth of a float32 ulp), for results rounded once to float32: a degree-7
- * near-minimax polynomial on |r| <= ln2/2, no table (tools/gen_consts.py). */
-INLINE vd vexpd_p7(vd d) {
-    const vd lo = (vd){0};
-    VEXPD_BODY(vd q = splatd(SKIT_EQ_5); q = q * r + SKIT_EQ_4; q = q * r + SKIT_EQ_3;
-               q = q * r + SKIT_EQ_2; q = q * r + SKIT_EQ_1; q = q * r + SKIT_EQ_0;)
+/* float64 exp(d) for d in [-708, 0] or NaN with at most 2^-34 relative error (6e-11,
+ * under a thousandth of a float32 ulp), for results rounded once to float32: a
+ * degree-7 near-minimax polynomial on |r| <= ln2/2, no table (tools/gen_consts.py),
+ * no range handling (callers clamp), see e32a_stats_plain */
+INLINE vd vexpd_p7_plain(vd d) {
+    const vd magic = splatd(6755399441056767.0); /* 1.5 * 2^52 + 1023 */
+    vd t = d * SKIT_LOG2E_D + magic;
+    vd k = t - magic;
+    vd r = d - k * 0x1.62e42fefa39efp-1;
+    vd q = splatd(SKIT_EQ_5);
+    q = q * r + SKIT_EQ_4;
+    q = q * r + SKIT_EQ_3;
+    q = q * r + SKIT_EQ_2;
+    q = q * r + SKIT_EQ_1;
+    q = q * r + SKIT_EQ_0;
+    q = q * r + 1.0;
+    q = q * r + 1.0;
+    return q * (vd)((vl)t << 52);
+}
+
+/* max(lo, d), d where d is NaN */
+INLINE vd vclamp_low_d(vd d, vd lo) {
+#if defined(__AVX512F__)
+    return (vd)_mm512_max_pd((__m512d)lo, (__m512d)d);
+#elif defined(__AVX__)
+    return (vd)_mm256_max_pd((__m256d)lo, (__m256d)d);
+#elif defined(__SSE2__)
+    return (vd)_mm_max_pd((__m128d)lo, (__m128d)d);
+#else
+    return seld(d < lo, lo, d);
+#endif
 }
 
 /* float64 exp(d) for d <= 0 with about 2^-50 relative error, for results rounded
@@ -299,6 +323,45 @@ INLINE vd vexpd_tab(vd d) {
 INLINE vd vexpd_tab_hi_s(vd d, vd lo);
 INLINE vd vexpd_tab_hi(vd d, vd lo) { return vexpd_tab_hi_s(d, lo) * 0x1p-128; }
 /* the same times 2^128: normal for every d >= -760 */
+#if defined(__AVX512F__)
+/* AVX-512: the table 2^(j/16) (double-word: value = hi + lo, 60-digit rounding by
+ * mpmath) lives in four registers and is read by two-source permutes instead of
+ * two gathers; expm1(r) on |r| <= ln2/32 by degree 7 (error 2^-59 relative) */
+static const double skit_exp2_16[32] __attribute__((aligned(64))) = {
+    0x1.0000000000000p+0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
+    0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0,
+    0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0, 0x1.8ace5422aa0dbp+0, 0x1.9c49182a3f090p+0,
+    0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0, 0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0,
+    0x0.0p+0, 0x1.8a62e4adc610bp-54, -0x1.19041b9d78a76p-55, 0x1.9b07eb6c70573p-54,
+    0x1.6f46ad23182e4p-55, 0x1.ada0911f09ebcp-55, 0x1.d4397afec42e2p-56, 0x1.6324c054647adp-54,
+    -0x1.bdd3413b26456p-54, -0x1.41577ee04992fp-55, 0x1.6e9f156864b27p-54, 0x1.c7c46b071f2bep-56,
+    0x1.7a1cd345dcc81p-54, 0x1.11065895048ddp-55, 0x1.2ed02d75b3707p-55, -0x1.e9c23179c2893p-54,
+};
+INLINE vd vexpd_tab_hi_s(vd d, vd lo) {
+    const vd magic = splatd(6755399441055744.0);
+    vd dc = (vd)_mm512_max_pd(_mm512_set1_pd(-760.0), (__m512d)d); /* NaN passes */
+    vd t = dc * 0x1.71547652b82fep+4 + magic;
+    vd k = t - magic;
+    vd r = dc - k * 0x1.62e42fefa0000p-5;
+    r = (r - k * 0x1.cf79abc9e3b3ap-44) + lo;
+    vd q = splatd(1.0 / 5040.0);
+    q = q * r + 1.0 / 720.0;
+    q = q * r + 1.0 / 120.0;
+    q = q * r + 1.0 / 24.0;
+    q = q * r + 1.0 / 6.0;
+    q = q * r + 0.5;
+    q = r + (r * r) * q;
+    __m512i idx = (__m512i)t; /* the permutes read the low 4 bits: j */
+    vd th = (vd)_mm512_permutex2var_pd(_mm512_load_pd(skit_exp2_16), idx,
+                                       _mm512_load_pd(skit_exp2_16 + 8));
+    vd tl = (vd)_mm512_permutex2var_pd(_mm512_load_pd(skit_exp2_16 + 16), idx,
+                                       _mm512_load_pd(skit_exp2_16 + 24));
+    vl m = ((vl)t - (vl)magic) >> 4;
+    vd e = th + (th * q + tl);
+    vd scale = (vd)((m + (1023 + 128)) << 52);
+    return e * scale;
+}
+#else
 INLINE vd vexpd_tab_hi_s(vd d, vd lo) {
     const vd magic = splatd(6755399441055744.0);
     vd dc = seld(d < -760.0, splatd(-760.0), d);
@@ -327,6 +390,7 @@ INLINE vd vexpd_tab_hi_s(vd d, vd lo) {
     vd scale = (vd)((m + (1023 + 128)) << 52);
     return e * scale;
 }
+#endif
 
 /* double-word exp(dh + dl) for dh in [-800, 0]: (*eh + *el) with ~2^-100 error
  * in the normal range (Tang's table method, see skit_dd.c). */
@@ -1366,7 +1430,8 @@ typedef struct {
 } sumacc_d;
 
 INLINE vd e32a_exp_vm(vd v, vd m, sumacc_d *a) {
-    vd e = vexpd_p7(v - m);
+    /* exp below 2^-1000 is far below every float32 result; -inf gives -700 */
+    vd e = vexpd_p7_plain(vclamp_low_d(v - m, splatd(-700.0)));
     if (a) {
         vl ismax = (v == m);
         a->c += (vd)(ismax & (vl)e);
@@ -1391,36 +1456,22 @@ static int e32_has_nan(const float *x, size_t n) {
  * exponent bias is in the rounding constant). Entries below lowb contribute
  * about 2^-185 each instead of less: far below every float32 result and below
  * 2^-53 of the sum, which is at least 1. */
-INLINE vd vexpd_p7_plain(vd d) {
-    const vd magic = splatd(6755399441056767.0); /* 1.5 * 2^52 + 1023 */
-    vd t = d * SKIT_LOG2E_D + magic;
-    vd k = t - magic;
-    vd r = d - k * 0x1.62e42fefa39efp-1;
-    vd q = splatd(SKIT_EQ_5);
-    q = q * r + SKIT_EQ_4;
-    q = q * r + SKIT_EQ_3;
-    q = q * r + SKIT_EQ_2;
-    q = q * r + SKIT_EQ_1;
-    q = q * r + SKIT_EQ_0;
-    q = q * r + 1.0;
-    q = q * r + 1.0;
-    return q * (vd)((vl)t << 52);
-}
 
-/* e into the rest sum where v != m (NaN included); the number of such lanes */
+/* e into the rest sum where v != m (NaN included); *cnt counts such lanes (AVX-512:
+ * by a mask popcount, elsewhere as -1 per lane in a vector) */
 #if defined(__AVX512F__)
-INLINE int e32a_acc_rest(vd v, vd m, vd e, vd *s) {
+INLINE void e32a_acc_rest(vd v, vd m, vd e, vd *s, size_t *cnt, vl *cntv) {
+    (void)cntv;
     __mmask8 k = _mm512_cmp_pd_mask((__m512d)v, (__m512d)m, _CMP_NEQ_UQ);
     *s = (vd)_mm512_mask_add_pd((__m512d)*s, k, (__m512d)*s, (__m512d)e);
-    return __builtin_popcount((unsigned)k);
+    *cnt += (size_t)__builtin_popcount((unsigned)k);
 }
 #else
-INLINE int e32a_acc_rest(vd v, vd m, vd e, vd *s) {
+INLINE void e32a_acc_rest(vd v, vd m, vd e, vd *s, size_t *cnt, vl *cntv) {
+    (void)cnt;
     vl ne = v != m;
     *s += (vd)(ne & (vl)e);
-    int c = 0;
-    for (int k = 0; k < ND; k++) c -= (int)ne[k];
-    return c;
+    *cntv += ne;
 }
 #endif
 
@@ -1428,6 +1479,7 @@ static void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
     const vf lowb = splatf(e32f_lowb(m));
     const vd mv = splatd((double)m);
     vd s0 = {0}, s1 = {0};
+    vl rv = {0};
     size_t rest = 0, i = 0;
     for (; i + NF <= n; i += NF) {
         vf v = vclamp_low(ldf(x + i), lowb);
@@ -1437,8 +1489,8 @@ static void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
             std_(so + i, ea);
             std_(so + i + ND, eb);
         }
-        rest += (size_t)e32a_acc_rest(a, mv, ea, &s0);
-        rest += (size_t)e32a_acc_rest(b, mv, eb, &s1);
+        e32a_acc_rest(a, mv, ea, &s0, &rest, &rv);
+        e32a_acc_rest(b, mv, eb, &s1, &rest, &rv);
     }
     if (i < n) {
         size_t r = n - i;
@@ -1454,12 +1506,15 @@ static void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
             memcpy(so + i, eb_, r * sizeof(double));
         }
         /* the padding equals m: it is never counted in the rest */
-        rest += (size_t)e32a_acc_rest(a, mv, ea, &s0);
-        rest += (size_t)e32a_acc_rest(b, mv, eb, &s1);
+        e32a_acc_rest(a, mv, ea, &s0, &rest, &rv);
+        e32a_acc_rest(b, mv, eb, &s1, &rest, &rv);
     }
     s0 += s1;
     double s = 0.0;
-    for (int k = 0; k < ND; k++) s += s0[k];
+    for (int k = 0; k < ND; k++) {
+        s += s0[k];
+        rest -= (size_t)rv[k];
+    }
     st->m = m;
     st->nan = s != s; /* a NaN the float maximum skipped */
     st->kinf = 0;
@@ -1858,14 +1913,10 @@ INLINE void e64a_exp_chunk(const double *x, const uint8_t *mask, double T, doubl
     /* a maximal entry counts 1 in c and its exp(x_lo) - 1 (0 unless T != 1) in s */
     vl ismax = (v == m);
     a->c += (vd)(ismax & (vl)splatd(1.0));
-    /* a maximal entry's exp(vlo) - 1 (vlo = 0 unless T != 1) as vlo + vlo^2/2 exactly
-     * enough (|vlo| <= 2^-53 |x / T|): taken from exp(vlo) it would carry that
-     * exp's absolute error, which tiny rest sums cannot afford */
-    vd hs = seld(ismax, vlo * 0x1p128, eh);
-    vd hl = seld(ismax, (vlo * vlo) * 0x1p127, el);
+    vd hs = seld(ismax, eh - 0x1p128, eh);
     vd err;
     a->sh = two_sum_v(a->sh, hs, &err);
-    a->sl += err + hl;
+    a->sl += err + el;
     if (sh) {
         std_(sh, eh);
         std_(sl, el);
@@ -1968,25 +2019,10 @@ static void e64a_expscale(const void *xv, const uint8_t *mask, size_t n, double 
 #undef PART
 }
 
-/* ((v + vlo) - M) - L with one final rounding, where v + vlo is a double-word
- * x / T: at a maximal entry v - M = 0 and L = log1p(s) with s ~ vlo + (tiny
- * terms), so vlo - L.hi cancels exactly (Sterbenz) and must be formed before
- * L.lo is added, or the result (about the tiny terms) loses its low bits */
-INLINE vd logsub_dd2(vd v, vd vlo, double M, skit_dd L) {
-    vd e1;
-    vd d = two_sum_v(v, splatd(-M), &e1);
-    vd e2;
-    vd s = two_sum_v(d, splatd(-L.hi), &e2);
-    vd tl;
-    vd th = two_sum_v(s, e1 + vlo, &tl);
-    vd res = th + (tl + (e2 - L.lo));
-    return seld((v == -INFINITY) | (d == -INFINITY), splatd(-INFINITY), res);
-}
-
 INLINE vd e64a_logsub_vec(const double *x, const uint8_t *mask, double T, double M, skit_dd L) {
     vd vlo;
     vd v = e64a_load(x, mask, T, &vlo);
-    return logsub_dd2(v, vlo, M, L);
+    return logsub_dd(v, vlo, M, L);
 }
 
 static void e64a_logsub(const void *xv, const uint8_t *mask, size_t n, double T, double M,
