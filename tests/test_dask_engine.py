@@ -213,7 +213,10 @@ def test_local_cluster_beyond_memory():
     assert before == after  # no worker was killed and restarted
     # the first row block, regenerated here, against the native kernel
     first = np.concatenate(
-        [_block({None: {"chunk-shape": (rch, cch), "chunk-location": (0, j)}}) for j in range(n // cch)],
+        [
+            _block({None: {"chunk-shape": (rch, cch), "chunk-location": (0, j)}})
+            for j in range(n // cch)
+        ],
         axis=1,
     )
     assert _same(lse[:rch], sk.logsumexp(first))

@@ -90,7 +90,7 @@ def fields_from_columns(cols: list[Array], parts: tuple[bool, bool, bool]) -> _s
 def _np_plan(plan: Plan) -> Plan:
     import array_api_compat.numpy as xnp
 
-    return Plan(xnp, xnp.float64, np.dtype(dtype_name(plan.out)), plan.mode, None)
+    return Plan(xnp, np.dtype(np.float64), np.dtype(dtype_name(plan.out)), plan.mode, None)
 
 
 # ---- the tree ---------------------------------------------------------------------
@@ -244,8 +244,9 @@ def _finish_all(
         last = None
         if acc.tail is not None and acc.tail.shape[-1]:
             last = _tiles(cfg, acc.tail, acc.end - acc.tail.shape[-1], acc.target)
-        f = _merge_opt(acc.fields, last)
-        assert f is not None
+        merged = _merge_opt(acc.fields, last)
+        assert merged is not None
+        f = merged
     return _pack(f, ax)
 
 

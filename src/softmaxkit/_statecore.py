@@ -110,7 +110,7 @@ def build(
         else:
             pa = _normalize.arith_for(plan)
             st = _normalize.row_stats(pa, pa.lift(xw), (axis,), None)
-            s = pa.lift(st.s) if not isinstance(st.s, tuple) else st.s
+            s = st.s if isinstance(st.s, tuple) else (st.s, xp.zeros_like(st.s))
             fin, pinf = st.fin, st.posinf & ~st.isnan
             m = xp.where(st.isnan, math.nan, xp.where(fin | pinf, st.m, -math.inf))
             c = xp.where(pinf, st.k, xp.where(fin, st.count, 0.0))
@@ -124,7 +124,14 @@ def build(
         extra["xt"] = _pick(xp, xwork, last, target, offset, f.m, plan.device)
     if sum_x:
         ar = arith(xp, f.m.dtype, plan.device)
-        hi, lo = ar.sum((xwork, xp.zeros_like(xwork)), (last % xwork.ndim,), max(n, 1))
+        xs = xp.astype(xwork, f.m.dtype)
+        fin = xp.isfinite(xs)
+        finite = xp.where(fin, xs, 0.0)
+        hi, lo = ar.sum((finite, xp.zeros_like(finite)), (last % xs.ndim,), max(n, 1))
+        # infinities and NaN: their plain sum (-inf, +inf, or NaN when they meet)
+        special = xp.sum(xp.where(fin, 0.0, xs), axis=last, keepdims=True)
+        hi = xp.where(xp.isfinite(special), hi, special)
+        lo = xp.where(xp.isfinite(special), lo, 0.0)
         extra["sx_hi"] = xp.squeeze(hi, axis=last)
         extra["sx_lo"] = xp.squeeze(lo, axis=last)
         extra["n"] = xp.zeros_like(f.m) + float(n)
@@ -175,7 +182,7 @@ def merge(a: Fields, b: Fields, xp: Any, device: Any = None) -> Fields:
     ar = arith(xp, a.m.dtype, device)
     M = xp.maximum(a.m, b.m)
     fin = xp.isfinite(M)
-    pinf = M == math.inf
+    pinf = math.inf == M
     M0 = xp.where(fin, M, 0.0)
     C = xp.zeros_like(M)
     S = (xp.zeros_like(M), xp.zeros_like(M))
@@ -201,6 +208,7 @@ def merge(a: Fields, b: Fields, xp: Any, device: Any = None) -> Fields:
         out = out._replace(xt=a.xt + b.xt)
     if a.sx_hi is not None and b.sx_hi is not None:
         sx = ar.add((a.sx_hi, a.sx_lo), (b.sx_hi, b.sx_lo))
+        assert a.n is not None and b.n is not None
         out = out._replace(sx_hi=sx[0], sx_lo=sx[1], n=a.n + b.n)
     if T is not None:
         out = out._replace(t=xp.where(fin, T, 0.0))
@@ -313,7 +321,8 @@ def _apply(x: Array, f: Fields, plan: Plan, axis: int, threads: int, *, log: boo
             np.ascontiguousarray(np.broadcast_to(a, batch), np.float64).reshape(rows) for a in f[:4]
         ]
         out = np.empty((rows, n), x2.dtype)
-        _ckernels.state_apply(x2, None, rows, n, code, mode, threads, 1.0, *st, log, out)
+        m, c, sh, sl = st
+        _ckernels.state_apply(x2, None, rows, n, code, mode, threads, 1.0, m, c, sh, sl, log, out)
         return np.moveaxis(out.reshape((*batch, n)), -1, axis)
     if n == 0:
         return xp.astype(x, plan.out)

@@ -39,9 +39,14 @@ import numpy as np
 
 from . import _dask, _dispatch, _statecore
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from ._namespace import Plan, device_of, dtype_kind, dtype_name, is_numpy, make_plan, resolve
-from ._validation import _as_int, check_bool, check_class_axis, check_label_smoothing
-from ._validation import check_nonneg_float
+from ._namespace import Plan, call, device_of, dtype_kind, dtype_name, is_numpy, make_plan, resolve
+from ._validation import (
+    _as_int,
+    check_bool,
+    check_class_axis,
+    check_label_smoothing,
+    check_nonneg_float,
+)
 
 __all__ = ["LogSumExpState", "merge", "merge_all"]
 
@@ -106,6 +111,10 @@ class LogSumExpState:
         self._xp = xp
         self.dtype = dtype
         self._device = device
+
+    def _static(self) -> dict[str, Any]:
+        """The static arguments of the engine calls (compiled once per set on JAX)."""
+        return {"xp": self._xp, "device": self._device}
 
     # ---- fields ------------------------------------------------------------------
     @property
@@ -225,16 +234,15 @@ class LogSumExpState:
             cols = [packed[(*pre, i)] for i in range(int(packed.shape[ax]))]
             f = _dask.fields_from_columns(cols, (ta is not None, sum_x, entropy))
             return cls(f, xp, plan.out, plan.device)
-        f = _statecore.build(
-            xa,
-            plan,
-            ax,
-            target=ta,
-            offset=off,
-            sum_x=sum_x,
-            entropy=entropy,
-            threads=nthreads,
-        )
+        static = {
+            "plan": plan,
+            "axis": ax,
+            "offset": off,
+            "sum_x": sum_x,
+            "entropy": entropy,
+            "threads": nthreads,
+        }
+        f = call(xp, _statecore.build, {"x": xa, "target": ta}, static)
         return cls(f, xp, plan.out, plan.device)
 
     def compute(self) -> LogSumExpState:
@@ -267,7 +275,7 @@ class LogSumExpState:
     # ---- finish ------------------------------------------------------------------
     def logsumexp(self) -> Array:
         """``log sum exp(x)`` of each whole row, in :attr:`dtype`."""
-        v = _statecore.logsumexp(self._f, self._xp, self._device)
+        v = call(self._xp, _statecore.logsumexp, {"f": self._f}, self._static())
         return self._xp.astype(v, self.dtype)
 
     def entropy(self) -> Array:
@@ -282,7 +290,8 @@ class LogSumExpState:
         if self._f.t is None:
             msg = "this state was built without `entropy=True`; rebuild it with entropy=True"
             raise SoftmaxkitValueError(msg)
-        return self._xp.astype(_statecore.entropy(self._f, self._xp, self._device), self.dtype)
+        v = call(self._xp, _statecore.entropy, {"f": self._f}, self._static())
+        return self._xp.astype(v, self.dtype)
 
     def cross_entropy(self, *, label_smoothing: float = 0.0, z_loss: float = 0.0) -> Array:
         r"""Per-row cross-entropy against the target given to :meth:`from_block`.
@@ -313,9 +322,8 @@ class LogSumExpState:
         if eps and self._f.sx_hi is None:
             msg = "label_smoothing needs the sum of the logits; build the state with sum_x=True"
             raise SoftmaxkitValueError(msg)
-        loss, _, _ = _statecore.cross_entropy(
-            self._f, self._xp, label_smoothing=eps, z_loss=z, device=self._device
-        )
+        static = {**self._static(), "label_smoothing": eps, "z_loss": z}
+        loss, _, _ = call(self._xp, _statecore.cross_entropy, {"f": self._f}, static)
         return self._xp.astype(loss, self.dtype)
 
     def log_softmax(self, x: Array, /, *, axis: int = -1, threads: int | None = None) -> Array:
@@ -468,7 +476,7 @@ def merge(a: LogSumExpState, b: LogSumExpState, /) -> LogSumExpState:
     if dtype_name(a.m.dtype) != dtype_name(b.m.dtype) or a._xp is not b._xp:
         msg = "the states come from different array libraries or dtypes; convert one first"
         raise SoftmaxkitTypeError(msg)
-    f = _statecore.merge(a._f, b._f, a._xp, a._device)
+    f = call(a._xp, _statecore.merge, {"a": a._f, "b": b._f}, a._static())
     return LogSumExpState(f, a._xp, a.dtype, a._device)
 
 
