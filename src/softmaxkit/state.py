@@ -426,6 +426,19 @@ class LogSumExpState:
 def merge(a: LogSumExpState, b: LogSumExpState, /) -> LogSumExpState:
     r"""Merge the states of two disjoint blocks of the same rows.
 
+    Parameters
+    ----------
+    a, b : LogSumExpState
+        States of the same rows (same shape, dtype and parts) over disjoint
+        sets of classes.
+
+    Returns
+    -------
+    LogSumExpState
+        The state of the union of the two blocks.
+
+    Notes
+    -----
     .. math::
 
         M = \max(m_a, m_b),\quad C = \sum_{m_i = M} c_i,\quad
