@@ -411,6 +411,7 @@ def _finish_ce(
     *wb: np.ndarray,
     axis: int,
     parts: tuple[bool, bool, bool],
+    n_classes: int,
     ignore_index: int | None,
     eps: float,
     z: float,
@@ -421,8 +422,13 @@ def _finish_ce(
     t = np.asarray(tb)
     weight = np.asarray(wb[0], np.float64) if wb else None
     ign = np.zeros(t.shape, bool) if ignore_index is None else t == ignore_index
-    w = None if weight is None else weight[np.where(ign, 0, t)]
+    # a class index outside 0..n-1 found no logit: the loss of an impossible class, inf
+    # (lazy targets cannot be checked when the call is made)
+    bad = ~ign & ((t < 0) | (t >= n_classes))
+    safe = np.where(ign | bad, 0, t)
+    w = None if weight is None else weight[safe]
     loss, _, counted = _statecore.cross_entropy(f, xnp, label_smoothing=eps, z_loss=z, w_t=w)
+    loss = np.where(bad, np.inf, loss)
     counted = counted & ~ign
     den = np.where(counted, 1.0 if w is None else w, 0.0)
     loss = np.where(counted, loss, 0.0)
@@ -467,6 +473,7 @@ def cross_entropy(
         concatenate=True,
         axis=axis,
         parts=parts,
+        n_classes=int(logits.shape[axis]),
         ignore_index=ignore_index,
         eps=label_smoothing,
         z=z_loss,
