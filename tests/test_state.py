@@ -197,3 +197,16 @@ def test_bad_arguments_raise_clear_errors():
         a.log_softmax(np.zeros((3, 3)))
     with pytest.raises(sk.SoftmaxkitValueError, match="at least one state"):
         sk.merge_all([])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_kernels_on_long_rows_equal_the_single_call(threads):
+    """Rows of several C-core blocks (and the two-level threaded path) give NumPy's bits."""
+    rng = np.random.default_rng(8)
+    for dtype in ("float32", "float64"):
+        x = (rng.standard_normal((3, 100_000)) * 3).astype(dtype)
+        x[1, 70_000] = np.inf
+        st = LogSumExpState.from_block(x, threads=threads)
+        np.testing.assert_array_equal(st.logsumexp(), sk.logsumexp(x))
+        np.testing.assert_array_equal(st.softmax(x, threads=threads), sk.softmax(x))
+        np.testing.assert_array_equal(st.log_softmax(x, threads=threads), sk.log_softmax(x))
