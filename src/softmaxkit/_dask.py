@@ -142,12 +142,25 @@ def _fold(cfg: _Cfg, f: _statecore.Fields) -> _statecore.Fields:
     return f._replace(**{k: getattr(f, k)[..., 0] for k in names})
 
 
-def _tiles(cfg: _Cfg, raw: np.ndarray, start: int, target: np.ndarray | None) -> _statecore.Fields:
-    """The state of whole tiles ``raw`` (class axis last) starting at global class ``start``."""
-    batch = raw.shape[:-1]
-    t = raw.shape[-1] // TILE if raw.shape[-1] > TILE else 1
-    width = raw.shape[-1] // t
-    xt = raw.reshape((*batch, t, width))
+def _tiles(
+    cfg: _Cfg, full: np.ndarray, col0: int, ncols: int, start: int, target: np.ndarray | None
+) -> _statecore.Fields:
+    """The state of the whole tiles ``full[..., col0 : col0 + ncols]`` (global start ``start``).
+
+    ``ncols`` is a multiple of ``TILE``, or one partial tile (the last of a row).
+    """
+    t = ncols // TILE if ncols > TILE else 1
+    width = ncols // t
+    batch = full.shape[:-1]
+    if not any(cfg.parts) and full.flags.c_contiguous and ncols > 0 and full.size > 0:
+        flat = full.reshape((-1, full.shape[-1]))  # a view: full is C-contiguous
+        f = _statecore.build_columns(flat, col0, width, t, cfg.plan, cfg.threads)
+        if f is not None:
+            f = f._replace(
+                **{k: getattr(f, k).reshape((*batch, t)) for k in ("m", "c", "s_hi", "s_lo")}
+            )
+            return _fold(cfg, f)
+    xt = full[..., col0 : col0 + ncols].reshape((*batch, t, width))
     tgt = None
     if target is not None:
         tgt = target[..., None] - (start + width * np.arange(t, dtype=target.dtype))
@@ -181,7 +194,8 @@ def _make_piece(cfg: _Cfg, start: int, raw: np.ndarray, target: np.ndarray | Non
     t = (end // TILE) * TILE
     if t <= h:
         return _Piece(start, end, np.array(raw), None, None, target)
-    f = _tiles(cfg, raw[..., h - start : t - start], h, target)
+    raw = np.ascontiguousarray(raw)  # a copy only if the chunk is not C-ordered already
+    f = _tiles(cfg, raw, h - start, t - h, h, target)
     # copies, so a kept edge never pins the whole input chunk in memory
     return _Piece(
         start, end, np.array(raw[..., : h - start]), f, np.array(raw[..., t - start :]), target
@@ -239,11 +253,12 @@ def _finish_all(
     for p in pieces[1:]:
         acc = _join(cfg, acc, p)
     if acc.fields is None:
-        f = _tiles(cfg, acc.head, acc.start, acc.target)
+        f = _tiles(cfg, acc.head, 0, acc.head.shape[-1], acc.start, acc.target)
     else:
         last = None
         if acc.tail is not None and acc.tail.shape[-1]:
-            last = _tiles(cfg, acc.tail, acc.end - acc.tail.shape[-1], acc.target)
+            tail = acc.tail
+            last = _tiles(cfg, tail, 0, tail.shape[-1], acc.end - tail.shape[-1], acc.target)
         merged = _merge_opt(acc.fields, last)
         assert merged is not None
         f = merged

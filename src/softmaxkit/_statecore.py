@@ -94,7 +94,7 @@ def build(
         rows = math.prod(batch)
         x2 = np.ascontiguousarray(xr).reshape(rows, n)
         m, c, sh, sl = (np.empty(rows) for _ in range(4))
-        _ckernels.state(x2, None, rows, n, code, mode, threads, 1.0, m, c, sh, sl)
+        _ckernels.state(x2, 0, n, None, rows, n, code, mode, threads, 1.0, m, c, sh, sl)
         f = Fields(m.reshape(batch), c.reshape(batch), sh.reshape(batch), sl.reshape(batch))
         # the extras read the data once more, in float64 (only when asked for)
         xwork: Array = x2.reshape((*batch, n))
@@ -138,6 +138,32 @@ def build(
     if entropy:
         extra["t"] = _entropy_sum(xp, xwork, last, f)
     return f._replace(**extra)
+
+
+def build_columns(
+    x: np.ndarray, col0: int, width: int, count: int, plan: Plan, threads: int
+) -> Fields | None:
+    """States of ``count`` column blocks ``x[:, col0 + k width : col0 + (k + 1) width]``.
+
+    ``x`` is a C-contiguous NumPy matrix (rows x L); the C core reads the blocks
+    in place (no copy). Returns fields of shape ``(rows, count)``, or ``None``
+    when the native kernels do not cover ``x``.
+    """
+    if _ckernels is None or x.ndim != 2 or not x.flags.c_contiguous or not x.dtype.isnative:
+        return None
+    name = dtype_name(plan.out)
+    if x.dtype.name != name or name not in ("float32", "float64"):
+        return None
+    if dtype_name(plan.work) != "float64":
+        return None
+    code, mode = (0 if name == "float32" else 1), (0 if plan.mode == "plain" else 1)
+    rows, ld = x.shape
+    out = [np.empty((count, rows)) for _ in range(4)]
+    for k in range(count):
+        m, c, sh, sl = (a[k] for a in out)
+        off = col0 + k * width
+        _ckernels.state(x, off, ld, None, rows, width, code, mode, threads, 1.0, m, c, sh, sl)
+    return Fields(*(a.T for a in out))
 
 
 def _pick(
