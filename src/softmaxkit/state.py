@@ -177,7 +177,9 @@ class LogSumExpState:
         x : array
             A block of logits, the classes along ``axis`` (any array library;
             NumPy float32/float64 runs in the native C core). An empty block
-            gives the identity.
+            gives the identity. A Dask array (NumPy chunks) gives a lazy state
+            from one tree reduction over its chunks; :meth:`compute` makes it
+            concrete.
         axis : int, optional
             The class axis. Default ``-1``.
         target : integer array, optional
