@@ -49,6 +49,7 @@ PARTS: tuple[Part, ...] = (
     # skips (exit 0, nothing written, the saved section kept) without a CUDA device
     Part("gpu", "gpu_bench.py", ("torch", "triton")),
     Part("distributed", "distributed_bench.py", ("torch.distributed",)),
+    Part("dask", "dask_bench.py", ("dask", "distributed", "scipy"), ("--quick", "--reps", "1")),
 )
 
 

@@ -213,10 +213,28 @@ def test_local_cluster_beyond_memory():
     assert before == after  # no worker was killed and restarted
     # the first row block, regenerated here, against the native kernel
     first = np.concatenate(
-        [_block({None: {"chunk-shape": (rch, cch), "chunk-location": (0, j)}}) for j in range(n // cch)],
+        [
+            _block({None: {"chunk-shape": (rch, cch), "chunk-location": (0, j)}})
+            for j in range(n // cch)
+        ],
         axis=1,
     )
     assert _same(lse[:rch], sk.logsumexp(first))
     assert _same(ce[:rch], sk.cross_entropy(first, np.arange(rch) % n, reduction="none"))
     assert np.isfinite(lse).all()
     assert math.isfinite(float(ce.sum()))
+
+
+def test_lazy_edge_cases():
+    """Targets out of range (unchecked while lazy) give inf; empty axes follow the contract."""
+    x = np.random.default_rng(0).standard_normal((4, 10))
+    t = da.from_array(np.array([0, 12, 3, -5]), chunks=2)
+    d = da.from_array(x, chunks=(2, 3))
+    ce = sk.cross_entropy(d, t, reduction="none", ignore_index=-5).compute()
+    assert np.isinf(ce[1]) and ce[3] == 0.0
+    assert _same(ce[[0, 2]], sk.cross_entropy(x[[0, 2]], np.array([0, 3]), reduction="none"))
+    empty = da.from_array(np.zeros((3, 0)))
+    assert _same(sk.logsumexp(empty).compute(), np.full(3, -np.inf))
+    assert sk.softmax(empty).compute().shape == (3, 0)
+    ints = da.from_array(np.arange(6).reshape(2, 3), chunks=(1, 2))
+    assert _same(sk.logsumexp(ints).compute(), sk.logsumexp(np.arange(6).reshape(2, 3)))

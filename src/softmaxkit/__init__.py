@@ -19,6 +19,7 @@ from ._logsumexp import logsumexp
 from ._sampling import sample
 from ._sigmoid import binary_cross_entropy_with_logits, log_sigmoid, sigmoid
 from ._softmax import log_softmax, softmax
+from ._softmax_stats import SoftmaxStats, softmax_stats
 from ._vjp import log_softmax_vjp, logsumexp_vjp, softmax_vjp
 from .state import LogSumExpState, merge, merge_all
 
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Explanation",
     "LogSumExpState",
+    "SoftmaxStats",
     "SoftmaxkitError",
     "SoftmaxkitTypeError",
     "SoftmaxkitValueError",
@@ -47,6 +49,7 @@ __all__ = [
     "sample",
     "sigmoid",
     "softmax",
+    "softmax_stats",
     "softmax_vjp",
     "top_k",
 ]

@@ -70,6 +70,8 @@ def vjp(
 ) -> None: ...
 def state(
     x: Any,
+    offset: int,
+    ld: int,
     mask: Any,
     rows: int,
     n: int,

@@ -1,10 +1,16 @@
 """The Dask engine: tree reductions of the mergeable logsumexp state.
 
 A Dask array whose class axis is chunked is reduced in ONE pass over its
-chunks: each chunk becomes a per-row state (:mod:`._statecore`; the native C
-core for NumPy chunks), the states are merged in a tree whose shape is fixed by
-the chunking and ``SPLIT_EVERY`` (never by the scheduler or the number of
-workers), and the root state is finished into logsumexp or cross-entropy.
+chunks. The class axis is cut into canonical tiles of ``TILE`` classes at fixed
+global indices; each chunk reduces the tiles it holds whole to one per-row state
+(:mod:`._statecore`; the native C core reads them in place) and keeps the
+partial tiles at its edges raw (at most ``TILE - 1`` classes a side) until the
+merge tree (fan-in ``SPLIT_EVERY``) joins them with their neighbours. Every
+tile is therefore reduced by the same operations whatever the chunking, and
+the results differ between chunkings only through the double-word merges (at
+worst ``k * 2**-62`` relative; the tests find no float32 or float64 result
+that changes between chunkings). The root state is finished into logsumexp or
+cross-entropy.
 softmax and log_softmax read the chunks a second time: ``f(x_chunk, state)``
 per chunk. The states are 4 to 9 float64 numbers per row, so nothing larger
 than an input chunk is ever held, and the graph has one reduction layer where
@@ -90,7 +96,7 @@ def fields_from_columns(cols: list[Array], parts: tuple[bool, bool, bool]) -> _s
 def _np_plan(plan: Plan) -> Plan:
     import array_api_compat.numpy as xnp
 
-    return Plan(xnp, xnp.float64, np.dtype(dtype_name(plan.out)), plan.mode, None)
+    return Plan(xnp, np.dtype(np.float64), np.dtype(dtype_name(plan.out)), plan.mode, None)
 
 
 # ---- the tree ---------------------------------------------------------------------
@@ -142,12 +148,25 @@ def _fold(cfg: _Cfg, f: _statecore.Fields) -> _statecore.Fields:
     return f._replace(**{k: getattr(f, k)[..., 0] for k in names})
 
 
-def _tiles(cfg: _Cfg, raw: np.ndarray, start: int, target: np.ndarray | None) -> _statecore.Fields:
-    """The state of whole tiles ``raw`` (class axis last) starting at global class ``start``."""
-    batch = raw.shape[:-1]
-    t = raw.shape[-1] // TILE if raw.shape[-1] > TILE else 1
-    width = raw.shape[-1] // t
-    xt = raw.reshape((*batch, t, width))
+def _tiles(
+    cfg: _Cfg, full: np.ndarray, col0: int, ncols: int, start: int, target: np.ndarray | None
+) -> _statecore.Fields:
+    """The state of the whole tiles ``full[..., col0 : col0 + ncols]`` (global start ``start``).
+
+    ``ncols`` is a multiple of ``TILE``, or one partial tile (the last of a row).
+    """
+    t = ncols // TILE if ncols > TILE else 1
+    width = ncols // t
+    batch = full.shape[:-1]
+    if not any(cfg.parts) and full.flags.c_contiguous and ncols > 0 and full.size > 0:
+        flat = full.reshape((-1, full.shape[-1]))  # a view: full is C-contiguous
+        f = _statecore.build_columns(flat, col0, width, t, cfg.plan, cfg.threads)
+        if f is not None:
+            f = f._replace(
+                **{k: getattr(f, k).reshape((*batch, t)) for k in ("m", "c", "s_hi", "s_lo")}
+            )
+            return _fold(cfg, f)
+    xt = full[..., col0 : col0 + ncols].reshape((*batch, t, width))
     tgt = None
     if target is not None:
         tgt = target[..., None] - (start + width * np.arange(t, dtype=target.dtype))
@@ -181,7 +200,8 @@ def _make_piece(cfg: _Cfg, start: int, raw: np.ndarray, target: np.ndarray | Non
     t = (end // TILE) * TILE
     if t <= h:
         return _Piece(start, end, np.array(raw), None, None, target)
-    f = _tiles(cfg, raw[..., h - start : t - start], h, target)
+    raw = np.ascontiguousarray(raw)  # a copy only if the chunk is not C-ordered already
+    f = _tiles(cfg, raw, h - start, t - h, h, target)
     # copies, so a kept edge never pins the whole input chunk in memory
     return _Piece(
         start, end, np.array(raw[..., : h - start]), f, np.array(raw[..., t - start :]), target
@@ -239,13 +259,15 @@ def _finish_all(
     for p in pieces[1:]:
         acc = _join(cfg, acc, p)
     if acc.fields is None:
-        f = _tiles(cfg, acc.head, acc.start, acc.target)
+        f = _tiles(cfg, acc.head, 0, acc.head.shape[-1], acc.start, acc.target)
     else:
         last = None
         if acc.tail is not None and acc.tail.shape[-1]:
-            last = _tiles(cfg, acc.tail, acc.end - acc.tail.shape[-1], acc.target)
-        f = _merge_opt(acc.fields, last)
-        assert f is not None
+            tail = acc.tail
+            last = _tiles(cfg, tail, 0, tail.shape[-1], acc.end - tail.shape[-1], acc.target)
+        merged = _merge_opt(acc.fields, last)
+        assert merged is not None
+        f = merged
     return _pack(f, ax)
 
 
@@ -410,6 +432,7 @@ def _finish_ce(
     *wb: np.ndarray,
     axis: int,
     parts: tuple[bool, bool, bool],
+    n_classes: int,
     ignore_index: int | None,
     eps: float,
     z: float,
@@ -420,8 +443,13 @@ def _finish_ce(
     t = np.asarray(tb)
     weight = np.asarray(wb[0], np.float64) if wb else None
     ign = np.zeros(t.shape, bool) if ignore_index is None else t == ignore_index
-    w = None if weight is None else weight[np.where(ign, 0, t)]
+    # a class index outside 0..n-1 found no logit: the loss of an impossible class, inf
+    # (lazy targets cannot be checked when the call is made)
+    bad = ~ign & ((t < 0) | (t >= n_classes))
+    safe = np.where(ign | bad, 0, t)
+    w = None if weight is None else weight[safe]
     loss, _, counted = _statecore.cross_entropy(f, xnp, label_smoothing=eps, z_loss=z, w_t=w)
+    loss = np.where(bad, np.inf, loss)
     counted = counted & ~ign
     den = np.where(counted, 1.0 if w is None else w, 0.0)
     loss = np.where(counted, loss, 0.0)
@@ -466,6 +494,7 @@ def cross_entropy(
         concatenate=True,
         axis=axis,
         parts=parts,
+        n_classes=int(logits.shape[axis]),
         ignore_index=ignore_index,
         eps=label_smoothing,
         z=z_loss,

@@ -94,7 +94,7 @@ def build(
         rows = math.prod(batch)
         x2 = np.ascontiguousarray(xr).reshape(rows, n)
         m, c, sh, sl = (np.empty(rows) for _ in range(4))
-        _ckernels.state(x2, None, rows, n, code, mode, threads, 1.0, m, c, sh, sl)
+        _ckernels.state(x2, 0, n, None, rows, n, code, mode, threads, 1.0, m, c, sh, sl)
         f = Fields(m.reshape(batch), c.reshape(batch), sh.reshape(batch), sl.reshape(batch))
         # the extras read the data once more, in float64 (only when asked for)
         xwork: Array = x2.reshape((*batch, n))
@@ -110,7 +110,7 @@ def build(
         else:
             pa = _normalize.arith_for(plan)
             st = _normalize.row_stats(pa, pa.lift(xw), (axis,), None)
-            s = pa.lift(st.s) if not isinstance(st.s, tuple) else st.s
+            s = st.s if isinstance(st.s, tuple) else (st.s, xp.zeros_like(st.s))
             fin, pinf = st.fin, st.posinf & ~st.isnan
             m = xp.where(st.isnan, math.nan, xp.where(fin | pinf, st.m, -math.inf))
             c = xp.where(pinf, st.k, xp.where(fin, st.count, 0.0))
@@ -124,13 +124,46 @@ def build(
         extra["xt"] = _pick(xp, xwork, last, target, offset, f.m, plan.device)
     if sum_x:
         ar = arith(xp, f.m.dtype, plan.device)
-        hi, lo = ar.sum((xwork, xp.zeros_like(xwork)), (last % xwork.ndim,), max(n, 1))
+        xs = xp.astype(xwork, f.m.dtype)
+        fin = xp.isfinite(xs)
+        finite = xp.where(fin, xs, 0.0)
+        hi, lo = ar.sum((finite, xp.zeros_like(finite)), (last % xs.ndim,), max(n, 1))
+        # infinities and NaN: their plain sum (-inf, +inf, or NaN when they meet)
+        special = xp.sum(xp.where(fin, 0.0, xs), axis=last, keepdims=True)
+        hi = xp.where(xp.isfinite(special), hi, special)
+        lo = xp.where(xp.isfinite(special), lo, 0.0)
         extra["sx_hi"] = xp.squeeze(hi, axis=last)
         extra["sx_lo"] = xp.squeeze(lo, axis=last)
         extra["n"] = xp.zeros_like(f.m) + float(n)
     if entropy:
         extra["t"] = _entropy_sum(xp, xwork, last, f)
     return f._replace(**extra)
+
+
+def build_columns(
+    x: np.ndarray, col0: int, width: int, count: int, plan: Plan, threads: int
+) -> Fields | None:
+    """States of ``count`` column blocks ``x[:, col0 + k width : col0 + (k + 1) width]``.
+
+    ``x`` is a C-contiguous NumPy matrix (rows x L); the C core reads the blocks
+    in place (no copy). Returns fields of shape ``(rows, count)``, or ``None``
+    when the native kernels do not cover ``x``.
+    """
+    if _ckernels is None or x.ndim != 2 or not x.flags.c_contiguous or not x.dtype.isnative:
+        return None
+    name = dtype_name(plan.out)
+    if x.dtype.name != name or name not in ("float32", "float64"):
+        return None
+    if dtype_name(plan.work) != "float64":
+        return None
+    code, mode = (0 if name == "float32" else 1), (0 if plan.mode == "plain" else 1)
+    rows, ld = x.shape
+    out = [np.empty((count, rows)) for _ in range(4)]
+    for k in range(count):
+        m, c, sh, sl = (a[k] for a in out)
+        off = col0 + k * width
+        _ckernels.state(x, off, ld, None, rows, width, code, mode, threads, 1.0, m, c, sh, sl)
+    return Fields(*(a.T for a in out))
 
 
 def _pick(
@@ -175,7 +208,7 @@ def merge(a: Fields, b: Fields, xp: Any, device: Any = None) -> Fields:
     ar = arith(xp, a.m.dtype, device)
     M = xp.maximum(a.m, b.m)
     fin = xp.isfinite(M)
-    pinf = M == math.inf
+    pinf = math.inf == M
     M0 = xp.where(fin, M, 0.0)
     C = xp.zeros_like(M)
     S = (xp.zeros_like(M), xp.zeros_like(M))
@@ -201,6 +234,7 @@ def merge(a: Fields, b: Fields, xp: Any, device: Any = None) -> Fields:
         out = out._replace(xt=a.xt + b.xt)
     if a.sx_hi is not None and b.sx_hi is not None:
         sx = ar.add((a.sx_hi, a.sx_lo), (b.sx_hi, b.sx_lo))
+        assert a.n is not None and b.n is not None
         out = out._replace(sx_hi=sx[0], sx_lo=sx[1], n=a.n + b.n)
     if T is not None:
         out = out._replace(t=xp.where(fin, T, 0.0))
@@ -313,7 +347,8 @@ def _apply(x: Array, f: Fields, plan: Plan, axis: int, threads: int, *, log: boo
             np.ascontiguousarray(np.broadcast_to(a, batch), np.float64).reshape(rows) for a in f[:4]
         ]
         out = np.empty((rows, n), x2.dtype)
-        _ckernels.state_apply(x2, None, rows, n, code, mode, threads, 1.0, *st, log, out)
+        m, c, sh, sl = st
+        _ckernels.state_apply(x2, None, rows, n, code, mode, threads, 1.0, m, c, sh, sl, log, out)
         return np.moveaxis(out.reshape((*batch, n)), -1, axis)
     if n == 0:
         return xp.astype(x, plan.out)

@@ -39,9 +39,14 @@ import numpy as np
 
 from . import _dask, _dispatch, _statecore
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from ._namespace import Plan, device_of, dtype_kind, dtype_name, is_numpy, make_plan, resolve
-from ._validation import _as_int, check_bool, check_class_axis, check_label_smoothing
-from ._validation import check_nonneg_float
+from ._namespace import Plan, call, device_of, dtype_kind, dtype_name, is_numpy, make_plan, resolve
+from ._validation import (
+    _as_int,
+    check_bool,
+    check_class_axis,
+    check_label_smoothing,
+    check_nonneg_float,
+)
 
 __all__ = ["LogSumExpState", "merge", "merge_all"]
 
@@ -107,6 +112,10 @@ class LogSumExpState:
         self.dtype = dtype
         self._device = device
 
+    def _static(self) -> dict[str, Any]:
+        """The static arguments of the engine calls (compiled once per set on JAX)."""
+        return {"xp": self._xp, "device": self._device}
+
     # ---- fields ------------------------------------------------------------------
     @property
     def m(self) -> Array:
@@ -168,7 +177,9 @@ class LogSumExpState:
         x : array
             A block of logits, the classes along ``axis`` (any array library;
             NumPy float32/float64 runs in the native C core). An empty block
-            gives the identity.
+            gives the identity. A Dask array (NumPy chunks) gives a lazy state
+            from one tree reduction over its chunks; :meth:`compute` makes it
+            concrete.
         axis : int, optional
             The class axis. Default ``-1``.
         target : integer array, optional
@@ -225,16 +236,15 @@ class LogSumExpState:
             cols = [packed[(*pre, i)] for i in range(int(packed.shape[ax]))]
             f = _dask.fields_from_columns(cols, (ta is not None, sum_x, entropy))
             return cls(f, xp, plan.out, plan.device)
-        f = _statecore.build(
-            xa,
-            plan,
-            ax,
-            target=ta,
-            offset=off,
-            sum_x=sum_x,
-            entropy=entropy,
-            threads=nthreads,
-        )
+        static = {
+            "plan": plan,
+            "axis": ax,
+            "offset": off,
+            "sum_x": sum_x,
+            "entropy": entropy,
+            "threads": nthreads,
+        }
+        f = call(xp, _statecore.build, {"x": xa, "target": ta}, static)
         return cls(f, xp, plan.out, plan.device)
 
     def compute(self) -> LogSumExpState:
@@ -267,7 +277,7 @@ class LogSumExpState:
     # ---- finish ------------------------------------------------------------------
     def logsumexp(self) -> Array:
         """``log sum exp(x)`` of each whole row, in :attr:`dtype`."""
-        v = _statecore.logsumexp(self._f, self._xp, self._device)
+        v = call(self._xp, _statecore.logsumexp, {"f": self._f}, self._static())
         return self._xp.astype(v, self.dtype)
 
     def entropy(self) -> Array:
@@ -282,7 +292,8 @@ class LogSumExpState:
         if self._f.t is None:
             msg = "this state was built without `entropy=True`; rebuild it with entropy=True"
             raise SoftmaxkitValueError(msg)
-        return self._xp.astype(_statecore.entropy(self._f, self._xp, self._device), self.dtype)
+        v = call(self._xp, _statecore.entropy, {"f": self._f}, self._static())
+        return self._xp.astype(v, self.dtype)
 
     def cross_entropy(self, *, label_smoothing: float = 0.0, z_loss: float = 0.0) -> Array:
         r"""Per-row cross-entropy against the target given to :meth:`from_block`.
@@ -313,9 +324,8 @@ class LogSumExpState:
         if eps and self._f.sx_hi is None:
             msg = "label_smoothing needs the sum of the logits; build the state with sum_x=True"
             raise SoftmaxkitValueError(msg)
-        loss, _, _ = _statecore.cross_entropy(
-            self._f, self._xp, label_smoothing=eps, z_loss=z, device=self._device
-        )
+        static = {**self._static(), "label_smoothing": eps, "z_loss": z}
+        loss, _, _ = call(self._xp, _statecore.cross_entropy, {"f": self._f}, static)
         return self._xp.astype(loss, self.dtype)
 
     def log_softmax(self, x: Array, /, *, axis: int = -1, threads: int | None = None) -> Array:
@@ -418,6 +428,19 @@ class LogSumExpState:
 def merge(a: LogSumExpState, b: LogSumExpState, /) -> LogSumExpState:
     r"""Merge the states of two disjoint blocks of the same rows.
 
+    Parameters
+    ----------
+    a, b : LogSumExpState
+        States of the same rows (same shape, dtype and parts) over disjoint
+        sets of classes.
+
+    Returns
+    -------
+    LogSumExpState
+        The state of the union of the two blocks.
+
+    Notes
+    -----
     .. math::
 
         M = \max(m_a, m_b),\quad C = \sum_{m_i = M} c_i,\quad
@@ -468,7 +491,7 @@ def merge(a: LogSumExpState, b: LogSumExpState, /) -> LogSumExpState:
     if dtype_name(a.m.dtype) != dtype_name(b.m.dtype) or a._xp is not b._xp:
         msg = "the states come from different array libraries or dtypes; convert one first"
         raise SoftmaxkitTypeError(msg)
-    f = _statecore.merge(a._f, b._f, a._xp, a._device)
+    f = call(a._xp, _statecore.merge, {"a": a._f, "b": b._f}, a._static())
     return LogSumExpState(f, a._xp, a.dtype, a._device)
 
 

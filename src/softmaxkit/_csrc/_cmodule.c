@@ -273,20 +273,46 @@ static PyObject *py_vjp(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(state_doc, "state(x, mask, rows, n, dtype, mode, threads, temperature, m, c, s_hi, s_lo)");
+PyDoc_STRVAR(state_doc, "state(x, offset, ld, mask, rows, n, dtype, mode, threads, temperature, m, "
+                        "c, s_hi, s_lo): rows of n elements at x[offset + r * ld]");
 
 static PyObject *py_state(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *xo, *mo, *o[4];
-    Py_ssize_t rows, n;
+    Py_ssize_t off, ld, rows, n;
     int dtype, mode, threads;
     double T;
-    if (!PyArg_ParseTuple(args, "OOnniiidOOOO", &xo, &mo, &rows, &n, &dtype, &mode, &threads, &T,
-                          &o[0], &o[1], &o[2], &o[3]))
+    if (!PyArg_ParseTuple(args, "OnnOnniiidOOOO", &xo, &off, &ld, &mo, &rows, &n, &dtype, &mode,
+                          &threads, &T, &o[0], &o[1], &o[2], &o[3]))
         return NULL;
-    skit_rows a;
+    if (rows < 0 || n < 0 || off < 0 || ld < n || threads < 1 ||
+        (dtype != SKIT_F32 && dtype != SKIT_F64)) {
+        PyErr_SetString(PyExc_ValueError, "bad shape, stride, dtype or thread count");
+        return NULL;
+    }
     buf x = {0}, m = {0}, b[4] = {{0}};
-    if (parse_rows(&a, &x, xo, rows, n, dtype, mode, threads, T) < 0) return NULL;
+    /* the whole buffer x: it must hold the last row's last element */
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT;
+    if (PyObject_GetBuffer(xo, &x.view, flags) < 0) return NULL;
+    x.held = 1;
+    Py_ssize_t isz = dtype == SKIT_F32 ? 4 : 8;
+    const char *f = x.view.format ? x.view.format : "B";
+    if (f[0] == '=' || f[0] == '@') f++;
+    Py_ssize_t need = rows > 0 && n > 0 ? off + (rows - 1) * ld + n : 0;
+    if (f[0] != (dtype == SKIT_F32 ? 'f' : 'd') || f[1] != '\0' || x.view.itemsize != isz ||
+        x.view.len < need * isz) {
+        PyErr_SetString(PyExc_ValueError, "x: wrong format or too small for offset, ld, rows, n");
+        release(&x);
+        return NULL;
+    }
+    skit_rows a;
+    a.dtype = dtype;
+    a.mode = mode;
+    a.threads = threads;
+    a.rows = (size_t)rows;
+    a.n = (size_t)n;
+    a.temperature = T;
+    a.x = (const char *)x.view.buf + off * isz;
     int bad = get(mo, &m, 0, 'B', rows * n, 1, "mask") < 0;
     for (int i = 0; i < 4 && !bad; i++) bad = get(o[i], &b[i], 1, 'd', rows, 0, "state") < 0;
     if (bad) {
@@ -296,8 +322,9 @@ static PyObject *py_state(PyObject *self, PyObject *args) {
     }
     a.mask = m.held ? (const uint8_t *)m.view.buf : NULL;
     int st;
-    Py_BEGIN_ALLOW_THREADS st = skit_state(&a, (double *)b[0].view.buf, (double *)b[1].view.buf,
-                                            (double *)b[2].view.buf, (double *)b[3].view.buf);
+    Py_BEGIN_ALLOW_THREADS st = skit_state(&a, (size_t)ld, (double *)b[0].view.buf,
+                                            (double *)b[1].view.buf, (double *)b[2].view.buf,
+                                            (double *)b[3].view.buf);
     Py_END_ALLOW_THREADS release(&x), release(&m);
     for (int i = 0; i < 4; i++) release(&b[i]);
     if (st) return status_error(st), NULL;

@@ -315,6 +315,7 @@ typedef struct {
     skit_rstat *rs; /* two-level mode: per-row statistics */
     skit_dd *fac;   /* two-level mode: per-row factor of phase B */
     double *st_m, *st_c, *st_shi, *st_slo; /* OP_STATE output / skit_state_apply input */
+    size_t ld; /* elements from one row's start to the next (>= n; n unless strided) */
     _Atomic int err;
 } job;
 
@@ -325,7 +326,7 @@ static inline size_t blen(const job *j, size_t b) {
 }
 
 static inline const char *xrow(const job *j, size_t r) {
-    return (const char *)j->a->x + r * j->a->n * j->E->elsize;
+    return (const char *)j->a->x + r * j->ld * j->E->elsize;
 }
 static inline char *orow(const job *j, size_t r) {
     return j->out ? (char *)j->out + r * j->a->n * j->E->elsize : NULL;
@@ -639,6 +640,7 @@ static int setup(job *j, const skit_rows *a) {
         return SKIT_EINVAL;
     j->a = a;
     j->E = isa()->eng[a->dtype][a->mode];
+    j->ld = a->n;
     return SKIT_OK;
 }
 
@@ -661,10 +663,13 @@ int skit_logsumexp(const skit_rows *a, double *lse) {
     return run(&j);
 }
 
-int skit_state(const skit_rows *a, double *m, double *c, double *s_hi, double *s_lo) {
+int skit_state(const skit_rows *a, size_t ld, double *m, double *c, double *s_hi,
+               double *s_lo) {
     job j;
     int st = setup(&j, a);
     if (st) return st;
+    if (ld < a->n) return SKIT_EINVAL;
+    j.ld = ld;
     j.op = OP_STATE;
     j.st_m = m;
     j.st_c = c;

@@ -52,8 +52,10 @@ int skit_logsumexp(const skit_rows *a, double *lse);
 /* The mergeable state of every row: m = max, c = number of entries equal to m,
  * s = s_hi + s_lo = sum of exp(x - m) over the other entries (double-word).
  * NaN rows give m = NaN; rows with +inf entries (+inf, their count, 0); rows with
- * nothing left (-inf, 0, 0). */
-int skit_state(const skit_rows *a, double *m, double *c, double *s_hi, double *s_lo);
+ * nothing left (-inf, 0, 0). Row r starts at x + r * ld (ld >= n elements), so a
+ * column block of a wider matrix needs no copy; the mask (if any) stays rows x n. */
+int skit_state(const skit_rows *a, size_t ld, double *m, double *c, double *s_hi,
+               double *s_lo);
 
 /* softmax (log = 0) or log_softmax (log = 1) of every row from a given state of
  * the whole (possibly larger) row, as skit_state returns or a merge of such
