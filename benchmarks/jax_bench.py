@@ -82,7 +82,7 @@ def measure(shapes: tuple[tuple[int, int], ...], reps: int) -> list[dict[str, An
             rows.append({"op": op, "peer_name": f"jax.nn.{op}", "shape": shape, **res})
 
         def ce_grad(loss: Callable[..., Any]) -> Any:
-            return jax.jit(jax.grad(lambda x, t: loss(x, t).mean()))
+            return jax.jit(jax.grad(lambda xx, tt: loss(xx, tt).mean()))
 
         peer = ce_grad(optax.softmax_cross_entropy_with_integer_labels)
         acc = ce_grad(skj.softmax_cross_entropy_with_integer_labels)

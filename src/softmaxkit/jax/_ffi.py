@@ -474,9 +474,34 @@ def _ce_grad_jvp(cc: CeCfg, primals: Any, tangents: Any) -> tuple[Any, Any]:
     x, t, w, mask = primals
     tx = tangents[0]
     loss, g = _ce_grad_op(x, t, w, mask, cc)
-    # the gradient's own derivative (Hessians only) from the array-agnostic implementation
-    _, tg = jax.jvp(lambda xx: _ce_agnostic(xx, t, w, mask, cc, True)[1], (x,), (tx,))
+    # the gradient's own derivative (Hessians only): differentiate the gradient's formula
+    # in the kernels' softmax and logsumexp; with a mask, the array-agnostic implementation
+    if mask is None:
+        _, tg = jax.jvp(lambda xx: _ce_grad_formula(xx, t, w, cc), (x,), (tx,))
+    else:
+        _, tg = jax.jvp(lambda xx: _ce_agnostic(xx, t, w, mask, cc, True)[1], (x,), (tx,))
     return (loss, g), (_ce_reduce_tangent(g, tx, cc.reduction), tg)
+
+
+def _ce_grad_formula(x: Array, t: Array, w: Array | None, cc: CeCfg) -> Array:
+    """``s w_t [(p - onehot(t)) + 2 z lse p]``, differentiable (no mask)."""
+    n = x.shape[-1]
+    ignored = jnp.zeros(t.shape, bool) if cc.ignore_index is None else t == cc.ignore_index
+    safe = jnp.where(ignored, 0, t)
+    wt = jnp.ones(t.shape, x.dtype) if w is None else jnp.asarray(w, x.dtype)[..., safe]
+    if w is not None and jnp.ndim(w) > 1:  # vmap-broadcast weights: one row per group
+        wt = jnp.take_along_axis(jnp.asarray(w, x.dtype), safe, axis=-1)
+    wt = jnp.where(ignored, jnp.zeros_like(wt), wt)
+    if cc.reduction == "mean":
+        axes = tuple(range(wt.ndim - t.ndim, wt.ndim)) if wt.ndim else ()
+        den = jnp.sum(wt, axis=axes, keepdims=True)
+        wt = jnp.where(den > 0, wt / jnp.where(den > 0, den, 1), jnp.zeros_like(wt))
+    p = normalize_last(x, None, cc.base, log=False, temperature=1.0)
+    core = p - jax.nn.one_hot(safe, n, dtype=x.dtype)
+    if cc.z_loss:
+        lse = logsumexp_last(x, None, cc.base)
+        core = core + 2.0 * cc.z_loss * lse[..., None] * p
+    return wt[..., None] * core
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
@@ -555,7 +580,13 @@ def _bce_grad_jvp(bc: BceCfg, primals: Any, tangents: Any) -> tuple[Any, Any]:
     x, y, w, pw = primals
     tx = tangents[0]
     loss, g = _bce_grad_op(x, y, w, pw, bc)
-    _, tg = jax.jvp(lambda xx: _bce_agnostic(xx, y, w, pw, bc, True)[1], (x,), (tx,))
+    # the gradient's derivative (Hessians only): s w (1 + (pw - 1) y) sigmoid'(x)
+    scale = 1.0 / x.size if bc.reduction == "mean" and x.size else 1.0
+    c = (1 + (pw - 1) * y) if pw is not None else jnp.ones_like(x)
+    if w is not None:
+        c = c * w
+    sig = _sigmoid_op(x, bc.base, False) * _sigmoid_op(-x, bc.base, False)
+    tg = scale * c * sig * tx
     tl = g * tx if bc.reduction == "none" else jnp.sum(g * tx)
     return (loss, g), (tl, tg)
 
