@@ -117,6 +117,17 @@ def test_bitwise_equal_to_numpy_path_under_jit(dt: str, x64: bool) -> None:
         _same(got, want)
 
 
+def test_subnormal_results_are_not_flushed() -> None:
+    # XLA's CPU threads flush subnormals to zero; the handlers compute as NumPy does
+    x = np.array([[0.0, -100.0, -90.0, -103.0]], np.float32)
+    got = np.asarray(jax.jit(lambda x: sk.softmax(x))(jnp.asarray(x)))
+    _same(got, sk.softmax(x))
+    assert 0 < got[0, 3] < np.finfo(np.float32).tiny
+    b = np.array([[1.0, 1e-39, 1.0]], np.float32)
+    got = jax.jit(lambda x, b: sk.logsumexp(x, b=b, axis=1))(jnp.asarray(x[:, :3]), b)
+    _same(np.asarray(got), sk.logsumexp(x[:, :3], b=b, axis=1))
+
+
 def test_compiles_to_one_custom_call() -> None:
     x = jnp.ones((4, 6), jnp.float32)
     hlo = jax.jit(lambda x: sk.log_softmax(x)).lower(x).compile().as_text()

@@ -171,6 +171,36 @@ static void fail(frame *f, const char *msg) {
     f->bad = 1;
 }
 
+/* ---- the floating-point environment ----------------------------------------------
+ * XLA runs its CPU threads with subnormals flushed to zero (FTZ/DAZ on x86, FZ on
+ * Arm). The engines compute subnormal results like every other IEEE result, as on
+ * the NumPy path, so each handler clears those modes for its duration and restores
+ * them after. Worker threads the pool creates during a call inherit the cleared state. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+typedef unsigned int fpstate;
+static fpstate fp_enter(void) {
+    fpstate s = _mm_getcsr();
+    _mm_setcsr(s & ~0x8040u); /* FTZ (bit 15) and DAZ (bit 6) off */
+    return s;
+}
+static void fp_leave(fpstate s) { _mm_setcsr(s); }
+#elif defined(__aarch64__)
+typedef uint64_t fpstate;
+static fpstate fp_enter(void) {
+    fpstate s;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(s));
+    fpstate t = s & ~((fpstate)1 << 24); /* FZ off */
+    __asm__ volatile("msr fpcr, %0" : : "r"(t));
+    return s;
+}
+static void fp_leave(fpstate s) { __asm__ volatile("msr fpcr, %0" : : "r"(s)); }
+#else
+typedef int fpstate;
+static fpstate fp_enter(void) { return 0; }
+static void fp_leave(fpstate s) { (void)s; }
+#endif
+
 /* ---- threads ------------------------------------------------------------------ */
 
 static atomic_int g_in_flight;
@@ -220,7 +250,7 @@ static double pairwise_sum(const double *a, size_t n) {
 /* ---- softmax / log_softmax ----------------------------------------------------
  * args: x [, mask (pred, x's shape)]; ret: out (x's type and shape)
  * attrs: log, mode, threads, has_mask (i64), temperature (f64) */
-XLA_FFI_Error *skit_xla_softmax(XLA_FFI_CallFrame *cf) {
+static XLA_FFI_Error *softmax_impl(XLA_FFI_CallFrame *cf) {
     ENTER(cf);
     int64_t log = attr_i(&F, "log"), mode = attr_i(&F, "mode"), want = attr_i(&F, "threads");
     int64_t has_mask = attr_i(&F, "has_mask");
@@ -249,7 +279,7 @@ XLA_FFI_Error *skit_xla_softmax(XLA_FFI_CallFrame *cf) {
  * args: x [, b (x's type and shape)] [, mask (pred)]; rets: lse (x's type, x's
  * shape without the last axis) [, sign (same, only with b)]
  * attrs: mode, threads, has_b, has_mask */
-XLA_FFI_Error *skit_xla_logsumexp(XLA_FFI_CallFrame *cf) {
+static XLA_FFI_Error *logsumexp_impl(XLA_FFI_CallFrame *cf) {
     ENTER(cf);
     int64_t mode = attr_i(&F, "mode"), want = attr_i(&F, "threads");
     int64_t has_b = attr_i(&F, "has_b"), has_mask = attr_i(&F, "has_mask");
@@ -311,7 +341,7 @@ XLA_FFI_Error *skit_xla_logsumexp(XLA_FFI_CallFrame *cf) {
 
 /* ---- softmax / log_softmax vector-Jacobian products ------------------------------
  * args: y, g (same type and shape); ret: out; attrs: islog, mode, threads */
-XLA_FFI_Error *skit_xla_vjp(XLA_FFI_CallFrame *cf) {
+static XLA_FFI_Error *vjp_impl(XLA_FFI_CallFrame *cf) {
     ENTER(cf);
     int64_t islog = attr_i(&F, "islog"), mode = attr_i(&F, "mode"), want = attr_i(&F, "threads");
     XLA_FFI_Buffer *y = arg(&F, 0), *g = arg(&F, 1), *o = ret(&F, 0);
@@ -340,7 +370,7 @@ XLA_FFI_Error *skit_xla_vjp(XLA_FFI_CallFrame *cf) {
  *        rank of one group's target: leading dimensions beyond it are vmap's
  *        groups, each reduced on its own).
  * The steps and the order of every sum are those of softmaxkit._dispatch. */
-XLA_FFI_Error *skit_xla_cross_entropy(XLA_FFI_CallFrame *cf) {
+static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
     ENTER(cf);
     int64_t mode = attr_i(&F, "mode"), want = attr_i(&F, "threads");
     int64_t has_ignore = attr_i(&F, "has_ignore"), ignore = attr_i(&F, "ignore_index");
@@ -456,7 +486,7 @@ XLA_FFI_Error *skit_xla_cross_entropy(XLA_FFI_CallFrame *cf) {
  * shape otherwise) [, grad]. attrs: kind, mode, threads, has_w, has_pw,
  * reduction, want_grad, xdims (the rank of one group: leading dimensions
  * beyond it are vmap's groups). */
-XLA_FFI_Error *skit_xla_sigmoid(XLA_FFI_CallFrame *cf) {
+static XLA_FFI_Error *sigmoid_impl(XLA_FFI_CallFrame *cf) {
     ENTER(cf);
     int64_t kind = attr_i(&F, "kind"), mode = attr_i(&F, "mode"), want = attr_i(&F, "threads");
     XLA_FFI_Buffer *x = arg(&F, 0), *o = ret(&F, 0);
@@ -522,3 +552,19 @@ XLA_FFI_Error *skit_xla_sigmoid(XLA_FFI_CallFrame *cf) {
     free(buf);
     return finish(&F, st);
 }
+
+/* ---- the exported handlers: each runs with IEEE subnormals (see fp_enter) ---------- */
+
+#define SKIT_HANDLER(name)                                   \
+    XLA_FFI_Error *skit_xla_##name(XLA_FFI_CallFrame *cf) {  \
+        fpstate saved = fp_enter();                          \
+        XLA_FFI_Error *err = name##_impl(cf);                \
+        fp_leave(saved);                                     \
+        return err;                                          \
+    }
+
+SKIT_HANDLER(softmax)
+SKIT_HANDLER(logsumexp)
+SKIT_HANDLER(vjp)
+SKIT_HANDLER(cross_entropy)
+SKIT_HANDLER(sigmoid)
