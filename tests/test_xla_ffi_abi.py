@@ -200,6 +200,7 @@ def test_cross_entropy_and_bce_match_numpy(dt: Any) -> None:
     attrs = {
         "mode": 1, "threads": 2, "has_ignore": 1, "ignore_index": 3, "z_loss": 0.01,
         "reduction": 2, "want_grad": 1, "has_weight": 1, "has_mask": 0, "tdims": 1,
+        "wrap_labels": 0,
     }  # fmt: skip
     assert Call([x, t, w], [loss, grad], attrs).run("softmaxkit_cross_entropy") is None
     for i in range(2):
@@ -225,12 +226,22 @@ def test_cross_entropy_and_bce_match_numpy(dt: Any) -> None:
 def test_errors_and_metadata() -> None:
     x = _x((3, 4), np.float32)
     t = np.array([0, 9, 1], np.int64)
-    call = Call([x, t], [np.empty(3, np.float32)], {
+    attrs = {
         "mode": 1, "threads": 1, "has_ignore": 0, "ignore_index": 0, "z_loss": 0.0,
         "reduction": 0, "want_grad": 0, "has_weight": 0, "has_mask": 0, "tdims": 1,
-    })  # fmt: skip
+    }  # fmt: skip
+    call = Call([x, t], [np.empty(3, np.float32)], {**attrs, "wrap_labels": 0})
     assert call.run("softmaxkit_cross_entropy") is not None
     assert call.errors == ["softmaxkit FFI: target 9 out of range [0, 4)"]
+    # optax's indexing: -1 is the last class, 9 gives NaN and a zero gradient row
+    loss, grad = np.empty(3, np.float32), np.empty_like(x)
+    t = np.array([-1, 9, 1], np.int64)
+    call = Call([x, t], [loss, grad], {**attrs, "wrap_labels": 1, "want_grad": 1})
+    assert call.run("softmaxkit_cross_entropy") is None
+    want, wgrad = sk.cross_entropy(x, np.array([3, 0, 1]), reduction="none", return_grad=True)
+    np.testing.assert_array_equal(loss[[0, 2]], want[[0, 2]])
+    assert np.isnan(loss[1]) and not grad[1].any()
+    np.testing.assert_array_equal(grad[[0, 2]], wgrad[[0, 2]])
     call = Call([x], [np.empty_like(x)], {"log": 0})  # attributes missing
     assert call.run("softmaxkit_softmax") is not None
     assert "missing scalar attribute" in call.errors[0]

@@ -368,7 +368,9 @@ static XLA_FFI_Error *vjp_impl(XLA_FFI_CallFrame *cf) {
  * attrs: mode, threads, has_ignore, ignore_index, z_loss (f64), reduction
  *        (0 none, 1 sum, 2 mean), want_grad, has_weight, has_mask, tdims (the
  *        rank of one group's target: leading dimensions beyond it are vmap's
- *        groups, each reduced on its own).
+ *        groups, each reduced on its own), wrap_labels (optax's indexing: a
+ *        negative target counts from the end, one still out of range gives a NaN
+ *        loss and a zero gradient row instead of an error).
  * The steps and the order of every sum are those of softmaxkit._dispatch. */
 static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
     ENTER(cf);
@@ -377,7 +379,7 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
     double z = attr_f(&F, "z_loss");
     int64_t red = attr_i(&F, "reduction"), want_grad = attr_i(&F, "want_grad");
     int64_t has_w = attr_i(&F, "has_weight"), has_mask = attr_i(&F, "has_mask");
-    int64_t tdims = attr_i(&F, "tdims");
+    int64_t tdims = attr_i(&F, "tdims"), wrap = attr_i(&F, "wrap_labels");
     int64_t k = 0;
     XLA_FFI_Buffer *x = arg(&F, k++), *t = arg(&F, k++);
     XLA_FFI_Buffer *w = has_w ? arg(&F, k++) : NULL;
@@ -405,12 +407,15 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
     }
     int64_t *tt = malloc(rows * sizeof(int64_t));
     double *buf = malloc(rows * sizeof(double) * 4);
-    uint8_t *cnt = malloc(rows);
+    uint8_t *cnt = malloc(rows * 2);
     if (tt == NULL || buf == NULL || cnt == NULL) {
         free(tt), free(buf), free(cnt);
         return finish(&F, SKIT_ENOMEM);
     }
     double *wt = buf, *loss = buf + rows, *lse = buf + 2 * rows, *tmp = buf + 3 * rows;
+    uint8_t *bad = cnt + rows; /* rows whose (wrapped) target is out of range */
+    /* the ignore value the engine skips: the caller's, or for bad rows alone a sentinel */
+    int64_t skip = has_ignore ? ignore : INT64_MIN;
     size_t esz = code == SKIT_F32 ? 4 : 8;
     int st = SKIT_OK;
     int threads = take_threads(want);
@@ -426,13 +431,22 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
         a.temperature = 1.0;
         size_t wbase = (w != NULL && w->rank > 1) ? gi * n : 0;
         double den_pred = 0.0;
-        size_t nkept = 0;
+        size_t nkept = 0, nbad = 0;
         for (size_t r = 0; r < rows; r++) {
             size_t i = gi * rows + r;
             int64_t v = t->dtype == XLA_FFI_DataType_S32 ? ((const int32_t *)t->data)[i]
                                                           : ((const int64_t *)t->data)[i];
+            bad[r] = 0;
+            if (wrap && !(has_ignore && v == ignore)) {
+                if (v < 0) v += (int64_t)n;
+                if (v < 0 || (uint64_t)v >= n) {
+                    bad[r] = 1;
+                    nbad++;
+                    v = skip;
+                }
+            }
             tt[r] = v;
-            int ign = has_ignore && v == ignore;
+            int ign = (has_ignore || nbad) && v == skip;
             if (!ign && (v < 0 || (uint64_t)v >= n)) {
                 char msg[96];
                 snprintf(msg, sizeof msg, "target %lld out of range [0, %zu)", (long long)v, n);
@@ -447,8 +461,9 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
         den_pred = w != NULL ? pairwise_sum(wt, rows) : (double)nkept;
         void *grad = go ? (char *)go->data + gi * rows * n * esz : NULL;
         double scale = red != 2 ? 1.0 : (den_pred > 0 ? 1.0 / den_pred : 0.0);
-        st = skit_cross_entropy(&a, tt, w ? wt : NULL, (int)has_ignore, ignore, z, scale, loss,
-                                lse, cnt, grad);
+        int use_skip = has_ignore || nbad;
+        st = skit_cross_entropy(&a, tt, w ? wt : NULL, use_skip, skip, z, scale, loss, lse, cnt,
+                                grad);
         if (st != SKIT_OK) break;
         double den;
         if (w != NULL) {
@@ -463,10 +478,13 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
         }
         if (grad != NULL && red == 2 && den != den_pred) {
             /* rows with nothing left to count changed the mean's divisor */
-            st = skit_cross_entropy(&a, tt, w ? wt : NULL, (int)has_ignore, ignore, z,
+            st = skit_cross_entropy(&a, tt, w ? wt : NULL, use_skip, skip, z,
                                     den > 0 ? 1.0 / den : 0.0, loss, lse, cnt, grad);
             if (st != SKIT_OK) break;
         }
+        if (nbad)
+            for (size_t r = 0; r < rows; r++)
+                if (bad[r]) loss[r] = NAN;
         if (red == 0) {
             for (size_t r = 0; r < rows; r++) store(code, lo->data, gi * rows + r, loss[r]);
         } else {
