@@ -84,8 +84,9 @@ def softmax_cross_entropy(
         Elements to include: of ``logits``' shape, or of the batch shape
         (then it applies to whole rows). Excluded classes are left out of
         both the normaliser and the target sum, as in optax; a fully excluded
-        row gives 0. (``softmaxkit.cross_entropy`` instead keeps its contract
-        for ``where``: excluded classes must carry no target probability.)
+        row gives 0. (``softmaxkit.cross_entropy`` keeps its own contract:
+        an excluded class has probability 0, so target mass on it makes the
+        loss ``+inf``; optax drops that mass.)
     precision : {"accurate", "fast"}, optional
         The log-softmax's precision (0.5 ulp accurate, 3 ulp fast); the sum
         over classes is JAX's.
