@@ -141,6 +141,16 @@ def render(rows: list[dict[str, Any]], reps: int) -> str:
         "2000 calls per sample. Ratios are softmaxkit's time over the peer's "
         "(targets: accurate ≤ 1.0×, fast ≤ 0.7×, (32, 10) no slower than jax.nn.softmax).",
         "",
+    ]
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        out += [
+            f"**Measured at load average {load:.1f} on {os.cpu_count()} logical cores**: the "
+            "floor shows how starved every implementation was; re-run on a quiet machine "
+            "before reading the large-shape ratios.",
+            "",
+        ]
+    out += [
         "| op | shape | peer | peer | accurate | fast | floor | accurate / peer | fast / peer |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
