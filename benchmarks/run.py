@@ -50,6 +50,7 @@ PARTS: tuple[Part, ...] = (
     Part("gpu", "gpu_bench.py", ("torch", "triton")),
     Part("distributed", "distributed_bench.py", ("torch.distributed",)),
     Part("dask", "dask_bench.py", ("dask", "distributed", "scipy"), ("--quick", "--reps", "1")),
+    Part("jax", "jax_bench.py", ("jax", "optax")),
 )
 
 

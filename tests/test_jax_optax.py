@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-optax = pytest.importorskip("optax", reason="optax not installed: pip install softmaxkit[jax] optax")
+optax = pytest.importorskip(
+    "optax", reason="optax not installed: pip install softmaxkit[jax] optax"
+)
 jax = pytest.importorskip("jax")
 
 import softmaxkit.jax as skj  # noqa: E402

@@ -171,6 +171,36 @@ static void fail(frame *f, const char *msg) {
     f->bad = 1;
 }
 
+/* ---- the floating-point environment ----------------------------------------------
+ * XLA runs its CPU threads with subnormals flushed to zero (FTZ/DAZ on x86, FZ on
+ * Arm). The engines compute subnormal results like every other IEEE result, as on
+ * the NumPy path, so each handler clears those modes for its duration and restores
+ * them after. Worker threads the pool creates during a call inherit the cleared state. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+typedef unsigned int fpstate;
+static fpstate fp_enter(void) {
+    fpstate s = _mm_getcsr();
+    _mm_setcsr(s & ~0x8040u); /* FTZ (bit 15) and DAZ (bit 6) off */
+    return s;
+}
+static void fp_leave(fpstate s) { _mm_setcsr(s); }
+#elif defined(__aarch64__)
+typedef uint64_t fpstate;
+static fpstate fp_enter(void) {
+    fpstate s;
+    __asm__ volatile("mrs %0, fpcr" : "=r"(s));
+    fpstate t = s & ~((fpstate)1 << 24); /* FZ off */
+    __asm__ volatile("msr fpcr, %0" : : "r"(t));
+    return s;
+}
+static void fp_leave(fpstate s) { __asm__ volatile("msr fpcr, %0" : : "r"(s)); }
+#else
+typedef int fpstate;
+static fpstate fp_enter(void) { return 0; }
+static void fp_leave(fpstate s) { (void)s; }
+#endif
+
 /* ---- threads ------------------------------------------------------------------ */
 
 static atomic_int g_in_flight;
@@ -220,7 +250,7 @@ static double pairwise_sum(const double *a, size_t n) {
 /* ---- softmax / log_softmax ----------------------------------------------------
  * args: x [, mask (pred, x's shape)]; ret: out (x's type and shape)
  * attrs: log, mode, threads, has_mask (i64), temperature (f64) */
-XLA_FFI_Error *skit_xla_softmax(XLA_FFI_CallFrame *cf) {
+static XLA_FFI_Error *softmax_impl(XLA_FFI_CallFrame *cf) {
     ENTER(cf);
     int64_t log = attr_i(&F, "log"), mode = attr_i(&F, "mode"), want = attr_i(&F, "threads");
     int64_t has_mask = attr_i(&F, "has_mask");
@@ -249,7 +279,7 @@ XLA_FFI_Error *skit_xla_softmax(XLA_FFI_CallFrame *cf) {
  * args: x [, b (x's type and shape)] [, mask (pred)]; rets: lse (x's type, x's
  * shape without the last axis) [, sign (same, only with b)]
  * attrs: mode, threads, has_b, has_mask */
-XLA_FFI_Error *skit_xla_logsumexp(XLA_FFI_CallFrame *cf) {
+static XLA_FFI_Error *logsumexp_impl(XLA_FFI_CallFrame *cf) {
     ENTER(cf);
     int64_t mode = attr_i(&F, "mode"), want = attr_i(&F, "threads");
     int64_t has_b = attr_i(&F, "has_b"), has_mask = attr_i(&F, "has_mask");
@@ -311,7 +341,7 @@ XLA_FFI_Error *skit_xla_logsumexp(XLA_FFI_CallFrame *cf) {
 
 /* ---- softmax / log_softmax vector-Jacobian products ------------------------------
  * args: y, g (same type and shape); ret: out; attrs: islog, mode, threads */
-XLA_FFI_Error *skit_xla_vjp(XLA_FFI_CallFrame *cf) {
+static XLA_FFI_Error *vjp_impl(XLA_FFI_CallFrame *cf) {
     ENTER(cf);
     int64_t islog = attr_i(&F, "islog"), mode = attr_i(&F, "mode"), want = attr_i(&F, "threads");
     XLA_FFI_Buffer *y = arg(&F, 0), *g = arg(&F, 1), *o = ret(&F, 0);
@@ -338,16 +368,18 @@ XLA_FFI_Error *skit_xla_vjp(XLA_FFI_CallFrame *cf) {
  * attrs: mode, threads, has_ignore, ignore_index, z_loss (f64), reduction
  *        (0 none, 1 sum, 2 mean), want_grad, has_weight, has_mask, tdims (the
  *        rank of one group's target: leading dimensions beyond it are vmap's
- *        groups, each reduced on its own).
+ *        groups, each reduced on its own), wrap_labels (optax's indexing: a
+ *        negative target counts from the end, one still out of range gives a NaN
+ *        loss and a zero gradient row instead of an error).
  * The steps and the order of every sum are those of softmaxkit._dispatch. */
-XLA_FFI_Error *skit_xla_cross_entropy(XLA_FFI_CallFrame *cf) {
+static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
     ENTER(cf);
     int64_t mode = attr_i(&F, "mode"), want = attr_i(&F, "threads");
     int64_t has_ignore = attr_i(&F, "has_ignore"), ignore = attr_i(&F, "ignore_index");
     double z = attr_f(&F, "z_loss");
     int64_t red = attr_i(&F, "reduction"), want_grad = attr_i(&F, "want_grad");
     int64_t has_w = attr_i(&F, "has_weight"), has_mask = attr_i(&F, "has_mask");
-    int64_t tdims = attr_i(&F, "tdims");
+    int64_t tdims = attr_i(&F, "tdims"), wrap = attr_i(&F, "wrap_labels");
     int64_t k = 0;
     XLA_FFI_Buffer *x = arg(&F, k++), *t = arg(&F, k++);
     XLA_FFI_Buffer *w = has_w ? arg(&F, k++) : NULL;
@@ -375,12 +407,15 @@ XLA_FFI_Error *skit_xla_cross_entropy(XLA_FFI_CallFrame *cf) {
     }
     int64_t *tt = malloc(rows * sizeof(int64_t));
     double *buf = malloc(rows * sizeof(double) * 4);
-    uint8_t *cnt = malloc(rows);
+    uint8_t *cnt = malloc(rows * 2);
     if (tt == NULL || buf == NULL || cnt == NULL) {
         free(tt), free(buf), free(cnt);
         return finish(&F, SKIT_ENOMEM);
     }
     double *wt = buf, *loss = buf + rows, *lse = buf + 2 * rows, *tmp = buf + 3 * rows;
+    uint8_t *bad = cnt + rows; /* rows whose (wrapped) target is out of range */
+    /* the ignore value the engine skips: the caller's, or for bad rows alone a sentinel */
+    int64_t skip = has_ignore ? ignore : INT64_MIN;
     size_t esz = code == SKIT_F32 ? 4 : 8;
     int st = SKIT_OK;
     int threads = take_threads(want);
@@ -396,13 +431,22 @@ XLA_FFI_Error *skit_xla_cross_entropy(XLA_FFI_CallFrame *cf) {
         a.temperature = 1.0;
         size_t wbase = (w != NULL && w->rank > 1) ? gi * n : 0;
         double den_pred = 0.0;
-        size_t nkept = 0;
+        size_t nkept = 0, nbad = 0;
         for (size_t r = 0; r < rows; r++) {
             size_t i = gi * rows + r;
             int64_t v = t->dtype == XLA_FFI_DataType_S32 ? ((const int32_t *)t->data)[i]
                                                           : ((const int64_t *)t->data)[i];
+            bad[r] = 0;
+            if (wrap && !(has_ignore && v == ignore)) {
+                if (v < 0) v += (int64_t)n;
+                if (v < 0 || (uint64_t)v >= n) {
+                    bad[r] = 1;
+                    nbad++;
+                    v = skip;
+                }
+            }
             tt[r] = v;
-            int ign = has_ignore && v == ignore;
+            int ign = (has_ignore || nbad) && v == skip;
             if (!ign && (v < 0 || (uint64_t)v >= n)) {
                 char msg[96];
                 snprintf(msg, sizeof msg, "target %lld out of range [0, %zu)", (long long)v, n);
@@ -417,8 +461,9 @@ XLA_FFI_Error *skit_xla_cross_entropy(XLA_FFI_CallFrame *cf) {
         den_pred = w != NULL ? pairwise_sum(wt, rows) : (double)nkept;
         void *grad = go ? (char *)go->data + gi * rows * n * esz : NULL;
         double scale = red != 2 ? 1.0 : (den_pred > 0 ? 1.0 / den_pred : 0.0);
-        st = skit_cross_entropy(&a, tt, w ? wt : NULL, (int)has_ignore, ignore, z, scale, loss,
-                                lse, cnt, grad);
+        int use_skip = has_ignore || nbad;
+        st = skit_cross_entropy(&a, tt, w ? wt : NULL, use_skip, skip, z, scale, loss, lse, cnt,
+                                grad);
         if (st != SKIT_OK) break;
         double den;
         if (w != NULL) {
@@ -433,10 +478,13 @@ XLA_FFI_Error *skit_xla_cross_entropy(XLA_FFI_CallFrame *cf) {
         }
         if (grad != NULL && red == 2 && den != den_pred) {
             /* rows with nothing left to count changed the mean's divisor */
-            st = skit_cross_entropy(&a, tt, w ? wt : NULL, (int)has_ignore, ignore, z,
+            st = skit_cross_entropy(&a, tt, w ? wt : NULL, use_skip, skip, z,
                                     den > 0 ? 1.0 / den : 0.0, loss, lse, cnt, grad);
             if (st != SKIT_OK) break;
         }
+        if (nbad)
+            for (size_t r = 0; r < rows; r++)
+                if (bad[r]) loss[r] = NAN;
         if (red == 0) {
             for (size_t r = 0; r < rows; r++) store(code, lo->data, gi * rows + r, loss[r]);
         } else {
@@ -456,7 +504,7 @@ XLA_FFI_Error *skit_xla_cross_entropy(XLA_FFI_CallFrame *cf) {
  * shape otherwise) [, grad]. attrs: kind, mode, threads, has_w, has_pw,
  * reduction, want_grad, xdims (the rank of one group: leading dimensions
  * beyond it are vmap's groups). */
-XLA_FFI_Error *skit_xla_sigmoid(XLA_FFI_CallFrame *cf) {
+static XLA_FFI_Error *sigmoid_impl(XLA_FFI_CallFrame *cf) {
     ENTER(cf);
     int64_t kind = attr_i(&F, "kind"), mode = attr_i(&F, "mode"), want = attr_i(&F, "threads");
     XLA_FFI_Buffer *x = arg(&F, 0), *o = ret(&F, 0);
@@ -522,3 +570,19 @@ XLA_FFI_Error *skit_xla_sigmoid(XLA_FFI_CallFrame *cf) {
     free(buf);
     return finish(&F, st);
 }
+
+/* ---- the exported handlers: each runs with IEEE subnormals (see fp_enter) ---------- */
+
+#define SKIT_HANDLER(name)                                   \
+    XLA_FFI_Error *skit_xla_##name(XLA_FFI_CallFrame *cf) {  \
+        fpstate saved = fp_enter();                          \
+        XLA_FFI_Error *err = name##_impl(cf);                \
+        fp_leave(saved);                                     \
+        return err;                                          \
+    }
+
+SKIT_HANDLER(softmax)
+SKIT_HANDLER(logsumexp)
+SKIT_HANDLER(vjp)
+SKIT_HANDLER(cross_entropy)
+SKIT_HANDLER(sigmoid)

@@ -196,9 +196,35 @@ class CeCfg(NamedTuple):
     ignore_index: int | None
     z_loss: float
     reduction: str
+    wrap_labels: bool = False  # optax's indexing: negatives from the end, others NaN
+
+
+def _wrapped(t: Array, n: int, cc: CeCfg) -> tuple[Array, Array]:
+    """Targets as the kernel reads them with ``wrap_labels``, and the rows out of range."""
+    if not cc.wrap_labels:
+        return t, jnp.zeros(t.shape, bool)
+    keep = t == cc.ignore_index if cc.ignore_index is not None else jnp.zeros(t.shape, bool)
+    lab = jnp.where((t < 0) & ~keep, t + n, t)
+    bad = ((lab < 0) | (lab >= n)) & ~keep
+    return jnp.where(bad, 0, lab), bad
 
 
 def _ce_agnostic(
+    x: Array, t: Array, w: Array | None, mask: Array | None, cc: CeCfg, want_grad: bool
+) -> Any:
+    t, bad = _wrapped(t, x.shape[-1], cc)
+    res = _ce_agnostic_plain(x, t, w, mask, cc, want_grad)
+    if not cc.wrap_labels:
+        return res
+    assert cc.reduction == "none"
+    loss = res[0] if want_grad else res
+    loss = jnp.where(bad, jnp.nan, loss).astype(loss.dtype)
+    if not want_grad:
+        return loss
+    return loss, jnp.where(bad[..., None], jnp.zeros_like(res[1]), res[1])
+
+
+def _ce_agnostic_plain(
     x: Array, t: Array, w: Array | None, mask: Array | None, cc: CeCfg, want_grad: bool
 ) -> Any:
     return _losses.cross_entropy(
@@ -231,6 +257,7 @@ def _k_ce(
         "has_weight": _i(w is not None),
         "has_mask": _i(mask is not None),
         "tdims": _i(t.ndim),
+        "wrap_labels": _i(cc.wrap_labels),
     }
     loss = _sds(t.shape if cc.reduction == "none" else (), x.dtype)
     out = (loss, _sds(x.shape, x.dtype)) if want_grad else loss
@@ -474,9 +501,36 @@ def _ce_grad_jvp(cc: CeCfg, primals: Any, tangents: Any) -> tuple[Any, Any]:
     x, t, w, mask = primals
     tx = tangents[0]
     loss, g = _ce_grad_op(x, t, w, mask, cc)
-    # the gradient's own derivative (Hessians only) from the array-agnostic implementation
-    _, tg = jax.jvp(lambda xx: _ce_agnostic(xx, t, w, mask, cc, True)[1], (x,), (tx,))
+    # the gradient's own derivative (Hessians only): differentiate the gradient's formula
+    # in the kernels' softmax and logsumexp; with a mask, the array-agnostic implementation
+    if mask is None:
+        _, tg = jax.jvp(lambda xx: _ce_grad_formula(xx, t, w, cc), (x,), (tx,))
+    else:
+        _, tg = jax.jvp(lambda xx: _ce_agnostic(xx, t, w, mask, cc, True)[1], (x,), (tx,))
     return (loss, g), (_ce_reduce_tangent(g, tx, cc.reduction), tg)
+
+
+def _ce_grad_formula(x: Array, t: Array, w: Array | None, cc: CeCfg) -> Array:
+    """``s w_t [(p - onehot(t)) + 2 z lse p]``, differentiable (no mask)."""
+    n = x.shape[-1]
+    t, bad = _wrapped(t, n, cc)
+    ignored = jnp.zeros(t.shape, bool) if cc.ignore_index is None else t == cc.ignore_index
+    ignored = ignored | bad
+    safe = jnp.where(ignored, 0, t)
+    wt = jnp.ones(t.shape, x.dtype) if w is None else jnp.asarray(w, x.dtype)[..., safe]
+    if w is not None and jnp.ndim(w) > 1:  # vmap-broadcast weights: one row per group
+        wt = jnp.take_along_axis(jnp.asarray(w, x.dtype), safe, axis=-1)
+    wt = jnp.where(ignored, jnp.zeros_like(wt), wt)
+    if cc.reduction == "mean":
+        axes = tuple(range(wt.ndim - t.ndim, wt.ndim)) if wt.ndim else ()
+        den = jnp.sum(wt, axis=axes, keepdims=True)
+        wt = jnp.where(den > 0, wt / jnp.where(den > 0, den, 1), jnp.zeros_like(wt))
+    p = normalize_last(x, None, cc.base, log=False, temperature=1.0)
+    core = p - jax.nn.one_hot(safe, n, dtype=x.dtype)
+    if cc.z_loss:
+        lse = logsumexp_last(x, None, cc.base)
+        core = core + 2.0 * cc.z_loss * lse[..., None] * p
+    return wt[..., None] * core
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
@@ -512,9 +566,21 @@ def ce_index(
     z_loss: float,
     reduction: str,
     want_grad: bool,
+    wrap_labels: bool = False,
 ) -> Any:
-    """Cross-entropy of logits ``x`` (classes last) against class indices ``t``."""
-    cc = CeCfg(cfg, None if ignore_index is None else int(ignore_index), float(z_loss), reduction)
+    """Cross-entropy of logits ``x`` (classes last) against class indices ``t``.
+
+    ``wrap_labels`` (with ``reduction="none"``) indexes as optax does: a negative
+    target counts from the end; one still out of range gives a NaN loss and a zero
+    gradient row instead of an error.
+    """
+    cc = CeCfg(
+        cfg,
+        None if ignore_index is None else int(ignore_index),
+        float(z_loss),
+        reduction,
+        bool(wrap_labels),
+    )
     if want_grad:
         return _ce_grad_op(x, t, w, mask, cc)
     return _ce_op(x, t, w, mask, cc)
@@ -555,7 +621,13 @@ def _bce_grad_jvp(bc: BceCfg, primals: Any, tangents: Any) -> tuple[Any, Any]:
     x, y, w, pw = primals
     tx = tangents[0]
     loss, g = _bce_grad_op(x, y, w, pw, bc)
-    _, tg = jax.jvp(lambda xx: _bce_agnostic(xx, y, w, pw, bc, True)[1], (x,), (tx,))
+    # the gradient's derivative (Hessians only): s w (1 + (pw - 1) y) sigmoid'(x)
+    scale = 1.0 / x.size if bc.reduction == "mean" and x.size else 1.0
+    c = (1 + (pw - 1) * y) if pw is not None else jnp.ones_like(x)
+    if w is not None:
+        c = c * w
+    sig = _sigmoid_op(x, bc.base, False) * _sigmoid_op(-x, bc.base, False)
+    tg = scale * c * sig * tx
     tl = g * tx if bc.reduction == "none" else jnp.sum(g * tx)
     return (loss, g), (tl, tg)
 

@@ -84,8 +84,9 @@ def softmax_cross_entropy(
         Elements to include: of ``logits``' shape, or of the batch shape
         (then it applies to whole rows). Excluded classes are left out of
         both the normaliser and the target sum, as in optax; a fully excluded
-        row gives 0. (``softmaxkit.cross_entropy`` instead keeps its contract
-        for ``where``: excluded classes must carry no target probability.)
+        row gives 0. (``softmaxkit.cross_entropy`` keeps its own contract:
+        an excluded class has probability 0, so target mass on it makes the
+        loss ``+inf``; optax drops that mass.)
     precision : {"accurate", "fast"}, optional
         The log-softmax's precision (0.5 ulp accurate, 3 ulp fast); the sum
         over classes is JAX's.
@@ -119,28 +120,22 @@ def _int_fn(cfg: _ffi.Cfg, has_mask: bool) -> Any:
     def run(x: Array, labels: Array, mask: Array) -> Array:
         # x: classes last. optax indexes with take_along_axis: negative labels count
         # from the end and labels beyond the classes give NaN.
+        if dtype_name(labels.dtype) not in ("int32", "int64"):
+            labels = labels.astype(jnp.int32)
+        if not has_mask:  # the kernel applies optax's indexing itself
+            return _ffi.ce_index(
+                x, labels, None, None, cfg, ignore_index=None, z_loss=0.0,
+                reduction="none", want_grad=False, wrap_labels=True,
+            )  # fmt: skip
         c = x.shape[-1]
         lab = jnp.where(labels < 0, labels + c, labels)
         bad = (lab < 0) | (lab >= c)
-        lab = jnp.where(bad, 0, lab).astype(jnp.int32)
-        if not has_mask:
-            loss = _ffi.ce_index(
-                x,
-                lab,
-                None,
-                None,
-                cfg,
-                ignore_index=None,
-                z_loss=0.0,
-                reduction="none",
-                want_grad=False,
-            )
-        else:
-            # optax: the masked normaliser minus the target logit, whether or not the
-            # target class is included; rows with nothing included give 0
-            lse = _ffi.logsumexp_last(x, mask, cfg)
-            picked = jnp.take_along_axis(x, lab[..., None], axis=-1)[..., 0]
-            loss = jnp.where(jnp.any(mask, axis=-1), lse - picked, 0.0)
+        lab = jnp.where(bad, 0, lab)
+        # optax: the masked normaliser minus the target logit, whether or not the
+        # target class is included; rows with nothing included give 0
+        lse = _ffi.logsumexp_last(x, mask, cfg)
+        picked = jnp.take_along_axis(x, lab[..., None], axis=-1)[..., 0]
+        loss = jnp.where(jnp.any(mask, axis=-1), lse - picked, 0.0)
         return jnp.where(bad, jnp.nan, loss).astype(x.dtype)
 
     return jax.jit(run)
