@@ -17,6 +17,8 @@ def _modules():
     for info in pkgutil.walk_packages(sk.__path__, prefix="softmaxkit."):
         if ".torch" in info.name or info.name.endswith("__main__"):
             continue  # the torch layer is doctested by its own tests (needs torch)
+        if info.name.startswith(("softmaxkit.tensorflow", "softmaxkit.keras")):
+            continue  # doctested in a child process (tests/test_tensorflow.py, test_keras.py)
         names.append(info.name)
     return names
 

@@ -86,7 +86,7 @@ def cross_entropy(
         return _empty_loss(xp, x, axis, reduction, return_grad, plan)
     st = row_stats(ar, ar.lift(x), (axis,), where)
     mask = (
-        xp.ones(x.shape, dtype=xp.bool, device=plan.device)
+        xp.ones_like(x, dtype=xp.bool)
         if where is None
         else xp.broadcast_to(where, x.shape)
     )
@@ -105,9 +105,7 @@ def cross_entropy(
     if target_is_index:
         t = xp.expand_dims(target, axis=axis)
         ignored = (
-            xp.zeros(t.shape, dtype=xp.bool, device=plan.device)
-            if ignore_index is None
-            else (t == ignore_index)
+            xp.zeros_like(t, dtype=xp.bool) if ignore_index is None else (t == ignore_index)
         )
         t_safe = xp.where(ignored, xp.zeros_like(t), t)
         onehot = classes == xp.astype(t_safe, classes.dtype)
