@@ -40,6 +40,7 @@ import tensorflow as tf
 __all__ = [
     "Rows",
     "dense_ce",
+    "dense_ce_grad",
     "log_softmax",
     "log_softmax_grad",
     "logsumexp",
@@ -47,6 +48,7 @@ __all__ = [
     "softmax",
     "softmax_grad",
     "sparse_ce",
+    "sparse_ce_grad",
 ]
 
 Tensor = Any
@@ -61,6 +63,7 @@ class Rows:
     """The logits of one call with their special rows folded in, and the row maximum."""
 
     xm: Tensor  # logits in their dtype: masked -> -inf, +inf rows -> 0 / -inf
+    m: Tensor  # raw row maximum (keepdims; may be +-inf, or NaN eagerly)
     m0: Tensor  # row maximum where finite, else 0 (keepdims, input dtype)
     posinf: Tensor  # the row maximum is +inf (keepdims)
     empty: Tensor  # nothing left in the row: all -inf or masked (keepdims)
@@ -81,14 +84,24 @@ class Rows:
 
 
 def rows(
-    x: Tensor, axes: tuple[int, ...], where: Tensor | None, temperature: float, work: Any
+    x: Tensor,
+    axes: tuple[int, ...],
+    where: Tensor | None,
+    temperature: float,
+    work: Any,
+    m: Tensor | None = None,
 ) -> Rows:
-    """Fold masks and ``+inf`` rows into ``x`` and take the row maximum (one pass)."""
+    """Fold masks and ``+inf`` rows into ``x`` and take the row maximum (one pass).
+
+    ``m``, the raw row maximum (:attr:`Rows.m`) of an earlier call on the same
+    arguments, skips that pass (backward functions get it from the forward).
+    """
     ax = list(axes)
     dt = x.dtype
     ninf = _c(-math.inf, dt)
     xm = x if where is None else tf.where(where, x, ninf)
-    m = tf.reduce_max(xm, axis=ax, keepdims=True)
+    if m is None:
+        m = tf.reduce_max(xm, axis=ax, keepdims=True)
     posinf = tf.equal(m, _c(math.inf, dt))
     empty = tf.equal(m, ninf)
     inf_row = tf.where(
@@ -98,7 +111,7 @@ def rows(
     )
     xm = tf.where(posinf, inf_row, xm)
     m0 = tf.where(tf.math.is_finite(m), m, tf.zeros_like(m))
-    return Rows(xm, m0, posinf, empty, ax, work, float(temperature))
+    return Rows(xm, m, m0, posinf, empty, ax, work, float(temperature))
 
 
 def _count(r: Rows) -> Tensor:
@@ -191,99 +204,133 @@ def _class_iota(r: Rows, axis: int) -> Tensor:
 
 def sparse_ce(
     r: Rows, labels: Tensor, where: Tensor | None, label_smoothing: float
-) -> tuple[Tensor, Any]:
-    """Per-item sparse cross-entropy (classes on the last axis) and its backward function.
+) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+    """Per-item sparse cross-entropy (classes on the last axis) and the saved row statistics.
 
     ``loss = L - d_t`` (both terms non-negative: no cancellation), with label
     smoothing ``(1 - eps)(L - d_t) + eps/K * sum_j (L - d_j)`` over the ``K``
     classes left in by ``where``. Items whose row has nothing left give 0; a label
-    outside ``[0, C)`` gives NaN (loss and gradient).
+    outside ``[0, C)`` gives NaN (loss and gradient). The statistics ``(c, s, d_t)``
+    are what :func:`sparse_ce_grad` needs besides the logits.
     """
     work = r.work
     axis = r.axes[0]
-    C = tf.shape(r.xm)[axis]
-    lab = tf.cast(labels, tf.int32)
-    bad = (lab < 0) | (lab >= C)
-    lab_safe = tf.where(bad, tf.zeros_like(lab), lab)
+    lab, bad = _safe_labels(r, labels)
     d = r.d()
     c, s, L = _log_stats(r, d)
-    # d at the target, through the same folding as the rows
-    x_t = tf.gather(r.xm, lab_safe[..., None], batch_dims=len(lab.shape))
-    d_t = tf.cast(x_t, work) - tf.cast(r.m0, work)
-    if r.temperature != 1.0:
-        d_t = d_t / _c(r.temperature, work)
+    d_t = _target_d(r, lab)
     core = L - d_t
     eps = float(label_smoothing)
-    mask = None
-    K = None
     if eps:
-        mask = tf.ones_like(d, dtype=tf.bool) if where is None else where
-        K = tf.reduce_sum(tf.cast(mask, work), axis=axis, keepdims=True)
-        K = tf.where(K > 0, K, tf.ones_like(K))
+        mask, K = _smoothing_mask(r, d, where)
         nls = tf.where(mask, L - d, tf.zeros_like(d))
         smooth = tf.reduce_sum(nls, axis=axis, keepdims=True)
         core = (1.0 - eps) * core + (eps / K) * smooth
     item = tf.where(r.empty, tf.zeros_like(core), core)
     item = tf.where(bad[..., None], tf.fill(tf.shape(item), _c(math.nan, work)), item)
-    item = tf.squeeze(item, axis=axis)
-
-    def backward(g: Tensor) -> Tensor:
-        d2 = r.d()
-        e = tf.exp(d2)
-        D = c + s
-        inv = 1.0 / tf.where(r.empty, tf.ones_like(D), D)
-        p = e * inv
-        e_t = tf.exp(d_t)
-        others = tf.where(tf.equal(d_t, 0.0), (c - 1.0) + s, c + (s - e_t))
-        onehot = tf.equal(_class_iota(r, axis), lab_safe[..., None])
-        gx = tf.where(onehot, -others * inv, p)
-        if eps:
-            assert mask is not None and K is not None
-            gx = (1.0 - eps) * gx + eps * (p - tf.where(mask, 1.0 / K, tf.zeros_like(p)))
-        gx = tf.where(r.empty, tf.zeros_like(gx), gx)
-        gx = tf.where(bad[..., None], tf.fill(tf.shape(gx), _c(math.nan, work)), gx)
-        if r.temperature != 1.0:
-            gx = gx / _c(r.temperature, work)
-        return gx * tf.cast(g, work)[..., None]
-
-    return item, backward
+    return tf.squeeze(item, axis=axis), (c, s, d_t)
 
 
-def dense_ce(r: Rows, q: Tensor, where: Tensor | None) -> tuple[Tensor, Any]:
-    """Per-item cross-entropy with probability labels ``q`` and its backward function.
+def _safe_labels(r: Rows, labels: Tensor) -> tuple[Tensor, Tensor]:
+    C = tf.shape(r.xm)[r.axes[0]]
+    lab = tf.cast(labels, tf.int32)
+    bad = (lab < 0) | (lab >= C)
+    return tf.where(bad, tf.zeros_like(lab), lab), bad
 
-    ``loss = sum_j q_j (L - d_j)``, a sum of non-negative terms for ``q >= 0``,
-    with ``0 * log 0 = 0`` (a class without target mass adds nothing, even at a
-    ``-inf`` logit). Rows with nothing left give 0. The backward function returns
-    the gradients with respect to the logits and to the labels (``-log_softmax``).
+
+def _target_d(r: Rows, lab: Tensor) -> Tensor:
+    """``d`` at the target, through the same folding as the rows (keepdims)."""
+    x_t = tf.gather(r.xm, lab[..., None], batch_dims=len(lab.shape))
+    d_t = tf.cast(x_t, r.work) - tf.cast(r.m0, r.work)
+    if r.temperature != 1.0:
+        d_t = d_t / _c(r.temperature, r.work)
+    return d_t
+
+
+def _smoothing_mask(r: Rows, d: Tensor, where: Tensor | None) -> tuple[Tensor, Tensor]:
+    mask = tf.ones_like(d, dtype=tf.bool) if where is None else where
+    K = tf.reduce_sum(tf.cast(mask, r.work), axis=r.axes[0], keepdims=True)
+    return mask, tf.where(K > 0, K, tf.ones_like(K))
+
+
+def sparse_ce_grad(
+    r: Rows,
+    labels: Tensor,
+    where: Tensor | None,
+    label_smoothing: float,
+    stats: tuple[Tensor, Tensor, Tensor],
+    g: Tensor,
+) -> Tensor:
+    """The gradient of :func:`sparse_ce` for the upstream gradient ``g`` (per item).
+
+    ``p - onehot`` with ``p_t - 1 = -(D - e_t) / D`` formed without cancellation
+    (a maximal target takes its 1 out of the count, any other its term out of s).
     """
     work = r.work
     axis = r.axes[0]
+    c, s, d_t = stats
+    lab, bad = _safe_labels(r, labels)
+    d = r.d()
+    e = tf.exp(d)
+    D = c + s
+    inv = 1.0 / tf.where(r.empty, tf.ones_like(D), D)
+    p = e * inv
+    e_t = tf.exp(d_t)
+    others = tf.where(tf.equal(d_t, 0.0), (c - 1.0) + s, c + (s - e_t))
+    onehot = tf.equal(_class_iota(r, axis), lab[..., None])
+    gx = tf.where(onehot, -others * inv, p)
+    eps = float(label_smoothing)
+    if eps:
+        mask, K = _smoothing_mask(r, d, where)
+        gx = (1.0 - eps) * gx + eps * (p - tf.where(mask, 1.0 / K, tf.zeros_like(p)))
+    gx = tf.where(r.empty, tf.zeros_like(gx), gx)
+    gx = tf.where(bad[..., None], tf.fill(tf.shape(gx), _c(math.nan, work)), gx)
+    if r.temperature != 1.0:
+        gx = gx / _c(r.temperature, work)
+    return gx * tf.cast(g, work)[..., None]
+
+
+def dense_ce(
+    r: Rows, q: Tensor, where: Tensor | None
+) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+    """Per-item cross-entropy with probability labels ``q`` and the saved row statistics.
+
+    ``loss = sum_j q_j (L - d_j)``, a sum of non-negative terms for ``q >= 0``,
+    with ``0 * log 0 = 0`` (a class without target mass adds nothing, even at a
+    ``-inf`` logit). Rows with nothing left give 0.
+    """
+    axis = r.axes[0]
     d = r.d()
     c, s, L = _log_stats(r, d)
-    qw = tf.cast(q, work)
+    qw = tf.cast(q, r.work)
     nls = L - d
     zero = tf.zeros_like(nls)
     contrib = tf.where(tf.equal(qw, 0.0), zero, qw * tf.where(tf.equal(qw, 0.0), zero, nls))
     item = tf.reduce_sum(contrib, axis=axis, keepdims=True)
     item = tf.where(r.empty, tf.zeros_like(item), item)
-    item = tf.squeeze(item, axis=axis)
+    return tf.squeeze(item, axis=axis), (c, s, L)
 
-    def backward(g: Tensor) -> tuple[Tensor, Tensor]:
-        d2 = r.d()
-        e = tf.exp(d2)
-        D = c + s
-        inv = 1.0 / tf.where(r.empty, tf.ones_like(D), D)
-        p = e * inv
-        gx = tf.reduce_sum(qw, axis=axis, keepdims=True) * p - qw
-        gq = L - d2
-        if where is not None:
-            gx = tf.where(where, gx, tf.zeros_like(gx))
-        gx = tf.where(r.empty, tf.zeros_like(gx), gx)
-        gq = tf.where(r.empty, tf.zeros_like(gq), gq)
-        if r.temperature != 1.0:
-            gx = gx / _c(r.temperature, work)
-        gw = tf.expand_dims(tf.cast(g, work), axis)
-        return gx * gw, gq * gw
 
-    return item, backward
+def dense_ce_grad(
+    r: Rows, q: Tensor, where: Tensor | None, stats: tuple[Tensor, Tensor, Tensor], g: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Gradients of :func:`dense_ce` for the logits and the labels (``-log_softmax``)."""
+    work = r.work
+    axis = r.axes[0]
+    c, s, L = stats
+    qw = tf.cast(q, work)
+    d = r.d()
+    e = tf.exp(d)
+    D = c + s
+    inv = 1.0 / tf.where(r.empty, tf.ones_like(D), D)
+    p = e * inv
+    gx = tf.reduce_sum(qw, axis=axis, keepdims=True) * p - qw
+    gq = L - d
+    if where is not None:
+        gx = tf.where(where, gx, tf.zeros_like(gx))
+    gx = tf.where(r.empty, tf.zeros_like(gx), gx)
+    gq = tf.where(r.empty, tf.zeros_like(gq), gq)
+    if r.temperature != 1.0:
+        gx = gx / _c(r.temperature, work)
+    gw = tf.expand_dims(tf.cast(g, work), axis)
+    return gx * gw, gq * gw

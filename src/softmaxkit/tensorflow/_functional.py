@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from .._agnostic import _losses, _normalize, _sigmoid
 from .._validation import check_label_smoothing, check_temperature
-from . import _engine
+from . import _kernels
 from ._checks import (
     as_logits,
     axes_of,
@@ -69,23 +69,22 @@ def _normaliser(
             return tf.identity(x)
         out = x.dtype
 
+        opts = {"axes": axes, "t": t, "work": work}
+
         @tf.custom_gradient
         def op(xi: Tensor) -> Any:
             if engine == "rows":
-                r = _engine.rows(xi, axes, mask, t, work)
-                y = _engine.softmax(r) if kind == "softmax" else _engine.log_softmax(r)
+                fwd = _kernels.softmax_fwd if kind == "softmax" else _kernels.log_softmax_fwd
+                y = _kernels.compiled(fwd, **opts)(xi, mask)
             else:
                 plan = plan_for(xi, precision)
                 fn = _normalize.softmax if kind == "softmax" else _normalize.log_softmax
-                y = fn(xi, axes=axes, where=mask, temperature=t, plan=plan)
-            y = tf.cast(y, out)
+                y = tf.cast(fn(xi, axes=axes, where=mask, temperature=t, plan=plan), out)
 
             def grad(g: Tensor) -> Tensor:
                 if kind == "softmax":
-                    gx = _engine.softmax_grad(y, g, list(axes), work, t)
-                else:
-                    gx = _engine.log_softmax_grad(y, g, mask, list(axes), work, t)
-                return tf.cast(gx, out)
+                    return _kernels.compiled(_kernels.softmax_bwd, **opts)(y, g)
+                return _kernels.compiled(_kernels.log_softmax_bwd, **opts)(y, g, mask)
 
             return y, grad
 
@@ -267,8 +266,7 @@ def reduce_logsumexp(
         @tf.custom_gradient
         def op(xi: Tensor) -> Any:
             if engine == "rows":
-                r = _engine.rows(xi, axes, mask, 1.0, work)
-                v = _engine.logsumexp(r)
+                v = _kernels.compiled(_kernels.logsumexp_fwd, axes=axes, work=work)(xi, mask)
             else:
                 plan = plan_for(xi, precision)
                 v = _normalize.logsumexp(
@@ -287,14 +285,14 @@ def reduce_logsumexp(
             def grad(g: Tensor) -> Tensor:
                 gk = tf.reshape(tf.cast(g, work), tf.shape(v))
                 if engine == "rows":
-                    p = _engine.softmax(_engine.rows(xi, axes, mask, 1.0, work))
-                else:
-                    p = tf.cast(
-                        _normalize.softmax(
-                            xi, axes=axes, where=mask, temperature=1.0, plan=plan_for(xi, precision)
-                        ),
-                        work,
-                    )
+                    bwd = _kernels.compiled(_kernels.logsumexp_bwd, axes=axes, work=work)
+                    return bwd(xi, mask, gk)
+                p = tf.cast(
+                    _normalize.softmax(
+                        xi, axes=axes, where=mask, temperature=1.0, plan=plan_for(xi, precision)
+                    ),
+                    work,
+                )
                 return tf.cast(tf.where(tf.equal(p, 0.0), tf.zeros_like(p), p * gk), out)
 
             return y, grad
@@ -385,12 +383,12 @@ def sparse_softmax_cross_entropy_with_logits(
         @tf.custom_gradient
         def op(xi: Tensor) -> Any:
             if engine == "rows":
-                r = _engine.rows(xi, (axis,), mask, t, work)
-                item, back = _engine.sparse_ce(r, lab, mask, eps)
-                y = tf.cast(item, out)
+                opts = {"t": t, "work": work, "eps": eps}
+                y, *stats = _kernels.compiled(_kernels.sparse_fwd, **opts)(xi, lab, mask)
 
                 def grad(g: Tensor) -> Tensor:
-                    return tf.cast(back(g), out)
+                    bwd = _kernels.compiled(_kernels.sparse_bwd, **opts)
+                    return bwd(xi, lab, mask, *stats, g)
 
                 return y, grad
             xs = xi if t == 1.0 else xi / tf.constant(t, xi.dtype)
@@ -489,14 +487,14 @@ def softmax_cross_entropy_with_logits(
         @tf.custom_gradient
         def op(qi: Tensor, xi: Tensor) -> Any:
             if engine == "rows":
-                r = _engine.rows(xi, (ax,), mask, t, work)
-                item, back = _engine.dense_ce(r, qi, mask)
+                opts = {"axis": ax, "t": t, "work": work}
+                y, *stats = _kernels.compiled(_kernels.dense_fwd, **opts)(qi, xi, mask)
 
                 def grad(g: Tensor) -> tuple[Tensor, Tensor]:
-                    gx, gq = back(g)
-                    return tf.cast(gq, out), tf.cast(gx, out)
+                    bwd = _kernels.compiled(_kernels.dense_bwd, **opts)
+                    return bwd(qi, xi, mask, *stats, g)
 
-                return tf.cast(item, out), grad
+                return y, grad
             xs = xi if t == 1.0 else xi / tf.constant(t, xi.dtype)
             plan = plan_for(xi, precision)
             loss, gx = _losses.cross_entropy(
