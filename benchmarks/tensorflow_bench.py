@@ -32,10 +32,10 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import softmaxkit.tensorflow as sktf  # noqa: E402
+import softmaxkit.tensorflow as sktf
 
 MODES = ("eager", "tf.function", "jit")
 
@@ -86,7 +86,12 @@ def measure(reps: int, quick: bool) -> tuple[list[dict[str, Any]], float, tuple[
             fast = _wrap(lambda v, f=ours: f(v, precision="fast"), mode)
             tfn = _wrap(lambda v, f=theirs: f(v), mode)
             t = _median_times(
-                {"accurate": lambda: acc(x), "fast": lambda: fast(x), "tf": lambda: tfn(x)}, reps
+                {
+                    "accurate": lambda f=acc: f(x),
+                    "fast": lambda f=fast: f(x),
+                    "tf": lambda f=tfn: f(x),
+                },
+                reps,
             )
             rows.append({"op": op, "mode": mode, **t})
         ours_ce = _wrap(_ce_step(sktf.sparse_softmax_cross_entropy_with_logits), mode)
@@ -101,9 +106,9 @@ def measure(reps: int, quick: bool) -> tuple[list[dict[str, Any]], float, tuple[
         tf_ce = _wrap(_ce_step(tf.nn.sparse_softmax_cross_entropy_with_logits), mode)
         t = _median_times(
             {
-                "accurate": lambda: ours_ce(labels, x),
-                "fast": lambda: fast_ce(labels, x),
-                "tf": lambda: tf_ce(labels, x),
+                "accurate": lambda f=ours_ce: f(labels, x),
+                "fast": lambda f=fast_ce: f(labels, x),
+                "tf": lambda f=tf_ce: f(labels, x),
             },
             reps,
         )
