@@ -115,7 +115,9 @@ def _compiled(fn: Any, static: tuple[tuple[str, Any], ...]) -> Any:
     def run(*args: Any) -> Any:
         return fn(*args, **kwargs)
 
-    return tf.function(run, jit_compile=True, reduce_retracing=True, autograph=False)
+    # no reduce_retracing: it may relax the rank, which the kernels need statically (XLA
+    # compiles once per concrete shape in any case)
+    return tf.function(run, jit_compile=True, autograph=False)
 
 
 def compiled(fn: Any, **static: Any) -> Any:
