@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
+import importlib.util
 import math
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -138,6 +142,74 @@ def _torch_convert(a: np.ndarray) -> Any:
     return torch.from_numpy(np.array(a))
 
 
+# TensorFlow runs in a child process (it must never share one with Triton, and it is
+# heavy): the child writes every output of its methods, keyed by the input's digest,
+# and the parent measures them like any other method's.
+_TF_OUTPUTS: dict[str, np.ndarray] = {}
+TF_METHODS = {
+    "softmaxkit.tensorflow accurate (eager)": "sktf",
+    "tf.nn / tf.math (eager)": "tfnn",
+}
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha1(a.dtype.str.encode() + repr(a.shape).encode() + a.tobytes()).hexdigest()
+
+
+def _tf_child(size: str, out: str) -> None:
+    """In the child: compute every TF method's outputs on every set and save them."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    import softmaxkit.tensorflow as sktf
+
+    fns = {
+        "sktf": {
+            "softmax": lambda x, t: sktf.softmax(x),
+            "log_softmax": lambda x, t: sktf.log_softmax(x),
+            "logsumexp": lambda x, t: sktf.reduce_logsumexp(x, axis=-1),
+            "cross_entropy": lambda x, t: sktf.sparse_softmax_cross_entropy_with_logits(t, x),
+        },
+        "tfnn": {
+            "softmax": lambda x, t: tf.nn.softmax(x),
+            "log_softmax": lambda x, t: tf.nn.log_softmax(x),
+            "logsumexp": lambda x, t: tf.math.reduce_logsumexp(x, axis=-1),
+            "cross_entropy": lambda x, t: tf.nn.sparse_softmax_cross_entropy_with_logits(t, x),
+        },
+    }
+    res: dict[str, np.ndarray] = {}
+    for dtype in DTYPES:
+        for ds in _datasets.DATASETS:
+            x = ds.make(dtype, size)
+            ce_x, ce_t = _datasets.ce_inputs(x, ds.id)
+            for op in OPS:
+                xi, ti = (ce_x, ce_t) if op == "cross_entropy" else (x, None)
+                key = _digest(xi)
+                for m, table in fns.items():
+                    t_arg = None if ti is None else tf.constant(ti)
+                    res[f"{m}|{op}|{key}"] = table[op](tf.constant(xi), t_arg).numpy()
+    np.savez(out, **res)
+
+
+def load_tf_outputs(size: str) -> None:
+    """Run :func:`_tf_child` in a fresh process (skipped without TensorFlow)."""
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    with tempfile.TemporaryDirectory() as d:
+        out = str(Path(d) / "tf.npz")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--tf-child", size, out]
+        subprocess.run(cmd, check=True)
+        with np.load(out) as data:
+            _TF_OUTPUTS.update({k: data[k] for k in data.files})
+
+
+def _tf_impl(method: str) -> Impl:
+    def impl(op: str, x: np.ndarray, t: np.ndarray | None) -> np.ndarray:
+        return _TF_OUTPUTS[f"{method}|{op}|{_digest(x)}"]
+
+    return impl
+
+
 def methods() -> list[tuple[str, Impl]]:
     native = bool(getattr(_dispatch, "available", lambda: False)())
     path = "native kernels" if native else "array-agnostic path"
@@ -154,6 +226,8 @@ def methods() -> list[tuple[str, Impl]]:
         ("torch", _torch),
         ("jax.nn (jit)", _jax),
     ]
+    if _TF_OUTPUTS:
+        out += [(label, _tf_impl(m)) for label, m in TF_METHODS.items()]
     return out
 
 
@@ -335,7 +409,7 @@ def machine() -> list[str]:
         flags = ", ".join(f for f in ("avx2", "fma", "avx512f") if f" {f}" in text)
     except OSError:
         pass
-    return [
+    lines = [
         f"- Machine: {cpu} ({os.cpu_count()} logical CPUs; {flags}), {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}",
         f"- Libraries: softmaxkit {sk.__version__}, NumPy {np.__version__}, SciPy {scipy.__version__}, "
@@ -344,6 +418,23 @@ def machine() -> list[str]:
         f"- Reference: numpy.longdouble with {np.finfo(np.longdouble).nmant + 1}-bit significand, "
         "mpmath-checked (tests/_reference.py)",
         f"- Generated {datetime.date.today().isoformat()} by `make accuracy`",
+    ]
+    lines.extend(_tf_note())
+    return lines
+
+
+def _tf_note() -> list[str]:
+    if not _TF_OUTPUTS:
+        return []
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("tensorflow-cpu")
+    except PackageNotFoundError:
+        v = version("tensorflow")
+    return [
+        f"- TensorFlow {v}, eager, run in a child process; TF flushes subnormal results to "
+        "zero (its `(n X)` values are the ones to read)"
     ]
 
 
@@ -458,6 +549,10 @@ def summary(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--tf-child":
+        _tf_child(argv[1], argv[2])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="test-suite sizes (fast)")
     ap.add_argument("--out", default=str(ROOT / "ACCURACY.md"), help="output file")
@@ -468,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     jax.config.update("jax_enable_x64", True)
     size = "ci" if args.quick else "full"
     t0 = time.perf_counter()
+    load_tf_outputs(size)
     results = run_all(size)
     text = report(results, size, time.perf_counter() - t0)
     Path(args.out).write_text(text)

@@ -51,6 +51,7 @@ PARTS: tuple[Part, ...] = (
     Part("distributed", "distributed_bench.py", ("torch.distributed",)),
     Part("dask", "dask_bench.py", ("dask", "distributed", "scipy"), ("--quick", "--reps", "1")),
     Part("jax", "jax_bench.py", ("jax", "optax")),
+    Part("tensorflow", "tensorflow_bench.py", ("tensorflow",)),
 )
 
 

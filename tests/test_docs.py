@@ -11,14 +11,28 @@ import pytest
 
 import softmaxkit as sk
 
+# imported only in child processes: TensorFlow must never load in this process (it
+# aborts a later Triton import); their doctests run in tests/test_tensorflow.py and
+# tests/test_keras.py
+CHILD_ONLY = ("softmaxkit.tensorflow", "softmaxkit.keras")
+
 
 def _modules():
     names = ["softmaxkit"]
-    for info in pkgutil.walk_packages(sk.__path__, prefix="softmaxkit."):
-        if ".torch" in info.name or "._triton" in info.name or info.name.endswith("__main__"):
-            continue  # the torch layer and the Triton engine need torch (and triton)
-        names.append(info.name)
-    return names
+    # walk by hand: pkgutil.walk_packages imports every package to recurse into it
+    todo = [(sk.__path__, "softmaxkit.")]
+    while todo:
+        path, prefix = todo.pop()
+        for info in pkgutil.iter_modules(path, prefix=prefix):
+            if info.name.startswith(CHILD_ONLY):
+                continue
+            if ".torch" in info.name or "._triton" in info.name or info.name.endswith("__main__"):
+                continue  # the torch layer and the Triton engine need torch (and triton)
+            names.append(info.name)
+            if info.ispkg:
+                sub = importlib.import_module(info.name)
+                todo.append((sub.__path__, info.name + "."))
+    return sorted(names)
 
 
 @pytest.mark.parametrize("name", _modules())

@@ -85,11 +85,7 @@ def cross_entropy(
     if any(s == 0 for s in x.shape):
         return _empty_loss(xp, x, axis, reduction, return_grad, plan)
     st = row_stats(ar, ar.lift(x), (axis,), where)
-    mask = (
-        xp.ones(x.shape, dtype=xp.bool, device=plan.device)
-        if where is None
-        else xp.broadcast_to(where, x.shape)
-    )
+    mask = xp.ones_like(x, dtype=xp.bool) if where is None else xp.broadcast_to(where, x.shape)
     n_mask = xp.sum(xp.astype(mask, plan.work), axis=axis, keepdims=True)
     # nothing left in the row (all masked or all -inf): the item is not counted
     row_empty = ~st.fin & ~st.posinf & ~st.isnan
@@ -104,11 +100,7 @@ def cross_entropy(
 
     if target_is_index:
         t = xp.expand_dims(target, axis=axis)
-        ignored = (
-            xp.zeros(t.shape, dtype=xp.bool, device=plan.device)
-            if ignore_index is None
-            else (t == ignore_index)
-        )
+        ignored = xp.zeros_like(t, dtype=xp.bool) if ignore_index is None else (t == ignore_index)
         t_safe = xp.where(ignored, xp.zeros_like(t), t)
         onehot = classes == xp.astype(t_safe, classes.dtype)
         counted = ~ignored & ~row_empty

@@ -144,9 +144,6 @@ def binary_cross_entropy_with_logits(
     loss_el = xp.where(x == math.inf, at_pinf, xp.where(x == -math.inf, at_ninf, loss_el))
     loss_el = xp.where(xp.isnan(x) | xp.isnan(y), math.nan, loss_el)
 
-    n = 1
-    for s in x.shape:
-        n *= int(s)
     if reduction == "none":
         loss = xp.astype(loss_el, plan.out)
         scale = None
@@ -154,6 +151,9 @@ def binary_cross_entropy_with_logits(
         loss = xp.astype(xp.sum(loss_el), plan.out)
         scale = 1.0
     else:
+        n = 1
+        for s in x.shape:
+            n *= int(s)
         loss = xp.astype(xp.sum(loss_el) / n if n else xp.sum(loss_el), plan.out)
         scale = 1.0 / n if n else 0.0
     if not return_grad:

@@ -1,0 +1,374 @@
+"""Keras 3 cross-entropy losses with Keras's names, arguments, reductions and serialisation.
+
+``CategoricalCrossentropy``, ``SparseCategoricalCrossentropy`` and
+``BinaryCrossentropy`` take the arguments of their Keras namesakes and give the
+same values wherever Keras is right. With ``from_logits=True`` the per-item loss
+comes from the active backend's softmaxkit path (:mod:`._backends`); with
+probabilities (``from_logits=False``) Keras's own clipped formula is used,
+unchanged. This module only arranges labels, smoothing, masks and reductions; it
+must never compute a softmax or logarithm of logits itself.
+
+What differs from Keras 3.15, on purpose:
+
+* **Class count in categorical smoothing.** ``y (1 - eps) + eps / C`` with ``C``
+  the size of ``axis``; Keras uses the last axis's size even when ``axis`` is
+  another one (tensorflow#127249).
+* **Exact labels.** Sparse labels are never cast to the loss dtype: under
+  ``dtype="float16"`` Keras turns label 2049 into 2048 (bfloat16: above 256).
+* **The dominant-logit tail.** A confident correct prediction has loss
+  ``4.248e-18`` for logits ``[0, -40]``, where Keras returns 0 (TF) or -0.
+* **Special values.** All ``-inf`` rows give loss 0 (Keras: NaN); ``+inf``
+  logits take their limits.
+* **Label smoothing for sparse labels**, as in keras PR #23488 (after 3.15.1):
+  ``(1 - eps) onehot + eps / C``, applied before ``ignore_class``.
+* **Empty batches** reduce to 0 (Keras returns an empty tensor of shape (0,)).
+* **Bad labels** raise a softmaxkit error eagerly on every backend (Keras: an
+  error on TF and torch, a silent -0 on JAX); inside compiled functions the
+  item's loss is NaN (TF backend) or per the backend's softmaxkit path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from .._errors import SoftmaxkitValueError
+from .._validation import check_label_smoothing
+from ._backends import current
+
+__all__ = ["BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy"]
+
+Tensor = Any
+
+REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight", "none", None)
+
+
+def _keras_mask(t: Any) -> Any:
+    try:
+        from keras.src.backend import get_keras_mask
+    except ImportError:  # pragma: no cover - older/newer Keras layouts
+        return getattr(t, "_keras_mask", None)
+    return get_keras_mask(t)
+
+
+def _check_reduction(reduction: object) -> str | None:
+    if reduction not in REDUCTIONS:
+        msg = (
+            "`reduction` must be one of 'sum_over_batch_size', 'mean', 'sum', "
+            f"'mean_with_sample_weight', 'none' or None, got {reduction!r}"
+        )
+        raise SoftmaxkitValueError(msg)
+    return reduction  # type: ignore[return-value]
+
+
+def _match_rank(values: Tensor, w: Tensor) -> Tensor:
+    """Keras's rule: squeeze a trailing 1 or append axes until the ranks agree."""
+    while len(w.shape) > len(values.shape) and w.shape[-1] == 1:
+        w = ops.squeeze(w, axis=-1)
+    while len(w.shape) < len(values.shape):
+        w = ops.expand_dims(w, axis=-1)
+    return w
+
+
+def reduce_losses(
+    values: Tensor, sample_weight: Any, mask: Any, reduction: str | None, dtype: Any
+) -> Tensor:
+    """Keras's reductions of per-item losses, with masks counted out and 0 for no item.
+
+    ``'sum_over_batch_size'``/``'mean'``: ``sum(w l) / n`` with ``n`` the number
+    of (unmasked) items; ``'mean_with_sample_weight'``: ``sum(w l) / sum(w)``;
+    ``'sum'``; ``'none'``/``None``: ``w l`` per item (masked items 0).
+    """
+    values = ops.cast(values, dtype)
+    w = None if sample_weight is None else _match_rank(values, ops.cast(sample_weight, dtype))
+    if mask is not None:
+        m = ops.cast(mask, dtype)
+        w = m if w is None else w * m
+    weighted = (
+        values if w is None else ops.where(ops.equal(w, 0), ops.zeros_like(values), values * w)
+    )
+    if reduction is None or reduction == "none":
+        return weighted
+    total = ops.sum(weighted)
+    if reduction == "sum":
+        return total
+    if reduction == "mean_with_sample_weight" and sample_weight is not None:
+        den = ops.sum(ops.broadcast_to(w, ops.shape(values)))
+    elif mask is not None:
+        den = ops.sum(ops.broadcast_to(ops.cast(mask, dtype), ops.shape(values)))
+    else:
+        den = ops.cast(ops.size(values), dtype)
+    return ops.divide_no_nan(total, ops.cast(den, dtype))
+
+
+class _Base(keras.losses.Loss):
+    """Shared ``__call__``: Keras's flow without casting labels to the loss dtype."""
+
+    _labels_are_indices = False
+
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Tensor:
+        in_mask = _keras_mask(y_pred)
+        with keras.name_scope(self.name):
+            logits = getattr(y_pred, "_keras_logits", None)
+            if logits is not None and not self.from_logits:
+                # the TF backend's softmax/sigmoid outputs carry their logits (as in Keras)
+                y_pred, from_logits = logits, True
+            else:
+                from_logits = self.from_logits
+            y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
+            if self._labels_are_indices:
+                y_true = ops.convert_to_tensor(y_true)
+            else:
+                y_true = ops.convert_to_tensor(y_true, dtype=self.dtype)
+            losses, out_mask = self._per_item(y_true, y_pred, from_logits)
+            mask = out_mask
+            if in_mask is not None:
+                m = ops.cast(in_mask, "bool")
+                mask = m if mask is None else (m & mask)
+            return reduce_losses(losses, sample_weight, mask, self.reduction, self.dtype)
+
+    def call(self, y_true: Any, y_pred: Any) -> Tensor:
+        losses, mask = self._per_item(y_true, y_pred, self.from_logits)
+        if mask is not None:
+            losses = ops.where(mask, losses, ops.zeros_like(losses))
+        return losses
+
+    def _per_item(self, y_true: Tensor, y_pred: Tensor, from_logits: bool) -> tuple[Tensor, Any]:
+        raise NotImplementedError
+
+
+def _smooth(y: Tensor, eps: float, classes: Any) -> Tensor:
+    return y * (1.0 - eps) + ops.cast(eps, y.dtype) / ops.cast(classes, y.dtype)
+
+
+@keras.saving.register_keras_serializable(package="softmaxkit")
+class CategoricalCrossentropy(_Base):
+    r"""Cross-entropy with one-hot or probability labels (``keras.losses`` arguments).
+
+    .. math:: \ell = -\sum_j q_j \log\operatorname{softmax}(x)_j,\quad
+              q = y (1 - \varepsilon) + \varepsilon / C
+
+    Parameters
+    ----------
+    from_logits : bool, optional
+        ``y_pred`` are logits (recommended) rather than probabilities.
+    label_smoothing : float, optional
+        ``eps`` in [0, 1]; ``C`` is the size of ``axis`` (Keras: the last axis).
+    axis : int, optional
+        The class axis, default -1.
+    reduction : str or None, optional
+        ``'sum_over_batch_size'`` (default), ``'mean'``, ``'sum'``,
+        ``'mean_with_sample_weight'``, ``'none'`` or ``None``.
+    name : str, optional
+        Default ``"categorical_crossentropy"``.
+    dtype : str, optional
+        The loss dtype (default ``keras.config.floatx()``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softmaxkit.keras as skk
+    >>> loss = skk.CategoricalCrossentropy(from_logits=True)
+    >>> float(loss(np.array([[1.0, 0.0]]), np.array([[0.0, -40.0]])))
+    4.24835413113866e-18
+    """
+
+    def __init__(
+        self,
+        from_logits: bool = False,
+        label_smoothing: float = 0.0,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "categorical_crossentropy",
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(name=name, reduction=_check_reduction(reduction), dtype=dtype)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = check_label_smoothing(label_smoothing)
+        self.axis = int(axis)
+
+    def _per_item(self, y_true: Tensor, y_pred: Tensor, from_logits: bool) -> tuple[Tensor, Any]:
+        eps = self.label_smoothing
+        if eps:
+            y_true = _smooth(y_true, eps, ops.shape(y_pred)[self.axis])
+        if not from_logits:
+            loss = keras.losses.categorical_crossentropy(
+                y_true, y_pred, from_logits=False, axis=self.axis
+            )
+            return loss, None
+        return current().dense_ce(y_true, y_pred, self.axis), None
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update(
+            {
+                "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing,
+                "axis": self.axis,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="softmaxkit")
+class SparseCategoricalCrossentropy(_Base):
+    r"""Cross-entropy with integer class labels (``keras.losses`` arguments, plus smoothing).
+
+    .. math:: \ell = (1 - \varepsilon)\,(\operatorname{lse}(x) - x_t)
+              + \frac{\varepsilon}{C}\sum_j (\operatorname{lse}(x) - x_j)
+
+    Parameters
+    ----------
+    from_logits : bool, optional
+        ``y_pred`` are logits (recommended) rather than probabilities.
+    ignore_class : int, optional
+        Items with this label have loss 0 and are not counted in the mean.
+    label_smoothing : float, optional
+        ``eps`` in [0, 1] (keras PR #23488; not in Keras 3.15.1).
+    axis : int, optional
+        The class axis of ``y_pred``, default -1 (any axis, on every backend).
+    reduction : str or None, optional
+        As :class:`CategoricalCrossentropy`.
+    name : str, optional
+        Default ``"sparse_categorical_crossentropy"``.
+    dtype : str, optional
+        The loss dtype; labels are never cast to it (exact above 2048 in float16).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softmaxkit.keras as skk
+    >>> loss = skk.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
+    >>> float(loss(np.array([0, -1]), np.array([[0.0, -40.0], [5.0, 1.0]])))
+    4.24835413113866e-18
+    """
+
+    _labels_are_indices = True
+
+    def __init__(
+        self,
+        from_logits: bool = False,
+        ignore_class: int | None = None,
+        label_smoothing: float = 0.0,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "sparse_categorical_crossentropy",
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(name=name, reduction=_check_reduction(reduction), dtype=dtype)
+        self.from_logits = bool(from_logits)
+        self.ignore_class = None if ignore_class is None else int(ignore_class)
+        self.label_smoothing = check_label_smoothing(label_smoothing)
+        self.axis = int(axis)
+
+    def _per_item(self, y_true: Tensor, y_pred: Tensor, from_logits: bool) -> tuple[Tensor, Any]:
+        be = current()
+        labels = y_true
+        if len(labels.shape) == len(y_pred.shape) and labels.shape[-1] == 1:
+            labels = ops.squeeze(labels, axis=-1)
+        if not str(labels.dtype).startswith(("int", "uint")) and "int" not in str(labels.dtype):
+            labels = ops.cast(labels, "int32")  # integral floats: exact, never via float16
+        if be.name == "torch":
+            labels = ops.cast(labels, "int64")
+        mask = None
+        if self.ignore_class is not None:
+            mask = ops.not_equal(labels, self.ignore_class)
+            labels = ops.where(mask, labels, ops.zeros_like(labels))
+        eps = self.label_smoothing
+        if from_logits:
+            loss = be.sparse_ce(labels, y_pred, self.axis, eps)
+        else:
+            n_cls = ops.shape(y_pred)[self.axis]
+            onehot = ops.one_hot(labels, n_cls, axis=self.axis, dtype=y_pred.dtype)
+            if eps:
+                onehot = _smooth(onehot, eps, n_cls)
+            loss = keras.losses.categorical_crossentropy(
+                onehot, y_pred, from_logits=False, axis=self.axis
+            )
+        if mask is not None:
+            loss = ops.where(mask, loss, ops.zeros_like(loss))
+        return loss, mask
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update(
+            {
+                "from_logits": self.from_logits,
+                "ignore_class": self.ignore_class,
+                "label_smoothing": self.label_smoothing,
+                "axis": self.axis,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="softmaxkit")
+class BinaryCrossentropy(_Base):
+    r"""Binary cross-entropy, the mean over ``axis`` per sample (``keras.losses`` arguments).
+
+    .. math:: \ell = \operatorname{mean}_{axis}\bigl[y\,\operatorname{softplus}(-x)
+              + (1 - y)\operatorname{softplus}(x)\bigr],\quad
+              y \leftarrow y (1 - \varepsilon) + \varepsilon / 2
+
+    Parameters
+    ----------
+    from_logits : bool, optional
+        ``y_pred`` are logits (recommended) rather than probabilities.
+    label_smoothing : float, optional
+        ``eps`` in [0, 1], smoothing towards 1/2.
+    axis : int, optional
+        The axis averaged per sample, default -1.
+    reduction : str or None, optional
+        As :class:`CategoricalCrossentropy`.
+    name : str, optional
+        Default ``"binary_crossentropy"``.
+    dtype : str, optional
+        The loss dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softmaxkit.keras as skk
+    >>> loss = skk.BinaryCrossentropy(from_logits=True)
+    >>> float(loss(np.array([[1.0, 0.0]]), np.array([[np.inf, -np.inf]])))
+    0.0
+    """
+
+    def __init__(
+        self,
+        from_logits: bool = False,
+        label_smoothing: float = 0.0,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "binary_crossentropy",
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(name=name, reduction=_check_reduction(reduction), dtype=dtype)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = check_label_smoothing(label_smoothing)
+        self.axis = int(axis)
+
+    def _per_item(self, y_true: Tensor, y_pred: Tensor, from_logits: bool) -> tuple[Tensor, Any]:
+        eps = self.label_smoothing
+        if not from_logits:
+            loss = keras.losses.binary_crossentropy(
+                y_true, y_pred, from_logits=False, label_smoothing=eps, axis=self.axis
+            )
+            return loss, None
+        if eps:
+            y_true = y_true * (1.0 - eps) + 0.5 * eps
+        el = current().bce(y_true, y_pred)
+        return ops.mean(el, axis=self.axis), None
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update(
+            {
+                "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing,
+                "axis": self.axis,
+            }
+        )
+        return config

@@ -1,0 +1,126 @@
+"""The row engine's forward and backward passes as XLA-compiled TensorFlow functions.
+
+Each kernel is a pure function of tensors with static options, wrapped once per
+option set in ``tf.function(jit_compile=True)``: XLA fuses the engine into the
+same number of passes over the logits as ``tf.nn.softmax`` in every mode, eager
+and ``tf.function`` included (run op by op, the float64 intermediates would be
+materialised one by one). Inside a caller's XLA function the kernels are simply
+inlined; in a SavedModel they are saved as functions. Nothing here validates or
+knows the public API.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import tensorflow as tf
+
+from . import _engine
+
+__all__ = ["compiled"]
+
+Tensor = Any
+
+
+def softmax_fwd(x: Tensor, mask: Tensor | None, *, axes: Any, t: float, work: Any) -> Tensor:
+    return tf.cast(_engine.softmax(_engine.rows(x, axes, mask, t, work)), x.dtype)
+
+
+def softmax_bwd(y: Tensor, g: Tensor, *, axes: Any, t: float, work: Any) -> Tensor:
+    return tf.cast(_engine.softmax_grad(y, g, list(axes), work, t), y.dtype)
+
+
+def log_softmax_fwd(x: Tensor, mask: Tensor | None, *, axes: Any, t: float, work: Any) -> Tensor:
+    return tf.cast(_engine.log_softmax(_engine.rows(x, axes, mask, t, work)), x.dtype)
+
+
+def log_softmax_bwd(
+    y: Tensor, g: Tensor, mask: Tensor | None, *, axes: Any, t: float, work: Any
+) -> Tensor:
+    return tf.cast(_engine.log_softmax_grad(y, g, mask, list(axes), work, t), y.dtype)
+
+
+def logsumexp_fwd(x: Tensor, mask: Tensor | None, *, axes: Any, work: Any) -> Tensor:
+    """Keepdims logsumexp in the input dtype."""
+    return tf.cast(_engine.logsumexp(_engine.rows(x, axes, mask, 1.0, work)), x.dtype)
+
+
+def logsumexp_bwd(x: Tensor, mask: Tensor | None, g: Tensor, *, axes: Any, work: Any) -> Tensor:
+    """``g * softmax(x)`` (``g`` keepdims), exactly 0 where the probability is 0."""
+    p = _engine.softmax(_engine.rows(x, axes, mask, 1.0, work))
+    gx = tf.where(tf.equal(p, 0.0), tf.zeros_like(p), p * tf.cast(g, work))
+    return tf.cast(gx, x.dtype)
+
+
+def sparse_fwd(
+    x: Tensor, labels: Tensor, mask: Tensor | None, *, t: float, work: Any, eps: float
+) -> tuple[Tensor, ...]:
+    axis = len(x.shape) - 1
+    r = _engine.rows(x, (axis,), mask, t, work)
+    item, (c, s, d_t) = _engine.sparse_ce(r, labels, mask, eps)
+    return tf.cast(item, x.dtype), r.m, c, s, d_t
+
+
+def sparse_bwd(
+    x: Tensor,
+    labels: Tensor,
+    mask: Tensor | None,
+    m: Tensor,
+    c: Tensor,
+    s: Tensor,
+    d_t: Tensor,
+    g: Tensor,
+    *,
+    t: float,
+    work: Any,
+    eps: float,
+) -> Tensor:
+    axis = len(x.shape) - 1
+    r = _engine.rows(x, (axis,), mask, t, work, m=m)
+    return tf.cast(_engine.sparse_ce_grad(r, labels, mask, eps, (c, s, d_t), g), x.dtype)
+
+
+def dense_fwd(
+    q: Tensor, x: Tensor, mask: Tensor | None, *, axis: int, t: float, work: Any
+) -> tuple[Tensor, ...]:
+    r = _engine.rows(x, (axis,), mask, t, work)
+    item, (c, s, L) = _engine.dense_ce(r, q, mask)
+    return tf.cast(item, x.dtype), r.m, c, s, L
+
+
+def dense_bwd(
+    q: Tensor,
+    x: Tensor,
+    mask: Tensor | None,
+    m: Tensor,
+    c: Tensor,
+    s: Tensor,
+    L: Tensor,
+    g: Tensor,
+    *,
+    axis: int,
+    t: float,
+    work: Any,
+) -> tuple[Tensor, Tensor]:
+    r = _engine.rows(x, (axis,), mask, t, work, m=m)
+    gx, gq = _engine.dense_ce_grad(r, q, mask, (c, s, L), g)
+    return tf.cast(gq, x.dtype), tf.cast(gx, x.dtype)
+
+
+@lru_cache(maxsize=512)
+def _compiled(fn: Any, static: tuple[tuple[str, Any], ...]) -> Any:
+    kwargs = dict(static)
+
+    def run(*args: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    # no reduce_retracing: it may relax the rank, which the kernels need statically (XLA
+    # compiles once per concrete shape in any case)
+    return tf.function(run, jit_compile=True, autograph=False)
+
+
+def compiled(fn: Any, **static: Any) -> Any:
+    """``fn`` with its static options bound, compiled by XLA (cached per option set)."""
+    key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in static.items()))
+    return _compiled(fn, key)

@@ -1,0 +1,261 @@
+"""softmaxkit.keras on one Keras backend, run in a child process by tests/test_keras.py.
+
+The backend is chosen by ``KERAS_BACKEND`` before this module imports Keras
+(tensorflow, jax or torch); each runs in its own process. Checked: the losses
+equal Keras's own wherever Keras is right (every reduction, sample weights,
+``ignore_class``, probabilities and logits), the documented fixes, a small model
+trained with ``model.fit`` next to the same model on Keras's loss, saving and
+loading a compiled model, the ops and the masked Softmax layer.
+"""
+
+from __future__ import annotations
+
+import doctest
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import softmaxkit as sk
+import softmaxkit.keras as skk
+from softmaxkit import SoftmaxkitValueError
+from softmaxkit.keras import _losses, _ops
+
+BACKEND = keras.backend.backend()
+REDUCTIONS = ["sum_over_batch_size", "sum", "mean_with_sample_weight", "none"]
+
+
+def test_backend_is_the_requested_one():
+    assert os.environ.get("KERAS_BACKEND") == BACKEND
+
+
+def _np(t):
+    return np.asarray(ops.convert_to_numpy(t))
+
+
+def _data(seed=0, n=6, c=5):
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((n, c)) * 2).astype("float32")
+    labels = rng.integers(0, c, n)
+    onehot = np.eye(c, dtype="float32")[labels]
+    return logits, labels, onehot
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_losses_equal_keras_where_keras_is_right(reduction):
+    logits, labels, onehot = _data()
+    sw = np.array([1.0, 3.0, 0.0, 2.0, 1.0, 0.5], "float32")
+    probs = sk.softmax(logits)
+    y_bin = (np.random.default_rng(1).random(logits.shape) < 0.5).astype("float32")
+    pairs = [
+        (
+            skk.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1, reduction=reduction),
+            keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=0.1, reduction=reduction
+            ),
+            onehot,
+            logits,
+        ),
+        (
+            skk.CategoricalCrossentropy(reduction=reduction),
+            keras.losses.CategoricalCrossentropy(reduction=reduction),
+            onehot,
+            probs,
+        ),
+        (
+            skk.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction),
+            labels,
+            logits,
+        ),
+        (
+            skk.SparseCategoricalCrossentropy(
+                from_logits=True, ignore_class=labels[1], reduction=reduction
+            ),
+            keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, ignore_class=int(labels[1]), reduction=reduction
+            ),
+            labels,
+            logits,
+        ),
+        (
+            skk.SparseCategoricalCrossentropy(reduction=reduction),
+            keras.losses.SparseCategoricalCrossentropy(reduction=reduction),
+            labels,
+            probs,
+        ),
+        (
+            skk.BinaryCrossentropy(from_logits=True, label_smoothing=0.2, reduction=reduction),
+            keras.losses.BinaryCrossentropy(
+                from_logits=True, label_smoothing=0.2, reduction=reduction
+            ),
+            y_bin,
+            logits,
+        ),
+        (
+            skk.BinaryCrossentropy(reduction=reduction),
+            keras.losses.BinaryCrossentropy(reduction=reduction),
+            y_bin,
+            sk.sigmoid(logits),
+        ),
+    ]
+    for i, (ours, theirs, y, p) in enumerate(pairs):
+        for weight in (None, sw):
+            a = _np(ours(y, p, sample_weight=weight))
+            b = _np(theirs(y, p, sample_weight=weight))
+            np.testing.assert_allclose(a, b, rtol=3e-6, atol=1e-7, err_msg=f"{i} {weight}")
+
+
+def test_fixes_of_what_keras_gets_wrong():
+    # the dominant-logit tail: Keras returns 0 (or -0)
+    x = np.array([[0.0, -40.0]], "float32")
+    zero = np.array([0])
+    tail = float(_np(skk.SparseCategoricalCrossentropy(from_logits=True)(zero, x)))
+    assert tail == 4.24835413113866e-18
+    assert float(_np(skk.CategoricalCrossentropy(from_logits=True)(np.eye(2)[:1], x))) == tail
+    assert float(_np(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(zero, x))) == 0
+    # an exact label cast: dtype float16 keeps label 2049 (Keras makes it 2048)
+    n = 2100
+    logits = np.zeros((1, n), "float32")
+    logits[0, 2049] = 10.0
+    loss16 = skk.SparseCategoricalCrossentropy(from_logits=True, dtype="float16")
+    got = float(_np(loss16(np.array([2049]), logits)))
+    want = float(sk.cross_entropy(logits.astype(np.float64), [2049], reduction="none")[0])
+    assert got == pytest.approx(want, rel=1e-3)
+    keras16 = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float16")
+    assert float(_np(keras16(np.array([2049]), logits))) > 5  # the wrong class
+    # the class count in smoothing with axis != -1: C is the size of `axis` (4), not 3
+    rng = np.random.default_rng(2)
+    y = np.eye(4, dtype="float32")[rng.integers(0, 4, (2, 3))].transpose(0, 2, 1)  # (2,4,3)
+    z = rng.standard_normal((2, 4, 3)).astype("float32")
+    eps = 0.3
+    got = _np(
+        skk.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=eps, axis=1, reduction="none"
+        )(y, z)
+    )
+    q = y * (1 - eps) + eps / 4
+    want = -(q * sk.log_softmax(z, axis=1)).sum(axis=1)
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+    # special values: an all -inf row gives 0, not NaN
+    x = np.array([[-np.inf, -np.inf], [1.0, 2.0]], "float32")
+    per = _np(
+        skk.SparseCategoricalCrossentropy(from_logits=True, reduction="none")(np.array([0, 1]), x)
+    )
+    assert per[0] == 0.0 and np.isfinite(per).all()
+
+
+def test_sparse_label_smoothing_and_axis():
+    logits, labels, onehot = _data(3)
+    eps = 0.2
+    got = _np(
+        skk.SparseCategoricalCrossentropy(from_logits=True, label_smoothing=eps, reduction="none")(
+            labels, logits
+        )
+    )
+    want = _np(
+        keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=eps, reduction="none"
+        )(onehot, logits)
+    )
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+    moved = np.ascontiguousarray(logits.T)[None]  # (1, C, n): classes on axis 1
+    got1 = _np(
+        skk.SparseCategoricalCrossentropy(from_logits=True, axis=1, reduction="none")(
+            labels[None], moved
+        )
+    )
+    want1 = sk.cross_entropy(logits, labels, reduction="none")
+    np.testing.assert_allclose(got1[0], want1, rtol=2e-6)
+
+
+def test_empty_batch_and_all_ignored_reduce_to_zero():
+    loss = skk.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
+    assert float(_np(loss(np.array([0, 0]), np.ones((2, 3), "float32")))) == 0.0
+    empty = skk.SparseCategoricalCrossentropy(from_logits=True)
+    assert float(_np(empty(np.zeros((0,), "int64"), np.ones((0, 3), "float32")))) == 0.0
+
+
+def test_bad_labels_raise_eagerly():
+    with pytest.raises((SoftmaxkitValueError, ValueError)):
+        skk.SparseCategoricalCrossentropy(from_logits=True)(
+            np.array([3]), np.zeros((1, 3), "float32")
+        )
+    with pytest.raises(SoftmaxkitValueError, match="reduction"):
+        skk.CategoricalCrossentropy(reduction="auto")
+    with pytest.raises(SoftmaxkitValueError, match="label_smoothing"):
+        skk.BinaryCrossentropy(label_smoothing=1.5)
+
+
+def test_ops_and_the_masked_softmax_layer():
+    x = np.array([[1.0, 2.0, 3.0], [-np.inf, -np.inf, -np.inf], [0.0, -40.0, 1.0]], "float32")
+    np.testing.assert_array_equal(_np(skk.softmax(x)), sk.softmax(x))
+    np.testing.assert_array_equal(_np(skk.log_softmax(x)), sk.log_softmax(x))
+    np.testing.assert_array_equal(_np(skk.logsumexp(x, axis=1)), sk.logsumexp(x, axis=1))
+    assert float(_np(skk.logsumexp(np.zeros(100000, "float16")))) == 11.515625
+    y = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], "float32")
+    mask = np.array([[True, False, True], [False, False, False]])
+    ours = _np(skk.Softmax()(y, mask=mask))
+    theirs = _np(keras.layers.Softmax()(y, mask=mask))
+    np.testing.assert_array_equal(ours[1], 0.0)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+    layer = skk.Softmax(axis=0, name="sm")
+    assert skk.Softmax.from_config(layer.get_config()).axis == 0
+
+
+def _model(seed):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8,))
+    h = keras.layers.Dense(16, activation="tanh")(inputs)
+    out = keras.layers.Dense(4)(h)
+    return keras.Model(inputs, out)
+
+
+def test_fit_matches_keras_and_the_model_saves_and_loads(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 8)).astype("float32")
+    y = rng.integers(0, 4, 64)
+    histories = []
+    models = []
+    for loss in (
+        skk.SparseCategoricalCrossentropy(from_logits=True),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    ):
+        m = _model(7)
+        m.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss)
+        h = m.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+        histories.append(h.history["loss"])
+        models.append(m)
+    np.testing.assert_allclose(histories[0], histories[1], rtol=1e-5)
+    assert histories[0][-1] < histories[0][0]
+    for wa, wb in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-4, atol=1e-6)
+    # serialisation: get_config round trip and a compiled model saved and loaded
+    loss = skk.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1, axis=-1)
+    again = skk.CategoricalCrossentropy.from_config(loss.get_config())
+    assert again.get_config() == loss.get_config()
+    path = str(tmp_path / "m.keras")
+    models[0].save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.loss, skk.SparseCategoricalCrossentropy)
+    assert loaded.loss.get_config() == models[0].loss.get_config()
+    np.testing.assert_allclose(
+        loaded.evaluate(x, y, verbose=0), models[0].evaluate(x, y, verbose=0), rtol=1e-6
+    )
+
+
+def test_doctests():
+    for mod in (skk, _losses, _ops):
+        res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert res.failed == 0, f"{res.failed} doctest(s) failed in {mod.__name__}"
+
+
+def test_mixed_precision_layer_output_gives_exact_loss():
+    """Under mixed_float16 the loss computes in float32 from float16 logits, wide inside."""
+    logits = np.array([[0.0, -20.0, -30.0]], "float16")
+    got = float(_np(skk.SparseCategoricalCrossentropy(from_logits=True)(np.array([0]), logits)))
+    want = math.log1p(math.exp(-20.0) + math.exp(-30.0))
+    assert got == pytest.approx(want, rel=1e-6)

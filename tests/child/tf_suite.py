@@ -1,0 +1,506 @@
+"""softmaxkit.tensorflow, run in a child process by tests/test_tensorflow.py.
+
+TensorFlow must never load in the main pytest process (a later Triton import
+would abort it: both bundle LLVM), so this file is not collected there (its name
+does not start with ``test_``) and runs as ``python -m pytest tests/child/tf_suite.py``.
+
+What is checked: the accuracy bound on every TF float dtype (eagerly and under
+XLA; TF flushes subnormal results to zero, so those are allowed to be 0 here and
+nowhere else), special values and masks against the NumPy core (the contract),
+gradients (against TF's where TF is right, finite where TF's are NaN), errors,
+and a SavedModel reloaded in a fresh process with its custom gradient.
+"""
+
+from __future__ import annotations
+
+import doctest
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import ml_dtypes
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import softmaxkit as sk
+import softmaxkit.tensorflow as sktf
+from softmaxkit import SoftmaxkitTypeError, SoftmaxkitValueError
+from softmaxkit.tensorflow import _functional
+from tests import _datasets, _reference
+from tests._measure import OPS, packed_case
+from tests._reference import ulp_stats
+
+BOUND = {"float32": 0.5 * 1.01, "float64": 1.0}
+SPEC = (
+    ("A1", 1), ("A2", 1), ("A3", 1), ("A4", 1), ("A5", 1), ("A6", 1), ("A7", 4), ("A8", 1),
+    ("A9", 9), ("A10", 1), ("A11", 1), ("A12", 1), ("G1", 8), ("G2", 8), ("G3", 4),
+    ("G4", 4), ("R1", 6), ("R3", 6), ("R4", 6),
+)  # fmt: skip
+WIDTH, ROWS = 512, 64
+INF = math.inf
+
+
+def _ops(precision: str = "accurate") -> dict:
+    return {
+        "softmax": lambda x, t: sktf.softmax(x, precision=precision),
+        "log_softmax": lambda x, t: sktf.log_softmax(x, precision=precision),
+        "logsumexp": lambda x, t: sktf.reduce_logsumexp(x, axis=-1, precision=precision),
+        "cross_entropy": lambda x, t: sktf.sparse_softmax_cross_entropy_with_logits(
+            t, x, precision=precision
+        ),
+    }
+
+
+def _check_case(c, outputs: dict) -> list[str]:
+    """Normal outputs within the bound; subnormal ones within it or flushed to 0."""
+    failures = []
+    tiny = np.finfo(c.dtype).tiny
+    for op in OPS:
+        out = outputs[op]
+        want = c.refs[op]
+        assert out.dtype == np.dtype(c.dtype), (op, out.dtype)
+        st = ulp_stats(out, want, c.dtype, c.compared(op))
+        if not st.max_ulp_normal <= BOUND[c.dtype]:
+            failures.append(f"{op} {c.dtype}: {st.describe(c.inputs(op)[0])}")
+        sub = (np.abs(want) < tiny) & np.isfinite(want)
+        err = _reference.ulp_error(out, want, c.dtype)
+        wrong = sub & ~(err <= BOUND[c.dtype]) & ~(out == 0)
+        if wrong.any():
+            failures.append(f"{op} {c.dtype}: a subnormal output neither exact nor flushed")
+    return failures
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_accuracy_bound_eager(dtype):
+    c = packed_case(dtype, SPEC, WIDTH, ROWS)
+    fns = _ops()
+    outs = {}
+    for op in OPS:
+        x, t = c.inputs(op)
+        outs[op] = fns[op](tf.constant(x), None if t is None else tf.constant(t)).numpy()
+    assert not (f := _check_case(c, outs)), "\n".join(f)
+
+
+def test_accuracy_bound_xla_float32():
+    """One XLA compilation for the four ops (compiling is the cost here)."""
+    c = packed_case("float32", SPEC, WIDTH, ROWS)
+    fns = _ops()
+
+    @tf.function(jit_compile=True)
+    def all_ops(x, xc, t):
+        return {
+            op: fns[op](xc if op == "cross_entropy" else x, t if op == "cross_entropy" else None)
+            for op in OPS
+        }
+
+    res = all_ops(tf.constant(c.x), tf.constant(c.ce_x), tf.constant(c.ce_t))
+    outs = {k: v.numpy() for k, v in res.items()}
+    assert not (f := _check_case(c, outs)), "\n".join(f)
+
+
+def test_double_word_float64_under_xla():
+    """float64 under XLA: the error-free transformations survive the simplifier, and the
+    special rows (padded with -inf, which changes nothing) match the core; one compilation."""
+    c = packed_case("float64", (("A7", 2), ("G1", 4), ("R3", 2)), 256, 8)
+    special = np.full((len(SPECIAL), 256), -np.inf)
+    special[:, :3] = SPECIAL
+    x = np.concatenate([c.x, special])
+
+    @tf.function(jit_compile=True)
+    def lsm(x):
+        return sktf.log_softmax(x)
+
+    out = lsm(tf.constant(x)).numpy()
+    n = len(c.x)
+    st = ulp_stats(out[:n], c.refs["log_softmax"], "float64", c.compared("log_softmax"))
+    assert st.max_ulp_normal <= BOUND["float64"], st.describe(c.x)
+    np.testing.assert_array_equal(out[n:], sk.log_softmax(special))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_rounded_once(dtype):
+    """float16/bfloat16: the float64 result rounded once (0 allowed where it is subnormal)."""
+    npdt = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((16, 300)) * 4).astype(npdt)
+    x[0, :] = 0
+    x[1, 0] = 12.0  # a dominant logit
+    labels = rng.integers(0, 300, 16)
+    x64 = x.astype(np.float64)
+    tiny = float(ml_dtypes.finfo(npdt).tiny)
+    cases = {
+        "softmax": (sktf.softmax(tf.constant(x)), sk.softmax(x64)),
+        "log_softmax": (sktf.log_softmax(tf.constant(x)), sk.log_softmax(x64)),
+        "logsumexp": (sktf.reduce_logsumexp(tf.constant(x), axis=-1), sk.logsumexp(x64)),
+        "ce": (
+            sktf.sparse_softmax_cross_entropy_with_logits(tf.constant(labels), tf.constant(x)),
+            sk.cross_entropy(x64, labels, reduction="none"),
+        ),
+    }
+    for name, (got, want64) in cases.items():
+        g = got.numpy()
+        assert g.dtype == npdt, name
+        want = want64.astype(npdt)
+        ok = (g == want) | ((np.abs(want64) < tiny) & (g == 0))
+        assert ok.all(), f"{name}: {g[~ok][:4]} != {want[~ok][:4]}"
+
+
+def test_float16_sums_do_not_overflow():
+    z = tf.zeros([100_000], tf.float16)
+    assert float(sktf.reduce_logsumexp(z)) == float(np.float16(math.log(1e5)))
+    assert float(tf.math.reduce_logsumexp(z)) == INF  # TF's own overflows
+    assert float(sktf.softmax(z)[0]) == float(np.float16(1e-5))
+    assert float(sktf.log_softmax(z)[0]) == float(np.float16(-math.log(1e5)))
+
+
+# ------------------------------------------------------------- the contract's rows
+
+SPECIAL = [
+    [0.0, -40.0, 1.0],
+    [INF, 0.0, 1.0],
+    [INF, INF, 0.0],
+    [-INF, -INF, -INF],
+    [0.0, -INF, 1.0],
+    [math.nan, 0.0, 1.0],
+    [INF, math.nan, 0.0],
+    [3e38, -3e38, 0.0],
+]
+
+
+def _core(x, labels, q, where, temperature):
+    """The NumPy core's values (the loss at a temperature from its log_softmax)."""
+    lsm = sk.log_softmax(x, where=where, temperature=temperature)
+    nothing_left = ~np.isfinite(lsm).any(axis=-1) & ~np.isnan(lsm).any(axis=-1)
+    picked = -np.take_along_axis(lsm, labels[:, None], axis=-1)[:, 0]
+    with np.errstate(invalid="ignore"):
+        dense = np.where(q == 0, 0.0, q * -lsm.astype(np.float64)).sum(axis=-1)
+    out = {
+        "softmax": sk.softmax(x, where=where, temperature=temperature),
+        "log_softmax": lsm,
+        "logsumexp": sk.logsumexp(x, where=where) if temperature == 1.0 else None,
+        "sparse": sk.cross_entropy(x, labels, where=where, reduction="none"),
+        "dense": sk.cross_entropy(x, q, where=where, reduction="none"),
+    }
+    if temperature != 1.0:
+        out["sparse"] = np.where(nothing_left, 0, picked).astype(x.dtype)
+        out["dense"] = np.where(nothing_left, 0, dense).astype(x.dtype)
+    return out
+
+
+def _ours(x, labels, q, where, temperature):
+    kw = {"where": where, "temperature": temperature}
+    return {
+        "softmax": sktf.softmax(x, **kw),
+        "log_softmax": sktf.log_softmax(x, **kw),
+        "logsumexp": sktf.reduce_logsumexp(x, axis=-1, where=where) if temperature == 1.0 else None,
+        "sparse": sktf.sparse_softmax_cross_entropy_with_logits(labels, x, **kw),
+        "dense": sktf.softmax_cross_entropy_with_logits(q, x, **kw),
+    }
+
+
+@pytest.mark.parametrize(
+    ("dtype", "mode"), [("float32", "eager"), ("float64", "eager"), ("float32", "xla")]
+)
+def test_special_rows_match_the_core(dtype, mode):
+    """Every special row gives the NumPy core's value: eagerly and under XLA, bitwise."""
+    x = np.array(SPECIAL, dtype=dtype)
+    labels = np.array([0, 0, 2, 1, 0, 1, 0, 0])
+    q = np.zeros_like(x)
+    q[np.arange(len(x)), labels] = 1.0
+    want = _core(x, labels, q, None, 1.0)
+    fn = _ours if mode == "eager" else tf.function(_ours, jit_compile=True)
+    got = fn(tf.constant(x), tf.constant(labels), tf.constant(q), None, 1.0)
+    for k, w in want.items():
+        if w is None:
+            continue
+        g = got[k].numpy()
+        np.testing.assert_array_equal(g, w, err_msg=f"{k} {dtype} {mode}")
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_where_and_temperature_match_the_core(temperature):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((6, 9)) * 3).astype(np.float32)
+    where = rng.random((6, 9)) < 0.6
+    where[0] = False  # a fully masked row
+    labels = np.argmax(np.where(where, x, -np.inf), axis=1)
+    q = sk.softmax(rng.standard_normal((6, 9)).astype(np.float32), where=where)
+    want = _core(x, labels, q, where, temperature)
+    got = _ours(
+        tf.constant(x), tf.constant(labels), tf.constant(q), tf.constant(where), temperature
+    )
+    for k, w in want.items():
+        if w is None:
+            continue
+        g = got[k].numpy()
+        rtol = 1e-6 if k == "dense" else 0
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=0, err_msg=k)
+    assert (got["softmax"].numpy()[0] == 0).all()
+    assert got["sparse"].numpy()[0] == 0.0
+
+
+def test_sigmoid_family_bound():
+    for dtype in ("float32", "float64"):
+        x, y = _datasets.sigmoid_inputs(dtype)
+        xt, yt = tf.constant(x), tf.constant(y)
+        cases = (
+            ("sigmoid", sktf.sigmoid(xt), _reference.sigmoid_ref(x)),
+            ("log_sigmoid", sktf.log_sigmoid(xt), _reference.log_sigmoid_ref(x)),
+            ("bce", sktf.sigmoid_cross_entropy_with_logits(yt, xt), _reference.bce_ref(x, y)),
+        )
+        for name, got, want in cases:
+            st = ulp_stats(got.numpy(), want, dtype)
+            assert st.max_ulp_normal <= BOUND[dtype], f"{name} {dtype}: {st.describe()}"
+
+
+@pytest.mark.parametrize("mode", ["eager", "xla"])
+def test_sigmoid_limits_and_gradients(mode):
+    x = tf.constant([INF, -INF, INF, -INF, -40.0, 40.0, 0.3])
+    y = tf.constant([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.25])
+
+    def f(x, y):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            tape.watch(y)
+            a = sktf.sigmoid_cross_entropy_with_logits(y, x)
+            b = sktf.weighted_cross_entropy_with_logits(y, x, 2.0)
+            c = sktf.log_sigmoid(x)
+        return a, b, c, tape.gradient(a, x), tape.gradient(b, x), tape.gradient(c, x)
+
+    fn = f if mode == "eager" else tf.function(f, jit_compile=True)
+    a, b, c, ga, gb, gc = (t.numpy() for t in fn(x, y))
+    np.testing.assert_array_equal(a[:4], [0.0, 0.0, INF, INF])
+    np.testing.assert_array_equal(b[:4], [0.0, 0.0, INF, INF])
+    assert a[4] == np.float32(4.248354e-18) and b[5] == np.float32(8.496708e-18)
+    # TF's gradients are the right limits here: equal to them
+    np.testing.assert_array_equal(ga[:4], [0.0, 0.0, 1.0, -1.0])
+    np.testing.assert_array_equal(gb[:4], [0.0, 0.0, 1.0, -2.0])
+    np.testing.assert_array_equal(gc[:4], [0.0, 1.0, 0.0, 1.0])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        ref = tf.nn.sigmoid_cross_entropy_with_logits(y, x)
+    np.testing.assert_allclose(ga[4:], tape.gradient(ref, x).numpy()[4:], rtol=1e-6)
+
+
+# -------------------------------------------------------------------- gradients
+
+
+def test_gradients_equal_tensorflow_on_ordinary_data():
+    rng = np.random.default_rng(1)
+    x = tf.constant((rng.standard_normal((8, 50)) * 2).astype(np.float32))
+    g = tf.constant(rng.standard_normal((8, 50)).astype(np.float32))
+    labels = tf.constant(rng.integers(0, 50, 8))
+    q = tf.constant(sk.softmax(rng.standard_normal((8, 50)).astype(np.float32)))
+    pairs = (
+        (
+            lambda v: tf.reduce_sum(sktf.softmax(v) * g),
+            lambda v: tf.reduce_sum(tf.nn.softmax(v) * g),
+        ),
+        (
+            lambda v: tf.reduce_sum(sktf.log_softmax(v) * g),
+            lambda v: tf.reduce_sum(tf.nn.log_softmax(v) * g),
+        ),
+        (
+            lambda v: tf.reduce_sum(sktf.reduce_logsumexp(v, axis=1) * g[:, 0]),
+            lambda v: tf.reduce_sum(tf.math.reduce_logsumexp(v, axis=1) * g[:, 0]),
+        ),
+        (
+            lambda v: tf.reduce_sum(
+                sktf.sparse_softmax_cross_entropy_with_logits(labels, v) * g[:, 1]
+            ),
+            lambda v: tf.reduce_sum(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, v) * g[:, 1]
+            ),
+        ),
+        (
+            lambda v: tf.reduce_sum(sktf.softmax_cross_entropy_with_logits(q, v) * g[:, 2]),
+            lambda v: tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(q, v) * g[:, 2]),
+        ),
+    )
+
+    def values_and_grads(fns, v):
+        out = []
+        for f in fns:
+            with tf.GradientTape() as tape:
+                tape.watch(v)
+                a = f(v)
+            out.append((a, tape.gradient(a, v)))
+        return out
+
+    ours = [p[0] for p in pairs]
+    theirs = values_and_grads([p[1] for p in pairs], x)
+    xla = tf.function(lambda v: values_and_grads(ours, v), jit_compile=True)  # one compilation
+    for got in (values_and_grads(ours, x), xla(x)):
+        for i, ((a, ga), (b, gb)) in enumerate(zip(got, theirs, strict=True)):
+            np.testing.assert_allclose(float(a), float(b), rtol=2e-6, err_msg=str(i))
+            np.testing.assert_allclose(ga.numpy(), gb.numpy(), rtol=2e-5, atol=1e-7, err_msg=str(i))
+    # dense CE: the gradient with respect to the labels is -log_softmax, as in TF
+    with tf.GradientTape() as tape:
+        tape.watch(q)
+        a = tf.reduce_sum(sktf.softmax_cross_entropy_with_logits(q, x))
+    np.testing.assert_allclose(tape.gradient(a, q).numpy(), -sk.log_softmax(x.numpy()), rtol=1e-6)
+
+
+def test_gradients_finite_at_masked_rows_and_infinities():
+    x = tf.constant([[-INF, -INF, -INF], [INF, 0.0, 1.0], [INF, INF, 0.0], [0.0, -INF, 1.0]])
+    labels = tf.constant([0, 0, 1, 2])
+    q = tf.one_hot(labels, 3)
+    fns = {
+        "softmax": lambda v: tf.reduce_sum(sktf.softmax(v) * tf.constant([1.0, 2.0, 3.0])),
+        "log_softmax": lambda v: tf.reduce_sum(
+            tf.where(tf.math.is_finite(sktf.log_softmax(v)), sktf.log_softmax(v), 0.0)
+        ),
+        "logsumexp": lambda v: tf.reduce_sum(
+            tf.where(tf.math.is_finite(sktf.reduce_logsumexp(v, axis=1)), 1.0, 0.0)
+            * sktf.reduce_logsumexp(v, axis=1)
+        ),
+        "sparse": lambda v: tf.reduce_sum(sktf.sparse_softmax_cross_entropy_with_logits(labels, v)),
+        "dense": lambda v: tf.reduce_sum(sktf.softmax_cross_entropy_with_logits(q, v)),
+    }
+
+    def grads(v):
+        out = {}
+        for name, f in fns.items():
+            with tf.GradientTape() as tape:
+                tape.watch(v)
+                val = f(v)
+            out[name] = tape.gradient(val, v)
+        return out
+
+    for got in (grads(x), tf.function(grads, jit_compile=True)(x)):
+        for name, grad in got.items():
+            assert np.isfinite(grad.numpy()).all(), f"{name}: {grad.numpy()}"
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        ce = sktf.sparse_softmax_cross_entropy_with_logits(labels, x)
+    grad = tape.gradient(ce, x).numpy()
+    np.testing.assert_array_equal(grad[0], [0.0, 0.0, 0.0])  # nothing left: not counted
+    np.testing.assert_array_equal(grad[1], [0.0, 0.0, 0.0])  # the limit of p - onehot
+    np.testing.assert_array_equal(grad[2], [0.5, -0.5, 0.0])
+
+
+def test_masked_rows_by_tf_where_keep_finite_gradients():
+    """The usual masking idiom: tf.where(mask, x, -inf) then the loss (TF: NaN loss)."""
+    v = tf.Variable([[1.0, 2.0, 3.0], [0.5, 0.1, 0.2]])
+    mask = tf.constant([[True, True, True], [False, False, False]])
+    with tf.GradientTape() as tape:
+        logits = tf.where(mask, v, -INF)
+        loss = tf.reduce_mean(sktf.sparse_softmax_cross_entropy_with_logits([2, 0], logits))
+    grad = tape.gradient(loss, v).numpy()
+    assert np.isfinite(float(loss)) and np.isfinite(grad).all()
+    np.testing.assert_array_equal(grad[1], 0.0)
+
+
+# -------------------------------------------------------------------------- errors
+
+
+def test_bad_arguments_raise_softmaxkit_errors():
+    x = tf.constant([[0.0, 1.0, 2.0]])
+    with pytest.raises(SoftmaxkitValueError, match=r"\[0, 3\)"):
+        sktf.sparse_softmax_cross_entropy_with_logits(tf.constant([3]), x)
+    with pytest.raises(SoftmaxkitValueError, match="labels"):
+        sktf.sparse_softmax_cross_entropy_with_logits(tf.constant([-1]), x)
+    with pytest.raises(SoftmaxkitTypeError, match="integer"):
+        sktf.sparse_softmax_cross_entropy_with_logits(tf.constant([1.0]), x)
+    with pytest.raises(SoftmaxkitValueError, match="shape"):
+        sktf.sparse_softmax_cross_entropy_with_logits(tf.constant([[1]]), x)
+    with pytest.raises(SoftmaxkitValueError, match="non-negative"):
+        sktf.softmax_cross_entropy_with_logits(tf.constant([[0.5, -0.5, 1.0]]), x)
+    with pytest.raises(SoftmaxkitTypeError, match="boolean"):
+        sktf.softmax(x, where=tf.constant([[1, 0, 1]]))
+    with pytest.raises(SoftmaxkitValueError, match="broadcast"):
+        sktf.softmax(x, where=tf.constant([True, False]))
+    with pytest.raises(SoftmaxkitValueError, match="temperature"):
+        sktf.softmax(x, temperature=0.0)
+    with pytest.raises(SoftmaxkitValueError, match="precision"):
+        sktf.log_softmax(x, precision="exact")
+    with pytest.raises(SoftmaxkitValueError, match="axis"):
+        sktf.softmax(x, axis=2)
+    with pytest.raises(SoftmaxkitTypeError, match="complex"):
+        sktf.softmax(tf.constant([1 + 2j]))
+    # integer logits are promoted to float32 (tf.nn.softmax raises)
+    assert sktf.softmax(tf.constant([1, 2])).dtype == tf.float32
+
+
+def test_bad_labels_give_nan_under_xla():
+    x = tf.constant([[0.0, 1.0, 2.0], [1.0, 0.0, 0.0]])
+
+    @tf.function(jit_compile=True)
+    def f(labels):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            ce = sktf.sparse_softmax_cross_entropy_with_logits(labels, x)
+        return ce, tape.gradient(ce, x)
+
+    ce, grad = (t.numpy() for t in f(tf.constant([3, 0])))
+    assert math.isnan(ce[0]) and np.isnan(grad[0]).all()
+    np.testing.assert_allclose(ce[1], sk.cross_entropy(x.numpy()[1:], [0], reduction="none"))
+    assert np.isfinite(grad[1]).all()
+
+
+def test_empty_inputs():
+    assert sktf.softmax(tf.zeros([2, 0])).shape == (2, 0)
+    np.testing.assert_array_equal(sktf.reduce_logsumexp(tf.zeros([2, 0]), axis=1), [-INF, -INF])
+    ce = sktf.sparse_softmax_cross_entropy_with_logits(tf.zeros([0], tf.int32), tf.zeros([0, 4]))
+    assert ce.shape == (0,)
+
+
+def test_doctests():
+    for mod in (sktf, _functional):
+        res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert res.failed == 0, f"{res.failed} doctest(s) failed in {mod.__name__}"
+
+
+# --------------------------------------------------------------------- SavedModel
+
+_RELOAD = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    m = tf.saved_model.load(sys.argv[1])
+    x = tf.constant([[0.0, -40.0, -1.0], [-float("inf")] * 3, [2.0, 1.0, 0.5]])
+    labels = tf.constant([0, 1, 2])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = m.loss(x, labels)
+    grad = tape.gradient(loss, x)
+    print(json.dumps({"loss": loss.numpy().tolist(), "grad": grad.numpy().tolist(),
+                      "lsm": m.lsm(x).numpy().tolist()}))
+    """
+)
+
+
+def test_savedmodel_reloaded_in_a_fresh_process(tmp_path):
+    """Value and custom gradient survive saving; the reload runs without softmaxkit code."""
+
+    class M(tf.Module):
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, 3], tf.float32), tf.TensorSpec([None], tf.int32)]
+        )
+        def loss(self, x, labels):
+            return sktf.sparse_softmax_cross_entropy_with_logits(labels, x)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+        def lsm(self, x):
+            return sktf.log_softmax(x)
+
+    path = str(tmp_path / "model")
+    tf.saved_model.save(M(), path)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    # the fresh process imports TensorFlow only: the graph holds the whole computation
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", _RELOAD, path], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    x = np.array([[0.0, -40.0, -1.0], [-INF] * 3, [2.0, 1.0, 0.5]], np.float32)
+    labels = np.array([0, 1, 2])
+    want = sk.cross_entropy(x, labels, reduction="none")
+    np.testing.assert_array_equal(np.array(got["loss"], np.float32), want)
+    _, g = sk.cross_entropy(x, labels, reduction="sum", return_grad=True)
+    np.testing.assert_allclose(np.array(got["grad"], np.float32), g, rtol=1e-6, atol=1e-30)
+    np.testing.assert_array_equal(np.array(got["lsm"], np.float32), sk.log_softmax(x))
