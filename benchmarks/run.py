@@ -43,7 +43,10 @@ class Part:
 
 
 # The order of the sections in BENCHMARKS.md (the core part always comes first).
-PARTS: tuple[Part, ...] = (Part("torch", "torch_bench.py", ("torch",), ("--quick", "--no-lce")),)
+PARTS: tuple[Part, ...] = (
+    Part("torch", "torch_bench.py", ("torch",), ("--quick", "--no-lce")),
+    Part("agnostic", "agnostic_bench.py", ("jax",)),
+)
 
 
 def _render(results: Path, output: Path) -> None:

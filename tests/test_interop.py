@@ -318,3 +318,30 @@ def test_scipy_logsumexp_suite_passes():
     tail = run.stdout[-4000:]
     assert run.returncode == 0, tail
     assert " passed" in tail and "failed" not in tail, tail
+
+
+# ---- float64 scoped to the call on JAX without x64 ---------------------------------------
+
+
+def test_jax_without_x64_computes_float32_in_scoped_float64():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    from softmaxkit._namespace import make_plan
+
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    try:
+        x = jnp.asarray(np.array([[0.0, -40.0, 3.5], [1.0, 1.0, -np.inf]], dtype=np.float32))
+        plan = make_plan(jnp, x, "accurate")
+        assert plan.mode == "wide" and plan.x64
+        f = jax.jit(lambda v: sk.log_softmax(v))
+        got = f(x)
+        assert got.dtype == jnp.float32
+        assert not jax.config.jax_enable_x64  # the scope did not leak
+        assert jnp.asarray(1.0).dtype == jnp.float32
+        want = sk.log_softmax(np.asarray(x))
+        np.testing.assert_array_equal(np.asarray(got), want)  # correctly rounded: bitwise
+        g = jax.jit(jax.grad(lambda v: sk.logsumexp(v).sum()))(x)
+        assert g.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(g)))
+    finally:
+        jax.config.update("jax_enable_x64", old)

@@ -8,6 +8,7 @@ the caller already holds one of its arrays, so ``import softmaxkit`` stays light
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ Array = Any
 Namespace = Any
 
 Precision = Literal["accurate", "fast"]
+
+# "agnostic" forces the array-agnostic engine (no native kernels) for every backend;
+# "agnostic-dd" also keeps JAX without x64 on float-float arithmetic. Read by _dispatch.
+ENV_ENGINE = "SOFTMAXKIT_ENGINE"
 
 
 def _is_arraylike(obj: object) -> bool:
@@ -315,6 +320,7 @@ class Plan:
     out: Any
     mode: Literal["wide", "dd", "plain"]
     device: Any
+    x64: bool = False  # JAX without x64: float64 work is switched on inside the call only
 
 
 _VALID_PRECISION = ("accurate", "fast")
@@ -354,6 +360,10 @@ def make_plan(xp: Namespace, x: Array, precision: object, *, name: str = "x") ->
         return Plan(xp, xp.float64, out, "dd", dev)
     if f64:
         return Plan(xp, xp.float64, out, "wide", dev)
+    if is_jax(xp) and _x64_scope_available():
+        # float64 exists on every JAX device but is off by default: scope it to this call
+        # (``jax.enable_x64`` inside :func:`call`) instead of emulating it with float-float
+        return Plan(xp, xp.float64, out, "wide", dev, x64=True)
     if out_name == "float32":
         return Plan(xp, xp.float32, out, "dd", dev)
     # half precision on a backend without float64: float32 still has 13+ spare bits
@@ -381,6 +391,16 @@ def numpy_scalars(xp: Namespace, res: Any) -> Any:
     return res
 
 
+def _x64_scope_available() -> bool:
+    jax = sys.modules.get("jax")
+    if jax is None or not callable(getattr(jax, "enable_x64", None)):
+        return False
+    if os.environ.get(ENV_ENGINE, "").strip().lower() == "agnostic-dd":
+        return False  # the float-float engine, kept reachable for comparison
+    backend = getattr(jax, "default_backend", lambda: "cpu")()
+    return backend in ("cpu", "gpu", "cuda", "rocm")  # TPUs emulate float64 slowly
+
+
 @lru_cache(maxsize=512)
 def _jitted(fn: Callable[..., Any], static: tuple[tuple[str, Any], ...]) -> Callable[..., Any]:
     jax = sys.modules["jax"]
@@ -403,10 +423,19 @@ def call(
     function runs as is.
     """
     if is_jax(xp):
-        try:
-            key = tuple(sorted(static.items()))
-            hash(key)
-        except TypeError:  # pragma: no cover - every static argument is hashable
-            return fn(**arrays, **static)
-        return _jitted(fn, key)(arrays)
+        plan = static.get("plan")
+        if isinstance(plan, Plan) and plan.x64:
+            jax = sys.modules["jax"]
+            with jax.enable_x64(True):
+                return _call_jax(fn, arrays, static)
+        return _call_jax(fn, arrays, static)
     return fn(**arrays, **static)
+
+
+def _call_jax(fn: Callable[..., Any], arrays: dict[str, Any], static: dict[str, Any]) -> Any:
+    try:
+        key = tuple(sorted(static.items()))
+        hash(key)
+    except TypeError:  # pragma: no cover - every static argument is hashable
+        return fn(**arrays, **static)
+    return _jitted(fn, key)(arrays)
