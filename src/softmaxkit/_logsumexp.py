@@ -54,12 +54,17 @@ def logsumexp(
     Parameters
     ----------
     x : array
-        Input values (see :func:`softmax` for dtypes).
+        Input values (see :func:`softmax` for dtypes). Complex input is accepted
+        here (not by softmax or the losses): the log of a sum of complex
+        exponentials, with SciPy's conventions (principal branch, imaginary part
+        in ``(-pi, pi]``), computed in complex128 with plain arithmetic.
     axis : int, tuple of ints or None, optional
         Axis or axes to reduce. Default ``-1``; note that
         ``scipy.special.logsumexp`` defaults to ``axis=None`` (all elements).
     b : array, optional
         Weights broadcastable with ``x``, as in SciPy: ``log sum b_i exp(x_i)``.
+        Integer weights promote to the default float first (an int ``b`` with
+        float32 ``x`` gives float64, as in SciPy); complex weights are accepted.
         Entries with ``b == 0`` are ignored, even if ``x`` is infinite or NaN there.
     where : boolean array, optional
         Entries to include; a row with nothing included gives ``-inf``.
@@ -76,9 +81,12 @@ def logsumexp(
     Returns
     -------
     res : array
-        ``log|sum b exp(x)|`` with the reduced shape.
+        ``log|sum b exp(x)|`` with the reduced shape (complex input without
+        ``return_sign``: the complex logarithm). A 0-d result of a NumPy call is
+        a NumPy scalar, as from NumPy's and SciPy's reductions.
     sign : array
-        Only with ``return_sign``: ``+1``, ``-1``, or 0 where the sum is 0.
+        Only with ``return_sign``: ``+1``, ``-1``, or 0 where the sum is 0; for
+        complex input the phase ``sum / |sum|``.
 
     See Also
     --------
@@ -110,6 +118,9 @@ def logsumexp(
     >>> res, sign = sk.logsumexp(np.array([0.0, 0.0]), b=np.array([1.0, -2.0]), return_sign=True)
     >>> float(res), float(sign)
     (0.0, -1.0)
+    >>> z = sk.logsumexp(np.array([0.5j, 1.0 - 0.25j]))
+    >>> complex(z.round(6))
+    (1.257513-0.054934j)
     """
     xp, (xa, ba, wa) = resolve(x, b, where, names=("x", "b", "where"), allow_complex=True)
     keepdims = check_bool(keepdims, "keepdims")
