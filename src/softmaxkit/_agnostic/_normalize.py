@@ -346,12 +346,34 @@ def _lean_special(xp: Any, st: LeanStats, at_inf: Array, other: float) -> Array:
 
 
 def lean_softmax(plan: Plan, x: Array, axes: tuple[int, ...], where: Array | None) -> Array:
+    """Softmax in three passes over the data: the maximum, one sum, the output.
+
+    ``x`` may still be in its input dtype (the maximum is exact there, so the
+    widening to the working dtype fuses into the exponentials). The summed array
+    doubles as the numerator: ``exp(x - m)`` on entries that take part, and on the
+    others 1 where ``x == m``, else 0. Dividing by the row sum then gives every
+    row its limit: ``+inf`` rows share the mass over their ``+inf`` entries, and
+    ``-inf`` / fully masked rows (divided by ``inf``) and NaN rows (by NaN) need
+    no full-size mask of their own.
+    """
     xp = plan.xp
-    st = lean_stats(plan, x, axes, where, split=False)
-    den = xp.where(st.fin, st.cnt, 1.0)
-    k = xp.where(st.cnt > 0, st.cnt, 1.0)
-    q = xp.where(st.live, st.e / den, _lean_special(xp, st, 1.0 / k, 0.0))
-    return xp.astype(q, plan.out)
+    axis = red(axes, x.ndim)
+    if where is not None:
+        x = xp.where(where, x, -math.inf)
+    m = xp.max(x, axis=axis, keepdims=True)
+    fin = xp.isfinite(m)
+    m0 = xp.astype(xp.where(fin, m, 0.0), plan.work)
+    live = fin & (x > -math.inf)
+    xl = xp.where(live, xp.astype(x, plan.work), m0)
+    e = xp.exp(xl - m0)
+    if plan.mode == "plain":  # fast mode: x - max is rounded; correct exp by its error
+        _, d_lo = two_sum(xl, -m0)
+        e = e + e * d_lo
+    e = xp.where(live, e, xp.astype(x == m, plan.work))
+    total = xp.sum(e, axis=axis, keepdims=True)
+    limit = xp.where(xp.isnan(m), math.nan, xp.full_like(total, math.inf))
+    den = xp.where(fin | (m == math.inf), total, limit)
+    return xp.astype(e / den, plan.out)
 
 
 def _lean_L(xp: Any, st: LeanStats) -> Array:
@@ -395,7 +417,8 @@ def softmax(
     if _empty_reduction(xw, axes):
         return xp.astype(xw, plan.out)
     if lean_applies(plan, temperature):
-        return lean_softmax(plan, xw, axes, where)
+        raw = x if xp.isdtype(x.dtype, "real floating") else xw
+        return lean_softmax(plan, raw, axes, where)
     ar = arith_for(plan)
     st = row_stats(ar, scaled(ar, xw, temperature), axes, where, low_words=temperature != 1.0)
     return xp.astype(softmax_values(st), plan.out)
