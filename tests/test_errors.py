@@ -48,7 +48,13 @@ def test_logsumexp_arguments():
     _raises(TypeError, "`keepdims` must be True or False", sk.logsumexp, X, keepdims=1)
     _raises(TypeError, "`return_sign`", sk.logsumexp, X, return_sign="yes")
     _raises(ValueError, "`b` has shape", sk.logsumexp, X, b=np.ones(4))
-    _raises(TypeError, "`b` must be a real array", sk.logsumexp, X, b=np.ones(3) * 1j)
+    _raises(
+        TypeError,
+        "`b` must be a real or complex array",
+        sk.logsumexp,
+        X,
+        b=np.array(["a", "b", "c"]),
+    )
 
 
 @pytest.mark.parametrize(
@@ -120,7 +126,23 @@ def test_vjp_arguments():
 
 def test_mixing_libraries_is_an_error():
     torch = pytest.importorskip("torch")
-    _raises(TypeError, "different array libraries", sk.cross_entropy, torch.zeros(2, 3), T)
+    jnp = pytest.importorskip("jax.numpy")
+    _raises(
+        TypeError,
+        "different array libraries",
+        sk.cross_entropy,
+        torch.zeros(2, 3),
+        torch.zeros(2, dtype=torch.int64),
+        weight=jnp.ones(3),
+    )
+    # NumPy logits fix NumPy: a torch target is not silently moved to NumPy
+    _raises(
+        TypeError,
+        "convert `target` to NumPy",
+        sk.cross_entropy,
+        np.zeros((2, 3)),
+        torch.zeros(2, dtype=torch.int64),
+    )
 
 
 def test_lists_of_strings_are_rejected():

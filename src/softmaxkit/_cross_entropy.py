@@ -7,7 +7,7 @@ from typing import Any
 from . import _dispatch
 from ._agnostic import _losses
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from ._namespace import call, dtype_kind, make_plan, resolve
+from ._namespace import call, dtype_kind, make_plan, numpy_scalars, resolve
 from ._validation import (
     check_bool,
     check_class_axis,
@@ -184,8 +184,8 @@ def cross_entropy(
         threads=nthreads,
     )
     if res is not None:
-        return res
-    return call(  # type: ignore[no-any-return]
+        return numpy_scalars(xp, res)  # type: ignore[no-any-return]
+    res = call(
         xp,
         _losses.cross_entropy,
         {"logits": la, "target": ta, "weight": w, "where": mask},
@@ -200,6 +200,7 @@ def cross_entropy(
             "plan": plan,
         },
     )
+    return numpy_scalars(xp, res)  # type: ignore[no-any-return]
 
 
 def nll_loss(
@@ -264,9 +265,10 @@ def nll_loss(
     ign = check_ignore_index(ignore_index)
     w = check_class_weight(xp, wa, C)
     ta = check_index_target(xp, ta, batch_shape, C, ign)
-    return call(  # type: ignore[no-any-return]
+    res = call(
         xp,
         _losses.nll_loss,
         {"log_probs": la, "target": ta, "weight": w},
         {"axis": ax, "ignore_index": ign, "reduction": red, "plan": plan},
     )
+    return numpy_scalars(xp, res)  # type: ignore[no-any-return]

@@ -30,11 +30,17 @@ import numpy as np
 
 from . import _dask, _jax_dispatch
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from ._namespace import Plan, dtype_name, is_numpy
+from ._namespace import ENV_ENGINE, Plan, dtype_name, is_numpy
 
 try:  # the C core; absent only in a broken build, then every call falls back
     from . import _ckernels
 except ImportError:  # pragma: no cover - exercised only without a compiled core
+    _ckernels = None  # type: ignore[assignment]
+
+# SOFTMAXKIT_ENGINE=agnostic (read once, at import) switches the native kernels off, so
+# every call runs the array-agnostic engine: for benchmarks and for checking the oracle.
+FORCE_AGNOSTIC = os.environ.get(ENV_ENGINE, "").strip().lower().startswith("agnostic")
+if FORCE_AGNOSTIC:
     _ckernels = None  # type: ignore[assignment]
 
 __all__ = [

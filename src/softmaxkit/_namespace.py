@@ -7,8 +7,10 @@ the caller already holds one of its arrays, so ``import softmaxkit`` stays light
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -22,11 +24,13 @@ __all__ = [
     "Plan",
     "call",
     "device_of",
+    "eager_checks",
     "is_concrete",
     "is_jax",
     "is_numpy",
     "is_torch",
     "make_plan",
+    "numpy_scalars",
     "resolve",
 ]
 
@@ -35,47 +39,139 @@ Namespace = Any
 
 Precision = Literal["accurate", "fast"]
 
+# "agnostic" forces the array-agnostic engine (no native kernels) for every backend;
+# "agnostic-dd" also keeps JAX without x64 on float-float arithmetic. Read by _dispatch.
+ENV_ENGINE = "SOFTMAXKIT_ENGINE"
+
 
 def _is_arraylike(obj: object) -> bool:
     return _aac.is_array_api_obj(obj) or hasattr(obj, "__array_namespace__")
 
 
-def resolve(*objs: object, names: tuple[str, ...] | None = None) -> tuple[Namespace, list[Any]]:
+# Array types that softmaxkit does not take, with the entry point their users want.
+_ENTRY_POINTS = {
+    "tensorflow": "softmaxkit.tensorflow (import softmaxkit.tensorflow as sktf)",
+    "keras": "softmaxkit.keras",
+    "pandas": "the NumPy data of the object (obj.to_numpy())",
+    "polars": "the NumPy data of the object (obj.to_numpy())",
+    "xarray": "the NumPy data of the object (obj.values)",
+    "mlx": "a NumPy copy (np.asarray(obj))",
+    "paddle": "a NumPy copy (obj.numpy())",
+}
+
+_SCALARS = (bool, int, float, np.generic)
+
+
+def _plain_leaf(obj: object) -> object:
+    """The first leaf of a nested list or tuple (the object itself otherwise)."""
+    depth = 0
+    while isinstance(obj, (list, tuple)) and obj and depth < 64:
+        obj = obj[0]
+        depth += 1
+    return obj
+
+
+def unsupported_type_error(obj: object, name: str) -> SoftmaxkitTypeError:
+    """The error for an object that is neither an array softmaxkit takes nor plain numbers."""
+    t = type(obj)
+    lib = t.__module__.split(".")[0]
+    where = _ENTRY_POINTS.get(lib)
+    what = f"{lib}.{t.__qualname__}" if lib != "builtins" else t.__qualname__
+    if where is not None:
+        fix = f"use {where}"
+    else:
+        fix = (
+            "pass an array from an Array API library (NumPy, PyTorch, JAX, CuPy, Dask, "
+            "array-api-strict) or a nested sequence of numbers"
+        )
+    msg = (
+        f"`{name}` is a {what}, which softmaxkit does not convert silently "
+        f"(it would lose its device and gradient); {fix}"
+    )
+    return SoftmaxkitTypeError(msg)
+
+
+def _check_plain(obj: object, name: str, *, allow_complex: bool = False) -> None:
+    """Accept Python numbers and nested lists/tuples of numbers; reject anything else."""
+    leaf = _plain_leaf(obj)
+    ok = _SCALARS + ((complex,) if allow_complex else ())
+    if isinstance(leaf, ok) or (isinstance(obj, (list, tuple)) and leaf is obj):
+        return
+    if isinstance(leaf, complex):
+        msg = f"`{name}` holds complex numbers; only logsumexp accepts complex input"
+        raise SoftmaxkitTypeError(msg)
+    raise unsupported_type_error(leaf if leaf is not obj else obj, name)
+
+
+def _library(a: object) -> str:
+    return type(a).__module__.split(".")[0]
+
+
+def resolve(
+    *objs: object, names: tuple[str, ...] | None = None, allow_complex: bool = False
+) -> tuple[Namespace, list[Any]]:
     """Find the namespace of the array arguments and convert the rest into it.
 
-    Python scalars, lists and tuples are converted with the namespace of the first
-    real array, on that array's device; if there is no array at all they become
-    NumPy arrays. ``None`` passes through unchanged.
+    The first argument (the logits or input) fixes the namespace when it is an
+    array. NumPy arrays, NumPy scalars, Python scalars and nested lists in the
+    other arguments are converted into that namespace, on that array's device,
+    so NumPy labels work with JAX or PyTorch logits. When the first argument is
+    not an array, the first non-NumPy array fixes the namespace, else NumPy.
+    ``None`` passes through unchanged. Any other object (a TensorFlow tensor, a
+    pandas Series) raises :class:`SoftmaxkitTypeError` naming its type and the
+    entry point to use: it is never silently converted.
     """
+
+    def nm(i: int) -> str:
+        return names[i] if names else f"argument {i}"
+
+    for i, o in enumerate(objs):
+        if o is None or _is_arraylike(o):
+            continue
+        _check_plain(o, nm(i), allow_complex=allow_complex)
     arrays = [o for o in objs if o is not None and _is_arraylike(o)]
-    if arrays:
+    foreign = [a for a in arrays if not _aac.is_numpy_array(a)]
+    first = objs[0] if objs else None
+    if foreign:
+        primary = foreign[0]
+        if first is not None and _is_arraylike(first) and _aac.is_numpy_array(first):
+            i = next(j for j, o in enumerate(objs) if o is primary)
+            msg = (
+                f"`{nm(0)}` is a NumPy array but `{nm(i)}` is a {_library(primary)} array; "
+                f"the first argument fixes the array library, so convert `{nm(i)}` to NumPy "
+                f"or `{nm(0)}` to {_library(primary)}"
+            )
+            raise SoftmaxkitTypeError(msg)
         try:
-            xp = _aac.array_namespace(*arrays)
+            xp = _aac.array_namespace(*foreign)
         except TypeError as exc:
-            kinds = sorted({type(a).__module__.split(".")[0] for a in arrays})
+            kinds = sorted({_library(a) for a in foreign})
             msg = (
                 "the array arguments come from different array libraries "
                 f"({', '.join(kinds)}); convert them to one library first"
             )
             raise SoftmaxkitTypeError(msg) from exc
-        dev = device_of(arrays[0])
+        dev = device_of(primary)
+    elif arrays:
+        xp = _aac.array_namespace(*arrays)
+        dev = None
     else:
         xp = _aac.array_namespace(np.empty(0))
         dev = None
     out: list[Any] = []
     for i, o in enumerate(objs):
-        if o is None or _is_arraylike(o):
+        if o is None or (_is_arraylike(o) and not (foreign and _aac.is_numpy_array(o))):
             out.append(o)
             continue
         try:
-            if dev is None:
+            if not foreign:
                 out.append(xp.asarray(np.asarray(o)))
-            else:
+            else:  # NumPy data keeps its dtype; Python numbers take xp's defaults
                 out.append(xp.asarray(o, device=dev))
         except (TypeError, ValueError) as exc:
-            name = names[i] if names else f"argument {i}"
             msg = (
-                f"`{name}` must be an array or a nested sequence of numbers, got {type(o).__name__}"
+                f"`{nm(i)}` must be an array or a nested sequence of numbers, "
+                f"got {type(o).__name__}"
             )
             raise SoftmaxkitTypeError(msg) from exc
     return xp, out
@@ -115,8 +211,30 @@ def is_concrete(x: Array) -> bool:
             return False
         return not isinstance(x, jax.core.Tracer)
     if _aac.is_torch_array(x):
-        return str(x.device) != "meta"
+        if str(x.device) == "meta":
+            return False
+        torch = sys.modules.get("torch")
+        compiler = getattr(torch, "compiler", None)
+        # under torch.compile a data check would break the graph (fullgraph=True: an error)
+        return not (compiler is not None and compiler.is_compiling())
     return True
+
+
+@contextlib.contextmanager
+def eager_checks(xp: Namespace) -> Iterator[None]:
+    """Run data-dependent checks of concrete arrays eagerly, even inside a trace.
+
+    Under ``jax.jit`` every operation is staged into the traced program, also on
+    closed-over concrete arrays, so ``bool()`` of a check would meet a tracer.
+    ``jax.ensure_compile_time_eval`` evaluates them now instead. Arrays that are
+    themselves traced never get here (:func:`is_concrete` is False for them).
+    """
+    if is_jax(xp):
+        jax = sys.modules["jax"]
+        with jax.ensure_compile_time_eval():
+            yield
+    else:
+        yield
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -202,6 +320,7 @@ class Plan:
     out: Any
     mode: Literal["wide", "dd", "plain"]
     device: Any
+    x64: bool = False  # JAX without x64: float64 work is switched on inside the call only
 
 
 _VALID_PRECISION = ("accurate", "fast")
@@ -241,6 +360,10 @@ def make_plan(xp: Namespace, x: Array, precision: object, *, name: str = "x") ->
         return Plan(xp, xp.float64, out, "dd", dev)
     if f64:
         return Plan(xp, xp.float64, out, "wide", dev)
+    if is_jax(xp) and _x64_scope_available():
+        # float64 exists on every JAX device but is off by default: scope it to this call
+        # (``jax.enable_x64`` inside :func:`call`) instead of emulating it with float-float
+        return Plan(xp, xp.float64, out, "wide", dev, x64=True)
     if out_name == "float32":
         return Plan(xp, xp.float32, out, "dd", dev)
     # half precision on a backend without float64: float32 still has 13+ spare bits
@@ -250,6 +373,32 @@ def make_plan(xp: Namespace, x: Array, precision: object, *, name: str = "x") ->
 def dtype_name(dtype: Any) -> str:
     """A short, library-independent name of a dtype (``"float32"``, ``"bfloat16"`` ...)."""
     return _dtype_name(dtype)
+
+
+def numpy_scalars(xp: Namespace, res: Any) -> Any:
+    """NumPy results that are 0-d become NumPy scalars, as from NumPy's own reductions.
+
+    ``np.sum(a)`` and ``scipy.special.logsumexp(a)`` return ``numpy.float64``,
+    not a 0-d array; so do softmaxkit's reductions on NumPy input. Tuples
+    (``return_sign``, ``return_grad``) are converted entry by entry.
+    """
+    if not is_numpy(xp):
+        return res
+    if isinstance(res, tuple):
+        return tuple(numpy_scalars(xp, r) for r in res)
+    if isinstance(res, np.ndarray) and res.ndim == 0:
+        return res[()]
+    return res
+
+
+def _x64_scope_available() -> bool:
+    jax = sys.modules.get("jax")
+    if jax is None or not callable(getattr(jax, "enable_x64", None)):
+        return False
+    if os.environ.get(ENV_ENGINE, "").strip().lower() == "agnostic-dd":
+        return False  # the float-float engine, kept reachable for comparison
+    backend = getattr(jax, "default_backend", lambda: "cpu")()
+    return backend in ("cpu", "gpu", "cuda", "rocm")  # TPUs emulate float64 slowly
 
 
 @lru_cache(maxsize=512)
@@ -274,10 +423,19 @@ def call(
     function runs as is.
     """
     if is_jax(xp):
-        try:
-            key = tuple(sorted(static.items()))
-            hash(key)
-        except TypeError:  # pragma: no cover - every static argument is hashable
-            return fn(**arrays, **static)
-        return _jitted(fn, key)(arrays)
+        plan = static.get("plan")
+        if isinstance(plan, Plan) and plan.x64:
+            jax = sys.modules["jax"]
+            with jax.enable_x64(True):
+                return _call_jax(fn, arrays, static)
+        return _call_jax(fn, arrays, static)
     return fn(**arrays, **static)
+
+
+def _call_jax(fn: Callable[..., Any], arrays: dict[str, Any], static: dict[str, Any]) -> Any:
+    try:
+        key = tuple(sorted(static.items()))
+        hash(key)
+    except TypeError:  # pragma: no cover - every static argument is hashable
+        return fn(**arrays, **static)
+    return _jitted(fn, key)(arrays)

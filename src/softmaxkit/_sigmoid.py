@@ -7,7 +7,15 @@ from typing import Any
 from . import _dispatch
 from ._agnostic import _sigmoid
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from ._namespace import call, dtype_kind, is_concrete, make_plan, resolve
+from ._namespace import (
+    call,
+    dtype_kind,
+    eager_checks,
+    is_concrete,
+    make_plan,
+    numpy_scalars,
+    resolve,
+)
 from ._validation import _any, _first_bad, check_bool, check_nonneg_array, check_reduction
 
 __all__ = ["binary_cross_entropy_with_logits", "log_sigmoid", "sigmoid"]
@@ -182,10 +190,11 @@ def binary_cross_entropy_with_logits(
         )
         raise SoftmaxkitValueError(msg)
     if is_concrete(ta):
-        bad = (ta < 0) | (ta > 1)
-        if _any(xp, bad):
-            msg = f"`target` must lie in [0, 1], got {_first_bad(xp, bad, ta)}"
-            raise SoftmaxkitValueError(msg)
+        with eager_checks(xp):
+            bad = (ta < 0) | (ta > 1)
+            if _any(xp, bad):
+                msg = f"`target` must lie in [0, 1], got {_first_bad(xp, bad, ta)}"
+                raise SoftmaxkitValueError(msg)
     for name, arr in (("weight", wa), ("pos_weight", pa)):
         if arr is None:
             continue
@@ -204,11 +213,11 @@ def binary_cross_entropy_with_logits(
     res = _dispatch.binary_cross_entropy_with_logits(
         la, ta, wa, pa, red, return_grad, plan, threads=_dispatch.check_threads(threads)
     )
-    if res is not None:
-        return res
-    return call(  # type: ignore[no-any-return]
-        xp,
-        _sigmoid.binary_cross_entropy_with_logits,
-        {"logits": la, "target": ta, "weight": wa, "pos_weight": pa},
-        {"reduction": red, "return_grad": return_grad, "plan": plan},
-    )
+    if res is None:
+        res = call(
+            xp,
+            _sigmoid.binary_cross_entropy_with_logits,
+            {"logits": la, "target": ta, "weight": wa, "pos_weight": pa},
+            {"reduction": red, "return_grad": return_grad, "plan": plan},
+        )
+    return numpy_scalars(xp, res)  # type: ignore[no-any-return]

@@ -6,7 +6,7 @@ from typing import Any
 
 from . import _dispatch
 from ._agnostic import _normalize
-from ._namespace import call, make_plan, resolve
+from ._namespace import call, make_plan, numpy_scalars, resolve
 from ._validation import check_axes, check_temperature, check_where
 
 __all__ = ["log_softmax", "softmax"]
@@ -119,14 +119,14 @@ def softmax(
     o = _dispatch.check_out(xa, out, plan)
     res = _dispatch.softmax(xa, axes, mask, t, plan, out=o, threads=nthreads)
     if res is not None:
-        return res
+        return res if o is not None else numpy_scalars(xp, res)
     res = call(
         xp,
         _normalize.softmax,
         {"x": xa, "where": mask},
         {"axes": axes, "temperature": t, "plan": plan},
     )
-    return _dispatch.finish_out(res, o)
+    return numpy_scalars(xp, _dispatch.finish_out(res, o))
 
 
 def log_softmax(
@@ -211,11 +211,11 @@ def log_softmax(
     o = _dispatch.check_out(xa, out, plan)
     res = _dispatch.log_softmax(xa, axes, mask, t, plan, out=o, threads=nthreads)
     if res is not None:
-        return res
+        return res if o is not None else numpy_scalars(xp, res)
     res = call(
         xp,
         _normalize.log_softmax,
         {"x": xa, "where": mask},
         {"axes": axes, "temperature": t, "plan": plan},
     )
-    return _dispatch.finish_out(res, o)
+    return numpy_scalars(xp, _dispatch.finish_out(res, o))

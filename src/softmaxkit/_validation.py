@@ -8,7 +8,14 @@ import operator
 from typing import Any
 
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from ._namespace import default_int, device_of, dtype_kind, dtype_name, is_concrete
+from ._namespace import (
+    default_int,
+    device_of,
+    dtype_kind,
+    dtype_name,
+    eager_checks,
+    is_concrete,
+)
 
 __all__ = [
     "check_axes",
@@ -178,6 +185,23 @@ def _any(xp: Any, a: Array) -> bool:
     return bool(xp.any(a))
 
 
+def _check_integral(xp: Any, target: Array) -> None:
+    if _any(xp, ~xp.isfinite(target)):
+        msg = (
+            "`target` holds class indices but contains NaN or inf "
+            f"({_first_bad(xp, ~xp.isfinite(target), target)}); class indices must be "
+            "finite integers"
+        )
+        raise SoftmaxkitValueError(msg)
+    if _any(xp, target != xp.round(target)):
+        msg = (
+            "`target` holds class indices but has non-integer values "
+            f"({_first_bad(xp, target != xp.round(target), target)}); "
+            "pass integers, or probabilities with the logits' shape"
+        )
+        raise SoftmaxkitValueError(msg)
+
+
 def check_index_target(
     xp: Any,
     target: Array,
@@ -194,44 +218,36 @@ def check_index_target(
         )
         raise SoftmaxkitValueError(msg)
     kind = dtype_kind(xp, target.dtype)
-    if kind == "float" or kind == "half":
-        if is_concrete(target):
-            if _any(xp, ~xp.isfinite(target)):
-                msg = (
-                    "`target` holds class indices but contains NaN or inf "
-                    f"({_first_bad(xp, ~xp.isfinite(target), target)}); class indices must be "
-                    "finite integers"
-                )
-                raise SoftmaxkitValueError(msg)
-            if _any(xp, target != xp.round(target)):
-                msg = (
-                    "`target` holds class indices but has non-integer values "
-                    f"({_first_bad(xp, target != xp.round(target), target)}); "
-                    "pass integers, or probabilities with the logits' shape"
-                )
-                raise SoftmaxkitValueError(msg)
-        target = xp.astype(target, default_int(xp, device_of(target)))
-    elif kind == "bool":
+    if kind == "bool":
         msg = (
             "`target` is boolean; for class indices pass integers, and for binary or "
             "multi-label targets use binary_cross_entropy_with_logits"
         )
         raise SoftmaxkitTypeError(msg)
-    elif kind != "int":
+    if kind not in ("int", "float", "half"):
         msg = f"`target` must hold integer class indices, got dtype {target.dtype}"
         raise SoftmaxkitTypeError(msg)
     if is_concrete(target):
-        bad = (target < 0) | (target >= n_classes)
-        if ignore_index is not None:
-            bad = bad & (target != ignore_index)
-        if _any(xp, bad):
-            ign = "" if ignore_index is None else f" (or ignore_index={ignore_index})"
-            msg = (
-                f"`target` has a class index out of range: {_first_bad(xp, bad, target)}; "
-                f"valid indices are 0..{n_classes - 1}{ign}"
-            )
-            raise SoftmaxkitValueError(msg)
+        with eager_checks(xp):
+            if kind != "int":
+                _check_integral(xp, target)
+            _check_range(xp, target, n_classes, ignore_index)
+    if kind != "int":
+        target = xp.astype(target, default_int(xp, device_of(target)))
     return target
+
+
+def _check_range(xp: Any, target: Array, n_classes: int, ignore_index: int | None) -> None:
+    bad = (target < 0) | (target >= n_classes)
+    if ignore_index is not None:
+        bad = bad & (target != ignore_index)
+    if _any(xp, bad):
+        ign = "" if ignore_index is None else f" (or ignore_index={ignore_index})"
+        msg = (
+            f"`target` has a class index out of range: {_first_bad(xp, bad, target)}; "
+            f"valid indices are 0..{n_classes - 1}{ign}"
+        )
+        raise SoftmaxkitValueError(msg)
 
 
 def check_prob_target(xp: Any, target: Array, shape: tuple[int, ...], name: str = "target") -> None:
@@ -244,15 +260,20 @@ def check_prob_target(xp: Any, target: Array, shape: tuple[int, ...], name: str 
         )
         raise SoftmaxkitValueError(msg)
     if is_concrete(target):
-        if _any(xp, xp.isnan(target)):
-            msg = f"`{name}` contains NaN ({_first_bad(xp, xp.isnan(target), target)})"
-            raise SoftmaxkitValueError(msg)
-        if _any(xp, target < 0):
-            msg = (
-                f"`{name}` has a negative probability ({_first_bad(xp, target < 0, target)}); "
-                "target probabilities must be >= 0"
-            )
-            raise SoftmaxkitValueError(msg)
+        with eager_checks(xp):
+            _check_probabilities(xp, target, name)
+
+
+def _check_probabilities(xp: Any, target: Array, name: str) -> None:
+    if _any(xp, xp.isnan(target)):
+        msg = f"`{name}` contains NaN ({_first_bad(xp, xp.isnan(target), target)})"
+        raise SoftmaxkitValueError(msg)
+    if _any(xp, target < 0):
+        msg = (
+            f"`{name}` has a negative probability ({_first_bad(xp, target < 0, target)}); "
+            "target probabilities must be >= 0"
+        )
+        raise SoftmaxkitValueError(msg)
 
 
 def check_class_weight(xp: Any, weight: object, n_classes: int) -> Array | None:
@@ -274,7 +295,9 @@ def check_class_weight(xp: Any, weight: object, n_classes: int) -> Array | None:
 
 
 def check_nonneg_array(xp: Any, a: Array, name: str) -> None:
-    if is_concrete(a):
+    if not is_concrete(a):
+        return
+    with eager_checks(xp):
         bad = ~(a >= 0) | ~xp.isfinite(a)
         if _any(xp, bad):
             msg = f"`{name}` must be finite and >= 0, got {_first_bad(xp, bad, a)}"

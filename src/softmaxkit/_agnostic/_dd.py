@@ -434,10 +434,11 @@ class PlainArith:
     computed in float64) and for ``precision="fast"``.
     """
 
-    def __init__(self, xp: Any, dtype: Any, device: Any) -> None:
+    def __init__(self, xp: Any, dtype: Any, device: Any, *, exact_shift: bool = False) -> None:
         self.xp = xp
         self.dtype = dtype
         self.device = device
+        self.exact_shift = exact_shift
 
     def const(self, value: float) -> Array:
         return self.xp.asarray(value, dtype=self.dtype, device=self.device)

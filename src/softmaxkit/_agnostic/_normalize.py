@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._namespace import Plan, dtype_name
-from ._dd import DDArith, PlainArith
+from ._dd import DDArith, PlainArith, two_sum
 
 __all__ = [
     "RowStats",
@@ -48,7 +48,8 @@ Arith = Any  # DDArith | PlainArith; values are arrays or (hi, lo) pairs
 def arith_for(plan: Plan) -> Arith:
     if plan.mode == "dd":
         return DDArith(plan.xp, plan.work, dtype_name(plan.work), plan.device)
-    return PlainArith(plan.xp, plan.work, plan.device)
+    # fast mode works in the input precision: the shift x - max must be made exact there
+    return PlainArith(plan.xp, plan.work, plan.device, exact_shift=plan.mode == "plain")
 
 
 def reduced_size(shape: tuple[Any, ...], axes: tuple[int, ...]) -> int:
@@ -174,7 +175,15 @@ def row_stats(
     # In double-word arithmetic the terms are formed scaled by 2**scale, so the ones
     # that underflow keep both words; the sum is rounded once when the scale comes off.
     scale = arith.c.row_scale if isinstance(arith, DDArith) else 0
-    e_sc = arith.where(live, arith.exp(d, scale), 0.0)
+    ex = arith.exp(d, scale)
+    if isinstance(arith, PlainArith) and arith.exact_shift:
+        # In the input precision x - max is rounded, and exp multiplies that error by
+        # |x - max| (19 ulp on wide rows). TwoSum gives the rounding error d_lo exactly,
+        # and exp(d + d_lo) = exp(d) (1 + d_lo) to far below an ulp.
+        ok = xp.isfinite(d)
+        _, d_lo = two_sum(xp.where(ok, xl, 0.0), xp.where(ok, -top, 0.0))
+        ex = ex + ex * d_lo
+    e_sc = arith.where(live, ex, 0.0)
     e = arith.ldexp(e_sc, -scale)
     is_max = at_top
     e_hi = arith.hi(e)
@@ -269,6 +278,126 @@ def logsumexp_values(st: RowStats) -> Array:
     return xp.where(st.fin, v, st.m)
 
 
+@dataclass
+class LeanStats:
+    """Row statistics of the lean path (plain arithmetic, no temperature).
+
+    Special values are handled per row, from the row maximum ``m`` and the count of
+    entries equal to it, instead of full-size masks: in a row with a finite maximum
+    ``cnt`` counts the maximal entries; in a ``+inf`` row it counts the ``+inf``
+    entries (their softmax is ``1/cnt``); ``-inf`` and fully masked rows have
+    ``m = -inf`` and NaN rows ``m = NaN``. Three passes over the data: the maximum,
+    the sums (``cnt`` and ``s`` in one), and the output.
+    """
+
+    axis: tuple[int, ...] | None
+    m: Array  # row maximum, NaN if the row has a NaN (keepdims)
+    fin: Array  # the maximum is finite (keepdims)
+    m0: Array  # m where finite, else 0 (keepdims)
+    live: Array  # entry takes part: finite row and not -inf (full shape, fused)
+    is_top: Array  # entry equals the row maximum (full shape, fused)
+    d: Array  # x - m0 on live entries, 0 elsewhere (rounded in fast mode)
+    d_lo: Array | None  # the rounding error of d (fast mode), else None
+    e: Array  # exp(d + d_lo) on live entries
+    cnt: Array  # entries equal to the maximum (keepdims)
+    s: Array  # sum of e over the live non-maximal entries (keepdims)
+
+
+def lean_applies(plan: Plan, temperature: float) -> bool:
+    """Whether the lean path computes this call (plain arithmetic, no temperature)."""
+    return plan.mode != "dd" and temperature == 1.0
+
+
+def lean_stats(
+    plan: Plan, x: Array, axes: tuple[int, ...], where: Array | None, *, split: bool = True
+) -> LeanStats:
+    xp = plan.xp
+    axis = red(axes, x.ndim)
+    if where is not None:
+        x = xp.where(where, x, -math.inf)
+    m = xp.max(x, axis=axis, keepdims=True)
+    fin = xp.isfinite(m)
+    m0 = xp.where(fin, m, 0.0)
+    live = fin & (x > -math.inf)
+    xl = xp.where(live, x, m0)
+    d = xl - m0
+    e = xp.exp(d)
+    d_lo = None
+    if plan.mode == "plain":  # fast mode: x - max is rounded; correct exp by its error
+        _, d_lo = two_sum(xl, -m0)
+        e = e + e * d_lo
+    is_top = x == m
+    if split:
+        cnt = xp.sum(xp.astype(is_top, plan.work), axis=axis, keepdims=True)
+        s = xp.sum(xp.where(live & ~is_top, e, 0.0), axis=axis, keepdims=True)
+    else:
+        # softmax needs only cnt + s (the maximal entries have e = exp(0) = 1 exactly)
+        # and, in +inf rows, the count of +inf entries: one sum gives both
+        top = xp.astype(is_top, plan.work)
+        cnt = xp.sum(xp.where(live, e, top), axis=axis, keepdims=True)
+        s = xp.zeros_like(cnt)
+    return LeanStats(axis, m, fin, m0, live, is_top, d, d_lo, e, cnt, s)
+
+
+def _lean_special(xp: Any, st: LeanStats, at_inf: Array, other: float) -> Array:
+    """Values of the entries that do not take part: +inf rows, NaN rows, the rest."""
+    rest = xp.where(xp.isnan(st.m), math.nan, xp.zeros_like(st.m) + other)
+    return xp.where(st.is_top & (st.m == math.inf), at_inf, rest)
+
+
+def lean_softmax(plan: Plan, x: Array, axes: tuple[int, ...], where: Array | None) -> Array:
+    """Softmax in three passes over the data: the maximum, one sum, the output.
+
+    ``x`` may still be in its input dtype (the maximum is exact there, so the
+    widening to the working dtype fuses into the exponentials). The summed array
+    doubles as the numerator: ``exp(x - m)`` on entries that take part, and on the
+    others 1 where ``x == m``, else 0. Dividing by the row sum then gives every
+    row its limit: ``+inf`` rows share the mass over their ``+inf`` entries, and
+    ``-inf`` / fully masked rows (divided by ``inf``) and NaN rows (by NaN) need
+    no full-size mask of their own.
+    """
+    xp = plan.xp
+    axis = red(axes, x.ndim)
+    if where is not None:
+        x = xp.where(where, x, -math.inf)
+    m = xp.max(x, axis=axis, keepdims=True)
+    fin = xp.isfinite(m)
+    m0 = xp.astype(xp.where(fin, m, 0.0), plan.work)
+    live = fin & (x > -math.inf)
+    xl = xp.where(live, xp.astype(x, plan.work), m0)
+    e = xp.exp(xl - m0)
+    if plan.mode == "plain":  # fast mode: x - max is rounded; correct exp by its error
+        _, d_lo = two_sum(xl, -m0)
+        e = e + e * d_lo
+    e = xp.where(live, e, xp.astype(x == m, plan.work))
+    total = xp.sum(e, axis=axis, keepdims=True)
+    limit = xp.where(xp.isnan(m), math.nan, xp.full_like(total, math.inf))
+    den = xp.where(fin | (m == math.inf), total, limit)
+    return xp.astype(e / den, plan.out)
+
+
+def _lean_L(xp: Any, st: LeanStats) -> Array:
+    return xp.log1p(xp.where(st.fin, (st.cnt - 1.0) + st.s, 0.0))
+
+
+def lean_log_softmax(plan: Plan, x: Array, axes: tuple[int, ...], where: Array | None) -> Array:
+    xp = plan.xp
+    st = lean_stats(plan, x, axes, where)
+    v = st.d - _lean_L(xp, st)
+    if st.d_lo is not None:
+        v = v + st.d_lo
+    k = xp.where(st.cnt > 0, st.cnt, 1.0)
+    v = xp.where(st.live, v, _lean_special(xp, st, 0.0 - xp.log(k), -math.inf))
+    return xp.astype(v, plan.out)
+
+
+def lean_logsumexp(plan: Plan, x: Array, axes: tuple[int, ...], where: Array | None) -> Array:
+    """Logsumexp with the reduced axes kept, in the working dtype."""
+    xp = plan.xp
+    st = lean_stats(plan, x, axes, where)
+    return xp.where(st.fin, st.m0 + _lean_L(xp, st), st.m)
+
+
 def _empty_reduction(x: Array, axes: tuple[int, ...]) -> bool:
     """True when there is nothing to compute: an empty reduced axis or an empty batch."""
     return any(s == 0 for s in x.shape)
@@ -287,6 +416,9 @@ def softmax(
     xw = xp.astype(x, plan.work)
     if _empty_reduction(xw, axes):
         return xp.astype(xw, plan.out)
+    if lean_applies(plan, temperature):
+        raw = x if xp.isdtype(x.dtype, "real floating") else xw
+        return lean_softmax(plan, raw, axes, where)
     ar = arith_for(plan)
     st = row_stats(ar, scaled(ar, xw, temperature), axes, where, low_words=temperature != 1.0)
     return xp.astype(softmax_values(st), plan.out)
@@ -305,6 +437,8 @@ def log_softmax(
     xw = xp.astype(x, plan.work)
     if _empty_reduction(xw, axes):
         return xp.astype(xw, plan.out)
+    if lean_applies(plan, temperature):
+        return lean_log_softmax(plan, xw, axes, where)
     ar = arith_for(plan)
     st = row_stats(ar, scaled(ar, xw, temperature), axes, where, low_words=temperature != 1.0)
     return xp.astype(log_softmax_values(st), plan.out)
@@ -339,8 +473,10 @@ def logsumexp(
         return out
     ar = arith_for(plan)
     if b is None:
-        st = row_stats(ar, ar.lift(xw), axes, where)
-        lse = logsumexp_values(st)
+        if lean_applies(plan, 1.0):
+            lse = lean_logsumexp(plan, xw, axes, where)
+        else:
+            lse = logsumexp_values(row_stats(ar, ar.lift(xw), axes, where))
         sign = xp.where(lse == -math.inf, xp.zeros_like(lse), 1.0)
         sign = xp.where(xp.isnan(lse), math.nan, sign)
     else:
