@@ -1,0 +1,536 @@
+"""Which engine runs a torch call, and the calls into each engine.
+
+This module holds the single route decision of :mod:`softmaxkit.torch`,
+:func:`engine_for`, and one function per op and direction (``softmax_fwd``,
+``cross_entropy_fwd``...) that runs the chosen engine on arguments the public
+wrappers have already validated:
+
+* ``"native"``: the C core (``softmaxkit._ckernels``) on CPU tensors of
+  float32/float64 (and float16/bfloat16, computed in float32 with a guard
+  against double rounding, see :func:`_half_from_f32`). The tensors are handed
+  over as zero-copy NumPy views; nothing passes through the public NumPy API,
+  so nothing is validated twice.
+* ``"agnostic"``: the array-API reference implementation (``softmaxkit._agnostic``)
+  running torch operations on the tensor's own device and dtype.
+
+``SOFTMAXKIT_ENGINE`` (``native``, ``agnostic``; unset means automatic) forces
+a choice; ``native`` still falls back to ``agnostic`` where the C core cannot
+run (other devices, other dtypes). A new engine (Triton for CUDA tensors) is
+added in :func:`engine_for` and in the ``*_fwd`` functions below, nowhere else.
+
+Both the eager route (``torch.autograd.Function``) and the ``torch.library``
+custom operators call these functions, so their results are bitwise identical.
+This module must never validate user arguments, record autograd history (every
+engine call runs on detached data) or return a tensor that shares memory with
+an input.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import _dispatch
+from .._agnostic import _losses, _normalize, _sigmoid, _vjp
+from .._errors import SoftmaxkitValueError
+from .._namespace import Plan, make_plan
+
+try:
+    from .. import _ckernels
+except ImportError:  # pragma: no cover - a broken build: every call runs the agnostic engine
+    _ckernels = None  # type: ignore[assignment]
+
+__all__ = [
+    "AGNOSTIC",
+    "ENV_ENGINE",
+    "NATIVE",
+    "bce_fwd",
+    "cross_entropy_fwd",
+    "engine_for",
+    "logsumexp_bwd",
+    "logsumexp_fwd",
+    "nll_fwd",
+    "softmax_bwd",
+    "softmax_fwd",
+]
+
+Tensor = torch.Tensor
+
+ENV_ENGINE = "SOFTMAXKIT_ENGINE"
+NATIVE = "native"
+AGNOSTIC = "agnostic"
+_ENGINES = (NATIVE, AGNOSTIC)
+
+_CODE = {torch.float32: 0, torch.float64: 1}
+_HALF = (torch.float16, torch.bfloat16)
+_NATIVE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_ACCURATE = 1  # kernel mode: float32 correctly rounded via float64, float64 double-double
+
+
+def _forced() -> str | None:
+    env = os.environ.get(ENV_ENGINE)
+    if not env:
+        return None
+    name = env.strip().lower()
+    if name not in _ENGINES:
+        msg = (
+            f"environment variable {ENV_ENGINE}={env!r} names no engine; "
+            f"use one of {', '.join(_ENGINES)} or leave it unset"
+        )
+        raise SoftmaxkitValueError(msg)
+    return name
+
+
+def engine_for(x: Tensor) -> str:
+    """The engine for a call whose main tensor is ``x``: ``"native"`` or ``"agnostic"``.
+
+    The one place where softmaxkit.torch chooses an engine. Automatic choice:
+    the C core for CPU tensors of float32, float64, float16 and bfloat16, the
+    agnostic engine (torch operations) for everything else.
+    """
+    forced = _forced()
+    if forced == AGNOSTIC:
+        return AGNOSTIC
+    if _ckernels is not None and x.device.type == "cpu" and x.dtype in _NATIVE_DTYPES:
+        return NATIVE
+    return AGNOSTIC
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@lru_cache(maxsize=1)
+def _xp() -> Any:
+    import array_api_compat
+
+    return array_api_compat.array_namespace(torch.empty(0))
+
+
+def _plan(x: Tensor) -> Plan:
+    return make_plan(_xp(), x, "accurate")
+
+
+def _own(t: Tensor, like: Tensor, *inputs: Tensor | None) -> Tensor:
+    """``t`` in ``like``'s dtype, contiguous and sharing no memory with ``inputs``."""
+    if t.dtype != like.dtype and t.is_floating_point():
+        t = t.to(like.dtype)
+    t = t.contiguous()
+    ptr = t.untyped_storage().data_ptr()
+    if t._base is not None or any(
+        i is not None and i.untyped_storage().data_ptr() == ptr for i in inputs
+    ):
+        t = t.clone()
+    return t
+
+
+def _threads(size: int) -> int:
+    return 1 if size < _dispatch.SMALL else _dispatch.default_threads()
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.numpy()
+
+
+def _rows(x: Tensor, dims: list[int]) -> tuple[Tensor, list[int] | None, int, int]:
+    """``x`` as a C-contiguous ``rows x n`` block with ``dims`` last, and the permutation."""
+    nd = x.dim()
+    n = 1
+    for d in dims:
+        n *= x.shape[d]
+    rows = x.numel() // n if n else 0
+    keep = [i for i in range(nd) if i not in dims]
+    perm = keep + list(dims)
+    if perm == list(range(nd)):
+        return x.contiguous().view(rows, n) if n else x, None, rows, n
+    return x.permute(perm).contiguous().view(rows, n), perm, rows, n
+
+
+def _unrows(r: Tensor, shape: torch.Size, perm: list[int] | None) -> Tensor:
+    if perm is None:
+        return r.view(shape)
+    tshape = [shape[i] for i in perm]
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return r.view(tshape).permute(inv)
+
+
+def _native_ok(x: Tensor, dims: list[int]) -> bool:
+    return x.numel() > 0 and all(x.shape[d] > 0 for d in dims)
+
+
+# ------------------------------------------------------- float16 / bfloat16 in float32
+
+
+def _half_midpoints(r32: Tensor, half: torch.dtype) -> Tensor:
+    """Rows (of a ``rows x n`` float32 block) holding a value exactly between two ``half`` numbers.
+
+    A float32 result within one float32 ulp of the exact value rounds to the
+    correctly rounded ``half`` value unless it lies exactly on a midpoint of
+    the ``half`` grid (every such midpoint is a float32 number): then the
+    exact value may lie on either side. Those rows are recomputed in float64.
+    """
+    r = r32.double()
+    lo = r32.to(half).double()
+    d = r - lo
+    other = lo + 2.0 * d
+    mid = (d != 0) & (other.to(half).double() == other)
+    mid |= torch.isinf(lo) & torch.isfinite(r)  # at the overflow threshold
+    return mid.any(dim=-1) if mid.dim() > 1 else mid
+
+
+def _half_from_f32(x: Tensor, run32: Any, run64: Any, rowwise: bool = True) -> Tensor:
+    """Run a float32 kernel on a half tensor, round once; midpoint rows are redone in float64."""
+    half = x.dtype
+    r32 = run32(x.to(torch.float32))
+    bad = _half_midpoints(r32, half)
+    out = r32.to(half)
+    if bool(bad.any()):
+        if rowwise and r32.dim() > 1:
+            idx = bad.nonzero().squeeze(1)
+            out[idx] = run64(x[idx].to(torch.float64)).to(half)
+        else:
+            out = run64(x.to(torch.float64)).to(half)
+    return out
+
+
+# ------------------------------------------------------------------- softmax family
+
+
+def _native_normalize(x2: Tensor, log: bool) -> Tensor:
+    rows, n = x2.shape
+    out = torch.empty((rows, n), dtype=x2.dtype)
+    _ckernels.softmax(
+        _np(x2), _np(out), None, rows, n, _CODE[x2.dtype], _ACCURATE, _threads(rows * n), 1.0, log
+    )
+    return out
+
+
+def softmax_fwd(x: Tensor, dims: list[int], log: bool) -> Tensor:
+    """Softmax (``log=False``) or log-softmax of ``x`` over ``dims``."""
+    if engine_for(x) == NATIVE and _native_ok(x, dims):
+        x2, perm, _, _ = _rows(x.detach(), dims)
+        if x2.dtype in _HALF:
+            r = _half_from_f32(
+                x2, lambda a: _native_normalize(a, log), lambda a: _native_normalize(a, log)
+            )
+        else:
+            r = _native_normalize(x2, log)
+        return _unrows(r, x.shape, perm).contiguous()
+    fn = _normalize.log_softmax if log else _normalize.softmax
+    with torch.no_grad():
+        res = fn(x.detach(), axes=tuple(dims), where=None, temperature=1.0, plan=_plan(x))
+    return _own(res, x, x)
+
+
+def softmax_bwd(y: Tensor, g: Tensor, dims: list[int], log: bool) -> Tensor:
+    """The VJP of softmax (``log=False``) or log-softmax from the output ``y``."""
+    g = g.to(y.dtype)
+    if engine_for(y) == NATIVE and y.dtype in _CODE and _native_ok(y, dims):
+        y2, perm, rows, n = _rows(y.detach(), dims)
+        g2, _, _, _ = _rows(g.detach(), dims)
+        out = torch.empty((rows, n), dtype=y.dtype)
+        _ckernels.vjp(
+            log, _np(y2), _np(g2), rows, n, _CODE[y.dtype], _ACCURATE, _threads(rows * n), _np(out)
+        )
+        return _unrows(out, y.shape, perm).contiguous()
+    fn = _vjp.log_softmax_vjp if log else _vjp.softmax_vjp
+    with torch.no_grad():
+        res = fn(y.detach(), g.detach(), axes=tuple(dims), plan=_plan(y))
+    return _own(res, y, y, g)
+
+
+def _reduced_shape(shape: torch.Size, dims: list[int], keepdim: bool) -> list[int]:
+    if keepdim:
+        return [1 if i in dims else s for i, s in enumerate(shape)]
+    return [s for i, s in enumerate(shape) if i not in dims]
+
+
+def logsumexp_fwd(x: Tensor, dims: list[int], keepdim: bool) -> Tensor:
+    """Logsumexp of ``x`` over ``dims`` (computed in float64 at least, rounded once)."""
+    if engine_for(x) == NATIVE and _native_ok(x, dims):
+        xd = x.detach()
+        if xd.dtype in _HALF:
+            xd = xd.to(torch.float32)  # exact; the float64 sum is rounded once to the half type
+        x2, _, rows, n = _rows(xd, dims)
+        lse = torch.empty(rows, dtype=torch.float64)
+        _ckernels.logsumexp(
+            _np(x2), None, rows, n, _CODE[x2.dtype], _ACCURATE, _threads(rows * n), _np(lse)
+        )
+        return lse.to(x.dtype).view(_reduced_shape(x.shape, dims, keepdim))
+    with torch.no_grad():
+        res = _normalize.logsumexp(
+            x.detach(),
+            axes=tuple(dims),
+            b=None,
+            where=None,
+            keepdims=keepdim,
+            return_sign=False,
+            plan=_plan(x),
+        )
+    return _own(res, x, x)  # type: ignore[arg-type]
+
+
+def logsumexp_bwd(x: Tensor, g: Tensor, dims: list[int], keepdim: bool) -> Tensor:
+    """``g * softmax(x)`` over ``dims``: the gradient of logsumexp (0 where ``p`` is 0)."""
+    kept = [1 if i in dims else s for i, s in enumerate(x.shape)]
+    if engine_for(x) == NATIVE and _native_ok(x, dims):
+        xd = x.detach().to(torch.float64)
+        p = softmax_fwd(xd, dims, False)
+        return (g.detach().to(torch.float64).reshape(kept) * p).to(x.dtype)
+    with torch.no_grad():
+        res = _vjp.logsumexp_vjp(
+            x.detach(), g.detach(), None, axes=tuple(dims), kept=tuple(kept), plan=_plan(x)
+        )
+    return _own(res, x, x, g)
+
+
+# ---------------------------------------------------------------------------- losses
+
+
+def _first(bad: Tensor, values: Tensor) -> str:
+    idx = tuple(int(i) for i in bad.nonzero()[0])
+    return f"{values[idx].item()!r} at index {idx}"
+
+
+def _check_values(a: Tensor | None, name: str, *, unit: bool = False, nonneg: bool = False) -> None:
+    """Data checks the metadata checks cannot do: finite weights, targets in range."""
+    if a is None or a.device.type == "meta" or a.numel() == 0:
+        return
+    a = a.detach()
+    if unit:
+        bad = ~((a >= 0) & (a <= 1))
+        what = "must lie in [0, 1]"
+    elif nonneg:
+        bad = ~(a >= 0)
+        what = "must hold non-negative probabilities (no NaN)"
+    else:
+        bad = ~torch.isfinite(a)
+        what = "must be finite (negative and zero weights are fine)"
+    if bool(bad.any()):
+        msg = f"`{name}` {what}, got {_first(bad, a)}"
+        raise SoftmaxkitValueError(msg)
+
+
+def _batch_shape(shape: torch.Size, dim: int) -> list[int]:
+    return [s for i, s in enumerate(shape) if i != dim]
+
+
+def _mean_of(total: float, den: float, counted_any: bool) -> float:
+    return total / den if (counted_any and den != 0.0) else 0.0
+
+
+def _index_range_error(t: np.ndarray, C: int, ign: int) -> SoftmaxkitValueError:
+    bad = ((t < 0) | (t >= C)) & (t != ign)
+    i = int(np.flatnonzero(bad)[0])
+    msg = (
+        f"`target` has a class index out of range: {int(t[i])} at item {i}; "
+        f"valid indices are 0..{C - 1} (or ignore_index={ign})"
+    )
+    return SoftmaxkitValueError(msg)
+
+
+def _native_ce(
+    x: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    dim: int,
+    ign: int,
+    reduction: str,
+    z: float,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    xd = x.detach()
+    half = xd.dtype in _HALF
+    if half:
+        xd = xd.to(torch.float32)
+    x2, perm, rows, n = _rows(xd, [dim])
+    t = target.detach().reshape(rows).contiguous()
+    tn = _np(t)
+    code = _CODE[x2.dtype]
+    if weight is not None:
+        bad = ((tn < 0) | (tn >= n)) & (tn != ign)
+        if bad.any():
+            raise _index_range_error(tn, n, ign)
+        ignored = tn == ign
+        wn = _np(weight.detach().to(torch.float64).contiguous())
+        w_t = np.where(ignored, 0.0, wn[np.where(ignored, 0, tn)])
+        den_pred = float(np.sum(w_t))
+    else:
+        w_t = None
+        den_pred = float(rows - np.count_nonzero(tn == ign))
+    loss = np.empty(rows, np.float64)
+    lse = np.empty(rows, np.float64)
+    counted = np.empty(rows, np.uint8)
+    grad = torch.empty((rows, n), dtype=x2.dtype) if need_grad else None
+    gn = None if grad is None else _np(grad)
+    xn = _np(x2)
+    nthreads = _threads(rows * n)
+
+    def run(scale: float) -> None:
+        try:
+            _ckernels.cross_entropy(
+                xn, tn, w_t, None, rows, n, code, _ACCURATE, nthreads, True, ign, z, scale,
+                loss, lse, counted, gn,
+            )  # fmt: skip
+        except IndexError:
+            raise _index_range_error(tn, n, ign) from None
+
+    def scale_for(den: float) -> float:
+        if reduction != "mean":
+            return 1.0
+        return 1.0 / den if den != 0.0 else 0.0
+
+    run(scale_for(den_pred))
+    cnt = counted.view(bool)
+    n_counted = int(np.count_nonzero(cnt))
+    den = float(np.sum(w_t[cnt])) if w_t is not None else float(n_counted)
+    if grad is not None and reduction == "mean" and den != den_pred:
+        run(scale_for(den))  # rows with nothing to count (all -inf) changed the divisor
+    if n_counted == 0:
+        den = 0.0
+    if reduction == "none":
+        res = torch.from_numpy(loss).view(_batch_shape(x.shape, dim))
+    elif reduction == "sum":
+        res = torch.tensor(float(np.sum(loss)), dtype=torch.float64)
+    else:
+        res = torch.tensor(_mean_of(float(np.sum(loss)), den, n_counted > 0), dtype=torch.float64)
+    res = res.to(x.dtype)
+    if grad is None:
+        return res, x.new_empty(0)
+    g = _unrows(grad, xd.shape, perm)
+    return res, (g.to(x.dtype) if half else g.contiguous())
+
+
+def cross_entropy_fwd(
+    x: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    dim: int,
+    ign: int,
+    reduction: str,
+    eps: float,
+    z: float,
+    prob: bool,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    """Cross-entropy (and its gradient when ``need_grad``; else an empty tensor)."""
+    _check_values(weight, "weight")
+    if prob:
+        _check_values(target, "target", nonneg=True)
+    if engine_for(x) == NATIVE and not prob and eps == 0.0 and x.numel() > 0:
+        return _native_ce(x, target, weight, dim, ign, reduction, z, need_grad)
+    if not prob:
+        _check_index_range(target, x.shape[dim], ign)
+    with torch.no_grad():
+        res = _losses.cross_entropy(
+            x.detach(),
+            target.detach(),
+            axis=dim,
+            target_is_index=not prob,
+            weight=None if weight is None else weight.detach(),
+            ignore_index=None if prob else ign,
+            label_smoothing=eps,
+            z_loss=z,
+            reduction=reduction,
+            where=None,
+            return_grad=need_grad,
+            plan=_plan(x),
+        )
+    if need_grad:
+        loss, grad = res
+        return _own(loss, x, x, target), _own(grad, x, x, target)
+    return _own(res, x, x, target), x.new_empty(0)  # type: ignore[arg-type]
+
+
+def _check_index_range(target: Tensor, C: int, ign: int) -> None:
+    if target.device.type == "meta" or target.numel() == 0:
+        return
+    bad = ((target < 0) | (target >= C)) & (target != ign)
+    if bool(bad.any()):
+        raise _index_range_error(target[bad].reshape(-1)[:1].cpu().numpy(), C, ign)
+
+
+def nll_fwd(
+    x: Tensor, target: Tensor, weight: Tensor | None, dim: int, ign: int, reduction: str
+) -> Tensor:
+    """Negative log-likelihood (torch operations on every engine: one gather and a sum)."""
+    _check_values(weight, "weight")
+    _check_index_range(target, x.shape[dim], ign)
+    with torch.no_grad():
+        res = _losses.nll_loss(
+            x.detach(),
+            target.detach(),
+            axis=dim,
+            weight=None if weight is None else weight.detach(),
+            ignore_index=ign,
+            reduction=reduction,
+            plan=_plan(x),
+        )
+    return _own(res, x, x, target)
+
+
+def _flat64(a: Tensor | None, shape: torch.Size) -> np.ndarray | None:
+    if a is None:
+        return None
+    return _np(a.detach().to(torch.float64).expand(shape).contiguous().view(-1))
+
+
+def bce_fwd(
+    x: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    pos_weight: Tensor | None,
+    reduction: str,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    """Binary cross-entropy on logits (and its gradient when ``need_grad``)."""
+    _check_values(target, "target", unit=True)
+    _check_values(weight, "weight")
+    _check_values(pos_weight, "pos_weight")
+    if engine_for(x) == NATIVE and x.numel() > 0:
+        xd = x.detach()
+        half = xd.dtype in _HALF
+        if half:
+            xd = xd.to(torch.float32)
+        x1 = xd.contiguous().view(-1)
+        n = x1.numel()
+        shape = x.shape
+        y1 = _flat64(target, shape)
+        w1 = _flat64(weight, shape)
+        p1 = _flat64(pos_weight, shape)
+        loss = torch.empty(n, dtype=torch.float64)
+        grad = torch.empty(n, dtype=x1.dtype) if need_grad else None
+        scale = 1.0 / n if reduction == "mean" else 1.0
+        _ckernels.sigmoid(
+            2, _np(x1), y1, w1, p1, n, _CODE[x1.dtype], _ACCURATE, _threads(n), scale,
+            _np(loss), None if grad is None else _np(grad),
+        )  # fmt: skip
+        if reduction == "none":
+            res = loss.view(shape)
+        elif reduction == "sum":
+            res = loss.sum()
+        else:
+            res = loss.sum() / n
+        res = res.to(x.dtype)
+        if grad is None:
+            return res, x.new_empty(0)
+        return res, grad.view(shape).to(x.dtype)
+    with torch.no_grad():
+        out = _sigmoid.binary_cross_entropy_with_logits(
+            x.detach(),
+            target.detach(),
+            weight=None if weight is None else weight.detach(),
+            pos_weight=None if pos_weight is None else pos_weight.detach(),
+            reduction=reduction,
+            return_grad=need_grad,
+            plan=_plan(x),
+        )
+    if need_grad:
+        loss_t, grad_t = out
+        return _own(loss_t, x, x, target), _own(grad_t, x, x, target)
+    return _own(out, x, x, target), x.new_empty(0)  # type: ignore[arg-type]
