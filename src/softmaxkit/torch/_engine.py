@@ -68,13 +68,19 @@ _ENGINES = (NATIVE, AGNOSTIC)
 _CODE = {torch.float32: 0, torch.float64: 1}
 _HALF = (torch.float16, torch.bfloat16)
 _NATIVE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_NP_DTYPE = {torch.float32: np.float32, torch.float64: np.float64}
 _ACCURATE = 1  # kernel mode: float32 correctly rounded via float64, float64 double-double
 
 
+_ENV_DATA = getattr(os.environ, "_data", None)  # the raw mapping: a dict lookup, not a decode
+_ENV_KEY = ENV_ENGINE.encode() if _ENV_DATA is not None and os.name == "posix" else ENV_ENGINE
+
+
 def _forced() -> str | None:
-    env = os.environ.get(ENV_ENGINE)
-    if not env:
+    raw = _ENV_DATA.get(_ENV_KEY) if _ENV_DATA is not None else os.environ.get(ENV_ENGINE)
+    if not raw:
         return None
+    env = raw.decode() if isinstance(raw, bytes) else str(raw)
     name = env.strip().lower()
     if name not in _ENGINES:
         msg = (
@@ -95,7 +101,7 @@ def engine_for(x: Tensor) -> str:
     forced = _forced()
     if forced == AGNOSTIC:
         return AGNOSTIC
-    if _ckernels is not None and x.device.type == "cpu" and x.dtype in _NATIVE_DTYPES:
+    if x.is_cpu and x.dtype in _NATIVE_DTYPES and _ckernels is not None:
         return NATIVE
     return AGNOSTIC
 
@@ -160,7 +166,7 @@ def _unrows(r: Tensor, shape: torch.Size, perm: list[int] | None) -> Tensor:
 
 
 def _native_ok(x: Tensor, dims: list[int]) -> bool:
-    return x.numel() > 0 and all(x.shape[d] > 0 for d in dims)
+    return x.numel() > 0
 
 
 # ------------------------------------------------------- float16 / bfloat16 in float32
@@ -213,6 +219,15 @@ def _native_normalize(x2: Tensor, log: bool) -> Tensor:
 def softmax_fwd(x: Tensor, dims: list[int], log: bool) -> Tensor:
     """Softmax (``log=False``) or log-softmax of ``x`` over ``dims``."""
     if engine_for(x) == NATIVE and _native_ok(x, dims):
+        code = _CODE.get(x.dtype)
+        if code is not None and dims[0] == x.dim() - 1 and len(dims) == 1 and x.is_contiguous():
+            # the common call: one last dimension, contiguous; no reshaping at all
+            xa = (x.detach() if x.requires_grad else x).numpy()
+            out = np.empty(xa.shape, xa.dtype)
+            n = xa.shape[-1]
+            _ckernels.softmax(xa, out, None, xa.size // n, n, code, _ACCURATE,
+                              _threads(xa.size), 1.0, log)  # fmt: skip
+            return torch.from_numpy(out)
         x2, perm, _, _ = _rows(x.detach(), dims)
         if x2.dtype in _HALF:
             r = _half_from_f32(
@@ -344,20 +359,28 @@ def _native_ce(
     z: float,
     need_grad: bool,
 ) -> tuple[Tensor, Tensor]:
-    xd = x.detach()
+    xd = x.detach() if x.requires_grad else x
     half = xd.dtype in _HALF
     if half:
         xd = xd.to(torch.float32)
-    x2, perm, rows, n = _rows(xd, [dim])
-    t = target.detach().reshape(rows).contiguous()
-    tn = _np(t)
-    code = _CODE[x2.dtype]
+    if dim == xd.dim() - 1 and xd.is_contiguous():
+        perm = None
+        n = xd.shape[-1]
+        rows = xd.numel() // n if n else 0
+        xn = xd.numpy()
+    else:
+        x2, perm, rows, n = _rows(xd, [dim])
+        xn = x2.numpy()
+    tn = target.detach().reshape(rows).numpy()
+    if tn.dtype != np.int64 or not tn.flags.c_contiguous:
+        tn = np.ascontiguousarray(tn, dtype=np.int64)
+    code = _CODE[xn.dtype.type is np.float64 and torch.float64 or torch.float32]
     if weight is not None:
         bad = ((tn < 0) | (tn >= n)) & (tn != ign)
         if bad.any():
             raise _index_range_error(tn, n, ign)
         ignored = tn == ign
-        wn = _np(weight.detach().to(torch.float64).contiguous())
+        wn = weight.detach().to(torch.float64).contiguous().numpy()
         w_t = np.where(ignored, 0.0, wn[np.where(ignored, 0, tn)])
         den_pred = float(np.sum(w_t))
     else:
@@ -366,9 +389,7 @@ def _native_ce(
     loss = np.empty(rows, np.float64)
     lse = np.empty(rows, np.float64)
     counted = np.empty(rows, np.uint8)
-    grad = torch.empty((rows, n), dtype=x2.dtype) if need_grad else None
-    gn = None if grad is None else _np(grad)
-    xn = _np(x2)
+    gn = np.empty(xn.shape if perm is None else (rows, n), xn.dtype) if need_grad else None
     nthreads = _threads(rows * n)
 
     def run(scale: float) -> None:
@@ -386,24 +407,32 @@ def _native_ce(
         return 1.0 / den if den != 0.0 else 0.0
 
     run(scale_for(den_pred))
-    cnt = counted.view(bool)
-    n_counted = int(np.count_nonzero(cnt))
-    den = float(np.sum(w_t[cnt])) if w_t is not None else float(n_counted)
-    if grad is not None and reduction == "mean" and den != den_pred:
+    n_counted = int(np.count_nonzero(counted))
+    if w_t is not None:
+        den = float(np.sum(w_t[counted.view(bool)])) if n_counted != rows else den_pred
+    else:
+        den = float(n_counted)
+    if gn is not None and reduction == "mean" and den != den_pred:
         run(scale_for(den))  # rows with nothing to count (all -inf) changed the divisor
     if n_counted == 0:
         den = 0.0
+    np_out = _NP_DTYPE.get(x.dtype)
     if reduction == "none":
-        res = torch.from_numpy(loss).view(_batch_shape(x.shape, dim))
+        r = loss.reshape(_batch_shape(x.shape, dim))
     elif reduction == "sum":
-        res = torch.tensor(float(np.sum(loss)), dtype=torch.float64)
+        r = np.asarray(np.sum(loss))
     else:
-        res = torch.tensor(_mean_of(float(np.sum(loss)), den, n_counted > 0), dtype=torch.float64)
-    res = res.to(x.dtype)
-    if grad is None:
+        r = np.asarray(_mean_of(float(np.sum(loss)), den, n_counted > 0))
+    if np_out is not None:
+        res = torch.from_numpy(r.astype(np_out))
+    else:
+        res = torch.from_numpy(r).to(x.dtype)
+    if gn is None:
         return res, x.new_empty(0)
-    g = _unrows(grad, xd.shape, perm)
-    return res, (g.to(x.dtype) if half else g.contiguous())
+    g = torch.from_numpy(gn)
+    if perm is not None:
+        g = _unrows(g, xd.shape, perm).contiguous()
+    return res, (g.to(x.dtype) if half else g)
 
 
 def cross_entropy_fwd(
