@@ -28,6 +28,7 @@ __all__ = [
     "LogSumExp",
     "NLLLoss",
     "Softmax",
+    "apply",
 ]
 
 Tensor = torch.Tensor
@@ -167,3 +168,21 @@ class BCEWithLogits(torch.autograd.Function):
             x, y, w, pw, saved, ctx.reduction, g, ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         )
         return grad_x, grad_t, None, None, None
+
+
+_FAST: dict[type[torch.autograd.Function], Any] = {
+    # the C entry point, bound to cls
+    cls: super(torch.autograd.Function, cls).apply  # type: ignore[misc]
+    for cls in (Softmax, LogSoftmax, LogSumExp, CrossEntropy, NLLLoss, BCEWithLogits)
+}
+
+
+def apply(cls: type[torch.autograd.Function], *args: Any) -> Any:
+    """``cls.apply(*args)`` without the Python layer of ``Function.apply`` when it has no work.
+
+    That layer only matters under functorch transforms (``vmap``, ``grad``...),
+    which then take the ordinary path.
+    """
+    if torch._C._are_functorch_transforms_active():
+        return cls.apply(*args)
+    return _FAST[cls](*args)

@@ -45,7 +45,7 @@ def _normalize(x: torch.Tensor, dims: list[int], log: bool) -> torch.Tensor:
     if _traced(x):
         return (log_softmax_op if log else softmax_op)(x, dims)
     if _wants_grad(x):
-        return (_eager.LogSoftmax if log else _eager.Softmax).apply(x, dims, log)  # type: ignore[no-any-return]
+        return _eager.apply(_eager.LogSoftmax if log else _eager.Softmax, x, dims, log)  # type: ignore[no-any-return]
     return E.softmax_fwd(x, dims, log)
 
 
@@ -207,7 +207,7 @@ def _logsumexp(x: torch.Tensor, dims: list[int], keepdim: bool) -> torch.Tensor:
     if _traced(x):
         return logsumexp_op(x, dims, keepdim)
     if _wants_grad(x):
-        return _eager.LogSumExp.apply(x, dims, keepdim)  # type: ignore[no-any-return]
+        return _eager.apply(_eager.LogSumExp, x, dims, keepdim)  # type: ignore[no-any-return]
     return E.logsumexp_fwd(x, dims, keepdim)
 
 
@@ -308,7 +308,7 @@ def cross_entropy(
         loss, _ = cross_entropy_op(x, t, w, dim, ign, red, eps, z, prob, _wants_grad(x))
         return loss
     if _wants_grad(x, t):
-        return _eager.CrossEntropy.apply(x, t, w, dim, ign, red, eps, z, prob)  # type: ignore[no-any-return]
+        return _eager.apply(_eager.CrossEntropy, x, t, w, dim, ign, red, eps, z, prob)  # type: ignore[no-any-return]
     return E.cross_entropy_fwd(x, t, w, dim, ign, red, eps, z, prob, False)[0]
 
 
@@ -369,7 +369,7 @@ def nll_loss(
     if _traced(x):
         return nll_loss_op(x, t, w, dim, ign, red)
     if _wants_grad(x):
-        return _eager.NLLLoss.apply(x, t, w, dim, ign, red)  # type: ignore[no-any-return]
+        return _eager.apply(_eager.NLLLoss, x, t, w, dim, ign, red)  # type: ignore[no-any-return]
     return E.nll_fwd(x, t, w, dim, ign, red)
 
 
@@ -454,5 +454,5 @@ def binary_cross_entropy_with_logits(
         loss, _ = bce_with_logits_op(x, tt, w, pw, red, _wants_grad(x))
         return loss
     if _wants_grad(x, tt):
-        return _eager.BCEWithLogits.apply(x, tt, w, pw, red)  # type: ignore[no-any-return]
+        return _eager.apply(_eager.BCEWithLogits, x, tt, w, pw, red)  # type: ignore[no-any-return]
     return E.bce_fwd(x, tt, w, pw, red, False)[0]
