@@ -610,6 +610,21 @@ def section(reps: int = 5, quick: bool = False, lce: bool = True, rounds: int = 
     mlp = mlp_table(over_rounds)
     prof = profile_text()
     top = render_overhead(over, mlp, prof, over_rounds, load)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same at one thread: no OpenMP barriers, so load matters less
+    try:
+        over1 = overhead_table(over_rounds, quick) + mlp_table(over_rounds)
+    finally:
+        torch.set_num_threads(threads)
+    top += [
+        "The same on one torch thread (torch's OpenMP barriers wait on descheduled threads "
+        "when the machine is loaded, which inflates the 2-thread torch times above):",
+        "",
+        *_ratio_rows(over1, _target),
+        "",
+    ]
     ops = ops_table(reps, quick)
     shapes = [(2048, 512, 32768), (4096, 1024, 65536)]
     variants = ["torch naive", "torch chunked", "softmaxkit", "softmaxkit, torch GEMM"]
