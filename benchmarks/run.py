@@ -43,7 +43,11 @@ class Part:
 
 
 # The order of the sections in BENCHMARKS.md (the core part always comes first).
-PARTS: tuple[Part, ...] = (Part("torch", "torch_bench.py", ("torch",), ("--quick", "--no-lce")),)
+PARTS: tuple[Part, ...] = (
+    Part("torch", "torch_bench.py", ("torch",), ("--quick", "--no-lce")),
+    # skips (exit 0, nothing written, the saved section kept) without a CUDA device
+    Part("gpu", "gpu_bench.py", ("torch", "triton")),
+)
 
 
 def _render(results: Path, output: Path) -> None:

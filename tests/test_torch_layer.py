@@ -277,6 +277,40 @@ def test_one_route_decision_honours_the_engine_variable(monkeypatch):
         skt.softmax(torch.zeros(2), 0)
 
 
+def test_automatic_choice_for_cpu_tensors_never_asks_for_triton(monkeypatch):
+    # the Triton engine is looked up only for CUDA tensors or when forced: a CPU
+    # call must not pay for importing (or even probing) triton
+    def boom(forced):
+        raise AssertionError("the Triton engine was consulted for a CPU tensor")
+
+    monkeypatch.delenv(_engine.ENV_ENGINE, raising=False)
+    monkeypatch.setattr(_engine, "_launchers", boom)
+    x = torch.randn(3, 4, generator=_gen(4)).requires_grad_()
+    assert _engine.engine_for(x) == "native"
+    skt.log_softmax(x, 1).sum().backward()
+    skt.cross_entropy(x, torch.tensor([0, 1, 3])).backward()
+    skt.binary_cross_entropy_with_logits(x, torch.rand(3, 4, generator=_gen(5))).backward()
+    skt.logsumexp(x, 1).sum().backward()
+
+
+def test_forcing_triton_without_triton_names_the_install(monkeypatch):
+    from softmaxkit import _triton
+
+    monkeypatch.setattr(_triton, "_ENGINE", None)
+    monkeypatch.setattr(_triton, "_FAILED", f"{_triton.INSTALL_HINT} (No module named 'triton')")
+    monkeypatch.setattr(_engine, "_TRITON_TRIED", False)
+    monkeypatch.setattr(_engine, "_LAUNCHERS", None)
+    monkeypatch.setenv(_engine.ENV_ENGINE, "triton")
+    for call in (
+        lambda: skt.softmax(torch.zeros(2, 3), 1),
+        lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1])),
+    ):
+        with pytest.raises(SoftmaxkitValueError, match=r"pip install softmaxkit\[triton\]"):
+            call()
+    monkeypatch.delenv(_engine.ENV_ENGINE)
+    assert skt.softmax(torch.zeros(2, 2), 1).tolist() == [[0.5, 0.5], [0.5, 0.5]]
+
+
 def test_native_engine_reads_tensors_in_place_and_returns_fresh_memory():
     x = torch.arange(6.0).reshape(2, 3)
     for out in (skt.softmax(x, 1), skt.log_softmax(x, 1), skt.logsumexp(x, 1)):

@@ -12,11 +12,22 @@ wrappers have already validated:
   so nothing is validated twice.
 * ``"agnostic"``: the array-API reference implementation (``softmaxkit._agnostic``)
   running torch operations on the tensor's own device and dtype.
+* ``"triton"``: the Triton kernels (``softmaxkit._triton``) for CUDA tensors of
+  float32/float16/bfloat16, chosen automatically when triton imports. Only the
+  forward functions have kernels (the cross-entropy and BCE ones return the
+  gradient from the same pass); the backward functions run the engine that
+  would have been chosen without Triton. A launcher returns ``None`` for what it
+  does not cover (float64, probability targets): the call then falls back to
+  ``native`` or ``agnostic`` as above.
 
-``SOFTMAXKIT_ENGINE`` (``native``, ``agnostic``; unset means automatic) forces
-a choice; ``native`` still falls back to ``agnostic`` where the C core cannot
-run (other devices, other dtypes). A new engine (Triton for CUDA tensors) is
-added in :func:`engine_for` and in the ``*_fwd`` functions below, nowhere else.
+``SOFTMAXKIT_ENGINE`` (``native``, ``agnostic``, ``triton``; unset means
+automatic) forces a choice; ``native`` still falls back to ``agnostic`` where
+the C core cannot run (other devices, other dtypes). ``triton`` takes every
+tensor the kernels cover, CPU tensors too when ``TRITON_INTERPRET=1`` was set
+before triton was first imported (Triton's interpreter, how the kernels are
+tested without a GPU); forcing it without triton installed is an error naming
+``pip install softmaxkit[triton]``. Triton is imported only for a CUDA tensor or
+a forced ``triton``, never for an automatic call on a CPU tensor.
 
 Both the eager route (``torch.autograd.Function``) and the ``torch.library``
 custom operators call these functions, so their results are bitwise identical.
@@ -48,6 +59,7 @@ __all__ = [
     "AGNOSTIC",
     "ENV_ENGINE",
     "NATIVE",
+    "TRITON",
     "bce_fwd",
     "cross_entropy_fwd",
     "engine_for",
@@ -63,7 +75,8 @@ Tensor = torch.Tensor
 ENV_ENGINE = "SOFTMAXKIT_ENGINE"
 NATIVE = "native"
 AGNOSTIC = "agnostic"
-_ENGINES = (NATIVE, AGNOSTIC)
+TRITON = "triton"
+_ENGINES = (NATIVE, AGNOSTIC, TRITON)
 
 _CODE = {torch.float32: 0, torch.float64: 1}
 _HALF = (torch.float16, torch.bfloat16)
@@ -91,19 +104,69 @@ def _forced() -> str | None:
     return name
 
 
-def engine_for(x: Tensor) -> str:
-    """The engine for a call whose main tensor is ``x``: ``"native"`` or ``"agnostic"``.
+_LAUNCHERS: Any = None  # softmaxkit._triton._launch once loaded
+_TRITON_TRIED = False
 
-    The one place where softmaxkit.torch chooses an engine. Automatic choice:
-    the C core for CPU tensors of float32, float64, float16 and bfloat16, the
-    agnostic engine (torch operations) for everything else.
+
+def _launchers(forced: bool) -> Any:
+    """The Triton launchers, imported on first use; ``None`` when triton does not import.
+
+    Raises when the engine is ``forced`` and triton is unavailable.
     """
-    forced = _forced()
-    if forced == AGNOSTIC:
-        return AGNOSTIC
+    global _LAUNCHERS, _TRITON_TRIED
+    if not _TRITON_TRIED:
+        from .. import _triton
+
+        _LAUNCHERS = _triton.engine()
+        _TRITON_TRIED = True
+    if _LAUNCHERS is None and forced:
+        from .. import _triton
+
+        msg = f"environment variable {ENV_ENGINE}=triton: {_triton.why_not()}"
+        raise SoftmaxkitValueError(msg)
+    return _LAUNCHERS
+
+
+def _core_engine(x: Tensor) -> str:
+    """``"native"`` or ``"agnostic"``: the engine without Triton (its fallback)."""
     if x.is_cpu and x.dtype in _NATIVE_DTYPES and _ckernels is not None:
         return NATIVE
     return AGNOSTIC
+
+
+def _bwd_engine(x: Tensor) -> str:
+    """The engine of a backward function: Triton has no backward kernels, so its fallback."""
+    eng = engine_for(x)
+    return _core_engine(x) if eng == TRITON else eng
+
+
+def engine_for(x: Tensor) -> str:
+    """The engine for a call whose main tensor is ``x``: native, agnostic or triton.
+
+    The one place where softmaxkit.torch chooses an engine. Automatic choice:
+    the C core for CPU tensors of float32, float64, float16 and bfloat16, the
+    Triton kernels for CUDA tensors when triton imports, the agnostic engine
+    (torch operations) for everything else. ``"triton"`` is returned for every
+    tensor when forced; the forward functions fall back where a kernel does not
+    cover the call.
+    """
+    forced = _forced()
+    if forced is None:
+        if x.is_cpu:
+            return NATIVE if x.dtype in _NATIVE_DTYPES and _ckernels is not None else AGNOSTIC
+        if x.is_cuda and _launchers(False) is not None:
+            return TRITON
+        return AGNOSTIC
+    if forced == AGNOSTIC:
+        return AGNOSTIC
+    if forced == TRITON:
+        _launchers(True)
+        return TRITON
+    return _core_engine(x)
+
+
+def _d(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach()
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -218,7 +281,14 @@ def _native_normalize(x2: Tensor, log: bool) -> Tensor:
 
 def softmax_fwd(x: Tensor, dims: list[int], log: bool) -> Tensor:
     """Softmax (``log=False``) or log-softmax of ``x`` over ``dims``."""
-    if engine_for(x) == NATIVE and _native_ok(x, dims):
+    eng = engine_for(x)
+    if eng == TRITON:
+        fn = _LAUNCHERS.log_softmax if log else _LAUNCHERS.softmax
+        y: Tensor | None = fn(x.detach(), dims)
+        if y is not None:
+            return y
+        eng = _core_engine(x)
+    if eng == NATIVE and _native_ok(x, dims):
         code = _CODE.get(x.dtype)
         if code is not None and dims[0] == x.dim() - 1 and len(dims) == 1 and x.is_contiguous():
             # the common call: one last dimension, contiguous; no reshaping at all
@@ -245,7 +315,7 @@ def softmax_fwd(x: Tensor, dims: list[int], log: bool) -> Tensor:
 def softmax_bwd(y: Tensor, g: Tensor, dims: list[int], log: bool) -> Tensor:
     """The VJP of softmax (``log=False``) or log-softmax from the output ``y``."""
     g = g.to(y.dtype)
-    if engine_for(y) == NATIVE and y.dtype in _CODE and _native_ok(y, dims):
+    if _bwd_engine(y) == NATIVE and y.dtype in _CODE and _native_ok(y, dims):
         y2, perm, rows, n = _rows(y.detach(), dims)
         g2, _, _, _ = _rows(g.detach(), dims)
         out = torch.empty((rows, n), dtype=y.dtype)
@@ -267,7 +337,13 @@ def _reduced_shape(shape: torch.Size, dims: list[int], keepdim: bool) -> list[in
 
 def logsumexp_fwd(x: Tensor, dims: list[int], keepdim: bool) -> Tensor:
     """Logsumexp of ``x`` over ``dims`` (computed in float64 at least, rounded once)."""
-    if engine_for(x) == NATIVE and _native_ok(x, dims):
+    eng = engine_for(x)
+    if eng == TRITON:
+        r: Tensor | None = _LAUNCHERS.logsumexp(x.detach(), dims, keepdim)
+        if r is not None:
+            return r
+        eng = _core_engine(x)
+    if eng == NATIVE and _native_ok(x, dims):
         xd = x.detach()
         if xd.dtype in _HALF:
             xd = xd.to(torch.float32)  # exact; the float64 sum is rounded once to the half type
@@ -293,7 +369,7 @@ def logsumexp_fwd(x: Tensor, dims: list[int], keepdim: bool) -> Tensor:
 def logsumexp_bwd(x: Tensor, g: Tensor, dims: list[int], keepdim: bool) -> Tensor:
     """``g * softmax(x)`` over ``dims``: the gradient of logsumexp (0 where ``p`` is 0)."""
     kept = [1 if i in dims else s for i, s in enumerate(x.shape)]
-    if engine_for(x) == NATIVE and _native_ok(x, dims):
+    if _bwd_engine(x) == NATIVE and _native_ok(x, dims):
         xd = x.detach().to(torch.float64)
         p = softmax_fwd(xd, dims, False)
         return (g.detach().to(torch.float64).reshape(kept) * p).to(x.dtype)
@@ -451,7 +527,17 @@ def cross_entropy_fwd(
     _check_values(weight, "weight")
     if prob:
         _check_values(target, "target", nonneg=True)
-    if engine_for(x) == NATIVE and not prob and eps == 0.0 and x.numel() > 0:
+    eng = engine_for(x)
+    if eng == TRITON:
+        if not prob:
+            _check_index_range(target, x.shape[dim], ign)  # the kernel reads x[t] unchecked
+        tr: tuple[Tensor, Tensor] | None = _LAUNCHERS.cross_entropy(
+            x.detach(), target.detach(), _d(weight), dim, ign, reduction, eps, z, prob, need_grad
+        )
+        if tr is not None:
+            return tr
+        eng = _core_engine(x)
+    if eng == NATIVE and not prob and eps == 0.0 and x.numel() > 0:
         return _native_ce(x, target, weight, dim, ign, reduction, z, need_grad)
     if not prob:
         _check_index_range(target, x.shape[dim], ign)
@@ -521,7 +607,15 @@ def bce_fwd(
     _check_values(target, "target", unit=True)
     _check_values(weight, "weight")
     _check_values(pos_weight, "pos_weight")
-    if engine_for(x) == NATIVE and x.numel() > 0:
+    eng = engine_for(x)
+    if eng == TRITON:
+        tr: tuple[Tensor, Tensor] | None = _LAUNCHERS.bce_with_logits(
+            x.detach(), target.detach(), _d(weight), _d(pos_weight), reduction, need_grad
+        )
+        if tr is not None:
+            return tr
+        eng = _core_engine(x)
+    if eng == NATIVE and x.numel() > 0:
         xd = x.detach()
         half = xd.dtype in _HALF
         if half:
