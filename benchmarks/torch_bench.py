@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -128,6 +129,125 @@ def ops_table(reps: int, quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+# ------------------------------------------------ part 1b: per-call cost (issue 9)
+
+CE_SHAPES = [(32, 10), (256, 1000), (4096, 1000), (8, 50257), (512, 50257), (1024, 50257)]
+NORM_SHAPES = [(32, 10), (256, 1000), (4096, 1000), (8, 50257), (512, 50257)]
+
+
+def _per_call(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Median seconds per call over ``rounds`` interleaved rounds of many calls each."""
+    for f in fns.values():
+        f()
+    number = {}
+    for k, f in fns.items():  # enough calls for ~20 ms per round
+        t0 = time.perf_counter()
+        f()
+        one = max(time.perf_counter() - t0, 1e-7)
+        number[k] = max(1, min(20000, int(0.02 / one)))
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            n = number[k]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                f()
+            times[k].append((time.perf_counter() - t0) / n)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def overhead_table(rounds: int, quick: bool) -> list[dict[str, Any]]:
+    """CE forward+backward and softmax/log_softmax forward at the shapes people train on."""
+    import torch
+    import torch.nn.functional as F
+
+    import softmaxkit.torch as skt
+
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for n, c in CE_SHAPES[:3] if quick else CE_SHAPES:
+        x = (torch.randn(n, c, generator=g) * 2).requires_grad_()
+        t = torch.randint(0, c, (n,), generator=g)
+
+        def ours(x: torch.Tensor = x, t: torch.Tensor = t) -> None:
+            x.grad = None
+            skt.cross_entropy(x, t).backward()
+
+        def theirs(x: torch.Tensor = x, t: torch.Tensor = t) -> None:
+            x.grad = None
+            F.cross_entropy(x, t).backward()
+
+        r = _per_call({"skt": ours, "torch": theirs}, rounds)
+        rows.append({"op": "cross_entropy fwd+bwd", "shape": (n, c), **r})
+    for n, c in NORM_SHAPES[:3] if quick else NORM_SHAPES:
+        x = torch.randn(n, c, generator=g) * 2
+        for name in ("softmax", "log_softmax"):
+            ours_f, ref_f = getattr(skt, name), getattr(torch, name)
+            r = _per_call(
+                {"skt": lambda o=ours_f, x=x: o(x, 1), "torch": lambda f=ref_f, x=x: f(x, 1)},
+                rounds,
+            )
+            rows.append({"op": f"{name} forward", "shape": (n, c), **r})
+    return rows
+
+
+def mlp_table(rounds: int) -> list[dict[str, Any]]:
+    """One SGD step of a small MLP (batch 64, 100 classes): nn.CrossEntropyLoss vs skt's."""
+    import torch
+    from torch import nn
+
+    import softmaxkit.torch as skt
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 256, generator=g)
+    y = torch.randint(0, 100, (64,), generator=g)
+    fns = {}
+    for key, crit in (("torch", nn.CrossEntropyLoss()), ("skt", skt.CrossEntropyLoss())):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 100))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+        def step(model: nn.Module = model, opt: Any = opt, crit: Any = crit) -> None:
+            opt.zero_grad()
+            crit(model(x), y).backward()
+            opt.step()
+
+        fns[key] = step
+    return [{"op": "MLP SGD step (64×256→512→100)", "shape": (64, 100),
+             **_per_call(fns, rounds)}]  # fmt: skip
+
+
+def profile_text(calls: int = 3000) -> str:
+    """Where the time of one 32×10 cross-entropy forward+backward goes (cProfile, top 12)."""
+    import cProfile
+    import io
+    import pstats
+
+    import torch
+
+    import softmaxkit.torch as skt
+
+    x = torch.randn(32, 10).requires_grad_()
+    t = torch.randint(0, 10, (32,))
+
+    def loop() -> None:
+        for _ in range(calls):
+            x.grad = None
+            skt.cross_entropy(x, t).backward()
+
+    loop()
+    prof = cProfile.Profile()
+    prof.enable()
+    loop()
+    prof.disable()
+    buf = io.StringIO()
+    st = pstats.Stats(prof, stream=buf).sort_stats("tottime")
+    st.print_stats(12)
+    lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
+    keep = [ln for ln in lines if "ncalls" in ln or "{" in ln or ".py:" in ln]
+    return "\n".join(keep[:14])
+
+
 # ------------------------------------------------- part 2: linear + cross-entropy
 
 
@@ -180,6 +300,60 @@ def _lce_child(variant: str, n: int, d: int, v: int) -> dict[str, Any]:
         "grads_mb": grads / 1e6,
         "loss": float(loss.detach()),
     }
+
+
+def _hf_child(variant: str) -> dict[str, Any]:
+    """One training step of a GPT-2-style causal LM (vocab 50257, batch 8 x 256 tokens)."""
+    import torch
+    import transformers
+
+    from softmaxkit.torch.transformers import apply_linear_cross_entropy
+
+    cfg = transformers.GPT2Config(
+        vocab_size=50257, n_positions=256, n_embd=256, n_layer=2, n_head=4,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg)
+    if variant == "softmaxkit":
+        apply_linear_cross_entropy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 50257, (8, 256), generator=g)
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=False)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    step()  # warm-up: gradients allocated, thread pools started
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        loss = step()
+        elapsed = time.perf_counter() - t0
+    return {"variant": variant, "seconds": elapsed, "extra_mb": mem.extra / 1e6, "loss": loss}
+
+
+def hf_table(rounds: int) -> list[dict[str, Any]]:
+    runs: dict[str, list[dict[str, Any]]] = {"model's own loss": [], "softmaxkit": []}
+    for _ in range(rounds):
+        for variant in runs:
+            cmd = [sys.executable, __file__, "--child-hf", variant]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            runs[variant].append(res)
+            print(
+                f"  HF {variant}: {res['seconds']:.2f} s, {res['extra_mb']:.0f} MB", file=sys.stderr
+            )
+    rows = []
+    for rs in runs.values():
+        row = dict(rs[0])
+        row["seconds"] = statistics.median(r["seconds"] for r in rs)
+        row["extra_mb"] = statistics.median(r["extra_mb"] for r in rs)
+        rows.append(row)
+    return rows
 
 
 def lce_table(n: int, d: int, v: int, variants: list[str], rounds: int) -> list[dict[str, Any]]:
@@ -256,12 +430,103 @@ def _machine() -> str:
     )
 
 
+def _ratio_rows(rows: list[dict[str, Any]], target: Callable[[dict[str, Any]], str]) -> list[str]:
+    out = [
+        "| case | shape | softmaxkit (µs) | torch (µs) | torch / softmaxkit | target |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        ratio = r["torch"] / r["skt"]
+        out.append(
+            f"| {r['op']} | {r['shape'][0]}×{r['shape'][1]} | {r['skt'] * 1e6:.1f} | "
+            f"{r['torch'] * 1e6:.1f} | {ratio:.2f}× | {target(r)} |"
+        )
+    return out
+
+
+def _target(r: dict[str, Any]) -> str:
+    ratio = r["torch"] / r["skt"]
+    if r["op"].startswith(("softmax", "log_softmax")):
+        want = 0.67 if r["shape"] == (32, 10) else 1.0
+    else:
+        want = 1.0
+    return f"≥ {want:.2f}×: {'met' if ratio >= want else 'missed'}"
+
+
+def render_overhead(
+    over: list[dict[str, Any]], mlp: list[dict[str, Any]], prof: str, rounds: int, load: str
+) -> list[str]:
+    out = [
+        "### Per-call cost at the shapes people train on (issue 9)",
+        "",
+        f"float32, eager, torch on {_threads()} threads; median over {rounds} interleaved rounds "
+        "of many calls each (about 20 ms per round and method). Cross-entropy is forward + "
+        "backward (mean over the batch, through autograd); softmax/log_softmax are forward "
+        f"only. Engine: {_engine_name()}. Load average at the start: {load}.",
+        "",
+        *_ratio_rows(over + mlp, _target),
+        "",
+    ]
+    if prof:
+        out += [
+            "Where the time of a 32×10 cross-entropy forward+backward goes (cProfile of 3000 "
+            "calls, sorted by own time; the profiler itself inflates Python-level calls):",
+            "",
+            "```",
+            prof,
+            "```",
+            "",
+        ]
+    return out
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _engine_name() -> str:
+    import torch
+
+    from softmaxkit import _ckernels
+    from softmaxkit.torch import _engine
+
+    return f"{_engine.engine_for(torch.zeros(1))} (C core, ISA {_ckernels.isa()})"
+
+
+def render_hf(rows: list[dict[str, Any]], rounds: int) -> list[str]:
+    if not rows:
+        return []
+    own = rows[0]
+    out = [
+        "### Hugging Face causal LM training step (vocab 50257, batch 8 × 256 tokens)",
+        "",
+        "A 2-layer GPT-2 (n_embd 256) from `transformers`, float32, one SGD step (forward, "
+        "backward, update) after a warm-up step, each in a fresh process, median of "
+        f"{rounds} rounds. `softmaxkit` = `softmaxkit.torch.transformers."
+        "apply_linear_cross_entropy(model)`; extra memory = peak resident set during the "
+        "step minus before it.",
+        "",
+        "| loss | step (s) | extra peak memory (MB) | time vs model's own | memory vs model's own |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['variant']} | {r['seconds']:.2f} | {r['extra_mb']:.0f} | "
+            f"{r['seconds'] / own['seconds']:.2f}× | {r['extra_mb'] / own['extra_mb']:.2f}× |"
+        )
+    out.append("")
+    return out
+
+
 def render(
     ops: list[dict[str, Any]],
-    lce: list[dict[str, Any]],
+    lces: list[tuple[tuple[int, int, int], list[dict[str, Any]]]],
     acc: list[dict[str, Any]],
-    lce_shape: tuple[int, int, int],
     reps: int,
+    top: list[str] | None = None,
+    bottom: list[str] | None = None,
 ) -> str:
     out = [
         "## softmaxkit.torch vs torch (CPU)",
@@ -273,6 +538,7 @@ def render(
         "the ops table times the C kernels in the default (accurate) mode, through "
         "autograd, against torch's own ops called the usual way.",
         "",
+        *(top or []),
     ]
     if ops:
         out += [
@@ -287,7 +553,9 @@ def render(
                 f"{r['skt']:.4f} | {r['torch']:.4f} | {r['torch'] / r['skt']:.2f}× |"
             )
         out.append("")
-    if lce:
+    for lce_shape, lce in lces:
+        if not lce:
+            continue
         n, d, v = lce_shape
         naive = next((r for r in lce if r["variant"] == "torch naive"), None)
         chunked = next((r for r in lce if r["variant"] == "torch chunked"), None)
@@ -301,17 +569,20 @@ def render(
             f"({lce[0]['grads_mb']:.0f} MB for every method), shown apart as working memory.",
             "",
             "| method | time (s) | extra peak memory (MB) | working memory beyond the gradients (MB) |"
-            " time vs torch naive | memory vs torch chunked |",
+            " time vs torch naive | working memory vs torch chunked |",
             "|---|---:|---:|---:|---:|---:|",
         ]
         for r in lce:
             t_ratio = f"{r['seconds'] / naive['seconds']:.2f}×" if naive else "–"
-            m_ratio = f"{r['extra_mb'] / chunked['extra_mb']:.2f}×" if chunked else "–"
+            work = r["extra_mb"] - r["grads_mb"]
+            c_work = chunked["extra_mb"] - chunked["grads_mb"] if chunked else 0.0
+            m_ratio = f"{work / c_work:.2f}×" if chunked and c_work > 0 else "–"
             out.append(
                 f"| {r['variant']} | {r['seconds']:.1f} | {r['extra_mb']:.0f} | "
                 f"{r['extra_mb'] - r['grads_mb']:.0f} | {t_ratio} | {m_ratio} |"
             )
         out.append("")
+    out += bottom or []
     if acc:
         out += [
             "### Linear + cross-entropy accuracy against a float64 reference",
@@ -333,22 +604,43 @@ def render(
 
 def section(reps: int = 5, quick: bool = False, lce: bool = True, rounds: int = 3) -> str:
     """The Markdown section, for ``benchmarks/run.py``."""
-    shape = (4096, 1024, 65536)
-    ops = ops_table(reps, quick)
-    variants = [
-        "torch naive",
-        "torch chunked",
-        "softmaxkit",
-        "softmaxkit, torch GEMM",
-        "softmaxkit chunk_size=8192",
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    over_rounds = max(reps, 9)
+    over = overhead_table(over_rounds, quick)
+    mlp = mlp_table(over_rounds)
+    prof = profile_text()
+    top = render_overhead(over, mlp, prof, over_rounds, load)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same at one thread: no OpenMP barriers, so load matters less
+    try:
+        over1 = overhead_table(over_rounds, quick) + mlp_table(over_rounds)
+    finally:
+        torch.set_num_threads(threads)
+    top += [
+        "The same on one torch thread (torch's OpenMP barriers wait on descheduled threads "
+        "when the machine is loaded, which inflates the 2-thread torch times above):",
+        "",
+        *_ratio_rows(over1, _target),
+        "",
     ]
-    lrows = lce_table(*shape, variants, rounds) if lce else []
+    ops = ops_table(reps, quick)
+    shapes = [(2048, 512, 32768), (4096, 1024, 65536)]
+    variants = ["torch naive", "torch chunked", "softmaxkit", "softmaxkit, torch GEMM"]
+    lces = [(shape, lce_table(*shape, variants, rounds) if lce else []) for shape in shapes]
+    hf: list[dict[str, Any]] = []
+    if lce and importlib.util.find_spec("transformers") is not None:
+        hf = hf_table(rounds)
     acc = lce_accuracy(512, 256, 16384)
-    return render(ops, lrows, acc, shape, reps)
+    return render(ops, lces, acc, reps, top, render_hf(hf, rounds))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child-hf":
+        print(json.dumps(_hf_child(argv[1])))
+        return 0
     if argv and argv[0] == "--child":
         variant, n, d, v = argv[1], int(argv[2]), int(argv[3]), int(argv[4])
         print(json.dumps(_lce_child(variant, n, d, v)))

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 import softmaxkit.torch as skt
 from softmaxkit import SoftmaxkitError, SoftmaxkitTypeError, SoftmaxkitValueError
-from softmaxkit.torch import _bridge
+from softmaxkit.torch import _engine
 
 INF = math.inf
 
@@ -262,22 +262,62 @@ def test_zero_dim_input():
     assert skt.logsumexp(torch.tensor(3.0), 0).item() == 3.0
 
 
-def test_cpu_float_tensors_take_the_zero_copy_numpy_route():
-    assert _bridge.route(torch.zeros(2)) == "numpy"
-    assert _bridge.route(torch.zeros(2, dtype=torch.float64)) == "numpy"
-    assert _bridge.route(torch.zeros(2, dtype=torch.bfloat16)) == "widen"
-    assert _bridge.route(torch.zeros(2, device="meta")) == "torch"
+def test_one_route_decision_honours_the_engine_variable(monkeypatch):
+    monkeypatch.delenv(_engine.ENV_ENGINE, raising=False)
+    for dt in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        assert _engine.engine_for(torch.zeros(2, dtype=dt)) == "native"
+    assert _engine.engine_for(torch.zeros(2, device="meta")) == "agnostic"
+    monkeypatch.setenv(_engine.ENV_ENGINE, "agnostic")
+    assert _engine.engine_for(torch.zeros(2)) == "agnostic"
+    monkeypatch.setenv(_engine.ENV_ENGINE, "native")
+    assert _engine.engine_for(torch.zeros(2)) == "native"
+    assert _engine.engine_for(torch.zeros(2, device="meta")) == "agnostic"
+    monkeypatch.setenv(_engine.ENV_ENGINE, "cuda-magic")
+    with pytest.raises(SoftmaxkitValueError, match="SOFTMAXKIT_ENGINE"):
+        skt.softmax(torch.zeros(2), 0)
+
+
+def test_automatic_choice_for_cpu_tensors_never_asks_for_triton(monkeypatch):
+    # the Triton engine is looked up only for CUDA tensors or when forced: a CPU
+    # call must not pay for importing (or even probing) triton
+    def boom(forced):
+        raise AssertionError("the Triton engine was consulted for a CPU tensor")
+
+    monkeypatch.delenv(_engine.ENV_ENGINE, raising=False)
+    monkeypatch.setattr(_engine, "_launchers", boom)
+    x = torch.randn(3, 4, generator=_gen(4)).requires_grad_()
+    assert _engine.engine_for(x) == "native"
+    skt.log_softmax(x, 1).sum().backward()
+    skt.cross_entropy(x, torch.tensor([0, 1, 3])).backward()
+    skt.binary_cross_entropy_with_logits(x, torch.rand(3, 4, generator=_gen(5))).backward()
+    skt.logsumexp(x, 1).sum().backward()
+
+
+def test_forcing_triton_without_triton_names_the_install(monkeypatch):
+    from softmaxkit import _triton
+
+    monkeypatch.setattr(_triton, "_ENGINE", None)
+    monkeypatch.setattr(_triton, "_FAILED", f"{_triton.INSTALL_HINT} (No module named 'triton')")
+    monkeypatch.setattr(_engine, "_TRITON_TRIED", False)
+    monkeypatch.setattr(_engine, "_LAUNCHERS", None)
+    monkeypatch.setenv(_engine.ENV_ENGINE, "triton")
+    for call in (
+        lambda: skt.softmax(torch.zeros(2, 3), 1),
+        lambda: skt.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1])),
+    ):
+        with pytest.raises(SoftmaxkitValueError, match=r"pip install softmaxkit\[triton\]"):
+            call()
+    monkeypatch.delenv(_engine.ENV_ENGINE)
+    assert skt.softmax(torch.zeros(2, 2), 1).tolist() == [[0.5, 0.5], [0.5, 0.5]]
+
+
+def test_native_engine_reads_tensors_in_place_and_returns_fresh_memory():
     x = torch.arange(6.0).reshape(2, 3)
-    seen = []
-
-    def fn(a):
-        seen.append(a)
-        return a * 2
-
-    out = _bridge.call_core(fn, x)
-    assert seen[0].__class__.__module__ == "numpy"
-    assert seen[0].ctypes.data == x.data_ptr()  # a view, not a copy
-    assert out.data_ptr() != x.data_ptr()
+    for out in (skt.softmax(x, 1), skt.log_softmax(x, 1), skt.logsumexp(x, 1)):
+        assert out.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+    xr = x.clone().requires_grad_()
+    skt.cross_entropy(xr, torch.tensor([0, 2])).backward()
+    assert xr.grad.untyped_storage().data_ptr() != xr.untyped_storage().data_ptr()
 
 
 def test_non_contiguous_and_read_only_style_inputs_are_not_modified():

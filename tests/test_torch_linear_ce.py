@@ -365,3 +365,35 @@ def test_torch_thread_count_is_restored():
     h, W, b, t = _problem(dtype=torch.float32, n=40)
     skt.linear_cross_entropy(h.requires_grad_(), W, t, linear_bias=b).backward()
     assert torch.get_num_threads() == before
+
+
+def test_negative_and_zero_class_weights_follow_torch():
+    g = torch.Generator().manual_seed(11)
+    h = torch.randn(40, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(300, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 300, (40,), generator=g)
+    w = torch.randn(300, generator=g, dtype=torch.float64)
+    w[:50] = 0.0
+    for red in ("mean", "sum", "none"):
+        got = skt.linear_cross_entropy(h, W, t, weight=w, reduction=red)
+        want = torch.nn.functional.cross_entropy(h @ W.T, t, weight=w, reduction=red)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(
+            torch.autograd.grad(got.sum(), (h, W)),
+            torch.autograd.grad(want.sum(), (h, W)),
+            strict=True,
+        ):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    "shape", [(2048, 512, 32768), (4096, 1024, 65536), (8, 64, 50257), (100_000, 4096, 256_000)]
+)
+def test_tiles_adapt_and_bound_the_held_logits(shape):
+    N, D, V = shape
+    T, Vt = _linear_ce.tiles(N, D, V, torch.float32)
+    held = T * V * 4
+    budget = min(_linear_ce.HOLD_MAX_BYTES, max(_linear_ce.HOLD_MIN_BYTES, (N + V) * D))
+    assert (1 <= T <= N and T % 16 == 0) or T == N
+    assert held <= budget or T == 16
+    assert 512 <= Vt <= _linear_ce.VOCAB_TILE or Vt == V

@@ -14,8 +14,11 @@ What is checked:
   float32 is correct except within 2**-29 ulp of a tie, where we allow 1e-6 ulp;
 * the contract's special rows (all ``-inf``, ``+inf``, NaN, empty rows, the
   dominant-logit tail) take the same values as on every other engine;
-* ``softmaxkit.torch`` with ``SOFTMAXKIT_ENGINE=triton`` runs the kernels behind
-  the custom operators, forward and gradients;
+* ``softmaxkit.torch`` with ``SOFTMAXKIT_ENGINE=triton`` runs the kernels in
+  its forward functions, on the eager route (``torch.autograd.Function``) and
+  behind the ``torch.library`` operators alike: values and gradients bitwise
+  equal between the routes and to the oracle; float64 and probability targets
+  fall back to the C core;
 * fast mode (float32 inside) stays within the interpreter's float32 error.
   The GPU's fast mode is less accurate than its interpretation (``ex2.approx``,
   ``div.full``): see ``test_triton_compile.py`` and the README.
@@ -44,7 +47,9 @@ import softmaxkit as sk  # noqa: E402
 import softmaxkit.torch as skt  # noqa: E402
 from softmaxkit._errors import SoftmaxkitValueError  # noqa: E402
 from softmaxkit._triton import _launch as E  # noqa: E402
-from softmaxkit.torch._bridge import triton_engine  # noqa: E402
+from softmaxkit.torch import _engine as torch_engine  # noqa: E402
+from softmaxkit.torch import _ops  # noqa: E402
+from softmaxkit.torch._engine import engine_for  # noqa: E402
 from tests import _reference as R  # noqa: E402
 from tests._helpers import f32  # noqa: E402
 
@@ -339,26 +344,49 @@ def test_bce_loss_and_grad_match_oracle(weights: bool, reduction: str) -> None:
 
 
 @pytest.fixture
-def triton_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+def triton_forced(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """``SOFTMAXKIT_ENGINE=triton``; counts the launches that ran a kernel (not ``None``)."""
     monkeypatch.setenv("SOFTMAXKIT_ENGINE", "triton")
+    calls: dict[str, int] = {}
+    for name in ("softmax", "log_softmax", "logsumexp", "cross_entropy", "bce_with_logits"):
+
+        def spy(*a: object, _fn: object = getattr(E, name), _name: str = name) -> object:
+            out = _fn(*a)  # type: ignore[operator]
+            if out is not None:
+                calls[_name] = calls.get(_name, 0) + 1
+            return out
+
+        monkeypatch.setattr(E, name, spy)
+    return calls
 
 
 def test_engine_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     x = torch.zeros(2)
     monkeypatch.delenv("SOFTMAXKIT_ENGINE", raising=False)
-    assert triton_engine(x) is None  # CPU tensors keep the native path by default
+    assert engine_for(x) == "native"  # CPU tensors keep the C core by default
     for name in ("native", "agnostic"):
         monkeypatch.setenv("SOFTMAXKIT_ENGINE", name)
-        assert triton_engine(x) is None
+        assert engine_for(x) == name
     monkeypatch.setenv("SOFTMAXKIT_ENGINE", "triton")
-    assert triton_engine(x) is E
+    assert engine_for(x) == "triton" and torch_engine._LAUNCHERS is E
     monkeypatch.setattr(E, "INTERPRETED", False)
     with pytest.raises(SoftmaxkitValueError, match="TRITON_INTERPRET=1"):
         skt.softmax(torch.zeros(2, 3), dim=1)
 
 
-@pytest.mark.usefixtures("triton_forced")
-def test_torch_layer_normalizers_run_the_kernels() -> None:
+def _routes(fn, x: torch.Tensor, *, cot: bool = True):  # type: ignore[no-untyped-def]
+    """Value and input gradient of ``fn(route, x)`` on the eager and on the operator route."""
+    res = []
+    for route in ("eager", "ops"):
+        xi = x.detach().clone().requires_grad_()
+        out = fn(route, xi)
+        up = torch.linspace(-1.0, 1.5, out.numel()).reshape(out.shape).to(out.dtype)
+        (g,) = torch.autograd.grad(out, xi, up if cot else None)
+        res.append((out.detach(), g))
+    return res
+
+
+def test_torch_layer_normalizers_run_the_kernels(triton_forced: dict[str, int]) -> None:
     x = torch.tensor(SPECIAL, dtype=torch.float32)
     assert _same(skt.softmax(x, dim=1), sk.softmax(x, axis=1))
     assert _same(skt.log_softmax(x, dim=1), sk.log_softmax(x, axis=1))
@@ -366,41 +394,105 @@ def test_torch_layer_normalizers_run_the_kernels() -> None:
     y = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(2))
     assert _same(skt.logsumexp(y, dim=(0, 2), keepdim=True),
                  sk.logsumexp(y, axis=(0, 2), keepdims=True))  # fmt: skip
+    assert _same(_ops.softmax_op(y, [1]), sk.softmax(y, axis=1))
+    assert triton_forced == {"softmax": 2, "log_softmax": 1, "logsumexp": 2}
 
 
-@pytest.mark.usefixtures("triton_forced")
-def test_torch_layer_gradients_through_the_custom_operators(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_torch_layer_normalizer_gradients_on_both_routes(
+    triton_forced: dict[str, int], monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype
 ) -> None:
+    g = torch.Generator().manual_seed(21)
+    x = (torch.randn(3, 9, generator=g) * 3).to(dtype)
+    x[0, 2] = -INF
+    ops = {
+        "softmax": (lambda r, a: skt.softmax(a, 1) if r == "eager" else _ops.softmax_op(a, [1])),
+        "log_softmax": (
+            lambda r, a: skt.log_softmax(a, 1) if r == "eager" else _ops.log_softmax_op(a, [1])
+        ),
+        "logsumexp": (
+            lambda r, a: skt.logsumexp(a, 1) if r == "eager" else _ops.logsumexp_op(a, [1], False)
+        ),
+    }
+    for name, fn in ops.items():
+        (v_e, g_e), (v_o, g_o) = _routes(fn, x)
+        assert triton_forced.pop(name) == 2  # both forwards ran the kernel
+        # the eager route (autograd.Function) and the operators: bitwise the same
+        assert _same(v_e, v_o) and _same(g_e, g_o)
+        if dtype == torch.float32:
+            assert _same(v_e, _oracle(name, x, 1))
+        else:
+            assert _same(v_e, _round_once(_oracle(name, x.to(torch.float64), 1), dtype))
+        # backward runs the engine it would run without Triton: the same gradient
+        monkeypatch.delenv("SOFTMAXKIT_ENGINE")
+        (_, g_n), _ = _routes(fn, x)
+        monkeypatch.setenv("SOFTMAXKIT_ENGINE", "triton")
+        if dtype == torch.float32:
+            torch.testing.assert_close(g_e, g_n, rtol=2e-7, atol=1e-7)
+        else:
+            torch.testing.assert_close(g_e, g_n, rtol=0.0, atol=0.0)
+
+
+def test_torch_layer_loss_gradients_on_both_routes(triton_forced: dict[str, int]) -> None:
     g = torch.Generator().manual_seed(11)
-    x = (torch.randn(4, 7, 3, generator=g) * 4).requires_grad_()  # class dim 1
+    x = torch.randn(4, 7, 3, generator=g) * 4  # class dim 1
     t = torch.randint(0, 7, (4, 3), generator=g)
     t[0, 0] = -100
     w = torch.rand(7, generator=g) + 0.5
-    loss = skt.cross_entropy(x, t, w, label_smoothing=0.05, z_loss=1e-3)
-    (gx,) = torch.autograd.grad(2.0 * loss, x)
+
+    def ce(route: str, a: torch.Tensor) -> torch.Tensor:
+        if route == "eager":
+            return 2.0 * skt.cross_entropy(a, t, w, label_smoothing=0.05, z_loss=1e-3)
+        loss, _ = _ops.cross_entropy_op(a, t, w, 1, -100, "mean", 0.05, 1e-3, False, True)
+        return 2.0 * loss
+
+    (l_e, g_e), (l_o, g_o) = _routes(ce, x, cot=False)
+    assert triton_forced.pop("cross_entropy") == 2
     ref_loss, ref_grad = sk.cross_entropy(
-        x.detach(), t, axis=1, weight=w, ignore_index=-100, label_smoothing=0.05, z_loss=1e-3,
+        x, t, axis=1, weight=w, ignore_index=-100, label_smoothing=0.05, z_loss=1e-3,
         return_grad=True,
     )  # fmt: skip
-    assert _same(loss.detach(), ref_loss)
-    assert _same(gx, 2.0 * ref_grad)
+    assert _same(l_e, 2.0 * ref_loss) and _same(l_o, l_e)
+    assert _same(g_e, 2.0 * ref_grad) and _same(g_o, g_e)
 
-    xb = (torch.randn(5, 6, generator=g) * 10).requires_grad_()
+    xb = torch.randn(5, 6, generator=g) * 10
     yb = torch.rand(5, 6, generator=g)
-    lb = skt.binary_cross_entropy_with_logits(xb, yb, reduction="sum")
-    (gb,) = torch.autograd.grad(lb, xb)
-    ref_b = sk.binary_cross_entropy_with_logits(xb.detach(), yb, reduction="sum", return_grad=True)
-    assert _same(lb.detach(), ref_b[0]) and _same(gb, ref_b[1])
+    pw = torch.rand(6, generator=g) * 3
 
-    # softmax: forward on the kernels, backward on the core's VJP; the same
-    # gradients as with the default engine
-    xs = (torch.randn(3, 9, generator=g) * 3).requires_grad_()
-    up = torch.randn(3, 9, generator=g)
-    (g_tr,) = torch.autograd.grad(skt.log_softmax(xs, dim=1), xs, up)
+    def bce(route: str, a: torch.Tensor) -> torch.Tensor:
+        if route == "eager":
+            return skt.binary_cross_entropy_with_logits(a, yb, pos_weight=pw, reduction="sum")
+        return _ops.bce_with_logits_op(a, yb, None, pw, "sum", True)[0]
+
+    (l_e, g_e), (l_o, g_o) = _routes(bce, xb, cot=False)
+    assert triton_forced.pop("bce_with_logits") == 2
+    ref_b = sk.binary_cross_entropy_with_logits(
+        xb, yb, pos_weight=pw, reduction="sum", return_grad=True
+    )
+    assert _same(l_e, ref_b[0]) and _same(g_e, ref_b[1])
+    assert _same(l_o, l_e) and _same(g_o, g_e)
+    assert not triton_forced
+
+
+def test_uncovered_calls_fall_back(
+    triton_forced: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # float64 and probability targets have no kernel: they run as without Triton
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    p = torch.softmax(torch.randn(3, 5, generator=g), 1)
+    xf = x.float()
+
+    def calls() -> list[torch.Tensor]:
+        return [skt.softmax(x, 1), skt.logsumexp(x, 1), skt.cross_entropy(xf, p)]
+
+    forced = calls()
+    assert not triton_forced
+    with pytest.raises(SoftmaxkitValueError, match="class index out of range"):
+        skt.cross_entropy(xf, torch.tensor([0, 5, 1]))
     monkeypatch.delenv("SOFTMAXKIT_ENGINE")
-    (g_cpu,) = torch.autograd.grad(skt.log_softmax(xs, dim=1), xs, up)
-    torch.testing.assert_close(g_tr, g_cpu, rtol=2e-7, atol=1e-7)
+    for a, b in zip(forced, calls(), strict=True):
+        assert _same(a, b)
 
 
 # ------------------------------------------------------------ linear + cross-entropy

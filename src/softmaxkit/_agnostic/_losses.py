@@ -55,9 +55,10 @@ def _reduce(
     total = xp.sum(item)
     if reduction == "sum":
         return xp.astype(total, plan.out), xp.asarray(1.0, dtype=plan.work, device=plan.device)
-    safe = xp.where(den > 0, den, 1.0)
-    mean = xp.where(den > 0, total / safe, 0.0)
-    scale = xp.where(den > 0, 1.0 / safe, 0.0)
+    # a zero divisor (nothing counted, or weights summing to 0) gives the empty mean, 0
+    safe = xp.where(den != 0, den, 1.0)
+    mean = xp.where(den != 0, total / safe, 0.0)
+    scale = xp.where(den != 0, 1.0 / safe, 0.0)
     return xp.astype(mean, plan.out), scale
 
 

@@ -6,6 +6,8 @@ import torch
 
 from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from . import _checks as chk
+from . import _eager
+from . import _engine as E
 from ._ops import (
     bce_with_logits_op,
     cross_entropy_op,
@@ -27,6 +29,24 @@ __all__ = [
 
 def _wants_grad(*ts: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
+def _traced(x: torch.Tensor) -> bool:
+    """Whether the call must go through the ``torch.library`` operators.
+
+    Under ``torch.compile`` (and for tensor subclasses or meta tensors, which
+    need the operators' fake implementations) the operators run; ordinary eager
+    calls take the cheaper ``autograd.Function`` route with the same results.
+    """
+    return torch.compiler.is_compiling() or type(x) is not torch.Tensor or x.is_meta
+
+
+def _normalize(x: torch.Tensor, dims: list[int], log: bool) -> torch.Tensor:
+    if _traced(x):
+        return (log_softmax_op if log else softmax_op)(x, dims)
+    if _wants_grad(x):
+        return _eager.apply(_eager.LogSoftmax if log else _eager.Softmax, x, dims, log)  # type: ignore[no-any-return]
+    return E.softmax_fwd(x, dims, log)
 
 
 def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -81,8 +101,8 @@ def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> 
     x = chk.float_input(input, promote_int=True, dtype=dtype)
     if x.dim() == 0:
         chk.norm_dim(dim, 0)
-        return softmax_op(x.reshape(1), [0]).reshape(())
-    return softmax_op(x, [chk.norm_dim(dim, x.dim())])
+        return _normalize(x.reshape(1), [0], False).reshape(())
+    return _normalize(x, [chk.norm_dim(dim, x.dim())], False)
 
 
 def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -133,8 +153,8 @@ def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None)
     x = chk.float_input(input, promote_int=True, dtype=dtype)
     if x.dim() == 0:
         chk.norm_dim(dim, 0)
-        return log_softmax_op(x.reshape(1), [0]).reshape(())
-    return log_softmax_op(x, [chk.norm_dim(dim, x.dim())])
+        return _normalize(x.reshape(1), [0], True).reshape(())
+    return _normalize(x, [chk.norm_dim(dim, x.dim())], True)
 
 
 def logsumexp(
@@ -179,8 +199,16 @@ def logsumexp(
         raise SoftmaxkitTypeError(msg)
     if x.dim() == 0:
         chk.norm_dims(dim, 0)
-        return logsumexp_op(x.reshape(1), [0], keepdim).reshape(())
-    return logsumexp_op(x, chk.norm_dims(dim, x.dim()), keepdim)
+        return _logsumexp(x.reshape(1), [0], keepdim).reshape(())
+    return _logsumexp(x, chk.norm_dims(dim, x.dim()), keepdim)
+
+
+def _logsumexp(x: torch.Tensor, dims: list[int], keepdim: bool) -> torch.Tensor:
+    if _traced(x):
+        return logsumexp_op(x, dims, keepdim)
+    if _wants_grad(x):
+        return _eager.apply(_eager.LogSumExp, x, dims, keepdim)  # type: ignore[no-any-return]
+    return E.logsumexp_fwd(x, dims, keepdim)
 
 
 def cross_entropy(
@@ -276,8 +304,12 @@ def cross_entropy(
     if w is not None and w.requires_grad and _wants_grad(w):
         msg = "gradients with respect to `weight` are not supported (nor in torch); detach it"
         raise SoftmaxkitValueError(msg)
-    loss, _ = cross_entropy_op(x, t, w, dim, ign, red, eps, z, prob, _wants_grad(x))
-    return loss
+    if _traced(x):
+        loss, _ = cross_entropy_op(x, t, w, dim, ign, red, eps, z, prob, _wants_grad(x))
+        return loss
+    if _wants_grad(x, t):
+        return _eager.apply(_eager.CrossEntropy, x, t, w, dim, ign, red, eps, z, prob)  # type: ignore[no-any-return]
+    return E.cross_entropy_fwd(x, t, w, dim, ign, red, eps, z, prob, False)[0]
 
 
 def _ignore_index(value: object) -> int:
@@ -333,7 +365,12 @@ def nll_loss(
     t, _ = chk.index_or_prob_target(target, x, dim, allow_prob=False)
     w = chk.opt_tensor(weight, x, "weight", (x.shape[dim],))
     red = chk.check_reduction(reduction)
-    return nll_loss_op(x, t, w, dim, _ignore_index(ignore_index), red)
+    ign = _ignore_index(ignore_index)
+    if _traced(x):
+        return nll_loss_op(x, t, w, dim, ign, red)
+    if _wants_grad(x):
+        return _eager.apply(_eager.NLLLoss, x, t, w, dim, ign, red)  # type: ignore[no-any-return]
+    return E.nll_fwd(x, t, w, dim, ign, red)
 
 
 def binary_cross_entropy_with_logits(
@@ -413,5 +450,9 @@ def binary_cross_entropy_with_logits(
             )
             raise SoftmaxkitValueError(msg) from None
     red = chk.check_reduction(reduction)
-    loss, _ = bce_with_logits_op(x, tt, w, pw, red, _wants_grad(x))
-    return loss
+    if _traced(x):
+        loss, _ = bce_with_logits_op(x, tt, w, pw, red, _wants_grad(x))
+        return loss
+    if _wants_grad(x, tt):
+        return _eager.apply(_eager.BCEWithLogits, x, tt, w, pw, red)  # type: ignore[no-any-return]
+    return E.bce_fwd(x, tt, w, pw, red, False)[0]

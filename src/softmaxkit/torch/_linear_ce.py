@@ -1,7 +1,8 @@
 """Linear + cross-entropy that never holds the ``N x V`` logits.
 
-The engine walks fixed tiles of ``TOKEN_TILE`` tokens by ``VOCAB_TILE`` classes.
-For one token tile it
+The engine walks tiles of ``T`` tokens by ``Vt`` classes chosen from the problem
+size alone by :func:`tiles` (so a given problem always gets the same tiles, and
+the same bits). For one token tile it
 
 1. computes each logit tile with one GEMM, ``W_tile @ h_tile.T + b_tile`` (classes
    by tokens, the faster GEMM shape here), in float32 (float64 for float64
@@ -19,7 +20,7 @@ For one token tile it
    accumulate in float32 for half-precision inputs).
 
 ``chunk_size`` only decides whether the logit tiles of a token tile are kept
-between steps 1 and 3 (``None``: all of them, ``TOKEN_TILE x V`` floats) or
+between steps 1 and 3 (``None``: all of them, ``T x V`` floats) or
 recomputed in chunks of ``chunk_size`` classes (less memory, one more GEMM).
 Either way every floating-point operation and its order are the same, so the
 results are bitwise identical whatever the chunk size.
@@ -36,12 +37,43 @@ import torch
 
 from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 
-__all__ = ["TOKEN_TILE", "VOCAB_TILE", "lce_backward_op", "lce_op"]
+__all__ = ["VOCAB_TILE", "Tiles", "lce_backward_op", "lce_op", "tiles"]
 
 Tensor = torch.Tensor
 
-TOKEN_TILE = 256
+# The largest vocabulary tile; the tiles themselves adapt to the problem (see tiles()).
 VOCAB_TILE = 8192
+# Bounds of the held logits of one token tile (T x V accumulator floats): a quarter of
+# the size of the gradients the call returns, within these limits.
+HOLD_MIN_BYTES = 4 << 20
+HOLD_MAX_BYTES = 64 << 20
+# One logit tile (T x Vt) is sized to stay in a core's L2 cache during its elementwise passes.
+TILE_BYTES = 2 << 20
+
+
+class Tiles(NamedTuple):
+    tokens: int  # T, tokens per tile
+    vocab: int  # Vt, classes per tile
+
+
+def tiles(N: int, D: int, V: int, acc: torch.dtype) -> Tiles:
+    """The tile shape for ``N`` tokens, hidden size ``D`` and ``V`` classes.
+
+    The held logits of one token tile (``T x V``) take at most a quarter of the
+    gradients' size (``(N + V) D``), between 4 and 64 MiB, which bounds the
+    working memory; then ``T`` is as large as that allows (fewer passes over the
+    weight gradient), a multiple of 16 from 16 to 1024. ``Vt`` keeps one
+    ``T x Vt`` tile near 2 MiB, so its elementwise passes stay in cache
+    (a multiple of 256, from 512 to ``VOCAB_TILE``).
+    """
+    item = torch.empty((), dtype=acc).element_size()
+    budget = min(HOLD_MAX_BYTES, max(HOLD_MIN_BYTES, (N + V) * D * item // 4))
+    T = budget // (max(V, 1) * item)
+    T = max(16, min(1024, T // 16 * 16))
+    T = min(T, max(N, 1))
+    Vt = TILE_BYTES // (T * item) // 256 * 256
+    Vt = max(512, min(VOCAB_TILE, Vt))
+    return Tiles(T, min(Vt, max(V, 1)))
 
 
 class _Opts(NamedTuple):
@@ -49,7 +81,7 @@ class _Opts(NamedTuple):
     eps: float
     z: float
     reduction: str
-    chunk: int  # vocab tiles held at once (>= number of tiles: all)
+    chunk: int  # classes whose logits are held at once, in whole tiles (>= V: all)
     topk: int
     extras: bool
 
@@ -350,8 +382,9 @@ def _engine(
     dev = h.device
     f64 = torch.float64
     ign, eps, z = opts.ignore_index, opts.eps, opts.z
-    n_tiles = max(1, -(-V // VOCAB_TILE))
-    hold = min(opts.chunk, n_tiles)
+    TT, VT = tiles(N, D, V, acc)
+    n_tiles = max(1, -(-V // VT))
+    hold = min(n_tiles, max(1, -(-opts.chunk // VT)))
     loss = torch.zeros(N, dtype=f64, device=dev)
     lse_all = torch.zeros(N, dtype=f64, device=dev)
     ent_all = torch.zeros(N if opts.extras else 0, dtype=f64, device=dev)
@@ -366,10 +399,10 @@ def _engine(
     w64 = None if weight is None else weight.to(f64)
     w_sum = float(V) if w64 is None else w64.sum()
     want_wx = eps > 0.0
-    tile_size = min(TOKEN_TILE, max(N, 1)) * min(VOCAB_TILE, max(V, 1))
+    tile_size = min(TT, max(N, 1)) * min(VT, max(V, 1))
     buf = torch.empty((hold, tile_size), dtype=acc, device=dev)
-    for i0 in range(0, N, TOKEN_TILE):
-        i1 = min(N, i0 + TOKEN_TILE)
+    for i0 in range(0, N, TT):
+        i1 = min(N, i0 + TT)
         n = i1 - i0
         hc = h[i0:i1]
         if hc.dtype != acc:
@@ -380,13 +413,13 @@ def _engine(
         st = _TileStats(n, dev, k)
 
         def tile(j: int, *, hc: Tensor = hc, n: int = n) -> Tensor:
-            v0 = j * VOCAB_TILE
-            v1 = min(V, v0 + VOCAB_TILE)
+            v0 = j * VT
+            v1 = min(V, v0 + VT)
             return _logit_tile(mm, hc, W, b, v0, v1, acc, _slot(buf, j % hold, v1 - v0, n))
 
         tile_max = []
         for j in range(n_tiles):
-            v0 = j * VOCAB_TILE
+            v0 = j * VT
             L = tile(j)
             w_tile = None if w64 is None else w64[v0 : v0 + L.shape[0]]
             tile_max.append(st.add(L, v0, t_safe, w_tile, want_wx))
@@ -420,9 +453,9 @@ def _engine(
         lse_fin = torch.isfinite(lse)
         ent = torch.zeros(n, dtype=f64, device=dev) if opts.extras else None
         for j in range(n_tiles):
-            v0 = j * VOCAB_TILE
+            v0 = j * VT
             if hold >= n_tiles:
-                E = _slot(buf, j, min(V, v0 + VOCAB_TILE) - v0, n)  # exp(L - m_j), kept
+                E = _slot(buf, j, min(V, v0 + VT) - v0, n)  # exp(L - m_j), kept
             else:
                 E = _exp_shifted_(tile(j), tile_max[j])  # the same operations again
             v1 = v0 + E.shape[0]
@@ -518,7 +551,7 @@ def _reduce_loss(loss: Tensor, target: Tensor, weight: Tensor | None, opts: _Opt
         )
     )
     den = w_t.sum()
-    return torch.where(den > 0, total / torch.where(den > 0, den, 1.0), 0.0)
+    return torch.where(den != 0, total / torch.where(den != 0, den, 1.0), 0.0)
 
 
 def _mean_den(target: Tensor, weight: Tensor | None, ign: int) -> Tensor:
@@ -556,7 +589,7 @@ def lce_op(
     row_scale = None
     if reduction == "mean":
         den = _mean_den(target, weight, ignore_index)
-        scale = torch.where(den > 0, 1.0 / torch.where(den > 0, den, 1.0), 0.0)
+        scale = torch.where(den != 0, 1.0 / torch.where(den != 0, den, 1.0), 0.0)
         row_scale = scale.expand(h.shape[0])
     grads = need_grad and reduction != "none"
     loss, lse, ent, tv, ti, gh, gW, gb = _run_skipping_ignored(
@@ -686,7 +719,7 @@ def _lce_backward(ctx: Any, g: Tensor | None, *_unused: Any) -> tuple[Any, ...]:
             g_tok = g.expand(target.shape)
         else:
             den = _mean_den(target, weight, ign)
-            g_tok = (g * torch.where(den > 0, 1.0 / torch.where(den > 0, den, 1.0), 0.0)).expand(
+            g_tok = (g * torch.where(den != 0, 1.0 / torch.where(den != 0, den, 1.0), 0.0)).expand(
                 target.shape
             )
         gh, gW, gb = lce_backward_op(h, W, b, target, weight, g_tok, ign, eps, z, chunk)
@@ -736,7 +769,8 @@ def linear_cross_entropy(
 
     Equal to ``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)``
     (torch 2.13's ``F.linear_cross_entropy`` arguments), but the ``N x V`` logits
-    never exist: the engine walks tiles of 256 tokens by 8192 classes, keeps an
+    never exist: the engine walks tiles of tokens by classes sized to the
+    problem (at most a quarter of the gradients' size held), keeps an
     online ``(max, count, sum)`` per token in float64, and folds each tile's
     gradient into the gradients of ``input``, ``linear_weight`` and
     ``linear_bias`` during the forward pass, so the backward pass only scales
@@ -773,8 +807,8 @@ def linear_cross_entropy(
         A ``"mean"`` over no counted token is 0.
     chunk_size : int, optional
         Classes whose logits are held per token tile between the statistics
-        pass and the gradient pass, rounded up to a multiple of 8192. ``None``
-        (default) holds the whole vocabulary: ``256 x V`` floats and three GEMMs
+        pass and the gradient pass, rounded up to whole vocabulary tiles. ``None``
+        (default) holds the whole vocabulary: ``T x V`` floats and three GEMMs
         per tile. A smaller value trades memory for a fourth GEMM
         (recomputation). The results are bitwise identical for every value.
     return_lse, return_entropy : bool, optional
@@ -893,20 +927,19 @@ def linear_cross_entropy(
     if k < 0:
         msg = f"`topk` must be >= 0, got {k}"
         raise SoftmaxkitValueError(msg)
-    n_tiles = max(1, -(-V // VOCAB_TILE))
     if chunk_size is None:
-        hold = n_tiles
+        hold = max(V, 1)
     else:
         cs = chk.int_arg(chunk_size, "chunk_size")
         if cs <= 0:
             msg = f"`chunk_size` must be a positive number of classes, got {cs}"
             raise SoftmaxkitValueError(msg)
-        hold = min(n_tiles, -(-cs // VOCAB_TILE))
+        hold = min(cs, max(V, 1))
+    h2 = x.reshape(-1, D)
     extras = bool(return_lse) or bool(return_entropy)
     need_grad = torch.is_grad_enabled() and any(
         a is not None and a.requires_grad for a in (x, Wt, linear_bias)
     )
-    h2 = x.reshape(-1, D)
     t1 = t.reshape(-1)
     loss, lse, ent, lp, ti, _gh, _gW, _gb = lce_op(
         h2, Wt, linear_bias, t1, w, ign, eps, z, red, hold, k, extras, need_grad

@@ -20,9 +20,7 @@ from typing import Any
 
 import torch
 
-import softmaxkit as sk
-
-from ._bridge import call_core, triton_engine
+from . import _engine as E
 
 __all__ = [
     "bce_with_logits_op",
@@ -52,9 +50,7 @@ def _reduced_shape(shape: torch.Size, dims: list[int], keepdim: bool) -> list[in
 @torch.library.custom_op("softmaxkit::softmax", mutates_args=())
 def softmax_op(x: Tensor, dims: list[int]) -> Tensor:
     """Softmax of ``x`` over ``dims``."""
-    if (tr := triton_engine(x)) and (y := tr.softmax(x, dims)) is not None:
-        return y
-    return call_core(lambda a: sk.softmax(a, axis=tuple(dims)), x)
+    return E.softmax_fwd(x, dims, False)
 
 
 @softmax_op.register_fake
@@ -65,7 +61,7 @@ def _(x: Tensor, dims: list[int]) -> Tensor:
 @torch.library.custom_op("softmaxkit::softmax_backward", mutates_args=())
 def softmax_backward_op(y: Tensor, g: Tensor, dims: list[int]) -> Tensor:
     """``y * (g - sum(y * g))``: the gradient of softmax from its output ``y``."""
-    return call_core(lambda a, b: sk.softmax_vjp(a, b, axis=tuple(dims)), y, g)
+    return E.softmax_bwd(y, g, dims, False)
 
 
 @softmax_backward_op.register_fake
@@ -110,9 +106,7 @@ softmax_backward_op.register_autograd(_softmax_bwd_backward, setup_context=_soft
 @torch.library.custom_op("softmaxkit::log_softmax", mutates_args=())
 def log_softmax_op(x: Tensor, dims: list[int]) -> Tensor:
     """Log-softmax of ``x`` over ``dims``."""
-    if (tr := triton_engine(x)) and (y := tr.log_softmax(x, dims)) is not None:
-        return y
-    return call_core(lambda a: sk.log_softmax(a, axis=tuple(dims)), x)
+    return E.softmax_fwd(x, dims, True)
 
 
 @log_softmax_op.register_fake
@@ -123,7 +117,7 @@ def _(x: Tensor, dims: list[int]) -> Tensor:
 @torch.library.custom_op("softmaxkit::log_softmax_backward", mutates_args=())
 def log_softmax_backward_op(y: Tensor, g: Tensor, dims: list[int]) -> Tensor:
     """``g - exp(y) * sum(g)``: the gradient of log-softmax from its output ``y``."""
-    return call_core(lambda a, b: sk.log_softmax_vjp(a, b, axis=tuple(dims)), y, g)
+    return E.softmax_bwd(y, g, dims, True)
 
 
 @log_softmax_backward_op.register_fake
@@ -160,9 +154,7 @@ log_softmax_backward_op.register_autograd(
 @torch.library.custom_op("softmaxkit::logsumexp", mutates_args=())
 def logsumexp_op(x: Tensor, dims: list[int], keepdim: bool) -> Tensor:
     """Logsumexp of ``x`` over ``dims``."""
-    if (tr := triton_engine(x)) and (y := tr.logsumexp(x, dims, keepdim)) is not None:
-        return y
-    return call_core(lambda a: sk.logsumexp(a, axis=tuple(dims), keepdims=keepdim), x)
+    return E.logsumexp_fwd(x, dims, keepdim)
 
 
 @logsumexp_op.register_fake
@@ -173,7 +165,7 @@ def _(x: Tensor, dims: list[int], keepdim: bool) -> Tensor:
 @torch.library.custom_op("softmaxkit::logsumexp_backward", mutates_args=())
 def logsumexp_backward_op(x: Tensor, g: Tensor, dims: list[int], keepdim: bool) -> Tensor:
     """``g * softmax(x)``: the gradient of logsumexp (0 where the probability is 0)."""
-    return call_core(lambda a, b: sk.logsumexp_vjp(a, b, axis=tuple(dims), keepdims=keepdim), x, g)
+    return E.logsumexp_bwd(x, g, dims, keepdim)
 
 
 @logsumexp_backward_op.register_fake
@@ -237,31 +229,11 @@ def cross_entropy_op(
     The gradient is of the returned loss (of each item for ``"none"``) and comes
     from the same pass; without ``need_grad`` an empty tensor stands in for it.
     """
-    if (tr := triton_engine(x)) and (
-        res := tr.cross_entropy(
-            x, target, weight, dim, ignore_index, reduction, label_smoothing, z_loss,
-            prob_target, need_grad,
-        )
-    ) is not None:  # fmt: skip
-        return res
 
-    def run(a: Any, t: Any, w: Any) -> tuple[Any, ...]:
-        res = sk.cross_entropy(
-            a,
-            t,
-            axis=dim,
-            weight=w,
-            ignore_index=None if prob_target else ignore_index,
-            label_smoothing=label_smoothing,
-            z_loss=z_loss,
-            reduction=reduction,
-            return_grad=need_grad,
-        )
-        return res if isinstance(res, tuple) else (res,)
-
-    out = call_core(run, x, target, weight)
-    grad = out[1] if need_grad else x.new_empty(0)
-    return out[0], grad
+    return E.cross_entropy_fwd(
+        x, target, weight, dim, ignore_index, reduction, label_smoothing, z_loss, prob_target,
+        need_grad,
+    )  # fmt: skip
 
 
 @cross_entropy_op.register_fake
@@ -289,10 +261,11 @@ def _ce_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) 
     ctx.save_for_backward(x, target, weight, output[1])
 
 
-def _mean_scale(den: Tensor) -> Tensor:
-    """``1 / den``, or 0 when nothing was counted (the contract's empty mean)."""
-    safe = torch.where(den > 0, den, torch.ones_like(den))
-    return torch.where(den > 0, 1.0 / safe, torch.zeros_like(den))
+def _mean_scale(den: Tensor, counted_any: Tensor) -> Tensor:
+    """``1 / den``, or 0 when nothing was counted or the weights sum to 0 (the empty mean)."""
+    ok = (den != 0) & counted_any
+    safe = torch.where(ok, den, torch.ones_like(den))
+    return torch.where(ok, 1.0 / safe, torch.zeros_like(den))
 
 
 def _class_view(w: Tensor, ndim: int, dim: int) -> Tensor:
@@ -349,7 +322,7 @@ def _ce_grad_expr(
         den = torch.where(counted, w_t, torch.zeros_like(w_t)).sum()
     gi = torch.where(counted, gi, torch.zeros_like(gi))
     if reduction == "mean":
-        gi = gi * _mean_scale(den)
+        gi = gi * _mean_scale(den, counted.any())
     return gi
 
 
@@ -366,7 +339,7 @@ def _ce_target_grad(
         gt = torch.where(w_b == 0, torch.zeros_like(ls), -(1.0 - eps) * w_b * ls)
     gt = torch.where(nonempty, gt, torch.zeros_like(gt))
     if reduction == "mean":
-        gt = gt * _mean_scale(nonempty.to(x.dtype).sum())
+        gt = gt * _mean_scale(nonempty.to(x.dtype).sum(), nonempty.any())
     return gt
 
 
@@ -399,14 +372,7 @@ def nll_loss_op(
     x: Tensor, target: Tensor, weight: Tensor | None, dim: int, ignore_index: int, reduction: str
 ) -> Tensor:
     """Negative log-likelihood with the class axis ``dim``."""
-    return call_core(
-        lambda a, t, w: sk.nll_loss(
-            a, t, axis=dim, weight=w, ignore_index=ignore_index, reduction=reduction
-        ),
-        x,
-        target,
-        weight,
-    )
+    return E.nll_fwd(x, target, weight, dim, ignore_index, reduction)
 
 
 @nll_loss_op.register_fake
@@ -423,10 +389,10 @@ def _nll_setup(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     ctx.save_for_backward(x, target, weight)
 
 
-def _nll_backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
-    # linear in x: -w_t at the target class, scattered; differentiable in g
-    x, target, weight = ctx.saved_tensors
-    dim, ign, reduction = ctx.opts
+def nll_grad(
+    x: Tensor, target: Tensor, weight: Tensor | None, dim: int, ign: int, reduction: str, g: Tensor
+) -> Tensor:
+    """``d loss / d x``: ``-w_t`` at the target class, scattered; differentiable in ``g``."""
     t = target.unsqueeze(dim)
     ignored = t == ign
     t_safe = torch.where(ignored, torch.zeros_like(t), t)
@@ -437,11 +403,16 @@ def _nll_backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
     w_t = torch.where(ignored, torch.zeros_like(w_t), w_t)
     coef = -w_t
     if reduction == "mean":
-        coef = coef * _mean_scale(w_t.sum())
+        coef = coef * _mean_scale(w_t.sum(), (~ignored).any())
     gk = g.unsqueeze(dim) if reduction == "none" else g
     src = (coef * gk).expand(t.shape)
-    grad = torch.zeros_like(x).scatter(dim, t_safe, src)
-    return grad, None, None, None, None, None
+    return torch.zeros_like(x).scatter(dim, t_safe, src)
+
+
+def _nll_backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+    x, target, weight = ctx.saved_tensors
+    dim, ign, reduction = ctx.opts
+    return nll_grad(x, target, weight, dim, ign, reduction, g), None, None, None, None, None
 
 
 nll_loss_op.register_autograd(_nll_backward, setup_context=_nll_setup)
@@ -460,20 +431,8 @@ def bce_with_logits_op(
     need_grad: bool,
 ) -> tuple[Tensor, Tensor]:
     """Binary cross-entropy on logits; also ``d loss / d x`` when ``need_grad``."""
-    if (tr := triton_engine(x)) and (
-        res := tr.bce_with_logits(x, target, weight, pos_weight, reduction, need_grad)
-    ) is not None:
-        return res
 
-    def run(a: Any, t: Any, w: Any, pw: Any) -> tuple[Any, ...]:
-        res = sk.binary_cross_entropy_with_logits(
-            a, t, weight=w, pos_weight=pw, reduction=reduction, return_grad=need_grad
-        )
-        return res if isinstance(res, tuple) else (res,)
-
-    out = call_core(run, x, target, weight, pos_weight)
-    grad = out[1] if need_grad else x.new_empty(0)
-    return out[0], grad
+    return E.bce_fwd(x, target, weight, pos_weight, reduction, need_grad)
 
 
 @bce_with_logits_op.register_fake
@@ -497,15 +456,22 @@ def _bce_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor])
     ctx.save_for_backward(x, target, weight, pos_weight, output[1])
 
 
-def _bce_backward(ctx: Any, g: Tensor | None, _g_grad: Tensor | None) -> tuple[Any, ...]:
-    if g is None:  # no gradient reached the loss
-        return (None,) * 6
-    x, y, w, pw, saved_grad = ctx.saved_tensors
-    reduction = ctx.reduction
+def bce_grads(
+    x: Tensor,
+    y: Tensor,
+    w: Tensor | None,
+    pw: Tensor | None,
+    saved_grad: Tensor,
+    reduction: str,
+    g: Tensor,
+    want_x: bool,
+    want_t: bool,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of BCE with logits w.r.t. the logits and the target, scaled by ``g``."""
     scale = 1.0 / x.numel() if reduction == "mean" and x.numel() else 1.0
     y = y.to(x.dtype)
     grad_x = grad_t = None
-    if ctx.needs_input_grad[0]:
+    if want_x:
         if torch.is_grad_enabled() or saved_grad.numel() != x.numel():
             pos = y if pw is None else pw.to(x.dtype) * y
             gi = (1.0 - y + pos) * torch.sigmoid(x) - pos
@@ -514,7 +480,7 @@ def _bce_backward(ctx: Any, g: Tensor | None, _g_grad: Tensor | None) -> tuple[A
             grad_x = gi * scale * g
         else:
             grad_x = saved_grad * g
-    if ctx.needs_input_grad[1]:
+    if want_t:
         # d/dy [pw y softplus(-x) + (1 - y) softplus(x)] = pw softplus(-x) - softplus(x)
         sp_neg = -torch.nn.functional.logsigmoid(x)
         sp_pos = -torch.nn.functional.logsigmoid(-x)
@@ -522,6 +488,16 @@ def _bce_backward(ctx: Any, g: Tensor | None, _g_grad: Tensor | None) -> tuple[A
         if w is not None:
             gt = w.to(x.dtype) * gt
         grad_t = gt * scale * g
+    return grad_x, grad_t
+
+
+def _bce_backward(ctx: Any, g: Tensor | None, _g_grad: Tensor | None) -> tuple[Any, ...]:
+    if g is None:  # no gradient reached the loss
+        return (None,) * 6
+    x, y, w, pw, saved_grad = ctx.saved_tensors
+    grad_x, grad_t = bce_grads(
+        x, y, w, pw, saved_grad, ctx.reduction, g, ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    )
     return grad_x, grad_t, None, None, None, None
 
 

@@ -1,0 +1,188 @@
+"""The eager route: ``torch.autograd.Function`` wrappers around the engine calls.
+
+Outside ``torch.compile`` the public functions call these instead of the
+``torch.library`` operators of :mod:`._ops`, whose dispatcher and autograd
+wrappers cost tens of microseconds a call. Forward and first-order backward
+call the same :mod:`._engine` functions as the operators, so both routes give
+bitwise identical results. A backward run with ``create_graph=True`` goes
+through the differentiable operators of :mod:`._ops`, so higher derivatives
+are exactly those of the compiled route.
+
+This module must never validate arguments (the public wrappers did) or hold
+numerical code of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _engine as E
+from . import _ops
+
+__all__ = [
+    "BCEWithLogits",
+    "CrossEntropy",
+    "LogSoftmax",
+    "LogSumExp",
+    "NLLLoss",
+    "Softmax",
+    "apply",
+]
+
+Tensor = torch.Tensor
+
+
+def _is_one(g: Tensor) -> bool:
+    """Whether ``g`` is the scalar 1 on the CPU (the usual ``loss.backward()``), checked cheaply."""
+    return g.device.type == "cpu" and g.dim() == 0 and not g.requires_grad and g.item() == 1.0
+
+
+class Softmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, dims: list[int], log: bool) -> Tensor:
+        y = E.softmax_fwd(x, dims, log)
+        ctx.dims, ctx.log = dims, log
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        (y,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiable operators
+            op = _ops.log_softmax_backward_op if ctx.log else _ops.softmax_backward_op
+            return op(y, g, ctx.dims), None, None
+        return E.softmax_bwd(y, g, ctx.dims, ctx.log), None, None
+
+
+class LogSoftmax(Softmax):
+    """Same as :class:`Softmax` with ``log=True``; kept for readable tracebacks."""
+
+
+class LogSumExp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, dims: list[int], keepdim: bool) -> Tensor:
+        ctx.dims, ctx.keepdim = dims, keepdim
+        ctx.save_for_backward(x)
+        return E.logsumexp_fwd(x, dims, keepdim)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _ops.logsumexp_backward_op(x, g, ctx.dims, ctx.keepdim), None, None
+        return E.logsumexp_bwd(x, g, ctx.dims, ctx.keepdim), None, None
+
+
+class CrossEntropy(torch.autograd.Function):
+    """Forward computes the gradient in the same pass; backward only scales it."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        target: Tensor,
+        weight: Tensor | None,
+        dim: int,
+        ign: int,
+        reduction: str,
+        eps: float,
+        z: float,
+        prob: bool,
+    ) -> Tensor:
+        need = ctx.needs_input_grad[0]
+        loss, grad = E.cross_entropy_fwd(x, target, weight, dim, ign, reduction, eps, z, prob, need)
+        ctx.opts = (dim, ign, reduction, eps, z, prob)
+        ctx.save_for_backward(x, target, weight, grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        x, target, weight, saved = ctx.saved_tensors
+        dim, ign, reduction, eps, z, prob = ctx.opts
+        grad_x = grad_t = None
+        gk = g.unsqueeze(dim) if reduction == "none" else g
+        if ctx.needs_input_grad[0]:
+            if torch.is_grad_enabled():
+                expr = _ops._ce_grad_expr(x, target, weight, dim, ign, reduction, eps, z, prob)
+                grad_x = expr * gk
+            elif reduction != "none" and _is_one(g):
+                grad_x = saved
+            else:
+                grad_x = saved * gk
+        if ctx.needs_input_grad[1]:
+            grad_t = _ops._ce_target_grad(x, weight, dim, reduction, eps) * gk
+        return (grad_x, grad_t) + (None,) * 7
+
+
+class NLLLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        target: Tensor,
+        weight: Tensor | None,
+        dim: int,
+        ign: int,
+        reduction: str,
+    ) -> Tensor:
+        ctx.opts = (dim, ign, reduction)
+        ctx.save_for_backward(x, target, weight)
+        return E.nll_fwd(x, target, weight, dim, ign, reduction)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        x, target, weight = ctx.saved_tensors
+        dim, ign, reduction = ctx.opts
+        return (
+            _ops.nll_grad(x, target, weight, dim, ign, reduction, g),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+class BCEWithLogits(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        target: Tensor,
+        weight: Tensor | None,
+        pos_weight: Tensor | None,
+        reduction: str,
+    ) -> Tensor:
+        need = ctx.needs_input_grad[0]
+        loss, grad = E.bce_fwd(x, target, weight, pos_weight, reduction, need)
+        ctx.reduction = reduction
+        ctx.save_for_backward(x, target, weight, pos_weight, grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        x, y, w, pw, saved = ctx.saved_tensors
+        grad_x, grad_t = _ops.bce_grads(
+            x, y, w, pw, saved, ctx.reduction, g, ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        )
+        return grad_x, grad_t, None, None, None
+
+
+_FAST: dict[type[torch.autograd.Function], Any] = {
+    # the C entry point, bound to cls
+    cls: super(torch.autograd.Function, cls).apply  # type: ignore[misc]
+    for cls in (Softmax, LogSoftmax, LogSumExp, CrossEntropy, NLLLoss, BCEWithLogits)
+}
+
+
+def apply(cls: type[torch.autograd.Function], *args: Any) -> Any:
+    """``cls.apply(*args)`` without the Python layer of ``Function.apply`` when it has no work.
+
+    That layer only matters under functorch transforms (``vmap``, ``grad``...),
+    which then take the ordinary path.
+    """
+    if torch._C._are_functorch_transforms_active():
+        return cls.apply(*args)
+    return _FAST[cls](*args)

@@ -1,0 +1,659 @@
+"""Which engine runs a torch call, and the calls into each engine.
+
+This module holds the single route decision of :mod:`softmaxkit.torch`,
+:func:`engine_for`, and one function per op and direction (``softmax_fwd``,
+``cross_entropy_fwd``...) that runs the chosen engine on arguments the public
+wrappers have already validated:
+
+* ``"native"``: the C core (``softmaxkit._ckernels``) on CPU tensors of
+  float32/float64 (and float16/bfloat16, computed in float32 with a guard
+  against double rounding, see :func:`_half_from_f32`). The tensors are handed
+  over as zero-copy NumPy views; nothing passes through the public NumPy API,
+  so nothing is validated twice.
+* ``"agnostic"``: the array-API reference implementation (``softmaxkit._agnostic``)
+  running torch operations on the tensor's own device and dtype.
+* ``"triton"``: the Triton kernels (``softmaxkit._triton``) for CUDA tensors of
+  float32/float16/bfloat16, chosen automatically when triton imports. Only the
+  forward functions have kernels (the cross-entropy and BCE ones return the
+  gradient from the same pass); the backward functions run the engine that
+  would have been chosen without Triton. A launcher returns ``None`` for what it
+  does not cover (float64, probability targets): the call then falls back to
+  ``native`` or ``agnostic`` as above.
+
+``SOFTMAXKIT_ENGINE`` (``native``, ``agnostic``, ``triton``; unset means
+automatic) forces a choice; ``native`` still falls back to ``agnostic`` where
+the C core cannot run (other devices, other dtypes). ``triton`` takes every
+tensor the kernels cover, CPU tensors too when ``TRITON_INTERPRET=1`` was set
+before triton was first imported (Triton's interpreter, how the kernels are
+tested without a GPU); forcing it without triton installed is an error naming
+``pip install softmaxkit[triton]``. Triton is imported only for a CUDA tensor or
+a forced ``triton``, never for an automatic call on a CPU tensor.
+
+Both the eager route (``torch.autograd.Function``) and the ``torch.library``
+custom operators call these functions, so their results are bitwise identical.
+This module must never validate user arguments, record autograd history (every
+engine call runs on detached data) or return a tensor that shares memory with
+an input.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import _dispatch
+from .._agnostic import _losses, _normalize, _sigmoid, _vjp
+from .._errors import SoftmaxkitValueError
+from .._namespace import Plan, make_plan
+
+try:
+    from .. import _ckernels
+except ImportError:  # pragma: no cover - a broken build: every call runs the agnostic engine
+    _ckernels = None  # type: ignore[assignment]
+
+__all__ = [
+    "AGNOSTIC",
+    "ENV_ENGINE",
+    "NATIVE",
+    "TRITON",
+    "bce_fwd",
+    "cross_entropy_fwd",
+    "engine_for",
+    "logsumexp_bwd",
+    "logsumexp_fwd",
+    "nll_fwd",
+    "softmax_bwd",
+    "softmax_fwd",
+]
+
+Tensor = torch.Tensor
+
+ENV_ENGINE = "SOFTMAXKIT_ENGINE"
+NATIVE = "native"
+AGNOSTIC = "agnostic"
+TRITON = "triton"
+_ENGINES = (NATIVE, AGNOSTIC, TRITON)
+
+_CODE = {torch.float32: 0, torch.float64: 1}
+_HALF = (torch.float16, torch.bfloat16)
+_NATIVE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_NP_DTYPE = {torch.float32: np.float32, torch.float64: np.float64}
+_ACCURATE = 1  # kernel mode: float32 correctly rounded via float64, float64 double-double
+
+
+_ENV_DATA = getattr(os.environ, "_data", None)  # the raw mapping: a dict lookup, not a decode
+_ENV_KEY = ENV_ENGINE.encode() if _ENV_DATA is not None and os.name == "posix" else ENV_ENGINE
+
+
+def _forced() -> str | None:
+    raw = _ENV_DATA.get(_ENV_KEY) if _ENV_DATA is not None else os.environ.get(ENV_ENGINE)
+    if not raw:
+        return None
+    env = raw.decode() if isinstance(raw, bytes) else str(raw)
+    name = env.strip().lower()
+    if name not in _ENGINES:
+        msg = (
+            f"environment variable {ENV_ENGINE}={env!r} names no engine; "
+            f"use one of {', '.join(_ENGINES)} or leave it unset"
+        )
+        raise SoftmaxkitValueError(msg)
+    return name
+
+
+_LAUNCHERS: Any = None  # softmaxkit._triton._launch once loaded
+_TRITON_TRIED = False
+
+
+def _launchers(forced: bool) -> Any:
+    """The Triton launchers, imported on first use; ``None`` when triton does not import.
+
+    Raises when the engine is ``forced`` and triton is unavailable.
+    """
+    global _LAUNCHERS, _TRITON_TRIED
+    if not _TRITON_TRIED:
+        from .. import _triton
+
+        _LAUNCHERS = _triton.engine()
+        _TRITON_TRIED = True
+    if _LAUNCHERS is None and forced:
+        from .. import _triton
+
+        msg = f"environment variable {ENV_ENGINE}=triton: {_triton.why_not()}"
+        raise SoftmaxkitValueError(msg)
+    return _LAUNCHERS
+
+
+def _core_engine(x: Tensor) -> str:
+    """``"native"`` or ``"agnostic"``: the engine without Triton (its fallback)."""
+    if x.is_cpu and x.dtype in _NATIVE_DTYPES and _ckernels is not None:
+        return NATIVE
+    return AGNOSTIC
+
+
+def _bwd_engine(x: Tensor) -> str:
+    """The engine of a backward function: Triton has no backward kernels, so its fallback."""
+    eng = engine_for(x)
+    return _core_engine(x) if eng == TRITON else eng
+
+
+def engine_for(x: Tensor) -> str:
+    """The engine for a call whose main tensor is ``x``: native, agnostic or triton.
+
+    The one place where softmaxkit.torch chooses an engine. Automatic choice:
+    the C core for CPU tensors of float32, float64, float16 and bfloat16, the
+    Triton kernels for CUDA tensors when triton imports, the agnostic engine
+    (torch operations) for everything else. ``"triton"`` is returned for every
+    tensor when forced; the forward functions fall back where a kernel does not
+    cover the call.
+    """
+    forced = _forced()
+    if forced is None:
+        if x.is_cpu:
+            return NATIVE if x.dtype in _NATIVE_DTYPES and _ckernels is not None else AGNOSTIC
+        if x.is_cuda and _launchers(False) is not None:
+            return TRITON
+        return AGNOSTIC
+    if forced == AGNOSTIC:
+        return AGNOSTIC
+    if forced == TRITON:
+        _launchers(True)
+        return TRITON
+    return _core_engine(x)
+
+
+def _d(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.detach()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@lru_cache(maxsize=1)
+def _xp() -> Any:
+    import array_api_compat
+
+    return array_api_compat.array_namespace(torch.empty(0))
+
+
+def _plan(x: Tensor) -> Plan:
+    return make_plan(_xp(), x, "accurate")
+
+
+def _own(t: Tensor, like: Tensor, *inputs: Tensor | None) -> Tensor:
+    """``t`` in ``like``'s dtype, contiguous and sharing no memory with ``inputs``."""
+    if t.dtype != like.dtype and t.is_floating_point():
+        t = t.to(like.dtype)
+    t = t.contiguous()
+    ptr = t.untyped_storage().data_ptr()
+    if t._base is not None or any(
+        i is not None and i.untyped_storage().data_ptr() == ptr for i in inputs
+    ):
+        t = t.clone()
+    return t
+
+
+def _threads(size: int) -> int:
+    return 1 if size < _dispatch.SMALL else _dispatch.default_threads()
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.numpy()
+
+
+def _rows(x: Tensor, dims: list[int]) -> tuple[Tensor, list[int] | None, int, int]:
+    """``x`` as a C-contiguous ``rows x n`` block with ``dims`` last, and the permutation."""
+    nd = x.dim()
+    n = 1
+    for d in dims:
+        n *= x.shape[d]
+    rows = x.numel() // n if n else 0
+    keep = [i for i in range(nd) if i not in dims]
+    perm = keep + list(dims)
+    if perm == list(range(nd)):
+        return x.contiguous().view(rows, n) if n else x, None, rows, n
+    return x.permute(perm).contiguous().view(rows, n), perm, rows, n
+
+
+def _unrows(r: Tensor, shape: torch.Size, perm: list[int] | None) -> Tensor:
+    if perm is None:
+        return r.view(shape)
+    tshape = [shape[i] for i in perm]
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return r.view(tshape).permute(inv)
+
+
+def _native_ok(x: Tensor, dims: list[int]) -> bool:
+    return x.numel() > 0
+
+
+# ------------------------------------------------------- float16 / bfloat16 in float32
+
+
+def _half_midpoints(r32: Tensor, half: torch.dtype) -> Tensor:
+    """Rows (of a ``rows x n`` float32 block) holding a value exactly between two ``half`` numbers.
+
+    A float32 result within one float32 ulp of the exact value rounds to the
+    correctly rounded ``half`` value unless it lies exactly on a midpoint of
+    the ``half`` grid (every such midpoint is a float32 number): then the
+    exact value may lie on either side. Those rows are recomputed in float64.
+    """
+    r = r32.double()
+    lo = r32.to(half).double()
+    d = r - lo
+    other = lo + 2.0 * d
+    mid = (d != 0) & (other.to(half).double() == other)
+    mid |= torch.isinf(lo) & torch.isfinite(r)  # at the overflow threshold
+    return mid.any(dim=-1) if mid.dim() > 1 else mid
+
+
+def _half_from_f32(x: Tensor, run32: Any, run64: Any, rowwise: bool = True) -> Tensor:
+    """Run a float32 kernel on a half tensor, round once; midpoint rows are redone in float64."""
+    half = x.dtype
+    r32 = run32(x.to(torch.float32))
+    bad = _half_midpoints(r32, half)
+    out = r32.to(half)
+    if bool(bad.any()):
+        if rowwise and r32.dim() > 1:
+            idx = bad.nonzero().squeeze(1)
+            out[idx] = run64(x[idx].to(torch.float64)).to(half)
+        else:
+            out = run64(x.to(torch.float64)).to(half)
+    return out
+
+
+# ------------------------------------------------------------------- softmax family
+
+
+def _native_normalize(x2: Tensor, log: bool) -> Tensor:
+    rows, n = x2.shape
+    out = torch.empty((rows, n), dtype=x2.dtype)
+    _ckernels.softmax(
+        _np(x2), _np(out), None, rows, n, _CODE[x2.dtype], _ACCURATE, _threads(rows * n), 1.0, log
+    )
+    return out
+
+
+def softmax_fwd(x: Tensor, dims: list[int], log: bool) -> Tensor:
+    """Softmax (``log=False``) or log-softmax of ``x`` over ``dims``."""
+    eng = engine_for(x)
+    if eng == TRITON:
+        fn = _LAUNCHERS.log_softmax if log else _LAUNCHERS.softmax
+        y: Tensor | None = fn(x.detach(), dims)
+        if y is not None:
+            return y
+        eng = _core_engine(x)
+    if eng == NATIVE and _native_ok(x, dims):
+        code = _CODE.get(x.dtype)
+        if code is not None and dims[0] == x.dim() - 1 and len(dims) == 1 and x.is_contiguous():
+            # the common call: one last dimension, contiguous; no reshaping at all
+            xa = (x.detach() if x.requires_grad else x).numpy()
+            out = np.empty(xa.shape, xa.dtype)
+            n = xa.shape[-1]
+            _ckernels.softmax(xa, out, None, xa.size // n, n, code, _ACCURATE,
+                              _threads(xa.size), 1.0, log)  # fmt: skip
+            return torch.from_numpy(out)
+        x2, perm, _, _ = _rows(x.detach(), dims)
+        if x2.dtype in _HALF:
+            r = _half_from_f32(
+                x2, lambda a: _native_normalize(a, log), lambda a: _native_normalize(a, log)
+            )
+        else:
+            r = _native_normalize(x2, log)
+        return _unrows(r, x.shape, perm).contiguous()
+    fn = _normalize.log_softmax if log else _normalize.softmax
+    with torch.no_grad():
+        res = fn(x.detach(), axes=tuple(dims), where=None, temperature=1.0, plan=_plan(x))
+    return _own(res, x, x)
+
+
+def softmax_bwd(y: Tensor, g: Tensor, dims: list[int], log: bool) -> Tensor:
+    """The VJP of softmax (``log=False``) or log-softmax from the output ``y``."""
+    g = g.to(y.dtype)
+    if _bwd_engine(y) == NATIVE and y.dtype in _CODE and _native_ok(y, dims):
+        y2, perm, rows, n = _rows(y.detach(), dims)
+        g2, _, _, _ = _rows(g.detach(), dims)
+        out = torch.empty((rows, n), dtype=y.dtype)
+        _ckernels.vjp(
+            log, _np(y2), _np(g2), rows, n, _CODE[y.dtype], _ACCURATE, _threads(rows * n), _np(out)
+        )
+        return _unrows(out, y.shape, perm).contiguous()
+    fn = _vjp.log_softmax_vjp if log else _vjp.softmax_vjp
+    with torch.no_grad():
+        res = fn(y.detach(), g.detach(), axes=tuple(dims), plan=_plan(y))
+    return _own(res, y, y, g)
+
+
+def _reduced_shape(shape: torch.Size, dims: list[int], keepdim: bool) -> list[int]:
+    if keepdim:
+        return [1 if i in dims else s for i, s in enumerate(shape)]
+    return [s for i, s in enumerate(shape) if i not in dims]
+
+
+def logsumexp_fwd(x: Tensor, dims: list[int], keepdim: bool) -> Tensor:
+    """Logsumexp of ``x`` over ``dims`` (computed in float64 at least, rounded once)."""
+    eng = engine_for(x)
+    if eng == TRITON:
+        r: Tensor | None = _LAUNCHERS.logsumexp(x.detach(), dims, keepdim)
+        if r is not None:
+            return r
+        eng = _core_engine(x)
+    if eng == NATIVE and _native_ok(x, dims):
+        xd = x.detach()
+        if xd.dtype in _HALF:
+            xd = xd.to(torch.float32)  # exact; the float64 sum is rounded once to the half type
+        x2, _, rows, n = _rows(xd, dims)
+        lse = torch.empty(rows, dtype=torch.float64)
+        _ckernels.logsumexp(
+            _np(x2), None, rows, n, _CODE[x2.dtype], _ACCURATE, _threads(rows * n), _np(lse)
+        )
+        return lse.to(x.dtype).view(_reduced_shape(x.shape, dims, keepdim))
+    with torch.no_grad():
+        res = _normalize.logsumexp(
+            x.detach(),
+            axes=tuple(dims),
+            b=None,
+            where=None,
+            keepdims=keepdim,
+            return_sign=False,
+            plan=_plan(x),
+        )
+    return _own(res, x, x)  # type: ignore[arg-type]
+
+
+def logsumexp_bwd(x: Tensor, g: Tensor, dims: list[int], keepdim: bool) -> Tensor:
+    """``g * softmax(x)`` over ``dims``: the gradient of logsumexp (0 where ``p`` is 0)."""
+    kept = [1 if i in dims else s for i, s in enumerate(x.shape)]
+    if _bwd_engine(x) == NATIVE and _native_ok(x, dims):
+        xd = x.detach().to(torch.float64)
+        p = softmax_fwd(xd, dims, False)
+        return (g.detach().to(torch.float64).reshape(kept) * p).to(x.dtype)
+    with torch.no_grad():
+        res = _vjp.logsumexp_vjp(
+            x.detach(), g.detach(), None, axes=tuple(dims), kept=tuple(kept), plan=_plan(x)
+        )
+    return _own(res, x, x, g)
+
+
+# ---------------------------------------------------------------------------- losses
+
+
+def _first(bad: Tensor, values: Tensor) -> str:
+    idx = tuple(int(i) for i in bad.nonzero()[0])
+    return f"{values[idx].item()!r} at index {idx}"
+
+
+def _check_values(a: Tensor | None, name: str, *, unit: bool = False, nonneg: bool = False) -> None:
+    """Data checks the metadata checks cannot do: finite weights, targets in range."""
+    if a is None or a.device.type == "meta" or a.numel() == 0:
+        return
+    a = a.detach()
+    if unit:
+        bad = ~((a >= 0) & (a <= 1))
+        what = "must lie in [0, 1]"
+    elif nonneg:
+        bad = ~(a >= 0)
+        what = "must hold non-negative probabilities (no NaN)"
+    else:
+        bad = ~torch.isfinite(a)
+        what = "must be finite (negative and zero weights are fine)"
+    if bool(bad.any()):
+        msg = f"`{name}` {what}, got {_first(bad, a)}"
+        raise SoftmaxkitValueError(msg)
+
+
+def _batch_shape(shape: torch.Size, dim: int) -> list[int]:
+    return [s for i, s in enumerate(shape) if i != dim]
+
+
+def _mean_of(total: float, den: float, counted_any: bool) -> float:
+    return total / den if (counted_any and den != 0.0) else 0.0
+
+
+def _index_range_error(t: np.ndarray, C: int, ign: int) -> SoftmaxkitValueError:
+    bad = ((t < 0) | (t >= C)) & (t != ign)
+    i = int(np.flatnonzero(bad)[0])
+    msg = (
+        f"`target` has a class index out of range: {int(t[i])} at item {i}; "
+        f"valid indices are 0..{C - 1} (or ignore_index={ign})"
+    )
+    return SoftmaxkitValueError(msg)
+
+
+def _native_ce(
+    x: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    dim: int,
+    ign: int,
+    reduction: str,
+    z: float,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    xd = x.detach() if x.requires_grad else x
+    half = xd.dtype in _HALF
+    if half:
+        xd = xd.to(torch.float32)
+    if dim == xd.dim() - 1 and xd.is_contiguous():
+        perm = None
+        n = xd.shape[-1]
+        rows = xd.numel() // n if n else 0
+        xn = xd.numpy()
+    else:
+        x2, perm, rows, n = _rows(xd, [dim])
+        xn = x2.numpy()
+    tn = target.detach().reshape(rows).numpy()
+    if tn.dtype != np.int64 or not tn.flags.c_contiguous:
+        tn = np.ascontiguousarray(tn, dtype=np.int64)
+    code = 1 if xn.dtype == np.float64 else 0
+    if weight is not None:
+        bad = ((tn < 0) | (tn >= n)) & (tn != ign)
+        if bad.any():
+            raise _index_range_error(tn, n, ign)
+        ignored = tn == ign
+        wn = weight.detach().to(torch.float64).contiguous().numpy()
+        w_t = np.where(ignored, 0.0, wn[np.where(ignored, 0, tn)])
+        den_pred = float(np.sum(w_t))
+    else:
+        w_t = None
+        den_pred = float(rows - np.count_nonzero(tn == ign))
+    loss = np.empty(rows, np.float64)
+    lse = np.empty(rows, np.float64)
+    counted = np.empty(rows, np.uint8)
+    gn = np.empty(xn.shape if perm is None else (rows, n), xn.dtype) if need_grad else None
+    nthreads = _threads(rows * n)
+
+    def run(scale: float) -> None:
+        try:
+            _ckernels.cross_entropy(
+                xn, tn, w_t, None, rows, n, code, _ACCURATE, nthreads, True, ign, z, scale,
+                loss, lse, counted, gn,
+            )  # fmt: skip
+        except IndexError:
+            raise _index_range_error(tn, n, ign) from None
+
+    def scale_for(den: float) -> float:
+        if reduction != "mean":
+            return 1.0
+        return 1.0 / den if den != 0.0 else 0.0
+
+    run(scale_for(den_pred))
+    n_counted = int(np.count_nonzero(counted))
+    if w_t is not None:
+        den = float(np.sum(w_t[counted.view(bool)])) if n_counted != rows else den_pred
+    else:
+        den = float(n_counted)
+    if gn is not None and reduction == "mean" and den != den_pred:
+        run(scale_for(den))  # rows with nothing to count (all -inf) changed the divisor
+    if n_counted == 0:
+        den = 0.0
+    np_out = _NP_DTYPE.get(x.dtype)
+    if reduction == "none":
+        r = loss.reshape(_batch_shape(x.shape, dim))
+    elif reduction == "sum":
+        r = np.asarray(np.sum(loss))
+    else:
+        r = np.asarray(_mean_of(float(np.sum(loss)), den, n_counted > 0))
+    if np_out is not None:
+        res = torch.from_numpy(r.astype(np_out))
+    else:
+        res = torch.from_numpy(r).to(x.dtype)
+    if gn is None:
+        return res, x.new_empty(0)
+    g = torch.from_numpy(gn)
+    if perm is not None:
+        g = _unrows(g, xd.shape, perm).contiguous()
+    return res, (g.to(x.dtype) if half else g)
+
+
+def cross_entropy_fwd(
+    x: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    dim: int,
+    ign: int,
+    reduction: str,
+    eps: float,
+    z: float,
+    prob: bool,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    """Cross-entropy (and its gradient when ``need_grad``; else an empty tensor)."""
+    _check_values(weight, "weight")
+    if prob:
+        _check_values(target, "target", nonneg=True)
+    eng = engine_for(x)
+    if eng == TRITON:
+        if not prob:
+            _check_index_range(target, x.shape[dim], ign)  # the kernel reads x[t] unchecked
+        tr: tuple[Tensor, Tensor] | None = _LAUNCHERS.cross_entropy(
+            x.detach(), target.detach(), _d(weight), dim, ign, reduction, eps, z, prob, need_grad
+        )
+        if tr is not None:
+            return tr
+        eng = _core_engine(x)
+    if eng == NATIVE and not prob and eps == 0.0 and x.numel() > 0:
+        return _native_ce(x, target, weight, dim, ign, reduction, z, need_grad)
+    if not prob:
+        _check_index_range(target, x.shape[dim], ign)
+    with torch.no_grad():
+        res = _losses.cross_entropy(
+            x.detach(),
+            target.detach(),
+            axis=dim,
+            target_is_index=not prob,
+            weight=None if weight is None else weight.detach(),
+            ignore_index=None if prob else ign,
+            label_smoothing=eps,
+            z_loss=z,
+            reduction=reduction,
+            where=None,
+            return_grad=need_grad,
+            plan=_plan(x),
+        )
+    if need_grad:
+        loss, grad = res
+        return _own(loss, x, x, target), _own(grad, x, x, target)
+    return _own(res, x, x, target), x.new_empty(0)  # type: ignore[arg-type]
+
+
+def _check_index_range(target: Tensor, C: int, ign: int) -> None:
+    if target.device.type == "meta" or target.numel() == 0:
+        return
+    bad = ((target < 0) | (target >= C)) & (target != ign)
+    if bool(bad.any()):
+        raise _index_range_error(target[bad].reshape(-1)[:1].cpu().numpy(), C, ign)
+
+
+def nll_fwd(
+    x: Tensor, target: Tensor, weight: Tensor | None, dim: int, ign: int, reduction: str
+) -> Tensor:
+    """Negative log-likelihood (torch operations on every engine: one gather and a sum)."""
+    _check_values(weight, "weight")
+    _check_index_range(target, x.shape[dim], ign)
+    with torch.no_grad():
+        res = _losses.nll_loss(
+            x.detach(),
+            target.detach(),
+            axis=dim,
+            weight=None if weight is None else weight.detach(),
+            ignore_index=ign,
+            reduction=reduction,
+            plan=_plan(x),
+        )
+    return _own(res, x, x, target)
+
+
+def _flat64(a: Tensor | None, shape: torch.Size) -> np.ndarray | None:
+    if a is None:
+        return None
+    return _np(a.detach().to(torch.float64).expand(shape).contiguous().view(-1))
+
+
+def bce_fwd(
+    x: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    pos_weight: Tensor | None,
+    reduction: str,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    """Binary cross-entropy on logits (and its gradient when ``need_grad``)."""
+    _check_values(target, "target", unit=True)
+    _check_values(weight, "weight")
+    _check_values(pos_weight, "pos_weight")
+    eng = engine_for(x)
+    if eng == TRITON:
+        tr: tuple[Tensor, Tensor] | None = _LAUNCHERS.bce_with_logits(
+            x.detach(), target.detach(), _d(weight), _d(pos_weight), reduction, need_grad
+        )
+        if tr is not None:
+            return tr
+        eng = _core_engine(x)
+    if eng == NATIVE and x.numel() > 0:
+        xd = x.detach()
+        half = xd.dtype in _HALF
+        if half:
+            xd = xd.to(torch.float32)
+        x1 = xd.contiguous().view(-1)
+        n = x1.numel()
+        shape = x.shape
+        y1 = _flat64(target, shape)
+        w1 = _flat64(weight, shape)
+        p1 = _flat64(pos_weight, shape)
+        loss = torch.empty(n, dtype=torch.float64)
+        grad = torch.empty(n, dtype=x1.dtype) if need_grad else None
+        scale = 1.0 / n if reduction == "mean" else 1.0
+        _ckernels.sigmoid(
+            2, _np(x1), y1, w1, p1, n, _CODE[x1.dtype], _ACCURATE, _threads(n), scale,
+            _np(loss), None if grad is None else _np(grad),
+        )  # fmt: skip
+        if reduction == "none":
+            res = loss.view(shape)
+        elif reduction == "sum":
+            res = loss.sum()
+        else:
+            res = loss.sum() / n
+        res = res.to(x.dtype)
+        if grad is None:
+            return res, x.new_empty(0)
+        return res, grad.view(shape).to(x.dtype)
+    with torch.no_grad():
+        out = _sigmoid.binary_cross_entropy_with_logits(
+            x.detach(),
+            target.detach(),
+            weight=None if weight is None else weight.detach(),
+            pos_weight=None if pos_weight is None else pos_weight.detach(),
+            reduction=reduction,
+            return_grad=need_grad,
+            plan=_plan(x),
+        )
+    if need_grad:
+        loss_t, grad_t = out
+        return _own(loss_t, x, x, target), _own(grad_t, x, x, target)
+    return _own(out, x, x, target), x.new_empty(0)  # type: ignore[arg-type]
