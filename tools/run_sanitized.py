@@ -24,7 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # test_xla_ffi_abi.py drives the XLA FFI handlers through their C ABI without JAX:
 # jaxlib's compiler aborts with the sanitizer runtime preloaded, so JAX itself cannot run here.
-TESTS = ["tests/test_native.py", "tests/test_native_accuracy.py", "tests/test_xla_ffi_abi.py"]
+TESTS = [
+    "tests/test_native.py",
+    "tests/test_native_accuracy.py",
+    "tests/test_xla_ffi_abi.py",
+    "tests/test_state.py",
+]
 
 CHILD = """
 import sys
