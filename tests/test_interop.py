@@ -342,3 +342,25 @@ def test_jax_without_x64_computes_float32_in_scoped_float64():
         assert g.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(g)))
     finally:
         jax.config.update("jax_enable_x64", old)
+
+
+def test_engine_variable_switches_the_native_kernels_off():
+    code = (
+        "import numpy as np, softmaxkit as sk\n"
+        "from softmaxkit import _dispatch\n"
+        "assert _dispatch.FORCE_AGNOSTIC and not _dispatch.available()\n"
+        "x = np.random.default_rng(1).normal(0, 3, (4, 50))\n"
+        "print(sk.softmax(x).tobytes().hex())\n"
+    )
+    import os
+
+    env = dict(os.environ, SOFTMAXKIT_ENGINE="agnostic")
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    x = np.random.default_rng(1).normal(0, 3, (4, 50))
+    # the oracle and the native kernel agree bitwise on correctly rounded float64 results
+    # except in rare ties; compare within 1 ulp
+    got = np.frombuffer(bytes.fromhex(run.stdout.strip()), dtype=np.float64).reshape(4, 50)
+    np.testing.assert_array_max_ulp(got, sk.softmax(x), maxulp=1)

@@ -417,7 +417,8 @@ def softmax(
     if _empty_reduction(xw, axes):
         return xp.astype(xw, plan.out)
     if lean_applies(plan, temperature):
-        raw = x if xp.isdtype(x.dtype, "real floating") else xw
+        floating = dtype_name(x.dtype) in ("float16", "bfloat16", "float32", "float64")
+        raw = x if floating else xw  # (NumPy's isdtype refuses ml_dtypes' bfloat16)
         return lean_softmax(plan, raw, axes, where)
     ar = arith_for(plan)
     st = row_stats(ar, scaled(ar, xw, temperature), axes, where, low_words=temperature != 1.0)
