@@ -44,6 +44,10 @@ def covers(x: Array, plan: Plan, axes: tuple[int, ...]) -> bool:
     da = _dask_array()
     if da is None or not isinstance(x, da.Array) or len(axes) != 1:
         return False
+    from ._dispatch import FORCE_AGNOSTIC
+
+    if FORCE_AGNOSTIC:  # SOFTMAXKIT_ENGINE=agnostic: the array-agnostic engine on Dask too
+        return False
     if not isinstance(getattr(x, "_meta", None), np.ndarray):
         return False
     if any(math.isnan(s) for s in x.shape):

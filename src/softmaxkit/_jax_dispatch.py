@@ -34,6 +34,10 @@ Array = Any
 def _engine(plan: Plan) -> ModuleType | None:
     if not is_jax(plan.xp) or "jax" not in sys.modules:
         return None
+    from ._dispatch import FORCE_AGNOSTIC
+
+    if FORCE_AGNOSTIC:  # SOFTMAXKIT_ENGINE=agnostic: no native kernel, XLA's or NumPy's
+        return None
     from .jax import _core
 
     return _core if _core.available() else None
