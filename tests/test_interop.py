@@ -3,6 +3,7 @@ unsupported array types, dtype promotion, NumPy scalars and complex logsumexp.""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import subprocess
 import sys
@@ -138,7 +139,10 @@ def test_unknown_array_types_are_refused(call):
 
 
 def test_tensorflow_tensors_are_refused_in_a_child_process():
-    pytest.importorskip("tensorflow", reason="tensorflow not installed: pip install tensorflow-cpu")
+    # find_spec, not importorskip: TensorFlow must never load in this process (a later
+    # Triton import would abort it)
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("tensorflow not installed: pip install softmaxkit[tensorflow]")
     code = textwrap.dedent(
         """
         import numpy as np, tensorflow as tf, softmaxkit as sk

@@ -475,13 +475,16 @@ def cross_entropy(
 ) -> Array:
     """Cross-entropy with class-index targets from one state tree (no gradient)."""
     da = _dask_array()
+    nd = logits.ndim
+    batch_ind = tuple(i for i in range(nd) if i != axis)
+    # targets made from NumPy arrays or lists arrive with chunks of their own: give them
+    # the logits' batch chunks, block for block
+    target = da.asarray(target).rechunk(tuple(logits.chunks[i] for i in batch_ind))
     tgt = target
     if ignore_index is not None:
         tgt = da.where(target == ignore_index, -1, target)  # no class holds -1
     st = state(logits, axis, plan, target=tgt, sum_x=label_smoothing > 0, threads=threads)
     parts = (True, label_smoothing > 0, False)
-    nd = logits.ndim
-    batch_ind = tuple(i for i in range(nd) if i != axis)
     tb = target
     extra: list[Any] = [] if weight is None else [da.asarray(weight), (nd + 1,)]
     pieces = da.blockwise(
