@@ -10,6 +10,7 @@ tensor to another library's type.
 
 from __future__ import annotations
 
+import abc
 import importlib
 from typing import Any
 
@@ -22,26 +23,32 @@ __all__ = ["Backend", "current"]
 Tensor = Any
 
 
-class Backend:
+class Backend(abc.ABC):
     """The softmax family on one Keras backend (class axis given, per-item losses)."""
 
     name = ""
 
+    @abc.abstractmethod
     def softmax(self, x: Tensor, axis: int) -> Tensor:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def log_softmax(self, x: Tensor, axis: int) -> Tensor:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def logsumexp(self, x: Tensor, axis: Any, keepdims: bool) -> Tensor:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def sparse_ce(self, labels: Tensor, logits: Tensor, axis: int, eps: float) -> Tensor:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def dense_ce(self, labels: Tensor, logits: Tensor, axis: int) -> Tensor:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def bce(self, labels: Tensor, logits: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -137,7 +144,11 @@ class _Torch(Backend):
 
 
 _CACHE: dict[str, Backend] = {}
-_KINDS = {"tensorflow": _TensorFlow, "jax": _Jax, "torch": _Torch}
+_KINDS: dict[str, type[_TensorFlow] | type[_Jax] | type[_Torch]] = {
+    "tensorflow": _TensorFlow,
+    "jax": _Jax,
+    "torch": _Torch,
+}
 
 
 def current() -> Backend:
