@@ -739,3 +739,75 @@ def test_accurate_vjps_are_near_exact(log: bool, axis: object) -> None:
     else:
         mag = np.abs(y) * (np.abs(g) + np.sum(np.abs(y * g), axis=red, keepdims=True))
     assert np.all(np.abs(got - exact) <= 2 * np.finfo(np.float64).eps * mag)
+
+
+def _ce_two_step(
+    x: np.ndarray, t: np.ndarray, w: np.ndarray | None, ign: int, z: float, red: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reduced cross-entropy from the per-row kernel and np.sum, as the C call promises."""
+    from softmaxkit import _ckernels
+
+    rows, n = x.shape
+    code = 1 if x.dtype == np.float64 else 0
+    ignored = t == ign
+    w_t = None if w is None else np.where(ignored, 0.0, w[np.where(ignored, 0, t)])
+    den_pred = float(np.sum(w_t)) if w_t is not None else float(rows - np.count_nonzero(ignored))
+    loss, lse = np.empty(rows), np.empty(rows)
+    counted = np.empty(rows, np.uint8)
+    g = np.empty_like(x)
+
+    def run(den: float) -> None:
+        sc = (1.0 / den if den != 0.0 else 0.0) if red == 1 else 1.0
+        _ckernels.cross_entropy(
+            x, t, w_t, None, rows, n, code, 1, 2, True, ign, z, sc, loss, lse, counted, g
+        )
+
+    run(den_pred)
+    cnt = counted.view(bool)
+    k = int(np.count_nonzero(cnt))
+    den = (float(np.sum(w_t[cnt])) if k != rows else den_pred) if w_t is not None else float(k)
+    if red == 1 and den != den_pred:
+        run(den)
+    if red == 0:
+        return loss, g
+    total = float(np.sum(loss))
+    if red == 2:
+        return np.array([total]), g
+    return np.array([total / den if (k > 0 and den != 0.0) else 0.0]), g
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("red", [0, 1, 2])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("rows", [1, 7, 129, 3000])
+def test_cross_entropy_reduced_equals_kernel_then_numpy_sum(
+    dtype: type, red: int, weighted: bool, rows: int
+) -> None:
+    from softmaxkit import _ckernels
+
+    rng = np.random.default_rng(rows * 7 + red)
+    n = 37
+    x = (rng.standard_normal((rows, n)) * 8).astype(dtype)
+    t = rng.integers(0, n, rows).astype(np.int64)
+    t[::5] = -100
+    x[1 % rows] = -np.inf  # a row that does not count
+    w = rng.standard_normal(n) if weighted else None  # negative and zero weights too
+    if w is not None:
+        w[3] = 0.0
+    want_l, want_g = _ce_two_step(x, t, w, -100, 0.01, red)
+    loss = np.empty(rows if red == 0 else 1)
+    g = np.empty_like(x)
+    code = 1 if x.dtype == np.float64 else 0
+    _ckernels.cross_entropy_reduced(x, t, w, rows, n, code, 1, 2, -100, 0.01, red, loss, g)
+    np.testing.assert_array_equal(loss, want_l)
+    np.testing.assert_array_equal(g, want_g)
+
+
+def test_cross_entropy_reduced_names_the_bad_row() -> None:
+    from softmaxkit import _ckernels
+
+    x = np.zeros((4, 3), np.float32)
+    t = np.array([0, -100, 3, 1], np.int64)
+    with pytest.raises(IndexError) as info:
+        _ckernels.cross_entropy_reduced(x, t, None, 4, 3, 0, 1, 1, -100, 0.0, 1, np.empty(1), None)
+    assert info.value.args == (2,)

@@ -18,6 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import softmaxkit.torch as skt  # noqa: E402
+from softmaxkit import _errors as skt_errors  # noqa: E402
 from softmaxkit.torch import _engine, _ops  # noqa: E402
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -59,6 +60,8 @@ T = torch.tensor([0, 4, 2, -100, 1, 3])
 W = torch.tensor([0.5, -1.0, 0.0, 2.0, 1.5])
 CE = {
     "ce_mean": {},
+    "ce_sum": {"reduction": "sum"},
+    "ce_none": {"reduction": "none"},
     "ce_sum_weight": {"weight": W, "reduction": "sum"},
     "ce_mean_weight": {"weight": W},
     "ce_none_z": {"reduction": "none", "z_loss": 1e-3},
@@ -96,6 +99,27 @@ def test_cross_entropy_routes_are_bitwise_identical(case, dtype):
     )
     _bitwise(v1, v2)
     _bitwise(g1, g2)
+
+
+def test_everyday_cross_entropy_skips_the_general_validation(monkeypatch):
+    """``cross_entropy(logits, labels)`` on CPU takes the short route, and only it does."""
+    from softmaxkit.torch import _functional
+
+    calls = []
+    real = _functional.chk.float_input
+    monkeypatch.setattr(
+        _functional.chk, "float_input", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    x = _x(6, 5).requires_grad_()
+    skt.cross_entropy(x, T).backward()
+    skt.cross_entropy(x.detach(), T, reduction="none")
+    assert calls == []
+    skt.cross_entropy(x, T, label_smoothing=0.1)
+    skt.cross_entropy(x.t().contiguous().t(), T)  # not contiguous
+    skt.cross_entropy(x, T.to(torch.int32))
+    assert len(calls) == 3
+    with pytest.raises(skt_errors.SoftmaxkitValueError, match="out of range: 7 at item 1"):
+        skt.cross_entropy(x, torch.tensor([0, 7, 1, 1, 1, 1]))
 
 
 def test_bce_and_nll_routes_are_bitwise_identical():

@@ -30,6 +30,22 @@ def logsumexp_b(
     sign: Any,
     /,
 ) -> None: ...
+def cross_entropy_reduced(
+    x: Any,
+    target: Any,
+    class_weight: Any,
+    rows: int,
+    n: int,
+    dtype: int,
+    mode: int,
+    threads: int,
+    ignore_index: int,
+    z_loss: float,
+    reduction: int,
+    loss: Any,
+    grad: Any,
+    /,
+) -> None: ...
 def cross_entropy(
     x: Any,
     target: Any,
@@ -104,4 +120,6 @@ def state_apply(
 ) -> None: ...
 def isa() -> str: ...
 def set_isa(name: str, /) -> None: ...
+def set_omp_parallel(address: int, /) -> bool: ...
+def omp_parallel_active() -> bool: ...
 def xla_handlers() -> dict[str, object]: ...

@@ -209,6 +209,48 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(cross_entropy_reduced_doc,
+             "cross_entropy_reduced(x, target, class_weight, rows, n, dtype, mode, threads, "
+             "ignore_index, z_loss, reduction, loss, grad): reduction 0 none, 1 mean, 2 sum; "
+             "IndexError(row) for a target out of range");
+
+static PyObject *py_cross_entropy_reduced(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *to, *wo, *lo, *go;
+    Py_ssize_t rows, n;
+    int dtype, mode, threads, reduction;
+    long long ignore;
+    double z;
+    if (!PyArg_ParseTuple(args, "OOOnniiiLdiOO", &xo, &to, &wo, &rows, &n, &dtype, &mode,
+                          &threads, &ignore, &z, &reduction, &lo, &go))
+        return NULL;
+    skit_rows a;
+    buf x = {0}, t = {0}, w = {0}, l = {0}, g = {0};
+    if (parse_rows(&a, &x, xo, rows, n, dtype, mode, threads, 1.0) < 0) return NULL;
+    if (get(to, &t, 0, 'q', rows, 0, "target") < 0 || get(wo, &w, 0, 'd', n, 1, "class_weight") < 0 ||
+        get(lo, &l, 1, 'd', reduction == 0 ? rows : 1, 0, "loss") < 0 ||
+        get(go, &g, 1, dtype == SKIT_F32 ? 'f' : 'd', rows * n, 1, "grad") < 0) {
+        release(&x), release(&t), release(&w), release(&l), release(&g);
+        return NULL;
+    }
+    int st;
+    int64_t bad = -1;
+    Py_BEGIN_ALLOW_THREADS st = skit_cross_entropy_reduced(
+        &a, (const int64_t *)t.view.buf, w.held ? (const double *)w.view.buf : NULL,
+        (int64_t)ignore, z, reduction, (double *)l.view.buf, g.held ? g.view.buf : NULL, &bad);
+    Py_END_ALLOW_THREADS release(&x), release(&t), release(&w), release(&l), release(&g);
+    if (st == SKIT_ERANGE) {
+        PyObject *row = PyLong_FromLongLong((long long)bad);
+        if (row) {
+            PyErr_SetObject(PyExc_IndexError, row);
+            Py_DECREF(row);
+        }
+        return NULL;
+    }
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(sigmoid_doc, "sigmoid(kind, x, y, w, pw, n, dtype, mode, threads, scale, out, grad)");
 
 static PyObject *py_sigmoid(PyObject *self, PyObject *args) {
@@ -383,6 +425,22 @@ static PyObject *py_set_isa(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* set_omp_parallel(address): the address of a loaded OpenMP runtime's
+ * GOMP_parallel (0 goes back to the own pool); returns whether a team is in use */
+static PyObject *py_set_omp_parallel(PyObject *self, PyObject *arg) {
+    (void)self;
+    void *p = PyLong_AsVoidPtr(arg);
+    if (!p && PyErr_Occurred()) return NULL;
+    skit_set_omp_parallel((void (*)(void (*)(void *), void *, unsigned, unsigned))p);
+    return PyBool_FromLong(skit_omp_parallel_active());
+}
+
+static PyObject *py_omp_parallel_active(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return PyBool_FromLong(skit_omp_parallel_active());
+}
+
 #ifdef SKIT_XLA_FFI
 /* The XLA FFI handlers of xla_ffi.c (built only when jaxlib's headers were found
  * at build time), as PyCapsules for jax.ffi.register_ffi_target. */
@@ -421,12 +479,17 @@ static PyMethodDef methods[] = {
     {"logsumexp", py_logsumexp, METH_VARARGS, logsumexp_doc},
     {"logsumexp_b", py_logsumexp_b, METH_VARARGS, logsumexp_b_doc},
     {"cross_entropy", py_cross_entropy, METH_VARARGS, cross_entropy_doc},
+    {"cross_entropy_reduced", py_cross_entropy_reduced, METH_VARARGS, cross_entropy_reduced_doc},
     {"sigmoid", py_sigmoid, METH_VARARGS, sigmoid_doc},
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
     {"state", py_state, METH_VARARGS, state_doc},
     {"state_apply", py_state_apply, METH_VARARGS, state_apply_doc},
     {"isa", py_isa, METH_NOARGS, "Name of the instruction set in use."},
     {"set_isa", py_set_isa, METH_O, "Force an instruction set ('auto' to detect)."},
+    {"set_omp_parallel", py_set_omp_parallel, METH_O,
+     "Run parallel loops on an OpenMP team: the address of its GOMP_parallel (0: own pool)."},
+    {"omp_parallel_active", py_omp_parallel_active, METH_NOARGS,
+     "Whether parallel loops run on a borrowed OpenMP team."},
 #ifdef SKIT_XLA_FFI
     {"xla_handlers", py_xla_handlers, METH_NOARGS,
      "The XLA FFI handlers as PyCapsules, by target name."},

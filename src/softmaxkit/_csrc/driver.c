@@ -155,6 +155,8 @@ static void pworker(pjob *j) {
     tl_scratch = saved;
 }
 
+static void pworker_void(void *p) { pworker((pjob *)p); }
+
 static void *pworker_thread(void *p) {
     pworker((pjob *)p);
     return NULL;
@@ -181,7 +183,12 @@ static struct {
             PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, NULL, {0}};
 static pthread_once_t g_pool_once = PTHREAD_ONCE_INIT;
 
+/* ---- an OpenMP team borrowed from the host framework (skit_set_omp_parallel) -- */
+typedef void (*omp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
+static _Atomic(omp_parallel_fn) g_omp = NULL;
+
 static void pool_atfork_child(void) {
+    atomic_store(&g_omp, NULL); /* the parent's OpenMP team is not in this process */
     pthread_mutex_init(&g_pool.mu, NULL);
     pthread_cond_init(&g_pool.work, NULL);
     pthread_cond_init(&g_pool.done, NULL);
@@ -192,6 +199,15 @@ static void pool_atfork_child(void) {
     g_pool.job = NULL;
 }
 static void pool_init(void) { (void)pthread_atfork(NULL, NULL, pool_atfork_child); }
+
+void skit_set_omp_parallel(omp_parallel_fn fn) {
+    (void)pthread_once(&g_pool_once, pool_init); /* a fork() child must drop the team */
+    atomic_store_explicit(&g_omp, fn, memory_order_release);
+}
+
+int skit_omp_parallel_active(void) {
+    return atomic_load_explicit(&g_omp, memory_order_acquire) != NULL;
+}
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -274,6 +290,13 @@ static int parallel_for(size_t ntasks, size_t grain, int threads, size_t scratch
     atomic_init(&j.failed, 0);
     if (threads <= 1) {
         pworker(&j);
+        return atomic_load(&j.failed) ? SKIT_ENOMEM : SKIT_OK;
+    }
+    omp_parallel_fn omp = atomic_load_explicit(&g_omp, memory_order_acquire);
+    if (omp) {
+        /* fork-join on the team: every member, the caller included, takes tasks
+         * off the shared counter until none are left; returns when all are done */
+        omp(pworker_void, &j, (unsigned)threads, 0);
         return atomic_load(&j.failed) ? SKIT_ENOMEM : SKIT_OK;
     }
     if (!pool_run(&j, threads - 1)) {
@@ -752,6 +775,97 @@ int skit_cross_entropy(const skit_rows *a, const int64_t *target, const double *
     j.out = grad;
     j.store = grad != NULL;
     return run(&j);
+}
+
+/* NumPy's pairwise summation of float64 (np.add.reduce of a contiguous array):
+ * blocks of at most 128 summed with eight accumulators, halves at multiples of 8 */
+static double pairwise_sum(const double *a, size_t n) {
+    if (n < 8) {
+        double r = 0.0;
+        for (size_t i = 0; i < n; i++) r += a[i];
+        return r;
+    }
+    if (n <= 128) {
+        double r[8];
+        size_t i;
+        for (int k = 0; k < 8; k++) r[k] = a[k];
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int k = 0; k < 8; k++) r[k] += a[i + k];
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++) res += a[i];
+        return res;
+    }
+    size_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
+}
+
+int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
+                               const double *class_weight, int64_t ignore_index, double z_loss,
+                               int reduction, double *loss, void *grad, int64_t *bad_row) {
+    if (!a || reduction < 0 || reduction > 2) return SKIT_EINVAL;
+    size_t rows = a->rows, n = a->n;
+    for (size_t r = 0; r < rows; r++) {
+        int64_t t = target[r];
+        if ((t < 0 || (uint64_t)t >= n) && t != ignore_index) {
+            if (bad_row) *bad_row = (int64_t)r;
+            return SKIT_ERANGE;
+        }
+    }
+    /* one block: per-row weights, losses, logsumexps, counted flags */
+    size_t extra = class_weight ? 2 : 1;
+    double *buf = (double *)malloc((rows ? rows : 1) * (extra + 2) * sizeof(double) + rows + 1);
+    if (!buf) return SKIT_ENOMEM;
+    double *w_t = class_weight ? buf : NULL;
+    double *rl = reduction == 0 ? loss : buf + (extra - 1) * rows;
+    double *lse = buf + extra * rows;
+    double *tmp = buf + (extra + 1) * rows; /* the counted rows' weights */
+    uint8_t *counted = (uint8_t *)(buf + (extra + 2) * rows);
+    double den_pred;
+    if (w_t) {
+        for (size_t r = 0; r < rows; r++)
+            w_t[r] = target[r] == ignore_index ? 0.0 : class_weight[target[r]];
+        den_pred = pairwise_sum(w_t, rows);
+    } else {
+        size_t ign = 0;
+        for (size_t r = 0; r < rows; r++) ign += target[r] == ignore_index;
+        den_pred = (double)(rows - ign);
+    }
+    double scale = reduction == 1 ? (den_pred != 0.0 ? 1.0 / den_pred : 0.0) : 1.0;
+    int st = skit_cross_entropy(a, target, w_t, 1, ignore_index, z_loss, scale, rl, lse, counted,
+                                grad);
+    if (st) {
+        free(buf);
+        return st;
+    }
+    size_t n_counted = 0;
+    for (size_t r = 0; r < rows; r++) n_counted += counted[r] != 0;
+    double den;
+    if (w_t && n_counted != rows) {
+        size_t k = 0;
+        for (size_t r = 0; r < rows; r++)
+            if (counted[r]) tmp[k++] = w_t[r];
+        den = pairwise_sum(tmp, k);
+    } else {
+        den = w_t ? den_pred : (double)n_counted;
+    }
+    if (grad && reduction == 1 && den != den_pred) {
+        /* rows with nothing to count (all -inf) changed the divisor: redo the gradient */
+        double sc = den != 0.0 ? 1.0 / den : 0.0;
+        st = skit_cross_entropy(a, target, w_t, 1, ignore_index, z_loss, sc, rl, lse, counted,
+                                grad);
+        if (st) {
+            free(buf);
+            return st;
+        }
+    }
+    if (reduction != 0) {
+        double total = pairwise_sum(rl, rows);
+        if (reduction == 2) loss[0] = total;
+        else loss[0] = (n_counted > 0 && den != 0.0) ? total / den : 0.0;
+    }
+    free(buf);
+    return SKIT_OK;
 }
 
 /* ---- elementwise sigmoid family and the VJPs --------------------------------- */

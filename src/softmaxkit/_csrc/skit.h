@@ -42,6 +42,20 @@ typedef struct {
     double temperature;
 } skit_rows;
 
+/* Run the parallel loops of every later call on an OpenMP runtime's thread team
+ * instead of the core's own pool. `omp_parallel` is that runtime's
+ * GOMP_parallel(fn, data, num_threads, flags) entry point (libgomp, and the
+ * GOMP-compatible entry of LLVM's and Intel's runtimes), found by the caller in
+ * a runtime that is already loaded (torch's); NULL goes back to the own pool.
+ * A framework whose workers spin between its own parallel regions then shares
+ * its cores with softmaxkit instead of competing for them. In a child process
+ * after fork() the own pool is used again (the parent's team does not exist
+ * there). Results do not depend on which threads run the work. */
+void skit_set_omp_parallel(void (*omp_parallel)(void (*)(void *), void *, unsigned, unsigned));
+
+/* Whether the loops currently run on an OpenMP team (1) or the own pool (0). */
+int skit_omp_parallel_active(void);
+
 /* softmax (log = 0) or log_softmax (log = 1) of every row into `out`
  * (same type and layout as x; may be x itself for an in-place update). */
 int skit_softmax(const skit_rows *a, void *out, int log);
@@ -83,6 +97,26 @@ int skit_logsumexp_b(const skit_rows *a, const double *b, double *lse, double *s
 int skit_cross_entropy(const skit_rows *a, const int64_t *target, const double *weight,
                        int has_ignore, int64_t ignore_index, double z_loss, double grad_scale,
                        double *loss, double *lse, uint8_t *counted, void *grad);
+
+/* Cross-entropy with class-index targets, reduced with torch's semantics, in one
+ * call (what a framework's loss needs per training step, with nothing left to
+ * do in the caller):
+ *   target[rows]   class indices in [0, n) or ignore_index (always active);
+ *                  SKIT_ERANGE when one is neither (*bad_row = its row)
+ *   class_weight   NULL or class_weight[n]: the weight of each class
+ *   reduction      0 "none", 1 "mean", 2 "sum"
+ *   loss           "none": loss[rows] per-row losses (float64); otherwise
+ *                  loss[0] = the sum, or the weighted mean (sum / summed weights
+ *                  of the counted rows; 0 when nothing counts)
+ *   grad           NULL, or `rows * n` elements of x's type: the gradient of
+ *                  that result (scaled by 1 / the divisor for "mean")
+ * Sums follow NumPy's pairwise order (np.sum of the float64 per-row values), so
+ * the result equals the one of skit_cross_entropy followed by np.sum, bit for bit.
+ * A row whose logits are all -inf does not count (loss 0, gradient 0). */
+enum { SKIT_ERANGE = 3 };
+int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
+                               const double *class_weight, int64_t ignore_index, double z_loss,
+                               int reduction, double *loss, void *grad, int64_t *bad_row);
 
 /* Elementwise over n contiguous elements of x (dtype's type):
  *   kind 0: out = sigmoid(x); kind 1: out = log_sigmoid(x) (out in x's type);

@@ -25,6 +25,7 @@ logits, empty means). Each function's Notes list the differences.
 4.24835413113866e-18
 """
 
+from . import _openmp
 from ._functional import (
     binary_cross_entropy_with_logits,
     cross_entropy,
@@ -42,6 +43,8 @@ from ._modules import (
     NLLLoss,
     Softmax,
 )
+
+_openmp.share_team()
 
 __all__ = [
     "BCEWithLogitsLoss",

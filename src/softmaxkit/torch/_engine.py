@@ -197,7 +197,8 @@ def _own(t: Tensor, like: Tensor, *inputs: Tensor | None) -> Tensor:
 
 
 def _threads(size: int) -> int:
-    return 1 if size < _dispatch.SMALL else _dispatch.default_threads()
+    """torch's thread count (``torch.set_num_threads``), or 1 below the core's minimum work."""
+    return 1 if size < _dispatch.SMALL else torch.get_num_threads()
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -411,10 +412,6 @@ def _batch_shape(shape: torch.Size, dim: int) -> list[int]:
     return [s for i, s in enumerate(shape) if i != dim]
 
 
-def _mean_of(total: float, den: float, counted_any: bool) -> float:
-    return total / den if (counted_any and den != 0.0) else 0.0
-
-
 def _index_range_error(t: np.ndarray, C: int, ign: int) -> SoftmaxkitValueError:
     bad = ((t < 0) | (t >= C)) & (t != ign)
     i = int(np.flatnonzero(bad)[0])
@@ -423,6 +420,9 @@ def _index_range_error(t: np.ndarray, C: int, ign: int) -> SoftmaxkitValueError:
         f"valid indices are 0..{C - 1} (or ignore_index={ign})"
     )
     return SoftmaxkitValueError(msg)
+
+
+_REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
 
 
 def _native_ce(
@@ -447,62 +447,25 @@ def _native_ce(
     else:
         x2, perm, rows, n = _rows(xd, [dim])
         xn = x2.numpy()
-    tn = target.detach().reshape(rows).numpy()
+    tn = (target if target.dim() == 1 else target.reshape(rows)).numpy()  # integers: no grad
     if tn.dtype != np.int64 or not tn.flags.c_contiguous:
         tn = np.ascontiguousarray(tn, dtype=np.int64)
+    wn = None if weight is None else weight.detach().to(torch.float64).contiguous().numpy()
     code = 1 if xn.dtype == np.float64 else 0
-    if weight is not None:
-        bad = ((tn < 0) | (tn >= n)) & (tn != ign)
-        if bad.any():
-            raise _index_range_error(tn, n, ign)
-        ignored = tn == ign
-        wn = weight.detach().to(torch.float64).contiguous().numpy()
-        w_t = np.where(ignored, 0.0, wn[np.where(ignored, 0, tn)])
-        den_pred = float(np.sum(w_t))
-    else:
-        w_t = None
-        den_pred = float(rows - np.count_nonzero(tn == ign))
-    loss = np.empty(rows, np.float64)
-    lse = np.empty(rows, np.float64)
-    counted = np.empty(rows, np.uint8)
+    red = _REDUCTION_CODE[reduction]
+    loss = np.empty(rows if red == 0 else 1, np.float64)
     gn = np.empty(xn.shape if perm is None else (rows, n), xn.dtype) if need_grad else None
-    nthreads = _threads(rows * n)
-
-    def run(scale: float) -> None:
-        try:
-            _ckernels.cross_entropy(
-                xn, tn, w_t, None, rows, n, code, _ACCURATE, nthreads, True, ign, z, scale,
-                loss, lse, counted, gn,
-            )  # fmt: skip
-        except IndexError:
-            raise _index_range_error(tn, n, ign) from None
-
-    def scale_for(den: float) -> float:
-        if reduction != "mean":
-            return 1.0
-        return 1.0 / den if den != 0.0 else 0.0
-
-    run(scale_for(den_pred))
-    n_counted = int(np.count_nonzero(counted))
-    if w_t is not None:
-        den = float(np.sum(w_t[counted.view(bool)])) if n_counted != rows else den_pred
-    else:
-        den = float(n_counted)
-    if gn is not None and reduction == "mean" and den != den_pred:
-        run(scale_for(den))  # rows with nothing to count (all -inf) changed the divisor
-    if n_counted == 0:
-        den = 0.0
+    try:
+        _ckernels.cross_entropy_reduced(
+            xn, tn, wn, rows, n, code, _ACCURATE, _threads(rows * n), ign, z, red, loss, gn
+        )
+    except IndexError:
+        raise _index_range_error(tn, n, ign) from None
     np_out = _NP_DTYPE.get(x.dtype)
-    if reduction == "none":
-        r = loss.reshape(_batch_shape(x.shape, dim))
-    elif reduction == "sum":
-        r = np.asarray(np.sum(loss))
-    else:
-        r = np.asarray(_mean_of(float(np.sum(loss)), den, n_counted > 0))
-    if np_out is not None:
-        res = torch.from_numpy(r.astype(np_out))
-    else:
-        res = torch.from_numpy(r).to(x.dtype)
+    r = loss.reshape(_batch_shape(x.shape, dim) if red == 0 else ())
+    res = torch.from_numpy(r.astype(np_out) if np_out is not None else r)
+    if np_out is None:
+        res = res.to(x.dtype)
     if gn is None:
         return res, x.new_empty(0)
     g = torch.from_numpy(gn)

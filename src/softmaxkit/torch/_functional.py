@@ -293,6 +293,9 @@ def cross_entropy(
     >>> skt.cross_entropy(logits, torch.tensor([-100, -100]))  # torch: nan
     tensor(0.)
     """
+    fast = _plain_ce(input, target, weight, ignore_index, reduction, label_smoothing, z_loss)
+    if fast is not None:
+        return fast
     x = chk.float_input(input, promote_int=False)
     dim = chk.class_dim(x)
     t, prob = chk.index_or_prob_target(target, x, dim, allow_prob=True)
@@ -310,6 +313,61 @@ def cross_entropy(
     if _wants_grad(x, t):
         return _eager.apply(_eager.CrossEntropy, x, t, w, dim, ign, red, eps, z, prob)  # type: ignore[no-any-return]
     return E.cross_entropy_fwd(x, t, w, dim, ign, red, eps, z, prob, False)[0]
+
+
+_PLAIN_DTYPES = (torch.float32, torch.float64)
+_ZERO_TYPES = (float, int)
+
+
+def _plain_ce(
+    x: object,
+    t: object,
+    weight: object,
+    ign: object,
+    reduction: object,
+    eps: object,
+    z: object,
+) -> torch.Tensor | None:
+    """The everyday call, checked in a few attribute reads, or None for the general route.
+
+    A training loop's ``cross_entropy(logits, labels)``: a contiguous CPU float32
+    or float64 ``(N, C)`` tensor, int64 labels ``(N,)``, no class weights, no
+    smoothing or z-loss, eager (no ``torch.compile``, no functorch transform).
+    Everything the general route validates is settled by these checks (the label
+    range is checked by the C core), and it reaches the same engine function, so
+    the results are bitwise the same.
+    """
+    if not (
+        weight is None
+        and type(x) is torch.Tensor
+        and type(t) is torch.Tensor
+        and type(ign) is int
+        and type(reduction) is str
+        and type(eps) in _ZERO_TYPES
+        and eps == 0
+        and type(z) in _ZERO_TYPES
+        and z == 0
+        and reduction in ("mean", "sum", "none")
+    ):
+        return None
+    if not (
+        x.is_cpu
+        and x.dtype in _PLAIN_DTYPES
+        and t.dtype == torch.int64
+        and x.dim() == 2
+        and t.dim() == 1
+        and x.shape[0] == t.shape[0]
+        and x.shape[1] > 0
+        and x.is_cpu == t.is_cpu
+        and x.is_contiguous()
+        and not torch.compiler.is_compiling()
+        and not torch._C._are_functorch_transforms_active()
+        and E.engine_for(x) == E.NATIVE
+    ):
+        return None
+    if x.requires_grad and torch.is_grad_enabled():
+        return _eager.apply(_eager.CrossEntropy, x, t, None, 1, ign, reduction, 0.0, 0.0, False)  # type: ignore[no-any-return]
+    return E.cross_entropy_fwd(x, t, None, 1, ign, reduction, 0.0, 0.0, False, False)[0]
 
 
 def _ignore_index(value: object) -> int:
