@@ -492,7 +492,8 @@ def _engine_name() -> str:
     from softmaxkit import _ckernels
     from softmaxkit.torch import _engine
 
-    return f"{_engine.engine_for(torch.zeros(1))} (C core, ISA {_ckernels.isa()})"
+    pool = "torch's OpenMP team" if _ckernels.omp_parallel_active() else "its own thread pool"
+    return f"{_engine.engine_for(torch.zeros(1))} (C core, ISA {_ckernels.isa()}, loops on {pool})"
 
 
 def render_hf(rows: list[dict[str, Any]], rounds: int) -> list[str]:
