@@ -21,12 +21,18 @@
  * another in flight (XLA may run independent custom calls concurrently) runs
  * on its calling thread alone, so the process never oversubscribes its cores.
  */
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE /* madvise's MADV_HUGEPAGE under -std=c17 */
+#endif
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "skit.h"
 #include "xla/ffi/api/c_api.h"
@@ -171,6 +177,32 @@ static void fail(frame *f, const char *msg) {
     f->bad = 1;
 }
 
+/* ---- output buffers -------------------------------------------------------------
+ * XLA allocates a fresh result buffer for every call; a large one is a new
+ * anonymous mapping whose first write faults in every 4 KiB page (on a
+ * (2048, 32000) float32 result that costs more than the kernel itself). The
+ * NumPy path does not pay this: NumPy asks the kernel for transparent huge
+ * pages on every allocation of 4 MiB or more. The handlers do the same for their
+ * large results before writing them. The hint changes neither contents nor
+ * ownership (the memory stays XLA's; it only selects the page size of the
+ * pages not yet touched), and it is ignored where huge pages are off. */
+#define HUGE_HINT_BYTES ((size_t)1 << 22)
+static void prefer_huge_pages(void *p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (p == NULL || bytes < HUGE_HINT_BYTES) return;
+    uintptr_t a = (uintptr_t)p, page = 4096;
+    uintptr_t lo = (a + page - 1) & ~(page - 1), hi = (a + bytes) & ~(page - 1);
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#else
+    (void)p, (void)bytes;
+#endif
+}
+
+static size_t nbytes(const XLA_FFI_Buffer *b) {
+    size_t es = b->dtype == XLA_FFI_DataType_F64 ? 8 : b->dtype == XLA_FFI_DataType_F32 ? 4 : 1;
+    return count(b) * es;
+}
+
 /* ---- the floating-point environment ----------------------------------------------
  * XLA runs its CPU threads with subnormals flushed to zero (FTZ/DAZ on x86, FZ on
  * Arm). The engines compute subnormal results like every other IEEE result, as on
@@ -269,6 +301,7 @@ static XLA_FFI_Error *softmax_impl(XLA_FFI_CallFrame *cf) {
     a.mask = m ? (const uint8_t *)m->data : NULL;
     a.temperature = temp;
     if (a.rows == 0 || a.n == 0) return NULL;
+    prefer_huge_pages(o->data, nbytes(o));
     a.threads = take_threads(want);
     int st = skit_softmax(&a, o->data, (int)log);
     give_threads(a.threads);
@@ -354,6 +387,7 @@ static XLA_FFI_Error *vjp_impl(XLA_FFI_CallFrame *cf) {
     size_t n = (size_t)y->dims[y->rank - 1];
     size_t rows = n ? count(y) / n : 0;
     if (rows == 0 || n == 0) return NULL;
+    prefer_huge_pages(o->data, nbytes(o));
     int threads = take_threads(want);
     int st = skit_vjp(code, (int)mode, (int)islog, y->data, g->data, rows, n, o->data, threads);
     give_threads(threads);
@@ -418,6 +452,7 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
     int64_t skip = has_ignore ? ignore : INT64_MIN;
     size_t esz = code == SKIT_F32 ? 4 : 8;
     int st = SKIT_OK;
+    if (go != NULL) prefer_huge_pages(go->data, nbytes(go));
     int threads = take_threads(want);
     for (size_t gi = 0; gi < groups && st == SKIT_OK; gi++) {
         skit_rows a;
@@ -515,6 +550,7 @@ static XLA_FFI_Error *sigmoid_impl(XLA_FFI_CallFrame *cf) {
     size_t total = count(x);
     if (kind != 2) {
         if (total == 0) return NULL;
+        prefer_huge_pages(o->data, nbytes(o));
         int threads = take_threads(want);
         int st = skit_sigmoid(code, (int)mode, (int)kind, x->data, NULL, NULL, NULL, total, 1.0,
                               o->data, NULL, threads);
@@ -546,6 +582,8 @@ static XLA_FFI_Error *sigmoid_impl(XLA_FFI_CallFrame *cf) {
     double *loss = buf, *y64 = buf + n, *w64 = buf + 2 * n, *p64 = buf + 3 * n;
     size_t esz = code == SKIT_F32 ? 4 : 8;
     int st = SKIT_OK;
+    prefer_huge_pages(o->data, nbytes(o));
+    if (go != NULL) prefer_huge_pages(go->data, nbytes(go));
     int threads = take_threads(want);
     for (size_t gi = 0; gi < groups && st == SKIT_OK; gi++) {
         size_t base = gi * n;
