@@ -397,10 +397,14 @@ static XLA_FFI_Error *vjp_impl(XLA_FFI_CallFrame *cf) {
 /* ---- cross-entropy with class-index targets ---------------------------------------
  * args: x (..., rows.., n), target (s32/s64, x's shape without the last axis)
  *       [, weight (n,) or (groups.., n): class weights, any float type] [, mask (pred)]
+ *       [, ct (any float type, target's shape; reduction 0 only): a cotangent per
+ *       row folded into the gradient's factor, so that a reverse-mode gradient
+ *       w_t ct (p - onehot) is written in the kernel's one pass instead of being
+ *       scaled by a second pass over the result]
  * rets: loss (x's type: target's shape for reduction 0 ("none"), the group
  *       shape otherwise) [, grad (x's type and shape)]
  * attrs: mode, threads, has_ignore, ignore_index, z_loss (f64), reduction
- *        (0 none, 1 sum, 2 mean), want_grad, has_weight, has_mask, tdims (the
+ *        (0 none, 1 sum, 2 mean), want_grad, has_weight, has_mask, has_ct, tdims (the
  *        rank of one group's target: leading dimensions beyond it are vmap's
  *        groups, each reduced on its own), wrap_labels (optax's indexing: a
  *        negative target counts from the end, one still out of range gives a NaN
@@ -414,17 +418,20 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
     int64_t red = attr_i(&F, "reduction"), want_grad = attr_i(&F, "want_grad");
     int64_t has_w = attr_i(&F, "has_weight"), has_mask = attr_i(&F, "has_mask");
     int64_t tdims = attr_i(&F, "tdims"), wrap = attr_i(&F, "wrap_labels");
+    int64_t has_ct = attr_i(&F, "has_ct");
     int64_t k = 0;
     XLA_FFI_Buffer *x = arg(&F, k++), *t = arg(&F, k++);
     XLA_FFI_Buffer *w = has_w ? arg(&F, k++) : NULL;
     XLA_FFI_Buffer *m = has_mask ? arg(&F, k++) : NULL;
+    XLA_FFI_Buffer *ct = has_ct ? arg(&F, k++) : NULL;
     XLA_FFI_Buffer *lo = ret(&F, 0), *go = want_grad ? ret(&F, 1) : NULL;
     if (F.bad) return finish(&F, SKIT_OK);
     int code = float_code(x->dtype);
     if (code < 0 || lo->dtype != x->dtype || x->rank < 1 || t->rank != x->rank - 1 ||
         tdims < 0 || tdims > t->rank ||
         (t->dtype != XLA_FFI_DataType_S32 && t->dtype != XLA_FFI_DataType_S64) ||
-        (w != NULL && float_code(w->dtype) < 0))
+        (w != NULL && float_code(w->dtype) < 0) ||
+        (ct != NULL && (float_code(ct->dtype) < 0 || count(ct) != count(t) || red != 0)))
         fail(&F, "cross_entropy: bad operand types or shapes");
     if (F.bad) return finish(&F, SKIT_OK);
     size_t n = (size_t)x->dims[x->rank - 1];
@@ -490,6 +497,7 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
                 break;
             }
             if (w != NULL) wt[r] = ign ? 0.0 : load(w, wbase + (size_t)(ign ? 0 : v));
+            if (ct != NULL) wt[r] = ign ? 0.0 : (w != NULL ? wt[r] : 1.0) * load(ct, i);
             if (!ign) nkept++;
         }
         if (st != SKIT_OK) break;
@@ -497,8 +505,10 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
         void *grad = go ? (char *)go->data + gi * rows * n * esz : NULL;
         double scale = red != 2 ? 1.0 : (den_pred > 0 ? 1.0 / den_pred : 0.0);
         int use_skip = has_ignore || nbad;
-        st = skit_cross_entropy(&a, tt, w ? wt : NULL, use_skip, skip, z, scale, loss, lse, cnt,
-                                grad);
+        /* with ct the row factors are w_t ct: the losses come out scaled too, and a
+         * caller that passes ct reads only the gradient */
+        const double *rw = (w != NULL || ct != NULL) ? wt : NULL;
+        st = skit_cross_entropy(&a, tt, rw, use_skip, skip, z, scale, loss, lse, cnt, grad);
         if (st != SKIT_OK) break;
         double den;
         if (w != NULL) {
@@ -513,7 +523,7 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
         }
         if (grad != NULL && red == 2 && den != den_pred) {
             /* rows with nothing left to count changed the mean's divisor */
-            st = skit_cross_entropy(&a, tt, w ? wt : NULL, use_skip, skip, z,
+            st = skit_cross_entropy(&a, tt, rw, use_skip, skip, z,
                                     den > 0 ? 1.0 / den : 0.0, loss, lse, cnt, grad);
             if (st != SKIT_OK) break;
         }
