@@ -16,6 +16,11 @@ Derivatives (``jit``, ``vmap``, ``grad``, ``jvp``, ``hessian``):
 - cross-entropy and binary cross-entropy get loss and gradient from one kernel
   pass; the gradient is itself a ``custom_jvp`` whose derivative (needed for
   Hessians only) comes from the array-agnostic implementation.
+- per-row cross-entropy (``reduction="none"``, no weights or mask: optax's
+  integer-label loss) has the linear primitive ``softmaxkit_ce_tangent`` as
+  its tangent, whose transpose is one kernel pass with the cotangent folded
+  into each row's factor: ``jax.grad`` of any reduction of the losses writes
+  the gradient once instead of scaling the kernel's gradient in a second pass.
 - Tangents of targets, weights or ``b`` fall back to differentiating the
   array-agnostic implementation, so no derivative is ever silently dropped.
 
