@@ -160,23 +160,27 @@ def test_large_results_equal_the_numpy_path() -> None:
     )
 
 
-def test_gradient_of_per_row_losses_is_one_kernel_pass() -> None:
+def test_gradient_of_per_row_losses_is_one_kernel_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     # jax.grad of a reduction of per-row losses (optax's form) folds the cotangent into
     # the kernel's gradient pass: one custom call, no second pass over the gradient
     rng = _rng()
-    xn = (rng.standard_normal((64, 1000)) * 4).astype(np.float32)
-    tn = rng.integers(0, 1000, 64)
+    xn = (rng.standard_normal((128, 1000)) * 4).astype(np.float32)
+    tn = rng.integers(0, 1000, 128)
     x, t = jnp.asarray(xn), jnp.asarray(tn)
     f = jax.jit(jax.grad(lambda x, t: skj.softmax_cross_entropy_with_integer_labels(x, t).mean()))
     hlo = f.lower(x, t).compile().as_text()
     assert hlo.count("custom-call(") == 1
     assert "fusion" not in hlo.split("ENTRY")[1].split("custom-call(")[1]
-    # the mean's cotangent 1/64 is exact: the NumPy path's mean gradient, bit for bit
+    # the mean's cotangent 1/128 is exact: the NumPy path's mean gradient, bit for bit
     _same(np.asarray(f(x, t)), sk.cross_entropy(xn, tn, return_grad=True)[1])
-    c = jnp.asarray(rng.random(64).astype(np.float32))
+    c = jnp.asarray(rng.random(128).astype(np.float32))
     got = jax.grad(lambda x: (skj.softmax_cross_entropy_with_integer_labels(x, t) * c).sum())(x)
     g = sk.cross_entropy(xn, tn, reduction="none", return_grad=True)[1]
     np.testing.assert_allclose(np.asarray(got), g * np.asarray(c)[:, None], rtol=2e-7, atol=1e-30)
+    # and bitwise the same at any thread count (the count is read when tracing)
+    monkeypatch.setenv("SOFTMAXKIT_NUM_THREADS", "1")
+    one = jax.grad(lambda x: (skj.softmax_cross_entropy_with_integer_labels(x, t) * c).sum())(x)
+    _same(np.asarray(one), np.asarray(got))
 
 
 def test_vmap_batches_the_custom_call() -> None:
