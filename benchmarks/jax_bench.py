@@ -155,7 +155,11 @@ def render(rows: list[dict[str, Any]], reps: int) -> str:
         "kernel's zeroing of the new pages (a write of the result's bytes) is part of "
         "every column, the floor's included. softmaxkit's handlers ask for transparent "
         "huge pages for results of 4 MiB or more, as NumPy's allocator does (124 page "
-        "faults per (2048, 32000) float32 result instead of 64000).",
+        "faults per (2048, 32000) float32 result instead of 64000). When the machine's "
+        "memory is nearly full, the kernel compacts memory to find huge pages (THP defrag "
+        "`madvise`) and the hint can cost more than it saves, for NumPy's own arrays too: "
+        "on this shared machine the large-shape ratios of one run to the next move with "
+        "the other tenants' memory use as well as with the load.",
         "",
     ]
     load = os.getloadavg()[0]
