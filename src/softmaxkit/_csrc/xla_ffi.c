@@ -32,6 +32,7 @@
 #include <string.h>
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 #include "skit.h"
@@ -190,7 +191,8 @@ static void fail(frame *f, const char *msg) {
 static void prefer_huge_pages(void *p, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (p == NULL || bytes < HUGE_HINT_BYTES) return;
-    uintptr_t a = (uintptr_t)p, page = 4096;
+    long ps = sysconf(_SC_PAGESIZE); /* 4 KiB on x86-64; 16 or 64 KiB on some Arm kernels */
+    uintptr_t a = (uintptr_t)p, page = ps > 0 ? (uintptr_t)ps : 4096;
     uintptr_t lo = (a + page - 1) & ~(page - 1), hi = (a + bytes) & ~(page - 1);
     if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
 #else
