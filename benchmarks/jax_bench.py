@@ -30,17 +30,24 @@ QUICK_SHAPES = ((256, 4096), (32, 10))
 
 
 def _median_times(fns: dict[str, Callable[[], Any]], reps: int, inner: int) -> dict[str, float]:
+    """Median wall time per call of each function, and (keys ``cpu:<name>``) the
+    median CPU time per call of this process (user + system, all threads)."""
     for f in fns.values():  # compile and warm up
         f()
         f()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for k, f in fns.items():
+            c0 = time.process_time()
             t0 = time.perf_counter()
             for _ in range(inner):
                 f()
             times[k].append((time.perf_counter() - t0) / inner)
-    return {k: statistics.median(v) for k, v in times.items()}
+            cpu[k].append((time.process_time() - c0) / inner)
+    res = {k: statistics.median(v) for k, v in times.items()}
+    res.update({f"cpu:{k}": statistics.median(v) for k, v in cpu.items()})
+    return res
 
 
 def measure(shapes: tuple[tuple[int, int], ...], reps: int) -> list[dict[str, Any]]:
@@ -139,7 +146,20 @@ def render(rows: list[dict[str, Any]], reps: int) -> str:
         "loss and gradient in one pass). Floor: one elementwise XLA pass over the same "
         f"bytes (`x + 1`). Median of {reps} interleaved rounds; small shapes average "
         "2000 calls per sample. Ratios are softmaxkit's time over the peer's "
-        "(targets: accurate ≤ 1.0×, fast ≤ 0.7×, (32, 10) no slower than jax.nn.softmax).",
+        "(targets: accurate ≤ 1.0×, fast ≤ 0.7×, (32, 10) no slower than jax.nn.softmax). "
+        "The CPU columns are the same ratios of the process's CPU time per call (user + "
+        "system, every thread): on a shared machine they move far less with the load "
+        "than wall time does.",
+        "",
+        "Every implementation writes its result into a fresh buffer from XLA, so the "
+        "kernel's zeroing of the new pages (a write of the result's bytes) is part of "
+        "every column, the floor's included. softmaxkit's handlers ask for transparent "
+        "huge pages for results of 4 MiB or more, as NumPy's allocator does (124 page "
+        "faults per (2048, 32000) float32 result instead of 64000). When the machine's "
+        "memory is nearly full, the kernel compacts memory to find huge pages (THP defrag "
+        "`madvise`) and the hint can cost more than it saves, for NumPy's own arrays too: "
+        "on this shared machine the large-shape ratios of one run to the next move with "
+        "the other tenants' memory use as well as with the load.",
         "",
     ]
     load = os.getloadavg()[0]
@@ -151,8 +171,9 @@ def render(rows: list[dict[str, Any]], reps: int) -> str:
             "",
         ]
     out += [
-        "| op | shape | peer | peer | accurate | fast | floor | accurate / peer | fast / peer |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| op | shape | peer | peer | accurate | fast | floor | accurate / peer | fast / peer "
+        "| CPU: accurate / peer | CPU: fast / peer |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def fmt(s: float) -> str:
@@ -162,7 +183,8 @@ def render(rows: list[dict[str, Any]], reps: int) -> str:
         out.append(
             f"| {r['op']} | {r['shape'][0]}×{r['shape'][1]} | {r['peer_name']} | "
             f"{fmt(r['peer'])} | {fmt(r['accurate'])} | {fmt(r['fast'])} | {fmt(r['floor'])} | "
-            f"{r['accurate'] / r['peer']:.2f}× | {r['fast'] / r['peer']:.2f}× |"
+            f"{r['accurate'] / r['peer']:.2f}× | {r['fast'] / r['peer']:.2f}× | "
+            f"{r['cpu:accurate'] / r['cpu:peer']:.2f}× | {r['cpu:fast'] / r['cpu:peer']:.2f}× |"
         )
     out.append("")
     return "\n".join(out)

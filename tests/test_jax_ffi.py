@@ -144,6 +144,45 @@ def test_results_do_not_depend_on_threads() -> None:
     _same(sk.softmax(x, threads=1), np.asarray(sk.softmax(x, threads=2)))
 
 
+def test_large_results_equal_the_numpy_path() -> None:
+    # results of 4 MiB and more take the handlers' huge-page hint (xla_ffi.c) and
+    # the engines' streaming stores; the values must not change
+    rng = _rng()
+    xn = (rng.standard_normal((256, 4096)) * 4).astype(np.float32)
+    tn = rng.integers(0, 4096, 256)
+    x, t = jnp.asarray(xn), jnp.asarray(tn)
+    _same(np.asarray(jax.jit(lambda x: skj.softmax(x))(x)), sk.softmax(xn))
+    _same(np.asarray(jax.jit(lambda x: skj.log_softmax(x))(x)), sk.log_softmax(xn))
+    got = jax.jit(lambda x, t: sk.cross_entropy(x, t, reduction="sum", return_grad=True))(x, t)
+    _same(
+        tuple(np.asarray(a) for a in got),
+        sk.cross_entropy(xn, tn, reduction="sum", return_grad=True),
+    )
+
+
+def test_gradient_of_per_row_losses_is_one_kernel_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    # jax.grad of a reduction of per-row losses (optax's form) folds the cotangent into
+    # the kernel's gradient pass: one custom call, no second pass over the gradient
+    rng = _rng()
+    xn = (rng.standard_normal((128, 1000)) * 4).astype(np.float32)
+    tn = rng.integers(0, 1000, 128)
+    x, t = jnp.asarray(xn), jnp.asarray(tn)
+    f = jax.jit(jax.grad(lambda x, t: skj.softmax_cross_entropy_with_integer_labels(x, t).mean()))
+    hlo = f.lower(x, t).compile().as_text()
+    assert hlo.count("custom-call(") == 1
+    assert "fusion" not in hlo.split("ENTRY")[1].split("custom-call(")[1]
+    # the mean's cotangent 1/128 is exact: the NumPy path's mean gradient, bit for bit
+    _same(np.asarray(f(x, t)), sk.cross_entropy(xn, tn, return_grad=True)[1])
+    c = jnp.asarray(rng.random(128).astype(np.float32))
+    got = jax.grad(lambda x: (skj.softmax_cross_entropy_with_integer_labels(x, t) * c).sum())(x)
+    g = sk.cross_entropy(xn, tn, reduction="none", return_grad=True)[1]
+    np.testing.assert_allclose(np.asarray(got), g * np.asarray(c)[:, None], rtol=2e-7, atol=1e-30)
+    # and bitwise the same at any thread count (the count is read when tracing)
+    monkeypatch.setenv("SOFTMAXKIT_NUM_THREADS", "1")
+    one = jax.grad(lambda x: (skj.softmax_cross_entropy_with_integer_labels(x, t) * c).sum())(x)
+    _same(np.asarray(one), np.asarray(got))
+
+
 def test_vmap_batches_the_custom_call() -> None:
     rng = _rng()
     x = jnp.asarray(rng.standard_normal((3, 4, 6)).astype(np.float32))

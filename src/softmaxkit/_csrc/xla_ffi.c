@@ -21,12 +21,19 @@
  * another in flight (XLA may run independent custom calls concurrently) runs
  * on its calling thread alone, so the process never oversubscribes its cores.
  */
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE /* madvise's MADV_HUGEPAGE under -std=c17 */
+#endif
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 #include "skit.h"
 #include "xla/ffi/api/c_api.h"
@@ -171,6 +178,33 @@ static void fail(frame *f, const char *msg) {
     f->bad = 1;
 }
 
+/* ---- output buffers -------------------------------------------------------------
+ * XLA allocates a fresh result buffer for every call; a large one is a new
+ * anonymous mapping whose first write faults in every 4 KiB page (on a
+ * (2048, 32000) float32 result that costs more than the kernel itself). The
+ * NumPy path does not pay this: NumPy asks the kernel for transparent huge
+ * pages on every allocation of 4 MiB or more. The handlers do the same for their
+ * large results before writing them. The hint changes neither contents nor
+ * ownership (the memory stays XLA's; it only selects the page size of the
+ * pages not yet touched), and it is ignored where huge pages are off. */
+#define HUGE_HINT_BYTES ((size_t)1 << 22)
+static void prefer_huge_pages(void *p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (p == NULL || bytes < HUGE_HINT_BYTES) return;
+    long ps = sysconf(_SC_PAGESIZE); /* 4 KiB on x86-64; 16 or 64 KiB on some Arm kernels */
+    uintptr_t a = (uintptr_t)p, page = ps > 0 ? (uintptr_t)ps : 4096;
+    uintptr_t lo = (a + page - 1) & ~(page - 1), hi = (a + bytes) & ~(page - 1);
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#else
+    (void)p, (void)bytes;
+#endif
+}
+
+static size_t nbytes(const XLA_FFI_Buffer *b) {
+    size_t es = b->dtype == XLA_FFI_DataType_F64 ? 8 : b->dtype == XLA_FFI_DataType_F32 ? 4 : 1;
+    return count(b) * es;
+}
+
 /* ---- the floating-point environment ----------------------------------------------
  * XLA runs its CPU threads with subnormals flushed to zero (FTZ/DAZ on x86, FZ on
  * Arm). The engines compute subnormal results like every other IEEE result, as on
@@ -269,6 +303,7 @@ static XLA_FFI_Error *softmax_impl(XLA_FFI_CallFrame *cf) {
     a.mask = m ? (const uint8_t *)m->data : NULL;
     a.temperature = temp;
     if (a.rows == 0 || a.n == 0) return NULL;
+    prefer_huge_pages(o->data, nbytes(o));
     a.threads = take_threads(want);
     int st = skit_softmax(&a, o->data, (int)log);
     give_threads(a.threads);
@@ -354,6 +389,7 @@ static XLA_FFI_Error *vjp_impl(XLA_FFI_CallFrame *cf) {
     size_t n = (size_t)y->dims[y->rank - 1];
     size_t rows = n ? count(y) / n : 0;
     if (rows == 0 || n == 0) return NULL;
+    prefer_huge_pages(o->data, nbytes(o));
     int threads = take_threads(want);
     int st = skit_vjp(code, (int)mode, (int)islog, y->data, g->data, rows, n, o->data, threads);
     give_threads(threads);
@@ -363,10 +399,14 @@ static XLA_FFI_Error *vjp_impl(XLA_FFI_CallFrame *cf) {
 /* ---- cross-entropy with class-index targets ---------------------------------------
  * args: x (..., rows.., n), target (s32/s64, x's shape without the last axis)
  *       [, weight (n,) or (groups.., n): class weights, any float type] [, mask (pred)]
+ *       [, ct (any float type, target's shape; reduction 0 only): a cotangent per
+ *       row folded into the gradient's factor, so that a reverse-mode gradient
+ *       w_t ct (p - onehot) is written in the kernel's one pass instead of being
+ *       scaled by a second pass over the result]
  * rets: loss (x's type: target's shape for reduction 0 ("none"), the group
  *       shape otherwise) [, grad (x's type and shape)]
  * attrs: mode, threads, has_ignore, ignore_index, z_loss (f64), reduction
- *        (0 none, 1 sum, 2 mean), want_grad, has_weight, has_mask, tdims (the
+ *        (0 none, 1 sum, 2 mean), want_grad, has_weight, has_mask, has_ct, tdims (the
  *        rank of one group's target: leading dimensions beyond it are vmap's
  *        groups, each reduced on its own), wrap_labels (optax's indexing: a
  *        negative target counts from the end, one still out of range gives a NaN
@@ -380,17 +420,20 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
     int64_t red = attr_i(&F, "reduction"), want_grad = attr_i(&F, "want_grad");
     int64_t has_w = attr_i(&F, "has_weight"), has_mask = attr_i(&F, "has_mask");
     int64_t tdims = attr_i(&F, "tdims"), wrap = attr_i(&F, "wrap_labels");
+    int64_t has_ct = attr_i(&F, "has_ct");
     int64_t k = 0;
     XLA_FFI_Buffer *x = arg(&F, k++), *t = arg(&F, k++);
     XLA_FFI_Buffer *w = has_w ? arg(&F, k++) : NULL;
     XLA_FFI_Buffer *m = has_mask ? arg(&F, k++) : NULL;
+    XLA_FFI_Buffer *ct = has_ct ? arg(&F, k++) : NULL;
     XLA_FFI_Buffer *lo = ret(&F, 0), *go = want_grad ? ret(&F, 1) : NULL;
     if (F.bad) return finish(&F, SKIT_OK);
     int code = float_code(x->dtype);
     if (code < 0 || lo->dtype != x->dtype || x->rank < 1 || t->rank != x->rank - 1 ||
         tdims < 0 || tdims > t->rank ||
         (t->dtype != XLA_FFI_DataType_S32 && t->dtype != XLA_FFI_DataType_S64) ||
-        (w != NULL && float_code(w->dtype) < 0))
+        (w != NULL && float_code(w->dtype) < 0) ||
+        (ct != NULL && (float_code(ct->dtype) < 0 || count(ct) != count(t) || red != 0)))
         fail(&F, "cross_entropy: bad operand types or shapes");
     if (F.bad) return finish(&F, SKIT_OK);
     size_t n = (size_t)x->dims[x->rank - 1];
@@ -418,6 +461,7 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
     int64_t skip = has_ignore ? ignore : INT64_MIN;
     size_t esz = code == SKIT_F32 ? 4 : 8;
     int st = SKIT_OK;
+    if (go != NULL) prefer_huge_pages(go->data, nbytes(go));
     int threads = take_threads(want);
     for (size_t gi = 0; gi < groups && st == SKIT_OK; gi++) {
         skit_rows a;
@@ -455,6 +499,7 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
                 break;
             }
             if (w != NULL) wt[r] = ign ? 0.0 : load(w, wbase + (size_t)(ign ? 0 : v));
+            if (ct != NULL) wt[r] = ign ? 0.0 : (w != NULL ? wt[r] : 1.0) * load(ct, i);
             if (!ign) nkept++;
         }
         if (st != SKIT_OK) break;
@@ -462,8 +507,10 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
         void *grad = go ? (char *)go->data + gi * rows * n * esz : NULL;
         double scale = red != 2 ? 1.0 : (den_pred > 0 ? 1.0 / den_pred : 0.0);
         int use_skip = has_ignore || nbad;
-        st = skit_cross_entropy(&a, tt, w ? wt : NULL, use_skip, skip, z, scale, loss, lse, cnt,
-                                grad);
+        /* with ct the row factors are w_t ct: the losses come out scaled too, and a
+         * caller that passes ct reads only the gradient */
+        const double *rw = (w != NULL || ct != NULL) ? wt : NULL;
+        st = skit_cross_entropy(&a, tt, rw, use_skip, skip, z, scale, loss, lse, cnt, grad);
         if (st != SKIT_OK) break;
         double den;
         if (w != NULL) {
@@ -478,7 +525,7 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
         }
         if (grad != NULL && red == 2 && den != den_pred) {
             /* rows with nothing left to count changed the mean's divisor */
-            st = skit_cross_entropy(&a, tt, w ? wt : NULL, use_skip, skip, z,
+            st = skit_cross_entropy(&a, tt, rw, use_skip, skip, z,
                                     den > 0 ? 1.0 / den : 0.0, loss, lse, cnt, grad);
             if (st != SKIT_OK) break;
         }
@@ -515,6 +562,7 @@ static XLA_FFI_Error *sigmoid_impl(XLA_FFI_CallFrame *cf) {
     size_t total = count(x);
     if (kind != 2) {
         if (total == 0) return NULL;
+        prefer_huge_pages(o->data, nbytes(o));
         int threads = take_threads(want);
         int st = skit_sigmoid(code, (int)mode, (int)kind, x->data, NULL, NULL, NULL, total, 1.0,
                               o->data, NULL, threads);
@@ -546,6 +594,8 @@ static XLA_FFI_Error *sigmoid_impl(XLA_FFI_CallFrame *cf) {
     double *loss = buf, *y64 = buf + n, *w64 = buf + 2 * n, *p64 = buf + 3 * n;
     size_t esz = code == SKIT_F32 ? 4 : 8;
     int st = SKIT_OK;
+    prefer_huge_pages(o->data, nbytes(o));
+    if (go != NULL) prefer_huge_pages(go->data, nbytes(go));
     int threads = take_threads(want);
     for (size_t gi = 0; gi < groups && st == SKIT_OK; gi++) {
         size_t base = gi * n;

@@ -16,6 +16,11 @@ Derivatives (``jit``, ``vmap``, ``grad``, ``jvp``, ``hessian``):
 - cross-entropy and binary cross-entropy get loss and gradient from one kernel
   pass; the gradient is itself a ``custom_jvp`` whose derivative (needed for
   Hessians only) comes from the array-agnostic implementation.
+- per-row cross-entropy (``reduction="none"``, no weights or mask: optax's
+  integer-label loss) has the linear primitive ``softmaxkit_ce_tangent`` as
+  its tangent, whose transpose is one kernel pass with the cotangent folded
+  into each row's factor: ``jax.grad`` of any reduction of the losses writes
+  the gradient once instead of scaling the kernel's gradient in a second pass.
 - Tangents of targets, weights or ``b`` fall back to differentiating the
   array-agnostic implementation, so no derivative is ever silently dropped.
 
@@ -244,8 +249,19 @@ def _ce_agnostic_plain(
 
 
 def _k_ce(
-    x: Array, t: Array, w: Array | None, mask: Array | None, cc: CeCfg, want_grad: bool
+    x: Array,
+    t: Array,
+    w: Array | None,
+    mask: Array | None,
+    cc: CeCfg,
+    want_grad: bool,
+    ct: Array | None = None,
 ) -> Any:
+    """The cross-entropy kernel: the loss, with ``want_grad`` also its gradient.
+
+    ``ct`` (``reduction="none"`` only, the target's shape) is a cotangent per row
+    folded into the gradient's factor; the loss is then meaningless.
+    """
     attrs = {
         "mode": _i(cc.base.mode),
         "threads": _i(cc.base.threads),
@@ -256,16 +272,20 @@ def _k_ce(
         "want_grad": _i(want_grad),
         "has_weight": _i(w is not None),
         "has_mask": _i(mask is not None),
+        "has_ct": _i(ct is not None),
         "tdims": _i(t.ndim),
         "wrap_labels": _i(cc.wrap_labels),
     }
     loss = _sds(t.shape if cc.reduction == "none" else (), x.dtype)
     out = (loss, _sds(x.shape, x.dtype)) if want_grad else loss
 
-    def other(x: Array, t: Array, w: Array | None, mask: Array | None) -> Any:
-        return _ce_agnostic(x, t, w, mask, cc, want_grad)
+    def other(x: Array, t: Array, w: Array | None, mask: Array | None, ct: Array | None) -> Any:
+        res = _ce_agnostic(x, t, w, mask, cc, want_grad)
+        if ct is None:
+            return res
+        return res[0] * ct, res[1] * ct[..., None]
 
-    return _native("softmaxkit_cross_entropy", out, (x, t, w, mask), attrs, other)
+    return _native("softmaxkit_cross_entropy", out, (x, t, w, mask, ct), attrs, other)
 
 
 class BceCfg(NamedTuple):
@@ -533,6 +553,84 @@ def _ce_grad_formula(x: Array, t: Array, w: Array | None, cc: CeCfg) -> Array:
     return wt[..., None] * core
 
 
+# ---- reverse mode of per-row losses: the cotangent folded into the kernel ---------------
+# The tangent of per-row losses is sum(g tx) over the classes; transposed as written, it
+# becomes g * ct, a second full pass over the gradient after the kernel's. The linear
+# primitive below is that tangent; its transpose is one kernel call that writes
+# w_t ct (p - onehot) directly (the cotangent joins the row's factor, rounded once).
+# Used for reduction "none" without weights or mask (optax's integer-label loss).
+
+ce_tangent_p = Primitive("softmaxkit_ce_tangent")
+
+
+def _ce_tangent_impl(x: Array, t: Array, tx: Array, *, cc: CeCfg) -> Array:
+    _, g = _ce_grad_op(x, t, None, None, cc)
+    return jnp.sum(g * tx, axis=-1)
+
+
+def _ce_tangent_abstract(x: Any, t: Any, tx: Any, *, cc: CeCfg) -> Any:
+    return jax.core.ShapedArray(t.shape, x.dtype)
+
+
+def _ce_tangent_transpose(ct: Any, x: Any, t: Any, tx: Any, *, cc: CeCfg) -> list[Any]:
+    if ad.is_undefined_primal(x) or ad.is_undefined_primal(t):  # pragma: no cover
+        raise NotImplementedError("softmaxkit_ce_tangent is linear in the tangent only")
+    if type(ct) is ad.Zero:
+        return [None, None, ad.Zero(tx.aval)]
+    return [None, None, _ce_bwd_op(x, t, ct, cc)]
+
+
+def _ce_tangent_batch(args: Any, dims: Any, *, cc: CeCfg) -> tuple[Array, int]:
+    size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+    moved = [
+        jnp.broadcast_to(a, (size, *a.shape)) if d is None else jnp.moveaxis(a, d, 0)
+        for a, d in zip(args, dims, strict=True)
+    ]
+    return ce_tangent_p.bind(*moved, cc=cc), 0
+
+
+def _ce_tangent_jvp(primals: Any, tangents: Any, *, cc: CeCfg) -> tuple[Array, Array]:
+    x, t, tx = primals
+    dx, _, dtx = tangents
+    out = ce_tangent_p.bind(x, t, tx, cc=cc)
+    parts = []
+    if type(dtx) is not ad.Zero:
+        parts.append(ce_tangent_p.bind(x, t, dtx, cc=cc))
+    if type(dx) is not ad.Zero:
+        _, tg = jax.jvp(lambda xx: _ce_grad_formula(xx, t, None, cc), (x,), (dx,))
+        parts.append(jnp.sum(tg * tx, axis=-1))
+    if not parts:
+        return out, jnp.zeros_like(out)
+    tan = parts[0]
+    for p in parts[1:]:
+        tan = tan + p
+    return out, tan
+
+
+ce_tangent_p.def_impl(_ce_tangent_impl)
+ce_tangent_p.def_abstract_eval(_ce_tangent_abstract)
+mlir.register_lowering(ce_tangent_p, mlir.lower_fun(_ce_tangent_impl, multiple_results=False))
+batching.primitive_batchers[ce_tangent_p] = _ce_tangent_batch
+ad.primitive_jvps[ce_tangent_p] = _ce_tangent_jvp
+ad.primitive_transposes[ce_tangent_p] = _ce_tangent_transpose
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _ce_bwd_op(x: Array, t: Array, ct: Array, cc: CeCfg) -> Array:
+    """``ct[..., None] * grad``: the gradient of ``sum(ct * loss)`` in one kernel pass."""
+    return _k_ce(x, t, None, None, cc, want_grad=True, ct=ct)[1]
+
+
+@_ce_bwd_op.defjvp
+def _ce_bwd_jvp(cc: CeCfg, primals: Any, tangents: Any) -> tuple[Array, Array]:
+    x, t, ct = primals
+    tx, _, tct = tangents
+    out = _ce_bwd_op(x, t, ct, cc)
+    _, g = _ce_grad_op(x, t, None, None, cc)
+    _, tg = jax.jvp(lambda xx: _ce_grad_formula(xx, t, None, cc), (x,), (tx,))
+    return out, g * tct[..., None] + tg * ct[..., None]
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
 def _ce_op(x: Array, t: Array, w: Array | None, mask: Array | None, cc: CeCfg) -> Array:
     return _k_ce(x, t, w, mask, cc, want_grad=False)
@@ -546,6 +644,9 @@ def _ce_jvp(cc: CeCfg, primals: Any, tangents: Any) -> tuple[Array, Array]:
         txx = jnp.zeros_like(x) if _zero(tx) else tx
         _, tan = jax.jvp(lambda xx, ww: _ce_agnostic(xx, t, ww, mask, cc, False), (x, w), (txx, tw))
         return loss, tan
+    if cc.reduction == "none" and w is None and mask is None and not _zero(tx):
+        # reverse mode then runs one kernel pass with the cotangent folded in
+        return _ce_op(x, t, w, mask, cc), ce_tangent_p.bind(x, t, tx, cc=cc)
     loss, g = _ce_grad_op(x, t, w, mask, cc)
     if _zero(tx):
         return loss, jnp.zeros_like(loss)
