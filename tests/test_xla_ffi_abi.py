@@ -200,7 +200,7 @@ def test_cross_entropy_and_bce_match_numpy(dt: Any) -> None:
     attrs = {
         "mode": 1, "threads": 2, "has_ignore": 1, "ignore_index": 3, "z_loss": 0.01,
         "reduction": 2, "want_grad": 1, "has_weight": 1, "has_mask": 0, "tdims": 1,
-        "wrap_labels": 0,
+        "wrap_labels": 0, "has_ct": 0,
     }  # fmt: skip
     assert Call([x, t, w], [loss, grad], attrs).run("softmaxkit_cross_entropy") is None
     for i in range(2):
@@ -223,12 +223,31 @@ def test_cross_entropy_and_bce_match_numpy(dt: Any) -> None:
         np.testing.assert_array_equal(g[i], want[1])
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_cross_entropy_cotangent_scales_each_row(dt: Any) -> None:
+    """has_ct: the per-row cotangent scales each row's loss and gradient (exact scalings here)."""
+    x = _x((5, 9), dt)
+    t = np.array([0, 8, 3, 3, 1], np.int64)
+    ct = np.array([1.0, 2.0, 0.0, -1.0, 0.5], dt)
+    loss, grad = np.empty(5, dt), np.empty_like(x)
+    attrs = {
+        "mode": 1, "threads": 1, "has_ignore": 0, "ignore_index": 0, "z_loss": 0.0,
+        "reduction": 0, "want_grad": 1, "has_weight": 0, "has_mask": 0, "tdims": 1,
+        "wrap_labels": 0, "has_ct": 1,
+    }  # fmt: skip
+    assert Call([x, t, ct], [loss, grad], attrs).run("softmaxkit_cross_entropy") is None
+    want, wgrad = sk.cross_entropy(x, t, reduction="none", return_grad=True)
+    np.testing.assert_array_equal(loss, want * ct)
+    np.testing.assert_array_equal(grad, wgrad * ct[:, None])
+
+
 def test_errors_and_metadata() -> None:
     x = _x((3, 4), np.float32)
     t = np.array([0, 9, 1], np.int64)
     attrs = {
         "mode": 1, "threads": 1, "has_ignore": 0, "ignore_index": 0, "z_loss": 0.0,
         "reduction": 0, "want_grad": 0, "has_weight": 0, "has_mask": 0, "tdims": 1,
+        "has_ct": 0,
     }  # fmt: skip
     call = Call([x, t], [np.empty(3, np.float32)], {**attrs, "wrap_labels": 0})
     assert call.run("softmaxkit_cross_entropy") is not None
