@@ -124,6 +124,7 @@ def cross_entropy_states(
     threads: int,
     v0: int,
     nb_all: int,
+    whole_row: bool,
     m: Any,
     c: Any,
     s_hi: Any,

@@ -399,7 +399,7 @@ static PyObject *py_block_states(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(cross_entropy_states_doc,
-             "cross_entropy_states(x, rows, n, dtype, mode, threads, v0, nb_all, m, c, s_hi, "
+             "cross_entropy_states(x, rows, n, dtype, mode, threads, v0, nb_all, whole_row, m, c, s_hi, "
              "s_lo, xt, target, weight, has_ignore, ignore_index, z_loss, grad_scale, loss, lse, "
              "counted, grad)");
 
@@ -407,14 +407,15 @@ static PyObject *py_cross_entropy_states(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *xo, *so[4], *xto, *to, *wo, *losso, *lseo, *co, *go;
     Py_ssize_t rows, n, v0, nb_all;
-    int dtype, mode, threads, has_ignore;
+    int dtype, mode, threads, has_ignore, whole;
     long long ignore;
     double z, gscale;
-    if (!PyArg_ParseTuple(args, "OnniiinnOOOOOOOpLddOOOO", &xo, &rows, &n, &dtype, &mode,
-                          &threads, &v0, &nb_all, &so[0], &so[1], &so[2], &so[3], &xto, &to, &wo,
-                          &has_ignore, &ignore, &z, &gscale, &losso, &lseo, &co, &go))
+    if (!PyArg_ParseTuple(args, "OnniiinnpOOOOOOOpLddOOOO", &xo, &rows, &n, &dtype, &mode,
+                          &threads, &v0, &nb_all, &whole, &so[0], &so[1], &so[2], &so[3], &xto,
+                          &to, &wo, &has_ignore, &ignore, &z, &gscale, &losso, &lseo, &co, &go))
         return NULL;
-    if (v0 < 0 || nb_all < 1 || v0 % 32768 != 0 || v0 / 32768 + (n + 32767) / 32768 > nb_all) {
+    if (v0 < 0 || nb_all < 1 ||
+        (nb_all > 1 && (v0 % 32768 != 0 || v0 / 32768 + (n + 32767) / 32768 > nb_all))) {
         PyErr_SetString(PyExc_ValueError, "bad part: v0 must be a multiple of 32768 inside the row");
         return NULL;
     }
@@ -433,9 +434,8 @@ static PyObject *py_cross_entropy_states(PyObject *self, PyObject *args) {
               get(go, &g, 1, dtype == SKIT_F32 ? 'f' : 'd', rows * n, 1, "grad") < 0;
     if (!bad) {
         const int64_t *tp = (const int64_t *)t.view.buf;
-        long long total = (long long)nb_all * 32768;
         for (Py_ssize_t r = 0; r < rows && !bad; r++) {
-            if ((tp[r] < 0 || tp[r] >= total) && !(has_ignore && tp[r] == ignore)) {
+            if (tp[r] < 0 && !(has_ignore && tp[r] == ignore)) {
                 PyErr_Format(PyExc_IndexError, "target %lld out of range", (long long)tp[r]);
                 bad = 1;
             }
@@ -444,7 +444,7 @@ static PyObject *py_cross_entropy_states(PyObject *self, PyObject *args) {
     int st = 0;
     if (!bad) {
         Py_BEGIN_ALLOW_THREADS st = skit_cross_entropy_states(
-            &a, (int64_t)v0, (size_t)nb_all, (const double *)b[0].view.buf,
+            &a, (int64_t)v0, (size_t)nb_all, whole, (const double *)b[0].view.buf,
             (const double *)b[1].view.buf, (const double *)b[2].view.buf,
             (const double *)b[3].view.buf, (const double *)xt.view.buf,
             (const int64_t *)t.view.buf, w.held ? (const double *)w.view.buf : NULL, has_ignore,

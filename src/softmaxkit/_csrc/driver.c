@@ -827,17 +827,17 @@ static void ext_row_task(void *ctx, size_t r) {
     if (bs != local) free(bs);
 }
 
-int skit_cross_entropy_states(const skit_rows *a, int64_t v0, size_t nb_all, const double *m,
-                              const double *c, const double *s_hi, const double *s_lo,
-                              const double *xt, const int64_t *target, const double *weight,
-                              int has_ignore, int64_t ignore_index, double z_loss,
-                              double grad_scale, double *loss, double *lse, uint8_t *counted,
-                              void *grad) {
+int skit_cross_entropy_states(const skit_rows *a, int64_t v0, size_t nb_all, int whole_row,
+                              const double *m, const double *c, const double *s_hi,
+                              const double *s_lo, const double *xt, const int64_t *target,
+                              const double *weight, int has_ignore, int64_t ignore_index,
+                              double z_loss, double grad_scale, double *loss, double *lse,
+                              uint8_t *counted, void *grad) {
     job j;
     int st = setup(&j, a);
     if (st) return st;
-    if (a->threads < 1 || a->temperature != 1.0 || a->mask || v0 < 0 ||
-        v0 % (int64_t)SKIT_BLOCK_ELEMS != 0 || nb_all < 1)
+    if (a->threads < 1 || a->temperature != 1.0 || a->mask || v0 < 0 || nb_all < 1 ||
+        (nb_all > 1 && v0 % (int64_t)SKIT_BLOCK_ELEMS != 0))
         return SKIT_EINVAL;
     if (a->rows == 0) return SKIT_OK;
     j.op = OP_CE;
@@ -853,7 +853,7 @@ int skit_cross_entropy_states(const skit_rows *a, int64_t v0, size_t nb_all, con
     j.out = a->n ? grad : NULL;
     j.block = SKIT_BLOCK_ELEMS;
     j.nb = (a->n + j.block - 1) / j.block;
-    if ((size_t)(v0 / (int64_t)j.block) + j.nb > nb_all) return SKIT_EINVAL;
+    if (nb_all > 1 && (size_t)(v0 / (int64_t)j.block) + j.nb > nb_all) return SKIT_EINVAL;
     j.ext_m = m;
     j.ext_c = c;
     j.ext_shi = s_hi;
@@ -863,7 +863,7 @@ int skit_cross_entropy_states(const skit_rows *a, int64_t v0, size_t nb_all, con
     j.v0 = v0;
     j.err = SKIT_OK;
     /* skit_cross_entropy keeps the exponentials of one-block rows for the gradient */
-    j.store = j.out != NULL && nb_all == 1 && j.nb == 1;
+    j.store = j.out != NULL && whole_row && nb_all == 1 && j.nb == 1;
     j.stream = 0;
     size_t work = a->rows * (a->n ? a->n : 1);
     int threads = a->threads;
