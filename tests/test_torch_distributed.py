@@ -293,7 +293,7 @@ def test_special_rows_match_one_process() -> None:
                 b = skt.cross_entropy(xb, t, **kw)
                 (gb,) = torch.autograd.grad(b[[0, 1, 3, 4, 5]].sum(), xb)
                 assert torch.equal(a, b), (a, b)
-                assert torch.allclose(ga, gb, rtol=1e-6, atol=0), (ga, gb)
+                assert torch.equal(ga, gb), (ga, gb)  # one rank holds every block: exact
             assert float(a.detach()[4]) > 0.0  # 4.2e-18, not 0
             nan = x.clone()
             nan[0, 1] = float("nan")

@@ -29,30 +29,33 @@ group's timeout expires.
 
 Determinism, and what it rests on:
 
-* Same bits on every rank: every rank merges the same gathered bytes, in rank
-  order, with the same elementwise code. This holds by construction.
-* Same bits for every TP degree (the split of the classes). Every gradient
-  element is ``s_i [a_i exp(x_ij - lse_i) - (eps / V) w_j]`` formed in float64
-  from its own logit and per-token float64 scalars, and every loss from
-  ``(M - x_t) + log1p((C - 1) + S)``. The split enters only through the last
-  bits of the merged float64 state (each rank sums its ``exp(x - m_r)``, then the
-  merge scales by ``exp(m_r - M)``): about ``1e-16`` relative, ``2**-29`` of a
-  float32 ulp. A float32 (or bfloat16/float16) result can therefore change only
-  when its exact value lies within ``~1e-16`` relative of a rounding boundary:
-  a probability near ``1e-8`` per value, not zero. Measured on uneven slices at
-  TP = 1, 2, 4 (tests and the ``distributed`` benchmark part): no loss and no
-  gradient element differed. A guarantee would need the split out of the
-  arithmetic: either shard boundaries on a fixed grid of vocabulary tiles with
-  one state per tile gathered (real vocabularies padded to multiples of 128
-  would need 128-class tiles, 250 times the bytes of one state per rank), or a
-  max all-reduce before the exponentials (a second collective). Neither is
-  done here. Float64 logits get float64 results with the same ~1e-16 state
-  error, so their last bits can depend on the split.
-* Equal to one process: the loss is formed as ``softmaxkit.torch.cross_entropy``
-  forms it, and matched it bit for bit in every measured case; the gradient
-  is correctly rounded from float64, while the native single-process kernel's
-  float32 gradient is 1 ulp off in about 3e-4 of the elements (measured), so
-  those elements differ by that ulp.
+* Same bits on every rank: every rank merges the same gathered bytes, in the
+  same order, with the same code. This holds by construction.
+* Equal to one process BY CONSTRUCTION on block-aligned slices (no label
+  smoothing, CPU tensors the C kernel takes). The single-process kernel reduces a
+  row in blocks of :data:`BLOCK` classes and combines the blocks' ``(max, count,
+  rest)`` statistics in block order, in double-word arithmetic. When every slice
+  starts on a block boundary (and ends on one unless it ends the row; uneven and
+  empty slices are fine), each rank computes the statistics of its own blocks with
+  the kernel's code, the one all-gather carries them (16 bytes a block a token for
+  float32 logits: max and count in float32, rest in float64; 28 for float64: the
+  rest as a double-word pair), and every rank finishes the rows from all blocks,
+  in block order, with the kernel's own combine, loss and gradient code
+  (``_ckernels.cross_entropy_states``). The sum and mean are formed by the same
+  NumPy calls and the same casts. Loss, ``lse`` and gradient are then bitwise
+  those of :func:`softmaxkit.torch.cross_entropy` in one process, for any TP
+  degree. With label smoothing the one-process op runs the array-API engine,
+  whose sums follow torch's order, so no split can reproduce it by construction.
+* Otherwise (unaligned slices, or smoothing) each rank sends one state of its
+  slice, merged in rank order in float64; without smoothing the rows are then
+  finished with the kernel's arithmetic from that merged state. The split enters
+  only through the last bits of the merged float64 state (about ``1e-16``
+  relative, ``2**-29`` of a float32 ulp), so a float32 (or bfloat16/float16)
+  result can change only when its exact value lies within that distance of a
+  rounding boundary: about ``1e-8`` per value, not zero. Measured at TP = 1, 2,
+  4: no loss differed; when the whole row is a single block the one-process
+  kernel reuses exponentials of a faster polynomial from its first pass for the
+  gradient, and about ``5e-5`` of the gradient elements differ by 1 ulp.
 
 This module must never run more than one collective in a forward pass, never
 raise on one rank alone between entering a call and its collective, and never
@@ -1225,16 +1228,22 @@ def cross_entropy(
 
     Notes
     -----
-    Every rank merges the same gathered bytes in rank order with the same code,
-    so the loss and every extra are bitwise identical across the ranks. The
-    state is float64 for every input dtype, and each rank's sum of exponentials
-    is relative to its own maximum, so the merged ``lse`` depends on the split
-    in its last float64 bits (about ``1e-16`` relative); float32 and lower-precision
-    results are then the same as single-device ones unless an exact value lies
-    within that distance of a rounding boundary (about ``1e-8`` per value;
-    measured: no difference, see the benchmark part ``distributed``). The first
-    call with UNEVEN slices on a group runs the collective twice (the offsets are
-    learned, then cached); every later call runs it once.
+    Every rank merges the same gathered bytes in the same order with the same
+    code, so the loss and every extra are bitwise identical across the ranks.
+    When every slice is a run of whole :data:`BLOCK`-class blocks of the row (the
+    last may end the row; sizes may differ, slices may be empty) and there is no
+    label smoothing, the ranks exchange the C kernel's per-block statistics and
+    the loss, ``lse`` and gradient are those of single-process
+    :func:`softmaxkit.torch.cross_entropy` bit for bit, by construction (see the
+    module docstring). Other slices exchange one float64 state per rank; the
+    merged ``lse`` then depends on the split in its last float64 bits (about
+    ``1e-16`` relative), so a float32 result can differ from the single-process
+    one only when its exact value lies within that distance of a rounding
+    boundary (about ``1e-8`` per value). The first call on a group runs the
+    collective twice (the slice sizes are learned, then cached per group and
+    local slice size); every later call runs it once. A rank that changes its
+    slice size while the others keep theirs can make the payloads differ in
+    size; use ``precheck=True`` while the layout changes.
 
     References
     ----------
