@@ -473,16 +473,16 @@ def precheck_checks(rank: int, world: int) -> dict[str, Any]:
 
 def _raise_inside(xl: torch.Tensor, t: torch.Tensor) -> Any:
     """Make this rank's state computation fail inside the call (others must hear of it)."""
-    orig = sktd._slice_state
+    orig = sktd._slice_state, sktd._kernel_rows
 
     def boom(*a: Any, **k: Any) -> None:
         raise MemoryError("simulated allocation failure while reducing the slice")
 
-    sktd._slice_state = boom  # type: ignore[assignment]
+    sktd._slice_state = sktd._kernel_rows = boom  # type: ignore[assignment]
     try:
         return sktd.cross_entropy(xl, t, z_loss=1e-3)
     finally:
-        sktd._slice_state = orig  # type: ignore[assignment]
+        sktd._slice_state, sktd._kernel_rows = orig  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

@@ -1034,13 +1034,28 @@ class _CE(torch.autograd.Function):
     ) -> Any:
         Vr = x.shape[-1]
         xd = x.detach()
+        kernel = _exact_eligible(xd, o)
 
         def compute_for(xx: Tensor) -> Any:
             def compute(v0: int, out: Tensor, exact: bool) -> None:
                 w_loc = _w_slice(w, v0, Vr)
-                if exact and not o.entropy:
-                    # the block states carry max, count and rest: only the target
-                    # logit and the top-k are needed here
+                if kernel and not o.entropy:
+                    if not exact and Vr and xd.shape[0]:
+                        # the slice's (max, count, rest) from the C kernel itself
+                        xn, code = _kernel_rows(xd)
+                        rows = xn.shape[0]
+                        m, c, sh, sl = (np.empty(rows) for _ in range(4))
+                        E._ckernels.state(
+                            xn, 0, Vr, None, rows, Vr, code, 1, E._threads(rows * Vr), 1.0,
+                            m, c, sh, sl,
+                        )  # fmt: skip
+                        out[:, 0] = torch.from_numpy(m)
+                        out[:, 1] = torch.from_numpy(c)
+                        out[:, 2] = torch.from_numpy(sh + sl)
+                    elif not exact:
+                        out[:, 0] = -math.inf
+                    # the block states (or the state above) carry max, count and
+                    # rest: the target logit and the top-k are all that is left
                     inside = (t >= v0) & (t < v0 + Vr)
                     col = torch.where(inside, t - v0, torch.zeros_like(t))
                     if Vr:
@@ -1063,7 +1078,6 @@ class _CE(torch.autograd.Function):
         def blocks_for(xx: Tensor) -> Any:
             return lambda: _block_states(xd)
 
-        kernel = _exact_eligible(xd, o)
         call = _run_collective(
             xd, t, w, o, group, compute_for, blocks_for if kernel else None, precheck
         )
