@@ -102,6 +102,7 @@ def state_apply(
     out: Any,
     /,
 ) -> None: ...
+def block_elems() -> int: ...
 def block_states(
     x: Any,
     rows: int,

@@ -367,7 +367,7 @@ static PyObject *py_state_apply(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(block_states_doc, "block_states(x, rows, n, dtype, mode, threads, m, c, s_hi, s_lo): "
-                               "rows x ceil(n / 32768) block statistics each");
+                               "rows x ceil(n / block_elems()) block statistics each");
 
 static PyObject *py_block_states(PyObject *self, PyObject *args) {
     (void)self;
@@ -380,7 +380,8 @@ static PyObject *py_block_states(PyObject *self, PyObject *args) {
     skit_rows a;
     buf x = {0}, b[4] = {{0}};
     if (parse_rows(&a, &x, xo, rows, n, dtype, mode, threads, 1.0) < 0) return NULL;
-    Py_ssize_t nb = (n + 32767) / 32768;
+    Py_ssize_t blk = (Py_ssize_t)skit_block_elems();
+    Py_ssize_t nb = (n + blk - 1) / blk;
     int bad = 0;
     for (int i = 0; i < 4 && !bad; i++) bad = get(o[i], &b[i], 1, 'd', rows * nb, 0, "state") < 0;
     if (bad) {
@@ -414,9 +415,11 @@ static PyObject *py_cross_entropy_states(PyObject *self, PyObject *args) {
                           &threads, &v0, &nb_all, &whole, &so[0], &so[1], &so[2], &so[3], &xto,
                           &to, &wo, &has_ignore, &ignore, &z, &gscale, &losso, &lseo, &co, &go))
         return NULL;
+    Py_ssize_t blk = (Py_ssize_t)skit_block_elems();
     if (v0 < 0 || nb_all < 1 ||
-        (nb_all > 1 && (v0 % 32768 != 0 || v0 / 32768 + (n + 32767) / 32768 > nb_all))) {
-        PyErr_SetString(PyExc_ValueError, "bad part: v0 must be a multiple of 32768 inside the row");
+        (nb_all > 1 && (v0 % blk != 0 || v0 / blk + (n + blk - 1) / blk > nb_all))) {
+        PyErr_Format(PyExc_ValueError,
+                     "bad part: v0 must be a multiple of %zd (the block) inside the row", blk);
         return NULL;
     }
     skit_rows a;
@@ -458,6 +461,12 @@ static PyObject *py_cross_entropy_states(PyObject *self, PyObject *args) {
     if (bad) return NULL;
     if (st) return status_error(st), NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *py_block_elems(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return PyLong_FromSize_t(skit_block_elems());
 }
 
 static PyObject *py_isa(PyObject *self, PyObject *args) {
@@ -518,6 +527,7 @@ static PyMethodDef methods[] = {
     {"sigmoid", py_sigmoid, METH_VARARGS, sigmoid_doc},
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
     {"state", py_state, METH_VARARGS, state_doc},
+    {"block_elems", py_block_elems, METH_NOARGS, "elements per block of a row"},
     {"block_states", py_block_states, METH_VARARGS, block_states_doc},
     {"cross_entropy_states", py_cross_entropy_states, METH_VARARGS, cross_entropy_states_doc},
     {"state_apply", py_state_apply, METH_VARARGS, state_apply_doc},

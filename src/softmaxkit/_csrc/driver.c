@@ -770,6 +770,8 @@ static void bstat_task(void *ctx, size_t i) {
     j->st_slo[i] = sl;
 }
 
+size_t skit_block_elems(void) { return SKIT_BLOCK_ELEMS; }
+
 int skit_block_states(const skit_rows *a, double *m, double *c, double *s_hi, double *s_lo) {
     job j;
     int st = setup(&j, a);

@@ -84,6 +84,9 @@ int skit_cross_entropy(const skit_rows *a, const int64_t *target, const double *
                        int has_ignore, int64_t ignore_index, double z_loss, double grad_scale,
                        double *loss, double *lse, uint8_t *counted, void *grad);
 
+/* Elements per block of a row (SKIT_BLOCK_ELEMS): the unit of skit_block_states. */
+size_t skit_block_elems(void);
+
 /* Statistics of every block of SKIT_BLOCK_ELEMS (32768) elements of every row
  * (temperature 1, no mask): m, c, s_hi, s_lo as skit_state gives them for a row
  * holding only that block; rows x ceil(n / 32768) entries each, row-major. */

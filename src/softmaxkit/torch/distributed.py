@@ -91,7 +91,7 @@ _HDR = _NWORDS + _MSG_WORDS
 # _H_SLOTS the number of block states per token in the payload)
 _H_MAGIC, _H_VLOC, _H_N, _H_OPTS, _H_TGT, _H_W, _H_ERR, _H_V0, _H_WSUM, _H_SLOTS = range(_NWORDS)
 
-BLOCK = 32768
+BLOCK = E._ckernels.block_elems() if E._ckernels is not None else 32768
 """Classes per block of the C core's rows (``SKIT_BLOCK_ELEMS``).
 
 The single-process kernel reduces each row block by block and combines the block
