@@ -57,9 +57,11 @@ Determinism, and what it rests on:
   kernel reuses exponentials of a faster polynomial from its first pass for the
   gradient, and about ``5e-5`` of the gradient elements differ by 1 ulp.
 
-This module must never run more than one collective in a forward pass, never
-raise on one rank alone between entering a call and its collective, and never
-import anything at ``import softmaxkit`` time (it is imported on demand).
+This module must never run more than one collective in a forward pass (the
+first call on a group, which learns the slice sizes, and ``precheck=True`` add
+one, as documented), never raise on one rank alone between entering a call and
+its collective, and never import anything at ``import softmaxkit`` time (it is
+imported on demand).
 """
 
 from __future__ import annotations
@@ -78,7 +80,13 @@ from . import _checks as chk
 from . import _engine as E
 from ._eager import _is_one
 
-__all__ = ["DistributedCrossEntropyOutput", "cross_entropy", "linear_cross_entropy"]
+__all__ = [
+    "BLOCK",
+    "ENV_PRECHECK",
+    "DistributedCrossEntropyOutput",
+    "cross_entropy",
+    "linear_cross_entropy",
+]
 
 Tensor = torch.Tensor
 F64 = torch.float64
@@ -103,6 +111,7 @@ single-process ``softmaxkit.torch.cross_entropy`` bit for bit, by construction.
 """
 
 ENV_PRECHECK = "SOFTMAXKIT_DIST_PRECHECK"
+"""Environment variable: set to ``1`` to run every call with ``precheck=True``."""
 
 
 class DistributedCrossEntropyOutput(NamedTuple):
