@@ -47,15 +47,19 @@ Determinism, and what it rests on:
   degree. With label smoothing the one-process op runs the array-API engine,
   whose sums follow torch's order, so no split can reproduce it by construction.
 * Otherwise (unaligned slices, or smoothing) each rank sends one state of its
-  slice, merged in rank order in float64; without smoothing the rows are then
-  finished with the kernel's arithmetic from that merged state. The split enters
-  only through the last bits of the merged float64 state (about ``1e-16``
-  relative, ``2**-29`` of a float32 ulp), so a float32 (or bfloat16/float16)
-  result can change only when its exact value lies within that distance of a
-  rounding boundary: about ``1e-8`` per value, not zero. Measured at TP = 1, 2,
-  4: no loss differed; when the whole row is a single block the one-process
-  kernel reuses exponentials of a faster polynomial from its first pass for the
-  gradient, and about ``5e-5`` of the gradient elements differ by 1 ulp.
+  slice, merged in rank order in float64. Without smoothing the slice's state
+  comes from the C kernel and the rows are finished with the kernel's arithmetic
+  from the merged state; the split enters only through that state. The float32
+  kernel sums exponentials accurate to about ``2**-46`` relative (enough for
+  correctly rounded float32 results), taken relative to each block's or slice's
+  own maximum, so the merged sum differs from the one-process one at that level,
+  and a float32 result changes when its exact value lies that close to a
+  rounding boundary. Measured: no loss differed; about ``5e-6`` of the gradient
+  elements differ by 1 ulp from one process at V = 70000 (``2e-5`` when the row
+  is one block, whose one-process gradient reuses the exponentials of its first
+  pass). With smoothing the state is summed in float64 by torch (about ``1e-16``
+  relative): no loss or gradient element differed across TP = 1, 2, 4 in the
+  tests, but that is measured, not constructed.
 
 This module must never run more than one collective in a forward pass (the
 first call on a group, which learns the slice sizes, and ``precheck=True`` add
@@ -1259,10 +1263,10 @@ def cross_entropy(
     the loss, ``lse`` and gradient are those of single-process
     :func:`softmaxkit.torch.cross_entropy` bit for bit, by construction (see the
     module docstring). Other slices exchange one float64 state per rank; the
-    merged ``lse`` then depends on the split in its last float64 bits (about
-    ``1e-16`` relative), so a float32 result can differ from the single-process
-    one only when its exact value lies within that distance of a rounding
-    boundary (about ``1e-8`` per value). The first call on a group runs the
+    merged state then depends on the split in its last bits, so a float32
+    result can differ from the single-process one by 1 ulp when its exact value
+    lies that close to a rounding boundary (measured: no loss, and 5e-6 to 2e-5
+    of the gradient elements). The first call on a group runs the
     collective twice (the slice sizes are learned, then cached per group and
     local slice size); every later call runs it once. A rank that changes its
     slice size while the others keep theirs can make the payloads differ in
