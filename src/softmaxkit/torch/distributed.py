@@ -58,8 +58,10 @@ Determinism, and what it rests on:
   elements differ by 1 ulp from one process at V = 70000 (``2e-5`` when the row
   is one block, whose one-process gradient reuses the exponentials of its first
   pass). With smoothing the state is summed in float64 by torch (about ``1e-16``
-  relative): no loss or gradient element differed across TP = 1, 2, 4 in the
-  tests, but that is measured, not constructed.
+  relative; on block-aligned slices of several ranks it is rebuilt from the
+  kernel's block statistics instead, so that the payload's size never depends
+  on the options): no loss or gradient element differed across TP = 1, 2, 4 on
+  the tests' unaligned slices, but that is measured, not constructed.
 
 This module must never run more than one collective in a forward pass (the
 first call on a group, which learns the slice sizes, and ``precheck=True`` add
@@ -153,10 +155,11 @@ def _group_info(group: Any) -> tuple[int, int, tuple[Any, ...]]:
     return rank, world, (getattr(pg, "group_name", ""), ranks)
 
 
-# The slice sizes of every rank, learned per (group, rank, world, local size): the
-# first call on a group guesses equal slices and no block states; when the gathered
-# sizes prove the guess wrong, or show block-aligned slices, every rank runs the
-# collective once more with the true offsets (and the block states).
+# The slice sizes of every rank, learned per (group, rank, world, local size) by a
+# fixed-size header gather on the first call; every later call sends its states
+# with the right offsets (and block states where the slices are block-aligned) in
+# one gather. Should the gathered sizes ever contradict the cache, every rank runs
+# the gather once more with the sizes it just learned.
 _LAYOUT: dict[tuple[Any, ...], list[int]] = {}
 
 
@@ -513,20 +516,17 @@ def _state_round(
     """
     n = t.numel()
     F = _fields(o)
-    exact = slots > 0
+    exact = slots > 0 and blocks_fn is not None  # max, count, rest come from the blocks
     payload = torch.zeros((n, F), dtype=F64, device=x.device)
     bdts, _ = _block_section(x, slots)
     bparts = [torch.zeros((n, slots), dtype=d) for d in bdts]
     err, msg = 0, ""
     try:
         compute(v0, payload, exact)
-        if exact:
-            got = blocks_fn()
-            nbl = got[0].shape[1]
-            if nbl > slots:
-                msg = f"{nbl} blocks of classes on this rank but {slots} slots in the layout"
-                raise SoftmaxkitValueError(msg)
-            if len(bdts) == 3 and bool(np.any(got[3])):
+        got = blocks_fn() if exact else ()
+        nbl = got[0].shape[1] if got else 0
+        if nbl <= slots:  # more blocks: this rank's slice changed; a new layout follows
+            if len(bdts) == 3 and got and bool(np.any(got[3])):
                 msg = "the float32 kernel returned a double-word block sum (internal error)"
                 raise SoftmaxkitValueError(msg)
             for dst, arr in zip(bparts, got, strict=False):
@@ -650,32 +650,43 @@ def _run_collective(
     o: _Opts,
     group: Any,
     compute_for: Any,
-    blocks_for: Any = None,
-    precheck: bool = False,
+    blocks_for: Any,
+    precheck: bool,
+    kind: str,
+    exact_wanted: bool = False,
 ) -> _Call:
-    """Gather the states once; a first call on a group may gather again (layout learned).
+    """Gather the states once (after a header gather on a group's first call).
 
-    ``blocks_for`` (``None``: never) returns a function giving this rank's block
-    states; they travel, and the call is exact, when the slices are block-aligned.
+    The payload's size must be the same on every rank, so it depends only on what
+    every rank holds alike: the token count, the options, the dtype and the slice
+    sizes learned by the group's previous gather (``_LAYOUT``, updated on every
+    rank from the same gathered headers). For ``kind == "ce"`` and block-aligned
+    slices it carries block states (``blocks_for``; zeros where ``None``). When the
+    gathered sizes differ from the cached ones (a rank changed its slice), every
+    rank gathers again with the new layout.
     """
     rank, world, gkey = _group_info(group)
     Vr = x.shape[-1]
     n = t.numel()
-    key = (gkey, rank, world, Vr)
+    key = (gkey, world, kind)
     opts_hash = _crc(o, str(x.dtype), world)
     collectives = 0
     layout = [Vr] if world == 1 else _LAYOUT.get(key)
-    if precheck or _env_precheck():
+    if layout is None or precheck or _env_precheck():
+        # the group's first call (or a checked call): every rank's slice size from a
+        # fixed-size header gather, which also catches different token counts
         layout = _precheck(x, t, weight, group, world, opts_hash)
         collectives += 1
 
-    def slots_for(sizes: list[int] | None) -> int:
-        if blocks_for is None or sizes is None or n == 0 or not _aligned(sizes):
+    def slots_for(sizes: list[int]) -> int:
+        if kind != "ce" or n == 0 or not _aligned(sizes):
             return 0
+        if world == 1 and not exact_wanted:
+            return 0  # one rank: no payload to keep alike, keep the float64 state
         return max(_nblocks(sz) for sz in sizes)
 
     for _attempt in range(3):
-        v0 = _offsets(layout)[rank] if layout is not None else rank * Vr
+        v0 = _offsets(layout)[rank]
         slots = slots_for(layout)
         hdrs, states, blocks = _state_round(
             x, t, weight, o, group, world, v0, opts_hash, compute_for(x),
@@ -688,14 +699,12 @@ def _run_collective(
         V = sum(sizes)
         _check_layout(V, weight, o, sizes)
         _LAYOUT[key] = sizes
-        if all(int(hdrs[r, _H_V0]) == offsets[r] for r in range(world)) and slots == slots_for(
-            sizes
-        ):
+        if sizes == layout:
             break
         layout = sizes  # every rank sees the same headers, so all go round again
     _check_targets(t, V, o.ignore_index)
     full = None
-    if blocks is not None:
+    if blocks is not None and blocks_for is not None:
         # the row's blocks in global order, and each rank's (m, c, s) for the extras
         nb_all = _nblocks(V)
         full = np.zeros((n, nb_all, 4))
@@ -925,18 +934,22 @@ def _grad_logits(
     return G.to(x.dtype)
 
 
+def _native_ok(x: Tensor) -> bool:
+    """Whether the C kernel takes ``x`` (and its block states can be computed)."""
+    return (
+        E._ckernels is not None
+        and E.engine_for(x) == E.NATIVE
+        and x.dtype in (torch.float32, F64, torch.float16, torch.bfloat16)
+    )
+
+
 def _exact_eligible(x: Tensor, o: _Opts) -> bool:
     """Whether single-process ``softmaxkit.torch.cross_entropy`` runs the C kernel here.
 
     Then block-aligned slices give its results bit for bit (see BLOCK). With label
     smoothing it runs the array-API engine instead, so this path does not apply.
     """
-    return (
-        o.eps == 0.0
-        and E._ckernels is not None
-        and E.engine_for(x) == E.NATIVE
-        and x.dtype in (torch.float32, F64, torch.float16, torch.bfloat16)
-    )
+    return o.eps == 0.0 and _native_ok(x)
 
 
 def _kernel_rows(x: Tensor) -> tuple[np.ndarray, int]:
@@ -1092,11 +1105,11 @@ class _CE(torch.autograd.Function):
             return lambda: _block_states(xd)
 
         call = _run_collective(
-            xd, t, w, o, group, compute_for, blocks_for if kernel else None, precheck
-        )
+            xd, t, w, o, group, compute_for, blocks_for if _native_ok(xd) else None,
+            precheck, "ce", kernel,
+        )  # fmt: skip
         mg = call.merged
         ctx.kernel = kernel
-        ctx.exact = call.blocks is not None
         ctx.collectives = call.collectives
         acc = F64 if x.dtype == F64 else torch.float32
         if kernel:
@@ -1231,9 +1244,10 @@ def cross_entropy(
         Without it such a mismatch makes the state payloads differ in size, which
         gloo answers by aborting a receiving process (``SIGABRT``: "Received data
         size doesn't match expected size"); no single collective can detect it,
-        because a rank learns the others' sizes only through a collective. Must be
-        the same on every rank; ``SOFTMAXKIT_DIST_PRECHECK=1`` turns it on for
-        every call.
+        because a rank learns the others' sizes only through a collective (the
+        first call with a new slice size on a group always runs this check, as it
+        learns the slice sizes). Must be the same on every rank;
+        ``SOFTMAXKIT_DIST_PRECHECK=1`` turns it on for every call.
 
     Returns
     -------
@@ -1266,11 +1280,10 @@ def cross_entropy(
     merged state then depends on the split in its last bits, so a float32
     result can differ from the single-process one by 1 ulp when its exact value
     lies that close to a rounding boundary (measured: no loss, and 5e-6 to 2e-5
-    of the gradient elements). The first call on a group runs the
-    collective twice (the slice sizes are learned, then cached per group and
-    local slice size); every later call runs it once. A rank that changes its
-    slice size while the others keep theirs can make the payloads differ in
-    size; use ``precheck=True`` while the layout changes.
+    of the gradient elements). The first call on a group learns every rank's
+    slice size from a fixed-size header gather (which also catches ranks passing
+    different numbers of tokens); every later call runs ONE gather, and a call
+    whose slice sizes differ from the previous call's on the group runs one more.
 
     References
     ----------
@@ -1398,7 +1411,7 @@ class _LCE(torch.autograd.Function):
 
         # the header carries the local class count: a (1, V_r) stand-in for the logits
         stand_in = h.new_empty((1, Vr))
-        call = _run_collective(stand_in, t, w, o, group, compute_for, None, precheck)
+        call = _run_collective(stand_in, t, w, o, group, compute_for, None, precheck, "lce")
         mg = call.merged
         V = call.V
         v0 = call.offsets[call.rank]
