@@ -282,6 +282,10 @@ def main() -> None:
         res["dtensor"] = {"error": f"{type(e).__name__}: {e}"}
 
     res["t4"] = time.monotonic() - t_start
+    res["exact"] = exact_checks(rank, world, me)
+    res["precheck"] = precheck_checks(rank, world)
+
+    res["t4b"] = time.monotonic() - t_start
     # ---- bad input: a clear error on every rank, never a hang
     x, t, w = data(0)
     xl = x[:, sl].contiguous()
@@ -339,18 +343,146 @@ def main() -> None:
     dist.destroy_process_group()
 
 
+# ---- exact mode: block-aligned slices give single-process results by construction
+
+B = sktd.BLOCK
+VX = 3 * B + 1000  # four blocks of the C core, the last one short
+NX = 20
+
+
+def exact_sizes(world: int) -> list[int]:
+    """Uneven slices on block boundaries (an empty one at 4 ranks)."""
+    if world == 1:
+        return [VX]
+    if world == 2:
+        return [B, VX - B]
+    return [B, 2 * B, 0, VX - 3 * B]
+
+
+def exact_data(adversarial: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(NX, VX, generator=g) * 3
+    t = torch.randint(0, VX, (NX,), generator=g)
+    inf = float("inf")
+    x[0, 7] += 60.0  # a dominant target logit: loss ~1e-18
+    t[0] = 7
+    x[1, [5, B + 5, 2 * B + 5, 3 * B + 5]] = 30.0  # tied maxima in four blocks
+    t[1] = B + 5
+    x[2, :] = -inf  # nothing to count
+    x[3, : 2 * B] = -inf  # the first two blocks empty
+    t[3] = 2 * B + 17
+    t[4] = -100  # ignored
+    x[5, 2 * B + 3] = 80.0  # the maximum in another block than the target
+    if adversarial:
+        x[6, [9, 2 * B + 9]] = inf  # two +inf, the target one of them: loss log 2
+        t[6] = 9
+        x[7, B + 1] = inf  # +inf elsewhere: loss inf
+        x[8, 3 * B + 2] = float("nan")  # NaN: loss NaN
+        x[9, t[9]] = -inf  # the target at -inf: loss inf
+    w = torch.rand(VX, generator=g) + 0.05
+    return x, t, w
+
+
+def exact_checks(rank: int, world: int, me: Any) -> dict[str, Any]:
+    sz = exact_sizes(world)
+    v0 = sum(sz[:rank])
+    sl = slice(v0, v0 + sz[rank])
+    out: dict[str, Any] = {"sizes": sz}
+    cases: list[tuple[str, bool, torch.dtype, dict[str, Any]]] = [
+        ("mean", False, torch.float32, {}),
+        ("sum", False, torch.float32, {"reduction": "sum"}),
+        ("weight_z", False, torch.float32, {"weight": "w", "z_loss": 1e-3}),
+        ("none_adversarial", True, torch.float32, {"reduction": "none"}),
+        (
+            "none_adv_weight_z",
+            True,
+            torch.float32,
+            {"reduction": "none", "weight": "w", "z_loss": 1e-2},
+        ),
+        ("f64_weight", False, torch.float64, {"weight": "w"}),
+        ("bf16_adversarial", True, torch.bfloat16, {"reduction": "none", "z_loss": 1e-3}),
+    ]
+    for name, adv, dt, kw0 in cases:
+        x, t, w = exact_data(adv)
+        x = x.to(dt)
+        kw = {k: (w if v == "w" else v) for k, v in kw0.items()}
+        xl = x[:, sl].clone().requires_grad_()
+        with Counter() as cf:
+            lo = sktd.cross_entropy(xl, t, **kw)
+        with Counter() as cb:
+            (gl,) = torch.autograd.grad(lo.sum(), xl)
+        xs = x.clone().requires_grad_()
+        sk = skt.cross_entropy(xs, t, **kw)
+        (gs,) = torch.autograd.grad(sk.sum(), xs)
+        xf = x.clone().requires_grad_()
+        one = sktd.cross_entropy(xf, t, group=me, **kw)
+        (gf,) = torch.autograd.grad(one.sum(), xf)
+        out[name] = {
+            "fwd": cf.calls,
+            "bwd": cb.calls,
+            "loss_eq_skt": bits_equal(lo, sk),
+            "grad_eq_skt": bits_equal(gl, gs[:, sl]),
+            "loss_eq_tp1": bits_equal(lo, one),
+            "grad_eq_tp1": bits_equal(gl, gf[:, sl]),
+            "loss": lo.double().reshape(-1).tolist(),
+        }
+    # lse from the same collective: the single-process kernel's lse, bit for bit
+    x, t, _ = exact_data(True)
+    ex = sktd.cross_entropy(x[:, sl].contiguous(), t, return_lse=True, topk=3)
+    lse1 = skt.logsumexp(x, dim=-1)
+    out["lse_eq_skt"] = bits_equal(ex.lse, lse1)
+    ex1 = sktd.cross_entropy(x, t, group=me, return_lse=True, topk=3)
+    out["topk_eq_tp1"] = bits_equal(ex.topk_logprobs, ex1.topk_logprobs)
+    return out
+
+
+def precheck_checks(rank: int, world: int) -> dict[str, Any]:
+    """The optional header gather: mismatched token counts raise on every rank."""
+    import os
+
+    x, t, _ = data(0)
+    sz = sizes_for(world)
+    v0 = sum(sz[:rank])
+    xl = x[:, v0 : v0 + sz[rank]].contiguous()
+    out: dict[str, Any] = {}
+    with Counter() as c:
+        a = sktd.cross_entropy(xl, t, precheck=True)
+    b = sktd.cross_entropy(xl, t)
+    out["calls"] = c.calls
+    out["same"] = bits_equal(a, b)
+    n = N - 1 if rank == world - 1 else N  # the last rank lost a token
+    for label in ("option", "env"):
+        t0 = time.monotonic()
+        try:
+            if label == "option":
+                sktd.cross_entropy(xl[:n], t[:n], precheck=True)
+            else:
+                os.environ[sktd.ENV_PRECHECK] = "1"
+                try:
+                    sktd.cross_entropy(xl[:n], t[:n])
+                finally:
+                    del os.environ[sktd.ENV_PRECHECK]
+            out[label] = "no error"
+        except SoftmaxkitError as e:
+            out[label] = f"SoftmaxkitError ({time.monotonic() - t0:.2f}s): {e}"
+        except Exception as e:
+            out[label] = f"OTHER {type(e).__name__}: {e}"
+    out["after_ok"] = bool(torch.isfinite(sktd.cross_entropy(xl, t)))
+    return out
+
+
 def _raise_inside(xl: torch.Tensor, t: torch.Tensor) -> Any:
     """Make this rank's state computation fail inside the call (others must hear of it)."""
-    orig = sktd._slice_state
+    orig = sktd._slice_state, sktd._kernel_rows
 
     def boom(*a: Any, **k: Any) -> None:
         raise MemoryError("simulated allocation failure while reducing the slice")
 
-    sktd._slice_state = boom  # type: ignore[assignment]
+    sktd._slice_state = sktd._kernel_rows = boom  # type: ignore[assignment]
     try:
         return sktd.cross_entropy(xl, t, z_loss=1e-3)
     finally:
-        sktd._slice_state = orig  # type: ignore[assignment]
+        sktd._slice_state, sktd._kernel_rows = orig  # type: ignore[assignment]
 
 
 if __name__ == "__main__":

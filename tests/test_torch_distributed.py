@@ -76,7 +76,7 @@ def test_one_collective_forward_none_backward(reports: list[dict[str, Any]]) -> 
     for rep in reports:
         for k in _ce_keys(rep):
             fwd, bwd = rep[k]["fwd"], rep[k]["bwd"]
-            # the first call with uneven slices learns the offsets (one extra gather, once)
+            # the first call on a group learns the slice sizes (one header gather, once)
             first = k == _ce_keys(rep)[0]
             assert len(fwd) == (2 if first else 1), (k, fwd)
             assert {name for name, _ in fwd} <= {"all_gather_single", "all_gather_into_tensor"}
@@ -87,11 +87,12 @@ def test_one_collective_forward_none_backward(reports: list[dict[str, Any]]) -> 
 @pytest.mark.slow
 def test_bytes_per_token(reports: list[dict[str, Any]]) -> None:
     # per token: max, count, target logit in float32, rest, smoothing gap, entropy word in
-    # float64 (36 bytes), plus a 328-byte header, sent by each rank
+    # float64 (36 bytes), plus a 336-byte header, sent by each rank
     for rep in reports:
-        for k in _ce_keys(rep):
-            for _, nbytes in rep[k]["fwd"]:
-                assert nbytes == 96 * 36 + 41 * 8
+        for i, k in enumerate(_ce_keys(rep)):
+            sizes = [nbytes for _, nbytes in rep[k]["fwd"]]
+            # the first call learns the slice sizes from a 336-byte header gather
+            assert sizes == ([42 * 8] if i == 0 else []) + [96 * 36 + 42 * 8], (k, sizes)
 
 
 @pytest.mark.slow
@@ -107,7 +108,12 @@ def test_bitwise_equal_to_one_process(reports: list[dict[str, Any]]) -> None:
         for k in _ce_keys(rep):
             r = rep[k]
             assert r["loss_eq_tp1"] == 1.0, k
-            assert r["grad_eq_tp1"] == 1.0, k
+            # these slices are not block-aligned: the rows are finished with the kernel's
+            # arithmetic from the rank-order merged state (without smoothing); here the
+            # row is ONE block, whose gradient the single-process kernel (and TP=1) forms
+            # from exponentials of a faster polynomial kept from its first pass, so a few
+            # elements differ by 1 ulp (measured: 5e-5 of them)
+            assert r["grad_eq_tp1"] >= 0.999, k
             if "loss_eq_skt" in r:
                 assert r["loss_eq_skt"] == 1.0, k
                 # the single-process native gradient is within 1 ulp of ours (which is
@@ -130,8 +136,9 @@ def test_extras_from_the_same_collective(reports: list[dict[str, Any]]) -> None:
 @pytest.mark.slow
 def test_linear_cross_entropy(reports: list[dict[str, Any]]) -> None:
     for rep in reports:
-        for name, r in rep["linear"].items():
-            assert len(r["fwd"]) == 1, (name, r["fwd"])
+        for i, (name, r) in enumerate(rep["linear"].items()):
+            # the first call learns the slice sizes from a 336-byte header gather
+            assert [b for _, b in r["fwd"][:-1]] == ([42 * 8] if i == 0 else []), (name, r["fwd"])
             assert [n for n, _ in r["bwd"]] == ["all_reduce"], (name, r["bwd"])
             # the single-process engine exponentiates in float32: agree to its accuracy
             assert r["loss_rel"] < 1e-5, name
@@ -168,6 +175,57 @@ def test_bad_input_raises_on_every_rank(reports: list[dict[str, Any]]) -> None:
             assert msg.startswith("SoftmaxkitError"), (rep["rank"], label, msg)
             assert word in msg, (rep["rank"], label, msg)
         assert rep["after_errors_ok"]
+
+
+@pytest.mark.slow
+def test_exact_block_aligned_bitwise_equal_to_one_process(reports: list[dict[str, Any]]) -> None:
+    """Block-aligned uneven slices: loss and gradient ARE single-process skt.cross_entropy's.
+
+    Each rank sends the C kernel's statistics of its own 32768-class blocks and every
+    rank finishes the rows with the kernel's own combine, so this holds by
+    construction; the data has dominant, tied, +inf, -inf, NaN and ignored rows.
+    """
+    for rep in reports:
+        ex = rep["exact"]
+        assert ex["lse_eq_skt"] == 1.0
+        assert ex["topk_eq_tp1"] == 1.0
+        for name, r in ex.items():
+            if not isinstance(r, dict):
+                continue
+            for key in ("loss_eq_skt", "grad_eq_skt", "loss_eq_tp1", "grad_eq_tp1"):
+                assert r[key] == 1.0, (rep["rank"], name, key, r[key])
+            assert r["bwd"] == [], (name, r["bwd"])
+    for name in [k for k, v in reports[0]["exact"].items() if isinstance(v, dict)]:
+        assert len({str(rep["exact"][name]["loss"]) for rep in reports}) == 1, name
+
+
+@pytest.mark.slow
+def test_exact_one_collective_and_bytes(reports: list[dict[str, Any]]) -> None:
+    """The first call learns the layout (2 gathers), then ONE gather: 20 + 16 B a block a token."""
+    for rep in reports:
+        ex = rep["exact"]
+        world = len(ex["sizes"])
+        slots = max(-(-s // 32768) for s in ex["sizes"])
+        names = [k for k, v in ex.items() if isinstance(v, dict)]
+        for i, name in enumerate(names):
+            fwd = ex[name]["fwd"]
+            assert len(fwd) == (2 if i == 0 else 1), (name, fwd)
+            f64 = name.startswith("f64")
+            per_token = (24 if f64 else 20) + (28 if f64 else 16) * slots
+            assert fwd[-1][1] == 20 * per_token + 42 * 8, (name, world, fwd)
+
+
+@pytest.mark.slow
+def test_precheck_mismatched_token_counts(reports: list[dict[str, Any]]) -> None:
+    """precheck=True (or SOFTMAXKIT_DIST_PRECHECK=1): a clear error on every rank, no abort."""
+    for rep in reports:
+        pc = rep["precheck"]
+        assert len(pc["calls"]) == 2 and pc["calls"][0][1] == 42 * 8, pc["calls"]
+        assert pc["same"] == 1.0
+        for label in ("option", "env"):
+            assert pc[label].startswith("SoftmaxkitError"), pc[label]
+            assert "different numbers of tokens" in pc[label], pc[label]
+        assert pc["after_ok"]
 
 
 @pytest.mark.slow
@@ -237,7 +295,7 @@ def test_special_rows_match_one_process() -> None:
                 b = skt.cross_entropy(xb, t, **kw)
                 (gb,) = torch.autograd.grad(b[[0, 1, 3, 4, 5]].sum(), xb)
                 assert torch.equal(a, b), (a, b)
-                assert torch.allclose(ga, gb, rtol=1e-6, atol=0), (ga, gb)
+                assert torch.equal(ga, gb), (ga, gb)  # one rank holds every block: exact
             assert float(a.detach()[4]) > 0.0  # 4.2e-18, not 0
             nan = x.clone()
             nan[0, 1] = float("nan")

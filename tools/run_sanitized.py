@@ -29,6 +29,7 @@ TESTS = [
     "tests/test_native_accuracy.py",
     "tests/test_xla_ffi_abi.py",
     "tests/test_state.py",
+    "tests/test_native_parts.py",
 ]
 
 CHILD = """

@@ -118,6 +118,47 @@ def state_apply(
     out: Any,
     /,
 ) -> None: ...
+def block_elems() -> int: ...
+def block_states(
+    x: Any,
+    rows: int,
+    n: int,
+    dtype: int,
+    mode: int,
+    threads: int,
+    m: Any,
+    c: Any,
+    s_hi: Any,
+    s_lo: Any,
+    /,
+) -> None: ...
+def cross_entropy_states(
+    x: Any,
+    rows: int,
+    n: int,
+    dtype: int,
+    mode: int,
+    threads: int,
+    v0: int,
+    nb_all: int,
+    whole_row: bool,
+    m: Any,
+    c: Any,
+    s_hi: Any,
+    s_lo: Any,
+    xt: Any,
+    target: Any,
+    weight: Any,
+    has_ignore: bool,
+    ignore_index: int,
+    z_loss: float,
+    grad_scale: float,
+    loss: Any,
+    lse: Any,
+    counted: Any,
+    grad: Any,
+    /,
+) -> None: ...
 def isa() -> str: ...
 def set_isa(name: str, /) -> None: ...
 def set_omp_parallel(address: int, /) -> bool: ...

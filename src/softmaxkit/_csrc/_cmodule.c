@@ -408,6 +408,109 @@ static PyObject *py_state_apply(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(block_states_doc, "block_states(x, rows, n, dtype, mode, threads, m, c, s_hi, s_lo): "
+                               "rows x ceil(n / block_elems()) block statistics each");
+
+static PyObject *py_block_states(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *o[4];
+    Py_ssize_t rows, n;
+    int dtype, mode, threads;
+    if (!PyArg_ParseTuple(args, "OnniiiOOOO", &xo, &rows, &n, &dtype, &mode, &threads, &o[0],
+                          &o[1], &o[2], &o[3]))
+        return NULL;
+    skit_rows a;
+    buf x = {0}, b[4] = {{0}};
+    if (parse_rows(&a, &x, xo, rows, n, dtype, mode, threads, 1.0) < 0) return NULL;
+    Py_ssize_t blk = (Py_ssize_t)skit_block_elems();
+    Py_ssize_t nb = (n + blk - 1) / blk;
+    int bad = 0;
+    for (int i = 0; i < 4 && !bad; i++) bad = get(o[i], &b[i], 1, 'd', rows * nb, 0, "state") < 0;
+    if (bad) {
+        release(&x);
+        for (int i = 0; i < 4; i++) release(&b[i]);
+        return NULL;
+    }
+    int st;
+    Py_BEGIN_ALLOW_THREADS st =
+        skit_block_states(&a, (double *)b[0].view.buf, (double *)b[1].view.buf,
+                          (double *)b[2].view.buf, (double *)b[3].view.buf);
+    Py_END_ALLOW_THREADS release(&x);
+    for (int i = 0; i < 4; i++) release(&b[i]);
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(cross_entropy_states_doc,
+             "cross_entropy_states(x, rows, n, dtype, mode, threads, v0, nb_all, whole_row, m, c, s_hi, "
+             "s_lo, xt, target, weight, has_ignore, ignore_index, z_loss, grad_scale, loss, lse, "
+             "counted, grad)");
+
+static PyObject *py_cross_entropy_states(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *so[4], *xto, *to, *wo, *losso, *lseo, *co, *go;
+    Py_ssize_t rows, n, v0, nb_all;
+    int dtype, mode, threads, has_ignore, whole;
+    long long ignore;
+    double z, gscale;
+    if (!PyArg_ParseTuple(args, "OnniiinnpOOOOOOOpLddOOOO", &xo, &rows, &n, &dtype, &mode,
+                          &threads, &v0, &nb_all, &whole, &so[0], &so[1], &so[2], &so[3], &xto,
+                          &to, &wo, &has_ignore, &ignore, &z, &gscale, &losso, &lseo, &co, &go))
+        return NULL;
+    Py_ssize_t blk = (Py_ssize_t)skit_block_elems();
+    if (v0 < 0 || nb_all < 1 ||
+        (nb_all > 1 && (v0 % blk != 0 || v0 / blk + (n + blk - 1) / blk > nb_all))) {
+        PyErr_Format(PyExc_ValueError,
+                     "bad part: v0 must be a multiple of %zd (the block) inside the row", blk);
+        return NULL;
+    }
+    skit_rows a;
+    buf x = {0}, b[4] = {{0}}, xt = {0}, t = {0}, w = {0}, lb = {0}, sb = {0}, cb = {0}, g = {0};
+    if (parse_rows(&a, &x, xo, rows, n, dtype, mode, threads, 1.0) < 0) return NULL;
+    int bad = 0;
+    for (int i = 0; i < 4 && !bad; i++)
+        bad = get(so[i], &b[i], 0, 'd', rows * nb_all, 0, "state") < 0;
+    if (!bad)
+        bad = get(xto, &xt, 0, 'd', rows, 0, "xt") < 0 || get(to, &t, 0, 'q', rows, 0, "target") < 0 ||
+              get(wo, &w, 0, 'd', rows, 1, "weight") < 0 ||
+              get(losso, &lb, 1, 'd', rows, 0, "loss") < 0 ||
+              get(lseo, &sb, 1, 'd', rows, 0, "lse") < 0 ||
+              get(co, &cb, 1, 'B', rows, 0, "counted") < 0 ||
+              get(go, &g, 1, dtype == SKIT_F32 ? 'f' : 'd', rows * n, 1, "grad") < 0;
+    if (!bad) {
+        const int64_t *tp = (const int64_t *)t.view.buf;
+        for (Py_ssize_t r = 0; r < rows && !bad; r++) {
+            if (tp[r] < 0 && !(has_ignore && tp[r] == ignore)) {
+                PyErr_Format(PyExc_IndexError, "target %lld out of range", (long long)tp[r]);
+                bad = 1;
+            }
+        }
+    }
+    int st = 0;
+    if (!bad) {
+        Py_BEGIN_ALLOW_THREADS st = skit_cross_entropy_states(
+            &a, (int64_t)v0, (size_t)nb_all, whole, (const double *)b[0].view.buf,
+            (const double *)b[1].view.buf, (const double *)b[2].view.buf,
+            (const double *)b[3].view.buf, (const double *)xt.view.buf,
+            (const int64_t *)t.view.buf, w.held ? (const double *)w.view.buf : NULL, has_ignore,
+            (int64_t)ignore, z, gscale, (double *)lb.view.buf, (double *)sb.view.buf,
+            (uint8_t *)cb.view.buf, g.held ? g.view.buf : NULL);
+        Py_END_ALLOW_THREADS
+    }
+    release(&x), release(&xt), release(&t), release(&w);
+    release(&lb), release(&sb), release(&cb), release(&g);
+    for (int i = 0; i < 4; i++) release(&b[i]);
+    if (bad) return NULL;
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_block_elems(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    return PyLong_FromSize_t(skit_block_elems());
+}
+
 static PyObject *py_isa(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
@@ -483,6 +586,9 @@ static PyMethodDef methods[] = {
     {"sigmoid", py_sigmoid, METH_VARARGS, sigmoid_doc},
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
     {"state", py_state, METH_VARARGS, state_doc},
+    {"block_elems", py_block_elems, METH_NOARGS, "elements per block of a row"},
+    {"block_states", py_block_states, METH_VARARGS, block_states_doc},
+    {"cross_entropy_states", py_cross_entropy_states, METH_VARARGS, cross_entropy_states_doc},
     {"state_apply", py_state_apply, METH_VARARGS, state_apply_doc},
     {"isa", py_isa, METH_NOARGS, "Name of the instruction set in use."},
     {"set_isa", py_set_isa, METH_O, "Force an instruction set ('auto' to detect)."},

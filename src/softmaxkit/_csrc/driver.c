@@ -339,6 +339,12 @@ typedef struct {
     skit_dd *fac;   /* two-level mode: per-row factor of phase B */
     double *st_m, *st_c, *st_shi, *st_slo; /* OP_STATE output / skit_state_apply input */
     size_t ld; /* elements from one row's start to the next (>= n; n unless strided) */
+    /* skit_cross_entropy_states: the statistics of every block of the WHOLE row come
+     * from the caller (rows x nb_all, global block order), x holds the blocks from
+     * class v0 on, and the target logit of each row is ext_xt[r] */
+    const double *ext_m, *ext_c, *ext_shi, *ext_slo, *ext_xt;
+    size_t nb_all;
+    int64_t v0;
     _Atomic int err;
 } job;
 
@@ -367,7 +373,7 @@ static void phase_a(const job *j, size_t r, size_t b, skit_bstat *st) {
 
 static void combine(const job *j, const skit_bstat *bs, skit_rstat *rs, int need_L, int need_R) {
     const skit_engine *E = j->E;
-    size_t nb = j->nb;
+    size_t nb = j->ext_m ? j->nb_all : j->nb; /* the whole row's blocks */
     int nan = 0;
     int64_t k = 0;
     double M = -INFINITY;
@@ -456,7 +462,8 @@ static skit_dd row_finish(const job *j, size_t r, const skit_bstat *bs, skit_rst
             if (counted) {
                 size_t t = (size_t)j->target[r];
                 const uint8_t *m = mrow(j, r);
-                skit_dd xt = j->E->scaled(xrow(j, r), t, j->a->temperature);
+                skit_dd xt = j->ext_xt ? dd_make(j->ext_xt[r], 0.0)
+                                       : j->E->scaled(xrow(j, r), t, j->a->temperature);
                 int valid = (!m || m[t]) && xt.hi != -INFINITY;
                 double nll;
                 if (rs->kind == SKIT_ROW_NAN) {
@@ -533,6 +540,10 @@ static void ce_fix_target(const job *j, size_t r, const skit_rstat *rs) {
     if (!j->out || ce_ignored(j, r) || rs->kind == SKIT_ROW_EMPTY || rs->kind == SKIT_ROW_NAN)
         return;
     size_t t = (size_t)j->target[r];
+    if (j->ext_xt) { /* a part of the row: only the part holding the target fixes it */
+        if (j->target[r] < j->v0 || j->target[r] - j->v0 >= (int64_t)j->a->n) return;
+        t = (size_t)(j->target[r] - j->v0);
+    }
     double w = j->weight ? j->weight[r] : 1.0;
     double sc = w * j->gscale;
     if (j->stream) store_fence(); /* the row was written with non-temporal stores */
@@ -753,6 +764,140 @@ int skit_state_apply(const skit_rows *a, const double *m, const double *c, const
     size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
     st = parallel_for(a->rows, grain, threads, 0, apply_row_task, &j);
     if (j.stream) store_fence();
+    return st ? st : j.err;
+}
+
+/* ---- cross-entropy of a row split into parts (vocab-parallel) ------------------
+ * A part is a run of whole blocks of the row (block = SKIT_BLOCK_ELEMS elements,
+ * counted from the row's start). skit_block_states gives the statistics of every
+ * block of a part; skit_cross_entropy_states takes those of ALL the row's blocks
+ * and finishes the row with the same combine, row_finish, phase_b and
+ * ce_fix_target as skit_cross_entropy, so every part gets the loss, logsumexp
+ * and (for its own elements) the gradient of the whole row bit for bit. */
+static void bstat_task(void *ctx, size_t i) {
+    job *j = (job *)ctx;
+    skit_bstat st;
+    phase_a(j, i / j->nb, i % j->nb, &st);
+    double m = st.m, c = dd_value(st.c), sh = st.s.hi, sl = st.s.lo;
+    if (st.nan) {
+        m = NAN;
+        c = sh = sl = 0.0;
+    } else if (st.kinf) {
+        m = INFINITY;
+        c = (double)st.kinf;
+        sh = sl = 0.0;
+    }
+    j->st_m[i] = m;
+    j->st_c[i] = c;
+    j->st_shi[i] = sh;
+    j->st_slo[i] = sl;
+}
+
+size_t skit_block_elems(void) { return SKIT_BLOCK_ELEMS; }
+
+int skit_block_states(const skit_rows *a, double *m, double *c, double *s_hi, double *s_lo) {
+    job j;
+    int st = setup(&j, a);
+    if (st) return st;
+    if (a->rows == 0 || a->n == 0) return SKIT_OK;
+    if (a->threads < 1 || a->temperature != 1.0 || a->mask) return SKIT_EINVAL;
+    j.op = OP_STATE;
+    j.block = SKIT_BLOCK_ELEMS;
+    j.nb = (a->n + j.block - 1) / j.block;
+    j.st_m = m;
+    j.st_c = c;
+    j.st_shi = s_hi;
+    j.st_slo = s_lo;
+    size_t bl = a->n < j.block ? a->n : j.block;
+    size_t grain = bl * j.E->elsize >= 65536 ? 1 : 65536 / (bl * j.E->elsize);
+    int threads = a->threads;
+    size_t cap = a->rows * a->n / MIN_ELEMS_PER_THREAD;
+    if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
+    return parallel_for(a->rows * j.nb, grain, threads, 0, bstat_task, &j);
+}
+
+static void ext_row_task(void *ctx, size_t r) {
+    job *j = (job *)ctx;
+    size_t nb = j->nb_all;
+    skit_bstat local[8];
+    skit_bstat *bs = nb <= 8 ? local : (skit_bstat *)malloc(nb * sizeof(skit_bstat));
+    if (!bs) {
+        j->err = SKIT_ENOMEM;
+        return;
+    }
+    for (size_t b = 0; b < nb; b++) {
+        size_t k = r * nb + b;
+        double m = j->ext_m[k];
+        bs[b].m = m;
+        bs[b].nan = 0;
+        bs[b].kinf = 0;
+        bs[b].c = dd_make(j->ext_c[k], 0.0);
+        bs[b].s = dd_make(j->ext_shi[k], j->ext_slo[k]);
+        if (m != m) {
+            bs[b].m = -INFINITY;
+            bs[b].nan = 1;
+        } else if (m == INFINITY) {
+            bs[b].kinf = (int64_t)j->ext_c[k];
+        }
+        if (bs[b].nan || bs[b].kinf) bs[b].c = bs[b].s = dd_make(0.0, 0.0);
+    }
+    if (j->store) { /* as skit_cross_entropy: a one-block row keeps its exponentials */
+        skit_bstat again;
+        phase_a(j, r, 0, &again);
+    }
+    skit_rstat rs;
+    skit_dd fac = row_finish(j, r, bs, &rs);
+    for (size_t b = 0; b < j->nb; b++) phase_b(j, r, b, NULL, &rs, fac);
+    ce_fix_target(j, r, &rs);
+    if (bs != local) free(bs);
+}
+
+int skit_cross_entropy_states(const skit_rows *a, int64_t v0, size_t nb_all, int whole_row,
+                              const double *m, const double *c, const double *s_hi,
+                              const double *s_lo, const double *xt, const int64_t *target,
+                              const double *weight, int has_ignore, int64_t ignore_index,
+                              double z_loss, double grad_scale, double *loss, double *lse,
+                              uint8_t *counted, void *grad) {
+    job j;
+    int st = setup(&j, a);
+    if (st) return st;
+    if (a->threads < 1 || a->temperature != 1.0 || a->mask || v0 < 0 || nb_all < 1 ||
+        (nb_all > 1 && v0 % (int64_t)SKIT_BLOCK_ELEMS != 0))
+        return SKIT_EINVAL;
+    if (a->rows == 0) return SKIT_OK;
+    j.op = OP_CE;
+    j.target = target;
+    j.weight = weight;
+    j.has_ignore = has_ignore;
+    j.ignore = ignore_index;
+    j.z = z_loss;
+    j.gscale = grad_scale;
+    j.loss = loss;
+    j.lse = lse;
+    j.counted = counted;
+    j.out = a->n ? grad : NULL;
+    j.block = SKIT_BLOCK_ELEMS;
+    j.nb = (a->n + j.block - 1) / j.block;
+    if (nb_all > 1 && (size_t)(v0 / (int64_t)j.block) + j.nb > nb_all) return SKIT_EINVAL;
+    j.ext_m = m;
+    j.ext_c = c;
+    j.ext_shi = s_hi;
+    j.ext_slo = s_lo;
+    j.ext_xt = xt;
+    j.nb_all = nb_all;
+    j.v0 = v0;
+    j.err = SKIT_OK;
+    /* skit_cross_entropy keeps the exponentials of one-block rows for the gradient */
+    j.store = j.out != NULL && whole_row && nb_all == 1 && j.nb == 1;
+    j.stream = 0;
+    size_t work = a->rows * (a->n ? a->n : 1);
+    int threads = a->threads;
+    size_t cap = work / MIN_ELEMS_PER_THREAD;
+    if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
+    size_t rowbytes = (a->n ? a->n : 1) * j.E->elsize;
+    size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
+    size_t scratch = j.store ? SKIT_SCRATCH_ELEMS * 16 : 0;
+    st = parallel_for(a->rows, grain, threads, scratch, ext_row_task, &j);
     return st ? st : j.err;
 }
 

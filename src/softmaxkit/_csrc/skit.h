@@ -118,6 +118,31 @@ int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
                                const double *class_weight, int64_t ignore_index, double z_loss,
                                int reduction, double *loss, void *grad, int64_t *bad_row);
 
+/* Elements per block of a row (SKIT_BLOCK_ELEMS): the unit of skit_block_states. */
+size_t skit_block_elems(void);
+
+/* Statistics of every block of SKIT_BLOCK_ELEMS (32768) elements of every row
+ * (temperature 1, no mask): m, c, s_hi, s_lo as skit_state gives them for a row
+ * holding only that block; rows x ceil(n / 32768) entries each, row-major. */
+int skit_block_states(const skit_rows *a, double *m, double *c, double *s_hi, double *s_lo);
+
+/* skit_cross_entropy for a part of every row: x holds classes v0 .. v0 + n - 1
+ * (v0 a multiple of 32768; n a multiple of 32768 unless the part ends the row)
+ * and m, c, s_hi, s_lo (rows x nb_all, as skit_block_states gives them) hold the
+ * statistics of ALL nb_all blocks of the row; xt[r] is the target's logit (any
+ * value where the row is ignored); whole_row says the part is the whole row.
+ * loss, lse and counted are those of the whole row, bitwise as skit_cross_entropy
+ * gives them; grad (NULL or rows x n) gets the part's elements of
+ * skit_cross_entropy's gradient, bitwise. With nb_all = 1 the state may also be
+ * any state of the whole row (a merge of parts' states; v0 then any offset): the
+ * row is finished from it with the same arithmetic. */
+int skit_cross_entropy_states(const skit_rows *a, int64_t v0, size_t nb_all, int whole_row,
+                              const double *m, const double *c, const double *s_hi,
+                              const double *s_lo, const double *xt, const int64_t *target,
+                              const double *weight, int has_ignore, int64_t ignore_index,
+                              double z_loss, double grad_scale, double *loss, double *lse,
+                              uint8_t *counted, void *grad);
+
 /* Elementwise over n contiguous elements of x (dtype's type):
  *   kind 0: out = sigmoid(x); kind 1: out = log_sigmoid(x) (out in x's type);
  *   kind 2: binary cross-entropy with logits, float64 per-element loss into out,
