@@ -141,6 +141,24 @@ INLINE vd ldd(const double *p) {
     return v;
 }
 INLINE void std_(double *p, vd v) { memcpy(p, &v, sizeof v); }
+/* The first cnt (< NF) floats at p, lanes beyond from `fill`; and the first cnt
+ * lanes of v stored to p. AVX-512 masks the lanes (no bytes beyond p + cnt are
+ * touched, and no bounce through a stack buffer); other ISAs copy. */
+INLINE vf ldf_part(const float *p, size_t cnt, vf fill) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_mask_loadu_ps((__m512)fill, (__mmask16)((1u << cnt) - 1u), p);
+#else
+    memcpy(&fill, p, cnt * sizeof(float));
+    return fill;
+#endif
+}
+INLINE void stf_part(float *p, vf v, size_t cnt) {
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << cnt) - 1u), (__m512)v);
+#else
+    memcpy(p, &v, cnt * sizeof(float));
+#endif
+}
 /* ND floats widened to doubles, and back */
 INLINE vd ldfd(const float *p) {
 #if defined(__AVX512F__)
@@ -709,15 +727,22 @@ static float e32f_rowmax(const float *x, size_t n) {
         m3 = vmax_nonan(ldf(x + i + 3 * NF), m3);
     }
     for (; i + NF <= n; i += NF) m0 = vmax_nonan(ldf(x + i), m0);
+#if defined(__AVX512F__)
+    if (i < n) m1 = vmax_nonan(ldf_part(x + i, n - i, splatf(-INFINITY)), m1);
+#endif
     m0 = vmax_nonan(m1, m0);
     m2 = vmax_nonan(m3, m2);
     m0 = vmax_nonan(m2, m0);
+#if defined(__AVX512F__)
+    return _mm512_reduce_max_ps((__m512)m0); /* no lane is NaN */
+#else
     float m = -INFINITY;
     for (int k = 0; k < NF; k++)
         if (m0[k] > m) m = m0[k];
     for (; i < n; i++)
         if (x[i] > m) m = x[i];
     return m;
+#endif
 }
 
 /* whether the plain path takes a row with maximum m */
@@ -788,21 +813,24 @@ static void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
 #undef PEXP_
     if (i < n) {
         size_t r = n - i;
-        float xb[NF];
-        for (size_t k = 0; k < NF; k++) xb[k] = k < r ? x[i + k] : m;
         vi im;
-        vf es = e32f_pexp(ldf(xb), mv, negm, lowb, &im);
-        if (so) memcpy(so + i, &es, r * sizeof(float));
+        vf es = e32f_pexp(ldf_part(x + i, r, mv), mv, negm, lowb, &im);
+        if (so) stf_part(so + i, es, r);
         vi valid = lanes_below(r);
         cnt += im & valid;
         acc += (vf)(~im & valid & (vi)es);
     }
     s0 += cvt_lo(acc);
     s1 += cvt_hi(acc);
+#if defined(__AVX512F__)
+    double s = _mm512_reduce_add_pd((__m512d)(s0 + s1));
+    int64_t c = -(int64_t)_mm512_reduce_add_epi32((__m512i)cnt);
+#else
     double s = 0.0;
     int64_t c = 0;
     for (int k = 0; k < ND; k++) s += s0[k] + s1[k];
     for (int k = 0; k < NF; k++) c -= cnt[k];
+#endif
     st->m = m;
     st->nan = s != s;
     st->kinf = 0;
@@ -917,10 +945,8 @@ static void e32f_fromscratch(const void *sv, size_t n, skit_dd f, void *outv, in
 #define FULL(i) stfx(o + (i), e32f_mul2(ldf(sc + (i)), g1v, g2v), stream)
 #define PART(i, cnt)                                         \
     do {                                                     \
-        float b_[NF] = {0};                                  \
-        memcpy(b_, sc + (i), (cnt) * sizeof(float));         \
-        vf r_ = e32f_mul2(ldf(b_), g1v, g2v);                \
-        memcpy(o + (i), &r_, (cnt) * sizeof(float));         \
+        vf r_ = e32f_mul2(ldf_part(sc + (i), cnt, splatf(0.0f)), g1v, g2v); \
+        stf_part(o + (i), r_, cnt);                          \
     } while (0)
         PHASE_B_LOOP(float, NF, FULL, PART)
 #undef FULL
@@ -933,10 +959,8 @@ static void e32f_fromscratch(const void *sv, size_t n, skit_dd f, void *outv, in
 #define FULL(i) stfx(o + (i), e32f_scale(ldf(sc + (i)), g), stream)
 #define PART(i, cnt)                                         \
     do {                                                     \
-        float b_[NF] = {0};                                  \
-        memcpy(b_, sc + (i), (cnt) * sizeof(float));         \
-        vf r_ = e32f_scale(ldf(b_), g);                      \
-        memcpy(o + (i), &r_, (cnt) * sizeof(float));         \
+        vf r_ = e32f_scale(ldf_part(sc + (i), cnt, splatf(0.0f)), g); \
+        stf_part(o + (i), r_, cnt);                          \
     } while (0)
     PHASE_B_LOOP(float, NF, FULL, PART)
 #undef FULL
@@ -964,10 +988,9 @@ static void e32f_expscale(const void *xv, const uint8_t *mask, size_t n, double 
     stfx(o + (i), e32f_mul2(e32f_pexp(ldf(x + (i)), mv, negm, lowb, &im_), g1v, g2v), stream)
 #define PART(i, cnt)                                                         \
     do {                                                                     \
-        float b_[NF];                                                        \
-        for (size_t k_ = 0; k_ < NF; k_++) b_[k_] = k_ < (cnt) ? x[(i) + k_] : m; \
-        vf r_ = e32f_mul2(e32f_pexp(ldf(b_), mv, negm, lowb, &im_), g1v, g2v); \
-        memcpy(o + (i), &r_, (cnt) * sizeof(float));                         \
+        vf r_ = e32f_mul2(e32f_pexp(ldf_part(x + (i), cnt, mv), mv, negm, lowb, &im_), g1v, \
+                          g2v);                                              \
+        stf_part(o + (i), r_, cnt);                                          \
     } while (0)
         PHASE_B_LOOP(float, NF, FULL, PART)
 #undef FULL
@@ -1015,10 +1038,8 @@ static void e32f_logsub(const void *xv, const uint8_t *mask, size_t n, double Td
 #define FULL(i) stfx(o + (i), (ldf(x + (i)) - c1v) - c2v, stream)
 #define PART(i, cnt)                                         \
     do {                                                     \
-        float b_[NF] = {0};                                  \
-        memcpy(b_, x + (i), (cnt) * sizeof(float));          \
-        vf r_ = (ldf(b_) - c1v) - c2v;                       \
-        memcpy(o + (i), &r_, (cnt) * sizeof(float));         \
+        vf r_ = (ldf_part(x + (i), cnt, splatf(0.0f)) - c1v) - c2v; \
+        stf_part(o + (i), r_, cnt);                          \
     } while (0)
         PHASE_B_LOOP(float, NF, FULL, PART)
 #undef FULL
@@ -1494,16 +1515,20 @@ static void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
     }
     if (i < n) {
         size_t r = n - i;
-        float xb[NF];
-        for (size_t k = 0; k < NF; k++) xb[k] = k < r ? x[i + k] : m;
-        vf v = vclamp_low(ldf(xb), lowb);
+        vf v = vclamp_low(ldf_part(x + i, r, splatf(m)), lowb);
         vd a = cvt_lo(v), b = cvt_hi(v);
         vd ea = vexpd_p7_plain(a - mv), eb = vexpd_p7_plain(b - mv);
         if (so) {
+#if defined(__AVX512F__)
+            unsigned k_ = (1u << r) - 1u;
+            _mm512_mask_storeu_pd(so + i, (__mmask8)(k_ & 0xffu), (__m512d)ea);
+            _mm512_mask_storeu_pd(so + i + ND, (__mmask8)(k_ >> 8), (__m512d)eb);
+#else
             double eb_[NF];
             std_(eb_, ea);
             std_(eb_ + ND, eb);
             memcpy(so + i, eb_, r * sizeof(double));
+#endif
         }
         /* the padding equals m: it is never counted in the rest */
         e32a_acc_rest(a, mv, ea, &s0, &rest, &rv);
