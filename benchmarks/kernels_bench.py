@@ -9,7 +9,9 @@ Run from the repository root (unset OPENBLAS_CORETYPE for this command only)::
 
 What it measures (2 threads everywhere, nanoseconds per element, median of ``--reps``
 interleaved rounds: every implementation of a case runs once per round, in turn, so load
-changes on this shared machine fall on all of them alike):
+changes on this shared machine fall on all of them alike; each turn starts with a 50 ms
+pause and one untimed call, then times a few calls back to back, so no implementation
+runs while another's threads still spin):
 
 - softmax and log_softmax into a preallocated output: torch's kernel (``torch._softmax``
   / ``torch._log_softmax`` with ``out=``) against softmaxkit ``out=`` in the fast and the
@@ -88,15 +90,28 @@ NOTES = [
 ]
 
 
+# Pause before each implementation's turn in a round: torch's OpenMP workers keep
+# spinning for milliseconds after its last call and would take the 2 cores from
+# whatever runs next (and a just-finished implementation's threads from torch).
+SETTLE_S = 0.05
+
+
 def _median_ns(fns: dict[str, Callable[[], Any]], reps: int, elems: int) -> dict[str, float]:
+    """Median ns/elem: ``reps`` rounds, in each every implementation in turn, after a
+    pause and one untimed call (which wakes its thread pool), timed over a few calls
+    back to back as a loop of one op runs them."""
     for f in fns.values():  # warm-up: first-touch page faults, thread pools, caches
         f()
+    inner = 3 if elems < 10_000_000 else 1
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for k, f in fns.items():
-            t0 = time.perf_counter()
+            time.sleep(SETTLE_S)
             f()
-            times[k].append(time.perf_counter() - t0)
+            for _ in range(inner):
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) * 1e9 / elems for k, v in times.items()}
 
 
@@ -106,6 +121,7 @@ def _min_ns(fns: dict[str, Callable[[], Any]], reps: int, elems: int) -> dict[st
     best = dict.fromkeys(fns, float("inf"))
     for _ in range(reps):
         for k, f in fns.items():
+            f()
             t0 = time.perf_counter()
             f()
             best[k] = min(best[k], time.perf_counter() - t0)
@@ -217,7 +233,7 @@ def ce_cases(shape: tuple[int, int], reps: int) -> dict[str, float]:
     return res
 
 
-def _floor_one(shape: tuple[int, int], dtype: str, reps: int) -> dict[str, float]:
+def _floor_one(op: str, shape: tuple[int, int], dtype: str, reps: int) -> dict[str, float]:
     import torch
 
     import softmaxkit as sk
@@ -226,27 +242,55 @@ def _floor_one(shape: tuple[int, int], dtype: str, reps: int) -> dict[str, float
     x = (rng.standard_normal(shape, dtype=np.float32) * 3).astype(dtype)
     out = np.empty_like(x)
     xt, ot = torch.from_numpy(x), torch.from_numpy(out)
-
-    def torch1() -> Any:
-        torch.set_num_threads(1)
-        try:
-            return torch._softmax(xt, -1, False, out=ot)
-        finally:
-            torch.set_num_threads(THREADS)
-
-    fns: dict[str, Callable[[], Any]] = {"torch": torch1}
+    prim = torch._softmax if op == "softmax" else torch._log_softmax
+    fn = sk.softmax if op == "softmax" else sk.log_softmax
+    fns: dict[str, Callable[[], Any]] = {"torch": lambda: prim(xt, -1, False, out=ot)}
     for prec in ("fast", "accurate"):
-        fns[prec] = functools.partial(sk.softmax, x, precision=prec, out=out, threads=1)
+        fns[prec] = functools.partial(fn, x, precision=prec, out=out, threads=1)
     return _min_ns(fns, reps, x.size)
 
 
-def compute_floor(reps: int) -> list[tuple[str, str, float, float, float]]:
-    """ns/elem on one thread in cache: torch out=, skt fast out=, skt accurate out=."""
+FLOOR_CASES = (
+    ("softmax", (256, 1000), "float32"),
+    ("softmax", (64, 4096), "float32"),
+    ("softmax", (8192, 40), "float32"),
+    ("softmax", (32768, 10), "float32"),
+    ("log_softmax", (256, 1000), "float32"),
+    ("log_softmax", (8192, 40), "float32"),
+    ("softmax", (64, 4096), "float64"),
+    ("softmax", (8192, 40), "float64"),
+)
+
+
+def compute_floor(reps: int) -> list[tuple[str, str, str, float, float, float]]:
+    """ns/elem on one thread in L2 (torch's team set to one thread for the whole
+    section): torch out=, skt fast out=, skt accurate out=; and the fixed cost of
+    one call (a 1x16 softmax), in microseconds, last."""
+    import torch
+
+    import softmaxkit as sk
+
     rows = []
-    for shape in ((64, 4096), (1024, 40), (2048, 10)):
-        for dtype in ("float32", "float64"):
-            r = _floor_one(shape, dtype, reps)
-            rows.append((f"{shape[0]}×{shape[1]}", dtype, r["torch"], r["fast"], r["accurate"]))
+    torch.set_num_threads(1)
+    try:
+        for op, shape, dtype in FLOOR_CASES:
+            r = _floor_one(op, shape, dtype, reps)
+            rows.append((op, f"{shape[0]}×{shape[1]}", dtype, r["torch"], r["fast"], r["accurate"]))
+        x = np.zeros((1, 16), np.float32)
+        out = np.empty_like(x)
+        xt, ot = torch.from_numpy(x), torch.from_numpy(out)
+        fixed = _min_ns(
+            {
+                "torch": lambda: torch._softmax(xt, -1, False, out=ot),
+                "fast": lambda: sk.softmax(x, precision="fast", out=out, threads=1),
+                "accurate": lambda: sk.softmax(x, precision="accurate", out=out, threads=1),
+            },
+            reps,
+            1000,
+        )
+        rows.append(("call", "1×16", "float32", fixed["torch"], fixed["fast"], fixed["accurate"]))
+    finally:
+        torch.set_num_threads(THREADS)
     return rows
 
 
@@ -292,7 +336,9 @@ def main() -> None:
         + (f", `{isas[1]}` forced for comparison" if len(isas) > 1 else "")
         + f". Load average at start {load0[0]:.2f}; this machine is shared, so the lead "
         "re-runs this part in a quiet window. Nanoseconds per element, median of "
-        f"{reps} interleaved rounds.",
+        f"{reps} interleaved rounds; each turn starts with a {SETTLE_S * 1000:.0f} ms pause and "
+        "one untimed call (torch's OpenMP workers spin for milliseconds after a call and "
+        "would otherwise take the cores from the next implementation).",
         "",
     ]
     verdicts: list[tuple[str, str, str]] = []
@@ -420,16 +466,22 @@ def main() -> None:
                     f"{tr / 8:.3f}); one read of x and one write of a fresh gradient is at "
                     f"least x.copy() = {xc:.3f} ns/elem, {tr / xc:.1f}× below torch."
                 )
-    lines += ["", "### Compute floor: one thread, data in cache", ""]
+    lines += ["", "### Compute floor: one thread, data in L2", ""]
     lines += [
-        "softmax into a preallocated output, minimum of many calls: what the arithmetic "
-        "costs per element with memory out of the way. Two threads can at best halve it.",
+        "Into a preallocated output, one thread for both (torch's team set to one thread "
+        "for this table), minimum of many calls: what the arithmetic costs per element "
+        "with DRAM and thread pools out of the way. Two threads can at best halve it. The "
+        "last row is the fixed cost of one call (a 1×16 softmax) in microseconds: "
+        "softmaxkit's is its Python front end (validation and the plan).",
         "",
-        "| shape | dtype | torch out= | skt fast out= | skt accurate out= |",
-        "|---|---|---:|---:|---:|",
+        "| op | shape | dtype | torch out= | skt fast out= | skt accurate out= |",
+        "|---|---|---|---:|---:|---:|",
     ]
-    for sname, dtype, tv, fv, av in compute_floor(200 if not args.quick else 20):
-        lines.append(f"| {sname} | {dtype} | {_f(tv)} | {_f(fv)} | {_f(av)} |")
+    for fop, sname, dtype, tv, fv, av in compute_floor(200 if not args.quick else 20):
+        if fop == "call":
+            lines.append(f"| one call, µs | {sname} | {dtype} | {_f(tv)} | {_f(fv)} | {_f(av)} |")
+        else:
+            lines.append(f"| {fop} | {sname} | {dtype} | {_f(tv)} | {_f(fv)} | {_f(av)} |")
     lines += ["", *NOTES]
     lines += ["", "### Targets (float32, the dispatcher's engine)", ""]
     lines += ["| case | measured | target |", "|---|---|---|"]

@@ -1108,6 +1108,12 @@ static void e32f_small_t(const void *xv, size_t rows, size_t n, double Td, int i
             vd L0 = vlog1p_d((cvt_lo(sa.c) - 1.0) + sa.s0 * 0x1p-64);
             vd L1 = vlog1p_d((cvt_hi(sa.c) - 1.0) + sa.s1 * 0x1p-64);
             vd m0 = cvt_lo(m), m1 = cvt_hi(m);
+            if (islog == 2) { /* logsumexp: m + L per row, as double */
+                vd a0 = m0 + L0, a1 = m1 + L1;
+                double *lse = (double *)outv + r0;
+                for (size_t l = 0; l < lanes; l++) lse[l] = l < ND ? a0[l] : a1[l - ND];
+                continue;
+            }
             for (size_t j = 0; j < n; j++) {
                 vf v = ldf(tb[j]);
                 if (T != 1.0f) v = v / T;
@@ -1210,12 +1216,12 @@ INLINE void store_cols8(float *o, size_t n, size_t jb, const vf *tb, vi bad) {
  * one row per lane, the rows transposed in registers (8x8 blocks; a last
  * partial block overlaps the one before), then the plain path's arithmetic on
  * columns, so per-row maxima, sums, 1/D and log1p are all vertical. */
-static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, float *o,
+static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, void *outv,
                              uint8_t *special) {
     vf tb[SKIT_SMALL_N];
     for (size_t r0 = 0; r0 < rows; r0 += NF) {
         const float *xg = x + r0 * n;
-        float *og = o + r0 * n;
+        float *og = islog == 2 ? NULL : (float *)outv + r0 * n;
         size_t jb = 0;
         for (; jb + 8 <= n; jb += 8) load_cols8(xg, n, jb, tb);
         if (jb < n) load_cols8(xg, n, n - 8, tb);
@@ -1256,6 +1262,13 @@ static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, f
         bad |= (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1)) != (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1));
         if (islog) {
             vd L0 = vlog1p_d((c0 - 1.0) + s0), L1 = vlog1p_d((c1 - 1.0) + s1);
+            if (islog == 2) { /* logsumexp: m + L per row, as double */
+                double *lse = (double *)outv + r0;
+                std_(lse, cvt_lo(m) + L0);
+                std_(lse + ND, cvt_hi(m) + L1);
+                for (int l = 0; l < NF; l++) special[r0 + l] = bad[l] != 0;
+                continue;
+            }
             /* C = m + L as a double pair (TwoSum): where x - c1 cancels, the result
              * is c2, which must keep L's relative accuracy (L can be ~1e-12) */
             vd E0, E1;
@@ -1281,10 +1294,10 @@ static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int isl
 #if (VB == 32 || VB == 64) && defined(__AVX2__)
     if (Td == 1.0 && n >= 8) {
         size_t whole = rows - rows % NF;
-        e32f_small_plain((const float *)xv, whole, n, islog, (float *)outv, special);
+        e32f_small_plain((const float *)xv, whole, n, islog, outv, special);
         if (whole == rows) return;
         xv = (const float *)xv + whole * n;
-        outv = (float *)outv + whole * n;
+        outv = islog == 2 ? (void *)((double *)outv + whole) : (void *)((float *)outv + whole * n);
         special += whole;
         rows -= whole;
     }
@@ -1391,6 +1404,11 @@ INLINE void trd(vd *v) {
             for (size_t j = 0; j < n; j++) (void)EXPV(ldd(tb[j]), m, &sa);              \
             CS(sa, c_, s_);                                                             \
             vd L = vlog1p_d((c_ - 1.0) + s_);                                           \
+            if (islog == 2) { /* logsumexp: m + L per row, as double */                \
+                vd a_ = m + L;                                                          \
+                for (size_t l = 0; l < lanes; l++) ((double *)outv)[r0 + l] = a_[l];    \
+                continue;                                                               \
+            }                                                                           \
             for (size_t j = 0; j < n; j++) {                                            \
                 vd e1;                                                                  \
                 vd v = ldd(tb[j]);                                                      \
