@@ -87,6 +87,41 @@ NOTES = [
     "its ratio to torch is bounded by torch / `x.copy()`, shown in the CE table. "
     "The CPU reports `avx512_fp16` (an Intel Xeon of the Sapphire Rapids class, not the "
     "Zen 4 the issue names): its 512-bit operations are not double-pumped.",
+    "",
+    "### Per-thread cost against the arithmetic floor (float32 fast softmax, AVX-512)",
+    "",
+    "Vector uops per 16 elements of the in-cache path, read from the object code of the "
+    "hot loops (loads folded into their operations, stores not counted):",
+    "",
+    "| pass | uops / 16 elements | what |",
+    "|---|---:|---|",
+    "| max | 1 | `vmaxps` with the load folded |",
+    "| exp + sum, kept in the thread's scratch | 28 | clamp 1; x − max exactly (TwoSum) 5 and "
+    "its correction 1; exp 13 (Cody–Waite, degree 6, scale from the rounding sum's bits); "
+    "maximal entries counted and left out of the sum 3; float32 pair sums widened into "
+    "float64 accumulators 4 (`vcvtps2pd` is 2 uops) |",
+    "| scale | 4 | the product e·(g1 + g2) rounded once (mul, fmsub, fma, add) |",
+    "",
+    "33 uops on the 2 ports that execute 512-bit floating point on this core (p0, p5) "
+    "is at least 16.5 cycles per 16 elements, 1.03 cycles per element, about 0.46 ns at "
+    "the 2.24 GHz a dependent scalar loop measures here; one thread reaches 0.61–0.63 "
+    "ns/elem on 64×4096 (`tools/kbench.sh`, best of 300 calls), about 75% of that limit. "
+    "torch's kernel (four sweeps: max, exp stored, sum, scale; SLEEF's u10 exp) issues "
+    "fewer uops but reduces through one accumulator each, so its max and sum sweeps wait "
+    "on a 4-cycle add or max per vector: it runs at 0.63–0.68 ns/elem on one thread. "
+    "1.3× torch in cache is therefore about 0.49 ns/elem, our port floor: it would take "
+    "dropping the exact x − max or the float64 sum, which the fast mode's 3-ulp bound "
+    "needs on wide rows (BHH's 2(max − min)u term). The remaining gap at 2 threads on "
+    "in-cache shapes is the thread pool (the one-thread table above), and on 256×1000 "
+    "also softmaxkit's fixed cost per call (its last row: about 20–30 µs of Python "
+    "validation against ~1 µs for torch's C++ dispatch, 0.1 ns/elem of a 256×1000 call).",
+    "",
+    "Rows of 40: on one thread the transposed short-row kernel is ahead of torch "
+    "(the one-thread table); at 2 threads on 3000000×40 (480 MB each way) both are "
+    "bounded by memory. logsumexp of rows up to 64 elements now goes through the same "
+    "transposed kernels (it took the per-row path with a scalar log1p per row): one "
+    "thread, kbench, float32 fast 100000×10 21.5 → 1.16 ns/elem, accurate 23.5 → 1.76, "
+    "30000×40 fast 5.96 → 0.78, accurate 8.07 → 1.04, float64 fast 100000×10 31.0 → 2.54.",
 ]
 
 
@@ -97,18 +132,19 @@ SETTLE_S = 0.05
 
 
 def _median_ns(fns: dict[str, Callable[[], Any]], reps: int, elems: int) -> dict[str, float]:
-    """Median ns/elem: ``reps`` rounds, in each every implementation in turn, after a
-    pause and one untimed call (which wakes its thread pool), timed over a few calls
-    back to back as a loop of one op runs them."""
+    """Median ns/elem: ``reps`` rounds, in each every implementation in turn after a
+    pause; calls under 10**7 elements get one untimed call first (which wakes the
+    thread pool) and are timed three times back to back, as a loop of one op runs them."""
     for f in fns.values():  # warm-up: first-touch page faults, thread pools, caches
         f()
-    inner = 3 if elems < 10_000_000 else 1
+    small = elems < 10_000_000  # large calls take >= 10 ms: a wake-up is lost in them
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for k, f in fns.items():
             time.sleep(SETTLE_S)
-            f()
-            for _ in range(inner):
+            if small:
+                f()
+            for _ in range(3 if small else 1):
                 t0 = time.perf_counter()
                 f()
                 times[k].append(time.perf_counter() - t0)
