@@ -789,6 +789,40 @@ static void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
         dst = (vf)(~im_ & (vi)es_);                                     \
     } while (0)
     vd s2 = {0}, s3 = {0};
+#if defined(__AVX512F__)
+    {
+        /* The same sums with the maximal entries handled by mask registers: one
+         * compare, one masked count and one masked move or add per vector (the
+         * vector form spends two more uops per vector on materialised masks). */
+        __m512i below = _mm512_setzero_si512(); /* per lane: entries below the max */
+        const __m512i one = _mm512_set1_epi32(1);
+        size_t i0 = i;
+        for (; i + 4 * NF <= n; i += 4 * NF) {
+            __m512 e[4];
+            __mmask16 k[4];
+            for (int u = 0; u < 4; u++) {
+                vf v = vclamp_low(ldf(x + i + u * NF), lowb);
+                vf dd = v - mv;
+                vf bb = dd - v;
+                vf lo = (v - (dd - bb)) + (negm - bb);
+                k[u] = _mm512_cmp_ps_mask((__m512)v, (__m512)mv, _CMP_NEQ_UQ);
+                e[u] = (__m512)vexpf_p(dd, lo);
+                if (so) stf(so + i + u * NF, (vf)e[u]);
+                below = _mm512_mask_add_epi32(below, k[u], below, one);
+            }
+            __m512 a = _mm512_maskz_mov_ps(k[0], e[0]);
+            __m512 c = _mm512_maskz_mov_ps(k[2], e[2]);
+            a = _mm512_mask_add_ps(a, k[1], a, e[1]);
+            c = _mm512_mask_add_ps(c, k[3], c, e[3]);
+            s0 += cvt_lo((vf)a);
+            s1 += cvt_hi((vf)a);
+            s2 += cvt_lo((vf)c);
+            s3 += cvt_hi((vf)c);
+        }
+        /* cnt holds minus the count of maximal entries per lane */
+        cnt += (vi)below - (int32_t)((i - i0) / NF);
+    }
+#endif
     for (; i + 4 * NF <= n; i += 4 * NF) {
         vf a, b, c, d;
         PEXP_(0, a);
