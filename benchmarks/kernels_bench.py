@@ -9,7 +9,9 @@ Run from the repository root (unset OPENBLAS_CORETYPE for this command only)::
 
 What it measures (2 threads everywhere, nanoseconds per element, median of ``--reps``
 interleaved rounds: every implementation of a case runs once per round, in turn, so load
-changes on this shared machine fall on all of them alike):
+changes on this shared machine fall on all of them alike; each turn starts with a 50 ms
+pause and one untimed call, then times a few calls back to back, so no implementation
+runs while another's threads still spin):
 
 - softmax and log_softmax into a preallocated output: torch's kernel (``torch._softmax``
   / ``torch._log_softmax`` with ``out=``) against softmaxkit ``out=`` in the fast and the
@@ -85,18 +87,67 @@ NOTES = [
     "its ratio to torch is bounded by torch / `x.copy()`, shown in the CE table. "
     "The CPU reports `avx512_fp16` (an Intel Xeon of the Sapphire Rapids class, not the "
     "Zen 4 the issue names): its 512-bit operations are not double-pumped.",
+    "",
+    "### Per-thread cost against the arithmetic floor (float32 fast softmax, AVX-512)",
+    "",
+    "Vector uops per 16 elements of the in-cache path, read from the object code of the "
+    "hot loops (loads folded into their operations, stores not counted):",
+    "",
+    "| pass | uops / 16 elements | what |",
+    "|---|---:|---|",
+    "| max | 1 | `vmaxps` with the load folded |",
+    "| exp + sum, kept in the thread's scratch | 28 | clamp 1; x − max exactly (TwoSum) 5 and "
+    "its correction 1; exp 13 (Cody–Waite, degree 6, scale from the rounding sum's bits); "
+    "maximal entries counted and left out of the sum 3; float32 pair sums widened into "
+    "float64 accumulators 4 (`vcvtps2pd` is 2 uops) |",
+    "| scale | 4 | the product e·(g1 + g2) rounded once (mul, fmsub, fma, add) |",
+    "",
+    "33 uops on the 2 ports that execute 512-bit floating point on this core (p0, p5) "
+    "is at least 16.5 cycles per 16 elements, 1.03 cycles per element, about 0.46 ns at "
+    "the 2.24 GHz a dependent scalar loop measures here; one thread reaches 0.61–0.63 "
+    "ns/elem on 64×4096 (`tools/kbench.sh`, best of 300 calls), about 75% of that limit. "
+    "torch's kernel (four sweeps: max, exp stored, sum, scale; SLEEF's u10 exp) issues "
+    "fewer uops but reduces through one accumulator each, so its max and sum sweeps wait "
+    "on a 4-cycle add or max per vector: it runs at 0.63–0.68 ns/elem on one thread. "
+    "1.3× torch in cache is therefore about 0.49 ns/elem, our port floor: it would take "
+    "dropping the exact x − max or the float64 sum, which the fast mode's 3-ulp bound "
+    "needs on wide rows (BHH's 2(max − min)u term). The remaining gap at 2 threads on "
+    "in-cache shapes is the thread pool (the one-thread table above), and on 256×1000 "
+    "also softmaxkit's fixed cost per call (its last row: about 20–30 µs of Python "
+    "validation against ~1 µs for torch's C++ dispatch, 0.1 ns/elem of a 256×1000 call).",
+    "",
+    "Rows of 40: on one thread the transposed short-row kernel is ahead of torch "
+    "(the one-thread table); at 2 threads on 3000000×40 (480 MB each way) both are "
+    "bounded by memory. logsumexp of rows up to 64 elements now goes through the same "
+    "transposed kernels (it took the per-row path with a scalar log1p per row): one "
+    "thread, kbench, float32 fast 100000×10 21.5 → 1.16 ns/elem, accurate 23.5 → 1.76, "
+    "30000×40 fast 5.96 → 0.78, accurate 8.07 → 1.04, float64 fast 100000×10 31.0 → 2.54.",
 ]
 
 
+# Pause before each implementation's turn in a round: torch's OpenMP workers keep
+# spinning for milliseconds after its last call and would take the 2 cores from
+# whatever runs next (and a just-finished implementation's threads from torch).
+SETTLE_S = 0.05
+
+
 def _median_ns(fns: dict[str, Callable[[], Any]], reps: int, elems: int) -> dict[str, float]:
+    """Median ns/elem: ``reps`` rounds, in each every implementation in turn after a
+    pause; calls under 10**7 elements get one untimed call first (which wakes the
+    thread pool) and are timed three times back to back, as a loop of one op runs them."""
     for f in fns.values():  # warm-up: first-touch page faults, thread pools, caches
         f()
+    small = elems < 10_000_000  # large calls take >= 10 ms: a wake-up is lost in them
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
+            time.sleep(SETTLE_S)
+            if small:
+                f()
+            for _ in range(3 if small else 1):
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) * 1e9 / elems for k, v in times.items()}
 
 
@@ -106,6 +157,7 @@ def _min_ns(fns: dict[str, Callable[[], Any]], reps: int, elems: int) -> dict[st
     best = dict.fromkeys(fns, float("inf"))
     for _ in range(reps):
         for k, f in fns.items():
+            f()
             t0 = time.perf_counter()
             f()
             best[k] = min(best[k], time.perf_counter() - t0)
@@ -217,7 +269,7 @@ def ce_cases(shape: tuple[int, int], reps: int) -> dict[str, float]:
     return res
 
 
-def _floor_one(shape: tuple[int, int], dtype: str, reps: int) -> dict[str, float]:
+def _floor_one(op: str, shape: tuple[int, int], dtype: str, reps: int) -> dict[str, float]:
     import torch
 
     import softmaxkit as sk
@@ -226,27 +278,55 @@ def _floor_one(shape: tuple[int, int], dtype: str, reps: int) -> dict[str, float
     x = (rng.standard_normal(shape, dtype=np.float32) * 3).astype(dtype)
     out = np.empty_like(x)
     xt, ot = torch.from_numpy(x), torch.from_numpy(out)
-
-    def torch1() -> Any:
-        torch.set_num_threads(1)
-        try:
-            return torch._softmax(xt, -1, False, out=ot)
-        finally:
-            torch.set_num_threads(THREADS)
-
-    fns: dict[str, Callable[[], Any]] = {"torch": torch1}
+    prim = torch._softmax if op == "softmax" else torch._log_softmax
+    fn = sk.softmax if op == "softmax" else sk.log_softmax
+    fns: dict[str, Callable[[], Any]] = {"torch": lambda: prim(xt, -1, False, out=ot)}
     for prec in ("fast", "accurate"):
-        fns[prec] = functools.partial(sk.softmax, x, precision=prec, out=out, threads=1)
+        fns[prec] = functools.partial(fn, x, precision=prec, out=out, threads=1)
     return _min_ns(fns, reps, x.size)
 
 
-def compute_floor(reps: int) -> list[tuple[str, str, float, float, float]]:
-    """ns/elem on one thread in cache: torch out=, skt fast out=, skt accurate out=."""
+FLOOR_CASES = (
+    ("softmax", (256, 1000), "float32"),
+    ("softmax", (64, 4096), "float32"),
+    ("softmax", (8192, 40), "float32"),
+    ("softmax", (32768, 10), "float32"),
+    ("log_softmax", (256, 1000), "float32"),
+    ("log_softmax", (8192, 40), "float32"),
+    ("softmax", (64, 4096), "float64"),
+    ("softmax", (8192, 40), "float64"),
+)
+
+
+def compute_floor(reps: int) -> list[tuple[str, str, str, float, float, float]]:
+    """ns/elem on one thread in L2 (torch's team set to one thread for the whole
+    section): torch out=, skt fast out=, skt accurate out=; and the fixed cost of
+    one call (a 1x16 softmax), in microseconds, last."""
+    import torch
+
+    import softmaxkit as sk
+
     rows = []
-    for shape in ((64, 4096), (1024, 40), (2048, 10)):
-        for dtype in ("float32", "float64"):
-            r = _floor_one(shape, dtype, reps)
-            rows.append((f"{shape[0]}×{shape[1]}", dtype, r["torch"], r["fast"], r["accurate"]))
+    torch.set_num_threads(1)
+    try:
+        for op, shape, dtype in FLOOR_CASES:
+            r = _floor_one(op, shape, dtype, reps)
+            rows.append((op, f"{shape[0]}×{shape[1]}", dtype, r["torch"], r["fast"], r["accurate"]))
+        x = np.zeros((1, 16), np.float32)
+        out = np.empty_like(x)
+        xt, ot = torch.from_numpy(x), torch.from_numpy(out)
+        fixed = _min_ns(
+            {
+                "torch": lambda: torch._softmax(xt, -1, False, out=ot),
+                "fast": lambda: sk.softmax(x, precision="fast", out=out, threads=1),
+                "accurate": lambda: sk.softmax(x, precision="accurate", out=out, threads=1),
+            },
+            reps,
+            1000,
+        )
+        rows.append(("call", "1×16", "float32", fixed["torch"], fixed["fast"], fixed["accurate"]))
+    finally:
+        torch.set_num_threads(THREADS)
     return rows
 
 
@@ -292,7 +372,9 @@ def main() -> None:
         + (f", `{isas[1]}` forced for comparison" if len(isas) > 1 else "")
         + f". Load average at start {load0[0]:.2f}; this machine is shared, so the lead "
         "re-runs this part in a quiet window. Nanoseconds per element, median of "
-        f"{reps} interleaved rounds.",
+        f"{reps} interleaved rounds; each turn starts with a {SETTLE_S * 1000:.0f} ms pause and "
+        "one untimed call (torch's OpenMP workers spin for milliseconds after a call and "
+        "would otherwise take the cores from the next implementation).",
         "",
     ]
     verdicts: list[tuple[str, str, str]] = []
@@ -420,16 +502,22 @@ def main() -> None:
                     f"{tr / 8:.3f}); one read of x and one write of a fresh gradient is at "
                     f"least x.copy() = {xc:.3f} ns/elem, {tr / xc:.1f}× below torch."
                 )
-    lines += ["", "### Compute floor: one thread, data in cache", ""]
+    lines += ["", "### Compute floor: one thread, data in L2", ""]
     lines += [
-        "softmax into a preallocated output, minimum of many calls: what the arithmetic "
-        "costs per element with memory out of the way. Two threads can at best halve it.",
+        "Into a preallocated output, one thread for both (torch's team set to one thread "
+        "for this table), minimum of many calls: what the arithmetic costs per element "
+        "with DRAM and thread pools out of the way. Two threads can at best halve it. The "
+        "last row is the fixed cost of one call (a 1×16 softmax) in microseconds: "
+        "softmaxkit's is its Python front end (validation and the plan).",
         "",
-        "| shape | dtype | torch out= | skt fast out= | skt accurate out= |",
-        "|---|---|---:|---:|---:|",
+        "| op | shape | dtype | torch out= | skt fast out= | skt accurate out= |",
+        "|---|---|---|---:|---:|---:|",
     ]
-    for sname, dtype, tv, fv, av in compute_floor(200 if not args.quick else 20):
-        lines.append(f"| {sname} | {dtype} | {_f(tv)} | {_f(fv)} | {_f(av)} |")
+    for fop, sname, dtype, tv, fv, av in compute_floor(200 if not args.quick else 20):
+        if fop == "call":
+            lines.append(f"| one call, µs | {sname} | {dtype} | {_f(tv)} | {_f(fv)} | {_f(av)} |")
+        else:
+            lines.append(f"| {fop} | {sname} | {dtype} | {_f(tv)} | {_f(fv)} | {_f(av)} |")
     lines += ["", *NOTES]
     lines += ["", "### Targets (float32, the dispatcher's engine)", ""]
     lines += ["| case | measured | target |", "|---|---|---|"]

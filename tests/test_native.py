@@ -429,9 +429,10 @@ def test_every_instruction_set(isa: str, dtype: str, precision: str) -> None:
 @pytest.mark.parametrize("precision", ["accurate", "fast"])
 def test_short_rows_on_every_instruction_set(isa: str, dtype: str, precision: str) -> None:
     """The transposed short-row kernels (rows of up to 64 elements, several rows per
-    vector; AVX-512 moves 16 rows at a time through 8x8 in-register transposes): row
-    counts that leave a partial group, lengths around the 8-column blocks, and special
-    rows (+inf, all -inf, NaN) that the kernels hand back to the general path."""
+    vector; AVX-512 moves 16 rows at a time through 8x8 in-register transposes), for
+    softmax, log_softmax and logsumexp: row counts that leave a partial group, lengths
+    around the 8-column blocks, and special rows (+inf, all -inf, NaN) that the kernels
+    hand back to the general path."""
     rng = np.random.default_rng(5)
     saved = _ck.isa()
     for n in (1, 7, 8, 10, 15, 16, 17, 33, 40, 64):
@@ -442,11 +443,15 @@ def test_short_rows_on_every_instruction_set(isa: str, dtype: str, precision: st
         x[31, -1] = 3e4  # a far maximum: the others underflow
         try:
             _ck.set_isa(isa)
-            got = [sk.softmax(x, precision=precision), sk.log_softmax(x, precision=precision)]
+            got = [
+                sk.softmax(x, precision=precision),
+                sk.log_softmax(x, precision=precision),
+                sk.logsumexp(x, precision=precision),
+            ]
         finally:
             _ck.set_isa(saved)
         with oracle_only():
-            ref = [sk.softmax(x), sk.log_softmax(x)]
+            ref = [sk.softmax(x), sk.log_softmax(x), sk.logsumexp(x)]
         tol = 4.0 if precision == "fast" else 2.0
         for g, r in zip(got, ref, strict=True):
             assert_ulp_close(g, r, tol, f"{isa} n={n}")

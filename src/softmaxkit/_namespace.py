@@ -237,7 +237,15 @@ def eager_checks(xp: Namespace) -> Iterator[None]:
         yield
 
 
+_NP_DTYPE_NAMES: dict[np.dtype[Any], str] = {}
+
+
 def _dtype_name(dtype: Any) -> str:
+    if isinstance(dtype, np.dtype):  # NumPy's ``dtype.name`` is slow Python: cache it
+        got = _NP_DTYPE_NAMES.get(dtype)
+        if got is None:
+            got = _NP_DTYPE_NAMES[dtype] = dtype.name
+        return got
     if isinstance(dtype, type):  # NumPy / JAX scalar types such as numpy.float64
         try:
             return np.dtype(dtype).name

@@ -599,8 +599,11 @@ static void small_task(void *ctx, size_t t) {
     size_t r0 = t * SMALL_ROWS;
     size_t cnt = j->a->rows - r0 < SMALL_ROWS ? j->a->rows - r0 : SMALL_ROWS;
     uint8_t special[SMALL_ROWS];
-    j->E->small(xrow(j, r0), cnt, j->a->n, j->a->temperature, j->op == OP_LOGSOFTMAX,
-                orow(j, r0), special);
+    if (j->op == OP_LSE)
+        j->E->small(xrow(j, r0), cnt, j->a->n, j->a->temperature, 2, j->lse + r0, special);
+    else
+        j->E->small(xrow(j, r0), cnt, j->a->n, j->a->temperature, j->op == OP_LOGSOFTMAX,
+                    orow(j, r0), special);
     for (size_t i = 0; i < cnt; i++)
         if (special[i]) row_task(j, r0 + i);
 }
@@ -655,7 +658,7 @@ static int run(job *j) {
     }
     size_t scratch = j->store ? SKIT_SCRATCH_ELEMS * 16 : 0;
     if (j->E->small && !a->mask && a->n <= SKIT_SMALL_N &&
-        (j->op == OP_SOFTMAX || j->op == OP_LOGSOFTMAX)) {
+        (j->op == OP_SOFTMAX || j->op == OP_LOGSOFTMAX || (j->op == OP_LSE && j->lse))) {
         size_t ntask = (a->rows + SMALL_ROWS - 1) / SMALL_ROWS;
         int st = parallel_for(ntask, 1, threads, scratch, small_task, j);
         return st ? st : j->err;

@@ -141,6 +141,24 @@ INLINE vd ldd(const double *p) {
     return v;
 }
 INLINE void std_(double *p, vd v) { memcpy(p, &v, sizeof v); }
+/* The first cnt (< NF) floats at p, lanes beyond from `fill`; and the first cnt
+ * lanes of v stored to p. AVX-512 masks the lanes (no bytes beyond p + cnt are
+ * touched, and no bounce through a stack buffer); other ISAs copy. */
+INLINE vf ldf_part(const float *p, size_t cnt, vf fill) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_mask_loadu_ps((__m512)fill, (__mmask16)((1u << cnt) - 1u), p);
+#else
+    memcpy(&fill, p, cnt * sizeof(float));
+    return fill;
+#endif
+}
+INLINE void stf_part(float *p, vf v, size_t cnt) {
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << cnt) - 1u), (__m512)v);
+#else
+    memcpy(p, &v, cnt * sizeof(float));
+#endif
+}
 /* ND floats widened to doubles, and back */
 INLINE vd ldfd(const float *p) {
 #if defined(__AVX512F__)
@@ -709,15 +727,22 @@ static float e32f_rowmax(const float *x, size_t n) {
         m3 = vmax_nonan(ldf(x + i + 3 * NF), m3);
     }
     for (; i + NF <= n; i += NF) m0 = vmax_nonan(ldf(x + i), m0);
+#if defined(__AVX512F__)
+    if (i < n) m1 = vmax_nonan(ldf_part(x + i, n - i, splatf(-INFINITY)), m1);
+#endif
     m0 = vmax_nonan(m1, m0);
     m2 = vmax_nonan(m3, m2);
     m0 = vmax_nonan(m2, m0);
+#if defined(__AVX512F__)
+    return _mm512_reduce_max_ps((__m512)m0); /* no lane is NaN */
+#else
     float m = -INFINITY;
     for (int k = 0; k < NF; k++)
         if (m0[k] > m) m = m0[k];
     for (; i < n; i++)
         if (x[i] > m) m = x[i];
     return m;
+#endif
 }
 
 /* whether the plain path takes a row with maximum m */
@@ -764,6 +789,40 @@ static void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
         dst = (vf)(~im_ & (vi)es_);                                     \
     } while (0)
     vd s2 = {0}, s3 = {0};
+#if defined(__AVX512F__)
+    {
+        /* The same sums with the maximal entries handled by mask registers: one
+         * compare, one masked count and one masked move or add per vector (the
+         * vector form spends two more uops per vector on materialised masks). */
+        __m512i below = _mm512_setzero_si512(); /* per lane: entries below the max */
+        const __m512i one = _mm512_set1_epi32(1);
+        size_t i0 = i;
+        for (; i + 4 * NF <= n; i += 4 * NF) {
+            __m512 e[4];
+            __mmask16 k[4];
+            for (int u = 0; u < 4; u++) {
+                vf v = vclamp_low(ldf(x + i + u * NF), lowb);
+                vf dd = v - mv;
+                vf bb = dd - v;
+                vf lo = (v - (dd - bb)) + (negm - bb);
+                k[u] = _mm512_cmp_ps_mask((__m512)v, (__m512)mv, _CMP_NEQ_UQ);
+                e[u] = (__m512)vexpf_p(dd, lo);
+                if (so) stf(so + i + u * NF, (vf)e[u]);
+                below = _mm512_mask_add_epi32(below, k[u], below, one);
+            }
+            __m512 a = _mm512_maskz_mov_ps(k[0], e[0]);
+            __m512 c = _mm512_maskz_mov_ps(k[2], e[2]);
+            a = _mm512_mask_add_ps(a, k[1], a, e[1]);
+            c = _mm512_mask_add_ps(c, k[3], c, e[3]);
+            s0 += cvt_lo((vf)a);
+            s1 += cvt_hi((vf)a);
+            s2 += cvt_lo((vf)c);
+            s3 += cvt_hi((vf)c);
+        }
+        /* cnt holds minus the count of maximal entries per lane */
+        cnt += (vi)below - (int32_t)((i - i0) / NF);
+    }
+#endif
     for (; i + 4 * NF <= n; i += 4 * NF) {
         vf a, b, c, d;
         PEXP_(0, a);
@@ -788,21 +847,24 @@ static void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
 #undef PEXP_
     if (i < n) {
         size_t r = n - i;
-        float xb[NF];
-        for (size_t k = 0; k < NF; k++) xb[k] = k < r ? x[i + k] : m;
         vi im;
-        vf es = e32f_pexp(ldf(xb), mv, negm, lowb, &im);
-        if (so) memcpy(so + i, &es, r * sizeof(float));
+        vf es = e32f_pexp(ldf_part(x + i, r, mv), mv, negm, lowb, &im);
+        if (so) stf_part(so + i, es, r);
         vi valid = lanes_below(r);
         cnt += im & valid;
         acc += (vf)(~im & valid & (vi)es);
     }
     s0 += cvt_lo(acc);
     s1 += cvt_hi(acc);
+#if defined(__AVX512F__)
+    double s = _mm512_reduce_add_pd((__m512d)(s0 + s1));
+    int64_t c = -(int64_t)_mm512_reduce_add_epi32((__m512i)cnt);
+#else
     double s = 0.0;
     int64_t c = 0;
     for (int k = 0; k < ND; k++) s += s0[k] + s1[k];
     for (int k = 0; k < NF; k++) c -= cnt[k];
+#endif
     st->m = m;
     st->nan = s != s;
     st->kinf = 0;
@@ -917,10 +979,8 @@ static void e32f_fromscratch(const void *sv, size_t n, skit_dd f, void *outv, in
 #define FULL(i) stfx(o + (i), e32f_mul2(ldf(sc + (i)), g1v, g2v), stream)
 #define PART(i, cnt)                                         \
     do {                                                     \
-        float b_[NF] = {0};                                  \
-        memcpy(b_, sc + (i), (cnt) * sizeof(float));         \
-        vf r_ = e32f_mul2(ldf(b_), g1v, g2v);                \
-        memcpy(o + (i), &r_, (cnt) * sizeof(float));         \
+        vf r_ = e32f_mul2(ldf_part(sc + (i), cnt, splatf(0.0f)), g1v, g2v); \
+        stf_part(o + (i), r_, cnt);                          \
     } while (0)
         PHASE_B_LOOP(float, NF, FULL, PART)
 #undef FULL
@@ -933,10 +993,8 @@ static void e32f_fromscratch(const void *sv, size_t n, skit_dd f, void *outv, in
 #define FULL(i) stfx(o + (i), e32f_scale(ldf(sc + (i)), g), stream)
 #define PART(i, cnt)                                         \
     do {                                                     \
-        float b_[NF] = {0};                                  \
-        memcpy(b_, sc + (i), (cnt) * sizeof(float));         \
-        vf r_ = e32f_scale(ldf(b_), g);                      \
-        memcpy(o + (i), &r_, (cnt) * sizeof(float));         \
+        vf r_ = e32f_scale(ldf_part(sc + (i), cnt, splatf(0.0f)), g); \
+        stf_part(o + (i), r_, cnt);                          \
     } while (0)
     PHASE_B_LOOP(float, NF, FULL, PART)
 #undef FULL
@@ -964,10 +1022,9 @@ static void e32f_expscale(const void *xv, const uint8_t *mask, size_t n, double 
     stfx(o + (i), e32f_mul2(e32f_pexp(ldf(x + (i)), mv, negm, lowb, &im_), g1v, g2v), stream)
 #define PART(i, cnt)                                                         \
     do {                                                                     \
-        float b_[NF];                                                        \
-        for (size_t k_ = 0; k_ < NF; k_++) b_[k_] = k_ < (cnt) ? x[(i) + k_] : m; \
-        vf r_ = e32f_mul2(e32f_pexp(ldf(b_), mv, negm, lowb, &im_), g1v, g2v); \
-        memcpy(o + (i), &r_, (cnt) * sizeof(float));                         \
+        vf r_ = e32f_mul2(e32f_pexp(ldf_part(x + (i), cnt, mv), mv, negm, lowb, &im_), g1v, \
+                          g2v);                                              \
+        stf_part(o + (i), r_, cnt);                                          \
     } while (0)
         PHASE_B_LOOP(float, NF, FULL, PART)
 #undef FULL
@@ -1015,10 +1072,8 @@ static void e32f_logsub(const void *xv, const uint8_t *mask, size_t n, double Td
 #define FULL(i) stfx(o + (i), (ldf(x + (i)) - c1v) - c2v, stream)
 #define PART(i, cnt)                                         \
     do {                                                     \
-        float b_[NF] = {0};                                  \
-        memcpy(b_, x + (i), (cnt) * sizeof(float));          \
-        vf r_ = (ldf(b_) - c1v) - c2v;                       \
-        memcpy(o + (i), &r_, (cnt) * sizeof(float));         \
+        vf r_ = (ldf_part(x + (i), cnt, splatf(0.0f)) - c1v) - c2v; \
+        stf_part(o + (i), r_, cnt);                          \
     } while (0)
         PHASE_B_LOOP(float, NF, FULL, PART)
 #undef FULL
@@ -1087,6 +1142,12 @@ static void e32f_small_t(const void *xv, size_t rows, size_t n, double Td, int i
             vd L0 = vlog1p_d((cvt_lo(sa.c) - 1.0) + sa.s0 * 0x1p-64);
             vd L1 = vlog1p_d((cvt_hi(sa.c) - 1.0) + sa.s1 * 0x1p-64);
             vd m0 = cvt_lo(m), m1 = cvt_hi(m);
+            if (islog == 2) { /* logsumexp: m + L per row, as double */
+                vd a0 = m0 + L0, a1 = m1 + L1;
+                double *lse = (double *)outv + r0;
+                for (size_t l = 0; l < lanes; l++) lse[l] = l < ND ? a0[l] : a1[l - ND];
+                continue;
+            }
             for (size_t j = 0; j < n; j++) {
                 vf v = ldf(tb[j]);
                 if (T != 1.0f) v = v / T;
@@ -1189,12 +1250,12 @@ INLINE void store_cols8(float *o, size_t n, size_t jb, const vf *tb, vi bad) {
  * one row per lane, the rows transposed in registers (8x8 blocks; a last
  * partial block overlaps the one before), then the plain path's arithmetic on
  * columns, so per-row maxima, sums, 1/D and log1p are all vertical. */
-static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, float *o,
+static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, void *outv,
                              uint8_t *special) {
     vf tb[SKIT_SMALL_N];
     for (size_t r0 = 0; r0 < rows; r0 += NF) {
         const float *xg = x + r0 * n;
-        float *og = o + r0 * n;
+        float *og = islog == 2 ? NULL : (float *)outv + r0 * n;
         size_t jb = 0;
         for (; jb + 8 <= n; jb += 8) load_cols8(xg, n, jb, tb);
         if (jb < n) load_cols8(xg, n, n - 8, tb);
@@ -1235,6 +1296,13 @@ static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, f
         bad |= (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1)) != (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1));
         if (islog) {
             vd L0 = vlog1p_d((c0 - 1.0) + s0), L1 = vlog1p_d((c1 - 1.0) + s1);
+            if (islog == 2) { /* logsumexp: m + L per row, as double */
+                double *lse = (double *)outv + r0;
+                std_(lse, cvt_lo(m) + L0);
+                std_(lse + ND, cvt_hi(m) + L1);
+                for (int l = 0; l < NF; l++) special[r0 + l] = bad[l] != 0;
+                continue;
+            }
             /* C = m + L as a double pair (TwoSum): where x - c1 cancels, the result
              * is c2, which must keep L's relative accuracy (L can be ~1e-12) */
             vd E0, E1;
@@ -1260,10 +1328,10 @@ static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int isl
 #if (VB == 32 || VB == 64) && defined(__AVX2__)
     if (Td == 1.0 && n >= 8) {
         size_t whole = rows - rows % NF;
-        e32f_small_plain((const float *)xv, whole, n, islog, (float *)outv, special);
+        e32f_small_plain((const float *)xv, whole, n, islog, outv, special);
         if (whole == rows) return;
         xv = (const float *)xv + whole * n;
-        outv = (float *)outv + whole * n;
+        outv = islog == 2 ? (void *)((double *)outv + whole) : (void *)((float *)outv + whole * n);
         special += whole;
         rows -= whole;
     }
@@ -1370,6 +1438,11 @@ INLINE void trd(vd *v) {
             for (size_t j = 0; j < n; j++) (void)EXPV(ldd(tb[j]), m, &sa);              \
             CS(sa, c_, s_);                                                             \
             vd L = vlog1p_d((c_ - 1.0) + s_);                                           \
+            if (islog == 2) { /* logsumexp: m + L per row, as double */                \
+                vd a_ = m + L;                                                          \
+                for (size_t l = 0; l < lanes; l++) ((double *)outv)[r0 + l] = a_[l];    \
+                continue;                                                               \
+            }                                                                           \
             for (size_t j = 0; j < n; j++) {                                            \
                 vd e1;                                                                  \
                 vd v = ldd(tb[j]);                                                      \
@@ -1494,16 +1567,20 @@ static void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
     }
     if (i < n) {
         size_t r = n - i;
-        float xb[NF];
-        for (size_t k = 0; k < NF; k++) xb[k] = k < r ? x[i + k] : m;
-        vf v = vclamp_low(ldf(xb), lowb);
+        vf v = vclamp_low(ldf_part(x + i, r, splatf(m)), lowb);
         vd a = cvt_lo(v), b = cvt_hi(v);
         vd ea = vexpd_p7_plain(a - mv), eb = vexpd_p7_plain(b - mv);
         if (so) {
+#if defined(__AVX512F__)
+            unsigned k_ = (1u << r) - 1u;
+            _mm512_mask_storeu_pd(so + i, (__mmask8)(k_ & 0xffu), (__m512d)ea);
+            _mm512_mask_storeu_pd(so + i + ND, (__mmask8)(k_ >> 8), (__m512d)eb);
+#else
             double eb_[NF];
             std_(eb_, ea);
             std_(eb_ + ND, eb);
             memcpy(so + i, eb_, r * sizeof(double));
+#endif
         }
         /* the padding equals m: it is never counted in the rest */
         e32a_acc_rest(a, mv, ea, &s0, &rest, &rv);

@@ -121,9 +121,10 @@ typedef struct {
     void (*special)(const void *x, const uint8_t *mask, size_t n, double T, const skit_rstat *rs,
                     int islog, void *out);
     size_t scratch_per_elem; /* bytes of scratch per element */
-    /* softmax / log_softmax of rows of n <= SKIT_SMALL_N elements without a mask,
-     * several rows per vector; rows with a non-finite maximum are flagged in
-     * special[] and not written (NULL: the engine has no such path) */
+    /* softmax (islog = 0) / log_softmax (1) of rows of n <= SKIT_SMALL_N elements
+     * without a mask, several rows per vector, or their logsumexp (2: out is one
+     * double per row); rows with a non-finite maximum are flagged in special[] and
+     * not written (NULL: the engine has no such path) */
     void (*small)(const void *x, size_t rows, size_t n, double T, int islog, void *out,
                   uint8_t *special);
     /* sigmoid (kind 0), log_sigmoid (1) into out, or binary cross-entropy with logits
