@@ -41,19 +41,24 @@ __all__ = ["VOCAB_TILE", "Tiles", "lce_backward_op", "lce_op", "tiles"]
 
 Tensor = torch.Tensor
 
-# The largest vocabulary tile; the tiles themselves adapt to the problem (see tiles()).
-VOCAB_TILE = 8192
+# The largest vocabulary tile (classes per matrix product); the tiles adapt to the problem.
+VOCAB_TILE = 65536
 # Bounds of the held logits of one token tile (T x V accumulator floats): a quarter of
 # the size of the gradients the call returns, within these limits.
 HOLD_MIN_BYTES = 4 << 20
 HOLD_MAX_BYTES = 64 << 20
-# One logit tile (T x Vt) is sized to stay in a core's L2 cache during its elementwise passes.
+# One statistics block (T x Vs) is sized to stay in a core's L2 cache during its
+# elementwise passes; one vocabulary tile (T x Vt, the unit of the matrix products)
+# is a whole number of blocks near GEMM_BYTES, so the products are few and large.
 TILE_BYTES = 2 << 20
+BLOCK_MAX = 8192
+GEMM_BYTES = 16 << 20
 
 
 class Tiles(NamedTuple):
     tokens: int  # T, tokens per tile
-    vocab: int  # Vt, classes per tile
+    vocab: int  # Vt, classes per tile (one matrix product)
+    block: int  # Vs, classes per statistics block (Vt is a multiple of it, or V)
 
 
 def tiles(N: int, D: int, V: int, acc: torch.dtype) -> Tiles:
@@ -62,18 +67,22 @@ def tiles(N: int, D: int, V: int, acc: torch.dtype) -> Tiles:
     The held logits of one token tile (``T x V``) take at most a quarter of the
     gradients' size (``(N + V) D``), between 4 and 64 MiB, which bounds the
     working memory; then ``T`` is as large as that allows (fewer passes over the
-    weight gradient), a multiple of 16 from 16 to 1024. ``Vt`` keeps one
-    ``T x Vt`` tile near 2 MiB, so its elementwise passes stay in cache
-    (a multiple of 256, from 512 to ``VOCAB_TILE``).
+    weight gradient), a multiple of 16 from 16 to 1024. ``Vs`` keeps one
+    ``T x Vs`` block near 2 MiB, so its elementwise passes stay in cache
+    (a multiple of 256, from 512 to ``BLOCK_MAX``); ``Vt`` is a whole number of blocks,
+    near 16 MiB and at most ``VOCAB_TILE`` classes, so that the matrix products
+    run at the speed of large ones and start few parallel regions.
     """
     item = torch.empty((), dtype=acc).element_size()
     budget = min(HOLD_MAX_BYTES, max(HOLD_MIN_BYTES, (N + V) * D * item // 4))
     T = budget // (max(V, 1) * item)
     T = max(16, min(1024, T // 16 * 16))
     T = min(T, max(N, 1))
-    Vt = TILE_BYTES // (T * item) // 256 * 256
-    Vt = max(512, min(VOCAB_TILE, Vt))
-    return Tiles(T, min(Vt, max(V, 1)))
+    Vs = TILE_BYTES // (T * item) // 256 * 256
+    Vs = max(512, min(BLOCK_MAX, Vs))
+    Vt = Vs * max(1, min(GEMM_BYTES // (T * Vs * item), VOCAB_TILE // Vs))
+    V1 = max(V, 1)
+    return Tiles(T, min(Vt, V1), min(Vs, V1))
 
 
 class _Opts(NamedTuple):
@@ -237,16 +246,35 @@ class _Gemm:
 
     ``mm`` writes ``out = A @ B``; ``mm_acc`` adds ``A @ B`` to ``out``. Both
     always see the same operand shapes for a given problem, whatever
-    ``chunk_size``, so the results do not depend on it.
+    ``chunk_size``, so the results do not depend on it. With ``threads`` set,
+    each product runs on that many torch threads and torch goes back to one
+    thread after it (the engine runs its elementwise passes on one thread).
     """
 
     name = "torch"
 
+    def __init__(self, threads: int = 0) -> None:
+        self.threads = threads
+
     def mm(self, A: Tensor, B: Tensor, out: Tensor) -> None:
-        torch.mm(A, B, out=out)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+            try:
+                torch.mm(A, B, out=out)
+            finally:
+                torch.set_num_threads(1)
+        else:
+            torch.mm(A, B, out=out)
 
     def mm_acc(self, A: Tensor, B: Tensor, out: Tensor) -> None:
-        out.addmm_(A, B)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+            try:
+                out.addmm_(A, B)
+            finally:
+                torch.set_num_threads(1)
+        else:
+            out.addmm_(A, B)
 
 
 class _NumpyGemm(_Gemm):
@@ -302,10 +330,27 @@ def _numpy_blas() -> bool:
 GEMM = "auto"
 
 
-def _gemm_for(device: torch.device, cols: int, dtype: torch.dtype) -> _Gemm:
+def _gemm_for(device: torch.device, cols: int, dtype: torch.dtype, threads: int = 0) -> _Gemm:
     auto = GEMM == "auto" and "OPENBLAS_CORETYPE" not in os.environ and _numpy_blas()
+    auto = auto and not _torch_mkl_on_intel()
     use_np = device.type == "cpu" and (GEMM == "numpy" or auto)
-    return _NumpyGemm(cols, dtype) if use_np else _Gemm()
+    if use_np:
+        return _NumpyGemm(cols, dtype)
+    return _Gemm(threads if device.type == "cpu" else 0)
+
+
+def _torch_mkl_on_intel() -> bool:
+    """Whether torch's products run on MKL on an Intel CPU (then faster than NumPy's here)."""
+    if not torch.backends.mkl.is_available():
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return "GenuineIntel" in line
+    except OSError:
+        pass
+    return False
 
 
 def _logit_tile(
@@ -339,16 +384,20 @@ def _run(
 ) -> tuple[Tensor, ...]:
     """:func:`_engine` with the matrix products for this device.
 
-    With NumPy's BLAS (CPU tensors), torch's own operations run on one thread
-    for the duration: the BLAS threads and torch's OpenMP threads otherwise take
-    turns spinning on the same cores between the products and the elementwise
-    passes (measured: a third more time on 2 cores). The elementwise passes are
-    a small share of the work, and torch's thread count is restored on exit.
+    On the CPU, torch's elementwise operations run on one thread for the
+    duration and only the matrix products use several (torch's, or NumPy's
+    BLAS threads): every multi-threaded operation ends at a barrier, and on
+    a busy machine a barrier waits for a descheduled thread, so the many small
+    elementwise passes of the tiles cost far more on two threads than on one
+    (measured on 2 shared cores: 1.6x the time of the whole call). The
+    elementwise passes are a small share of the work; torch's thread count is
+    restored on exit. On one thread, the sums of those passes are also the
+    same whatever torch's thread count.
     """
-    mm = _gemm_for(h.device, h.shape[1], _acc_dtype(h.dtype))
-    if mm.name != "numpy":
-        return _engine(mm, h, W, b, target, weight, opts, row_scale, need_grad)
     threads = torch.get_num_threads()
+    mm = _gemm_for(h.device, h.shape[1], _acc_dtype(h.dtype), threads if threads > 1 else 0)
+    if h.device.type != "cpu" or threads == 1:
+        return _engine(mm, h, W, b, target, weight, opts, row_scale, need_grad)
     torch.set_num_threads(1)
     try:
         return _engine(mm, h, W, b, target, weight, opts, row_scale, need_grad)
@@ -382,7 +431,7 @@ def _engine(
     dev = h.device
     f64 = torch.float64
     ign, eps, z = opts.ignore_index, opts.eps, opts.z
-    TT, VT = tiles(N, D, V, acc)
+    TT, VT, VS = tiles(N, D, V, acc)
     n_tiles = max(1, -(-V // VT))
     hold = min(n_tiles, max(1, -(-opts.chunk // VT)))
     loss = torch.zeros(N, dtype=f64, device=dev)
@@ -417,12 +466,18 @@ def _engine(
             v1 = min(V, v0 + VT)
             return _logit_tile(mm, hc, W, b, v0, v1, acc, _slot(buf, j % hold, v1 - v0, n))
 
-        tile_max = []
+        # the maxima of every statistics block, per vocabulary tile
+        tile_max: list[list[Tensor]] = []
         for j in range(n_tiles):
             v0 = j * VT
             L = tile(j)
-            w_tile = None if w64 is None else w64[v0 : v0 + L.shape[0]]
-            tile_max.append(st.add(L, v0, t_safe, w_tile, want_wx))
+            maxima = []
+            for s0 in range(0, L.shape[0], VS):
+                Ls = L[s0 : s0 + VS]
+                u0 = v0 + s0
+                w_blk = None if w64 is None else w64[u0 : u0 + Ls.shape[0]]
+                maxima.append(st.add(Ls, u0, t_safe, w_blk, want_wx))
+            tile_max.append(maxima)
         L1, lse = st.finish()
         M = st.M
         w_t = torch.ones(n, dtype=f64, device=dev) if w64 is None else w64[t_safe]
@@ -455,30 +510,41 @@ def _engine(
         for j in range(n_tiles):
             v0 = j * VT
             if hold >= n_tiles:
-                E = _slot(buf, j, min(V, v0 + VT) - v0, n)  # exp(L - m_j), kept
+                E = _slot(buf, j, min(V, v0 + VT) - v0, n)  # exp(L - m) per block, kept
             else:
-                E = _exp_shifted_(tile(j), tile_max[j])  # the same operations again
+                E = tile(j)  # the same operations again, block by block below
             v1 = v0 + E.shape[0]
-            # p = exp(L - m_j) exp(m_j - lse): the factor is formed in float64, rounded once
-            m_j = tile_max[j].to(f64)
-            f = torch.where(lse_fin, torch.exp(m_j - torch.where(lse_fin, lse, 0.0)), 0.0)
-            if ent is not None:
-                P = E * f.to(acc)[None, :]
-                ent -= torch.special.xlogy(P, P).sum(0, dtype=f64)
+            for q, s0 in enumerate(range(0, E.shape[0], VS)):
+                m_q = tile_max[j][q]
+                Eb = E[s0 : s0 + VS]
+                if hold < n_tiles:
+                    _exp_shifted_(Eb, m_q)
+                u0 = v0 + s0
+                u1 = u0 + Eb.shape[0]
+                # p = exp(L - m_q) exp(m_q - lse): the factor is formed in float64, rounded once
+                f = torch.where(
+                    lse_fin, torch.exp(m_q.to(f64) - torch.where(lse_fin, lse, 0.0)), 0.0
+                )
+                if ent is not None:
+                    P = Eb * f.to(acc)[None, :]
+                    ent -= torch.special.xlogy(P, P).sum(0, dtype=f64)
+                if not need_grad:
+                    continue
+                G = Eb.mul_((a * f).to(acc)[None, :])
+                if eps:
+                    wt = (
+                        torch.ones(u1 - u0, dtype=acc, device=dev)
+                        if w64 is None
+                        else w64[u0:u1].to(acc)
+                    )
+                    G.sub_((eps / V) * wt[:, None] * s.to(acc)[None, :])
+                inside = (t_safe >= u0) & (t_safe < u1) & counted
+                row = torch.where(inside, t_safe - u0, torch.zeros_like(t_safe))[None, :]
+                cur = G.gather(0, row)
+                G.scatter_(0, row, torch.where(inside[None, :], g_t.to(acc)[None, :], cur))
             if not need_grad:
                 continue
-            G = E.mul_((a * f).to(acc)[None, :])
-            if eps:
-                wt = (
-                    torch.ones(v1 - v0, dtype=acc, device=dev)
-                    if w64 is None
-                    else w64[v0:v1].to(acc)
-                )
-                G.sub_((eps / V) * wt[:, None] * s.to(acc)[None, :])
-            inside = (t_safe >= v0) & (t_safe < v1) & counted
-            row = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))[None, :]
-            cur = G.gather(0, row)
-            G.scatter_(0, row, torch.where(inside[None, :], g_t.to(acc)[None, :], cur))
+            G = E
             for s0, s1, Wb in _weight_blocks(W, v0, v1, acc):
                 Gb = G[s0 - v0 : s1 - v0]
                 # the first contribution is written, not added to zeros (saves a fill pass)
