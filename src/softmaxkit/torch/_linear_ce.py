@@ -47,6 +47,7 @@ VOCAB_TILE = 65536
 # the size of the gradients the call returns, within these limits.
 HOLD_MIN_BYTES = 4 << 20
 HOLD_MAX_BYTES = 64 << 20
+TOKENS_MIN = 128
 # One statistics block (T x Vs) is sized to stay in a core's L2 cache during its
 # elementwise passes; one vocabulary tile (T x Vt, the unit of the matrix products)
 # is a whole number of blocks near GEMM_BYTES, so the products are few and large.
@@ -67,7 +68,8 @@ def tiles(N: int, D: int, V: int, acc: torch.dtype) -> Tiles:
     The held logits of one token tile (``T x V``) take at most a quarter of the
     gradients' size (``(N + V) D``), between 4 and 64 MiB, which bounds the
     working memory; then ``T`` is as large as that allows (fewer passes over the
-    weight gradient), a multiple of 16 from 16 to 1024. ``Vs`` keeps one
+    weight gradient), a multiple of 16 from 16 to 1024, and at least
+    ``TOKENS_MIN`` (128) when that many tokens' logits fit in 64 MiB. ``Vs`` keeps one
     ``T x Vs`` block near 2 MiB, so its elementwise passes stay in cache
     (a multiple of 256, from 512 to ``BLOCK_MAX``); ``Vt`` is a whole number of blocks,
     near 16 MiB and at most ``VOCAB_TILE`` classes, so that the matrix products
@@ -76,6 +78,11 @@ def tiles(N: int, D: int, V: int, acc: torch.dtype) -> Tiles:
     item = torch.empty((), dtype=acc).element_size()
     budget = min(HOLD_MAX_BYTES, max(HOLD_MIN_BYTES, (N + V) * D * item // 4))
     T = budget // (max(V, 1) * item)
+    # The weight gradient is read and written once per token tile by a product of
+    # depth T, which runs at half speed below ~128 (measured, 2 threads: 21 GFLOP/s
+    # at T = 64, 30 at 128, 40 at 256 for V = 50257, D = 256); so T is at least
+    # TOKENS_MIN while the held logits stay within HOLD_MAX_BYTES.
+    T = max(T, min(TOKENS_MIN, HOLD_MAX_BYTES // (max(V, 1) * item)))
     T = max(16, min(1024, T // 16 * 16))
     T = min(T, max(N, 1))
     Vs = TILE_BYTES // (T * item) // 256 * 256
