@@ -118,44 +118,48 @@ def _check_targets(target: Tensor, V: int, ignore_index: int) -> None:
 
 
 class _TileStats:
-    """Per-token statistics of one token tile, merged over vocabulary tiles in order."""
+    """Per-token statistics of one token tile, from its statistics blocks in order.
+
+    :meth:`pick` takes the target logits from each vocabulary tile, :meth:`add`
+    reduces each block to its maximum ``m`` and column sum ``S`` of
+    ``exp(L - m)`` (and the exact rest where ``S < 2``), and :meth:`finish`
+    merges all blocks at once: ``M = max m``, then every block is rescaled to
+    ``M`` once (no running rescaling, and a handful of operations per token
+    tile instead of a score per block).
+    """
 
     def __init__(self, n: int, device: torch.device, topk: int) -> None:
-        f64 = torch.float64
-        self.M = torch.full((n,), -math.inf, dtype=f64, device=device)
-        self.C = torch.zeros(n, dtype=f64, device=device)
-        self.R = torch.zeros(n, dtype=f64, device=device)
-        self.xt = torch.zeros(n, dtype=f64, device=device)
-        self.wx = torch.zeros(n, dtype=f64, device=device)
+        self.n = n
+        self.device = device
+        self.xt = torch.zeros(n, dtype=torch.float64, device=device)
+        self.ms: list[Tensor] = []
+        self.Ss: list[Tensor] = []
+        self.fixes: list[tuple[int, Tensor, Tensor]] = []
+        self.wxs: list[Tensor] = []
         self.topk = topk
         self.tv: Tensor | None = None
         self.ti: Tensor | None = None
 
-    def add(
-        self,
-        L: Tensor,
-        v0: int,
-        t_safe: Tensor,
-        w_tile: Tensor | None,
-        want_wx: bool,
-    ) -> Tensor:
-        """Fold one logit tile (classes x tokens) in; overwrite it with ``exp(L - m)``.
-
-        Returns the tile maxima ``m``; the gradient pass turns the tile into
-        probabilities with one multiplication by ``exp(m - lse)``.
-        """
-        f64 = torch.float64
-        # what needs the logits themselves comes first
+    def pick(self, L: Tensor, v0: int, t_safe: Tensor) -> None:
+        """Take the target logits that fall in this tile (classes ``v0:``, logits ``L``)."""
         v1 = v0 + L.shape[0]
         inside = (t_safe >= v0) & (t_safe < v1)
         row = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))
-        picked = L.gather(0, row[None, :])[0].to(f64)
+        picked = L.gather(0, row[None, :])[0].to(torch.float64)
         self.xt = self.xt + torch.where(inside, picked, 0.0)
+
+    def add(self, L: Tensor, v0: int, w_tile: Tensor | None, want_wx: bool) -> None:
+        """Fold one block (classes x tokens) in; overwrite it with ``exp(L - m)``.
+
+        The gradient pass turns the block into probabilities with one
+        multiplication by ``exp(m - lse)``.
+        """
+        f64 = torch.float64
         if want_wx:
             if w_tile is None:
-                self.wx = self.wx + L.sum(0, dtype=f64)
+                self.wxs.append(L.sum(0, dtype=f64))
             else:
-                self.wx = self.wx + (w_tile.to(f64) @ L.to(f64))
+                self.wxs.append(w_tile.to(f64) @ L.to(f64))
         if self.topk:
             k = min(self.topk, L.shape[0])
             tv, ti = L.topk(k, dim=0)
@@ -170,56 +174,50 @@ class _TileStats:
                 self.ti = alli.gather(1, pos)
         m = L.amax(0)
         e = _exp_shifted_(L, m)
-        c, r = _count_and_rest(e, m)
-        m64 = m.to(f64)
-        # merge (M, C, R) with (m, c, r), relative to the new maximum
-        newM = torch.maximum(self.M, m64)
-        newM_safe = _finite_or_zero(newM)
-        old_max = newM == self.M
-        new_max = m64 == newM
-        old = torch.where(old_max, self.R, torch.exp(self.M - newM_safe) * (self.C + self.R))
-        new = torch.where(new_max, r, torch.exp(m64 - newM_safe) * (c + r))
-        self.R = old + new
-        self.C = torch.where(old_max, self.C, 0.0) + torch.where(new_max, c, 0.0)
-        self.M = newM
-        return m
+        S = e.sum(0)
+        # In the manner of Blanchard, Higham & Higham, a block's sum splits into
+        # the count c of entries at the maximum (e == 1) and the rest r, so that a
+        # tiny r is never absorbed by the ones. Only c + r and, when it is below 2,
+        # a tiny r matter to the result: S >= 2 means (C - 1) + R >= 1 downstream,
+        # where the split is immaterial (c = 1, r = S - 1); S < 2 means a single
+        # entry is at the maximum (any partial sum holding two ones is at least 2),
+        # and r is then summed exactly without it, on those columns only.
+        low = torch.nonzero((S < 2.0) & torch.isfinite(m))[:, 0]
+        if low.numel():
+            sub = e.index_select(1, low)
+            self.fixes.append((len(self.ms), low, sub.masked_fill_(sub == 1.0, 0.0).sum(0)))
+        self.ms.append(m)
+        self.Ss.append(S)
 
-    def finish(self) -> tuple[Tensor, Tensor]:
-        """``(L1, lse)`` in float64, with ``L1 = log1p((C - 1) + R)``."""
-        fin = torch.isfinite(self.M)
-        L1 = torch.log1p(torch.where(fin, (self.C - 1.0) + self.R, 0.0))
-        lse = torch.where(fin, self.M + L1, self.M)
-        return L1, lse
+    def finish(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(M, L1, lse, wx)`` in float64, with ``L1 = log1p((C - 1) + R)``.
 
-
-def _count_and_rest(e: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
-    """``(c, r)`` of one tile in float64, from ``e = exp(L - m)`` (classes x tokens).
-
-    In the manner of Blanchard, Higham & Higham, ``c`` counts the entries at the
-    maximum (``e == 1``) and ``r`` sums the others, so that a tiny ``r`` is never
-    absorbed by the ones. Only the sum ``c + r`` and, when it is below 2, a tiny
-    ``r`` matter to the result, so one pass suffices for most tokens: the sum
-    ``S`` of the whole column. ``S >= 2`` means ``(C - 1) + R >= 1`` downstream,
-    where the split is immaterial (``c = 1, r = S - 1``); ``S < 2`` means that a
-    single entry is at the maximum (every partial sum holding two ones is at
-    least 2), and ``r`` is then summed exactly without it, on those columns only.
-    Everything depends on the tile alone, so ``chunk_size`` cannot change it.
-    """
-    f64 = torch.float64
-    S = e.sum(0)
-    fin = torch.isfinite(m)
-    S64 = S.to(f64)
-    c = fin.to(f64)
-    r = torch.where(fin, S64 - 1.0, S64)
-    low = torch.nonzero(fin & (S < 2.0))[:, 0]
-    if low.numel():
-        sub = e.index_select(1, low)
-        r[low] = sub.masked_fill_(sub == 1.0, 0.0).sum(0).to(f64)
-    return c, r
+        Also keeps the block maxima, ``m_acc`` (working dtype) and ``m64``
+        (float64), one row per block.
+        """
+        f64 = torch.float64
+        self.m_acc = torch.stack(self.ms)
+        m = self.m_acc.to(f64)
+        S = torch.stack(self.Ss).to(f64)
+        fin = torch.isfinite(m)
+        c = fin.to(f64)
+        r = torch.where(fin, S - 1.0, S)
+        for q, low, rest in self.fixes:
+            r[q, low] = rest.to(f64)
+        M = m.amax(0)
+        at = m == M[None, :]
+        R = torch.where(at, r, torch.exp(m - _finite_or_zero(M)[None, :]) * (c + r)).sum(0)
+        C = torch.where(at, c, 0.0).sum(0)
+        finM = torch.isfinite(M)
+        L1 = torch.log1p(torch.where(finM, (C - 1.0) + R, 0.0))
+        lse = torch.where(finM, M + L1, M)
+        self.m64 = m
+        wx = torch.stack(self.wxs).sum(0) if self.wxs else torch.zeros_like(M)
+        return M, L1, lse, wx
 
 
 def _finite_or_zero(m: Tensor) -> Tensor:
-    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _exp_shifted_(L: Tensor, m: Tensor) -> Tensor:
@@ -473,27 +471,23 @@ def _engine(
             v1 = min(V, v0 + VT)
             return _logit_tile(mm, hc, W, b, v0, v1, acc, _slot(buf, j % hold, v1 - v0, n))
 
-        # the maxima of every statistics block, per vocabulary tile
-        tile_max: list[list[Tensor]] = []
         for j in range(n_tiles):
             v0 = j * VT
             L = tile(j)
-            maxima = []
+            st.pick(L, v0, t_safe)
             for s0 in range(0, L.shape[0], VS):
                 Ls = L[s0 : s0 + VS]
                 u0 = v0 + s0
                 w_blk = None if w64 is None else w64[u0 : u0 + Ls.shape[0]]
-                maxima.append(st.add(Ls, u0, t_safe, w_blk, want_wx))
-            tile_max.append(maxima)
-        L1, lse = st.finish()
-        M = st.M
+                st.add(Ls, u0, w_blk, want_wx)
+        M, L1, lse, wx = st.finish()
         w_t = torch.ones(n, dtype=f64, device=dev) if w64 is None else w64[t_safe]
         counted = ~ignored
         nll = (M - st.xt) + L1
         nll = torch.where(torch.isfinite(M), nll, torch.where(torch.isnan(M), M, math.inf))
         item = w_t * ((1.0 - eps) * nll + z * lse * lse)
         if eps:
-            item = item + (eps / V) * (w_sum * lse - st.wx)
+            item = item + (eps / V) * (w_sum * lse - wx)
         loss[i0:i1] = torch.where(counted, item, 0.0)
         lse_all[i0:i1] = lse
         if k:
@@ -514,6 +508,12 @@ def _engine(
             g_t = g_t - (eps / V) * s * w_t
         lse_fin = torch.isfinite(lse)
         ent = torch.zeros(n, dtype=f64, device=dev) if opts.extras else None
+        # p = exp(L - m) exp(m - lse) per block: the factor is formed in float64, rounded once
+        f_all = torch.where(lse_fin, torch.exp(st.m64 - torch.where(lse_fin, lse, 0.0)), 0.0)
+        scale_all = (a * f_all).to(acc)
+        s_acc = s.to(acc)
+        g_t_acc = g_t.to(acc)
+        q = 0  # block index within the token tile
         for j in range(n_tiles):
             v0 = j * VT
             if hold >= n_tiles:
@@ -521,37 +521,33 @@ def _engine(
             else:
                 E = tile(j)  # the same operations again, block by block below
             v1 = v0 + E.shape[0]
-            for q, s0 in enumerate(range(0, E.shape[0], VS)):
-                m_q = tile_max[j][q]
+            for s0 in range(0, E.shape[0], VS):
                 Eb = E[s0 : s0 + VS]
                 if hold < n_tiles:
-                    _exp_shifted_(Eb, m_q)
-                u0 = v0 + s0
-                u1 = u0 + Eb.shape[0]
-                # p = exp(L - m_q) exp(m_q - lse): the factor is formed in float64, rounded once
-                f = torch.where(
-                    lse_fin, torch.exp(m_q.to(f64) - torch.where(lse_fin, lse, 0.0)), 0.0
-                )
+                    _exp_shifted_(Eb, st.m_acc[q])
                 if ent is not None:
-                    P = Eb * f.to(acc)[None, :]
+                    P = Eb * f_all[q].to(acc)[None, :]
                     ent -= torch.special.xlogy(P, P).sum(0, dtype=f64)
-                if not need_grad:
-                    continue
-                G = Eb.mul_((a * f).to(acc)[None, :])
-                if eps:
-                    wt = (
-                        torch.ones(u1 - u0, dtype=acc, device=dev)
-                        if w64 is None
-                        else w64[u0:u1].to(acc)
-                    )
-                    G.sub_((eps / V) * wt[:, None] * s.to(acc)[None, :])
-                inside = (t_safe >= u0) & (t_safe < u1) & counted
-                row = torch.where(inside, t_safe - u0, torch.zeros_like(t_safe))[None, :]
-                cur = G.gather(0, row)
-                G.scatter_(0, row, torch.where(inside[None, :], g_t.to(acc)[None, :], cur))
+                if need_grad:
+                    Eb.mul_(scale_all[q][None, :])
+                    if eps:
+                        u0 = v0 + s0
+                        u1 = u0 + Eb.shape[0]
+                        wt = (
+                            torch.ones(u1 - u0, dtype=acc, device=dev)
+                            if w64 is None
+                            else w64[u0:u1].to(acc)
+                        )
+                        Eb.sub_((eps / V) * wt[:, None] * s_acc[None, :])
+                q += 1
             if not need_grad:
                 continue
+            # d loss / d logit at the target: the exact value g_t
             G = E
+            inside = (t_safe >= v0) & (t_safe < v1) & counted
+            row = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))[None, :]
+            cur = G.gather(0, row)
+            G.scatter_(0, row, torch.where(inside[None, :], g_t_acc[None, :], cur))
             for s0, s1, Wb in _weight_blocks(W, v0, v1, acc):
                 Gb = G[s0 - v0 : s1 - v0]
                 # the first contribution is written, not added to zeros (saves a fill pass)
