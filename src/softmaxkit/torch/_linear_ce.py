@@ -1,23 +1,31 @@
 """Linear + cross-entropy that never holds the ``N x V`` logits.
 
-The engine walks tiles of ``T`` tokens by ``Vt`` classes chosen from the problem
-size alone by :func:`tiles` (so a given problem always gets the same tiles, and
-the same bits). For one token tile it
+The engine walks tiles of ``T`` tokens by ``Vt`` classes, each cut into
+statistics blocks of ``Vs`` classes, all chosen from the problem size alone by
+:func:`tiles` (so a given problem always gets the same tiles, and the same
+bits). For one token tile it
 
 1. computes each logit tile with one GEMM, ``W_tile @ h_tile.T + b_tile`` (classes
    by tokens, the faster GEMM shape here), in float32 (float64 for float64
-   inputs), and reduces it to per-token statistics in the manner of Blanchard,
-   Higham & Higham: the tile maximum ``m``, the number ``c`` of logits at it and
-   the sum ``r`` of the other ``exp(x - m)``, plus the target logit and, when
-   asked, ``sum_c w_c x_c`` and the top-k; the tile itself is overwritten with
-   ``exp(x - m)``, which the gradient pass scales into probabilities;
-2. merges the tile statistics in tile order into ``lse = M + log1p((C - 1) + R)``
-   and the loss ``(M - x_t) + log1p((C - 1) + R)``, so nothing cancels and a
-   tiny ``R`` is never absorbed by the ones;
+   inputs), takes the target logits from it, and reduces each block (sized to
+   stay in cache) to per-token statistics in the manner of Blanchard, Higham &
+   Higham: the block maximum ``m``, the number ``c`` of logits at it and the sum
+   ``r`` of the other ``exp(x - m)``, plus, when asked, ``sum_c w_c x_c`` and
+   the top-k; the block itself is overwritten with ``exp(x - m)``, which the
+   gradient pass scales into probabilities;
+2. merges the statistics of all blocks at once, each rescaled to the overall
+   maximum ``M`` once, into ``lse = M + log1p((C - 1) + R)`` and the loss
+   ``(M - x_t) + log1p((C - 1) + R)``, so nothing cancels and a tiny ``R`` is
+   never absorbed by the ones;
 3. when gradients are wanted, forms each tile's ``d loss / d logits`` and
    immediately folds it into the gradients of the input, the weight and the
    bias with three GEMMs of fixed shape (the weight and bias gradients
    accumulate in float32 for half-precision inputs).
+
+Three GEMMs per tile, as many as the naive ``cross_entropy(h @ W.T, y)`` with
+its backward pass, since the gradient is formed in the forward pass. On the
+CPU only the GEMMs run multi-threaded; the elementwise passes run on one
+thread (see :func:`_run`).
 
 ``chunk_size`` only decides whether the logit tiles of a token tile are kept
 between steps 1 and 3 (``None``: all of them, ``T x V`` floats) or
@@ -839,8 +847,9 @@ def linear_cross_entropy(
     Equal to ``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)``
     (torch 2.13's ``F.linear_cross_entropy`` arguments), but the ``N x V`` logits
     never exist: the engine walks tiles of tokens by classes sized to the
-    problem (at most a quarter of the gradients' size held), keeps an
-    online ``(max, count, sum)`` per token in float64, and folds each tile's
+    problem (the logits held at once take a quarter of the gradients' size,
+    or 128 tokens' worth, at most 64 MiB), keeps a
+    ``(max, count, sum)`` per token in float64, and folds each tile's
     gradient into the gradients of ``input``, ``linear_weight`` and
     ``linear_bias`` during the forward pass, so the backward pass only scales
     them by the upstream gradient.
