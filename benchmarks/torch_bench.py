@@ -302,6 +302,39 @@ def _lce_child(variant: str, n: int, d: int, v: int) -> dict[str, Any]:
     }
 
 
+def _lce_profile_child(n: int, d: int, v: int) -> dict[str, Any]:
+    """Where the time of one softmaxkit call goes (torch.profiler, after a warm-up call)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import softmaxkit.torch as skt
+
+    g = torch.Generator().manual_seed(0)
+    h = (torch.randn(n, d, generator=g) * 0.5).requires_grad_()
+    W = (torch.randn(v, d, generator=g) * 0.05).requires_grad_()
+    t = torch.randint(0, v, (n,), generator=g)
+    skt.linear_cross_entropy(h, W, t).backward()
+    h.grad = W.grad = None
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        skt.linear_cross_entropy(h, W, t).backward()
+    gemm = ("aten::mm", "aten::addmm_", "aten::addmm")
+    total = gemm_us = 0.0
+    gemm_calls = other_calls = 0
+    for ev in prof.key_averages():
+        total += ev.self_cpu_time_total
+        if ev.key in gemm:
+            gemm_us += ev.self_cpu_time_total
+            gemm_calls += ev.count
+        elif ev.key.startswith("aten::"):
+            other_calls += ev.count
+    return {
+        "gemm_share": gemm_us / total,
+        "gemm_calls": gemm_calls,
+        "other_calls": other_calls,
+        "total_s": total / 1e6,
+    }
+
+
 def _hf_child(variant: str) -> dict[str, Any]:
     """One training step of a GPT-2-style causal LM (vocab 50257, batch 8 x 256 tokens)."""
     import torch
@@ -338,6 +371,7 @@ def _hf_child(variant: str) -> dict[str, Any]:
 
 def hf_table(rounds: int) -> list[dict[str, Any]]:
     runs: dict[str, list[dict[str, Any]]] = {"model's own loss": [], "softmaxkit": []}
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     for _ in range(rounds):
         for variant in runs:
             cmd = [sys.executable, __file__, "--child-hf", variant]
@@ -352,6 +386,8 @@ def hf_table(rounds: int) -> list[dict[str, Any]]:
         row = dict(rs[0])
         row["seconds"] = statistics.median(r["seconds"] for r in rs)
         row["extra_mb"] = statistics.median(r["extra_mb"] for r in rs)
+        row["load"] = load
+        row["all_seconds"] = [r["seconds"] for r in rs]
         rows.append(row)
     return rows
 
@@ -359,6 +395,7 @@ def hf_table(rounds: int) -> list[dict[str, Any]]:
 def lce_table(n: int, d: int, v: int, variants: list[str], rounds: int) -> list[dict[str, Any]]:
     """Median over ``rounds`` rounds; each round runs every method once, in turn."""
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     for _ in range(rounds):
         for variant in variants:
             cmd = [sys.executable, __file__, "--child", variant, str(n), str(d), str(v)]
@@ -372,6 +409,7 @@ def lce_table(n: int, d: int, v: int, variants: list[str], rounds: int) -> list[
         row["seconds"] = statistics.median(r["seconds"] for r in rs)
         row["extra_mb"] = statistics.median(r["extra_mb"] for r in rs)
         row["all_seconds"] = [r["seconds"] for r in rs]
+        row["load"] = load
         rows.append(row)
     return rows
 
@@ -480,6 +518,23 @@ def render_overhead(
     return out
 
 
+def _per_round(r: dict[str, Any], base: dict[str, Any] | None) -> str:
+    """Each round's time over the baseline's in the same round, and their median."""
+    if not base or "all_seconds" not in r or "all_seconds" not in base:
+        return "–"
+    ratios = [a / b for a, b in zip(r["all_seconds"], base["all_seconds"], strict=True)]
+    each = " / ".join(f"{x:.2f}" for x in ratios)
+    return f"{each} (median {statistics.median(ratios):.2f}×)"
+
+
+def _tiles(n: int, d: int, v: int) -> Any:
+    import torch
+
+    from softmaxkit.torch import _linear_ce
+
+    return _linear_ce.tiles(n, d, v, torch.float32)
+
+
 def _threads() -> int:
     import torch
 
@@ -507,15 +562,17 @@ def render_hf(rows: list[dict[str, Any]], rounds: int) -> list[str]:
         "backward, update) after a warm-up step, each in a fresh process, median of "
         f"{rounds} rounds. `softmaxkit` = `softmaxkit.torch.transformers."
         "apply_linear_cross_entropy(model)`; extra memory = peak resident set during the "
-        "step minus before it.",
+        f"step minus before it. Load average at the start of the table: {own.get('load', '?')}.",
         "",
-        "| loss | step (s) | extra peak memory (MB) | time vs model's own | memory vs model's own |",
-        "|---|---:|---:|---:|---:|",
+        "| loss | step (s) | extra peak memory (MB) | time vs model's own |"
+        " per round, vs model's own | memory vs model's own |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         out.append(
             f"| {r['variant']} | {r['seconds']:.2f} | {r['extra_mb']:.0f} | "
-            f"{r['seconds'] / own['seconds']:.2f}× | {r['extra_mb'] / own['extra_mb']:.2f}× |"
+            f"{r['seconds'] / own['seconds']:.2f}× | {_per_round(r, own)} | "
+            f"{r['extra_mb'] / own['extra_mb']:.2f}× |"
         )
     out.append("")
     return out
@@ -570,9 +627,11 @@ def render(
             f"({lce[0]['grads_mb']:.0f} MB for every method), shown apart as working memory.",
             "",
             "| method | time (s) | extra peak memory (MB) | working memory beyond the gradients (MB) |"
-            " time vs torch naive | working memory vs torch chunked |",
-            "|---|---:|---:|---:|---:|---:|",
+            " time vs torch naive | per round, vs torch naive | working memory vs torch chunked"
+            " | GEMM rate (GFLOP/s) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        flops = 3 * 2 * n * d * v
         for r in lce:
             t_ratio = f"{r['seconds'] / naive['seconds']:.2f}×" if naive else "–"
             work = r["extra_mb"] - r["grads_mb"]
@@ -580,9 +639,32 @@ def render(
             m_ratio = f"{work / c_work:.2f}×" if chunked and c_work > 0 else "–"
             out.append(
                 f"| {r['variant']} | {r['seconds']:.1f} | {r['extra_mb']:.0f} | "
-                f"{r['extra_mb'] - r['grads_mb']:.0f} | {t_ratio} | {m_ratio} |"
+                f"{r['extra_mb'] - r['grads_mb']:.0f} | {t_ratio} | "
+                f"{_per_round(r, naive)} | {m_ratio} | {flops / r['seconds'] / 1e9:.0f} |"
             )
         out.append("")
+        loads = [r.get("load") for r in lce if r.get("load")]
+        out += [
+            f"Floor: the naive path and softmaxkit both do three GEMMs of 2·N·D·V = "
+            f"{flops / 3e9:.0f} GFLOP each (logits, grad_h, grad_W: softmaxkit forms the "
+            "gradient in the forward pass and never recomputes a logit), so the GEMM rate "
+            "column (3 GEMMs' flops / whole time) compares the two on the same work; the "
+            "naive path also makes several passes over the N×V logits, softmaxkit one "
+            "cache-sized pass per statistics block on one thread, its GEMMs on torch's "
+            f"threads ({_threads()}). Tiles (T tokens, Vt classes per GEMM, Vs per block): "
+            f"{tuple(_tiles(n, d, v))}."
+            + (f" Load average at the start of the table: {loads[0]}." if loads else ""),
+            "",
+        ]
+        prof = next((r["profile"] for r in lce if "profile" in r), None)
+        if prof:
+            out += [
+                "Profile of one softmaxkit call (torch.profiler, its own process): matrix "
+                f"products {100 * prof['gemm_share']:.0f}% of the CPU time "
+                f"({prof['gemm_calls']} GEMM calls), {prof['other_calls']} other torch "
+                f"operations; {prof['total_s']:.1f} s under the profiler.",
+                "",
+            ]
     out += bottom or []
     if acc:
         out += [
@@ -627,23 +709,50 @@ def section(reps: int = 5, quick: bool = False, lce: bool = True, rounds: int = 
         "",
     ]
     ops = ops_table(reps, quick)
-    shapes = [(2048, 512, 32768), (4096, 1024, 65536)]
+    lces, acc, hf = _lce_parts(rounds, lce)
+    return render(ops, lces, acc, reps, top, hf)
+
+
+LCE_SHAPES = [(2048, 512, 32768), (4096, 1024, 65536)]
+LCE_HEADING = "### Linear + cross-entropy, N="
+
+
+def _lce_parts(
+    rounds: int, lce: bool = True
+) -> tuple[
+    list[tuple[tuple[int, int, int], list[dict[str, Any]]]], list[dict[str, Any]], list[str]
+]:
     variants = ["torch naive", "torch chunked", "softmaxkit"]
-    lces = [
-        (shape, lce_table(*shape, variants + extra, rounds) if lce else [])
-        for shape, extra in zip(shapes, (["softmaxkit, torch GEMM"], []), strict=True)
-    ]
+    lces = []
+    for shape in LCE_SHAPES:
+        rows = lce_table(*shape, variants, rounds) if lce else []
+        if rows:
+            cmd = [sys.executable, __file__, "--child-profile", *map(str, shape)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rows[-1]["profile"] = json.loads(out.stdout.strip().splitlines()[-1])
+        lces.append((shape, rows))
     hf: list[dict[str, Any]] = []
     if lce and importlib.util.find_spec("transformers") is not None:
         hf = hf_table(rounds)
     acc = lce_accuracy(512, 256, 16384)
-    return render(ops, lces, acc, reps, top, render_hf(hf, rounds))
+    return lces, acc, render_hf(hf, rounds)
+
+
+def lce_section(rounds: int) -> str:
+    """Only the linear+CE, Hugging Face and accuracy tables (``--lce-only``)."""
+    lces, acc, hf = _lce_parts(rounds)
+    text = render([], lces, acc, 0, None, hf)
+    return text[text.index(LCE_HEADING) :]
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child-hf":
         print(json.dumps(_hf_child(argv[1])))
+        return 0
+    if argv and argv[0] == "--child-profile":
+        n, d, v = int(argv[1]), int(argv[2]), int(argv[3])
+        print(json.dumps(_lce_profile_child(n, d, v)))
         return 0
     if argv and argv[0] == "--child":
         variant, n, d, v = argv[1], int(argv[2]), int(argv[3]), int(argv[4])
@@ -654,9 +763,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller op shapes")
     ap.add_argument("--no-lce", action="store_true", help="skip the linear+CE table")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the linear+CE table")
+    ap.add_argument(
+        "--lce-only",
+        action="store_true",
+        help="re-measure only the linear+CE, Hugging Face and accuracy tables; with --out, "
+        "they replace those of the existing file and its other tables are kept",
+    )
     ap.add_argument("--out", help="also write the Markdown to this file")
     args = ap.parse_args(argv)
-    text = section(args.reps, args.quick, not args.no_lce, args.rounds)
+    if args.lce_only:
+        text = lce_section(args.rounds)
+        old = Path(args.out).read_text() if args.out and Path(args.out).exists() else ""
+        cut = old.find(LCE_HEADING)
+        if cut >= 0:
+            text = old[:cut] + text
+    else:
+        text = section(args.reps, args.quick, not args.no_lce, args.rounds)
     if args.out:
         Path(args.out).write_text(text + "\n")
     print(text)

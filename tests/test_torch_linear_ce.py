@@ -18,8 +18,18 @@ import softmaxkit.torch as skt
 from softmaxkit import SoftmaxkitError, SoftmaxkitTypeError, SoftmaxkitValueError
 from softmaxkit.torch import _linear_ce
 
-# Spans two token tiles and two vocabulary tiles, with ragged ends.
-N, D, V = 300, 16, _linear_ce.VOCAB_TILE + 1000
+# With the small tiles below: several token tiles, three vocabulary tiles of two
+# statistics blocks each, with ragged ends.
+N, D, V = 300, 16, 2 * 4096 + 1000
+# the library's own tile limits (the fixture below shrinks them)
+VOCAB_TILE, BLOCK_MAX = _linear_ce.VOCAB_TILE, _linear_ce.BLOCK_MAX
+
+
+@pytest.fixture(autouse=True)
+def small_tiles(monkeypatch):
+    """Tiles of 4096 classes in blocks of 2048, so that small problems span several."""
+    monkeypatch.setattr(_linear_ce, "VOCAB_TILE", 4096)
+    monkeypatch.setattr(_linear_ce, "BLOCK_MAX", 2048)
 
 
 @pytest.fixture(autouse=True, params=["torch", "numpy"])
@@ -29,12 +39,20 @@ def gemm(request, monkeypatch):
     return request.param
 
 
+def test_the_small_tiles_span_blocks_and_tiles():
+    for dtype in (torch.float32, torch.float64):
+        T, Vt, Vs = _linear_ce.tiles(N, D, V, dtype)
+        assert T < N and Vt == 4096 and Vs == 2048
+
+
 def test_auto_gemm_follows_the_environment(monkeypatch):
     monkeypatch.setattr(_linear_ce, "GEMM", "auto")
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Prescott")
     assert _linear_ce._gemm_for(torch.device("cpu"), 8, torch.float32).name == "torch"
     monkeypatch.delenv("OPENBLAS_CORETYPE")
-    want = "numpy" if _linear_ce._numpy_blas() else "torch"
+    # NumPy's BLAS unless torch runs on MKL on an Intel CPU (faster there)
+    np_faster = _linear_ce._numpy_blas() and not _linear_ce._torch_mkl_on_intel()
+    want = "numpy" if np_faster else "torch"
     assert _linear_ce._gemm_for(torch.device("cpu"), 8, torch.float32).name == want
     assert _linear_ce._gemm_for(torch.device("meta"), 8, torch.float32).name == "torch"
 
@@ -389,11 +407,19 @@ def test_negative_and_zero_class_weights_follow_torch():
 @pytest.mark.parametrize(
     "shape", [(2048, 512, 32768), (4096, 1024, 65536), (8, 64, 50257), (100_000, 4096, 256_000)]
 )
-def test_tiles_adapt_and_bound_the_held_logits(shape):
+def test_tiles_adapt_and_bound_the_held_logits(shape, monkeypatch):
+    monkeypatch.setattr(_linear_ce, "VOCAB_TILE", VOCAB_TILE)
+    monkeypatch.setattr(_linear_ce, "BLOCK_MAX", BLOCK_MAX)
     N, D, V = shape
-    T, Vt = _linear_ce.tiles(N, D, V, torch.float32)
+    T, Vt, Vs = _linear_ce.tiles(N, D, V, torch.float32)
     held = T * V * 4
     budget = min(_linear_ce.HOLD_MAX_BYTES, max(_linear_ce.HOLD_MIN_BYTES, (N + V) * D))
     assert (1 <= T <= N and T % 16 == 0) or T == N
-    assert held <= budget or T == 16
+    t_min = _linear_ce.TOKENS_MIN
+    assert held <= budget or T == 16 or (t_min >= T and held <= _linear_ce.HOLD_MAX_BYTES)
+    assert min(N, t_min) <= T or (t_min * V * 4 > _linear_ce.HOLD_MAX_BYTES)
     assert 512 <= Vt <= _linear_ce.VOCAB_TILE or Vt == V
+    # statistics blocks stay near 2 MiB; a tile is a whole number of them (or all of V)
+    assert (512 <= Vs <= 8192 and Vs % 256 == 0) or Vs == V
+    assert Vt % Vs == 0 or Vt == V
+    assert T * Vt * 4 <= max(_linear_ce.GEMM_BYTES, T * Vs * 4)

@@ -1,23 +1,31 @@
 """Linear + cross-entropy that never holds the ``N x V`` logits.
 
-The engine walks tiles of ``T`` tokens by ``Vt`` classes chosen from the problem
-size alone by :func:`tiles` (so a given problem always gets the same tiles, and
-the same bits). For one token tile it
+The engine walks tiles of ``T`` tokens by ``Vt`` classes, each cut into
+statistics blocks of ``Vs`` classes, all chosen from the problem size alone by
+:func:`tiles` (so a given problem always gets the same tiles, and the same
+bits). For one token tile it
 
 1. computes each logit tile with one GEMM, ``W_tile @ h_tile.T + b_tile`` (classes
    by tokens, the faster GEMM shape here), in float32 (float64 for float64
-   inputs), and reduces it to per-token statistics in the manner of Blanchard,
-   Higham & Higham: the tile maximum ``m``, the number ``c`` of logits at it and
-   the sum ``r`` of the other ``exp(x - m)``, plus the target logit and, when
-   asked, ``sum_c w_c x_c`` and the top-k; the tile itself is overwritten with
-   ``exp(x - m)``, which the gradient pass scales into probabilities;
-2. merges the tile statistics in tile order into ``lse = M + log1p((C - 1) + R)``
-   and the loss ``(M - x_t) + log1p((C - 1) + R)``, so nothing cancels and a
-   tiny ``R`` is never absorbed by the ones;
+   inputs), takes the target logits from it, and reduces each block (sized to
+   stay in cache) to per-token statistics in the manner of Blanchard, Higham &
+   Higham: the block maximum ``m``, the number ``c`` of logits at it and the sum
+   ``r`` of the other ``exp(x - m)``, plus, when asked, ``sum_c w_c x_c`` and
+   the top-k; the block itself is overwritten with ``exp(x - m)``, which the
+   gradient pass scales into probabilities;
+2. merges the statistics of all blocks at once, each rescaled to the overall
+   maximum ``M`` once, into ``lse = M + log1p((C - 1) + R)`` and the loss
+   ``(M - x_t) + log1p((C - 1) + R)``, so nothing cancels and a tiny ``R`` is
+   never absorbed by the ones;
 3. when gradients are wanted, forms each tile's ``d loss / d logits`` and
    immediately folds it into the gradients of the input, the weight and the
    bias with three GEMMs of fixed shape (the weight and bias gradients
    accumulate in float32 for half-precision inputs).
+
+Three GEMMs per tile, as many as the naive ``cross_entropy(h @ W.T, y)`` with
+its backward pass, since the gradient is formed in the forward pass. On the
+CPU only the GEMMs run multi-threaded; the elementwise passes run on one
+thread (see :func:`_run`).
 
 ``chunk_size`` only decides whether the logit tiles of a token tile are kept
 between steps 1 and 3 (``None``: all of them, ``T x V`` floats) or
@@ -41,19 +49,25 @@ __all__ = ["VOCAB_TILE", "Tiles", "lce_backward_op", "lce_op", "tiles"]
 
 Tensor = torch.Tensor
 
-# The largest vocabulary tile; the tiles themselves adapt to the problem (see tiles()).
-VOCAB_TILE = 8192
+# The largest vocabulary tile (classes per matrix product); the tiles adapt to the problem.
+VOCAB_TILE = 65536
 # Bounds of the held logits of one token tile (T x V accumulator floats): a quarter of
 # the size of the gradients the call returns, within these limits.
 HOLD_MIN_BYTES = 4 << 20
 HOLD_MAX_BYTES = 64 << 20
-# One logit tile (T x Vt) is sized to stay in a core's L2 cache during its elementwise passes.
+TOKENS_MIN = 128
+# One statistics block (T x Vs) is sized to stay in a core's L2 cache during its
+# elementwise passes; one vocabulary tile (T x Vt, the unit of the matrix products)
+# is a whole number of blocks near GEMM_BYTES, so the products are few and large.
 TILE_BYTES = 2 << 20
+BLOCK_MAX = 8192
+GEMM_BYTES = 16 << 20
 
 
 class Tiles(NamedTuple):
     tokens: int  # T, tokens per tile
-    vocab: int  # Vt, classes per tile
+    vocab: int  # Vt, classes per tile (one matrix product)
+    block: int  # Vs, classes per statistics block (Vt is a multiple of it, or V)
 
 
 def tiles(N: int, D: int, V: int, acc: torch.dtype) -> Tiles:
@@ -62,18 +76,28 @@ def tiles(N: int, D: int, V: int, acc: torch.dtype) -> Tiles:
     The held logits of one token tile (``T x V``) take at most a quarter of the
     gradients' size (``(N + V) D``), between 4 and 64 MiB, which bounds the
     working memory; then ``T`` is as large as that allows (fewer passes over the
-    weight gradient), a multiple of 16 from 16 to 1024. ``Vt`` keeps one
-    ``T x Vt`` tile near 2 MiB, so its elementwise passes stay in cache
-    (a multiple of 256, from 512 to ``VOCAB_TILE``).
+    weight gradient), a multiple of 16 from 16 to 1024, and at least
+    ``TOKENS_MIN`` (128) when that many tokens' logits fit in 64 MiB. ``Vs`` keeps one
+    ``T x Vs`` block near 2 MiB, so its elementwise passes stay in cache
+    (a multiple of 256, from 512 to ``BLOCK_MAX``); ``Vt`` is a whole number of blocks,
+    near 16 MiB and at most ``VOCAB_TILE`` classes, so that the matrix products
+    run at the speed of large ones and start few parallel regions.
     """
     item = torch.empty((), dtype=acc).element_size()
     budget = min(HOLD_MAX_BYTES, max(HOLD_MIN_BYTES, (N + V) * D * item // 4))
     T = budget // (max(V, 1) * item)
+    # The weight gradient is read and written once per token tile by a product of
+    # depth T, which runs at half speed below ~128 (measured, 2 threads: 21 GFLOP/s
+    # at T = 64, 30 at 128, 40 at 256 for V = 50257, D = 256); so T is at least
+    # TOKENS_MIN while the held logits stay within HOLD_MAX_BYTES.
+    T = max(T, min(TOKENS_MIN, HOLD_MAX_BYTES // (max(V, 1) * item)))
     T = max(16, min(1024, T // 16 * 16))
     T = min(T, max(N, 1))
-    Vt = TILE_BYTES // (T * item) // 256 * 256
-    Vt = max(512, min(VOCAB_TILE, Vt))
-    return Tiles(T, min(Vt, max(V, 1)))
+    Vs = TILE_BYTES // (T * item) // 256 * 256
+    Vs = max(512, min(BLOCK_MAX, Vs))
+    Vt = Vs * max(1, min(GEMM_BYTES // (T * Vs * item), VOCAB_TILE // Vs))
+    V1 = max(V, 1)
+    return Tiles(T, min(Vt, V1), min(Vs, V1))
 
 
 class _Opts(NamedTuple):
@@ -102,44 +126,48 @@ def _check_targets(target: Tensor, V: int, ignore_index: int) -> None:
 
 
 class _TileStats:
-    """Per-token statistics of one token tile, merged over vocabulary tiles in order."""
+    """Per-token statistics of one token tile, from its statistics blocks in order.
+
+    :meth:`pick` takes the target logits from each vocabulary tile, :meth:`add`
+    reduces each block to its maximum ``m`` and column sum ``S`` of
+    ``exp(L - m)`` (and the exact rest where ``S < 2``), and :meth:`finish`
+    merges all blocks at once: ``M = max m``, then every block is rescaled to
+    ``M`` once (no running rescaling, and a handful of operations per token
+    tile instead of a score per block).
+    """
 
     def __init__(self, n: int, device: torch.device, topk: int) -> None:
-        f64 = torch.float64
-        self.M = torch.full((n,), -math.inf, dtype=f64, device=device)
-        self.C = torch.zeros(n, dtype=f64, device=device)
-        self.R = torch.zeros(n, dtype=f64, device=device)
-        self.xt = torch.zeros(n, dtype=f64, device=device)
-        self.wx = torch.zeros(n, dtype=f64, device=device)
+        self.n = n
+        self.device = device
+        self.xt = torch.zeros(n, dtype=torch.float64, device=device)
+        self.ms: list[Tensor] = []
+        self.Ss: list[Tensor] = []
+        self.fixes: list[tuple[int, Tensor, Tensor]] = []
+        self.wxs: list[Tensor] = []
         self.topk = topk
         self.tv: Tensor | None = None
         self.ti: Tensor | None = None
 
-    def add(
-        self,
-        L: Tensor,
-        v0: int,
-        t_safe: Tensor,
-        w_tile: Tensor | None,
-        want_wx: bool,
-    ) -> Tensor:
-        """Fold one logit tile (classes x tokens) in; overwrite it with ``exp(L - m)``.
-
-        Returns the tile maxima ``m``; the gradient pass turns the tile into
-        probabilities with one multiplication by ``exp(m - lse)``.
-        """
-        f64 = torch.float64
-        # what needs the logits themselves comes first
+    def pick(self, L: Tensor, v0: int, t_safe: Tensor) -> None:
+        """Take the target logits that fall in this tile (classes ``v0:``, logits ``L``)."""
         v1 = v0 + L.shape[0]
         inside = (t_safe >= v0) & (t_safe < v1)
         row = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))
-        picked = L.gather(0, row[None, :])[0].to(f64)
+        picked = L.gather(0, row[None, :])[0].to(torch.float64)
         self.xt = self.xt + torch.where(inside, picked, 0.0)
+
+    def add(self, L: Tensor, v0: int, w_tile: Tensor | None, want_wx: bool) -> None:
+        """Fold one block (classes x tokens) in; overwrite it with ``exp(L - m)``.
+
+        The gradient pass turns the block into probabilities with one
+        multiplication by ``exp(m - lse)``.
+        """
+        f64 = torch.float64
         if want_wx:
             if w_tile is None:
-                self.wx = self.wx + L.sum(0, dtype=f64)
+                self.wxs.append(L.sum(0, dtype=f64))
             else:
-                self.wx = self.wx + (w_tile.to(f64) @ L.to(f64))
+                self.wxs.append(w_tile.to(f64) @ L.to(f64))
         if self.topk:
             k = min(self.topk, L.shape[0])
             tv, ti = L.topk(k, dim=0)
@@ -154,56 +182,50 @@ class _TileStats:
                 self.ti = alli.gather(1, pos)
         m = L.amax(0)
         e = _exp_shifted_(L, m)
-        c, r = _count_and_rest(e, m)
-        m64 = m.to(f64)
-        # merge (M, C, R) with (m, c, r), relative to the new maximum
-        newM = torch.maximum(self.M, m64)
-        newM_safe = _finite_or_zero(newM)
-        old_max = newM == self.M
-        new_max = m64 == newM
-        old = torch.where(old_max, self.R, torch.exp(self.M - newM_safe) * (self.C + self.R))
-        new = torch.where(new_max, r, torch.exp(m64 - newM_safe) * (c + r))
-        self.R = old + new
-        self.C = torch.where(old_max, self.C, 0.0) + torch.where(new_max, c, 0.0)
-        self.M = newM
-        return m
+        S = e.sum(0)
+        # In the manner of Blanchard, Higham & Higham, a block's sum splits into
+        # the count c of entries at the maximum (e == 1) and the rest r, so that a
+        # tiny r is never absorbed by the ones. Only c + r and, when it is below 2,
+        # a tiny r matter to the result: S >= 2 means (C - 1) + R >= 1 downstream,
+        # where the split is immaterial (c = 1, r = S - 1); S < 2 means a single
+        # entry is at the maximum (any partial sum holding two ones is at least 2),
+        # and r is then summed exactly without it, on those columns only.
+        low = torch.nonzero((S < 2.0) & torch.isfinite(m))[:, 0]
+        if low.numel():
+            sub = e.index_select(1, low)
+            self.fixes.append((len(self.ms), low, sub.masked_fill_(sub == 1.0, 0.0).sum(0)))
+        self.ms.append(m)
+        self.Ss.append(S)
 
-    def finish(self) -> tuple[Tensor, Tensor]:
-        """``(L1, lse)`` in float64, with ``L1 = log1p((C - 1) + R)``."""
-        fin = torch.isfinite(self.M)
-        L1 = torch.log1p(torch.where(fin, (self.C - 1.0) + self.R, 0.0))
-        lse = torch.where(fin, self.M + L1, self.M)
-        return L1, lse
+    def finish(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(M, L1, lse, wx)`` in float64, with ``L1 = log1p((C - 1) + R)``.
 
-
-def _count_and_rest(e: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
-    """``(c, r)`` of one tile in float64, from ``e = exp(L - m)`` (classes x tokens).
-
-    In the manner of Blanchard, Higham & Higham, ``c`` counts the entries at the
-    maximum (``e == 1``) and ``r`` sums the others, so that a tiny ``r`` is never
-    absorbed by the ones. Only the sum ``c + r`` and, when it is below 2, a tiny
-    ``r`` matter to the result, so one pass suffices for most tokens: the sum
-    ``S`` of the whole column. ``S >= 2`` means ``(C - 1) + R >= 1`` downstream,
-    where the split is immaterial (``c = 1, r = S - 1``); ``S < 2`` means that a
-    single entry is at the maximum (every partial sum holding two ones is at
-    least 2), and ``r`` is then summed exactly without it, on those columns only.
-    Everything depends on the tile alone, so ``chunk_size`` cannot change it.
-    """
-    f64 = torch.float64
-    S = e.sum(0)
-    fin = torch.isfinite(m)
-    S64 = S.to(f64)
-    c = fin.to(f64)
-    r = torch.where(fin, S64 - 1.0, S64)
-    low = torch.nonzero(fin & (S < 2.0))[:, 0]
-    if low.numel():
-        sub = e.index_select(1, low)
-        r[low] = sub.masked_fill_(sub == 1.0, 0.0).sum(0).to(f64)
-    return c, r
+        Also keeps the block maxima, ``m_acc`` (working dtype) and ``m64``
+        (float64), one row per block.
+        """
+        f64 = torch.float64
+        self.m_acc = torch.stack(self.ms)
+        m = self.m_acc.to(f64)
+        S = torch.stack(self.Ss).to(f64)
+        fin = torch.isfinite(m)
+        c = fin.to(f64)
+        r = torch.where(fin, S - 1.0, S)
+        for q, low, rest in self.fixes:
+            r[q, low] = rest.to(f64)
+        M = m.amax(0)
+        at = m == M[None, :]
+        R = torch.where(at, r, torch.exp(m - _finite_or_zero(M)[None, :]) * (c + r)).sum(0)
+        C = torch.where(at, c, 0.0).sum(0)
+        finM = torch.isfinite(M)
+        L1 = torch.log1p(torch.where(finM, (C - 1.0) + R, 0.0))
+        lse = torch.where(finM, M + L1, M)
+        self.m64 = m
+        wx = torch.stack(self.wxs).sum(0) if self.wxs else torch.zeros_like(M)
+        return M, L1, lse, wx
 
 
 def _finite_or_zero(m: Tensor) -> Tensor:
-    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _exp_shifted_(L: Tensor, m: Tensor) -> Tensor:
@@ -237,16 +259,35 @@ class _Gemm:
 
     ``mm`` writes ``out = A @ B``; ``mm_acc`` adds ``A @ B`` to ``out``. Both
     always see the same operand shapes for a given problem, whatever
-    ``chunk_size``, so the results do not depend on it.
+    ``chunk_size``, so the results do not depend on it. With ``threads`` set,
+    each product runs on that many torch threads and torch goes back to one
+    thread after it (the engine runs its elementwise passes on one thread).
     """
 
     name = "torch"
 
+    def __init__(self, threads: int = 0) -> None:
+        self.threads = threads
+
     def mm(self, A: Tensor, B: Tensor, out: Tensor) -> None:
-        torch.mm(A, B, out=out)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+            try:
+                torch.mm(A, B, out=out)
+            finally:
+                torch.set_num_threads(1)
+        else:
+            torch.mm(A, B, out=out)
 
     def mm_acc(self, A: Tensor, B: Tensor, out: Tensor) -> None:
-        out.addmm_(A, B)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+            try:
+                out.addmm_(A, B)
+            finally:
+                torch.set_num_threads(1)
+        else:
+            out.addmm_(A, B)
 
 
 class _NumpyGemm(_Gemm):
@@ -302,10 +343,27 @@ def _numpy_blas() -> bool:
 GEMM = "auto"
 
 
-def _gemm_for(device: torch.device, cols: int, dtype: torch.dtype) -> _Gemm:
+def _gemm_for(device: torch.device, cols: int, dtype: torch.dtype, threads: int = 0) -> _Gemm:
     auto = GEMM == "auto" and "OPENBLAS_CORETYPE" not in os.environ and _numpy_blas()
+    auto = auto and not _torch_mkl_on_intel()
     use_np = device.type == "cpu" and (GEMM == "numpy" or auto)
-    return _NumpyGemm(cols, dtype) if use_np else _Gemm()
+    if use_np:
+        return _NumpyGemm(cols, dtype)
+    return _Gemm(threads if device.type == "cpu" else 0)
+
+
+def _torch_mkl_on_intel() -> bool:
+    """Whether torch's products run on MKL on an Intel CPU (then faster than NumPy's here)."""
+    if not torch.backends.mkl.is_available():
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return "GenuineIntel" in line
+    except OSError:
+        pass
+    return False
 
 
 def _logit_tile(
@@ -339,16 +397,20 @@ def _run(
 ) -> tuple[Tensor, ...]:
     """:func:`_engine` with the matrix products for this device.
 
-    With NumPy's BLAS (CPU tensors), torch's own operations run on one thread
-    for the duration: the BLAS threads and torch's OpenMP threads otherwise take
-    turns spinning on the same cores between the products and the elementwise
-    passes (measured: a third more time on 2 cores). The elementwise passes are
-    a small share of the work, and torch's thread count is restored on exit.
+    On the CPU, torch's elementwise operations run on one thread for the
+    duration and only the matrix products use several (torch's, or NumPy's
+    BLAS threads): every multi-threaded operation ends at a barrier, and on
+    a busy machine a barrier waits for a descheduled thread, so the many small
+    elementwise passes of the tiles cost far more on two threads than on one
+    (measured on 2 shared cores: 1.6x the time of the whole call). The
+    elementwise passes are a small share of the work; torch's thread count is
+    restored on exit. On one thread, the sums of those passes are also the
+    same whatever torch's thread count.
     """
-    mm = _gemm_for(h.device, h.shape[1], _acc_dtype(h.dtype))
-    if mm.name != "numpy":
-        return _engine(mm, h, W, b, target, weight, opts, row_scale, need_grad)
     threads = torch.get_num_threads()
+    mm = _gemm_for(h.device, h.shape[1], _acc_dtype(h.dtype), threads if threads > 1 else 0)
+    if h.device.type != "cpu" or threads == 1:
+        return _engine(mm, h, W, b, target, weight, opts, row_scale, need_grad)
     torch.set_num_threads(1)
     try:
         return _engine(mm, h, W, b, target, weight, opts, row_scale, need_grad)
@@ -382,7 +444,7 @@ def _engine(
     dev = h.device
     f64 = torch.float64
     ign, eps, z = opts.ignore_index, opts.eps, opts.z
-    TT, VT = tiles(N, D, V, acc)
+    TT, VT, VS = tiles(N, D, V, acc)
     n_tiles = max(1, -(-V // VT))
     hold = min(n_tiles, max(1, -(-opts.chunk // VT)))
     loss = torch.zeros(N, dtype=f64, device=dev)
@@ -417,21 +479,23 @@ def _engine(
             v1 = min(V, v0 + VT)
             return _logit_tile(mm, hc, W, b, v0, v1, acc, _slot(buf, j % hold, v1 - v0, n))
 
-        tile_max = []
         for j in range(n_tiles):
             v0 = j * VT
             L = tile(j)
-            w_tile = None if w64 is None else w64[v0 : v0 + L.shape[0]]
-            tile_max.append(st.add(L, v0, t_safe, w_tile, want_wx))
-        L1, lse = st.finish()
-        M = st.M
+            st.pick(L, v0, t_safe)
+            for s0 in range(0, L.shape[0], VS):
+                Ls = L[s0 : s0 + VS]
+                u0 = v0 + s0
+                w_blk = None if w64 is None else w64[u0 : u0 + Ls.shape[0]]
+                st.add(Ls, u0, w_blk, want_wx)
+        M, L1, lse, wx = st.finish()
         w_t = torch.ones(n, dtype=f64, device=dev) if w64 is None else w64[t_safe]
         counted = ~ignored
         nll = (M - st.xt) + L1
         nll = torch.where(torch.isfinite(M), nll, torch.where(torch.isnan(M), M, math.inf))
         item = w_t * ((1.0 - eps) * nll + z * lse * lse)
         if eps:
-            item = item + (eps / V) * (w_sum * lse - st.wx)
+            item = item + (eps / V) * (w_sum * lse - wx)
         loss[i0:i1] = torch.where(counted, item, 0.0)
         lse_all[i0:i1] = lse
         if k:
@@ -452,33 +516,46 @@ def _engine(
             g_t = g_t - (eps / V) * s * w_t
         lse_fin = torch.isfinite(lse)
         ent = torch.zeros(n, dtype=f64, device=dev) if opts.extras else None
+        # p = exp(L - m) exp(m - lse) per block: the factor is formed in float64, rounded once
+        f_all = torch.where(lse_fin, torch.exp(st.m64 - torch.where(lse_fin, lse, 0.0)), 0.0)
+        scale_all = (a * f_all).to(acc)
+        s_acc = s.to(acc)
+        g_t_acc = g_t.to(acc)
+        q = 0  # block index within the token tile
         for j in range(n_tiles):
             v0 = j * VT
             if hold >= n_tiles:
-                E = _slot(buf, j, min(V, v0 + VT) - v0, n)  # exp(L - m_j), kept
+                E = _slot(buf, j, min(V, v0 + VT) - v0, n)  # exp(L - m) per block, kept
             else:
-                E = _exp_shifted_(tile(j), tile_max[j])  # the same operations again
+                E = tile(j)  # the same operations again, block by block below
             v1 = v0 + E.shape[0]
-            # p = exp(L - m_j) exp(m_j - lse): the factor is formed in float64, rounded once
-            m_j = tile_max[j].to(f64)
-            f = torch.where(lse_fin, torch.exp(m_j - torch.where(lse_fin, lse, 0.0)), 0.0)
-            if ent is not None:
-                P = E * f.to(acc)[None, :]
-                ent -= torch.special.xlogy(P, P).sum(0, dtype=f64)
+            for s0 in range(0, E.shape[0], VS):
+                Eb = E[s0 : s0 + VS]
+                if hold < n_tiles:
+                    _exp_shifted_(Eb, st.m_acc[q])
+                if ent is not None:
+                    P = Eb * f_all[q].to(acc)[None, :]
+                    ent -= torch.special.xlogy(P, P).sum(0, dtype=f64)
+                if need_grad:
+                    Eb.mul_(scale_all[q][None, :])
+                    if eps:
+                        u0 = v0 + s0
+                        u1 = u0 + Eb.shape[0]
+                        wt = (
+                            torch.ones(u1 - u0, dtype=acc, device=dev)
+                            if w64 is None
+                            else w64[u0:u1].to(acc)
+                        )
+                        Eb.sub_((eps / V) * wt[:, None] * s_acc[None, :])
+                q += 1
             if not need_grad:
                 continue
-            G = E.mul_((a * f).to(acc)[None, :])
-            if eps:
-                wt = (
-                    torch.ones(v1 - v0, dtype=acc, device=dev)
-                    if w64 is None
-                    else w64[v0:v1].to(acc)
-                )
-                G.sub_((eps / V) * wt[:, None] * s.to(acc)[None, :])
+            # d loss / d logit at the target: the exact value g_t
+            G = E
             inside = (t_safe >= v0) & (t_safe < v1) & counted
             row = torch.where(inside, t_safe - v0, torch.zeros_like(t_safe))[None, :]
             cur = G.gather(0, row)
-            G.scatter_(0, row, torch.where(inside[None, :], g_t.to(acc)[None, :], cur))
+            G.scatter_(0, row, torch.where(inside[None, :], g_t_acc[None, :], cur))
             for s0, s1, Wb in _weight_blocks(W, v0, v1, acc):
                 Gb = G[s0 - v0 : s1 - v0]
                 # the first contribution is written, not added to zeros (saves a fill pass)
@@ -770,8 +847,9 @@ def linear_cross_entropy(
     Equal to ``cross_entropy(linear(input, linear_weight, linear_bias), target, ...)``
     (torch 2.13's ``F.linear_cross_entropy`` arguments), but the ``N x V`` logits
     never exist: the engine walks tiles of tokens by classes sized to the
-    problem (at most a quarter of the gradients' size held), keeps an
-    online ``(max, count, sum)`` per token in float64, and folds each tile's
+    problem (the logits held at once take a quarter of the gradients' size,
+    or 128 tokens' worth, at most 64 MiB), keeps a
+    ``(max, count, sum)`` per token in float64, and folds each tile's
     gradient into the gradients of ``input``, ``linear_weight`` and
     ``linear_bias`` during the forward pass, so the backward pass only scales
     them by the upstream gradient.
