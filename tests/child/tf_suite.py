@@ -219,6 +219,29 @@ def test_float32_tails_near_underflow():
         assert not (sub & ~(err <= BOUND["float32"]) & (g != 0)).any(), name
 
 
+def test_fast_float64_keeps_tf_exp():
+    """precision="fast" on float64 computes in float64 with ``tf.exp``: the engine's own exp
+    (2**-34) is only accurate enough for float32 and narrower results. On logits in [0, 1]
+    (``x - max`` exact), fast float64 stays within 3 ulp; that exp would give 2**18."""
+    rng = np.random.default_rng(13)
+    x = rng.uniform(0, 1, (8, 700))
+    labels = rng.integers(0, 700, 8)
+    dtype = "float64"
+    cases = {
+        "softmax": (sktf.softmax(tf.constant(x), precision="fast"), sk.softmax(x)),
+        "log_softmax": (sktf.log_softmax(tf.constant(x), precision="fast"), sk.log_softmax(x)),
+        "ce": (
+            sktf.sparse_softmax_cross_entropy_with_logits(
+                tf.constant(labels), tf.constant(x), precision="fast"
+            ),
+            sk.cross_entropy(x, labels, reduction="none"),
+        ),
+    }
+    for name, (got, want) in cases.items():
+        st = ulp_stats(got.numpy(), want, dtype)
+        assert st.max_ulp_normal <= 3.0, f"{name} {dtype}: {st.describe(x)}"
+
+
 def test_float16_sums_do_not_overflow():
     z = tf.zeros([100_000], tf.float16)
     assert float(sktf.reduce_logsumexp(z)) == float(np.float16(math.log(1e5)))

@@ -121,9 +121,10 @@ def exp_reduced(d: Tensor) -> Tensor:
     return tf.where(d < _EXP_FLOOR, tf.zeros_like(p), p * scale)
 
 
-def _exp(d: Tensor) -> Tensor:
-    """The working dtype's exp on ``x - max``: :func:`exp_reduced` in float64."""
-    return exp_reduced(d) if d.dtype == tf.float64 else tf.exp(d)
+def _exp(r: Rows, d: Tensor) -> Tensor:
+    """``exp`` of ``x - max``: :func:`exp_reduced` where :meth:`Rows.wide` (results are
+    float32 or narrower), else ``tf.exp`` (float64 results need its accuracy)."""
+    return exp_reduced(d) if r.wide() else tf.exp(d)
 
 
 _BLOCK = 32  # XLA's CPU tree-reduction rewriter splits reductions longer than this
@@ -192,6 +193,10 @@ class Rows:
             d = d / _c(self.temperature, self.work)
         return d
 
+    def wide(self) -> bool:
+        """Computed in float64 for a narrower result: :func:`exp_reduced` is accurate enough."""
+        return self.work == tf.float64 and self.xm.dtype != tf.float64
+
     def top(self) -> Tensor:
         """Entries equal to the row maximum (after folding: the ``+inf`` ones of a ``+inf`` row)."""
         return tf.equal(self.xm, self.m0)
@@ -245,10 +250,10 @@ def _log_stats(r: Rows, d: Tensor, exact_exp: bool = False) -> tuple[Tensor, Ten
 
     ``exact_exp`` takes ``tf.exp`` (float64 accurate) instead of :func:`exp_reduced`.
     """
-    e = tf.exp(d) if exact_exp else _exp(d)
+    e = tf.exp(d) if exact_exp else _exp(r, d)
     top = r.top()
     rest = tf.where(top, tf.zeros_like(e), e)
-    if e.dtype == tf.float64 and not exact_exp:
+    if e.dtype == tf.float64:
         # the count in the same pass as the sum (row_sums stacks them)
         c, s = row_sums([tf.cast(top, e.dtype), rest], r.axes)
     else:
@@ -270,9 +275,9 @@ def softmax(r: Rows) -> Tensor:
     the result is a float32 above its underflow.
     """
     d = r.d()
-    S = row_sum(_exp(d), r.axes)
-    if d.dtype == tf.float64:
-        y = _exp(d - tf.math.log(S))
+    S = row_sum(_exp(r, d), r.axes)
+    if r.wide():
+        y = _exp(r, d - tf.math.log(S))
     else:
         y = tf.exp(d) * (1.0 / S)
     return tf.where(r.empty, tf.zeros_like(y), y)
@@ -406,8 +411,8 @@ def sparse_ce_grad(
     inv = 1.0 / tf.where(r.empty, tf.ones_like(D), D)
     # exp(d - log D), not exp(d) / D: under one XLA computation with the forward, the
     # latter is the forward's exp(d), which XLA would then keep in memory (see softmax)
-    p = _exp(d - tf.math.log(D)) if work == tf.float64 else _exp(d) * inv
-    e_t = _exp(d_t)
+    p = _exp(r, d - tf.math.log(D)) if r.wide() else _exp(r, d) * inv
+    e_t = _exp(r, d_t)
     others = tf.where(tf.equal(d_t, 0.0), (c - 1.0) + s, c + (s - e_t))
     onehot = tf.equal(_class_iota(r, axis), lab[..., None])
     gx = tf.where(onehot, -others * inv, p)
@@ -452,7 +457,7 @@ def dense_ce_grad(
     c, s, L = stats
     qw = tf.cast(q, work)
     d = r.d()
-    e = _exp(d)
+    e = _exp(r, d)
     D = c + s
     inv = 1.0 / tf.where(r.empty, tf.ones_like(D), D)
     p = e * inv
