@@ -149,6 +149,99 @@ def test_half_precision_rounded_once(dtype):
         assert ok.all(), f"{name}: {g[~ok][:4]} != {want[~ok][:4]}"
 
 
+def test_exp_reduced_adversarial():
+    """The engine's float64 exp (issue 11): relative error below 2**-34 from 0 down to -708
+    (reduction ties at (k + 1/2) ln2 and their neighbours, arguments near 0, the last
+    normal results), exactly 1 at 0, exactly 0 below -708 and at -inf, NaN kept;
+    eagerly and under XLA (where the simplifier must not undo the reduction)."""
+    from softmaxkit.tensorflow import _engine
+
+    ln2 = math.log(2)
+    k = np.arange(1021.0)  # (k + 1/2) ln2 <= 708
+    ties = -(k + 0.5) * ln2
+    rng = np.random.default_rng(11)
+    d = np.concatenate(
+        [
+            -rng.uniform(0, 708, 50_000),
+            -rng.uniform(0, 1e-6, 500),
+            [0.0, -0.0, -1e-300, -5e-324, -(2.0**-60), -(2.0**-30)],
+            ties,
+            np.nextafter(ties, 0),
+            np.nextafter(ties, -INF),
+            -k * ln2,
+            [-707.9, -708.0, np.nextafter(-708.0, 0)],
+        ]
+    )
+    below = np.array([np.nextafter(-708.0, -INF), -709.0, -745.2, -1e4, -1e300, -INF])
+    xla = tf.function(_engine.exp_reduced, jit_compile=True)
+    want = np.exp(d.astype(np.longdouble))
+    for run in (xla, _engine.exp_reduced):
+        got = run(tf.constant(d)).numpy()
+        rel = np.abs(got.astype(np.longdouble) / want - 1)
+        worst = int(np.argmax(rel))
+        assert rel[worst] < 2.0**-34, (d[worst], got[worst], float(rel[worst]))
+        assert (got[d == 0] == 1.0).all()
+        assert (run(tf.constant(below)).numpy() == 0).all()
+        assert np.isnan(run(tf.constant([math.nan, -1.0], tf.float64)).numpy()[0])
+
+
+def test_float32_tails_near_underflow():
+    """Entries near float32's underflow (e**-87.3 is its smallest normal, e**-103.3 half its
+    smallest subnormal), ties at the maximum, a masked-out tail: softmax, log_softmax and
+    cross-entropy within 0.505 ulp of the float64 core; subnormal results exact or 0 (TF
+    flushes them)."""
+    tail = [0.0, 0.0, -1.0, -80.0, -87.0, -87.33, -87.34, -88.0, -88.72, -88.73, -95.0]
+    tail += [-103.27, -103.28, -104.0, -110.0, -750.0, -INF]
+    rng = np.random.default_rng(12)
+    x = np.tile(np.array(tail, np.float32), (6, 3))
+    x[1] += 40.0  # a shifted row: the same differences
+    x[2, :5] = 50.0  # five tied maxima
+    x[3] = rng.uniform(-110, 0, x.shape[1]).astype(np.float32)
+    x[4] = (rng.standard_normal(x.shape[1]) * 30).astype(np.float32)
+    x[5, 3] = 5.0  # one dominant logit over the tails
+    labels = np.array([3, 4, 5, 6, 7, 8])
+    x64 = x.astype(np.float64)
+    tiny = float(np.finfo(np.float32).tiny)
+    cases = {
+        "softmax": (sktf.softmax(tf.constant(x)), sk.softmax(x64)),
+        "log_softmax": (sktf.log_softmax(tf.constant(x)), sk.log_softmax(x64)),
+        "ce": (
+            sktf.sparse_softmax_cross_entropy_with_logits(tf.constant(labels), tf.constant(x)),
+            sk.cross_entropy(x64, labels, reduction="none"),
+        ),
+    }
+    for name, (got, want) in cases.items():
+        g = got.numpy()
+        st = ulp_stats(g, want, "float32")
+        assert st.max_ulp_normal <= BOUND["float32"], f"{name}: {st.describe(x)}"
+        err = _reference.ulp_error(g, want, "float32")
+        sub = (np.abs(want) < tiny) & np.isfinite(want)
+        assert not (sub & ~(err <= BOUND["float32"]) & (g != 0)).any(), name
+
+
+def test_fast_float64_keeps_tf_exp():
+    """precision="fast" on float64 computes in float64 with ``tf.exp``: the engine's own exp
+    (2**-34) is only accurate enough for float32 and narrower results. On logits in [0, 1]
+    (``x - max`` exact), fast float64 stays within 3 ulp; that exp would give 2**18."""
+    rng = np.random.default_rng(13)
+    x = rng.uniform(0, 1, (8, 700))
+    labels = rng.integers(0, 700, 8)
+    dtype = "float64"
+    cases = {
+        "softmax": (sktf.softmax(tf.constant(x), precision="fast"), sk.softmax(x)),
+        "log_softmax": (sktf.log_softmax(tf.constant(x), precision="fast"), sk.log_softmax(x)),
+        "ce": (
+            sktf.sparse_softmax_cross_entropy_with_logits(
+                tf.constant(labels), tf.constant(x), precision="fast"
+            ),
+            sk.cross_entropy(x, labels, reduction="none"),
+        ),
+    }
+    for name, (got, want) in cases.items():
+        st = ulp_stats(got.numpy(), want, dtype)
+        assert st.max_ulp_normal <= 3.0, f"{name} {dtype}: {st.describe(x)}"
+
+
 def test_float16_sums_do_not_overflow():
     z = tf.zeros([100_000], tf.float16)
     assert float(sktf.reduce_logsumexp(z)) == float(np.float16(math.log(1e5)))

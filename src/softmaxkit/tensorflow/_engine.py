@@ -27,6 +27,22 @@ masked) gives softmax 0, log_softmax and logsumexp ``-inf`` and a loss of 0; a
 NaN anywhere in a row reaches ``s`` and makes the row NaN (also under XLA, whose
 maximum skips NaN). Backward passes recompute ``exp`` from the logits and the
 saved row statistics, so nothing of the logits' size is kept between the passes.
+
+Two measures keep the float64 work off XLA's slow paths (issue 11; measured on
+(2048, 32000) float32 under ``jit_compile``):
+
+* :func:`exp_reduced` replaces ``tf.exp`` on the logits-sized tensors of softmax,
+  log-softmax and the losses. XLA's float64 ``exp`` is a rational approximation with
+  a vector division; the arguments here are ``x - max`` of narrower floats, exact
+  in float64 and never positive, so a degree-7 polynomial of a Cody-Waite reduced
+  argument (relative error below ``2**-34``, far inside the ``0.005`` ulp of
+  float32 left by the 0.5 ulp + 1 % bound) costs about 0.6 of it. Logsumexp keeps
+  ``tf.exp``: ``a + L`` may cancel, so there ``L`` needs float64 accuracy.
+* :func:`row_sum` sums the last axis in blocks the tree-reduction rewriter leaves
+  alone, so XLA fuses the ``exp`` into the reduction instead of writing a float64
+  tensor of the logits' size and reading it back; softmax then computes its ``exp``
+  twice (``exp(d)`` for the sum, ``exp(d - log S)`` for the output) without any
+  float64 intermediate in memory.
 """
 
 from __future__ import annotations
@@ -41,9 +57,11 @@ __all__ = [
     "Rows",
     "dense_ce",
     "dense_ce_grad",
+    "exp_reduced",
     "log_softmax",
     "log_softmax_grad",
     "logsumexp",
+    "row_sum",
     "rows",
     "softmax",
     "softmax_grad",
@@ -56,6 +74,103 @@ Tensor = Any
 
 def _c(value: float, dtype: Any) -> Tensor:
     return tf.constant(value, dtype=dtype)
+
+
+# exp(r) ~ 1 + r + r^2 (c2 + c3 r + ... + c7 r^5) on |r| <= ln2/2: a relative-error
+# fit (weighted least squares on Chebyshev nodes, iteratively reweighted towards
+# minimax); max relative error 2**-34.17, measured with mpmath on a dense grid and
+# asserted by tests/child/tf_suite.py::test_exp_reduced_adversarial.
+_EXP_POLY = (
+    float.fromhex("0x1.0000000000000p0"),
+    float.fromhex("0x1.0000000000000p0"),
+    float.fromhex("0x1.0000003A23A28p-1"),
+    float.fromhex("0x1.555554436A8D0p-3"),
+    float.fromhex("0x1.55548DC9490B2p-5"),
+    float.fromhex("0x1.11127069E4831p-7"),
+    float.fromhex("0x1.6D8CFF8CD47CDp-10"),
+    float.fromhex("0x1.9F08F211972CBp-13"),
+)
+# _LN2_HI has 32 significant bits: k * _LN2_HI is exact for |k| < 2**21
+_LN2_HI = float.fromhex("0x1.62E42FEE00000p-1")
+_LN2_LO = float.fromhex("0x1.A39EF35793C76p-33")
+_LOG2E = float.fromhex("0x1.71547652B82FEp0")
+# k + _SHIFT (k integral, |k| < 2**51) holds 1023 + k in its low 12 mantissa bits, so
+# shifting its bits left by 52 gives the bits of 2**k (a normal number for k >= -1022)
+_SHIFT = 2.0**52 * 1.5 + 1023.0
+_EXP_FLOOR = -708.0  # exp below this is under 2**-1021: 0 here (TF flushes subnormals anyway)
+
+
+def exp_reduced(d: Tensor) -> Tensor:
+    """``exp(d)`` for float64 ``d <= 0`` with relative error below ``2**-34``; 0 below -708.
+
+    Cody-Waite reduction ``d = k ln2 + r`` (``k = round(d / ln2)``, ``|r| <= ln2/2``,
+    ``r`` formed with an error near ``2**-53``), the degree-7 polynomial of
+    ``_EXP_POLY`` for ``exp(r)``, and ``2**k`` built from bits, not from a table.
+    ``exp(0)`` is exactly 1, ``-inf`` gives 0 and NaN gives NaN. Arguments above
+    709 (only in rows that are NaN anyway) give garbage, never an exception.
+    """
+    f64 = tf.float64
+    k = tf.round(d * _LOG2E)
+    r = (d - k * _LN2_HI) - k * _LN2_LO
+    p = _c(_EXP_POLY[-1], f64)
+    for coef in reversed(_EXP_POLY[:-1]):
+        p = p * r + coef
+    # k is rounded before the shift constant is added: XLA simplifies (y + C) - C to y
+    bits = tf.bitcast(k + _SHIFT, tf.int64)
+    scale = tf.bitcast(tf.bitwise.left_shift(bits, tf.constant(52, tf.int64)), f64)
+    return tf.where(d < _EXP_FLOOR, tf.zeros_like(p), p * scale)
+
+
+def _exp(r: Rows, d: Tensor) -> Tensor:
+    """``exp`` of ``x - max``: :func:`exp_reduced` where :meth:`Rows.wide` (results are
+    float32 or narrower), else ``tf.exp`` (float64 results need its accuracy)."""
+    return exp_reduced(d) if r.wide() else tf.exp(d)
+
+
+_BLOCK = 32  # XLA's CPU tree-reduction rewriter splits reductions longer than this
+
+
+def row_sum(v: Tensor, axes: list[int]) -> Tensor:
+    """``reduce_sum(v, axes, keepdims=True)``, fused with ``v``'s producer under XLA."""
+    return row_sums([v], axes)[0]
+
+
+def row_sums(vs: list[Tensor], axes: list[int]) -> list[Tensor]:
+    """``reduce_sum(v, axes, keepdims=True)`` for each ``v`` (same shape), in one pass.
+
+    In float64, over a single last axis of static length ``n > 32``, the tensors
+    are stacked on a new minor axis, zero-padded to ``32 m`` rows and viewed as
+    ``(32, m k)``; the 32 are summed first. XLA fuses that reduction with the
+    elementwise producers of ``vs`` (a long one becomes a ``reduce-window`` that
+    reads materialised inputs), and all ``k`` sums share the one read of the
+    logits. ``maximum(partial, 0)``, an identity on partial sums of non-negative
+    terms that keeps NaN, stops the simplifier from merging the two reductions
+    back into one. Other dtypes and axes go to XLA's own reductions (YNNPACK,
+    faster than this on float32).
+    """
+    v0 = vs[0]
+    rank = len(v0.shape)
+    n = v0.shape[-1] if rank else None
+    if (
+        v0.dtype != tf.float64
+        or len(axes) != 1
+        or axes[0] % max(rank, 1) != rank - 1
+        or n is None
+        or n <= _BLOCK
+    ):
+        return [tf.reduce_sum(v, axis=axes, keepdims=True) for v in vs]
+    k = len(vs)
+    v = tf.stack(vs, axis=-1) if k > 1 else v0[..., None]
+    pad = -n % _BLOCK
+    if pad:
+        v = tf.pad(v, [[0, 0]] * (rank - 1) + [[0, pad], [0, 0]])
+    m = (n + pad) // _BLOCK
+    lead = tf.shape(v)[:-2]
+    blocks = tf.reshape(v, tf.concat([lead, [_BLOCK, m * k]], 0))
+    partial = tf.reduce_sum(blocks, axis=-2)
+    partial = tf.maximum(partial, tf.zeros((), partial.dtype))
+    total = tf.reduce_sum(tf.reshape(partial, tf.concat([lead, [m, k]], 0)), axis=-2)
+    return [total[..., i : i + 1] for i in range(k)]
 
 
 @dataclass
@@ -77,6 +192,10 @@ class Rows:
         if self.temperature != 1.0:
             d = d / _c(self.temperature, self.work)
         return d
+
+    def wide(self) -> bool:
+        """Computed in float64 for a narrower result: :func:`exp_reduced` is accurate enough."""
+        return self.work == tf.float64 and self.xm.dtype != tf.float64
 
     def top(self) -> Tensor:
         """Entries equal to the row maximum (after folding: the ``+inf`` ones of a ``+inf`` row)."""
@@ -126,11 +245,19 @@ def _count(r: Rows) -> Tensor:
     return tf.cast(c, r.work)
 
 
-def _log_stats(r: Rows, d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(c, s, L)`` with ``L = log1p((c - 1) + s)`` (keepdims, working dtype)."""
-    c = _count(r)
-    e = tf.exp(d)
-    s = tf.reduce_sum(tf.where(r.top(), tf.zeros_like(e), e), axis=r.axes, keepdims=True)
+def _log_stats(r: Rows, d: Tensor, exact_exp: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """``(c, s, L)`` with ``L = log1p((c - 1) + s)`` (keepdims, working dtype).
+
+    ``exact_exp`` takes ``tf.exp`` (float64 accurate) instead of :func:`exp_reduced`.
+    """
+    e = tf.exp(d) if exact_exp else _exp(r, d)
+    top = r.top()
+    rest = tf.where(top, tf.zeros_like(e), e)
+    if e.dtype == tf.float64:
+        # the count in the same pass as the sum (row_sums stacks them)
+        c, s = row_sums([tf.cast(top, e.dtype), rest], r.axes)
+    else:
+        c, s = _count(r), tf.reduce_sum(rest, axis=r.axes, keepdims=True)
     L = tf.math.log1p((c - 1.0) + s)
     return c, s, L
 
@@ -139,11 +266,20 @@ def _log_stats(r: Rows, d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def softmax(r: Rows) -> Tensor:
-    """Softmax in the working dtype (rows with nothing left are 0)."""
+    """Softmax in the working dtype (rows with nothing left are 0).
+
+    ``exp(d - log S)`` rather than ``exp(d) / S``: the two ``exp`` then differ, so
+    XLA fuses each into its own pass instead of keeping ``exp(d)`` in memory for
+    both (in float64, twice the logits' bytes written and read). The rounding of
+    ``d - log S`` costs ``|d - log S| 2**-53``, below ``2**-45`` relative where
+    the result is a float32 above its underflow.
+    """
     d = r.d()
-    e = tf.exp(d)
-    S = tf.reduce_sum(e, axis=r.axes, keepdims=True)
-    y = e * (1.0 / S)
+    S = row_sum(_exp(r, d), r.axes)
+    if r.wide():
+        y = _exp(r, d - tf.math.log(S))
+    else:
+        y = tf.exp(d) * (1.0 / S)
     return tf.where(r.empty, tf.zeros_like(y), y)
 
 
@@ -158,7 +294,7 @@ def log_softmax(r: Rows) -> Tensor:
 def logsumexp(r: Rows) -> Tensor:
     """Logsumexp (keepdims) in the working dtype: ``a/T + L``; ``+-inf`` or NaN rows as limits."""
     d = r.d()
-    _, _, L = _log_stats(r, d)
+    _, _, L = _log_stats(r, d, exact_exp=True)
     top = tf.cast(r.m0, r.work)
     if r.temperature != 1.0:
         top = top / _c(r.temperature, r.work)
@@ -271,11 +407,12 @@ def sparse_ce_grad(
     c, s, d_t = stats
     lab, bad = _safe_labels(r, labels)
     d = r.d()
-    e = tf.exp(d)
     D = c + s
     inv = 1.0 / tf.where(r.empty, tf.ones_like(D), D)
-    p = e * inv
-    e_t = tf.exp(d_t)
+    # exp(d - log D), not exp(d) / D: under one XLA computation with the forward, the
+    # latter is the forward's exp(d), which XLA would then keep in memory (see softmax)
+    p = _exp(r, d - tf.math.log(D)) if r.wide() else _exp(r, d) * inv
+    e_t = _exp(r, d_t)
     others = tf.where(tf.equal(d_t, 0.0), (c - 1.0) + s, c + (s - e_t))
     onehot = tf.equal(_class_iota(r, axis), lab[..., None])
     gx = tf.where(onehot, -others * inv, p)
@@ -320,7 +457,7 @@ def dense_ce_grad(
     c, s, L = stats
     qw = tf.cast(q, work)
     d = r.d()
-    e = tf.exp(d)
+    e = _exp(r, d)
     D = c + s
     inv = 1.0 / tf.where(r.empty, tf.ones_like(D), D)
     p = e * inv

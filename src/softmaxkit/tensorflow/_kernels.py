@@ -121,6 +121,18 @@ def _compiled(fn: Any, static: tuple[tuple[str, Any], ...]) -> Any:
 
 
 def compiled(fn: Any, **static: Any) -> Any:
-    """``fn`` with its static options bound, compiled by XLA (cached per option set)."""
+    """``fn`` with its static options bound, compiled by XLA (cached per option set).
+
+    Its tensor arguments pass through ``tf.stop_gradient``: the kernels sit inside
+    ``tf.custom_gradient``, and an eager ``GradientTape`` that sees a watched input
+    would otherwise call the forward variant of the function that also returns every
+    intermediate its own gradient could need (float64 tensors of the logits' size;
+    measured: eager CE forward 4.5 s instead of 0.55 s under load).
+    """
     key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in static.items()))
-    return _compiled(fn, key)
+    kernel = _compiled(fn, key)
+
+    def call(*args: Any) -> Any:
+        return kernel(*(a if a is None else tf.stop_gradient(a) for a in args))
+
+    return call
