@@ -96,32 +96,35 @@ NOTES = [
     "| pass | uops / 16 elements | what |",
     "|---|---:|---|",
     "| max | 1 | `vmaxps` with the load folded |",
-    "| exp + sum, kept in the thread's scratch | 28 | clamp 1; x − max exactly (TwoSum) 5 and "
+    "| exp + sum, kept in the thread's scratch | 26.5 | clamp 1; x − max exactly (TwoSum) 5 and "
     "its correction 1; exp 13 (Cody–Waite, degree 6, scale from the rounding sum's bits); "
-    "maximal entries counted and left out of the sum 3; float32 pair sums widened into "
+    "maximal entries counted and left out of the sum 1.5 (mask registers; 4.5 before this branch); float32 pair sums widened into "
     "float64 accumulators 4 (`vcvtps2pd` is 2 uops) |",
     "| scale | 4 | the product e·(g1 + g2) rounded once (mul, fmsub, fma, add) |",
     "",
-    "33 uops on the 2 ports that execute 512-bit floating point on this core (p0, p5) "
-    "is at least 16.5 cycles per 16 elements, 1.03 cycles per element, about 0.46 ns at "
-    "the 2.24 GHz a dependent scalar loop measures here; one thread reaches 0.61–0.63 "
-    "ns/elem on 64×4096 (`tools/kbench.sh`, best of 300 calls), about 75% of that limit. "
-    "torch's kernel (four sweeps: max, exp stored, sum, scale; SLEEF's u10 exp) issues "
-    "fewer uops but reduces through one accumulator each, so its max and sum sweeps wait "
-    "on a 4-cycle add or max per vector: it runs at 0.63–0.68 ns/elem on one thread. "
-    "1.3× torch in cache is therefore about 0.49 ns/elem, our port floor: it would take "
-    "dropping the exact x − max or the float64 sum, which the fast mode's 3-ulp bound "
-    "needs on wide rows (BHH's 2(max − min)u term). The remaining gap at 2 threads on "
-    "in-cache shapes is the thread pool (the one-thread table above), and on 256×1000 "
-    "also softmaxkit's fixed cost per call (its last row: about 20–30 µs of Python "
-    "validation against ~1 µs for torch's C++ dispatch, 0.1 ns/elem of a 256×1000 call).",
+    "31.5 uops on the 2 ports that execute 512-bit floating point on this core (p0, p5) "
+    "is at least 15.75 cycles per 16 elements, 0.98 cycles per element, about 0.44 ns at "
+    "the 2.24 GHz a dependent scalar loop measures here; one thread reached 0.61–0.63 "
+    "ns/elem on 64×4096 (`tools/kbench.sh`, best of 300 calls, before the mask-register "
+    "change, which cuts 1.5 uops per 16 elements). torch's kernel (four sweeps: max, exp "
+    "stored, sum, scale; SLEEF's u10 exp) issues fewer uops but reduces through one "
+    "accumulator each, so its max and sum sweeps wait on a 4-cycle add or max per "
+    "vector: it runs at 0.63–0.68 ns/elem on one thread. 1.3× torch in cache is "
+    "therefore about 0.49 ns/elem, within 11% of our port floor, which no real loop "
+    "reaches: more would take dropping the exact x − max or the float64 sum, which the "
+    "fast mode's 3-ulp bound needs on wide rows (BHH's 2(max − min)u term). On one "
+    "thread softmaxkit fast takes 0.9–1.3× torch's time on rows of 1000 and 4096 (the "
+    "one-thread table, which includes softmaxkit's fixed cost per call: about 20–30 µs "
+    "of Python validation against 1–2 µs for torch, 0.1 ns/elem of a 256×1000 call); "
+    "the larger gaps at 2 threads are the thread pool's.",
     "",
-    "Rows of 40: on one thread the transposed short-row kernel is ahead of torch "
-    "(the one-thread table); at 2 threads on 3000000×40 (480 MB each way) both are "
-    "bounded by memory. logsumexp of rows up to 64 elements now goes through the same "
-    "transposed kernels (it took the per-row path with a scalar log1p per row): one "
-    "thread, kbench, float32 fast 100000×10 21.5 → 1.16 ns/elem, accurate 23.5 → 1.76, "
-    "30000×40 fast 5.96 → 0.78, accurate 8.07 → 1.04, float64 fast 100000×10 31.0 → 2.54.",
+    "Rows of 40: on one thread softmax through the transposed short-row kernel is "
+    "ahead of torch and log_softmax behind (the one-thread table); at 2 threads "
+    "3000000×40 (480 MB each way) is bounded by memory. logsumexp of rows up to 64 "
+    "elements now goes through the same transposed kernels (it took the per-row path "
+    "with a scalar log1p per row): one thread, kbench, float32 fast 100000×10 "
+    "21.5 → 1.16 ns/elem, accurate 23.5 → 1.76, 30000×40 fast 5.96 → 0.78, accurate "
+    "8.07 → 1.04, float64 fast 100000×10 31.0 → 2.54.",
 ]
 
 
