@@ -412,6 +412,11 @@ def _batch_shape(shape: torch.Size, dim: int) -> list[int]:
     return [s for i, s in enumerate(shape) if i != dim]
 
 
+def _mean_of(total: float, den: float, counted_any: bool) -> float:
+    """torch's mean of a cross-entropy: the sum over the divisor, 0 when nothing counts."""
+    return total / den if (counted_any and den != 0.0) else 0.0
+
+
 def _index_range_error(t: np.ndarray, C: int, ign: int) -> SoftmaxkitValueError:
     bad = ((t < 0) | (t >= C)) & (t != ign)
     i = int(np.flatnonzero(bad)[0])
