@@ -480,6 +480,18 @@ def test_out_may_be_the_input() -> None:
     np.testing.assert_array_equal(y, expected)
 
 
+@pytest.mark.parametrize("log", [False, True])
+def test_out_overlapping_the_input_is_still_right(log: bool) -> None:
+    """An ``out`` that overlaps ``x`` without being it leaves the short path."""
+    fn = sk.log_softmax if log else sk.softmax
+    buf = np.random.default_rng(2).standard_normal(4 * 1000 + 1000)
+    x = buf[:4000].reshape(4, 1000)
+    expected = fn(x.copy())
+    out = buf[1000:].reshape(4, 1000)  # shifted by one row: rows 1..3 of x are out's 0..2
+    assert fn(x, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_out_on_fallback_path() -> None:
     x = np.array([[1.0, 2.0, 3.0]], dtype=np.float16)
     out = np.empty_like(x)

@@ -216,11 +216,22 @@ def quick_normalize(
     """A shortcut for the most common call, before any general validation.
 
     Covers a C-contiguous float32/float64 NumPy array normalised over its last
-    axis, with no mask or ``out``; anything else returns ``None`` and takes the
-    general path, which validates and raises the proper errors. This keeps the
-    latency of a small call at a few microseconds.
+    axis, with no mask, and ``out`` either absent or a writeable C-contiguous
+    array of the same shape and dtype that is ``x`` itself or shares no memory
+    with it; anything else returns ``None`` and takes the general path, which
+    validates and raises the proper errors. This keeps the latency of a small
+    call at a few microseconds.
     """
-    if type(x) is not np.ndarray or where is not None or out is not None or _ckernels is None:
+    if type(x) is not np.ndarray or where is not None or _ckernels is None:
+        return None
+    if out is not None and not (
+        type(out) is np.ndarray
+        and out.dtype is x.dtype
+        and out.shape == x.shape
+        and out.flags.c_contiguous
+        and out.flags.writeable
+        and (out is x or not np.may_share_memory(out, x))
+    ):
         return None
     dt = x.dtype
     if dt is _F32:
@@ -256,7 +267,7 @@ def quick_normalize(
     n = x.shape[-1]
     if n == 0 or x.size == 0:
         return None
-    res = np.empty_like(x)
+    res = np.empty_like(x) if out is None else out
     _ckernels.softmax(x, res, None, x.size // n, n, code, mode, nthreads, t, log)
     return res
 
