@@ -30,27 +30,27 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def softmax(self, x: Tensor, axis: int) -> Tensor:
-        raise NotImplementedError
+        """Softmax of ``x`` along ``axis``, in ``x``'s dtype."""
 
     @abc.abstractmethod
     def log_softmax(self, x: Tensor, axis: int) -> Tensor:
-        raise NotImplementedError
+        """Log-softmax of ``x`` along ``axis``, in ``x``'s dtype."""
 
     @abc.abstractmethod
     def logsumexp(self, x: Tensor, axis: Any, keepdims: bool) -> Tensor:
-        raise NotImplementedError
+        """Logsumexp of ``x`` over ``axis``, keeping reduced axes when ``keepdims``."""
 
     @abc.abstractmethod
     def sparse_ce(self, labels: Tensor, logits: Tensor, axis: int, eps: float) -> Tensor:
-        raise NotImplementedError
+        """Per-item cross-entropy of integer ``labels`` with smoothing ``eps``."""
 
     @abc.abstractmethod
     def dense_ce(self, labels: Tensor, logits: Tensor, axis: int) -> Tensor:
-        raise NotImplementedError
+        """Per-item cross-entropy of probability ``labels``."""
 
     @abc.abstractmethod
     def bce(self, labels: Tensor, logits: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Elementwise binary cross-entropy with logits."""
 
 
 class _TensorFlow(Backend):

@@ -136,7 +136,9 @@ class _Base(keras.losses.Loss):
         return losses
 
     def _per_item(self, y_true: Tensor, y_pred: Tensor, from_logits: bool) -> tuple[Tensor, Any]:
-        raise NotImplementedError
+        """Per-item losses and an optional mask of the items that count; each loss defines it."""
+        msg = f"{type(self).__name__} defines no per-item loss"
+        raise NotImplementedError(msg)
 
 
 def _smooth(y: Tensor, eps: float, classes: Any) -> Tensor:
