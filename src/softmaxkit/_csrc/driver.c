@@ -134,6 +134,38 @@ static void *thread_scratch(size_t bytes) {
     return s->buf;
 }
 
+/* The two-level mode's shared scratch: one buffer kept between calls (up to
+ * SHARED_KEEP bytes; faulting in megabytes of fresh pages would cost more than
+ * the exponentials it saves), taken by one call at a time; a concurrent call,
+ * or a larger request, gets its own buffer for the call (*own = 1). */
+#define SHARED_KEEP ((size_t)64 << 20)
+static pthread_mutex_t g_shared_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *g_shared_buf = NULL;
+static size_t g_shared_bytes = 0;
+static void *shared_scratch(size_t bytes, int *own) {
+    size_t want = (bytes + 63) / 64 * 64;
+    *own = 1;
+    if (want <= SHARED_KEEP && pthread_mutex_trylock(&g_shared_mu) == 0) {
+        if (g_shared_bytes < want) {
+            void *nb = aligned_alloc(64, want);
+            if (!nb) {
+                pthread_mutex_unlock(&g_shared_mu);
+                return NULL;
+            }
+            free(g_shared_buf);
+            g_shared_buf = nb;
+            g_shared_bytes = want;
+        }
+        *own = 0;
+        return g_shared_buf; /* held until shared_scratch_release */
+    }
+    return aligned_alloc(64, want);
+}
+static void shared_scratch_release(void *p, int own) {
+    if (own) free(p);
+    else pthread_mutex_unlock(&g_shared_mu);
+}
+
 static void pworker(pjob *j) {
     void *saved = tl_scratch;
     void *buf = NULL;
@@ -197,6 +229,7 @@ static void pool_atfork_child(void) {
     g_pool.want = 0;
     atomic_store(&g_pool.active, 0);
     g_pool.job = NULL;
+    pthread_mutex_init(&g_shared_mu, NULL); /* a parent thread may have held it */
 }
 static void pool_init(void) { (void)pthread_atfork(NULL, NULL, pool_atfork_child); }
 
@@ -316,6 +349,13 @@ static int parallel_for(size_t ntasks, size_t grain, int threads, size_t scratch
 enum { OP_SOFTMAX = 0, OP_LOGSOFTMAX = 1, OP_LSE = 2, OP_CE = 3, OP_STATE = 4 };
 
 #define MIN_ELEMS_PER_THREAD ((size_t)1 << 15)
+/* Rows of up to STORE_NB blocks (131072 elements) keep their exponentials for
+ * phase B instead of computing them twice; a block whose maximum is more than
+ * STORE_REL_MIN below the row's is recomputed (its factor exp(m_b - M) R would
+ * leave the range where the scratch's scaling is exact). The choice depends on
+ * the data only, never on the thread count. */
+#define STORE_NB 4
+#define STORE_REL_MIN 64.0
 #define STREAM_BYTES ((size_t)8 << 20) /* outputs above this bypass the caches, */
 #define STREAM_ROW_BYTES ((size_t)4096)  /* when their rows are long enough */
 
@@ -332,7 +372,8 @@ typedef struct {
     int64_t ignore;
     double z, gscale;
     size_t block, nb;
-    int store;  /* single-block rows keep their exponentials in the thread's scratch */
+    int store;  /* rows of up to STORE_NB blocks keep their exponentials in scratch */
+    char *xscr; /* two-level mode with store: one scratch slot per (row, block) */
     int stream; /* non-temporal stores for the output */
     skit_bstat *bs; /* two-level mode: rows * nb block statistics */
     skit_rstat *rs; /* two-level mode: per-row statistics */
@@ -364,11 +405,21 @@ static inline const uint8_t *mrow(const job *j, size_t r) {
     return j->a->mask ? j->a->mask + r * j->a->n : NULL;
 }
 
+/* Scratch for block b of row r when exponentials are kept: a slot of
+ * SCRATCH_SLOT bytes per block, in the thread's scratch (one row at a time) or,
+ * in two-level mode, in the job's shared buffer (phases A and B of a block may
+ * run on different threads). */
+#define SCRATCH_SLOT (SKIT_SCRATCH_ELEMS * 16)
+static inline void *blk_scratch(const job *j, size_t r, size_t b) {
+    if (j->xscr) return j->xscr + (r * j->nb + b) * SCRATCH_SLOT;
+    return (char *)tl_scratch + b * SCRATCH_SLOT;
+}
+
 static void phase_a(const job *j, size_t r, size_t b, skit_bstat *st) {
     size_t off = b * j->block;
     const uint8_t *m = mrow(j, r);
     j->E->stats(xrow(j, r) + off * j->E->elsize, m ? m + off : NULL, blen(j, b),
-                j->a->temperature, st, j->store ? tl_scratch : NULL);
+                j->a->temperature, st, j->store ? blk_scratch(j, r, b) : NULL);
 }
 
 static void combine(const job *j, const skit_bstat *bs, skit_rstat *rs, int need_L, int need_R) {
@@ -517,9 +568,12 @@ static void phase_b(const job *j, size_t r, size_t b, const skit_bstat *st, cons
     }
     if (j->op == OP_LOGSOFTMAX) {
         E->logsub(x, m, len, T, rs->M, rs->L, o, j->stream);
-    } else if (j->store) {
-        (void)st;
-        E->fromscratch(tl_scratch, len, fac, o, j->stream);
+    } else if (j->store && (!st || st->m == rs->M)) {
+        E->fromscratch(blk_scratch(j, r, b), len, fac, o, j->stream);
+    } else if (j->store && st->m - rs->M >= -STORE_REL_MIN) {
+        /* kept relative to the block's maximum: times exp(m_b - M), double-word */
+        skit_dd rel = E->exp1(dd_sub(dd_make(st->m, 0.0), dd_make(rs->M, 0.0)));
+        E->fromscratch(blk_scratch(j, r, b), len, dd_mul(fac, rel), o, j->stream);
     } else {
         E->expscale(x, m, len, T, rs->M, fac, o, j->stream);
     }
@@ -626,7 +680,7 @@ static int run(job *j) {
     j->block = SKIT_BLOCK_ELEMS;
     j->nb = (a->n + j->block - 1) / j->block;
     j->err = SKIT_OK;
-    if (j->nb > 1) j->store = 0; /* long rows recompute their exponentials in phase B */
+    if (j->nb > STORE_NB) j->store = 0; /* longer rows recompute their exponentials */
     j->stream = j->out && a->rows * a->n * j->E->elsize >= STREAM_BYTES &&
                 a->n * j->E->elsize >= STREAM_ROW_BYTES;
     size_t total = a->rows * a->n;
@@ -644,6 +698,16 @@ static int run(job *j) {
             free(j->fac);
             return SKIT_ENOMEM;
         }
+        int own = 0;
+        if (j->store) {
+            j->xscr = (char *)shared_scratch(ntask * SCRATCH_SLOT, &own);
+            if (!j->xscr) {
+                free(j->bs);
+                free(j->rs);
+                free(j->fac);
+                return SKIT_ENOMEM;
+            }
+        }
         int st = parallel_for(ntask, 1, threads, 0, block_a_task, j);
         for (size_t r = 0; r < a->rows; r++)
             j->fac[r] = row_finish(j, r, j->bs + r * j->nb, &j->rs[r]);
@@ -651,12 +715,13 @@ static int run(job *j) {
             st = parallel_for(ntask, 1, threads, 0, block_b_task, j);
         if (j->op == OP_CE)
             for (size_t r = 0; r < a->rows; r++) ce_fix_target(j, r, &j->rs[r]);
+        if (j->xscr) shared_scratch_release(j->xscr, own);
         free(j->bs);
         free(j->rs);
         free(j->fac);
         return st;
     }
-    size_t scratch = j->store ? SKIT_SCRATCH_ELEMS * 16 : 0;
+    size_t scratch = j->store ? j->nb * SCRATCH_SLOT : 0;
     if (j->E->small && !a->mask && a->n <= SKIT_SMALL_N &&
         (j->op == OP_SOFTMAX || j->op == OP_LOGSOFTMAX || (j->op == OP_LSE && j->lse))) {
         size_t ntask = (a->rows + SMALL_ROWS - 1) / SMALL_ROWS;
@@ -750,13 +815,13 @@ int skit_state_apply(const skit_rows *a, const double *m, const double *c, const
     if (a->threads < 1) return SKIT_EINVAL;
     j.op = log ? OP_LOGSOFTMAX : OP_SOFTMAX;
     j.out = out;
-    j.store = 0;
     j.st_m = (double *)m;
     j.st_c = (double *)c;
     j.st_shi = (double *)s_hi;
     j.st_slo = (double *)s_lo;
     j.block = SKIT_BLOCK_ELEMS;
     j.nb = (a->n + j.block - 1) / j.block;
+    j.store = 0;
     j.err = SKIT_OK;
     j.stream = a->rows * a->n * j.E->elsize >= STREAM_BYTES &&
                a->n * j.E->elsize >= STREAM_ROW_BYTES;
@@ -844,13 +909,14 @@ static void ext_row_task(void *ctx, size_t r) {
         }
         if (bs[b].nan || bs[b].kinf) bs[b].c = bs[b].s = dd_make(0.0, 0.0);
     }
-    if (j->store) { /* as skit_cross_entropy: a one-block row keeps its exponentials */
+    if (j->store) { /* as skit_cross_entropy: rows of few blocks keep their exponentials */
         skit_bstat again;
-        phase_a(j, r, 0, &again);
+        for (size_t b = 0; b < j->nb; b++) phase_a(j, r, b, &again);
     }
     skit_rstat rs;
     skit_dd fac = row_finish(j, r, bs, &rs);
-    for (size_t b = 0; b < j->nb; b++) phase_b(j, r, b, NULL, &rs, fac);
+    size_t g0 = nb > 1 ? (size_t)j->v0 / j->block : 0; /* the first local block's index */
+    for (size_t b = 0; b < j->nb; b++) phase_b(j, r, b, &bs[g0 + b], &rs, fac);
     ce_fix_target(j, r, &rs);
     if (bs != local) free(bs);
 }
@@ -891,7 +957,8 @@ int skit_cross_entropy_states(const skit_rows *a, int64_t v0, size_t nb_all, int
     j.v0 = v0;
     j.err = SKIT_OK;
     /* skit_cross_entropy keeps the exponentials of one-block rows for the gradient */
-    j.store = j.out != NULL && whole_row && nb_all == 1 && j.nb == 1;
+    j.store = j.out != NULL &&
+              ((nb_all == 1 && whole_row && j.nb == 1) || (nb_all > 1 && nb_all <= STORE_NB));
     j.stream = 0;
     size_t work = a->rows * (a->n ? a->n : 1);
     int threads = a->threads;
@@ -899,7 +966,7 @@ int skit_cross_entropy_states(const skit_rows *a, int64_t v0, size_t nb_all, int
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
     size_t rowbytes = (a->n ? a->n : 1) * j.E->elsize;
     size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
-    size_t scratch = j.store ? SKIT_SCRATCH_ELEMS * 16 : 0;
+    size_t scratch = j.store ? j.nb * SCRATCH_SLOT : 0;
     st = parallel_for(a->rows, grain, threads, scratch, ext_row_task, &j);
     return st ? st : j.err;
 }
