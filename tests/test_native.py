@@ -428,14 +428,14 @@ def test_every_instruction_set(isa: str, dtype: str, precision: str) -> None:
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("precision", ["accurate", "fast"])
 def test_short_rows_on_every_instruction_set(isa: str, dtype: str, precision: str) -> None:
-    """The transposed short-row kernels (rows of up to 64 elements, several rows per
+    """The transposed short-row kernels (rows of up to 256 elements, several rows per
     vector; AVX-512 moves 16 rows at a time through 8x8 in-register transposes), for
     softmax, log_softmax and logsumexp: row counts that leave a partial group, lengths
     around the 8-column blocks, and special rows (+inf, all -inf, NaN) that the kernels
     hand back to the general path."""
     rng = np.random.default_rng(5)
     saved = _ck.isa()
-    for n in (1, 7, 8, 10, 15, 16, 17, 33, 40, 64):
+    for n in (1, 7, 8, 10, 15, 16, 17, 33, 40, 64, 65, 100, 129, 255, 256, 257):
         x = (rng.standard_normal((53, n)) * 6).astype(dtype)
         x[2, n // 2] = np.inf
         x[17, :] = -np.inf

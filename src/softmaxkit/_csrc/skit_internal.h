@@ -92,7 +92,7 @@ typedef struct {
  * bytes per element, so 512 KiB), and the scratch length in elements. */
 #define SKIT_BLOCK_ELEMS ((size_t)1 << 15)
 #define SKIT_SCRATCH_ELEMS (SKIT_BLOCK_ELEMS + 64)
-#define SKIT_SMALL_N 64
+#define SKIT_SMALL_N 256
 
 /* One engine: the element loops for one (dtype, mode) on one instruction set.
  * `stream` selects non-temporal stores for outputs larger than the caches. */
