@@ -51,6 +51,9 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
         (3 * B + 1000, [0, 2 * B, 3 * B, 3 * B]),  # an empty part
         (2 * B, [0, B]),
         (1000, [0, 1000]),  # one block, held whole by the first part
+        (100, [0, 100]),  # short rows: the whole-row call takes the transposed kernel
+        (256, [0, 256]),
+        (9, [0, 9]),
     ],
 )
 def test_parts_are_bitwise_the_whole_row(dtype: type, V: int, cuts: list[int]) -> None:
@@ -87,6 +90,47 @@ def test_parts_are_bitwise_the_whole_row(dtype: type, V: int, cuts: list[int]) -
         assert _same(l2, loss) and _same(s2, lse) and _same(c2, cnt), (a, b)
         G[:, a:b] = g2
     assert _same(G, g)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("V", [1, 7, 8, 17, 100, 255, 256])
+def test_short_row_cross_entropy_is_the_row_path(V: int, threads: int) -> None:
+    """float32 rows of up to 256 classes go through a transposed kernel (8 or 16 rows
+    per vector) that must give the general row path's bits: loss, lse, counted flags and
+    gradient, with weights, z-loss, ignored and special rows, over several tasks."""
+    rng = np.random.default_rng(V)
+    N = 600
+    x = (rng.standard_normal((N, V)) * 4).astype(np.float32)
+    t = rng.integers(0, V, N)
+    x[3, :] = -np.inf
+    x[5, V // 2] = np.inf
+    x[7, V - 1] = np.nan
+    x[9, :] = 0.0
+    x[11, t[11]] += 70.0  # dominant target
+    x[13, :] += 3e7  # a maximum beyond the plain path
+    x[17, :: max(1, V // 3)] = -np.inf
+    t[19] = -100
+    x[21, t[21]] = -np.inf
+    x[300:310] *= 1e-30  # tiny logits
+    w = rng.random(N) + 0.1
+    for z in (0.0, 1e-3):
+        loss, lse = np.empty(N), np.empty(N)
+        cnt = np.empty(N, np.uint8)
+        g = np.empty_like(x)
+        _ckernels.cross_entropy(x, t, w, None, N, V, 0, 1, threads, True, -100, z, 0.37,
+                                loss, lse, cnt, g)  # fmt: skip
+        st = [np.empty((N, 1)) for _ in range(4)]
+        _ckernels.block_states(x, N, V, 0, 1, threads, *st)
+        xt = x[np.arange(N), np.clip(t, 0, V - 1)].astype(np.float64)
+        l2, s2 = np.empty(N), np.empty(N)
+        c2 = np.empty(N, np.uint8)
+        g2 = np.empty_like(x)
+        _ckernels.cross_entropy_states(
+            x, N, V, 0, 1, threads, 0, 1, True, *st, xt, t, w, True, -100, z, 0.37,
+            l2, s2, c2, g2,
+        )  # fmt: skip
+        assert _same(l2, loss) and _same(s2, lse) and _same(c2, cnt), z
+        assert _same(g2, g), z
 
 
 def test_parts_reject_misaligned_offsets() -> None:

@@ -662,6 +662,42 @@ static void small_task(void *ctx, size_t t) {
         if (special[i]) row_task(j, r0 + i);
 }
 
+/* short cross-entropy rows: a task is SMALL_ROWS rows through the engine's
+ * transposed kernel, which forms each row's statistics exactly as phase A does;
+ * the callback finishes the row as row_task would (loss, lse, the gradient's
+ * factor), then the target entry is fixed. Flagged rows take the general path. */
+typedef struct {
+    job *j;
+    size_t r0;
+    skit_rstat rs[SMALL_ROWS];
+} small_ce_ctx;
+
+static double small_ce_row(void *ctx, size_t i, double m, double c, double s) {
+    small_ce_ctx *k = (small_ce_ctx *)ctx;
+    size_t r = k->r0 + i;
+    skit_bstat bs;
+    memset(&bs, 0, sizeof bs);
+    bs.m = m;
+    bs.c = dd_make(c, 0.0);
+    bs.s = dd_make(s, 0.0);
+    skit_dd fac = row_finish(k->j, r, &bs, &k->rs[i]);
+    return ce_ignored(k->j, r) ? 0.0 : fac.hi; /* an ignored row's gradient is +0 */
+}
+
+static void small_ce_task(void *ctx, size_t t) {
+    job *j = (job *)ctx;
+    small_ce_ctx k;
+    k.j = j;
+    k.r0 = t * SMALL_ROWS;
+    size_t cnt = j->a->rows - k.r0 < SMALL_ROWS ? j->a->rows - k.r0 : SMALL_ROWS;
+    uint8_t special[SMALL_ROWS];
+    j->E->small_ce(xrow(j, k.r0), cnt, j->a->n, small_ce_row, &k, orow(j, k.r0), special);
+    for (size_t i = 0; i < cnt; i++) {
+        if (special[i]) row_task(j, k.r0 + i);
+        else ce_fix_target(j, k.r0 + i, &k.rs[i]);
+    }
+}
+
 /* two-level: tasks are (row, block) pairs */
 static void block_a_task(void *ctx, size_t i) {
     job *j = (job *)ctx;
@@ -722,6 +758,12 @@ static int run(job *j) {
         return st;
     }
     size_t scratch = j->store ? j->nb * SCRATCH_SLOT : 0;
+    if (j->op == OP_CE && j->E->small_ce && !a->mask && a->temperature == 1.0 &&
+        a->n <= SKIT_SMALL_N && j->ld == a->n && !j->ext_m) {
+        size_t ntask = (a->rows + SMALL_ROWS - 1) / SMALL_ROWS;
+        int st = parallel_for(ntask, 1, threads, scratch, small_ce_task, j);
+        return st ? st : j->err;
+    }
     if (j->E->small && !a->mask && a->n <= SKIT_SMALL_N &&
         (j->op == OP_SOFTMAX || j->op == OP_LOGSOFTMAX || (j->op == OP_LSE && j->lse))) {
         size_t ntask = (a->rows + SMALL_ROWS - 1) / SMALL_ROWS;

@@ -1758,6 +1758,90 @@ static void e32a_small(const void *xv, size_t rows, size_t n, double T, int islo
                  STFH0)
 }
 
+/* Cross-entropy rows of n <= SKIT_SMALL_N elements, ND rows at a time (one row per
+ * lane). Each lane repeats e32a_stats_plain exactly: the float maximum (NaN skipped),
+ * entries clamped to lowb before the exponential, and the rest summed in its order:
+ * element j goes to accumulator j mod 2 ND (the two half-vectors of its chunks), the
+ * accumulators are paired (k, k + ND) and added in k order from 0. So the statistics,
+ * hence the loss, are the row path's bits, and out = exp(x - m) f is fromscratch's. */
+static void e32a_small_ce(const void *xv, size_t rows, size_t n, skit_row_cb cb, void *ctx,
+                          void *outv, uint8_t *special) {
+    const float *x = (const float *)xv;
+    float *o = (float *)outv;
+    double tb[SKIT_SMALL_N][ND] __attribute__((aligned(64)));
+    const size_t nv = n - n % ND;
+    for (size_t r0 = 0; r0 < rows; r0 += ND) {
+        size_t lanes = rows - r0 < ND ? rows - r0 : ND;
+        const int full = lanes == ND;
+        for (size_t j = 0; full && j < nv; j += ND) {
+            vd blk[ND];
+            for (size_t l = 0; l < ND; l++) blk[l] = ldfd(x + (r0 + l) * n + j);
+            trd(blk);
+            for (size_t k = 0; k < ND; k++) std_(tb[j + k], blk[k]);
+        }
+        for (size_t l = 0; l < ND; l++) {
+            const float *xr = x + (r0 + (l < lanes ? l : 0)) * n;
+            for (size_t j = full ? nv : 0; j < n; j++) tb[j][l] = (double)xr[j];
+        }
+        vd m = splatd(-INFINITY);
+        for (size_t j = 0; j < n; j++) {
+            vd v = ldd(tb[j]);
+            m = seld(v > m, v, m); /* NaN never wins */
+        }
+        vl bad = ~((m < 0x1p24) & (m > -0x1p24));
+        m = seld(bad, splatd(0.0), m);
+        double lb[ND];
+        for (size_t l = 0; l < ND; l++) lb[l] = (double)e32f_lowb((float)m[l]);
+        const vd lowb = ldd(lb);
+        vd acc[2 * ND];
+        for (size_t k = 0; k < 2 * ND; k++) acc[k] = splatd(0.0);
+        vl rest = {0};
+#define SMALL_CE_STEP(j, k)                               \
+    do {                                                  \
+        vd a_ = vclamp_low_d(ldd(tb[j]), lowb);           \
+        vd e_ = vexpd_p7_plain(a_ - m);                   \
+        vl ne_ = a_ != m;                                 \
+        acc[k] += (vd)(ne_ & (vl)e_);                     \
+        rest -= ne_;                                      \
+        std_(tb[j], e_);                                  \
+    } while (0)
+        size_t j0 = 0;
+        for (; j0 + 2 * ND <= n; j0 += 2 * ND) {
+#pragma GCC unroll 16
+            for (size_t k = 0; k < 2 * ND; k++) SMALL_CE_STEP(j0 + k, k);
+        }
+        for (size_t k = 0; j0 + k < n; k++) SMALL_CE_STEP(j0 + k, k);
+#undef SMALL_CE_STEP
+        double f[ND];
+        vl skip = bad;
+        for (size_t l = 0; l < ND; l++) {
+            f[l] = 0.0;
+            if (l >= lanes) continue;
+            double s = 0.0;
+            for (size_t k = 0; k < ND; k++) s += acc[k][l] + acc[k + ND][l];
+            if (!bad[l] && s != s) skip[l] = -1;
+            special[r0 + l] = skip[l] != 0;
+            if (!skip[l]) f[l] = cb(ctx, r0 + l, m[l], (double)(n - (size_t)rest[l]), s);
+        }
+        if (!o) continue;
+        const vd fv = ldd(f);
+        int anyskip = 0;
+        for (size_t l = 0; l < lanes; l++) anyskip |= skip[l] != 0;
+        const int vout = full && !anyskip;
+        for (size_t j = 0; vout && j < nv; j += ND) {
+            vd blk[ND];
+            for (size_t k = 0; k < ND; k++) blk[k] = ldd(tb[j + k]) * fv;
+            trd(blk);
+            for (size_t l = 0; l < ND; l++) STFH0(o + (r0 + l) * n + j, blk[l]);
+        }
+        for (size_t l = 0; l < lanes; l++) {
+            if (skip[l]) continue;
+            float *orow = o + (r0 + l) * n;
+            for (size_t j = vout ? nv : 0; j < n; j++) orow[j] = (float)(tb[j][l] * f[l]);
+        }
+    }
+}
+
 
 /* =========================== e64f: float64, fast ============================ */
 INLINE vd e64_load(const double *x, const uint8_t *mask, double T) {
@@ -2464,6 +2548,7 @@ static const skit_engine e32a = {
     sig_f32,
     vjp_f32,
     wsum_f32,
+    e32a_small_ce,
 };
 
 static const skit_engine e64f = {

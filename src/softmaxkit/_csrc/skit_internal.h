@@ -96,6 +96,9 @@ typedef struct {
 
 /* One engine: the element loops for one (dtype, mode) on one instruction set.
  * `stream` selects non-temporal stores for outputs larger than the caches. */
+/* the factor of row i of a short-row cross-entropy call from its statistics */
+typedef double (*skit_row_cb)(void *ctx, size_t i, double m, double c, double s);
+
 typedef struct {
     size_t elsize;
     /* stats of one block; if scratch != NULL also keeps exp(x - m_block) there */
@@ -135,6 +138,14 @@ typedef struct {
     void (*vjp)(int islog, const void *y, const void *g, size_t rows, size_t n, void *out);
     /* sum of b_i exp(x_i - M) over the entries the mask keeps (double-word) */
     skit_dd (*wsum)(const void *x, const double *b, const uint8_t *mask, size_t n, double M);
+    /* cross-entropy rows of n <= SKIT_SMALL_N elements (T = 1, no mask), several rows
+     * per vector: each row's maximum, count and rest bit for bit as `stats` forms them
+     * on its plain path, then f = cb(ctx, i, m, c, s) and, if out != NULL, out =
+     * exp(x - m) f as `fromscratch` writes it. Rows `stats` would not take on its plain
+     * path, or holding a NaN, are flagged in special[] and neither passed to cb nor
+     * written (NULL: the engine has no such path). */
+    void (*small_ce)(const void *x, size_t rows, size_t n, skit_row_cb cb, void *ctx, void *out,
+                     uint8_t *special);
 } skit_engine;
 
 typedef struct {
