@@ -23,6 +23,24 @@ def oracle_only() -> Iterator[None]:
         _dispatch._ckernels = saved
 
 
+def native_isas() -> list[str]:
+    """The instruction sets whose engines this machine can run (none without the C core)."""
+    ck = _dispatch._ckernels
+    if ck is None:
+        return []
+    found = []
+    cur = ck.isa()
+    for name in ("sse2", "avx2", "avx512", "neon"):
+        try:
+            ck.set_isa(name)
+        except ValueError:
+            continue
+        finally:
+            ck.set_isa(cur)
+        found.append(name)
+    return found
+
+
 def ulp_of(ref: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """The spacing of ``dtype`` at ``ref`` (subnormal spacing below the normal range)."""
     r = np.abs(np.asarray(ref, dtype=np.float64))

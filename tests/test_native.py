@@ -21,24 +21,10 @@ from hypothesis import strategies as st
 
 import softmaxkit as sk
 from softmaxkit import SoftmaxkitTypeError, SoftmaxkitValueError, _dispatch
-from tests._native_helpers import assert_ulp_close, oracle_only
+from tests._native_helpers import assert_ulp_close, native_isas, oracle_only
 
 _ck = _dispatch._ckernels
-ISAS = [name for name in ("sse2", "avx2", "avx512", "neon") if _ck is not None]
-
-
-def _isa_ok(name: str) -> bool:
-    cur = _ck.isa()
-    try:
-        _ck.set_isa(name)
-    except ValueError:
-        return False
-    finally:
-        _ck.set_isa(cur)
-    return True
-
-
-ISAS = [name for name in ISAS if _isa_ok(name)]
+ISAS = native_isas()
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

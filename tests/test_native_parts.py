@@ -16,8 +16,12 @@ import numpy as np
 import pytest
 
 from softmaxkit import _ckernels
+from tests._native_helpers import native_isas
 
 B = _ckernels.block_elems()  # 32768
+
+
+ISAS = native_isas()
 
 
 def _rows(dtype: type, V: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,12 +96,23 @@ def test_parts_are_bitwise_the_whole_row(dtype: type, V: int, cuts: list[int]) -
     assert _same(G, g)
 
 
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("V", [1, 7, 8, 17, 100, 255, 256])
-def test_short_row_cross_entropy_is_the_row_path(V: int, threads: int) -> None:
-    """float32 rows of up to 256 classes go through a transposed kernel (8 or 16 rows
-    per vector) that must give the general row path's bits: loss, lse, counted flags and
-    gradient, with weights, z-loss, ignored and special rows, over several tasks."""
+def test_short_row_cross_entropy_is_the_row_path(V: int, threads: int, isa: str) -> None:
+    """float32 rows of up to 256 classes go through a transposed kernel (2 to 16 rows
+    per vector by instruction set) that must give the general row path's bits: loss,
+    lse, counted flags and gradient, with weights, z-loss, ignored and special rows,
+    over several tasks."""
+    saved = _ckernels.isa()
+    _ckernels.set_isa(isa)
+    try:
+        _short_rows_check(V, threads)
+    finally:
+        _ckernels.set_isa(saved)
+
+
+def _short_rows_check(V: int, threads: int) -> None:
     rng = np.random.default_rng(V)
     N = 600
     x = (rng.standard_normal((N, V)) * 4).astype(np.float32)
