@@ -2540,6 +2540,7 @@ static const skit_engine e32f = {
     sig_f32,
     vjp_f32,
     wsum_f32,
+    NULL,
 };
 
 static const skit_engine e32a = {
@@ -2557,6 +2558,7 @@ static const skit_engine e64f = {
     sig_f64f,
     vjp_f64f,
     wsum_f64f,
+    NULL,
 };
 
 static const skit_engine e64a = {
@@ -2565,6 +2567,7 @@ static const skit_engine e64a = {
     sig_f64a,
     vjp_f64a,
     wsum_f64a,
+    NULL,
 };
 
 const skit_isa_table SKIT_TABLE = {ISA_NAME, {{&e32f, &e32a}, {&e64f, &e64a}}};
