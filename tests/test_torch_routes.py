@@ -122,6 +122,44 @@ def test_everyday_cross_entropy_skips_the_general_validation(monkeypatch):
         skt.cross_entropy(x, torch.tensor([0, 7, 1, 1, 1, 1]))
 
 
+@pytest.mark.parametrize("log", [False, True])
+def test_everyday_softmax_skips_the_general_validation(monkeypatch, log):
+    """``softmax(x, dim=-1)`` on a contiguous CPU float32/float64 tensor with no gradient
+    takes the short route, with the general route's bits; everything else does not."""
+    from softmaxkit.torch import _functional
+
+    fn = skt.log_softmax if log else skt.softmax
+    calls = []
+    real = _functional.chk.float_input
+    monkeypatch.setattr(
+        _functional.chk, "float_input", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    for dtype in (torch.float32, torch.float64):
+        x = _x(7, 300, dtype=dtype)
+        x[2, 5] = float("inf")
+        x[3, :] = -float("inf")
+        x[4, 0] = float("nan")
+        fast = [fn(x, -1), fn(x, 1), fn(x[0], 0)]
+        assert calls == []
+        with torch.no_grad():
+            fast.append(fn(x.clone().requires_grad_(), -1))
+        assert calls == []
+        general = [
+            _engine.softmax_fwd(x, [1], log),
+            fn(x, 1, dtype=dtype),  # dtype= takes the general route
+            _engine.softmax_fwd(x[0], [0], log),
+            fn(x.clone().requires_grad_(), -1).detach(),  # autograd
+        ]
+        assert len(calls) == 2
+        calls.clear()
+        for a, b in zip(fast, general, strict=True):
+            _bitwise(a, b)
+    fn(_x(3, 4, dtype=torch.float16), -1)  # halves, other dims, non-contiguous: general
+    fn(_x(3, 4), 0)
+    fn(_x(4, 3).t(), -1)
+    assert len(calls) == 3
+
+
 def test_bce_and_nll_routes_are_bitwise_identical():
     y = torch.rand(6, 5, generator=torch.Generator().manual_seed(3))
     w = torch.linspace(-1, 1, 5)

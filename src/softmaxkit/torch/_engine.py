@@ -298,6 +298,17 @@ def _native_normalize(x2: Tensor, log: bool) -> Tensor:
     return out
 
 
+def softmax_last(x: Tensor, code: int, log: bool) -> Tensor:
+    """Softmax or log-softmax over the last dimension of a contiguous, non-empty CPU
+    float32 (``code`` 0) or float64 (1) tensor, straight into the C core."""
+    xa = (x.detach() if x.requires_grad else x).numpy()
+    out = np.empty(xa.shape, xa.dtype)
+    n = xa.shape[-1]
+    _ckernels.softmax(xa, out, None, xa.size // n, n, code, _ACCURATE,
+                      _threads(xa.size), 1.0, log)  # fmt: skip
+    return torch.from_numpy(out)
+
+
 def softmax_fwd(x: Tensor, dims: list[int], log: bool) -> Tensor:
     """Softmax (``log=False``) or log-softmax of ``x`` over ``dims``."""
     eng = engine_for(x)
@@ -310,13 +321,7 @@ def softmax_fwd(x: Tensor, dims: list[int], log: bool) -> Tensor:
     if eng == NATIVE and _native_ok(x, dims):
         code = _CODE.get(x.dtype)
         if code is not None and dims[0] == x.dim() - 1 and len(dims) == 1 and x.is_contiguous():
-            # the common call: one last dimension, contiguous; no reshaping at all
-            xa = (x.detach() if x.requires_grad else x).numpy()
-            out = np.empty(xa.shape, xa.dtype)
-            n = xa.shape[-1]
-            _ckernels.softmax(xa, out, None, xa.size // n, n, code, _ACCURATE,
-                              _threads(xa.size), 1.0, log)  # fmt: skip
-            return torch.from_numpy(out)
+            return softmax_last(x, code, log)  # the common call: no reshaping at all
         x2, perm, _, _ = _rows(x.detach(), dims)
         if x2.dtype in _HALF:
             r = _half_from_f32(

@@ -41,6 +41,37 @@ def _traced(x: torch.Tensor) -> bool:
     return torch.compiler.is_compiling() or type(x) is not torch.Tensor or x.is_meta
 
 
+_PLAIN_CODE = {torch.float32: 0, torch.float64: 1}
+
+
+def _plain_normalize(x: object, dim: object, dtype: object, log: bool) -> torch.Tensor | None:
+    """The everyday eager call, checked in a few attribute reads, or None for the general route.
+
+    ``softmax(logits, dim=-1)`` on a contiguous, non-empty CPU float32/float64 tensor
+    that needs no gradient, outside ``torch.compile`` and functorch transforms: every
+    check of the general route is settled here, and it reaches the same engine
+    function, so the results are bitwise the same.
+    """
+    if not (dtype is None and type(x) is torch.Tensor and type(dim) is int):
+        return None
+    nd = x.dim()
+    code = _PLAIN_CODE.get(x.dtype)
+    if (
+        code is None
+        or nd == 0
+        or (dim != -1 and dim != nd - 1)
+        or not x.is_cpu
+        or (x.requires_grad and torch.is_grad_enabled())
+        or not x.is_contiguous()
+        or x.numel() == 0
+        or torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()
+        or E.engine_for(x) != E.NATIVE
+    ):
+        return None
+    return E.softmax_last(x, code, log)
+
+
 def _normalize(x: torch.Tensor, dims: list[int], log: bool) -> torch.Tensor:
     if _traced(x):
         return (log_softmax_op if log else softmax_op)(x, dims)
@@ -98,6 +129,9 @@ def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> 
     tensor([[0., 0.],
             [1., 0.]])
     """
+    fast = _plain_normalize(input, dim, dtype, False)
+    if fast is not None:
+        return fast
     x = chk.float_input(input, promote_int=True, dtype=dtype)
     if x.dim() == 0:
         chk.norm_dim(dim, 0)
@@ -150,6 +184,9 @@ def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None)
     >>> torch.log_softmax(x, dim=0)[0].item()
     0.0
     """
+    fast = _plain_normalize(input, dim, dtype, True)
+    if fast is not None:
+        return fast
     x = chk.float_input(input, promote_int=True, dtype=dtype)
     if x.dim() == 0:
         chk.norm_dim(dim, 0)
