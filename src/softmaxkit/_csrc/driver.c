@@ -1034,13 +1034,13 @@ int skit_cross_entropy(const skit_rows *a, const int64_t *target, const double *
     return run(&j);
 }
 
-/* NumPy's pairwise summation of float64 (np.add.reduce of a contiguous array):
- * blocks of at most 128 summed with eight accumulators, halves at multiples of 8 */
-static double pairwise_sum(const double *a, size_t n) {
+/* blocks of at most 128 summed with eight accumulators, halves at multiples of 8;
+ * -0.0 as the start of short runs, so a sum of negative zeros stays -0.0 as in NumPy */
+double skit_pairwise_sum(const double *a, size_t n) {
     if (n < 8) {
-        double r = 0.0;
-        for (size_t i = 0; i < n; i++) r += a[i];
-        return r;
+        double res = -0.0;
+        for (size_t i = 0; i < n; i++) res += a[i];
+        return res;
     }
     if (n <= 128) {
         double r[8];
@@ -1054,7 +1054,7 @@ static double pairwise_sum(const double *a, size_t n) {
     }
     size_t n2 = n / 2;
     n2 -= n2 % 8;
-    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
+    return skit_pairwise_sum(a, n2) + skit_pairwise_sum(a + n2, n - n2);
 }
 
 int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
@@ -1082,7 +1082,7 @@ int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
     if (w_t) {
         for (size_t r = 0; r < rows; r++)
             w_t[r] = target[r] == ignore_index ? 0.0 : class_weight[target[r]];
-        den_pred = pairwise_sum(w_t, rows);
+        den_pred = skit_pairwise_sum(w_t, rows);
     } else {
         size_t ign = 0;
         for (size_t r = 0; r < rows; r++) ign += target[r] == ignore_index;
@@ -1102,7 +1102,7 @@ int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
         size_t k = 0;
         for (size_t r = 0; r < rows; r++)
             if (counted[r]) tmp[k++] = w_t[r];
-        den = pairwise_sum(tmp, k);
+        den = skit_pairwise_sum(tmp, k);
     } else {
         den = w_t ? den_pred : (double)n_counted;
     }
@@ -1117,7 +1117,7 @@ int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
         }
     }
     if (reduction != 0) {
-        double total = pairwise_sum(rl, rows);
+        double total = skit_pairwise_sum(rl, rows);
         if (reduction == 2) loss[0] = total;
         else loss[0] = (n_counted > 0 && den != 0.0) ? total / den : 0.0;
     }

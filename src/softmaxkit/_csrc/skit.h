@@ -114,6 +114,12 @@ int skit_cross_entropy(const skit_rows *a, const int64_t *target, const double *
  * the result equals the one of skit_cross_entropy followed by np.sum, bit for bit.
  * A row whose logits are all -inf does not count (loss 0, gradient 0). */
 enum { SKIT_ERANGE = 3 };
+
+/* NumPy's pairwise summation of n contiguous float64 values (np.add.reduce, as in
+ * numpy/_core/src/umath/loops_utils.h): every reduction of the core that must
+ * round as np.sum does on the NumPy path uses it. */
+double skit_pairwise_sum(const double *a, size_t n);
+
 int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
                                const double *class_weight, int64_t ignore_index, double z_loss,
                                int reduction, double *loss, void *grad, int64_t *bad_row);

@@ -250,29 +250,6 @@ static void give_threads(int got) {
     if (got > 1) atomic_store(&g_in_flight, 0);
 }
 
-/* NumPy's pairwise summation (numpy/_core/src/umath/loops_utils.h), so that the
- * reductions here round exactly as np.sum does on the NumPy path. */
-static double pairwise_sum(const double *a, size_t n) {
-    if (n < 8) {
-        double res = -0.0;
-        for (size_t i = 0; i < n; i++) res += a[i];
-        return res;
-    }
-    if (n <= 128) {
-        double r[8];
-        size_t i;
-        for (int j = 0; j < 8; j++) r[j] = a[j];
-        for (i = 8; i < n - (n % 8); i += 8)
-            for (int j = 0; j < 8; j++) r[j] += a[i + j];
-        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for (; i < n; i++) res += a[i];
-        return res;
-    }
-    size_t n2 = n / 2;
-    n2 -= n2 % 8;
-    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
-}
-
 #define ENTER(cfp)                                    \
     if (metadata_query(cfp)) return NULL;             \
     if ((cfp)->stage != XLA_FFI_ExecutionStage_EXECUTE) return NULL; \
@@ -503,7 +480,7 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
             if (!ign) nkept++;
         }
         if (st != SKIT_OK) break;
-        den_pred = w != NULL ? pairwise_sum(wt, rows) : (double)nkept;
+        den_pred = w != NULL ? skit_pairwise_sum(wt, rows) : (double)nkept;
         void *grad = go ? (char *)go->data + gi * rows * n * esz : NULL;
         double scale = red != 2 ? 1.0 : (den_pred > 0 ? 1.0 / den_pred : 0.0);
         int use_skip = has_ignore || nbad;
@@ -517,7 +494,7 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
             size_t c = 0;
             for (size_t r = 0; r < rows; r++)
                 if (cnt[r]) tmp[c++] = wt[r];
-            den = pairwise_sum(tmp, c);
+            den = skit_pairwise_sum(tmp, c);
         } else {
             size_t c = 0;
             for (size_t r = 0; r < rows; r++) c += cnt[r] != 0;
@@ -535,7 +512,7 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
         if (red == 0) {
             for (size_t r = 0; r < rows; r++) store(code, lo->data, gi * rows + r, loss[r]);
         } else {
-            double total = pairwise_sum(loss, rows);
+            double total = skit_pairwise_sum(loss, rows);
             store(code, lo->data, gi, red == 1 ? total : (den > 0 ? total / den : 0.0));
         }
     }
@@ -612,7 +589,7 @@ static XLA_FFI_Error *sigmoid_impl(XLA_FFI_CallFrame *cf) {
         if (red == 0) {
             for (size_t i = 0; i < n; i++) store(code, o->data, base + i, loss[i]);
         } else {
-            double s = pairwise_sum(loss, n);
+            double s = skit_pairwise_sum(loss, n);
             store(code, o->data, gi, red == 1 ? s : s / (double)n);
         }
     }

@@ -374,6 +374,16 @@ def _tangent_batch(args: Any, dims: Any, *, op: int, cfg: Cfg) -> tuple[Array, i
     return tangent_p.bind(y, t, op=op, cfg=cfg), 0
 
 
+def _sum_tangents(out: Any, parts: list[Any]) -> Any:
+    """The sum of the nonzero tangent contributions (zeros shaped like ``out`` if none)."""
+    if not parts:
+        return jnp.zeros_like(out)
+    tan = parts[0]
+    for p in parts[1:]:
+        tan = tan + p
+    return tan
+
+
 def _tangent_jvp(primals: Any, tangents: Any, *, op: int, cfg: Cfg) -> tuple[Array, Array]:
     y, t = primals
     dy, dt = tangents
@@ -390,12 +400,7 @@ def _tangent_jvp(primals: Any, tangents: Any, *, op: int, cfg: Cfg) -> tuple[Arr
             parts.append(jnp.broadcast_to(-d, t.shape))
         else:
             parts.append(-jnp.exp(y) * dy * jnp.sum(t, axis=-1, keepdims=True))
-    if not parts:
-        return out, jnp.zeros_like(out)
-    tan = parts[0]
-    for p in parts[1:]:
-        tan = tan + p
-    return out, tan
+    return out, _sum_tangents(out, parts)
 
 
 def _tangent_transpose(ct: Any, y: Any, t: Any, *, op: int, cfg: Cfg) -> list[Any]:
@@ -599,12 +604,7 @@ def _ce_tangent_jvp(primals: Any, tangents: Any, *, cc: CeCfg) -> tuple[Array, A
     if type(dx) is not ad.Zero:
         _, tg = jax.jvp(lambda xx: _ce_grad_formula(xx, t, None, cc), (x,), (dx,))
         parts.append(jnp.sum(tg * tx, axis=-1))
-    if not parts:
-        return out, jnp.zeros_like(out)
-    tan = parts[0]
-    for p in parts[1:]:
-        tan = tan + p
-    return out, tan
+    return out, _sum_tangents(out, parts)
 
 
 ce_tangent_p.def_impl(_ce_tangent_impl)
