@@ -191,10 +191,13 @@ def main() -> None:
     # ---- extras: lse, entropy, top-k in the same collective
     x, t, w = data(2)
     xl = x[:, sl].contiguous()
+    with Counter() as cx0:  # a larger state than the group's capacity: it grows once
+        sktd.cross_entropy(xl, t, return_lse=True, return_entropy=True, topk=4)
     with Counter() as cx:
         ex = sktd.cross_entropy(xl, t, return_lse=True, return_entropy=True, topk=4)
     e1 = sktd.cross_entropy(x, t, group=me, return_lse=True, return_entropy=True, topk=4)
     res["extras"] = {
+        "grow_calls": cx0.calls,
         "calls": cx.calls,
         "lse_eq": bits_equal(ex.lse, e1.lse),
         "ent_eq": bits_equal(ex.entropy, e1.entropy),
@@ -436,38 +439,82 @@ def exact_checks(rank: int, world: int, me: Any) -> dict[str, Any]:
     return out
 
 
+def _attempt(fn: Any) -> str:
+    t0 = time.monotonic()
+    try:
+        fn()
+        return "no error"
+    except SoftmaxkitError as e:
+        return f"SoftmaxkitError ({time.monotonic() - t0:.2f}s): {e}"
+    except Exception as e:
+        return f"OTHER {type(e).__name__}: {e}"
+
+
 def precheck_checks(rank: int, world: int) -> dict[str, Any]:
-    """The optional header gather: mismatched token counts raise on every rank."""
+    """Ranks that disagree on the token count (or dtype) get a clean error on every rank.
+
+    With ``precheck=True`` from a header gather; without it from the headers of the
+    state gather, whose messages are padded to the group's capacity so that every
+    rank's has the same size (gloo aborts a process that receives a larger one). A
+    fresh group, so that its capacity starts from this function's calls.
+    """
     import os
 
+    grp = dist.new_group(list(range(world)))
     x, t, _ = data(0)
     sz = sizes_for(world)
     v0 = sum(sz[:rank])
     xl = x[:, v0 : v0 + sz[rank]].contiguous()
     out: dict[str, Any] = {}
     with Counter() as c:
-        a = sktd.cross_entropy(xl, t, precheck=True)
-    b = sktd.cross_entropy(xl, t)
+        a = sktd.cross_entropy(xl, t, precheck=True, group=grp)
+    with Counter() as c1:
+        b = sktd.cross_entropy(xl, t, group=grp)
     out["calls"] = c.calls
+    out["plain_calls"] = c1.calls
     out["same"] = bits_equal(a, b)
     n = N - 1 if rank == world - 1 else N  # the last rank lost a token
-    for label in ("option", "env"):
-        t0 = time.monotonic()
+    out["option"] = _attempt(lambda: sktd.cross_entropy(xl[:n], t[:n], precheck=True, group=grp))
+
+    def env() -> None:
+        os.environ[sktd.ENV_PRECHECK] = "1"
         try:
-            if label == "option":
-                sktd.cross_entropy(xl[:n], t[:n], precheck=True)
-            else:
-                os.environ[sktd.ENV_PRECHECK] = "1"
-                try:
-                    sktd.cross_entropy(xl[:n], t[:n])
-                finally:
-                    del os.environ[sktd.ENV_PRECHECK]
-            out[label] = "no error"
-        except SoftmaxkitError as e:
-            out[label] = f"SoftmaxkitError ({time.monotonic() - t0:.2f}s): {e}"
-        except Exception as e:
-            out[label] = f"OTHER {type(e).__name__}: {e}"
-    out["after_ok"] = bool(torch.isfinite(sktd.cross_entropy(xl, t)))
+            sktd.cross_entropy(xl[:n], t[:n], group=grp)
+        finally:
+            del os.environ[sktd.ENV_PRECHECK]
+
+    out["env"] = _attempt(env)
+    # no precheck: the padded state gather carries the mismatch to every rank
+    with Counter() as cm:
+        out["fewer"] = _attempt(lambda: sktd.cross_entropy(xl[:n], t[:n], group=grp))
+    out["fewer_calls"] = cm.calls
+    # one rank's state outgrows the capacity while the others' fit
+    x2, t2 = torch.cat([xl, xl]), torch.cat([t, t])
+    if rank == world - 1:
+        out["more"] = _attempt(lambda: sktd.cross_entropy(x2, t2, group=grp))
+    else:
+        out["more"] = _attempt(lambda: sktd.cross_entropy(xl, t, group=grp))
+    out["dtype"] = _attempt(
+        lambda: sktd.cross_entropy(xl.double() if rank == 0 else xl, t, group=grp)
+    )
+    # every rank's state outgrows the capacity: one more gather, once
+    with Counter() as cg:
+        big = sktd.cross_entropy(x2, t2, reduction="none", group=grp)
+    with Counter() as cg2:
+        big2 = sktd.cross_entropy(x2, t2, reduction="none", group=grp)
+    small = sktd.cross_entropy(xl, t, reduction="none", group=grp)
+    out["grow_calls"] = cg.calls
+    out["grown_calls"] = cg2.calls
+    out["grow_same"] = bits_equal(big, torch.cat([small, small])) * bits_equal(big, big2)
+    # smaller calls: padded to the capacity, which shrinks after eight of them
+    sizes = []
+    for _ in range(9):
+        with Counter() as cs:
+            sm = sktd.cross_entropy(xl[:10], t[:10], reduction="none", group=grp)
+        sizes += [b for _, b in cs.calls]
+    out["shrink_sizes"] = sizes
+    out["small_same"] = bits_equal(sm, small[:10])
+    out["after_ok"] = bool(torch.isfinite(sktd.cross_entropy(xl, t, group=grp)))
     return out
 
 

@@ -62,6 +62,9 @@ def _run_world(world: int, tmp: Path) -> list[dict[str, Any]]:
     return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(world)]
 
 
+HDR = 42 * 8  # the header every rank sends in every gather
+
+
 @pytest.fixture(scope="module", params=[2, 4])
 def reports(request: Any, tmp_path_factory: Any) -> list[dict[str, Any]]:
     return _run_world(request.param, tmp_path_factory.mktemp(f"tp{request.param}"))
@@ -81,6 +84,11 @@ def test_one_collective_forward_none_backward(reports: list[dict[str, Any]]) -> 
             assert len(fwd) == (2 if first else 1), (k, fwd)
             assert {name for name, _ in fwd} <= {"all_gather_single", "all_gather_into_tensor"}
             assert bwd == [], (k, bwd)
+        # top-k makes the state larger than the group's capacity: the first such call
+        # sends its header padded to the old capacity, flags the overflow, and every
+        # rank gathers once more at the new size; the next call needs one gather
+        grow = [b for _, b in rep["extras"]["grow_calls"]]
+        assert grow == [HDR + 96 * 36, HDR + 96 * ((3 + 2 * 4) * 8 + 3 * 4)], grow
         assert len(rep["extras"]["calls"]) == 1
 
 
@@ -92,7 +100,7 @@ def test_bytes_per_token(reports: list[dict[str, Any]]) -> None:
         for i, k in enumerate(_ce_keys(rep)):
             sizes = [nbytes for _, nbytes in rep[k]["fwd"]]
             # the first call learns the slice sizes from a 336-byte header gather
-            assert sizes == ([42 * 8] if i == 0 else []) + [96 * 36 + 42 * 8], (k, sizes)
+            assert sizes == ([HDR] if i == 0 else []) + [96 * 36 + HDR], (k, sizes)
 
 
 @pytest.mark.slow
@@ -138,7 +146,7 @@ def test_linear_cross_entropy(reports: list[dict[str, Any]]) -> None:
     for rep in reports:
         for i, (name, r) in enumerate(rep["linear"].items()):
             # the first call learns the slice sizes from a 336-byte header gather
-            assert [b for _, b in r["fwd"][:-1]] == ([42 * 8] if i == 0 else []), (name, r["fwd"])
+            assert [b for _, b in r["fwd"][:-1]] == ([HDR] if i == 0 else []), (name, r["fwd"])
             assert [n for n, _ in r["bwd"]] == ["all_reduce"], (name, r["bwd"])
             # the single-process engine exponentiates in float32: agree to its accuracy
             assert r["loss_rel"] < 1e-5, name
@@ -207,24 +215,49 @@ def test_exact_one_collective_and_bytes(reports: list[dict[str, Any]]) -> None:
         world = len(ex["sizes"])
         slots = max(-(-s // 32768) for s in ex["sizes"])
         names = [k for k, v in ex.items() if isinstance(v, dict)]
+        cap = 0
         for i, name in enumerate(names):
-            fwd = ex[name]["fwd"]
-            assert len(fwd) == (2 if i == 0 else 1), (name, fwd)
+            fwd = [b for _, b in ex[name]["fwd"]]
             f64 = name.startswith("f64")
-            per_token = (24 if f64 else 20) + (28 if f64 else 16) * slots
-            assert fwd[-1][1] == 20 * per_token + 42 * 8, (name, world, fwd)
+            need = 20 * ((24 if f64 else 20) + (28 if f64 else 16) * slots)
+            if i == 0:  # new slices: a gather at the old layout, then one at the new
+                assert len(fwd) == 2 and fwd[-1] == HDR + need, (name, world, fwd)
+            elif need > cap:  # the state outgrew the capacity: padded, then at its size
+                assert fwd == [HDR + cap, HDR + need], (name, world, fwd, cap)
+            else:  # one gather, padded to the capacity
+                assert fwd == [HDR + cap], (name, world, fwd, cap)
+            cap = max(cap, need) if i else need
 
 
 @pytest.mark.slow
-def test_precheck_mismatched_token_counts(reports: list[dict[str, Any]]) -> None:
-    """precheck=True (or SOFTMAXKIT_DIST_PRECHECK=1): a clear error on every rank, no abort."""
+def test_mismatched_ranks_raise_cleanly(reports: list[dict[str, Any]]) -> None:
+    """Different token counts or dtypes: a clear error on every rank, no gloo abort.
+
+    With ``precheck=True`` (or SOFTMAXKIT_DIST_PRECHECK=1) from a header gather;
+    without it from the state gather itself, whose messages are padded to the
+    group's capacity so that they have one size on every rank.
+    """
+    pad = HDR + 96 * 36  # the capacity of the fresh group's first calls (96 tokens)
     for rep in reports:
         pc = rep["precheck"]
-        assert len(pc["calls"]) == 2 and pc["calls"][0][1] == 42 * 8, pc["calls"]
+        assert [b for _, b in pc["calls"]] == [HDR, pad], pc["calls"]
+        assert [b for _, b in pc["plain_calls"]] == [pad], pc["plain_calls"]
         assert pc["same"] == 1.0
-        for label in ("option", "env"):
-            assert pc[label].startswith("SoftmaxkitError"), pc[label]
-            assert "different numbers of tokens" in pc[label], pc[label]
+        for label in ("option", "env", "fewer", "more"):
+            assert pc[label].startswith("SoftmaxkitError"), (label, pc[label])
+            assert "different numbers of tokens" in pc[label], (label, pc[label])
+        assert [b for _, b in pc["fewer_calls"]] == [pad], pc["fewer_calls"]
+        assert pc["dtype"].startswith("SoftmaxkitError"), pc["dtype"]
+        assert "different options" in pc["dtype"], pc["dtype"]
+        # all ranks outgrow the capacity: two gathers once, then one
+        big = HDR + 192 * 36
+        assert [b for _, b in pc["grow_calls"]] == [pad, big], pc["grow_calls"]
+        assert [b for _, b in pc["grown_calls"]] == [big], pc["grown_calls"]
+        assert pc["grow_same"] == 1.0
+        # eight calls that need at most half the capacity (the 96-token one and seven
+        # of 10 tokens) are padded to it, then it shrinks to the need
+        assert pc["shrink_sizes"] == [big] * 7 + [HDR + 10 * 36] * 2, pc["shrink_sizes"]
+        assert pc["small_same"] == 1.0
         assert pc["after_ok"]
 
 

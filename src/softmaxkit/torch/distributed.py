@@ -63,11 +63,20 @@ Determinism, and what it rests on:
   on the options): no loss or gradient element differed across TP = 1, 2, 4 on
   the tests' unaligned slices, but that is measured, not constructed.
 
+Every message of a call has the same size on every rank, whatever the ranks
+hold: the state travels padded to a byte capacity that the group learned from
+earlier gathered headers, identically on every rank. Ranks that pass different
+numbers of tokens, dtypes or options therefore all raise the same clear error
+from the headers (gloo would abort a process that received a larger message than
+it expected). A call whose state outgrows the capacity says so in its header, and
+every rank gathers once more at the new size; the capacity shrinks back after
+eight consecutive calls that needed at most half of it.
+
 This module must never run more than one collective in a forward pass (the
-first call on a group, which learns the slice sizes, and ``precheck=True`` add
-one, as documented), never raise on one rank alone between entering a call and
-its collective, and never import anything at ``import softmaxkit`` time (it is
-imported on demand).
+first call on a group, which learns the slice sizes, a call whose slices or
+state size grew, and ``precheck=True`` add one, as documented), never raise on
+one rank alone between entering a call and its collective, and never import
+anything at ``import softmaxkit`` time (it is imported on demand).
 """
 
 from __future__ import annotations
@@ -98,12 +107,23 @@ Tensor = torch.Tensor
 F64 = torch.float64
 
 _MAGIC = 0x534B4954_44495354  # "SKITDIST"
-_MSG_WORDS = 32  # 256 bytes of error message travel in the header
-_NWORDS = 10
-_HDR = _NWORDS + _MSG_WORDS
+_MSG_WORDS = 31  # 248 bytes of error message travel in the header
+_NWORDS = 11
+_HDR = _NWORDS + _MSG_WORDS  # 42 words: 336 bytes
 # header words (_H_WSUM holds the float64 bits of the slice's summed class weights,
-# _H_SLOTS the number of block states per token in the payload)
-_H_MAGIC, _H_VLOC, _H_N, _H_OPTS, _H_TGT, _H_W, _H_ERR, _H_V0, _H_WSUM, _H_SLOTS = range(_NWORDS)
+# _H_SLOTS the number of block states per token in the payload, _H_NEED the bytes
+# of state this rank has to send, which may exceed the group's capacity)
+(_H_MAGIC, _H_VLOC, _H_N, _H_OPTS, _H_TGT, _H_W, _H_ERR, _H_V0, _H_WSUM, _H_SLOTS,
+ _H_NEED) = range(_NWORDS)  # fmt: skip
+
+# The payload travels padded to a byte capacity that every rank of the group holds
+# alike (learned from the same gathered headers), so that every rank's message has
+# the same size whatever it holds: gloo aborts a receiving process when a message is
+# larger than expected, and ranks that disagree (on the token count, say) must get
+# a clean error instead. A call whose state outgrows the capacity says so in its
+# header and every rank gathers once more, at the new size; the capacity shrinks
+# to the need after _SHRINK_AFTER consecutive calls that needed at most half of it.
+_SHRINK_AFTER = 8
 
 BLOCK = E._ckernels.block_elems() if E._ckernels is not None else 32768
 """Classes per block of the C core's rows (``SKIT_BLOCK_ELEMS``).
@@ -161,6 +181,8 @@ def _group_info(group: Any) -> tuple[int, int, tuple[Any, ...]]:
 # one gather. Should the gathered sizes ever contradict the cache, every rank runs
 # the gather once more with the sizes it just learned.
 _LAYOUT: dict[tuple[Any, ...], list[int]] = {}
+# (capacity in bytes, consecutive calls that needed at most half of it), per key
+_CAPACITY: dict[tuple[Any, ...], tuple[int, int]] = {}
 
 
 def _aligned(sizes: list[int]) -> bool:
@@ -494,6 +516,14 @@ def _block_section(x: Tensor, slots: int) -> tuple[list[torch.dtype], int]:
     return dts, sum(torch.empty(0, dtype=d).element_size() for d in dts) * slots
 
 
+class _Round(NamedTuple):
+    hdrs: Tensor  # (world, _HDR) int64
+    need: int  # payload bytes of this call (the same on every rank once checked)
+    overflow: bool  # the payload did not fit the capacity: gather again, at ``need``
+    states: Tensor | None
+    blocks: Tensor | None
+
+
 def _state_round(
     x: Tensor,
     t: Tensor,
@@ -506,12 +536,17 @@ def _state_round(
     compute: Any,
     blocks_fn: Any,
     slots: int,
-) -> tuple[Tensor, Tensor, Tensor | None]:
+    cap: int | None,
+) -> _Round:
     """Compute the local state (never raising) and run the one all-gather.
 
-    Returns the gathered headers ``(world, _HDR)`` int64, states ``(world, n,
-    fields)`` float64 (the max, count and rest columns left at 0 when block states
-    travel: they are rebuilt from those) and, with ``slots > 0``, the block states
+    The message is the header and the payload padded to ``cap`` bytes (``None``:
+    exactly the payload, which every rank then knows to be of equal size). A
+    payload larger than ``cap`` is not sent (zeros stand in) and the round reports
+    ``overflow``. The gathered headers are checked (the same error on every rank)
+    before any payload is read. Otherwise returns the states ``(world, n, fields)``
+    float64 (the max, count and rest columns left at 0 when block states travel:
+    they are rebuilt from those) and, with ``slots > 0``, the block states
     ``(world, n, slots, 4)`` float64.
     """
     n = t.numel()
@@ -538,30 +573,43 @@ def _state_round(
             dst.zero_()
     wsum = float(payload[0, 4]) if n else 0.0
     wbits = int(torch.tensor([wsum], dtype=F64).view(torch.int64)[0])
-    words = [_MAGIC, x.shape[-1], n, opts_hash, _tensor_hash(t), _tensor_hash(weight), err, v0]
-    hdr = _pack_header([*words, wbits, slots], msg).to(x.device)
     # on the wire: the header, the float64 words (rest unless block states travel,
     # smoothing gap, entropy word, top-k), then max, count (unless block states
     # travel) and target logit in the logits' precision (exact there), then the
-    # block states
+    # block states, then zeros up to the capacity
     sdt = F64 if x.dtype == F64 else torch.float32
     bcols = [5, 6, *range(7, F)] if exact else [2, 5, 6, *range(7, F)]
     scols = [3] if exact else [0, 1, 3]
     big = payload[:, bcols].contiguous()
     small = payload[:, scols].to(sdt)
-    pieces = [hdr, big, small, *bparts]
-    buf = torch.cat([p.contiguous().view(torch.uint8).reshape(-1) for p in pieces])
-    out = _all_gather(buf, world, group)
-    cuts = [0]
+    pieces = [big, small, *bparts]
+    need = sum(p.numel() * p.element_size() for p in pieces)
+    size = need if cap is None else cap
+    words = [_MAGIC, x.shape[-1], n, opts_hash, _tensor_hash(t), _tensor_hash(weight), err, v0]
+    hdr = _pack_header([*words, wbits, slots, need], msg).to(x.device)
+    if need <= size:
+        raw = [p.contiguous().view(torch.uint8).reshape(-1) for p in pieces]
+        pad = size - need
+    else:
+        raw, pad = [], size
+    wire = [hdr.view(torch.uint8), *raw]
+    if pad:
+        wire.append(torch.zeros(pad, dtype=torch.uint8, device=x.device))
+    out = _all_gather(torch.cat(wire), world, group)
+    hb = _HDR * 8
+    hdrs = out[:, :hb].contiguous().view(torch.int64).cpu()
+    _check_headers(hdrs, dist.get_rank(group), world, n)
+    if need > size:  # every rank's need is this one (checked): all gather again
+        return _Round(hdrs, need, True, None, None)
+    cuts = [hb]
     for p in pieces:
         cuts.append(cuts[-1] + p.numel() * p.element_size())
 
     def part(i: int, dt: torch.dtype, shape: tuple[int, ...]) -> Tensor:
         return out[:, cuts[i] : cuts[i + 1]].contiguous().view(dt).reshape(world, *shape)
 
-    hdrs = part(0, torch.int64, (_HDR,)).cpu()
-    bigs = part(1, F64, (n, len(bcols)))
-    smalls = part(2, sdt, (n, len(scols))).to(F64)
+    bigs = part(0, F64, (n, len(bcols)))
+    smalls = part(1, sdt, (n, len(scols))).to(F64)
     states = torch.zeros((world, n, F), dtype=F64, device=x.device)
     states[:, :, bcols] = bigs
     states[:, :, scols] = smalls
@@ -571,8 +619,8 @@ def _state_round(
     if exact:
         blocks = torch.zeros((world, n, slots, 4), dtype=F64)
         for i, d in enumerate(bdts):
-            blocks[..., i] = part(3 + i, d, (n, slots)).to(F64)
-    return hdrs, states, blocks
+            blocks[..., i] = part(2 + i, d, (n, slots)).to(F64)
+    return _Round(hdrs, need, False, states, blocks)
 
 
 def _check_headers(hdrs: Tensor, rank: int, world: int, n: int) -> None:
@@ -604,6 +652,7 @@ def _check_headers(hdrs: Tensor, rank: int, world: int, n: int) -> None:
         (_H_TGT, "targets"),
         (_H_W, "class weights"),
         (_H_SLOTS, "class layouts (a rank re-sharded the classes on the same group?)"),
+        (_H_NEED, "state layouts (dtypes or class layouts)"),
     ):
         vals = {int(hdrs[r, col]) for r in range(world)}
         if len(vals) > 1:
@@ -620,9 +669,8 @@ def _precheck(
 ) -> list[int]:
     """The optional first collective: headers only (a size independent of the call).
 
-    Ranks that pass different numbers of tokens (whose state payloads would differ
-    in size, which gloo answers by aborting the process) get an error here, on
-    every rank. Returns every rank's slice size.
+    It learns every rank's slice size on a group's first call, and checks the call
+    before any payload travels (``precheck=True``). Returns every rank's slice size.
     """
     n = t.numel()
     words = [_MAGIC, x.shape[-1], n, opts_hash, _tensor_hash(t), _tensor_hash(weight), 0, 0, 0, 0]
@@ -664,6 +712,13 @@ def _run_collective(
     slices it carries block states (``blocks_for``; zeros where ``None``). When the
     gathered sizes differ from the cached ones (a rank changed its slice), every
     rank gathers again with the new layout.
+
+    The message is the header and the payload padded to the group's capacity
+    (``_CAPACITY``, the same on every rank), so ranks that disagree on the token
+    count, the dtype or the options send messages of one size and all raise the
+    same error from the headers. A payload larger than the capacity is flagged in
+    the header and every rank gathers again at its size (one extra collective each
+    time the capacity grows).
     """
     rank, world, gkey = _group_info(group)
     Vr = x.shape[-1]
@@ -685,23 +740,41 @@ def _run_collective(
             return 0  # one rank: no payload to keep alike, keep the float64 state
         return max(_nblocks(sz) for sz in sizes)
 
-    for _attempt in range(3):
+    # the payload's capacity: learned from the gathered headers like the layout, so
+    # the same on every rank; None (the group's first call, or a round that follows
+    # a new layout or an overflow) sends exactly the payload, whose size every rank
+    # then knows to be the same (the headers that preceded it were checked)
+    cap, low = _CAPACITY.get(key, (None, 0)) if world > 1 else (None, 0)
+    for _attempt in range(4):
         v0 = _offsets(layout)[rank]
         slots = slots_for(layout)
-        hdrs, states, blocks = _state_round(
+        rnd = _state_round(
             x, t, weight, o, group, world, v0, opts_hash, compute_for(x),
-            None if blocks_for is None else blocks_for(x), slots,
+            None if blocks_for is None else blocks_for(x), slots, cap,
         )  # fmt: skip
         collectives += 1
-        _check_headers(hdrs, rank, world, n)
+        hdrs = rnd.hdrs
         sizes = [int(hdrs[r, _H_VLOC]) for r in range(world)]
         offsets = _offsets(sizes)
         V = sum(sizes)
         _check_layout(V, weight, o, sizes)
         _LAYOUT[key] = sizes
-        if sizes == layout:
+        if not rnd.overflow and cap is not None and 2 * rnd.need <= cap:
+            low += 1  # a small call: after _SHRINK_AFTER in a row, shrink to it
+            cap, low = (rnd.need, 0) if low >= _SHRINK_AFTER else (cap, low)
+        elif rnd.overflow or cap is None:
+            cap, low = rnd.need, 0
+        else:
+            low = 0
+        if world > 1:
+            _CAPACITY[key] = (cap, low)
+        if sizes == layout and not rnd.overflow:
             break
-        layout = sizes  # every rank sees the same headers, so all go round again
+        # every rank sees the same headers, so all go round again: at the new layout
+        # (whose payload size every rank computes alike) or at the grown capacity
+        layout, cap = sizes, None
+    states, blocks = rnd.states, rnd.blocks
+    assert states is not None
     _check_targets(t, V, o.ignore_index)
     full = None
     if blocks is not None and blocks_for is not None:
@@ -1240,14 +1313,12 @@ def cross_entropy(
         same collective).
     precheck : bool, optional
         Run a second, fixed-size all-gather of the call's header first, so that
-        ranks passing different numbers of tokens get a clear error on every rank.
-        Without it such a mismatch makes the state payloads differ in size, which
-        gloo answers by aborting a receiving process (``SIGABRT``: "Received data
-        size doesn't match expected size"); no single collective can detect it,
-        because a rank learns the others' sizes only through a collective (the
-        first call with a new slice size on a group always runs this check, as it
-        learns the slice sizes). Must be the same on every rank;
-        ``SOFTMAXKIT_DIST_PRECHECK=1`` turns it on for every call.
+        the call is checked (token counts, targets, options, slices) before any
+        state travels. Not needed for safety: without it the state travels
+        padded to the group's capacity, so mismatched ranks still send messages
+        of one size and all raise the same error (the group's first call always
+        runs this gather, as it learns the slice sizes). Must be the same on
+        every rank; ``SOFTMAXKIT_DIST_PRECHECK=1`` turns it on for every call.
 
     Returns
     -------
