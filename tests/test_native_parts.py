@@ -156,3 +156,94 @@ def test_parts_reject_misaligned_offsets() -> None:
     with pytest.raises(ValueError, match=f"multiple of {B}"):
         _ckernels.cross_entropy_states(x, 2, 10, 0, 1, 1, 100, 2, False, *st, np.zeros(2), t,
                                        None, True, -100, 0.0, 1.0, *out, None)  # fmt: skip
+
+
+# ---- label smoothing: block sums and gradient (``_ckernels.smooth``)
+
+
+def _smooth_ref(x: np.ndarray, m: np.ndarray, w: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """float64 NumPy block sums: sum w (m_b - x) and sum exp(x - m_b) per block."""
+    rows, n = x.shape
+    nb = m.shape[1]
+    gap, ds = np.zeros((rows, nb)), np.zeros((rows, nb))
+    with np.errstate(invalid="ignore", over="ignore"):
+        for b in range(nb):
+            xb = x[:, b * B : (b + 1) * B].astype(np.float64)
+            d = xb - m[:, b, None]
+            wb = np.ones(xb.shape[1]) if w is None else w[b * B : (b + 1) * B]
+            gap[:, b] = -(d * wb).sum(1)
+            ds[:, b] = np.exp(d).sum(1)
+    return gap, ds
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_smoothing_block_sums_and_gradient_split_on_block_boundaries(isa, weighted):
+    """Each block's sums and each gradient element are the same bits whether the row
+    is passed whole or in block-aligned parts, on every engine and thread count; both
+    agree with float64 NumPy."""
+    rng = np.random.default_rng(5)
+    V, rows = 2 * B + 777, 5
+    x = (rng.standard_normal((rows, V)) * 3).astype(np.float32)
+    x[1, :100] = -np.inf
+    x[2, B : 2 * B] = -np.inf  # a block of -inf only: its shift is 0
+    w = rng.random(V) + 0.1 if weighted else None
+    nb = -(-V // B)
+    m = np.array([[x[r, b * B : (b + 1) * B].max() for b in range(nb)] for r in range(rows)])
+    m = np.where(np.isfinite(m), m, 0.0).astype(np.float64)
+    cur = _ckernels.isa()
+    _ckernels.set_isa(isa)
+    try:
+        outs = []
+        for threads in (1, 2):
+            gap, ds = np.empty((rows, nb)), np.empty((rows, nb))
+            _ckernels.smooth(0, x, rows, V, w, m, None, None, gap, ds, None, threads)
+            outs.append((gap, ds))
+        assert _same(outs[0][0], outs[1][0]) and _same(outs[0][1], outs[1][1])
+        gap, ds = outs[0]
+        # the parts [0, B) and [B, V): their blocks' sums are the whole row's
+        for c0, c1 in ((0, B), (B, V)):
+            part = np.ascontiguousarray(x[:, c0:c1])
+            pb = -(-(c1 - c0) // B)
+            pm = np.ascontiguousarray(m[:, c0 // B : c0 // B + pb])
+            pg, pd = np.empty((rows, pb)), np.empty((rows, pb))
+            pw = None if w is None else np.ascontiguousarray(w[c0:c1])
+            _ckernels.smooth(0, part, rows, c1 - c0, pw, pm, None, None, pg, pd, None, 1)
+            assert _same(pg, gap[:, c0 // B : c0 // B + pb])
+            assert _same(pd, ds[:, c0 // B : c0 // B + pb])
+        rg, rd = _smooth_ref(x, m, w)
+        np.testing.assert_allclose(gap, rg, rtol=1e-13)
+        np.testing.assert_allclose(ds, rd, rtol=1e-14)
+        # gradient: exp(x - M) f - k w, every element alike wherever it lies
+        M = np.where(np.isfinite(x.max(1)), x.max(1), 0.0).astype(np.float64)
+        f = rng.random(rows) * 0.1
+        k = rng.random(rows) * 1e-5
+        g = np.empty((rows, V), np.float32)
+        g64 = np.empty((rows, V))
+        _ckernels.smooth(1, x, rows, V, w, M, f, k, None, None, g, 2)
+        _ckernels.smooth(3, x, rows, V, w, M, f, k, None, None, g64, 1)
+        assert _same(g, g64.astype(np.float32))
+        for c0, c1 in ((0, B), (B, B + 5), (B + 5, V)):
+            part = np.ascontiguousarray(x[:, c0:c1])
+            pw = None if w is None else np.ascontiguousarray(w[c0:c1])
+            pg = np.empty((rows, c1 - c0), np.float32)
+            _ckernels.smooth(1, part, rows, c1 - c0, pw, M, f, k, None, None, pg, 1)
+            assert _same(pg, g[:, c0:c1])
+        ww = np.ones(V) if w is None else w
+        ef = np.exp(x.astype(np.float64) - M[:, None]) * f[:, None]
+        kw = k[:, None] * ww
+        # within a few float64 roundings of the two terms (their difference may cancel)
+        assert np.all(np.abs(g64 - (ef - kw)) <= 1e-15 * (np.abs(ef) + np.abs(kw)))
+    finally:
+        _ckernels.set_isa(cur)
+
+
+def test_smoothing_bad_arguments():
+    x = np.zeros((2, 3), np.float32)
+    m = np.zeros((2, 1))
+    with pytest.raises(ValueError, match="bad kind"):
+        _ckernels.smooth(2, x, 2, 3, None, m, None, None, np.empty((2, 1)), None, None, 1)
+    with pytest.raises(TypeError):  # kind 0 needs gap
+        _ckernels.smooth(0, x, 2, 3, None, m, None, None, None, None, None, 1)
+    with pytest.raises(ValueError, match="m: expected 2 items"):  # m too short
+        _ckernels.smooth(0, x, 2, 3, None, m[:1], None, None, np.empty((2, 1)), None, None, 1)

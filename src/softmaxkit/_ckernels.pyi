@@ -159,6 +159,21 @@ def cross_entropy_states(
     grad: Any,
     /,
 ) -> None: ...
+def smooth(
+    kind: int,
+    x: Any,
+    rows: int,
+    n: int,
+    w: Any,
+    m: Any,
+    f: Any,
+    k: Any,
+    gap: Any,
+    dsum: Any,
+    grad: Any,
+    threads: int,
+    /,
+) -> None: ...
 def isa() -> str: ...
 def set_isa(name: str, /) -> None: ...
 def set_omp_parallel(address: int, /) -> bool: ...

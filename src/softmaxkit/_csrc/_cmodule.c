@@ -286,6 +286,47 @@ static PyObject *py_sigmoid(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(smooth_doc, "smooth(kind, x, rows, n, w, m, f, k, gap, dsum, grad, threads): "
+                         "label-smoothing block sums (kind 0) or gradient (kind 1: float32, 3: float64), float32 rows");
+
+static PyObject *py_smooth(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *wo, *mo, *fo, *ko, *go, *so, *oo;
+    Py_ssize_t rows, n;
+    int kind, threads;
+    if (!PyArg_ParseTuple(args, "iOnnOOOOOOOi", &kind, &xo, &rows, &n, &wo, &mo, &fo, &ko, &go,
+                          &so, &oo, &threads))
+        return NULL;
+    if ((kind != 0 && kind != 1 && kind != 3) || rows < 0 || n < 0 || threads < 1) {
+        PyErr_SetString(PyExc_ValueError, "bad kind, shape or thread count");
+        return NULL;
+    }
+    Py_ssize_t nb = (n + (Py_ssize_t)skit_block_elems() - 1) / (Py_ssize_t)skit_block_elems();
+    Py_ssize_t per = kind == 0 ? rows * nb : rows;
+    buf x = {0}, w = {0}, m = {0}, f = {0}, k = {0}, g = {0}, s = {0}, o = {0};
+    if (get(xo, &x, 0, 'f', rows * n, 0, "x") < 0 || get(wo, &w, 0, 'd', n, 1, "w") < 0 ||
+        get(mo, &m, 0, 'd', per, 0, "m") < 0 || get(fo, &f, 0, 'd', rows, kind == 0, "f") < 0 ||
+        get(ko, &k, 0, 'd', rows, kind == 0, "k") < 0 ||
+        get(go, &g, 1, 'd', per, kind != 0, "gap") < 0 ||
+        get(so, &s, 1, 'd', per, 1, "dsum") < 0 ||
+        get(oo, &o, 1, kind == 3 ? 'd' : 'f', rows * n, kind == 0, "grad") < 0) {
+        release(&x), release(&w), release(&m), release(&f), release(&k), release(&g),
+            release(&s), release(&o);
+        return NULL;
+    }
+    int st;
+    Py_BEGIN_ALLOW_THREADS st = skit_smooth(
+        kind, (const float *)x.view.buf, (size_t)rows, (size_t)n,
+        w.held ? (const double *)w.view.buf : NULL, (const double *)m.view.buf,
+        f.held ? (const double *)f.view.buf : NULL, k.held ? (const double *)k.view.buf : NULL,
+        g.held ? (double *)g.view.buf : NULL, s.held ? (double *)s.view.buf : NULL,
+        o.held ? o.view.buf : NULL, threads);
+    Py_END_ALLOW_THREADS release(&x), release(&w), release(&m), release(&f), release(&k),
+        release(&g), release(&s), release(&o);
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(vjp_doc, "vjp(islog, y, g, rows, n, dtype, mode, threads, out)");
 
 static PyObject *py_vjp(PyObject *self, PyObject *args) {
@@ -585,6 +626,7 @@ static PyMethodDef methods[] = {
     {"cross_entropy_reduced", py_cross_entropy_reduced, METH_VARARGS, cross_entropy_reduced_doc},
     {"sigmoid", py_sigmoid, METH_VARARGS, sigmoid_doc},
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
+    {"smooth", py_smooth, METH_VARARGS, smooth_doc},
     {"state", py_state, METH_VARARGS, state_doc},
     {"block_elems", py_block_elems, METH_NOARGS, "elements per block of a row"},
     {"block_states", py_block_states, METH_VARARGS, block_states_doc},

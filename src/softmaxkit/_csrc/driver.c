@@ -1174,6 +1174,61 @@ int skit_sigmoid(int dtype, int mode, int kind, const void *x, const double *y, 
 
 typedef struct {
     const skit_engine *E;
+    int kind;
+    const float *x;
+    size_t rows, n, nb, grain;
+    const double *w, *m, *f, *k;
+    double *gap, *dsum;
+    void *grad;
+} smoothjob;
+
+static void smooth_task(void *ctx, size_t t) {
+    smoothjob *j = (smoothjob *)ctx;
+    size_t r0 = t * j->grain;
+    size_t r1 = j->rows - r0 < j->grain ? j->rows : r0 + j->grain;
+    for (size_t r = r0; r < r1; r++) {
+        const float *xr = j->x + r * j->n;
+        if (j->kind != 0) {
+            size_t es = j->kind == 3 ? sizeof(double) : sizeof(float);
+            j->E->smooth(j->kind, xr, j->w, j->n, j->m[r], j->f[r], j->k[r], NULL, NULL,
+                         (char *)j->grad + r * j->n * es);
+            continue;
+        }
+        for (size_t b = 0; b < j->nb; b++) {
+            size_t c0 = b * SKIT_BLOCK_ELEMS;
+            size_t len = j->n - c0 < SKIT_BLOCK_ELEMS ? j->n - c0 : SKIT_BLOCK_ELEMS;
+            size_t at = r * j->nb + b;
+            j->E->smooth(0, xr + c0, j->w ? j->w + c0 : NULL, len, j->m[at], 0.0, 0.0,
+                         j->gap + at, j->dsum ? j->dsum + at : NULL, NULL);
+        }
+    }
+}
+
+int skit_smooth(int kind, const float *x, size_t rows, size_t n, const double *w,
+                const double *m, const double *f, const double *k, double *gap, double *dsum,
+                void *grad, int threads) {
+    if ((kind != 0 && kind != 1 && kind != 3) || threads < 1 || !x || !m) return SKIT_EINVAL;
+    if (kind == 0 ? !gap : (!f || !k || !grad)) return SKIT_EINVAL;
+    if (rows == 0 || n == 0) return SKIT_OK;
+    smoothjob j;
+    j.E = isa()->eng[SKIT_F32][SKIT_ACCURATE];
+    if (!j.E->smooth) j.E = skit_table_base.eng[SKIT_F32][SKIT_ACCURATE];
+    j.kind = kind;
+    j.x = x;
+    j.rows = rows;
+    j.n = n;
+    j.nb = (n + SKIT_BLOCK_ELEMS - 1) / SKIT_BLOCK_ELEMS;
+    j.w = w, j.m = m, j.f = f, j.k = k;
+    j.gap = gap, j.dsum = dsum, j.grad = grad;
+    size_t rowbytes = n * sizeof(float);
+    j.grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
+    size_t cap = rows * n / MIN_ELEMS_PER_THREAD;
+    if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
+    return parallel_for((rows + j.grain - 1) / j.grain, 1, threads, 0, smooth_task, &j);
+}
+
+typedef struct {
+    const skit_engine *E;
     int islog;
     const char *y, *g;
     char *out;

@@ -1764,6 +1764,93 @@ static void e32a_small(const void *xv, size_t rows, size_t n, double T, int islo
  * element j goes to accumulator j mod 2 ND (the two half-vectors of its chunks), the
  * accumulators are paired (k, k + ND) and added in k order from 0. So the statistics,
  * hence the loss, are the row path's bits, and out = exp(x - m) f is fromscratch's. */
+/* Label smoothing over n float32 logits (see skit_smooth). kind 0: *gap = sum_c
+ * w_c (m - x_c) and, unless dsum is NULL, *dsum = sum_c exp(x_c - m) (compensated),
+ * float64, w NULL meaning weights 1; kind 1: out_c = exp(x_c - m) f - k w_c rounded once to
+ * float32. The exponential is the float64 table one (about 1 ulp). The tail runs
+ * the same vector code on a padded vector, so every element is treated alike
+ * wherever it lies, and the sums' order depends only on n. */
+static void e32a_smooth(int kind, const void *xv, const double *w, size_t n, double m, double f,
+                        double k, double *gap, double *dsum, void *outv) {
+    const float *x = (const float *)xv;
+    float *o = (float *)outv;
+    const vd zero = {0}, mv = splatd(m), fv = splatd(f), kv = splatd(k);
+    const vf fill = splatf((float)m);
+    vd g0 = zero, g1 = zero, s0 = zero, s1 = zero, c0 = zero, c1 = zero;
+    for (size_t i = 0; i < n; i += NF) {
+        const size_t cnt = n - i < NF ? n - i : NF;
+        const int full = cnt == NF;
+        vf v = full ? ldf(x + i) : ldf_part(x + i, cnt, fill);
+        vd w0 = splatd(1.0), w1 = w0;
+        if (w && full) {
+            w0 = ldd(w + i);
+            w1 = ldd(w + i + ND);
+        } else if (w) {
+            double wb[NF];
+            memset(wb, 0, sizeof wb);
+            memcpy(wb, w + i, cnt * sizeof(double));
+            w0 = ldd(wb);
+            w1 = ldd(wb + ND);
+        }
+        vd d0 = cvt_lo(v) - mv, d1 = cvt_hi(v) - mv;
+        if (kind == 0) {
+            vd t0 = w0 * d0, t1 = w1 * d1;
+            vl k0, k1;
+            if (!full) {
+                for (int l = 0; l < ND; l++) {
+                    k0[l] = (size_t)l < cnt ? -1 : 0;
+                    k1[l] = (size_t)(l + ND) < cnt ? -1 : 0;
+                }
+                t0 = seld(k0, t0, zero), t1 = seld(k1, t1, zero);
+            }
+            g0 += t0, g1 += t1;
+            if (dsum) {
+                vd e0 = vexpd_tab_hi(d0, zero), e1 = vexpd_tab_hi(d1, zero);
+                if (!full) e0 = seld(k0, e0, zero), e1 = seld(k1, e1, zero);
+                vd err;
+                s0 = two_sum_v(s0, e0, &err), c0 += err;
+                s1 = two_sum_v(s1, e1, &err), c1 += err;
+            }
+        } else {
+            vd e0 = vexpd_tab_hi(d0, zero), e1 = vexpd_tab_hi(d1, zero);
+            vd r0 = e0 * fv - kv * w0, r1 = e1 * fv - kv * w1;
+            if (kind == 3) { /* float64 out, for a caller that rounds it once to a narrower type */
+                double *od = (double *)outv + i;
+                if (full) {
+                    std_(od, r0);
+                    std_(od + ND, r1);
+                } else {
+                    double ob[NF];
+                    std_(ob, r0);
+                    std_(ob + ND, r1);
+                    memcpy(od, ob, cnt * sizeof(double));
+                }
+                continue;
+            }
+            vf r = cvt_join(r0, r1);
+            if (full)
+                stf(o + i, r);
+            else
+                stf_part(o + i, r, cnt);
+        }
+    }
+    if (kind == 0) {
+        vd g = g0 + g1, hi = s0, lo = (c0 + c1);
+        vd err;
+        hi = two_sum_v(hi, s1, &err);
+        lo += err;
+        double gs = 0.0, sh = 0.0, sl = 0.0;
+        for (int l = 0; l < ND; l++) {
+            gs += g[l];
+            double t = sh + hi[l], bb = t - sh;
+            sl += ((sh - (t - bb)) + (hi[l] - bb)) + lo[l];
+            sh = t;
+        }
+        *gap = -gs;
+        if (dsum) *dsum = sh + sl;
+    }
+}
+
 static void e32a_small_ce(const void *xv, size_t rows, size_t n, skit_row_cb cb, void *ctx,
                           void *outv, uint8_t *special) {
     const float *x = (const float *)xv;
@@ -2541,6 +2628,7 @@ static const skit_engine e32f = {
     vjp_f32,
     wsum_f32,
     NULL,
+    NULL,
 };
 
 static const skit_engine e32a = {
@@ -2550,6 +2638,7 @@ static const skit_engine e32a = {
     vjp_f32,
     wsum_f32,
     e32a_small_ce,
+    e32a_smooth,
 };
 
 static const skit_engine e64f = {
@@ -2559,6 +2648,7 @@ static const skit_engine e64f = {
     vjp_f64f,
     wsum_f64f,
     NULL,
+    NULL,
 };
 
 static const skit_engine e64a = {
@@ -2567,6 +2657,7 @@ static const skit_engine e64a = {
     sig_f64a,
     vjp_f64a,
     wsum_f64a,
+    NULL,
     NULL,
 };
 

@@ -149,6 +149,22 @@ int skit_cross_entropy_states(const skit_rows *a, int64_t v0, size_t nb_all, int
                               double z_loss, double grad_scale, double *loss, double *lse,
                               uint8_t *counted, void *grad);
 
+/* Label-smoothed cross-entropy helpers on float32 rows (rows x n, C-contiguous),
+ * float64 arithmetic with the table exponential (about 1 ulp):
+ *   kind 0: for every block b of SKIT_BLOCK_ELEMS classes of every row r, with
+ *           m = m[r * nb + b] (nb = ceil(n / 32768); the block's maximum, or 0 for
+ *           a block of -inf only): gap[r * nb + b] = sum_c w_c (m - x_c) and,
+ *           unless dsum is NULL, dsum[r * nb + b] = sum_c exp(x_c - m) (w NULL:
+ *           weights 1);
+ *   kind 1: grad[r][c] = exp(x_c - m[r]) f[r] - k[r] w_c, rounded once to float32
+ *           (kind 3: grad holds float64, for callers that round once to a narrower type).
+ * A block's sums depend only on its own elements, and every element of kind 1 is
+ * formed alike wherever it lies, so a split of the classes on block boundaries
+ * gives the same bits. */
+int skit_smooth(int kind, const float *x, size_t rows, size_t n, const double *w,
+                const double *m, const double *f, const double *k, double *gap, double *dsum,
+                void *grad, int threads);
+
 /* Elementwise over n contiguous elements of x (dtype's type):
  *   kind 0: out = sigmoid(x); kind 1: out = log_sigmoid(x) (out in x's type);
  *   kind 2: binary cross-entropy with logits, float64 per-element loss into out,

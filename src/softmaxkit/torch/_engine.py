@@ -531,6 +531,31 @@ def cross_entropy_fwd(
         eng = _core_engine(x)
     if eng == NATIVE and not prob and eps == 0.0 and x.numel() > 0:
         return _native_ce(x, target, weight, dim, ign, reduction, z, need_grad)
+    if not prob and eps > 0.0 and eng == NATIVE:
+        from . import _smooth_ce  # imports this module
+
+        if not _smooth_ce.eligible(x):
+            return _generic_ce(x, target, weight, dim, ign, reduction, eps, z, prob, need_grad)
+        _check_index_range(target, x.shape[dim], ign)
+        got = _smooth_ce.cross_entropy(x, target, weight, dim, ign, reduction, eps, z, need_grad)
+        if got is not None:
+            return got
+    return _generic_ce(x, target, weight, dim, ign, reduction, eps, z, prob, need_grad)
+
+
+def _generic_ce(
+    x: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    dim: int,
+    ign: int,
+    reduction: str,
+    eps: float,
+    z: float,
+    prob: bool,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    """Cross-entropy on the array-API engine (torch operations in float64 or double-word)."""
     if not prob:
         _check_index_range(target, x.shape[dim], ign)
     with torch.no_grad():
