@@ -404,6 +404,15 @@ def exact_checks(rank: int, world: int, me: Any) -> dict[str, Any]:
         ),
         ("f64_weight", False, torch.float64, {"weight": "w"}),
         ("bf16_adversarial", True, torch.bfloat16, {"reduction": "none", "z_loss": 1e-3}),
+        # label smoothing: the kernel route's block gap and exp sums travel too
+        ("smooth", False, torch.float32, {"label_smoothing": 0.1}),
+        (
+            "smooth_weight_z",
+            False,
+            torch.float32,
+            {"label_smoothing": 0.2, "weight": "w", "z_loss": 1e-3, "reduction": "none"},
+        ),
+        ("smooth_bf16", False, torch.bfloat16, {"label_smoothing": 0.1, "reduction": "sum"}),
     ]
     for name, adv, dt, kw0 in cases:
         x, t, w = exact_data(adv)

@@ -219,7 +219,9 @@ def test_exact_one_collective_and_bytes(reports: list[dict[str, Any]]) -> None:
         for i, name in enumerate(names):
             fwd = [b for _, b in ex[name]["fwd"]]
             f64 = name.startswith("f64")
-            need = 20 * ((24 if f64 else 20) + (28 if f64 else 16) * slots)
+            # per slot: m, c, s_hi (+ s_lo for float64; + gap and exp sums with smoothing)
+            per_slot = 28 if f64 else 32 if name.startswith("smooth") else 16
+            need = 20 * ((24 if f64 else 20) + per_slot * slots)
             if i == 0:  # new slices: a gather at the old layout, then one at the new
                 assert len(fwd) == 2 and fwd[-1] == HDR + need, (name, world, fwd)
             elif need > cap:  # the state outgrew the capacity: padded, then at its size

@@ -52,7 +52,9 @@ __all__ = [
     "cross_entropy",
     "eligible",
     "finish",
+    "finish_rows",
     "gradient",
+    "local_blocks",
     "row_scale",
     "row_statistics",
 ]
@@ -78,7 +80,8 @@ def row_statistics(xn: np.ndarray, threads: int) -> tuple[np.ndarray, ...]:
     rows, n = xn.shape
     nb = -(-n // BLOCK)
     out = tuple(np.zeros((rows, nb)) for _ in range(4))
-    E._ckernels.block_states(xn, rows, n, 0, E._ACCURATE, threads, *out)
+    if rows and n:
+        E._ckernels.block_states(xn, rows, n, 0, E._ACCURATE, threads, *out)
     return out
 
 
@@ -182,6 +185,8 @@ def gradient(
     kernel's unsmoothed loss, ``-expm1(-nll)``, with no cancellation.
     """
     rows, n = xn.shape
+    if rows == 0 or n == 0:
+        return
     live = counted.astype(bool)
     lse_s = np.where(live, lse, 0.0)
     a = w_t * ((1.0 - eps) + 2.0 * z * lse_s) + (eps / V) * W
@@ -211,6 +216,78 @@ def gradient(
         out.copy_(gw)
 
 
+def local_blocks(
+    xn: np.ndarray, w_loc: np.ndarray | None, threads: int, with_d: bool
+) -> tuple[np.ndarray, ...]:
+    """``m, c, s_hi, s_lo, gap, dsum`` of every block of ``xn`` (rows x classes, whole
+    blocks but the row's last): all a row's finish needs from these classes."""
+    m, c, s_hi, s_lo = row_statistics(xn, threads)
+    gaps, dsum = block_sums(xn, m, w_loc, threads, with_d)
+    return m, c, s_hi, s_lo, gaps, (np.zeros_like(gaps) if dsum is None else dsum)
+
+
+def finish_rows(
+    xn: np.ndarray,
+    v0: int,
+    V: int,
+    blocks: tuple[np.ndarray, ...],
+    xt: np.ndarray,
+    tn: np.ndarray,
+    w: np.ndarray | None,
+    ign: int,
+    reduction: str,
+    eps: float,
+    z: float,
+    grad: Tensor | None,
+    threads: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The loss (float64: per row, or the reduced scalar) and float64 ``lse`` of rows
+    whose classes ``v0 .. v0 + n - 1`` are ``xn`` (rows x n; ``v0`` on a block
+    boundary), from the :func:`local_blocks` of ALL the row's blocks in order;
+    ``xt`` the targets' logits, ``w`` the full weight vector. ``grad`` (rows x n),
+    when given, receives the gradient of those classes (scaled for the mean).
+
+    Every value is a function of the blocks' statistics, combined in block order,
+    or of one element: one process holding the whole row and the ranks holding
+    block-aligned slices of it get the same bits.
+    """
+    rows, n = xn.shape
+    m, c, s_hi, s_lo, gaps, dsum = (np.ascontiguousarray(b) for b in blocks)
+    nll = np.empty(rows)
+    lse = np.empty(rows)
+    counted = np.empty(rows, np.uint8)
+    E._ckernels.cross_entropy_states(
+        xn, rows, n, 0, E._ACCURATE, threads, v0, m.shape[1], n == V, m, c, s_hi, s_lo,
+        np.ascontiguousarray(xt, dtype=np.float64), tn, None, True, ign, 0.0, 1.0,
+        nll, lse, counted, None,
+    )  # fmt: skip
+    live = counted.astype(bool)
+    ignored = tn == ign
+    t_safe = np.where(ignored, 0, tn)
+    w_t = np.where(live, 1.0 if w is None else w[t_safe], 0.0)
+    items = finish(nll, lse, live, gaps, m, block_weights(w, V), w_t, eps, z, V)
+    den = float(np.sum(w_t))
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, as the array-API engine gives
+        total = np.sum(items)
+    if reduction == "none":
+        r: np.ndarray = items
+        scale = 1.0
+    elif reduction == "sum":
+        r = np.asarray(total)
+        scale = 1.0
+    else:
+        r = np.asarray(total / den if den != 0.0 else 0.0)
+        scale = 1.0 / den if den != 0.0 else 0.0
+    if grad is not None:
+        W = float(np.sum(w)) if w is not None else float(V)
+        inside = ~ignored & (tn >= v0) & (tn < v0 + n)
+        t_local = np.where(inside, tn - v0, -1)
+        w_loc = None if w is None else np.ascontiguousarray(w[v0 : v0 + n])
+        Mr, R = row_scale(m, dsum)
+        gradient(xn, grad, t_local, nll, lse, Mr, R, live, w_loc, w_t, W, eps, z, V, scale, threads)
+    return r, lse
+
+
 def cross_entropy(
     x: Tensor,
     target: Tensor,
@@ -228,50 +305,20 @@ def cross_entropy(
     x2, perm, rows, V = E._rows(x32, [dim])
     xn = x2.numpy()
     threads = E._threads(rows * V)
-    m, c, s_hi, s_lo = row_statistics(xn, threads)
-    if not bool(np.all(m < math.inf)):  # +inf or NaN somewhere
+    w = None if weight is None else weight.detach().to(torch.float64).contiguous().numpy()
+    blocks = local_blocks(xn, w, threads, need_grad)
+    if not bool(np.all(blocks[0] < math.inf)):  # +inf or NaN somewhere
         return None
     tn = (target if target.dim() == 1 else target.reshape(rows)).numpy()
     tn = np.ascontiguousarray(tn, dtype=np.int64)
-    ignored = tn == ign
-    t_safe = np.where(ignored, 0, tn)
-    xt = xn[np.arange(rows), t_safe].astype(np.float64)
-    nll = np.empty(rows)
-    lse = np.empty(rows)
-    counted = np.empty(rows, np.uint8)
-    E._ckernels.cross_entropy_states(
-        xn, rows, V, 0, E._ACCURATE, threads, 0, m.shape[1], True, m, c, s_hi, s_lo,
-        xt, tn, None, True, ign, 0.0, 1.0, nll, lse, counted, None,
-    )  # fmt: skip
-    w = None if weight is None else weight.detach().to(torch.float64).contiguous().numpy()
-    live = counted.astype(bool)
-    w_t = np.where(live, 1.0 if w is None else w[t_safe], 0.0)
-    gaps, dsum = block_sums(xn, m, w, threads, need_grad)
-    Wb = block_weights(w, V)
-    items = finish(nll, lse, live, gaps, m, Wb, w_t, eps, z, V)
-    den = float(np.sum(w_t))
-    with np.errstate(invalid="ignore"):  # inf - inf: NaN, as the array-API engine gives
-        total = np.sum(items)
-    if reduction == "none":
-        r: np.ndarray = items
-        scale = 1.0
-    elif reduction == "sum":
-        r = np.asarray(total)
-        scale = 1.0
-    else:
-        r = np.asarray(total / den if den != 0.0 else 0.0)
-        scale = 1.0 / den if den != 0.0 else 0.0
+    xt = xn[np.arange(rows), np.where(tn == ign, 0, tn)]
+    g = torch.empty((rows, V), dtype=x.dtype) if need_grad else None
+    r, _ = finish_rows(xn, 0, V, blocks, xt, tn, w, ign, reduction, eps, z, g, threads)
     if reduction == "none":
         r = r.reshape(E._batch_shape(x.shape, dim))
     loss = torch.from_numpy(np.array(r, copy=True)).to(x.dtype)
-    if not need_grad:
+    if g is None:
         return loss, x.new_empty(0)
-    g = torch.empty((rows, V), dtype=x.dtype)
-    W = float(np.sum(w)) if w is not None else float(V)
-    t_local = np.where(ignored, -1, tn)
-    assert dsum is not None
-    Mr, R = row_scale(m, dsum)
-    gradient(xn, g, t_local, nll, lse, Mr, R, live, w, w_t, W, eps, z, V, scale, threads)
     if perm is not None:
         g = E._unrows(g, x32.shape, perm).contiguous()
     else:

@@ -31,8 +31,8 @@ Determinism, and what it rests on:
 
 * Same bits on every rank: every rank merges the same gathered bytes, in the
   same order, with the same code. This holds by construction.
-* Equal to one process BY CONSTRUCTION on block-aligned slices (no label
-  smoothing, CPU tensors the C kernel takes). The single-process kernel reduces a
+* Equal to one process BY CONSTRUCTION on block-aligned slices (CPU tensors the
+  C kernel takes). The single-process kernel reduces a
   row in blocks of :data:`BLOCK` classes and combines the blocks' ``(max, count,
   rest)`` statistics in block order, in double-word arithmetic. When every slice
   starts on a block boundary (and ends on one unless it ends the row; uneven and
@@ -44,9 +44,13 @@ Determinism, and what it rests on:
   (``_ckernels.cross_entropy_states``). The sum and mean are formed by the same
   NumPy calls and the same casts. Loss, ``lse`` and gradient are then bitwise
   those of :func:`softmaxkit.torch.cross_entropy` in one process, for any TP
-  degree. With label smoothing the one-process op runs the array-API engine,
-  whose sums follow torch's order, so no split can reproduce it by construction.
-* Otherwise (unaligned slices, or smoothing) each rank sends one state of its
+  degree. With label smoothing (float32, float16, bfloat16 logits) each block
+  also sends ``sum_c w_c (m_b - x_c)`` and a float64 ``sum_c exp(x_c - m_b)``
+  (16 more bytes a block a token), and every rank finishes the rows with the
+  one-process smoothing route's own code (``softmaxkit.torch._smooth_ce``): the
+  same bits again, by construction, unless a row holds ``+inf`` or NaN (one
+  process then runs the array-API engine, and the ranks merge as below).
+* Otherwise (unaligned slices, float64 logits with smoothing) each rank sends one state of its
   slice, merged in rank order in float64. Without smoothing the slice's state
   comes from the C kernel and the rows are finished with the kernel's arithmetic
   from the merged state; the split enters only through that state. The float32
@@ -58,10 +62,8 @@ Determinism, and what it rests on:
   elements differ by 1 ulp from one process at V = 70000 (``2e-5`` when the row
   is one block, whose one-process gradient reuses the exponentials of its first
   pass). With smoothing the state is summed in float64 by torch (about ``1e-16``
-  relative; on block-aligned slices of several ranks it is rebuilt from the
-  kernel's block statistics instead, so that the payload's size never depends
-  on the options): no loss or gradient element differed across TP = 1, 2, 4 on
-  the tests' unaligned slices, but that is measured, not constructed.
+  relative): no loss differed, and gradients agree with one process within
+  1 ulp on the tests' unaligned slices, but that is measured, not constructed.
 
 Every message of a call has the same size on every rank, whatever the ranks
 hold: the state travels padded to a byte capacity that the group learned from
@@ -93,6 +95,7 @@ import torch.distributed as dist
 from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from . import _checks as chk
 from . import _engine as E
+from . import _smooth_ce
 from ._eager import _is_one
 
 __all__ = [
@@ -504,16 +507,26 @@ class _Call(NamedTuple):
     blocks: np.ndarray | None  # (tokens, blocks of the row, 4): m, c, s_hi, s_lo; exact mode
 
 
-def _block_section(x: Tensor, slots: int) -> tuple[list[torch.dtype], int]:
-    """Wire dtypes of the block states (m, c, s_hi[, s_lo]) and bytes per slot.
+# the fields of a block state: m, c, s_hi, s_lo and, with label smoothing on the
+# kernel route, the block's gap sum_c w_c (m - x_c) and float64 sum exp(x_c - m)
+_BLOCK_FIELDS = 6
+
+
+def _block_section(x: Tensor, slots: int, smooth: bool = False) -> list[tuple[int, torch.dtype]]:
+    """The block-state fields that travel, ``(field, wire dtype)``, for ``slots`` slots.
 
     ``m`` travels in the logits' precision (a logit, or +-inf, NaN), ``c`` (a count
     below 2**15) in float32, ``s_hi`` in float64; ``s_lo`` only for float64 logits
-    (the float32 kernel sums in plain float64: its ``s_lo`` is 0, checked).
+    (the float32 kernel sums in plain float64: its ``s_lo`` is 0, checked); with
+    ``smooth`` (float32 and narrower logits) the gap and exp sums, float64.
     """
     f64 = x.dtype == F64
-    dts = [F64 if f64 else torch.float32, torch.float32, F64] + ([F64] if f64 else [])
-    return dts, sum(torch.empty(0, dtype=d).element_size() for d in dts) * slots
+    fields = [(0, F64 if f64 else torch.float32), (1, torch.float32), (2, F64)]
+    if f64:
+        fields.append((3, F64))
+    if smooth:
+        fields += [(4, F64), (5, F64)]
+    return fields
 
 
 class _Round(NamedTuple):
@@ -537,6 +550,7 @@ def _state_round(
     blocks_fn: Any,
     slots: int,
     cap: int | None,
+    smooth_blocks: bool = False,
 ) -> _Round:
     """Compute the local state (never raising) and run the one all-gather.
 
@@ -547,25 +561,27 @@ def _state_round(
     before any payload is read. Otherwise returns the states ``(world, n, fields)``
     float64 (the max, count and rest columns left at 0 when block states travel:
     they are rebuilt from those) and, with ``slots > 0``, the block states
-    ``(world, n, slots, 4)`` float64.
+    ``(world, n, slots, _BLOCK_FIELDS)`` float64 (``blocks_fn(v0)`` gives this
+    rank's, field by field; the gap and exp sums only with ``smooth_blocks``).
     """
     n = t.numel()
     F = _fields(o)
     exact = slots > 0 and blocks_fn is not None  # max, count, rest come from the blocks
     payload = torch.zeros((n, F), dtype=F64, device=x.device)
-    bdts, _ = _block_section(x, slots)
-    bparts = [torch.zeros((n, slots), dtype=d) for d in bdts]
+    bfields = _block_section(x, slots, smooth_blocks)
+    bparts = [torch.zeros((n, slots), dtype=d) for _, d in bfields]
     err, msg = 0, ""
     try:
         compute(v0, payload, exact)
-        got = blocks_fn() if exact else ()
+        got = blocks_fn(v0) if exact else ()
         nbl = got[0].shape[1] if got else 0
         if nbl <= slots:  # more blocks: this rank's slice changed; a new layout follows
-            if len(bdts) == 3 and got and bool(np.any(got[3])):
+            if x.dtype != F64 and got and bool(np.any(got[3])):
                 msg = "the float32 kernel returned a double-word block sum (internal error)"
                 raise SoftmaxkitValueError(msg)
-            for dst, arr in zip(bparts, got, strict=False):
-                dst[:, :nbl] = torch.from_numpy(arr).to(dst.dtype)
+            if got:
+                for dst, (fi, _) in zip(bparts, bfields, strict=True):
+                    dst[:, :nbl] = torch.from_numpy(got[fi]).to(dst.dtype)
     except Exception as e:  # reported to every rank through the header
         err, msg = 1, f"{type(e).__name__}: {e}"
         payload.zero_()
@@ -617,9 +633,9 @@ def _state_round(
     states[:, :, 4] = wsums[:, None]
     blocks = None
     if exact:
-        blocks = torch.zeros((world, n, slots, 4), dtype=F64)
-        for i, d in enumerate(bdts):
-            blocks[..., i] = part(2 + i, d, (n, slots)).to(F64)
+        blocks = torch.zeros((world, n, slots, _BLOCK_FIELDS), dtype=F64)
+        for i, (fi, d) in enumerate(bfields):
+            blocks[..., fi] = part(2 + i, d, (n, slots)).to(F64)
     return _Round(hdrs, need, False, states, blocks)
 
 
@@ -702,6 +718,7 @@ def _run_collective(
     precheck: bool,
     kind: str,
     exact_wanted: bool = False,
+    smooth_blocks: bool = False,
 ) -> _Call:
     """Gather the states once (after a header gather on a group's first call).
 
@@ -750,7 +767,7 @@ def _run_collective(
         slots = slots_for(layout)
         rnd = _state_round(
             x, t, weight, o, group, world, v0, opts_hash, compute_for(x),
-            None if blocks_for is None else blocks_for(x), slots, cap,
+            None if blocks_for is None else blocks_for(x), slots, cap, smooth_blocks,
         )  # fmt: skip
         collectives += 1
         hdrs = rnd.hdrs
@@ -780,7 +797,7 @@ def _run_collective(
     if blocks is not None and blocks_for is not None:
         # the row's blocks in global order, and each rank's (m, c, s) for the extras
         nb_all = _nblocks(V)
-        full = np.zeros((n, nb_all, 4))
+        full = np.zeros((n, nb_all, _BLOCK_FIELDS))
         for r in range(world):
             nbl = _nblocks(sizes[r])
             if nbl:
@@ -788,10 +805,40 @@ def _run_collective(
                 full[:, b0 : b0 + nbl] = blocks[r, :, :nbl].numpy()
             m, c, s_ = _rank_mcs(blocks[r], nbl, n)
             states[r, :, 0], states[r, :, 1], states[r, :, 2] = m, c, s_
+        if smooth_blocks:
+            _smoothing_words(states, blocks, sizes, offsets, weight, V)
     ends = torch.tensor([offsets[r] + sizes[r] for r in range(world)], device=t.device)
     owner = torch.searchsorted(ends, t, right=True)
     merged = _merge(states, owner, o)
     return _Call(rank, world, V, offsets, merged, owner, collectives, full)
+
+
+def _smoothing_words(
+    states: Tensor,
+    blocks: Tensor,
+    sizes: list[int],
+    offsets: list[int],
+    weight: Tensor | None,
+    V: int,
+) -> None:
+    """Each rank's ``W`` and ``sum_c w_c (m_r - x_c)`` (state words 4 and 5) rebuilt
+    from its blocks' gap sums, for the rank-order merge when the kernel route does
+    not finish the rows (a +inf or NaN logit): ``sum_b [g_b + W_b (m_r - m_b)]``."""
+    wn = None if weight is None else weight.detach().to(F64).cpu().numpy()
+    Wb = torch.from_numpy(_smooth_ce.block_weights(wn, V))
+    for r in range(len(sizes)):
+        nbl = _nblocks(sizes[r])
+        b0 = offsets[r] // BLOCK
+        m_r = states[r, :, 0]
+        shift_r = torch.where(torch.isfinite(m_r), m_r, 0.0)
+        gap = torch.zeros_like(m_r)
+        W = torch.zeros_like(m_r)
+        for b in range(nbl):
+            mb = blocks[r, :, b, 0]
+            sh_b = torch.where(torch.isfinite(mb), mb, 0.0)
+            gap = gap + (blocks[r, :, b, 4] + Wb[b0 + b] * (shift_r - sh_b))
+            W = W + Wb[b0 + b]
+        states[r, :, 4], states[r, :, 5] = W, gap
 
 
 def _check_layout(V: int, weight: Tensor | None, o: _Opts, sizes: list[int]) -> None:
@@ -1020,7 +1067,7 @@ def _exact_eligible(x: Tensor, o: _Opts) -> bool:
     """Whether single-process ``softmaxkit.torch.cross_entropy`` runs the C kernel here.
 
     Then block-aligned slices give its results bit for bit (see BLOCK). With label
-    smoothing it runs the array-API engine instead, so this path does not apply.
+    smoothing it runs ``_smooth_ce`` instead (see ``_smooth_route``).
     """
     return o.eps == 0.0 and _native_ok(x)
 
@@ -1126,6 +1173,45 @@ def _kernel_ce(
     return res, torch.from_numpy(lse), grad
 
 
+def _smooth_route(x: Tensor, o: _Opts) -> bool:
+    """Whether single-process ``softmaxkit.torch.cross_entropy`` takes the smoothing
+    kernel route for these logits (it does for rows without +inf/NaN): decided from
+    what every rank holds alike, so that the payload layout agrees."""
+    return (
+        o.eps > 0.0
+        and not o.entropy
+        and E._ckernels is not None
+        and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        and E.engine_for(x) == E.NATIVE
+    )
+
+
+def _smooth_kernel_ce(
+    x: Tensor, t: Tensor, w: Tensor | None, o: _Opts, call: _Call, need_grad: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Loss, float64 lse and gradient of label-smoothed rows as one process forms them.
+
+    ``softmaxkit.torch._smooth_ce.finish_rows`` from the gathered statistics of ALL
+    the row's blocks (block-aligned slices), with this rank's classes for the
+    gradient: the same function of the same block values as in one process, so the
+    same bits by construction.
+    """
+    assert call.blocks is not None
+    xn, _ = _kernel_rows(x)
+    rows, n = xn.shape
+    v0 = call.offsets[call.rank] if n else 0
+    tn = np.ascontiguousarray(t.numpy(), dtype=np.int64)
+    wn = None if w is None else w.detach().to(F64).contiguous().numpy()
+    blocks = tuple(call.blocks[:, :, i] for i in range(_BLOCK_FIELDS))
+    g = torch.empty((rows, n), dtype=x.dtype) if need_grad else None
+    r, lse = _smooth_ce.finish_rows(
+        xn, v0, call.V, blocks, call.merged.xt.numpy(), tn, wn, o.ignore_index, o.reduction,
+        o.eps, o.z, g, E._threads(rows * max(n, 1)),
+    )  # fmt: skip
+    loss = torch.from_numpy(np.array(r, copy=True)).to(x.dtype)
+    return loss, torch.from_numpy(lse), g
+
+
 class _CE(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -1134,11 +1220,12 @@ class _CE(torch.autograd.Function):
         Vr = x.shape[-1]
         xd = x.detach()
         kernel = _exact_eligible(xd, o)
+        smooth_k = _smooth_route(xd, o)
 
         def compute_for(xx: Tensor) -> Any:
             def compute(v0: int, out: Tensor, exact: bool) -> None:
                 w_loc = _w_slice(w, v0, Vr)
-                if kernel and not o.entropy:
+                if (kernel and not o.entropy) or (smooth_k and exact):
                     if not exact and Vr and xd.shape[0]:
                         # the slice's (max, count, rest) from the C kernel itself
                         xn, code = _kernel_rows(xd)
@@ -1175,18 +1262,35 @@ class _CE(torch.autograd.Function):
             return compute
 
         def blocks_for(xx: Tensor) -> Any:
-            return lambda: _block_states(xd)
+            if smooth_k:  # with each block's gap and exp sums (softmaxkit.torch._smooth_ce)
+
+                def smooth_blocks(v0: int) -> tuple[np.ndarray, ...]:
+                    xn, _ = _kernel_rows(xd)
+                    wl = _w_slice(w, v0, Vr)
+                    wn = None if wl is None else wl.to(F64).contiguous().numpy()
+                    threads = E._threads(xn.size)
+                    return _smooth_ce.local_blocks(xn, wn, threads, True)
+
+                return smooth_blocks
+            return lambda v0: _block_states(xd)
 
         call = _run_collective(
             xd, t, w, o, group, compute_for, blocks_for if _native_ok(xd) else None,
-            precheck, "ce", kernel,
+            precheck, "ce", kernel or smooth_k, smooth_k,
         )  # fmt: skip
         mg = call.merged
-        ctx.kernel = kernel
+        # with smoothing, the kernel route of one process takes rows without +inf/NaN
+        smooth_fin = (
+            smooth_k and call.blocks is not None and bool(np.all(call.blocks[:, :, 0] < math.inf))
+        )
+        ctx.kernel = kernel or smooth_fin
         ctx.collectives = call.collectives
         acc = F64 if x.dtype == F64 else torch.float32
-        if kernel:
-            loss, lse64, grad = _kernel_ce(xd, t, w, o, call, ctx.needs_input_grad[0])
+        if kernel or smooth_fin:
+            if smooth_fin:
+                loss, lse64, grad = _smooth_kernel_ce(xd, t, w, o, call, ctx.needs_input_grad[0])
+            else:
+                loss, lse64, grad = _kernel_ce(xd, t, w, o, call, ctx.needs_input_grad[0])
             ctx.save_for_backward(grad if grad is not None else x.new_empty(0))
             ctx.reduction = o.reduction
             lse = lse64.to(acc)
@@ -1343,11 +1447,12 @@ def cross_entropy(
     Every rank merges the same gathered bytes in the same order with the same
     code, so the loss and every extra are bitwise identical across the ranks.
     When every slice is a run of whole :data:`BLOCK`-class blocks of the row (the
-    last may end the row; sizes may differ, slices may be empty) and there is no
-    label smoothing, the ranks exchange the C kernel's per-block statistics and
-    the loss, ``lse`` and gradient are those of single-process
-    :func:`softmaxkit.torch.cross_entropy` bit for bit, by construction (see the
-    module docstring). Other slices exchange one float64 state per rank; the
+    last may end the row; sizes may differ, slices may be empty), the ranks
+    exchange the C kernel's per-block statistics (with label smoothing, also
+    each block's gap and exponential sums) and the loss, ``lse`` and gradient
+    are those of single-process :func:`softmaxkit.torch.cross_entropy` bit for
+    bit, by construction (see the module docstring; with smoothing, for float32
+    and narrower logits and rows without ``+inf`` or NaN). Other slices exchange one float64 state per rank; the
     merged state then depends on the split in its last bits, so a float32
     result can differ from the single-process one by 1 ulp when its exact value
     lies that close to a rounding boundary (measured: no loss, and 5e-6 to 2e-5
