@@ -133,6 +133,7 @@ def ops_table(reps: int, quick: bool) -> list[dict[str, Any]]:
 
 CE_SHAPES = [(32, 10), (256, 1000), (4096, 1000), (8, 50257), (512, 50257), (1024, 50257)]
 NORM_SHAPES = [(32, 10), (256, 1000), (4096, 1000), (8, 50257), (512, 50257)]
+SMOOTH_SHAPES = [(256, 1000), (4096, 1000), (512, 50257)]
 
 
 def _per_call(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
@@ -179,6 +180,20 @@ def overhead_table(rounds: int, quick: bool) -> list[dict[str, Any]]:
 
         r = _per_call({"skt": ours, "torch": theirs}, rounds)
         rows.append({"op": "cross_entropy fwd+bwd", "shape": (n, c), **r})
+    for n, c in SMOOTH_SHAPES[:2] if quick else SMOOTH_SHAPES:
+        x = (torch.randn(n, c, generator=g) * 2).requires_grad_()
+        t = torch.randint(0, c, (n,), generator=g)
+
+        def ours_s(x: torch.Tensor = x, t: torch.Tensor = t) -> None:
+            x.grad = None
+            skt.cross_entropy(x, t, label_smoothing=0.1).backward()
+
+        def theirs_s(x: torch.Tensor = x, t: torch.Tensor = t) -> None:
+            x.grad = None
+            F.cross_entropy(x, t, label_smoothing=0.1).backward()
+
+        r = _per_call({"skt": ours_s, "torch": theirs_s}, rounds)
+        rows.append({"op": "cross_entropy fwd+bwd, label_smoothing=0.1", "shape": (n, c), **r})
     for n, c in NORM_SHAPES[:3] if quick else NORM_SHAPES:
         x = torch.randn(n, c, generator=g) * 2
         for name in ("softmax", "log_softmax"):

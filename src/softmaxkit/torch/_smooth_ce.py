@@ -312,7 +312,13 @@ def cross_entropy(
     tn = (target if target.dim() == 1 else target.reshape(rows)).numpy()
     tn = np.ascontiguousarray(tn, dtype=np.int64)
     xt = xn[np.arange(rows), np.where(tn == ign, 0, tn)]
-    g = torch.empty((rows, V), dtype=x.dtype) if need_grad else None
+    g = None
+    if need_grad:  # huge pages for big gradients, as the unsmoothed route does
+        g = (
+            E._out_buffer((rows, V), np.dtype(np.float32))
+            if x.dtype == torch.float32
+            else torch.empty((rows, V), dtype=x.dtype)
+        )
     r, _ = finish_rows(xn, 0, V, blocks, xt, tn, w, ign, reduction, eps, z, g, threads)
     if reduction == "none":
         r = r.reshape(E._batch_shape(x.shape, dim))

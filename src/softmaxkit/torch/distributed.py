@@ -50,20 +50,21 @@ Determinism, and what it rests on:
   one-process smoothing route's own code (``softmaxkit.torch._smooth_ce``): the
   same bits again, by construction, unless a row holds ``+inf`` or NaN (one
   process then runs the array-API engine, and the ranks merge as below).
-* Otherwise (unaligned slices, float64 logits with smoothing) each rank sends one state of its
-  slice, merged in rank order in float64. Without smoothing the slice's state
-  comes from the C kernel and the rows are finished with the kernel's arithmetic
-  from the merged state; the split enters only through that state. The float32
-  kernel sums exponentials accurate to about ``2**-46`` relative (enough for
-  correctly rounded float32 results), taken relative to each block's or slice's
-  own maximum, so the merged sum differs from the one-process one at that level,
-  and a float32 result changes when its exact value lies that close to a
-  rounding boundary. Measured: no loss differed; about ``5e-6`` of the gradient
-  elements differ by 1 ulp from one process at V = 70000 (``2e-5`` when the row
-  is one block, whose one-process gradient reuses the exponentials of its first
-  pass). With smoothing the state is summed in float64 by torch (about ``1e-16``
-  relative): no loss differed, and gradients agree with one process within
-  1 ulp on the tests' unaligned slices, but that is measured, not constructed.
+* Otherwise (unaligned slices, float64 logits with smoothing) each rank sends one
+  state of its slice, merged in rank order in float64. Without smoothing the
+  slice's state comes from the C kernel and the rows are finished with the
+  kernel's arithmetic from the merged state; the split enters only through that
+  state. The float32 kernel sums exponentials accurate to about ``2**-46``
+  relative (enough for correctly rounded float32 results), taken relative to each
+  block's or slice's own maximum, so the merged sum differs from the one-process
+  one at that level, and a float32 result changes when its exact value lies that
+  close to a rounding boundary. Measured: no loss differed; about ``5e-6`` of the
+  gradient elements differ by 1 ulp from one process at V = 70000 (``2e-5`` when
+  the row is one block, whose one-process gradient reuses the exponentials of its
+  first pass). With smoothing the state is summed in float64 by torch (about
+  ``1e-16`` relative): no loss differed, and gradients agree with one process
+  within 1 ulp on the tests' unaligned slices, but that is measured, not
+  constructed.
 
 Every message of a call has the same size on every rank, whatever the ranks
 hold: the state travels padded to a byte capacity that the group learned from
@@ -1452,8 +1453,9 @@ def cross_entropy(
     each block's gap and exponential sums) and the loss, ``lse`` and gradient
     are those of single-process :func:`softmaxkit.torch.cross_entropy` bit for
     bit, by construction (see the module docstring; with smoothing, for float32
-    and narrower logits and rows without ``+inf`` or NaN). Other slices exchange one float64 state per rank; the
-    merged state then depends on the split in its last bits, so a float32
+    and narrower logits and rows without ``+inf`` or NaN). Other slices exchange
+    one float64 state per rank; the merged state then depends on the split in
+    its last bits, so a float32
     result can differ from the single-process one by 1 ulp when its exact value
     lies that close to a rounding boundary (measured: no loss, and 5e-6 to 2e-5
     of the gradient elements). The first call on a group learns every rank's
