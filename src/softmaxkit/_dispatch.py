@@ -442,8 +442,13 @@ def cross_entropy(
             plan=plan,
             threads=threads,
         )
-    if not target_is_index or label_smoothing != 0.0:
+    if not target_is_index:
         return None
+    if label_smoothing != 0.0:
+        return _smoothed_cross_entropy(
+            logits, target, axis, weight, ignore_index, label_smoothing, z_loss, reduction,
+            where, return_grad, plan, threads,
+        )  # fmt: skip
     got = _native_input(logits, plan)
     if got is None or not isinstance(target, np.ndarray):
         return None
@@ -515,6 +520,60 @@ def cross_entropy(
     if not return_grad:
         return res
     assert grad is not None
+    return res, _from_rows(grad, shape, perm)
+
+
+def _smoothed_cross_entropy(
+    logits: Array,
+    target: Array,
+    axis: int,
+    weight: Array | None,
+    ignore_index: int | None,
+    eps: float,
+    z_loss: float,
+    reduction: str,
+    where: Array | None,
+    return_grad: bool,
+    plan: Plan,
+    threads: int | None,
+) -> Array | tuple[Array, Array] | None:
+    """Label-smoothed cross-entropy of float32 NumPy logits on the C core
+    (:mod:`softmaxkit._smoothing`), or ``None`` for the array-agnostic path (other
+    dtypes, ``where``, or a row holding +inf or NaN)."""
+    from . import _smoothing  # imports this module
+
+    got = _native_input(logits, plan)
+    if got is None or where is not None or not isinstance(target, np.ndarray):
+        return None
+    if weight is not None and not isinstance(weight, np.ndarray):
+        return None
+    xa, code, _ = got
+    if code != _DTYPES["float32"]:
+        return None
+    shape = tuple(xa.shape)
+    perm, rows, n = _layout(shape, (axis,))
+    if n == 0 or rows == 0:
+        return None
+    nthreads = check_threads(threads)
+    x2 = _to_rows(xa, perm, rows, n, xa.dtype)
+    w = None if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
+    blocks = _smoothing.local_blocks(x2, w, nthreads, return_grad)
+    if _smoothing.has_specials(blocks):
+        return None
+    t = np.ascontiguousarray(np.asarray(target).reshape(rows), dtype=np.int64)
+    t_safe = t if ignore_index is None else np.where(t == ignore_index, 0, t)
+    xt = x2[np.arange(rows), t_safe]
+    grad = np.empty((rows, n), np.float32) if return_grad else None
+    r, _ = _smoothing.finish_rows(
+        x2, 0, n, blocks, xt, t, w, ignore_index, reduction, eps, z_loss, grad, nthreads
+    )
+    dt = xa.dtype
+    if reduction == "none":
+        res = r.reshape(tuple(s for i, s in enumerate(shape) if i != axis)).astype(dt)
+    else:
+        res = np.asarray(r, dtype=dt)
+    if grad is None:
+        return res
     return res, _from_rows(grad, shape, perm)
 
 

@@ -47,7 +47,7 @@ Determinism, and what it rests on:
   degree. With label smoothing (float32, float16, bfloat16 logits) each block
   also sends ``sum_c w_c (m_b - x_c)`` and a float64 ``sum_c exp(x_c - m_b)``
   (16 more bytes a block a token), and every rank finishes the rows with the
-  one-process smoothing route's own code (``softmaxkit.torch._smooth_ce``): the
+  one-process smoothing route's own code (``softmaxkit._smoothing``): the
   same bits again, by construction, unless a row holds ``+inf`` or NaN (one
   process then runs the array-API engine, and the ranks merge as below).
 * Otherwise (unaligned slices, float64 logits with smoothing) each rank sends one
@@ -93,10 +93,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .. import _smoothing
 from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from . import _checks as chk
 from . import _engine as E
-from . import _smooth_ce
 from ._eager import _is_one
 
 __all__ = [
@@ -826,7 +826,7 @@ def _smoothing_words(
     from its blocks' gap sums, for the rank-order merge when the kernel route does
     not finish the rows (a +inf or NaN logit): ``sum_b [g_b + W_b (m_r - m_b)]``."""
     wn = None if weight is None else weight.detach().to(F64).cpu().numpy()
-    Wb = torch.from_numpy(_smooth_ce.block_weights(wn, V))
+    Wb = torch.from_numpy(_smoothing.block_weights(wn, V))
     for r in range(len(sizes)):
         nbl = _nblocks(sizes[r])
         b0 = offsets[r] // BLOCK
@@ -1192,7 +1192,7 @@ def _smooth_kernel_ce(
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Loss, float64 lse and gradient of label-smoothed rows as one process forms them.
 
-    ``softmaxkit.torch._smooth_ce.finish_rows`` from the gathered statistics of ALL
+    ``softmaxkit._smoothing.finish_rows`` from the gathered statistics of ALL
     the row's blocks (block-aligned slices), with this rank's classes for the
     gradient: the same function of the same block values as in one process, so the
     same bits by construction.
@@ -1204,12 +1204,17 @@ def _smooth_kernel_ce(
     tn = np.ascontiguousarray(t.numpy(), dtype=np.int64)
     wn = None if w is None else w.detach().to(F64).contiguous().numpy()
     blocks = tuple(call.blocks[:, :, i] for i in range(_BLOCK_FIELDS))
-    g = torch.empty((rows, n), dtype=x.dtype) if need_grad else None
-    r, lse = _smooth_ce.finish_rows(
+    # float32 gradients directly, half types through float64 (rounded once), as one
+    # process does
+    gn = None
+    if need_grad:
+        gn = np.empty((rows, n), np.float32 if x.dtype == torch.float32 else np.float64)
+    r, lse = _smoothing.finish_rows(
         xn, v0, call.V, blocks, call.merged.xt.numpy(), tn, wn, o.ignore_index, o.reduction,
-        o.eps, o.z, g, E._threads(rows * max(n, 1)),
+        o.eps, o.z, gn, E._threads(rows * max(n, 1)),
     )  # fmt: skip
     loss = torch.from_numpy(np.array(r, copy=True)).to(x.dtype)
+    g = None if gn is None else torch.from_numpy(gn).to(x.dtype)
     return loss, torch.from_numpy(lse), g
 
 
@@ -1263,14 +1268,14 @@ class _CE(torch.autograd.Function):
             return compute
 
         def blocks_for(xx: Tensor) -> Any:
-            if smooth_k:  # with each block's gap and exp sums (softmaxkit.torch._smooth_ce)
+            if smooth_k:  # with each block's gap and exp sums (softmaxkit._smoothing)
 
                 def smooth_blocks(v0: int) -> tuple[np.ndarray, ...]:
                     xn, _ = _kernel_rows(xd)
                     wl = _w_slice(w, v0, Vr)
                     wn = None if wl is None else wl.to(F64).contiguous().numpy()
                     threads = E._threads(xn.size)
-                    return _smooth_ce.local_blocks(xn, wn, threads, True)
+                    return _smoothing.local_blocks(xn, wn, threads, True)
 
                 return smooth_blocks
             return lambda v0: _block_states(xd)

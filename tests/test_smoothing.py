@@ -1,0 +1,133 @@
+"""Label-smoothed cross-entropy of float32 NumPy logits on the C core (``softmaxkit._smoothing``).
+
+``sk.cross_entropy(x, t, label_smoothing=eps)`` on float32 NumPy logits with class
+indices runs on the kernel's block statistics plus the two ``_ckernels.smooth``
+passes instead of the array-agnostic graph. Held to the contract: loss and
+gradient within 0.505 ulp of the exact answer (the same call on the float64 copy,
+which the array-agnostic engine computes in double-word arithmetic), the same bits
+for every thread count and class axis, and the array-agnostic engine for what the
+route does not take (``where``, rows holding +inf or NaN, other dtypes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import softmaxkit as sk
+from softmaxkit import _dispatch, _smoothing
+from tests._native_helpers import ulp_error
+
+pytestmark = pytest.mark.skipif(_dispatch._ckernels is None, reason="the C core is not built")
+
+B = _smoothing.BLOCK
+
+
+def _data(N: int, V: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((N, V)) * 3).astype(np.float32)
+    t = rng.integers(0, V, N)
+    x[0, 5 % V] = -np.inf  # a -inf logit in a counted row
+    x[1, :] = -np.inf  # nothing to count
+    x[2, t[2]] = -np.inf  # the target at -inf: loss inf
+    t[3] = -100  # ignored
+    x[4, t[4]] += 40.0  # dominant target
+    x[5, :] = 0.0  # every class tied
+    w = (rng.random(V) + 0.1).astype(np.float32)
+    return x, t, w
+
+
+@pytest.fixture
+def route(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records every call of the C route's finish."""
+    seen: list[bool] = []
+    orig = _smoothing.finish_rows
+
+    def spy(*a: object, **k: object) -> object:
+        seen.append(True)
+        return orig(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_smoothing, "finish_rows", spy)
+    return seen
+
+
+OPTIONS = {
+    "mean": {"label_smoothing": 0.1, "ignore_index": -100},
+    "none_weight": {
+        "label_smoothing": 0.2,
+        "weight": True,
+        "reduction": "none",
+        "ignore_index": -100,
+    },
+    "sum_z": {"label_smoothing": 0.1, "z_loss": 1e-3, "reduction": "sum", "ignore_index": -100},
+}
+
+
+@pytest.mark.parametrize("opt", sorted(OPTIONS))
+@pytest.mark.parametrize(("N", "V"), [(64, 10), (300, 1000), (6, B + 4321)])
+def test_within_the_bound_of_the_exact_answer(route: list[bool], opt: str, N: int, V: int) -> None:
+    x, t, w = _data(N, V, seed=V % 89)
+    kw = dict(OPTIONS[opt])
+    if kw.pop("weight", False):
+        kw["weight"] = w
+    loss, g = sk.cross_entropy(x, t, return_grad=True, **kw)
+    assert route, "the C route did not run"
+    assert loss.dtype == np.float32 and g.dtype == np.float32
+    if "weight" in kw:
+        kw["weight"] = w.astype(np.float64)
+    loss64, g64 = sk.cross_entropy(x.astype(np.float64), t, return_grad=True, **kw)
+    assert np.array_equal(np.isfinite(loss), np.isfinite(loss64))
+    assert np.array_equal(np.isnan(g), np.isnan(g64))
+    assert ulp_error(loss, loss64, np.float32).max() <= 0.505
+    assert ulp_error(g, g64, np.float32).max() <= 0.505
+
+
+def test_same_bits_for_every_thread_count_and_class_axis() -> None:
+    x, t, w = _data(40, 3000, seed=2)
+    one = sk.cross_entropy(x, t, label_smoothing=0.1, weight=w, reduction="none",
+                           ignore_index=-100, return_grad=True, threads=1)  # fmt: skip
+    two = sk.cross_entropy(x, t, label_smoothing=0.1, weight=w, reduction="none",
+                           ignore_index=-100, return_grad=True, threads=2)  # fmt: skip
+    axis0 = sk.cross_entropy(np.ascontiguousarray(x.T), t, axis=0, label_smoothing=0.1, weight=w,
+                             reduction="none", ignore_index=-100, return_grad=True)  # fmt: skip
+    for a, b in ((one, two), (one, (axis0[0], axis0[1].T))):
+        assert np.array_equal(a[0], b[0], equal_nan=True)
+        assert np.array_equal(a[1], b[1], equal_nan=True)
+
+
+@pytest.mark.parametrize("special", [np.inf, np.nan])
+def test_rows_with_posinf_or_nan_take_the_array_agnostic_engine(
+    route: list[bool], special: float
+) -> None:
+    x, t, _ = _data(20, 30, seed=3)
+    x[7, 3] = special
+    loss = sk.cross_entropy(x, t, label_smoothing=0.1, reduction="none", ignore_index=-100)
+    assert not route
+    ref = sk.cross_entropy(x.astype(np.float64), t, label_smoothing=0.1, reduction="none",
+                           ignore_index=-100)  # fmt: skip
+    assert np.array_equal(np.isnan(loss), np.isnan(ref))
+    assert np.array_equal(np.isinf(loss), np.isinf(ref))
+
+
+def test_where_takes_the_array_agnostic_engine(route: list[bool]) -> None:
+    x, t, _ = _data(20, 30, seed=4)
+    keep = np.ones(x.shape, bool)
+    keep[:, :3] = False
+    t = np.where(t < 3, 3, t)
+    sk.cross_entropy(x, t, label_smoothing=0.1, where=keep, ignore_index=-100)
+    assert not route
+
+
+def test_fast_precision_takes_it_too(route: list[bool]) -> None:
+    x, t, _ = _data(50, 200, seed=5)
+    fast = sk.cross_entropy(x, t, label_smoothing=0.1, ignore_index=-100, precision="fast")
+    acc = sk.cross_entropy(x, t, label_smoothing=0.1, ignore_index=-100)
+    assert len(route) == 2
+    assert fast == acc
+
+
+def test_inputs_are_not_modified() -> None:
+    x, t, w = _data(30, 40, seed=6)
+    xs, ts, ws = x.copy(), t.copy(), w.copy()
+    sk.cross_entropy(x, t, label_smoothing=0.1, weight=w, ignore_index=-100, return_grad=True)
+    assert np.array_equal(x, xs) and np.array_equal(t, ts) and np.array_equal(w, ws)
