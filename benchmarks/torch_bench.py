@@ -531,6 +531,12 @@ def render_overhead(
             "",
         ]
     out += [
+        "The label-smoothed rows (`label_smoothing=0.1`, the common training setting) ran on "
+        "the array-API engine until session 4, at 15–20× torch's time (4096×1000: 295 ms "
+        "against torch's 19 ms); they now run on the C core's block statistics plus two C "
+        "passes (`softmaxkit._smoothing`), with the loss and gradient within 0.505 ulp of "
+        "the exact answer.",
+        "",
         "Why the missed rows are missed:",
         "",
         "- Small calls (32×10, the MLP's 64×100) are fixed cost. A Python "
