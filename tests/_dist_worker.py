@@ -438,6 +438,26 @@ def exact_checks(rank: int, world: int, me: Any) -> dict[str, Any]:
             "grad_eq_tp1": bits_equal(gl, gf[:, sl]),
             "loss": lo.double().reshape(-1).tolist(),
         }
+    # smoothing with +inf and NaN rows: one process runs the array-API engine and the
+    # ranks merge their states (rebuilt from the blocks' gap sums): the same limits,
+    # and values agreeing to float32 accuracy
+    x, t, w = exact_data(True)
+    xl = x[:, sl].clone().requires_grad_()
+    lo = sktd.cross_entropy(xl, t, label_smoothing=0.1, weight=w, reduction="none")
+    (gl,) = torch.autograd.grad(lo.sum(), xl)
+    xs = x.clone().requires_grad_()
+    sk = skt.cross_entropy(xs, t, label_smoothing=0.1, weight=w, reduction="none")
+    (gs,) = torch.autograd.grad(sk.sum(), xs)
+    fin = torch.isfinite(sk)
+    gfin = torch.isfinite(gs[:, sl])
+    out["smooth_adversarial"] = [
+        bool(torch.equal(torch.isnan(lo), torch.isnan(sk)))
+        and bool(torch.equal(torch.isinf(lo), torch.isinf(sk)))
+        and bool(torch.equal(gfin, torch.isfinite(gl))),
+        float(((lo - sk).abs() / sk.abs().clamp(min=1e-30))[fin].max()),
+        float((gl - gs[:, sl]).abs()[gfin].max()) if bool(gfin.any()) else 0.0,
+        lo.detach().double().tolist(),
+    ]
     # lse from the same collective: the single-process kernel's lse, bit for bit
     x, t, _ = exact_data(True)
     ex = sktd.cross_entropy(x[:, sl].contiguous(), t, return_lse=True, topk=3)

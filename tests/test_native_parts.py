@@ -247,3 +247,40 @@ def test_smoothing_bad_arguments():
         _ckernels.smooth(0, x, 2, 3, None, m, None, None, None, None, None, 1)
     with pytest.raises(ValueError, match="m: expected 2 items"):  # m too short
         _ckernels.smooth(0, x, 2, 3, None, m[:1], None, None, np.empty((2, 1)), None, None, 1)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", [1, 15, 17, 1000, B])
+def test_smoothing_one_block_rows_in_one_pass_are_the_two_pass_bits(isa: str, n: int) -> None:
+    """Kind 4 (5) sums a one-block row's exponentials and writes the gradient from the
+    kept values: bitwise kind 0's sum, the factor f / D, then kind 1 (3)."""
+    rng = np.random.default_rng(n)
+    rows = 6
+    x = (rng.standard_normal((rows, n)) * 3).astype(np.float32)
+    x[1, :] = -np.inf  # nothing to count: shift 0, D = 0
+    x[2, 0] = -np.inf
+    x[3, :] = 0.0
+    w = rng.random(n) + 0.1
+    M = np.where(np.isfinite(x.max(1)), x.max(1), 0.0).astype(np.float64)
+    f = rng.random(rows)
+    k = rng.random(rows) * 1e-4
+    cur = _ckernels.isa()
+    _ckernels.set_isa(isa)
+    try:
+        for wt in (None, w):
+            gap, D = np.empty((rows, 1)), np.empty((rows, 1))
+            _ckernels.smooth(0, x, rows, n, wt, M[:, None].copy(), None, None, gap, D, None, 1)
+            R = np.where(D[:, 0] > 0.0, 1.0 / np.where(D[:, 0] > 0.0, D[:, 0], 1.0), 0.0)
+            for two, one, dt in ((1, 4, np.float32), (3, 5, np.float64)):
+                want = np.empty((rows, n), dt)
+                _ckernels.smooth(two, x, rows, n, wt, M, f * R, k, None, None, want, 1)
+                for threads in (1, 2):
+                    got = np.empty((rows, n), dt)
+                    _ckernels.smooth(one, x, rows, n, wt, M, f, k, None, None, got, threads)
+                    assert _same(got, want), (isa, n, one, threads)
+    finally:
+        _ckernels.set_isa(cur)
+    wide = np.zeros((1, B + 1), np.float32)
+    one = np.ones(1)
+    with pytest.raises(ValueError, match="bad kind"):  # one block only
+        _ckernels.smooth(4, wide, 1, B + 1, None, one, one, one, None, None, wide.copy(), 1)

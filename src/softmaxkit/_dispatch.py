@@ -557,7 +557,7 @@ def _smoothed_cross_entropy(
     nthreads = check_threads(threads)
     x2 = _to_rows(xa, perm, rows, n, xa.dtype)
     w = None if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
-    blocks = _smoothing.local_blocks(x2, w, nthreads, return_grad)
+    blocks = _smoothing.local_blocks(x2, w, nthreads, return_grad and n > _smoothing.BLOCK)
     if _smoothing.has_specials(blocks):
         return None
     t = np.ascontiguousarray(np.asarray(target).reshape(rows), dtype=np.int64)

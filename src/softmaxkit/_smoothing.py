@@ -187,7 +187,7 @@ def gradient(
     nll: np.ndarray,
     lse: np.ndarray,
     M: np.ndarray,
-    R: np.ndarray,
+    R: np.ndarray | None,
     counted: np.ndarray,
     w_loc: np.ndarray | None,
     w_t: np.ndarray,
@@ -202,7 +202,10 @@ def gradient(
     float64 for a caller that rounds it once to a narrower type).
 
     ``t_local`` is each row's target column in ``xn`` (-1 where the target lies
-    elsewhere); ``w_loc`` the weights of ``xn``'s classes. ``1 - p_t`` comes from the
+    elsewhere); ``w_loc`` the weights of ``xn``'s classes. ``R = 1 / D`` per row
+    from :func:`row_scale`, or ``None`` for rows of one block that ``xn`` holds
+    whole: the C core then sums ``D`` itself and keeps the exponentials for the
+    output (one exponential per element instead of two; the same bits). ``1 - p_t`` comes from the
     kernel's unsmoothed loss, ``-expm1(-nll)``, with no cancellation.
     """
     rows, n = xn.shape
@@ -212,7 +215,6 @@ def gradient(
     lse_s = np.where(live, lse, 0.0)
     a = w_t * ((1.0 - eps) + 2.0 * z * lse_s) + (eps / V) * W
     sa = np.where(live, a * scale, 0.0)
-    saR = sa * R
     cw = np.where(live, (eps / V) * scale, 0.0)
     with np.errstate(over="ignore", invalid="ignore"):
         p_t = np.exp(-nll)
@@ -221,8 +223,11 @@ def gradient(
         g_t = w_t * (-(1.0 - eps) * one_minus + 2.0 * z * lse_s * p_t)
         g_t = (g_t + (eps / V) * (W * p_t - wt_c)) * scale
     g_t = np.where(live, g_t, 0.0)
-    kind = 1 if out.dtype == np.float32 else 3
-    f = np.ascontiguousarray(saR)
+    out64 = out.dtype != np.float32
+    if R is None:
+        kind, f = (5 if out64 else 4), np.ascontiguousarray(sa)
+    else:
+        kind, f = (3 if out64 else 1), np.ascontiguousarray(sa * R)
     k = np.ascontiguousarray(cw)
     _ck().smooth(kind, xn, rows, n, w_loc, np.ascontiguousarray(M), f, k, None, None, out, threads)
     rr = np.flatnonzero(t_local >= 0)
@@ -257,10 +262,12 @@ def finish_rows(
     """The loss (float64: per row, or the reduced scalar) and float64 ``lse`` of rows
     whose classes ``v0 .. v0 + n - 1`` are ``xn`` (rows x n; ``v0`` on a block
     boundary), from the :func:`local_blocks` of ALL the row's blocks in order;
-    ``xt`` the targets' logits, ``tn`` the targets (int64, in range or ``ign``;
-    ``None``: nothing is ignored), ``w`` the full weight vector. ``grad`` (rows x n,
-    float32, or float64 to be rounded once by the caller), when given, receives the
-    gradient of those classes (scaled for the mean).
+    ``xt`` the targets' logits (``blocks`` need the exponential sums only when the
+    row has several blocks or ``xn`` holds part of it), ``tn`` the targets (int64,
+    in range or ``ign``; ``None``: nothing is ignored), ``w`` the full weight
+    vector. ``grad`` (rows x n, float32, or float64 to be rounded once by the
+    caller), when given, receives the gradient of those classes (scaled for the
+    mean).
 
     Every value is a function of the blocks' statistics, combined in block order,
     or of one element: one process holding the whole row and the ranks holding
@@ -298,6 +305,9 @@ def finish_rows(
         inside = ~ignored & (tn >= v0) & (tn < v0 + n)
         t_local = np.where(inside, tn - v0, -1)
         w_loc = None if w is None else np.ascontiguousarray(w[v0 : v0 + n])
-        Mr, R = row_scale(m, dsum)
+        if m.shape[1] == 1 and n == V:  # the whole row, one block: D summed in the C pass
+            Mr, R = np.ascontiguousarray(_shift(m[:, 0])), None
+        else:
+            Mr, R = row_scale(m, dsum)
         gradient(xn, grad, t_local, nll, lse, Mr, R, live, w_loc, w_t, W, eps, z, V, scale, threads)
     return r, lse

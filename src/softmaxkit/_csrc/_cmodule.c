@@ -287,7 +287,8 @@ static PyObject *py_sigmoid(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(smooth_doc, "smooth(kind, x, rows, n, w, m, f, k, gap, dsum, grad, threads): "
-                         "label-smoothing block sums (kind 0) or gradient (kind 1: float32, 3: float64), float32 rows");
+                         "label-smoothing block sums (kind 0) or gradient (1: float32, 3: float64; one-block rows "
+                         "with their sum: 4, 5), float32 rows");
 
 static PyObject *py_smooth(PyObject *self, PyObject *args) {
     (void)self;
@@ -297,7 +298,8 @@ static PyObject *py_smooth(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iOnnOOOOOOOi", &kind, &xo, &rows, &n, &wo, &mo, &fo, &ko, &go,
                           &so, &oo, &threads))
         return NULL;
-    if ((kind != 0 && kind != 1 && kind != 3) || rows < 0 || n < 0 || threads < 1) {
+    if (kind < 0 || kind > 5 || kind == 2 || rows < 0 || n < 0 || threads < 1 ||
+        (kind >= 4 && n > (Py_ssize_t)skit_block_elems())) {
         PyErr_SetString(PyExc_ValueError, "bad kind, shape or thread count");
         return NULL;
     }
@@ -309,7 +311,7 @@ static PyObject *py_smooth(PyObject *self, PyObject *args) {
         get(ko, &k, 0, 'd', rows, kind == 0, "k") < 0 ||
         get(go, &g, 1, 'd', per, kind != 0, "gap") < 0 ||
         get(so, &s, 1, 'd', per, 1, "dsum") < 0 ||
-        get(oo, &o, 1, kind == 3 ? 'd' : 'f', rows * n, kind == 0, "grad") < 0) {
+        get(oo, &o, 1, (kind == 3 || kind == 5) ? 'd' : 'f', rows * n, kind == 0, "grad") < 0) {
         release(&x), release(&w), release(&m), release(&f), release(&k), release(&g),
             release(&s), release(&o);
         return NULL;

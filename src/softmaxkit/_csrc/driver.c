@@ -1186,20 +1186,30 @@ static void smooth_task(void *ctx, size_t t) {
     smoothjob *j = (smoothjob *)ctx;
     size_t r0 = t * j->grain;
     size_t r1 = j->rows - r0 < j->grain ? j->rows : r0 + j->grain;
+    const int out64 = j->kind == 3 || j->kind == 5;
+    const size_t es = out64 ? sizeof(double) : sizeof(float);
     for (size_t r = r0; r < r1; r++) {
         const float *xr = j->x + r * j->n;
-        if (j->kind != 0) {
-            size_t es = j->kind == 3 ? sizeof(double) : sizeof(float);
-            j->E->smooth(j->kind, xr, j->w, j->n, j->m[r], j->f[r], j->k[r], NULL, NULL,
-                         (char *)j->grad + r * j->n * es);
-            continue;
-        }
-        for (size_t b = 0; b < j->nb; b++) {
-            size_t c0 = b * SKIT_BLOCK_ELEMS;
-            size_t len = j->n - c0 < SKIT_BLOCK_ELEMS ? j->n - c0 : SKIT_BLOCK_ELEMS;
-            size_t at = r * j->nb + b;
-            j->E->smooth(0, xr + c0, j->w ? j->w + c0 : NULL, len, j->m[at], 0.0, 0.0,
-                         j->gap + at, j->dsum ? j->dsum + at : NULL, NULL);
+        void *gr = j->kind ? (char *)j->grad + r * j->n * es : NULL;
+        if (j->kind == 1 || j->kind == 3) {
+            j->E->smooth(1, out64, xr, j->w, j->n, j->m[r], j->f[r], j->k[r], NULL, NULL, NULL,
+                         gr);
+        } else if (j->kind == 4 || j->kind == 5) {
+            /* one block: the exponentials of the sum kept for the output, and the
+             * factor formed as the caller forms it from kind 0's sum (row_scale) */
+            double *keep = (double *)tl_scratch, D = 0.0;
+            j->E->smooth(0, 0, xr, j->w, j->n, j->m[r], 0.0, 0.0, NULL, &D, keep, NULL);
+            double R = D > 0.0 ? 1.0 / D : 0.0;
+            double f = j->f[r] * R;
+            j->E->smooth(2, out64, NULL, j->w, j->n, 0.0, f, j->k[r], NULL, NULL, keep, gr);
+        } else {
+            for (size_t b = 0; b < j->nb; b++) {
+                size_t c0 = b * SKIT_BLOCK_ELEMS;
+                size_t len = j->n - c0 < SKIT_BLOCK_ELEMS ? j->n - c0 : SKIT_BLOCK_ELEMS;
+                size_t at = r * j->nb + b;
+                j->E->smooth(0, 0, xr + c0, j->w ? j->w + c0 : NULL, len, j->m[at], 0.0, 0.0,
+                             j->gap + at, j->dsum ? j->dsum + at : NULL, NULL, NULL);
+            }
         }
     }
 }
@@ -1207,8 +1217,9 @@ static void smooth_task(void *ctx, size_t t) {
 int skit_smooth(int kind, const float *x, size_t rows, size_t n, const double *w,
                 const double *m, const double *f, const double *k, double *gap, double *dsum,
                 void *grad, int threads) {
-    if ((kind != 0 && kind != 1 && kind != 3) || threads < 1 || !x || !m) return SKIT_EINVAL;
+    if (kind < 0 || kind > 5 || kind == 2 || threads < 1 || !x || !m) return SKIT_EINVAL;
     if (kind == 0 ? !gap : (!f || !k || !grad)) return SKIT_EINVAL;
+    if (kind >= 4 && n > SKIT_BLOCK_ELEMS) return SKIT_EINVAL;
     if (rows == 0 || n == 0) return SKIT_OK;
     smoothjob j;
     j.E = isa()->eng[SKIT_F32][SKIT_ACCURATE];
@@ -1224,7 +1235,9 @@ int skit_smooth(int kind, const float *x, size_t rows, size_t n, const double *w
     j.grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
     size_t cap = rows * n / MIN_ELEMS_PER_THREAD;
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
-    return parallel_for((rows + j.grain - 1) / j.grain, 1, threads, 0, smooth_task, &j);
+    /* kinds 4 and 5 keep a row's exponentials: n rounded up to a vector, float64 */
+    size_t scratch = kind >= 4 ? (n + 64) * sizeof(double) : 0;
+    return parallel_for((rows + j.grain - 1) / j.grain, 1, threads, scratch, smooth_task, &j);
 }
 
 typedef struct {

@@ -1764,23 +1764,54 @@ static void e32a_small(const void *xv, size_t rows, size_t n, double T, int islo
  * element j goes to accumulator j mod 2 ND (the two half-vectors of its chunks), the
  * accumulators are paired (k, k + ND) and added in k order from 0. So the statistics,
  * hence the loss, are the row path's bits, and out = exp(x - m) f is fromscratch's. */
-/* Label smoothing over n float32 logits (see skit_smooth). kind 0: *gap = sum_c
- * w_c (m - x_c) and, unless dsum is NULL, *dsum = sum_c exp(x_c - m) (compensated),
- * float64, w NULL meaning weights 1; kind 1: out_c = exp(x_c - m) f - k w_c rounded once to
- * float32. The exponential is the float64 table one (about 1 ulp). The tail runs
- * the same vector code on a padded vector, so every element is treated alike
- * wherever it lies, and the sums' order depends only on n. */
-static void e32a_smooth(int kind, const void *xv, const double *w, size_t n, double m, double f,
-                        double k, double *gap, double *dsum, void *outv) {
+/* One output vector of the label-smoothing gradient: e f - k w, rounded once to
+ * float32 (out64: stored as float64), cnt < NF lanes for a row's tail. Kinds 1 and
+ * 2 of e32a_smooth share it so that the same expression gives the same bits. */
+INLINE void smooth_store(int out64, void *outv, size_t i, size_t cnt, vd e0, vd e1, vd fv, vd kv,
+                         vd w0, vd w1) {
+    vd r0 = e0 * fv - kv * w0, r1 = e1 * fv - kv * w1;
+    if (out64) { /* for a caller that rounds it once to a narrower type */
+        double *od = (double *)outv + i;
+        if (cnt == NF) {
+            std_(od, r0);
+            std_(od + ND, r1);
+        } else {
+            double ob[NF];
+            std_(ob, r0);
+            std_(ob + ND, r1);
+            memcpy(od, ob, cnt * sizeof(double));
+        }
+        return;
+    }
+    vf r = cvt_join(r0, r1);
+    if (cnt == NF)
+        stf((float *)outv + i, r);
+    else
+        stf_part((float *)outv + i, r, cnt);
+}
+
+/* Label smoothing over n float32 logits (see skit_smooth), float64 arithmetic with
+ * the table exponential (about 1 ulp):
+ *   kind 0: *gap = sum_c w_c (m - x_c) (unless gap is NULL) and *dsum = sum_c
+ *           exp(x_c - m) (compensated; unless dsum is NULL), w NULL meaning weights
+ *           1; with keep != NULL the exponentials are also stored there (n rounded
+ *           up to NF doubles);
+ *   kind 1: out_c = exp(x_c - m) f - k w_c;
+ *   kind 2: out_c = keep_c f - k w_c, keep from kind 0 with the same m: the same
+ *           bits as kind 1.
+ * out is float32 rounded once, or float64 with out64. The tail runs the same
+ * vector code on a padded vector, so every element is treated alike wherever it
+ * lies, and the sums' order depends only on n. */
+static void e32a_smooth(int kind, int out64, const void *xv, const double *w, size_t n, double m,
+                        double f, double k, double *gap, double *dsum, double *keep,
+                        void *outv) {
     const float *x = (const float *)xv;
-    float *o = (float *)outv;
     const vd zero = {0}, mv = splatd(m), fv = splatd(f), kv = splatd(k);
     const vf fill = splatf((float)m);
     vd g0 = zero, g1 = zero, s0 = zero, s1 = zero, c0 = zero, c1 = zero;
     for (size_t i = 0; i < n; i += NF) {
         const size_t cnt = n - i < NF ? n - i : NF;
         const int full = cnt == NF;
-        vf v = full ? ldf(x + i) : ldf_part(x + i, cnt, fill);
         vd w0 = splatd(1.0), w1 = w0;
         if (w && full) {
             w0 = ldd(w + i);
@@ -1792,46 +1823,39 @@ static void e32a_smooth(int kind, const void *xv, const double *w, size_t n, dou
             w0 = ldd(wb);
             w1 = ldd(wb + ND);
         }
+        if (kind == 2) {
+            smooth_store(out64, outv, i, cnt, ldd(keep + i), ldd(keep + i + ND), fv, kv, w0, w1);
+            continue;
+        }
+        vf v = full ? ldf(x + i) : ldf_part(x + i, cnt, fill);
         vd d0 = cvt_lo(v) - mv, d1 = cvt_hi(v) - mv;
-        if (kind == 0) {
-            vd t0 = w0 * d0, t1 = w1 * d1;
-            vl k0, k1;
-            if (!full) {
-                for (int l = 0; l < ND; l++) {
-                    k0[l] = (size_t)l < cnt ? -1 : 0;
-                    k1[l] = (size_t)(l + ND) < cnt ? -1 : 0;
-                }
-                t0 = seld(k0, t0, zero), t1 = seld(k1, t1, zero);
-            }
-            g0 += t0, g1 += t1;
-            if (dsum) {
-                vd e0 = vexpd_tab_hi(d0, zero), e1 = vexpd_tab_hi(d1, zero);
-                if (!full) e0 = seld(k0, e0, zero), e1 = seld(k1, e1, zero);
-                vd err;
-                s0 = two_sum_v(s0, e0, &err), c0 += err;
-                s1 = two_sum_v(s1, e1, &err), c1 += err;
-            }
-        } else {
+        if (kind == 1) {
             vd e0 = vexpd_tab_hi(d0, zero), e1 = vexpd_tab_hi(d1, zero);
-            vd r0 = e0 * fv - kv * w0, r1 = e1 * fv - kv * w1;
-            if (kind == 3) { /* float64 out, for a caller that rounds it once to a narrower type */
-                double *od = (double *)outv + i;
-                if (full) {
-                    std_(od, r0);
-                    std_(od + ND, r1);
-                } else {
-                    double ob[NF];
-                    std_(ob, r0);
-                    std_(ob + ND, r1);
-                    memcpy(od, ob, cnt * sizeof(double));
-                }
-                continue;
+            smooth_store(out64, outv, i, cnt, e0, e1, fv, kv, w0, w1);
+            continue;
+        }
+        vl k0, k1;
+        if (!full) {
+            for (int l = 0; l < ND; l++) {
+                k0[l] = (size_t)l < cnt ? -1 : 0;
+                k1[l] = (size_t)(l + ND) < cnt ? -1 : 0;
             }
-            vf r = cvt_join(r0, r1);
-            if (full)
-                stf(o + i, r);
-            else
-                stf_part(o + i, r, cnt);
+        }
+        if (gap) {
+            vd t0 = w0 * d0, t1 = w1 * d1;
+            if (!full) t0 = seld(k0, t0, zero), t1 = seld(k1, t1, zero);
+            g0 += t0, g1 += t1;
+        }
+        if (dsum) {
+            vd e0 = vexpd_tab_hi(d0, zero), e1 = vexpd_tab_hi(d1, zero);
+            if (keep) {
+                std_(keep + i, e0);
+                std_(keep + i + ND, e1);
+            }
+            if (!full) e0 = seld(k0, e0, zero), e1 = seld(k1, e1, zero);
+            vd err;
+            s0 = two_sum_v(s0, e0, &err), c0 += err;
+            s1 = two_sum_v(s1, e1, &err), c1 += err;
         }
     }
     if (kind == 0) {
@@ -1846,7 +1870,7 @@ static void e32a_smooth(int kind, const void *xv, const double *w, size_t n, dou
             sl += ((sh - (t - bb)) + (hi[l] - bb)) + lo[l];
             sh = t;
         }
-        *gap = -gs;
+        if (gap) *gap = -gs;
         if (dsum) *dsum = sh + sl;
     }
 }

@@ -157,7 +157,11 @@ int skit_cross_entropy_states(const skit_rows *a, int64_t v0, size_t nb_all, int
  *           unless dsum is NULL, dsum[r * nb + b] = sum_c exp(x_c - m) (w NULL:
  *           weights 1);
  *   kind 1: grad[r][c] = exp(x_c - m[r]) f[r] - k[r] w_c, rounded once to float32
- *           (kind 3: grad holds float64, for callers that round once to a narrower type).
+ *           (kind 3: grad holds float64, for callers that round once to a narrower type);
+ *   kind 4: rows of one block (n <= 32768), m[r] the row's maximum (0 if -inf only):
+ *           kind 0's D = dsum of the row, then kind 1 with f[r] * (D > 0 ? 1 / D : 0)
+ *           in place of f[r], the exponentials of the sum kept for the output; the
+ *           same bits as those two calls (kind 5: grad holds float64).
  * A block's sums depend only on its own elements, and every element of kind 1 is
  * formed alike wherever it lies, so a split of the classes on block boundaries
  * gives the same bits. */

@@ -146,10 +146,12 @@ typedef struct {
      * written (NULL: the engine has no such path). */
     void (*small_ce)(const void *x, size_t rows, size_t n, skit_row_cb cb, void *ctx, void *out,
                      uint8_t *special);
-    /* label smoothing over n elements (kind 0: block sums into *gap, *dsum; kind 1:
-     * out = exp(x - m) f - k w), see skit_smooth (NULL: the engine has no such path) */
-    void (*smooth)(int kind, const void *x, const double *w, size_t n, double m, double f,
-                   double k, double *gap, double *dsum, void *out);
+    /* label smoothing over n elements (kind 0: block sums into *gap, *dsum, the
+     * exponentials into keep; kind 1: out = exp(x - m) f - k w; kind 2: out = keep f
+     * - k w), float32 out or float64 with out64; see skit_smooth (NULL: the engine
+     * has no such path) */
+    void (*smooth)(int kind, int out64, const void *x, const double *w, size_t n, double m,
+                   double f, double k, double *gap, double *dsum, double *keep, void *out);
 } skit_engine;
 
 typedef struct {

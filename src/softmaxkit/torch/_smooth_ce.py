@@ -45,18 +45,22 @@ def cross_entropy(
 ) -> tuple[Tensor, Tensor] | None:
     """Loss and (when ``need_grad``) gradient, or ``None`` when a row holds +inf or NaN.
 
-    Targets must be in range (or ``ign``): the caller has checked them.
+    A target outside ``[0, C)`` that is not ``ign`` raises ``SoftmaxkitValueError``.
     """
+    tn = target.detach().reshape(-1).numpy()
+    C = x.shape[dim]
+    bad = ((tn < 0) | (tn >= C)) & (tn != ign)
+    if bad.any():
+        raise E._index_range_error(tn, C, ign)
     xd = x.detach()
     x32 = xd.to(torch.float32) if xd.dtype != torch.float32 else xd
     x2, perm, rows, V = E._rows(x32, [dim])
     xn = x2.numpy()
     threads = E._threads(rows * V)
     w = None if weight is None else weight.detach().to(torch.float64).contiguous().numpy()
-    blocks = S.local_blocks(xn, w, threads, need_grad)
+    blocks = S.local_blocks(xn, w, threads, need_grad and V > S.BLOCK)
     if S.has_specials(blocks):
         return None
-    tn = (target if target.dim() == 1 else target.reshape(rows)).numpy()
     tn = np.ascontiguousarray(tn, dtype=np.int64)
     xt = xn[np.arange(rows), np.where(tn == ign, 0, tn)]
     g: Tensor | None = None

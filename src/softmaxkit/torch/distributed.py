@@ -1017,6 +1017,8 @@ def _grad_logits(
     cancellation from the merged count and rest.
     """
     n, Vr = x.shape
+    if Vr == 0:  # an empty slice of the classes: nothing to differentiate here
+        return x.new_empty((n, 0))
     lse, M = mg.lse, mg.M
     eps, z = o.eps, o.z
     fin = torch.isfinite(lse)
