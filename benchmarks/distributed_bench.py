@@ -130,8 +130,15 @@ class _Count:
             setattr(dist, name, fn)
 
 
-def _methods(world: int, rank: int, x: Any, t: Any) -> dict[str, Any]:
-    """``name -> fn()`` returning ``(mean loss, local logits leaf)`` for one fwd."""
+SMOOTH = 0.1  # the label smoothing of the smoothed bits table (softmaxkit only)
+
+
+def _methods(world: int, rank: int, x: Any, t: Any, eps: float = 0.0) -> dict[str, Any]:
+    """``name -> fn()`` returning ``(mean loss, local logits leaf)`` for one fwd.
+
+    With label smoothing ``eps`` only softmaxkit runs: DTensor's ``loss_parallel``
+    fails in forward with it, and the Megatron-style reference has none.
+    """
     import torch.nn.functional as F
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import DTensor, Shard
@@ -147,7 +154,10 @@ def _methods(world: int, rank: int, x: Any, t: Any) -> dict[str, Any]:
 
     def ours() -> Any:
         xl = x[:, sl].clone().requires_grad_()
-        return sktd.cross_entropy(xl, t), xl
+        return sktd.cross_entropy(xl, t, label_smoothing=eps), xl
+
+    if eps:
+        return {"softmaxkit": ours}
 
     def dtensor() -> Any:
         xl = x[:, sl].clone().requires_grad_()
@@ -211,7 +221,7 @@ def rank_main(
         timeout=datetime.timedelta(seconds=120),
     )
     x, t = _data(n, v)
-    fns = _methods(world, rank, x, t)
+    fns = _methods(world, rank, x, t, SMOOTH if mode == "sbits" else 0.0)
     res: dict[str, Any] = {}
     if mode == "time":
         for name, fn in fns.items():  # warm-up, and the collectives of one call
@@ -283,14 +293,14 @@ def _spawn(mode: str, world: int, n: int, v: int, reps: int, tmp: Path) -> Path:
     return out
 
 
-def _bits_table(tmp: Path, n: int, v: int) -> list[dict[str, Any]]:
+def _bits_table(tmp: Path, n: int, v: int, eps: float = 0.0) -> list[dict[str, Any]]:
     import torch
 
     import softmaxkit.torch as skt
 
     x, t = _data(n, v)
     xs = x.clone().requires_grad_()
-    ref_loss = skt.cross_entropy(xs, t)
+    ref_loss = skt.cross_entropy(xs, t, label_smoothing=eps)
     ref_loss.backward()
     ref_grad = xs.grad
     # float64, rounded once. At the target, p_t - 1 = -(sum of the other p_j): no
@@ -310,9 +320,16 @@ def _bits_table(tmp: Path, n: int, v: int) -> list[dict[str, Any]]:
     nll = -lp[rows, ts]
     cr_loss = (torch.where(counted, nll, 0.0).sum() / den).float()
     cr_grad = g64.float()
+    methods = ("softmaxkit",) if eps else METHODS
+    if eps:  # the exact answer from the float64 copy (double-word engine), rounded once
+        x64 = x.double().requires_grad_()
+        l64 = skt.cross_entropy(x64, t, label_smoothing=eps)
+        l64.backward()
+        assert x64.grad is not None
+        cr_loss, cr_grad = l64.detach().float(), x64.grad.float()
     per_tp: dict[int, dict[str, Any]] = {}
     for world in (1, 2, 4):
-        out = _spawn("bits", world, n, v, 1, tmp)
+        out = _spawn("sbits" if eps else "bits", world, n, v, 1, tmp)
         parts = [torch.load(f"{out}.rank{r}") for r in range(world)]
         per_tp[world] = {
             m: {
@@ -322,14 +339,14 @@ def _bits_table(tmp: Path, n: int, v: int) -> list[dict[str, Any]]:
                     torch.equal(p[m]["loss"], parts[0][m]["loss"]) for p in parts
                 ),
             }
-            for m in METHODS
+            for m in methods
         }
 
     def diff(a: Any, b: Any) -> float:
         return float((a != b).double().mean())
 
     rows = []
-    for m in METHODS:
+    for m in methods:
         r: dict[str, Any] = {"method": m}
         for world in (2, 4):
             r[f"loss_tp{world}"] = diff(per_tp[world][m]["loss"], per_tp[1][m]["loss"])
@@ -364,6 +381,7 @@ def section(reps: int = 5, quick: bool = False) -> str:
         timing = json.loads(_spawn("time", 2, n, v, reps, tmp).read_text())
         bits = _bits_table(tmp, bn, bv)
         abits = _bits_table(tmp, an, av)
+        sbits = _bits_table(tmp, an, av, SMOOTH)
     base = statistics.median(timing["softmaxkit"]["times"])
     lines = [
         "## Vocab-parallel cross-entropy (torch.distributed, gloo on CPU)",
@@ -432,6 +450,21 @@ def section(reps: int = 5, quick: bool = False) -> str:
         *head,
     ]
     for r in abits:
+        lines.append(_bits_row(r))
+    lines += [
+        "",
+        f"### The same with label smoothing {SMOOTH} (softmaxkit only)",
+        "",
+        "Each block also sends its `Σ_c (m_b − x_c)` and float64 `Σ_c exp(x_c − m_b)` (16 "
+        "more bytes a block a token), and every rank finishes the rows with the one-process "
+        "smoothing code (`softmaxkit._smoothing`): equal to one process by construction. "
+        "DTensor's `loss_parallel` fails in forward with label smoothing, and Megatron's "
+        "scales it by the local vocabulary size (Megatron #737, #7464), so neither is in "
+        'this table. "CR" is the float64 answer of the double-word engine rounded once.',
+        "",
+        *head,
+    ]
+    for r in sbits:
         lines.append(_bits_row(r))
     return "\n".join(lines)
 
