@@ -449,18 +449,11 @@ def cross_entropy(
             logits, target, axis, weight, ignore_index, label_smoothing, z_loss, reduction,
             where, return_grad, plan, threads,
         )  # fmt: skip
-    got = _native_input(logits, plan)
-    if got is None or not isinstance(target, np.ndarray):
+    ce = _ce_rows(logits, target, weight, axis, plan)
+    if ce is None:
         return None
-    if weight is not None and not isinstance(weight, np.ndarray):
-        return None
-    xa, code, mode = got
-    shape = tuple(xa.shape)
-    perm, rows, n = _layout(shape, (axis,))
-    if n == 0 or rows == 0:
-        return None
+    xa, code, mode, shape, perm, rows, n, x2 = ce
     nthreads = check_threads(threads)
-    x2 = _to_rows(xa, perm, rows, n, xa.dtype)
     m2 = _mask_rows(where, perm, rows, n)
     t = np.ascontiguousarray(np.asarray(target).reshape(rows), dtype=np.int64)
     ignored = np.zeros(rows, bool) if ignore_index is None else t == ignore_index
@@ -523,6 +516,25 @@ def cross_entropy(
     return res, _from_rows(grad, shape, perm)
 
 
+def _ce_rows(
+    logits: Array, target: Array, weight: Array | None, axis: int, plan: Plan
+) -> tuple[np.ndarray, int, int, tuple[int, ...], list[int], int, int, np.ndarray] | None:
+    """The C core's view of a cross-entropy call: ``(xa, code, mode, shape, perm, rows,
+    n, x2)`` with ``x2`` the logits as ``rows x n`` rows, or ``None`` when the arrays
+    are not NumPy's or the call is empty."""
+    got = _native_input(logits, plan)
+    if got is None or not isinstance(target, np.ndarray):
+        return None
+    if weight is not None and not isinstance(weight, np.ndarray):
+        return None
+    xa, code, mode = got
+    shape = tuple(xa.shape)
+    perm, rows, n = _layout(shape, (axis,))
+    if n == 0 or rows == 0:
+        return None
+    return xa, code, mode, shape, perm, rows, n, _to_rows(xa, perm, rows, n, xa.dtype)
+
+
 def _smoothed_cross_entropy(
     logits: Array,
     target: Array,
@@ -542,20 +554,11 @@ def _smoothed_cross_entropy(
     dtypes, ``where``, or a row holding +inf or NaN)."""
     from . import _smoothing  # imports this module
 
-    got = _native_input(logits, plan)
-    if got is None or where is not None or not isinstance(target, np.ndarray):
+    ce = None if where is not None else _ce_rows(logits, target, weight, axis, plan)
+    if ce is None or ce[1] != _DTYPES["float32"]:
         return None
-    if weight is not None and not isinstance(weight, np.ndarray):
-        return None
-    xa, code, _ = got
-    if code != _DTYPES["float32"]:
-        return None
-    shape = tuple(xa.shape)
-    perm, rows, n = _layout(shape, (axis,))
-    if n == 0 or rows == 0:
-        return None
+    xa, _, _, shape, perm, rows, n, x2 = ce
     nthreads = check_threads(threads)
-    x2 = _to_rows(xa, perm, rows, n, xa.dtype)
     w = None if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
     blocks = _smoothing.local_blocks(x2, w, nthreads, return_grad and n > _smoothing.BLOCK)
     if _smoothing.has_specials(blocks):
