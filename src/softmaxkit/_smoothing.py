@@ -11,21 +11,23 @@ a row with logits ``x``, target ``t`` and ``lse = log sum_c exp(x_c)`` is
 and its gradient ``d l / d x_j = a p_j - (eps / V) w_j`` off the target, with
 ``p = softmax(x)`` and ``a = w_t (1 - eps + 2 zeta lse) + (eps / V) sum_c w_c``.
 
-This module forms them in three passes over the logits instead of the array-API
-engine's dozen float64 ones:
+This module forms them in three passes over the logits (four for rows of several
+blocks) instead of the array-API engine's dozen float64 ones:
 
 1. the C core's statistics of every block of :data:`BLOCK` classes
    (``skit_block_states``), finished into the row's ``lse`` and unsmoothed loss
    ``lse - x_t`` by the kernel's own code (``skit_cross_entropy_states``, float64
    results of its double-word arithmetic);
 2. per block ``b``, ``g_b = sum_{c in b} w_c (m_b - x_c)`` with ``m_b`` the block's
-   maximum, every term non-negative for non-negative weights, and
-   ``D_b = sum_{c in b} exp(x_c - m_b)`` (``skit_smooth``, one more pass); the
-   smoothing sum is then ``sum_b [g_b + W_b (lse - m_b)]`` in
-   block order (``W_b`` the block's weight sum), again without cancellation;
-3. the gradient, elementwise in float64 (``skit_smooth``: ``exp(x - M) / D`` with
-   ``D`` summed from float64 exponentials, every element treated alike wherever
-   it lies) and rounded once.
+   maximum, every term non-negative for non-negative weights (``skit_smooth``, a
+   pass without exponentials); the smoothing sum is then
+   ``sum_b [g_b + W_b (lse - m_b)]`` in block order (``W_b`` the block's weight
+   sum), again without cancellation;
+3. the gradient, elementwise in float64 (``skit_smooth``: ``exp(x - M) / D``, every
+   element treated alike wherever it lies) and rounded once. ``D`` is summed from
+   float64 exponentials per block, ``D_b = sum_{c in b} exp(x_c - m_b)``: in the
+   same pass for a row of one block, whose exponentials are kept for the output,
+   and in one more pass for longer rows (or a rank's slice of the row).
 
 Every quantity is a function of one block's data or of per-row values combined in
 block order, so a split of the classes on block boundaries (the vocab-parallel
