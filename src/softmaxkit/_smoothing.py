@@ -144,11 +144,10 @@ def row_scale(m: np.ndarray, dsum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     M = m.max(axis=1)
     M = np.where(np.isfinite(M), M, 0.0)
     D = np.zeros_like(M)
-    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-        for b in range(m.shape[1]):
-            f = np.exp(np.where(np.isfinite(m[:, b]), m[:, b] - M, -math.inf))
-            D += np.where(f > 0.0, dsum[:, b] * f, 0.0)
-        R = np.where(D > 0.0, 1.0 / np.where(D > 0.0, D, 1.0), 0.0)
+    for b in range(m.shape[1]):
+        f = np.exp(np.where(np.isfinite(m[:, b]), m[:, b] - M, -math.inf))
+        D += np.where(f > 0.0, dsum[:, b] * f, 0.0)
+    R = np.where(D > 0.0, 1.0 / np.where(D > 0.0, D, 1.0), 0.0)
     return M, R
 
 
@@ -172,13 +171,14 @@ def finish(
     z: float,
     V: int,
 ) -> np.ndarray:
-    """Per-row float64 losses (0 where not counted) from the row values and block gaps."""
+    """Per-row float64 losses (0 where not counted) from the row values and block gaps
+    (NumPy warns of the infinities it meets unless the caller silences it, as
+    :func:`finish_rows` does)."""
     sh = _shift(m)
     smooth = np.zeros_like(lse)
-    with np.errstate(invalid="ignore", over="ignore"):
-        for b in range(gaps.shape[1]):
-            smooth += gaps[:, b] + Wb[b] * (lse - sh[:, b])
-        item = w_t * ((1.0 - eps) * nll + z * lse * lse) + (eps / V) * smooth
+    for b in range(gaps.shape[1]):
+        smooth += gaps[:, b] + Wb[b] * (lse - sh[:, b])
+    item = w_t * ((1.0 - eps) * nll + z * lse * lse) + (eps / V) * smooth
     return np.where(counted, item, 0.0)
 
 
@@ -218,12 +218,11 @@ def gradient(
     a = w_t * ((1.0 - eps) + 2.0 * z * lse_s) + (eps / V) * W
     sa = np.where(live, a * scale, 0.0)
     cw = np.where(live, (eps / V) * scale, 0.0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        p_t = np.exp(-nll)
-        one_minus = -np.expm1(-nll)
-        wt_c = w_t if w_loc is None else np.where(t_local >= 0, w_loc[np.maximum(t_local, 0)], 0.0)
-        g_t = w_t * (-(1.0 - eps) * one_minus + 2.0 * z * lse_s * p_t)
-        g_t = (g_t + (eps / V) * (W * p_t - wt_c)) * scale
+    p_t = np.exp(-nll)
+    one_minus = -np.expm1(-nll)
+    wt_c = w_t if w_loc is None else np.where(t_local >= 0, w_loc[np.maximum(t_local, 0)], 0.0)
+    g_t = w_t * (-(1.0 - eps) * one_minus + 2.0 * z * lse_s * p_t)
+    g_t = (g_t + (eps / V) * (W * p_t - wt_c)) * scale
     g_t = np.where(live, g_t, 0.0)
     out64 = out.dtype != np.float32
     if R is None:
@@ -275,6 +274,26 @@ def finish_rows(
     or of one element: one process holding the whole row and the ranks holding
     block-aligned slices of it get the same bits.
     """
+    # inf - inf, 0 * inf: NaN where the array-API engine gives it; exp(-inf) etc.
+    with np.errstate(all="ignore"):
+        return _finish_rows(xn, v0, V, blocks, xt, tn, w, ign, reduction, eps, z, grad, threads)
+
+
+def _finish_rows(
+    xn: np.ndarray,
+    v0: int,
+    V: int,
+    blocks: tuple[np.ndarray, ...],
+    xt: np.ndarray,
+    tn: np.ndarray,
+    w: np.ndarray | None,
+    ign: int | None,
+    reduction: str,
+    eps: float,
+    z: float,
+    grad: np.ndarray | None,
+    threads: int,
+) -> tuple[np.ndarray, np.ndarray]:
     rows, n = xn.shape
     m, c, s_hi, s_lo, gaps, dsum = (np.ascontiguousarray(b) for b in blocks)
     nll = np.empty(rows)
@@ -291,8 +310,7 @@ def finish_rows(
     w_t = np.where(live, 1.0 if w is None else w[t_safe], 0.0)
     items = finish(nll, lse, live, gaps, m, block_weights(w, V), w_t, eps, z, V)
     den = float(np.sum(w_t))
-    with np.errstate(invalid="ignore"):  # inf - inf: NaN, as the array-API engine gives
-        total = np.sum(items)
+    total = np.sum(items)
     if reduction == "none":
         r: np.ndarray = items
         scale = 1.0
