@@ -276,58 +276,42 @@ def finish_rows(
     """
     # inf - inf, 0 * inf: NaN where the array-API engine gives it; exp(-inf) etc.
     with np.errstate(all="ignore"):
-        return _finish_rows(xn, v0, V, blocks, xt, tn, w, ign, reduction, eps, z, grad, threads)
-
-
-def _finish_rows(
-    xn: np.ndarray,
-    v0: int,
-    V: int,
-    blocks: tuple[np.ndarray, ...],
-    xt: np.ndarray,
-    tn: np.ndarray,
-    w: np.ndarray | None,
-    ign: int | None,
-    reduction: str,
-    eps: float,
-    z: float,
-    grad: np.ndarray | None,
-    threads: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    rows, n = xn.shape
-    m, c, s_hi, s_lo, gaps, dsum = (np.ascontiguousarray(b) for b in blocks)
-    nll = np.empty(rows)
-    lse = np.empty(rows)
-    counted = np.empty(rows, np.uint8)
-    _ck().cross_entropy_states(
-        xn, rows, n, 0, _ACCURATE, threads, v0, m.shape[1], n == V, m, c, s_hi, s_lo,
-        np.ascontiguousarray(xt, dtype=np.float64), tn, None, ign is not None,
-        0 if ign is None else ign, 0.0, 1.0, nll, lse, counted, None,
-    )  # fmt: skip
-    live = counted.astype(bool)
-    ignored = np.zeros(rows, bool) if ign is None else tn == ign
-    t_safe = np.where(ignored, 0, tn)
-    w_t = np.where(live, 1.0 if w is None else w[t_safe], 0.0)
-    items = finish(nll, lse, live, gaps, m, block_weights(w, V), w_t, eps, z, V)
-    den = float(np.sum(w_t))
-    total = np.sum(items)
-    if reduction == "none":
-        r: np.ndarray = items
-        scale = 1.0
-    elif reduction == "sum":
-        r = np.asarray(total)
-        scale = 1.0
-    else:
-        r = np.asarray(total / den if den != 0.0 else 0.0)
-        scale = 1.0 / den if den != 0.0 else 0.0
-    if grad is not None:
-        W = float(np.sum(w)) if w is not None else float(V)
-        inside = ~ignored & (tn >= v0) & (tn < v0 + n)
-        t_local = np.where(inside, tn - v0, -1)
-        w_loc = None if w is None else np.ascontiguousarray(w[v0 : v0 + n])
-        if m.shape[1] == 1 and n == V:  # the whole row, one block: D summed in the C pass
-            Mr, R = np.ascontiguousarray(_shift(m[:, 0])), None
+        rows, n = xn.shape
+        m, c, s_hi, s_lo, gaps, dsum = (np.ascontiguousarray(b) for b in blocks)
+        nll = np.empty(rows)
+        lse = np.empty(rows)
+        counted = np.empty(rows, np.uint8)
+        _ck().cross_entropy_states(
+            xn, rows, n, 0, _ACCURATE, threads, v0, m.shape[1], n == V, m, c, s_hi, s_lo,
+            np.ascontiguousarray(xt, dtype=np.float64), tn, None, ign is not None,
+            0 if ign is None else ign, 0.0, 1.0, nll, lse, counted, None,
+        )  # fmt: skip
+        live = counted.astype(bool)
+        ignored = np.zeros(rows, bool) if ign is None else tn == ign
+        t_safe = np.where(ignored, 0, tn)
+        w_t = np.where(live, 1.0 if w is None else w[t_safe], 0.0)
+        items = finish(nll, lse, live, gaps, m, block_weights(w, V), w_t, eps, z, V)
+        den = float(np.sum(w_t))
+        total = np.sum(items)
+        if reduction == "none":
+            r: np.ndarray = items
+            scale = 1.0
+        elif reduction == "sum":
+            r = np.asarray(total)
+            scale = 1.0
         else:
-            Mr, R = row_scale(m, dsum)
-        gradient(xn, grad, t_local, nll, lse, Mr, R, live, w_loc, w_t, W, eps, z, V, scale, threads)
-    return r, lse
+            r = np.asarray(total / den if den != 0.0 else 0.0)
+            scale = 1.0 / den if den != 0.0 else 0.0
+        if grad is not None:
+            W = float(np.sum(w)) if w is not None else float(V)
+            inside = ~ignored & (tn >= v0) & (tn < v0 + n)
+            t_local = np.where(inside, tn - v0, -1)
+            w_loc = None if w is None else np.ascontiguousarray(w[v0 : v0 + n])
+            if m.shape[1] == 1 and n == V:  # the whole row, one block: D summed in the C pass
+                Mr, R = np.ascontiguousarray(_shift(m[:, 0])), None
+            else:
+                Mr, R = row_scale(m, dsum)
+            gradient(
+                xn, grad, t_local, nll, lse, Mr, R, live, w_loc, w_t, W, eps, z, V, scale, threads
+            )
+        return r, lse

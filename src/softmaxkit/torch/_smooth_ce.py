@@ -14,7 +14,7 @@ import torch
 from .. import _smoothing as S
 from . import _engine as E
 
-__all__ = ["BLOCK", "cross_entropy", "eligible"]
+__all__ = ["BLOCK", "cross_entropy", "eligible", "kernel_dtype"]
 
 Tensor = torch.Tensor
 
@@ -22,14 +22,18 @@ BLOCK = S.BLOCK
 """Classes per block of the C core's rows (``SKIT_BLOCK_ELEMS``)."""
 
 
-def eligible(x: Tensor) -> bool:
-    """Whether :func:`cross_entropy` takes ``x`` (it may still decline: +inf or NaN)."""
+def kernel_dtype(x: Tensor) -> bool:
+    """Whether ``x``'s dtype and device take this route (whatever its size)."""
     return (
         E._ckernels is not None
         and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
-        and x.numel() > 0
         and E.engine_for(x) == E.NATIVE
     )
+
+
+def eligible(x: Tensor) -> bool:
+    """Whether :func:`cross_entropy` takes ``x`` (it may still decline: +inf or NaN)."""
+    return x.numel() > 0 and kernel_dtype(x)
 
 
 def cross_entropy(

@@ -97,6 +97,7 @@ from .. import _smoothing
 from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from . import _checks as chk
 from . import _engine as E
+from . import _smooth_ce
 from ._eager import _is_one
 
 __all__ = [
@@ -1180,13 +1181,7 @@ def _smooth_route(x: Tensor, o: _Opts) -> bool:
     """Whether single-process ``softmaxkit.torch.cross_entropy`` takes the smoothing
     kernel route for these logits (it does for rows without +inf/NaN): decided from
     what every rank holds alike, so that the payload layout agrees."""
-    return (
-        o.eps > 0.0
-        and not o.entropy
-        and E._ckernels is not None
-        and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
-        and E.engine_for(x) == E.NATIVE
-    )
+    return o.eps > 0.0 and not o.entropy and _smooth_ce.kernel_dtype(x)
 
 
 def _smooth_kernel_ce(
