@@ -12,9 +12,13 @@ worst ``k * 2**-62`` relative; the tests find no float32 or float64 result
 that changes between chunkings). The root state is finished into logsumexp or
 cross-entropy.
 softmax and log_softmax read the chunks a second time: ``f(x_chunk, state)``
-per chunk. The states are 4 to 9 float64 numbers per row, so nothing larger
-than an input chunk is ever held, and the graph has one reduction layer where
-the array-agnostic path has several with barriers between them.
+per chunk. The states are 4 to 9 float64 numbers per row. Besides them, a
+merge node holds the raw edges of its inputs: under ``TILE`` classes a side
+each, so at most ``2 * SPLIT_EVERY * (TILE - 1)`` classes per row of its row
+block (none when the chunk boundaries fall on tile boundaries). Wide row blocks
+with class chunks that are not multiples of ``TILE`` therefore cost more memory
+per task than their chunks alone. The graph has one reduction layer where the
+array-agnostic path has several with barriers between them.
 
 It must never compute anything: every function returns a lazy Dask array. It
 never imports dask at module import time (``import softmaxkit`` stays light);
