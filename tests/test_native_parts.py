@@ -247,6 +247,14 @@ def test_smoothing_bad_arguments():
         _ckernels.smooth(0, x, 2, 3, None, m, None, None, None, None, None, 1)
     with pytest.raises(ValueError, match="m: expected 2 items"):  # m too short
         _ckernels.smooth(0, x, 2, 3, None, m[:1], None, None, np.empty((2, 1)), None, None, 1)
+    f = np.ones(2)
+    g = np.empty((2, 3), np.float32)
+    with pytest.raises(ValueError, match="gap and dsum must be None for kind 1"):
+        _ckernels.smooth(1, x, 2, 3, None, m[:, 0].copy(), f, f, np.empty(2), None, g, 1)
+    with pytest.raises(ValueError, match="dsum must be None for kind 4"):
+        _ckernels.smooth(4, x, 2, 3, None, m[:, 0].copy(), f, f, None, np.empty(2), g, 1)
+    with pytest.raises(ValueError, match="gap: expected 2 items"):  # one gap a row
+        _ckernels.smooth(4, x, 2, 3, None, m[:, 0].copy(), f, f, np.empty(3), None, g, 1)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -278,6 +286,12 @@ def test_smoothing_one_block_rows_in_one_pass_are_the_two_pass_bits(isa: str, n:
                     got = np.empty((rows, n), dt)
                     _ckernels.smooth(one, x, rows, n, wt, M, f, k, None, None, got, threads)
                     assert _same(got, want), (isa, n, one, threads)
+                    # the gaps from the same pass: kind 0's bits, the gradient unchanged
+                    got_gap = np.full(rows, np.nan)
+                    again = np.empty((rows, n), dt)
+                    _ckernels.smooth(one, x, rows, n, wt, M, f, k, got_gap, None, again, threads)
+                    assert _same(got_gap, gap[:, 0]), (isa, n, one, threads)
+                    assert _same(again, want), (isa, n, one, threads)
     finally:
         _ckernels.set_isa(cur)
     wide = np.zeros((1, B + 1), np.float32)

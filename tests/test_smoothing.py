@@ -131,3 +131,29 @@ def test_inputs_are_not_modified() -> None:
     xs, ts, ws = x.copy(), t.copy(), w.copy()
     sk.cross_entropy(x, t, label_smoothing=0.1, weight=w, ignore_index=-100, return_grad=True)
     assert np.array_equal(x, xs) and np.array_equal(t, ts) and np.array_equal(w, ws)
+
+
+@pytest.mark.parametrize("V", [1, 37, 1000, B])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gaps_from_the_gradient_pass_are_the_separate_pass_bits(V: int, weighted: bool) -> None:
+    """Whole one-block rows with a gradient read the logits once less: their gap sums
+    come from the gradient's pass (``whole_row_blocks``). Loss, lse and gradient are
+    bitwise those of the separate gap pass (``local_blocks``), for every reduction."""
+    x, t, w32 = _data(8, V, V)
+    t = np.where(t == -100, t, t % V)
+    w = np.ascontiguousarray(w32, dtype=np.float64) if weighted else None
+    xt = x[np.arange(8), np.where(t == -100, 0, t)]
+    fused = _smoothing.whole_row_blocks(x, w, 1, True)
+    assert fused[4] is None and fused[5] is None
+    for red in ("none", "mean", "sum"):
+        got_g = np.empty_like(x)
+        want_g = np.empty_like(x)
+        got = _smoothing.finish_rows(x, 0, V, fused, xt, t, w, -100, red, 0.1, 1e-3, got_g, 2)
+        sep = _smoothing.local_blocks(x, w, 1, False)
+        want = _smoothing.finish_rows(x, 0, V, sep, xt, t, w, -100, red, 0.1, 1e-3, want_g, 1)
+        assert np.array_equal(got[0], want[0], equal_nan=True), red
+        assert np.array_equal(got[1], want[1], equal_nan=True), red
+        assert np.array_equal(got_g, want_g, equal_nan=True), red
+    with pytest.raises(ValueError, match="gap sums are missing"):  # no gradient: no such pass
+        _smoothing.finish_rows(x, 0, V, fused, xt, t, w, -100, "mean", 0.1, 0.0, None, 1)
+    assert _smoothing.whole_row_blocks(x, w, 1, False)[4] is not None

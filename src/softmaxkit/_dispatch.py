@@ -560,7 +560,7 @@ def _smoothed_cross_entropy(
     xa, _, _, shape, perm, rows, n, x2 = ce
     nthreads = check_threads(threads)
     w = None if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
-    blocks = _smoothing.local_blocks(x2, w, nthreads, return_grad and n > _smoothing.BLOCK)
+    blocks = _smoothing.whole_row_blocks(x2, w, nthreads, return_grad)
     if _smoothing.has_specials(blocks):
         return None
     t = np.ascontiguousarray(np.asarray(target).reshape(rows), dtype=np.int64)

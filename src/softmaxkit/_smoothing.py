@@ -11,8 +11,9 @@ a row with logits ``x``, target ``t`` and ``lse = log sum_c exp(x_c)`` is
 and its gradient ``d l / d x_j = a p_j - (eps / V) w_j`` off the target, with
 ``p = softmax(x)`` and ``a = w_t (1 - eps + 2 zeta lse) + (eps / V) sum_c w_c``.
 
-This module forms them in three passes over the logits (four for rows of several
-blocks) instead of the array-API engine's dozen float64 ones:
+This module forms them in three passes over the logits instead of the array-API
+engine's dozen float64 ones (two for whole rows of one block with a gradient, whose
+gradient pass also forms step 2's sums; four for rows of several blocks):
 
 1. the C core's statistics of every block of :data:`BLOCK` classes
    (``skit_block_states``), finished into the row's ``lse`` and unsmoothed loss
@@ -60,6 +61,7 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -77,6 +79,7 @@ __all__ = [
     "local_blocks",
     "row_scale",
     "row_statistics",
+    "whole_row_blocks",
 ]
 
 _ACCURATE = 1  # the C core's mode code
@@ -92,9 +95,11 @@ BLOCK = _dispatch._ckernels.block_elems() if _dispatch._ckernels is not None els
 """Classes per block of the C core's rows (``SKIT_BLOCK_ELEMS``)."""
 
 
-def has_specials(blocks: tuple[np.ndarray, ...]) -> bool:
+def has_specials(blocks: Sequence[np.ndarray | None]) -> bool:
     """Whether some block holds ``+inf`` or NaN (its maximum is not below ``+inf``)."""
-    return not bool(np.all(blocks[0] < math.inf))
+    m = blocks[0]
+    assert m is not None
+    return not bool(np.all(m < math.inf))
 
 
 def row_statistics(xn: np.ndarray, threads: int) -> tuple[np.ndarray, ...]:
@@ -199,6 +204,7 @@ def gradient(
     V: int,
     scale: float,
     threads: int,
+    gap_out: np.ndarray | None = None,
 ) -> None:
     """``scale * d loss / d x`` into ``out`` (rows x classes, C-contiguous float32, or
     float64 for a caller that rounds it once to a narrower type).
@@ -207,8 +213,10 @@ def gradient(
     elsewhere); ``w_loc`` the weights of ``xn``'s classes. ``R = 1 / D`` per row
     from :func:`row_scale`, or ``None`` for rows of one block that ``xn`` holds
     whole: the C core then sums ``D`` itself and keeps the exponentials for the
-    output (one exponential per element instead of two; the same bits). ``1 - p_t`` comes from the
-    kernel's unsmoothed loss, ``-expm1(-nll)``, with no cancellation.
+    output (one exponential per element instead of two; the same bits). With
+    ``R`` None, ``gap_out`` (float64, one per row), when given, receives each row's
+    gap from that same pass, the bits :func:`block_sums` gives. ``1 - p_t`` comes
+    from the kernel's unsmoothed loss, ``-expm1(-nll)``, with no cancellation.
     """
     rows, n = xn.shape
     if rows == 0 or n == 0:
@@ -228,9 +236,12 @@ def gradient(
     if R is None:
         kind, f = (5 if out64 else 4), np.ascontiguousarray(sa)
     else:
+        assert gap_out is None, "the gaps come only with the one-block pass"
         kind, f = (3 if out64 else 1), np.ascontiguousarray(sa * R)
     k = np.ascontiguousarray(cw)
-    _ck().smooth(kind, xn, rows, n, w_loc, np.ascontiguousarray(M), f, k, None, None, out, threads)
+    _ck().smooth(
+        kind, xn, rows, n, w_loc, np.ascontiguousarray(M), f, k, gap_out, None, out, threads
+    )
     rr = np.flatnonzero(t_local >= 0)
     out[rr, t_local[rr]] = g_t[rr]  # rounded once to out's dtype by the assignment
 
@@ -245,11 +256,27 @@ def local_blocks(
     return m, c, s_hi, s_lo, gaps, (np.zeros_like(gaps) if dsum is None else dsum)
 
 
+def whole_row_blocks(
+    xn: np.ndarray, w: np.ndarray | None, threads: int, need_grad: bool
+) -> tuple[np.ndarray | None, ...]:
+    """:func:`local_blocks` of whole rows (``xn`` holds every class) for one process.
+
+    Rows of one block with a gradient get ``None`` for ``gap`` and ``dsum``: their
+    gradient's pass forms the gaps inside :func:`finish_rows`, bit for bit, so the
+    logits are read once less. Longer rows need each block's exponential sum only
+    for the gradient.
+    """
+    n = xn.shape[1]
+    if need_grad and n <= BLOCK:
+        return (*row_statistics(xn, threads), None, None)
+    return local_blocks(xn, w, threads, need_grad and n > BLOCK)
+
+
 def finish_rows(
     xn: np.ndarray,
     v0: int,
     V: int,
-    blocks: tuple[np.ndarray, ...],
+    blocks: Sequence[np.ndarray | None],
     xt: np.ndarray,
     tn: np.ndarray,
     w: np.ndarray | None,
@@ -277,7 +304,14 @@ def finish_rows(
     # inf - inf, 0 * inf: NaN where the array-API engine gives it; exp(-inf) etc.
     with np.errstate(all="ignore"):
         rows, n = xn.shape
-        m, c, s_hi, s_lo, gaps, dsum = (np.ascontiguousarray(b) for b in blocks)
+        m, c, s_hi, s_lo = (np.ascontiguousarray(b) for b in blocks[:4])
+        gaps, dsum = blocks[4], blocks[5]
+        fused = m.shape[1] == 1 and n == V  # the whole row, one block: D summed in the C pass
+        if gaps is None:  # whole_row_blocks left them to the gradient's pass
+            if not (fused and grad is not None):
+                raise ValueError("gap sums are missing: only whole one-block rows with a "
+                                 "gradient may leave them to finish_rows")  # fmt: skip
+            gaps = np.zeros((rows, 1))  # filled by the gradient's pass below
         nll = np.empty(rows)
         lse = np.empty(rows)
         counted = np.empty(rows, np.uint8)
@@ -290,28 +324,35 @@ def finish_rows(
         ignored = np.zeros(rows, bool) if ign is None else tn == ign
         t_safe = np.where(ignored, 0, tn)
         w_t = np.where(live, 1.0 if w is None else w[t_safe], 0.0)
-        items = finish(nll, lse, live, gaps, m, block_weights(w, V), w_t, eps, z, V)
         den = float(np.sum(w_t))
-        total = np.sum(items)
-        if reduction == "none":
-            r: np.ndarray = items
-            scale = 1.0
-        elif reduction == "sum":
-            r = np.asarray(total)
-            scale = 1.0
-        else:
-            r = np.asarray(total / den if den != 0.0 else 0.0)
+        if reduction == "mean":
             scale = 1.0 / den if den != 0.0 else 0.0
+        else:
+            scale = 1.0
         if grad is not None:
             W = float(np.sum(w)) if w is not None else float(V)
             inside = ~ignored & (tn >= v0) & (tn < v0 + n)
             t_local = np.where(inside, tn - v0, -1)
             w_loc = None if w is None else np.ascontiguousarray(w[v0 : v0 + n])
-            if m.shape[1] == 1 and n == V:  # the whole row, one block: D summed in the C pass
+            gap_out = None
+            if fused:
                 Mr, R = np.ascontiguousarray(_shift(m[:, 0])), None
+                if blocks[4] is None:
+                    gap_out = gaps.reshape(rows)  # a view: the pass writes the gaps
             else:
-                Mr, R = row_scale(m, dsum)
+                assert dsum is not None
+                Mr, R = row_scale(m, np.ascontiguousarray(dsum))
             gradient(
-                xn, grad, t_local, nll, lse, Mr, R, live, w_loc, w_t, W, eps, z, V, scale, threads
-            )
+                xn, grad, t_local, nll, lse, Mr, R, live, w_loc, w_t, W, eps, z, V, scale,
+                threads, gap_out,
+            )  # fmt: skip
+        items = finish(nll, lse, live, np.ascontiguousarray(gaps), m, block_weights(w, V), w_t,
+                       eps, z, V)  # fmt: skip
+        total = np.sum(items)
+        if reduction == "none":
+            r: np.ndarray = items
+        elif reduction == "sum":
+            r = np.asarray(total)
+        else:
+            r = np.asarray(total / den if den != 0.0 else 0.0)
         return r, lse

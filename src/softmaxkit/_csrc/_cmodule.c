@@ -288,7 +288,13 @@ static PyObject *py_sigmoid(PyObject *self, PyObject *args) {
 
 PyDoc_STRVAR(smooth_doc, "smooth(kind, x, rows, n, w, m, f, k, gap, dsum, grad, threads): "
                          "label-smoothing block sums (kind 0) or gradient (1: float32, 3: float64; one-block rows "
-                         "with their sum: 4, 5), float32 rows");
+                         "with their sum: 4, 5, and their gaps when gap is given), float32 rows");
+
+/* Sets a ValueError saying that `what` means nothing for this kind; returns 1. */
+static int not_here(const char *what, int kind) {
+    PyErr_Format(PyExc_ValueError, "%s must be None for kind %d", what, kind);
+    return 1;
+}
 
 static PyObject *py_smooth(PyObject *self, PyObject *args) {
     (void)self;
@@ -311,6 +317,8 @@ static PyObject *py_smooth(PyObject *self, PyObject *args) {
         get(ko, &k, 0, 'd', rows, kind == 0, "k") < 0 ||
         get(go, &g, 1, 'd', per, kind != 0, "gap") < 0 ||
         get(so, &s, 1, 'd', per, 1, "dsum") < 0 ||
+        ((kind == 1 || kind == 3) && (g.held || s.held) && not_here("gap and dsum", kind)) ||
+        (kind >= 4 && s.held && not_here("dsum", kind)) ||
         get(oo, &o, 1, (kind == 3 || kind == 5) ? 'd' : 'f', rows * n, kind == 0, "grad") < 0) {
         release(&x), release(&w), release(&m), release(&f), release(&k), release(&g),
             release(&s), release(&o);

@@ -1196,9 +1196,11 @@ static void smooth_task(void *ctx, size_t t) {
                          gr);
         } else if (j->kind == 4 || j->kind == 5) {
             /* one block: the exponentials of the sum kept for the output, and the
-             * factor formed as the caller forms it from kind 0's sum (row_scale) */
+             * factor formed as the caller forms it from kind 0's sum (row_scale);
+             * the row's gap (kind 0's, bit for bit) from the same pass when asked */
             double *keep = (double *)tl_scratch, D = 0.0;
-            j->E->smooth(0, 0, xr, j->w, j->n, j->m[r], 0.0, 0.0, NULL, &D, keep, NULL);
+            j->E->smooth(0, 0, xr, j->w, j->n, j->m[r], 0.0, 0.0, j->gap ? j->gap + r : NULL, &D,
+                         keep, NULL);
             double R = D > 0.0 ? 1.0 / D : 0.0;
             double f = j->f[r] * R;
             j->E->smooth(2, out64, NULL, j->w, j->n, 0.0, f, j->k[r], NULL, NULL, keep, gr);
@@ -1219,6 +1221,8 @@ int skit_smooth(int kind, const float *x, size_t rows, size_t n, const double *w
                 void *grad, int threads) {
     if (kind < 0 || kind > 5 || kind == 2 || threads < 1 || !x || !m) return SKIT_EINVAL;
     if (kind == 0 ? !gap : (!f || !k || !grad)) return SKIT_EINVAL;
+    if ((kind == 1 || kind == 3) && (gap || dsum)) return SKIT_EINVAL; /* nothing to sum */
+    if (kind >= 4 && dsum) return SKIT_EINVAL;
     if (kind >= 4 && n > SKIT_BLOCK_ELEMS) return SKIT_EINVAL;
     if (rows == 0 || n == 0) return SKIT_OK;
     smoothjob j;

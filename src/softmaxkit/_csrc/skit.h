@@ -161,7 +161,10 @@ int skit_cross_entropy_states(const skit_rows *a, int64_t v0, size_t nb_all, int
  *   kind 4: rows of one block (n <= 32768), m[r] the row's maximum (0 if -inf only):
  *           kind 0's D = dsum of the row, then kind 1 with f[r] * (D > 0 ? 1 / D : 0)
  *           in place of f[r], the exponentials of the sum kept for the output; the
- *           same bits as those two calls (kind 5: grad holds float64).
+ *           same bits as those two calls (kind 5: grad holds float64). Unless gap is
+ *           NULL, gap[r] also receives kind 0's gap of the row from the same pass,
+ *           bit for bit (one pass fewer for callers that need both).
+ * gap and dsum must be NULL for kinds 1 and 3, dsum NULL for kinds 4 and 5.
  * A block's sums depend only on its own elements, and every element of kind 1 is
  * formed alike wherever it lies, so a split of the classes on block boundaries
  * gives the same bits. */

@@ -62,7 +62,7 @@ def cross_entropy(
     xn = x2.numpy()
     threads = E._threads(rows * V)
     w = None if weight is None else weight.detach().to(torch.float64).contiguous().numpy()
-    blocks = S.local_blocks(xn, w, threads, need_grad and V > S.BLOCK)
+    blocks = S.whole_row_blocks(xn, w, threads, need_grad)
     if S.has_specials(blocks):
         return None
     tn = np.ascontiguousarray(tn, dtype=np.int64)
