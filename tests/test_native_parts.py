@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 import pytest
 
-from softmaxkit import _ckernels
+from softmaxkit import _ckernels, _smoothing
 from tests._native_helpers import native_isas
 
 B = _ckernels.block_elems()  # 32768
@@ -298,3 +298,65 @@ def test_smoothing_one_block_rows_in_one_pass_are_the_two_pass_bits(isa: str, n:
     one = np.ones(1)
     with pytest.raises(ValueError, match="bad kind"):  # one block only
         _ckernels.smooth(4, wide, 1, B + 1, None, one, one, one, None, None, wide.copy(), 1)
+
+
+def test_smooth_rows_bad_arguments() -> None:
+    """``skit_smooth_rows`` checks its targets, shapes and buffers before any work."""
+    rows, n = 3, 5
+    x = np.zeros((rows, n), np.float32)
+    t = np.array([0, 4, -100])
+    f64 = np.zeros(rows)
+    c = np.ones(rows, np.uint8)
+
+    def call(**kw: object) -> None:
+        a: dict[str, object] = {
+            "x": x, "rows": rows, "n": n, "target": t, "w": None, "has_ignore": True,
+            "ignore_index": -100, "shift": f64, "nll": f64, "lse": f64, "counted": c,
+            "eps": 0.1, "z": 0.0, "reduction": 1, "gap": np.zeros(rows), "loss": np.empty(1),
+            "grad": np.empty((rows, n), np.float32), "threads": 1,
+        }  # fmt: skip
+        a.update(kw)
+        _ckernels.smooth_rows(*a.values())
+
+    call()  # well formed
+    with pytest.raises(IndexError, match="target out of range"):
+        call(target=np.array([0, 5, -100]))
+    with pytest.raises(IndexError, match="target out of range"):  # -100 counts only when ignored
+        call(has_ignore=False)
+    with pytest.raises(ValueError, match="bad shape, reduction"):
+        call(reduction=3)
+    with pytest.raises(ValueError, match="bad shape, reduction"):  # one block only
+        call(n=B + 1)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        call(grad=np.empty((rows, n), np.float16))
+    with pytest.raises(ValueError, match="loss: expected 3 items"):  # "none": one per row
+        call(reduction=0)
+    with pytest.raises(ValueError, match="gap: expected 3 items"):
+        call(gap=np.zeros(2))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_smooth_rows_float64_gradient_is_the_float32_one_unrounded(isa: str) -> None:
+    """The float64 gradient (for callers that round once to a half type) rounds to the
+    float32 one, and the loss does not depend on the gradient's dtype or the threads."""
+    rng = np.random.default_rng(5)
+    rows, n = 40, 300
+    x = (rng.standard_normal((rows, n)) * 4).astype(np.float32)
+    t = rng.integers(0, n, rows)
+    t[3] = -100
+    w = rng.random(n) + 0.05
+    blocks = _smoothing.whole_row_blocks(x, w, 1, True)
+    xt = x[np.arange(rows), np.where(t == -100, 0, t)]
+    cur = _ckernels.isa()
+    _ckernels.set_isa(isa)
+    try:
+        for red in ("mean", "sum", "none"):
+            g32 = np.empty((rows, n), np.float32)
+            g64 = np.empty((rows, n))
+            l32, _ = _smoothing.finish_rows(x, 0, n, blocks, xt, t, w, -100, red, 0.1, 1e-4, g32, 1)
+            l64, _ = _smoothing.finish_rows(x, 0, n, blocks, xt, t, w, -100, red, 0.1, 1e-4, g64, 2)
+            assert _same(l32, l64), (isa, red)
+            assert _same(g64.astype(np.float32), g32), (isa, red)
+            assert not g64[3].any()  # the ignored row
+    finally:
+        _ckernels.set_isa(cur)

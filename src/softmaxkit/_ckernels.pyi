@@ -174,6 +174,27 @@ def smooth(
     threads: int,
     /,
 ) -> None: ...
+def smooth_rows(
+    x: Any,
+    rows: int,
+    n: int,
+    target: Any,
+    w: Any,
+    has_ignore: bool,
+    ignore_index: int,
+    shift: Any,
+    nll: Any,
+    lse: Any,
+    counted: Any,
+    eps: float,
+    z: float,
+    reduction: int,
+    gap: Any,
+    loss: Any,
+    grad: Any,
+    threads: int,
+    /,
+) -> None: ...
 def isa() -> str: ...
 def set_isa(name: str, /) -> None: ...
 def set_omp_parallel(address: int, /) -> bool: ...

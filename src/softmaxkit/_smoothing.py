@@ -194,7 +194,7 @@ def gradient(
     nll: np.ndarray,
     lse: np.ndarray,
     M: np.ndarray,
-    R: np.ndarray | None,
+    R: np.ndarray,
     counted: np.ndarray,
     w_loc: np.ndarray | None,
     w_t: np.ndarray,
@@ -204,19 +204,15 @@ def gradient(
     V: int,
     scale: float,
     threads: int,
-    gap_out: np.ndarray | None = None,
 ) -> None:
     """``scale * d loss / d x`` into ``out`` (rows x classes, C-contiguous float32, or
     float64 for a caller that rounds it once to a narrower type).
 
     ``t_local`` is each row's target column in ``xn`` (-1 where the target lies
-    elsewhere); ``w_loc`` the weights of ``xn``'s classes. ``R = 1 / D`` per row
-    from :func:`row_scale`, or ``None`` for rows of one block that ``xn`` holds
-    whole: the C core then sums ``D`` itself and keeps the exponentials for the
-    output (one exponential per element instead of two; the same bits). With
-    ``R`` None, ``gap_out`` (float64, one per row), when given, receives each row's
-    gap from that same pass, the bits :func:`block_sums` gives. ``1 - p_t`` comes
-    from the kernel's unsmoothed loss, ``-expm1(-nll)``, with no cancellation.
+    elsewhere); ``w_loc`` the weights of ``xn``'s classes; ``R = 1 / D`` per row from
+    :func:`row_scale`. ``1 - p_t`` comes from the kernel's unsmoothed loss,
+    ``-expm1(-nll)``, with no cancellation. (Whole rows of one block take
+    ``skit_smooth_rows`` instead, which sums ``D`` in the gradient's own pass.)
     """
     rows, n = xn.shape
     if rows == 0 or n == 0:
@@ -232,16 +228,10 @@ def gradient(
     g_t = w_t * (-(1.0 - eps) * one_minus + 2.0 * z * lse_s * p_t)
     g_t = (g_t + (eps / V) * (W * p_t - wt_c)) * scale
     g_t = np.where(live, g_t, 0.0)
-    out64 = out.dtype != np.float32
-    if R is None:
-        kind, f = (5 if out64 else 4), np.ascontiguousarray(sa)
-    else:
-        assert gap_out is None, "the gaps come only with the one-block pass"
-        kind, f = (3 if out64 else 1), np.ascontiguousarray(sa * R)
+    kind = 1 if out.dtype == np.float32 else 3
+    f = np.ascontiguousarray(sa * R)
     k = np.ascontiguousarray(cw)
-    _ck().smooth(
-        kind, xn, rows, n, w_loc, np.ascontiguousarray(M), f, k, gap_out, None, out, threads
-    )
+    _ck().smooth(kind, xn, rows, n, w_loc, np.ascontiguousarray(M), f, k, None, None, out, threads)
     rr = np.flatnonzero(t_local >= 0)
     out[rr, t_local[rr]] = g_t[rr]  # rounded once to out's dtype by the assignment
 
@@ -270,6 +260,47 @@ def whole_row_blocks(
     if need_grad and n <= BLOCK:
         return (*row_statistics(xn, threads), None, None)
     return local_blocks(xn, w, threads, need_grad and n > BLOCK)
+
+
+_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+
+
+def _fused_rows(
+    xn: np.ndarray,
+    m: np.ndarray,
+    gaps: np.ndarray | None,
+    grad: np.ndarray | None,
+    tn: np.ndarray,
+    w: np.ndarray | None,
+    ign: int | None,
+    reduction: str,
+    eps: float,
+    z: float,
+    nll: np.ndarray,
+    lse: np.ndarray,
+    counted: np.ndarray,
+    threads: int,
+) -> np.ndarray:
+    """:func:`finish_rows` of whole rows of one block after the kernel's row values, in
+    one C call (``skit_smooth_rows``): the gradient's pass forms the gaps when
+    ``gaps`` is None (see :func:`whole_row_blocks`), and the loss is reduced in NumPy's
+    pairwise order."""
+    rows, n = xn.shape
+    sh = np.ascontiguousarray(_shift(m[:, 0]))
+    if grad is not None:
+        gap = np.empty(rows)  # written by the gradient's pass (the same bits as block_sums)
+    else:
+        assert gaps is not None
+        gap = np.ascontiguousarray(gaps[:, 0], dtype=np.float64)
+    red = _REDUCTIONS[reduction]
+    out = np.empty(rows if red == 0 else 1)
+    tt = np.ascontiguousarray(tn, dtype=np.int64)
+    wc = None if w is None else np.ascontiguousarray(w, dtype=np.float64)
+    _ck().smooth_rows(
+        xn, rows, n, tt, wc, ign is not None, 0 if ign is None else ign, sh, nll, lse,
+        counted, eps, z, red, gap, out, grad, threads,
+    )  # fmt: skip
+    return out if red == 0 else out.reshape(())
 
 
 def finish_rows(
@@ -307,11 +338,9 @@ def finish_rows(
         m, c, s_hi, s_lo = (np.ascontiguousarray(b) for b in blocks[:4])
         gaps, dsum = blocks[4], blocks[5]
         fused = m.shape[1] == 1 and n == V  # the whole row, one block: D summed in the C pass
-        if gaps is None:  # whole_row_blocks left them to the gradient's pass
-            if not (fused and grad is not None):
-                raise ValueError("gap sums are missing: only whole one-block rows with a "
-                                 "gradient may leave them to finish_rows")  # fmt: skip
-            gaps = np.zeros((rows, 1))  # filled by the gradient's pass below
+        if gaps is None and not (fused and grad is not None):  # see whole_row_blocks
+            raise ValueError("gap sums are missing: only whole one-block rows with a "
+                             "gradient may leave them to finish_rows")  # fmt: skip
         nll = np.empty(rows)
         lse = np.empty(rows)
         counted = np.empty(rows, np.uint8)
@@ -320,39 +349,36 @@ def finish_rows(
             np.ascontiguousarray(xt, dtype=np.float64), tn, None, ign is not None,
             0 if ign is None else ign, 0.0, 1.0, nll, lse, counted, None,
         )  # fmt: skip
+        if fused:  # the rest in C (skit_smooth_rows): the same expressions and sums
+            r = _fused_rows(
+                xn, m, gaps, grad, tn, w, ign, reduction, eps, z, nll, lse, counted, threads
+            )
+            return r, lse
+        assert gaps is not None and dsum is not None
         live = counted.astype(bool)
         ignored = np.zeros(rows, bool) if ign is None else tn == ign
         t_safe = np.where(ignored, 0, tn)
         w_t = np.where(live, 1.0 if w is None else w[t_safe], 0.0)
+        items = finish(nll, lse, live, np.ascontiguousarray(gaps), m, block_weights(w, V), w_t,
+                       eps, z, V)  # fmt: skip
         den = float(np.sum(w_t))
-        if reduction == "mean":
-            scale = 1.0 / den if den != 0.0 else 0.0
-        else:
+        total = np.sum(items)
+        if reduction == "none":
+            r = items
             scale = 1.0
+        elif reduction == "sum":
+            r = np.asarray(total)
+            scale = 1.0
+        else:
+            r = np.asarray(total / den if den != 0.0 else 0.0)
+            scale = 1.0 / den if den != 0.0 else 0.0
         if grad is not None:
             W = float(np.sum(w)) if w is not None else float(V)
             inside = ~ignored & (tn >= v0) & (tn < v0 + n)
             t_local = np.where(inside, tn - v0, -1)
             w_loc = None if w is None else np.ascontiguousarray(w[v0 : v0 + n])
-            gap_out = None
-            if fused:
-                Mr, R = np.ascontiguousarray(_shift(m[:, 0])), None
-                if blocks[4] is None:
-                    gap_out = gaps.reshape(rows)  # a view: the pass writes the gaps
-            else:
-                assert dsum is not None
-                Mr, R = row_scale(m, np.ascontiguousarray(dsum))
+            Mr, R = row_scale(m, np.ascontiguousarray(dsum))
             gradient(
-                xn, grad, t_local, nll, lse, Mr, R, live, w_loc, w_t, W, eps, z, V, scale,
-                threads, gap_out,
-            )  # fmt: skip
-        items = finish(nll, lse, live, np.ascontiguousarray(gaps), m, block_weights(w, V), w_t,
-                       eps, z, V)  # fmt: skip
-        total = np.sum(items)
-        if reduction == "none":
-            r: np.ndarray = items
-        elif reduction == "sum":
-            r = np.asarray(total)
-        else:
-            r = np.asarray(total / den if den != 0.0 else 0.0)
+                xn, grad, t_local, nll, lse, Mr, R, live, w_loc, w_t, W, eps, z, V, scale, threads
+            )
         return r, lse

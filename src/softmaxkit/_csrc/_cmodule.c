@@ -337,6 +337,68 @@ static PyObject *py_smooth(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(smooth_rows_doc,
+             "smooth_rows(x, rows, n, target, w, has_ignore, ignore_index, shift, nll, lse, "
+             "counted, eps, z, reduction, gap, loss, grad, threads): label-smoothed "
+             "cross-entropy of whole one-block float32 rows from their unsmoothed values; "
+             "grad float32, float64 (rounded once by the caller) or None (gap then given)");
+
+static PyObject *py_smooth_rows(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *to, *wo, *so, *no, *lo, *co, *go, *oo, *do_;
+    Py_ssize_t rows, n;
+    long long ignore;
+    int has_ignore, reduction, threads;
+    double eps, z;
+    if (!PyArg_ParseTuple(args, "OnnOOpLOOOOddiOOOi", &xo, &rows, &n, &to, &wo, &has_ignore,
+                          &ignore, &so, &no, &lo, &co, &eps, &z, &reduction, &go, &oo, &do_,
+                          &threads))
+        return NULL;
+    if (rows < 0 || n < 1 || n > (Py_ssize_t)skit_block_elems() || threads < 1 ||
+        reduction < 0 || reduction > 2) {
+        PyErr_SetString(PyExc_ValueError, "bad shape, reduction or thread count");
+        return NULL;
+    }
+    buf x = {0}, t = {0}, w = {0}, sh = {0}, nl = {0}, ls = {0}, c = {0}, g = {0}, o = {0},
+        d = {0};
+    int grad64 = 0;
+    int bad = get(xo, &x, 0, 'f', rows * n, 0, "x") < 0 ||
+              get(to, &t, 0, 'q', rows, 0, "target") < 0 ||
+              get(wo, &w, 0, 'd', n, 1, "w") < 0 || get(so, &sh, 0, 'd', rows, 0, "shift") < 0 ||
+              get(no, &nl, 0, 'd', rows, 0, "nll") < 0 || get(lo, &ls, 0, 'd', rows, 0, "lse") < 0 ||
+              get(co, &c, 0, 'B', rows, 0, "counted") < 0 ||
+              get(oo, &o, 1, 'd', reduction == 0 ? rows : 1, 0, "loss") < 0;
+    if (!bad && do_ != Py_None) { /* the gradient's dtype: float32, or float64 */
+        grad64 = get(do_, &d, 1, 'f', rows * n, 0, "grad") < 0;
+        if (grad64) {
+            PyErr_Clear();
+            bad = get(do_, &d, 1, 'd', rows * n, 0, "grad (float32 or float64)") < 0;
+        }
+    }
+    /* the gaps are written by the gradient's pass, read otherwise */
+    if (!bad) bad = get(go, &g, d.held, 'd', rows, 0, "gap") < 0;
+    if (bad) {
+        release(&x), release(&t), release(&w), release(&sh), release(&nl), release(&ls),
+            release(&c), release(&g), release(&o), release(&d);
+        return NULL;
+    }
+    int st;
+    Py_BEGIN_ALLOW_THREADS st = skit_smooth_rows(
+        (const float *)x.view.buf, (size_t)rows, (size_t)n, (const int64_t *)t.view.buf,
+        w.held ? (const double *)w.view.buf : NULL, has_ignore, (int64_t)ignore,
+        (const double *)sh.view.buf, (const double *)nl.view.buf, (const double *)ls.view.buf,
+        (const uint8_t *)c.view.buf, eps, z, reduction, (double *)g.view.buf,
+        (double *)o.view.buf, d.held ? d.view.buf : NULL, grad64, threads);
+    Py_END_ALLOW_THREADS release(&x), release(&t), release(&w), release(&sh), release(&nl),
+        release(&ls), release(&c), release(&g), release(&o), release(&d);
+    if (st == SKIT_ERANGE) {
+        PyErr_SetString(PyExc_IndexError, "target out of range");
+        return NULL;
+    }
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(vjp_doc, "vjp(islog, y, g, rows, n, dtype, mode, threads, out)");
 
 static PyObject *py_vjp(PyObject *self, PyObject *args) {
@@ -637,6 +699,7 @@ static PyMethodDef methods[] = {
     {"sigmoid", py_sigmoid, METH_VARARGS, sigmoid_doc},
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
     {"smooth", py_smooth, METH_VARARGS, smooth_doc},
+    {"smooth_rows", py_smooth_rows, METH_VARARGS, smooth_rows_doc},
     {"state", py_state, METH_VARARGS, state_doc},
     {"block_elems", py_block_elems, METH_NOARGS, "elements per block of a row"},
     {"block_states", py_block_states, METH_VARARGS, block_states_doc},

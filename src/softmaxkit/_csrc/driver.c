@@ -1244,6 +1244,74 @@ int skit_smooth(int kind, const float *x, size_t rows, size_t n, const double *w
     return parallel_for((rows + j.grain - 1) / j.grain, 1, threads, scratch, smooth_task, &j);
 }
 
+/* ---- label smoothing: whole rows of one block, finished in C ------------------ */
+
+int skit_smooth_rows(const float *x, size_t rows, size_t n, const int64_t *target,
+                     const double *w, int has_ignore, int64_t ignore_index, const double *shift,
+                     const double *nll, const double *lse, const uint8_t *counted, double eps,
+                     double z, int reduction, double *gap, double *loss, void *grad, int grad64,
+                     int threads) {
+    if (!x || !target || !shift || !nll || !lse || !counted || !gap || !loss) return SKIT_EINVAL;
+    if (reduction < 0 || reduction > 2 || n == 0 || n > SKIT_BLOCK_ELEMS || threads < 1)
+        return SKIT_EINVAL;
+    for (size_t r = 0; r < rows; r++) {
+        int64_t t = target[r];
+        if ((t < 0 || (uint64_t)t >= n) && !(has_ignore && t == ignore_index)) return SKIT_ERANGE;
+    }
+    /* w_t, the items (in loss for reduction 0), and for the gradient f, k, g_t */
+    size_t per = grad ? 5 : 2;
+    double *buf = (double *)malloc((rows ? rows : 1) * per * sizeof(double));
+    if (!buf) return SKIT_ENOMEM;
+    double *w_t = buf, *items = reduction == 0 ? loss : buf + rows;
+    for (size_t r = 0; r < rows; r++) {
+        int ign = has_ignore && target[r] == ignore_index;
+        w_t[r] = counted[r] ? (w ? w[ign ? 0 : target[r]] : 1.0) : 0.0;
+    }
+    const double den = rows ? skit_pairwise_sum(w_t, rows) : 0.0; /* NumPy: a sum of nothing is +0 */
+    const double scale = reduction == 1 ? (den != 0.0 ? 1.0 / den : 0.0) : 1.0;
+    const double V = (double)n, ev = eps / V;
+    const double W = w ? skit_pairwise_sum(w, n) : V; /* the block's weight sum: the row's */
+    if (grad && rows) {
+        double *f = buf + 2 * rows, *k = buf + 3 * rows, *gt = buf + 4 * rows;
+        for (size_t r = 0; r < rows; r++) {
+            int live = counted[r] != 0;
+            int ign = has_ignore && target[r] == ignore_index;
+            double lse_s = live ? lse[r] : 0.0;
+            double a = w_t[r] * ((1.0 - eps) + 2.0 * z * lse_s) + ev * W;
+            f[r] = live ? a * scale : 0.0;
+            k[r] = live ? ev * scale : 0.0;
+            /* 1 - p_t from the unsmoothed loss, without cancellation */
+            double p_t = exp(-nll[r]), one_minus = -expm1(-nll[r]);
+            double wt_c = w ? (ign ? 0.0 : w[target[r]]) : w_t[r];
+            double g = w_t[r] * (-(1.0 - eps) * one_minus + 2.0 * z * lse_s * p_t);
+            g = (g + ev * (W * p_t - wt_c)) * scale;
+            gt[r] = live ? g : 0.0;
+        }
+        int st = skit_smooth(grad64 ? 5 : 4, x, rows, n, w, shift, f, k, gap, NULL, grad, threads);
+        if (st) {
+            free(buf);
+            return st;
+        }
+        for (size_t r = 0; r < rows; r++) {
+            if (has_ignore && target[r] == ignore_index) continue;
+            size_t at = r * n + (size_t)target[r];
+            if (grad64) ((double *)grad)[at] = gt[r];
+            else ((float *)grad)[at] = (float)gt[r]; /* rounded once */
+        }
+    }
+    for (size_t r = 0; r < rows; r++) {
+        double smooth = 0.0 + (gap[r] + W * (lse[r] - shift[r]));
+        double item = w_t[r] * ((1.0 - eps) * nll[r] + z * lse[r] * lse[r]) + ev * smooth;
+        items[r] = counted[r] ? item : 0.0;
+    }
+    if (reduction != 0) {
+        double total = rows ? skit_pairwise_sum(items, rows) : 0.0;
+        loss[0] = reduction == 2 ? total : (den != 0.0 ? total / den : 0.0);
+    }
+    free(buf);
+    return SKIT_OK;
+}
+
 typedef struct {
     const skit_engine *E;
     int islog;

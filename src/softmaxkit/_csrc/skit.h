@@ -172,6 +172,26 @@ int skit_smooth(int kind, const float *x, size_t rows, size_t n, const double *w
                 const double *m, const double *f, const double *k, double *gap, double *dsum,
                 void *grad, int threads);
 
+/* Label-smoothed cross-entropy of whole float32 rows of one block (rows x n, every
+ * class present, n <= SKIT_BLOCK_ELEMS), finished from the row values that
+ * skit_cross_entropy_states gives (nll = lse - x_t, lse, counted) and the rows'
+ * shifts (their maxima, 0 for a row of -inf only), with label smoothing eps,
+ * z-loss z and class weights w (n float64 values, NULL for ones); targets in
+ * [0, n) or ignore_index (has_ignore). With grad (rows x n; float32 rounded once,
+ * or float64 with grad64 for a caller that rounds once to a narrower type): the
+ * gradient of the reduced loss (kind 4/5 of skit_smooth, then the target entries),
+ * and gap[r] = sum_c w_c (shift_r - x_c) from the same pass; without grad, gap
+ * must hold those sums (kind 0's). loss: rows items for reduction 0 ("none"), else
+ * loss[0] = their sum (2) or torch's weighted mean (1: over the counted rows'
+ * target weights; 0 when they sum to 0). Every per-row expression is
+ * softmaxkit._smoothing's, and the sums are NumPy's pairwise order. Returns
+ * SKIT_ERANGE for a target out of range. */
+int skit_smooth_rows(const float *x, size_t rows, size_t n, const int64_t *target,
+                     const double *w, int has_ignore, int64_t ignore_index, const double *shift,
+                     const double *nll, const double *lse, const uint8_t *counted, double eps,
+                     double z, int reduction, double *gap, double *loss, void *grad, int grad64,
+                     int threads);
+
 /* Elementwise over n contiguous elements of x (dtype's type):
  *   kind 0: out = sigmoid(x); kind 1: out = log_sigmoid(x) (out in x's type);
  *   kind 2: binary cross-entropy with logits, float64 per-element loss into out,
