@@ -114,10 +114,26 @@ def test_everyday_cross_entropy_skips_the_general_validation(monkeypatch):
     skt.cross_entropy(x, T).backward()
     skt.cross_entropy(x.detach(), T, reduction="none")
     assert calls == []
-    skt.cross_entropy(x, T, label_smoothing=0.1)
+    skt.cross_entropy(x, T, label_smoothing=0.1).backward()  # smoothing takes it too
+    skt.cross_entropy(x, T, label_smoothing=1)
+    assert calls == []
+    skt.cross_entropy(x, T, z_loss=1e-4)
     skt.cross_entropy(x.t().contiguous().t(), T)  # not contiguous
     skt.cross_entropy(x, T.to(torch.int32))
     assert len(calls) == 3
+    for bad in (1.5, float("nan"), -0.1):  # the general route names the argument
+        with pytest.raises(skt_errors.SoftmaxkitValueError, match="label_smoothing"):
+            skt.cross_entropy(x, T, label_smoothing=bad)
+    # the smoothed short route gives the general route's bits, loss and gradient
+    for red in ("mean", "sum", "none"):
+        a = _x(6, 5).requires_grad_()
+        b = a.detach().t().contiguous().t().requires_grad_()  # the general route
+        la = skt.cross_entropy(a, T, label_smoothing=0.1, reduction=red)
+        lb = skt.cross_entropy(b, T, label_smoothing=0.1, reduction=red)
+        assert torch.equal(la, lb), red
+        la.sum().backward()
+        lb.sum().backward()
+        assert torch.equal(a.grad, b.grad), red
     with pytest.raises(skt_errors.SoftmaxkitValueError, match="out of range: 7 at item 1"):
         skt.cross_entropy(x, torch.tensor([0, 7, 1, 1, 1, 1]))
 

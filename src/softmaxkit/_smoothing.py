@@ -99,7 +99,7 @@ def has_specials(blocks: Sequence[np.ndarray | None]) -> bool:
     """Whether some block holds ``+inf`` or NaN (its maximum is not below ``+inf``)."""
     m = blocks[0]
     assert m is not None
-    return not bool(np.all(m < math.inf))
+    return bool(m.size) and not m.max() < math.inf  # NaN fails the comparison too
 
 
 def row_statistics(xn: np.ndarray, threads: int) -> tuple[np.ndarray, ...]:

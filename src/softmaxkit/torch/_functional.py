@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
@@ -368,8 +370,9 @@ def _plain_ce(
     """The everyday call, checked in a few attribute reads, or None for the general route.
 
     A training loop's ``cross_entropy(logits, labels)``: a contiguous CPU float32
-    or float64 ``(N, C)`` tensor, int64 labels ``(N,)``, no class weights, no
-    smoothing or z-loss, eager (no ``torch.compile``, no functorch transform).
+    or float64 ``(N, C)`` tensor, int64 labels ``(N,)``, no class weights, label
+    smoothing in ``[0, 1]`` (a float or int), no z-loss, eager (no
+    ``torch.compile``, no functorch transform).
     Everything the general route validates is settled by these checks (the label
     range is checked by the C core), and it reaches the same engine function, so
     the results are bitwise the same.
@@ -381,7 +384,7 @@ def _plain_ce(
         and type(ign) is int
         and type(reduction) is str
         and type(eps) in _ZERO_TYPES
-        and eps == 0
+        and 0 <= cast(float, eps) <= 1  # NaN fails: the general route names it
         and type(z) in _ZERO_TYPES
         and z == 0
         and reduction in ("mean", "sum", "none")
@@ -402,9 +405,10 @@ def _plain_ce(
         and E.engine_for(x) == E.NATIVE
     ):
         return None
+    e = float(cast(float, eps))
     if x.requires_grad and torch.is_grad_enabled():
-        return _eager.apply(_eager.CrossEntropy, x, t, None, 1, ign, reduction, 0.0, 0.0, False)  # type: ignore[no-any-return]
-    return E.cross_entropy_fwd(x, t, None, 1, ign, reduction, 0.0, 0.0, False, False)[0]
+        return _eager.apply(_eager.CrossEntropy, x, t, None, 1, ign, reduction, e, 0.0, False)  # type: ignore[no-any-return]
+    return E.cross_entropy_fwd(x, t, None, 1, ign, reduction, e, 0.0, False, False)[0]
 
 
 def _ignore_index(value: object) -> int:

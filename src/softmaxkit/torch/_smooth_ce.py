@@ -51,15 +51,21 @@ def cross_entropy(
 
     A target outside ``[0, C)`` that is not ``ign`` raises ``SoftmaxkitValueError``.
     """
-    tn = target.detach().reshape(-1).numpy()
+    tn = (target if target.dim() == 1 else target.reshape(-1)).numpy()  # integers: no grad
     C = x.shape[dim]
-    bad = ((tn < 0) | (tn >= C)) & (tn != ign)
-    if bad.any():
-        raise E._index_range_error(tn, C, ign)
+    if tn.size and (tn.max() >= C or tn.min() < 0):  # the full check only when it may fail
+        bad = ((tn < 0) | (tn >= C)) & (tn != ign)
+        if bad.any():
+            raise E._index_range_error(tn, C, ign)
     xd = x.detach()
     x32 = xd.to(torch.float32) if xd.dtype != torch.float32 else xd
-    x2, perm, rows, V = E._rows(x32, [dim])
-    xn = x2.numpy()
+    if dim == x32.dim() - 1 and x32.is_contiguous():  # the rows as they lie
+        perm, V = None, x32.shape[-1]
+        rows = x32.numel() // V
+        xn = x32.numpy().reshape(rows, V)
+    else:
+        x2, perm, rows, V = E._rows(x32, [dim])
+        xn = x2.numpy()
     threads = E._threads(rows * V)
     w = None if weight is None else weight.detach().to(torch.float64).contiguous().numpy()
     blocks = S.whole_row_blocks(xn, w, threads, need_grad)
@@ -78,13 +84,13 @@ def cross_entropy(
     r, _ = S.finish_rows(xn, 0, V, blocks, xt, tn, w, ign, reduction, eps, z, gn, threads)
     if reduction == "none":
         r = r.reshape(E._batch_shape(x.shape, dim))
-    loss = torch.from_numpy(np.array(r, copy=True)).to(x.dtype)
+    loss = torch.from_numpy(r).to(x.dtype)  # r is finish_rows' own array
     if gn is None:
         return loss, x.new_empty(0)
     if g is None:
         g = torch.from_numpy(gn).to(x.dtype)
     if perm is not None:
         g = E._unrows(g, x32.shape, perm).contiguous()
-    else:
+    elif g.shape != x.shape:
         g = g.view(x.shape)
     return loss, g
