@@ -195,6 +195,22 @@ def smooth_rows(
     threads: int,
     /,
 ) -> None: ...
+def smooth_ce(
+    x: Any,
+    rows: int,
+    n: int,
+    threads: int,
+    target: Any,
+    w: Any,
+    has_ignore: bool,
+    ignore_index: int,
+    eps: float,
+    z: float,
+    reduction: int,
+    loss: Any,
+    grad: Any,
+    /,
+) -> bool: ...
 def isa() -> str: ...
 def set_isa(name: str, /) -> None: ...
 def set_omp_parallel(address: int, /) -> bool: ...

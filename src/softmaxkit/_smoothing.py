@@ -80,6 +80,7 @@ __all__ = [
     "row_scale",
     "row_statistics",
     "whole_row_blocks",
+    "whole_rows",
 ]
 
 _ACCURATE = 1  # the C core's mode code
@@ -300,6 +301,39 @@ def _fused_rows(
         xn, rows, n, tt, wc, ign is not None, 0 if ign is None else ign, sh, nll, lse,
         counted, eps, z, red, gap, out, grad, threads,
     )  # fmt: skip
+    return out if red == 0 else out.reshape(())
+
+
+def whole_rows(
+    xn: np.ndarray,
+    tn: np.ndarray,
+    w: np.ndarray | None,
+    ign: int | None,
+    reduction: str,
+    eps: float,
+    z: float,
+    grad: np.ndarray | None,
+    threads: int,
+) -> np.ndarray | None:
+    """The loss (float64: per row, or the reduced scalar) of whole float32 rows of one
+    block (``xn``: rows x n, ``n <= BLOCK``), and their gradient into ``grad`` (as
+    :func:`finish_rows`), in one C call (``skit_smooth_ce``): the same C steps, in
+    the same order, as :func:`whole_row_blocks` then :func:`finish_rows`, so the same
+    bits. ``None`` (nothing written) when a row holds ``+inf`` or NaN.
+
+    Targets must be in ``[0, n)`` or ``ign`` (an ``IndexError`` otherwise).
+    """
+    rows, n = xn.shape
+    red = _REDUCTIONS[reduction]
+    out = np.empty(rows if red == 0 else 1)
+    tt = np.ascontiguousarray(tn, dtype=np.int64)
+    wc = None if w is None else np.ascontiguousarray(w, dtype=np.float64)
+    special = _ck().smooth_ce(
+        xn, rows, n, threads, tt, wc, ign is not None, 0 if ign is None else ign, eps, z, red,
+        out, grad,
+    )  # fmt: skip
+    if special:
+        return None
     return out if red == 0 else out.reshape(())
 
 

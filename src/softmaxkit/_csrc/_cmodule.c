@@ -399,6 +399,56 @@ static PyObject *py_smooth_rows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(smooth_ce_doc,
+             "smooth_ce(x, rows, n, threads, target, w, has_ignore, ignore_index, eps, z, "
+             "reduction, loss, grad) -> special: the label-smoothed cross-entropy of float32 "
+             "rows of one block; True (nothing written) when a row holds +inf or NaN");
+
+static PyObject *py_smooth_ce(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *to, *wo, *oo, *do_;
+    Py_ssize_t rows, n;
+    long long ignore;
+    int has_ignore, reduction, threads;
+    double eps, z;
+    if (!PyArg_ParseTuple(args, "OnniOOpLddiOO", &xo, &rows, &n, &threads, &to, &wo, &has_ignore,
+                          &ignore, &eps, &z, &reduction, &oo, &do_))
+        return NULL;
+    if (n < 1 || n > (Py_ssize_t)skit_block_elems() || reduction < 0 || reduction > 2) {
+        PyErr_SetString(PyExc_ValueError, "bad shape or reduction");
+        return NULL;
+    }
+    skit_rows a;
+    buf x = {0}, t = {0}, w = {0}, o = {0}, d = {0};
+    if (parse_rows(&a, &x, xo, rows, n, SKIT_F32, 1, threads, 1.0) < 0) return NULL;
+    int grad64 = 0;
+    int bad = get(to, &t, 0, 'q', rows, 0, "target") < 0 || get(wo, &w, 0, 'd', n, 1, "w") < 0 ||
+              get(oo, &o, 1, 'd', reduction == 0 ? rows : 1, 0, "loss") < 0;
+    if (!bad && do_ != Py_None) { /* the gradient's dtype: float32, or float64 */
+        grad64 = get(do_, &d, 1, 'f', rows * n, 0, "grad") < 0;
+        if (grad64) {
+            PyErr_Clear();
+            bad = get(do_, &d, 1, 'd', rows * n, 0, "grad (float32 or float64)") < 0;
+        }
+    }
+    if (bad) {
+        release(&x), release(&t), release(&w), release(&o), release(&d);
+        return NULL;
+    }
+    int st, special = 0;
+    Py_BEGIN_ALLOW_THREADS st = skit_smooth_ce(
+        &a, (const int64_t *)t.view.buf, w.held ? (const double *)w.view.buf : NULL, has_ignore,
+        (int64_t)ignore, eps, z, reduction, (double *)o.view.buf, d.held ? d.view.buf : NULL,
+        grad64, &special);
+    Py_END_ALLOW_THREADS release(&x), release(&t), release(&w), release(&o), release(&d);
+    if (st == SKIT_ERANGE) {
+        PyErr_SetString(PyExc_IndexError, "target out of range");
+        return NULL;
+    }
+    if (st) return status_error(st), NULL;
+    return PyBool_FromLong(special);
+}
+
 PyDoc_STRVAR(vjp_doc, "vjp(islog, y, g, rows, n, dtype, mode, threads, out)");
 
 static PyObject *py_vjp(PyObject *self, PyObject *args) {
@@ -700,6 +750,7 @@ static PyMethodDef methods[] = {
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
     {"smooth", py_smooth, METH_VARARGS, smooth_doc},
     {"smooth_rows", py_smooth_rows, METH_VARARGS, smooth_rows_doc},
+    {"smooth_ce", py_smooth_ce, METH_VARARGS, smooth_ce_doc},
     {"state", py_state, METH_VARARGS, state_doc},
     {"block_elems", py_block_elems, METH_NOARGS, "elements per block of a row"},
     {"block_states", py_block_states, METH_VARARGS, block_states_doc},

@@ -1312,6 +1312,48 @@ int skit_smooth_rows(const float *x, size_t rows, size_t n, const int64_t *targe
     return SKIT_OK;
 }
 
+int skit_smooth_ce(const skit_rows *a, const int64_t *target, const double *w, int has_ignore,
+                   int64_t ignore_index, double eps, double z, int reduction, double *loss,
+                   void *grad, int grad64, int *special) {
+    if (!a || !target || !loss || !special || a->dtype != SKIT_F32 || a->mask ||
+        a->temperature != 1.0 || a->n == 0 || a->n > SKIT_BLOCK_ELEMS || a->threads < 1)
+        return SKIT_EINVAL;
+    const size_t rows = a->rows, n = a->n;
+    const float *x = (const float *)a->x;
+    *special = 0;
+    for (size_t r = 0; r < rows; r++) {
+        int64_t t = target[r];
+        if ((t < 0 || (uint64_t)t >= n) && !(has_ignore && t == ignore_index)) return SKIT_ERANGE;
+    }
+    /* m, c, s_hi, s_lo, xt, nll, lse, shift, gap: rows each; then counted */
+    double *buf = (double *)malloc((rows ? rows : 1) * (9 * sizeof(double) + 1));
+    if (!buf) return SKIT_ENOMEM;
+    double *m = buf, *c = m + rows, *s_hi = c + rows, *s_lo = s_hi + rows, *xt = s_lo + rows;
+    double *nll = xt + rows, *lse = nll + rows, *shift = lse + rows, *gap = shift + rows;
+    uint8_t *counted = (uint8_t *)(gap + rows);
+    int st = skit_block_states(a, m, c, s_hi, s_lo);
+    for (size_t r = 0; r < rows && !st; r++) {
+        if (!(m[r] < INFINITY)) { /* +inf or NaN: the caller's array-API route */
+            *special = 1;
+            free(buf);
+            return SKIT_OK;
+        }
+        int ign = has_ignore && target[r] == ignore_index;
+        xt[r] = (double)x[r * n + (ign ? 0 : (size_t)target[r])];
+        shift[r] = isfinite(m[r]) ? m[r] : 0.0;
+    }
+    if (!st)
+        st = skit_cross_entropy_states(a, 0, 1, 1, m, c, s_hi, s_lo, xt, target, NULL, has_ignore,
+                                       ignore_index, 0.0, 1.0, nll, lse, counted, NULL);
+    if (!st && !grad) /* the gradient's pass forms the gaps; without it, their own pass */
+        st = skit_smooth(0, x, rows, n, w, shift, NULL, NULL, gap, NULL, NULL, a->threads);
+    if (!st)
+        st = skit_smooth_rows(x, rows, n, target, w, has_ignore, ignore_index, shift, nll, lse,
+                              counted, eps, z, reduction, gap, loss, grad, grad64, a->threads);
+    free(buf);
+    return st;
+}
+
 typedef struct {
     const skit_engine *E;
     int islog;

@@ -192,6 +192,17 @@ int skit_smooth_rows(const float *x, size_t rows, size_t n, const int64_t *targe
                      double z, int reduction, double *gap, double *loss, void *grad, int grad64,
                      int threads);
 
+/* The whole label-smoothed cross-entropy of float32 rows of one block (a: float32,
+ * no mask, temperature 1, 1 <= n <= SKIT_BLOCK_ELEMS): skit_block_states, then
+ * skit_cross_entropy_states on the whole rows, then (without grad) skit_smooth
+ * kind 0's gaps, then skit_smooth_rows; the same calls, in the same order, as
+ * softmaxkit._smoothing makes them, so the same bits. *special = 1 (and nothing
+ * written) when a row holds +inf or NaN, whose limits the caller takes elsewhere.
+ * Returns SKIT_ERANGE for a target out of range. */
+int skit_smooth_ce(const skit_rows *a, const int64_t *target, const double *w, int has_ignore,
+                   int64_t ignore_index, double eps, double z, int reduction, double *loss,
+                   void *grad, int grad64, int *special);
+
 /* Elementwise over n contiguous elements of x (dtype's type):
  *   kind 0: out = sigmoid(x); kind 1: out = log_sigmoid(x) (out in x's type);
  *   kind 2: binary cross-entropy with logits, float64 per-element loss into out,

@@ -68,11 +68,7 @@ def cross_entropy(
         xn = x2.numpy()
     threads = E._threads(rows * V)
     w = None if weight is None else weight.detach().to(torch.float64).contiguous().numpy()
-    blocks = S.whole_row_blocks(xn, w, threads, need_grad)
-    if S.has_specials(blocks):
-        return None
     tn = np.ascontiguousarray(tn, dtype=np.int64)
-    xt = xn[np.arange(rows), np.where(tn == ign, 0, tn)]
     g: Tensor | None = None
     gn = None
     if need_grad:
@@ -81,10 +77,20 @@ def cross_entropy(
             gn = g.numpy()
         else:  # float64, rounded once to the half type below
             gn = np.empty((rows, V))
-    r, _ = S.finish_rows(xn, 0, V, blocks, xt, tn, w, ign, reduction, eps, z, gn, threads)
+    if V <= S.BLOCK:  # rows of one block: one C call
+        got = S.whole_rows(xn, tn, w, ign, reduction, eps, z, gn, threads)
+        if got is None:
+            return None
+        r = got
+    else:
+        blocks = S.whole_row_blocks(xn, w, threads, need_grad)
+        if S.has_specials(blocks):
+            return None
+        xt = xn[np.arange(rows), np.where(tn == ign, 0, tn)]
+        r, _ = S.finish_rows(xn, 0, V, blocks, xt, tn, w, ign, reduction, eps, z, gn, threads)
     if reduction == "none":
         r = r.reshape(E._batch_shape(x.shape, dim))
-    loss = torch.from_numpy(r).to(x.dtype)  # r is finish_rows' own array
+    loss = torch.from_numpy(r).to(x.dtype)  # r is a fresh array
     if gn is None:
         return loss, x.new_empty(0)
     if g is None:
