@@ -168,7 +168,7 @@ def _first_bad(xp: Any, bad: Array, values: Array) -> str:
     b = np.asarray(_to_numpy(bad))
     v = np.asarray(_to_numpy(values))
     idx = tuple(int(i[0]) for i in np.nonzero(b))
-    return f"{v[idx]!r} at index {idx}" if idx else "?"
+    return f"{v[idx].item()!r} at index {idx}" if idx else "?"  # 5, not np.int64(5)
 
 
 def _to_numpy(a: Array) -> Any:
