@@ -663,9 +663,11 @@ def render_overhead(
     out += [
         "The label-smoothed rows (`label_smoothing=0.1`, the common training setting) ran on "
         "the array-API engine until session 4, at 15–20× torch's time (4096×1000: 295 ms "
-        "against torch's 19 ms); they now run on the C core's block statistics plus two C "
-        "passes (`softmaxkit._smoothing`), with the loss and gradient within 0.505 ulp of "
-        "the exact answer.",
+        "against torch's 19 ms); they now run on the C core (`softmaxkit._smoothing`), with "
+        "the loss and gradient within 0.505 ulp of the exact answer. Since session 5, rows of "
+        "up to 32768 classes take one C call (`skit_smooth_ce`: the block statistics, then "
+        "one pass that sums and keeps the float64 exponentials, writes the gradient and forms "
+        "the smoothing sums) and the short route of plain calls.",
         "",
         "Why the missed rows are missed:",
         "",
@@ -681,14 +683,13 @@ def render_overhead(
         "torch's float32 kernel, kernel to kernel (the kernels section), so the op through "
         "the front end cannot reach 1.0×. Rows over "
         "32768 classes (8×50257) no longer compute their exponentials twice (0.50× → 0.72–0.74×).",
-        "- Label-smoothed 256×1000 is three C passes over the logits where torch makes one "
+        "- Label-smoothed rows are two C passes over the logits where torch makes one "
         "log_softmax and reads it back: the kernel's block statistics (the exact `lse` and "
-        "loss, about 0.45 ns an element on 2 threads), each block's `Σ w_c (m_b − x_c)` "
-        "(0.2 ns) and the gradient from float64 exponentials summed and kept in one pass "
-        "(about 1 ns: a float64 table exponential per element, which keeps the gradient "
-        "within 0.5 ulp where `a·p_j` and `ε/C·w_j` cancel). That is about 420 µs of C at "
-        "256×1000 before any Python, against torch's whole 450–750 µs; from 4096×1000 up the "
-        "passes run near memory speed relative to torch's and the row is met.",
+        "loss, about 0.4 ns an element on 2 threads) and the gradient from float64 "
+        "exponentials summed and kept in one pass (about 0.7 ns: a float64 table exponential "
+        "per element, which keeps the gradient within 0.5 ulp where `a·p_j` and `ε/C·w_j` "
+        "cancel). At 256×1000 that is about 280 µs of C against torch's whole 450–750 µs; "
+        "the rest is the fixed cost of the first item.",
         "",
     ]
     return out
