@@ -562,20 +562,9 @@ def _smoothed_cross_entropy(
     w = None if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
     t = np.ascontiguousarray(np.asarray(target).reshape(rows), dtype=np.int64)
     grad = np.empty((rows, n), np.float32) if return_grad else None
-    if n <= _smoothing.BLOCK:  # rows of one block: one C call
-        got = _smoothing.whole_rows(x2, t, w, ignore_index, reduction, eps, z_loss, grad, nthreads)
-        if got is None:
-            return None
-        r = got
-    else:
-        blocks = _smoothing.whole_row_blocks(x2, w, nthreads, return_grad)
-        if _smoothing.has_specials(blocks):
-            return None
-        t_safe = t if ignore_index is None else np.where(t == ignore_index, 0, t)
-        xt = x2[np.arange(rows), t_safe]
-        r, _ = _smoothing.finish_rows(
-            x2, 0, n, blocks, xt, t, w, ignore_index, reduction, eps, z_loss, grad, nthreads
-        )
+    r = _smoothing.whole_row_loss(x2, t, w, ignore_index, reduction, eps, z_loss, grad, nthreads)
+    if r is None:
+        return None
     dt = xa.dtype
     if reduction == "none":
         res = r.reshape(tuple(s for i, s in enumerate(shape) if i != axis)).astype(dt)

@@ -80,6 +80,7 @@ __all__ = [
     "row_scale",
     "row_statistics",
     "whole_row_blocks",
+    "whole_row_loss",
     "whole_rows",
 ]
 
@@ -293,15 +294,24 @@ def _fused_rows(
     else:
         assert gaps is not None
         gap = np.ascontiguousarray(gaps[:, 0], dtype=np.float64)
-    red = _REDUCTIONS[reduction]
-    out = np.empty(rows if red == 0 else 1)
-    tt = np.ascontiguousarray(tn, dtype=np.int64)
-    wc = None if w is None else np.ascontiguousarray(w, dtype=np.float64)
+    red, out, tt, wc = _c_args(rows, reduction, tn, w)
     _ck().smooth_rows(
         xn, rows, n, tt, wc, ign is not None, 0 if ign is None else ign, sh, nll, lse,
         counted, eps, z, red, gap, out, grad, threads,
     )  # fmt: skip
     return out if red == 0 else out.reshape(())
+
+
+def _c_args(
+    rows: int, reduction: str, tn: np.ndarray, w: np.ndarray | None
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The reduction's code, a loss buffer for it, and the targets and weights as the
+    C calls take them (int64 and float64, contiguous)."""
+    red = _REDUCTIONS[reduction]
+    out = np.empty(rows if red == 0 else 1)
+    tt = np.ascontiguousarray(tn, dtype=np.int64)
+    wc = None if w is None else np.ascontiguousarray(w, dtype=np.float64)
+    return red, out, tt, wc
 
 
 def whole_rows(
@@ -324,10 +334,7 @@ def whole_rows(
     Targets must be in ``[0, n)`` or ``ign`` (an ``IndexError`` otherwise).
     """
     rows, n = xn.shape
-    red = _REDUCTIONS[reduction]
-    out = np.empty(rows if red == 0 else 1)
-    tt = np.ascontiguousarray(tn, dtype=np.int64)
-    wc = None if w is None else np.ascontiguousarray(w, dtype=np.float64)
+    red, out, tt, wc = _c_args(rows, reduction, tn, w)
     special = _ck().smooth_ce(
         xn, rows, n, threads, tt, wc, ign is not None, 0 if ign is None else ign, eps, z, red,
         out, grad,
@@ -335,6 +342,33 @@ def whole_rows(
     if special:
         return None
     return out if red == 0 else out.reshape(())
+
+
+def whole_row_loss(
+    xn: np.ndarray,
+    tn: np.ndarray,
+    w: np.ndarray | None,
+    ign: int | None,
+    reduction: str,
+    eps: float,
+    z: float,
+    grad: np.ndarray | None,
+    threads: int,
+) -> np.ndarray | None:
+    """The loss of whole float32 rows (``xn``: rows x classes, ``tn`` int64 targets in
+    range or ``ign``) and their gradient into ``grad``, for one process: one C call
+    (:func:`whole_rows`) for rows of one block, the block statistics and
+    :func:`finish_rows` for longer ones. ``None`` when a row holds ``+inf`` or NaN
+    (the callers' array-API route)."""
+    rows, n = xn.shape
+    if n <= BLOCK:
+        return whole_rows(xn, tn, w, ign, reduction, eps, z, grad, threads)
+    blocks = whole_row_blocks(xn, w, threads, grad is not None)
+    if has_specials(blocks):
+        return None
+    xt = xn[np.arange(rows), tn if ign is None else np.where(tn == ign, 0, tn)]
+    r, _ = finish_rows(xn, 0, n, blocks, xt, tn, w, ign, reduction, eps, z, grad, threads)
+    return r
 
 
 def finish_rows(

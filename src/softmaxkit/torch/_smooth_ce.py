@@ -77,17 +77,9 @@ def cross_entropy(
             gn = g.numpy()
         else:  # float64, rounded once to the half type below
             gn = np.empty((rows, V))
-    if V <= S.BLOCK:  # rows of one block: one C call
-        got = S.whole_rows(xn, tn, w, ign, reduction, eps, z, gn, threads)
-        if got is None:
-            return None
-        r = got
-    else:
-        blocks = S.whole_row_blocks(xn, w, threads, need_grad)
-        if S.has_specials(blocks):
-            return None
-        xt = xn[np.arange(rows), np.where(tn == ign, 0, tn)]
-        r, _ = S.finish_rows(xn, 0, V, blocks, xt, tn, w, ign, reduction, eps, z, gn, threads)
+    r = S.whole_row_loss(xn, tn, w, ign, reduction, eps, z, gn, threads)
+    if r is None:
+        return None
     if reduction == "none":
         r = r.reshape(E._batch_shape(x.shape, dim))
     loss = torch.from_numpy(r).to(x.dtype)  # r is a fresh array
