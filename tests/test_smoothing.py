@@ -41,10 +41,10 @@ def _data(N: int, V: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 @pytest.fixture
 def route(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Records every call of the C route's finish (``whole_rows`` for rows of one block,
-    ``finish_rows`` for longer ones) that returned a result."""
+    """Records every call of the C route's entry (``whole_row_loss``, which finishes
+    rows of one block itself) that returned a result, and of ``finish_rows``."""
     seen: list[bool] = []
-    for name in ("finish_rows", "whole_rows"):
+    for name in ("finish_rows", "whole_row_loss"):
         orig = getattr(_smoothing, name)
 
         def spy(*a: object, _orig: Any = orig, **k: object) -> object:
@@ -168,9 +168,10 @@ def test_gaps_from_the_gradient_pass_are_the_separate_pass_bits(V: int, weighted
 @pytest.mark.parametrize("V", [1, 37, 1000, B])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_one_call_is_the_steps_bits(V: int, weighted: bool) -> None:
-    """``whole_rows`` (one C call) gives the bits of ``whole_row_blocks`` + ``finish_rows``
-    (the C steps called from Python), loss and gradient, with and without a gradient,
-    for every reduction; ``None``, with nothing written, when a row holds +inf or NaN."""
+    """``whole_row_loss`` (one C call for rows of one block) gives the bits of
+    ``whole_row_blocks`` + ``finish_rows`` (the C steps called from Python), loss and
+    gradient, with and without a gradient, for every reduction; ``None``, with
+    nothing written, when a row holds +inf or NaN."""
     x, t, w32 = _data(8, V, V + 1)
     t = np.where(t == -100, t, t % V)
     w = np.ascontiguousarray(w32, dtype=np.float64) if weighted else None
@@ -179,7 +180,7 @@ def test_one_call_is_the_steps_bits(V: int, weighted: bool) -> None:
         for with_grad in (False, True):
             g1 = np.empty_like(x) if with_grad else None
             g2 = np.empty_like(x) if with_grad else None
-            got = _smoothing.whole_rows(x, t, w, -100, red, 0.1, 1e-3, g1, 2)
+            got = _smoothing.whole_row_loss(x, t, w, -100, red, 0.1, 1e-3, g1, 2)
             blocks = _smoothing.whole_row_blocks(x, w, 1, with_grad)
             want, _ = _smoothing.finish_rows(x, 0, V, blocks, xt, t, w, -100, red, 0.1, 1e-3, g2, 1)
             assert got is not None
@@ -190,7 +191,7 @@ def test_one_call_is_the_steps_bits(V: int, weighted: bool) -> None:
         xs = x.copy()
         xs[6, 0] = special
         g = np.full_like(x, 7.0)
-        assert _smoothing.whole_rows(xs, t, w, -100, "mean", 0.1, 0.0, g, 1) is None
+        assert _smoothing.whole_row_loss(xs, t, w, -100, "mean", 0.1, 0.0, g, 1) is None
         assert (g == 7.0).all()
     with pytest.raises(IndexError, match="target out of range"):
-        _smoothing.whole_rows(x, np.full(8, V), w, -100, "mean", 0.1, 0.0, None, 1)
+        _smoothing.whole_row_loss(x, np.full(8, V), w, -100, "mean", 0.1, 0.0, None, 1)

@@ -81,7 +81,6 @@ __all__ = [
     "row_statistics",
     "whole_row_blocks",
     "whole_row_loss",
-    "whole_rows",
 ]
 
 _ACCURATE = 1  # the C core's mode code
@@ -314,36 +313,6 @@ def _c_args(
     return red, out, tt, wc
 
 
-def whole_rows(
-    xn: np.ndarray,
-    tn: np.ndarray,
-    w: np.ndarray | None,
-    ign: int | None,
-    reduction: str,
-    eps: float,
-    z: float,
-    grad: np.ndarray | None,
-    threads: int,
-) -> np.ndarray | None:
-    """The loss (float64: per row, or the reduced scalar) of whole float32 rows of one
-    block (``xn``: rows x n, ``n <= BLOCK``), and their gradient into ``grad`` (as
-    :func:`finish_rows`), in one C call (``skit_smooth_ce``): the same C steps, in
-    the same order, as :func:`whole_row_blocks` then :func:`finish_rows`, so the same
-    bits. ``None`` (nothing written) when a row holds ``+inf`` or NaN.
-
-    Targets must be in ``[0, n)`` or ``ign`` (an ``IndexError`` otherwise).
-    """
-    rows, n = xn.shape
-    red, out, tt, wc = _c_args(rows, reduction, tn, w)
-    special = _ck().smooth_ce(
-        xn, rows, n, threads, tt, wc, ign is not None, 0 if ign is None else ign, eps, z, red,
-        out, grad,
-    )  # fmt: skip
-    if special:
-        return None
-    return out if red == 0 else out.reshape(())
-
-
 def whole_row_loss(
     xn: np.ndarray,
     tn: np.ndarray,
@@ -355,14 +324,26 @@ def whole_row_loss(
     grad: np.ndarray | None,
     threads: int,
 ) -> np.ndarray | None:
-    """The loss of whole float32 rows (``xn``: rows x classes, ``tn`` int64 targets in
-    range or ``ign``) and their gradient into ``grad``, for one process: one C call
-    (:func:`whole_rows`) for rows of one block, the block statistics and
-    :func:`finish_rows` for longer ones. ``None`` when a row holds ``+inf`` or NaN
-    (the callers' array-API route)."""
+    """The loss (float64: per row, or the reduced scalar) of whole float32 rows
+    (``xn``: rows x classes; ``tn`` targets in range or ``ign``, an ``IndexError``
+    otherwise) and their gradient into ``grad`` (as :func:`finish_rows`), for one
+    process; ``None``, with nothing written, when a row holds ``+inf`` or NaN (the
+    callers' array-API route).
+
+    Rows of one block take one C call (``skit_smooth_ce``): the same C steps, in the
+    same order, as :func:`whole_row_blocks` then :func:`finish_rows`, so the same
+    bits. Longer rows take those two.
+    """
     rows, n = xn.shape
     if n <= BLOCK:
-        return whole_rows(xn, tn, w, ign, reduction, eps, z, grad, threads)
+        red, out, tt, wc = _c_args(rows, reduction, tn, w)
+        special = _ck().smooth_ce(
+            xn, rows, n, threads, tt, wc, ign is not None, 0 if ign is None else ign, eps, z,
+            red, out, grad,
+        )  # fmt: skip
+        if special:
+            return None
+        return out if red == 0 else out.reshape(())
     blocks = whole_row_blocks(xn, w, threads, grad is not None)
     if has_specials(blocks):
         return None

@@ -290,6 +290,17 @@ PyDoc_STRVAR(smooth_doc, "smooth(kind, x, rows, n, w, m, f, k, gap, dsum, grad, 
                          "label-smoothing block sums (kind 0) or gradient (1: float32, 3: float64; one-block rows "
                          "with their sum: 4, 5, and their gaps when gap is given), float32 rows");
 
+/* An optional gradient buffer of `count` float32 items (*grad64 = 0) or float64
+ * items (*grad64 = 1, for callers that round once to a narrower type). */
+static int get_grad(PyObject *obj, buf *b, Py_ssize_t count, int *grad64) {
+    *grad64 = 0;
+    if (obj == Py_None) return 0;
+    if (get(obj, b, 1, 'f', count, 0, "grad") == 0) return 0;
+    PyErr_Clear();
+    *grad64 = 1;
+    return get(obj, b, 1, 'd', count, 0, "grad (float32 or float64)");
+}
+
 /* Sets a ValueError saying that `what` means nothing for this kind; returns 1. */
 static int not_here(const char *what, int kind) {
     PyErr_Format(PyExc_ValueError, "%s must be None for kind %d", what, kind);
@@ -368,13 +379,7 @@ static PyObject *py_smooth_rows(PyObject *self, PyObject *args) {
               get(no, &nl, 0, 'd', rows, 0, "nll") < 0 || get(lo, &ls, 0, 'd', rows, 0, "lse") < 0 ||
               get(co, &c, 0, 'B', rows, 0, "counted") < 0 ||
               get(oo, &o, 1, 'd', reduction == 0 ? rows : 1, 0, "loss") < 0;
-    if (!bad && do_ != Py_None) { /* the gradient's dtype: float32, or float64 */
-        grad64 = get(do_, &d, 1, 'f', rows * n, 0, "grad") < 0;
-        if (grad64) {
-            PyErr_Clear();
-            bad = get(do_, &d, 1, 'd', rows * n, 0, "grad (float32 or float64)") < 0;
-        }
-    }
+    if (!bad) bad = get_grad(do_, &d, rows * n, &grad64) < 0;
     /* the gaps are written by the gradient's pass, read otherwise */
     if (!bad) bad = get(go, &g, d.held, 'd', rows, 0, "gap") < 0;
     if (bad) {
@@ -424,13 +429,7 @@ static PyObject *py_smooth_ce(PyObject *self, PyObject *args) {
     int grad64 = 0;
     int bad = get(to, &t, 0, 'q', rows, 0, "target") < 0 || get(wo, &w, 0, 'd', n, 1, "w") < 0 ||
               get(oo, &o, 1, 'd', reduction == 0 ? rows : 1, 0, "loss") < 0;
-    if (!bad && do_ != Py_None) { /* the gradient's dtype: float32, or float64 */
-        grad64 = get(do_, &d, 1, 'f', rows * n, 0, "grad") < 0;
-        if (grad64) {
-            PyErr_Clear();
-            bad = get(do_, &d, 1, 'd', rows * n, 0, "grad (float32 or float64)") < 0;
-        }
-    }
+    if (!bad) bad = get_grad(do_, &d, rows * n, &grad64) < 0;
     if (bad) {
         release(&x), release(&t), release(&w), release(&o), release(&d);
         return NULL;
