@@ -665,9 +665,14 @@ def render_overhead(
         "the array-API engine until session 4, at 15–20× torch's time (4096×1000: 295 ms "
         "against torch's 19 ms); they now run on the C core (`softmaxkit._smoothing`), with "
         "the loss and gradient within 0.505 ulp of the exact answer. Since session 5, rows of "
-        "up to 32768 classes take one C call (`skit_smooth_ce`: the block statistics, then "
-        "one pass that sums and keeps the float64 exponentials, writes the gradient and forms "
-        "the smoothing sums) and the short route of plain calls.",
+        "up to 32768 classes take one C call (`skit_smooth_ce`) and the short route of plain "
+        "calls. It makes two passes over the logits where torch makes one log_softmax and "
+        "reads it back: the kernel's block statistics (the exact `lse` and loss, about 0.4 ns "
+        "an element on 2 threads), then one pass that sums and keeps float64 exponentials, "
+        "writes the gradient and forms the smoothing sums (about 0.7 ns: a float64 table "
+        "exponential per element, which keeps the gradient within 0.5 ulp where `a·p_j` and "
+        "`ε/C·w_j` cancel). At 256×1000 that is about 280 µs of C, so that row sits near "
+        "torch's time (450–790 µs on this machine).",
         "",
         "Why the missed rows are missed:",
         "",
@@ -683,13 +688,6 @@ def render_overhead(
         "torch's float32 kernel, kernel to kernel (the kernels section), so the op through "
         "the front end cannot reach 1.0×. Rows over "
         "32768 classes (8×50257) no longer compute their exponentials twice (0.50× → 0.72–0.74×).",
-        "- Label-smoothed rows are two C passes over the logits where torch makes one "
-        "log_softmax and reads it back: the kernel's block statistics (the exact `lse` and "
-        "loss, about 0.4 ns an element on 2 threads) and the gradient from float64 "
-        "exponentials summed and kept in one pass (about 0.7 ns: a float64 table exponential "
-        "per element, which keeps the gradient within 0.5 ulp where `a·p_j` and `ε/C·w_j` "
-        "cancel). At 256×1000 that is about 280 µs of C against torch's whole 450–750 µs; "
-        "the rest is the fixed cost of the first item.",
         "",
     ]
     return out
