@@ -345,7 +345,7 @@ def test_smooth_rows_float64_gradient_is_the_float32_one_unrounded(isa: str) -> 
     t = rng.integers(0, n, rows)
     t[3] = -100
     w = rng.random(n) + 0.05
-    blocks = _smoothing.whole_row_blocks(x, w, 1, True)
+    blocks = _smoothing.local_blocks(x, w, 1, False)
     xt = x[np.arange(rows), np.where(t == -100, 0, t)]
     cur = _ckernels.isa()
     _ckernels.set_isa(isa)

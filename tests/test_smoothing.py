@@ -142,34 +142,27 @@ def test_inputs_are_not_modified() -> None:
 @pytest.mark.parametrize("V", [1, 37, 1000, B])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_gaps_from_the_gradient_pass_are_the_separate_pass_bits(V: int, weighted: bool) -> None:
-    """Whole one-block rows with a gradient read the logits once less: their gap sums
-    come from the gradient's pass (``whole_row_blocks``). Loss, lse and gradient are
-    bitwise those of the separate gap pass (``local_blocks``), for every reduction."""
+    """Whole one-block rows with a gradient take their gap sums from the gradient's
+    pass, without one: from the separate pass (``local_blocks``). The loss and lse are
+    bitwise the same either way, for every reduction and thread count."""
     x, t, w32 = _data(8, V, V)
     t = np.where(t == -100, t, t % V)
     w = np.ascontiguousarray(w32, dtype=np.float64) if weighted else None
     xt = x[np.arange(8), np.where(t == -100, 0, t)]
-    fused = _smoothing.whole_row_blocks(x, w, 1, True)
-    assert fused[4] is None and fused[5] is None
+    sep = _smoothing.local_blocks(x, w, 1, False)
     for red in ("none", "mean", "sum"):
         got_g = np.empty_like(x)
-        want_g = np.empty_like(x)
-        got = _smoothing.finish_rows(x, 0, V, fused, xt, t, w, -100, red, 0.1, 1e-3, got_g, 2)
-        sep = _smoothing.local_blocks(x, w, 1, False)
-        want = _smoothing.finish_rows(x, 0, V, sep, xt, t, w, -100, red, 0.1, 1e-3, want_g, 1)
+        got = _smoothing.finish_rows(x, 0, V, sep, xt, t, w, -100, red, 0.1, 1e-3, got_g, 2)
+        want = _smoothing.finish_rows(x, 0, V, sep, xt, t, w, -100, red, 0.1, 1e-3, None, 1)
         assert np.array_equal(got[0], want[0], equal_nan=True), red
         assert np.array_equal(got[1], want[1], equal_nan=True), red
-        assert np.array_equal(got_g, want_g, equal_nan=True), red
-    with pytest.raises(ValueError, match="gap sums are missing"):  # no gradient: no such pass
-        _smoothing.finish_rows(x, 0, V, fused, xt, t, w, -100, "mean", 0.1, 0.0, None, 1)
-    assert _smoothing.whole_row_blocks(x, w, 1, False)[4] is not None
 
 
 @pytest.mark.parametrize("V", [1, 37, 1000, B])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_one_call_is_the_steps_bits(V: int, weighted: bool) -> None:
     """``whole_row_loss`` (one C call for rows of one block) gives the bits of
-    ``whole_row_blocks`` + ``finish_rows`` (the C steps called from Python), loss and
+    ``local_blocks`` + ``finish_rows`` (the C steps called from Python), loss and
     gradient, with and without a gradient, for every reduction; ``None``, with
     nothing written, when a row holds +inf or NaN."""
     x, t, w32 = _data(8, V, V + 1)
@@ -181,7 +174,7 @@ def test_one_call_is_the_steps_bits(V: int, weighted: bool) -> None:
             g1 = np.empty_like(x) if with_grad else None
             g2 = np.empty_like(x) if with_grad else None
             got = _smoothing.whole_row_loss(x, t, w, -100, red, 0.1, 1e-3, g1, 2)
-            blocks = _smoothing.whole_row_blocks(x, w, 1, with_grad)
+            blocks = _smoothing.local_blocks(x, w, 1, False)
             want, _ = _smoothing.finish_rows(x, 0, V, blocks, xt, t, w, -100, red, 0.1, 1e-3, g2, 1)
             assert got is not None
             assert np.array_equal(got, want, equal_nan=True), (red, with_grad)

@@ -79,7 +79,6 @@ __all__ = [
     "local_blocks",
     "row_scale",
     "row_statistics",
-    "whole_row_blocks",
     "whole_row_loss",
 ]
 
@@ -96,10 +95,9 @@ BLOCK = _dispatch._ckernels.block_elems() if _dispatch._ckernels is not None els
 """Classes per block of the C core's rows (``SKIT_BLOCK_ELEMS``)."""
 
 
-def has_specials(blocks: Sequence[np.ndarray | None]) -> bool:
+def has_specials(blocks: Sequence[np.ndarray]) -> bool:
     """Whether some block holds ``+inf`` or NaN (its maximum is not below ``+inf``)."""
     m = blocks[0]
-    assert m is not None
     return bool(m.size) and not m.max() < math.inf  # NaN fails the comparison too
 
 
@@ -247,29 +245,13 @@ def local_blocks(
     return m, c, s_hi, s_lo, gaps, (np.zeros_like(gaps) if dsum is None else dsum)
 
 
-def whole_row_blocks(
-    xn: np.ndarray, w: np.ndarray | None, threads: int, need_grad: bool
-) -> tuple[np.ndarray | None, ...]:
-    """:func:`local_blocks` of whole rows (``xn`` holds every class) for one process.
-
-    Rows of one block with a gradient get ``None`` for ``gap`` and ``dsum``: their
-    gradient's pass forms the gaps inside :func:`finish_rows`, bit for bit, so the
-    logits are read once less. Longer rows need each block's exponential sum only
-    for the gradient.
-    """
-    n = xn.shape[1]
-    if need_grad and n <= BLOCK:
-        return (*row_statistics(xn, threads), None, None)
-    return local_blocks(xn, w, threads, need_grad and n > BLOCK)
-
-
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 
 
 def _fused_rows(
     xn: np.ndarray,
     m: np.ndarray,
-    gaps: np.ndarray | None,
+    gaps: np.ndarray,
     grad: np.ndarray | None,
     tn: np.ndarray,
     w: np.ndarray | None,
@@ -283,15 +265,13 @@ def _fused_rows(
     threads: int,
 ) -> np.ndarray:
     """:func:`finish_rows` of whole rows of one block after the kernel's row values, in
-    one C call (``skit_smooth_rows``): the gradient's pass forms the gaps when
-    ``gaps`` is None (see :func:`whole_row_blocks`), and the loss is reduced in NumPy's
-    pairwise order."""
+    one C call (``skit_smooth_rows``): with a gradient, its pass forms the gaps again
+    (the bits of ``gaps``); the loss is reduced in NumPy's pairwise order."""
     rows, n = xn.shape
     sh = np.ascontiguousarray(_shift(m[:, 0]))
     if grad is not None:
         gap = np.empty(rows)  # written by the gradient's pass (the same bits as block_sums)
     else:
-        assert gaps is not None
         gap = np.ascontiguousarray(gaps[:, 0], dtype=np.float64)
     red, out, tt, wc = _c_args(rows, reduction, tn, w)
     _ck().smooth_rows(
@@ -331,8 +311,9 @@ def whole_row_loss(
     callers' array-API route).
 
     Rows of one block take one C call (``skit_smooth_ce``): the same C steps, in the
-    same order, as :func:`whole_row_blocks` then :func:`finish_rows`, so the same
-    bits. Longer rows take those two.
+    same order, as :func:`local_blocks` then :func:`finish_rows` (whose gradient pass
+    forms the gaps again), so the same bits; without a gradient it skips nothing.
+    Longer rows take those two.
     """
     rows, n = xn.shape
     if n <= BLOCK:
@@ -344,7 +325,7 @@ def whole_row_loss(
         if special:
             return None
         return out if red == 0 else out.reshape(())
-    blocks = whole_row_blocks(xn, w, threads, grad is not None)
+    blocks = local_blocks(xn, w, threads, grad is not None)  # with D: several blocks
     if has_specials(blocks):
         return None
     xt = xn[np.arange(rows), tn if ign is None else np.where(tn == ign, 0, tn)]
@@ -356,7 +337,7 @@ def finish_rows(
     xn: np.ndarray,
     v0: int,
     V: int,
-    blocks: Sequence[np.ndarray | None],
+    blocks: Sequence[np.ndarray],
     xt: np.ndarray,
     tn: np.ndarray,
     w: np.ndarray | None,
@@ -385,11 +366,8 @@ def finish_rows(
     with np.errstate(all="ignore"):
         rows, n = xn.shape
         m, c, s_hi, s_lo = (np.ascontiguousarray(b) for b in blocks[:4])
-        gaps, dsum = blocks[4], blocks[5]
+        gaps, dsum = np.ascontiguousarray(blocks[4]), blocks[5]
         fused = m.shape[1] == 1 and n == V  # the whole row, one block: D summed in the C pass
-        if gaps is None and not (fused and grad is not None):  # see whole_row_blocks
-            raise ValueError("gap sums are missing: only whole one-block rows with a "
-                             "gradient may leave them to finish_rows")  # fmt: skip
         nll = np.empty(rows)
         lse = np.empty(rows)
         counted = np.empty(rows, np.uint8)
@@ -403,13 +381,11 @@ def finish_rows(
                 xn, m, gaps, grad, tn, w, ign, reduction, eps, z, nll, lse, counted, threads
             )
             return r, lse
-        assert gaps is not None and dsum is not None
         live = counted.astype(bool)
         ignored = np.zeros(rows, bool) if ign is None else tn == ign
         t_safe = np.where(ignored, 0, tn)
         w_t = np.where(live, 1.0 if w is None else w[t_safe], 0.0)
-        items = finish(nll, lse, live, np.ascontiguousarray(gaps), m, block_weights(w, V), w_t,
-                       eps, z, V)  # fmt: skip
+        items = finish(nll, lse, live, gaps, m, block_weights(w, V), w_t, eps, z, V)
         den = float(np.sum(w_t))
         total = np.sum(items)
         if reduction == "none":
