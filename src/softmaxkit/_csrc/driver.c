@@ -1057,17 +1057,25 @@ double skit_pairwise_sum(const double *a, size_t n) {
     return skit_pairwise_sum(a, n2) + skit_pairwise_sum(a + n2, n - n2);
 }
 
+/* The first row whose target is neither a class in [0, n) nor the ignored index, or -1. */
+static int64_t first_bad_target(const int64_t *target, size_t rows, size_t n, int has_ignore,
+                                int64_t ignore_index) {
+    for (size_t r = 0; r < rows; r++) {
+        int64_t t = target[r];
+        if ((t < 0 || (uint64_t)t >= n) && !(has_ignore && t == ignore_index)) return (int64_t)r;
+    }
+    return -1;
+}
+
 int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
                                const double *class_weight, int64_t ignore_index, double z_loss,
                                int reduction, double *loss, void *grad, int64_t *bad_row) {
     if (!a || reduction < 0 || reduction > 2) return SKIT_EINVAL;
     size_t rows = a->rows, n = a->n;
-    for (size_t r = 0; r < rows; r++) {
-        int64_t t = target[r];
-        if ((t < 0 || (uint64_t)t >= n) && t != ignore_index) {
-            if (bad_row) *bad_row = (int64_t)r;
-            return SKIT_ERANGE;
-        }
+    int64_t bad = first_bad_target(target, rows, n, 1, ignore_index);
+    if (bad >= 0) {
+        if (bad_row) *bad_row = bad;
+        return SKIT_ERANGE;
     }
     /* one block: per-row weights, losses, logsumexps, counted flags */
     size_t extra = class_weight ? 2 : 1;
@@ -1246,18 +1254,12 @@ int skit_smooth(int kind, const float *x, size_t rows, size_t n, const double *w
 
 /* ---- label smoothing: whole rows of one block, finished in C ------------------ */
 
-int skit_smooth_rows(const float *x, size_t rows, size_t n, const int64_t *target,
-                     const double *w, int has_ignore, int64_t ignore_index, const double *shift,
-                     const double *nll, const double *lse, const uint8_t *counted, double eps,
-                     double z, int reduction, double *gap, double *loss, void *grad, int grad64,
-                     int threads) {
-    if (!x || !target || !shift || !nll || !lse || !counted || !gap || !loss) return SKIT_EINVAL;
-    if (reduction < 0 || reduction > 2 || n == 0 || n > SKIT_BLOCK_ELEMS || threads < 1)
-        return SKIT_EINVAL;
-    for (size_t r = 0; r < rows; r++) {
-        int64_t t = target[r];
-        if ((t < 0 || (uint64_t)t >= n) && !(has_ignore && t == ignore_index)) return SKIT_ERANGE;
-    }
+/* skit_smooth_rows on arguments already checked */
+static int smooth_rows(const float *x, size_t rows, size_t n, const int64_t *target,
+                       const double *w, int has_ignore, int64_t ignore_index, const double *shift,
+                       const double *nll, const double *lse, const uint8_t *counted, double eps,
+                       double z, int reduction, double *gap, double *loss, void *grad, int grad64,
+                       int threads) {
     /* w_t, the items (in loss for reduction 0), and for the gradient f, k, g_t */
     size_t per = grad ? 5 : 2;
     double *buf = (double *)malloc((rows ? rows : 1) * per * sizeof(double));
@@ -1312,6 +1314,19 @@ int skit_smooth_rows(const float *x, size_t rows, size_t n, const int64_t *targe
     return SKIT_OK;
 }
 
+int skit_smooth_rows(const float *x, size_t rows, size_t n, const int64_t *target,
+                     const double *w, int has_ignore, int64_t ignore_index, const double *shift,
+                     const double *nll, const double *lse, const uint8_t *counted, double eps,
+                     double z, int reduction, double *gap, double *loss, void *grad, int grad64,
+                     int threads) {
+    if (!x || !target || !shift || !nll || !lse || !counted || !gap || !loss) return SKIT_EINVAL;
+    if (reduction < 0 || reduction > 2 || n == 0 || n > SKIT_BLOCK_ELEMS || threads < 1)
+        return SKIT_EINVAL;
+    if (first_bad_target(target, rows, n, has_ignore, ignore_index) >= 0) return SKIT_ERANGE;
+    return smooth_rows(x, rows, n, target, w, has_ignore, ignore_index, shift, nll, lse, counted,
+                       eps, z, reduction, gap, loss, grad, grad64, threads);
+}
+
 int skit_smooth_ce(const skit_rows *a, const int64_t *target, const double *w, int has_ignore,
                    int64_t ignore_index, double eps, double z, int reduction, double *loss,
                    void *grad, int grad64, int *special) {
@@ -1321,10 +1336,7 @@ int skit_smooth_ce(const skit_rows *a, const int64_t *target, const double *w, i
     const size_t rows = a->rows, n = a->n;
     const float *x = (const float *)a->x;
     *special = 0;
-    for (size_t r = 0; r < rows; r++) {
-        int64_t t = target[r];
-        if ((t < 0 || (uint64_t)t >= n) && !(has_ignore && t == ignore_index)) return SKIT_ERANGE;
-    }
+    if (first_bad_target(target, rows, n, has_ignore, ignore_index) >= 0) return SKIT_ERANGE;
     /* m, c, s_hi, s_lo, xt, nll, lse, shift, gap: rows each; then counted */
     double *buf = (double *)malloc((rows ? rows : 1) * (9 * sizeof(double) + 1));
     if (!buf) return SKIT_ENOMEM;
@@ -1348,8 +1360,8 @@ int skit_smooth_ce(const skit_rows *a, const int64_t *target, const double *w, i
     if (!st && !grad) /* the gradient's pass forms the gaps; without it, their own pass */
         st = skit_smooth(0, x, rows, n, w, shift, NULL, NULL, gap, NULL, NULL, a->threads);
     if (!st)
-        st = skit_smooth_rows(x, rows, n, target, w, has_ignore, ignore_index, shift, nll, lse,
-                              counted, eps, z, reduction, gap, loss, grad, grad64, a->threads);
+        st = smooth_rows(x, rows, n, target, w, has_ignore, ignore_index, shift, nll, lse, counted,
+                         eps, z, reduction, gap, loss, grad, grad64, a->threads);
     free(buf);
     return st;
 }
