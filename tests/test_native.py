@@ -806,6 +806,73 @@ def test_cross_entropy_reduced_equals_kernel_then_numpy_sum(
     np.testing.assert_array_equal(g, want_g)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("red", [0, 1, 2])
+@pytest.mark.parametrize("rows", [1, 37, 600])
+def test_cross_entropy_reduced_at_addresses_equals_the_buffer_call(
+    dtype: type, red: int, rows: int
+) -> None:
+    """The address entry (softmaxkit.torch's everyday call) is the buffer entry
+    without weights or z-loss, with the loss optionally rounded once to x's type."""
+    from softmaxkit import _ckernels
+
+    rng = np.random.default_rng(rows + red)
+    n = 37
+    x = (rng.standard_normal((rows, n)) * 8).astype(dtype)
+    t = rng.integers(0, n, rows).astype(np.int64)
+    t[::5] = -100
+    x[1 % rows] = -np.inf
+    x[2 % rows, 3] = np.inf
+    code = 1 if x.dtype == np.float64 else 0
+    count = rows if red == 0 else 1
+    want_l, want_g = np.empty(count), np.empty_like(x)
+    _ckernels.cross_entropy_reduced(x, t, None, rows, n, code, 1, 2, -100, 0.0, red, want_l, want_g)
+    x0 = x.copy()
+    for ltype in (np.float64, dtype):
+        loss = np.empty(count, ltype)
+        g = np.full_like(x, 7.0)
+        _ckernels.cross_entropy_reduced_at(
+            x.ctypes.data, t.ctypes.data, rows, n, code, 1, 2, -100, red, loss, g.ctypes.data
+        )
+        np.testing.assert_array_equal(loss, want_l.astype(ltype))
+        np.testing.assert_array_equal(g, want_g)
+        loss2 = np.empty(count, ltype)
+        _ckernels.cross_entropy_reduced_at(
+            x.ctypes.data, t.ctypes.data, rows, n, code, 1, 1, -100, red, loss2, 0
+        )
+        np.testing.assert_array_equal(loss2, loss)
+    np.testing.assert_array_equal(x, x0)
+
+
+def test_cross_entropy_reduced_at_checks_what_it_can() -> None:
+    """Addresses cannot be checked, but the loss buffer, shapes and codes are;
+    a bad label names its row as the buffer entry does."""
+    from softmaxkit import _ckernels
+
+    x = np.zeros((4, 3), np.float32)
+    t = np.array([0, -100, 3, 1], np.int64)
+    xa, ta = x.ctypes.data, t.ctypes.data
+    with pytest.raises(IndexError) as info:
+        _ckernels.cross_entropy_reduced_at(xa, ta, 4, 3, 0, 1, 1, -100, 1, np.empty(1), 0)
+    assert info.value.args == (2,)
+    t[2] = 1
+    cases = [
+        ((0, ta, 4, 3, 0, 1, 1, -100, 1, np.empty(1), 0), "bad address"),  # a null address
+        ((xa, ta, 0, 3, 0, 1, 1, -100, 1, np.empty(1), 0), "shape"),  # no rows
+        ((xa, ta, 4, 3, 2, 1, 1, -100, 1, np.empty(1), 0), "dtype"),  # no such dtype
+        ((xa, ta, 4, 3, 0, 1, 1, -100, 3, np.empty(1), 0), "reduction"),  # no such reduction
+        ((xa, ta, 4, 3, 0, 1, 1, -100, 1, np.empty(2), 0), "loss: expected 1"),  # two slots
+        ((xa, ta, 4, 3, 0, 1, 1, -100, 0, np.empty(4, np.float16), 0), "loss: expected 4"),
+        ((xa, ta, 4, 3, 1, 1, 1, -100, 1, np.empty(1, np.float32), 0), "loss: expected 1"),
+    ]
+    ro = np.empty(1)
+    ro.flags.writeable = False
+    cases.append(((xa, ta, 4, 3, 0, 1, 1, -100, 1, ro, 0), "read-only"))
+    for bad, what in cases:
+        with pytest.raises(ValueError, match=what):
+            _ckernels.cross_entropy_reduced_at(*bad)
+
+
 def test_cross_entropy_reduced_names_the_bad_row() -> None:
     from softmaxkit import _ckernels
 

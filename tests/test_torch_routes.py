@@ -138,6 +138,77 @@ def test_everyday_cross_entropy_skips_the_general_validation(monkeypatch):
         skt.cross_entropy(x, torch.tensor([0, 7, 1, 1, 1, 1]))
 
 
+def _general(x):
+    """``x`` with the same values, laid out so that the short routes decline it."""
+    return x.detach().t().contiguous().t().requires_grad_(x.requires_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_everyday_cross_entropy_reads_the_tensors_in_place(monkeypatch, dtype, reduction):
+    """Without smoothing the short route hands the C core the tensors' addresses
+    (``_engine.plain_ce``): values and gradients (first and second order) are the
+    general route's bits, special rows included, and the inputs are not touched."""
+    from softmaxkit.torch import _engine as E
+
+    used = []
+    real = E.plain_ce
+    monkeypatch.setattr(E, "plain_ce", lambda *a: used.append(a[4]) or real(*a))
+    x = _x(8, 5, dtype=dtype)
+    x[1] = float("-inf")  # nothing to count
+    x[2, 3] = float("inf")
+    x[3, 0] = float("nan")
+    x[4, 2] = float("-inf")  # the target's logit
+    t = torch.tensor([0, 4, 3, 1, 2, -100, 1, 3])
+    x0, t0 = x.clone(), t.clone()
+    a, b = x.clone().requires_grad_(), _general(x.requires_grad_())
+    la = skt.cross_entropy(a, t, reduction=reduction)
+    lb = skt.cross_entropy(b, t, reduction=reduction)
+    _bitwise(la.detach(), lb.detach())
+    cot = torch.linspace(-1.0, 2.0, la.numel(), dtype=dtype).reshape(la.shape)
+    (ga,) = torch.autograd.grad(la, a, cot, create_graph=True)
+    (gb,) = torch.autograd.grad(lb, b, cot, create_graph=True)
+    _bitwise(ga.detach(), gb.detach())
+    # a double backward through the short route's node
+    (hb,) = torch.autograd.grad(gb[~gb.isnan()].sum(), b, allow_unused=True)
+    (ha,) = torch.autograd.grad(ga[~ga.isnan()].sum(), a, allow_unused=True)
+    assert (ha is None) == (hb is None)
+    if ha is not None:
+        assert torch.equal(ha.nan_to_num(), hb.nan_to_num())
+    with torch.no_grad():
+        _bitwise(skt.cross_entropy(x, t, reduction=reduction), la.detach())
+    assert used == [True, False]
+    assert torch.equal(x.detach().nan_to_num(), x0.nan_to_num()) and torch.equal(t, t0)
+    # `loss.backward()` (no cotangent) returns the saved gradient itself
+    a.grad = None
+    skt.cross_entropy(a, t, reduction=reduction).sum().backward()
+    assert torch.equal(a.grad.nan_to_num(), torch.autograd.grad(lb.sum(), b)[0].nan_to_num())
+
+
+def test_everyday_cross_entropy_declines_what_it_cannot_read_in_place(monkeypatch):
+    """Layouts whose memory is not the values (negated views, sparse tensors) and
+    non-contiguous labels take the general route, which handles or names them."""
+    from softmaxkit.torch import _engine as E
+
+    used = []
+    real = E.plain_ce
+    monkeypatch.setattr(E, "plain_ce", lambda *a: used.append(1) or real(*a))
+    x = _x(6, 5)
+    t2 = torch.stack([T, T], 1)[:, 0]  # strided labels
+    assert not t2.is_contiguous()
+    _bitwise(skt.cross_entropy(x, t2), skt.cross_entropy(x, T))
+    neg = torch._neg_view(x)
+    _bitwise(skt.cross_entropy(neg, T), skt.cross_entropy(-x, T))
+    _bitwise(skt.softmax(neg, 1), skt.softmax(-x, 1))
+    assert used == [1, 1]  # the references only
+    for bad, name in ((x.to_sparse(), "input"), (T.to_sparse(), "target")):
+        args = (bad, T) if name == "input" else (x, bad)
+        with pytest.raises(skt_errors.SoftmaxkitTypeError, match=f"`{name}` has layout"):
+            skt.cross_entropy(*args)
+    with pytest.raises(skt_errors.SoftmaxkitTypeError, match="`input` has layout"):
+        skt.softmax(x.to_sparse(), 1)
+
+
 @pytest.mark.parametrize("log", [False, True])
 def test_everyday_softmax_skips_the_general_validation(monkeypatch, log):
     """``softmax(x, dim=-1)`` on a contiguous CPU float32/float64 tensor with no gradient

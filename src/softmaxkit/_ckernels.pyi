@@ -46,6 +46,20 @@ def cross_entropy_reduced(
     grad: Any,
     /,
 ) -> None: ...
+def cross_entropy_reduced_at(
+    x_addr: int,
+    target_addr: int,
+    rows: int,
+    n: int,
+    dtype: int,
+    mode: int,
+    threads: int,
+    ignore_index: int,
+    reduction: int,
+    loss: Any,
+    grad_addr: int,
+    /,
+) -> None: ...
 def cross_entropy(
     x: Any,
     target: Any,

@@ -251,6 +251,84 @@ static PyObject *py_cross_entropy_reduced(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(cross_entropy_reduced_at_doc,
+             "cross_entropy_reduced_at(x_addr, target_addr, rows, n, dtype, mode, threads, "
+             "ignore_index, reduction, loss, grad_addr): cross_entropy_reduced without class "
+             "weights or z-loss, for tensors the caller has checked; see the comment");
+
+/* The everyday training-loop cross-entropy of softmaxkit.torch, where turning
+ * each tensor into a NumPy view costs more than the kernel. x and target are
+ * ADDRESSES: the caller (softmaxkit.torch._engine.plain_ce) has checked that
+ * they are C-contiguous CPU buffers of rows * n items of `dtype` and of rows
+ * int64 labels, alive for the call, and that grad_addr (0: no gradient) is a
+ * fresh buffer like x. `loss` is still a checked buffer, of float64 or of x's
+ * own type (then each value is rounded once from float64, as NumPy's astype). */
+static PyObject *py_cross_entropy_reduced_at(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long xa, ta, ga;
+    Py_ssize_t rows, n;
+    int dtype, mode, threads, reduction;
+    long long ignore;
+    PyObject *lo;
+    if (!PyArg_ParseTuple(args, "KKnniiiLiOK", &xa, &ta, &rows, &n, &dtype, &mode, &threads,
+                          &ignore, &reduction, &lo, &ga))
+        return NULL;
+    if (rows < 1 || n < 1 || threads < 1 || reduction < 0 || reduction > 2 || !xa || !ta ||
+        (dtype != SKIT_F32 && dtype != SKIT_F64)) {
+        PyErr_SetString(PyExc_ValueError, "bad address, shape, dtype, reduction or thread count");
+        return NULL;
+    }
+    Py_ssize_t count = reduction == 0 ? rows : 1;
+    buf l = {0};
+    if (PyObject_GetBuffer(lo, &l.view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0)
+        return NULL;
+    l.held = 1;
+    const char *f = l.view.format ? l.view.format : "B";
+    if (f[0] == '=' || f[0] == '@') f++;
+    int narrow = f[0] == 'f' && f[1] == '\0' && dtype == SKIT_F32;
+    if (!(narrow || (f[0] == 'd' && f[1] == '\0')) || l.view.len != count * l.view.itemsize) {
+        PyErr_Format(PyExc_ValueError, "loss: expected %zd items of format 'd' or x's, got '%s'",
+                     count, f);
+        release(&l);
+        return NULL;
+    }
+    double one;
+    double *wide = narrow ? (count == 1 ? &one : (double *)malloc(count * sizeof(double)))
+                          : (double *)l.view.buf;
+    if (!wide) {
+        release(&l);
+        return PyErr_NoMemory();
+    }
+    skit_rows a;
+    a.dtype = dtype;
+    a.mode = mode;
+    a.threads = threads;
+    a.rows = (size_t)rows;
+    a.n = (size_t)n;
+    a.temperature = 1.0;
+    a.mask = NULL;
+    a.x = (const void *)(uintptr_t)xa;
+    int st;
+    int64_t bad = -1;
+    Py_BEGIN_ALLOW_THREADS st = skit_cross_entropy_reduced(
+        &a, (const int64_t *)(uintptr_t)ta, NULL, (int64_t)ignore, 0.0, reduction, wide,
+        ga ? (void *)(uintptr_t)ga : NULL, &bad);
+    if (st == SKIT_OK && narrow)
+        for (Py_ssize_t i = 0; i < count; i++) ((float *)l.view.buf)[i] = (float)wide[i];
+    Py_END_ALLOW_THREADS if (narrow && wide != &one) free(wide);
+    release(&l);
+    if (st == SKIT_ERANGE) {
+        PyObject *row = PyLong_FromLongLong((long long)bad);
+        if (row) {
+            PyErr_SetObject(PyExc_IndexError, row);
+            Py_DECREF(row);
+        }
+        return NULL;
+    }
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(sigmoid_doc, "sigmoid(kind, x, y, w, pw, n, dtype, mode, threads, scale, out, grad)");
 
 static PyObject *py_sigmoid(PyObject *self, PyObject *args) {
@@ -745,6 +823,8 @@ static PyMethodDef methods[] = {
     {"logsumexp_b", py_logsumexp_b, METH_VARARGS, logsumexp_b_doc},
     {"cross_entropy", py_cross_entropy, METH_VARARGS, cross_entropy_doc},
     {"cross_entropy_reduced", py_cross_entropy_reduced, METH_VARARGS, cross_entropy_reduced_doc},
+    {"cross_entropy_reduced_at", py_cross_entropy_reduced_at, METH_VARARGS,
+     cross_entropy_reduced_at_doc},
     {"sigmoid", py_sigmoid, METH_VARARGS, sigmoid_doc},
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
     {"smooth", py_smooth, METH_VARARGS, smooth_doc},

@@ -433,7 +433,9 @@ static void combine(const job *j, const skit_bstat *bs, skit_rstat *rs, int need
         k += bs[b].kinf;
         if (bs[b].m > M) M = bs[b].m;
     }
-    memset(rs, 0, sizeof *rs);
+    /* field by field: a memset of the struct compiles to `rep stos`, whose start-up
+     * cost was an eighth of a short cross-entropy row's finish */
+    rs->c = rs->s = rs->L = rs->R = dd_make(0.0, 0.0);
     rs->M = M;
     rs->k = k;
     if (nan) {
@@ -676,8 +678,9 @@ static double small_ce_row(void *ctx, size_t i, double m, double c, double s) {
     small_ce_ctx *k = (small_ce_ctx *)ctx;
     size_t r = k->r0 + i;
     skit_bstat bs;
-    memset(&bs, 0, sizeof bs);
     bs.m = m;
+    bs.nan = 0;
+    bs.kinf = 0;
     bs.c = dd_make(c, 0.0);
     bs.s = dd_make(s, 0.0);
     skit_dd fac = row_finish(k->j, r, &bs, &k->rs[i]);

@@ -38,7 +38,14 @@ skit_dd skit_dd_exp(skit_dd x) {
     double rest = tl + th * plo + tl * (rh + plo);
     skit_dd s = dd_fast_two_sum(th, a);
     skit_dd out = dd_fast_two_sum(s.hi, s.lo + (b + rest));
-    return dd_make(ldexp(out.hi, m), ldexp(out.lo, m));
+    if (m < -1022 || m > 1023) return dd_make(ldexp(out.hi, m), ldexp(out.lo, m));
+    /* 2^m is a normal double: the product is exact or (subnormal) rounded once, as
+     * ldexp rounds it, without ldexp's library call */
+    union {
+        uint64_t u;
+        double d;
+    } p2 = {.u = (uint64_t)(m + 1023) << 52};
+    return dd_make(out.hi * p2.d, out.lo * p2.d);
 }
 
 skit_dd skit_dd_expm1(double x) {

@@ -35,6 +35,14 @@ def tensor_arg(x: object, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         msg = f"`{name}` must be a torch.Tensor, got {type(x).__name__}"
         raise SoftmaxkitTypeError(msg)
+    if x.layout is not torch.strided:
+        msg = (
+            f"`{name}` has layout {x.layout}; softmaxkit takes dense tensors: "
+            f"pass `{name}.to_dense()`"
+        )
+        raise SoftmaxkitTypeError(msg)
+    if x.is_neg():  # a negated view (torch._neg_view): its memory holds the negation
+        return x.resolve_neg()
     return x
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "LogSoftmax",
     "LogSumExp",
     "NLLLoss",
+    "PlainCrossEntropy",
     "Softmax",
     "apply",
 ]
@@ -36,7 +37,7 @@ Tensor = torch.Tensor
 
 def _is_one(g: Tensor) -> bool:
     """Whether ``g`` is the scalar 1 on the CPU (the usual ``loss.backward()``), checked cheaply."""
-    return g.device.type == "cpu" and g.dim() == 0 and not g.requires_grad and g.item() == 1.0
+    return g.is_cpu and g.dim() == 0 and not g.requires_grad and g.item() == 1.0
 
 
 class Softmax(torch.autograd.Function):
@@ -116,6 +117,34 @@ class CrossEntropy(torch.autograd.Function):
         return (grad_x, grad_t) + (None,) * 7
 
 
+class PlainCrossEntropy(CrossEntropy):
+    """:class:`CrossEntropy` for the everyday call (``_functional._plain_ce``'s checks).
+
+    Forward reaches the C core through :func:`._engine.plain_ce`; the saved
+    tensors and options are :class:`CrossEntropy`'s, so its backward applies.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, target: Tensor, ign: int, reduction: str
+    ) -> Tensor:
+        loss, grad = E.plain_ce(x, target, ign, reduction, True)
+        ctx.opts = (1, ign, reduction, 0.0, 0.0, False)
+        # x and target serve only a double backward; the gradient is neither an
+        # input nor an output, so it is kept on ctx, not unpacked from saved_tensors
+        ctx.save_for_backward(x, target, None, grad)
+        ctx.grad = grad
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
+        if torch.is_grad_enabled() or ctx.needs_input_grad[1]:
+            return CrossEntropy.backward(ctx, g)[:4]
+        if ctx.opts[2] == "none":
+            return ctx.grad * g.unsqueeze(1), None, None, None
+        return (ctx.grad if _is_one(g) else ctx.grad * g), None, None, None
+
+
 class NLLLoss(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -173,7 +202,15 @@ class BCEWithLogits(torch.autograd.Function):
 _FAST: dict[type[torch.autograd.Function], Any] = {
     # the C entry point, bound to cls
     cls: super(torch.autograd.Function, cls).apply  # type: ignore[misc]
-    for cls in (Softmax, LogSoftmax, LogSumExp, CrossEntropy, NLLLoss, BCEWithLogits)
+    for cls in (
+        Softmax,
+        LogSoftmax,
+        LogSumExp,
+        CrossEntropy,
+        PlainCrossEntropy,
+        NLLLoss,
+        BCEWithLogits,
+    )
 }
 
 

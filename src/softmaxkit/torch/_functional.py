@@ -58,18 +58,22 @@ def _plain_normalize(x: object, dim: object, dtype: object, log: bool) -> torch.
         return None
     nd = x.dim()
     code = _PLAIN_CODE.get(x.dtype)
-    if (
-        code is None
-        or nd == 0
-        or (dim != -1 and dim != nd - 1)
-        or not x.is_cpu
-        or (x.requires_grad and torch.is_grad_enabled())
-        or not x.is_contiguous()
-        or x.numel() == 0
-        or torch.compiler.is_compiling()
-        or torch._C._are_functorch_transforms_active()
-        or E.engine_for(x) != E.NATIVE
-    ):
+    try:
+        if (
+            code is None
+            or nd == 0
+            or (dim != -1 and dim != nd - 1)
+            or not x.is_cpu
+            or (x.requires_grad and torch.is_grad_enabled())
+            or not x.is_contiguous()  # raises for sparse layouts: the general route names them
+            or x.is_neg()
+            or x.numel() == 0
+            or torch.compiler.is_compiling()
+            or torch._C._are_functorch_transforms_active()
+            or E.engine_for(x) != E.NATIVE
+        ):
+            return None
+    except RuntimeError:
         return None
     return E.softmax_last(x, code, log)
 
@@ -356,6 +360,10 @@ def cross_entropy(
 
 _PLAIN_DTYPES = (torch.float32, torch.float64)
 _ZERO_TYPES = (float, int)
+_REDUCTIONS = ("mean", "sum", "none")
+# _plain_ce has checked that no functorch transform is active: Function.apply's
+# Python layer has nothing to do
+_PLAIN_CE_APPLY = _eager._FAST[_eager.PlainCrossEntropy]
 
 
 def _plain_ce(
@@ -370,12 +378,13 @@ def _plain_ce(
     """The everyday call, checked in a few attribute reads, or None for the general route.
 
     A training loop's ``cross_entropy(logits, labels)``: a contiguous CPU float32
-    or float64 ``(N, C)`` tensor, int64 labels ``(N,)``, no class weights, label
-    smoothing in ``[0, 1]`` (a float or int), no z-loss, eager (no
+    or float64 ``(N, C)`` tensor, contiguous int64 labels ``(N,)``, no class
+    weights, label smoothing in ``[0, 1]`` (a float or int), no z-loss, eager (no
     ``torch.compile``, no functorch transform).
     Everything the general route validates is settled by these checks (the label
-    range is checked by the C core), and it reaches the same engine function, so
-    the results are bitwise the same.
+    range is checked by the C core), and it reaches the same engine arithmetic, so
+    the results are bitwise the same. Without label smoothing the C core reads
+    the tensors in place (:func:`._engine.plain_ce`).
     """
     if not (
         weight is None
@@ -383,30 +392,40 @@ def _plain_ce(
         and type(t) is torch.Tensor
         and type(ign) is int
         and type(reduction) is str
+        and reduction in _REDUCTIONS
         and type(eps) in _ZERO_TYPES
         and 0 <= cast(float, eps) <= 1  # NaN fails: the general route names it
         and type(z) in _ZERO_TYPES
         and z == 0
-        and reduction in ("mean", "sum", "none")
     ):
         return None
-    if not (
-        x.is_cpu
-        and x.dtype in _PLAIN_DTYPES
-        and t.dtype == torch.int64
-        and x.dim() == 2
-        and t.dim() == 1
-        and x.shape[0] == t.shape[0]
-        and x.shape[1] > 0
-        and x.is_cpu == t.is_cpu
-        and x.is_contiguous()
-        and not torch.compiler.is_compiling()
-        and not torch._C._are_functorch_transforms_active()
-        and E.engine_for(x) == E.NATIVE
-    ):
+    xs = x.shape
+    try:
+        if not (
+            len(xs) == 2
+            and xs[1] > 0
+            and x.dtype in _PLAIN_DTYPES
+            and t.dtype is torch.int64
+            and t.shape == xs[:1]
+            and x.is_cpu
+            and t.is_cpu
+            and x.is_contiguous()  # raises for sparse layouts: the general route names them
+            and t.is_contiguous()  # False for sparse targets
+            and not x.is_neg()  # a negated view: its memory holds -x
+            and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active()
+            and E.engine_for(x) == E.NATIVE
+        ):
+            return None
+    except RuntimeError:
         return None
     e = float(cast(float, eps))
-    if x.requires_grad and torch.is_grad_enabled():
+    grad = x.requires_grad and torch.is_grad_enabled()
+    if e == 0.0 and xs[0]:
+        if grad:
+            return _PLAIN_CE_APPLY(x, t, ign, reduction)  # type: ignore[no-any-return]
+        return E.plain_ce(x, t, ign, reduction, False)[0]
+    if grad:
         return _eager.apply(_eager.CrossEntropy, x, t, None, 1, ign, reduction, e, 0.0, False)  # type: ignore[no-any-return]
     return E.cross_entropy_fwd(x, t, None, 1, ign, reduction, e, 0.0, False, False)[0]
 
