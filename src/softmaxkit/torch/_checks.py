@@ -41,7 +41,9 @@ def tensor_arg(x: object, name: str) -> torch.Tensor:
             f"pass `{name}.to_dense()`"
         )
         raise SoftmaxkitTypeError(msg)
-    if x.is_neg():  # a negated view (torch._neg_view): its memory holds the negation
+    if not torch.compiler.is_compiling() and x.is_neg():
+        # a negated view (torch._neg_view): its memory holds the negation; traced
+        # graphs take no NumPy views, and dynamo cannot trace is_neg()
         return x.resolve_neg()
     return x
 

@@ -61,6 +61,7 @@ def _plain_normalize(x: object, dim: object, dtype: object, log: bool) -> torch.
     try:
         if (
             code is None
+            or torch.compiler.is_compiling()  # first: dynamo cannot trace is_neg()
             or nd == 0
             or (dim != -1 and dim != nd - 1)
             or not x.is_cpu
@@ -68,7 +69,6 @@ def _plain_normalize(x: object, dim: object, dtype: object, log: bool) -> torch.
             or not x.is_contiguous()  # raises for sparse layouts: the general route names them
             or x.is_neg()
             or x.numel() == 0
-            or torch.compiler.is_compiling()
             or torch._C._are_functorch_transforms_active()
             or E.engine_for(x) != E.NATIVE
         ):
@@ -402,7 +402,8 @@ def _plain_ce(
     xs = x.shape
     try:
         if not (
-            len(xs) == 2
+            not torch.compiler.is_compiling()  # first: dynamo cannot trace is_neg()
+            and len(xs) == 2
             and xs[1] > 0
             and x.dtype in _PLAIN_DTYPES
             and t.dtype is torch.int64
@@ -412,7 +413,6 @@ def _plain_ce(
             and x.is_contiguous()  # raises for sparse layouts: the general route names them
             and t.is_contiguous()  # False for sparse targets
             and not x.is_neg()  # a negated view: its memory holds -x
-            and not torch.compiler.is_compiling()
             and not torch._C._are_functorch_transforms_active()
             and E.engine_for(x) == E.NATIVE
         ):
