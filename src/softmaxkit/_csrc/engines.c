@@ -256,9 +256,16 @@ INLINE vf vexpf_s(vf d, vf lo) {
     r = r + lo;                                                         \
     DEG_TERMS                                                           \
     vd p = 1.0 + (r + (r * r) * q);                                     \
+    VEXPD_SCALE
+#if defined(__AVX512F__)
+/* p 2^k rounded once, as the product by 2^(k+128) (exact) then by 2^-128 */
+#define VEXPD_SCALE return (vd)_mm512_scalef_pd((__m512d)p, (__m512d)k);
+#else
+#define VEXPD_SCALE                                                     \
     vl ki = (vl)t - (vl)magic;                                          \
     vd scale = (vd)((ki + (1023 + 128)) << 52);                         \
     return (p * scale) * 0x1p-128;
+#endif
 
 INLINE vd vexpd_hi(vd d, vd lo) {
     VEXPD_BODY(vd q = splatd(SKIT_ED_14); q = q * r + SKIT_ED_13; q = q * r + SKIT_ED_12;
@@ -293,7 +300,14 @@ INLINE vd vexpd_p7_plain(vd d) {
     q = q * r + SKIT_EQ_0;
     q = q * r + 1.0;
     q = q * r + 1.0;
+#if defined(__AVX512F__)
+    /* q * 2^k in one vscalefpd instead of a shift and a product; the same bits, as
+     * 2^k is a normal number for every d in range */
+    (void)t;
+    return (vd)_mm512_scalef_pd((__m512d)q, (__m512d)k);
+#else
     return q * (vd)((vl)t << 52);
+#endif
 }
 
 /* max(lo, d), d where d is NaN */
