@@ -18,7 +18,11 @@ skit_dd skit_dd_exp(skit_dd x) {
     if (isnan(x.hi)) return dd_make(x.hi, 0.0);
     if (x.hi < -760.0) return dd_make(0.0, 0.0);
     if (x.hi > 709.7) return dd_make(INFINITY, 0.0);
-    double k = nearbyint(x.hi * SKIT_DD_INV);
+    /* nearbyint of the rounded product without the library call: adding and
+     * subtracting 1.5 * 2^52 rounds to the nearest integer, ties to even, for
+     * |v| < 2^51 (here |v| <= 7.1e4) */
+    double v = x.hi * SKIT_DD_INV;
+    double k = (v + 0x1.8p52) - 0x1.8p52;
     double r0 = x.hi - k * SKIT_DD_C1; /* exact */
     skit_dd r = dd_two_sum(r0, -k * SKIT_DD_C2);
     double rl = r.lo - k * SKIT_DD_C3 + x.lo;
