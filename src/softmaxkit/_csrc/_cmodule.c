@@ -58,8 +58,9 @@ static int status_error(int st) {
     return -1;
 }
 
-static int parse_rows(skit_rows *a, buf *x, PyObject *xo, Py_ssize_t rows, Py_ssize_t n,
-                      int dtype, int mode, int threads, double temperature) {
+/* The call's description without its data (x is set by the caller). */
+static void rows_spec(skit_rows *a, Py_ssize_t rows, Py_ssize_t n, int dtype, int mode,
+                      int threads, double temperature) {
     a->dtype = dtype;
     a->mode = mode;
     a->threads = threads;
@@ -67,6 +68,11 @@ static int parse_rows(skit_rows *a, buf *x, PyObject *xo, Py_ssize_t rows, Py_ss
     a->n = (size_t)n;
     a->temperature = temperature;
     a->mask = NULL;
+}
+
+static int parse_rows(skit_rows *a, buf *x, PyObject *xo, Py_ssize_t rows, Py_ssize_t n,
+                      int dtype, int mode, int threads, double temperature) {
+    rows_spec(a, rows, n, dtype, mode, threads, temperature);
     if (rows < 0 || n < 0 || threads < 1 || (dtype != SKIT_F32 && dtype != SKIT_F64)) {
         PyErr_SetString(PyExc_ValueError, "bad shape, dtype or thread count");
         return -1;
@@ -209,6 +215,20 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* None, or IndexError(row) for a target out of range, or the status's error */
+static PyObject *reduced_result(int st, int64_t bad) {
+    if (st == SKIT_ERANGE) {
+        PyObject *row = PyLong_FromLongLong((long long)bad);
+        if (row) {
+            PyErr_SetObject(PyExc_IndexError, row);
+            Py_DECREF(row);
+        }
+        return NULL;
+    }
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(cross_entropy_reduced_doc,
              "cross_entropy_reduced(x, target, class_weight, rows, n, dtype, mode, threads, "
              "ignore_index, z_loss, reduction, loss, grad): reduction 0 none, 1 mean, 2 sum; "
@@ -239,16 +259,7 @@ static PyObject *py_cross_entropy_reduced(PyObject *self, PyObject *args) {
         &a, (const int64_t *)t.view.buf, w.held ? (const double *)w.view.buf : NULL,
         (int64_t)ignore, z, reduction, (double *)l.view.buf, g.held ? g.view.buf : NULL, &bad);
     Py_END_ALLOW_THREADS release(&x), release(&t), release(&w), release(&l), release(&g);
-    if (st == SKIT_ERANGE) {
-        PyObject *row = PyLong_FromLongLong((long long)bad);
-        if (row) {
-            PyErr_SetObject(PyExc_IndexError, row);
-            Py_DECREF(row);
-        }
-        return NULL;
-    }
-    if (st) return status_error(st), NULL;
-    Py_RETURN_NONE;
+    return reduced_result(st, bad);
 }
 
 PyDoc_STRVAR(cross_entropy_reduced_at_doc,
@@ -300,13 +311,7 @@ static PyObject *py_cross_entropy_reduced_at(PyObject *self, PyObject *args) {
         return PyErr_NoMemory();
     }
     skit_rows a;
-    a.dtype = dtype;
-    a.mode = mode;
-    a.threads = threads;
-    a.rows = (size_t)rows;
-    a.n = (size_t)n;
-    a.temperature = 1.0;
-    a.mask = NULL;
+    rows_spec(&a, rows, n, dtype, mode, threads, 1.0);
     a.x = (const void *)(uintptr_t)xa;
     int st;
     int64_t bad = -1;
@@ -317,16 +322,7 @@ static PyObject *py_cross_entropy_reduced_at(PyObject *self, PyObject *args) {
         for (Py_ssize_t i = 0; i < count; i++) ((float *)l.view.buf)[i] = (float)wide[i];
     Py_END_ALLOW_THREADS if (narrow && wide != &one) free(wide);
     release(&l);
-    if (st == SKIT_ERANGE) {
-        PyObject *row = PyLong_FromLongLong((long long)bad);
-        if (row) {
-            PyErr_SetObject(PyExc_IndexError, row);
-            Py_DECREF(row);
-        }
-        return NULL;
-    }
-    if (st) return status_error(st), NULL;
-    Py_RETURN_NONE;
+    return reduced_result(st, bad);
 }
 
 PyDoc_STRVAR(sigmoid_doc, "sigmoid(kind, x, y, w, pw, n, dtype, mode, threads, scale, out, grad)");
@@ -588,12 +584,7 @@ static PyObject *py_state(PyObject *self, PyObject *args) {
         return NULL;
     }
     skit_rows a;
-    a.dtype = dtype;
-    a.mode = mode;
-    a.threads = threads;
-    a.rows = (size_t)rows;
-    a.n = (size_t)n;
-    a.temperature = T;
+    rows_spec(&a, rows, n, dtype, mode, threads, T);
     a.x = (const char *)x.view.buf + off * isz;
     int bad = get(mo, &m, 0, 'B', rows * n, 1, "mask") < 0;
     for (int i = 0; i < 4 && !bad; i++) bad = get(o[i], &b[i], 1, 'd', rows, 0, "state") < 0;
