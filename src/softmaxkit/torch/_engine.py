@@ -506,7 +506,7 @@ def _native_ce(
 
 def plain_ce(
     x: Tensor, target: Tensor, ign: int, reduction: str, need_grad: bool
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor | None]:
     """:func:`_native_ce` for the everyday call, without NumPy views of the tensors.
 
     For a non-empty C-contiguous CPU float32/float64 ``(N, C)`` tensor and
@@ -515,12 +515,13 @@ def plain_ce(
     core reads the tensors at their addresses, so the one ``.numpy()`` view per
     tensor (about 2 us each) is not made. Same engine call, same arithmetic, and
     the float32 loss is rounded once from float64 as ``_native_ce``'s ``astype``:
-    the results are bitwise those of :func:`cross_entropy_fwd`.
+    the results are bitwise those of :func:`cross_entropy_fwd`. The gradient is
+    None unless ``need_grad``.
     """
     rows, n = x.shape
     red = _REDUCTION_CODE[reduction]
     loss = np.empty(rows if red == 0 else (), _NP_DTYPE[x.dtype])
-    g = torch.empty_like(x, memory_format=torch.contiguous_format) if need_grad else None
+    g = torch.empty_like(x) if need_grad else None  # x is contiguous: so is g
     try:
         _ckernels.cross_entropy_reduced_at(
             x.data_ptr(),
@@ -537,7 +538,7 @@ def plain_ce(
         )
     except IndexError:
         raise _index_range_error(target.numpy(), n, ign) from None
-    return torch.from_numpy(loss), (x.new_empty(0) if g is None else g)
+    return torch.from_numpy(loss), g
 
 
 def cross_entropy_fwd(
