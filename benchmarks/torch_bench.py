@@ -794,9 +794,10 @@ def render(
         f"Machine: {_machine()}. Load on this shared machine varies; each table says how "
         "its runs were interleaved.",
         "",
-        "CPU float32/float64 tensors reach the softmaxkit core as zero-copy NumPy views, so "
-        "the ops table times the C kernels in the default (accurate) mode, through "
-        "autograd, against torch's own ops called the usual way.",
+        "CPU float32/float64 tensors reach the softmaxkit core without copies (NumPy views, "
+        "or the tensors' own memory for the everyday cross-entropy), so the ops table times "
+        "the C kernels in the default (accurate) mode, through autograd, against torch's own "
+        "ops called the usual way.",
         "",
         *(top or []),
     ]

@@ -12,8 +12,10 @@ Each op is a ``torch.library`` custom operator (namespace ``softmaxkit``) with a
 registered autograd formula and fake implementation: ``torch.compile`` traces it
 without graph breaks, and float64 ``gradcheck``/``gradgradcheck`` pass
 (``linear_cross_entropy`` raises a clear error on double backward). CPU
-float32/float64 tensors run on the softmaxkit core through zero-copy NumPy views;
-other devices and dtypes run torch operations under the same numerical contract.
+float32/float64 tensors run on the softmaxkit core without copies (zero-copy NumPy
+views, or the tensors' own memory for the everyday ``cross_entropy(logits,
+labels)``); other devices and dtypes run torch operations under the same numerical
+contract.
 
 Results equal torch's wherever torch is right; where torch returns NaN or 0 the
 softmaxkit contract applies (all ``-inf`` rows, ``+inf`` logits, dominant
