@@ -185,6 +185,36 @@ def test_everyday_cross_entropy_reads_the_tensors_in_place(monkeypatch, dtype, r
     assert torch.equal(a.grad.nan_to_num(), torch.autograd.grad(lb.sum(), b)[0].nan_to_num())
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_cross_entropy_gradient_becomes_x_grad_without_a_copy(monkeypatch, label_smoothing):
+    """The forward's gradient buffer is handed to autograd, which adopts it as
+    ``x.grad`` (a copy would cost as much as the logits); a second backward through
+    a retained graph computes it again and accumulates the same bits."""
+    from softmaxkit.torch import _engine as E
+
+    made = []
+    for name in ("plain_ce", "cross_entropy_fwd"):
+        real = getattr(E, name)
+
+        def spy(*a, real=real):
+            out = real(*a)
+            made.append(out[1].data_ptr() if out[1] is not None else None)
+            return out
+
+        monkeypatch.setattr(E, name, spy)
+    x = _x(64, 30).requires_grad_()
+    t = torch.randint(0, 30, (64,), generator=torch.Generator().manual_seed(1))
+    skt.cross_entropy(x, t, label_smoothing=label_smoothing).backward()
+    assert x.grad.data_ptr() == made[0]
+    first = x.grad.clone()
+    x.grad = None
+    loss = skt.cross_entropy(x, t, label_smoothing=label_smoothing)
+    loss.backward(retain_graph=True)
+    _bitwise(x.grad, first)
+    loss.backward()
+    _bitwise(x.grad, 2 * first)
+
+
 def test_everyday_cross_entropy_declines_what_it_cannot_read_in_place(monkeypatch):
     """Layouts whose memory is not the values (negated views, sparse tensors) and
     non-contiguous labels take the general route, which handles or names them."""

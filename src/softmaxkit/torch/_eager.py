@@ -120,8 +120,12 @@ class CrossEntropy(torch.autograd.Function):
 class PlainCrossEntropy(CrossEntropy):
     """:class:`CrossEntropy` for the everyday call (``_functional._plain_ce``'s checks).
 
-    Forward reaches the C core through :func:`._engine.plain_ce`; the saved
-    tensors and options are :class:`CrossEntropy`'s, so its backward applies.
+    Forward reaches the C core through :func:`._engine.plain_ce`. x and target
+    are saved for a double backward, which goes through :class:`CrossEntropy`'s
+    backward. The gradient is kept on ``ctx`` alone and handed over by the first
+    backward, so that autograd can adopt it as ``x.grad`` instead of copying it
+    (a copy as large as the logits); a second backward through a retained graph
+    computes it again, with the same bits.
     """
 
     @staticmethod
@@ -130,19 +134,21 @@ class PlainCrossEntropy(CrossEntropy):
     ) -> Tensor:
         loss, grad = E.plain_ce(x, target, ign, reduction, True)
         ctx.opts = (1, ign, reduction, 0.0, 0.0, False)
-        # x and target serve only a double backward; the gradient is neither an
-        # input nor an output, so it is kept on ctx, not unpacked from saved_tensors
-        ctx.save_for_backward(x, target, None, grad)
+        ctx.save_for_backward(x, target, None, None)
         ctx.grad = grad
         return loss
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
-        if torch.is_grad_enabled() or ctx.needs_input_grad[1]:
+        if torch.is_grad_enabled():  # create_graph=True: the differentiable expression
             return CrossEntropy.backward(ctx, g)[:4]
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:  # a second backward through a retained graph
+            x, target, _, _ = ctx.saved_tensors
+            grad = E.plain_ce(x.detach(), target, ctx.opts[1], ctx.opts[2], True)[1]
         if ctx.opts[2] == "none":
-            return ctx.grad * g.unsqueeze(1), None, None, None
-        return (ctx.grad if _is_one(g) else ctx.grad * g), None, None, None
+            return grad * g.unsqueeze(1), None, None, None
+        return (grad if _is_one(g) else grad * g), None, None, None
 
 
 class NLLLoss(torch.autograd.Function):
