@@ -41,8 +41,9 @@ static int get(PyObject *obj, buf *b, int writable, char fmt, Py_ssize_t count, 
     if (fmt == 'q' && (f[0] == 'l' && f[1] == '\0') && b->view.itemsize == 8) ok = 1;
     if (fmt == 'B' && ((f[0] == '?' && f[1] == '\0'))) ok = 1;
     if (!ok || b->view.len != count * b->view.itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of format '%c', got format '%s'",
-                     what, count, fmt, f);
+        PyErr_Format(PyExc_ValueError,
+                     "%s: expected %zd items of format '%c', got %zd of format '%s'", what,
+                     count, fmt, b->view.itemsize ? b->view.len / b->view.itemsize : 0, f);
         release(b);
         return -1;
     }
@@ -291,17 +292,11 @@ static PyObject *py_cross_entropy_reduced_at(PyObject *self, PyObject *args) {
     }
     Py_ssize_t count = reduction == 0 ? rows : 1;
     buf l = {0};
-    if (PyObject_GetBuffer(lo, &l.view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0)
-        return NULL;
-    l.held = 1;
-    const char *f = l.view.format ? l.view.format : "B";
-    if (f[0] == '=' || f[0] == '@') f++;
-    int narrow = f[0] == 'f' && f[1] == '\0' && dtype == SKIT_F32;
-    if (!(narrow || (f[0] == 'd' && f[1] == '\0')) || l.view.len != count * l.view.itemsize) {
-        PyErr_Format(PyExc_ValueError, "loss: expected %zd items of format 'd' or x's, got '%s'",
-                     count, f);
-        release(&l);
-        return NULL;
+    /* x's own type first (the usual call), then float64 */
+    int narrow = dtype == SKIT_F32 && get(lo, &l, 1, 'f', count, 0, "loss") == 0;
+    if (!narrow) {
+        PyErr_Clear();
+        if (get(lo, &l, 1, 'd', count, 0, "loss") < 0) return NULL;
     }
     double one;
     double *wide = narrow ? (count == 1 ? &one : (double *)malloc(count * sizeof(double)))
