@@ -150,33 +150,36 @@ def render(rows: list[dict[str, Any]], floor: float, shape: tuple[int, int], rep
     lines += [
         "",
         "Targets (issue 11): accurate softmax within 1.5x of `tf.nn.softmax` under `jit`; "
-        "sparse CE forward+backward no slower than `tf.nn`'s in the same mode. Every mode "
-        "runs the same XLA-compiled kernels, which read the logits three times: the row "
-        "maximum (float32, XLA's YNNPACK reduction, as TF's); one fused pass that computes "
-        "the float64 `exp` of `x - max` and sums it in blocks of 32 (with the count of "
-        "maximal entries for log_softmax and CE), so no float64 tensor of the logits' size "
-        "is ever written; and one output pass (softmax computes `exp(d - log S)`, the CE "
-        "gradient `exp(d - log D)`; log_softmax needs no `exp` there). The `exp` is the "
-        "engine's own float64 polynomial (degree 7 after a Cody-Waite reduction, relative "
-        "error below 2^-34, inside the 0.005 ulp of float32 that the bound leaves), about "
-        "0.6x the cost of XLA's float64 `exp`, which divides. Floor arithmetic: TF's "
-        "softmax and CE evaluate one float32 `exp` per logit and keep it in memory; ours "
-        "evaluate two float64 ones (softmax, CE) or one (log_softmax) per logit, at half "
-        "the SIMD lanes, and keeping a float64 `exp` in memory instead (twice the "
-        "logits' bytes written and read) measured slower than computing it again. The "
-        "float64 work is the price of rounding once; `precision='fast'` is TF's float32 "
-        "cost. Measured per pass at load 6 (same process, interleaved): a fused pass of "
-        "our float64 `exp` plus sum costs 1.2-1.8x the same pass with XLA's float32 `exp`, "
-        "and 0.6x with XLA's float64 one. So the CE step (two such passes against TF's one "
-        "`exp` pass plus its extra float32 memory passes: max, exp, sum, gradient, one-hot "
-        "loss) stays above TF's under `jit` unless the gradient drops to float32 "
-        "accuracy, which this engine does not do. Eager and `tf.function` run the same "
-        "compiled kernels as `jit` (their inputs pass through `stop_gradient`, so an eager "
-        "tape does not make XLA return float64 intermediates); TF's own eager softmax is a "
-        "faster float32 kernel than its XLA one, hence the higher ratios there. The "
-        "machine is shared: compare ratios, not absolute times.",
+        "sparse CE forward+backward no slower than `tf.nn`'s in the same mode. Route: "
+        + _route()
+        + ". On that route each op is one XLA custom call into the C core (its FFI "
+        "handlers registered with TensorFlow's own XLA, called through `XlaCallModule`), "
+        "in every mode: eager calls and `tf.function` go through the same "
+        "`jit_compile` kernels, and inside a caller's XLA function the call is one more "
+        "op of the program. The results are bitwise those of `softmaxkit.softmax` on the "
+        "NumPy array. Softmax reads the logits twice and writes them once, in float64 "
+        "inside; the CE step is two calls: the forward reads the logits once for the "
+        "per-row losses, the backward reads them again and writes the gradient with each "
+        "row's cotangent folded in, where `tf.nn`'s forward also writes the gradient "
+        "(its backward then scales it in another pass). XLA reuses its output buffers, "
+        "so the custom calls do not page-fault as a fresh NumPy array does. TF's own eager "
+        "softmax is a float32 oneDNN kernel, faster than its XLA one, hence the higher "
+        "ratio there (the float64 work of rounding once against one float32 pass). "
+        "Where the route does not apply (GPUs, half precision, other axes, unknown "
+        "sizes, graphs traced while saving a SavedModel), XLA-compiled TF operations "
+        "compute the same contract (session 2's 1.75x softmax and 1.15x CE under `jit` "
+        "on this machine). The machine is shared: compare ratios, not absolute times.",
     ]
     return "\n".join(lines)
+
+
+def _route() -> str:
+    from softmaxkit import _ckernels
+    from softmaxkit.tensorflow import _native
+
+    if _native.available():
+        return f"the C core ({_ckernels.isa()} engine) as XLA custom calls"
+    return "TensorFlow operations (the custom calls are not available in this build)"
 
 
 def a_mib(shape: tuple[int, int]) -> float:

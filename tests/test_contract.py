@@ -376,6 +376,75 @@ class TestTemperatureEdges:
         sm = run(backend, sk.softmax, np.array([1e308, -1e308, 0.0]), temperature=0.5)
         np.testing.assert_array_equal(sm, [1.0, 0.0, 0.0])
 
+    def test_huge_quotients_with_an_inexact_temperature(self, backend):
+        """|x / T| >= 2^52 with T not a power of two: the quotients' low parts are whole
+        numbers or more, so the shift must be the maximum's full double-word value (it
+        once left exp(low part) in the row: NaN from about 2^62 on)."""
+        if not backend.has_float64:
+            pytest.skip("needs float64")
+        import mpmath
+
+        rows = [
+            [3e38, -3e38, 0.0],
+            [1e17, 1e17 + 16, 0.0],
+            [2.0**62, 2.0**62 - 1024, 1.0],
+            [-1e30, -1e30 * (1 - 2.0**-52), 5.0],
+            [1e20, 1e20, -1e20],
+        ]
+        x = np.array(rows)
+        for t in (0.7, 3.0):
+            sm = run(backend, sk.softmax, x, temperature=t)
+            ls = run(backend, sk.log_softmax, x, temperature=t)
+            with mpmath.workdps(400):  # lse can be 1e-149: no cancellation in 1 + it
+                for i, row in enumerate(rows):
+                    q = [mpmath.mpf(v) / mpmath.mpf(t) for v in row]
+                    top = max(q)
+                    lse = mpmath.log(sum(mpmath.exp(v - top) for v in q))
+                    for k, v in enumerate(q):
+                        want_ls = float(v - top - lse)
+                        want_sm = float(mpmath.exp(v - top - lse))
+                        assert sm[i, k] == want_sm or abs(sm[i, k] - want_sm) <= np.spacing(
+                            want_sm
+                        ), (row, t, k, sm[i, k], want_sm)
+                        assert ls[i, k] == want_ls or abs(ls[i, k] - want_ls) <= abs(
+                            np.spacing(want_ls)
+                        ), (row, t, k, ls[i, k], want_ls)
+
+    def test_large_float32_logits_with_an_inexact_temperature(self, backend):
+        """float32 logits near 2^28, a few ulps apart, T not a power of two: the shifted
+        values come from the exact differences (x_i - max x) / T, not from two rounded
+        quotients (whose difference was 1.3 ulp off at 4e8)."""
+        import mpmath
+
+        from tests._reference import ulp_error
+
+        rng = np.random.default_rng(5)
+        rows = []
+        for _ in range(12):
+            base = np.float32(2.0 ** int(rng.integers(22, 30)) * rng.uniform(1, 2))
+            steps = rng.integers(1, 6, 4)
+            rows.append([base] + [base - k * np.spacing(base) for k in steps] + [np.float32(0)])
+        x = np.array(rows, np.float32)
+        for t in (0.7, 0.3):
+            outs = {
+                "softmax": run(backend, sk.softmax, x, temperature=t),
+                "log_softmax": run(backend, sk.log_softmax, x, temperature=t),
+            }
+            with mpmath.workdps(60):
+                ref = {"softmax": np.zeros(x.shape), "log_softmax": np.zeros(x.shape)}
+                for i, row in enumerate(x):
+                    q = [mpmath.mpf(float(v)) / mpmath.mpf(t) for v in row]
+                    top = max(q)
+                    lse = mpmath.log(sum(mpmath.exp(v - top) for v in q))
+                    for k, v in enumerate(q):
+                        ref["log_softmax"][i, k] = float(v - top - lse)
+                        ref["softmax"][i, k] = float(mpmath.exp(v - top - lse))
+            for op, out in outs.items():
+                want = ref[op]
+                normal = np.abs(want) >= np.finfo(np.float32).tiny
+                err = ulp_error(out.astype(np.float32), want, "float32")
+                assert float(np.max(np.where(normal, err, 0.0))) <= 0.505, (op, t)
+
     def test_maximal_entries_shift_to_exactly_zero(self, backend):
         one = run(backend, sk.log_softmax, np.array([[1.7]]), temperature=2.5)
         assert one[0, 0] == 0.0

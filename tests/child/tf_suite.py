@@ -9,6 +9,11 @@ XLA; TF flushes subnormal results to zero, so those are allowed to be 0 here and
 nowhere else), special values and masks against the NumPy core (the contract),
 gradients (against TF's where TF is right, finite where TF's are NaN), errors,
 and a SavedModel reloaded in a fresh process with its custom gradient.
+
+Every test runs on both routes (the ``route`` fixture): the C core as XLA custom
+calls (CPU, float32/float64, last axis, static shapes) and the TensorFlow-op
+kernels (GPUs, half precision, other axes, dynamic shapes, SavedModels), the
+latter forced by turning the former off.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ import tensorflow as tf
 
 import softmaxkit as sk
 import softmaxkit.tensorflow as sktf
-from softmaxkit import SoftmaxkitTypeError, SoftmaxkitValueError
-from softmaxkit.tensorflow import _functional
+from softmaxkit import SoftmaxkitTypeError, SoftmaxkitValueError, _ckernels
+from softmaxkit.tensorflow import _functional, _native
 from tests import _datasets, _reference
 from tests._measure import OPS, packed_case
 from tests._reference import ulp_stats
@@ -42,6 +47,23 @@ SPEC = (
 )  # fmt: skip
 WIDTH, ROWS = 512, 64
 INF = math.inf
+_ELIGIBLE = _native.eligible  # the real test, before any test turns the route off
+
+
+def _route_off(x, axes):
+    return False
+
+
+@pytest.fixture(autouse=True, params=["native", "tf_ops"])
+def route(request, monkeypatch):
+    """Run the test on the custom-call route, then with it turned off."""
+    if request.param == "native":
+        if not hasattr(_ckernels, "xla_register"):
+            pytest.skip("built without XLA's FFI header: reinstall with tensorflow present")
+        assert _native.available(), "the C core did not register with TensorFlow's XLA"
+    else:
+        monkeypatch.setattr(_native, "eligible", _route_off)
+    return request.param
 
 
 def _ops(precision: str = "accurate") -> dict:
@@ -597,3 +619,164 @@ def test_savedmodel_reloaded_in_a_fresh_process(tmp_path):
     _, g = sk.cross_entropy(x, labels, reduction="sum", return_grad=True)
     np.testing.assert_allclose(np.array(got["grad"], np.float32), g, rtol=1e-6, atol=1e-30)
     np.testing.assert_array_equal(np.array(got["lsm"], np.float32), sk.log_softmax(x))
+
+
+_RELOAD_STATIC = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    m = tf.saved_model.load(sys.argv[1])
+    x = tf.constant([[0.0, -40.0, -1.0], [-float("inf")] * 3, [2.0, 1.0, 0.5]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = m.loss(x, tf.constant([0, 1, 2]))
+    grad = tape.gradient(loss, x)
+    print(json.dumps({"loss": loss.numpy().tolist(), "grad": grad.numpy().tolist(),
+                      "sm": m.sm(x).numpy().tolist()}))
+    """
+)
+
+
+def test_savedmodel_with_static_shapes_holds_no_custom_call(tmp_path):
+    """Functions traced on the custom-call route are traced again while saving, on the
+    TensorFlow-op route, so the SavedModel runs where softmaxkit is not installed."""
+    spec = tf.TensorSpec([3, 3], tf.float32)
+
+    class M(tf.Module):
+        @tf.function(input_signature=[spec, tf.TensorSpec([3], tf.int32)])
+        def loss(self, x, labels):
+            return sktf.sparse_softmax_cross_entropy_with_logits(labels, x)
+
+        @tf.function(input_signature=[spec], jit_compile=True)
+        def sm(self, x):
+            return sktf.softmax(x)
+
+    m = M()
+    x = np.array([[0.0, -40.0, -1.0], [-INF] * 3, [2.0, 1.0, 0.5]], np.float32)
+    labels = np.array([0, 1, 2], np.int32)
+    before = m.loss(tf.constant(x), tf.constant(labels)).numpy()  # traced, maybe natively
+    path = str(tmp_path / "model")
+    tf.saved_model.save(m, path)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", _RELOAD_STATIC, path], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_array_equal(np.array(got["loss"], np.float32), before)
+    np.testing.assert_array_equal(np.array(got["sm"], np.float32), sk.softmax(x))
+    _, g = sk.cross_entropy(x, labels, reduction="sum", return_grad=True)
+    np.testing.assert_allclose(np.array(got["grad"], np.float32), g, rtol=1e-6, atol=1e-30)
+
+
+# ------------------------------------------------------------- the custom-call route
+
+
+def _library_ops(fn, *specs) -> set[str]:
+    """Every op type in a traced function's graph and in the functions it calls."""
+    gd = fn.get_concrete_function(*specs).graph.as_graph_def()
+    ops = {n.op for n in gd.node}
+    for f in gd.library.function:
+        ops |= {n.op for n in f.node_def}
+    return ops
+
+
+def test_custom_call_route_is_taken_where_sound(route):
+    x = tf.zeros((4, 5))
+    assert _ELIGIBLE(x, (1,))
+    assert _ELIGIBLE(tf.zeros((4, 5), tf.float64), (1,))
+    assert not _ELIGIBLE(tf.zeros((4, 5), tf.float16), (1,))  # rounded once from float64
+    assert not _ELIGIBLE(x, (0,))  # the handlers reduce the last axis
+    assert not _ELIGIBLE(tf.zeros((2, 3, 4)), (1, 2))
+    from tensorflow.python.saved_model import save_context
+
+    with save_context.save_context(tf.saved_model.SaveOptions()):
+        assert not _ELIGIBLE(x, (1,))  # a SavedModel must not need softmaxkit to run
+    seen = []
+    tf.function(lambda v: seen.append(_ELIGIBLE(v, (1,)))).get_concrete_function(
+        tf.TensorSpec([None, 5])
+    )
+    assert seen == [False]  # unknown sizes: the module is written for static shapes
+    fns = (
+        lambda v: sktf.softmax(v),
+        lambda v: sktf.log_softmax(v),
+        lambda v: sktf.sparse_softmax_cross_entropy_with_logits(tf.zeros([4], tf.int32), v),
+    )
+    for f in fns:
+        ops = _library_ops(tf.function(f, jit_compile=True), tf.TensorSpec([4, 5]))
+        assert ("XlaCallModule" in ops) == (route == "native"), sorted(ops)
+    if hasattr(_ckernels, "xla_register"):
+        with pytest.raises(ValueError, match="address is 0"):
+            _ckernels.xla_register(0, "Host")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("precision", ["accurate", "fast"])
+def test_custom_calls_equal_the_numpy_path(dtype, precision, route):
+    """The custom calls are the NumPy path's engines: the same bits, eager and under XLA,
+    special rows, masks and temperature included; gradients too."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((40, 37)) * 5).astype(dtype)
+    x[:8, :3] = np.array(SPECIAL, dtype)
+    x[:8, 3:] = -np.inf
+    labels = rng.integers(0, 37, 40)
+    where = rng.random((40, 37)) < 0.8
+    g = rng.standard_normal((40, 37)).astype(dtype)
+    kw = {"precision": precision}
+
+    def run(v, lab, w, gg):
+        out = {}
+        for name, f in (("softmax", sktf.softmax), ("log_softmax", sktf.log_softmax)):
+            with tf.GradientTape() as tape:
+                tape.watch(v)
+                y = f(v, **kw)
+            out[name] = y
+            out[name + " grad"] = tape.gradient(y, v, output_gradients=gg)
+            out[name + " where"] = f(v, where=w, **kw)
+            out[name + " t"] = f(v, temperature=0.7, **kw)
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            ce = sktf.sparse_softmax_cross_entropy_with_logits(lab, v, **kw)
+        out["ce"] = ce
+        out["ce grad"] = tape.gradient(ce, v, output_gradients=gg[:, 0])
+        out["ce where"] = sktf.sparse_softmax_cross_entropy_with_logits(lab, v, where=w, **kw)
+        return out
+
+    xla = tf.function(run, jit_compile=True)
+    args = (tf.constant(x), tf.constant(labels), tf.constant(where), tf.constant(g))
+    core = {
+        "softmax": sk.softmax(x, precision=precision),
+        "log_softmax": sk.log_softmax(x, precision=precision),
+        "softmax where": sk.softmax(x, where=where, precision=precision),
+        "log_softmax where": sk.log_softmax(x, where=where, precision=precision),
+        "softmax t": sk.softmax(x, temperature=0.7, precision=precision),
+        "log_softmax t": sk.log_softmax(x, temperature=0.7, precision=precision),
+        "ce": sk.cross_entropy(x, labels, reduction="none", precision=precision),
+        "ce where": sk.cross_entropy(x, labels, where=where, reduction="none", precision=precision),
+    }
+    core["softmax grad"] = sk.softmax_vjp(core["softmax"], g, precision=precision)
+    core["log_softmax grad"] = sk.log_softmax_vjp(core["log_softmax"], g, precision=precision)
+    _, p_minus_onehot = sk.cross_entropy(
+        x, labels, reduction="sum", return_grad=True, precision=precision
+    )
+    ce_grad = (p_minus_onehot.astype(np.float64) * g[:, :1]).astype(dtype)
+    for got in (run(*args), xla(*args)):
+        for k, want in core.items():
+            out = got[k].numpy()
+            if route == "native":
+                np.testing.assert_array_equal(out, want, err_msg=k)
+            else:  # the TF-op kernels: same bound, subnormals flushed, own fast mode
+                # (a gradient y (g - y.g) or g - p sum(g) may cancel: its error is absolute,
+                # eps times the row's sum of |g| (about 30 here))
+                eps = np.finfo(dtype).eps
+                atol = float(64 * eps if k.endswith("grad") else np.finfo(dtype).tiny)
+                rtol = 1e-5 if precision == "fast" else 1e-6
+                np.testing.assert_allclose(out, want, rtol=rtol, atol=atol, err_msg=k)
+        # the native CE gradient folds each row's cotangent in before its one rounding
+        np.testing.assert_allclose(
+            got["ce grad"].numpy(),
+            ce_grad,
+            rtol=2e-6 if dtype == "float32" else 1e-14,
+            atol=1e-30,
+            err_msg="ce grad",
+        )

@@ -801,6 +801,23 @@ static PyObject *py_xla_handlers(PyObject *self, PyObject *args) {
     }
     return d;
 }
+
+static PyObject *py_xla_register(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long addr;
+    const char *platform;
+    if (!PyArg_ParseTuple(args, "Ks", &addr, &platform)) return NULL;
+    if (addr == 0) {
+        PyErr_SetString(PyExc_ValueError, "xla_register: the API table address is 0");
+        return NULL;
+    }
+    char msg[512];
+    if (skit_xla_register((const void *)(uintptr_t)addr, platform, msg, sizeof msg) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, msg);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
 #endif
 
 static PyMethodDef methods[] = {
@@ -830,6 +847,9 @@ static PyMethodDef methods[] = {
 #ifdef SKIT_XLA_FFI
     {"xla_handlers", py_xla_handlers, METH_NOARGS,
      "The XLA FFI handlers as PyCapsules, by target name."},
+    {"xla_register", py_xla_register, METH_VARARGS,
+     "xla_register(api_address, platform): register the handlers with the XLA whose "
+     "XLA_FFI_Api table is at api_address (TensorFlow's)."},
 #endif
     {NULL, NULL, 0, NULL},
 };

@@ -546,10 +546,78 @@ static void zero_fill(const job *j, size_t r, size_t off, size_t len) {
     memset(orow(j, r) + off * j->E->elsize, 0, len * j->E->elsize);
 }
 
+static void store_elem(const job *j, size_t r, size_t i, double v) {
+    char *o = orow(j, r) + i * j->E->elsize;
+    if (j->E->elsize == 4) {
+        float f = (float)v;
+        memcpy(o, &f, 4);
+    } else {
+        memcpy(o, &v, 8);
+    }
+}
+
+/* Accurate rows scaled by T != 1 whose largest quotient is large. The engines
+ * form each x_i / T on its own (float32 data: in float64, one rounding; float64
+ * data: as a double-word q_i + l_i, whose low word is itself rounded) and
+ * subtract the maximum M of the quotients. The rounding error of a quotient
+ * grows with it: about |M| 2^-53 (float32 data) or |M| 2^-106 (float64), which
+ * exp turns into a relative error of the result. From |M| = 2^20 (float32) or
+ * 2^45 (float64) on it could pass the 1 % of an ulp that the bound leaves
+ * (measured: 1.3 ulp at 4e8 in float32), and float64 shifts by M's high word
+ * alone, which leaves exp(l_max) in the row: a NaN from about 2^62 on. Such a
+ * row is computed here, element by element, from the exact differences
+ * x_i - max x, each divided by T in double-word arithmetic. Only softmax and
+ * log_softmax take a temperature. */
+static double huge_limit(const job *j) { return j->a->dtype == SKIT_F64 ? 0x1p45 : 0x1p20; }
+
+static int huge_quotients(const job *j) {
+    return j->a->mode == SKIT_ACCURATE && j->a->temperature != 1.0 &&
+           (j->op == OP_SOFTMAX || j->op == OP_LOGSOFTMAX);
+}
+
+static int huge_quotient_row(const job *j, const skit_rstat *rs) {
+    return huge_quotients(j) && rs->kind == SKIT_ROW_FINITE && fabs(rs->M) >= huge_limit(j);
+}
+
+static double x_at(const job *j, const char *x, size_t i) {
+    return j->a->dtype == SKIT_F64 ? ((const double *)x)[i] : (double)((const float *)x)[i];
+}
+
+static void huge_row(const job *j, size_t r, skit_rstat *rs) {
+    const skit_engine *E = j->E;
+    size_t n = j->a->n;
+    const uint8_t *m = mrow(j, r);
+    const char *x = xrow(j, r);
+    skit_dd T = dd_make(j->a->temperature, 0.0);
+    /* T > 0 keeps the order, so the maximum is that of x; each x_i - top is exact
+     * as a double-word sum, and its quotient by T is accurate to double-word,
+     * where the difference of two rounded quotients would cancel */
+    double top = -INFINITY;
+    for (size_t i = 0; i < n; i++)
+        if ((!m || m[i]) && x_at(j, x, i) > top) top = x_at(j, x, i);
+#define HUGE_IN(i) ((!m || m[i]) && x_at(j, x, i) != -INFINITY)
+#define HUGE_D(i) dd_div(dd_two_sum(x_at(j, x, i), -top), T)
+    skit_dd S = dd_make(0.0, 0.0); /* >= 1: the maximum contributes exactly 1 */
+    for (size_t i = 0; i < n; i++)
+        if (HUGE_IN(i)) S = dd_add(S, E->exp1(HUGE_D(i)));
+    skit_dd L = E->log1p1(dd_sub(S, dd_make(1.0, 0.0)));
+    for (size_t i = 0; i < n; i++) {
+        double v = j->op == OP_LOGSOFTMAX ? -INFINITY : 0.0;
+        if (HUGE_IN(i)) {
+            skit_dd d = HUGE_D(i);
+            v = j->op == OP_LOGSOFTMAX ? dd_value(dd_sub(d, L)) : dd_value(dd_div(E->exp1(d), S));
+        }
+        store_elem(j, r, i, v);
+    }
+#undef HUGE_IN
+#undef HUGE_D
+    rs->kind = SKIT_ROW_DONE;
+}
+
 static void phase_b(const job *j, size_t r, size_t b, const skit_bstat *st, const skit_rstat *rs,
                     skit_dd fac) {
     const skit_engine *E = j->E;
-    if (!j->out || j->op == OP_LSE) return;
+    if (!j->out || j->op == OP_LSE || rs->kind == SKIT_ROW_DONE) return;
     size_t off = b * j->block, len = blen(j, b);
     const uint8_t *m = mrow(j, r);
     const char *x = xrow(j, r) + off * E->elsize;
@@ -578,16 +646,6 @@ static void phase_b(const job *j, size_t r, size_t b, const skit_bstat *st, cons
         E->fromscratch(blk_scratch(j, r, b), len, dd_mul(fac, rel), o, j->stream);
     } else {
         E->expscale(x, m, len, T, rs->M, fac, o, j->stream);
-    }
-}
-
-static void store_elem(const job *j, size_t r, size_t i, double v) {
-    char *o = orow(j, r) + i * j->E->elsize;
-    if (j->E->elsize == 4) {
-        float f = (float)v;
-        memcpy(o, &f, 4);
-    } else {
-        memcpy(o, &v, 8);
     }
 }
 
@@ -642,6 +700,7 @@ static void row_task(void *ctx, size_t r) {
     for (size_t b = 0; b < j->nb; b++) phase_a(j, r, b, &bs[b]);
     skit_rstat rs;
     skit_dd fac = row_finish(j, r, bs, &rs);
+    if (huge_quotient_row(j, &rs)) huge_row(j, r, &rs);
     for (size_t b = 0; b < j->nb; b++) phase_b(j, r, b, &bs[b], &rs, fac);
     if (j->op == OP_CE) ce_fix_target(j, r, &rs);
     if (bs != local) free(bs);
@@ -660,6 +719,15 @@ static void small_task(void *ctx, size_t t) {
     else
         j->E->small(xrow(j, r0), cnt, j->a->n, j->a->temperature, j->op == OP_LOGSOFTMAX,
                     orow(j, r0), special);
+    if (huge_quotients(j)) /* the transposed kernels do not see the row maximum */
+        for (size_t i = 0; i < cnt; i++) {
+            if (special[i]) continue;
+            const char *x = xrow(j, r0 + i);
+            double mx = -INFINITY;
+            for (size_t k = 0; k < j->a->n; k++)
+                if (x_at(j, x, k) > mx) mx = x_at(j, x, k);
+            special[i] = fabs(mx / j->a->temperature) >= huge_limit(j);
+        }
     for (size_t i = 0; i < cnt; i++)
         if (special[i]) row_task(j, r0 + i);
 }
@@ -748,8 +816,10 @@ static int run(job *j) {
             }
         }
         int st = parallel_for(ntask, 1, threads, 0, block_a_task, j);
-        for (size_t r = 0; r < a->rows; r++)
+        for (size_t r = 0; r < a->rows; r++) {
             j->fac[r] = row_finish(j, r, j->bs + r * j->nb, &j->rs[r]);
+            if (huge_quotient_row(j, &j->rs[r])) huge_row(j, r, &j->rs[r]);
+        }
         if (st == SKIT_OK && j->out && j->op != OP_LSE)
             st = parallel_for(ntask, 1, threads, 0, block_b_task, j);
         if (j->op == OP_CE)

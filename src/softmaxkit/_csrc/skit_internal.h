@@ -76,7 +76,13 @@ typedef struct {
     skit_dd s;    /* sum of exp(x - m) over the other valid entries */
 } skit_bstat;
 
-enum { SKIT_ROW_FINITE = 0, SKIT_ROW_NAN = 1, SKIT_ROW_POSINF = 2, SKIT_ROW_EMPTY = 3 };
+enum {
+    SKIT_ROW_FINITE = 0,
+    SKIT_ROW_NAN = 1,
+    SKIT_ROW_POSINF = 2,
+    SKIT_ROW_EMPTY = 3,
+    SKIT_ROW_DONE = 4 /* written in full by the driver's exact path (huge_row) */
+};
 
 typedef struct {
     int kind;

@@ -6,6 +6,8 @@
 #ifndef SKIT_XLA_FFI_H
 #define SKIT_XLA_FFI_H
 
+#include <stddef.h>
+
 struct XLA_FFI_Error;
 struct XLA_FFI_CallFrame;
 
@@ -14,5 +16,11 @@ struct XLA_FFI_Error *skit_xla_logsumexp(struct XLA_FFI_CallFrame *cf);
 struct XLA_FFI_Error *skit_xla_vjp(struct XLA_FFI_CallFrame *cf);
 struct XLA_FFI_Error *skit_xla_cross_entropy(struct XLA_FFI_CallFrame *cf);
 struct XLA_FFI_Error *skit_xla_sigmoid(struct XLA_FFI_CallFrame *cf);
+
+/* Register the handlers above, under their "softmaxkit_*" names, with the XLA
+ * whose FFI API table is `api` (an `XLA_FFI_Api *` found at run time, e.g.
+ * TensorFlow's) for `platform` ("Host"). Returns 0, or -1 with XLA's reason in
+ * `msg`. Registering twice is an error reported by XLA. */
+int skit_xla_register(const void *api, const char *platform, char *msg, size_t msglen);
 
 #endif

@@ -26,6 +26,7 @@
 #endif
 #include <math.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,15 +53,23 @@ static XLA_FFI_Error *ffi_error(const XLA_FFI_Api *api, XLA_FFI_Error_Code code,
 }
 
 /* The metadata query XLA sends when a handler is registered: report the API
- * version these handlers were compiled against. Returns 1 if it was one. */
+ * version these handlers need. They use only the call frame (buffers, scalar
+ * attributes, stage) and XLA_FFI_Error_Create, all present since API 0.1, so
+ * when the asking XLA is older than the headers they were compiled against
+ * (TensorFlow's XLA next to a newer jaxlib), its own minor version is
+ * reported and registration succeeds. Returns 1 if it was a metadata query. */
 static int metadata_query(XLA_FFI_CallFrame *cf) {
     XLA_FFI_Extension_Base *ext = cf->extension_start;
     if (ext == NULL || ext->type != XLA_FFI_Extension_Metadata) return 0;
     XLA_FFI_Metadata_Extension *m = (XLA_FFI_Metadata_Extension *)ext;
+    int minor = XLA_FFI_API_MINOR;
+    if (cf->api != NULL && cf->api->api_version.major_version == XLA_FFI_API_MAJOR &&
+        cf->api->api_version.minor_version >= 1 && cf->api->api_version.minor_version < minor)
+        minor = cf->api->api_version.minor_version;
     m->metadata->api_version.struct_size = XLA_FFI_Api_Version_STRUCT_SIZE;
     m->metadata->api_version.extension_start = NULL;
     m->metadata->api_version.major_version = XLA_FFI_API_MAJOR;
-    m->metadata->api_version.minor_version = XLA_FFI_API_MINOR;
+    m->metadata->api_version.minor_version = minor;
     m->metadata->traits = 0;
     return 1;
 }
@@ -385,9 +394,10 @@ static XLA_FFI_Error *vjp_impl(XLA_FFI_CallFrame *cf) {
  * attrs: mode, threads, has_ignore, ignore_index, z_loss (f64), reduction
  *        (0 none, 1 sum, 2 mean), want_grad, has_weight, has_mask, has_ct, tdims (the
  *        rank of one group's target: leading dimensions beyond it are vmap's
- *        groups, each reduced on its own), wrap_labels (optax's indexing: a
+ *        groups, each reduced on its own), wrap_labels (1, optax's indexing: a
  *        negative target counts from the end, one still out of range gives a NaN
- *        loss and a zero gradient row instead of an error).
+ *        loss and a zero gradient row instead of an error; 2, TensorFlow's under
+ *        XLA: any target out of [0, n) gives a NaN loss and a NaN gradient row).
  * The steps and the order of every sum are those of softmaxkit._dispatch. */
 static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
     ENTER(cf);
@@ -459,7 +469,7 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
                                                           : ((const int64_t *)t->data)[i];
             bad[r] = 0;
             if (wrap && !(has_ignore && v == ignore)) {
-                if (v < 0) v += (int64_t)n;
+                if (v < 0 && wrap == 1) v += (int64_t)n;
                 if (v < 0 || (uint64_t)v >= n) {
                     bad[r] = 1;
                     nbad++;
@@ -507,8 +517,12 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
             if (st != SKIT_OK) break;
         }
         if (nbad)
-            for (size_t r = 0; r < rows; r++)
-                if (bad[r]) loss[r] = NAN;
+            for (size_t r = 0; r < rows; r++) {
+                if (!bad[r]) continue;
+                loss[r] = NAN;
+                if (grad != NULL && wrap == 2) /* TensorFlow's: the whole row NaN */
+                    for (size_t j = 0; j < n; j++) store(code, grad, r * n + j, NAN);
+            }
         if (red == 0) {
             for (size_t r = 0; r < rows; r++) store(code, lo->data, gi * rows + r, loss[r]);
         } else {
@@ -613,3 +627,53 @@ SKIT_HANDLER(logsumexp)
 SKIT_HANDLER(vjp)
 SKIT_HANDLER(cross_entropy)
 SKIT_HANDLER(sigmoid)
+
+/* ---- registration with an XLA found at run time ---------------------------------- */
+
+int skit_xla_register(const void *api_ptr, const char *platform, char *msg, size_t msglen) {
+    const XLA_FFI_Api *api = (const XLA_FFI_Api *)api_ptr;
+    static const struct {
+        const char *name;
+        XLA_FFI_Handler *fn;
+    } table[] = {
+        {"softmaxkit_softmax", skit_xla_softmax},
+        {"softmaxkit_logsumexp", skit_xla_logsumexp},
+        {"softmaxkit_vjp", skit_xla_vjp},
+        {"softmaxkit_cross_entropy", skit_xla_cross_entropy},
+        {"softmaxkit_sigmoid", skit_xla_sigmoid},
+    };
+    if (api == NULL || api->struct_size < offsetof(XLA_FFI_Api, XLA_FFI_Handler_Register) +
+                                              sizeof api->XLA_FFI_Handler_Register ||
+        api->api_version.major_version != XLA_FFI_API_MAJOR || api->api_version.minor_version < 1) {
+        snprintf(msg, msglen, "XLA's FFI API (version %d.%d) is not one these handlers speak (%d.x)",
+                 api ? api->api_version.major_version : -1,
+                 api ? api->api_version.minor_version : -1, XLA_FFI_API_MAJOR);
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        XLA_FFI_Handler_Register_Args a;
+        memset(&a, 0, sizeof a);
+        a.struct_size = XLA_FFI_Handler_Register_Args_STRUCT_SIZE;
+        a.name.ptr = table[i].name;
+        a.name.len = strlen(table[i].name);
+        a.platform.ptr = platform;
+        a.platform.len = strlen(platform);
+        a.bundle.execute = table[i].fn;
+        XLA_FFI_Error *err = api->XLA_FFI_Handler_Register(&a);
+        if (err != NULL) {
+            XLA_FFI_Error_GetMessage_Args g;
+            memset(&g, 0, sizeof g);
+            g.struct_size = XLA_FFI_Error_GetMessage_Args_STRUCT_SIZE;
+            g.error = err;
+            api->XLA_FFI_Error_GetMessage(&g);
+            snprintf(msg, msglen, "%s", g.message ? g.message : "registration failed");
+            XLA_FFI_Error_Destroy_Args d;
+            memset(&d, 0, sizeof d);
+            d.struct_size = XLA_FFI_Error_Destroy_Args_STRUCT_SIZE;
+            d.error = err;
+            api->XLA_FFI_Error_Destroy(&d);
+            return -1;
+        }
+    }
+    return 0;
+}

@@ -9,20 +9,33 @@
 ``sktf.log_sigmoid`` with TensorFlow's argument names, order and defaults, plus
 the softmaxkit extras as keywords (``where``, ``temperature``, ``precision``).
 
-Every op is built from TensorFlow operations and ``tf.custom_gradient``, so it
-runs eagerly, in ``tf.function``, under ``jit_compile=True`` (XLA) and from a
-SavedModel reloaded in a fresh process, custom gradient included. float16,
-bfloat16 and float32 are computed in float64 and rounded once; float64 in
-double-word arithmetic (max error 0.5 ulp + 1 %). Where TensorFlow returns NaN or
-0 (all ``-inf`` rows, ``+inf`` logits, dominant logits, float16 sums that
-overflow) the limits apply; the gradients are finite there.
+Every op is wrapped in ``tf.custom_gradient`` and runs eagerly, in
+``tf.function``, under ``jit_compile=True`` (XLA) and from a SavedModel reloaded
+in a fresh process, custom gradient included. float16, bfloat16 and float32 are
+computed in float64 and rounded once; float64 in double-word arithmetic (max
+error 0.5 ulp + 1 %). Where TensorFlow returns NaN or 0 (all ``-inf`` rows,
+``+inf`` logits, dominant logits, float16 sums that overflow) the limits apply;
+the gradients are finite there.
+
+Two routes compute the same contract:
+
+* **The C core inside XLA.** On a TensorFlow that sees only the CPU, softmax,
+  log_softmax and the integer-label cross-entropy of float32/float64 tensors of
+  known shape over the last axis (cross-entropy without temperature or
+  smoothing) run softmaxkit's C kernels as XLA custom calls, registered with
+  TensorFlow's own XLA: bitwise the NumPy results, in every mode, subnormal
+  results kept.
+* **TensorFlow operations** everywhere else (GPUs, half precision, other axes,
+  unknown sizes, the other ops), and in every graph that ``tf.saved_model.save``
+  traces, so that a SavedModel runs without softmaxkit.
 
 Two TensorFlow facts shape the contract on this backend:
 
-* **Subnormals are flushed to zero.** TF's CPU kernels run with FTZ/DAZ, eagerly
-  and under XLA, so results below the normal range (``sigmoid(-100)`` in
-  float32, the float64 ``log_softmax([0, -740])[0]``) come out as 0 here, where
-  the NumPy core returns the subnormal.
+* **Subnormals are flushed to zero on the TensorFlow-op route.** TF's CPU
+  kernels run with FTZ/DAZ, eagerly and under XLA, so results below the normal
+  range (``sigmoid(-100)`` in float32, the float64 ``log_softmax([0, -740])[0]``)
+  come out as 0 there, where the NumPy core and the custom calls return the
+  subnormal.
 * **Bad labels cannot raise inside a graph.** Eagerly, a label outside
   ``[0, C)`` raises :class:`softmaxkit.SoftmaxkitValueError`; inside a
   ``tf.function`` or under XLA nothing can raise on data, and that item's loss

@@ -15,8 +15,9 @@ from typing import Any
 import tensorflow as tf
 
 from .._agnostic import _losses, _normalize, _sigmoid
+from .._namespace import check_precision
 from .._validation import check_label_smoothing, check_temperature
-from . import _kernels
+from . import _kernels, _native
 from ._checks import (
     as_logits,
     axes_of,
@@ -70,10 +71,16 @@ def _normaliser(
         out = x.dtype
 
         opts = {"axes": axes, "t": t, "work": work}
+        log = kind == "log_softmax"
+        mode = 1 if check_precision(precision) == "accurate" else 0
+        native = _native.eligible(x, axes)
 
         @tf.custom_gradient
         def op(xi: Tensor) -> Any:
-            if engine == "rows":
+            if native:
+                nfwd = _kernels.compiled(_kernels.native_softmax_fwd, log=log, mode=mode, t=t)
+                y = nfwd(xi, mask)
+            elif engine == "rows":
                 fwd = _kernels.softmax_fwd if kind == "softmax" else _kernels.log_softmax_fwd
                 y = _kernels.compiled(fwd, **opts)(xi, mask)
             else:
@@ -82,6 +89,10 @@ def _normaliser(
                 y = tf.cast(fn(xi, axes=axes, where=mask, temperature=t, plan=plan), out)
 
             def grad(g: Tensor) -> Tensor:
+                # the native product has no temperature, nor log_softmax's masked zeros
+                if native and t == 1.0 and (mask is None or not log):
+                    nbwd = _kernels.compiled(_kernels.native_softmax_bwd, log=log, mode=mode)
+                    return nbwd(y, g)
                 if kind == "softmax":
                     return _kernels.compiled(_kernels.softmax_bwd, **opts)(y, g)
                 return _kernels.compiled(_kernels.log_softmax_bwd, **opts)(y, g, mask)
@@ -137,8 +148,10 @@ def softmax(
     Works eagerly, in ``tf.function``, under ``jit_compile=True`` and in a
     reloaded SavedModel (custom gradient included). ``+inf`` entries share the
     mass equally (``tf.nn.softmax`` gives NaN); a NaN makes its row NaN (also
-    under XLA). TensorFlow flushes subnormal results to zero on CPU, eagerly and
-    under XLA; so does this function.
+    under XLA). On a CPU-only TensorFlow, float32/float64 over the last axis run
+    softmaxkit's C kernels as XLA custom calls (bitwise the NumPy results,
+    subnormals kept); elsewhere TensorFlow operations compute it, and they flush
+    subnormal results to zero.
 
     Examples
     --------
@@ -380,8 +393,25 @@ def sparse_softmax_cross_entropy_with_logits(
         if x.shape.num_elements() == 0:
             return tf.zeros(tf.shape(x)[:-1], dtype=out)
 
+        native = (
+            t == 1.0
+            and eps == 0.0
+            and lab.dtype in (tf.int32, tf.int64)
+            and lab.shape.is_fully_defined()
+            and _native.eligible(x, (axis,))
+        )
+        mode = 1 if check_precision(precision) == "accurate" else 0
+
         @tf.custom_gradient
         def op(xi: Tensor) -> Any:
+            if native:
+                y = _kernels.compiled(_kernels.native_sparse_fwd, mode=mode)(xi, lab, mask)
+
+                def grad_native(g: Tensor) -> Tensor:
+                    bwd = _kernels.compiled(_kernels.native_sparse_bwd, mode=mode)
+                    return bwd(xi, lab, mask, g)
+
+                return y, grad_native
             if engine == "rows":
                 opts = {"t": t, "work": work, "eps": eps}
                 y, *stats = _kernels.compiled(_kernels.sparse_fwd, **opts)(xi, lab, mask)

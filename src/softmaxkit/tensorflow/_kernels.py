@@ -1,5 +1,8 @@
 """The row engine's forward and backward passes as XLA-compiled TensorFlow functions.
 
+The ``native_*`` kernels are the C core's passes as XLA custom calls
+(:mod:`._native`), for the cases it takes; the others are TensorFlow operations.
+
 Each kernel is a pure function of tensors with static options, wrapped once per
 option set in ``tf.function(jit_compile=True)``: XLA fuses the engine into the
 same number of passes over the logits as ``tf.nn.softmax`` in every mode, eager
@@ -16,7 +19,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from . import _engine
+from . import _engine, _native
 
 __all__ = ["compiled"]
 
@@ -106,6 +109,24 @@ def dense_bwd(
     r = _engine.rows(x, (axis,), mask, t, work, m=m)
     gx, gq = _engine.dense_ce_grad(r, q, mask, (c, s, L), g)
     return tf.cast(gq, x.dtype), tf.cast(gx, x.dtype)
+
+
+def native_softmax_fwd(x: Tensor, mask: Tensor | None, *, log: bool, mode: int, t: float) -> Tensor:
+    return _native.softmax(x, mask, log=log, mode=mode, t=t)
+
+
+def native_softmax_bwd(y: Tensor, g: Tensor, *, log: bool, mode: int) -> Tensor:
+    return _native.vjp(y, g, log=log, mode=mode)
+
+
+def native_sparse_fwd(x: Tensor, labels: Tensor, mask: Tensor | None, *, mode: int) -> Tensor:
+    return _native.cross_entropy(x, labels, mask, None, mode=mode)
+
+
+def native_sparse_bwd(
+    x: Tensor, labels: Tensor, mask: Tensor | None, g: Tensor, *, mode: int
+) -> Tensor:
+    return _native.cross_entropy(x, labels, mask, tf.cast(g, x.dtype), mode=mode)
 
 
 @lru_cache(maxsize=512)
