@@ -410,6 +410,23 @@ class TestTemperatureEdges:
                             np.spacing(want_ls)
                         ), (row, t, k, ls[i, k], want_ls)
 
+    def test_dominant_maximum_keeps_its_tail_under_a_temperature(self, backend):
+        """log_softmax of a dominant maximum under T = 0.3 is -5.68e-42, not 0: the
+        maximum's own quotient x/T has a low word near 1e-15, which must not be left
+        in the shift (the difference of the two would cancel the tail)."""
+        if not backend.has_float64:
+            pytest.skip("needs float64")
+        import mpmath
+
+        x = np.array([24.43473421949654, -4.1128569803540636, -4.5896071136410574, -6.3124])
+        t = 0.3
+        ls = run(backend, sk.log_softmax, x, temperature=t)
+        with mpmath.workdps(200):
+            q = [mpmath.mpf(v) / mpmath.mpf(t) for v in x]
+            want = float(-mpmath.log1p(sum(mpmath.exp(v - q[0]) for v in q[1:])))
+        assert want == pytest.approx(-5.67e-42, rel=1e-2)
+        assert abs(ls[0] - want) <= np.spacing(abs(want)), (ls[0], want)
+
     def test_large_float32_logits_with_an_inexact_temperature(self, backend):
         """float32 logits near 2^28, a few ulps apart, T not a power of two: the shifted
         values come from the exact differences (x_i - max x) / T, not from two rounded

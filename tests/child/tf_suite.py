@@ -700,6 +700,7 @@ def test_custom_call_route_is_taken_where_sound(route):
     fns = (
         lambda v: sktf.softmax(v),
         lambda v: sktf.log_softmax(v),
+        lambda v: sktf.reduce_logsumexp(v, axis=-1),
         lambda v: sktf.sparse_softmax_cross_entropy_with_logits(tf.zeros([4], tf.int32), v),
     )
     for f in fns:
@@ -740,6 +741,12 @@ def test_custom_calls_equal_the_numpy_path(dtype, precision, route):
         out["ce"] = ce
         out["ce grad"] = tape.gradient(ce, v, output_gradients=gg[:, 0])
         out["ce where"] = sktf.sparse_softmax_cross_entropy_with_logits(lab, v, where=w, **kw)
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            lse = sktf.reduce_logsumexp(v, axis=-1, **kw)
+        out["lse"] = lse
+        out["lse grad"] = tape.gradient(lse, v, output_gradients=gg[:, 1])
+        out["lse where"] = sktf.reduce_logsumexp(v, axis=-1, where=w, **kw)
         return out
 
     xla = tf.function(run, jit_compile=True)
@@ -753,6 +760,8 @@ def test_custom_calls_equal_the_numpy_path(dtype, precision, route):
         "log_softmax t": sk.log_softmax(x, temperature=0.7, precision=precision),
         "ce": sk.cross_entropy(x, labels, reduction="none", precision=precision),
         "ce where": sk.cross_entropy(x, labels, where=where, reduction="none", precision=precision),
+        "lse": sk.logsumexp(x, axis=-1, precision=precision),
+        "lse where": sk.logsumexp(x, axis=-1, where=where, precision=precision),
     }
     core["softmax grad"] = sk.softmax_vjp(core["softmax"], g, precision=precision)
     core["log_softmax grad"] = sk.log_softmax_vjp(core["log_softmax"], g, precision=precision)
@@ -772,6 +781,16 @@ def test_custom_calls_equal_the_numpy_path(dtype, precision, route):
                 atol = float(64 * eps if k.endswith("grad") else np.finfo(dtype).tiny)
                 rtol = 1e-5 if precision == "fast" else 1e-6
                 np.testing.assert_allclose(out, want, rtol=rtol, atol=atol, err_msg=k)
+        # d logsumexp = g softmax: the probabilities are rounded to x's type first
+        p = sk.softmax(x, precision=precision).astype(np.float64)
+        lse_grad = np.where(p == 0, 0.0, p * g[:, 1:2]).astype(dtype)
+        np.testing.assert_allclose(
+            got["lse grad"].numpy(),
+            lse_grad,
+            rtol=2e-6 if dtype == "float32" else 1e-14,
+            atol=1e-30,
+            err_msg="lse grad",
+        )
         # the native CE gradient folds each row's cotangent in before its one rounding
         np.testing.assert_allclose(
             got["ce grad"].numpy(),

@@ -564,8 +564,9 @@ static void store_elem(const job *j, size_t r, size_t i, double v) {
  * exp turns into a relative error of the result. From |M| = 2^20 (float32) or
  * 2^45 (float64) on it could pass the 1 % of an ulp that the bound leaves
  * (measured: 1.3 ulp at 4e8 in float32), and float64 shifts by M's high word
- * alone, which leaves exp(l_max) in the row: a NaN from about 2^62 on. Such a
- * row is computed here, element by element, from the exact differences
+ * alone, which leaves exp(l_max) in the row: a NaN from about 2^62 on (and see
+ * huge_quotient_row for dominant maxima in float64 log_softmax). Such a row is
+ * computed here, element by element, from the exact differences
  * x_i - max x, each divided by T in double-word arithmetic. Only softmax and
  * log_softmax take a temperature. */
 static double huge_limit(const job *j) { return j->a->dtype == SKIT_F64 ? 0x1p45 : 0x1p20; }
@@ -576,7 +577,17 @@ static int huge_quotients(const job *j) {
 }
 
 static int huge_quotient_row(const job *j, const skit_rstat *rs) {
-    return huge_quotients(j) && rs->kind == SKIT_ROW_FINITE && fabs(rs->M) >= huge_limit(j);
+    if (!huge_quotients(j) || rs->kind != SKIT_ROW_FINITE) return 0;
+    if (fabs(rs->M) >= huge_limit(j)) return 1;
+    /* float64 log_softmax: the maximum keeps its quotient's low word l (|l| <= half
+     * an ulp of M) and comes out as l - L with L = l + log1p(s); when log1p(s) is far
+     * below l (a dominant maximum: log_softmax(x)_max = -4e-42, say) that difference
+     * cancels, so such rows, recognised by |L| <= 2 ulp(M), take the exact path too */
+    if (j->a->dtype == SKIT_F64 && j->op == OP_LOGSOFTMAX) {
+        double a = fabs(rs->M);
+        return fabs(rs->L.hi) <= 2.0 * (nextafter(a, INFINITY) - a);
+    }
+    return 0;
 }
 
 static double x_at(const job *j, const char *x, size_t i) {

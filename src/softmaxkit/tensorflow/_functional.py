@@ -276,9 +276,14 @@ def reduce_logsumexp(
             v = tf.fill([s for i, s in enumerate(kept) if keepdims or i not in axes], -math.inf)
             return tf.cast(v, out)
 
+        native = _native.eligible(x, axes)
+        mode = 1 if check_precision(precision) == "accurate" else 0
+
         @tf.custom_gradient
         def op(xi: Tensor) -> Any:
-            if engine == "rows":
+            if native:
+                v = _kernels.compiled(_kernels.native_logsumexp_fwd, mode=mode)(xi, mask)
+            elif engine == "rows":
                 v = _kernels.compiled(_kernels.logsumexp_fwd, axes=axes, work=work)(xi, mask)
             else:
                 plan = plan_for(xi, precision)
@@ -297,6 +302,9 @@ def reduce_logsumexp(
 
             def grad(g: Tensor) -> Tensor:
                 gk = tf.reshape(tf.cast(g, work), tf.shape(v))
+                if native:
+                    bwd = _kernels.compiled(_kernels.native_logsumexp_bwd, mode=mode)
+                    return bwd(xi, mask, gk)
                 if engine == "rows":
                     bwd = _kernels.compiled(_kernels.logsumexp_bwd, axes=axes, work=work)
                     return bwd(xi, mask, gk)

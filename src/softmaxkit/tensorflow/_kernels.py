@@ -119,6 +119,17 @@ def native_softmax_bwd(y: Tensor, g: Tensor, *, log: bool, mode: int) -> Tensor:
     return _native.vjp(y, g, log=log, mode=mode)
 
 
+def native_logsumexp_fwd(x: Tensor, mask: Tensor | None, *, mode: int) -> Tensor:
+    return _native.logsumexp(x, mask, mode=mode)
+
+
+def native_logsumexp_bwd(x: Tensor, mask: Tensor | None, g: Tensor, *, mode: int) -> Tensor:
+    """``g * softmax(x)`` (``g`` keepdims), exactly 0 where the probability is 0."""
+    p = tf.cast(_native.softmax(x, mask, log=False, mode=mode, t=1.0), tf.float64)
+    gx = tf.where(tf.equal(p, 0.0), tf.zeros_like(p), p * tf.cast(g, tf.float64))
+    return tf.cast(gx, x.dtype)
+
+
 def native_sparse_fwd(x: Tensor, labels: Tensor, mask: Tensor | None, *, mode: int) -> Tensor:
     return _native.cross_entropy(x, labels, mask, None, mode=mode)
 

@@ -15,7 +15,8 @@ The route is taken only where it is sound:
 - the handlers were built and registered (a TensorFlow without the exported
   table, or an incompatible FFI version, keeps the TensorFlow-op kernels);
 - TensorFlow sees no device but the CPU (the module is compiled for the host);
-- float32/float64 tensors of fully known shape, reduced over the last axis;
+- float32/float64 tensors of fully known shape, reduced over the last axis
+  (softmax, log_softmax, logsumexp, integer-label cross-entropy);
 - not while ``tf.saved_model.save`` traces: a SavedModel must reload and run in
   a process that never imports softmaxkit, so saved graphs hold the
   TensorFlow-op kernels.
@@ -42,7 +43,7 @@ try:
 except ImportError:  # pragma: no cover - the C core always builds with the package
     _HAVE = False
 
-__all__ = ["available", "cross_entropy", "eligible", "softmax", "vjp"]
+__all__ = ["available", "cross_entropy", "eligible", "logsumexp", "softmax", "vjp"]
 
 Tensor = Any
 
@@ -194,6 +195,20 @@ def softmax(x: Tensor, mask: Tensor | None, *, log: bool, mode: int, t: float) -
         "temperature": float(t),
     }
     return _call("softmaxkit_softmax", ops, [(shape, x.dtype)], attrs)[0]
+
+
+def logsumexp(x: Tensor, mask: Tensor | None, *, mode: int) -> Tensor:
+    """logsumexp over the last axis, kept as an axis of size 1."""
+    ops = [x] if mask is None else [x, mask]
+    shape = tuple(int(d) for d in x.shape)
+    attrs: dict[str, int | float] = {
+        "mode": mode,
+        "threads": _threads(),
+        "has_b": 0,
+        "has_mask": int(mask is not None),
+    }
+    v = _call("softmaxkit_logsumexp", ops, [(shape[:-1], x.dtype)], attrs)[0]
+    return tf.expand_dims(v, -1)
 
 
 def vjp(y: Tensor, g: Tensor, *, log: bool, mode: int) -> Tensor:
