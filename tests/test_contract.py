@@ -469,6 +469,39 @@ class TestTemperatureEdges:
         np.testing.assert_array_equal(ties, [ties.dtype.type(-math.log(2))] * 2)
 
 
+class TestOverflowingDifferences:
+    def test_cross_entropy_beyond_the_largest_float_is_inf(self, backend):
+        """x_t - max x below -DBL_MAX: the loss is +inf and the target's gradient -1
+        (the double-word difference is NaN there; the C core once returned NaN)."""
+        if not backend.has_float64:
+            pytest.skip("needs float64")
+        x = np.array([[-1.3e308, 1.05e308, 6.3e307, -1.7e308]])
+        losses = [
+            float(run(backend, sk.cross_entropy, x, np.array([t]), reduction="none")[0])
+            for t in range(4)
+        ]
+        assert losses[0] == INF and losses[3] == INF
+        assert losses[1] == 0.0
+        assert losses[2] == pytest.approx(1.05e308 - 6.3e307, rel=1e-12)
+        _, g = run(backend, sk.cross_entropy, x, np.array([0]), reduction="sum", return_grad=True)
+        np.testing.assert_array_equal(g, [[-1.0, 1.0, 0.0, 0.0]])
+
+
+    def test_log_softmax_beyond_the_largest_float_is_minus_inf(self, backend):
+        """Entries more than the largest float below the maximum give -inf (and 0 in
+        softmax), with or without a temperature, and no warning or NaN on the way."""
+        if not backend.has_float64:
+            pytest.skip("needs float64")
+        x = np.array([[-1.3e308, 1.05e308, 6.3e307, -1.7e308, 1e300]])
+        for t in (1.0, 0.7, 3.0):
+            ls = run(backend, sk.log_softmax, x, temperature=t)[0]
+            sm = run(backend, sk.softmax, x, temperature=t)[0]
+            want = [(v - 1.05e308) / t for v in (6.3e307, 1e300)]
+            assert ls[0] == -INF and ls[3] == -INF and ls[1] == 0.0, (t, ls)
+            np.testing.assert_allclose(ls[[2, 4]], want, rtol=1e-15)
+            np.testing.assert_array_equal(sm, [0.0, 1.0, 0.0, 0.0, 0.0])
+
+
 class TestGradientAtConfidentTarget:
     def test_one_minus_p_keeps_its_digits(self, backend):
         for dtype in backend.float_dtypes():

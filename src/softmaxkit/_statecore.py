@@ -300,8 +300,11 @@ def cross_entropy(
     M0 = xp.where(fin, f.m, 0.0)
     L = _log_d(ar, f)
     lse = xp.where(fin, ar.value(ar.add(ar.lift(M0), L)), f.m)
-    xt_ok = fin & (f.xt > -math.inf)
-    xt = xp.where(xt_ok, f.xt, 0.0)
+    # a target more than the largest float below the maximum: x_t - M would
+    # overflow (with a warning); its loss is inf, as for a -inf target
+    fmax = float(xp.finfo(f.m.dtype).max)
+    xt_ok = fin & (f.xt > -math.inf) & ~(f.xt < xp.where(M0 > 0, M0, 0.0) - fmax)
+    xt = xp.where(xt_ok, f.xt, M0)
     nll = ar.value(ar.sub(L, two_sum(xt, -M0)))
     nll = xp.where(xt_ok, nll, math.inf)
     k = xp.where(f.c > 0, f.c, 1.0)

@@ -107,10 +107,11 @@ def cross_entropy(
         counted = ~ignored & ~row_empty
         d_t = ar.gather(onehot & st.live, st.d, axis)
         t_live = xp.any(onehot & st.live, axis=axis, keepdims=True)
-        nll = ar.value(ar.sub(st.L, d_t))
+        fin_t = xp.isfinite(ar.hi(d_t))  # -inf: more than the largest float below the max
+        nll = ar.value(ar.sub(st.L, ar.where(fin_t, d_t, 0.0)))
         if st.L_tiny is not None:  # the target is the lone maximum and the loss tiny
             nll = xp.where((ar.hi(d_t) == 0.0) & ~xp.isnan(st.L_tiny), st.L_tiny, nll)
-        nll = xp.where(t_live & xp.isfinite(ar.hi(d_t)), nll, math.inf)
+        nll = xp.where(t_live & fin_t, nll, math.inf)
         t_pin = xp.any(onehot & st.pin, axis=axis, keepdims=True)
         nll = xp.where(st.posinf, xp.where(t_pin, xp.log(st.k), math.inf), nll)
         nll = xp.where(st.isnan, math.nan, nll)

@@ -173,26 +173,40 @@ def row_stats(
         top = (m0, xp.where(fin, m_lo, 0.0))
         at_top = at_top & (xs[1] == top[1])
     # Placeholders: dead entries sit at the maximum, so d = 0 and nothing overflows.
+    # Nor do entries more than the largest float below the maximum (x - max would
+    # overflow, with a warning on some namespaces): their d is set to -inf after.
+    fmax = float(xp.finfo(x.dtype).max)
     if raw is None:
-        xl = arith.select(live, xs, top)
+        under = live & (x < xp.where(m0 > 0, m0, 0.0) - fmax)
+        xl = arith.select(live & ~under, xs, top)
         d = arith.sub(xl, top)
     else:
         xr, t = raw
         mr = xp.max(xp.where(valid, xr, -math.inf), axis=axis, keepdims=True)
         mr0 = xp.where(fin, mr, 0.0)  # the maximum of x: T > 0 keeps the order
-        xrl = xp.where(live, xr, mr0)
+        under = live & (xr < xp.where(mr0 > 0, mr0, 0.0) - fmax)
+        xrl = xp.where(live & ~under, xr, mr0)
         at_top = live & (xr == mr0)
         if isinstance(arith, DDArith):
-            dh, dl = two_sum(xrl, -mr0)  # exact; NaN beyond the largest float
-            # differences this large have exp 0 at any T; clamped, the division
-            # (whose splitting would overflow) stays finite, then they become -inf
-            big = ~(xp.abs(dh) <= 2.0**600)
+            dh, dl = two_sum(xrl, -mr0)  # exact: no entry is "under"
+            # Dekker's splitting inside the division overflows above about 2^996:
+            # differences beyond 2^600 are divided scaled down by 2^-600 (exact) and
+            # scaled back, or are -inf where the quotient passes the largest float
+            s = 2.0**-600
+            big = xp.abs(dh) > 2.0**600
             qh, ql = arith.div(
-                (xp.where(big, 0.0, dh), xp.where(big, 0.0, dl)), arith.lift(arith.const(t))
+                (xp.where(big, dh * s, dh), xp.where(big, dl * s, dl)), arith.lift(arith.const(t))
             )
-            d = (xp.where(big, -math.inf, qh), xp.where(big, 0.0, ql))
+            ovf = big & (xp.abs(qh) > fmax * s)
+            up = big & ~ovf
+            qh_up = xp.where(up, qh, 0.0) * 2.0**600
+            ql_up = xp.where(up, ql, 0.0) * 2.0**600
+            qh = xp.where(ovf, -math.inf, xp.where(up, qh_up, qh))
+            ql = xp.where(up, ql_up, xp.where(ovf, 0.0, ql))
+            d = (qh, ql)
         else:
             d = (xrl - mr0) / t
+    d = arith.where(~under, d, -math.inf)
     if isinstance(arith, DDArith):
         # x - max beyond the largest float (|x| near the top of the range) comes out of
         # TwoSum as NaN, the only way a NaN arises here: it is -inf (exp 0, log_softmax -inf)
@@ -284,11 +298,12 @@ def log_softmax_values(st: RowStats) -> Array:
     """Log-softmax in the working dtype, with the special rows overlaid."""
     ar = st.arith
     xp = ar.xp
-    v = ar.value(ar.sub(st.d, st.L))
+    fin_d = xp.isfinite(ar.hi(st.d))  # d is -inf more than the largest float below the max
+    v = ar.value(ar.sub(ar.where(fin_d, st.d, 0.0), st.L))
     if st.L_tiny is not None:
         # 0 - L, not -L: a tiny L that rounds to 0 gives +0, as d - L does
         v = xp.where(st.is_max & ~xp.isnan(st.L_tiny), 0.0 - st.L_tiny, v)
-    v = xp.where(st.live & xp.isfinite(ar.hi(st.d)), v, -math.inf)
+    v = xp.where(st.live & fin_d, v, -math.inf)
     inf_rows = xp.where(st.pin, 0.0 - xp.log(st.k), -math.inf)
     v = xp.where(st.posinf, inf_rows, v)
     return xp.where(st.isnan, math.nan, v)

@@ -526,7 +526,11 @@ static skit_dd row_finish(const job *j, size_t r, const skit_bstat *bs, skit_rst
                 } else if (!valid) {
                     nll = INFINITY;
                 } else {
-                    nll = dd_value(dd_sub(rs->L, dd_sub(xt, dd_make(rs->M, 0.0))));
+                    /* x_t - M below -DBL_MAX: the loss overflows (the double-word
+                     * difference would be NaN there, and so the loss) */
+                    nll = xt.hi - rs->M == -INFINITY
+                              ? INFINITY
+                              : dd_value(dd_sub(rs->L, dd_sub(xt, dd_make(rs->M, 0.0))));
                 }
                 double core = j->z != 0.0 ? nll + j->z * lse * lse : nll;
                 loss = w * core;
@@ -594,12 +598,20 @@ static double x_at(const job *j, const char *x, size_t i) {
     return j->a->dtype == SKIT_F64 ? ((const double *)x)[i] : (double)((const float *)x)[i];
 }
 
+/* (x_i - top) / T as a double-word number <= 0: -inf where the difference or the
+ * quotient passes the largest double (the double-word forms would be NaN there) */
+static skit_dd huge_d(double xi, double top, double T) {
+    if (xi - top == -INFINITY) return dd_make(-INFINITY, 0.0);
+    skit_dd d = dd_div(dd_two_sum(xi, -top), dd_make(T, 0.0));
+    return isfinite(d.hi) && isfinite(d.lo) ? d : dd_make(-INFINITY, 0.0);
+}
+
 static void huge_row(const job *j, size_t r, skit_rstat *rs) {
     const skit_engine *E = j->E;
     size_t n = j->a->n;
     const uint8_t *m = mrow(j, r);
     const char *x = xrow(j, r);
-    skit_dd T = dd_make(j->a->temperature, 0.0);
+    double T = j->a->temperature;
     /* T > 0 keeps the order, so the maximum is that of x; each x_i - top is exact
      * as a double-word sum, and its quotient by T is accurate to double-word,
      * where the difference of two rounded quotients would cancel */
@@ -607,21 +619,24 @@ static void huge_row(const job *j, size_t r, skit_rstat *rs) {
     for (size_t i = 0; i < n; i++)
         if ((!m || m[i]) && x_at(j, x, i) > top) top = x_at(j, x, i);
 #define HUGE_IN(i) ((!m || m[i]) && x_at(j, x, i) != -INFINITY)
-#define HUGE_D(i) dd_div(dd_two_sum(x_at(j, x, i), -top), T)
     skit_dd S = dd_make(0.0, 0.0); /* >= 1: the maximum contributes exactly 1 */
     for (size_t i = 0; i < n; i++)
-        if (HUGE_IN(i)) S = dd_add(S, E->exp1(HUGE_D(i)));
+        if (HUGE_IN(i)) S = dd_add(S, E->exp1(huge_d(x_at(j, x, i), top, T)));
     skit_dd L = E->log1p1(dd_sub(S, dd_make(1.0, 0.0)));
     for (size_t i = 0; i < n; i++) {
         double v = j->op == OP_LOGSOFTMAX ? -INFINITY : 0.0;
         if (HUGE_IN(i)) {
-            skit_dd d = HUGE_D(i);
-            v = j->op == OP_LOGSOFTMAX ? dd_value(dd_sub(d, L)) : dd_value(dd_div(E->exp1(d), S));
+            skit_dd d = huge_d(x_at(j, x, i), top, T);
+            if (d.hi == -INFINITY)
+                ; /* exp 0, log -inf */
+            else if (j->op == OP_LOGSOFTMAX)
+                v = dd_value(dd_sub(d, L));
+            else
+                v = dd_value(dd_div(E->exp1(d), S));
         }
         store_elem(j, r, i, v);
     }
 #undef HUGE_IN
-#undef HUGE_D
     rs->kind = SKIT_ROW_DONE;
 }
 
@@ -684,8 +699,10 @@ static void ce_fix_target(const job *j, size_t r, const skit_rstat *rs) {
     if (!valid) {
         g = -1.0;
     } else {
-        skit_dd d = dd_sub(xt, dd_make(rs->M, 0.0));
-        skit_dd et = j->E->exp1(d);
+        /* exp(x_t - M) is 0 where the difference is below -DBL_MAX (as a double-word
+         * number it would be NaN) */
+        skit_dd et = xt.hi - rs->M == -INFINITY ? dd_make(0.0, 0.0)
+                                                : j->E->exp1(dd_sub(xt, dd_make(rs->M, 0.0)));
         skit_dd D = dd_add(rs->c, rs->s);
         skit_dd num = xt.hi == rs->M ? dd_add(dd_sub(rs->c, et), rs->s)
                                      : dd_add(rs->c, dd_sub(rs->s, et));
