@@ -486,7 +486,6 @@ class TestOverflowingDifferences:
         _, g = run(backend, sk.cross_entropy, x, np.array([0]), reduction="sum", return_grad=True)
         np.testing.assert_array_equal(g, [[-1.0, 1.0, 0.0, 0.0]])
 
-
     def test_log_softmax_beyond_the_largest_float_is_minus_inf(self, backend):
         """Entries more than the largest float below the maximum give -inf (and 0 in
         softmax), with or without a temperature, and no warning or NaN on the way."""
