@@ -500,6 +500,29 @@ class TestOverflowingDifferences:
             np.testing.assert_allclose(ls[[2, 4]], want, rtol=1e-15)
             np.testing.assert_array_equal(sm, [0.0, 1.0, 0.0, 0.0, 0.0])
 
+    def test_bce_of_logits_near_the_top_of_the_range(self, backend):
+        """Weighted binary cross-entropy of logits near DBL_MAX: the weighted products
+        pass the largest float on the way but the loss is finite where it fits (the
+        C core gave NaN, the double-word engine NaN from about 1e300)."""
+        if not backend.has_float64:
+            pytest.skip("needs float64")
+        x = np.array([-2.84e307, -1e300, 1e303, -1.7e308, 1.7e308, -5e307, -1.7e308, 1.7e308])
+        y = np.array([0.999, 1.0, 0.5, 1.0, 0.0, 0.7, 1.0, 0.0])
+        w = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.25, 0.0])
+        want = [3 * 0.999 * 2.84e307, 3e300, 5e302, INF, 1.7e308, 3 * 0.7 * 5e307, 1.275e308, 0.0]
+        for precision in ("accurate", "fast"):
+            loss = run(
+                backend,
+                sk.binary_cross_entropy_with_logits,
+                x,
+                y,
+                weight=w,
+                pos_weight=np.array(3.0),
+                reduction="none",
+                precision=precision,
+            )
+            np.testing.assert_allclose(loss, want, rtol=1e-14, err_msg=precision)
+
 
 class TestGradientAtConfidentTarget:
     def test_one_minus_p_keeps_its_digits(self, backend):

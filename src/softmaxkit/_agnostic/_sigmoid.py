@@ -111,6 +111,22 @@ def binary_cross_entropy_with_logits(
     ar, xs, _, lz, tiny = _parts(plan, x)
     sp_pos = ar.add(ar.lift(xp.where(xs > 0, xs, 0.0)), lz)  # softplus(x)
     sp_neg = ar.add(ar.lift(xp.where(xs < 0, -xs, 0.0)), lz)  # softplus(-x)
+    # Softplus terms of logits near the top of the range make the weighted products
+    # below overflow (and Dekker's splitting in double-word products overflows from
+    # about 2**(emax - p/2), 1e300 in float64): for such logits they are scaled
+    # down by 2**-p (exactly) and the loss is scaled back after, an infinity only
+    # where the loss itself passes the largest float.
+    fi = xp.finfo(xs.dtype)
+    p_bits = round(-math.log2(float(fi.eps))) + 1
+    shift = 2.0**-p_bits
+    huge = xp.abs(xs) > float(fi.max) * 2.0 ** -(2 * p_bits)
+    k = xp.where(huge, xp.full_like(xs, shift), xp.ones_like(xs))
+    if isinstance(ar, DDArith):
+        sp_pos = (ar.hi(sp_pos) * k, sp_pos[1] * k)
+        sp_neg = (ar.hi(sp_neg) * k, sp_neg[1] * k)
+    else:
+        sp_pos = sp_pos * k
+        sp_neg = sp_neg * k
     c_neg = 1.0 - y
     c_pos = y if pos_weight is None else xp.astype(pos_weight, plan.work) * y
     c_pos = xp.broadcast_to(c_pos, x.shape)
@@ -125,6 +141,11 @@ def binary_cross_entropy_with_logits(
     else:
         wb = None
     loss_el = ar.value(total)
+    # the loss of huge logits scaled back
+    room = xp.abs(loss_el) <= float(fi.max) * shift
+    back = xp.where(huge & room, loss_el, 0.0) / shift
+    over = xp.where(loss_el < 0, xp.full_like(loss_el, -math.inf), math.inf)
+    loss_el = xp.where(huge, xp.where(room, back, over), loss_el)
     if tiny is not None:
         # the loss is c * log1p(z) alone (y = 1 for x >> 0, y = 0 for x << 0): round it
         # once from the scaled log1p(z), as log_sigmoid does
