@@ -747,15 +747,39 @@ static void small_task(void *ctx, size_t t) {
     else
         j->E->small(xrow(j, r0), cnt, j->a->n, j->a->temperature, j->op == OP_LOGSOFTMAX,
                     orow(j, r0), special);
-    if (huge_quotients(j)) /* the transposed kernels do not see the row maximum */
-        for (size_t i = 0; i < cnt; i++) {
+    if (huge_quotients(j)) { /* the transposed kernels do not see the row maximum */
+        /* |max x / T| >= lim  <=>  some x >= lim T, or every x <= -lim T (branch-free,
+         * so that the compiler vectorises it; NaN rows are flagged already) */
+        double c = huge_limit(j) * j->a->temperature;
+        int any = 1;
+        if (j->a->dtype == SKIT_F32 && j->ld == j->a->n) {
+            /* first the whole task at once: nothing near +-c, nothing to look at */
+            const float *xf = (const float *)xrow(j, r0);
+            float cf = (float)c;
+            if ((double)cf > c) cf = nextafterf(cf, 0.0f); /* cf <= c: a superset */
+            int near = 0;
+            for (size_t k = 0; k < cnt * j->a->n; k++) near |= (xf[k] >= cf) | (xf[k] <= -cf);
+            any = near;
+        }
+        for (size_t i = 0; i < cnt && any; i++) {
             if (special[i]) continue;
             const char *x = xrow(j, r0 + i);
-            double mx = -INFINITY;
-            for (size_t k = 0; k < j->a->n; k++)
-                if (x_at(j, x, k) > mx) mx = x_at(j, x, k);
-            special[i] = fabs(mx / j->a->temperature) >= huge_limit(j);
+            int hi = 0, lo = 1;
+            if (j->a->dtype == SKIT_F32) {
+                const float *xf = (const float *)x;
+                for (size_t k = 0; k < j->a->n; k++) {
+                    hi |= (double)xf[k] >= c;
+                    lo &= (double)xf[k] <= -c;
+                }
+            } else {
+                for (size_t k = 0; k < j->a->n; k++) {
+                    hi |= x_at(j, x, k) >= c;
+                    lo &= x_at(j, x, k) <= -c;
+                }
+            }
+            special[i] = (uint8_t)(hi | lo);
         }
+    }
     for (size_t i = 0; i < cnt; i++)
         if (special[i]) row_task(j, r0 + i);
 }
