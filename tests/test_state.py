@@ -172,6 +172,31 @@ def test_other_array_libraries(backend):
     assert np.max(R.ulp_error(got, want)) <= 0.5 + 1e-9
 
 
+def test_blocks_more_than_the_largest_float_apart(backend):
+    """A block whose maximum is more than DBL_MAX below another's weighs 0 after the
+    merge, and entries that far below the maximum finish at -inf / 0: the merged
+    results equal the single calls, with no overflow on the way (tests turn
+    warnings into errors)."""
+    if not backend.has_float64:
+        pytest.skip("needs float64")
+    x = np.array([[1.7e308, 1.0, -1.7e308, -1.6e308, 1e308, -2.0]])
+    t = np.array([3])
+    xb = backend.asarray(x)
+    states = [
+        LogSumExpState.from_block(backend.asarray(x[:, a : a + 2]), target=backend.asarray(t - a))
+        for a in (0, 2, 4)
+    ]
+    st = sk.merge_all(states)
+    np.testing.assert_array_equal(backend.to_numpy(st.logsumexp()), [1.7e308])
+    np.testing.assert_array_equal(backend.to_numpy(st.cross_entropy()), [math.inf])
+    ls = backend.to_numpy(st.log_softmax(xb))
+    np.testing.assert_array_equal(ls, backend.to_numpy(sk.log_softmax(xb)))
+    assert ls[0, 2] == -math.inf and ls[0, 0] == 0.0
+    np.testing.assert_array_equal(
+        backend.to_numpy(st.softmax(xb)), [[1.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+    )
+
+
 def test_bad_arguments_raise_clear_errors():
     x = np.zeros((2, 3))
     a = LogSumExpState.from_block(x)
