@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._agnostic import _normalize
-from ._agnostic._dd import DDArith, two_sum
+from ._agnostic._dd import DDArith, far_below, two_sum
 from ._namespace import Plan, dtype_name, is_numpy
 
 try:
@@ -215,10 +215,9 @@ def merge(a: Fields, b: Fields, xp: Any, device: Any = None) -> Fields:
     T = xp.zeros_like(M) if a.t is not None and b.t is not None else None
     # a side more than the largest float below M weighs exp(m - M) = 0; m - M would
     # overflow there (with a warning), so it is left out like an empty side
-    floor = xp.where(M0 > 0, M0, 0.0) - float(xp.finfo(M0.dtype).max)
     for side in (a, b):
         at = side.m == M
-        below = fin & ~at & (side.m > -math.inf) & ~(side.m < floor)
+        below = fin & ~at & (side.m > -math.inf) & ~far_below(xp, side.m, M0)
         d = two_sum(xp.where(below, side.m, 0.0), -xp.where(below, M0, 0.0))
         w = ar.where(below, ar.exp(d), 0.0)
         cs = ar.add(ar.lift(side.c), (side.s_hi, side.s_lo))
@@ -305,8 +304,7 @@ def cross_entropy(
     lse = xp.where(fin, ar.value(ar.add(ar.lift(M0), L)), f.m)
     # a target more than the largest float below the maximum: x_t - M would
     # overflow (with a warning); its loss is inf, as for a -inf target
-    fmax = float(xp.finfo(M0.dtype).max)
-    xt_ok = fin & (f.xt > -math.inf) & ~(f.xt < xp.where(M0 > 0, M0, 0.0) - fmax)
+    xt_ok = fin & (f.xt > -math.inf) & ~far_below(xp, f.xt, M0)
     xt = xp.where(xt_ok, f.xt, M0)
     nll = ar.value(ar.sub(L, two_sum(xt, -M0)))
     nll = xp.where(xt_ok, nll, math.inf)
@@ -366,8 +364,7 @@ def _apply(x: Array, f: Fields, plan: Plan, axis: int, threads: int, *, log: boo
     live = fin & (xw > -math.inf)
     # entries more than the largest float below the maximum: x - m would overflow
     # (with a warning); they are -inf from it (log_softmax -inf, softmax 0)
-    far = xw < xp.where(M0 > 0, M0, 0.0) - float(xp.finfo(M0.dtype).max)
-    live = live & ~far
+    live = live & ~far_below(xp, xw, M0)
     d = two_sum(xp.where(live, xw, 0.0), -xp.where(live, M0, 0.0))
     c = xp.expand_dims(f.c, axis=axis)
     s = (xp.expand_dims(f.s_hi, axis=axis), xp.expand_dims(f.s_lo, axis=axis))

@@ -158,6 +158,14 @@ def two_prod(a: Array, b: Array, splitter: float) -> tuple[Array, Array]:
     return p, e
 
 
+def far_below(xp: Any, x: Array, top: Array) -> Array:
+    """Where ``x`` is more than the largest float below ``top`` (finite, broadcastable):
+    ``x - top`` would overflow there, and ``exp(x - top)`` is 0. Computed without
+    overflowing; the limit is that of ``top``'s own dtype (under ``jax.jit`` with x64
+    off a declared float64 may hold float32)."""
+    return x < xp.where(top > 0, top, 0.0) - float(xp.finfo(top.dtype).max)
+
+
 class DDArith:
     """Double-word arithmetic on pairs ``(hi, lo)`` of arrays in one namespace."""
 

@@ -2382,14 +2382,15 @@ INLINE void sig_chunk_d(int kind, vd x, vd y, vd w, vd pw, int has_w, int hi_pre
     /* logits beyond 2^1000: the softplus terms (about |x|) are scaled by 2^-64 so
      * that weighted products past the largest double stay finite; the loss is
      * scaled back last (an infinity only where the loss itself overflows) */
-    vd k = seld((xs > 0x1p1000) | (xs < -0x1p1000), splatd(0x1p-64), splatd(1.0));
+    vl huge = (xs > 0x1p1000) | (xs < -0x1p1000);
+    vd k = seld(huge, splatd(0x1p-64), splatd(1.0));
     vd sp_pos = (seld(xs > 0.0, xs, zero) + lz) * k;  /* softplus(x) */
     vd sp_neg = (seld(xs < 0.0, -xs, zero) + lz) * k; /* softplus(-x) */
     vd c_neg = 1.0 - y;
     vd c_pos = pw * y;
     vd tot = c_pos * sp_neg + c_neg * sp_pos;
     if (has_w) tot = w * tot;
-    tot = tot / k;
+    tot = tot * seld(huge, splatd(0x1p64), splatd(1.0));
     vl wz = has_w ? (w == 0.0) : (vl){0};
     vd at_pinf = seld((c_neg == 0.0) | wz, zero, inf);
     vd at_ninf = seld((c_pos == 0.0) | wz, zero, inf);
@@ -2470,7 +2471,8 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
     /* logits beyond 2^1000 (log1p(z) is 0 there): the softplus terms are scaled by
      * 2^-64 (exactly) so that the products below stay finite where the loss does
      * not overflow, and their error terms are not inf - inf; scaled back last */
-    vd k = seld((xs > 0x1p1000) | (xs < -0x1p1000), splatd(0x1p-64), splatd(1.0));
+    vl huge = (xs > 0x1p1000) | (xs < -0x1p1000);
+    vd k = seld(huge, splatd(0x1p-64), splatd(1.0));
     ph = ph * k, pl = pl * k, nh = nh * k, nl = nl * k;
     vd c_neg = 1.0 - y;
     vd c_pos = pw * y;
@@ -2488,7 +2490,7 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
     } else {
         tot = sum + lo;
     }
-    tot = tot / k;
+    tot = tot * seld(huge, splatd(0x1p64), splatd(1.0));
     vl wz = has_w ? (w == 0.0) : (vl){0};
     vd at_pinf = seld((c_neg == 0.0) | wz, zero, inf);
     vd at_ninf = seld((c_pos == 0.0) | wz, zero, inf);

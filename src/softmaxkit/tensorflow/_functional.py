@@ -72,7 +72,7 @@ def _normaliser(
 
         opts = {"axes": axes, "t": t, "work": work}
         log = kind == "log_softmax"
-        mode = 1 if check_precision(precision) == "accurate" else 0
+        mode = _native.mode_code(check_precision(precision))
         native = _native.eligible(x, axes)
 
         @tf.custom_gradient
@@ -277,7 +277,7 @@ def reduce_logsumexp(
             return tf.cast(v, out)
 
         native = _native.eligible(x, axes)
-        mode = 1 if check_precision(precision) == "accurate" else 0
+        mode = _native.mode_code(check_precision(precision))
 
         @tf.custom_gradient
         def op(xi: Tensor) -> Any:
@@ -408,7 +408,7 @@ def sparse_softmax_cross_entropy_with_logits(
             and lab.shape.is_fully_defined()
             and _native.eligible(x, (axis,))
         )
-        mode = 1 if check_precision(precision) == "accurate" else 0
+        mode = _native.mode_code(check_precision(precision))
 
         @tf.custom_gradient
         def op(xi: Tensor) -> Any:

@@ -43,7 +43,15 @@ try:
 except ImportError:  # pragma: no cover - the C core always builds with the package
     _HAVE = False
 
-__all__ = ["available", "cross_entropy", "eligible", "logsumexp", "softmax", "vjp"]
+__all__ = [
+    "available",
+    "cross_entropy",
+    "eligible",
+    "logsumexp",
+    "mode_code",
+    "softmax",
+    "vjp",
+]
 
 Tensor = Any
 
@@ -84,6 +92,11 @@ def _cpu_only() -> bool:
 def available() -> bool:
     """Whether the C core can run inside this process's TensorFlow XLA."""
     return _cpu_only() and _registered()
+
+
+def mode_code(precision: str) -> int:
+    """The C core's precision code for a checked ``precision`` (fast 0, accurate 1)."""
+    return 1 if precision == "accurate" else 0
 
 
 def _saving() -> bool:
