@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -381,7 +382,7 @@ class TestTemperatureEdges:
         numbers or more, so the shift must be the maximum's full double-word value (it
         once left exp(low part) in the row: NaN from about 2^62 on)."""
         if not backend.has_float64:
-            pytest.skip("needs float64")
+            pytest.skip(f"{backend.name} has no float64 (x64 disabled): the float32 case is below")
         import mpmath
 
         rows = [
@@ -415,7 +416,8 @@ class TestTemperatureEdges:
         maximum's own quotient x/T has a low word near 1e-15, which must not be left
         in the shift (the difference of the two would cancel the tail)."""
         if not backend.has_float64:
-            pytest.skip("needs float64")
+            # the lost tail was a float64 double-word effect; float32 keeps no low word
+            pytest.skip(f"{backend.name} has no float64 (x64 disabled)")
         import mpmath
 
         x = np.array([24.43473421949654, -4.1128569803540636, -4.5896071136410574, -6.3124])
@@ -469,59 +471,81 @@ class TestTemperatureEdges:
         np.testing.assert_array_equal(ties, [ties.dtype.type(-math.log(2))] * 2)
 
 
+def _near_the_top(backend: Any, values: list[float]) -> tuple[np.ndarray, float]:
+    """``values`` (given for float64) rescaled to the top of the backend's widest float
+    (float32 on JAX with x64 off), and the relative tolerance of that dtype."""
+    dt = np.float64 if backend.has_float64 else np.float32
+    scale = float(np.finfo(dt).max) / float(np.finfo(np.float64).max)
+    return np.array(values, np.float64) * scale, (1e-14 if dt == np.float64 else 2e-6)
+
+
 class TestOverflowingDifferences:
+    """Differences beyond the largest float of the backend's widest dtype (float32
+    where x64 is off): the limits, with no NaN or warning on the way."""
+
     def test_cross_entropy_beyond_the_largest_float_is_inf(self, backend):
-        """x_t - max x below -DBL_MAX: the loss is +inf and the target's gradient -1
+        """x_t - max x below -max: the loss is +inf and the target's gradient -1
         (the double-word difference is NaN there; the C core once returned NaN)."""
-        if not backend.has_float64:
-            pytest.skip("needs float64")
-        x = np.array([[-1.3e308, 1.05e308, 6.3e307, -1.7e308]])
+        x, rtol = _near_the_top(backend, [-1.3e308, 1.05e308, 6.3e307, -1.7e308])
+        x = x[None, :]
+        dt = "float64" if backend.has_float64 else "float32"
         losses = [
-            float(run(backend, sk.cross_entropy, x, np.array([t]), reduction="none")[0])
+            float(run(backend, sk.cross_entropy, x, np.array([t]), dtype=dt, reduction="none")[0])
             for t in range(4)
         ]
         assert losses[0] == INF and losses[3] == INF
         assert losses[1] == 0.0
-        assert losses[2] == pytest.approx(1.05e308 - 6.3e307, rel=1e-12)
-        _, g = run(backend, sk.cross_entropy, x, np.array([0]), reduction="sum", return_grad=True)
+        assert losses[2] == pytest.approx(x[0, 1] - x[0, 2], rel=rtol)
+        _, g = run(
+            backend, sk.cross_entropy, x, np.array([0]), dtype=dt, reduction="sum", return_grad=True
+        )
         np.testing.assert_array_equal(g, [[-1.0, 1.0, 0.0, 0.0]])
 
     def test_log_softmax_beyond_the_largest_float_is_minus_inf(self, backend):
         """Entries more than the largest float below the maximum give -inf (and 0 in
-        softmax), with or without a temperature, and no warning or NaN on the way."""
-        if not backend.has_float64:
-            pytest.skip("needs float64")
-        x = np.array([[-1.3e308, 1.05e308, 6.3e307, -1.7e308, 1e300]])
+        softmax); a temperature above 1 brings their log-probability back into range,
+        and it is then finite and accurate."""
+        x, rtol = _near_the_top(backend, [-1.3e308, 1.05e308, 6.3e307, -1.7e308, 1e300])
+        x = x[None, :]
+        dt = "float64" if backend.has_float64 else "float32"
         for t in (1.0, 0.7, 3.0):
-            ls = run(backend, sk.log_softmax, x, temperature=t)[0]
-            sm = run(backend, sk.softmax, x, temperature=t)[0]
-            want = [(v - 1.05e308) / t for v in (6.3e307, 1e300)]
-            assert ls[0] == -INF and ls[3] == -INF and ls[1] == 0.0, (t, ls)
-            np.testing.assert_allclose(ls[[2, 4]], want, rtol=1e-15)
+            ls = run(backend, sk.log_softmax, x, dtype=dt, temperature=t)[0]
+            sm = run(backend, sk.softmax, x, dtype=dt, temperature=t)[0]
+            top = float(np.finfo(dt).max)
+            want = [float(x[0, k]) / t - float(x[0, 1]) / t for k in (0, 2, 3, 4)]
+            want = [w if w >= -top else -INF for w in want]
+            assert ls[1] == 0.0, (t, ls)
+            np.testing.assert_allclose(ls[[0, 2, 3, 4]], want, rtol=rtol, err_msg=str(t))
+            assert (t > 1.0) == np.isfinite(ls[0])
             np.testing.assert_array_equal(sm, [0.0, 1.0, 0.0, 0.0, 0.0])
 
     def test_bce_of_logits_near_the_top_of_the_range(self, backend):
-        """Weighted binary cross-entropy of logits near DBL_MAX: the weighted products
-        pass the largest float on the way but the loss is finite where it fits (the
-        C core gave NaN, the double-word engine NaN from about 1e300)."""
-        if not backend.has_float64:
-            pytest.skip("needs float64")
-        x = np.array([-2.84e307, -1e300, 1e303, -1.7e308, 1.7e308, -5e307, -1.7e308, 1.7e308])
+        """Weighted binary cross-entropy of logits near the largest float: the weighted
+        products pass it on the way but the loss is finite where it fits (the C core
+        gave NaN, the double-word engine NaN from about 1e300 in float64)."""
+        x, rtol = _near_the_top(
+            backend, [-2.84e307, -1e300, 1e303, -1.7e308, 1.7e308, -5e307, -1.7e308, 1.7e308]
+        )
+        dt = "float64" if backend.has_float64 else "float32"
         y = np.array([0.999, 1.0, 0.5, 1.0, 0.0, 0.7, 1.0, 0.0])
         w = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.25, 0.0])
-        want = [3 * 0.999 * 2.84e307, 3e300, 5e302, INF, 1.7e308, 3 * 0.7 * 5e307, 1.275e308, 0.0]
+        xs = x.astype(dt).astype(np.float64)
+        ys = y.astype(dt).astype(np.float64)
+        want = [3 * ys[0] * -xs[0], 3 * -xs[1], 0.5 * xs[2], INF, xs[4], 3 * ys[5] * -xs[5]]
+        want += [0.25 * 3 * -xs[6], 0.0]
         for precision in ("accurate", "fast"):
             loss = run(
                 backend,
                 sk.binary_cross_entropy_with_logits,
                 x,
                 y,
+                dtype=dt,
                 weight=w,
                 pos_weight=np.array(3.0),
                 reduction="none",
                 precision=precision,
             )
-            np.testing.assert_allclose(loss, want, rtol=1e-14, err_msg=precision)
+            np.testing.assert_allclose(loss, want, rtol=rtol, err_msg=precision)
 
 
 class TestGradientAtConfidentTarget:

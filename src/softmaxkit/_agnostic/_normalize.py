@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._namespace import Plan, dtype_name
-from ._dd import DDArith, PlainArith, two_sum
+from ._dd import DDArith, PlainArith, far_below, two_sum
 
 __all__ = [
     "RowStats",
@@ -175,37 +175,44 @@ def row_stats(
     # Placeholders: dead entries sit at the maximum, so d = 0 and nothing overflows.
     # Nor do entries more than the largest float below the maximum (x - max would
     # overflow, with a warning on some namespaces): their d is set to -inf after.
-    fmax = float(xp.finfo(x.dtype).max)
     if raw is None:
-        under = live & (x < xp.where(m0 > 0, m0, 0.0) - fmax)
+        under = live & far_below(xp, x, m0)
         xl = arith.select(live & ~under, xs, top)
         d = arith.sub(xl, top)
     else:
         xr, t = raw
         mr = xp.max(xp.where(valid, xr, -math.inf), axis=axis, keepdims=True)
         mr0 = xp.where(fin, mr, 0.0)  # the maximum of x: T > 0 keeps the order
-        under = live & (xr < xp.where(mr0 > 0, mr0, 0.0) - fmax)
-        xrl = xp.where(live & ~under, xr, mr0)
+        under = live & far_below(xp, xr, mr0)
         at_top = live & (xr == mr0)
         if isinstance(arith, DDArith):
-            dh, dl = two_sum(xrl, -mr0)  # exact: no entry is "under"
-            # Dekker's splitting inside the division overflows above about 2^996:
-            # differences beyond 2^600 are divided scaled down by 2^-600 (exact) and
-            # scaled back, or are -inf where the quotient passes the largest float
-            s = 2.0**-600
-            big = xp.abs(dh) > 2.0**600
+            # Dekker's splitting inside the division overflows above about
+            # 2^(emax - p/2): differences beyond 2^e (e = 3/5 emax: 2^613 in float64)
+            # are divided scaled down by 2^-e (exact) and scaled back, or are -inf
+            # where the quotient passes the largest float. A difference beyond the
+            # largest float ("under") is formed from the operands scaled first (then
+            # exact); with T > 1 its quotient may fit.
+            e = arith.c.emax * 3 // 5
+            s = 2.0**-e
+            xrl = xp.where(live, xr, mr0)
+            k = xp.where(under, xp.full_like(xrl, s), xp.ones_like(xrl))
+            dh, dl = two_sum(xrl * k, -(mr0 * k))
+            big = under | (xp.abs(dh) > 2.0**e)
+            scale_now = big & ~under
             qh, ql = arith.div(
-                (xp.where(big, dh * s, dh), xp.where(big, dl * s, dl)), arith.lift(arith.const(t))
+                (xp.where(scale_now, dh * s, dh), xp.where(scale_now, dl * s, dl)),
+                arith.lift(arith.const(t)),
             )
-            ovf = big & (xp.abs(qh) > fmax * s)
+            ovf = big & (xp.abs(qh) > float(xp.finfo(qh.dtype).max) * s)
             up = big & ~ovf
-            qh_up = xp.where(up, qh, 0.0) * 2.0**600
-            ql_up = xp.where(up, ql, 0.0) * 2.0**600
+            qh_up = xp.where(up, qh, 0.0) * 2.0**e
+            ql_up = xp.where(up, ql, 0.0) * 2.0**e
             qh = xp.where(ovf, -math.inf, xp.where(up, qh_up, qh))
             ql = xp.where(up, ql_up, xp.where(ovf, 0.0, ql))
             d = (qh, ql)
-        else:
-            d = (xrl - mr0) / t
+            under = under & (qh == -math.inf)  # left -inf only where it overflowed
+        else:  # float32 data in float64: no difference overflows
+            d = (xp.where(live & ~under, xr, mr0) - mr0) / t
     d = arith.where(~under, d, -math.inf)
     if isinstance(arith, DDArith):
         # x - max beyond the largest float (|x| near the top of the range) comes out of

@@ -598,11 +598,16 @@ static double x_at(const job *j, const char *x, size_t i) {
     return j->a->dtype == SKIT_F64 ? ((const double *)x)[i] : (double)((const float *)x)[i];
 }
 
-/* (x_i - top) / T as a double-word number <= 0: -inf where the difference or the
- * quotient passes the largest double (the double-word forms would be NaN there) */
+/* (x_i - top) / T as a double-word number <= 0, -inf where it passes the largest
+ * double (the double-word forms would be NaN there). A difference beyond the
+ * largest double (x_i < 0 < top) is formed as x_i / T - top / T: with T > 1 it
+ * can be finite, and two terms of opposite signs do not cancel. */
 static skit_dd huge_d(double xi, double top, double T) {
-    if (xi - top == -INFINITY) return dd_make(-INFINITY, 0.0);
-    skit_dd d = dd_div(dd_two_sum(xi, -top), dd_make(T, 0.0));
+    skit_dd t = dd_make(T, 0.0), d;
+    if (xi - top == -INFINITY)
+        d = dd_sub(dd_div(dd_make(xi, 0.0), t), dd_div(dd_make(top, 0.0), t));
+    else
+        d = dd_div(dd_two_sum(xi, -top), t);
     return isfinite(d.hi) && isfinite(d.lo) ? d : dd_make(-INFINITY, 0.0);
 }
 
