@@ -230,11 +230,99 @@ def lce_rows(reps: int, quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def layer_rows(reps: int, quick: bool) -> list[dict[str, Any]]:
+    """``softmaxkit.torch`` as users call it on CUDA tensors, against torch's own ops.
+
+    Every call goes through the public front end (validation, plan, autograd),
+    so the per-call cost of the layer is in the times.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    import softmaxkit.torch as skt
+
+    f32, bf16 = torch.float32, torch.bfloat16
+    if DEV != "cuda":
+        cases = [("softmax", 4, 64, f32), ("ce", 4, 64, f32), ("lce", 16, 8, f32)]
+    elif quick:
+        cases = [("softmax", 32, 10, f32), ("ce", 1024, 32000, f32), ("lce", 1024, 64, f32)]
+    else:
+        cases = [
+            ("softmax", 32, 10, f32),
+            ("softmax", 4096, 32000, f32),
+            ("softmax", 4096, 32000, bf16),
+            ("ce", 32, 10, f32),
+            ("ce", 8192, 32000, f32),
+            ("ce", 8192, 128256, bf16),
+            ("lce", 4096, 2048, f32),
+        ]
+    rows: list[dict[str, Any]] = []
+    for kind, M, N, dt in cases:
+        g = torch.Generator(device=DEV).manual_seed(M + N)
+        if kind == "softmax":
+            x = (torch.randn(M, N, device=DEV, generator=g) * 4).to(dt)
+            fns: dict[str, Callable[[], Any]] = {
+                "skt": partial(skt.softmax, x, dim=-1),
+                "torch": partial(torch.softmax, x, -1),
+            }
+            label = "softmax forward"
+        elif kind == "ce":
+            x = (torch.randn(M, N, device=DEV, generator=g) * 4).to(dt)
+            t = torch.randint(0, N, (M,), device=DEV, generator=g)
+
+            def step(loss: Callable[..., Any], x: Any = x, t: Any = t) -> None:
+                xr = x.detach().requires_grad_()
+                loss(xr, t).backward()
+
+            fns = {"skt": partial(step, skt.cross_entropy), "torch": partial(step, F.cross_entropy)}
+            label = "cross_entropy fwd+bwd"
+        else:
+            V = 131072 if DEV == "cuda" and not quick else (32000 if DEV == "cuda" else 512)
+            h = torch.randn(M, N, device=DEV, generator=g) * 0.5
+            W = torch.randn(V, N, device=DEV, generator=g) * 0.02
+            t = torch.randint(0, V, (M,), device=DEV, generator=g)
+
+            def lstep(fused: bool, h: Any = h, W: Any = W, t: Any = t) -> None:
+                hh, WW = h.detach().requires_grad_(), W.detach().requires_grad_()
+                loss = (
+                    skt.linear_cross_entropy(hh, WW, t) if fused else F.cross_entropy(hh @ WW.T, t)
+                )
+                loss.backward()
+
+            fns = {"skt": partial(lstep, True), "torch": partial(lstep, False)}
+            label = f"linear_cross_entropy fwd+bwd (V={V})"
+        ms = _times(fns, reps)
+        for k, v in ms.items():
+            extra = -1.0
+            if DEV == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+                fns[k]()
+                torch.cuda.synchronize()
+                extra = (torch.cuda.max_memory_allocated() - base) / 1e6
+            rows.append(
+                {
+                    "op": label,
+                    "shape": f"{M}x{N}",
+                    "dtype": str(dt).replace("torch.", ""),
+                    "impl": k,
+                    "ms": v,
+                    "extra_mb": extra,
+                    "vs_torch": ms["torch"] / v,
+                }
+            )
+        if DEV == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
 def render(
     norm: list[dict[str, Any]],
     err: list[dict[str, Any]],
     ce: list[dict[str, Any]],
     lce: list[dict[str, Any]],
+    layer: list[dict[str, Any]],
 ) -> str:
     import torch
     import triton
@@ -287,6 +375,18 @@ def render(
             f"| {r['shape']} | {r['impl']} | {r['ms']:.2f} | {r['extra_mb']:.0f} "
             f"| {r['vs_naive']:.2f} |"
         )
+    lines += [
+        "",
+        "### softmaxkit.torch as users call it (CUDA tensors, front end and autograd included)",
+        "",
+        "| op | shape | dtype | impl | ms | extra peak MB | speed-up vs torch |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in layer:
+        lines.append(
+            f"| {r['op']} | {r['shape']} | {r['dtype']} | {r['impl']} | {r['ms']:.3f} "
+            f"| {r['extra_mb']:.0f} | {r['vs_torch']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -319,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         fast_mode_error(args.quick),
         ce_rows(args.reps, args.quick),
         lce_rows(max(3, args.reps // 3), args.quick),
+        layer_rows(args.reps, args.quick),
     )
     print(md)
     if args.out:

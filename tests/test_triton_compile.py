@@ -62,10 +62,12 @@ def test_every_kernel_builds_for_both_architectures(reports: list[dict[str, Any]
     from softmaxkit._triton import _kernels
 
     built = {(r["kernel"], r["arch"], r["accurate"]) for r in reports}
+    # the count and finish kernels of short cross-entropy batches are float64-only
+    float64_only = {"ce_count_kernel", "ce_finish_kernel"}
     for name in _kernels.__all__:
         for arch in (80, 90):
             assert (name, arch, True) in built, (name, arch)
-        assert (name, 90, False) in built, name
+        assert name in float64_only or (name, 90, False) in built, name
 
 
 @pytest.mark.slow

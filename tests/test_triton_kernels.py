@@ -76,6 +76,21 @@ def test_kernels_in_a_fresh_process() -> None:
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
 
 
+def test_gpu_checks_dry_run_in_the_interpreter() -> None:
+    # tests/test_gpu.py runs on a CUDA machine; here its checks run on small CPU
+    # tensors in the interpreter, so CI keeps them working between GPU sessions
+    if not FRESH:
+        return  # the fresh-process rerun of this file runs it
+    env = {**os.environ, "TRITON_INTERPRET": "1", "SOFTMAXKIT_GPU_TEST_DEVICE": "cpu"}
+    path = os.path.join(os.path.dirname(__file__), "test_gpu.py")
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert " passed" in res.stdout
+
+
 INF, NAN = math.inf, math.nan
 
 # rows of 6: every special case of the contract, plus ordinary rows around them
@@ -273,11 +288,19 @@ def _ce_inputs(C: int, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     return x, t, w
 
 
+@pytest.fixture(params=["short", "long"], ids=["short_batch", "long_batch"])
+def batch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the launcher counts and reduces: small kernels, or torch operations."""
+    if request.param == "long":
+        monkeypatch.setattr(E, "CE_SHORT_BATCH", 0)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("block", [None, 16], ids=["one_block", "two_pass"])
-@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("opts", CE_OPTS, ids=["plain", "weight_smooth_z"])
 def test_cross_entropy_loss_and_grad_match_oracle(
-    opts: dict[str, object], reduction: str, block: int | None
+    opts: dict[str, object], reduction: str, block: int | None, batch: str
 ) -> None:
     x, t, w = _ce_inputs(40, 14)
     weight = w if opts.get("weight") else None
@@ -294,7 +317,7 @@ def test_cross_entropy_loss_and_grad_match_oracle(
     assert _same(grad, ref_grad)
 
 
-def test_cross_entropy_mean_skips_rows_of_minus_inf() -> None:
+def test_cross_entropy_mean_skips_rows_of_minus_inf(batch: str) -> None:
     # the all -inf row is not counted: the mean's denominator drops and the
     # gradient is rescaled (the launcher's second pass)
     x = torch.tensor([[-INF, -INF, -INF], [1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
@@ -308,6 +331,19 @@ def test_cross_entropy_mean_skips_rows_of_minus_inf() -> None:
                                          0.0, 0.0, False, True)  # fmt: skip
     assert everything_ignored is not None
     assert everything_ignored[0].item() == 0.0 and not everything_ignored[1].any()
+
+
+def test_cross_entropy_index_out_of_range_is_flagged(batch: str) -> None:
+    x = torch.zeros(3, 4)
+    for t in ([0, 4, 1], [0, -1, 1]):
+        with pytest.raises(IndexError):
+            E.cross_entropy(x, torch.tensor(t), None, 1, -100, "mean", 0.0, 0.0, False, True)
+        with pytest.raises(IndexError):  # a clamped weight lookup before the kernel
+            E.cross_entropy(x, torch.tensor(t), torch.ones(4), 1, -100, "sum", 0.1, 0.0,
+                            False, False)  # fmt: skip
+    res = E.cross_entropy(x, torch.tensor([0, -100, 3]), None, 1, -100, "mean", 0.0, 0.0,
+                          False, True)  # fmt: skip
+    assert res is not None and res[0].item() == pytest.approx(math.log(4))
 
 
 def test_cross_entropy_tiny_loss_keeps_its_digits() -> None:

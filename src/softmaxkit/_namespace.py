@@ -8,6 +8,7 @@ the caller already holds one of its arrays, so ``import softmaxkit`` stays light
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ __all__ = [
     "make_plan",
     "numpy_scalars",
     "resolve",
+    "to_out",
 ]
 
 Array = Any
@@ -329,6 +331,24 @@ class Plan:
     mode: Literal["wide", "dd", "plain"]
     device: Any
     x64: bool = False  # JAX without x64: float64 work is switched on inside the call only
+
+
+def to_out(v: Array, plan: Plan) -> Array:
+    """``v`` (``plan.work``) rounded once to ``plan.out``; overflow gives ``±inf`` silently.
+
+    A magnitude of at least ``max + ulp(max) / 2`` of the output format rounds to
+    infinity (the tie goes to the even neighbour, infinity). Such values are made
+    infinite before the cast, so NumPy's cast raises no overflow warning: an
+    overflowing result is a defined answer of the contract, not an error.
+    """
+    xp = plan.xp
+    if plan.out == plan.work:
+        return xp.astype(v, plan.out)  # a copy: v may be the caller's array
+    fi = xp.finfo(plan.out)
+    top = float(fi.max)
+    thr = top + 2.0 ** (math.frexp(top)[1] - 2) * float(fi.eps)
+    big = xp.abs(v) >= thr
+    return xp.astype(xp.where(big, xp.where(v > 0, math.inf, -math.inf), v), plan.out)
 
 
 _VALID_PRECISION = ("accurate", "fast")

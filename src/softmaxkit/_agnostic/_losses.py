@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .._namespace import Plan
+from .._namespace import Plan, to_out
 from ._normalize import (
     RowStats,
     arith_for,
@@ -51,15 +51,15 @@ def _reduce(
 ) -> tuple[Array, Array | None]:
     """Apply the reduction; return the result and the gradient scale (or ``None`` for 'none')."""
     if reduction == "none":
-        return xp.astype(item, plan.out), None
+        return to_out(item, plan), None
     total = xp.sum(item)
     if reduction == "sum":
-        return xp.astype(total, plan.out), xp.asarray(1.0, dtype=plan.work, device=plan.device)
+        return to_out(total, plan), xp.asarray(1.0, dtype=plan.work, device=plan.device)
     # a zero divisor (nothing counted, or weights summing to 0) gives the empty mean, 0
     safe = xp.where(den != 0, den, 1.0)
     mean = xp.where(den != 0, total / safe, 0.0)
     scale = xp.where(den != 0, 1.0 / safe, 0.0)
-    return xp.astype(mean, plan.out), scale
+    return to_out(mean, plan), scale
 
 
 def cross_entropy(
@@ -162,7 +162,7 @@ def cross_entropy(
     grad = xp.where(counted, grad, 0.0)
     if scale is not None:
         grad = grad * scale
-    return loss, xp.astype(grad, plan.out)
+    return loss, to_out(grad, plan)
 
 
 def _empty_loss(

@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .._namespace import Plan, dtype_name
+from .._namespace import Plan, dtype_name, to_out
 from ._dd import DDArith, PlainArith, far_below, two_sum
 
 __all__ = [
@@ -421,7 +421,7 @@ def lean_softmax(plan: Plan, x: Array, axes: tuple[int, ...], where: Array | Non
     total = xp.sum(e, axis=axis, keepdims=True)
     limit = xp.where(xp.isnan(m), math.nan, xp.full_like(total, math.inf))
     den = xp.where(fin | (m == math.inf), total, limit)
-    return xp.astype(e / den, plan.out)
+    return to_out(e / den, plan)
 
 
 def _lean_L(xp: Any, st: LeanStats) -> Array:
@@ -436,7 +436,7 @@ def lean_log_softmax(plan: Plan, x: Array, axes: tuple[int, ...], where: Array |
         v = v + st.d_lo
     k = xp.where(st.cnt > 0, st.cnt, 1.0)
     v = xp.where(st.live, v, _lean_special(xp, st, 0.0 - xp.log(k), -math.inf))
-    return xp.astype(v, plan.out)
+    return to_out(v, plan)
 
 
 def lean_logsumexp(plan: Plan, x: Array, axes: tuple[int, ...], where: Array | None) -> Array:
@@ -485,14 +485,14 @@ def softmax(
     xp = plan.xp
     xw = xp.astype(x, plan.work)
     if _empty_reduction(xw, axes):
-        return xp.astype(xw, plan.out)
+        return to_out(xw, plan)
     if lean_applies(plan, temperature):
         floating = dtype_name(x.dtype) in ("float16", "bfloat16", "float32", "float64")
         raw = x if floating else xw  # (NumPy's isdtype refuses ml_dtypes' bfloat16)
         return lean_softmax(plan, raw, axes, where)
     ar = arith_for(plan)
     st = _scaled_stats(ar, xw, axes, where, temperature, plan)
-    return xp.astype(softmax_values(st), plan.out)
+    return to_out(softmax_values(st), plan)
 
 
 def log_softmax(
@@ -507,12 +507,12 @@ def log_softmax(
     xp = plan.xp
     xw = xp.astype(x, plan.work)
     if _empty_reduction(xw, axes):
-        return xp.astype(xw, plan.out)
+        return to_out(xw, plan)
     if lean_applies(plan, temperature):
         return lean_log_softmax(plan, xw, axes, where)
     ar = arith_for(plan)
     st = _scaled_stats(ar, xw, axes, where, temperature, plan)
-    return xp.astype(log_softmax_values(st), plan.out)
+    return to_out(log_softmax_values(st), plan)
 
 
 def _squeeze(xp: Any, v: Array, axes: tuple[int, ...], keepdims: bool) -> Array:
@@ -538,7 +538,7 @@ def logsumexp(
         shape = tuple(1 if i in axes else s for i, s in enumerate(xw.shape))
         res = xp.full(shape, -math.inf, dtype=plan.work, device=plan.device)
         res = _squeeze(xp, res, axes, keepdims)
-        out = xp.astype(res, plan.out)
+        out = to_out(res, plan)
         if return_sign:
             return out, xp.zeros_like(out)
         return out
@@ -554,9 +554,9 @@ def logsumexp(
         lse, sign = _weighted_logsumexp(ar, xw, xp.astype(b, plan.work), axes, where)
         if not return_sign:
             lse = xp.where(sign < 0, math.nan, lse)
-    lse = xp.astype(_squeeze(xp, lse, axes, keepdims), plan.out)
+    lse = to_out(_squeeze(xp, lse, axes, keepdims), plan)
     if return_sign:
-        return lse, xp.astype(_squeeze(xp, sign, axes, keepdims), plan.out)
+        return lse, to_out(_squeeze(xp, sign, axes, keepdims), plan)
     return lse
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .._namespace import Plan
+from .._namespace import Plan, to_out
 from ._dd import DDArith
 from ._normalize import arith_for
 
@@ -78,7 +78,7 @@ def _sigmoid_pair(plan: Plan, x: Array) -> tuple[Array, Array]:
 def sigmoid(x: Array, *, plan: Plan) -> Array:
     xp = plan.xp
     s, _ = _sigmoid_pair(plan, xp.astype(x, plan.work))
-    return xp.astype(s, plan.out)
+    return to_out(s, plan)
 
 
 def log_sigmoid(x: Array, *, plan: Plan) -> Array:
@@ -91,7 +91,7 @@ def log_sigmoid(x: Array, *, plan: Plan) -> Array:
         v = xp.where(mask & (xs >= 0), 0.0 - ar.scaled_value(lz_sc, -sc), v)
     v = xp.where(xw == -math.inf, -math.inf, xp.where(xw == math.inf, 0.0, v))
     v = xp.where(xp.isnan(xw), math.nan, v)
-    return xp.astype(v, plan.out)
+    return to_out(v, plan)
 
 
 def binary_cross_entropy_with_logits(
@@ -166,16 +166,16 @@ def binary_cross_entropy_with_logits(
     loss_el = xp.where(xp.isnan(x) | xp.isnan(y), math.nan, loss_el)
 
     if reduction == "none":
-        loss = xp.astype(loss_el, plan.out)
+        loss = to_out(loss_el, plan)
         scale = None
     elif reduction == "sum":
-        loss = xp.astype(xp.sum(loss_el), plan.out)
+        loss = to_out(xp.sum(loss_el), plan)
         scale = 1.0
     else:
         n = 1
         for s in x.shape:
             n *= int(s)
-        loss = xp.astype(xp.sum(loss_el) / n if n else xp.sum(loss_el), plan.out)
+        loss = to_out(xp.sum(loss_el) / n if n else xp.sum(loss_el), plan)
         scale = 1.0 / n if n else 0.0
     if not return_grad:
         return loss
@@ -185,4 +185,4 @@ def binary_cross_entropy_with_logits(
         g = wb * g
     if scale is not None and scale != 1.0:
         g = g * scale
-    return loss, xp.astype(g, plan.out)
+    return loss, to_out(g, plan)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._namespace import Plan
+from .._namespace import Plan, to_out
 from ._normalize import red, softmax
 
 __all__ = ["log_softmax_vjp", "logsumexp_vjp", "softmax_vjp"]
@@ -18,7 +18,7 @@ def softmax_vjp(y: Array, g: Array, *, axes: tuple[int, ...], plan: Plan) -> Arr
     yw = xp.astype(y, plan.work)
     gw = xp.astype(g, plan.work)
     dot = xp.sum(yw * gw, axis=red(axes, yw.ndim), keepdims=True)
-    return xp.astype(yw * (gw - dot), plan.out)
+    return to_out(yw * (gw - dot), plan)
 
 
 def log_softmax_vjp(y: Array, g: Array, *, axes: tuple[int, ...], plan: Plan) -> Array:
@@ -27,7 +27,7 @@ def log_softmax_vjp(y: Array, g: Array, *, axes: tuple[int, ...], plan: Plan) ->
     yw = xp.astype(y, plan.work)
     gw = xp.astype(g, plan.work)
     total = xp.sum(gw, axis=red(axes, yw.ndim), keepdims=True)
-    return xp.astype(gw - xp.exp(yw) * total, plan.out)
+    return to_out(gw - xp.exp(yw) * total, plan)
 
 
 def logsumexp_vjp(
@@ -43,4 +43,4 @@ def logsumexp_vjp(
     xp = plan.xp
     gk = xp.reshape(xp.astype(g, plan.work), kept)
     p = xp.astype(softmax(x, axes=axes, where=where, temperature=1.0, plan=plan), plan.work)
-    return xp.astype(xp.where(p == 0.0, 0.0, p * gk), plan.out)
+    return to_out(xp.where(p == 0.0, 0.0, p * gk), plan)

@@ -40,6 +40,23 @@
 #include "xla/ffi/api/c_api.h"
 #include "skit_xla_ffi.h"
 
+/* XLA's FFI header renamed two things at API 0.4 (jaxlib 0.11) without changing
+ * their layout: the call frame's extension list (XLA_FFI_Extension_Base became
+ * XLA_FFI_InternalExtension) and the error-message query (Error_GetMessage became
+ * Error_GetDetails, which also returns the error code). The handlers build
+ * against either header. */
+#if XLA_FFI_API_MAJOR > 0 || XLA_FFI_API_MINOR >= 4
+typedef XLA_FFI_InternalExtension skit_ffi_extension;
+typedef XLA_FFI_Error_GetDetails_Args skit_error_args;
+#define SKIT_ERROR_ARGS_SIZE XLA_FFI_Error_GetDetails_Args_STRUCT_SIZE
+#define SKIT_ERROR_QUERY XLA_FFI_Error_GetDetails
+#else
+typedef XLA_FFI_Extension_Base skit_ffi_extension;
+typedef XLA_FFI_Error_GetMessage_Args skit_error_args;
+#define SKIT_ERROR_ARGS_SIZE XLA_FFI_Error_GetMessage_Args_STRUCT_SIZE
+#define SKIT_ERROR_QUERY XLA_FFI_Error_GetMessage
+#endif
+
 /* ---- call-frame helpers ---------------------------------------------------- */
 
 static XLA_FFI_Error *ffi_error(const XLA_FFI_Api *api, XLA_FFI_Error_Code code,
@@ -59,7 +76,7 @@ static XLA_FFI_Error *ffi_error(const XLA_FFI_Api *api, XLA_FFI_Error_Code code,
  * (TensorFlow's XLA next to a newer jaxlib), its own minor version is
  * reported and registration succeeds. Returns 1 if it was a metadata query. */
 static int metadata_query(XLA_FFI_CallFrame *cf) {
-    XLA_FFI_Extension_Base *ext = cf->extension_start;
+    skit_ffi_extension *ext = cf->extension_start;
     if (ext == NULL || ext->type != XLA_FFI_Extension_Metadata) return 0;
     XLA_FFI_Metadata_Extension *m = (XLA_FFI_Metadata_Extension *)ext;
     int minor = XLA_FFI_API_MINOR;
@@ -661,11 +678,11 @@ int skit_xla_register(const void *api_ptr, const char *platform, char *msg, size
         a.bundle.execute = table[i].fn;
         XLA_FFI_Error *err = api->XLA_FFI_Handler_Register(&a);
         if (err != NULL) {
-            XLA_FFI_Error_GetMessage_Args g;
+            skit_error_args g;
             memset(&g, 0, sizeof g);
-            g.struct_size = XLA_FFI_Error_GetMessage_Args_STRUCT_SIZE;
+            g.struct_size = SKIT_ERROR_ARGS_SIZE;
             g.error = err;
-            api->XLA_FFI_Error_GetMessage(&g);
+            api->SKIT_ERROR_QUERY(&g);
             snprintf(msg, msglen, "%s", g.message ? g.message : "registration failed");
             XLA_FFI_Error_Destroy_Args d;
             memset(&d, 0, sizeof d);

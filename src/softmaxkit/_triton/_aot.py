@@ -55,7 +55,7 @@ class Build:
 
     @property
     def accurate(self) -> bool:
-        return bool(dict(self.constexprs)["ACCURATE"])
+        return bool(dict(self.constexprs).get("ACCURATE", True))  # float64-only kernels
 
     @property
     def label(self) -> str:
@@ -65,8 +65,8 @@ class Build:
 
 def _norm(mode: int, block: int, one: bool, acc: bool, arch: int, dt: str = "fp32") -> Build:
     sig = (("X", f"*{dt}"), ("Y", f"*{dt}"), ("n", "i32"))
-    cx = (("MODE", mode), ("BLOCK", block), ("ONE_BLOCK", one), ("ACCURATE", acc))
-    return Build("norm_kernel", sig, cx, L.warps_for(block), arch)
+    cx = (("MODE", mode), ("BLOCK", block), ("ONE_BLOCK", one), ("ACCURATE", acc), ("RECIP", True))
+    return Build("norm_kernel", sig, cx, L.norm_warps(block, one, mode, acc), arch)
 
 
 def _ce(block: int, one: bool, acc: bool, arch: int) -> Build:
@@ -75,6 +75,7 @@ def _ce(block: int, one: bool, acc: bool, arch: int) -> Build:
         ("T", "*i64"),
         ("Wt", "*fp64"),
         ("P", "*fp64"),
+        ("S", "*fp64"),
         ("LOSS", "*fp64"),
         ("CNT", "*fp64"),
         ("G", "*fp32"),
@@ -91,6 +92,32 @@ def _ce(block: int, one: bool, acc: bool, arch: int) -> Build:
         ("ACCURATE", acc),
     )
     return Build("ce_kernel", sig, cx, L.warps_for(block), arch)
+
+
+def _ce_small(arch: int) -> list[Build]:
+    """The single-program count and finish kernels of short cross-entropy batches."""
+    count = (
+        ("T", "*i64"),
+        ("Wt", "*fp64"),
+        ("S", "*fp64"),
+        ("N", "i32"),
+        ("C", "i32"),
+        ("ignore_index", "i64"),
+    )
+    finish = (
+        ("ITEM", "*fp64"),
+        ("CNT", "*fp64"),
+        ("S", "*fp64"),
+        ("OUT", "*bf16"),
+        ("FLAGS", "*fp64"),
+        ("N", "i32"),
+    )
+    return [
+        Build(
+            "ce_count_kernel", count, (("HAS_W", True), ("MEAN", True), ("BLOCK", 1024)), 4, arch
+        ),
+        Build("ce_finish_kernel", finish, (("REDUCE", 2), ("BLOCK", 1024)), 4, arch),
+    ]
 
 
 def _bce(acc: bool, arch: int) -> Build:
@@ -145,6 +172,10 @@ def builds(archs: tuple[int, ...] = (80, 90), fast_archs: tuple[int, ...] = (90,
                 _lce("lce_stats_kernel", acc, arch),
                 _lce("lce_grad_kernel", acc, arch),
             ]
+            if acc:
+                out += _ce_small(arch)
+            if acc:  # 4096-element register rows launch with fewer warps (norm_warps)
+                out += [_norm(0, 4096, True, acc, arch), _norm(1, 4096, True, acc, arch)]
             if acc:  # the bfloat16 store: rounding to odd, then to nearest even on the bits
                 out.append(_norm(1, one_max, True, acc, arch, "bf16"))
     return out

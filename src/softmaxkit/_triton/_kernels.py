@@ -51,6 +51,8 @@ import triton.language as tl
 
 __all__ = [
     "bce_kernel",
+    "ce_count_kernel",
+    "ce_finish_kernel",
     "ce_kernel",
     "lce_grad_kernel",
     "lce_stats_kernel",
@@ -101,7 +103,11 @@ def _narrow(v, OUT: tl.constexpr):
 
 @triton.jit
 def _row_state(X, row_off, n, offs, BLOCK: tl.constexpr, WORK: tl.constexpr):
-    """One pass over a long row: (max, count of maxima, sum of the other exps, #NaN, #+inf)."""
+    """One pass over a long row: (max, count of maxima, sum of the other exps, #NaN, #+inf).
+
+    Comparisons and block maxima run on the input values in float32 (exact); the state
+    is in ``WORK``.
+    """
     m = tl.full((), float("-inf"), WORK)
     c = tl.zeros((), WORK)
     s = tl.zeros((), WORK)
@@ -110,18 +116,19 @@ def _row_state(X, row_off, n, offs, BLOCK: tl.constexpr, WORK: tl.constexpr):
     for start in range(0, n, BLOCK):
         idx = start + offs
         inb = idx < n
-        x = tl.load(X + row_off + idx, mask=inb, other=float("-inf")).to(WORK)
-        isn = x != x
+        xr = tl.load(X + row_off + idx, mask=inb, other=float("-inf")).to(tl.float32)
+        isn = xr != xr
         nan += tl.sum(isn.to(tl.int32), 0)
-        npinf += tl.sum((x == float("inf")).to(WORK), 0)
-        xc = tl.where(isn, float("-inf"), x)
-        mb = tl.max(xc, 0)
+        npinf += tl.sum((xr == float("inf")).to(tl.int32), 0).to(WORK)
+        xc = tl.where(isn, float("-inf"), xr)
+        mbx = tl.max(xc, 0)
+        mb = mbx.to(WORK)
         mb_fin = (mb > float("-inf")) & (mb < float("inf"))
         mb0 = tl.where(mb_fin, mb, 0.0)
         live = tl.where(mb_fin, xc > float("-inf"), False)
-        at = live & (xc == mb0)
-        e = tl.exp(tl.where(live & ~at, xc - mb0, float("-inf")))
-        cb = tl.sum(at.to(WORK), 0)
+        at = live & (xc == mbx)
+        e = tl.exp(tl.where(live & ~at, xc.to(WORK) - mb0, float("-inf")))
+        cb = tl.sum(at.to(tl.int32), 0).to(WORK)
         sb = tl.sum(e, 0)
         # merge (m, c, s) with (mb, cb, sb): maxima below the new maximum become terms
         M = tl.maximum(m, mb)
@@ -147,27 +154,36 @@ def norm_kernel(
     BLOCK: tl.constexpr,
     ONE_BLOCK: tl.constexpr,
     ACCURATE: tl.constexpr,
+    RECIP: tl.constexpr = True,
 ):
-    """softmax (MODE 0), log_softmax (1) or logsumexp (2) of row ``program_id`` of ``X``."""
+    """softmax (MODE 0), log_softmax (1) or logsumexp (2) of row ``program_id`` of ``X``.
+
+    Comparisons, the maximum and the counts run on the input values in float32
+    (exact for every input format); only ``x - max``, the exponentials and the sums are in
+    ``WORK``. ``RECIP`` forms softmax as ``exp(x - max) * (1 / D)`` with one
+    division per row instead of one per element: in float64 that adds at most
+    one float64 rounding, far below half an ulp of the float32 result.
+    """
     WORK: tl.constexpr = tl.float64 if ACCURATE else tl.float32
     row = tl.program_id(0).to(tl.int64)
     row_off = row * n
     offs = tl.arange(0, BLOCK)
     if ONE_BLOCK:
         inb = offs < n
-        x = tl.load(X + row_off + offs, mask=inb, other=float("-inf")).to(WORK)
-        isn = x != x
+        xr = tl.load(X + row_off + offs, mask=inb, other=float("-inf")).to(tl.float32)
+        isn = xr != xr
         nan = tl.sum(isn.to(tl.int32), 0)
-        npinf = tl.sum((x == float("inf")).to(WORK), 0)
-        xc = tl.where(isn, float("-inf"), x)
-        m = tl.max(xc, 0)
+        npinf = tl.sum((xr == float("inf")).to(tl.int32), 0).to(WORK)
+        xc = tl.where(isn, float("-inf"), xr)
+        mx = tl.max(xc, 0)
+        m = mx.to(WORK)
         fin = (m > float("-inf")) & (m < float("inf")) & (nan == 0)
         m0 = tl.where(fin, m, 0.0)
         live = tl.where(fin, xc > float("-inf"), False)
-        at = live & (xc == m0)
-        d = tl.where(live, xc - m0, float("-inf"))
+        at = live & (xc == mx)
+        d = tl.where(live, xc.to(WORK) - m0, float("-inf"))
         e = tl.exp(d)
-        c = tl.sum(at.to(WORK), 0)
+        c = tl.sum(at.to(tl.int32), 0).to(WORK)
         s = tl.sum(tl.where(at, 0.0, e), 0)
     else:
         m, c, s, nan, npinf = _row_state(X, row_off, n, offs, BLOCK, WORK)
@@ -183,11 +199,15 @@ def norm_kernel(
         tl.store(Y + row, _narrow(v, Y.dtype.element_ty))
     else:
         D = tl.where(fin, c + s, 1.0)
+        R = 1.0 / D
         lk = tl.log(k)
         if ONE_BLOCK:
-            pin = x == float("inf")
+            pin = xr == float("inf")
             if MODE == 0:
-                v = tl.where(live, e / D, 0.0)
+                if RECIP:
+                    v = tl.where(live, e * R, 0.0)
+                else:
+                    v = tl.where(live, e / D, 0.0)
                 v = tl.where(posinf, tl.where(pin, 1.0 / k, 0.0), v)
             else:
                 v = tl.where(live, d - L, float("-inf"))
@@ -198,12 +218,15 @@ def norm_kernel(
             for start in range(0, n, BLOCK):
                 idx = start + offs
                 inb = idx < n
-                x = tl.load(X + row_off + idx, mask=inb, other=float("-inf")).to(WORK)
-                live = tl.where(fin, (x > float("-inf")) & (x == x), False)
-                d = tl.where(live, x - m0, float("-inf"))
-                pin = x == float("inf")
+                xr = tl.load(X + row_off + idx, mask=inb, other=float("-inf")).to(tl.float32)
+                live = tl.where(fin, (xr > float("-inf")) & (xr == xr), False)
+                d = tl.where(live, xr.to(WORK) - m0, float("-inf"))
+                pin = xr == float("inf")
                 if MODE == 0:
-                    v = tl.where(live, tl.exp(d) / D, 0.0)
+                    if RECIP:
+                        v = tl.where(live, tl.exp(d) * R, 0.0)
+                    else:
+                        v = tl.where(live, tl.exp(d) / D, 0.0)
                     v = tl.where(posinf, tl.where(pin, 1.0 / k, 0.0), v)
                 else:
                     v = tl.where(live, d - L, float("-inf"))
@@ -218,6 +241,7 @@ def ce_kernel(
     T,
     Wt,
     P,
+    S,
     LOSS,
     CNT,
     G,
@@ -233,9 +257,12 @@ def ce_kernel(
 ):
     """Cross-entropy of row ``program_id`` with a class-index target, and its gradient.
 
-    ``P`` holds float64 parameters ``[eps, z, grad_scale, eps / C, w_sum]``. Writes
-    the item loss (float64, 0 when not counted), the item's weight in the mean
-    denominator (``CNT``: ``w_t`` when counted, else 0) and, with ``NEED_GRAD``,
+    ``P`` holds float64 parameters ``[eps, z, eps / C, C]`` and ``S`` the
+    device-computed ``[grad_scale, w_sum, count]`` (``w_sum`` read with ``HAS_W``
+    only), so no host round trip precedes the launch. Writes the item loss
+    (float64, 0 when not counted), the item's weight in the mean denominator
+    (``CNT``: ``w_t`` when counted, else 0; NaN for a class index out of range,
+    which the launcher turns into an error) and, with ``NEED_GRAD``,
     ``grad_scale * d item / d x`` in the same pass.
     """
     WORK: tl.constexpr = tl.float64 if ACCURATE else tl.float32
@@ -244,9 +271,12 @@ def ce_kernel(
     offs = tl.arange(0, BLOCK)
     eps = tl.load(P + 0).to(WORK)
     z = tl.load(P + 1).to(WORK)
-    scale = tl.load(P + 2).to(WORK)
-    eps_k = tl.load(P + 3).to(WORK)
-    w_sum = tl.load(P + 4).to(WORK)
+    eps_k = tl.load(P + 2).to(WORK)
+    scale = tl.load(S + 0).to(WORK)
+    if HAS_W:
+        w_sum = tl.load(S + 1).to(WORK)
+    else:
+        w_sum = tl.load(P + 3).to(WORK)
     t = tl.load(T + row).to(tl.int64)
     ignored = t == ignore_index
     t_ok = (t >= 0) & (t < C) & ~ignored
@@ -382,7 +412,75 @@ def ce_kernel(
             if HAS_EPS:
                 item = item + eps_k * smooth
     tl.store(LOSS + row, tl.where(counted, item, 0.0).to(tl.float64))
-    tl.store(CNT + row, tl.where(counted, w_t, 0.0).to(tl.float64))
+    bad = ~t_ok & ~ignored
+    tl.store(CNT + row, tl.where(bad, float("nan"), tl.where(counted, w_t, 0.0)).to(tl.float64))
+
+
+@triton.jit
+def ce_count_kernel(
+    T, Wt, S, N, C, ignore_index, HAS_W: tl.constexpr, MEAN: tl.constexpr, BLOCK: tl.constexpr
+):
+    """Before the cross-entropy of a short batch (one program): ``S = [scale, w_sum, den]``.
+
+    ``den`` is the weighted count of the items not ignored (an index out of range
+    counts with the weight of a clamped index; the call then fails anyway),
+    ``scale`` is ``1 / den`` for the mean (0 for an empty mean, whose gradient is 0)
+    and 1 otherwise, and ``w_sum`` the sum of the class weights (``C`` without).
+    The sums run in a fixed order, so they are reproducible bit for bit.
+    """
+    offs = tl.arange(0, BLOCK)
+    den = tl.zeros((), tl.float64)
+    for start in range(0, N, BLOCK):
+        idx = start + offs
+        inb = idx < N
+        t = tl.load(T + idx, mask=inb, other=ignore_index).to(tl.int64)
+        counted = inb & (t != ignore_index)
+        if HAS_W:
+            w = tl.load(Wt + tl.minimum(tl.maximum(t, 0), C - 1), mask=counted, other=0.0)
+        else:
+            w = tl.where(counted, 1.0, 0.0).to(tl.float64)
+        den += tl.sum(tl.where(counted, w, 0.0), 0)
+    w_sum = tl.zeros((), tl.float64) + C
+    if HAS_W:
+        w_sum = tl.zeros((), tl.float64)
+        for start in range(0, C, BLOCK):
+            idx = start + offs
+            w_sum += tl.sum(tl.load(Wt + idx, mask=idx < C, other=0.0), 0)
+    if MEAN:
+        scale = tl.where(den != 0.0, 1.0 / tl.where(den != 0.0, den, 1.0), 0.0)
+    else:
+        scale = tl.zeros((), tl.float64) + 1.0
+    tl.store(S + 0, scale)
+    tl.store(S + 1, w_sum)
+    tl.store(S + 2, den)
+
+
+@triton.jit
+def ce_finish_kernel(ITEM, CNT, S, OUT, FLAGS, N, REDUCE: tl.constexpr, BLOCK: tl.constexpr):
+    """After the cross-entropy of a short batch (one program): the loss and the checks.
+
+    Sums the item losses and counts in a fixed order; ``FLAGS = [den, den_before]``
+    (``den`` is NaN when a class index was out of range; it differs from the
+    count before the kernel when rows of ``-inf`` were not counted). With
+    ``REDUCE`` 1 (sum) or 2 (mean, 0 for an empty mean) ``OUT[0]`` is the loss,
+    rounded once to ``OUT``'s dtype.
+    """
+    offs = tl.arange(0, BLOCK)
+    total = tl.zeros((), tl.float64)
+    den = tl.zeros((), tl.float64)
+    for start in range(0, N, BLOCK):
+        idx = start + offs
+        inb = idx < N
+        total += tl.sum(tl.load(ITEM + idx, mask=inb, other=0.0), 0)
+        den += tl.sum(tl.load(CNT + idx, mask=inb, other=0.0), 0)
+    tl.store(FLAGS + 0, den)
+    tl.store(FLAGS + 1, tl.load(S + 2))
+    if REDUCE == 2:
+        v = tl.where(den != 0.0, total / tl.where(den != 0.0, den, 1.0), 0.0)
+    else:
+        v = total
+    if REDUCE != 0:
+        tl.store(OUT, _narrow(v, OUT.dtype.element_ty))
 
 
 @triton.jit

@@ -33,6 +33,7 @@ __all__ = [
     "linear_cross_entropy",
     "log_softmax",
     "logsumexp",
+    "norm_warps",
     "softmax",
     "supports",
 ]
@@ -53,6 +54,10 @@ ONE_BLOCK_MAX = {"accurate": 8192, "fast": 8192}
 CE_ONE_BLOCK_MAX = {"accurate": 4096, "fast": 8192}
 #: Block of the two-pass kernels for longer rows.
 LOOP_BLOCK = {"accurate": 2048, "fast": 4096}
+#: Cross-entropy batches up to this many rows count and reduce in two small
+#: single-program kernels (a fixed summation order), not in torch operations:
+#: a call then launches three kernels and waits for the device once.
+CE_SHORT_BATCH = 16384
 #: Elements per program of the elementwise kernels.
 ELEM_BLOCK = 1024
 
@@ -116,10 +121,32 @@ def warps_for(block: int) -> int:
     return 4 if block <= 1024 else (8 if block <= 4096 else 16)
 
 
+def norm_warps(block: int, one: bool, mode: int, accurate: bool) -> int:
+    """Warps of the normalizer kernel, as measured on an H200 (BENCHMARKS.md, GPU part).
+
+    The accurate kernels hold float64 values per element, so their best launch
+    differs from the fast ones': two-pass rows run best with 4 warps over
+    2048-element blocks, register rows up to 4096 with 4 warps for log-softmax
+    and logsumexp and 8 for softmax (whose exponentials stay live across the
+    row sum); 8192-element rows need 16 warps to fit the registers.
+    """
+    if not accurate:
+        return warps_for(block)
+    if not one or block <= 1024:
+        return 4
+    if block <= 4096:
+        return 8 if mode == K.MODE_SOFTMAX else 4
+    return 16
+
+
 def _blocks(
-    n: int, precision: str, block: int | None, limits: dict[str, int] = ONE_BLOCK_MAX
+    n: int,
+    precision: str,
+    block: int | None,
+    limits: dict[str, int] = ONE_BLOCK_MAX,
+    mode: int | None = None,
 ) -> tuple[int, bool, int]:
-    """(BLOCK, ONE_BLOCK, num_warps) for rows of ``n`` elements."""
+    """(BLOCK, ONE_BLOCK, num_warps) for rows of ``n`` elements (``mode``: normalizers)."""
     one_max = limits[precision] if block is None else block
     if n <= one_max:
         b = max(16, triton_next_pow2(n))
@@ -127,7 +154,9 @@ def _blocks(
     else:
         b = LOOP_BLOCK[precision] if block is None else block
         one = False
-    return b, one, warps_for(b)
+    if mode is None:
+        return b, one, warps_for(b)
+    return b, one, norm_warps(b, one, mode, precision == "accurate")
 
 
 def triton_next_pow2(n: int) -> int:
@@ -155,7 +184,15 @@ def _from_rows(y: Tensor, perm: list[int], pshape: list[int]) -> Tensor:
     return y.permute(inv).contiguous()
 
 
-def _normalize(x: Tensor, dims: list[int], mode: int, precision: str, block: int | None) -> Tensor:
+def _normalize(
+    x: Tensor,
+    dims: list[int],
+    mode: int,
+    precision: str,
+    block: int | None,
+    warps: int | None = None,
+    recip: bool = True,
+) -> Tensor:
     acc = _precision(precision)
     _check_device(x)
     if x.numel() == 0:
@@ -163,7 +200,7 @@ def _normalize(x: Tensor, dims: list[int], mode: int, precision: str, block: int
     x2, perm, pshape = _as_rows(x, dims)
     rows, n = x2.shape
     y2 = torch.empty_like(x2)
-    b, one, warps = _blocks(n, precision, block)
+    b, one, w = _blocks(n, precision, block, mode=mode)
     _run(
         K.norm_kernel,
         (rows,),
@@ -174,27 +211,40 @@ def _normalize(x: Tensor, dims: list[int], mode: int, precision: str, block: int
         BLOCK=b,
         ONE_BLOCK=one,
         ACCURATE=acc,
-        num_warps=warps,
+        RECIP=recip,
+        num_warps=w if warps is None else warps,
     )
     return _from_rows(y2, perm, pshape)
 
 
 def softmax(
-    x: Tensor, dims: list[int], *, precision: str = "accurate", block: int | None = None
+    x: Tensor,
+    dims: list[int],
+    *,
+    precision: str = "accurate",
+    block: int | None = None,
+    warps: int | None = None,
+    recip: bool = True,
 ) -> Tensor | None:
     """Softmax over ``dims`` (non-negative, sorted), or ``None`` when not covered."""
     if not _covers(x):
         return None
-    return _normalize(x, dims, K.MODE_SOFTMAX, precision, block)
+    return _normalize(x, dims, K.MODE_SOFTMAX, precision, block, warps, recip)
 
 
 def log_softmax(
-    x: Tensor, dims: list[int], *, precision: str = "accurate", block: int | None = None
+    x: Tensor,
+    dims: list[int],
+    *,
+    precision: str = "accurate",
+    block: int | None = None,
+    warps: int | None = None,
+    recip: bool = True,
 ) -> Tensor | None:
     """Log-softmax over ``dims``, or ``None`` when not covered."""
     if not _covers(x):
         return None
-    return _normalize(x, dims, K.MODE_LOG_SOFTMAX, precision, block)
+    return _normalize(x, dims, K.MODE_LOG_SOFTMAX, precision, block, warps, recip)
 
 
 def logsumexp(
@@ -220,7 +270,7 @@ def logsumexp(
     x2, _, _ = _as_rows(x, dims)
     rows = x2.shape[0]
     y = torch.empty(rows, dtype=x.dtype, device=x.device)
-    b, one, warps = _blocks(n, precision, block)
+    b, one, warps = _blocks(n, precision, block, mode=K.MODE_LOGSUMEXP)
     _run(
         K.norm_kernel,
         (rows,),
@@ -237,7 +287,9 @@ def logsumexp(
 
 
 def _mean_scale(den: Tensor) -> Tensor:
-    return torch.where(den > 0, 1.0 / torch.where(den > 0, den, 1.0), 0.0)
+    # a zero weight sum (nothing counted, or weights cancelling) is the empty mean, 0;
+    # a negative one (negative class weights, as torch allows) divides as torch does
+    return torch.where(den != 0, 1.0 / torch.where(den != 0, den, 1.0), 0.0)
 
 
 def _reduce(item: Tensor, den: Tensor, reduction: str, dtype: torch.dtype) -> Tensor:
@@ -246,7 +298,7 @@ def _reduce(item: Tensor, den: Tensor, reduction: str, dtype: torch.dtype) -> Te
     total = item.sum()
     if reduction == "sum":
         return _round_to(total, dtype)
-    return _round_to(torch.where(den > 0, total / torch.where(den > 0, den, 1.0), 0.0), dtype)
+    return _round_to(torch.where(den != 0, total / torch.where(den != 0, den, 1.0), 0.0), dtype)
 
 
 def _round_to(t: Tensor, dtype: torch.dtype) -> Tensor:
@@ -257,6 +309,22 @@ def _round_to(t: Tensor, dtype: torch.dtype) -> Tensor:
         sticky = (torch.isfinite(f) & (f.to(torch.float64) != t)).to(torch.int32)
         t = (f.view(torch.int32) | sticky).view(torch.float32)
     return t.to(dtype)
+
+
+#: float64 parameter vectors ``[eps, z, eps / C, C]`` of the cross-entropy kernel, per
+#: device: made once, so an everyday call makes no host-to-device copy
+_CE_PARAMS: dict[tuple[float, float, int, str], Tensor] = {}
+
+
+def _ce_params(eps: float, z: float, C: int, device: torch.device) -> Tensor:
+    key = (eps, z, C, str(device))
+    p = _CE_PARAMS.get(key)
+    if p is None:
+        if len(_CE_PARAMS) >= 256:
+            _CE_PARAMS.clear()
+        vals = [eps, z, eps / C if C else 0.0, float(C)]
+        p = _CE_PARAMS[key] = torch.tensor(vals, dtype=torch.float64, device=device)
+    return p
 
 
 def cross_entropy(
@@ -273,12 +341,16 @@ def cross_entropy(
     *,
     precision: str = "accurate",
     block: int | None = None,
+    warps: int | None = None,
 ) -> tuple[Tensor, Tensor] | None:
     """Cross-entropy with index targets and, with ``need_grad``, its gradient from the same pass.
 
     Returns ``(loss, grad)`` (``grad`` empty without ``need_grad``; it is the
     gradient of the returned loss, per item for ``"none"``), or ``None`` for
-    probability targets and uncovered dtypes.
+    probability targets and uncovered dtypes. Raises ``IndexError`` when a class
+    index (not ``ignore_index``) is out of range: the kernel flags such rows, so
+    the call waits for the device once, after the kernel, and the caller words
+    the error. Everything before that stays on the device.
     """
     if prob_target or not _covers(x):
         return None
@@ -294,21 +366,28 @@ def cross_entropy(
     rows = x2.shape[0]
     t = target.reshape(-1).contiguous()
     eps, z = float(label_smoothing), float(z_loss)
-    ignored = t == ignore_index
-    t_safe = torch.where(ignored, torch.zeros_like(t), t)
     w64 = None if weight is None else weight.to(torch.float64).contiguous()
-    w_t = torch.ones(rows, dtype=torch.float64, device=x.device) if w64 is None else w64[t_safe]
-    den_pre = torch.where(ignored, 0.0, w_t).sum()
-    scale = _mean_scale(den_pre) if reduction == "mean" else den_pre.new_ones(())
-    # [eps, z, grad scale, eps / C, sum of the class weights]: one host-to-device copy
-    params = torch.tensor([eps, z, 0.0, eps / C, float(C)], dtype=torch.float64).to(x.device)
-    params[2] = scale
-    if w64 is not None:
-        params[4] = w64.sum()
+    short = rows <= CE_SHORT_BATCH
+    if short:  # the counts and the scale on the device, in one small kernel
+        S = torch.empty(3, dtype=torch.float64, device=x.device)
+        _run(
+            K.ce_count_kernel, (1,), t, S if w64 is None else w64, S, rows, C, ignore_index,
+            HAS_W=w64 is not None, MEAN=reduction == "mean", BLOCK=1024, num_warps=4,
+        )  # fmt: skip
+    else:
+        counted = t != ignore_index
+        if w64 is None:
+            den_pre = counted.sum(dtype=torch.float64)
+        else:  # clamped: an out-of-range index is reported after the kernel
+            den_pre = torch.where(counted, w64[t.clamp(0, C - 1)], 0.0).sum()
+        scale = _mean_scale(den_pre) if reduction == "mean" else den_pre.new_ones(())
+        wsum = den_pre.new_full((), float(C)) if w64 is None else w64.sum()
+        S = torch.stack([scale, wsum, den_pre])
     loss_item = torch.empty(rows, dtype=torch.float64, device=x.device)
     cnt = torch.empty(rows, dtype=torch.float64, device=x.device)
     g2 = torch.empty_like(x2) if need_grad else x2.new_empty(1)
-    b, one, warps = _blocks(C, precision, block, CE_ONE_BLOCK_MAX)
+    b, one, w = _blocks(C, precision, block, CE_ONE_BLOCK_MAX)
+    w = 4 if acc else w  # measured best for the float64 kernel at every row length (H200)
 
     def launch() -> None:
         _run(
@@ -317,7 +396,8 @@ def cross_entropy(
             x2,
             t,
             x2 if w64 is None else w64,
-            params,
+            _ce_params(eps, z, C, x.device),
+            S,
             loss_item,
             cnt,
             g2,
@@ -330,16 +410,38 @@ def cross_entropy(
             BLOCK=b,
             ONE_BLOCK=one,
             ACCURATE=acc,
-            num_warps=warps,
+            num_warps=w if warps is None else warps,
         )
 
     launch()
-    den = cnt.sum()
-    if need_grad and reduction == "mean" and bool(den != den_pre):
-        # rows of -inf are not counted: the mean's scale changes (rare; one more pass)
-        params[2] = _mean_scale(den)
+    red = {"none": 0, "sum": 1, "mean": 2}[reduction]
+    if short:  # the loss and the checks in one more small kernel
+        flags = torch.empty(2, dtype=torch.float64, device=x.device)
+        out = x.new_empty(()) if red else flags
+        _run(
+            K.ce_finish_kernel, (1,), loss_item, cnt, S, out, flags, rows,
+            REDUCE=red, BLOCK=1024, num_warps=4,
+        )  # fmt: skip
+        den: Tensor | None = None
+    else:
+        den = cnt.sum()
+        flags = torch.stack([den, S[2]])
+    # the one wait for the device: a flagged index (NaN count), and whether rows of
+    # -inf changed the mean's denominator (rare: one more pass with the new scale)
+    den_h, pre_h = flags.tolist()
+    if den_h != den_h:
+        msg = "class index out of range"
+        raise IndexError(msg)
+    if need_grad and reduction == "mean" and den_h != pre_h:
+        S[0] = 1.0 / den_h if den_h != 0 else 0.0
         launch()
-    loss = _reduce(loss_item.reshape(item_shape), den, reduction, x.dtype)
+    if short and red:
+        loss = out
+    elif short:
+        loss = _round_to(loss_item.reshape(item_shape), x.dtype)
+    else:
+        assert den is not None
+        loss = _reduce(loss_item.reshape(item_shape), den, reduction, x.dtype)
     grad = _from_rows(g2, perm, pshape) if need_grad else x.new_empty(0)
     return loss, grad
 

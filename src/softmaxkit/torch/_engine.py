@@ -559,11 +559,14 @@ def cross_entropy_fwd(
         _check_values(target, "target", nonneg=True)
     eng = engine_for(x)
     if eng == TRITON:
-        if not prob:
-            _check_index_range(target, x.shape[dim], ign)  # the kernel reads x[t] unchecked
-        tr: tuple[Tensor, Tensor] | None = _LAUNCHERS.cross_entropy(
-            x.detach(), target.detach(), _d(weight), dim, ign, reduction, eps, z, prob, need_grad
-        )
+        try:  # the kernel flags class indices out of range (one wait for the device)
+            tr: tuple[Tensor, Tensor] | None = _LAUNCHERS.cross_entropy(
+                x.detach(), target.detach(), _d(weight), dim, ign, reduction, eps, z, prob,
+                need_grad,
+            )  # fmt: skip
+        except IndexError:
+            _check_index_range(target, x.shape[dim], ign)  # words the error and raises
+            raise
         if tr is not None:
             return tr
         eng = _core_engine(x)
