@@ -41,14 +41,15 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch not installed: pip install softmaxkit[triton]")
-pytest.importorskip("triton", reason="triton not installed: pip install softmaxkit[triton]")
 
 DRY = os.environ.get("SOFTMAXKIT_GPU_TEST_DEVICE") == "cpu"
 if not DRY and not torch.cuda.is_available():
+    # before triton is imported: test_triton_kernels.py needs the interpreter chosen first
     pytest.skip(
         "no CUDA device: the GPU build is checked on a GPU machine (tools/gpu_check.sh)",
         allow_module_level=True,
     )
+pytest.importorskip("triton", reason="triton not installed: pip install softmaxkit[triton]")
 
 import softmaxkit as sk  # noqa: E402
 import softmaxkit.torch as skt  # noqa: E402

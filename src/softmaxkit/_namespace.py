@@ -333,22 +333,27 @@ class Plan:
     x64: bool = False  # JAX without x64: float64 work is switched on inside the call only
 
 
+#: (significand bits, largest exponent) of the output formats narrower than their work dtype
+_NARROW_FORMATS = {"float32": (24, 127), "float16": (11, 15), "bfloat16": (8, 127)}
+
+
 def to_out(v: Array, plan: Plan) -> Array:
     """``v`` (``plan.work``) rounded once to ``plan.out``; overflow gives ``±inf`` silently.
 
-    A magnitude of at least ``max + ulp(max) / 2`` of the output format rounds to
-    infinity (the tie goes to the even neighbour, infinity). Such values are made
-    infinite before the cast, so NumPy's cast raises no overflow warning: an
-    overflowing result is a defined answer of the contract, not an error.
+    A magnitude of at least ``(2 - 2**-p) * 2**emax`` (the largest finite value
+    plus half its ulp) rounds to infinity: the tie goes to the even neighbour,
+    infinity. Such values are made infinite before the cast, so NumPy's cast
+    raises no overflow warning: an overflowing result is a defined answer of the
+    contract, not an error.
     """
     xp = plan.xp
-    if plan.out == plan.work:
+    fmt = _NARROW_FORMATS.get(dtype_name(plan.out))
+    if plan.out == plan.work or fmt is None:
         return xp.astype(v, plan.out)  # a copy: v may be the caller's array
-    fi = xp.finfo(plan.out)
-    top = float(fi.max)
-    thr = top + 2.0 ** (math.frexp(top)[1] - 2) * float(fi.eps)
+    thr = math.ldexp(2.0 - 2.0 ** -fmt[0], fmt[1])
+    inf = xp.asarray(math.inf, dtype=plan.work, device=plan.device)
     big = xp.abs(v) >= thr
-    return xp.astype(xp.where(big, xp.where(v > 0, math.inf, -math.inf), v), plan.out)
+    return xp.astype(xp.where(big, xp.where(v > 0, inf, -inf), v), plan.out)
 
 
 _VALID_PRECISION = ("accurate", "fast")
