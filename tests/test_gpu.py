@@ -56,6 +56,7 @@ import softmaxkit.torch as skt  # noqa: E402
 from softmaxkit._triton import _launch as E  # noqa: E402
 from softmaxkit.torch import _engine as TE  # noqa: E402
 from tests import _reference as R  # noqa: E402
+from tests._triton_data import SPECIAL, ce_inputs  # noqa: E402
 
 if DRY and not E.INTERPRETED:
     pytest.skip(
@@ -71,20 +72,6 @@ HALF_ULP = 0.5 + 1e-6
 #: row lengths: in registers, at the register limit, two-pass, long two-pass
 LENGTHS = [1, 7, 300] if DRY else [1, 7, 1000, 8192, 8193, 50000]
 ROWS = 6 if DRY else 48
-
-SPECIAL = [
-    [-INF] * 6,
-    [INF, 1.0, INF, -INF, 0.0, 2.0],
-    [NAN, 0.0, 1.0, 2.0, 3.0, 4.0],
-    [INF, NAN, 0.0, 1.0, -INF, 2.0],
-    [0.0, -40.0, -40.0, -40.0, -40.0, -40.0],
-    [0.0, -120.0, -200.0, -INF, -300.0, -104.0],
-    [3.0, 3.0, 3.0, 3.0, 3.0, 3.0],
-    [-INF, -INF, 5.0, -INF, -INF, -INF],
-    [1e30, -1e30, 3.0, 3.0, 1e30, -INF],
-    [-3e38, -3e38, 3e38, 3e38, 0.0, 1.0],
-    [0.5, -1.25, 7.0, 6.999999, 2.0, -0.75],
-]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -214,20 +201,6 @@ def test_fast_mode_within_its_documented_error(op: str) -> None:
 # ------------------------------------------------------------------ losses
 
 
-def _ce_inputs(C: int, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(C)
-    x = torch.randn(rows, C, generator=g) * 6
-    x[: len(SPECIAL), :6] = torch.tensor(SPECIAL)
-    x[: len(SPECIAL), 6:] = torch.where(
-        torch.isfinite(x[: len(SPECIAL), :1]), x[: len(SPECIAL), 6:] - 500, -INF
-    )
-    t = torch.randint(0, C, (rows,), generator=g)
-    t[:6] = torch.tensor([0, 0, 3, 4, 0, 1])
-    t[6] = -100
-    w = torch.rand(C, generator=g) + 0.5
-    return x, t, w
-
-
 def _ulp_apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """How many float32 steps apart two float32 arrays are (NaN with NaN, inf with inf: 0)."""
     same = (a == b) | (np.isnan(a) & np.isnan(b))
@@ -248,7 +221,7 @@ CE_OPTS = [
 @pytest.mark.parametrize("C", [40] if DRY else [40, 4097, 50000])
 @pytest.mark.parametrize("opts", CE_OPTS, ids=["plain", "weight_smooth_z", "signed_weight"])
 def test_cross_entropy_loss_and_grad(opts: dict[str, object], C: int) -> None:
-    x, t, w = _ce_inputs(C, 14 if DRY else 64)
+    x, t, w = ce_inputs(C, 14 if DRY else 64)
     if opts.get("weight") == "signed":
         w = w - 1.0
     weight = w if opts.get("weight") else None

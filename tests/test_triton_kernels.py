@@ -52,6 +52,7 @@ from softmaxkit.torch import _ops  # noqa: E402
 from softmaxkit.torch._engine import engine_for  # noqa: E402
 from tests import _reference as R  # noqa: E402
 from tests._helpers import f32  # noqa: E402
+from tests._triton_data import SPECIAL, ce_inputs  # noqa: E402
 
 #: False when triton was imported earlier in this process without the interpreter
 #: (its own jitted functions are then compiled-only): the file then reruns itself in
@@ -94,19 +95,6 @@ def test_gpu_checks_dry_run_in_the_interpreter() -> None:
 INF, NAN = math.inf, math.nan
 
 # rows of 6: every special case of the contract, plus ordinary rows around them
-SPECIAL = [
-    [-INF] * 6,
-    [INF, 1.0, INF, -INF, 0.0, 2.0],
-    [NAN, 0.0, 1.0, 2.0, 3.0, 4.0],
-    [INF, NAN, 0.0, 1.0, -INF, 2.0],
-    [0.0, -40.0, -40.0, -40.0, -40.0, -40.0],
-    [0.0, -120.0, -200.0, -INF, -300.0, -104.0],
-    [3.0, 3.0, 3.0, 3.0, 3.0, 3.0],
-    [-INF, -INF, 5.0, -INF, -INF, -INF],
-    [1e30, -1e30, 3.0, 3.0, 1e30, -INF],
-    [-3e38, -3e38, 3e38, 3e38, 0.0, 1.0],
-    [0.5, -1.25, 7.0, 6.999999, 2.0, -0.75],
-]
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -274,20 +262,6 @@ CE_OPTS = [
 ]
 
 
-def _ce_inputs(C: int, rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(C)
-    x = torch.randn(rows, C, generator=g) * 6
-    x[: len(SPECIAL), :6] = torch.tensor(SPECIAL)
-    x[: len(SPECIAL), 6:] = torch.where(
-        torch.isfinite(x[: len(SPECIAL), :1]), x[: len(SPECIAL), 6:] - 500, -INF
-    )
-    t = torch.randint(0, C, (rows,), generator=g)
-    t[:6] = torch.tensor([0, 0, 3, 4, 0, 1])  # at +inf, at NaN-row, the dominant, ...
-    t[6] = -100
-    w = torch.rand(C, generator=g) + 0.5
-    return x, t, w
-
-
 @pytest.fixture(params=["short", "long"], ids=["short_batch", "long_batch"])
 def batch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways the launcher counts and reduces: small kernels, or torch operations."""
@@ -302,7 +276,7 @@ def batch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
 def test_cross_entropy_loss_and_grad_match_oracle(
     opts: dict[str, object], reduction: str, block: int | None, batch: str
 ) -> None:
-    x, t, w = _ce_inputs(40, 14)
+    x, t, w = ce_inputs(40, 14)
     weight = w if opts.get("weight") else None
     eps = float(opts.get("label_smoothing", 0.0))  # type: ignore[arg-type]
     z = float(opts.get("z_loss", 0.0))  # type: ignore[arg-type]

@@ -21,7 +21,6 @@ import cProfile
 import io
 import pstats
 import shutil
-import statistics
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -30,22 +29,11 @@ from typing import Any
 
 
 def _times(fns: dict[str, Callable[[], Any]], reps: int = 15) -> dict[str, float]:
-    import torch
+    """CUDA-event medians of interleaved rounds: the benchmark's own timing loop."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import gpu_bench
 
-    for f in fns.values():
-        f()
-    torch.cuda.synchronize()
-    out: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, f in fns.items():
-            a = torch.cuda.Event(enable_timing=True)
-            b = torch.cuda.Event(enable_timing=True)
-            a.record()
-            f()
-            b.record()
-            torch.cuda.synchronize()
-            out[k].append(a.elapsed_time(b))
-    return {k: statistics.median(v) for k, v in out.items()}
+    return gpu_bench._times(fns, reps)
 
 
 def _sweep_shape(M: int, N: int, blocks: list[int | None], warps: tuple[int, ...]) -> None:
