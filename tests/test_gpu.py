@@ -324,6 +324,23 @@ def test_torch_layer_on_device_matches_the_cpu_route() -> None:
     assert _ulp_apart(_np(xd.grad), _np(xc.grad)).max() <= 1
 
 
+def test_torch_layer_loss_errors_and_signed_weights_on_device() -> None:
+    from softmaxkit._errors import SoftmaxkitValueError
+
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(23))
+    bad = torch.tensor([0, 1, 5, 2, 0, 1])  # 5 is out of range for 5 classes
+    # the kernel flags the row; the front end words the error (no device-side assert)
+    with pytest.raises(SoftmaxkitValueError, match="class index out of range"):
+        skt.cross_entropy(x.to(DEV), bad.to(DEV))
+    t = torch.tensor([0, 1, 4, 2, -100, 3])
+    w = torch.tensor([1.0, -0.5, 0.25, 2.0, -1.5])  # torch takes negative class weights
+    lc = skt.cross_entropy(x, t, weight=w)
+    ld = skt.cross_entropy(x.to(DEV), t.to(DEV), weight=w.to(DEV))
+    ref = torch.nn.functional.cross_entropy(x.double(), t, weight=w.double())
+    assert ld.item() == pytest.approx(lc.item(), rel=4e-7)
+    assert ld.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
 @pytest.mark.skipif(DRY, reason="inductor compiles CPU code in the dry run; the GPU run covers it")
 # inductor's own code warns (torch.jit.script_method is deprecated in torch 2.11)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
