@@ -65,7 +65,7 @@ class Build:
 
 def _norm(mode: int, block: int, one: bool, acc: bool, arch: int, dt: str = "fp32") -> Build:
     sig = (("X", f"*{dt}"), ("Y", f"*{dt}"), ("n", "i32"))
-    cx = (("MODE", mode), ("BLOCK", block), ("ONE_BLOCK", one), ("ACCURATE", acc), ("RECIP", True))
+    cx = (("MODE", mode), ("BLOCK", block), ("ONE_BLOCK", one), ("ACCURATE", acc))
     return Build("norm_kernel", sig, cx, L.norm_warps(block, one, mode, acc), arch)
 
 

@@ -154,13 +154,12 @@ def norm_kernel(
     BLOCK: tl.constexpr,
     ONE_BLOCK: tl.constexpr,
     ACCURATE: tl.constexpr,
-    RECIP: tl.constexpr = True,
 ):
     """softmax (MODE 0), log_softmax (1) or logsumexp (2) of row ``program_id`` of ``X``.
 
     Comparisons, the maximum and the counts run on the input values in float32
     (exact for every input format); only ``x - max``, the exponentials and the sums are in
-    ``WORK``. ``RECIP`` forms softmax as ``exp(x - max) * (1 / D)`` with one
+    ``WORK``. Softmax is ``exp(x - max) * (1 / D)``, with one
     division per row instead of one per element: in float64 that adds at most
     one float64 rounding, far below half an ulp of the float32 result.
     """
@@ -204,10 +203,7 @@ def norm_kernel(
         if ONE_BLOCK:
             pin = xr == float("inf")
             if MODE == 0:
-                if RECIP:
-                    v = tl.where(live, e * R, 0.0)
-                else:
-                    v = tl.where(live, e / D, 0.0)
+                v = tl.where(live, e * R, 0.0)
                 v = tl.where(posinf, tl.where(pin, 1.0 / k, 0.0), v)
             else:
                 v = tl.where(live, d - L, float("-inf"))
@@ -223,10 +219,7 @@ def norm_kernel(
                 d = tl.where(live, xr.to(WORK) - m0, float("-inf"))
                 pin = xr == float("inf")
                 if MODE == 0:
-                    if RECIP:
-                        v = tl.where(live, tl.exp(d) * R, 0.0)
-                    else:
-                        v = tl.where(live, tl.exp(d) / D, 0.0)
+                    v = tl.where(live, tl.exp(d) * R, 0.0)
                     v = tl.where(posinf, tl.where(pin, 1.0 / k, 0.0), v)
                 else:
                     v = tl.where(live, d - L, float("-inf"))

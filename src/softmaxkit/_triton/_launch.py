@@ -191,7 +191,6 @@ def _normalize(
     precision: str,
     block: int | None,
     warps: int | None = None,
-    recip: bool = True,
 ) -> Tensor:
     acc = _precision(precision)
     _check_device(x)
@@ -211,7 +210,6 @@ def _normalize(
         BLOCK=b,
         ONE_BLOCK=one,
         ACCURATE=acc,
-        RECIP=recip,
         num_warps=w if warps is None else warps,
     )
     return _from_rows(y2, perm, pshape)
@@ -224,12 +222,11 @@ def softmax(
     precision: str = "accurate",
     block: int | None = None,
     warps: int | None = None,
-    recip: bool = True,
 ) -> Tensor | None:
     """Softmax over ``dims`` (non-negative, sorted), or ``None`` when not covered."""
     if not _covers(x):
         return None
-    return _normalize(x, dims, K.MODE_SOFTMAX, precision, block, warps, recip)
+    return _normalize(x, dims, K.MODE_SOFTMAX, precision, block, warps)
 
 
 def log_softmax(
@@ -239,12 +236,11 @@ def log_softmax(
     precision: str = "accurate",
     block: int | None = None,
     warps: int | None = None,
-    recip: bool = True,
 ) -> Tensor | None:
     """Log-softmax over ``dims``, or ``None`` when not covered."""
     if not _covers(x):
         return None
-    return _normalize(x, dims, K.MODE_LOG_SOFTMAX, precision, block, warps, recip)
+    return _normalize(x, dims, K.MODE_LOG_SOFTMAX, precision, block, warps)
 
 
 def logsumexp(
