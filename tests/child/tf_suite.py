@@ -10,10 +10,12 @@ nowhere else), special values and masks against the NumPy core (the contract),
 gradients (against TF's where TF is right, finite where TF's are NaN), errors,
 and a SavedModel reloaded in a fresh process with its custom gradient.
 
-Every test runs on both routes (the ``route`` fixture): the C core as XLA custom
-calls (CPU, float32/float64, last axis, static shapes) and the TensorFlow-op
-kernels (GPUs, half precision, other axes, dynamic shapes, SavedModels), the
-latter forced by turning the former off.
+Every test runs on three routes (the ``route`` fixture): "direct", the default,
+where eager calls on CPU tensors run the C core on the tensors' NumPy views and
+graphs run it as XLA custom calls; "native", the custom calls for eager calls too
+(the direct route turned off); and "tf_ops", the TensorFlow-op kernels (GPUs,
+half precision, other axes, dynamic shapes, SavedModels), forced by turning the
+custom calls off.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import tensorflow as tf
 import softmaxkit as sk
 import softmaxkit.tensorflow as sktf
 from softmaxkit import SoftmaxkitTypeError, SoftmaxkitValueError, _ckernels
-from softmaxkit.tensorflow import _functional, _native
+from softmaxkit.tensorflow import _direct, _functional, _native
 from tests import _datasets, _reference
 from tests._measure import OPS, packed_case
 from tests._reference import ulp_stats
@@ -54,14 +56,20 @@ def _route_off(x, axes):
     return False
 
 
-@pytest.fixture(autouse=True, params=["native", "tf_ops"])
+def _direct_off(*tensors):
+    return False
+
+
+@pytest.fixture(autouse=True, params=["direct", "native", "tf_ops"])
 def route(request, monkeypatch):
-    """Run the test on the custom-call route, then with it turned off."""
-    if request.param == "native":
+    """Run the test as shipped, then without the eager direct route, then on TF ops."""
+    if request.param in ("direct", "native"):
         if not hasattr(_ckernels, "xla_register"):
             pytest.skip("built without XLA's FFI header: reinstall with tensorflow present")
         assert _native.available(), "the C core did not register with TensorFlow's XLA"
-    else:
+    if request.param == "native":
+        monkeypatch.setattr(_direct, "usable", _direct_off)
+    if request.param == "tf_ops":
         monkeypatch.setattr(_native, "eligible", _route_off)
     return request.param
 
@@ -705,7 +713,7 @@ def test_custom_call_route_is_taken_where_sound(route):
     )
     for f in fns:
         ops = _library_ops(tf.function(f, jit_compile=True), tf.TensorSpec([4, 5]))
-        assert ("XlaCallModule" in ops) == (route == "native"), sorted(ops)
+        assert ("XlaCallModule" in ops) == (route != "tf_ops"), sorted(ops)
     if hasattr(_ckernels, "xla_register"):
         with pytest.raises(ValueError, match="address is 0"):
             _ckernels.xla_register(0, "Host")
@@ -772,7 +780,7 @@ def test_custom_calls_equal_the_numpy_path(dtype, precision, route):
     for got in (run(*args), xla(*args)):
         for k, want in core.items():
             out = got[k].numpy()
-            if route == "native":
+            if route != "tf_ops":
                 np.testing.assert_array_equal(out, want, err_msg=k)
             else:  # the TF-op kernels: same bound, subnormals flushed, own fast mode
                 # (a gradient y (g - y.g) or g - p sum(g) may cancel: its error is absolute,
@@ -793,3 +801,119 @@ def test_custom_calls_equal_the_numpy_path(dtype, precision, route):
                 atol=1e-30,
                 err_msg=k,
             )
+
+
+def _four_ops(v, lab, gg, **kw):
+    """softmax, log_softmax, logsumexp and the sparse CE of ``v`` with their gradients
+    (a tape watching ``v``; ``gg`` the output gradient)."""
+    out = {}
+    fns = (
+        ("softmax", lambda u: sktf.softmax(u, **kw), gg),
+        ("log_softmax", lambda u: sktf.log_softmax(u, **kw), gg),
+        ("lse", lambda u: sktf.reduce_logsumexp(u, axis=-1, **kw), gg[..., 0]),
+        ("ce", lambda u: sktf.sparse_softmax_cross_entropy_with_logits(lab, u, **kw), gg[..., 1]),
+    )
+    for name, f, og in fns:
+        out[name + " no tape"] = f(v)
+        with tf.GradientTape() as tape:
+            tape.watch(v)
+            y = f(v)
+        out[name] = y
+        out[name + " grad"] = tape.gradient(y, v, output_gradients=og)
+    return out
+
+
+def test_eager_calls_take_the_direct_route(route, monkeypatch):
+    """Eagerly, on the CPU, the C core runs on the tensors' memory: no XLA custom call is
+    built or run (with the direct route off, the same calls trace custom calls)."""
+    built = []
+    real = _native._call
+
+    def spy(target, *args, **kwargs):
+        built.append(target)
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(_native, "_call", spy)
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.standard_normal((3, 29)).astype(np.float32))  # a shape used nowhere else
+    lab = tf.constant(rng.integers(0, 29, 3))
+    gg = tf.constant(rng.standard_normal((3, 29)).astype(np.float32))
+    out = _four_ops(x, lab, gg)
+    assert all(v is not None for v in out.values())
+    if route == "direct":
+        assert built == []
+        with tf.GradientTape():
+            assert _direct.recording()
+        assert not _direct.recording()
+        assert _direct.usable(x) and not _direct.usable(x, lab.numpy())  # tensors only
+    elif route == "native":
+        assert set(built) >= {"softmaxkit_softmax", "softmaxkit_cross_entropy"}, built
+    else:
+        assert built == []
+    traced = []
+    tf.function(lambda v: traced.append(_direct.usable(v))).get_concrete_function(
+        tf.TensorSpec([3, 29])
+    )
+    assert traced == [False]  # graphs never take it
+
+
+@pytest.mark.parametrize("route", ["direct"], indirect=True)  # it turns the route off itself
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("precision", ["accurate", "fast"])
+def test_direct_route_equals_the_custom_calls(dtype, precision, route, monkeypatch):
+    """Bitwise the custom-call route's results: values with and without a tape, gradients,
+    a rank-3 input, a variable, special rows, masks, temperature, fast and accurate."""
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((2, 9, 23)) * 6).astype(dtype)
+    x[0, :8, :3] = np.array(SPECIAL, dtype)
+    x[0, :8, 3:] = -np.inf
+    x[1, 0, :] = np.array(1e-42 if dtype == "float32" else 1e-320, dtype)  # subnormals
+    lab = tf.constant(rng.integers(0, 23, (2, 9)).astype(np.int32))
+    gg = tf.constant(rng.standard_normal((2, 9, 23)).astype(dtype))
+    where = tf.constant(rng.random((2, 9, 23)) < 0.7)
+    kw = {"precision": precision}
+
+    def everything():
+        v = tf.constant(x)
+        out = _four_ops(v, lab, gg, **kw)
+        var = tf.Variable(x)
+        with tf.GradientTape() as tape:  # a variable is watched without tape.watch
+            y = sktf.log_softmax(var, temperature=0.3, **kw)
+        out["variable"] = y
+        out["variable grad"] = tape.gradient(y, var, output_gradients=gg)
+        out["softmax where"] = sktf.softmax(v, where=where, **kw)
+        out["log_softmax t"] = sktf.log_softmax(v, temperature=2.5, **kw)
+        out["lse where keepdims"] = sktf.reduce_logsumexp(v, axis=-1, where=where, keepdims=True)
+        out["ce where"] = sktf.sparse_softmax_cross_entropy_with_logits(lab, v, where=where)
+        return {k: t.numpy() for k, t in out.items()}
+
+    direct = everything()
+    monkeypatch.setattr(_direct, "usable", _direct_off)
+    custom = everything()
+    assert direct.keys() == custom.keys()
+    for k in direct:
+        assert direct[k].dtype == custom[k].dtype and direct[k].shape == custom[k].shape, k
+        np.testing.assert_array_equal(direct[k], custom[k], err_msg=k)
+    for name in ("softmax", "log_softmax", "lse", "ce"):
+        np.testing.assert_array_equal(direct[name], direct[name + " no tape"], err_msg=name)
+
+
+@pytest.mark.parametrize("route", ["direct"], indirect=True)  # calls both routes' functions
+def test_direct_cross_entropy_out_of_range_labels_as_under_xla(route):
+    """Labels the eager checks reject never reach the route; if they did, they would get
+    TensorFlow's XLA behaviour, as on the custom calls: a NaN loss and a NaN gradient row."""
+    x = tf.constant(np.random.default_rng(5).standard_normal((4, 6)).astype(np.float32))
+    lab = tf.constant([1, 6, -1, 0])
+    ct = tf.constant([1.0, 2.0, 3.0, 0.5])
+    loss = _direct.cross_entropy(x, lab, None, None, mode=1).numpy()
+    grad = _direct.cross_entropy(x, lab, None, ct, mode=1).numpy()
+    xla_loss = tf.function(
+        lambda v: _native.cross_entropy(v, lab, None, None, mode=1), jit_compile=True
+    )(x).numpy()
+    xla_grad = tf.function(
+        lambda v: _native.cross_entropy(v, lab, None, ct, mode=1), jit_compile=True
+    )(x).numpy()
+    np.testing.assert_array_equal(loss, xla_loss)
+    np.testing.assert_array_equal(grad, xla_grad)
+    assert np.isnan(loss[1:3]).all() and np.isfinite(loss[[0, 3]]).all()
+    assert np.isnan(grad[1:3]).all() and np.isfinite(grad[[0, 3]]).all()

@@ -17,7 +17,7 @@ import tensorflow as tf
 from .._agnostic import _losses, _normalize, _sigmoid
 from .._namespace import check_precision
 from .._validation import check_label_smoothing, check_temperature
-from . import _kernels, _native
+from . import _direct, _kernels, _native
 from ._checks import (
     as_logits,
     axes_of,
@@ -74,6 +74,22 @@ def _normaliser(
         log = kind == "log_softmax"
         mode = _native.mode_code(check_precision(precision))
         native = _native.eligible(x, axes)
+        direct = native and _direct.usable(x, mask)
+
+        def backward(y: Tensor, g: Tensor) -> Tensor:
+            # the native product has no temperature, nor log_softmax's masked zeros
+            if native and t == 1.0 and (mask is None or not log):
+                if direct and _direct.usable(g):
+                    return _direct.vjp(y, g, log=log, mode=mode)
+                nbwd = _kernels.compiled(_kernels.native_softmax_bwd, log=log, mode=mode)
+                return nbwd(y, g)
+            if kind == "softmax":
+                return _kernels.compiled(_kernels.softmax_bwd, **opts)(y, g)
+            return _kernels.compiled(_kernels.log_softmax_bwd, **opts)(y, g, mask)
+
+        if direct:
+            y = _direct.softmax(x, mask, log=log, mode=mode, t=t)
+            return _direct.record(kind, y, x, lambda g: backward(y, g))
 
         @tf.custom_gradient
         def op(xi: Tensor) -> Any:
@@ -87,17 +103,7 @@ def _normaliser(
                 plan = plan_for(xi, precision)
                 fn = _normalize.softmax if kind == "softmax" else _normalize.log_softmax
                 y = tf.cast(fn(xi, axes=axes, where=mask, temperature=t, plan=plan), out)
-
-            def grad(g: Tensor) -> Tensor:
-                # the native product has no temperature, nor log_softmax's masked zeros
-                if native and t == 1.0 and (mask is None or not log):
-                    nbwd = _kernels.compiled(_kernels.native_softmax_bwd, log=log, mode=mode)
-                    return nbwd(y, g)
-                if kind == "softmax":
-                    return _kernels.compiled(_kernels.softmax_bwd, **opts)(y, g)
-                return _kernels.compiled(_kernels.log_softmax_bwd, **opts)(y, g, mask)
-
-            return y, grad
+            return y, lambda g: backward(y, g)
 
         return op(x)
 
@@ -278,6 +284,33 @@ def reduce_logsumexp(
 
         native = _native.eligible(x, axes)
         mode = _native.mode_code(check_precision(precision))
+        direct = native and _direct.usable(x, mask)
+
+        def squeezed(v: Tensor) -> Tensor:
+            y = tf.cast(v, out)
+            return tf.squeeze(y, axis=list(axes)) if not keepdims and axes else y
+
+        def backward(xi: Tensor, v: Tensor, g: Tensor) -> Tensor:
+            gk = tf.reshape(tf.cast(g, work), tf.shape(v))
+            if direct and _direct.usable(gk):
+                return _direct.logsumexp_grad(xi, mask, gk, mode=mode)
+            if native:
+                bwd = _kernels.compiled(_kernels.native_logsumexp_bwd, mode=mode)
+                return bwd(xi, mask, gk)
+            if engine == "rows":
+                bwd = _kernels.compiled(_kernels.logsumexp_bwd, axes=axes, work=work)
+                return bwd(xi, mask, gk)
+            p = tf.cast(
+                _normalize.softmax(
+                    xi, axes=axes, where=mask, temperature=1.0, plan=plan_for(xi, precision)
+                ),
+                work,
+            )
+            return tf.cast(tf.where(tf.equal(p, 0.0), tf.zeros_like(p), p * gk), out)
+
+        if direct:
+            v = _direct.logsumexp(x, mask, mode=mode)
+            return _direct.record("reduce_logsumexp", squeezed(v), x, lambda g: backward(x, v, g))
 
         @tf.custom_gradient
         def op(xi: Tensor) -> Any:
@@ -296,27 +329,7 @@ def reduce_logsumexp(
                     return_sign=False,
                     plan=plan,
                 )
-            y = tf.cast(v, out)
-            if not keepdims and axes:
-                y = tf.squeeze(y, axis=list(axes))
-
-            def grad(g: Tensor) -> Tensor:
-                gk = tf.reshape(tf.cast(g, work), tf.shape(v))
-                if native:
-                    bwd = _kernels.compiled(_kernels.native_logsumexp_bwd, mode=mode)
-                    return bwd(xi, mask, gk)
-                if engine == "rows":
-                    bwd = _kernels.compiled(_kernels.logsumexp_bwd, axes=axes, work=work)
-                    return bwd(xi, mask, gk)
-                p = tf.cast(
-                    _normalize.softmax(
-                        xi, axes=axes, where=mask, temperature=1.0, plan=plan_for(xi, precision)
-                    ),
-                    work,
-                )
-                return tf.cast(tf.where(tf.equal(p, 0.0), tf.zeros_like(p), p * gk), out)
-
-            return y, grad
+            return squeezed(v), lambda g: backward(xi, v, g)
 
         return op(x)
 
@@ -409,6 +422,16 @@ def sparse_softmax_cross_entropy_with_logits(
             and _native.eligible(x, (axis,))
         )
         mode = _native.mode_code(check_precision(precision))
+        if native and _direct.usable(x, lab, mask):
+
+            def grad_direct(g: Tensor) -> Tensor:
+                if _direct.usable(g):
+                    return _direct.cross_entropy(x, lab, mask, g, mode=mode)
+                bwd = _kernels.compiled(_kernels.native_sparse_bwd, mode=mode)
+                return bwd(x, lab, mask, g)
+
+            y = _direct.cross_entropy(x, lab, mask, None, mode=mode)
+            return _direct.record("sparse_softmax_cross_entropy_with_logits", y, x, grad_direct)
 
         @tf.custom_gradient
         def op(xi: Tensor) -> Any:
