@@ -145,6 +145,7 @@ def _small_cases(
     """(op, softmaxkit's call, tf.nn's call) on one tensor of logits."""
     sk_step = _ce_step(sktf.sparse_softmax_cross_entropy_with_logits)
     tf_step = _ce_step(tf.nn.sparse_softmax_cross_entropy_with_logits)
+    y = tf.cast(x > 0.5, x.dtype)  # binary targets for the sigmoid loss
     return (
         ("softmax", lambda: sktf.softmax(x), lambda: tf.nn.softmax(x)),
         (
@@ -158,6 +159,12 @@ def _small_cases(
             lambda: tf.nn.sparse_softmax_cross_entropy_with_logits(labels, x),
         ),
         ("sparse CE fwd+bwd", lambda: sk_step(labels, x), lambda: tf_step(labels, x)),
+        ("sigmoid", lambda: sktf.sigmoid(x), lambda: tf.sigmoid(x)),
+        (
+            "sigmoid CE forward",
+            lambda: sktf.sigmoid_cross_entropy_with_logits(y, x),
+            lambda: tf.nn.sigmoid_cross_entropy_with_logits(y, x),
+        ),
     )
 
 
@@ -188,7 +195,7 @@ def measure_small(rounds: int) -> list[dict[str, Any]]:
         cases = _small_cases(x, labels)
         for op, ours, theirs in cases:
             t = _loop_median(
-                {"sktf": ours, "custom calls": without_direct(ours), "tf": theirs}, rounds
+                {"sktf": ours, "route off": without_direct(ours), "tf": theirs}, rounds
             )
             rows.append({"op": op, "shape": shape, **t})
     return rows
@@ -203,19 +210,21 @@ def render_small(rows: list[dict[str, Any]], rounds: int) -> str:
         "20 ms per contender, in turn. `sktf` = as shipped: eager calls on CPU tensors run "
         "the C core on the tensors' memory (`softmaxkit.tensorflow._direct`) with no "
         "`tf.custom_gradient` (under a `GradientTape` the op goes on the tape through the "
-        "tape's own entry point); `custom calls` = the same "
+        "tape's own entry point); `route off` = the same "
         "calls with that route turned off, each an `XlaCallModule` op run through a "
-        "compiled `tf.function` (how every eager call ran before). CE fwd+bwd = the mean "
-        "loss and its gradient through a `GradientTape`.",
+        "compiled `tf.function` (how every eager call of the softmax family ran before; the "
+        "sigmoid family ran as eager TensorFlow operations of the array-agnostic engine, "
+        "the same column). CE fwd+bwd = the mean loss and its gradient through a "
+        "`GradientTape`.",
         "",
-        "| op | shape | tf.nn (µs) | sktf (µs) | custom calls (µs) | sktf / tf.nn |",
+        "| op | shape | tf.nn (µs) | sktf (µs) | route off (µs) | sktf / tf.nn |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         shape = f"{r['shape'][0]}×{r['shape'][1]}"
         lines.append(
             f"| {r['op']} | {shape} | {r['tf'] * us:.0f} | {r['sktf'] * us:.0f} | "
-            f"{r['custom calls'] * us:.0f} | {r['sktf'] / r['tf']:.2f} |"
+            f"{r['route off'] * us:.0f} | {r['sktf'] / r['tf']:.2f} |"
         )
     return "\n".join(lines)
 

@@ -11,11 +11,12 @@ gradients (against TF's where TF is right, finite where TF's are NaN), errors,
 and a SavedModel reloaded in a fresh process with its custom gradient.
 
 Every test runs on three routes (the ``route`` fixture): "direct", the default,
-where eager calls on CPU tensors run the C core on the tensors' NumPy views and
-graphs run it as XLA custom calls; "native", the custom calls for eager calls too
-(the direct route turned off); and "tf_ops", the TensorFlow-op kernels (GPUs,
-half precision, other axes, dynamic shapes, SavedModels), forced by turning the
-custom calls off.
+where eager calls on CPU tensors run the C core on the tensors' NumPy views
+(the softmax family and the sigmoid family) and graphs run it as XLA custom
+calls; "native", the custom calls for eager calls too (the direct route turned
+off; the sigmoid family then runs as TensorFlow operations); and "tf_ops", the
+TensorFlow-op kernels (GPUs, half precision, other axes, dynamic shapes,
+SavedModels), forced by turning both off.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def route(request, monkeypatch):
         if not hasattr(_ckernels, "xla_register"):
             pytest.skip("built without XLA's FFI header: reinstall with tensorflow present")
         assert _native.available(), "the C core did not register with TensorFlow's XLA"
-    if request.param == "native":
+    if request.param in ("native", "tf_ops"):
         monkeypatch.setattr(_direct, "usable", _direct_off)
     if request.param == "tf_ops":
         monkeypatch.setattr(_native, "eligible", _route_off)
@@ -917,3 +918,72 @@ def test_direct_cross_entropy_out_of_range_labels_as_under_xla(route):
     np.testing.assert_array_equal(grad, xla_grad)
     assert np.isnan(loss[1:3]).all() and np.isfinite(loss[[0, 3]]).all()
     assert np.isnan(grad[1:3]).all() and np.isfinite(grad[[0, 3]]).all()
+
+
+@pytest.mark.parametrize("route", ["direct"], indirect=True)  # it turns the route off itself
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("precision", ["accurate", "fast"])
+def test_direct_sigmoid_family(dtype, precision, route, monkeypatch):
+    """Eager sigmoid, log_sigmoid and the BCE losses on the direct route: values bitwise
+    the NumPy core's (subnormals kept); every gradient (logits, labels, pos_weight) that of
+    the TF-op route, whose formulas the backward shares, within an ulp of the derivative
+    in the logits (the C kernel's, rounded once, against the TF-op engine's)."""
+    x, y = _datasets.sigmoid_inputs(dtype)
+    x, y = x[:4000].copy(), y[:4000].copy()
+    x[:3] = np.array([-INF, INF, -745.0 if dtype == "float64" else -100.0], dtype)
+    pw = np.array(2.5, dtype)
+    kw = {"precision": precision}
+    core = {
+        "sigmoid": sk.sigmoid(x, **kw),
+        "log_sigmoid": sk.log_sigmoid(x, **kw),
+        "bce": sk.binary_cross_entropy_with_logits(x, y, reduction="none", **kw),
+        "wbce": sk.binary_cross_entropy_with_logits(x, y, pos_weight=pw, reduction="none", **kw),
+    }
+    og = np.random.default_rng(2).standard_normal(x.shape).astype(dtype)
+
+    def run():
+        xt, yt, pt, gt = tf.constant(x), tf.constant(y), tf.constant(pw), tf.constant(og)
+        out = {}
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([xt, yt, pt])
+            out["sigmoid"] = sktf.sigmoid(xt, **kw)
+            out["log_sigmoid"] = sktf.log_sigmoid(xt, **kw)
+            out["bce"] = sktf.sigmoid_cross_entropy_with_logits(yt, xt, **kw)
+            out["wbce"] = sktf.weighted_cross_entropy_with_logits(yt, xt, pt, **kw)
+        for k in ("sigmoid", "log_sigmoid", "bce", "wbce"):
+            out[k + " no tape"] = {
+                "sigmoid": lambda: sktf.sigmoid(xt, **kw),
+                "log_sigmoid": lambda: sktf.log_sigmoid(xt, **kw),
+                "bce": lambda: sktf.sigmoid_cross_entropy_with_logits(yt, xt, **kw),
+                "wbce": lambda: sktf.weighted_cross_entropy_with_logits(yt, xt, pt, **kw),
+            }[k]()
+            srcs = [xt, yt, pt] if k == "wbce" else [xt, yt] if k == "bce" else [xt]
+            grads = tape.gradient(out[k], srcs, output_gradients=gt)
+            for name, gr in zip(("x", "y", "pw")[: len(srcs)], grads, strict=True):
+                out[f"{k} d{name}"] = gr
+        return {k: v.numpy() for k, v in out.items()}
+
+    direct = run()
+    for k, want in core.items():
+        np.testing.assert_array_equal(direct[k], want, err_msg=k)
+        np.testing.assert_array_equal(direct[k + " no tape"], want, err_msg=k)
+    monkeypatch.setattr(_direct, "usable", _direct_off)
+    ops = run()
+    for k, got in direct.items():
+        if k in core or k.endswith("no tape"):
+            continue
+        want = ops[k]
+        assert got.dtype == want.dtype and got.shape == want.shape, k
+        if k.endswith("dx"):  # the C kernel's derivative against the TF-op engine's
+            # accurate: each within an ulp of the exact one, then times the cotangent (in
+            # float64 that product is rounded once more); fast: p - y in the input
+            # precision, whose cancellation leaves an error of a few eps * |cotangent|
+            err = _reference.ulp_error(got, want.astype(np.float64), dtype)
+            if precision == "accurate":
+                ok = err <= (1.0 if dtype == "float32" else 2.0)
+            else:
+                ok = np.abs(got - want) <= 8 * np.finfo(dtype).eps * np.abs(og)
+            ok |= (got == want) | (np.abs(want) < np.finfo(dtype).tiny)
+            assert ok.all(), (k, err[~ok][:5], got[~ok][:5], want[~ok][:5])
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=k)

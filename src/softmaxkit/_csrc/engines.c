@@ -2350,6 +2350,8 @@ static skit_dd e64a_scaled(const void *x, size_t i, double T) {
 
 #define LD32(p) ldfd(p)
 #define LD64(p) ldd(p)
+#define ST32(p, v) stfh((p), (v), 0)
+#define ST64(p, v) std_((p), (v))
 
 /* one element chunk of the sigmoid family, float64 working precision */
 INLINE void sig_chunk_d(int kind, vd x, vd y, vd w, vd pw, int has_w, int hi_prec, double scale,
@@ -2361,14 +2363,12 @@ INLINE void sig_chunk_d(int kind, vd x, vd y, vd w, vd pw, int has_w, int hi_pre
     vd na = seld(xs < 0.0, xs, -xs); /* -|xs| */
     vd z = hi_prec ? vexpd_hi(na, zero) : vexpd_lo(na, zero);
     vd D = 1.0 + z;
-    vd big = 1.0 / D, small = z / D;
-    vd sp = seld(xs >= 0.0, big, small); /* sigmoid(x) */
-    vd sn = seld(xs >= 0.0, small, big); /* sigmoid(-x) */
-    sp = seld(x == INFINITY, splatd(1.0), seld(x == -INFINITY, zero, sp));
-    sn = seld(x == INFINITY, zero, seld(x == -INFINITY, splatd(1.0), sn));
-    sp = seld(isnan_, nan, sp);
-    sn = seld(isnan_, nan, sn);
+    /* sigmoid(x) = 1/D for x >= 0, z/D below: one division with the numerator chosen
+     * first (each lane's quotient is the one it would select); sigmoid(-x) the other */
+    vl pos = xs >= 0.0;
     if (kind == 0) {
+        vd sp = seld(pos, splatd(1.0), z) / D;
+        sp = seld(x == INFINITY, splatd(1.0), seld(x == -INFINITY, zero, sp));
         *loss = seld(isnan_, nan, sp);
         return;
     }
@@ -2397,9 +2397,13 @@ INLINE void sig_chunk_d(int kind, vd x, vd y, vd w, vd pw, int has_w, int hi_pre
     tot = seld(x == INFINITY, at_pinf, seld(x == -INFINITY, at_ninf, tot));
     *loss = seld(isnan_ | (y != y), nan, tot);
     if (grad) {
+        vd sp = seld(pos, splatd(1.0), z) / D; /* sigmoid(x) */
+        vd sn = seld(pos, z, splatd(1.0)) / D; /* sigmoid(-x) */
+        sp = seld(x == INFINITY, splatd(1.0), seld(x == -INFINITY, zero, sp));
+        sn = seld(x == INFINITY, zero, seld(x == -INFINITY, splatd(1.0), sn));
         vd g = c_neg * sp - c_pos * sn;
         if (has_w) g = w * g;
-        *grad = g * scale;
+        *grad = seld(isnan_, nan, g) * scale;
     }
 }
 
@@ -2439,17 +2443,14 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
     vd Dl;
     vd Dh = two_sum_v(splatd(1.0), zh, &Dl);
     Dl = Dl + zl;
-    vd bl, sl;
-    vd bh = vdd_div(splatd(1.0), zero, Dh, Dl, &bl);
-    vd sh = vdd_div(zh, zl, Dh, Dl, &sl);
-    vd big = bh + bl, small = sh + sl;
-    vd sp = seld(xs >= 0.0, big, small);
-    vd sn = seld(xs >= 0.0, small, big);
-    sp = seld(x == INFINITY, splatd(1.0), seld(x == -INFINITY, zero, sp));
-    sn = seld(x == INFINITY, zero, seld(x == -INFINITY, splatd(1.0), sn));
-    sp = seld(isnan_, nan, sp);
-    sn = seld(isnan_, nan, sn);
+    /* as in sig_chunk_d: the numerator of each lane's quotient chosen before dividing */
+    vl pos = xs >= 0.0;
+    vd one = splatd(1.0);
     if (kind == 0) {
+        vd ql;
+        vd qh = vdd_div(seld(pos, one, zh), seld(pos, zero, zl), Dh, Dl, &ql);
+        vd sp = qh + ql;
+        sp = seld(x == INFINITY, one, seld(x == -INFINITY, zero, sp));
         *loss = seld(isnan_, nan, sp);
         return;
     }
@@ -2497,18 +2498,42 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
     tot = seld(x == INFINITY, at_pinf, seld(x == -INFINITY, at_ninf, tot));
     *loss = seld(isnan_ | (y != y), nan, tot);
     if (grad) {
+        vd pl_, nl_;
+        vd ph_ = vdd_div(seld(pos, one, zh), seld(pos, zero, zl), Dh, Dl, &pl_);
+        vd nh_ = vdd_div(seld(pos, zh, one), seld(pos, zl, zero), Dh, Dl, &nl_);
+        vd sp = ph_ + pl_, sn = nh_ + nl_;
+        sp = seld(x == INFINITY, one, seld(x == -INFINITY, zero, sp));
+        sn = seld(x == INFINITY, zero, seld(x == -INFINITY, one, sn));
         vd g = c_neg * sp - c_pos * sn;
         if (has_w) g = w * g;
-        *grad = g * scale;
+        *grad = seld(isnan_, nan, g) * scale;
     }
 }
 
 /* kind: 0 sigmoid, 1 log_sigmoid (loss = the output, in x's type), 2 BCE (loss in
- * float64, grad in x's type or NULL). y, w, pw: float64 arrays of n (NULL: absent). */
+ * float64, grad in x's type or NULL). y, w, pw: float64 arrays of n (NULL: absent).
+ * Whole vectors are loaded and stored as vectors; the last partial one goes through
+ * padded buffers. CHUNK reads xv_, yv_, wv_, pv_ and sets lossv, gradv. */
 #define SIG_BODY(STYPE, LOADV, STOREV, CHUNK)                                            \
     const STYPE *x = (const STYPE *)xv;                                                  \
-    for (size_t i = 0; i < n; i += ND) {                                                 \
-        size_t c = n - i < ND ? n - i : ND;                                              \
+    const vd one_ = splatd(1.0), zero_ = splatd(0.0);                                    \
+    size_t i = 0;                                                                        \
+    for (; i + ND <= n; i += ND) {                                                       \
+        vd xv_ = LOADV(x + i);                                                           \
+        vd yv_ = y ? ldd(y + i) : zero_;                                                 \
+        vd wv_ = w ? ldd(w + i) : one_;                                                  \
+        vd pv_ = pw ? ldd(pw + i) : one_;                                                \
+        vd lossv, gradv = zero_;                                                         \
+        CHUNK;                                                                           \
+        if (kind == 2) {                                                                 \
+            std_((double *)out + i, lossv);                                              \
+            if (grad) STOREV((STYPE *)grad + i, gradv);                                  \
+        } else {                                                                         \
+            STOREV((STYPE *)out + i, lossv);                                             \
+        }                                                                                \
+    }                                                                                    \
+    if (i < n) {                                                                         \
+        size_t c = n - i;                                                                \
         STYPE xb[ND];                                                                    \
         double yb[ND], wb[ND], pb[ND];                                                   \
         for (size_t k = 0; k < ND; k++) {                                                \
@@ -2517,36 +2542,37 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
             wb[k] = w && k < c ? w[i + k] : 1.0;                                         \
             pb[k] = pw && k < c ? pw[i + k] : 1.0;                                       \
         }                                                                                \
-        vd lossv, gradv = (vd){0};                                                       \
+        vd xv_ = LOADV(xb), yv_ = ldd(yb), wv_ = ldd(wb), pv_ = ldd(pb);                 \
+        vd lossv, gradv = zero_;                                                         \
         CHUNK;                                                                           \
         if (kind == 2) {                                                                 \
             memcpy((double *)out + i, &lossv, c * sizeof(double));                       \
             if (grad) {                                                                  \
                 STYPE gb[ND];                                                            \
-                for (size_t k = 0; k < ND; k++) gb[k] = (STYPE)gradv[k];                 \
+                STOREV(gb, gradv);                                                       \
                 memcpy((STYPE *)grad + i, gb, c * sizeof(STYPE));                        \
             }                                                                            \
         } else {                                                                         \
             STYPE ob[ND];                                                                \
-            for (size_t k = 0; k < ND; k++) ob[k] = (STYPE)lossv[k];                     \
+            STOREV(ob, lossv);                                                           \
             memcpy((STYPE *)out + i, ob, c * sizeof(STYPE));                             \
         }                                                                                \
     }
 
 static void sig_f32(int kind, const void *xv, const double *y, const double *w, const double *pw,
                     size_t n, double scale, void *out, void *grad) {
-    SIG_BODY(float, LD32, , sig_chunk_d(kind, ldfd(xb), ldd(yb), ldd(wb), ldd(pb), w != NULL, 0,
-                                        scale, &lossv, grad ? &gradv : NULL))
+    SIG_BODY(float, LD32, ST32, sig_chunk_d(kind, xv_, yv_, wv_, pv_, w != NULL, 0, scale,
+                                            &lossv, grad ? &gradv : NULL))
 }
 static void sig_f64f(int kind, const void *xv, const double *y, const double *w, const double *pw,
                      size_t n, double scale, void *out, void *grad) {
-    SIG_BODY(double, LD64, , sig_chunk_d(kind, ldd(xb), ldd(yb), ldd(wb), ldd(pb), w != NULL, 1,
-                                         scale, &lossv, grad ? &gradv : NULL))
+    SIG_BODY(double, LD64, ST64, sig_chunk_d(kind, xv_, yv_, wv_, pv_, w != NULL, 1, scale,
+                                             &lossv, grad ? &gradv : NULL))
 }
 static void sig_f64a(int kind, const void *xv, const double *y, const double *w, const double *pw,
                      size_t n, double scale, void *out, void *grad) {
-    SIG_BODY(double, LD64, , sig_chunk_dd(kind, ldd(xb), ldd(yb), ldd(wb), ldd(pb), w != NULL,
-                                          scale, &lossv, grad ? &gradv : NULL))
+    SIG_BODY(double, LD64, ST64, sig_chunk_dd(kind, xv_, yv_, wv_, pv_, w != NULL, scale,
+                                              &lossv, grad ? &gradv : NULL))
 }
 
 /* VJPs of softmax (islog = 0: y * (g - sum(y g))) and log_softmax
@@ -2609,9 +2635,6 @@ static void sig_f64a(int kind, const void *xv, const double *y, const double *w,
             orow[i] = (STYPE)v;                                                          \
         }                                                                                \
     }
-
-#define ST32(p, v) stfh((p), (v), 0)
-#define ST64(p, v) std_((p), (v))
 
 static void vjp_f32(int islog, const void *yv, const void *gv, size_t rows, size_t n,
                     void *outv) {

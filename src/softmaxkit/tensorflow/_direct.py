@@ -37,11 +37,14 @@ from .. import _ckernels
 from .._dispatch import default_threads
 
 __all__ = [
+    "binary_cross_entropy",
     "cross_entropy",
     "logsumexp",
     "logsumexp_grad",
     "record",
+    "record_many",
     "recording",
+    "sigmoid",
     "softmax",
     "usable",
     "vjp",
@@ -84,12 +87,19 @@ def record(name: str, y: Tensor, x: Tensor, backward: Callable[[Tensor], Tensor]
     wrapper's argument handling (about 0.14 ms a call). The gradient of an output the
     tape's target does not depend on arrives as None and gives None.
     """
+    return record_many(name, y, [x], lambda dy: [backward(dy)])
+
+
+def record_many(
+    name: str, y: Tensor, xs: list[Tensor], backward: Callable[[Tensor], Any]
+) -> Tensor:
+    """:func:`record` for an op of several inputs: ``backward(dy)`` gives one gradient each."""
     if recording():
 
         def grads(dy: Tensor | None) -> list[Tensor | None]:
-            return [None if dy is None else backward(dy)]
+            return [None] * len(xs) if dy is None else list(backward(dy))
 
-        _record_operation("Softmaxkit_" + name, [y], [x], grads)
+        _record_operation("Softmaxkit_" + name, [y], xs, grads)
     return y
 
 
@@ -229,3 +239,51 @@ def cross_entropy(
     if nbad:
         loss[bad] = np.nan
     return tf.convert_to_tensor(loss.astype(a.dtype).reshape(a.shape[:-1]))
+
+
+def sigmoid(x: Tensor, *, log: bool, mode: int) -> Tensor:
+    """``sigmoid`` (or ``log_sigmoid``) elementwise: :func:`softmaxkit.sigmoid`'s kernel."""
+    a = _view(x)
+    out, res = _new(a.shape, a.dtype)
+    flat = out.reshape(-1)  # a view: out is new and contiguous
+    _ckernels.sigmoid(
+        1 if log else 0,
+        a.reshape(-1),
+        None,
+        None,
+        None,
+        a.size,
+        _CODES[x.dtype],
+        mode,
+        _threads(a.size),
+        1.0,
+        flat,
+        None,
+    )
+    return _done(out, res)
+
+
+def binary_cross_entropy(
+    x: Tensor, y: Tensor, pos_weight: Tensor | None, *, mode: int, grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Elementwise BCE with logits and, with ``grad``, its derivative in ``x``, in ``x``'s
+    dtype: :func:`softmaxkit.binary_cross_entropy_with_logits`'s kernel
+    (``reduction="none"``). ``y`` has ``x``'s shape and dtype; ``pos_weight`` (x's
+    dtype) broadcasts to it."""
+    a = _view(x)
+    n = a.size
+    y1 = np.asarray(_view(y), dtype=np.float64).reshape(-1)
+    p1 = None
+    if pos_weight is not None:
+        p1 = np.ascontiguousarray(
+            np.broadcast_to(np.asarray(_view(pos_weight), dtype=np.float64), a.shape)
+        ).reshape(-1)
+    loss = np.empty(n, np.float64)
+    gx, res = _new(a.shape, a.dtype) if grad else (None, None)
+    _ckernels.sigmoid(
+        2, a.reshape(-1), y1, None, p1, n, _CODES[x.dtype], mode, _threads(n), 1.0, loss,
+        None if gx is None else gx.reshape(-1),
+    )  # fmt: skip
+    out, lres = _new(a.shape, a.dtype)
+    np.copyto(out, loss.reshape(a.shape), casting="unsafe")  # rounded once, as astype
+    return _done(out, lres), None if gx is None else _done(gx, res)

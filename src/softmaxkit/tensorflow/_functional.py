@@ -3,13 +3,17 @@
 Each function validates its arguments once (:mod:`._checks`), picks an engine
 (:mod:`._engine` for float16/bfloat16/float32 and the fast mode, the
 array-agnostic double-word engine on TF operations for accurate float64), and
-wraps forward and backward in ``tf.custom_gradient``. It must never call NumPy on
-a tensor's data outside the eager argument checks, nor call another front end.
+wraps forward and backward in ``tf.custom_gradient``; eager calls on CPU tensors
+go to :mod:`._direct` instead, which runs the C core on the tensors' memory and
+records the op on an active tape itself. It must never call NumPy on a tensor's
+data outside the eager argument checks and :mod:`._direct`, nor call another
+front end.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -599,6 +603,18 @@ def _elementwise_input(x: object, name: str) -> Tensor:
     return as_logits(x, name)
 
 
+def _elementwise_direct(x: Tensor, *others: Tensor | None) -> bool:
+    """Whether an elementwise op takes the eager route into the C core (:mod:`._direct`):
+    float32/float64 eager CPU tensors, where the custom calls are available."""
+    return (
+        x.dtype in (tf.float32, tf.float64)
+        and x.shape.num_elements() is not None
+        and x.shape.num_elements() > 0
+        and _native.available()
+        and _direct.usable(x, *others)
+    )
+
+
 def sigmoid(x: Any, name: str | None = None, *, precision: str = "accurate") -> Tensor:
     r"""Logistic sigmoid ``1 / (1 + exp(-x))``, rounded once (``tf.math.sigmoid``'s arguments).
 
@@ -627,15 +643,17 @@ def sigmoid(x: Any, name: str | None = None, *, precision: str = "accurate") -> 
         xt = _elementwise_input(x, "x")
         plan = plan_for(xt, precision)
 
+        def grad(g: Tensor) -> Tensor:
+            sp, sn = _sigmoid._sigmoid_pair(plan, tf.cast(xt, plan.work))
+            return tf.cast(sp * sn * tf.cast(g, plan.work), xt.dtype)
+
+        if _elementwise_direct(xt):
+            y = _direct.sigmoid(xt, log=False, mode=_native.mode_code(check_precision(precision)))
+            return _direct.record("sigmoid", y, xt, grad)
+
         @tf.custom_gradient
         def op(xi: Tensor) -> Any:
-            y = tf.cast(_sigmoid.sigmoid(xi, plan=plan), xt.dtype)
-
-            def grad(g: Tensor) -> Tensor:
-                sp, sn = _sigmoid._sigmoid_pair(plan, tf.cast(xi, plan.work))
-                return tf.cast(sp * sn * tf.cast(g, plan.work), xt.dtype)
-
-            return y, grad
+            return tf.cast(_sigmoid.sigmoid(xi, plan=plan), xt.dtype), grad
 
         return op(xt)
 
@@ -668,15 +686,17 @@ def log_sigmoid(x: Any, name: str | None = None, *, precision: str = "accurate")
         xt = _elementwise_input(x, "x")
         plan = plan_for(xt, precision)
 
+        def grad(g: Tensor) -> Tensor:
+            _, sn = _sigmoid._sigmoid_pair(plan, tf.cast(xt, plan.work))
+            return tf.cast(sn * tf.cast(g, plan.work), xt.dtype)
+
+        if _elementwise_direct(xt):
+            y = _direct.sigmoid(xt, log=True, mode=_native.mode_code(check_precision(precision)))
+            return _direct.record("log_sigmoid", y, xt, grad)
+
         @tf.custom_gradient
         def op(xi: Tensor) -> Any:
-            y = tf.cast(_sigmoid.log_sigmoid(xi, plan=plan), xt.dtype)
-
-            def grad(g: Tensor) -> Tensor:
-                _, sn = _sigmoid._sigmoid_pair(plan, tf.cast(xi, plan.work))
-                return tf.cast(sn * tf.cast(g, plan.work), xt.dtype)
-
-            return y, grad
+            return tf.cast(_sigmoid.log_sigmoid(xi, plan=plan), xt.dtype), grad
 
         return op(xt)
 
@@ -714,18 +734,9 @@ def _bce(labels: Any, logits: Any, pos_weight: Any, name: str, precision: object
         out = x.dtype
         pw = None if pos_weight is None else tf.cast(tf.convert_to_tensor(pos_weight), out)
 
-        def compute(yi: Tensor, xi: Tensor, pwi: Tensor | None) -> Any:
-            loss, gx = _sigmoid.binary_cross_entropy_with_logits(
-                xi,
-                yi,
-                weight=None,
-                pos_weight=pwi,
-                reduction="none",
-                return_grad=True,
-                plan=plan,
-            )
-            loss = tf.cast(loss, out)
-
+        def backward(
+            yi: Tensor, xi: Tensor, pwi: Tensor | None, gx: Tensor
+        ) -> Callable[[Tensor], tuple[Tensor, ...]]:
             def grads(g: Tensor) -> tuple[Tensor, ...]:
                 gw = tf.cast(g, plan.work)
                 xw = tf.cast(xi, plan.work)
@@ -738,7 +749,28 @@ def _bce(labels: Any, logits: Any, pos_weight: Any, name: str, precision: object
                     res.append(tf.cast(_unbroadcast(gp, tf.shape(pwi)), out))
                 return tuple(res)
 
-            return loss, grads
+            return grads
+
+        if _elementwise_direct(x, y, pw) and y.shape == x.shape:
+            mode = _native.mode_code(check_precision(precision))
+            rec = _direct.recording()
+            loss, gx = _direct.binary_cross_entropy(x, y, pw, mode=mode, grad=rec)
+            if gx is None:
+                return loss
+            ins = [y, x] if pw is None else [y, x, pw]
+            return _direct.record_many("logistic_loss", loss, ins, backward(y, x, pw, gx))
+
+        def compute(yi: Tensor, xi: Tensor, pwi: Tensor | None) -> Any:
+            loss, gx = _sigmoid.binary_cross_entropy_with_logits(
+                xi,
+                yi,
+                weight=None,
+                pos_weight=pwi,
+                reduction="none",
+                return_grad=True,
+                plan=plan,
+            )
+            return tf.cast(loss, out), backward(yi, xi, pwi, gx)
 
         if pw is None:
 
