@@ -296,6 +296,57 @@ def test_bce_and_nll_routes_are_bitwise_identical():
     _bitwise(g1, g2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_everyday_bce_short_route(monkeypatch, dtype, reduction):
+    """``binary_cross_entropy_with_logits(logits, targets)`` on CPU skips the general
+    validation and the torch conversions (``_engine._plain_bce``), with the general
+    route's bits (value, input and target gradients) and the NumPy front end's; a
+    target outside [0, 1] still gets the general route's error."""
+    import numpy as np
+
+    import softmaxkit as sk
+    from softmaxkit.torch import _functional
+
+    calls, short = [], []
+    real_check = _functional.chk.float_input
+    monkeypatch.setattr(
+        _functional.chk, "float_input", lambda *a, **k: calls.append(1) or real_check(*a, **k)
+    )
+    real_plain = _engine._plain_bce
+    monkeypatch.setattr(
+        _engine,
+        "_plain_bce",
+        lambda *a: (lambda r: short.append(r is not None) or r)(real_plain(*a)),
+    )
+    g = torch.Generator().manual_seed(4)
+    y = torch.rand(6, 5, generator=g, dtype=torch.float64).to(dtype)
+    y[0, :2] = torch.tensor([0.0, 1.0], dtype=dtype)
+    x = _x(6, 5, dtype=dtype)
+    x[1, :2] = torch.tensor([float("inf"), -float("inf")], dtype=dtype)
+    res = []
+    for a, b in ((x, y), (_general(x), _general(y))):  # short route, then the general one
+        a = a.detach().clone().requires_grad_()
+        b = b.detach().clone().requires_grad_()
+        loss = skt.binary_cross_entropy_with_logits(a, b, reduction=reduction)
+        loss.sum().backward()
+        res.append((loss.detach(), a.grad, b.grad))
+    # neither took the general checks; the engine's short route declined the second
+    # (not contiguous), which went the general way inside the engine
+    assert calls == [] and short == [True, False]
+    skt.binary_cross_entropy_with_logits(x, y, torch.ones(5, dtype=dtype))  # weights: checked
+    assert calls == [1]
+    for u, v in zip(res[0], res[1], strict=True):
+        _bitwise(u, v)
+    want = sk.binary_cross_entropy_with_logits(x.numpy(), y.numpy(), reduction=reduction)
+    assert np.array_equal(res[0][0].numpy(), np.asarray(want))
+    for bad in (1.5, float("nan"), -0.1):
+        yb = y.clone()
+        yb[2, 3] = bad
+        with pytest.raises(skt_errors.SoftmaxkitValueError, match=r"`target` must lie in"):
+            skt.binary_cross_entropy_with_logits(x, yb, reduction=reduction)
+
+
 def test_agnostic_engine_matches_native_under_the_contract(monkeypatch):
     x = _x(7, 9, dtype=torch.float64)
     x[0, 3] = float("inf")

@@ -418,6 +418,12 @@ def _check_values(a: Tensor | None, name: str, *, unit: bool = False, nonneg: bo
     if a is None or a.device.type == "meta" or a.numel() == 0:
         return
     a = a.detach()
+    if unit and a.is_floating_point():
+        # one reduction for the usual case (NaN propagates to both ends, and fails);
+        # the elementwise test below only finds the first offender for the message
+        lo, hi = torch.aminmax(a)
+        if bool(lo >= 0) and bool(hi <= 1):
+            return
     if unit:
         bad = ~((a >= 0) & (a <= 1))
         what = "must lie in [0, 1]"
@@ -646,10 +652,75 @@ def nll_fwd(
     return _own(res, x, x, target)
 
 
+_NP_FLOATS = (torch.float32, torch.float64)
+
+
 def _flat64(a: Tensor | None, shape: torch.Size) -> np.ndarray | None:
+    """``a`` broadcast to ``shape``, flat, as float64 (the C core's operand type)."""
     if a is None:
         return None
-    return _np(a.detach().to(torch.float64).expand(shape).contiguous().view(-1))
+    a = a.detach()
+    if (
+        a.shape == shape
+        and a.dtype in _NP_FLOATS
+        and a.is_cpu
+        and a.is_contiguous()
+        and not a.is_neg()
+        and not a.is_conj()
+    ):  # the usual case: NumPy widens the tensor's own memory, the same values
+        return np.asarray(_np(a), dtype=np.float64).reshape(-1)
+    return _np(a.to(torch.float64).expand(shape).contiguous().view(-1))
+
+
+def _plain_bce(
+    x: Tensor, target: Tensor, reduction: str, need_grad: bool
+) -> tuple[Tensor, Tensor] | None:
+    """:func:`bce_fwd`'s everyday call in a few attribute reads, or None for the general
+    route: contiguous CPU float32/float64 logits and targets of one dtype and shape,
+    no weights, the C core. The targets are checked and widened by NumPy on the
+    tensors' own memory; the kernel call and the reduction are the general route's,
+    so the results are bitwise the same."""
+    if not (
+        x.dtype in _NP_FLOATS
+        and target.dtype is x.dtype
+        and target.shape == x.shape
+        and x.is_cpu
+        and target.is_cpu
+        and x.is_contiguous()
+        and target.is_contiguous()
+        and not x.is_neg()
+        and not target.is_neg()
+        and x.numel() > 0
+        and engine_for(x) == NATIVE
+    ):
+        return None
+    ya = _np(target.detach())
+    if not (ya.min() >= 0 and ya.max() <= 1):  # NaN fails too: the general route names it
+        return None
+    n = ya.size
+    loss = np.empty(n, np.float64)
+    grad = torch.empty_like(x) if need_grad else None
+    _ckernels.sigmoid(
+        2, _np(x.detach()).reshape(-1), ya.astype(np.float64).reshape(-1), None, None, n,
+        _CODE[x.dtype], _ACCURATE, _threads(n), 1.0 / n if reduction == "mean" else 1.0,
+        loss, None if grad is None else _np(grad).reshape(-1),
+    )  # fmt: skip
+    res = _bce_reduce(loss, reduction, x.shape, x.dtype)
+    return res, (x.new_empty(0) if grad is None else grad)
+
+
+def _bce_reduce(loss: np.ndarray, reduction: str, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """The float64 elementwise losses reduced and rounded once to ``dtype``, as the NumPy
+    front end does (``np.sum``, then the division for the mean)."""
+    np_dt = _NP_DTYPE.get(dtype)
+    if reduction == "none":
+        if np_dt is not None:
+            return torch.from_numpy(loss.astype(np_dt)).view(shape)
+        return torch.from_numpy(loss).view(shape).to(dtype)
+    total = np.sum(loss) if reduction == "sum" else np.sum(loss) / loss.size
+    if np_dt is not None:
+        return torch.from_numpy(np.asarray(total, dtype=np_dt))
+    return torch.tensor(float(total), dtype=torch.float64).to(dtype)
 
 
 def bce_fwd(
@@ -661,6 +732,10 @@ def bce_fwd(
     need_grad: bool,
 ) -> tuple[Tensor, Tensor]:
     """Binary cross-entropy on logits (and its gradient when ``need_grad``)."""
+    if weight is None and pos_weight is None:
+        got = _plain_bce(x, target, reduction, need_grad)
+        if got is not None:
+            return got
     _check_values(target, "target", unit=True)
     _check_values(weight, "weight")
     _check_values(pos_weight, "pos_weight")
@@ -690,13 +765,7 @@ def bce_fwd(
             2, _np(x1), y1, w1, p1, n, _CODE[x1.dtype], _ACCURATE, _threads(n), scale,
             _np(loss), None if grad is None else _np(grad),
         )  # fmt: skip
-        if reduction == "none":
-            res = loss.view(shape)
-        elif reduction == "sum":
-            res = loss.sum()
-        else:
-            res = loss.sum() / n
-        res = res.to(x.dtype)
+        res = _bce_reduce(_np(loss), reduction, shape, x.dtype)
         if grad is None:
             return res, x.new_empty(0)
         return res, grad.view(shape).to(x.dtype)
