@@ -134,6 +134,7 @@ def ops_table(reps: int, quick: bool) -> list[dict[str, Any]]:
 CE_SHAPES = [(32, 10), (256, 1000), (4096, 1000), (8, 50257), (512, 50257), (1024, 50257)]
 NORM_SHAPES = [(32, 10), (256, 1000), (4096, 1000), (8, 50257), (512, 50257)]
 SMOOTH_SHAPES = [(128, 10), (256, 1000), (4096, 1000), (512, 50257)]
+BCE_SHAPES = [(32, 10), (256, 1000), (4096, 1000)]
 
 
 def _per_call(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
@@ -194,6 +195,20 @@ def overhead_table(rounds: int, quick: bool) -> list[dict[str, Any]]:
 
         r = _per_call({"skt": ours_s, "torch": theirs_s}, rounds)
         rows.append({"op": "cross_entropy fwd+bwd, label_smoothing=0.1", "shape": (n, c), **r})
+    for n, c in BCE_SHAPES[:2] if quick else BCE_SHAPES:
+        x = (torch.randn(n, c, generator=g) * 2).requires_grad_()
+        y = torch.rand(n, c, generator=g)
+
+        def ours_b(x: torch.Tensor = x, y: torch.Tensor = y) -> None:
+            x.grad = None
+            skt.binary_cross_entropy_with_logits(x, y).backward()
+
+        def theirs_b(x: torch.Tensor = x, y: torch.Tensor = y) -> None:
+            x.grad = None
+            F.binary_cross_entropy_with_logits(x, y).backward()
+
+        r = _per_call({"skt": ours_b, "torch": theirs_b}, rounds)
+        rows.append({"op": "binary_cross_entropy_with_logits fwd+bwd", "shape": (n, c), **r})
     for n, c in NORM_SHAPES[:3] if quick else NORM_SHAPES:
         x = torch.randn(n, c, generator=g) * 2
         for name in ("softmax", "log_softmax"):
@@ -655,6 +670,8 @@ def _ratio_rows(rows: list[dict[str, Any]], target: Callable[[dict[str, Any]], s
 
 def _target(r: dict[str, Any]) -> str:
     ratio = r["torch"] / r["skt"]
+    if r["op"].startswith("binary_cross_entropy"):
+        return "none (not among issue 9's ops)"
     if r["op"].startswith(("softmax", "log_softmax")):
         want = 0.67 if r["shape"] == (32, 10) else 1.0
     else:
@@ -669,8 +686,9 @@ def render_overhead(
         "### Per-call cost at the shapes people train on (issue 9)",
         "",
         f"float32, eager, torch on {_threads()} threads; median over {rounds} interleaved rounds "
-        "of many calls each (about 20 ms per round and method). Cross-entropy is forward + "
-        "backward (mean over the batch, through autograd); softmax/log_softmax are forward "
+        "of many calls each (about 20 ms per round and method). Cross-entropy and BCE with "
+        "logits are forward + backward (mean over the batch, through autograd; BCE's "
+        "targets uniform in [0, 1]); softmax/log_softmax are forward "
         f"only. Engine: {_engine_name()}. Load average at the start: {load}.",
         "",
         *_ratio_rows(over + mlp, _target),
