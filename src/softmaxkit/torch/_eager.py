@@ -199,6 +199,16 @@ class BCEWithLogits(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
         x, y, w, pw, saved = ctx.saved_tensors
+        if (
+            ctx.reduction != "none"
+            and not ctx.needs_input_grad[1]
+            and not torch.is_grad_enabled()
+            and saved.numel() == x.numel()
+            and _is_one(g)
+        ):
+            # loss.backward(): the gradient formed in the forward pass is x's gradient
+            # as it stands (times 1, the same bits), handed over without a copy
+            return saved, None, None, None, None
         grad_x, grad_t = _ops.bce_grads(
             x, y, w, pw, saved, ctx.reduction, g, ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         )
