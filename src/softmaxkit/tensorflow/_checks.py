@@ -146,9 +146,10 @@ def check_sparse_labels(labels: object, logits: Tensor) -> Tensor:
         raise SoftmaxkitValueError(msg)
     if _eager(lab) and logits.shape[-1] is not None:
         n_cls = int(logits.shape[-1])
-        a = lab.numpy()
-        bad = (a < 0) | (a >= n_cls)
-        if bad.any():
+        view = getattr(lab, "_numpy", None)  # the tensor's memory; numpy() copies it
+        a = view() if view is not None else lab.numpy()
+        if a.size and (a.min() < 0 or a.max() >= n_cls):
+            bad = (a < 0) | (a >= n_cls)
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             msg = (
                 f"`labels` must lie in [0, {n_cls}) for {n_cls} classes; labels{list(idx)} is "

@@ -640,22 +640,29 @@ def sigmoid(x: Any, name: str | None = None, *, precision: str = "accurate") -> 
     array([0.5      , 0.8807971], dtype=float32)
     """
     with tf.name_scope(name or "Sigmoid"):
-        xt = _elementwise_input(x, "x")
-        plan = plan_for(xt, precision)
+        return _sigmoid_op(x, precision, log=False)
 
-        def grad(g: Tensor) -> Tensor:
-            sp, sn = _sigmoid._sigmoid_pair(plan, tf.cast(xt, plan.work))
-            return tf.cast(sp * sn * tf.cast(g, plan.work), xt.dtype)
 
-        if _elementwise_direct(xt):
-            y = _direct.sigmoid(xt, log=False, mode=_native.mode_code(check_precision(precision)))
-            return _direct.record("sigmoid", y, xt, grad)
+def _sigmoid_op(x: object, precision: object, *, log: bool) -> Tensor:
+    """sigmoid or log_sigmoid with its gradient ``sigmoid(x) sigmoid(-x)`` or ``sigmoid(-x)``."""
+    xt = _elementwise_input(x, "x")
+    plan = plan_for(xt, precision)
 
-        @tf.custom_gradient
-        def op(xi: Tensor) -> Any:
-            return tf.cast(_sigmoid.sigmoid(xi, plan=plan), xt.dtype), grad
+    def grad(g: Tensor) -> Tensor:
+        sp, sn = _sigmoid._sigmoid_pair(plan, tf.cast(xt, plan.work))
+        d = sn if log else sp * sn
+        return tf.cast(d * tf.cast(g, plan.work), xt.dtype)
 
-        return op(xt)
+    if _elementwise_direct(xt):
+        y = _direct.sigmoid(xt, log=log, mode=_native.mode_code(check_precision(precision)))
+        return _direct.record("log_sigmoid" if log else "sigmoid", y, xt, grad)
+
+    @tf.custom_gradient
+    def op(xi: Tensor) -> Any:
+        fn = _sigmoid.log_sigmoid if log else _sigmoid.sigmoid
+        return tf.cast(fn(xi, plan=plan), xt.dtype), grad
+
+    return op(xt)
 
 
 def log_sigmoid(x: Any, name: str | None = None, *, precision: str = "accurate") -> Tensor:
@@ -683,22 +690,7 @@ def log_sigmoid(x: Any, name: str | None = None, *, precision: str = "accurate")
     -4.24835413113866e-18
     """
     with tf.name_scope(name or "LogSigmoid"):
-        xt = _elementwise_input(x, "x")
-        plan = plan_for(xt, precision)
-
-        def grad(g: Tensor) -> Tensor:
-            _, sn = _sigmoid._sigmoid_pair(plan, tf.cast(xt, plan.work))
-            return tf.cast(sn * tf.cast(g, plan.work), xt.dtype)
-
-        if _elementwise_direct(xt):
-            y = _direct.sigmoid(xt, log=True, mode=_native.mode_code(check_precision(precision)))
-            return _direct.record("log_sigmoid", y, xt, grad)
-
-        @tf.custom_gradient
-        def op(xi: Tensor) -> Any:
-            return tf.cast(_sigmoid.log_sigmoid(xi, plan=plan), xt.dtype), grad
-
-        return op(xt)
+        return _sigmoid_op(x, precision, log=True)
 
 
 def _softplus(x: Tensor) -> Tensor:
