@@ -39,6 +39,12 @@ def as_jax(x: object, name: str) -> Array:
         raise SoftmaxkitTypeError(msg) from exc
 
 
+def to_dtype(a: Array, dtype: Any) -> Array:
+    """``a.astype(dtype)``, skipped where it changes nothing (each is a JAX dispatch; a
+    weakly typed array still goes through it, which makes it strongly typed)."""
+    return a if a.dtype == dtype and not getattr(a, "weak_type", False) else a.astype(dtype)
+
+
 def prepare(x: object, precision: object, name: str) -> tuple[Array, _ffi.Cfg, Any]:
     """The input as a float32/float64 JAX array, its options and the dtype to return.
 
@@ -51,7 +57,7 @@ def prepare(x: object, precision: object, name: str) -> tuple[Array, _ffi.Cfg, A
     if dtype_name(out) not in ("float32", "float64"):
         plan = make_plan(jnp, xa.astype(jnp.float32), precision, name=name)
     cfg = _ffi.Cfg(0 if plan.mode == "plain" else 1, default_threads(), plan)
-    return xa.astype(plan.out), cfg, out
+    return to_dtype(xa, plan.out), cfg, out
 
 
 def mask_of(where: object, shape: tuple[int, ...]) -> Array | None:
@@ -115,9 +121,9 @@ def softmax(
     xa, cfg, out = prepare(x, precision, "x")
     axes = _axes(axis, xa.ndim)
     if xa.size == 0:
-        return xa.astype(out)
+        return to_dtype(xa, out)
     fn = _core._normalize_fn(axes, 1.0, cfg, False, where is not None)
-    return fn(xa, mask_of(where, tuple(xa.shape))).astype(out)
+    return to_dtype(fn(xa, mask_of(where, tuple(xa.shape))), out)
 
 
 def log_softmax(
@@ -158,9 +164,9 @@ def log_softmax(
     xa, cfg, out = prepare(x, precision, "x")
     axes = _axes(axis, xa.ndim)
     if xa.size == 0:
-        return xa.astype(out)
+        return to_dtype(xa, out)
     fn = _core._normalize_fn(axes, 1.0, cfg, True, where is not None)
-    return fn(xa, mask_of(where, tuple(xa.shape))).astype(out)
+    return to_dtype(fn(xa, mask_of(where, tuple(xa.shape))), out)
 
 
 def logsumexp(
@@ -224,8 +230,8 @@ def logsumexp(
         )
         res = fn(xa, ba, mask_of(where, shape))
     if return_sign:
-        return res[0].astype(out), res[1].astype(out)
-    return res.astype(out)  # type: ignore[union-attr]
+        return to_dtype(res[0], out), to_dtype(res[1], out)
+    return to_dtype(res, out)  # type: ignore[arg-type]
 
 
 def sigmoid(x: Array, *, precision: str = "accurate") -> Array:
@@ -240,8 +246,8 @@ def sigmoid(x: Array, *, precision: str = "accurate") -> Array:
     """
     xa, cfg, out = prepare(x, precision, "x")
     if xa.size == 0:
-        return xa.astype(out)
-    return _core._sigmoid_fn(cfg, False)(xa).astype(out)
+        return to_dtype(xa, out)
+    return to_dtype(_core._sigmoid_fn(cfg, False)(xa), out)
 
 
 def log_sigmoid(x: Array, *, precision: str = "accurate") -> Array:
@@ -256,5 +262,5 @@ def log_sigmoid(x: Array, *, precision: str = "accurate") -> Array:
     """
     xa, cfg, out = prepare(x, precision, "x")
     if xa.size == 0:
-        return xa.astype(out)
-    return _core._sigmoid_fn(cfg, True)(xa).astype(out)
+        return to_dtype(xa, out)
+    return to_dtype(_core._sigmoid_fn(cfg, True)(xa), out)

@@ -22,7 +22,7 @@ from .._errors import SoftmaxkitTypeError
 from .._namespace import dtype_name
 from .._validation import check_axes
 from . import _core, _ffi
-from ._nn import as_jax, mask_of, prepare
+from ._nn import as_jax, mask_of, prepare, to_dtype
 
 __all__ = [
     "safe_softmax_cross_entropy",
@@ -111,8 +111,8 @@ def softmax_cross_entropy(
     mask = mask_of(w, tuple(xa.shape))
     if xa.size == 0:
         logp = jax.nn.log_softmax(xa, axis=axes, where=mask)
-        return (-(la * logp).sum(axes, where=mask)).astype(out)
-    return _sce_fn(axes, cfg, mask is not None)(xa, la, mask).astype(out)
+        return to_dtype(-(la * logp).sum(axes, where=mask), out)
+    return to_dtype(_sce_fn(axes, cfg, mask is not None)(xa, la, mask), out)
 
 
 @functools.lru_cache(maxsize=256)
@@ -207,7 +207,7 @@ def softmax_cross_entropy_with_integer_labels(
     m2 = None if mask is None else _core._to_last(mask, perm, len(axes))
     if x2.size == 0:
         return jnp.zeros(x2.shape[:-1], out)
-    return _int_fn(cfg, m2 is not None)(x2, la, m2).astype(out)
+    return to_dtype(_int_fn(cfg, m2 is not None)(x2, la, m2), out)
 
 
 @jax.custom_jvp
@@ -271,7 +271,7 @@ def safe_softmax_cross_entropy(
     xa = jnp.broadcast_to(xa, la.shape)
     if xa.size == 0:
         return jnp.zeros(xa.shape[:-1], out)
-    return _safe_fn(cfg)(xa, la).astype(out)
+    return to_dtype(_safe_fn(cfg)(xa, la), out)
 
 
 @functools.lru_cache(maxsize=64)
@@ -320,4 +320,4 @@ def sigmoid_binary_cross_entropy(
     xa, ya = jnp.broadcast_to(xa, shape), jnp.broadcast_to(ya, shape)
     if xa.size == 0:
         return jnp.zeros(shape, out)
-    return _bce_fn(cfg)(xa, ya).astype(out)
+    return to_dtype(_bce_fn(cfg)(xa, ya), out)
