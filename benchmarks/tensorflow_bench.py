@@ -34,6 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
+from torch_bench import _per_call  # the same per-call timing loop (imports no torch)
 
 import softmaxkit.tensorflow as sktf
 
@@ -120,25 +121,6 @@ def measure(reps: int, quick: bool) -> tuple[list[dict[str, Any]], float, tuple[
 SMALL_SHAPES = ((32, 10), (256, 1000), (64, 100))
 
 
-def _loop_median(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-    """Seconds per call: each round times a loop of about 20 ms per contender, in turn."""
-    per: dict[str, int] = {}
-    for k, f in fns.items():
-        f()
-        t0 = time.perf_counter()
-        f()
-        per[k] = max(3, int(0.02 / max(time.perf_counter() - t0, 1e-6)))
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, f in fns.items():
-            n = per[k]
-            t0 = time.perf_counter()
-            for _ in range(n):
-                f()
-            times[k].append((time.perf_counter() - t0) / n)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def _small_cases(
     x: Any, labels: Any
 ) -> tuple[tuple[str, Callable[[], Any], Callable[[], Any]], ...]:
@@ -194,9 +176,7 @@ def measure_small(rounds: int) -> list[dict[str, Any]]:
         labels = tf.constant(rng.integers(0, shape[1], shape[0]).astype(np.int32))
         cases = _small_cases(x, labels)
         for op, ours, theirs in cases:
-            t = _loop_median(
-                {"sktf": ours, "route off": without_direct(ours), "tf": theirs}, rounds
-            )
+            t = _per_call({"sktf": ours, "route off": without_direct(ours), "tf": theirs}, rounds)
             rows.append({"op": op, "shape": shape, **t})
     return rows
 
