@@ -443,6 +443,44 @@ def test_short_rows_on_every_instruction_set(isa: str, dtype: str, precision: st
             assert_ulp_close(g, r, tol, f"{isa} n={n}")
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("precision", ["accurate", "fast"])
+def test_log_softmax_of_a_lone_finite_entry_is_plus_zero(
+    isa: str, dtype: str, precision: str
+) -> None:
+    """log_softmax of a row whose other entries are all -inf is log 1 = +0 at the
+    finite entry, as the oracle and torch give: the float32 engines lift -inf to a
+    finite floor before exp, and their tiny rest sum made it -0.0 (short rows, the
+    accurate row path, masks, temperatures, axis 0)."""
+    saved = _ck.isa()
+    for n in (2, 10, 40, 257, 1000, 40_000):
+        x = np.full((19, n), -np.inf, dtype=dtype)
+        x[np.arange(19), np.arange(19) % n] = np.linspace(-30.0, 30.0, 19)
+        x[7, (7 + 1) % n] = x[7, 7 % n]  # two maxima: log(1/2) each
+        where = np.ones(x.shape, dtype=bool)
+        where[11, :] = False
+        where[11, 0] = True
+        x[11, :] = 5.0  # every other entry masked out
+        try:
+            _ck.set_isa(isa)
+            got = [
+                sk.log_softmax(x, precision=precision),
+                sk.log_softmax(x, where=where, precision=precision),
+                sk.log_softmax(x, temperature=2.0, precision=precision),
+                sk.log_softmax(np.ascontiguousarray(x.T), axis=0, precision=precision).T,
+            ]
+        finally:
+            _ck.set_isa(saved)
+        with oracle_only():
+            ref = sk.log_softmax(x)
+        for k, g in enumerate(got):
+            lone = np.isfinite(g) & np.isfinite(ref) & (ref == 0.0)
+            assert lone.sum() >= 17, (n, k)
+            assert np.all(g[lone] == 0.0) and not np.signbit(g[lone]).any(), (isa, n, k)
+            assert g[7, 7 % n] == pytest.approx(-np.log(2.0), rel=1e-6), (n, k)
+
+
 # ---- out=, fallbacks, errors --------------------------------------------------------
 
 

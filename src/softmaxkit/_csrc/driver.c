@@ -473,10 +473,29 @@ static int ce_ignored(const job *j, size_t r) {
 }
 
 /* Row-level scalar results and the phase-B factor of softmax-like outputs. */
+static double x_at(const job *j, const char *x, size_t i);
+
+/* float32 log_softmax, a row whose rest sum is tiny: the float32 engines lift entries
+ * far below the maximum (-inf included) to a floor before exp, so with every other
+ * entry -inf the rest comes out about 2^-185 instead of 0, and the maxima -0.0
+ * instead of log 1 = +0. Such a row is looked at again: with no entry other than the
+ * maxima above -inf, L is 0. */
+static void tiny_rest_row(const job *j, size_t r, skit_rstat *rs) {
+    const uint8_t *m = mrow(j, r);
+    const char *x = xrow(j, r);
+    double maxima = dd_value(rs->c), seen = 0.0;
+    for (size_t i = 0; i < j->a->n && seen <= maxima; i++)
+        seen += (!m || m[i]) && x_at(j, x, i) != -INFINITY;
+    if (seen <= maxima) rs->L = dd_make(0.0, 0.0);
+}
+
 static skit_dd row_finish(const job *j, size_t r, const skit_bstat *bs, skit_rstat *rs) {
     int need_L = j->op != OP_SOFTMAX && j->op != OP_STATE;
     int need_R = j->op == OP_SOFTMAX || (j->op == OP_CE && j->out);
     combine(j, bs, rs, need_L, need_R);
+    if (j->op == OP_LOGSOFTMAX && j->a->dtype == SKIT_F32 && rs->kind == SKIT_ROW_FINITE &&
+        rs->L.hi < 0x1p-120)
+        tiny_rest_row(j, r, rs);
     skit_dd fac = rs->R;
     if (j->op == OP_STATE) {
         /* the mergeable state: NaN row -> m NaN; +inf row -> (+inf, k, 0); empty -> identity */

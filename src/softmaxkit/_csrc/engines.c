@@ -51,6 +51,10 @@
 
 #define NF (VB / 4)
 #define ND (VB / 8)
+/* log_softmax rows whose rest sum is below this go to the general path (driver.c:
+ * tiny_rest_row) */
+#define TINY_REST_F 0x1p-120f
+#define TINY_REST_D 0x1p-120
 
 typedef float vf __attribute__((vector_size(VB)));
 typedef int32_t vi __attribute__((vector_size(VB)));
@@ -1155,6 +1159,11 @@ static void e32f_small_t(const void *xv, size_t rows, size_t n, double Td, int i
             }
             vd L0 = vlog1p_d((cvt_lo(sa.c) - 1.0) + sa.s0 * 0x1p-64);
             vd L1 = vlog1p_d((cvt_hi(sa.c) - 1.0) + sa.s1 * 0x1p-64);
+            if (islog == 1) { /* a tiny rest: the general path (see e32f_small_plain) */
+                bad |= JOIN_HALVES(cvt_half(sa.s0 * 0x1p-64), cvt_half(sa.s1 * 0x1p-64)) <
+                       TINY_REST_F;
+                for (size_t l = 0; l < lanes; l++) special[r0 + l] = bad[l] != 0;
+            }
             vd m0 = cvt_lo(m), m1 = cvt_hi(m);
             if (islog == 2) { /* logsumexp: m + L per row, as double */
                 vd a0 = m0 + L0, a1 = m1 + L1;
@@ -1308,6 +1317,9 @@ static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, v
         s0 = s0 * 0x1p-64;
         s1 = s1 * 0x1p-64;
         bad |= (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1)) != (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1));
+        /* log_softmax rows with a tiny rest (other entries -inf, say) take the general
+         * path, which tells an empty rest from a tiny one (the sign of log_softmax's 0) */
+        if (islog == 1) bad |= JOIN_HALVES(cvt_half(s0), cvt_half(s1)) < TINY_REST_F;
         if (islog) {
             vd L0 = vlog1p_d((c0 - 1.0) + s0), L1 = vlog1p_d((c1 - 1.0) + s1);
             if (islog == 2) { /* logsumexp: m + L per row, as double */
@@ -1451,6 +1463,10 @@ INLINE void trd(vd *v) {
         if (islog) {                                                                    \
             for (size_t j = 0; j < n; j++) (void)EXPV(ldd(tb[j]), m, &sa);              \
             CS(sa, c_, s_);                                                             \
+            if (sizeof(STYPE) == 4 && islog == 1) { /* see e32f_small_plain */          \
+                bad |= s_ < TINY_REST_D;                                                \
+                for (size_t l = 0; l < lanes; l++) special[r0 + l] = bad[l] != 0;       \
+            }                                                                           \
             vd L = vlog1p_d((c_ - 1.0) + s_);                                           \
             if (islog == 2) { /* logsumexp: m + L per row, as double */                \
                 vd a_ = m + L;                                                          \
