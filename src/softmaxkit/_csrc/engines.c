@@ -1140,11 +1140,12 @@ static void e32f_small_t(const void *xv, size_t rows, size_t n, double Td, int i
             for (size_t j = 0; j < n; j++) tb[j][l] = xr[j];
         }
         vf m = splatf(-INFINITY);
-        vi nan = {0};
+        vi nan = {0}, ninf = {0};
         for (size_t j = 0; j < n; j++) {
             vf v = ldf(tb[j]);
             if (T != 1.0f) v = v / T;
             nan |= v != v;
+            ninf |= v == -INFINITY;
             m = self(v > m, v, m);
         }
         vi bad = nan | (m == INFINITY) | (m == -INFINITY);
@@ -1160,8 +1161,8 @@ static void e32f_small_t(const void *xv, size_t rows, size_t n, double Td, int i
             vd L0 = vlog1p_d((cvt_lo(sa.c) - 1.0) + sa.s0 * 0x1p-64);
             vd L1 = vlog1p_d((cvt_hi(sa.c) - 1.0) + sa.s1 * 0x1p-64);
             if (islog == 1) { /* a tiny rest: the general path (see e32f_small_plain) */
-                bad |= JOIN_HALVES(cvt_half(sa.s0 * 0x1p-64), cvt_half(sa.s1 * 0x1p-64)) <
-                       TINY_REST_F;
+                bad |= ninf & (JOIN_HALVES(cvt_half(sa.s0 * 0x1p-64), cvt_half(sa.s1 * 0x1p-64)) <
+                               TINY_REST_F);
                 for (size_t l = 0; l < lanes; l++) special[r0 + l] = bad[l] != 0;
             }
             vd m0 = cvt_lo(m), m1 = cvt_hi(m);
@@ -1283,7 +1284,11 @@ static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, v
         for (; jb + 8 <= n; jb += 8) load_cols8(xg, n, jb, tb);
         if (jb < n) load_cols8(xg, n, n - 8, tb);
         vf m = splatf(-INFINITY);
-        for (size_t j = 0; j < n; j++) m = vmax_nonan(tb[j], m);
+        vi ninf = {0}; /* lanes holding a -inf */
+        for (size_t j = 0; j < n; j++) {
+            m = vmax_nonan(tb[j], m);
+            ninf |= tb[j] == -INFINITY;
+        }
         vi bad = ~((m < 0x1p24f) & (m > -0x1p24f));
         m = self(bad, splatf(0.0f), m);
         const vf negm = -m, lowb = m - 130.0f; /* <= m - 128 and >= m - 131 for |m| < 2^24 */
@@ -1318,8 +1323,9 @@ static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, v
         s1 = s1 * 0x1p-64;
         bad |= (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1)) != (vi)JOIN_HALVES(cvt_half(s0), cvt_half(s1));
         /* log_softmax rows with a tiny rest (other entries -inf, say) take the general
-         * path, which tells an empty rest from a tiny one (the sign of log_softmax's 0) */
-        if (islog == 1) bad |= JOIN_HALVES(cvt_half(s0), cvt_half(s1)) < TINY_REST_F;
+         * path, which tells an empty rest from a tiny one (the sign of log_softmax's 0);
+         * only rows holding a -inf can have an empty rest */
+        if (islog == 1) bad |= ninf & (JOIN_HALVES(cvt_half(s0), cvt_half(s1)) < TINY_REST_F);
         if (islog) {
             vd L0 = vlog1p_d((c0 - 1.0) + s0), L1 = vlog1p_d((c1 - 1.0) + s1);
             if (islog == 2) { /* logsumexp: m + L per row, as double */
@@ -1453,8 +1459,11 @@ INLINE void trd(vd *v) {
                 tb[j][l] = T != 1.0 ? (double)xr[j] / T : (double)xr[j];                \
         }                                                                               \
         vd m = splatd(-INFINITY);                                                       \
-        vl nan = {0};                                                                   \
-        for (size_t j = 0; j < n; j++) maxd_pass_step(ldd(tb[j]), &m, &nan);            \
+        vl nan = {0}, ninf = {0};                                                       \
+        for (size_t j = 0; j < n; j++) {                                                \
+            maxd_pass_step(ldd(tb[j]), &m, &nan);                                       \
+            if (sizeof(STYPE) == 4 && islog == 1) ninf |= ldd(tb[j]) == -INFINITY;      \
+        }                                                                               \
         vl bad = nan | (m == INFINITY) | (m == -INFINITY);                              \
         for (size_t l = 0; l < lanes; l++) special[r0 + l] = bad[l] != 0;               \
         m = seld(bad, splatd(0.0), m);                                                  \
@@ -1464,7 +1473,7 @@ INLINE void trd(vd *v) {
             for (size_t j = 0; j < n; j++) (void)EXPV(ldd(tb[j]), m, &sa);              \
             CS(sa, c_, s_);                                                             \
             if (sizeof(STYPE) == 4 && islog == 1) { /* see e32f_small_plain */          \
-                bad |= s_ < TINY_REST_D;                                                \
+                bad |= ninf & (s_ < TINY_REST_D);                                       \
                 for (size_t l = 0; l < lanes; l++) special[r0 + l] = bad[l] != 0;       \
             }                                                                           \
             vd L = vlog1p_d((c_ - 1.0) + s_);                                           \
