@@ -504,6 +504,35 @@ def test_out_may_be_the_input() -> None:
     np.testing.assert_array_equal(y, expected)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("precision", ["accurate", "fast"])
+def test_large_short_row_outputs_are_streamed_out_whole(dtype: str, precision: str) -> None:
+    """Short rows whose output passes 8 MiB are staged per task and written with
+    non-temporal stores: the same bits as a small call of the same rows, into a
+    misaligned ``out``, in place, and with flagged rows (+inf, NaN, all -inf) that
+    take the general path between staged ones."""
+    rng = np.random.default_rng(8)
+    rows, n = (1_100_000, 3) if dtype == "float32" else (140_000, 9)
+    x = (rng.standard_normal((rows, n)) * 5).astype(dtype)
+    for r in (0, 1, 255, 256, 257, 70_001, rows - 1):
+        x[r, r % n] = np.inf
+    x[1000, :] = -np.inf
+    x[1001, 1] = np.nan
+    x[2000:2300, 1:] = -np.inf  # a lone finite entry per row
+    for fn in (sk.softmax, sk.log_softmax):
+        expected = np.concatenate(
+            [fn(x[k : k + 4096], precision=precision) for k in range(0, rows, 4096)]
+        )
+        buf = np.empty(x.size + 1, dtype=dtype)
+        out = buf[1:].reshape(x.shape)  # 4 or 8 bytes past an aligned start
+        assert fn(x, precision=precision, out=out) is out
+        np.testing.assert_array_equal(out, expected)
+        y = x.copy()
+        assert fn(y, precision=precision, out=y) is y
+        np.testing.assert_array_equal(y, expected)
+        np.testing.assert_array_equal(fn(x, precision=precision), expected)
+
+
 @pytest.mark.parametrize("log", [False, True])
 def test_out_overlapping_the_input_is_still_right(log: bool) -> None:
     """An ``out`` that overlaps ``x`` without being it leaves the short path."""

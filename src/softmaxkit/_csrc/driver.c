@@ -22,6 +22,9 @@
 #include <string.h>
 
 #include "skit_internal.h"
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 /* ---- instruction-set selection --------------------------------------------- */
 static _Atomic(const skit_isa_table *) g_isa = NULL;
@@ -761,6 +764,30 @@ static void row_task(void *ctx, size_t r) {
 /* short rows: a task is SMALL_ROWS rows through the engine's transposed kernel;
  * rows it flags (non-finite maximum) take the general path */
 #define SMALL_ROWS 256
+/* copy n bytes from src to dst: whole 64-byte lines of dst with non-temporal
+ * stores, plain copies for the ragged ends (the caller fences) */
+static void stream_copy(char *dst, const char *src, size_t n) {
+#if defined(__x86_64__)
+    size_t head = (64 - ((uintptr_t)dst & 63)) & 63;
+    if (head > n) head = n;
+    memcpy(dst, src, head);
+    size_t k = head;
+    for (; k + 64 <= n; k += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(src + k));
+        __m128i b = _mm_loadu_si128((const __m128i *)(src + k + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(src + k + 32));
+        __m128i d = _mm_loadu_si128((const __m128i *)(src + k + 48));
+        _mm_stream_si128((__m128i *)(dst + k), a);
+        _mm_stream_si128((__m128i *)(dst + k + 16), b);
+        _mm_stream_si128((__m128i *)(dst + k + 32), c);
+        _mm_stream_si128((__m128i *)(dst + k + 48), d);
+    }
+    memcpy(dst + k, src + k, n - k);
+#else
+    memcpy(dst, src, n);
+#endif
+}
+
 static void small_task(void *ctx, size_t t) {
     job *j = (job *)ctx;
     size_t r0 = t * SMALL_ROWS;
@@ -768,7 +795,25 @@ static void small_task(void *ctx, size_t t) {
     uint8_t special[SMALL_ROWS];
     if (j->op == OP_LSE)
         j->E->small(xrow(j, r0), cnt, j->a->n, j->a->temperature, 2, j->lse + r0, special);
-    else
+    else if (j->stream && tl_scratch) {
+        /* staged in this thread's scratch, then streamed out: the output's lines are
+         * written whole and never read for ownership */
+        size_t rowb = j->a->n * j->E->elsize;
+        char *stage = (char *)tl_scratch;
+        j->E->small(xrow(j, r0), cnt, j->a->n, j->a->temperature, j->op == OP_LOGSOFTMAX,
+                    stage, special);
+        size_t i = 0;
+        while (i < cnt) {
+            if (special[i]) {
+                i++;
+                continue;
+            }
+            size_t e = i + 1;
+            while (e < cnt && !special[e]) e++;
+            stream_copy(orow(j, r0 + i), stage + i * rowb, (e - i) * rowb);
+            i = e;
+        }
+    } else
         j->E->small(xrow(j, r0), cnt, j->a->n, j->a->temperature, j->op == OP_LOGSOFTMAX,
                     orow(j, r0), special);
     if (huge_quotients(j)) { /* the transposed kernels do not see the row maximum */
@@ -916,6 +961,9 @@ static int run(job *j) {
     if (j->E->small && !a->mask && a->n <= SKIT_SMALL_N &&
         (j->op == OP_SOFTMAX || j->op == OP_LOGSOFTMAX || (j->op == OP_LSE && j->lse))) {
         size_t ntask = (a->rows + SMALL_ROWS - 1) / SMALL_ROWS;
+        /* outputs larger than the caches: staged and streamed (see small_task) */
+        j->stream = j->out && j->op != OP_LSE && a->rows * a->n * j->E->elsize >= STREAM_BYTES;
+        if (j->stream) scratch = SMALL_ROWS * a->n * j->E->elsize;
         int st = parallel_for(ntask, 1, threads, scratch, small_task, j);
         return st ? st : j->err;
     }
