@@ -283,6 +283,55 @@ def test_dominant_logit_keeps_tiny_values() -> None:
         assert float(ce) == pytest.approx(4.248354e-18, rel=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("precision", ["accurate", "fast"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize(("ignore_index", "z_loss"), [(None, 0.0), (3, 0.0), (-100, 1e-3)])
+def test_everyday_cross_entropy_takes_one_c_call(
+    monkeypatch: pytest.MonkeyPatch,
+    dtype: str,
+    precision: str,
+    reduction: str,
+    ignore_index: int | None,
+    z_loss: float,
+) -> None:
+    """``cross_entropy`` on C-contiguous logits and int64 labels skips the general
+    validation and reduces in C: the same bits as the general path (int32 labels,
+    or a mask that keeps everything, go there), rows of -inf that do not count and
+    ignored rows included; labels out of range still get the general path's error."""
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((2, 37, 11)) * 4).astype(dtype)
+    x[0, 5, :] = -np.inf  # nothing to count: changes the mean's divisor
+    x[1, 2, 4] = np.nan
+    t = rng.integers(0, 11, size=(2, 37))
+    if ignore_index is None:
+        t[0, 7] = t[1, 9] = 0
+    else:
+        t[0, 7] = t[1, 9] = ignore_index
+    kw = {"reduction": reduction, "ignore_index": ignore_index, "z_loss": z_loss}
+    for return_grad in (False, True):
+        general = sk.cross_entropy(
+            x, t.astype(np.int32), precision=precision, return_grad=return_grad, **kw
+        )
+        masked = sk.cross_entropy(
+            x, t, where=np.ones(x.shape, bool), precision=precision, return_grad=return_grad, **kw
+        )
+        with monkeypatch.context() as m:
+            m.setattr(_dispatch, "cross_entropy", None)  # the general path would fail
+            quick = sk.cross_entropy(x, t, precision=precision, return_grad=return_grad, **kw)
+        got = quick if return_grad else (quick,)
+        for ref in (general, masked):
+            for a, b in zip(got, ref if return_grad else (ref,), strict=True):
+                assert type(a) is type(b)
+                assert a.dtype == np.dtype(dtype)
+                np.testing.assert_array_equal(a, b)
+    bad = t.copy()
+    bad[1, 3] = 11
+    with pytest.raises(SoftmaxkitValueError, match="target"):
+        sk.cross_entropy(x, bad, precision=precision, **kw)
+    assert x[0, 5, 0] == -np.inf and t.dtype == np.int64  # inputs untouched
+
+
 # ---- threads, concurrency, instruction sets ------------------------------------------
 
 SHAPES = [(3, 300_001), (2, 70_000), (200, 2049), (5000, 7)]

@@ -39,7 +39,7 @@ def cross_entropy_reduced(
     dtype: int,
     mode: int,
     threads: int,
-    ignore_index: int,
+    ignore_index: int | None,
     z_loss: float,
     reduction: int,
     loss: Any,

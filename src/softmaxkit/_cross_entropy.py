@@ -136,6 +136,12 @@ def cross_entropy(
     >>> float(sk.cross_entropy(np.array([[0.0, -40.0]], dtype=np.float32), np.array([0])))
     4.24835413113866e-18
     """
+    quick = _dispatch.quick_cross_entropy(
+        logits, target, axis, weight, ignore_index, label_smoothing, z_loss, reduction, where,
+        return_grad, precision, threads,
+    )  # fmt: skip
+    if quick is not None:
+        return quick
     xp, (la, ta, wa, ma) = resolve(
         logits, target, weight, where, names=("logits", "target", "weight", "where")
     )

@@ -232,19 +232,24 @@ static PyObject *reduced_result(int st, int64_t bad) {
 
 PyDoc_STRVAR(cross_entropy_reduced_doc,
              "cross_entropy_reduced(x, target, class_weight, rows, n, dtype, mode, threads, "
-             "ignore_index, z_loss, reduction, loss, grad): reduction 0 none, 1 mean, 2 sum; "
-             "IndexError(row) for a target out of range");
+             "ignore_index, z_loss, reduction, loss, grad): ignore_index None or an int; "
+             "reduction 0 none, 1 mean, 2 sum; IndexError(row) for a target out of range");
 
 static PyObject *py_cross_entropy_reduced(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *xo, *to, *wo, *lo, *go;
+    PyObject *xo, *to, *wo, *io, *lo, *go;
     Py_ssize_t rows, n;
     int dtype, mode, threads, reduction;
-    long long ignore;
+    long long ignore = 0;
     double z;
-    if (!PyArg_ParseTuple(args, "OOOnniiiLdiOO", &xo, &to, &wo, &rows, &n, &dtype, &mode,
-                          &threads, &ignore, &z, &reduction, &lo, &go))
+    if (!PyArg_ParseTuple(args, "OOOnniiiOdiOO", &xo, &to, &wo, &rows, &n, &dtype, &mode,
+                          &threads, &io, &z, &reduction, &lo, &go))
         return NULL;
+    int has_ignore = io != Py_None;
+    if (has_ignore) {
+        ignore = PyLong_AsLongLong(io);
+        if (ignore == -1 && PyErr_Occurred()) return NULL;
+    }
     skit_rows a;
     buf x = {0}, t = {0}, w = {0}, l = {0}, g = {0};
     if (parse_rows(&a, &x, xo, rows, n, dtype, mode, threads, 1.0) < 0) return NULL;
@@ -257,7 +262,7 @@ static PyObject *py_cross_entropy_reduced(PyObject *self, PyObject *args) {
     int st;
     int64_t bad = -1;
     Py_BEGIN_ALLOW_THREADS st = skit_cross_entropy_reduced(
-        &a, (const int64_t *)t.view.buf, w.held ? (const double *)w.view.buf : NULL,
+        &a, (const int64_t *)t.view.buf, w.held ? (const double *)w.view.buf : NULL, has_ignore,
         (int64_t)ignore, z, reduction, (double *)l.view.buf, g.held ? g.view.buf : NULL, &bad);
     Py_END_ALLOW_THREADS release(&x), release(&t), release(&w), release(&l), release(&g);
     return reduced_result(st, bad);
@@ -311,7 +316,7 @@ static PyObject *py_cross_entropy_reduced_at(PyObject *self, PyObject *args) {
     int st;
     int64_t bad = -1;
     Py_BEGIN_ALLOW_THREADS st = skit_cross_entropy_reduced(
-        &a, (const int64_t *)(uintptr_t)ta, NULL, (int64_t)ignore, 0.0, reduction, wide,
+        &a, (const int64_t *)(uintptr_t)ta, NULL, 1, (int64_t)ignore, 0.0, reduction, wide,
         ga ? (void *)(uintptr_t)ga : NULL, &bad);
     if (st == SKIT_OK && narrow)
         for (Py_ssize_t i = 0; i < count; i++) ((float *)l.view.buf)[i] = (float)wide[i];

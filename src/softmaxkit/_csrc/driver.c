@@ -1270,11 +1270,13 @@ static int64_t first_bad_target(const int64_t *target, size_t rows, size_t n, in
 }
 
 int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
-                               const double *class_weight, int64_t ignore_index, double z_loss,
-                               int reduction, double *loss, void *grad, int64_t *bad_row) {
+                               const double *class_weight, int has_ignore, int64_t ignore_index,
+                               double z_loss, int reduction, double *loss, void *grad,
+                               int64_t *bad_row) {
     if (!a || reduction < 0 || reduction > 2) return SKIT_EINVAL;
     size_t rows = a->rows, n = a->n;
-    int64_t bad = first_bad_target(target, rows, n, 1, ignore_index);
+    has_ignore = has_ignore != 0;
+    int64_t bad = first_bad_target(target, rows, n, has_ignore, ignore_index);
     if (bad >= 0) {
         if (bad_row) *bad_row = bad;
         return SKIT_ERANGE;
@@ -1291,15 +1293,15 @@ int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
     double den_pred;
     if (w_t) {
         for (size_t r = 0; r < rows; r++)
-            w_t[r] = target[r] == ignore_index ? 0.0 : class_weight[target[r]];
+            w_t[r] = (has_ignore && target[r] == ignore_index) ? 0.0 : class_weight[target[r]];
         den_pred = skit_pairwise_sum(w_t, rows);
     } else {
         size_t ign = 0;
-        for (size_t r = 0; r < rows; r++) ign += target[r] == ignore_index;
+        for (size_t r = 0; r < rows; r++) ign += has_ignore && target[r] == ignore_index;
         den_pred = (double)(rows - ign);
     }
     double scale = reduction == 1 ? (den_pred != 0.0 ? 1.0 / den_pred : 0.0) : 1.0;
-    int st = skit_cross_entropy(a, target, w_t, 1, ignore_index, z_loss, scale, rl, lse, counted,
+    int st = skit_cross_entropy(a, target, w_t, has_ignore, ignore_index, z_loss, scale, rl, lse, counted,
                                 grad);
     if (st) {
         free(buf);
@@ -1319,7 +1321,7 @@ int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
     if (grad && reduction == 1 && den != den_pred) {
         /* rows with nothing to count (all -inf) changed the divisor: redo the gradient */
         double sc = den != 0.0 ? 1.0 / den : 0.0;
-        st = skit_cross_entropy(a, target, w_t, 1, ignore_index, z_loss, sc, rl, lse, counted,
+        st = skit_cross_entropy(a, target, w_t, has_ignore, ignore_index, z_loss, sc, rl, lse, counted,
                                 grad);
         if (st) {
             free(buf);

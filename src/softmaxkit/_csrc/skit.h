@@ -101,7 +101,7 @@ int skit_cross_entropy(const skit_rows *a, const int64_t *target, const double *
 /* Cross-entropy with class-index targets, reduced with torch's semantics, in one
  * call (what a framework's loss needs per training step, with nothing left to
  * do in the caller):
- *   target[rows]   class indices in [0, n) or ignore_index (always active);
+ *   target[rows]   class indices in [0, n), or ignore_index where has_ignore;
  *                  SKIT_ERANGE when one is neither (*bad_row = its row)
  *   class_weight   NULL or class_weight[n]: the weight of each class
  *   reduction      0 "none", 1 "mean", 2 "sum"
@@ -121,8 +121,9 @@ enum { SKIT_ERANGE = 3 };
 double skit_pairwise_sum(const double *a, size_t n);
 
 int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
-                               const double *class_weight, int64_t ignore_index, double z_loss,
-                               int reduction, double *loss, void *grad, int64_t *bad_row);
+                               const double *class_weight, int has_ignore, int64_t ignore_index,
+                               double z_loss, int reduction, double *loss, void *grad,
+                               int64_t *bad_row);
 
 /* Elements per block of a row (SKIT_BLOCK_ELEMS): the unit of skit_block_states. */
 size_t skit_block_elems(void);
