@@ -332,6 +332,58 @@ def test_everyday_cross_entropy_takes_one_c_call(
     assert x[0, 5, 0] == -np.inf and t.dtype == np.int64  # inputs untouched
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("precision", ["accurate", "fast"])
+def test_everyday_reductions_and_sigmoids_take_one_c_call(
+    monkeypatch: pytest.MonkeyPatch, dtype: str, precision: str
+) -> None:
+    """logsumexp, sigmoid, log_sigmoid and BCE with logits on C-contiguous arrays skip
+    the general validation: the same bits and result types as the general path (an
+    F-ordered copy goes there), specials included; bad targets still get its errors."""
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((5, 33, 17)) * 9).astype(dtype)
+    x[0, 0, 3] = np.inf
+    x[1, 1, :] = -np.inf
+    x[2, 2, 2] = np.nan
+    x[3, 3, 0] = -np.inf
+    y = rng.random(x.shape).astype(dtype)
+    y[0, 0, :4] = (0.0, 1.0, 0.0, 1.0)
+    f = np.asfortranarray(x)
+    yf = np.asfortranarray(y)
+    kw = {"precision": precision}
+    cases = [
+        (sk.logsumexp, (x,), (f,), {"axis": -1}),
+        (sk.logsumexp, (x,), (f,), {"axis": 2, "keepdims": True}),
+        (sk.logsumexp, (x,), (f,), {"axis": None}),
+        (sk.logsumexp, (x,), (f,), {"axis": None, "keepdims": True}),
+        (sk.logsumexp, (x[0, :, 0].copy(),), (x[0, :, 0],), {}),  # strided: general
+        (sk.sigmoid, (x,), (f,), {}),
+        (sk.log_sigmoid, (x,), (f,), {}),
+    ]
+    for reduction in ("mean", "sum", "none"):
+        for grad in (False, True):
+            opts = {"reduction": reduction, "return_grad": grad}
+            cases.append((sk.binary_cross_entropy_with_logits, (x, y), (f, yf), opts))
+    general = ("logsumexp", "sigmoid", "binary_cross_entropy_with_logits")
+    for fn, quick_args, general_args, opts in cases:
+        ref = fn(*general_args, **opts, **kw)
+        with monkeypatch.context() as m:
+            for name in general:
+                m.setattr(_dispatch, name, None)  # the general path would fail
+            got = fn(*quick_args, **opts, **kw)
+        pairs = zip(got, ref, strict=True) if isinstance(ref, tuple) else [(got, ref)]
+        for a, b in pairs:
+            assert type(a) is type(b), fn.__name__
+            assert a.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(a, b, err_msg=f"{fn.__name__} {opts}")
+    with pytest.raises(SoftmaxkitValueError, match="target"):
+        sk.binary_cross_entropy_with_logits(x, y + 1.0, **kw)
+    nan_target = y.copy()
+    nan_target[0, 0, 0] = np.nan  # accepted by the general path: propagates
+    loss = sk.binary_cross_entropy_with_logits(x, nan_target, reduction="none", **kw)
+    assert np.isnan(loss[0, 0, 0]) and np.isfinite(loss[4]).all()
+
+
 # ---- threads, concurrency, instruction sets ------------------------------------------
 
 SHAPES = [(3, 300_001), (2, 70_000), (200, 2049), (5000, 7)]

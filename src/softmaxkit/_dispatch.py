@@ -51,7 +51,11 @@ __all__ = [
     "default_threads",
     "log_softmax",
     "logsumexp",
+    "quick_bce",
+    "quick_cross_entropy",
+    "quick_logsumexp",
     "quick_normalize",
+    "quick_sigmoid",
     "softmax",
 ]
 
@@ -233,19 +237,10 @@ def quick_normalize(
         and (out is x or not np.may_share_memory(out, x))
     ):
         return None
-    dt = x.dtype
-    if dt is _F32:
-        code = 0
-    elif dt is _F64:
-        code = 1
-    else:
+    got = _quick_mode(x.dtype, precision)
+    if got is None:
         return None
-    if precision == "accurate":
-        mode = 1
-    elif precision == "fast":
-        mode = 0
-    else:
-        return None
+    code, mode = got
     nd = x.ndim
     if type(axis) is not int or nd == 0 or not -nd <= axis < nd or (axis % nd) != nd - 1:
         return None
@@ -255,12 +250,8 @@ def quick_normalize(
             return None
     else:
         return None
-    if threads is None:
-        # below this size the C core runs one thread anyway; skip the environment lookup
-        nthreads = 1 if x.size < SMALL else default_threads()
-    elif type(threads) is int and threads >= 1:
-        nthreads = threads
-    else:
+    nthreads = _quick_threads(threads, x.size)
+    if nthreads is None:
         return None
     if not x.flags.c_contiguous:
         return None
@@ -270,6 +261,141 @@ def quick_normalize(
     res = np.empty_like(x) if out is None else out
     _ckernels.softmax(x, res, None, x.size // n, n, code, mode, nthreads, t, log)
     return res
+
+
+def _quick_threads(threads: object, size: int) -> int | None:
+    """The thread count of a quick call, or None to take the general path."""
+    if threads is None:
+        # below this size the C core runs one thread anyway; skip the environment lookup
+        return 1 if size < SMALL else default_threads()
+    if type(threads) is int and threads >= 1:
+        return threads
+    return None
+
+
+def _quick_mode(dtype: np.dtype, precision: object) -> tuple[int, int] | None:
+    """(dtype code, mode) of the C core for a quick call, or None."""
+    if dtype is _F32:
+        code = 0
+    elif dtype is _F64:
+        code = 1
+    else:
+        return None
+    if precision == "accurate":
+        return code, 1
+    if precision == "fast":
+        return code, 0
+    return None
+
+
+def quick_logsumexp(
+    x: object,
+    axis: object,
+    b: object,
+    where: object,
+    keepdims: object,
+    return_sign: object,
+    precision: object,
+    threads: object,
+) -> Any:
+    """:func:`~softmaxkit.logsumexp` of a C-contiguous float32/float64 NumPy array
+    over its last axis or all of it, without ``b``, ``where`` or ``return_sign``,
+    in one C call (the general path's arithmetic); anything else returns None."""
+    if type(x) is not np.ndarray or b is not None or where is not None or _ckernels is None:
+        return None
+    if return_sign is not False or (keepdims is not True and keepdims is not False):
+        return None
+    got = _quick_mode(x.dtype, precision)
+    nd = x.ndim
+    if got is None or nd == 0 or x.size == 0 or not x.flags.c_contiguous:
+        return None
+    if axis is None:
+        n = x.size
+        shape: tuple[int, ...] = (1,) * nd if keepdims else ()
+    elif type(axis) is int and -nd <= axis < nd and axis % nd == nd - 1:
+        n = x.shape[-1]
+        shape = (*x.shape[:-1], 1) if keepdims else x.shape[:-1]
+    else:
+        return None
+    nthreads = _quick_threads(threads, x.size)
+    if nthreads is None:
+        return None
+    rows = x.size // n
+    lse = np.empty(rows, np.float64)
+    _ckernels.logsumexp(x, None, rows, n, got[0], got[1], nthreads, lse)
+    if not shape:
+        return x.dtype.type(lse[0])
+    return lse.reshape(shape).astype(x.dtype)
+
+
+def quick_sigmoid(x: object, precision: object, threads: object, log: bool) -> Any:
+    """``sigmoid`` / ``log_sigmoid`` of a non-empty C-contiguous float32/float64 NumPy
+    array in one C call (the general path's arithmetic); anything else returns None."""
+    if type(x) is not np.ndarray or _ckernels is None:
+        return None
+    got = _quick_mode(x.dtype, precision)
+    if got is None or x.size == 0 or not x.flags.c_contiguous:
+        return None
+    nthreads = _quick_threads(threads, x.size)
+    if nthreads is None:
+        return None
+    out = np.empty_like(x)
+    n = x.size
+    _ckernels.sigmoid(
+        1 if log else 0, x.reshape(n), None, None, None, n, got[0], got[1], nthreads, 1.0,
+        out.reshape(n), None,
+    )  # fmt: skip
+    return out
+
+
+def quick_bce(
+    logits: object,
+    target: object,
+    weight: object,
+    pos_weight: object,
+    reduction: object,
+    return_grad: object,
+    precision: object,
+    threads: object,
+) -> Any:
+    """``binary_cross_entropy_with_logits`` of C-contiguous float32/float64 NumPy
+    logits and float targets of the same shape in [0, 1], without weights, in one C
+    call (the general path's arithmetic and reductions); anything else, NaN targets
+    included, returns None and takes the general path."""
+    if type(logits) is not np.ndarray or type(target) is not np.ndarray or _ckernels is None:
+        return None
+    if weight is not None or pos_weight is not None:
+        return None
+    if type(reduction) is not str or reduction not in _REDUCTIONS:
+        return None
+    if return_grad is not True and return_grad is not False:
+        return None
+    got = _quick_mode(logits.dtype, precision)
+    n = logits.size
+    if got is None or n == 0 or not logits.flags.c_contiguous:
+        return None
+    if target.shape != logits.shape or target.dtype not in (_F32, _F64):
+        return None
+    if not (target.min() >= 0.0 and target.max() <= 1.0):
+        return None  # out of range or NaN: the general path decides
+    nthreads = _quick_threads(threads, n)
+    if nthreads is None:
+        return None
+    y = np.ascontiguousarray(target, dtype=np.float64).reshape(n)
+    loss = np.empty(n, np.float64)
+    grad = np.empty_like(logits) if return_grad else None
+    _ckernels.sigmoid(
+        2, logits.reshape(n), y, None, None, n, got[0], got[1], nthreads,
+        1.0 / n if reduction == "mean" else 1.0, loss, None if grad is None else grad.reshape(n),
+    )  # fmt: skip
+    dt = logits.dtype
+    if reduction == "none":
+        res = loss.reshape(logits.shape).astype(dt)[()]  # 0-d: a scalar, as numpy_scalars
+    elif reduction == "sum":
+        res = dt.type(np.sum(loss))
+    else:
+        res = dt.type(np.sum(loss) / n)
+    return res if grad is None else (res, grad)
 
 
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
@@ -309,18 +435,10 @@ def quick_cross_entropy(
     ):
         return None
     dt = logits.dtype
-    if dt is _F32:
-        code = 0
-    elif dt is _F64:
-        code = 1
-    else:
+    got = _quick_mode(dt, precision)
+    if got is None:
         return None
-    if precision == "accurate":
-        mode = 1
-    elif precision == "fast":
-        mode = 0
-    else:
-        return None
+    code, mode = got
     red = _REDUCTIONS.get(reduction) if type(reduction) is str else None
     if red is None or (return_grad is not True and return_grad is not False):
         return None
@@ -346,11 +464,8 @@ def quick_cross_entropy(
     rows = target.size
     if n == 0 or rows == 0:
         return None
-    if threads is None:
-        nthreads = 1 if logits.size < SMALL else default_threads()
-    elif type(threads) is int and threads >= 1:
-        nthreads = threads
-    else:
+    nthreads = _quick_threads(threads, logits.size)
+    if nthreads is None:
         return None
     loss = np.empty(rows if red == 0 else 1, np.float64)
     grad = np.empty_like(logits) if return_grad else None
@@ -361,7 +476,7 @@ def quick_cross_entropy(
         )  # fmt: skip
     except IndexError:
         return None  # a label out of range: the general path names it
-    res = loss.reshape(target.shape).astype(dt) if red == 0 else dt.type(loss[0])
+    res = loss.reshape(target.shape).astype(dt)[()] if red == 0 else dt.type(loss[0])
     return res if grad is None else (res, grad)
 
 

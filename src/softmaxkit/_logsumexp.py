@@ -122,6 +122,9 @@ def logsumexp(
     >>> complex(z.round(6))
     (1.257513-0.054934j)
     """
+    res = _dispatch.quick_logsumexp(x, axis, b, where, keepdims, return_sign, precision, threads)
+    if res is not None:
+        return res  # type: ignore[no-any-return]
     xp, (xa, ba, wa) = resolve(x, b, where, names=("x", "b", "where"), allow_complex=True)
     keepdims = check_bool(keepdims, "keepdims")
     return_sign = check_bool(return_sign, "return_sign")

@@ -56,6 +56,9 @@ def sigmoid(x: Array, /, *, precision: str = "accurate", threads: int | None = N
     >>> sk.sigmoid(np.array([-np.inf, -1.0, 0.0, 2.0, np.inf])).round(4)
     array([0.    , 0.2689, 0.5   , 0.8808, 1.    ])
     """
+    res = _dispatch.quick_sigmoid(x, precision, threads, False)
+    if res is not None:
+        return res
     xp, (xa,) = resolve(x, names=("x",))
     plan = make_plan(xp, xa, precision)
     res = _dispatch.sigmoid(xa, plan, log=False, threads=_dispatch.check_threads(threads))
@@ -92,6 +95,9 @@ def log_sigmoid(x: Array, /, *, precision: str = "accurate", threads: int | None
     >>> sk.log_sigmoid(np.array([-100.0, 0.0, 30.0]))
     array([-1.00000000e+02, -6.93147181e-01, -9.35762297e-14])
     """
+    res = _dispatch.quick_sigmoid(x, precision, threads, True)
+    if res is not None:
+        return res
     xp, (xa,) = resolve(x, names=("x",))
     plan = make_plan(xp, xa, precision)
     res = _dispatch.sigmoid(xa, plan, log=True, threads=_dispatch.check_threads(threads))
@@ -166,6 +172,11 @@ def binary_cross_entropy_with_logits(
     >>> sk.binary_cross_entropy_with_logits(inf_logits, labels, reduction="none")
     array([0., 0.])
     """
+    quick = _dispatch.quick_bce(
+        logits, target, weight, pos_weight, reduction, return_grad, precision, threads
+    )
+    if quick is not None:
+        return quick  # type: ignore[no-any-return]
     xp, (la, ta, wa, pa) = resolve(
         logits, target, weight, pos_weight, names=("logits", "target", "weight", "pos_weight")
     )
