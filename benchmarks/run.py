@@ -44,6 +44,7 @@ class Part:
 
 # The order of the sections in BENCHMARKS.md (the core part always comes first).
 PARTS: tuple[Part, ...] = (
+    Part("calls", "calls_bench.py", ("scipy", "torch")),
     Part("torch", "torch_bench.py", ("torch",), ("--quick", "--no-lce")),
     Part("kernels", "kernels_bench.py", ("torch",)),
     # skips (exit 0, nothing written, the saved section kept) without a CUDA device

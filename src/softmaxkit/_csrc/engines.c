@@ -2386,7 +2386,12 @@ INLINE void sig_chunk_d(int kind, vd x, vd y, vd w, vd pw, int has_w, int hi_pre
     vl isnan_ = x != x;
     vd xs = seld(fin, x, zero);
     vd na = seld(xs < 0.0, xs, -xs); /* -|xs| */
-    vd z = hi_prec ? vexpd_hi(na, zero) : vexpd_lo(na, zero);
+    /* float32 sigmoid and log_sigmoid: exp to 2^-34 is enough for one rounding to
+     * float32 (both are monotone in z, nothing cancels); below -700 the float32
+     * results no longer see z. BCE keeps 2^-45 for its gradient's difference. */
+    vd z = hi_prec ? vexpd_hi(na, zero)
+           : kind == 2 ? vexpd_lo(na, zero)
+                       : vexpd_p7_plain(vclamp_low_d(na, splatd(-700.0)));
     vd D = 1.0 + z;
     /* sigmoid(x) = 1/D for x >= 0, z/D below: one division with the numerator chosen
      * first (each lane's quotient is the one it would select); sigmoid(-x) the other */
