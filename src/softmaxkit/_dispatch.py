@@ -381,11 +381,14 @@ def quick_bce(
     nthreads = _quick_threads(threads, n)
     if nthreads is None:
         return None
-    y = np.ascontiguousarray(target, dtype=np.float64).reshape(n)
+    if target.dtype is logits.dtype and target.flags.c_contiguous:
+        kind, y = 3, target.reshape(n)  # the kernel widens the targets as it reads them
+    else:
+        kind, y = 2, np.ascontiguousarray(target, dtype=np.float64).reshape(n)
     loss = np.empty(n, np.float64)
     grad = np.empty_like(logits) if return_grad else None
     _ckernels.sigmoid(
-        2, logits.reshape(n), y, None, None, n, got[0], got[1], nthreads,
+        kind, logits.reshape(n), y, None, None, n, got[0], got[1], nthreads,
         1.0 / n if reduction == "mean" else 1.0, loss, None if grad is None else grad.reshape(n),
     )  # fmt: skip
     dt = logits.dtype

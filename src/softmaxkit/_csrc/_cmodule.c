@@ -325,7 +325,8 @@ static PyObject *py_cross_entropy_reduced_at(PyObject *self, PyObject *args) {
     return reduced_result(st, bad);
 }
 
-PyDoc_STRVAR(sigmoid_doc, "sigmoid(kind, x, y, w, pw, n, dtype, mode, threads, scale, out, grad)");
+PyDoc_STRVAR(sigmoid_doc, "sigmoid(kind, x, y, w, pw, n, dtype, mode, threads, scale, out, grad): "
+                          "kind 0 sigmoid, 1 log_sigmoid, 2 BCE (float64 y), 3 BCE (y in x's type)");
 
 static PyObject *py_sigmoid(PyObject *self, PyObject *args) {
     (void)self;
@@ -338,20 +339,21 @@ static PyObject *py_sigmoid(PyObject *self, PyObject *args) {
         return NULL;
     char f = dtype == SKIT_F32 ? 'f' : 'd';
     buf x = {0}, y = {0}, w = {0}, p = {0}, o = {0}, g = {0};
-    if (kind < 0 || kind > 2 || n < 0) {
+    if (kind < 0 || kind > 3 || n < 0) {
         PyErr_SetString(PyExc_ValueError, "bad kind or size");
         return NULL;
     }
-    if (get(xo, &x, 0, f, n, 0, "x") < 0 || get(yo, &y, 0, 'd', n, kind != 2, "y") < 0 ||
+    if (get(xo, &x, 0, f, n, 0, "x") < 0 ||
+        get(yo, &y, 0, kind == 3 ? f : 'd', n, kind < 2, "y") < 0 ||
         get(wo, &w, 0, 'd', n, 1, "w") < 0 || get(po, &p, 0, 'd', n, 1, "pw") < 0 ||
-        get(oo, &o, 1, kind == 2 ? 'd' : f, n, 0, "out") < 0 ||
+        get(oo, &o, 1, kind >= 2 ? 'd' : f, n, 0, "out") < 0 ||
         get(go, &g, 1, f, n, 1, "grad") < 0) {
         release(&x), release(&y), release(&w), release(&p), release(&o), release(&g);
         return NULL;
     }
     int st;
     Py_BEGIN_ALLOW_THREADS st = skit_sigmoid(
-        dtype, mode, kind, x.view.buf, y.held ? (const double *)y.view.buf : NULL,
+        dtype, mode, kind, x.view.buf, y.held ? y.view.buf : NULL,
         w.held ? (const double *)w.view.buf : NULL, p.held ? (const double *)p.view.buf : NULL,
         (size_t)n, scale, o.view.buf, g.held ? g.view.buf : NULL, threads);
     Py_END_ALLOW_THREADS release(&x), release(&y), release(&w), release(&p), release(&o),

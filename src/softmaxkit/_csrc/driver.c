@@ -1343,12 +1343,13 @@ int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
 typedef struct {
     const skit_engine *E;
     int kind;
-    const char *x;
-    const double *y, *w, *pw;
+    const char *x, *y;
+    const double *w, *pw;
     size_t n;
     double scale;
     char *out, *grad;
     size_t out_size; /* bytes per output element */
+    size_t y_size;   /* bytes per target */
 } sigjob;
 
 static void sig_task(void *ctx, size_t t) {
@@ -1356,28 +1357,29 @@ static void sig_task(void *ctx, size_t t) {
     size_t i = t * ELEM_CHUNK;
     size_t cnt = j->n - i < ELEM_CHUNK ? j->n - i : ELEM_CHUNK;
     size_t es = j->E->elsize;
-    j->E->sigmoid(j->kind, j->x + i * es, j->y ? j->y + i : NULL, j->w ? j->w + i : NULL,
+    j->E->sigmoid(j->kind, j->x + i * es, j->y ? j->y + i * j->y_size : NULL, j->w ? j->w + i : NULL,
                   j->pw ? j->pw + i : NULL, cnt, j->scale, j->out + i * j->out_size,
                   j->grad ? j->grad + i * es : NULL);
 }
 
-int skit_sigmoid(int dtype, int mode, int kind, const void *x, const double *y, const double *w,
+int skit_sigmoid(int dtype, int mode, int kind, const void *x, const void *y, const double *w,
                  const double *pw, size_t n, double scale, void *out, void *grad, int threads) {
     if ((dtype != SKIT_F32 && dtype != SKIT_F64) || (mode != SKIT_FAST && mode != SKIT_ACCURATE) ||
-        kind < 0 || kind > 2 || threads < 1)
+        kind < 0 || kind > 3 || threads < 1)
         return SKIT_EINVAL;
     sigjob j;
     j.E = isa()->eng[dtype][mode];
     j.kind = kind;
     j.x = (const char *)x;
-    j.y = y;
+    j.y = (const char *)y;
     j.w = w;
     j.pw = pw;
     j.n = n;
     j.scale = scale;
     j.out = (char *)out;
     j.grad = (char *)grad;
-    j.out_size = kind == 2 ? sizeof(double) : j.E->elsize;
+    j.out_size = kind >= 2 ? sizeof(double) : j.E->elsize;
+    j.y_size = kind == 3 ? j.E->elsize : sizeof(double);
     size_t ntask = (n + ELEM_CHUNK - 1) / ELEM_CHUNK;
     size_t cap = n / MIN_ELEMS_PER_THREAD;
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;

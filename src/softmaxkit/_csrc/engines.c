@@ -2546,11 +2546,15 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
  * padded buffers. CHUNK reads xv_, yv_, wv_, pv_ and sets lossv, gradv. */
 #define SIG_BODY(STYPE, LOADV, STOREV, CHUNK)                                            \
     const STYPE *x = (const STYPE *)xv;                                                  \
+    const int y_own = kind == 3; /* BCE with targets in the data's type */               \
+    if (kind == 3) kind = 2;                                                             \
+    const double *yd = (const double *)yv;                                               \
+    const STYPE *ys = (const STYPE *)yv;                                                 \
     const vd one_ = splatd(1.0), zero_ = splatd(0.0);                                    \
     size_t i = 0;                                                                        \
     for (; i + ND <= n; i += ND) {                                                       \
         vd xv_ = LOADV(x + i);                                                           \
-        vd yv_ = y ? ldd(y + i) : zero_;                                                 \
+        vd yv_ = !yv ? zero_ : y_own ? LOADV(ys + i) : ldd(yd + i);                      \
         vd wv_ = w ? ldd(w + i) : one_;                                                  \
         vd pv_ = pw ? ldd(pw + i) : one_;                                                \
         vd lossv, gradv = zero_;                                                         \
@@ -2568,7 +2572,7 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
         double yb[ND], wb[ND], pb[ND];                                                   \
         for (size_t k = 0; k < ND; k++) {                                                \
             xb[k] = k < c ? x[i + k] : 0;                                                \
-            yb[k] = y && k < c ? y[i + k] : 0.0;                                         \
+            yb[k] = yv && k < c ? (y_own ? (double)ys[i + k] : yd[i + k]) : 0.0;         \
             wb[k] = w && k < c ? w[i + k] : 1.0;                                         \
             pb[k] = pw && k < c ? pw[i + k] : 1.0;                                       \
         }                                                                                \
@@ -2589,17 +2593,17 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
         }                                                                                \
     }
 
-static void sig_f32(int kind, const void *xv, const double *y, const double *w, const double *pw,
+static void sig_f32(int kind, const void *xv, const void *yv, const double *w, const double *pw,
                     size_t n, double scale, void *out, void *grad) {
     SIG_BODY(float, LD32, ST32, sig_chunk_d(kind, xv_, yv_, wv_, pv_, w != NULL, 0, scale,
                                             &lossv, grad ? &gradv : NULL))
 }
-static void sig_f64f(int kind, const void *xv, const double *y, const double *w, const double *pw,
+static void sig_f64f(int kind, const void *xv, const void *yv, const double *w, const double *pw,
                      size_t n, double scale, void *out, void *grad) {
     SIG_BODY(double, LD64, ST64, sig_chunk_d(kind, xv_, yv_, wv_, pv_, w != NULL, 1, scale,
                                              &lossv, grad ? &gradv : NULL))
 }
-static void sig_f64a(int kind, const void *xv, const double *y, const double *w, const double *pw,
+static void sig_f64a(int kind, const void *xv, const void *yv, const double *w, const double *pw,
                      size_t n, double scale, void *out, void *grad) {
     SIG_BODY(double, LD64, ST64, sig_chunk_dd(kind, xv_, yv_, wv_, pv_, w != NULL, scale,
                                               &lossv, grad ? &gradv : NULL))

@@ -137,8 +137,9 @@ typedef struct {
     void (*small)(const void *x, size_t rows, size_t n, double T, int islog, void *out,
                   uint8_t *special);
     /* sigmoid (kind 0), log_sigmoid (1) into out, or binary cross-entropy with logits
-     * (2: float64 loss into out, gradient times scale into grad unless NULL) */
-    void (*sigmoid)(int kind, const void *x, const double *y, const double *w, const double *pw,
+     * (2: float64 loss into out, gradient times scale into grad unless NULL; y is
+     * float64; 3: the same with y in the data's own type) */
+    void (*sigmoid)(int kind, const void *x, const void *y, const double *w, const double *pw,
                     size_t n, double scale, void *out, void *grad);
     /* softmax (islog = 0) or log_softmax (islog = 1) vector-Jacobian products over rows */
     void (*vjp)(int islog, const void *y, const void *g, size_t rows, size_t n, void *out);

@@ -272,7 +272,7 @@ def binary_cross_entropy(
     dtype) broadcasts to it."""
     a = _view(x)
     n = a.size
-    y1 = np.asarray(_view(y), dtype=np.float64).reshape(-1)
+    y1 = _view(y).reshape(-1)  # x's dtype: the kernel widens it as it reads (kind 3)
     p1 = None
     if pos_weight is not None:
         p1 = np.ascontiguousarray(
@@ -281,7 +281,7 @@ def binary_cross_entropy(
     loss = np.empty(n, np.float64)
     gx, res = _new(a.shape, a.dtype) if grad else (None, None)
     _ckernels.sigmoid(
-        2, a.reshape(-1), y1, None, p1, n, _CODES[x.dtype], mode, _threads(n), 1.0, loss,
+        3, a.reshape(-1), y1, None, p1, n, _CODES[x.dtype], mode, _threads(n), 1.0, loss,
         None if gx is None else gx.reshape(-1),
     )  # fmt: skip
     out, lres = _new(a.shape, a.dtype)

@@ -677,9 +677,9 @@ def _plain_bce(
 ) -> tuple[Tensor, Tensor] | None:
     """:func:`bce_fwd`'s everyday call in a few attribute reads, or None for the general
     route: contiguous CPU float32/float64 logits and targets of one dtype and shape,
-    no weights, the C core. The targets are checked and widened by NumPy on the
-    tensors' own memory; the kernel call and the reduction are the general route's,
-    so the results are bitwise the same."""
+    no weights, the C core. The targets are checked by NumPy on the tensors' own
+    memory and widened by the kernel as it reads them; the arithmetic and the
+    reduction are the general route's, so the results are bitwise the same."""
     if not (
         x.dtype in _NP_FLOATS
         and target.dtype is x.dtype
@@ -700,8 +700,8 @@ def _plain_bce(
     n = ya.size
     loss = np.empty(n, np.float64)
     grad = torch.empty_like(x) if need_grad else None
-    _ckernels.sigmoid(
-        2, _np(x.detach()).reshape(-1), ya.astype(np.float64).reshape(-1), None, None, n,
+    _ckernels.sigmoid(  # kind 3: the kernel widens the targets (x's dtype) as it reads them
+        3, _np(x.detach()).reshape(-1), ya.reshape(-1), None, None, n,
         _CODE[x.dtype], _ACCURATE, _threads(n), 1.0 / n if reduction == "mean" else 1.0,
         loss, None if grad is None else _np(grad).reshape(-1),
     )  # fmt: skip
