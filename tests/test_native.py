@@ -320,7 +320,8 @@ def test_everyday_cross_entropy_takes_one_c_call(
             m.setattr(_dispatch, "cross_entropy", None)  # the general path would fail
             quick = sk.cross_entropy(x, t, precision=precision, return_grad=return_grad, **kw)
         got = quick if return_grad else (quick,)
-        for ref in (general, masked):
+        # fast mode's masked rows take other kernels (bits differ on some ISAs)
+        for ref in (general, masked) if precision == "accurate" else (general,):
             for a, b in zip(got, ref if return_grad else (ref,), strict=True):
                 assert type(a) is type(b)
                 assert a.dtype == np.dtype(dtype)
@@ -382,6 +383,28 @@ def test_everyday_reductions_and_sigmoids_take_one_c_call(
     nan_target[0, 0, 0] = np.nan  # accepted by the general path: propagates
     loss = sk.binary_cross_entropy_with_logits(x, nan_target, reduction="none", **kw)
     assert np.isnan(loss[0, 0, 0]) and np.isfinite(loss[4]).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [65_549, 300_007])
+def test_bce_sums_in_the_core_as_numpy_sums(dtype: str, n: int) -> None:
+    """BCE with logits reduced in the C core (the pairwise tree cut into spans the
+    threads share) gives np.sum's bits over the per-element losses, on any thread
+    count, with the same gradient."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(n) * 7).astype(dtype)
+    y = rng.random(n).astype(dtype)
+    code = 0 if dtype == "float32" else 1
+    loss = np.empty(n)
+    g = np.empty(n, dtype)
+    _ck.sigmoid(3, x, y, None, None, n, code, 1, 2, 1.0 / n, loss, g)
+    for threads in (1, 2, 3):
+        g2 = np.full(n, np.nan, dtype)
+        total = _ck.bce_reduced(3, x, y, n, code, 1, threads, 1.0 / n, g2)
+        assert total == np.sum(loss)
+        np.testing.assert_array_equal(g2, g)
+    mean, grad = sk.binary_cross_entropy_with_logits(x, y, return_grad=True)
+    assert mean == np.asarray(np.sum(loss) / n, dtype=dtype) and np.array_equal(grad, g)
 
 
 # ---- threads, concurrency, instruction sets ------------------------------------------

@@ -385,19 +385,20 @@ def quick_bce(
         kind, y = 3, target.reshape(n)  # the kernel widens the targets as it reads them
     else:
         kind, y = 2, np.ascontiguousarray(target, dtype=np.float64).reshape(n)
-    loss = np.empty(n, np.float64)
     grad = np.empty_like(logits) if return_grad else None
-    _ckernels.sigmoid(
-        kind, logits.reshape(n), y, None, None, n, got[0], got[1], nthreads,
-        1.0 / n if reduction == "mean" else 1.0, loss, None if grad is None else grad.reshape(n),
-    )  # fmt: skip
+    g1 = None if grad is None else grad.reshape(n)
     dt = logits.dtype
     if reduction == "none":
+        loss = np.empty(n, np.float64)
+        _ckernels.sigmoid(
+            kind, logits.reshape(n), y, None, None, n, got[0], got[1], nthreads, 1.0, loss, g1
+        )
         res = loss.reshape(logits.shape).astype(dt)[()]  # 0-d: a scalar, as numpy_scalars
-    elif reduction == "sum":
-        res = dt.type(np.sum(loss))
-    else:
-        res = dt.type(np.sum(loss) / n)
+    else:  # the losses summed in the core, in np.sum's order: no float64 array of them
+        scale = 1.0 / n if reduction == "mean" else 1.0
+        total = _ckernels.bce_reduced(kind, logits.reshape(n), y, n, got[0], got[1], nthreads,
+                                      scale, g1)  # fmt: skip
+        res = dt.type(total if reduction == "sum" else total / n)
     return res if grad is None else (res, grad)
 
 

@@ -362,6 +362,41 @@ static PyObject *py_sigmoid(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(bce_reduced_doc,
+             "bce_reduced(kind, x, y, n, dtype, mode, threads, scale, grad) -> float: the sum "
+             "of the BCE-with-logits losses (kind 2: float64 y, 3: y in x's type) in np.sum's "
+             "order, and scale times the gradient into grad unless None");
+
+static PyObject *py_bce_reduced(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *yo, *go;
+    Py_ssize_t n;
+    int kind, dtype, mode, threads;
+    double scale;
+    if (!PyArg_ParseTuple(args, "iOOniiidO", &kind, &xo, &yo, &n, &dtype, &mode, &threads, &scale,
+                          &go))
+        return NULL;
+    if ((kind != 2 && kind != 3) || n < 0) {
+        PyErr_SetString(PyExc_ValueError, "bad kind or size");
+        return NULL;
+    }
+    char f = dtype == SKIT_F32 ? 'f' : 'd';
+    buf x = {0}, y = {0}, g = {0};
+    if (get(xo, &x, 0, f, n, 0, "x") < 0 || get(yo, &y, 0, kind == 3 ? f : 'd', n, 0, "y") < 0 ||
+        get(go, &g, 1, f, n, 1, "grad") < 0) {
+        release(&x), release(&y), release(&g);
+        return NULL;
+    }
+    int st;
+    double total = 0.0;
+    Py_BEGIN_ALLOW_THREADS st = skit_bce_reduced(dtype, mode, kind, x.view.buf, y.view.buf, NULL,
+                                                 NULL, (size_t)n, scale, &total,
+                                                 g.held ? g.view.buf : NULL, threads);
+    Py_END_ALLOW_THREADS release(&x), release(&y), release(&g);
+    if (st) return status_error(st), NULL;
+    return PyFloat_FromDouble(total);
+}
+
 PyDoc_STRVAR(smooth_doc, "smooth(kind, x, rows, n, w, m, f, k, gap, dsum, grad, threads): "
                          "label-smoothing block sums (kind 0) or gradient (1: float32, 3: float64; one-block rows "
                          "with their sum: 4, 5, and their gaps when gap is given), float32 rows");
@@ -836,6 +871,7 @@ static PyMethodDef methods[] = {
     {"cross_entropy_reduced_at", py_cross_entropy_reduced_at, METH_VARARGS,
      cross_entropy_reduced_at_doc},
     {"sigmoid", py_sigmoid, METH_VARARGS, sigmoid_doc},
+    {"bce_reduced", py_bce_reduced, METH_VARARGS, bce_reduced_doc},
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
     {"smooth", py_smooth, METH_VARARGS, smooth_doc},
     {"smooth_rows", py_smooth_rows, METH_VARARGS, smooth_rows_doc},

@@ -1386,6 +1386,101 @@ int skit_sigmoid(int dtype, int mode, int kind, const void *x, const void *y, co
     return parallel_for(ntask, 1, threads, 0, sig_task, &j);
 }
 
+/* ---- BCE with logits reduced in the core ---------------------------------------
+ * The sum of the float64 per-element losses in NumPy's pairwise order (the bits of
+ * np.sum over skit_sigmoid's kind-2 output) without storing them: the pairwise tree
+ * is cut a few levels down into spans that the threads take, each span summed as
+ * np.sum sums it, with its leaves of at most 128 losses formed in a stack buffer,
+ * and the span sums joined along the same tree. */
+typedef struct {
+    size_t start, len;
+} bce_span;
+
+static void bce_split(size_t start, size_t n, int depth, bce_span *out, size_t *cnt) {
+    if (depth == 0 || n <= 128) {
+        out[*cnt].start = start;
+        out[*cnt].len = n;
+        (*cnt)++;
+        return;
+    }
+    size_t n2 = n / 2;
+    n2 -= n2 % 8;
+    bce_split(start, n2, depth - 1, out, cnt);
+    bce_split(start + n2, n - n2, depth - 1, out, cnt);
+}
+
+static double bce_join(size_t n, int depth, const double *part, size_t *k) {
+    if (depth == 0 || n <= 128) return part[(*k)++];
+    size_t n2 = n / 2;
+    n2 -= n2 % 8;
+    double a = bce_join(n2, depth - 1, part, k);
+    return a + bce_join(n - n2, depth - 1, part, k);
+}
+
+typedef struct {
+    sigjob s;
+    const bce_span *spans;
+    double *part;
+} bcejob;
+
+static double bce_pairwise(const bcejob *j, size_t start, size_t n) {
+    if (n <= 128) {
+        const sigjob *s = &j->s;
+        size_t es = s->E->elsize;
+        double buf[128];
+        s->E->sigmoid(s->kind, s->x + start * es, s->y ? s->y + start * s->y_size : NULL,
+                      s->w ? s->w + start : NULL, s->pw ? s->pw + start : NULL, n, s->scale, buf,
+                      s->grad ? s->grad + start * es : NULL);
+        return skit_pairwise_sum(buf, n);
+    }
+    size_t n2 = n / 2;
+    n2 -= n2 % 8;
+    double a = bce_pairwise(j, start, n2);
+    return a + bce_pairwise(j, start + n2, n - n2);
+}
+
+static void bce_task(void *ctx, size_t t) {
+    bcejob *j = (bcejob *)ctx;
+    j->part[t] = bce_pairwise(j, j->spans[t].start, j->spans[t].len);
+}
+
+int skit_bce_reduced(int dtype, int mode, int kind, const void *x, const void *y, const double *w,
+                     const double *pw, size_t n, double scale, double *total, void *grad,
+                     int threads) {
+    if ((dtype != SKIT_F32 && dtype != SKIT_F64) || (mode != SKIT_FAST && mode != SKIT_ACCURATE) ||
+        (kind != 2 && kind != 3) || threads < 1 || !y || !total)
+        return SKIT_EINVAL;
+    bcejob j;
+    j.s.E = isa()->eng[dtype][mode];
+    j.s.kind = kind;
+    j.s.x = (const char *)x;
+    j.s.y = (const char *)y;
+    j.s.w = w;
+    j.s.pw = pw;
+    j.s.n = n;
+    j.s.scale = scale;
+    j.s.out = NULL;
+    j.s.grad = (char *)grad;
+    j.s.out_size = sizeof(double);
+    j.s.y_size = kind == 3 ? j.s.E->elsize : sizeof(double);
+    /* 2^depth spans of about 16384 or more elements (the tree halves at multiples of 8) */
+    int depth = 0;
+    while (depth < 6 && (n >> (depth + 1)) >= 16384) depth++;
+    bce_span spans[64];
+    double part[64];
+    size_t cnt = 0;
+    bce_split(0, n, depth, spans, &cnt);
+    j.spans = spans;
+    j.part = part;
+    size_t cap = n / MIN_ELEMS_PER_THREAD;
+    if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
+    int st = parallel_for(cnt, 1, threads, 0, bce_task, &j);
+    if (st) return st;
+    size_t k = 0;
+    *total = n ? bce_join(n, depth, part, &k) : 0.0;
+    return SKIT_OK;
+}
+
 typedef struct {
     const skit_engine *E;
     int kind;

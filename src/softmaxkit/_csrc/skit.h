@@ -214,6 +214,14 @@ int skit_smooth_ce(const skit_rows *a, const int64_t *target, const double *w, i
 int skit_sigmoid(int dtype, int mode, int kind, const void *x, const void *y, const double *w,
                  const double *pw, size_t n, double scale, void *out, void *grad, int threads);
 
+/* Binary cross-entropy with logits (kind 2: float64 y; 3: y in x's type), reduced:
+ * *total = the sum of the float64 per-element losses in NumPy's pairwise order (the
+ * bits of np.sum over skit_sigmoid's loss output), none of them stored; grad as for
+ * skit_sigmoid. n = 0 gives 0.0, as np.sum of an empty array. */
+int skit_bce_reduced(int dtype, int mode, int kind, const void *x, const void *y, const double *w,
+                     const double *pw, size_t n, double scale, double *total, void *grad,
+                     int threads);
+
 /* Vector-Jacobian products over rows: islog = 0 gives y * (g - sum(y g)) (softmax),
  * islog = 1 gives g - exp(y) sum(g) (log_softmax); y, g, out of dtype's type. */
 int skit_vjp(int dtype, int mode, int islog, const void *y, const void *g, size_t rows, size_t n,

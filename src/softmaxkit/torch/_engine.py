@@ -698,14 +698,27 @@ def _plain_bce(
     if not (ya.min() >= 0 and ya.max() <= 1):  # NaN fails too: the general route names it
         return None
     n = ya.size
-    loss = np.empty(n, np.float64)
     grad = torch.empty_like(x) if need_grad else None
-    _ckernels.sigmoid(  # kind 3: the kernel widens the targets (x's dtype) as it reads them
-        3, _np(x.detach()).reshape(-1), ya.reshape(-1), None, None, n,
-        _CODE[x.dtype], _ACCURATE, _threads(n), 1.0 / n if reduction == "mean" else 1.0,
-        loss, None if grad is None else _np(grad).reshape(-1),
+    g1 = None if grad is None else _np(grad).reshape(-1)
+    x1, y1 = _np(x.detach()).reshape(-1), ya.reshape(-1)
+    # kind 3: the kernel widens the targets (x's dtype) as it reads them
+    if reduction == "none":
+        loss = np.empty(n, np.float64)
+        _ckernels.sigmoid(3, x1, y1, None, None, n, _CODE[x.dtype], _ACCURATE, _threads(n), 1.0,
+                          loss, g1)  # fmt: skip
+        return _bce_reduce(loss, reduction, x.shape, x.dtype), (
+            x.new_empty(0) if grad is None else grad
+        )
+    # the losses summed in the core in np.sum's order (no float64 array of them): the
+    # bits of _bce_reduce
+    total = _ckernels.bce_reduced(
+        3, x1, y1, n, _CODE[x.dtype], _ACCURATE, _threads(n),
+        1.0 / n if reduction == "mean" else 1.0, g1,
     )  # fmt: skip
-    res = _bce_reduce(loss, reduction, x.shape, x.dtype)
+    if reduction == "mean":
+        total = total / n
+    np_dt = _NP_DTYPE[x.dtype]
+    res = torch.from_numpy(np.asarray(total, dtype=np_dt))
     return res, (x.new_empty(0) if grad is None else grad)
 
 
