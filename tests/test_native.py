@@ -386,6 +386,49 @@ def test_everyday_reductions_and_sigmoids_take_one_c_call(
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("precision", ["accurate", "fast"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("ignore_index", [None, 2, -100])
+@pytest.mark.parametrize("C", [1, 7, 300])
+def test_everyday_nll_loss_is_a_gather(
+    monkeypatch: pytest.MonkeyPatch,
+    dtype: str,
+    precision: str,
+    reduction: str,
+    ignore_index: int | None,
+    C: int,
+) -> None:
+    """``nll_loss`` on C-contiguous log-probabilities and int64 labels gathers the picked
+    values instead of summing a masked copy: the array-agnostic path's bits (int32 labels
+    go there), -0.0, NaN, -inf and huge values included; bad labels still get its error."""
+    rng = np.random.default_rng(C)
+    lp = (-rng.random((3, 41, C)) * 9).astype(dtype)
+    t = rng.integers(0, C, size=(3, 41))
+    lp[0, :5] = -0.0
+    lp[1, 3] = np.nan
+    lp[2, 4] = -np.inf
+    lp[2, 5] = -float(np.finfo(dtype).max)  # the sum overflows
+    lp[2, 6] = -float(np.finfo(dtype).max)
+    if ignore_index is not None:
+        t[1, 3] = t[2, 4] = ignore_index
+        t[0, 9:12] = ignore_index
+    kw = {"reduction": reduction, "ignore_index": ignore_index, "precision": precision}
+    with np.errstate(all="ignore"):
+        ref = sk.nll_loss(lp, t.astype(np.int32), **kw)
+    with monkeypatch.context() as m:
+        m.setattr("softmaxkit._cross_entropy.call", None)  # the general path would fail
+        got = sk.nll_loss(lp, t, **kw)
+    assert type(got) is type(ref) and got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, ref)
+    num = ~np.isnan(ref)
+    assert np.array_equal(np.signbit(got)[num], np.signbit(ref)[num])  # zeros' signs too
+    bad = t.copy()
+    bad[0, 0] = C
+    with pytest.raises(SoftmaxkitValueError, match="target"):
+        sk.nll_loss(lp, bad, **kw)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("n", [65_549, 300_007])
 def test_bce_sums_in_the_core_as_numpy_sums(dtype: str, n: int) -> None:
     """BCE with logits reduced in the C core (the pairwise tree cut into spans the

@@ -262,6 +262,11 @@ def nll_loss(
     >>> round(float(sk.nll_loss(lp, np.array([0]))), 4)
     0.417
     """
+    quick = _dispatch.quick_nll_loss(
+        log_probs, target, axis, weight, ignore_index, reduction, precision
+    )
+    if quick is not None:
+        return quick
     xp, (la, ta, wa) = resolve(log_probs, target, weight, names=("log_probs", "target", "weight"))
     plan = make_plan(xp, la, precision, name="log_probs")
     ax = check_class_axis(axis, la.ndim)

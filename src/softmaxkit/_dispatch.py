@@ -54,6 +54,7 @@ __all__ = [
     "quick_bce",
     "quick_cross_entropy",
     "quick_logsumexp",
+    "quick_nll_loss",
     "quick_normalize",
     "quick_sigmoid",
     "softmax",
@@ -400,6 +401,65 @@ def quick_bce(
                                       scale, g1)  # fmt: skip
         res = dt.type(total if reduction == "sum" else total / n)
     return res if grad is None else (res, grad)
+
+
+def quick_nll_loss(
+    log_probs: object,
+    target: object,
+    axis: object,
+    weight: object,
+    ignore_index: object,
+    reduction: object,
+    precision: object,
+) -> Any:
+    """:func:`~softmaxkit.nll_loss` of C-contiguous float32/float64 NumPy log-probabilities
+    (classes last) and int64 labels, without class weights: a gather and NumPy sums that
+    repeat the array-agnostic path's arithmetic step for step (the picked value plus
+    +0.0, as its masked sum gives; the item ``-picked``; ``np.sum`` in the working
+    dtype; one rounding to the output), so the bits are the same. Anything else, and
+    labels out of range, return None and take the general path."""
+    if type(log_probs) is not np.ndarray or type(target) is not np.ndarray or weight is not None:
+        return None
+    if type(reduction) is not str or reduction not in _REDUCTIONS:
+        return None
+    if ignore_index is not None and type(ignore_index) is not int:
+        return None
+    dt = log_probs.dtype
+    if _quick_mode(dt, precision) is None:
+        return None
+    nd = log_probs.ndim
+    if type(axis) is not int or nd == 0 or not -nd <= axis < nd or axis % nd != nd - 1:
+        return None
+    if target.dtype != _I64 or target.shape != log_probs.shape[:-1]:
+        return None
+    C = log_probs.shape[-1]
+    rows = target.size
+    if C == 0 or rows == 0 or rows >= 1 << 24 or not log_probs.flags.c_contiguous:
+        return None
+    if ignore_index is None:
+        if not (target.min() >= 0 and target.max() < C):
+            return None
+        ignored = None
+        t = target
+    else:
+        ignored = target == ignore_index
+        if not (((target >= 0) & (target < C)) | ignored).all():
+            return None
+        t = np.where(ignored, 0, target)
+    work: Any = np.float64 if (dt is _F64 or precision == "accurate") else np.float32
+    picked: np.ndarray = np.take_along_axis(log_probs, t[..., None], axis=-1)[..., 0].astype(work)
+    picked = picked + work(0.0)  # as the masked sum: -0.0 comes out +0.0
+    item = -picked
+    if ignored is not None:
+        item[ignored] = 0.0
+    with np.errstate(over="ignore"):  # overflow to inf is a defined answer (to_out)
+        if reduction == "none":
+            return item.astype(dt)[()]
+        total = np.sum(item)
+        if reduction == "mean":
+            den = work(rows if ignored is None else rows - np.count_nonzero(ignored))
+            total = total / den if den != 0 else work(0.0)
+        return dt.type(total)
 
 
 _REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
