@@ -447,15 +447,14 @@ def quick_nll_loss(
             return None
         t = np.where(ignored, 0, target)
     work: Any = np.float64 if (dt is _F64 or precision == "accurate") else np.float32
-    picked: np.ndarray = np.take_along_axis(log_probs, t[..., None], axis=-1)[..., 0].astype(work)
-    picked = picked + work(0.0)  # as the masked sum: -0.0 comes out +0.0
-    item = -picked
+    picked = log_probs.reshape(rows, C)[np.arange(rows), t.reshape(rows)].astype(work)
+    item = -(picked + work(0.0))  # as the masked sum: -0.0 comes out +0.0
     if ignored is not None:
-        item[ignored] = 0.0
+        item[ignored.reshape(rows)] = 0.0
+    if reduction == "none":
+        return item.reshape(target.shape).astype(dt)[()]  # the same values: no overflow
     with np.errstate(over="ignore"):  # overflow to inf is a defined answer (to_out)
-        if reduction == "none":
-            return item.astype(dt)[()]
-        total = np.sum(item)
+        total = np.add.reduce(item)  # np.sum's pairwise sum
         if reduction == "mean":
             den = work(rows if ignored is None else rows - np.count_nonzero(ignored))
             total = total / den if den != 0 else work(0.0)
