@@ -398,12 +398,13 @@ def test_everyday_nll_loss_is_a_gather(
     ignore_index: int | None,
     C: int,
 ) -> None:
-    """``nll_loss`` on C-contiguous log-probabilities and int64 labels gathers the picked
-    values instead of summing a masked copy: the array-agnostic path's bits (int32 labels
-    go there), -0.0, NaN, -inf and huge values included; bad labels still get its error."""
+    """``nll_loss`` on C-contiguous log-probabilities and int64 labels picks the values
+    instead of summing a masked copy (the C core; a NumPy gather for float32 fast mode):
+    the array-agnostic path's bits (int32 labels go there), -0.0, NaN, -inf and huge
+    values included; bad labels still get its error."""
     rng = np.random.default_rng(C)
-    lp = (-rng.random((3, 41, C)) * 9).astype(dtype)
-    t = rng.integers(0, C, size=(3, 41))
+    lp = (-rng.random((3, 241, C)) * 9).astype(dtype)  # 723 rows: past the core's stack buffer
+    t = rng.integers(0, C, size=(3, 241))
     lp[0, :5] = -0.0
     lp[1, 3] = np.nan
     lp[2, 4] = -np.inf

@@ -243,3 +243,14 @@ def bce_reduced(
     grad: Any,
     /,
 ) -> float: ...
+def nll(
+    x: Any,
+    target: Any,
+    rows: int,
+    n: int,
+    dtype: int,
+    ignore_index: int | None,
+    reduction: int,
+    out: Any,
+    /,
+) -> None: ...

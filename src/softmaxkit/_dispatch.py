@@ -413,11 +413,12 @@ def quick_nll_loss(
     precision: object,
 ) -> Any:
     """:func:`~softmaxkit.nll_loss` of C-contiguous float32/float64 NumPy log-probabilities
-    (classes last) and int64 labels, without class weights: a gather and NumPy sums that
-    repeat the array-agnostic path's arithmetic step for step (the picked value plus
-    +0.0, as its masked sum gives; the item ``-picked``; ``np.sum`` in the working
-    dtype; one rounding to the output), so the bits are the same. Anything else, and
-    labels out of range, return None and take the general path."""
+    (classes last) and int64 labels, without class weights, repeating the array-agnostic
+    path's arithmetic step for step (the picked value plus +0.0, as its masked sum
+    gives; the item ``-picked``; ``np.sum``'s order in the working dtype; one rounding to
+    the output), so the bits are the same: in the C core where that dtype is float64,
+    by a NumPy gather for float32 fast mode. Anything else, and labels out of range,
+    return None and take the general path."""
     if type(log_probs) is not np.ndarray or type(target) is not np.ndarray or weight is not None:
         return None
     if type(reduction) is not str or reduction not in _REDUCTIONS:
@@ -436,6 +437,19 @@ def quick_nll_loss(
     rows = target.size
     if C == 0 or rows == 0 or rows >= 1 << 24 or not log_probs.flags.c_contiguous:
         return None
+    if (
+        _ckernels is not None
+        and (dt is _F64 or precision == "accurate")
+        and (ignore_index is None or -(2**63) <= ignore_index < 2**63)
+    ):  # float64 arithmetic: the core's skit_nll
+        red = _REDUCTIONS[reduction]
+        out = np.empty(rows if red == 0 else 1, dt)
+        try:
+            _ckernels.nll(log_probs, target, rows, C, 0 if dt is _F32 else 1, ignore_index,
+                          red, out)  # fmt: skip
+        except IndexError:
+            return None  # a label out of range: the general path names it
+        return out.reshape(target.shape)[()] if red == 0 else out[0]
     if ignore_index is None:
         if not (target.min() >= 0 and target.max() < C):
             return None

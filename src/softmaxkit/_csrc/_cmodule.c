@@ -362,6 +362,44 @@ static PyObject *py_sigmoid(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(nll_doc, "nll(x, target, rows, n, dtype, ignore_index, reduction, out): nll_loss "
+                      "(float64 arithmetic) into out (x's type; rows items, or one); "
+                      "ignore_index None or an int; IndexError(row) for a label out of range");
+
+static PyObject *py_nll(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *to, *io, *oo;
+    Py_ssize_t rows, n;
+    int dtype, reduction;
+    if (!PyArg_ParseTuple(args, "OOnniOiO", &xo, &to, &rows, &n, &dtype, &io, &reduction, &oo))
+        return NULL;
+    if (rows < 0 || n < 1 || reduction < 0 || reduction > 2 ||
+        (dtype != SKIT_F32 && dtype != SKIT_F64)) {
+        PyErr_SetString(PyExc_ValueError, "bad shape, dtype or reduction");
+        return NULL;
+    }
+    long long ignore = 0;
+    int has_ignore = io != Py_None;
+    if (has_ignore) {
+        ignore = PyLong_AsLongLong(io);
+        if (ignore == -1 && PyErr_Occurred()) return NULL;
+    }
+    char f = dtype == SKIT_F32 ? 'f' : 'd';
+    buf x = {0}, t = {0}, o = {0};
+    if (get(xo, &x, 0, f, rows * n, 0, "x") < 0 || get(to, &t, 0, 'q', rows, 0, "target") < 0 ||
+        get(oo, &o, 1, f, reduction == 0 ? rows : 1, 0, "out") < 0) {
+        release(&x), release(&t), release(&o);
+        return NULL;
+    }
+    int st;
+    int64_t bad = -1;
+    Py_BEGIN_ALLOW_THREADS st = skit_nll(dtype, x.view.buf, (const int64_t *)t.view.buf, (size_t)rows,
+                                         (size_t)n, has_ignore, (int64_t)ignore, reduction,
+                                         o.view.buf, &bad);
+    Py_END_ALLOW_THREADS release(&x), release(&t), release(&o);
+    return reduced_result(st, bad);
+}
+
 PyDoc_STRVAR(bce_reduced_doc,
              "bce_reduced(kind, x, y, n, dtype, mode, threads, scale, grad) -> float: the sum "
              "of the BCE-with-logits losses (kind 2: float64 y, 3: y in x's type) in np.sum's "
@@ -872,6 +910,7 @@ static PyMethodDef methods[] = {
      cross_entropy_reduced_at_doc},
     {"sigmoid", py_sigmoid, METH_VARARGS, sigmoid_doc},
     {"bce_reduced", py_bce_reduced, METH_VARARGS, bce_reduced_doc},
+    {"nll", py_nll, METH_VARARGS, nll_doc},
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
     {"smooth", py_smooth, METH_VARARGS, smooth_doc},
     {"smooth_rows", py_smooth_rows, METH_VARARGS, smooth_rows_doc},

@@ -1269,6 +1269,52 @@ static int64_t first_bad_target(const int64_t *target, size_t rows, size_t n, in
     return -1;
 }
 
+/* nll_loss of rows of n log-probabilities (x's type) as the array-agnostic path forms
+ * it: item = -(x_t + 0.0) (its masked sum turns -0.0 into +0.0), +0.0 for ignored
+ * rows. reduction 0: out[rows] in x's type; 1 (mean) / 2 (sum): out[0] in x's type,
+ * the float64 items summed in NumPy's pairwise order, the mean divided by the count
+ * of rows not ignored (0 when none), rounded once (to +-inf past the largest float). */
+int skit_nll(int dtype, const void *x, const int64_t *target, size_t rows, size_t n,
+             int has_ignore, int64_t ignore_index, int reduction, void *out, int64_t *bad_row) {
+    if ((dtype != SKIT_F32 && dtype != SKIT_F64) || reduction < 0 || reduction > 2 || !n)
+        return SKIT_EINVAL;
+    has_ignore = has_ignore != 0;
+    int64_t bad = first_bad_target(target, rows, n, has_ignore, ignore_index);
+    if (bad >= 0) {
+        if (bad_row) *bad_row = bad;
+        return SKIT_ERANGE;
+    }
+    double local[512];
+    double *item = reduction == 0 ? NULL : rows <= 512 ? local : (double *)malloc(rows * 8);
+    if (reduction != 0 && !item) return SKIT_ENOMEM;
+    size_t counted = 0;
+    for (size_t r = 0; r < rows; r++) {
+        int ign = has_ignore && target[r] == ignore_index;
+        size_t k = r * n + (ign ? 0 : (size_t)target[r]);
+        double v = dtype == SKIT_F32 ? (double)((const float *)x)[k] : ((const double *)x)[k];
+        v = ign ? 0.0 : -(v + 0.0);
+        counted += !ign;
+        if (reduction == 0) {
+            if (dtype == SKIT_F32) ((float *)out)[r] = (float)v; /* exact: a float's value */
+            else ((double *)out)[r] = v;
+        } else {
+            item[r] = v;
+        }
+    }
+    if (reduction == 0) return SKIT_OK;
+    double total = skit_pairwise_sum(item, rows);
+    if (item != local) free(item);
+    if (reduction == 1) total = counted ? total / (double)counted : 0.0;
+    if (dtype == SKIT_F32) {
+        const double big = 0x1.ffffffp+127; /* the largest float plus half its ulp */
+        float f = fabs(total) >= big ? (total > 0 ? INFINITY : -INFINITY) : (float)total;
+        *(float *)out = f;
+    } else {
+        *(double *)out = total;
+    }
+    return SKIT_OK;
+}
+
 int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
                                const double *class_weight, int has_ignore, int64_t ignore_index,
                                double z_loss, int reduction, double *loss, void *grad,

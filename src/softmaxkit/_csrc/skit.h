@@ -214,6 +214,14 @@ int skit_smooth_ce(const skit_rows *a, const int64_t *target, const double *w, i
 int skit_sigmoid(int dtype, int mode, int kind, const void *x, const void *y, const double *w,
                  const double *pw, size_t n, double scale, void *out, void *grad, int threads);
 
+/* nll_loss of `rows` rows of n log-probabilities (dtype's type) and int64 labels in
+ * [0, n) (or ignore_index where has_ignore; SKIT_ERANGE and *bad_row otherwise), as the
+ * array-agnostic path forms it in float64: per row -(x_t + 0.0), +0.0 where ignored;
+ * reduction 0: out[rows], 1: out[0] = the mean over rows not ignored (0 when none),
+ * 2: out[0] = the sum (NumPy's pairwise order); out in dtype's type, rounded once. */
+int skit_nll(int dtype, const void *x, const int64_t *target, size_t rows, size_t n,
+             int has_ignore, int64_t ignore_index, int reduction, void *out, int64_t *bad_row);
+
 /* Binary cross-entropy with logits (kind 2: float64 y; 3: y in x's type), reduced:
  * *total = the sum of the float64 per-element losses in NumPy's pairwise order (the
  * bits of np.sum over skit_sigmoid's loss output), none of them stored; grad as for
