@@ -729,6 +729,16 @@ static void ce_fix_target(const job *j, size_t r, const skit_rstat *rs) {
     double g;
     if (!valid) {
         g = -1.0;
+    } else if (j->a->dtype == SKIT_F32 && j->z == 0.0) {
+        /* float32 data: plain float64 is within a few 2^-53 of (D - e_t) / D, far
+         * below a float32 ulp: c >= 1 counts the maxima, so where x_t < M the
+         * difference s - e_t (which may cancel) only adds to an integer, and where
+         * x_t = M, e_t = 1 and c - 1 is exact (256x10 with its gradient 31 -> 26 us) */
+        double et = exp(xt.hi - rs->M);
+        double D = (rs->c.hi + rs->s.hi) + (rs->c.lo + rs->s.lo);
+        double num = xt.hi == rs->M ? ((rs->c.hi - 1.0) + rs->c.lo) + (rs->s.hi + rs->s.lo)
+                                    : (rs->c.hi + rs->c.lo) + ((rs->s.hi - et) + rs->s.lo);
+        g = -(num / D);
     } else {
         /* exp(x_t - M) is 0 where the difference is below -DBL_MAX (as a double-word
          * number it would be NaN) */
