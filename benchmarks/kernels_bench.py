@@ -570,8 +570,8 @@ def main() -> None:
         "`F.binary_cross_entropy_with_logits` (`reduction='none'`; fwd+bwd: the mean loss "
         "and its gradient through autograd) against `softmaxkit.sigmoid`, `log_sigmoid`, "
         "`binary_cross_entropy_with_logits` (fwd+bwd: `return_grad=True`). softmaxkit "
-        "computes in float64 and rounds once (0.5 ulp), torch in float32. BCE's targets "
-        "are widened to float64 for the kernel (a copy of the targets, in the time).",
+        "computes in float64 and rounds once (0.5 ulp), torch in float32. BCE reads its "
+        "float32 targets as they are (widened in the kernel, no copy).",
         "",
         "| shape | op | torch | skt | torch / skt | x.copy() |",
         "|---|---|---:|---:|---:|---:|",
