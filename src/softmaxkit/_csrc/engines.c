@@ -476,44 +476,19 @@ INLINE void vexpdd_s(vd dh, vd dl, vd *eh, vd *el) {
     *el = lo * scale;
 }
 
-/* float64 log1p(a) for a >= 0 (a vector of row sums): about 1.5 ulp.
- * 1 + a = 2^k f with f in [sqrt(1/2), sqrt(2)), log f by the atanh series, and
- * the rounding error of 1 + a added back as (a - (w - 1)) / w. */
-INLINE vd vlog1p_d(vd a) {
+/* float64 log1p(a) for a >= 0. 1 + a = 2^k f with f in [sqrt(1/2), sqrt(2)), log f by
+ * the atanh series, and the rounding error of 1 + a added back. `lo` (a constant at
+ * every call) picks the variant:
+ *   vlog1p_d  (lo = 0): a vector of row sums, about 1.5 ulp: eleven atanh terms, the
+ *             correction (a - (w - 1)) / w;
+ *   vlog1p_lo (lo = 1): 0 <= a <= 1, about 2^-39 relative, for results rounded once to
+ *             float32 (the sigmoid family of float32 data, a = exp(-|x|)): six terms
+ *             (t^2 <= 0.0295: the next is below 2^-39), the correction as a product,
+ *             (a - (w - 1)) (2 - w): 2 - w stands for 1/w to within 25% on [1, 2], and
+ *             the correction itself is below 2^-53 of the result. */
+INLINE vd vlog1p_v(vd a, int lo) {
     vd w = 1.0 + a;
-    vd corr = (a - (w - 1.0)) / w;
-    vl bits = (vl)w;
-    vl k = (bits >> 52) - 1023;
-    vd f = (vd)((bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);
-    vl big = f > SKIT_SQRT2;
-    f = seld(big, f * 0.5, f);
-    k = k - big; /* big is -1 where true */
-    vd t = (f - 1.0) / (f + 1.0);
-    vd t2 = t * t;
-    vd q = splatd(SKIT_AT_11);
-    q = q * t2 + SKIT_AT_10;
-    q = q * t2 + SKIT_AT_9;
-    q = q * t2 + SKIT_AT_8;
-    q = q * t2 + SKIT_AT_7;
-    q = q * t2 + SKIT_AT_6;
-    q = q * t2 + SKIT_AT_5;
-    q = q * t2 + SKIT_AT_4;
-    q = q * t2 + SKIT_AT_3;
-    q = q * t2 + SKIT_AT_2;
-    q = q * t2 + SKIT_AT_1;
-    vd logf_ = 2.0 * t + (2.0 * t) * (t2 * q);
-    vd kd = __builtin_convertvector(k, vd);
-    return kd * SKIT_LN2_HI + (kd * SKIT_LN2_LO + (logf_ + corr));
-}
-
-/* log1p(a) for 0 <= a <= 1 to about 2^-39 relative, for results rounded once to
- * float32 (the sigmoid family of float32 data, a = exp(-|x|)): vlog1p_d with six
- * atanh terms (t^2 <= 0.0295: the next is below 2^-39), and the rounding error of
- * 1 + a added back as a product, (a - (w - 1)) (2 - w): 2 - w stands for 1/w to
- * within 25% on [1, 2], and the correction itself is below 2^-53 of the result. */
-INLINE vd vlog1p_lo(vd a) {
-    vd w = 1.0 + a;
-    vd corr = (a - (w - 1.0)) * (2.0 - w);
+    vd corr = lo ? (a - (w - 1.0)) * (2.0 - w) : (a - (w - 1.0)) / w;
     vl bits = (vl)w;
     vl k = (bits >> 52) - 1023;
     vd f = (vd)((bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);
@@ -523,6 +498,14 @@ INLINE vd vlog1p_lo(vd a) {
     vd t = (f - 1.0) / (f + 1.0);
     vd t2 = t * t;
     vd q = splatd(SKIT_AT_6);
+    if (!lo) {
+        q = splatd(SKIT_AT_11);
+        q = q * t2 + SKIT_AT_10;
+        q = q * t2 + SKIT_AT_9;
+        q = q * t2 + SKIT_AT_8;
+        q = q * t2 + SKIT_AT_7;
+        q = q * t2 + SKIT_AT_6;
+    }
     q = q * t2 + SKIT_AT_5;
     q = q * t2 + SKIT_AT_4;
     q = q * t2 + SKIT_AT_3;
@@ -532,6 +515,8 @@ INLINE vd vlog1p_lo(vd a) {
     vd kd = __builtin_convertvector(k, vd);
     return kd * SKIT_LN2_HI + (kd * SKIT_LN2_LO + (logf_ + corr));
 }
+INLINE vd vlog1p_d(vd a) { return vlog1p_v(a, 0); }
+INLINE vd vlog1p_lo(vd a) { return vlog1p_v(a, 1); }
 
 /* ---- streaming stores ------------------------------------------------------ *
  * Outputs larger than the caches are written with non-temporal stores: they skip
