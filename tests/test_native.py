@@ -333,6 +333,36 @@ def test_everyday_cross_entropy_takes_one_c_call(
     assert x[0, 5, 0] == -np.inf and t.dtype == np.int64  # inputs untouched
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", [1, 10, 100, 160, 161, 256])
+def test_fast_short_cross_entropy_takes_the_transposed_kernel(isa: str, n: int) -> None:
+    """Fast-mode float32 cross-entropy of up to 160 classes runs the accurate engine's
+    transposed kernel (faster there than the fast row path): the accurate bits, loss
+    and gradient, special rows included; longer rows keep the fast engine, within
+    its bound."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((300, n)) * 5).astype(np.float32)
+    t = rng.integers(0, n, 300)
+    x[3, :] = -np.inf
+    x[5, 0] = np.inf
+    x[7, -1] = np.nan
+    x[9, t[9]] += 60.0
+    saved = _ck.isa()
+    _ck.set_isa(isa)
+    try:
+        for red in ("none", "mean"):
+            fast = sk.cross_entropy(x, t, reduction=red, precision="fast", return_grad=True)
+            acc = sk.cross_entropy(x, t, reduction=red, precision="accurate", return_grad=True)
+            for a, b in zip(fast, acc, strict=True):
+                if n <= 160:
+                    np.testing.assert_array_equal(a, b)
+                else:
+                    scale = float(np.max(np.abs(b[np.isfinite(b)]), initial=0.0))
+                    np.testing.assert_allclose(a, b, rtol=3e-6, atol=3e-6 * scale)
+    finally:
+        _ck.set_isa(saved)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("precision", ["accurate", "fast"])
 def test_everyday_reductions_and_sigmoids_take_one_c_call(

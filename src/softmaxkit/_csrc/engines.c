@@ -1926,6 +1926,52 @@ static void e32a_smooth(int kind, int out64, const void *xv, const double *w, si
     }
 }
 
+/* The everyday cross-entropy finish of float32 rows (driver.c: fin_ok): for each
+ * of cnt rows, from its maximum m, the count c of its maxima, the rest sum s (the
+ * stats' plain path), its target logit xt and the gradient's scale sc (weight
+ * times 1/N or 1):
+ *   lse  = m + log1p((c - 1) + s),
+ *   loss = log1p((c - 1) + s) + (m - xt)   (two terms >= 0: nothing cancels),
+ *   fac  = sc / (c + s)                     (the gradient is exp(x - m) fac),
+ *   gt   = -sc (D - e_t) / D, D = c + s, e_t = exp(xt - m): the gradient's target
+ *          entry, with D - e_t formed as (c - 1) + s where xt = m and as
+ *          c + (s - e_t) elsewhere (c >= 1 is an integer, so the difference that
+ *          may cancel only adds to it).
+ * In float64 throughout, each within a few 2^-52 of its exact value, far below
+ * the float32 ulp every result is rounded to (the vector log1p, and the exp the
+ * stats use). Rows are independent lanes of ND-wide vectors, so a row gets the
+ * same bits alone (the row path) as with others (the transposed kernel). */
+static void ce_fin_f32(size_t cnt, const double *m, const double *c, const double *s,
+                       const double *xt, const double *sc, double *lse, double *nll,
+                       double *fac, double *gt) {
+    for (size_t i = 0; i < cnt; i += ND) {
+        const size_t k = cnt - i < ND ? cnt - i : ND;
+        double in[5][ND], res[4][ND];
+        for (size_t l = 0; l < ND; l++) { /* padding: a row of one entry */
+            in[0][l] = l < k ? m[i + l] : 0.0;
+            in[1][l] = l < k ? c[i + l] : 1.0;
+            in[2][l] = l < k ? s[i + l] : 0.0;
+            in[3][l] = l < k ? xt[i + l] : 0.0;
+            in[4][l] = l < k ? sc[i + l] : 0.0;
+        }
+        const vd mv = ldd(in[0]), cv = ldd(in[1]), sv = ldd(in[2]), xv = ldd(in[3]);
+        const vd scv = ldd(in[4]);
+        const vd L = vlog1p_d((cv - 1.0) + sv), D = cv + sv;
+        const vd et = vexpd_p7_plain(vclamp_low_d(xv - mv, splatd(-700.0)));
+        const vd num = seld(xv == mv, (cv - 1.0) + sv, cv + (sv - et));
+        std_(res[0], mv + L);
+        std_(res[1], L + (mv - xv));
+        std_(res[2], scv / D);
+        std_(res[3], -(num / D) * scv);
+        for (size_t l = 0; l < k; l++) {
+            lse[i + l] = res[0][l];
+            nll[i + l] = res[1][l];
+            fac[i + l] = res[2][l];
+            gt[i + l] = res[3][l];
+        }
+    }
+}
+
 static void e32a_small_ce(const void *xv, size_t rows, size_t n, skit_row_cb cb, void *ctx,
                           void *outv, uint8_t *special) {
     const float *x = (const float *)xv;
@@ -1974,7 +2020,8 @@ static void e32a_small_ce(const void *xv, size_t rows, size_t n, skit_row_cb cb,
         }
         for (size_t k = 0; j0 + k < n; k++) SMALL_CE_STEP(j0 + k, k);
 #undef SMALL_CE_STEP
-        double f[ND];
+        double f[ND], mb[ND], cb_[ND], sb[ND];
+        uint8_t sk[ND];
         vl skip = bad;
         for (size_t l = 0; l < ND; l++) {
             f[l] = 0.0;
@@ -1982,9 +2029,12 @@ static void e32a_small_ce(const void *xv, size_t rows, size_t n, skit_row_cb cb,
             double s = 0.0;
             for (size_t k = 0; k < ND; k++) s += acc[k][l] + acc[k + ND][l];
             if (!bad[l] && s != s) skip[l] = -1;
-            special[r0 + l] = skip[l] != 0;
-            if (!skip[l]) f[l] = cb(ctx, r0 + l, m[l], (double)(n - (size_t)rest[l]), s);
+            special[r0 + l] = sk[l] = skip[l] != 0;
+            mb[l] = m[l];
+            cb_[l] = (double)(n - (size_t)rest[l]);
+            sb[l] = s;
         }
+        cb(ctx, r0, lanes, sk, mb, cb_, sb, f);
         if (!o) continue;
         const vd fv = ldd(f);
         int anyskip = 0;
@@ -2759,6 +2809,7 @@ static const skit_engine e32f = {
     wsum_f32,
     NULL,
     NULL,
+    NULL,
 };
 
 static const skit_engine e32a = {
@@ -2769,6 +2820,7 @@ static const skit_engine e32a = {
     wsum_f32,
     e32a_small_ce,
     e32a_smooth,
+    ce_fin_f32,
 };
 
 static const skit_engine e64f = {
@@ -2779,6 +2831,7 @@ static const skit_engine e64f = {
     wsum_f64f,
     NULL,
     NULL,
+    NULL,
 };
 
 static const skit_engine e64a = {
@@ -2787,6 +2840,7 @@ static const skit_engine e64a = {
     sig_f64a,
     vjp_f64a,
     wsum_f64a,
+    NULL,
     NULL,
     NULL,
 };

@@ -91,6 +91,8 @@ typedef struct {
     skit_dd c, s; /* combined count and rest at M */
     skit_dd L;    /* log(c + s) = log1p((c - 1) + s) */
     skit_dd R;    /* 1 / (c + s) */
+    int fin;      /* finished by the engine's ce_fin: gt is the gradient's target entry */
+    double gt;
 } skit_rstat;
 
 /* Elements per block of a row (rows up to this length are one block and keep
@@ -102,8 +104,13 @@ typedef struct {
 
 /* One engine: the element loops for one (dtype, mode) on one instruction set.
  * `stream` selects non-temporal stores for outputs larger than the caches. */
-/* the factor of row i of a short-row cross-entropy call from its statistics */
-typedef double (*skit_row_cb)(void *ctx, size_t i, double m, double c, double s);
+/* the factors f[0..cnt) of rows i0.. of a short-row cross-entropy call from their
+ * statistics (rows with skip[l] set take none: f[l] = 0) */
+typedef void (*skit_row_cb)(void *ctx, size_t i0, size_t cnt, const uint8_t *skip,
+                            const double *m, const double *c, const double *s, double *f);
+
+/* rows the everyday cross-entropy finish (ce_fin) takes per call, at most */
+#define SKIT_FIN_MAX 8
 
 typedef struct {
     size_t elsize;
@@ -148,9 +155,10 @@ typedef struct {
     /* cross-entropy rows of n <= SKIT_SMALL_N elements (T = 1, no mask), several rows
      * per vector: each row's maximum, count and rest bit for bit as `stats` forms them
      * on its plain path, then f = cb(ctx, i, m, c, s) and, if out != NULL, out =
-     * exp(x - m) f as `fromscratch` writes it. Rows `stats` would not take on its plain
-     * path, or holding a NaN, are flagged in special[] and neither passed to cb nor
-     * written (NULL: the engine has no such path). */
+     * exp(x - m) f as `fromscratch` writes it; cb takes the rows of one vector at a
+     * time. Rows `stats` would not take on its plain path, or holding a NaN, are
+     * flagged in special[], skipped by cb and not written (NULL: the engine has no
+     * such path). */
     void (*small_ce)(const void *x, size_t rows, size_t n, skit_row_cb cb, void *ctx, void *out,
                      uint8_t *special);
     /* label smoothing over n elements (kind 0: block sums into *gap, *dsum, the
@@ -159,6 +167,13 @@ typedef struct {
      * has no such path) */
     void (*smooth)(int kind, int out64, const void *x, const double *w, size_t n, double m,
                    double f, double k, double *gap, double *dsum, double *keep, void *out);
+    /* the everyday cross-entropy finish of cnt <= SKIT_FIN_MAX finite rows from their
+     * maximum m, count c of the maxima, rest sum s, target logit xt and gradient scale
+     * sc: lse, the loss, the gradient's factor and its target entry (driver.c:
+     * fin_ok; NULL: the engine has none) */
+    void (*ce_fin)(size_t cnt, const double *m, const double *c, const double *s,
+                   const double *xt, const double *sc, double *lse, double *nll, double *fac,
+                   double *gt);
 } skit_engine;
 
 typedef struct {
