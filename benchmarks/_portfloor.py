@@ -1,0 +1,130 @@
+"""This machine's vector-port floor, measured beside the kernels it bounds.
+
+``benchmarks/portfloor.c`` runs 16 independent chains of 512-bit (or 256-bit) fused
+multiply-adds on one or more threads: one uop each on the ports that execute the
+softmax kernels' floating-point work, with nothing else to wait for. The time per
+FMA is therefore the least time any vector uop can take here, now; the clock of this
+shared virtual machine moves from minute to minute, so the floor is measured in the
+same interleaved rounds as the kernels it is set against, never quoted from a data
+sheet.
+
+A kernel that must issue ``U`` such uops per element cannot take less than ``U``
+times that time per element. The uop counts of softmaxkit's hot loops are read from
+their object code (``UOPS`` below, with what each is made of); a target below that
+floor is out of reach for that instruction stream.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# FMAs per call: about 5-20 ms on this machine, long enough that starting a thread
+# (tens of microseconds) is lost in it
+FMAS_PER_CALL = 1 << 25
+
+# Vector uops on the two 512-bit floating-point ports (p0 and p5 on this Xeon) per 16
+# float32 elements of the AVX-512 engine's hot loops on rows of one block (up to
+# 32768 elements) on the plain path (no mask, T = 1), counted in the object code of
+# this branch (objdump of libskit_avx512.a: e32f_rowmax, e32f_stats' plain loop of 64
+# elements, e32f_fromscratch, e32f_logsub, e32a_stats' plain loop of 16, e32a_fromscratch,
+# e32a_logsub). Loads folded into an operation, stores, eliminated register moves and
+# the loop's scalar counter are not counted; `vcvtps2pd`/`vcvtpd2ps` count 2 (2 uops).
+_FAST_A = (
+    "exp and sum 27.5 (110 per 64 elements: 4 clamps, 20 subtractions for the exact "
+    "x − max (TwoSum) and the reduction, 32 FMAs and 8 products for the reduction and "
+    "the degree-6 polynomial, 4 shifts for the scale, 4 compares and 4 masked counts "
+    "for the maxima, 18 adds and 2 masked moves for the polynomial, the correction and "
+    "the float32 pair sums, 8 for 4 widenings, 2 extracts and 4 float64 adds)"
+)
+_ACC_A = (
+    "exp and sum 36 (clamp 1, widening to float64 5, x − max 2, two float64 "
+    "exponentials of degree 7 with `vscalefpd` 22, the maxima counted apart and the "
+    "rest summed 6)"
+)
+UOPS: dict[tuple[str, str], tuple[float, str]] = {
+    ("softmax", "fast"): (
+        32.5,
+        f"row maximum 1 (`vmaxps`); {_FAST_A}; the product e·f rounded once 4",
+    ),
+    ("log_softmax", "fast"): (30.5, f"row maximum 1; {_FAST_A}; (x − M) − L 2"),
+    ("softmax", "accurate"): (
+        43,
+        f"row maximum 1; {_ACC_A}; the product e·f in float64 rounded once to float32 6",
+    ),
+    ("log_softmax", "accurate"): (
+        51,
+        f"row maximum 1; {_ACC_A}; x − M − L in float64 (three subtractions), widened "
+        "and rounded back 14",
+    ),
+}
+
+
+def _build() -> Path | None:
+    """The calibration library, compiled once into a temporary folder (None when
+    there is no C compiler or no AVX2/AVX-512 to measure)."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return None
+    out = Path(tempfile.mkdtemp(prefix="skit-portfloor-")) / "portfloor.so"
+    for flags in (["-mavx512f"], ["-mavx2", "-mfma"]):
+        cmd = [cc, "-O2", *flags, "-shared", "-fPIC", "-pthread", str(HERE / "portfloor.c")]
+        done = subprocess.run([*cmd, "-o", str(out)], capture_output=True, check=False)
+        if done.returncode == 0 and _runs(out):
+            return out
+    return None
+
+
+def _runs(lib: Path) -> bool:
+    """Whether this CPU executes the library's instructions (a child process takes
+    the SIGILL when it does not)."""
+    code = (
+        "import ctypes, sys; lib = ctypes.CDLL(sys.argv[1]); "
+        "lib.portfloor_run.restype = ctypes.c_float; "
+        "lib.portfloor_run(ctypes.c_long(10), ctypes.c_int(1))"
+    )
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code, str(lib)], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+class PortFloor:
+    """``ns_per_uop(threads)``: a callable for the timing rounds (it runs
+    ``FMAS_PER_CALL`` FMAs spread over ``threads`` threads) and the factor that turns
+    its time in seconds into nanoseconds per vector uop of those threads together."""
+
+    def __init__(self) -> None:
+        path = _build()
+        self.available = path is not None
+        self.isa = ""
+        if path is None:
+            return
+        self._lib = ctypes.CDLL(str(path))
+        self._lib.portfloor_run.restype = ctypes.c_float
+        self._lib.portfloor_run.argtypes = [ctypes.c_long, ctypes.c_int]
+        self.isa = ctypes.c_char_p.in_dll(self._lib, "portfloor_isa").value.decode()
+
+    def call(self, threads: int):  # type: ignore[no-untyped-def]
+        """A no-argument callable running ``FMAS_PER_CALL`` FMAs on ``threads`` threads."""
+        rounds = FMAS_PER_CALL // (16 * threads)
+        lib = self._lib
+
+        def run() -> float:
+            r = float(lib.portfloor_run(rounds, threads))
+            if r < 0:
+                msg = "portfloor: could not start its threads"
+                raise RuntimeError(msg)
+            return r
+
+        return run
+
+    @staticmethod
+    def ns_per_uop(seconds_per_call: float) -> float:
+        return seconds_per_call * 1e9 / FMAS_PER_CALL

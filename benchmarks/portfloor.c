@@ -1,0 +1,78 @@
+/*
+ * The vector-port floor of this machine, measured: chains of independent fused
+ * multiply-adds, as wide as the widest vectors the CPU has (512 bits with
+ * AVX-512F, else 256 with AVX2 and FMA). Each FMA is one uop on a port that the
+ * softmax kernels' floating-point work also needs, and 16 independent chains keep
+ * both such ports of a core busy whatever the FMA latency, so the time per FMA is
+ * the time per vector uop the kernels can at best reach. Built by
+ * benchmarks/_portfloor.py with the system C compiler; not part of the library.
+ */
+#include <pthread.h>
+#include <stddef.h>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+typedef __m512 vec;
+#define SPLAT(v) _mm512_set1_ps(v)
+#define FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define ADD(a, b) _mm512_add_ps(a, b)
+#define LANE0(v) _mm512_cvtss_f32(v)
+const char *portfloor_isa = "avx512";
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+typedef __m256 vec;
+#define SPLAT(v) _mm256_set1_ps(v)
+#define FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define ADD(a, b) _mm256_add_ps(a, b)
+#define LANE0(v) _mm256_cvtss_f32(v)
+const char *portfloor_isa = "avx2";
+#else
+#error "portfloor.c needs AVX-512F or AVX2 with FMA"
+#endif
+
+/* rounds x 16 dependent-free FMAs; the result keeps the compiler from dropping them */
+static float chains(long rounds) {
+    vec a[16];
+    for (int k = 0; k < 16; k++) a[k] = SPLAT(1.0f + 0.01f * (float)k);
+    const vec m = SPLAT(0.999999f), c = SPLAT(1e-7f);
+    for (long i = 0; i < rounds; i++) {
+#pragma GCC unroll 16
+        for (int k = 0; k < 16; k++) a[k] = FMA(a[k], m, c);
+    }
+    vec s = a[0];
+    for (int k = 1; k < 16; k++) s = ADD(s, a[k]);
+    return LANE0(s);
+}
+
+typedef struct {
+    long rounds;
+    float out;
+} job;
+
+static void *worker(void *p) {
+    job *j = (job *)p;
+    j->out = chains(j->rounds);
+    return NULL;
+}
+
+/* 16 * rounds FMAs on each of `threads` threads (1 to 8), all at once; returns a
+ * value derived from every result, or -1 if a thread could not be started */
+float portfloor_run(long rounds, int threads) {
+    pthread_t th[8];
+    job jobs[8];
+    int started = 1, ok = 1;
+    if (threads < 1 || threads > 8) return -1.0f;
+    for (int t = 0; t < threads; t++) jobs[t].rounds = rounds;
+    for (; started < threads; started++)
+        if (pthread_create(&th[started], NULL, worker, &jobs[started])) {
+            ok = 0;
+            break;
+        }
+    worker(&jobs[0]);
+    float s = jobs[0].out;
+    for (int t = 1; t < started; t++) {
+        pthread_join(th[t], NULL);
+        s += jobs[t].out;
+    }
+    return ok ? s : -1.0f;
+}
