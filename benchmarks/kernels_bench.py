@@ -396,10 +396,11 @@ def _port_section(pf: Any, two: list[tuple[str, float]], one: list[float]) -> li
         f"`benchmarks/portfloor.c` ({pf.isa}) runs {FMAS_PER_CALL:,} fused multiply-adds "
         "in 16 independent chains: one uop each on the two ports that execute 512-bit "
         "floating point on this core, with nothing to wait for. Its time per FMA is the "
-        "least time any vector uop takes here, now; this virtual machine's clock moves "
-        "between runs (a dependent integer add measured 1.1 to 1.9 GHz in one session), "
-        "so it is measured in the same interleaved rounds as each case above (2 "
-        f"threads) and between the one-thread calls. Medians: {rates}.",
+        "least time any vector uop takes here, now; on this shared virtual machine it "
+        "moves (such chains took 0.13 to 0.43 ns per FMA on one thread within one "
+        "session, under other load), so it is measured in the same interleaved rounds as "
+        "each case above (2 threads, each pinned to its own CPU) and between the "
+        f"one-thread calls. Medians: {rates}.",
         "",
         "| case (2 threads) | ns per vector uop |",
         "|---|---:|",

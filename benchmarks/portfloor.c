@@ -7,7 +7,9 @@
  * the time per vector uop the kernels can at best reach. Built by
  * benchmarks/_portfloor.py with the system C compiler; not part of the library.
  */
+#define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <stddef.h>
 
 #if defined(__AVX512F__)
@@ -55,20 +57,48 @@ static void *worker(void *p) {
     return NULL;
 }
 
-/* 16 * rounds FMAs on each of `threads` threads (1 to 8), all at once; returns a
- * value derived from every result, or -1 if a thread could not be started */
+/* the i-th CPU this process may run on (-1 if there are fewer) */
+static int nth_cpu(const cpu_set_t *allowed, int i) {
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, allowed) && i-- == 0) return c;
+    return -1;
+}
+
+/* 16 * rounds FMAs on each of `threads` threads (1 to 8), all at once, thread t on
+ * the t-th CPU this process may use (a new thread otherwise starts beside its
+ * parent and moves only after some milliseconds); returns a value derived from
+ * every result, or -1 if a thread could not be started */
 float portfloor_run(long rounds, int threads) {
     pthread_t th[8];
     job jobs[8];
     int started = 1, ok = 1;
     if (threads < 1 || threads > 8) return -1.0f;
+    cpu_set_t allowed, one;
+    int pin = sched_getaffinity(0, sizeof allowed, &allowed) == 0 &&
+              CPU_COUNT(&allowed) >= threads;
     for (int t = 0; t < threads; t++) jobs[t].rounds = rounds;
-    for (; started < threads; started++)
-        if (pthread_create(&th[started], NULL, worker, &jobs[started])) {
+    for (; started < threads; started++) {
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        if (pin) {
+            CPU_ZERO(&one);
+            CPU_SET(nth_cpu(&allowed, started), &one);
+            pthread_attr_setaffinity_np(&attr, sizeof one, &one);
+        }
+        int err = pthread_create(&th[started], &attr, worker, &jobs[started]);
+        pthread_attr_destroy(&attr);
+        if (err) {
             ok = 0;
             break;
         }
+    }
+    if (pin) { /* this thread on the first CPU while it works, then as before */
+        CPU_ZERO(&one);
+        CPU_SET(nth_cpu(&allowed, 0), &one);
+        sched_setaffinity(0, sizeof one, &one);
+    }
     worker(&jobs[0]);
+    if (pin) sched_setaffinity(0, sizeof allowed, &allowed);
     float s = jobs[0].out;
     for (int t = 1; t < started; t++) {
         pthread_join(th[t], NULL);
