@@ -380,6 +380,27 @@ def _f(v: float) -> str:
     return f"{v:.3f}"
 
 
+def _reclaim_note() -> str:
+    """A sentence when the kernel's DAMON monitor pages memory out (it makes the costs of
+    fresh gigabyte outputs erratic: allocating columns and x.copy())."""
+    base = Path("/sys/kernel/mm/damon/admin/kdamonds/0")
+    try:
+        on = (base / "state").read_text().strip() == "on"
+        actions = {p.read_text().strip() for p in base.glob("contexts/*/schemes/*/action")}
+    except OSError:
+        return ""
+    if not on or "pageout" not in actions:
+        return ""
+    return (
+        " This virtual machine's kernel runs DAMON with a `pageout` scheme (kdamond reclaims "
+        "memory it sees as cold), so the cost of faulting in fresh outputs of hundreds of "
+        "megabytes varies from round to round: an allocating column or `x.copy()` may show "
+        "an outlier several times what the same call takes alone (session 11: 3000000×40 "
+        "fast allocating took 15.2 ns/elem in one run and 1.4–1.6 alone; its `x.copy()` "
+        "13.7 in another)."
+    )
+
+
 def _port_section(pf: Any, two: list[tuple[str, float]], one: list[float]) -> list[str]:
     """The measured vector-port floor and the uop counts it multiplies."""
     from _portfloor import FMAS_PER_CALL, UOPS
@@ -497,7 +518,7 @@ def main() -> None:
         "re-runs this part in a quiet window. Nanoseconds per element, median of "
         f"{reps} interleaved rounds; each turn starts with a {SETTLE_S * 1000:.0f} ms pause and "
         "one untimed call (torch's OpenMP workers spin for milliseconds after a call and "
-        "would otherwise take the cores from the next implementation).",
+        "would otherwise take the cores from the next implementation)." + _reclaim_note(),
         "",
     ]
     verdicts: list[tuple[str, str, str]] = []
