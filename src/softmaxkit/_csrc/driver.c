@@ -15,7 +15,9 @@
  *            log_softmax = (x - M) - L, logsumexp = M + L,
  *            cross-entropy = L + (M - x_t).
  */
+#define _GNU_SOURCE /* sched_getcpu, CPU_SET, pthread_setaffinity_np */
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -214,6 +216,13 @@ static struct {
     atomic_int active;    /* of those, how many have not finished */
     pjob *job;
     uint64_t born[POOL_MAX]; /* gen when each worker was started */
+    pthread_t tid[POOL_MAX];
+    /* the workers' affinity was last set (see place_workers) to placed_mask without
+     * placed_cpu, for the first placed_n workers */
+    int placed, placed_cpu, placed_n;
+#if defined(__linux__)
+    cpu_set_t placed_mask;
+#endif
 } g_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
             PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, NULL, {0}};
 static pthread_once_t g_pool_once = PTHREAD_ONCE_INIT;
@@ -229,6 +238,7 @@ static void pool_atfork_child(void) {
     pthread_cond_init(&g_pool.done, NULL);
     pthread_mutex_init(&g_pool.busy, NULL);
     g_pool.size = 0;
+    g_pool.placed = 0;
     g_pool.want = 0;
     atomic_store(&g_pool.active, 0);
     g_pool.job = NULL;
@@ -273,6 +283,35 @@ static void *pool_main(void *arg) {
     return NULL;
 }
 
+/* A worker woken after the machine has been idle a while is often placed on the CPU of
+ * the thread that woke it (the scheduler's wake-affine choice), where the caller is
+ * busy with its own share: the two then take turns on one CPU and the call runs at
+ * one thread's speed (4096 x 1000 fast softmax on 2 threads, each call after a 50 ms
+ * pause: 0.76 ns/elem, against 0.41 in a tight loop). So the workers may run on
+ * every CPU the caller may use except the one it is on; set again only when the
+ * caller has moved, its own affinity has changed, or there are new workers (one
+ * sched_getaffinity a call otherwise). A caller allowed one CPU leaves them as
+ * they are. */
+static void place_workers(void) {
+#if defined(__linux__)
+    int cc = sched_getcpu();
+    cpu_set_t mine;
+    if (cc < 0 || sched_getaffinity(0, sizeof mine, &mine) != 0) return;
+    if (g_pool.placed && g_pool.placed_cpu == cc && g_pool.placed_n == g_pool.size &&
+        CPU_EQUAL(&mine, &g_pool.placed_mask))
+        return;
+    cpu_set_t other = mine;
+    CPU_CLR(cc, &other);
+    if (CPU_COUNT(&other) == 0) return;
+    for (int k = 0; k < g_pool.size; k++)
+        (void)pthread_setaffinity_np(g_pool.tid[k], sizeof other, &other);
+    g_pool.placed = 1;
+    g_pool.placed_cpu = cc;
+    g_pool.placed_n = g_pool.size;
+    g_pool.placed_mask = mine;
+#endif
+}
+
 /* run j on the caller and `helpers` pool workers; 0 if the pool was busy */
 static int pool_run(pjob *j, int helpers) {
     (void)pthread_once(&g_pool_once, pool_init);
@@ -287,9 +326,10 @@ static int pool_run(pjob *j, int helpers) {
         int rc = pthread_create(&t, &at, pool_main, (void *)(intptr_t)g_pool.size);
         pthread_attr_destroy(&at);
         if (rc != 0) break;
-        g_pool.size++;
+        g_pool.tid[g_pool.size++] = t;
     }
     if (helpers > g_pool.size) helpers = g_pool.size; /* fewer is fine */
+    place_workers();
     g_pool.job = j;
     g_pool.want = helpers;
     atomic_store(&g_pool.active, helpers);
