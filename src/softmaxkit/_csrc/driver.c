@@ -548,11 +548,15 @@ static void tiny_rest_row(const job *j, size_t r, skit_rstat *rs) {
  * kernel's whole work on a row of 10 classes (4096 x 10 with its gradient, one
  * thread: 412 -> 217 us). Longer rows keep it: finished one at a time, a row would
  * wait on ce_fin's vector latency, which costs more than the general finish (4096
- * x 1000: 3.6 -> 4.5 ms). *xt is the target logit. */
-static int fin_ok(const job *j, size_t r, const skit_bstat *bs, size_t nb, double *xt) {
-    if (j->op != OP_CE || !j->E->ce_fin || !j->E->small_ce || j->a->n > SKIT_SMALL_N ||
-        j->z != 0.0 || j->a->temperature != 1.0 || nb != 1 ||
-        bs->nan || bs->kinf || !(bs->m > -INFINITY) || bs->c.lo != 0.0 || bs->s.lo != 0.0 ||
+ * x 1000: 3.6 -> 4.5 ms). fin_job holds the call's half of the test, fin_ok the
+ * row's (*xt: the target logit). */
+static int fin_job(const job *j) {
+    return j->op == OP_CE && j->E->ce_fin && j->E->small_ce && j->a->n <= SKIT_SMALL_N &&
+           j->z == 0.0 && j->a->temperature == 1.0 && (j->ext_m ? j->nb_all : j->nb) == 1;
+}
+
+static int fin_ok(const job *j, size_t r, const skit_bstat *bs, double *xt) {
+    if (bs->nan || bs->kinf || !(bs->m > -INFINITY) || bs->c.lo != 0.0 || bs->s.lo != 0.0 ||
         ce_ignored(j, r))
         return 0;
     size_t t = (size_t)j->target[r];
@@ -564,29 +568,42 @@ static int fin_ok(const job *j, size_t r, const skit_bstat *bs, size_t nb, doubl
     return 1;
 }
 
-/* the row statistics and per-row results of a row ce_fin finished */
-static void fin_apply(const job *j, size_t r, const skit_bstat *bs, skit_rstat *rs, double lse,
-                      double nll, double gt) {
-    rs->kind = SKIT_ROW_FINITE;
-    rs->k = 0;
-    rs->M = bs->m;
-    rs->c = bs->c;
-    rs->s = bs->s;
-    rs->L = rs->R = dd_make(0.0, 0.0);
-    rs->fin = 1;
-    rs->gt = gt;
-    if (j->lse) j->lse[r] = lse;
-    j->loss[r] = (j->weight ? j->weight[r] : 1.0) * nll;
-    j->counted[r] = 1;
+/* Finish cnt <= SKIT_FIN_MAX rows that passed fin_ok (row[p], its statistics bs[p]
+ * and target logit xt[p]) in one ce_fin call: their row statistics and per-row
+ * results, and the gradient's factor of each in fac[p]. */
+static void fin_rows(const job *j, size_t cnt, const size_t *row, const skit_bstat *const *bs,
+                     skit_rstat *const *rs, const double *xt, double *fac) {
+    double m[SKIT_FIN_MAX], c[SKIT_FIN_MAX], s[SKIT_FIN_MAX], sc[SKIT_FIN_MAX];
+    double lse[SKIT_FIN_MAX], nll[SKIT_FIN_MAX], gt[SKIT_FIN_MAX];
+    for (size_t p = 0; p < cnt; p++) {
+        m[p] = bs[p]->m;
+        c[p] = bs[p]->c.hi;
+        s[p] = bs[p]->s.hi;
+        sc[p] = (j->weight ? j->weight[row[p]] : 1.0) * j->gscale;
+    }
+    j->E->ce_fin(cnt, m, c, s, xt, sc, lse, nll, fac, gt);
+    for (size_t p = 0; p < cnt; p++) {
+        size_t r = row[p];
+        skit_rstat *q = rs[p];
+        q->kind = SKIT_ROW_FINITE;
+        q->k = 0;
+        q->M = bs[p]->m;
+        q->c = bs[p]->c;
+        q->s = bs[p]->s;
+        q->L = q->R = dd_make(0.0, 0.0);
+        q->fin = 1;
+        q->gt = gt[p];
+        if (j->lse) j->lse[r] = lse[p];
+        j->loss[r] = (j->weight ? j->weight[r] : 1.0) * nll[p];
+        j->counted[r] = 1;
+    }
 }
 
 static skit_dd row_finish(const job *j, size_t r, const skit_bstat *bs, skit_rstat *rs) {
-    double xt;
-    if (fin_ok(j, r, bs, j->ext_m ? j->nb_all : j->nb, &xt)) {
-        double sc = (j->weight ? j->weight[r] : 1.0) * j->gscale, lse, nll, fac, gt;
-        j->E->ce_fin(1, &bs->m, &bs->c.hi, &bs->s.hi, &xt, &sc, &lse, &nll, &fac, &gt);
-        fin_apply(j, r, bs, rs, lse, nll, gt);
-        return dd_make(fac, 0.0);
+    double xt, f1;
+    if (fin_job(j) && fin_ok(j, r, bs, &xt)) {
+        fin_rows(j, 1, &r, &bs, &rs, &xt, &f1);
+        return dd_make(f1, 0.0);
     }
     int need_L = j->op != OP_SOFTMAX && j->op != OP_STATE;
     int need_R = j->op == OP_SOFTMAX || (j->op == OP_CE && j->out);
@@ -983,11 +1000,12 @@ static void small_ce_rows(void *ctx, size_t i0, size_t cnt, const uint8_t *skip,
                           const double *m, const double *c, const double *s, double *f) {
     small_ce_ctx *k = (small_ce_ctx *)ctx;
     job *j = k->j;
+    const int fin = fin_job(j);
     skit_bstat bs[SKIT_FIN_MAX];
-    size_t lane[SKIT_FIN_MAX], q = 0;
-    double fm[SKIT_FIN_MAX], fc[SKIT_FIN_MAX], fs[SKIT_FIN_MAX], fx[SKIT_FIN_MAX];
-    double fsc[SKIT_FIN_MAX], lse[SKIT_FIN_MAX], nll[SKIT_FIN_MAX], fac[SKIT_FIN_MAX];
-    double gt[SKIT_FIN_MAX];
+    const skit_bstat *fbs[SKIT_FIN_MAX];
+    skit_rstat *frs[SKIT_FIN_MAX];
+    size_t lane[SKIT_FIN_MAX], row[SKIT_FIN_MAX], q = 0;
+    double fx[SKIT_FIN_MAX], fac[SKIT_FIN_MAX];
     for (size_t l = 0; l < cnt; l++) {
         f[l] = 0.0;
         if (skip[l]) continue;
@@ -997,12 +1015,11 @@ static void small_ce_rows(void *ctx, size_t i0, size_t cnt, const uint8_t *skip,
         bs[l].kinf = 0;
         bs[l].c = dd_make(c[l], 0.0);
         bs[l].s = dd_make(s[l], 0.0);
-        if (fin_ok(j, r, &bs[l], 1, &fx[q])) { /* finished below, all at once */
+        if (fin && fin_ok(j, r, &bs[l], &fx[q])) { /* finished below, all at once */
             lane[q] = l;
-            fm[q] = m[l];
-            fc[q] = c[l];
-            fs[q] = s[l];
-            fsc[q] = (j->weight ? j->weight[r] : 1.0) * j->gscale;
+            row[q] = r;
+            fbs[q] = &bs[l];
+            frs[q] = &k->rs[i0 + l];
             q++;
             continue;
         }
@@ -1010,12 +1027,8 @@ static void small_ce_rows(void *ctx, size_t i0, size_t cnt, const uint8_t *skip,
         f[l] = ce_ignored(j, r) ? 0.0 : fr.hi; /* an ignored row's gradient is +0 */
     }
     if (!q) return;
-    j->E->ce_fin(q, fm, fc, fs, fx, fsc, lse, nll, fac, gt);
-    for (size_t p = 0; p < q; p++) {
-        size_t l = lane[p];
-        fin_apply(j, k->r0 + i0 + l, &bs[l], &k->rs[i0 + l], lse[p], nll[p], gt[p]);
-        f[l] = fac[p];
-    }
+    fin_rows(j, q, row, fbs, frs, fx, fac);
+    for (size_t p = 0; p < q; p++) f[lane[p]] = fac[p];
 }
 
 static void small_ce_task(void *ctx, size_t t) {
@@ -1095,11 +1108,12 @@ static int run(job *j) {
         return st;
     }
     size_t scratch = j->store ? j->nb * SCRATCH_SLOT : 0;
-    if (j->op == OP_CE && a->mode == SKIT_FAST && !j->E->small_ce && a->n <= FAST_CE_SMALL_N &&
+    const int short_ce = j->op == OP_CE && !a->mask && a->temperature == 1.0 &&
+                         a->n <= SKIT_SMALL_N && j->ld == a->n && !j->ext_m;
+    if (short_ce && a->mode == SKIT_FAST && !j->E->small_ce && a->n <= FAST_CE_SMALL_N &&
         isa()->eng[a->dtype][SKIT_ACCURATE]->small_ce)
         j->E = isa()->eng[a->dtype][SKIT_ACCURATE]; /* see FAST_CE_SMALL_N */
-    if (j->op == OP_CE && j->E->small_ce && !a->mask && a->temperature == 1.0 &&
-        a->n <= SKIT_SMALL_N && j->ld == a->n && !j->ext_m) {
+    if (short_ce && j->E->small_ce) {
         size_t ntask = (a->rows + SMALL_ROWS - 1) / SMALL_ROWS;
         int st = parallel_for(ntask, 1, threads, scratch, small_ce_task, j);
         return st ? st : j->err;
