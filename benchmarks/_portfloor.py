@@ -33,7 +33,8 @@ FMAS_PER_CALL = 1 << 25
 # float32 elements of the AVX-512 engine's hot loops on rows of one block (up to
 # 32768 elements) on the plain path (no mask, T = 1), counted in the object code of
 # this branch (objdump of libskit_avx512.a: e32f_rowmax, e32f_stats' plain loop of 64
-# elements, e32f_fromscratch, e32f_logsub, e32a_stats' plain loop of 16, e32a_fromscratch,
+# elements, e32f_fromscratch, e32f_logsub, e32a_stats' plain loop of 16, their softmax forms
+# e32f_stats_sum and e32a_stats_sum, e32a_fromscratch,
 # e32a_logsub). Loads folded into an operation, stores, eliminated register moves and
 # the loop's scalar counter are not counted; `vcvtps2pd`/`vcvtpd2ps` count 2 (2 uops).
 _FAST_A = (
@@ -43,23 +44,33 @@ _FAST_A = (
     "for the maxima, 18 adds and 2 masked moves for the polynomial, the correction and "
     "the float32 pair sums, 8 for 4 widenings, 2 extracts and 4 float64 adds)"
 )
-_ACC_A = (
-    "exp and sum 36 (clamp 1, widening to float64 5, x − max 2, two float64 "
-    "exponentials of degree 7 with `vscalefpd` 22, the maxima counted apart and the "
-    "rest summed 6)"
+# softmax needs only the whole sum: no compares, counts or masked moves for the maxima
+_FAST_A_SUM = (
+    "exp and sum 25 (100 per 64 elements: 4 clamps, 20 subtractions for the exact "
+    "x − max (TwoSum) and the reduction, 32 FMAs and 8 products for the reduction and "
+    "the degree-6 polynomial, 4 shifts for the scale, 18 adds for the polynomial, the "
+    "correction and the float32 pair sums, 8 for 4 widenings, 2 extracts and 4 float64 "
+    "adds)"
 )
+_ACC_EXP = (
+    "clamp 1, widening to float64 5, x − max 2, two float64 exponentials with the "
+    "table 2^(j/16) (a two-source permute, the degree-4 polynomial, the product by the "
+    "entry and `vscalefpd`) 20"
+)
+_ACC_A = f"exp and sum 34 ({_ACC_EXP}, the maxima counted apart and the rest summed 6)"
+_ACC_A_SUM = f"exp and sum 30 ({_ACC_EXP}, every term summed 2)"
 UOPS: dict[tuple[str, str], tuple[float, str]] = {
     ("softmax", "fast"): (
-        32.5,
-        f"row maximum 1 (`vmaxps`); {_FAST_A}; the product e·f rounded once 4",
+        30,
+        f"row maximum 1 (`vmaxps`); {_FAST_A_SUM}; the product e·f rounded once 4",
     ),
     ("log_softmax", "fast"): (30.5, f"row maximum 1; {_FAST_A}; (x − M) − L 2"),
     ("softmax", "accurate"): (
-        43,
-        f"row maximum 1; {_ACC_A}; the product e·f in float64 rounded once to float32 6",
+        37,
+        f"row maximum 1; {_ACC_A_SUM}; the product e·f in float64 rounded once to float32 6",
     ),
     ("log_softmax", "accurate"): (
-        51,
+        49,
         f"row maximum 1; {_ACC_A}; x − M − L in float64 (three subtractions), widened "
         "and rounded back 14",
     ),

@@ -753,6 +753,8 @@ def forward_floor_table(rounds: int) -> tuple[list[dict[str, Any]], str]:
 def render_forward_floor(rows: list[dict[str, Any]], isa: str, rounds: int) -> list[str]:
     if not rows:
         return []
+    from _portfloor import UOPS
+
     out = [
         "Where the softmax/log_softmax forward's time goes, kernel to kernel on one thread "
         f"(torch's team set to one thread; the minimum of 15 calls, median over {rounds} "
@@ -775,8 +777,10 @@ def render_forward_floor(rows: list[dict[str, Any]], isa: str, rounds: int) -> l
     out += [
         "",
         "The accurate kernel carries every element through a float64 exponential and "
-        "rounds once (43 uops per 16 elements for softmax, 51 for log_softmax, against "
-        "32.5 and 30.5 for the fast mode's float32 loop): to take torch's float32 "
+        f"rounds once ({UOPS[('softmax', 'accurate')][0]:g} uops per 16 elements for "
+        f"softmax, {UOPS[('log_softmax', 'accurate')][0]:g} for log_softmax, against "
+        f"{UOPS[('softmax', 'fast')][0]:g} and {UOPS[('log_softmax', 'fast')][0]:g} for "
+        "the fast mode's float32 loop): to take torch's float32 "
         "kernel's time it would have to keep the two vector ports busier than the share "
         "in the last column, where its loops reach the share before it (the fast mode's "
         "loops reach about as much). That is where the softmax/log_softmax rows from "

@@ -91,6 +91,12 @@ lines.append(
 )
 for i, v in enumerate(fit_expm1_quotient(5, float(LN2 / 2) + 1e-3, single=False)):
     lines.append(f"#define SKIT_EQ_{i} {hexf(v)}")
+lines.append(
+    "/* the same with the table 2^(j/16) (AVX-512), degree 4: Q(r) = X0 + X1 r + X2 r^2"
+    " on |r| <= ln2/32 (max rel. error 2^-37) */"
+)
+for i, v in enumerate(fit_expm1_quotient(2, float(LN2 / 32) + 1e-4, single=False)):
+    lines.append(f"#define SKIT_EX4_{i} {hexf(v)}")
 lines.append("")
 lines.append(
     "/* log via atanh: log(f) = 2 (t + t^3/3 + ...), t = (f - 1)/(f + 1), |t| <= 0.1716 */"

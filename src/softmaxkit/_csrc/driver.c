@@ -421,6 +421,7 @@ typedef struct {
     size_t block, nb;
     int store;  /* rows of up to STORE_NB blocks keep their exponentials in scratch */
     char *xscr; /* two-level mode with store: one scratch slot per (row, block) */
+    size_t pair_off; /* rows taken in pairs (row_pair_task): the odd row's scratch offset */
     int stream; /* non-temporal stores for the output */
     skit_bstat *bs; /* two-level mode: rows * nb block statistics */
     skit_rstat *rs; /* two-level mode: per-row statistics */
@@ -459,14 +460,16 @@ static inline const uint8_t *mrow(const job *j, size_t r) {
 #define SCRATCH_SLOT (SKIT_SCRATCH_ELEMS * 16)
 static inline void *blk_scratch(const job *j, size_t r, size_t b) {
     if (j->xscr) return j->xscr + (r * j->nb + b) * SCRATCH_SLOT;
-    return (char *)tl_scratch + b * SCRATCH_SLOT;
+    return (char *)tl_scratch + b * SCRATCH_SLOT + (r & 1) * j->pair_off;
 }
 
 static void phase_a(const job *j, size_t r, size_t b, skit_bstat *st) {
     size_t off = b * j->block;
     const uint8_t *m = mrow(j, r);
-    j->E->stats(xrow(j, r) + off * j->E->elsize, m ? m + off : NULL, blen(j, b),
-                j->a->temperature, st, j->store ? blk_scratch(j, r, b) : NULL);
+    const skit_engine *E = j->E;
+    (j->op == OP_SOFTMAX && E->stats_sum ? E->stats_sum : E->stats)(
+        xrow(j, r) + off * E->elsize, m ? m + off : NULL, blen(j, b), j->a->temperature, st,
+        j->store ? blk_scratch(j, r, b) : NULL);
 }
 
 static void combine(const job *j, const skit_bstat *bs, skit_rstat *rs, int need_L, int need_R) {
@@ -869,6 +872,15 @@ static void ce_fix_target(const job *j, size_t r, const skit_rstat *rs) {
     store_elem(j, r, t, sc * g);
 }
 
+/* a row after its phase A: its finish, phase B and target fix */
+static void row_rest(job *j, size_t r, const skit_bstat *bs) {
+    skit_rstat rs;
+    skit_dd fac = row_finish(j, r, bs, &rs);
+    if (huge_quotient_row(j, &rs)) huge_row(j, r, &rs);
+    for (size_t b = 0; b < j->nb; b++) phase_b(j, r, b, &bs[b], &rs, fac);
+    if (j->op == OP_CE) ce_fix_target(j, r, &rs);
+}
+
 /* single-level: one task is one whole row */
 static void row_task(void *ctx, size_t r) {
     job *j = (job *)ctx;
@@ -879,12 +891,33 @@ static void row_task(void *ctx, size_t r) {
         return;
     }
     for (size_t b = 0; b < j->nb; b++) phase_a(j, r, b, &bs[b]);
-    skit_rstat rs;
-    skit_dd fac = row_finish(j, r, bs, &rs);
-    if (huge_quotient_row(j, &rs)) huge_row(j, r, &rs);
-    for (size_t b = 0; b < j->nb; b++) phase_b(j, r, b, &bs[b], &rs, fac);
-    if (j->op == OP_CE) ce_fix_target(j, r, &rs);
+    row_rest(j, r, bs);
     if (bs != local) free(bs);
+}
+
+/* Rows of up to PAIR_ROW_BYTES, two per task, in the order A(r) A(r+1) rest(r)
+ * rest(r+1). Each pass of a row ends in a chain of dependent steps (the maximum's and
+ * the sum's reductions, the finish's division) that the next pass of the same row
+ * waits for; here the other row's independent work follows it instead, and the core
+ * overlaps the two. One thread, float32 512x500, ns/elem: accurate softmax 0.68 ->
+ * 0.61, log_softmax 0.74 -> 0.71, logsumexp 0.53 -> 0.50, cross-entropy with its
+ * gradient 0.74 -> 0.69, fast softmax 0.58 -> 0.53; about even at 1000 elements, and
+ * slower from 2000 (two rows' kept exponentials no longer fit the L1 cache: with the
+ * gradient, 64x4000 0.55 -> 0.58). Each row's arithmetic is the one row_task does:
+ * the results are the same bits. */
+#define PAIR_ROW_BYTES ((size_t)4096)
+static void row_pair_task(void *ctx, size_t t) {
+    job *j = (job *)ctx;
+    size_t r = 2 * t;
+    if (r + 1 >= j->a->rows) {
+        row_task(ctx, r);
+        return;
+    }
+    skit_bstat b0, b1;
+    phase_a(j, r, 0, &b0);
+    phase_a(j, r + 1, 0, &b1);
+    row_rest(j, r, &b0);
+    row_rest(j, r + 1, &b1);
 }
 
 /* Fast-mode cross-entropy rows of up to this many classes take the accurate
@@ -1130,6 +1163,15 @@ static int run(job *j) {
     /* rows per grab: about 64 KiB of input, so tiny rows do not thrash the counter */
     size_t rowbytes = a->n * j->E->elsize;
     size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
+    if (rowbytes <= PAIR_ROW_BYTES && a->rows >= 2) {
+        if (j->store) {
+            j->pair_off = (a->n * j->E->scratch_per_elem + 4095) / 4096 * 4096 + 256;
+            scratch += j->pair_off;
+        }
+        grain = grain >= 2 ? grain / 2 : 1;
+        int st = parallel_for((a->rows + 1) / 2, grain, threads, scratch, row_pair_task, j);
+        return st ? st : j->err;
+    }
     int st = parallel_for(a->rows, grain, threads, scratch, row_task, j);
     return st ? st : j->err;
 }

@@ -287,10 +287,47 @@ INLINE vd vexpd_lo(vd d, vd lo) {
                q = q * r + SKIT_ED_2;)
 }
 
-/* float64 exp(d) for d in [-708, 0] or NaN with at most 2^-34 relative error (6e-11,
- * under a thousandth of a float32 ulp), for results rounded once to float32: a
- * degree-7 near-minimax polynomial on |r| <= ln2/2, no table (tools/gen_consts.py),
- * no range handling (callers clamp), see e32a_stats_plain */
+/* float64 exp(d) for d in [-708, 0] or NaN, for results rounded once to float32 (no
+ * range handling: callers clamp; see e32a_stats_plain).
+ * AVX-512: exp(d) = 2^m 2^(j/16) exp(r), |r| <= ln2/32, with the 16 entries 2^(j/16)
+ * in two registers read by one two-source permute and exp(r) = 1 + r + r^2 Q(r) of
+ * degree 4 (Q near-minimax, tools/gen_consts.py): at most 2^-37 relative error, and
+ * ten vector operations per 8 lanes. d log2(e) is rounded to a multiple of 1/16 by
+ * the rounding constant 1.5 2^48, whose sum with it carries 16 (m + j/16) in its low
+ * bits (the permute reads j from the low four), and vscalefpd multiplies by 2^m,
+ * the floor of that multiple.
+ * Elsewhere: a degree-7 near-minimax polynomial on |r| <= ln2/2, no table: at most
+ * 2^-34 (6e-11, under a thousandth of a float32 ulp). */
+#if defined(__AVX512F__)
+/* AVX-512: the table 2^(j/16) (double-word: value = hi + lo, 60-digit rounding by
+ * mpmath) lives in four registers and is read by two-source permutes instead of
+ * two gathers; expm1(r) on |r| <= ln2/32 by degree 7 (error 2^-59 relative) */
+static const double skit_exp2_16[32] __attribute__((aligned(64))) = {
+    0x1.0000000000000p+0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
+    0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0,
+    0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0, 0x1.8ace5422aa0dbp+0, 0x1.9c49182a3f090p+0,
+    0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0, 0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0,
+    0x0.0p+0, 0x1.8a62e4adc610bp-54, -0x1.19041b9d78a76p-55, 0x1.9b07eb6c70573p-54,
+    0x1.6f46ad23182e4p-55, 0x1.ada0911f09ebcp-55, 0x1.d4397afec42e2p-56, 0x1.6324c054647adp-54,
+    -0x1.bdd3413b26456p-54, -0x1.41577ee04992fp-55, 0x1.6e9f156864b27p-54, 0x1.c7c46b071f2bep-56,
+    0x1.7a1cd345dcc81p-54, 0x1.11065895048ddp-55, 0x1.2ed02d75b3707p-55, -0x1.e9c23179c2893p-54,
+};
+INLINE vd vexpd_p7_plain(vd d) {
+    const vd magic = splatd(0x1.8p+48);
+    vd t = d * 0x1.71547652b82fep+0 + magic;
+    vd k = t - magic; /* d log2(e) to a multiple of 1/16 */
+    vd r = d - k * 0x1.62e42fefa39efp-1;
+    vd th = (vd)_mm512_permutex2var_pd(_mm512_load_pd(skit_exp2_16), (__m512i)t,
+                                       _mm512_load_pd(skit_exp2_16 + 8));
+    vd q = splatd(SKIT_EX4_2);
+    q = q * r + SKIT_EX4_1;
+    q = q * r + SKIT_EX4_0;
+    q = q * r + 1.0;
+    q = q * r + 1.0;
+    vd e = th * q;
+    return (vd)_mm512_scalef_pd((__m512d)e, (__m512d)k);
+}
+#else
 INLINE vd vexpd_p7_plain(vd d) {
     const vd magic = splatd(6755399441056767.0); /* 1.5 * 2^52 + 1023 */
     vd t = d * SKIT_LOG2E_D + magic;
@@ -304,15 +341,9 @@ INLINE vd vexpd_p7_plain(vd d) {
     q = q * r + SKIT_EQ_0;
     q = q * r + 1.0;
     q = q * r + 1.0;
-#if defined(__AVX512F__)
-    /* q * 2^k in one vscalefpd instead of a shift and a product; the same bits, as
-     * 2^k is a normal number for every d in range */
-    (void)t;
-    return (vd)_mm512_scalef_pd((__m512d)q, (__m512d)k);
-#else
     return q * (vd)((vl)t << 52);
-#endif
 }
+#endif
 
 /* max(lo, d), d where d is NaN */
 INLINE vd vclamp_low_d(vd d, vd lo) {
@@ -360,19 +391,6 @@ INLINE vd vexpd_tab_hi_s(vd d, vd lo);
 INLINE vd vexpd_tab_hi(vd d, vd lo) { return vexpd_tab_hi_s(d, lo) * 0x1p-128; }
 /* the same times 2^128: normal for every d >= -760 */
 #if defined(__AVX512F__)
-/* AVX-512: the table 2^(j/16) (double-word: value = hi + lo, 60-digit rounding by
- * mpmath) lives in four registers and is read by two-source permutes instead of
- * two gathers; expm1(r) on |r| <= ln2/32 by degree 7 (error 2^-59 relative) */
-static const double skit_exp2_16[32] __attribute__((aligned(64))) = {
-    0x1.0000000000000p+0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
-    0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0,
-    0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0, 0x1.8ace5422aa0dbp+0, 0x1.9c49182a3f090p+0,
-    0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0, 0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0,
-    0x0.0p+0, 0x1.8a62e4adc610bp-54, -0x1.19041b9d78a76p-55, 0x1.9b07eb6c70573p-54,
-    0x1.6f46ad23182e4p-55, 0x1.ada0911f09ebcp-55, 0x1.d4397afec42e2p-56, 0x1.6324c054647adp-54,
-    -0x1.bdd3413b26456p-54, -0x1.41577ee04992fp-55, 0x1.6e9f156864b27p-54, 0x1.c7c46b071f2bep-56,
-    0x1.7a1cd345dcc81p-54, 0x1.11065895048ddp-55, 0x1.2ed02d75b3707p-55, -0x1.e9c23179c2893p-54,
-};
 INLINE vd vexpd_tab_hi_s(vd d, vd lo) {
     const vd magic = splatd(6755399441055744.0);
     vd dc = (vd)_mm512_max_pd(_mm512_set1_pd(-760.0), (__m512d)d); /* NaN passes */
@@ -805,7 +823,10 @@ INLINE vi lanes_below(size_t cnt) {
 
 /* stats of a block on the plain path (m its maximum); exp(x - m) 2^64 into so
  * unless NULL */
-static void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, float *so) {
+/* count = 0 (softmax, which needs only c + s): every term goes into the rest sum and c
+ * is 0 (no compare or masked count per vector) */
+INLINE void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, float *so,
+                             int count) {
     const vf mv = splatf(m), negm = splatf(-m), lowb = splatf(e32f_lowb(m));
     vi cnt = {0};
     vd s0 = {0}, s1 = {0};
@@ -816,7 +837,7 @@ static void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
         vf es_ = e32f_pexp(ldf(x + i + (u) * NF), mv, negm, lowb, &im_); \
         if (so) stf(so + i + (u) * NF, es_);                            \
         cnt += im_;                                                     \
-        dst = (vf)(~im_ & (vi)es_);                                     \
+        dst = count ? (vf)(~im_ & (vi)es_) : es_;                        \
     } while (0)
     vd s2 = {0}, s3 = {0};
 #if defined(__AVX512F__)
@@ -827,6 +848,22 @@ static void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
         __m512i below = _mm512_setzero_si512(); /* per lane: entries below the max */
         const __m512i one = _mm512_set1_epi32(1);
         size_t i0 = i;
+        for (; !count && i + 4 * NF <= n; i += 4 * NF) {
+            vf e[4];
+            for (int u = 0; u < 4; u++) {
+                vf v = vclamp_low(ldf(x + i + u * NF), lowb);
+                vf dd = v - mv;
+                vf bb = dd - v;
+                vf lo = (v - (dd - bb)) + (negm - bb);
+                e[u] = vexpf_p(dd, lo);
+                if (so) stf(so + i + u * NF, e[u]);
+            }
+            vf a = e[0] + e[1], c = e[2] + e[3];
+            s0 += cvt_lo(a);
+            s1 += cvt_hi(a);
+            s2 += cvt_lo(c);
+            s3 += cvt_hi(c);
+        }
         for (; i + 4 * NF <= n; i += 4 * NF) {
             __m512 e[4];
             __mmask16 k[4];
@@ -882,7 +919,7 @@ static void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
         if (so) stf_part(so + i, es, r);
         vi valid = lanes_below(r);
         cnt += im & valid;
-        acc += (vf)(~im & valid & (vi)es);
+        acc += (vf)((count ? ~im & valid : valid) & (vi)es);
     }
     s0 += cvt_lo(acc);
     s1 += cvt_hi(acc);
@@ -898,19 +935,19 @@ static void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
     st->m = m;
     st->nan = s != s;
     st->kinf = 0;
-    st->c = dd_make((double)c, 0.0);
+    st->c = dd_make(count ? (double)c : 0.0, 0.0);
     st->s = dd_make(s * 0x1p-64, 0.0);
 }
 
-static void e32f_stats(const void *xv, const uint8_t *mask, size_t n, double Td, skit_bstat *st,
-                       void *scratch) {
+INLINE void e32f_stats_k(const void *xv, const uint8_t *mask, size_t n, double Td, skit_bstat *st,
+                         void *scratch, int count) {
     const float *x = (const float *)xv;
     float *so = (float *)scratch;
     float T = (float)Td;
     if (!mask && T == 1.0f) {
         float pm = e32f_rowmax(x, n);
         if (e32f_plain_ok(pm)) {
-            e32f_stats_plain(x, n, pm, st, so);
+            e32f_stats_plain(x, n, pm, st, so, count);
             return;
         }
     }
@@ -968,6 +1005,15 @@ static void e32f_stats(const void *xv, const uint8_t *mask, size_t n, double Td,
     for (int k = 0; k < ND; k++) s += sa.s1[k] + sb.s1[k];
     st->c = dd_make(c, 0.0);
     st->s = dd_make(s * 0x1p-64, 0.0);
+}
+
+static void e32f_stats(const void *xv, const uint8_t *mask, size_t n, double Td, skit_bstat *st,
+                       void *scratch) {
+    e32f_stats_k(xv, mask, n, Td, st, scratch, 1);
+}
+static void e32f_stats_sum(const void *xv, const uint8_t *mask, size_t n, double Td,
+                           skit_bstat *st, void *scratch) {
+    e32f_stats_k(xv, mask, n, Td, st, scratch, 0);
 }
 
 /* e * g with the product rounded once from float64 */
@@ -1599,7 +1645,11 @@ INLINE void e32a_acc_rest(vd v, vd m, vd e, vd *s, size_t *cnt, vl *cntv) {
 }
 #endif
 
-static void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, double *so) {
+/* count = 0 (softmax, which needs only the whole sum c + s): every term goes into the
+ * rest, with plain vector adds instead of a compare, a masked add and a count per
+ * vector; c is 0 */
+INLINE void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, double *so,
+                             int count) {
     const vf lowb = splatf(e32f_lowb(m));
     const vd mv = splatd((double)m);
     vd s0 = {0}, s1 = {0};
@@ -1613,8 +1663,13 @@ static void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
             std_(so + i, ea);
             std_(so + i + ND, eb);
         }
-        e32a_acc_rest(a, mv, ea, &s0, &rest, &rv);
-        e32a_acc_rest(b, mv, eb, &s1, &rest, &rv);
+        if (count) {
+            e32a_acc_rest(a, mv, ea, &s0, &rest, &rv);
+            e32a_acc_rest(b, mv, eb, &s1, &rest, &rv);
+        } else {
+            s0 += ea;
+            s1 += eb;
+        }
     }
     if (i < n) {
         size_t r = n - i;
@@ -1633,9 +1688,19 @@ static void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
             memcpy(so + i, eb_, r * sizeof(double));
 #endif
         }
-        /* the padding equals m: it is never counted in the rest */
-        e32a_acc_rest(a, mv, ea, &s0, &rest, &rv);
-        e32a_acc_rest(b, mv, eb, &s1, &rest, &rv);
+        if (count) {
+            /* the padding equals m: it is never counted in the rest */
+            e32a_acc_rest(a, mv, ea, &s0, &rest, &rv);
+            e32a_acc_rest(b, mv, eb, &s1, &rest, &rv);
+        } else { /* the padding's terms (1) are left out */
+            vl lo_in, hi_in;
+            for (int k = 0; k < ND; k++) {
+                lo_in[k] = (size_t)k < r ? -1 : 0;
+                hi_in[k] = (size_t)(k + ND) < r ? -1 : 0;
+            }
+            s0 += (vd)(lo_in & (vl)ea);
+            s1 += (vd)(hi_in & (vl)eb);
+        }
     }
     s0 += s1;
     double s = 0.0;
@@ -1646,12 +1711,12 @@ static void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
     st->m = m;
     st->nan = s != s; /* a NaN the float maximum skipped */
     st->kinf = 0;
-    st->c = dd_make((double)(n - rest), 0.0);
+    st->c = dd_make(count ? (double)(n - rest) : 0.0, 0.0);
     st->s = dd_make(s, 0.0);
 }
 
-static void e32a_stats(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
-                       void *scratch) {
+INLINE void e32a_stats_k(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
+                         void *scratch, int count) {
     const float *x = (const float *)xv;
     double *so = (double *)scratch;
     size_t r = n % ND, nf = n - r;
@@ -1664,7 +1729,7 @@ static void e32a_stats(const void *xv, const uint8_t *mask, size_t n, double T, 
          * no finite maximum, the row is scanned for one. */
         float fm = e32f_rowmax(x, n);
         if (e32f_plain_ok(fm)) {
-            e32a_stats_plain(x, n, fm, st, so);
+            e32a_stats_plain(x, n, fm, st, so, count);
             return;
         }
         mx = (double)fm;
@@ -1713,6 +1778,15 @@ static void e32a_stats(const void *xv, const uint8_t *mask, size_t n, double T, 
     }
     st->c = dd_make(c, 0.0);
     st->s = dd_make(s, 0.0);
+}
+
+static void e32a_stats(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
+                       void *scratch) {
+    e32a_stats_k(xv, mask, n, T, st, scratch, 1);
+}
+static void e32a_stats_sum(const void *xv, const uint8_t *mask, size_t n, double T,
+                           skit_bstat *st, void *scratch) {
+    e32a_stats_k(xv, mask, n, T, st, scratch, 0);
 }
 
 /* store ND floats (half a vector) */
@@ -2810,6 +2884,7 @@ static const skit_engine e32f = {
     NULL,
     NULL,
     NULL,
+    e32f_stats_sum,
 };
 
 static const skit_engine e32a = {
@@ -2821,6 +2896,7 @@ static const skit_engine e32a = {
     e32a_small_ce,
     e32a_smooth,
     ce_fin_f32,
+    e32a_stats_sum,
 };
 
 static const skit_engine e64f = {
@@ -2832,6 +2908,7 @@ static const skit_engine e64f = {
     NULL,
     NULL,
     NULL,
+    NULL,
 };
 
 static const skit_engine e64a = {
@@ -2840,6 +2917,7 @@ static const skit_engine e64a = {
     sig_f64a,
     vjp_f64a,
     wsum_f64a,
+    NULL,
     NULL,
     NULL,
     NULL,

@@ -46,6 +46,10 @@
 #define SKIT_EQ_3 0x1.1111e33d165fep-7
 #define SKIT_EQ_4 0x1.6d98591d3e6a0p-10
 #define SKIT_EQ_5 0x1.9fc9ec499b180p-13
+/* the same with the table 2^(j/16) (AVX-512), degree 4: Q(r) = X0 + X1 r + X2 r^2 on |r| <= ln2/32 (max rel. error 2^-37) */
+#define SKIT_EX4_0 0x1.0000000cdec93p-1
+#define SKIT_EX4_1 0x1.555724c231a36p-3
+#define SKIT_EX4_2 0x1.554e935f047a5p-5
 
 /* log via atanh: log(f) = 2 (t + t^3/3 + ...), t = (f - 1)/(f + 1), |t| <= 0.1716 */
 #define SKIT_AT_1 0x1.5555555555555p-2

@@ -174,6 +174,10 @@ typedef struct {
     void (*ce_fin)(size_t cnt, const double *m, const double *c, const double *s,
                    const double *xt, const double *sc, double *lse, double *nll, double *fac,
                    double *gt);
+    /* `stats` for softmax alone, which needs only c + s: c may be 0 with every term in
+     * s (NULL: softmax takes `stats`) */
+    void (*stats_sum)(const void *x, const uint8_t *mask, size_t n, double T, skit_bstat *st,
+                      void *scratch);
 } skit_engine;
 
 typedef struct {
