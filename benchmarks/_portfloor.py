@@ -70,9 +70,9 @@ UOPS: dict[tuple[str, str], tuple[float, str]] = {
         f"row maximum 1; {_ACC_A_SUM}; the product e·f in float64 rounded once to float32 6",
     ),
     ("log_softmax", "accurate"): (
-        49,
-        f"row maximum 1; {_ACC_A}; x − M − L in float64 (three subtractions), widened "
-        "and rounded back 14",
+        47,
+        f"row maximum 1; {_ACC_A}; x − C − c in float64 (two subtractions, C + c = M + L), "
+        "widened and rounded back 12",
     ),
 }
 
