@@ -300,8 +300,9 @@ INLINE vd vexpd_lo(vd d, vd lo) {
  * 2^-34 (6e-11, under a thousandth of a float32 ulp). */
 #if defined(__AVX512F__)
 /* AVX-512: the table 2^(j/16) (double-word: value = hi + lo, 60-digit rounding by
- * mpmath) lives in four registers and is read by two-source permutes instead of
- * two gathers; expm1(r) on |r| <= ln2/32 by degree 7 (error 2^-59 relative) */
+ * mpmath) lives in four registers. vexpd_tab_hi_s reads both halves by two-source
+ * permutes instead of two gathers (expm1(r) on |r| <= ln2/32 by degree 7, error
+ * 2^-59 relative); vexpd_p7_plain reads the high half alone. */
 static const double skit_exp2_16[32] __attribute__((aligned(64))) = {
     0x1.0000000000000p+0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
     0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0,
@@ -1496,7 +1497,7 @@ INLINE void trd(vd *v) {
 
 /* The float64-lane version of e32f_small, ND rows at a time; LOADT converts the
  * storage type, EXPV(v, m, acc) is the engine's exponential with accumulation. */
-#define SMALL_D_BODY(STYPE, ACC_T, ACC_INIT, EXPV, CS, LDROW, STROW)                      \
+#define SMALL_D_BODY(STYPE, ACC_T, ACC_INIT, EXPV, EXPS, CS, LDROW, STROW)                \
     const STYPE *x = (const STYPE *)xv;                                                 \
     STYPE *o = (STYPE *)outv;                                                           \
     double tb[SKIT_SMALL_N][ND] __attribute__((aligned(64)));                           \
@@ -1548,7 +1549,7 @@ INLINE void trd(vd *v) {
                 std_(tb[j], seld(d == -INFINITY, splatd(-INFINITY), r));                \
             }                                                                           \
         } else {                                                                        \
-            for (size_t j = 0; j < n; j++) std_(tb[j], EXPV(ldd(tb[j]), m, &sa));       \
+            for (size_t j = 0; j < n; j++) std_(tb[j], EXPS(ldd(tb[j]), m, &sa));       \
             CS(sa, c_, s_);                                                             \
             vd D = c_ + s_;                                                             \
             vd R = 1.0 / D;                                                             \
@@ -1611,6 +1612,13 @@ INLINE vd e32a_exp_vm(vd v, vd m, sumacc_d *a) {
 }
 
 INLINE vd e32a_exp_vec(vd v, double m, sumacc_d *a) { return e32a_exp_vm(v, splatd(m), a); }
+
+/* e32a_exp_vm for softmax, which needs only c + s: every term into s, c left 0 */
+INLINE vd e32a_exp_vs(vd v, vd m, sumacc_d *a) {
+    vd e = vexpd_p7_plain(vclamp_low_d(v - m, splatd(-700.0)));
+    a->s += e;
+    return e;
+}
 
 static int e32_has_nan(const float *x, size_t n) {
     for (size_t k = 0; k < n; k++)
@@ -1883,8 +1891,8 @@ static void e32a_special(const void *x, const uint8_t *mask, size_t n, double T,
 #define STFH0(p, v) stfh((p), (v), 0)
 static void e32a_small(const void *xv, size_t rows, size_t n, double T, int islog, void *outv,
                        uint8_t *special) {
-    SMALL_D_BODY(float, sumacc_d, ((sumacc_d){(vd){0}, (vd){0}}), e32a_exp_vm, CS_PLAIN, ldfd,
-                 STFH0)
+    SMALL_D_BODY(float, sumacc_d, ((sumacc_d){(vd){0}, (vd){0}}), e32a_exp_vm, e32a_exp_vs,
+                 CS_PLAIN, ldfd, STFH0)
 }
 
 /* Cross-entropy rows of n <= SKIT_SMALL_N elements, ND rows at a time (one row per
@@ -2305,8 +2313,8 @@ static void e64_special(const void *x, const uint8_t *mask, size_t n, double T,
 
 static void e64f_small(const void *xv, size_t rows, size_t n, double T, int islog, void *outv,
                        uint8_t *special) {
-    SMALL_D_BODY(double, sumacc_dc, ((sumacc_dc){(vd){0}, (vd){0}, (vd){0}}), e64f_exp_vm, CS_COMP,
-                 ldd, std_)
+    SMALL_D_BODY(double, sumacc_dc, ((sumacc_dc){(vd){0}, (vd){0}, (vd){0}}), e64f_exp_vm,
+                 e64f_exp_vm, CS_COMP, ldd, std_)
 }
 
 
