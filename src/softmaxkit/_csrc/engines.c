@@ -1358,21 +1358,28 @@ static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, v
             vi i0, i1;
             vf e0 = e32f_pexp(tb[j], m, negm, lowb, &i0);
             vf e1 = e32f_pexp(tb[j + 1], m, negm, lowb, &i1);
-            if (!islog) {
+            vf a;
+            if (!islog) { /* softmax needs only c + s: every term summed, c = 0 */
                 tb[j] = e0;
                 tb[j + 1] = e1;
+                a = e0 + e1;
+            } else {
+                cnt += i0 + i1;
+                a = (vf)(~i0 & (vi)e0) + (vf)(~i1 & (vi)e1);
             }
-            cnt += i0 + i1;
-            vf a = (vf)(~i0 & (vi)e0) + (vf)(~i1 & (vi)e1);
             s0 += cvt_lo(a);
             s1 += cvt_hi(a);
         }
         if (j < n) {
             vi i0;
             vf e0 = e32f_pexp(tb[j], m, negm, lowb, &i0);
-            if (!islog) tb[j] = e0;
-            cnt += i0;
-            vf a = (vf)(~i0 & (vi)e0);
+            vf a = e0;
+            if (!islog) {
+                tb[j] = e0;
+            } else {
+                cnt += i0;
+                a = (vf)(~i0 & (vi)e0);
+            }
             s0 += cvt_lo(a);
             s1 += cvt_hi(a);
         }
