@@ -845,27 +845,12 @@ INLINE void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
     {
         /* The same sums with the maximal entries handled by mask registers: one
          * compare, one masked count and one masked move or add per vector (the
-         * vector form spends two more uops per vector on materialised masks). */
+         * vector form spends two more uops per vector on materialised masks).
+         * Softmax's sums (count = 0) take the loop below, without any. */
         __m512i below = _mm512_setzero_si512(); /* per lane: entries below the max */
         const __m512i one = _mm512_set1_epi32(1);
         size_t i0 = i;
-        for (; !count && i + 4 * NF <= n; i += 4 * NF) {
-            vf e[4];
-            for (int u = 0; u < 4; u++) {
-                vf v = vclamp_low(ldf(x + i + u * NF), lowb);
-                vf dd = v - mv;
-                vf bb = dd - v;
-                vf lo = (v - (dd - bb)) + (negm - bb);
-                e[u] = vexpf_p(dd, lo);
-                if (so) stf(so + i + u * NF, e[u]);
-            }
-            vf a = e[0] + e[1], c = e[2] + e[3];
-            s0 += cvt_lo(a);
-            s1 += cvt_hi(a);
-            s2 += cvt_lo(c);
-            s3 += cvt_hi(c);
-        }
-        for (; i + 4 * NF <= n; i += 4 * NF) {
+        for (; count && i + 4 * NF <= n; i += 4 * NF) {
             __m512 e[4];
             __mmask16 k[4];
             for (int u = 0; u < 4; u++) {
@@ -1008,14 +993,18 @@ INLINE void e32f_stats_k(const void *xv, const uint8_t *mask, size_t n, double T
     st->s = dd_make(s * 0x1p-64, 0.0);
 }
 
-static void e32f_stats(const void *xv, const uint8_t *mask, size_t n, double Td, skit_bstat *st,
-                       void *scratch) {
-    e32f_stats_k(xv, mask, n, Td, st, scratch, 1);
-}
-static void e32f_stats_sum(const void *xv, const uint8_t *mask, size_t n, double Td,
-                           skit_bstat *st, void *scratch) {
-    e32f_stats_k(xv, mask, n, Td, st, scratch, 0);
-}
+/* an engine's `stats` (counting the maxima apart) and `stats_sum` (softmax's) from
+ * its P##_stats_k */
+#define STATS_ENTRIES(P)                                                                  \
+    static void P##_stats(const void *xv, const uint8_t *mask, size_t n, double T,        \
+                          skit_bstat *st, void *scratch) {                                \
+        P##_stats_k(xv, mask, n, T, st, scratch, 1);                                      \
+    }                                                                                     \
+    static void P##_stats_sum(const void *xv, const uint8_t *mask, size_t n, double T,    \
+                              skit_bstat *st, void *scratch) {                            \
+        P##_stats_k(xv, mask, n, T, st, scratch, 0);                                      \
+    }
+STATS_ENTRIES(e32f)
 
 /* e * g with the product rounded once from float64 */
 INLINE vf e32f_scale(vf e, double g) { return cvt_join(cvt_lo(e) * g, cvt_hi(e) * g); }
@@ -1795,14 +1784,7 @@ INLINE void e32a_stats_k(const void *xv, const uint8_t *mask, size_t n, double T
     st->s = dd_make(s, 0.0);
 }
 
-static void e32a_stats(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
-                       void *scratch) {
-    e32a_stats_k(xv, mask, n, T, st, scratch, 1);
-}
-static void e32a_stats_sum(const void *xv, const uint8_t *mask, size_t n, double T,
-                           skit_bstat *st, void *scratch) {
-    e32a_stats_k(xv, mask, n, T, st, scratch, 0);
-}
+STATS_ENTRIES(e32a)
 
 /* store ND floats (half a vector) */
 INLINE void stfh(float *p, vd v, int stream) {
