@@ -115,6 +115,20 @@ NOTES = [
     "thread, 256,000 elements, ns/elem: float32 sigmoid 9.8 → 1.8, log_sigmoid "
     "13.8 → 3.9, BCE with its gradient 15.2 → 5.7; float64 accurate (double-word) "
     "sigmoid 12.7 → 3.7, log_sigmoid 22.0 → 11.1, BCE 25.0 → 15.3.",
+    "",
+    "Session 12: the accurate float32 kernels' float64 exponential reads 2^(j/16) from "
+    "two registers by one permute and needs a degree-4 polynomial (10 vector operations "
+    "per 8 lanes instead of 11, 2^-37 instead of 2^-34); softmax sums every term "
+    "instead of counting the maxima apart (log_softmax, logsumexp and cross-entropy "
+    "still need the count); log_softmax's output pass subtracts M + L as one double-word "
+    "number; rows of up to 4 KiB run two per task, so that each row's reductions and "
+    "finish overlap the other row's work; the pool's workers watch 50 µs for the next "
+    "call before they sleep. One thread, kbench, first build of the session against its "
+    "last, ns/elem: accurate softmax 256×1000 0.60–0.63 → 0.54–0.58, 512×500 "
+    "0.69–0.74 → 0.61–0.65, 30000×40 1.08–1.10 → 0.94–0.97; log_softmax 256×1000 "
+    "0.69–0.72 → 0.64–0.68; cross-entropy with its gradient 256×1000 0.68–0.71 → "
+    "0.62–0.65; 2 threads, accurate softmax 256×1000 0.333–0.338 → 0.258–0.284, "
+    "4×50257 0.53–0.57 → 0.27 (a row per thread instead of blocks as tasks).",
 ]
 
 
