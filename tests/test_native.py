@@ -512,6 +512,42 @@ def test_results_do_not_depend_on_thread_count(
             np.testing.assert_array_equal(a, b, err_msg=f"threads={threads}")
 
 
+# Outputs of 2 MiB or more per thread run in one contiguous region per thread (driver.c,
+# OUT_MIN), the others off one shared counter: these are large enough for the regions at
+# 2, 3 and 8 threads, on the row path, the paired short rows and the transposed kernels.
+LARGE = [(4100, 1031), (20_000, 257), (150_001, 29)]
+
+
+@pytest.mark.parametrize("shape", LARGE, ids=str)
+@pytest.mark.parametrize("precision", ["accurate", "fast"])
+def test_large_outputs_do_not_depend_on_thread_count(shape: tuple[int, int], precision: str) -> None:
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    t = rng.integers(0, shape[1], size=shape[0])
+    y = rng.random(shape).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    p = sk.softmax(x, threads=1)
+    outs: dict[int, list[np.ndarray]] = {}
+    for threads in (1, 2, 3, 8):
+        kw = {"precision": precision, "threads": threads}
+        _, grad = sk.cross_entropy(x, t, return_grad=True, **kw)
+        _, grad_s = sk.cross_entropy(x, t, return_grad=True, label_smoothing=0.1, **kw)
+        _, grad_b = sk.binary_cross_entropy_with_logits(x, y, return_grad=True, **kw)
+        outs[threads] = [
+            sk.softmax(x, **kw),
+            sk.log_softmax(x, **kw),
+            grad,
+            grad_s,
+            sk.sigmoid(x, **kw),
+            sk.log_sigmoid(x, **kw),
+            grad_b,
+            sk.softmax_vjp(p, g, **kw),
+        ]
+    for threads, res in outs.items():
+        for k, (a, b) in enumerate(zip(res, outs[1], strict=True)):
+            np.testing.assert_array_equal(a, b, err_msg=f"threads={threads}, output {k}")
+
+
 def test_eight_concurrent_python_threads_agree() -> None:
     rng = np.random.default_rng(3)
     xs = [(rng.standard_normal((64, 4097)) * 3).astype(np.float32) for _ in range(8)]

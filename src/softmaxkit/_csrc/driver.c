@@ -82,6 +82,7 @@ int skit_set_isa(const char *name) {
 }
 
 /* ---- a minimal fork-join parallel loop ------------------------------------- */
+#define POOL_MAX 63 /* pool workers at most (the caller is one more thread) */
 typedef void (*task_fn)(void *ctx, size_t i);
 
 typedef struct {
@@ -89,8 +90,13 @@ typedef struct {
     void *ctx;
     size_t ntasks, grain;
     size_t scratch_bytes; /* per-thread scratch to allocate (0: none) */
+    int nreg;             /* 0, or the number of contiguous regions (see OUT_MIN) */
+    atomic_int arrive;    /* threads that entered pworker, for their region */
     atomic_size_t next;
     atomic_int failed;
+    /* region k: tasks [front, back), packed as back << 32 | front; its owner takes
+     * from the front, the others, once their own region is empty, from the back */
+    _Atomic uint64_t reg[POOL_MAX + 1];
 } pjob;
 
 /* make this thread's non-temporal stores visible before it reports completion */
@@ -173,6 +179,28 @@ static void shared_scratch_release(void *p, int own) {
     else pthread_mutex_unlock(&g_shared_mu);
 }
 
+/* Take up to `grain` tasks of region k, from its front (its owner) or its back
+ * (another thread); 0 when it is empty. */
+static int region_take(pjob *j, int k, int back, size_t *lo, size_t *hi) {
+    uint64_t w = atomic_load_explicit(&j->reg[k], memory_order_relaxed), nw;
+    size_t f, b;
+    do {
+        f = (size_t)(w & 0xffffffffu);
+        b = (size_t)(w >> 32);
+        if (f >= b) return 0;
+        if (back) {
+            *lo = b - f > j->grain ? b - j->grain : f;
+            *hi = b;
+            nw = (uint64_t)*lo << 32 | f;
+        } else {
+            *lo = f;
+            *hi = b - f > j->grain ? f + j->grain : b;
+            nw = (uint64_t)b << 32 | *hi;
+        }
+    } while (!atomic_compare_exchange_weak(&j->reg[k], &w, nw));
+    return 1;
+}
+
 static void pworker(pjob *j) {
     void *saved = tl_scratch;
     void *buf = NULL;
@@ -184,12 +212,26 @@ static void pworker(pjob *j) {
         }
     }
     tl_scratch = buf;
+    if (j->nreg) {
+        int me = atomic_fetch_add(&j->arrive, 1);
+        size_t i, end;
+        if (me < j->nreg)
+            while (region_take(j, me, 0, &i, &end))
+                for (; i < end; i++) j->fn(j->ctx, i);
+        for (int k = 1; k <= j->nreg; k++) {
+            int u = (me + k) % j->nreg;
+            while (region_take(j, u, 1, &i, &end))
+                for (; i < end; i++) j->fn(j->ctx, i);
+        }
+        goto done;
+    }
     for (;;) {
         size_t i = atomic_fetch_add(&j->next, j->grain);
         if (i >= j->ntasks) break;
         size_t end = i + j->grain < j->ntasks ? i + j->grain : j->ntasks;
         for (; i < end; i++) j->fn(j->ctx, i);
     }
+done:
     store_fence();
     tl_scratch = saved;
 }
@@ -206,7 +248,6 @@ static void *pworker_thread(void *p) {
  * needs and works along with them. One call uses the pool at a time: a concurrent
  * caller (another Python thread) starts its own threads instead, as every call
  * did before the pool. After fork() the child starts with an empty pool. */
-#define POOL_MAX 63
 #define POOL_SPIN 2000 /* the caller's pause loop (some microseconds) before it sleeps */
 static struct {
     pthread_mutex_t mu;
@@ -378,12 +419,29 @@ static int pool_run(pjob *j, int helpers) {
     return 1;
 }
 
+/* Tasks that write a large output run in contiguous regions, one per thread. A
+ * fresh NumPy output of 4 MiB or more is backed by 2 MiB transparent huge pages,
+ * and the first write to each faults it in: the kernel zeroes a whole huge page
+ * before it takes the page table's lock, so two threads that touch the same
+ * 2 MiB at about the same time each zero one, and one is thrown away. Handed out
+ * alternately, tasks of a few KiB, or even of 2 MiB (a span's last row reaches
+ * into the page the next span starts on, at the moment the other thread starts
+ * it), make the threads fault most huge pages together: a 512 MiB softmax output
+ * on 2 threads freed 100,000-130,000 such 4 KiB pages during the call, and none
+ * on one thread. In its own region each thread faults its own pages; once its
+ * region is done it takes tasks from the back of another's, so that the threads
+ * still finish together. Used when the output holds OUT_MIN or more per thread.
+ * Only which thread runs a task changes: the results do not depend on it. */
+#define OUT_MIN ((size_t)2 << 20)
+
 /* Run fn(ctx, i) for i in [0, ntasks) on up to `threads` threads (the caller
- * included), each with `scratch_bytes` of scratch in tl_scratch. Returns
- * SKIT_ENOMEM if a scratch buffer could not be allocated (tasks may then have
- * run only in part). */
-static int parallel_for(size_t ntasks, size_t grain, int threads, size_t scratch_bytes,
-                        task_fn fn, void *ctx) {
+ * included), each with `scratch_bytes` of scratch in tl_scratch, taking tasks
+ * `grain` at a time: off one shared counter, or in regions when each task writes
+ * `task_out` bytes (0: none) of an output of at least OUT_MIN per thread. Returns
+ * SKIT_ENOMEM if a scratch buffer could not be allocated (tasks may then have run
+ * only in part). */
+static int parallel_for_out(size_t ntasks, size_t grain, size_t task_out, int threads,
+                            size_t scratch_bytes, task_fn fn, void *ctx) {
     if (grain == 0) grain = 1;
     size_t chunks = (ntasks + grain - 1) / grain;
     if (threads > POOL_MAX + 1) threads = POOL_MAX + 1;
@@ -393,6 +451,17 @@ static int parallel_for(size_t ntasks, size_t grain, int threads, size_t scratch
     j.ctx = ctx;
     j.ntasks = ntasks;
     j.grain = grain;
+    j.nreg = 0;
+    atomic_init(&j.arrive, 0);
+    if (threads > 1 && task_out > 0 && ntasks * task_out >= OUT_MIN * (size_t)threads &&
+        ntasks < ((size_t)1 << 32)) {
+        j.nreg = threads;
+        for (int k = 0; k < threads; k++) {
+            uint64_t lo = ntasks * (size_t)k / (size_t)threads;
+            uint64_t hi = ntasks * (size_t)(k + 1) / (size_t)threads;
+            atomic_init(&j.reg[k], hi << 32 | lo);
+        }
+    }
     j.scratch_bytes = scratch_bytes;
     atomic_init(&j.next, 0);
     atomic_init(&j.failed, 0);
@@ -418,6 +487,11 @@ static int parallel_for(size_t ntasks, size_t grain, int threads, size_t scratch
         for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
     }
     return atomic_load(&j.failed) ? SKIT_ENOMEM : SKIT_OK;
+}
+
+static int parallel_for(size_t ntasks, size_t grain, int threads, size_t scratch_bytes,
+                        task_fn fn, void *ctx) {
+    return parallel_for_out(ntasks, grain, 0, threads, scratch_bytes, fn, ctx);
 }
 
 /* ---- the row engine -------------------------------------------------------- */
@@ -1187,7 +1261,8 @@ static int run(job *j) {
         j->E = isa()->eng[a->dtype][SKIT_ACCURATE]; /* see FAST_CE_SMALL_N */
     if (short_ce && j->E->small_ce) {
         size_t ntask = (a->rows + SMALL_ROWS - 1) / SMALL_ROWS;
-        int st = parallel_for(ntask, 1, threads, scratch, small_ce_task, j);
+        size_t tout = j->out ? SMALL_ROWS * a->n * j->E->elsize : 0;
+        int st = parallel_for_out(ntask, 1, tout, threads, scratch, small_ce_task, j);
         return st ? st : j->err;
     }
     if (j->E->small && !a->mask && a->n <= SKIT_SMALL_N &&
@@ -1196,22 +1271,25 @@ static int run(job *j) {
         /* outputs larger than the caches: staged and streamed (see small_task) */
         j->stream = j->out && j->op != OP_LSE && a->rows * a->n * j->E->elsize >= STREAM_BYTES;
         if (j->stream) scratch = SMALL_ROWS * a->n * j->E->elsize;
-        int st = parallel_for(ntask, 1, threads, scratch, small_task, j);
+        size_t tout = j->out && j->op != OP_LSE ? SMALL_ROWS * a->n * j->E->elsize : 0;
+        int st = parallel_for_out(ntask, 1, tout, threads, scratch, small_task, j);
         return st ? st : j->err;
     }
     /* rows per grab: about 64 KiB of input, so tiny rows do not thrash the counter */
     size_t rowbytes = a->n * j->E->elsize;
     size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
+    size_t rowout = j->out && j->op != OP_LSE ? rowbytes : 0; /* softmax or the CE gradient */
     if (rowbytes <= PAIR_ROW_BYTES && a->rows >= 2) {
         if (j->store) {
             j->pair_off = (a->n * j->E->scratch_per_elem + 4095) / 4096 * 4096 + 256;
             scratch += j->pair_off;
         }
         grain = grain >= 2 ? grain / 2 : 1;
-        int st = parallel_for((a->rows + 1) / 2, grain, threads, scratch, row_pair_task, j);
+        int st = parallel_for_out((a->rows + 1) / 2, grain, 2 * rowout, threads, scratch,
+                                  row_pair_task, j);
         return st ? st : j->err;
     }
-    int st = parallel_for(a->rows, grain, threads, scratch, row_task, j);
+    int st = parallel_for_out(a->rows, grain, rowout, threads, scratch, row_task, j);
     return st ? st : j->err;
 }
 
@@ -1310,7 +1388,7 @@ int skit_state_apply(const skit_rows *a, const double *m, const double *c, const
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
     size_t rowbytes = a->n * j.E->elsize;
     size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
-    st = parallel_for(a->rows, grain, threads, 0, apply_row_task, &j);
+    st = parallel_for_out(a->rows, grain, rowbytes, threads, 0, apply_row_task, &j);
     if (j.stream) store_fence();
     return st ? st : j.err;
 }
@@ -1447,7 +1525,8 @@ int skit_cross_entropy_states(const skit_rows *a, int64_t v0, size_t nb_all, int
     size_t rowbytes = (a->n ? a->n : 1) * j.E->elsize;
     size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
     size_t scratch = j.store ? j.nb * SCRATCH_SLOT : 0;
-    st = parallel_for(a->rows, grain, threads, scratch, ext_row_task, &j);
+    st = parallel_for_out(a->rows, grain, j.out ? rowbytes : 0, threads, scratch, ext_row_task,
+                          &j);
     return st ? st : j.err;
 }
 
@@ -1665,7 +1744,8 @@ int skit_sigmoid(int dtype, int mode, int kind, const void *x, const void *y, co
     size_t ntask = (n + ELEM_CHUNK - 1) / ELEM_CHUNK;
     size_t cap = n / MIN_ELEMS_PER_THREAD;
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
-    return parallel_for(ntask, 1, threads, 0, sig_task, &j);
+    size_t tout = ELEM_CHUNK * ((out ? j.out_size : 0) + (grad ? j.E->elsize : 0));
+    return parallel_for_out(ntask, 1, tout, threads, 0, sig_task, &j);
 }
 
 /* ---- BCE with logits reduced in the core ---------------------------------------
@@ -1756,7 +1836,7 @@ int skit_bce_reduced(int dtype, int mode, int kind, const void *x, const void *y
     j.part = part;
     size_t cap = n / MIN_ELEMS_PER_THREAD;
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
-    int st = parallel_for(cnt, 1, threads, 0, bce_task, &j);
+    int st = parallel_for_out(cnt, 1, grad ? n / cnt * j.s.E->elsize : 0, threads, 0, bce_task, &j);
     if (st) return st;
     size_t k = 0;
     *total = n ? bce_join(n, depth, part, &k) : 0.0;
@@ -1832,7 +1912,9 @@ int skit_smooth(int kind, const float *x, size_t rows, size_t n, const double *w
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
     /* kinds 4 and 5 keep a row's exponentials: n rounded up to a vector, float64 */
     size_t scratch = kind >= 4 ? (n + 64) * sizeof(double) : 0;
-    return parallel_for((rows + j.grain - 1) / j.grain, 1, threads, scratch, smooth_task, &j);
+    size_t tout = grad ? j.grain * rowbytes : 0;
+    return parallel_for_out((rows + j.grain - 1) / j.grain, 1, tout, threads, scratch, smooth_task,
+                            &j);
 }
 
 /* ---- label smoothing: whole rows of one block, finished in C ------------------ */
@@ -1983,7 +2065,8 @@ int skit_vjp(int dtype, int mode, int islog, const void *y, const void *g, size_
     j.grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
     size_t cap = rows * n / MIN_ELEMS_PER_THREAD;
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
-    return parallel_for((rows + j.grain - 1) / j.grain, 1, threads, 0, vjp_task, &j);
+    return parallel_for_out((rows + j.grain - 1) / j.grain, 1, j.grain * rowbytes, threads, 0,
+                            vjp_task, &j);
 }
 
 /* ---- logsumexp with weights b ------------------------------------------------ */
