@@ -139,7 +139,12 @@ BCE_SHAPES = [(32, 10), (256, 1000), (4096, 1000)]
 
 
 def _per_call(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-    """Median seconds per call over ``rounds`` interleaved rounds of many calls each."""
+    """Median seconds per call over ``rounds`` interleaved rounds of many calls each.
+
+    Calls of more than about 7 ms (at most 3 to a round) get one untimed call first
+    in each turn: on this virtual machine the first allocation of hundreds of megabytes
+    after another library's allocating call can take up to a second of system time
+    (faulting in), and in a fixed alternation it would always fall on the same side."""
     for f in fns.values():
         f()
     number = {}
@@ -152,6 +157,8 @@ def _per_call(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float
     for _ in range(rounds):
         for k, f in fns.items():
             n = number[k]
+            if n <= 3:
+                f()
             t0 = time.perf_counter()
             for _ in range(n):
                 f()
@@ -798,7 +805,10 @@ def render_overhead(
         "### Per-call cost at the shapes people train on (issue 9)",
         "",
         f"float32, eager, torch on {_threads()} threads; median over {rounds} interleaved rounds "
-        "of many calls each (about 20 ms per round and method). Cross-entropy and BCE with "
+        "of many calls each (about 20 ms per round and method; calls over about 7 ms get one "
+        "untimed call before each turn, since on this virtual machine the first allocation of "
+        "hundreds of megabytes after the other library's allocating call can cost up to a "
+        "second of system time). Cross-entropy and BCE with "
         "logits are forward + backward (mean over the batch, through autograd; BCE's "
         "targets uniform in [0, 1]); softmax/log_softmax are forward "
         f"only. Engine: {_engine_name()}. Load average at the start: {load}.",

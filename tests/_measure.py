@@ -36,11 +36,22 @@ class Case:
     ce_x: np.ndarray  # cross-entropy logits (rows of x, see datasets.ce_inputs)
     ce_t: np.ndarray  # cross-entropy class indices
     refs: dict[str, np.ndarray] = field(default_factory=dict)  # longdouble
+    pristine: tuple[np.ndarray, np.ndarray] | None = None  # copies of x, ce_x: see intact()
 
     def inputs(self, op: str) -> tuple[np.ndarray, np.ndarray | None]:
         if op == "cross_entropy":
             return self.ce_x, self.ce_t
         return self.x, None
+
+    def intact(self) -> bool:
+        """Whether the inputs still hold the values the references were computed for
+        (backend arrays may share their memory)."""
+        if self.pristine is None:
+            return True
+        return all(
+            np.array_equal(a, b, equal_nan=True)
+            for a, b in zip((self.x, self.ce_x), self.pristine, strict=True)
+        )
 
     def compared(self, op: str) -> np.ndarray | None:
         """Outputs that are compared in ulps: all but the ``-inf`` entries of the input."""
@@ -59,7 +70,7 @@ def _build(name: str, dtype: str, x: np.ndarray, ce: tuple[np.ndarray, np.ndarra
         "logsumexp": _reference.logsumexp_ref(ref),
         "cross_entropy": _reference.cross_entropy_ref(ref_ce, ce_t),
     }
-    return Case(name, dtype, x, ce_x, ce_t, refs)
+    return Case(name, dtype, x, ce_x, ce_t, refs, (x.copy(), ce_x.copy()))
 
 
 @lru_cache(maxsize=64)

@@ -143,7 +143,14 @@ def check_bound(
         value = st.max_ulp_normal if normal_only else st.max_ulp
         if not value <= bound:
             x, _ = c.inputs(op)
-            failures.append(f"{c.id} {c.dtype} {op}: {st.describe(x)} > {bound}")
+            # what a rare failure needs to be told apart: the same call again, and
+            # whether the inputs (which backend arrays may share) were changed
+            again = measure(c, op, impl)
+            again_v = again.max_ulp_normal if normal_only else again.max_ulp
+            failures.append(
+                f"{c.id} {c.dtype} {op}: {st.describe(x)} > {bound} "
+                f"(called again: {again_v:.4f} ulp; inputs unchanged: {c.intact()})"
+            )
     return failures
 
 

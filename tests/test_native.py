@@ -520,7 +520,9 @@ LARGE = [(4100, 1031), (20_000, 257), (150_001, 29)]
 
 @pytest.mark.parametrize("shape", LARGE, ids=str)
 @pytest.mark.parametrize("precision", ["accurate", "fast"])
-def test_large_outputs_do_not_depend_on_thread_count(shape: tuple[int, int], precision: str) -> None:
+def test_large_outputs_do_not_depend_on_thread_count(
+    shape: tuple[int, int], precision: str
+) -> None:
     rng = np.random.default_rng(11)
     x = (rng.standard_normal(shape) * 4).astype(np.float32)
     t = rng.integers(0, shape[1], size=shape[0])
