@@ -514,8 +514,9 @@ def test_results_do_not_depend_on_thread_count(
 
 # Outputs of 2 MiB or more per thread run in one contiguous region per thread (driver.c,
 # OUT_MIN), the others off one shared counter: these are large enough for the regions at
-# 2, 3 and 8 threads, on the row path, the paired short rows and the transposed kernels.
-LARGE = [(4100, 1031), (20_000, 257), (150_001, 29)]
+# 2, 3 and 8 threads, on the row path, the paired short rows, the transposed kernels and
+# rows split into blocks (fewer rows than threads: the two-level mode).
+LARGE = [(4100, 1031), (20_000, 257), (150_001, 29), (1, 4_200_000), (3, 1_400_003)]
 
 
 @pytest.mark.parametrize("shape", LARGE, ids=str)

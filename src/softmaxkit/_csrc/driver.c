@@ -1244,7 +1244,8 @@ static int run(job *j) {
             if (huge_quotient_row(j, &j->rs[r])) huge_row(j, r, &j->rs[r]);
         }
         if (st == SKIT_OK && j->out && j->op != OP_LSE)
-            st = parallel_for(ntask, 1, threads, 0, block_b_task, j);
+            st = parallel_for_out(ntask, 1, j->block * j->E->elsize, threads, 0, block_b_task,
+                                  j);
         if (j->op == OP_CE)
             for (size_t r = 0; r < a->rows; r++) ce_fix_target(j, r, &j->rs[r]);
         if (j->xscr) shared_scratch_release(j->xscr, own);
