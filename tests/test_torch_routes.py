@@ -408,3 +408,47 @@ def test_half_logsumexp_and_cross_entropy_are_rounded_once(half):
     assert torch.equal(skt.logsumexp(x, 1), skt.logsumexp(x.double(), 1).to(half))
     want = skt.cross_entropy(x.double(), t, reduction="none").to(half)
     assert torch.equal(skt.cross_entropy(x, t, reduction="none"), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_large_outputs_equal_the_same_rows_computed_in_small_pieces(dtype):
+    """Outputs of 4 MiB or more come from NumPy's allocator (huge pages), smaller ones
+    from torch's: the values and gradients are those of the same rows in small calls."""
+    rows, n = 1200, 1001  # 4.6 MiB in float32: above the threshold; 100-row pieces below
+    x = _x(rows, n, dtype=dtype, seed=3)
+    t = torch.randint(0, n, (rows,), generator=torch.Generator().manual_seed(4))
+    y = torch.rand(rows, n, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    cot = _x(rows, n, dtype=dtype, seed=6)
+
+    def run(xs, ts, ys, cs):
+        out = {}
+        xi = xs.detach().clone().requires_grad_()
+        skt.cross_entropy(xi, ts, reduction="sum").backward()  # the everyday route
+        out["ce"] = xi.grad
+        xi = xs.detach().clone().requires_grad_()
+        skt.binary_cross_entropy_with_logits(xi, ys, reduction="sum").backward()
+        out["bce"] = xi.grad
+        for name in ("softmax", "log_softmax"):
+            xi = xs.detach().clone().requires_grad_()
+            v = getattr(skt, name)(xi, -1)
+            (g,) = torch.autograd.grad(v, xi, cs)
+            out[name], out[name + " grad"] = v.detach(), g
+        return out
+
+    whole = run(x, t, y, cot)
+    pieces = [run(x[i : i + 100], t[i : i + 100], y[i : i + 100], cot[i : i + 100])
+              for i in range(0, rows, 100)]  # fmt: skip
+    for key, value in whole.items():
+        assert value.dtype == dtype and value.is_contiguous(), key
+        torch.testing.assert_close(
+            value, torch.cat([p[key] for p in pieces]), rtol=0, atol=0, msg=key
+        )
+    # softmax over the first dimension (the reshaping route) against the transposed call
+    xi = x.detach().clone().requires_grad_()
+    v = skt.softmax(xi, 0)
+    (g,) = torch.autograd.grad(v, xi, cot)
+    xt = x.t().contiguous().requires_grad_()
+    vt = skt.softmax(xt, -1)
+    (gt,) = torch.autograd.grad(vt, xt, cot.t().contiguous())
+    torch.testing.assert_close(v, vt.t(), rtol=0, atol=0)
+    torch.testing.assert_close(g, gt.t(), rtol=0, atol=0)
