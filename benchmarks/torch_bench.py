@@ -857,13 +857,14 @@ def render_overhead(
         "log_softmax; the forward floor table below) and gains less from the second thread, "
         "so the op through the front end does not reach 1.0×. Rows over 32768 classes "
         "(8×50257) no longer compute their exponentials twice (0.50× → 0.72–0.74×).",
-        "- 512×50257 (a 103 MB output): each call faults in a fresh output, and this virtual "
-        "machine hands freed memory back to its host at once (free page reporting; see the "
-        "kernels section), so a call's time depends on what the calls before it freed. In "
-        "session 13's run softmax read 51 ms and log_softmax 30 ms; in a steady loop of the "
-        "same call both take 26 ms (2 threads, median of 18 calls; the first few took 45–90 "
-        "ms), "
-        "torch.softmax 38 ms, and the kernel into a preallocated output 13 ms.",
+        "- Large outputs (512×50257: 103 MB) are faulted in fresh on every call, and this "
+        "virtual machine hands freed memory back to its host at once (free page reporting; "
+        "see the kernels section), so such a call's time depends on what the calls before it "
+        "freed: in one session-13 run softmax forward read 51 ms and log_softmax 30 ms, where "
+        "a steady loop of either takes 26 ms (torch.softmax 38 ms; the kernel into a "
+        "preallocated output 13 ms). softmaxkit's large outputs and gradients are NumPy "
+        "allocations (transparent huge pages: 512 times fewer faults than torch.empty's "
+        "4 KiB pages).",
         "",
     ]
     return out
