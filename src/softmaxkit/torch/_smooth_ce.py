@@ -73,7 +73,7 @@ def cross_entropy(
     gn = None
     if need_grad:
         if x.dtype == torch.float32:  # huge pages for big gradients, as the unsmoothed route
-            g = E._out_buffer((rows, V), np.dtype(np.float32))
+            g = E._out_buffer((rows, V), torch.float32)
             gn = g.numpy()
         else:  # float64, rounded once to the half type below
             gn = np.empty((rows, V))
