@@ -27,7 +27,7 @@
 
 #include "skit_internal.h"
 #if defined(__x86_64__)
-#include <emmintrin.h>
+#include <immintrin.h>
 #endif
 
 /* ---- instruction-set selection --------------------------------------------- */
@@ -1037,13 +1037,27 @@ static void row_pair_task(void *ctx, size_t t) {
  * rows it flags (non-finite maximum) take the general path */
 #define SMALL_ROWS 256
 /* copy n bytes from src to dst: whole 64-byte lines of dst with non-temporal
- * stores, plain copies for the ragged ends (the caller fences) */
+ * stores (one 512-bit store per line where the engines in use are the AVX-512
+ * ones, else four 128-bit stores), plain copies for the ragged ends (the caller
+ * fences) */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define HAVE_STREAM_LINES512 1
+__attribute__((target("avx512f"))) static size_t stream_lines512(char *dst, const char *src,
+                                                                 size_t k, size_t n) {
+    for (; k + 64 <= n; k += 64)
+        _mm512_stream_si512((__m512i *)(dst + k), _mm512_loadu_si512((const void *)(src + k)));
+    return k;
+}
+#endif
 static void stream_copy(char *dst, const char *src, size_t n) {
 #if defined(__x86_64__)
     size_t head = (64 - ((uintptr_t)dst & 63)) & 63;
     if (head > n) head = n;
     memcpy(dst, src, head);
     size_t k = head;
+#if defined(HAVE_STREAM_LINES512)
+    if (isa() == &skit_table_avx512) k = stream_lines512(dst, src, k, n);
+#endif
     for (; k + 64 <= n; k += 64) {
         __m128i a = _mm_loadu_si128((const __m128i *)(src + k));
         __m128i b = _mm_loadu_si128((const __m128i *)(src + k + 16));
@@ -1060,6 +1074,13 @@ static void stream_copy(char *dst, const char *src, size_t n) {
 #endif
 }
 
+/* a streamed short-row task with rows over STAGE_SPLIT_ROWB bytes calls its
+ * engine on groups of STAGE_ROWS rows (one vector of rows), doubled until a group
+ * holds STAGE_BYTES of input (see small_task) */
+#define STAGE_ROWS 16
+#define STAGE_BYTES 2560
+#define STAGE_SPLIT_ROWB 128
+
 static void small_task(void *ctx, size_t t) {
     job *j = (job *)ctx;
     size_t r0 = t * SMALL_ROWS;
@@ -1072,18 +1093,35 @@ static void small_task(void *ctx, size_t t) {
          * written whole and never read for ownership */
         size_t rowb = j->a->n * j->E->elsize;
         char *stage = (char *)tl_scratch;
-        j->E->small(xrow(j, r0), cnt, j->a->n, j->a->temperature, j->op == OP_LOGSOFTMAX,
-                    stage, special);
-        size_t i = 0;
-        while (i < cnt) {
-            if (special[i]) {
-                i++;
-                continue;
+        /* Rows longer than two cache lines go a group at a time: each group's input
+         * is prefetched two groups ahead and its output streamed out right after it,
+         * so that the next loads and the drain of the write-combining buffers overlap
+         * the arithmetic (3000000 x 40 float32 fast, 2 threads: 0.65 -> 0.56 ns/elem,
+         * 400000 x 100 0.57 -> 0.54). Shorter rows are read well by the hardware's
+         * prefetchers, and there the smaller calls cost more than they save
+         * (2000000 x 20: 0.53 -> 0.60): the whole task is one call, as before.
+         * Prefetches past the input's end are harmless (they never fault). */
+        size_t grp = SMALL_ROWS;
+        if (rowb > STAGE_SPLIT_ROWB)
+            for (grp = STAGE_ROWS; grp * rowb < STAGE_BYTES && grp < SMALL_ROWS;) grp *= 2;
+        for (size_t s0 = 0; s0 < cnt; s0 += grp) {
+            size_t sc = cnt - s0 < grp ? cnt - s0 : grp;
+            const char *ahead = (const char *)((uintptr_t)xrow(j, r0 + s0) + 2 * grp * rowb);
+            if (grp < SMALL_ROWS)
+                for (size_t q = 0; q < sc * rowb; q += 64) __builtin_prefetch(ahead + q, 0, 3);
+            j->E->small(xrow(j, r0 + s0), sc, j->a->n, j->a->temperature,
+                        j->op == OP_LOGSOFTMAX, stage + s0 * rowb, special + s0);
+            size_t i = s0;
+            while (i < s0 + sc) {
+                if (special[i]) {
+                    i++;
+                    continue;
+                }
+                size_t e = i + 1;
+                while (e < s0 + sc && !special[e]) e++;
+                stream_copy(orow(j, r0 + i), stage + i * rowb, (e - i) * rowb);
+                i = e;
             }
-            size_t e = i + 1;
-            while (e < cnt && !special[e]) e++;
-            stream_copy(orow(j, r0 + i), stage + i * rowb, (e - i) * rowb);
-            i = e;
         }
     } else
         j->E->small(xrow(j, r0), cnt, j->a->n, j->a->temperature, j->op == OP_LOGSOFTMAX,
