@@ -1012,6 +1012,10 @@ static void row_task(void *ctx, size_t r) {
  * gradient, 64x4000 0.55 -> 0.58). Each row's arithmetic is the one row_task does:
  * the results are the same bits. */
 #define PAIR_ROW_BYTES ((size_t)4096)
+/* a software prefetch of every cache line of [p, p + n) (never faults) */
+static inline void prefetch_bytes(const void *p, size_t n) {
+    for (size_t q = 0; q < n; q += 64) __builtin_prefetch((const char *)p + q, 0, 3);
+}
 static void row_pair_task(void *ctx, size_t t) {
     job *j = (job *)ctx;
     size_t r = 2 * t;
@@ -1022,7 +1026,16 @@ static void row_pair_task(void *ctx, size_t t) {
     skit_bstat b0, b1;
     phase_a(j, r, 0, &b0);
     phase_a(j, r + 1, 0, &b1);
+    /* the next pair's rows are fetched while this pair's second passes compute out of
+     * the L1 cache: the rows a thread takes next follow its own (one region per thread
+     * for large outputs), and the first pass over a row otherwise waits on its misses
+     * (2 threads, float32 out=, two builds alternated, ns/elem: 8192x500 fast softmax
+     * 0.35-0.36 -> 0.32-0.33, accurate log_softmax 0.47-0.54 -> 0.44-0.45; 4096x1000
+     * accurate log_softmax 0.43 -> 0.38-0.39, fast softmax 0.36-0.38 -> 0.36) */
+    size_t rowb = j->a->n * j->E->elsize;
+    if (r + 2 < j->a->rows) prefetch_bytes(xrow(j, r + 2), rowb);
     row_rest(j, r, &b0);
+    if (r + 3 < j->a->rows) prefetch_bytes(xrow(j, r + 3), rowb);
     row_rest(j, r + 1, &b1);
 }
 
@@ -1106,9 +1119,9 @@ static void small_task(void *ctx, size_t t) {
             for (grp = STAGE_ROWS; grp * rowb < STAGE_BYTES && grp < SMALL_ROWS;) grp *= 2;
         for (size_t s0 = 0; s0 < cnt; s0 += grp) {
             size_t sc = cnt - s0 < grp ? cnt - s0 : grp;
-            const char *ahead = (const char *)((uintptr_t)xrow(j, r0 + s0) + 2 * grp * rowb);
             if (grp < SMALL_ROWS)
-                for (size_t q = 0; q < sc * rowb; q += 64) __builtin_prefetch(ahead + q, 0, 3);
+                prefetch_bytes((const void *)((uintptr_t)xrow(j, r0 + s0) + 2 * grp * rowb),
+                               sc * rowb);
             j->E->small(xrow(j, r0 + s0), sc, j->a->n, j->a->temperature,
                         j->op == OP_LOGSOFTMAX, stage + s0 * rowb, special + s0);
             size_t i = s0;
