@@ -145,8 +145,8 @@ def test_results_do_not_depend_on_threads() -> None:
 
 
 def test_large_results_equal_the_numpy_path() -> None:
-    # results of 4 MiB and more take the handlers' huge-page hint (xla_ffi.c) and
-    # the engines' streaming stores; the values must not change
+    # results of 4 MiB and more take the handlers' huge-page hint (xla_ffi.c); the
+    # values must not change
     rng = _rng()
     xn = (rng.standard_normal((256, 4096)) * 4).astype(np.float32)
     tn = rng.integers(0, 4096, 256)

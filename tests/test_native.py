@@ -745,18 +745,19 @@ def test_out_may_be_the_input() -> None:
 @pytest.mark.parametrize("precision", ["accurate", "fast"])
 @pytest.mark.parametrize("kind", ["short_rows", "short_rows_in_groups", "rows_of_600"])
 def test_large_outputs_are_streamed_out_whole(dtype: str, precision: str, kind: str) -> None:
-    """Outputs past 8 MiB are written with non-temporal stores: short rows staged per
-    task (rows over 128 bytes a group of 16 or more rows at a time), rows from 2 KiB
-    (fast) or 4 KiB on in place. The same bits as small calls of the same rows, into
-    a misaligned ``out``, in place, and with flagged rows (+inf, NaN, all -inf) that
-    take the general path between the others, at the edges of groups and tasks."""
+    """Outputs passed in (``out=``) from 32 MiB on are written with non-temporal
+    stores: short rows staged per task (rows over 128 bytes a group of 16 or more rows
+    at a time), rows from 2 KiB (fast) or 4 KiB on in place; fresh outputs with
+    ordinary stores. The same bits as small calls of the same rows, into a misaligned
+    ``out``, in place, allocated, and with flagged rows (+inf, NaN, all -inf) that take
+    the general path between the others, at the edges of groups and tasks."""
     rng = np.random.default_rng(8)
     if kind == "short_rows":
-        rows, n = (1_100_000, 3) if dtype == "float32" else (140_000, 9)
+        rows, n = (3_000_000, 3) if dtype == "float32" else (480_000, 9)
     elif kind == "short_rows_in_groups":
-        rows, n = (60_000, 40) if dtype == "float32" else (60_000, 20)
+        rows, n = (220_000, 40) if dtype == "float32" else (220_000, 20)
     else:
-        rows, n = (4_400, 600) if dtype == "float32" else (2_200, 600)
+        rows, n = (14_400, 600) if dtype == "float32" else (7_200, 600)
     x = (rng.standard_normal((rows, n)) * 5).astype(dtype)
     for r in (0, 1, 15, 16, 17, 31, 255, 256, 257, rows // 2 + 1, rows - 1):
         x[r, r % n] = np.inf

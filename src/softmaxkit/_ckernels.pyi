@@ -12,6 +12,7 @@ def softmax(
     threads: int,
     temperature: float,
     log: bool,
+    fresh: bool = False,
     /,
 ) -> None: ...
 def logsumexp(

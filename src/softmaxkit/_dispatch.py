@@ -260,7 +260,7 @@ def quick_normalize(
     if n == 0 or x.size == 0:
         return None
     res = np.empty_like(x) if out is None else out
-    _ckernels.softmax(x, res, None, x.size // n, n, code, mode, nthreads, t, log)
+    _ckernels.softmax(x, res, None, x.size // n, n, code, mode, nthreads, t, log, out is None)
     return res
 
 
@@ -589,8 +589,11 @@ def _normalize(
         and out.dtype.isnative
         and (out is x or not np.may_share_memory(out, x2))
     )
-    o2 = out.reshape(rows, n) if direct and out is not None else np.empty((rows, n), xa.dtype)
-    _ckernels.softmax(x2, o2, m2, rows, n, code, mode, nthreads, float(temperature), log)
+    if direct and out is not None:
+        o2, fresh = out.reshape(rows, n), False
+    else:
+        o2, fresh = np.empty((rows, n), xa.dtype), True
+    _ckernels.softmax(x2, o2, m2, rows, n, code, mode, nthreads, float(temperature), log, fresh)
     if direct:
         return out
     res = _from_rows(o2, shape, perm)

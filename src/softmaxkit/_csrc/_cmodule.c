@@ -69,6 +69,7 @@ static void rows_spec(skit_rows *a, Py_ssize_t rows, Py_ssize_t n, int dtype, in
     a->n = (size_t)n;
     a->temperature = temperature;
     a->mask = NULL;
+    a->fresh_out = 0;
 }
 
 static int parse_rows(skit_rows *a, buf *x, PyObject *xo, Py_ssize_t rows, Py_ssize_t n,
@@ -83,20 +84,22 @@ static int parse_rows(skit_rows *a, buf *x, PyObject *xo, Py_ssize_t rows, Py_ss
     return 0;
 }
 
-PyDoc_STRVAR(softmax_doc, "softmax(x, out, mask, rows, n, dtype, mode, threads, temperature, log)");
+PyDoc_STRVAR(softmax_doc, "softmax(x, out, mask, rows, n, dtype, mode, threads, temperature, log, "
+                          "fresh=False): fresh, out was allocated for this call (see skit_rows)");
 
 static PyObject *py_softmax(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *xo, *oo, *mo;
     Py_ssize_t rows, n;
-    int dtype, mode, threads, log;
+    int dtype, mode, threads, log, fresh = 0;
     double temperature;
-    if (!PyArg_ParseTuple(args, "OOOnniiidp", &xo, &oo, &mo, &rows, &n, &dtype, &mode, &threads,
-                          &temperature, &log))
+    if (!PyArg_ParseTuple(args, "OOOnniiidp|p", &xo, &oo, &mo, &rows, &n, &dtype, &mode,
+                          &threads, &temperature, &log, &fresh))
         return NULL;
     skit_rows a;
     buf x = {0}, o = {0}, m = {0};
     if (parse_rows(&a, &x, xo, rows, n, dtype, mode, threads, temperature) < 0) return NULL;
+    a.fresh_out = fresh;
     if (get(oo, &o, 1, dtype == SKIT_F32 ? 'f' : 'd', rows * n, 0, "out") < 0 ||
         get(mo, &m, 0, 'B', rows * n, 1, "mask") < 0) {
         release(&x);
@@ -206,6 +209,7 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args) {
     }
     a.mask = m.held ? (const uint8_t *)m.view.buf : NULL;
     int st;
+    a.fresh_out = 1; /* every caller allocates the gradient for this call */
     Py_BEGIN_ALLOW_THREADS st = skit_cross_entropy(
         &a, tp, w.held ? (const double *)w.view.buf : NULL, has_ignore, (int64_t)ignore, z, gscale,
         (double *)lb.view.buf, (double *)sb.view.buf, (uint8_t *)cb.view.buf,
@@ -261,6 +265,7 @@ static PyObject *py_cross_entropy_reduced(PyObject *self, PyObject *args) {
     }
     int st;
     int64_t bad = -1;
+    a.fresh_out = 1; /* every caller allocates the gradient for this call */
     Py_BEGIN_ALLOW_THREADS st = skit_cross_entropy_reduced(
         &a, (const int64_t *)t.view.buf, w.held ? (const double *)w.view.buf : NULL, has_ignore,
         (int64_t)ignore, z, reduction, (double *)l.view.buf, g.held ? g.view.buf : NULL, &bad);
@@ -315,6 +320,7 @@ static PyObject *py_cross_entropy_reduced_at(PyObject *self, PyObject *args) {
     a.x = (const void *)(uintptr_t)xa;
     int st;
     int64_t bad = -1;
+    a.fresh_out = 1; /* every caller allocates the gradient for this call */
     Py_BEGIN_ALLOW_THREADS st = skit_cross_entropy_reduced(
         &a, (const int64_t *)(uintptr_t)ta, NULL, 1, (int64_t)ignore, 0.0, reduction, wide,
         ga ? (void *)(uintptr_t)ga : NULL, &bad);

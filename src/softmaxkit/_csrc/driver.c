@@ -505,8 +505,15 @@ enum { OP_SOFTMAX = 0, OP_LOGSOFTMAX = 1, OP_LSE = 2, OP_CE = 3, OP_STATE = 4 };
  * the data only, never on the thread count. */
 #define STORE_NB 4
 #define STORE_REL_MIN 64.0
-#define STREAM_BYTES ((size_t)8 << 20) /* outputs above this bypass the caches, */
-#define STREAM_ROW_BYTES ((size_t)4096)  /* when their rows are long enough */
+/* Outputs the caller passed in (not fresh_out) from STREAM_BYTES on bypass the caches,
+ * when their rows are long enough. Session 14, in-process A/B, 2 threads, float32
+ * fast out=, ns/elem: 8 MiB was too low on a machine whose last-level cache holds
+ * tens of MiB (4096x1000, 16 MB: 0.36-0.38 streamed, 0.33-0.34 not; 40000x100 staged
+ * and streamed 0.52-0.53, 0.43 not; 1000000x10, 40 MB: 0.68-0.71 against 0.61-0.63),
+ * while from 48 MB on rows of 1000 gain again (12000x1000 0.35 against 0.39-0.40,
+ * 16384x1000 0.35-0.36 against 0.45-0.52). */
+#define STREAM_BYTES ((size_t)32 << 20)
+#define STREAM_ROW_BYTES ((size_t)4096)
 /* fast mode gains from 2 KiB rows on (in-process A/B, 2 threads, float32 out=:
  * 8192x1000 softmax 0.68 -> 0.62 ns/elem, 16384x512 0.80 -> 0.71); the accurate
  * engines' half-vector stores do not (20000x300: 1.08 -> 1.32) */
@@ -1254,7 +1261,7 @@ static int run(job *j) {
     j->nb = (a->n + j->block - 1) / j->block;
     j->err = SKIT_OK;
     if (j->nb > STORE_NB) j->store = 0; /* longer rows recompute their exponentials */
-    j->stream = j->out && a->rows * a->n * j->E->elsize >= STREAM_BYTES &&
+    j->stream = j->out && !a->fresh_out && a->rows * a->n * j->E->elsize >= STREAM_BYTES &&
                 a->n * j->E->elsize >=
                     (a->mode == SKIT_FAST ? STREAM_ROW_BYTES_FAST : STREAM_ROW_BYTES);
     size_t total = a->rows * a->n;
@@ -1321,7 +1328,8 @@ static int run(job *j) {
         (j->op == OP_SOFTMAX || j->op == OP_LOGSOFTMAX || (j->op == OP_LSE && j->lse))) {
         size_t ntask = (a->rows + SMALL_ROWS - 1) / SMALL_ROWS;
         /* outputs larger than the caches: staged and streamed (see small_task) */
-        j->stream = j->out && j->op != OP_LSE && a->rows * a->n * j->E->elsize >= STREAM_BYTES;
+        j->stream = j->out && j->op != OP_LSE && !a->fresh_out &&
+                    a->rows * a->n * j->E->elsize >= STREAM_BYTES;
         if (j->stream) scratch = SMALL_ROWS * a->n * j->E->elsize;
         size_t tout = j->out && j->op != OP_LSE ? SMALL_ROWS * a->n * j->E->elsize : 0;
         int st = parallel_for_out(ntask, 1, tout, threads, scratch, small_task, j);
@@ -1433,7 +1441,7 @@ int skit_state_apply(const skit_rows *a, const double *m, const double *c, const
     j.nb = (a->n + j.block - 1) / j.block;
     j.store = 0;
     j.err = SKIT_OK;
-    j.stream = a->rows * a->n * j.E->elsize >= STREAM_BYTES &&
+    j.stream = !a->fresh_out && a->rows * a->n * j.E->elsize >= STREAM_BYTES &&
                a->n * j.E->elsize >= STREAM_ROW_BYTES;
     size_t cap = a->rows * a->n / MIN_ELEMS_PER_THREAD;
     int threads = a->threads;

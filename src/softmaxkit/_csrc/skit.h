@@ -40,6 +40,12 @@ typedef struct {
     const void *x;
     const uint8_t *mask; /* may be NULL */
     double temperature;
+    /* nonzero: the caller allocated the outputs for this call, so their pages are
+     * new (faulted in during the call, zeroed by the kernel, which leaves them in the
+     * cache) or recycled from the allocator's recent frees: they are written with
+     * ordinary stores, never streamed past the caches (which would first have to evict
+     * those lines) */
+    int fresh_out;
 } skit_rows;
 
 /* Run the parallel loops of every later call on an OpenMP runtime's thread team

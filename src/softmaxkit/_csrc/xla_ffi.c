@@ -297,7 +297,7 @@ static XLA_FFI_Error *softmax_impl(XLA_FFI_CallFrame *cf) {
     int code = float_code(x->dtype);
     if (code < 0 || o->dtype != x->dtype || x->rank < 1) fail(&F, "softmax takes float32/float64");
     if (F.bad) return finish(&F, SKIT_OK);
-    skit_rows a;
+    skit_rows a = {0};
     a.dtype = code;
     a.mode = (int)mode;
     a.n = (size_t)x->dims[x->rank - 1];
@@ -330,7 +330,7 @@ static XLA_FFI_Error *logsumexp_impl(XLA_FFI_CallFrame *cf) {
     int code = float_code(x->dtype);
     if (code < 0 || lo->dtype != x->dtype || x->rank < 1) fail(&F, "logsumexp takes float32/float64");
     if (F.bad) return finish(&F, SKIT_OK);
-    skit_rows a;
+    skit_rows a = {0};
     a.dtype = code;
     a.mode = (int)mode;
     a.n = (size_t)x->dims[x->rank - 1];
@@ -468,7 +468,7 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
     if (go != NULL) prefer_huge_pages(go->data, nbytes(go));
     int threads = take_threads(want);
     for (size_t gi = 0; gi < groups && st == SKIT_OK; gi++) {
-        skit_rows a;
+        skit_rows a = {0};
         a.dtype = code;
         a.mode = (int)mode;
         a.threads = threads;

@@ -304,8 +304,9 @@ def _native_normalize(x2: Tensor, log: bool) -> Tensor:
     rows, n = x2.shape
     out = _out_buffer((rows, n), x2.dtype)
     _ckernels.softmax(
-        _np(x2), _np(out), None, rows, n, _CODE[x2.dtype], _ACCURATE, _threads(rows * n), 1.0, log
-    )
+        _np(x2), _np(out), None, rows, n, _CODE[x2.dtype], _ACCURATE, _threads(rows * n), 1.0, log,
+        True,
+    )  # fmt: skip
     return out
 
 
@@ -316,7 +317,7 @@ def softmax_last(x: Tensor, code: int, log: bool) -> Tensor:
     out = np.empty(xa.shape, xa.dtype)
     n = xa.shape[-1]
     _ckernels.softmax(xa, out, None, xa.size // n, n, code, _ACCURATE,
-                      _threads(xa.size), 1.0, log)  # fmt: skip
+                      _threads(xa.size), 1.0, log, True)  # fmt: skip
     return torch.from_numpy(out)
 
 
