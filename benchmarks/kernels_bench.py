@@ -11,8 +11,8 @@ What it measures (2 threads everywhere, nanoseconds per element, median of ``--r
 interleaved rounds: every implementation of a case runs once per round, in an order
 shuffled anew each round, so load changes on this shared machine fall on all of them
 alike and no implementation always follows the same one; each turn starts with a 50 ms
-pause and one untimed call, then times a few calls back to back, so no implementation
-runs while another's threads still spin):
+pause and one untimed call, then times three loops of about 5 ms (calls under 10**7
+elements) or one call, so no implementation runs while another's threads still spin):
 
 - softmax and log_softmax into a preallocated output: torch's kernel (``torch._softmax``
   / ``torch._log_softmax`` with ``out=``) against softmaxkit ``out=`` in the fast and the
@@ -149,6 +149,31 @@ NOTES = [
     "accurate 1.40 → 1.02; sigmoid 6000×30000 2.01 → 1.73; accurate softmax into a "
     "preallocated 6000×30000 output 0.70 → 0.57; one row of 100,000,000 (its blocks spread "
     "over the threads) fast 1.98 → 1.41, accurate 2.15 → 1.63.",
+    "",
+    "Session 14: streamed short-row tasks (outputs of 8 MiB or more, rows of up to 256 "
+    "elements) whose rows are over 128 bytes call their transposed kernel on groups of 16 "
+    "or more rows (2.5 KiB of input), prefetch each group's input two groups ahead and "
+    "stream each group's output out right after it, where one call per 256-row task "
+    "computed everything before streaming it all: the next loads and the drain of the "
+    "write-combining buffers now overlap the arithmetic. The staged rows go out with one "
+    "512-bit non-temporal store per line on the AVX-512 engines (four 128-bit ones "
+    "before). Same process, the two builds alternated, float32 fast out=, 2 threads, median "
+    "ns/elem: softmax 3000000×40 0.63–0.65 → 0.54–0.56, log_softmax 0.67–0.69 → "
+    "0.56–0.58; 400000×100 softmax 0.59–0.64 → 0.52–0.55, log_softmax 0.60–0.61 → "
+    "0.53–0.57. Rows of 10 and 20 elements keep one call per task: in groups they lost "
+    "(2000000×20 0.53 → 0.60). Rows taken in pairs (up to 4 KiB) prefetch the next pair "
+    "while their second passes run (accurate log_softmax 4096×1000 out= 0.43 → 0.38–0.39, "
+    "8192×500 0.47–0.54 → 0.44–0.45). Outputs allocated for the call are no longer "
+    "streamed: their pages arrive zeroed in the cache (new pages) or were just freed "
+    "there, and non-temporal stores first evict them; and outputs passed in stream from "
+    "32 MiB instead of 8 (this machine's last-level cache holds tens of MiB). Same "
+    "process, builds alternated, float32, 2 threads, median ns/elem: allocating softmax "
+    "4096×32768 fast 0.90–0.92 → 0.80–0.81, accurate 0.93–0.94 → 0.81–0.84; 3000000×40 "
+    "accurate 1.10–1.16 → 0.94–0.99; 4096×1000 fast 0.37–0.40 → 0.31–0.32; cross-entropy "
+    "forward+backward 6000×30000 fast 0.91–0.94 → 0.80–0.81, accurate 0.97–0.98 → "
+    "0.85–0.88; softmax 40000×100 out= fast 0.51–0.53 → 0.43, accurate 0.61–0.65 → "
+    "0.50–0.54. Calls under 10^7 elements are now timed in loops of about 5 ms instead "
+    "of three single calls after each pause.",
 ]
 
 
@@ -156,18 +181,28 @@ NOTES = [
 # spinning for milliseconds after its last call and would take the 2 cores from
 # whatever runs next (and a just-finished implementation's threads from torch).
 SETTLE_S = 0.05
+# Calls under 10**7 elements are timed in loops of about this long (see _median_ns).
+LOOP_S = 0.005
 
 
 def _median_ns(fns: dict[str, Callable[[], Any]], reps: int, elems: int) -> dict[str, float]:
     """Median ns/elem: ``reps`` rounds, in each every implementation in turn after a
     pause; calls under 10**7 elements get one untimed call first (which wakes the
-    thread pool) and are timed three times back to back, as a loop of one op runs them.
+    thread pool) and are then timed as three loops of about ``LOOP_S`` each (the mean
+    call of each loop is one sample), as a loop of one op runs them: single calls of a
+    few hundred microseconds, timed one by one right after the pause, read the
+    machine's wake-up rather than the kernel (session 14: softmax 256×1000 float32 fast
+    out=, 0.45 ns/elem as single calls against 0.32 in a steady loop, the same build).
     The order is shuffled in every round (seeded): on this virtual machine the first large
     allocation after torch's allocating call can take a second of system time, whichever
     library makes it, and a fixed order would always hand that cost to the same one.
     Each implementation's best round is returned too, under ``"<name>|best"``."""
-    for f in fns.values():  # warm-up: first-touch page faults, thread pools, caches
+    loops: dict[str, int] = {}
+    for k, f in fns.items():  # warm-up: first-touch page faults, thread pools, caches
         f()
+        t0 = time.perf_counter()
+        f()
+        loops[k] = max(1, min(1000, round(LOOP_S / max(time.perf_counter() - t0, 1e-7))))
     small = elems < 10_000_000  # large calls take >= 10 ms: a wake-up is lost in them
     times: dict[str, list[float]] = {k: [] for k in fns}
     order = list(fns)
@@ -179,10 +214,12 @@ def _median_ns(fns: dict[str, Callable[[], Any]], reps: int, elems: int) -> dict
             time.sleep(SETTLE_S)
             if small:
                 f()
+            calls = loops[k] if small else 1
             for _ in range(3 if small else 1):
                 t0 = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t0)
+                for _ in range(calls):
+                    f()
+                times[k].append((time.perf_counter() - t0) / calls)
     res = {k: statistics.median(v) * 1e9 / elems for k, v in times.items()}
     res.update({f"{k}|best": min(v) * 1e9 / elems for k, v in times.items()})  # for the notes
     return res
@@ -615,7 +652,9 @@ def main() -> None:
         f"{reps} interleaved rounds, in an order shuffled anew each round; each turn starts "
         f"with a {SETTLE_S * 1000:.0f} ms pause and one untimed call (torch's OpenMP workers "
         "spin for milliseconds after a call and would otherwise take the cores from the next "
-        "implementation). The shuffle matters for the allocating columns: on this virtual "
+        "implementation); calls under 10^7 elements are then timed as three loops of about "
+        f"{LOOP_S * 1000:.0f} ms each (the loop's mean call is one sample), larger ones one "
+        "call at a time. The shuffle matters for the allocating columns: on this virtual "
         "machine the first fresh allocation of hundreds of megabytes after torch's allocating "
         "call pays up to a second of system time, whichever library makes it (session 13, "
         "3000000×40 float32, 2 threads: x.copy() right after `torch.softmax` 4.3–10.8 ns/elem "
