@@ -191,8 +191,8 @@ def _median_ns(fns: dict[str, Callable[[], Any]], reps: int, elems: int) -> dict
     thread pool) and are then timed as three loops of about ``LOOP_S`` each (the mean
     call of each loop is one sample), as a loop of one op runs them: single calls of a
     few hundred microseconds, timed one by one right after the pause, read the
-    machine's wake-up rather than the kernel (session 14: softmax 256×1000 float32 fast
-    out=, 0.45 ns/elem as single calls against 0.32 in a steady loop, the same build).
+    machine's wake-up rather than the kernel (session 14, the same build: softmax
+    256×1000 float32 fast out=, 0.447 ns/elem as single calls, 0.336 in loops).
     The order is shuffled in every round (seeded): on this virtual machine the first large
     allocation after torch's allocating call can take a second of system time, whichever
     library makes it, and a fixed order would always hand that cost to the same one.
