@@ -150,7 +150,7 @@ NOTES = [
     "preallocated 6000×30000 output 0.70 → 0.57; one row of 100,000,000 (its blocks spread "
     "over the threads) fast 1.98 → 1.41, accurate 2.15 → 1.63.",
     "",
-    "Session 14: streamed short-row tasks (outputs of 8 MiB or more, rows of up to 256 "
+    "Session 14: streamed short-row tasks (large outputs passed in, rows of up to 256 "
     "elements) whose rows are over 128 bytes call their transposed kernel on groups of 16 "
     "or more rows (2.5 KiB of input), prefetch each group's input two groups ahead and "
     "stream each group's output out right after it, where one call per 256-row task "
