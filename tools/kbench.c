@@ -1,7 +1,8 @@
 #define _POSIX_C_SOURCE 199309L
 /*
  * Developer probe of the C core (not built by meson): ns per element of one op
- * on data that stays in cache, one call of `threads` threads, best of `reps`.
+ * on data that stays in cache, one call of `threads` threads: best and median
+ * of `reps` calls.
  *
  *   tools/kbench.sh OP DTYPE MODE ROWS N [THREADS] [REPS]
  *   OP: softmax | log_softmax | lse | ce | ce_grad
@@ -21,6 +22,11 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double u = *(const double *)a, v = *(const double *)b;
+    return (u > v) - (u < v);
 }
 
 int main(int argc, char **argv) {
@@ -51,6 +57,7 @@ int main(int argc, char **argv) {
     memset(o, 0, tot * es);
     skit_rows a = {dtype, mode, threads, rows, n, x, NULL, 1.0};
     double best = 1e30;
+    double *ts = malloc(sizeof(double) * (size_t)(reps > 0 ? reps : 1));
     for (int k = 0; k < reps; k++) {
         double t0 = now();
         int st = 0;
@@ -69,8 +76,10 @@ int main(int argc, char **argv) {
         double t = now() - t0;
         if (st) return 1;
         if (t < best) best = t;
+        ts[k] = t;
     }
-    printf("%s %s %s %zux%zu threads=%d isa=%s: %.3f ns/elem\n", op, argv[2], argv[3], rows, n,
-           threads, skit_isa(), best * 1e9 / (double)tot);
+    qsort(ts, (size_t)reps, sizeof(double), cmp_double);
+    printf("%s %s %s %zux%zu threads=%d isa=%s: %.3f ns/elem (median %.3f)\n", op, argv[2], argv[3],
+           rows, n, threads, skit_isa(), best * 1e9 / (double)tot, ts[reps / 2] * 1e9 / (double)tot);
     return 0;
 }

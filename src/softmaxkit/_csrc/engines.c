@@ -1187,15 +1187,25 @@ static void e32f_small_t(const void *xv, size_t rows, size_t n, double Td, int i
             const float *xr = x + (r0 + (l < lanes ? l : 0)) * n;
             for (size_t j = 0; j < n; j++) tb[j][l] = xr[j];
         }
-        vf m = splatf(-INFINITY);
+        vf m = splatf(-INFINITY), mb = m;
         vi nan = {0}, ninf = {0};
-        for (size_t j = 0; j < n; j++) {
-            vf v = ldf(tb[j]);
+        size_t j2 = 0;
+        for (; j2 + 2 <= n; j2 += 2) { /* two chains: see maxd_cols */
+            vf v = ldf(tb[j2]), w = ldf(tb[j2 + 1]);
+            if (T != 1.0f) v = v / T, w = w / T;
+            nan |= (v != v) | (w != w);
+            ninf |= (v == -INFINITY) | (w == -INFINITY);
+            m = self(v > m, v, m);
+            mb = self(w > mb, w, mb);
+        }
+        for (; j2 < n; j2++) {
+            vf v = ldf(tb[j2]);
             if (T != 1.0f) v = v / T;
             nan |= v != v;
             ninf |= v == -INFINITY;
             m = self(v > m, v, m);
         }
+        m = self(mb > m, mb, m);
         vi bad = nan | (m == INFINITY) | (m == -INFINITY);
         for (size_t l = 0; l < lanes; l++) special[r0 + l] = bad[l] != 0;
         m = self(bad, splatf(0.0f), m);
@@ -1331,12 +1341,19 @@ static void e32f_small_plain(const float *x, size_t rows, size_t n, int islog, v
         size_t jb = 0;
         for (; jb + 8 <= n; jb += 8) load_cols8(xg, n, jb, tb);
         if (jb < n) load_cols8(xg, n, n - 8, tb);
-        vf m = splatf(-INFINITY);
+        vf m = splatf(-INFINITY), mb = m;
         vi ninf = {0}; /* lanes holding a -inf */
-        for (size_t j = 0; j < n; j++) {
-            m = vmax_nonan(tb[j], m);
-            ninf |= tb[j] == -INFINITY;
+        size_t j2 = 0;
+        for (; j2 + 2 <= n; j2 += 2) { /* two chains: see maxd_cols */
+            m = vmax_nonan(tb[j2], m);
+            mb = vmax_nonan(tb[j2 + 1], mb);
+            ninf |= (tb[j2] == -INFINITY) | (tb[j2 + 1] == -INFINITY);
         }
+        if (j2 < n) {
+            m = vmax_nonan(tb[j2], m);
+            ninf |= tb[j2] == -INFINITY;
+        }
+        m = vmax_nonan(mb, m);
         vi bad = ~((m < 0x1p24f) & (m > -0x1p24f));
         m = self(bad, splatf(0.0f), m);
         const vf negm = -m, lowb = m - 130.0f; /* <= m - 128 and >= m - 131 for |m| < 2^24 */
@@ -1433,6 +1450,29 @@ INLINE void maxd_pass_step(vd v, vd *m, vl *q) {
     *m = seld(v > *m, v, *m);
 }
 
+/* The per-lane maximum of the columns tb[0..n) (NaN never wins; *nan flags the
+ * lanes that hold one), in four independent chains: one chain waits a compare and
+ * a blend per column (about 6 cycles), four keep the vector ports busy (64 x 100
+ * cross-entropy with its gradient, one thread, median: 1.13-1.16 -> 1.03-1.06 ns/elem;
+ * accurate softmax 0.83-0.85 -> 0.75). The maximum
+ * does not depend on the order. */
+INLINE vd maxd_cols(const double (*tb)[ND], size_t n, vl *nan) {
+    vd m0 = splatd(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+    vl q0 = {0}, q1 = {0};
+    size_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        maxd_pass_step(ldd(tb[j]), &m0, &q0);
+        maxd_pass_step(ldd(tb[j + 1]), &m1, &q1);
+        maxd_pass_step(ldd(tb[j + 2]), &m2, &q0);
+        maxd_pass_step(ldd(tb[j + 3]), &m3, &q1);
+    }
+    for (; j < n; j++) maxd_pass_step(ldd(tb[j]), &m0, &q0);
+    m0 = seld(m1 > m0, m1, m0);
+    m2 = seld(m3 > m2, m3, m2);
+    *nan |= q0 | q1;
+    return seld(m2 > m0, m2, m0);
+}
+
 #define MAXD_PASS(LOAD)                                                             \
     vd m0 = splatd(-INFINITY), m1 = m0, m2 = m0, m3 = m0;                           \
     vl q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0};                                      \
@@ -1513,12 +1553,10 @@ INLINE void trd(vd *v) {
             for (size_t j = full ? nv : 0; j < n; j++)                                  \
                 tb[j][l] = T != 1.0 ? (double)xr[j] / T : (double)xr[j];                \
         }                                                                               \
-        vd m = splatd(-INFINITY);                                                       \
         vl nan = {0}, ninf = {0};                                                       \
-        for (size_t j = 0; j < n; j++) {                                                \
-            maxd_pass_step(ldd(tb[j]), &m, &nan);                                       \
-            if (sizeof(STYPE) == 4 && islog == 1) ninf |= ldd(tb[j]) == -INFINITY;      \
-        }                                                                               \
+        vd m = maxd_cols((const double(*)[ND])tb, n, &nan);                            \
+        if (sizeof(STYPE) == 4 && islog == 1)                                           \
+            for (size_t j = 0; j < n; j++) ninf |= ldd(tb[j]) == -INFINITY;             \
         vl bad = nan | (m == INFINITY) | (m == -INFINITY);                              \
         for (size_t l = 0; l < lanes; l++) special[r0 + l] = bad[l] != 0;               \
         m = seld(bad, splatd(0.0), m);                                                  \
@@ -2066,11 +2104,8 @@ static void e32a_small_ce(const void *xv, size_t rows, size_t n, skit_row_cb cb,
             const float *xr = x + (r0 + (l < lanes ? l : 0)) * n;
             for (size_t j = full ? nv : 0; j < n; j++) tb[j][l] = (double)xr[j];
         }
-        vd m = splatd(-INFINITY);
-        for (size_t j = 0; j < n; j++) {
-            vd v = ldd(tb[j]);
-            m = seld(v > m, v, m); /* NaN never wins */
-        }
+        vl nan_ = {0};
+        vd m = maxd_cols((const double(*)[ND])tb, n, &nan_); /* NaN never wins */
         vl bad = ~((m < 0x1p24) & (m > -0x1p24));
         m = seld(bad, splatd(0.0), m);
         double lb[ND];
