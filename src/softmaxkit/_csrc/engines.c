@@ -748,7 +748,14 @@ INLINE vf vclamp_low(vf v, vf lowb) {
 
 /* exp(d + lo) 2^64 for d in [-131, 0] or NaN, |lo| <= ulp(d). The rounding
  * constant carries the exponent bias, so the scale 2^(k + 64) is the sum's low
- * bits shifted into the exponent field. */
+ * bits shifted into the exponent field; AVX-512 instead forms (1 + s) 2^64 by one
+ * fused multiply-add and scales it by 2^k with vscalefps (the same bits: both
+ * scalings are exact for d >= -131, whose results stay normal), one vector
+ * operation fewer. The degree-4 factor q runs in Estrin's order (three fused
+ * multiply-adds deep after r^2 instead of four): the exponential is this
+ * engine's busiest code, and the shorter chain lets more of it overlap (one
+ * thread, in cache, median ns/elem: fast softmax 8x2000 0.40-0.42 -> 0.39-0.40,
+ * log_softmax 0.42-0.43 -> 0.41). */
 INLINE vf vexpf_p(vf d, vf lo) {
     const vf magic = splatf(12583103.0f); /* 1.5 * 2^23 + 127 + 64 */
     vf t = d * SKIT_LOG2E_F + magic;
@@ -756,13 +763,16 @@ INLINE vf vexpf_p(vf d, vf lo) {
     vf r = d - k * SKIT_LN2_1_F;
     r = r - k * SKIT_LN2_2_F;
     r = r + lo;
-    vf q = splatf(SKIT_EP_4);
-    q = q * r + SKIT_EP_3;
-    q = q * r + SKIT_EP_2;
-    q = q * r + SKIT_EP_1;
-    q = q * r + SKIT_EP_0;
-    vf p = 1.0f + (r + (r * r) * q);
-    return p * (vf)((vi)t << 23);
+    vf r2 = r * r;
+    vf qa = SKIT_EP_1 * r + SKIT_EP_0;
+    vf qb = SKIT_EP_3 * r + SKIT_EP_2;
+    qb = SKIT_EP_4 * r2 + qb;
+    vf s = r + r2 * (qb * r2 + qa);
+#if defined(__AVX512F__)
+    return (vf)_mm512_scalef_ps((__m512)(s * 0x1p64f + 0x1p64f), (__m512)k);
+#else
+    return (1.0f + s) * (vf)((vi)t << 23);
+#endif
 }
 
 /* the row max ignoring NaN (-inf if there is none) */
