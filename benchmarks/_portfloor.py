@@ -38,19 +38,20 @@ FMAS_PER_CALL = 1 << 25
 # e32a_logsub). Loads folded into an operation, stores, eliminated register moves and
 # the loop's scalar counter are not counted; `vcvtps2pd`/`vcvtpd2ps` count 2 (2 uops).
 _FAST_A = (
-    "exp and sum 27.5 (110 per 64 elements: 4 clamps, 20 subtractions for the exact "
-    "x − max (TwoSum) and the reduction, 32 FMAs and 8 products for the reduction and "
-    "the degree-6 polynomial, 4 shifts for the scale, 4 compares and 4 masked counts "
-    "for the maxima, 18 adds and 2 masked moves for the polynomial, the correction and "
-    "the float32 pair sums, 8 for 4 widenings, 2 extracts and 4 float64 adds)"
+    "exp and sum 26.5 (106 per 64 elements: 4 clamps, 20 subtractions for the exact "
+    "x − max (TwoSum) and the reduction, 36 FMAs and 4 products for the reduction, the "
+    "degree-6 polynomial (Estrin's order) and the scaled 1 + s, 4 `vscalefps` for 2^k, "
+    "4 compares and 4 masked counts for the maxima, 14 adds (2 of them masked) and 2 "
+    "masked moves for the polynomial, the correction and the float32 pair sums, 8 for 4 "
+    "widenings, 2 extracts and 4 float64 adds)"
 )
 # softmax needs only the whole sum: no compares, counts or masked moves for the maxima
 _FAST_A_SUM = (
-    "exp and sum 25 (100 per 64 elements: 4 clamps, 20 subtractions for the exact "
-    "x − max (TwoSum) and the reduction, 32 FMAs and 8 products for the reduction and "
-    "the degree-6 polynomial, 4 shifts for the scale, 18 adds for the polynomial, the "
-    "correction and the float32 pair sums, 8 for 4 widenings, 2 extracts and 4 float64 "
-    "adds)"
+    "exp and sum 24 (96 per 64 elements: 4 clamps, 20 subtractions for the exact "
+    "x − max (TwoSum) and the reduction, 36 FMAs and 4 products for the reduction, the "
+    "degree-6 polynomial (Estrin's order) and the scaled 1 + s, 4 `vscalefps` for 2^k, "
+    "14 adds for the polynomial, the correction and the float32 pair sums, 8 for 4 "
+    "widenings, 2 extracts and 4 float64 adds)"
 )
 _ACC_EXP = (
     "clamp 1, widening to float64 5, x − max 2, two float64 exponentials with the "
@@ -61,10 +62,10 @@ _ACC_A = f"exp and sum 34 ({_ACC_EXP}, the maxima counted apart and the rest sum
 _ACC_A_SUM = f"exp and sum 30 ({_ACC_EXP}, every term summed 2)"
 UOPS: dict[tuple[str, str], tuple[float, str]] = {
     ("softmax", "fast"): (
-        30,
+        29,
         f"row maximum 1 (`vmaxps`); {_FAST_A_SUM}; the product e·f rounded once 4",
     ),
-    ("log_softmax", "fast"): (30.5, f"row maximum 1; {_FAST_A}; (x − M) − L 2"),
+    ("log_softmax", "fast"): (29.5, f"row maximum 1; {_FAST_A}; (x − M) − L 2"),
     ("softmax", "accurate"): (
         37,
         f"row maximum 1; {_ACC_A_SUM}; the product e·f in float64 rounded once to float32 6",
