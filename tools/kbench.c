@@ -40,6 +40,7 @@ int main(int argc, char **argv) {
     size_t rows = strtoull(argv[4], NULL, 10), n = strtoull(argv[5], NULL, 10);
     int threads = argc > 6 ? atoi(argv[6]) : 1;
     int reps = argc > 7 ? atoi(argv[7]) : 20;
+    if (reps < 1) reps = 1;
     size_t tot = rows * n, es = dtype ? 8 : 4;
     void *x = malloc(tot * es), *o = malloc(tot * es);
     double *lse = malloc(rows * 8), *loss = malloc(rows * 8);
