@@ -1185,6 +1185,56 @@ def test_cross_entropy_reduced_at_checks_what_it_can() -> None:
             _ckernels.cross_entropy_reduced_at(*bad)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("shape", [(1, 1), (37, 10), (3, 1000), (2, 40000)])
+def test_softmax_at_address_equals_the_buffer_call(
+    dtype: type, log: bool, shape: tuple[int, int]
+) -> None:
+    """The address entry (softmaxkit.torch's everyday softmax) gives the buffer
+    entry's bits, specials included, on one and two threads, and leaves x alone."""
+    from softmaxkit import _ckernels
+
+    rows, n = shape
+    rng = np.random.default_rng(rows * n + log)
+    x = (rng.standard_normal(shape) * 8).astype(dtype)
+    if rows > 2:
+        x[1] = -np.inf
+        x[2, n // 2] = np.inf
+        x[0, 0] = np.nan
+    code = 1 if x.dtype == np.float64 else 0
+    want = np.empty_like(x)
+    _ckernels.softmax(x, want, None, rows, n, code, 1, 2, 1.0, log, True)
+    x0 = x.copy()
+    for threads in (1, 2):
+        got = np.full_like(x, 7.0)
+        _ckernels.softmax_at(x.ctypes.data, got, rows, n, code, 1, threads, log)
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(x, x0)
+
+
+def test_softmax_at_checks_what_it_can() -> None:
+    """The address cannot be checked; the output buffer, shape, dtype and threads are."""
+    from softmaxkit import _ckernels
+
+    x = np.zeros((4, 3), np.float32)
+    xa = x.ctypes.data
+    ro = np.empty((4, 3), np.float32)
+    ro.flags.writeable = False
+    cases = [
+        ((0, np.empty((4, 3), np.float32), 4, 3, 0, 1, 1, False), "bad address"),
+        ((xa, np.empty((4, 3), np.float32), 0, 3, 0, 1, 1, False), "shape"),
+        ((xa, np.empty((4, 3), np.float32), 4, 3, 2, 1, 1, False), "dtype"),
+        ((xa, np.empty((4, 3), np.float32), 4, 3, 0, 1, 0, False), "thread"),
+        ((xa, np.empty((4, 2), np.float32), 4, 3, 0, 1, 1, False), "out: expected 12"),
+        ((xa, np.empty((4, 3), np.float64), 4, 3, 0, 1, 1, False), "out: expected 12"),
+        ((xa, ro, 4, 3, 0, 1, 1, False), "read-only"),
+    ]
+    for bad, what in cases:
+        with pytest.raises(ValueError, match=what):
+            _ckernels.softmax_at(*bad)
+
+
 def test_cross_entropy_reduced_names_the_bad_row() -> None:
     from softmaxkit import _ckernels
 

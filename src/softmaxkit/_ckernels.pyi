@@ -15,6 +15,9 @@ def softmax(
     fresh: bool = False,
     /,
 ) -> None: ...
+def softmax_at(
+    x_addr: int, out: Any, rows: int, n: int, dtype: int, mode: int, threads: int, log: bool, /
+) -> None: ...
 def logsumexp(
     x: Any, mask: Any, rows: int, n: int, dtype: int, mode: int, threads: int, lse: Any, /
 ) -> None: ...
