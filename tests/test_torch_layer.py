@@ -519,6 +519,26 @@ def test_modules_behave_like_torch_modules(case):
         assert ours.double().weight.dtype == torch.float64
 
 
+def test_cross_entropy_module_sees_a_weight_set_after_construction():
+    """The module's short route reads ``weight`` whether it is a buffer set later, a
+    Parameter that replaced the buffer, or cleared again; each call equals torch's."""
+    x = _randn(6, 5, dtype=torch.float32)
+    t = torch.tensor([0, 1, 2, 4, 3, 0])
+    w = torch.tensor([0.5, -1.0, 2.0, 0.0, 3.0])
+    ours, theirs = skt.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
+    torch.testing.assert_close(ours(x, t), theirs(x, t))
+    ours.weight = w.clone()
+    theirs.weight = w.clone()
+    torch.testing.assert_close(ours(x, t), theirs(x, t))
+    assert not torch.allclose(ours(x, t), torch.nn.functional.cross_entropy(x, t))
+    ours.weight = torch.nn.Parameter(w.clone(), requires_grad=False)
+    assert "weight" not in ours._buffers
+    torch.testing.assert_close(ours(x, t), theirs(x, t))
+    del ours.weight
+    ours.register_buffer("weight", None)
+    torch.testing.assert_close(ours(x, t), torch.nn.functional.cross_entropy(x, t))
+
+
 def test_bce_module_buffers_and_repr():
     pw = torch.tensor([1.0, 2.0, 3.0])
     ours = skt.BCEWithLogitsLoss(pos_weight=pw, reduction="sum")

@@ -167,6 +167,13 @@ def engine_for(x: Tensor) -> str:
     return _core_engine(x)
 
 
+def native_unforced() -> bool:
+    """Whether :func:`engine_for` picks the C core for every CPU float32/float64 tensor:
+    the core is built and no engine is forced. For the everyday calls' short checks,
+    which have settled the device and dtype themselves."""
+    return _ckernels is not None and _forced() is None
+
+
 def _d(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach()
 

@@ -70,7 +70,7 @@ def _plain_normalize(x: object, dim: object, dtype: object, log: bool) -> torch.
             or x.is_neg()
             or x.numel() == 0
             or torch._C._are_functorch_transforms_active()
-            or E.engine_for(x) != E.NATIVE
+            or not E.native_unforced()  # with the checks above: E.engine_for(x) == E.NATIVE
         ):
             return None
     except RuntimeError:
@@ -407,14 +407,15 @@ def _plain_ce(
             and xs[1] > 0
             and x.dtype in _PLAIN_DTYPES
             and t.dtype is torch.int64
-            and t.shape == xs[:1]
+            and len(ts := t.shape) == 1
+            and ts[0] == xs[0]
             and x.is_cpu
             and t.is_cpu
             and x.is_contiguous()  # raises for sparse layouts: the general route names them
             and t.is_contiguous()  # False for sparse targets
             and not x.is_neg()  # a negated view: its memory holds -x
             and not torch._C._are_functorch_transforms_active()
-            and E.engine_for(x) == E.NATIVE
+            and E.native_unforced()  # with the checks above: E.engine_for(x) == E.NATIVE
         ):
             return None
     except RuntimeError:
