@@ -136,11 +136,14 @@ class CrossEntropyLoss(nn.Module):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # the everyday call straight to its short route (one Python frame less in each
         # training step); anything it does not cover goes through cross_entropy
-        buffers = self._buffers  # `weight` is a buffer unless replaced by a Parameter
+        try:  # `weight` is a buffer unless a Parameter replaced it
+            weight = self._buffers["weight"]
+        except KeyError:
+            weight = self.weight
         fast = F._plain_ce(
             input,
             target,
-            buffers["weight"] if "weight" in buffers else self.weight,
+            weight,
             self.ignore_index,
             self.reduction,
             self.label_smoothing,
