@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 import torch
 
 from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
@@ -394,7 +392,7 @@ def _plain_ce(
         and type(reduction) is str
         and reduction in _REDUCTIONS
         and type(eps) in _ZERO_TYPES
-        and 0 <= cast(float, eps) <= 1  # NaN fails: the general route names it
+        and 0 <= eps <= 1  # type: ignore[operator]  # NaN fails: the general route names it
         and type(z) in _ZERO_TYPES
         and z == 0
     ):
@@ -420,12 +418,12 @@ def _plain_ce(
             return None
     except RuntimeError:
         return None
-    e = float(cast(float, eps))
     grad = x.requires_grad and torch.is_grad_enabled()
-    if e == 0.0 and xs[0]:
+    if eps == 0 and xs[0]:
         if grad:
             return _PLAIN_CE_APPLY(x, t, ign, reduction)  # type: ignore[no-any-return]
         return E.plain_ce(x, t, ign, reduction, False)[0]
+    e = float(eps)  # type: ignore[arg-type]
     if grad:
         return _eager.apply(_eager.CrossEntropy, x, t, None, 1, ign, reduction, e, 0.0, False)  # type: ignore[no-any-return]
     return E.cross_entropy_fwd(x, t, None, 1, ign, reduction, e, 0.0, False, False)[0]
