@@ -1711,6 +1711,9 @@ INLINE void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
                              int count) {
     const vf lowb = splatf(e32f_lowb(m));
     const vd mv = splatd((double)m);
+#if defined(__AVX512F__)
+    const vf mf = splatf(m);
+#endif
     vd s0 = {0}, s1 = {0};
     vl rv = {0};
     size_t rest = 0, i = 0;
@@ -1723,8 +1726,20 @@ INLINE void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
             std_(so + i + ND, eb);
         }
         if (count) {
+#if defined(__AVX512F__)
+            /* one float32 compare for both halves (a != mv exactly where v != m, the
+             * widening being exact): the masks, sums and count of e32a_acc_rest, in
+             * one vector compare, one mask shift and one mask move instead of two
+             * compares and two moves */
+            __mmask16 k = _mm512_cmp_ps_mask((__m512)v, (__m512)mf, _CMP_NEQ_UQ);
+            s0 = (vd)_mm512_mask_add_pd((__m512d)s0, (__mmask8)k, (__m512d)s0, (__m512d)ea);
+            s1 = (vd)_mm512_mask_add_pd((__m512d)s1, (__mmask8)(k >> 8), (__m512d)s1,
+                                        (__m512d)eb);
+            rest += (size_t)__builtin_popcount((unsigned)k);
+#else
             e32a_acc_rest(a, mv, ea, &s0, &rest, &rv);
             e32a_acc_rest(b, mv, eb, &s1, &rest, &rv);
+#endif
         } else {
             s0 += ea;
             s1 += eb;
