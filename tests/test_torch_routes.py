@@ -240,6 +240,20 @@ def test_everyday_cross_entropy_declines_what_it_cannot_read_in_place(monkeypatc
 
 
 @pytest.mark.parametrize("log", [False, True])
+def test_softmax_engine_reads_a_negated_view_as_its_values(log):
+    """The engine behind the operators hands the C core an address: a negated view
+    (whose memory holds -x) called straight through the operator gives the values'
+    softmax, not the memory's."""
+    from softmaxkit.torch import _ops
+
+    op = _ops.log_softmax_op if log else _ops.softmax_op
+    x = _x(6, 300)
+    neg = torch._neg_view(x)
+    assert neg.is_neg()
+    _bitwise(op(neg, [1]), op(-x, [1]))
+
+
+@pytest.mark.parametrize("log", [False, True])
 def test_everyday_softmax_skips_the_general_validation(monkeypatch, log):
     """``softmax(x, dim=-1)`` on a contiguous CPU float32/float64 tensor with no gradient
     takes the short route, with the general route's bits; everything else does not."""

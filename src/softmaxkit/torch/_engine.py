@@ -320,6 +320,8 @@ def _native_normalize(x2: Tensor, log: bool) -> Tensor:
 def softmax_last(x: Tensor, code: int, log: bool) -> Tensor:
     """Softmax or log-softmax over the last dimension of a contiguous, non-empty CPU
     float32 (``code`` 0) or float64 (1) tensor, straight into the C core."""
+    if x.is_neg():  # a negated view (the operators may get one): its memory holds -x
+        x = x.resolve_neg()
     shape = x.shape
     size = x.numel()
     out = np.empty(shape, _NP_DTYPE[x.dtype])
