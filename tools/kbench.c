@@ -58,7 +58,7 @@ int main(int argc, char **argv) {
     memset(o, 0, tot * es);
     skit_rows a = {dtype, mode, threads, rows, n, x, NULL, 1.0};
     double best = 1e30;
-    double *ts = malloc(sizeof(double) * (size_t)(reps > 0 ? reps : 1));
+    double *ts = malloc(sizeof(double) * (size_t)reps); /* reps >= 1 */
     for (int k = 0; k < reps; k++) {
         double t0 = now();
         int st = 0;
