@@ -90,8 +90,9 @@ typedef struct {
     void *ctx;
     size_t ntasks, grain;
     size_t scratch_bytes; /* per-thread scratch to allocate (0: none) */
-    int nreg;             /* 0, or the number of contiguous regions (see OUT_MIN) */
-    atomic_int arrive;    /* threads that entered pworker, for their region */
+    int nreg;             /* 0 (one thread), or the number of regions (see parallel_for) */
+    atomic_int arrive;    /* threads other than the caller that entered pworker */
+    pthread_t caller;     /* the thread that posted the job: it owns region 0 */
     atomic_size_t next;
     atomic_int failed;
     /* region k: tasks [front, back), packed as back << 32 | front; its owner takes
@@ -213,7 +214,7 @@ static void pworker(pjob *j) {
     }
     tl_scratch = buf;
     if (j->nreg) {
-        int me = atomic_fetch_add(&j->arrive, 1);
+        int me = pthread_equal(pthread_self(), j->caller) ? 0 : 1 + atomic_fetch_add(&j->arrive, 1);
         size_t i, end;
         if (me < j->nreg)
             while (region_take(j, me, 0, &i, &end))
@@ -419,29 +420,36 @@ static int pool_run(pjob *j, int helpers) {
     return 1;
 }
 
-/* Tasks that write a large output run in contiguous regions, one per thread. A
- * fresh NumPy output of 4 MiB or more is backed by 2 MiB transparent huge pages,
- * and the first write to each faults it in: the kernel zeroes a whole huge page
- * before it takes the page table's lock, so two threads that touch the same
- * 2 MiB at about the same time each zero one, and one is thrown away. Handed out
- * alternately, tasks of a few KiB, or even of 2 MiB (a span's last row reaches
- * into the page the next span starts on, at the moment the other thread starts
- * it), make the threads fault most huge pages together: a 512 MiB softmax output
- * on 2 threads freed 100,000-130,000 such 4 KiB pages during the call, and none
- * on one thread. In its own region each thread faults its own pages; once its
- * region is done it takes tasks from the back of another's, so that the threads
- * still finish together. Used when the output holds OUT_MIN or more per thread.
- * Only which thread runs a task changes: the results do not depend on it. */
-#define OUT_MIN ((size_t)2 << 20)
+/* Tasks run in contiguous regions, one per thread: the caller owns the first, the
+ * others the rest in the order they arrive. Each thread takes `grain` tasks at a time
+ * from the front of its own region; once it is empty it takes from the back of
+ * another's, so that the threads still finish together. Only which thread runs a
+ * task changes: the results do not depend on it. Why regions rather than one shared
+ * counter:
+ * - Calls that follow each other keep their rows on the same core. With a shared
+ *   counter, tasks went to whichever thread asked first, so a call's rows and output
+ *   lines sat in the other core's L2 from the call before, and a thread's next rows
+ *   were often the other's (session 17, 2 threads, float32 accurate, kbench medians
+ *   in ns/elem: softmax 256x1000 0.28-0.29 -> 0.25, log_softmax 256x1000 0.33 ->
+ *   0.30, 8x50257 softmax 0.34 -> 0.27-0.28, cross-entropy with its gradient
+ *   256x1000 0.31 -> 0.27; on torch's OpenMP team, 256x1000 softmax 78 -> 66 us a
+ *   call, against torch's 70). The caller owns region 0 so that which core a region
+ *   runs on does not depend on the order in which threads arrive.
+ * - Large fresh outputs fault in their own pages. A fresh NumPy output of 4 MiB or
+ *   more is backed by 2 MiB transparent huge pages, and the first write to each
+ *   faults it in: the kernel zeroes a whole huge page before it takes the page
+ *   table's lock, so two threads that touch the same 2 MiB at about the same time
+ *   each zero one, and one is thrown away. Handed out alternately, tasks of a few
+ *   KiB, or even of 2 MiB, made the threads fault most huge pages together: a 512
+ *   MiB softmax output on 2 threads freed 100,000-130,000 such 4 KiB pages during
+ *   the call, and none on one thread. */
 
 /* Run fn(ctx, i) for i in [0, ntasks) on up to `threads` threads (the caller
- * included), each with `scratch_bytes` of scratch in tl_scratch, taking tasks
- * `grain` at a time: off one shared counter, or in regions when each task writes
- * `task_out` bytes (0: none) of an output of at least OUT_MIN per thread. Returns
- * SKIT_ENOMEM if a scratch buffer could not be allocated (tasks may then have run
- * only in part). */
-static int parallel_for_out(size_t ntasks, size_t grain, size_t task_out, int threads,
-                            size_t scratch_bytes, task_fn fn, void *ctx) {
+ * included), each with `scratch_bytes` of scratch in tl_scratch, in regions (above),
+ * `grain` tasks at a time. Returns SKIT_ENOMEM if a scratch buffer could not be
+ * allocated (tasks may then have run only in part). */
+static int parallel_for(size_t ntasks, size_t grain, int threads, size_t scratch_bytes,
+                        task_fn fn, void *ctx) {
     if (grain == 0) grain = 1;
     size_t chunks = (ntasks + grain - 1) / grain;
     if (threads > POOL_MAX + 1) threads = POOL_MAX + 1;
@@ -453,8 +461,8 @@ static int parallel_for_out(size_t ntasks, size_t grain, size_t task_out, int th
     j.grain = grain;
     j.nreg = 0;
     atomic_init(&j.arrive, 0);
-    if (threads > 1 && task_out > 0 && ntasks * task_out >= OUT_MIN * (size_t)threads &&
-        ntasks < ((size_t)1 << 32)) {
+    j.caller = pthread_self();
+    if (threads > 1 && ntasks < ((size_t)1 << 32)) {
         j.nreg = threads;
         for (int k = 0; k < threads; k++) {
             uint64_t lo = ntasks * (size_t)k / (size_t)threads;
@@ -472,7 +480,7 @@ static int parallel_for_out(size_t ntasks, size_t grain, size_t task_out, int th
     omp_parallel_fn omp = atomic_load_explicit(&g_omp, memory_order_acquire);
     if (omp) {
         /* fork-join on the team: every member, the caller included, takes tasks
-         * off the shared counter until none are left; returns when all are done */
+         * from the regions until none are left; returns when all are done */
         omp(pworker_void, &j, (unsigned)threads, 0);
         return atomic_load(&j.failed) ? SKIT_ENOMEM : SKIT_OK;
     }
@@ -487,11 +495,6 @@ static int parallel_for_out(size_t ntasks, size_t grain, size_t task_out, int th
         for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
     }
     return atomic_load(&j.failed) ? SKIT_ENOMEM : SKIT_OK;
-}
-
-static int parallel_for(size_t ntasks, size_t grain, int threads, size_t scratch_bytes,
-                        task_fn fn, void *ctx) {
-    return parallel_for_out(ntasks, grain, 0, threads, scratch_bytes, fn, ctx);
 }
 
 /* ---- the row engine -------------------------------------------------------- */
@@ -1034,8 +1037,8 @@ static void row_pair_task(void *ctx, size_t t) {
     phase_a(j, r, 0, &b0);
     phase_a(j, r + 1, 0, &b1);
     /* the next pair's rows are fetched while this pair's second passes compute out of
-     * the L1 cache: the rows a thread takes next follow its own (one region per thread
-     * for large outputs), and the first pass over a row otherwise waits on its misses
+     * the L1 cache: the rows a thread takes next follow its own (one region per
+     * thread), and the first pass over a row otherwise waits on its misses
      * (2 threads, float32 out=, two builds alternated, ns/elem: 8192x500 fast softmax
      * 0.35-0.36 -> 0.32-0.33, accurate log_softmax 0.47-0.54 -> 0.44-0.45; 4096x1000
      * accurate log_softmax 0.43 -> 0.38-0.39, fast softmax 0.36-0.38 -> 0.36) */
@@ -1302,8 +1305,7 @@ static int run(job *j) {
             if (huge_quotient_row(j, &j->rs[r])) huge_row(j, r, &j->rs[r]);
         }
         if (st == SKIT_OK && j->out && j->op != OP_LSE)
-            st = parallel_for_out(ntask, 1, j->block * j->E->elsize, threads, 0, block_b_task,
-                                  j);
+            st = parallel_for(ntask, 1, threads, 0, block_b_task, j);
         if (j->op == OP_CE)
             for (size_t r = 0; r < a->rows; r++) ce_fix_target(j, r, &j->rs[r]);
         if (j->xscr) shared_scratch_release(j->xscr, own);
@@ -1320,8 +1322,7 @@ static int run(job *j) {
         j->E = isa()->eng[a->dtype][SKIT_ACCURATE]; /* see FAST_CE_SMALL_N */
     if (short_ce && j->E->small_ce) {
         size_t ntask = (a->rows + SMALL_ROWS - 1) / SMALL_ROWS;
-        size_t tout = j->out ? SMALL_ROWS * a->n * j->E->elsize : 0;
-        int st = parallel_for_out(ntask, 1, tout, threads, scratch, small_ce_task, j);
+        int st = parallel_for(ntask, 1, threads, scratch, small_ce_task, j);
         return st ? st : j->err;
     }
     if (j->E->small && !a->mask && a->n <= SKIT_SMALL_N &&
@@ -1331,25 +1332,22 @@ static int run(job *j) {
         j->stream = j->out && j->op != OP_LSE && !a->fresh_out &&
                     a->rows * a->n * j->E->elsize >= STREAM_BYTES;
         if (j->stream) scratch = SMALL_ROWS * a->n * j->E->elsize;
-        size_t tout = j->out && j->op != OP_LSE ? SMALL_ROWS * a->n * j->E->elsize : 0;
-        int st = parallel_for_out(ntask, 1, tout, threads, scratch, small_task, j);
+        int st = parallel_for(ntask, 1, threads, scratch, small_task, j);
         return st ? st : j->err;
     }
-    /* rows per grab: about 64 KiB of input, so tiny rows do not thrash the counter */
+    /* rows per grab: about 64 KiB of input, so tiny rows do not thrash the region words */
     size_t rowbytes = a->n * j->E->elsize;
     size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
-    size_t rowout = j->out && j->op != OP_LSE ? rowbytes : 0; /* softmax or the CE gradient */
     if (rowbytes <= PAIR_ROW_BYTES && a->rows >= 2) {
         if (j->store) {
             j->pair_off = (a->n * j->E->scratch_per_elem + 4095) / 4096 * 4096 + 256;
             scratch += j->pair_off;
         }
         grain = grain >= 2 ? grain / 2 : 1;
-        int st = parallel_for_out((a->rows + 1) / 2, grain, 2 * rowout, threads, scratch,
-                                  row_pair_task, j);
+        int st = parallel_for((a->rows + 1) / 2, grain, threads, scratch, row_pair_task, j);
         return st ? st : j->err;
     }
-    int st = parallel_for_out(a->rows, grain, rowout, threads, scratch, row_task, j);
+    int st = parallel_for(a->rows, grain, threads, scratch, row_task, j);
     return st ? st : j->err;
 }
 
@@ -1448,7 +1446,7 @@ int skit_state_apply(const skit_rows *a, const double *m, const double *c, const
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
     size_t rowbytes = a->n * j.E->elsize;
     size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
-    st = parallel_for_out(a->rows, grain, rowbytes, threads, 0, apply_row_task, &j);
+    st = parallel_for(a->rows, grain, threads, 0, apply_row_task, &j);
     if (j.stream) store_fence();
     return st ? st : j.err;
 }
@@ -1585,8 +1583,7 @@ int skit_cross_entropy_states(const skit_rows *a, int64_t v0, size_t nb_all, int
     size_t rowbytes = (a->n ? a->n : 1) * j.E->elsize;
     size_t grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
     size_t scratch = j.store ? j.nb * SCRATCH_SLOT : 0;
-    st = parallel_for_out(a->rows, grain, j.out ? rowbytes : 0, threads, scratch, ext_row_task,
-                          &j);
+    st = parallel_for(a->rows, grain, threads, scratch, ext_row_task, &j);
     return st ? st : j.err;
 }
 
@@ -1804,8 +1801,7 @@ int skit_sigmoid(int dtype, int mode, int kind, const void *x, const void *y, co
     size_t ntask = (n + ELEM_CHUNK - 1) / ELEM_CHUNK;
     size_t cap = n / MIN_ELEMS_PER_THREAD;
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
-    size_t tout = ELEM_CHUNK * ((out ? j.out_size : 0) + (grad ? j.E->elsize : 0));
-    return parallel_for_out(ntask, 1, tout, threads, 0, sig_task, &j);
+    return parallel_for(ntask, 1, threads, 0, sig_task, &j);
 }
 
 /* ---- BCE with logits reduced in the core ---------------------------------------
@@ -1896,7 +1892,7 @@ int skit_bce_reduced(int dtype, int mode, int kind, const void *x, const void *y
     j.part = part;
     size_t cap = n / MIN_ELEMS_PER_THREAD;
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
-    int st = parallel_for_out(cnt, 1, grad ? n / cnt * j.s.E->elsize : 0, threads, 0, bce_task, &j);
+    int st = parallel_for(cnt, 1, threads, 0, bce_task, &j);
     if (st) return st;
     size_t k = 0;
     *total = n ? bce_join(n, depth, part, &k) : 0.0;
@@ -1972,9 +1968,7 @@ int skit_smooth(int kind, const float *x, size_t rows, size_t n, const double *w
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
     /* kinds 4 and 5 keep a row's exponentials: n rounded up to a vector, float64 */
     size_t scratch = kind >= 4 ? (n + 64) * sizeof(double) : 0;
-    size_t tout = grad ? j.grain * rowbytes : 0;
-    return parallel_for_out((rows + j.grain - 1) / j.grain, 1, tout, threads, scratch, smooth_task,
-                            &j);
+    return parallel_for((rows + j.grain - 1) / j.grain, 1, threads, scratch, smooth_task, &j);
 }
 
 /* ---- label smoothing: whole rows of one block, finished in C ------------------ */
@@ -2125,8 +2119,7 @@ int skit_vjp(int dtype, int mode, int islog, const void *y, const void *g, size_
     j.grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
     size_t cap = rows * n / MIN_ELEMS_PER_THREAD;
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
-    return parallel_for_out((rows + j.grain - 1) / j.grain, 1, j.grain * rowbytes, threads, 0,
-                            vjp_task, &j);
+    return parallel_for((rows + j.grain - 1) / j.grain, 1, threads, 0, vjp_task, &j);
 }
 
 /* ---- logsumexp with weights b ------------------------------------------------ */
