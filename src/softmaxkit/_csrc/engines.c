@@ -325,8 +325,9 @@ INLINE vd vexpd_p7_plain(vd d) {
     q = q * r + SKIT_EX4_0;
     q = q * r + 1.0;
     q = q * r + 1.0;
-    vd e = th * q;
-    return (vd)_mm512_scalef_pd((__m512d)e, (__m512d)k);
+    /* the entry scaled by 2^k while the polynomial is formed (exact: 2^(j/16) 2^k is
+     * normal for d >= -708), then one product: the same bits as scaling th * q */
+    return (vd)_mm512_scalef_pd((__m512d)th, (__m512d)k) * q;
 }
 #else
 INLINE vd vexpd_p7_plain(vd d) {
