@@ -339,15 +339,24 @@ def floor_table(rounds: int) -> dict[str, float]:
         def backward(ctx: Any, gout: torch.Tensor) -> torch.Tensor:
             return gm
 
+    # the fresh route's forward in three parts (the buffers, the C core's call, the loss
+    # tensor), stamped on every call: inside the step and in a tight loop
+    parts: list[tuple[float, float, float]] = []
+
     class Fresh(torch.autograd.Function):  # the core route with a fresh loss and gradient
         @staticmethod
         def forward(ctx: Any, z: torch.Tensor) -> torch.Tensor:
+            t0 = pc()
             lo, gr = np.empty((), np.float32), torch.empty_like(z)
+            t1 = pc()
             _ckernels.cross_entropy_reduced_at(
                 z.data_ptr(), ym.data_ptr(), 64, 100, 0, 1, 1, -100, 1, lo, gr.data_ptr()
             )
+            t2 = pc()
             ctx.grad = gr
-            return torch.from_numpy(lo)
+            out = torch.from_numpy(lo)
+            parts.append((t1 - t0, t2 - t1, pc() - t2))
+            return out
 
         @staticmethod
         def backward(ctx: Any, gout: torch.Tensor) -> torch.Tensor:
@@ -383,6 +392,14 @@ def floor_table(rounds: int) -> dict[str, float]:
                 opt.step()
             steps[key].append((pc() - ts) / 100)
             inside[key].append(ti / 100)
+    for i, name in enumerate(("buffers", "core", "wrap")):
+        out[f"fresh_step_{name}"] = statistics.median(p[i] for p in parts)
+    parts.clear()
+    zf = models["fresh"][0](xm).detach()
+    for _ in range(100 * rounds):
+        Fresh.apply(zf)
+    for i, name in enumerate(("buffers", "core", "wrap")):
+        out[f"fresh_tight_{name}"] = statistics.median(p[i] for p in parts)
     for key, crit in crits.items():
         out[f"mlp_inside_{key}"] = statistics.median(inside[key])
         out[f"mlp_step_{key}"] = statistics.median(steps[key])
@@ -497,6 +514,26 @@ def render_floor(f: dict[str, float], rounds: int) -> list[str]:
         "bare core route (the short route's checks, the module's and the functional's "
         "frames, a fresh gradient) is "
         f"{us['mlp_inside_skt'] - us['mlp_inside_core']:.1f} µs of the step.",
+        "",
+        "Where the fresh route's forward goes, inside the step and in a tight loop on the "
+        "same logits (medians of every call's own stamps):",
+        "",
+        "| part of the fresh route's forward | inside the step (µs) | tight loop (µs) |",
+        "|---|---:|---:|",
+        "| the loss and gradient buffers (`np.empty`, `torch.empty_like`) | "
+        f"{us['fresh_step_buffers']:.1f} | {us['fresh_tight_buffers']:.1f} |",
+        "| the C core's loss and gradient (`cross_entropy_reduced_at`, one thread) | "
+        f"{us['fresh_step_core']:.1f} | {us['fresh_tight_core']:.1f} |",
+        f"| the loss tensor (`torch.from_numpy`) | {us['fresh_step_wrap']:.1f} | "
+        f"{us['fresh_tight_wrap']:.1f} |",
+        "",
+        "Inside the step the buffers take "
+        f"{us['fresh_step_buffers'] / us['fresh_tight_buffers']:.1f}× their tight-loop "
+        f"time, the C core {us['fresh_step_core'] / us['fresh_tight_core']:.1f}× and the "
+        f"loss tensor {us['fresh_step_wrap'] / us['fresh_tight_wrap']:.1f}×: the "
+        "allocations slow down as much as the arithmetic, so what the step pays for is "
+        "code and data that the model's layers pushed out of the caches, not the work "
+        "itself.",
         "",
         f"Inside the step torch's loss takes {inside_t:.1f}× its tight-loop time and "
         f"softmaxkit's {inside_s:.1f}×; after a 3 ms wait, {waited_t:.1f}× and "
@@ -960,20 +997,25 @@ def render_overhead(
         "route 47.2–49.4 → 45.0–48.4 µs (torch 44.0–47.1 µs; the bare `Function` route "
         "without any check 39.2–41.8 µs, so the checks still cost about 6 µs inside the "
         "loop, against about 1.5 µs timed one by one).",
-        "- softmax/log_softmax from 256×1000 to 8×50257 are the accurate kernel: with its "
-        "float64 exponential it is a little slower than torch's float32 kernel kernel to "
-        "kernel on one thread (session 13: 0.93–0.96× for softmax, 0.84–0.97× for "
-        "log_softmax; the forward floor table below) and gains less from the second thread, "
-        "so the op through the front end does not reach 1.0×. Rows over 32768 classes "
-        "(8×50257) no longer compute their exponentials twice (0.50× → 0.72–0.74×). There "
-        "the kernel keeps each row's float64 exponentials between its passes (8 bytes an "
-        "element, 402 KB a row): with each thread's half of the input and of the output "
-        "that is 2.0 MB, the whole 2 MiB L2 of its core, where torch's kernel keeps its "
-        "exponentials in its output (1.6 MB), so in a loop over one input torch reads x "
-        "from L2 and softmaxkit does not (session 16, one process, 2 threads: the C core "
-        "into a fresh output 142–149 µs, `torch.softmax` 130–135 µs). Since session 16 the "
-        "everyday softmax/log_softmax hands the C core x's address instead of a NumPy view "
-        "(`softmax_at`; 32×10 forward 4.8 → 3.9 µs).",
+        "- softmax/log_softmax from 256×1000 to 8×50257 run the accurate kernel. Kernel to "
+        "kernel on one thread it is about even with torch's float32 kernel for softmax and "
+        "10–15% slower for log_softmax (the forward floor table below: a float64 "
+        "exponential per element and the maxima counted apart, 46 vector uops per 16 "
+        "elements against softmax's 37). Until session 17 the second thread also cost far "
+        "more than torch's: the C core handed its tasks out from one shared counter, so "
+        "from one call to the next a row went to whichever core asked first, and its input "
+        "and output lines sat in the other core's L2 from the call before. In one process "
+        "at 256×1000, the C core on 2 threads took 78 µs where one thread on half the rows "
+        "took 62 µs; torch's own split added 4 µs to its half. Since session 17 each thread "
+        "owns one contiguous region of the rows, the caller the first, and takes from the "
+        "back of another's only once its own is done: 256×1000 softmax through the C core "
+        "78 → 66 µs a call (torch 70 µs), log_softmax 87 → 78 µs (torch 65 µs); 8×50257 "
+        "softmax 142–148 → 124–126 µs (torch 117–129 µs). What is left there is the kernel "
+        "itself on one thread, and the run-to-run noise of this machine. Rows over 32768 "
+        "classes (8×50257) keep their float64 exponentials between the passes instead of "
+        "computing them twice since session 13 (0.50× → 0.72–0.74× then). Since session 16 "
+        "the everyday softmax/log_softmax hands the C core x's address instead of a NumPy "
+        "view (`softmax_at`; 32×10 forward 4.8 → 3.9 µs).",
         "- Large outputs (512×50257: 103 MB) are faulted in fresh on every call, and this "
         "virtual machine hands freed memory back to its host at once (free page reporting; "
         "see the kernels section), so such a call's time depends on what the calls before it "
