@@ -58,9 +58,18 @@ _ACC_EXP = (
     "table 2^(j/16) (a two-source permute, the degree-4 polynomial, the product by the "
     "entry and `vscalefpd`) 20"
 )
-_ACC_A = (
-    f"exp and sum 33 ({_ACC_EXP}, the maxima counted apart (one float32 compare, a mask "
-    "shift and a mask move) and the rest summed in 2 masked adds 5)"
+_ACC_COUNT = (
+    "the maxima counted apart (one float32 compare, a mask shift and a mask move) and the "
+    "rest summed in 2 masked adds 5"
+)
+_ACC_A = f"exp and sum 33 ({_ACC_EXP}, {_ACC_COUNT})"
+# log_softmax rows of up to KEEPX_N elements (driver.c) keep their widened entries for
+# the output pass: widened before the clamp (which then takes two float64 maxima
+# instead of one float32 one) and stored, so the output pass does not widen again
+_ACC_A_KEEP = (
+    "exp and sum 34 (widening to float64 5, kept, then clamped 2, x − max 2, two float64 "
+    "exponentials with the table 2^(j/16) (a two-source permute, the degree-4 polynomial, "
+    f"the product by the entry and `vscalefpd`) 20, {_ACC_COUNT})"
 )
 _ACC_A_SUM = f"exp and sum 30 ({_ACC_EXP}, every term summed 2)"
 UOPS: dict[tuple[str, str], tuple[float, str]] = {
@@ -74,11 +83,27 @@ UOPS: dict[tuple[str, str], tuple[float, str]] = {
         f"row maximum 1; {_ACC_A_SUM}; the product e·f in float64 rounded once to float32 6",
     ),
     ("log_softmax", "accurate"): (
+        43,
+        f"row maximum 1; {_ACC_A_KEEP}; x − C − c in float64 from the kept entries (two "
+        "subtractions, C + c = M + L) and rounded back 8",
+    ),
+}
+KEEPX_N = 4096
+# rows over KEEPX_N elements: the output pass widens the floats again
+UOPS_LONG: dict[tuple[str, str], tuple[float, str]] = {
+    ("log_softmax", "accurate"): (
         46,
         f"row maximum 1; {_ACC_A}; x − C − c in float64 (two subtractions, C + c = M + L), "
         "widened and rounded back 12",
     ),
 }
+
+
+def uops(op: str, prec: str, n: int) -> float:
+    """Vector uops per 16 elements of the AVX-512 engine's loops for rows of n elements."""
+    if n > KEEPX_N and (op, prec) in UOPS_LONG:
+        return UOPS_LONG[(op, prec)][0]
+    return UOPS[(op, prec)][0]
 
 
 def _build() -> Path | None:

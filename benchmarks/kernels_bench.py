@@ -575,7 +575,7 @@ def _reporting_note() -> str:
 
 def _port_section(pf: Any, two: list[tuple[str, float]], one: list[float]) -> list[str]:
     """The measured vector-port floor and the uop counts it multiplies."""
-    from _portfloor import FMAS_PER_CALL, UOPS
+    from _portfloor import FMAS_PER_CALL, KEEPX_N, UOPS, UOPS_LONG
 
     out = ["### The vector-port floor of this machine, measured", ""]
     if not pf.available or not two:
@@ -611,6 +611,10 @@ def _port_section(pf: Any, two: list[tuple[str, float]], one: list[float]) -> li
     ]
     for (op, prec), (u, what) in UOPS.items():
         out.append(f"| {op} | {prec} | {u:g} | {what} | {u / 16 * two_med:.3f} |")
+    for (op, prec), (u, what) in UOPS_LONG.items():
+        out.append(
+            f"| {op} | {prec}, rows over {KEEPX_N} | {u:g} | {what} | {u / 16 * two_med:.3f} |"
+        )
     out += [
         "",
         "Each missed target below states whether it lies under this floor (with the "
@@ -627,13 +631,13 @@ def _port_section(pf: Any, two: list[tuple[str, float]], one: list[float]) -> li
 def _port_floor(op: str, prec: str, n: int, ns_uop: float | None, target: float) -> str:
     """The vector-port floor of softmaxkit's kernel for this case against the
     largest time per element that would meet the target."""
-    from _portfloor import UOPS
+    from _portfloor import UOPS, uops
 
     if ns_uop is None:
         return " No C compiler or AVX2 here: the port floor was not measured."
     if n <= 256 or (op, prec) not in UOPS:
         return " Rows this short run the transposed kernels, whose uops are not counted here."
-    u = UOPS[(op, prec)][0]
+    u = uops(op, prec, n)
     floor = u / 16 * ns_uop
     verdict = (
         "the target lies below it: out of reach for this instruction stream"
@@ -658,7 +662,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from _portfloor import UOPS, PortFloor
+    from _portfloor import PortFloor, uops
 
     from softmaxkit import _dispatch
     from softmaxkit._bench import _cpu_model
@@ -892,7 +896,8 @@ def main() -> None:
         if ns_uop is not None:
             one_thread.append(ns_uop)
             if dtype == "float32" and int(sname.split("×")[1]) > 256:
-                pfl = [_f(UOPS[(fop, p)][0] / 16 * ns_uop) for p in ("fast", "accurate")]
+                n = int(sname.split("×")[1])
+                pfl = [_f(uops(fop, p, n) / 16 * ns_uop) for p in ("fast", "accurate")]
         lines.append(
             f"| {fop} | {sname} | {dtype} | {_f(tv)} | {_f(fv)} | {_f(av)} | "
             + " | ".join(pfl)

@@ -845,7 +845,7 @@ def forward_floor_table(rounds: int) -> tuple[list[dict[str, Any]], str]:
     import softmaxkit as sk
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _portfloor import UOPS, PortFloor
+    from _portfloor import PortFloor, uops
 
     pf = PortFloor()
     if not pf.available:
@@ -880,7 +880,8 @@ def forward_floor_table(rounds: int) -> tuple[list[dict[str, Any]], str]:
                     best[k].append(b * 1e9 / x.size)
             med = {k: statistics.median(v) for k, v in best.items()}
             for op in ("softmax", "log_softmax"):
-                floor = UOPS[(op, "accurate")][0] / 16 * med["uop"]
+                u = uops(op, "accurate", shape[1])
+                floor = u / 16 * med["uop"]
                 rows.append(
                     {
                         "op": op,
@@ -888,7 +889,7 @@ def forward_floor_table(rounds: int) -> tuple[list[dict[str, Any]], str]:
                         "torch": med[f"torch {op}"],
                         "skt": med[f"skt {op}"],
                         "floor": floor,
-                        "uops": UOPS[(op, "accurate")][0],
+                        "uops": u,
                         "ns_uop": med["uop"],
                     }
                 )
@@ -900,7 +901,7 @@ def forward_floor_table(rounds: int) -> tuple[list[dict[str, Any]], str]:
 def render_forward_floor(rows: list[dict[str, Any]], isa: str, rounds: int) -> list[str]:
     if not rows:
         return []
-    from _portfloor import UOPS
+    from _portfloor import KEEPX_N, UOPS, UOPS_LONG
 
     out = [
         "Where the softmax/log_softmax forward's time goes, kernel to kernel on one thread "
@@ -925,7 +926,8 @@ def render_forward_floor(rows: list[dict[str, Any]], isa: str, rounds: int) -> l
         "",
         "The accurate kernel carries every element through a float64 exponential and "
         f"rounds once ({UOPS[('softmax', 'accurate')][0]:g} uops per 16 elements for "
-        f"softmax, {UOPS[('log_softmax', 'accurate')][0]:g} for log_softmax, against "
+        f"softmax, {UOPS[('log_softmax', 'accurate')][0]:g} for log_softmax "
+        f"({UOPS_LONG[('log_softmax', 'accurate')][0]:g} on rows over {KEEPX_N}), against "
         f"{UOPS[('softmax', 'fast')][0]:g} and {UOPS[('log_softmax', 'fast')][0]:g} for "
         "the fast mode's float32 loop): to take torch's float32 "
         "kernel's time it would have to keep the two vector ports busier than the share "
