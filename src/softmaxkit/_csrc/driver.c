@@ -579,12 +579,14 @@ static inline void *blk_scratch(const job *j, size_t r, size_t b) {
     return (char *)tl_scratch + b * SCRATCH_SLOT + (r & 1) * j->pair_off;
 }
 
-static void phase_a(const job *j, size_t r, size_t b, skit_bstat *st) {
+/* phase A of block b of row r; next: NULL, or input the thread reads after it (its
+ * lines are fetched as the block's are read) */
+static void phase_a(const job *j, size_t r, size_t b, skit_bstat *st, const char *next) {
     size_t off = b * j->block;
     const uint8_t *m = mrow(j, r);
     const skit_engine *E = j->E;
     void (*f)(const void *, const uint8_t *, size_t, double, skit_bstat *, void *,
-              const void *) = E->stats;
+              const void *, const void *) = E->stats;
     if (j->op == OP_SOFTMAX && E->stats_sum) f = E->stats_sum;
     if (j->op == OP_LOGSOFTMAX && j->store) f = E->stats_keepx; /* set: see skit_softmax */
     /* the block's output lines, fetched for phase B while the statistics pass computes
@@ -595,7 +597,7 @@ static void phase_a(const job *j, size_t r, size_t b, skit_bstat *st) {
     char *o = orow(j, r);
     const void *pf = o && j->op != OP_LSE && !j->stream ? o + off * E->elsize : NULL;
     f(xrow(j, r) + off * E->elsize, m ? m + off : NULL, blen(j, b), j->a->temperature, st,
-      j->store ? blk_scratch(j, r, b) : NULL, pf);
+      j->store ? blk_scratch(j, r, b) : NULL, pf, next);
 }
 
 static void combine(const job *j, const skit_bstat *bs, skit_rstat *rs, int need_L, int need_R) {
@@ -1020,7 +1022,7 @@ static void row_task(void *ctx, size_t r) {
         j->err = SKIT_ENOMEM;
         return;
     }
-    for (size_t b = 0; b < j->nb; b++) phase_a(j, r, b, &bs[b]);
+    for (size_t b = 0; b < j->nb; b++) phase_a(j, r, b, &bs[b], NULL);
     row_rest(j, r, bs);
     if (bs != local) free(bs);
 }
@@ -1048,18 +1050,20 @@ static void row_pair_task(void *ctx, size_t t) {
         return;
     }
     skit_bstat b0, b1;
-    phase_a(j, r, 0, &b0);
-    phase_a(j, r + 1, 0, &b1);
-    /* the next pair's rows are fetched while this pair's second passes compute out of
-     * the L1 cache: the rows a thread takes next follow its own (one region per
-     * thread), and the first pass over a row otherwise waits on its misses
-     * (2 threads, float32 out=, two builds alternated, ns/elem: 8192x500 fast softmax
-     * 0.35-0.36 -> 0.32-0.33, accurate log_softmax 0.47-0.54 -> 0.44-0.45; 4096x1000
-     * accurate log_softmax 0.43 -> 0.38-0.39, fast softmax 0.36-0.38 -> 0.36) */
-    size_t rowb = j->a->n * j->E->elsize;
-    if (r + 2 < j->a->rows) prefetch_bytes(xrow(j, r + 2), rowb);
+    /* the next pair's rows are fetched while this pair's statistics passes read theirs,
+     * a line for each line read: the rows a thread takes next follow its own (one region
+     * per thread), and the first pass over a row otherwise waits on its misses. Since
+     * session 14 they were fetched all at once before each second pass (2 threads,
+     * float32 out=, ns/elem: 8192x500 fast softmax 0.35-0.36 -> 0.32-0.33, 4096x1000
+     * accurate log_softmax 0.43 -> 0.38-0.39); spread over the first passes instead,
+     * they no longer hold up the loads of the pass that issues them (session 17, kbench,
+     * 2 threads, medians: 4096x1000 accurate softmax 0.273 -> 0.239, log_softmax 0.300
+     * -> 0.258, fast softmax 0.243 -> 0.197, accurate cross-entropy with its gradient
+     * 0.310 -> 0.270, 8192x500 fast softmax 0.248 -> 0.234) */
+    size_t rows = j->a->rows;
+    phase_a(j, r, 0, &b0, r + 2 < rows ? xrow(j, r + 2) : NULL);
+    phase_a(j, r + 1, 0, &b1, r + 3 < rows ? xrow(j, r + 3) : NULL);
     row_rest(j, r, &b0);
-    if (r + 3 < j->a->rows) prefetch_bytes(xrow(j, r + 3), rowb);
     row_rest(j, r + 1, &b1);
 }
 
@@ -1262,7 +1266,7 @@ static void small_ce_task(void *ctx, size_t t) {
 /* two-level: tasks are (row, block) pairs */
 static void block_a_task(void *ctx, size_t i) {
     job *j = (job *)ctx;
-    phase_a(j, i / j->nb, i % j->nb, &j->bs[i]);
+    phase_a(j, i / j->nb, i % j->nb, &j->bs[i], NULL);
 }
 static void block_b_task(void *ctx, size_t i) {
     job *j = (job *)ctx;
@@ -1485,7 +1489,7 @@ int skit_state_apply(const skit_rows *a, const double *m, const double *c, const
 static void bstat_task(void *ctx, size_t i) {
     job *j = (job *)ctx;
     skit_bstat st;
-    phase_a(j, i / j->nb, i % j->nb, &st);
+    phase_a(j, i / j->nb, i % j->nb, &st, NULL);
     double m = st.m, c = dd_value(st.c), sh = st.s.hi, sl = st.s.lo;
     if (st.nan) {
         m = NAN;
@@ -1551,7 +1555,7 @@ static void ext_row_task(void *ctx, size_t r) {
     }
     if (j->store) { /* as skit_cross_entropy: rows of few blocks keep their exponentials */
         skit_bstat again;
-        for (size_t b = 0; b < j->nb; b++) phase_a(j, r, b, &again);
+        for (size_t b = 0; b < j->nb; b++) phase_a(j, r, b, &again, NULL);
     }
     skit_rstat rs;
     skit_dd fac = row_finish(j, r, bs, &rs);
@@ -2169,7 +2173,7 @@ static void lseb_row(void *ctx, size_t r) {
     for (size_t q = 0; q < j->nb; q++) {
         size_t off = q * j->block, len = n - off < j->block ? n - off : j->block;
         skit_bstat st;
-        E->stats(x + off * E->elsize, m ? m + off : NULL, len, 1.0, &st, NULL, NULL);
+        E->stats(x + off * E->elsize, m ? m + off : NULL, len, 1.0, &st, NULL, NULL, NULL);
         nan |= st.nan;
         kinf += st.kinf;
         if (st.m > M) M = st.m;

@@ -833,11 +833,14 @@ INLINE vi lanes_below(size_t cnt) {
     return idx < (int)cnt;
 }
 
-/* The output line at byte byte_off of pf (NULL: none) fetched for writing: the
- * statistics loops call it once per 64 bytes or less of the output that phase B will
- * write, so that its stores find the lines in the L1 cache (skit_engine.stats). */
-INLINE void pf_out(const void *pf, size_t byte_off) {
+/* The statistics loops call this once per 64 bytes or less of the block they read
+ * (skit_engine.stats): the output line at byte byte_off of pf, which phase B will
+ * write, fetched for writing, so that its stores find it in the L1 cache; and the line
+ * at byte byte_off of pfx, the input the thread reads next, fetched for reading (NULL:
+ * none). */
+INLINE void pf_out(const void *pf, const void *pfx, size_t byte_off) {
     if (pf) __builtin_prefetch((const char *)pf + byte_off, 1, 3);
+    if (pfx) __builtin_prefetch((const char *)pfx + byte_off, 0, 3);
 }
 
 /* stats of a block on the plain path (m its maximum); exp(x - m) 2^64 into so
@@ -845,7 +848,7 @@ INLINE void pf_out(const void *pf, size_t byte_off) {
 /* count = 0 (softmax, which needs only c + s): every term goes into the rest sum and c
  * is 0 (no compare or masked count per vector) */
 INLINE void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, float *so,
-                             const void *pf, int count) {
+                             const void *pf, const void *pfx, int count) {
     const vf mv = splatf(m), negm = splatf(-m), lowb = splatf(e32f_lowb(m));
     vi cnt = {0};
     vd s0 = {0}, s1 = {0};
@@ -855,7 +858,7 @@ INLINE void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
         vi im_;                                                         \
         vf es_ = e32f_pexp(ldf(x + i + (u) * NF), mv, negm, lowb, &im_); \
         if (so) stf(so + i + (u) * NF, es_);                            \
-        pf_out(pf, (i + (u) * NF) * sizeof(float));                      \
+        pf_out(pf, pfx, (i + (u) * NF) * sizeof(float));                      \
         cnt += im_;                                                     \
         dst = count ? (vf)(~im_ & (vi)es_) : es_;                        \
     } while (0)
@@ -880,7 +883,7 @@ INLINE void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
                 k[u] = _mm512_cmp_ps_mask((__m512)v, (__m512)mv, _CMP_NEQ_UQ);
                 e[u] = (__m512)vexpf_p(dd, lo);
                 if (so) stf(so + i + u * NF, (vf)e[u]);
-                pf_out(pf, (i + u * NF) * sizeof(float));
+                pf_out(pf, pfx, (i + u * NF) * sizeof(float));
                 below = _mm512_mask_add_epi32(below, k[u], below, one);
             }
             __m512 a = _mm512_maskz_mov_ps(k[0], e[0]);
@@ -946,14 +949,14 @@ INLINE void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
 }
 
 INLINE void e32f_stats_k(const void *xv, const uint8_t *mask, size_t n, double Td, skit_bstat *st,
-                         void *scratch, const void *pf, int count) {
+                         void *scratch, const void *pf, const void *pfx, int count) {
     const float *x = (const float *)xv;
     float *so = (float *)scratch;
     float T = (float)Td;
     if (!mask && T == 1.0f) {
         float pm = e32f_rowmax(x, n);
         if (e32f_plain_ok(pm)) {
-            e32f_stats_plain(x, n, pm, st, so, pf, count);
+            e32f_stats_plain(x, n, pm, st, so, pf, pfx, count);
             return;
         }
     }
@@ -990,8 +993,8 @@ INLINE void e32f_stats_k(const void *xv, const uint8_t *mask, size_t n, double T
         (void)e32f_exp_vm2(e32f_load(x + i, mask ? mask + i : NULL, T), splatf(m), &sa, &e);
         (void)e32f_exp_vm2(e32f_load(x + i + NF, mask ? mask + i + NF : NULL, T), splatf(m), &sb,
                            &f);
-        pf_out(pf, i * sizeof(float));
-        pf_out(pf, (i + NF) * sizeof(float));
+        pf_out(pf, pfx, i * sizeof(float));
+        pf_out(pf, pfx, (i + NF) * sizeof(float));
         if (so) {
             stf(so + i, e);
             stf(so + i + NF, f);
@@ -1000,7 +1003,7 @@ INLINE void e32f_stats_k(const void *xv, const uint8_t *mask, size_t n, double T
     for (; i < nf; i += NF) {
         vf e;
         (void)e32f_exp_vm2(e32f_load(x + i, mask ? mask + i : NULL, T), splatf(m), &sa, &e);
-        pf_out(pf, i * sizeof(float));
+        pf_out(pf, pfx, i * sizeof(float));
         if (so) stf(so + i, e);
     }
     if (r) {
@@ -1020,12 +1023,14 @@ INLINE void e32f_stats_k(const void *xv, const uint8_t *mask, size_t n, double T
  * its P##_stats_k */
 #define STATS_ENTRIES(P)                                                                  \
     static void P##_stats(const void *xv, const uint8_t *mask, size_t n, double T,        \
-                          skit_bstat *st, void *scratch, const void *pf) {                \
-        P##_stats_k(xv, mask, n, T, st, scratch, pf, 1);                                  \
+                          skit_bstat *st, void *scratch, const void *pf,                  \
+                          const void *pfx) {                                              \
+        P##_stats_k(xv, mask, n, T, st, scratch, pf, pfx, 1);                             \
     }                                                                                     \
     static void P##_stats_sum(const void *xv, const uint8_t *mask, size_t n, double T,    \
-                              skit_bstat *st, void *scratch, const void *pf) {            \
-        P##_stats_k(xv, mask, n, T, st, scratch, pf, 0);                                  \
+                              skit_bstat *st, void *scratch, const void *pf,              \
+                              const void *pfx) {                                          \
+        P##_stats_k(xv, mask, n, T, st, scratch, pf, pfx, 0);                             \
     }
 STATS_ENTRIES(e32f)
 
@@ -1730,7 +1735,7 @@ INLINE void e32a_acc_rest(vf v, vf mf, vd a, vd b, vd mv, vd ea, vd eb, vd *s0, 
  * rest, with plain vector adds instead of a compare, a masked add and a count per
  * vector; c is 0 */
 INLINE void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, double *so,
-                             const void *pf, int count, int keepx) {
+                             const void *pf, const void *pfx, int count, int keepx) {
     const vf lowb = splatf(e32f_lowb(m));
     const vd lowbd = splatd((double)e32f_lowb(m));
     const vd mv = splatd((double)m);
@@ -1741,7 +1746,7 @@ INLINE void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
     for (; i + NF <= n; i += NF) {
         vf v;
         vd a, b;
-        pf_out(pf, i * sizeof(float));
+        pf_out(pf, pfx, i * sizeof(float));
         if (keepx) {
             /* widened first and kept, then clamped in float64 (the same values: the
              * widening is exact); v stays unclamped, which != m exactly where the
@@ -1825,7 +1830,8 @@ INLINE void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
  * exponential, so that e32a_logsub_kept need not widen the floats again. It is filled
  * whenever the block's statistics come out finite (m > -inf, no NaN, no +inf). */
 INLINE void e32a_stats_kx(const void *xv, const uint8_t *mask, size_t n, double T,
-                          skit_bstat *st, void *scratch, const void *pf, int count, int keepx) {
+                          skit_bstat *st, void *scratch, const void *pf, const void *pfx,
+                          int count, int keepx) {
     const float *x = (const float *)xv;
     double *so = (double *)scratch;
     size_t r = n % ND, nf = n - r;
@@ -1838,7 +1844,7 @@ INLINE void e32a_stats_kx(const void *xv, const uint8_t *mask, size_t n, double 
          * no finite maximum, the row is scanned for one. */
         float fm = e32f_rowmax(x, n);
         if (e32f_plain_ok(fm)) {
-            e32a_stats_plain(x, n, fm, st, so, pf, count, keepx);
+            e32a_stats_plain(x, n, fm, st, so, pf, pfx, count, keepx);
             return;
         }
         mx = (double)fm;
@@ -1865,7 +1871,7 @@ INLINE void e32a_stats_kx(const void *xv, const uint8_t *mask, size_t n, double 
         vd w = e32a_load(x + i + ND, mask ? mask + i + ND : NULL, T);
         vd e = e32a_exp_vec(u, m, &sa);
         vd f = e32a_exp_vec(w, m, &sb);
-        pf_out(pf, i * sizeof(float));
+        pf_out(pf, pfx, i * sizeof(float));
         if (so) {
             std_(so + i, keepx ? u : e);
             std_(so + i + ND, keepx ? w : f);
@@ -1874,7 +1880,7 @@ INLINE void e32a_stats_kx(const void *xv, const uint8_t *mask, size_t n, double 
     for (; i < nf; i += ND) {
         vd u = e32a_load(x + i, mask ? mask + i : NULL, T);
         vd e = e32a_exp_vec(u, m, &sa);
-        pf_out(pf, i * sizeof(float));
+        pf_out(pf, pfx, i * sizeof(float));
         if (so) std_(so + i, keepx ? u : e);
     }
     if (r) {
@@ -1896,13 +1902,13 @@ INLINE void e32a_stats_kx(const void *xv, const uint8_t *mask, size_t n, double 
 }
 
 INLINE void e32a_stats_k(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
-                         void *scratch, const void *pf, int count) {
-    e32a_stats_kx(xv, mask, n, T, st, scratch, pf, count, 0);
+                         void *scratch, const void *pf, const void *pfx, int count) {
+    e32a_stats_kx(xv, mask, n, T, st, scratch, pf, pfx, count, 0);
 }
 STATS_ENTRIES(e32a)
 static void e32a_stats_keepx(const void *xv, const uint8_t *mask, size_t n, double T,
-                             skit_bstat *st, void *scratch, const void *pf) {
-    e32a_stats_kx(xv, mask, n, T, st, scratch, pf, 1, 1);
+                             skit_bstat *st, void *scratch, const void *pf, const void *pfx) {
+    e32a_stats_kx(xv, mask, n, T, st, scratch, pf, pfx, 1, 1);
 }
 
 /* store ND floats (half a vector) */
@@ -2324,15 +2330,15 @@ static skit_dd e64a_unscale_fwd(skit_dd a) {
     if (nan || kinf || m == -INFINITY) return;
 
 static void e64f_stats(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
-                       void *scratch, const void *pf) {
+                       void *scratch, const void *pf, const void *pfx) {
     double *so = (double *)scratch;
     STATS_HEAD_D(double)
     sumacc_dc sa = {(vd){0}, (vd){0}, (vd){0}}, sb = sa;
     for (i = 0; i + 2 * ND <= nf; i += 2 * ND) {
         vd e = e64f_exp_vec(e64_load(x + i, mask ? mask + i : NULL, T), m, &sa);
         vd f = e64f_exp_vec(e64_load(x + i + ND, mask ? mask + i + ND : NULL, T), m, &sb);
-        pf_out(pf, i * sizeof(double));
-        pf_out(pf, (i + ND) * sizeof(double));
+        pf_out(pf, pfx, i * sizeof(double));
+        pf_out(pf, pfx, (i + ND) * sizeof(double));
         if (so) {
             std_(so + i, e);
             std_(so + i + ND, f);
@@ -2340,7 +2346,7 @@ static void e64f_stats(const void *xv, const uint8_t *mask, size_t n, double T, 
     }
     for (; i < nf; i += ND) {
         vd e = e64f_exp_vec(e64_load(x + i, mask ? mask + i : NULL, T), m, &sa);
-        pf_out(pf, i * sizeof(double));
+        pf_out(pf, pfx, i * sizeof(double));
         if (so) std_(so + i, e);
     }
     if (r) {
@@ -2517,7 +2523,7 @@ INLINE void e64a_exp_chunk(const double *x, const uint8_t *mask, double T, doubl
 #define E64A_LO(p) ((double *)(p) + SKIT_SCRATCH_ELEMS)
 
 static void e64a_stats(const void *xv, const uint8_t *mask, size_t n, double T, skit_bstat *st,
-                       void *scratch, const void *pf) {
+                       void *scratch, const void *pf, const void *pfx) {
     double *sh = (double *)scratch;
     STATS_HEAD_D(double)
     double *sl = sh ? E64A_LO(sh) : NULL;
@@ -2527,13 +2533,13 @@ static void e64a_stats(const void *xv, const uint8_t *mask, size_t n, double T, 
                        sl ? sl + i : NULL);
         e64a_exp_chunk(x + i + ND, mask ? mask + i + ND : NULL, T, m, &sb,
                        sh ? sh + i + ND : NULL, sl ? sl + i + ND : NULL);
-        pf_out(pf, i * sizeof(double));
-        pf_out(pf, (i + ND) * sizeof(double));
+        pf_out(pf, pfx, i * sizeof(double));
+        pf_out(pf, pfx, (i + ND) * sizeof(double));
     }
     for (; i < nf; i += ND) {
         e64a_exp_chunk(x + i, mask ? mask + i : NULL, T, m, &sa, sh ? sh + i : NULL,
                        sl ? sl + i : NULL);
-        pf_out(pf, i * sizeof(double));
+        pf_out(pf, pfx, i * sizeof(double));
     }
     if (r) e64a_exp_chunk(xb, mb, T, m, &sa, sh ? sh + nf : NULL, sl ? sl + nf : NULL);
     double c = 0.0;

@@ -117,9 +117,11 @@ typedef struct {
     /* stats of one block; if scratch != NULL also keeps exp(x - m_block) there; pf:
      * NULL, or the block's output, which phase B writes once the row's statistics are
      * known: the loops touch its lines for writing as they go (one software prefetch per
-     * 64 bytes of output), so that phase B's stores find them in the L1 cache */
+     * 64 bytes of output), so that phase B's stores find them in the L1 cache; pfx:
+     * NULL, or input the thread reads next, whose lines the loops fetch at the same
+     * offsets as they go */
     void (*stats)(const void *x, const uint8_t *mask, size_t n, double T, skit_bstat *st,
-                  void *scratch, const void *pf);
+                  void *scratch, const void *pf, const void *pfx);
     /* out = exp(x - M) * f over a block (f double-word: the row's 1/D and scale) */
     void (*expscale)(const void *x, const uint8_t *mask, size_t n, double T, double M, skit_dd f,
                      void *out, int stream);
@@ -180,12 +182,12 @@ typedef struct {
     /* `stats` for softmax alone, which needs only c + s: c may be 0 with every term in
      * s (NULL: softmax takes `stats`) */
     void (*stats_sum)(const void *x, const uint8_t *mask, size_t n, double T, skit_bstat *st,
-                      void *scratch, const void *pf);
+                      void *scratch, const void *pf, const void *pfx);
     /* `stats` for log_softmax that keeps each entry as `logsub` reads it (widened,
      * scaled and masked) in the scratch, whenever the block's statistics come out
      * finite, and `logsub` from those kept entries (NULL: log_softmax keeps nothing) */
     void (*stats_keepx)(const void *x, const uint8_t *mask, size_t n, double T, skit_bstat *st,
-                        void *scratch, const void *pf);
+                        void *scratch, const void *pf, const void *pfx);
     void (*logsub_kept)(const void *scratch, size_t n, double M, skit_dd L, void *out,
                         int stream);
 } skit_engine;
