@@ -214,7 +214,8 @@ static void pworker(pjob *j) {
     }
     tl_scratch = buf;
     if (j->nreg) {
-        int me = pthread_equal(pthread_self(), j->caller) ? 0 : 1 + atomic_fetch_add(&j->arrive, 1);
+        int me = pthread_equal(pthread_self(), j->caller) ? 0
+                                                            : 1 + atomic_fetch_add(&j->arrive, 1);
         size_t i, end;
         if (me < j->nreg)
             while (region_take(j, me, 0, &i, &end))

@@ -838,7 +838,7 @@ INLINE vi lanes_below(size_t cnt) {
  * write, fetched for writing, so that its stores find it in the L1 cache; and the line
  * at byte byte_off of pfx, the input the thread reads next, fetched for reading (NULL:
  * none). */
-INLINE void pf_out(const void *pf, const void *pfx, size_t byte_off) {
+INLINE void pf_lines(const void *pf, const void *pfx, size_t byte_off) {
     if (pf) __builtin_prefetch((const char *)pf + byte_off, 1, 3);
     if (pfx) __builtin_prefetch((const char *)pfx + byte_off, 0, 3);
 }
@@ -858,7 +858,7 @@ INLINE void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
         vi im_;                                                         \
         vf es_ = e32f_pexp(ldf(x + i + (u) * NF), mv, negm, lowb, &im_); \
         if (so) stf(so + i + (u) * NF, es_);                            \
-        pf_out(pf, pfx, (i + (u) * NF) * sizeof(float));                      \
+        pf_lines(pf, pfx, (i + (u) * NF) * sizeof(float));                      \
         cnt += im_;                                                     \
         dst = count ? (vf)(~im_ & (vi)es_) : es_;                        \
     } while (0)
@@ -883,7 +883,7 @@ INLINE void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
                 k[u] = _mm512_cmp_ps_mask((__m512)v, (__m512)mv, _CMP_NEQ_UQ);
                 e[u] = (__m512)vexpf_p(dd, lo);
                 if (so) stf(so + i + u * NF, (vf)e[u]);
-                pf_out(pf, pfx, (i + u * NF) * sizeof(float));
+                pf_lines(pf, pfx, (i + u * NF) * sizeof(float));
                 below = _mm512_mask_add_epi32(below, k[u], below, one);
             }
             __m512 a = _mm512_maskz_mov_ps(k[0], e[0]);
@@ -993,8 +993,8 @@ INLINE void e32f_stats_k(const void *xv, const uint8_t *mask, size_t n, double T
         (void)e32f_exp_vm2(e32f_load(x + i, mask ? mask + i : NULL, T), splatf(m), &sa, &e);
         (void)e32f_exp_vm2(e32f_load(x + i + NF, mask ? mask + i + NF : NULL, T), splatf(m), &sb,
                            &f);
-        pf_out(pf, pfx, i * sizeof(float));
-        pf_out(pf, pfx, (i + NF) * sizeof(float));
+        pf_lines(pf, pfx, i * sizeof(float));
+        pf_lines(pf, pfx, (i + NF) * sizeof(float));
         if (so) {
             stf(so + i, e);
             stf(so + i + NF, f);
@@ -1003,7 +1003,7 @@ INLINE void e32f_stats_k(const void *xv, const uint8_t *mask, size_t n, double T
     for (; i < nf; i += NF) {
         vf e;
         (void)e32f_exp_vm2(e32f_load(x + i, mask ? mask + i : NULL, T), splatf(m), &sa, &e);
-        pf_out(pf, pfx, i * sizeof(float));
+        pf_lines(pf, pfx, i * sizeof(float));
         if (so) stf(so + i, e);
     }
     if (r) {
@@ -1746,7 +1746,7 @@ INLINE void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
     for (; i + NF <= n; i += NF) {
         vf v;
         vd a, b;
-        pf_out(pf, pfx, i * sizeof(float));
+        pf_lines(pf, pfx, i * sizeof(float));
         if (keepx) {
             /* widened first and kept, then clamped in float64 (the same values: the
              * widening is exact); v stays unclamped, which != m exactly where the
@@ -1871,7 +1871,7 @@ INLINE void e32a_stats_kx(const void *xv, const uint8_t *mask, size_t n, double 
         vd w = e32a_load(x + i + ND, mask ? mask + i + ND : NULL, T);
         vd e = e32a_exp_vec(u, m, &sa);
         vd f = e32a_exp_vec(w, m, &sb);
-        pf_out(pf, pfx, i * sizeof(float));
+        pf_lines(pf, pfx, i * sizeof(float));
         if (so) {
             std_(so + i, keepx ? u : e);
             std_(so + i + ND, keepx ? w : f);
@@ -1880,7 +1880,7 @@ INLINE void e32a_stats_kx(const void *xv, const uint8_t *mask, size_t n, double 
     for (; i < nf; i += ND) {
         vd u = e32a_load(x + i, mask ? mask + i : NULL, T);
         vd e = e32a_exp_vec(u, m, &sa);
-        pf_out(pf, pfx, i * sizeof(float));
+        pf_lines(pf, pfx, i * sizeof(float));
         if (so) std_(so + i, keepx ? u : e);
     }
     if (r) {
@@ -2337,8 +2337,8 @@ static void e64f_stats(const void *xv, const uint8_t *mask, size_t n, double T, 
     for (i = 0; i + 2 * ND <= nf; i += 2 * ND) {
         vd e = e64f_exp_vec(e64_load(x + i, mask ? mask + i : NULL, T), m, &sa);
         vd f = e64f_exp_vec(e64_load(x + i + ND, mask ? mask + i + ND : NULL, T), m, &sb);
-        pf_out(pf, pfx, i * sizeof(double));
-        pf_out(pf, pfx, (i + ND) * sizeof(double));
+        pf_lines(pf, pfx, i * sizeof(double));
+        pf_lines(pf, pfx, (i + ND) * sizeof(double));
         if (so) {
             std_(so + i, e);
             std_(so + i + ND, f);
@@ -2346,7 +2346,7 @@ static void e64f_stats(const void *xv, const uint8_t *mask, size_t n, double T, 
     }
     for (; i < nf; i += ND) {
         vd e = e64f_exp_vec(e64_load(x + i, mask ? mask + i : NULL, T), m, &sa);
-        pf_out(pf, pfx, i * sizeof(double));
+        pf_lines(pf, pfx, i * sizeof(double));
         if (so) std_(so + i, e);
     }
     if (r) {
@@ -2533,13 +2533,13 @@ static void e64a_stats(const void *xv, const uint8_t *mask, size_t n, double T, 
                        sl ? sl + i : NULL);
         e64a_exp_chunk(x + i + ND, mask ? mask + i + ND : NULL, T, m, &sb,
                        sh ? sh + i + ND : NULL, sl ? sl + i + ND : NULL);
-        pf_out(pf, pfx, i * sizeof(double));
-        pf_out(pf, pfx, (i + ND) * sizeof(double));
+        pf_lines(pf, pfx, i * sizeof(double));
+        pf_lines(pf, pfx, (i + ND) * sizeof(double));
     }
     for (; i < nf; i += ND) {
         e64a_exp_chunk(x + i, mask ? mask + i : NULL, T, m, &sa, sh ? sh + i : NULL,
                        sl ? sl + i : NULL);
-        pf_out(pf, pfx, i * sizeof(double));
+        pf_lines(pf, pfx, i * sizeof(double));
     }
     if (r) e64a_exp_chunk(xb, mb, T, m, &sa, sh ? sh + nf : NULL, sl ? sl + nf : NULL);
     double c = 0.0;
