@@ -1321,39 +1321,68 @@ INLINE v8f ld8f(const float *p) {
 }
 INLINE void st8f(float *p, v8f v) { memcpy(p, &v, sizeof v); }
 
+#if VB == 64
+/* Two 8x8 blocks side by side, one in each 256-bit half of r[0..8), transposed
+ * together: 24 shuffles for 128 floats, where two tr8x8 and the joins or splits
+ * between halves took 56. Shuffles issue on one port only, so the transposes were
+ * the short-row kernel's largest cost (1024x40 fast softmax, one thread: about 39%
+ * of its time). The last step (lanes 0 and 2 of one vector with lanes 0 and 2 of
+ * another, in that order) is one two-source permute. */
+INLINE void tr8x8x2(__m512 r[8]) {
+    const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+    const __m512i hi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    __m512 t[8], s[8];
+    for (int k = 0; k < 8; k += 2) {
+        t[k] = _mm512_unpacklo_ps(r[k], r[k + 1]);
+        t[k + 1] = _mm512_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 8; k += 4)
+        for (int i = 0; i < 2; i++) {
+            s[k + 2 * i] = _mm512_shuffle_ps(t[k + i], t[k + i + 2], 0x44);
+            s[k + 2 * i + 1] = _mm512_shuffle_ps(t[k + i], t[k + i + 2], 0xEE);
+        }
+    for (int c = 0; c < 4; c++) {
+        r[c] = _mm512_permutex2var_ps(s[c], lo, s[c + 4]);
+        r[c + 4] = _mm512_permutex2var_ps(s[c], hi, s[c + 4]);
+    }
+}
+#endif
+
 /* columns [jb, jb + 8) of NF rows (row stride n) into tb[jb..jb+7]: 8x8 blocks
- * transposed in registers (AVX-512: two blocks joined into 16-lane columns) */
+ * transposed in registers (AVX-512: row l and row l + 8 share a vector, and the
+ * two blocks are transposed together) */
 INLINE void load_cols8(const float *x, size_t n, size_t jb, vf *tb) {
+#if VB == 64
+    __m512 r[8];
+    for (int l = 0; l < 8; l++)
+        r[l] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(x + (size_t)l * n + jb)),
+                                  _mm256_loadu_ps(x + (size_t)(l + 8) * n + jb), 1);
+    tr8x8x2(r);
+    for (int c = 0; c < 8; c++) tb[jb + c] = (vf)r[c];
+#else
     v8f r[8];
     for (int l = 0; l < 8; l++) r[l] = ld8f(x + (size_t)l * n + jb);
     tr8x8(r);
-#if VB == 64
-    v8f h[8];
-    for (int l = 0; l < 8; l++) h[l] = ld8f(x + (size_t)(l + 8) * n + jb);
-    tr8x8(h);
-    for (int c = 0; c < 8; c++) tb[jb + c] = JOIN_HALVES(r[c], h[c]);
-#else
     for (int c = 0; c < 8; c++) tb[jb + c] = r[c];
 #endif
 }
 /* tb[jb..jb+7] back into columns [jb, jb + 8) of the rows not flagged bad */
 INLINE void store_cols8(float *o, size_t n, size_t jb, const vf *tb, vi bad) {
-    v8f r[8];
 #if VB == 64
-    v8f h[8];
-    for (int c = 0; c < 8; c++) {
-        r[c] = LO_HALF(tb[jb + c]);
-        h[c] = HI_HALF(tb[jb + c]);
+    __m512 r[8];
+    for (int c = 0; c < 8; c++) r[c] = (__m512)tb[jb + c];
+    tr8x8x2(r);
+    for (int l = 0; l < 8; l++) {
+        if (!bad[l]) _mm256_storeu_ps(o + (size_t)l * n + jb, _mm512_castps512_ps256(r[l]));
+        if (!bad[l + 8]) _mm256_storeu_ps(o + (size_t)(l + 8) * n + jb, _mm512_extractf32x8_ps(r[l], 1));
     }
-    tr8x8(h);
-    for (int l = 0; l < 8; l++)
-        if (!bad[l + 8]) st8f(o + (size_t)(l + 8) * n + jb, h[l]);
 #else
+    v8f r[8];
     for (int c = 0; c < 8; c++) r[c] = tb[jb + c];
-#endif
     tr8x8(r);
     for (int l = 0; l < 8; l++)
         if (!bad[l]) st8f(o + (size_t)l * n + jb, r[l]);
+#endif
 }
 
 /* The plain small-row path (T = 1, 8 <= n <= SKIT_SMALL_N): NF rows at a time,
