@@ -1005,13 +1005,18 @@ static void ce_fix_target(const job *j, size_t r, const skit_rstat *rs) {
     store_elem(j, r, t, sc * g);
 }
 
+/* a finished row's phase B and target fix */
+static void row_out(job *j, size_t r, const skit_bstat *bs, skit_rstat *rs, skit_dd fac) {
+    if (huge_quotient_row(j, rs)) huge_row(j, r, rs);
+    for (size_t b = 0; b < j->nb; b++) phase_b(j, r, b, &bs[b], rs, fac);
+    if (j->op == OP_CE) ce_fix_target(j, r, rs);
+}
+
 /* a row after its phase A: its finish, phase B and target fix */
 static void row_rest(job *j, size_t r, const skit_bstat *bs) {
     skit_rstat rs;
     skit_dd fac = row_finish(j, r, bs, &rs);
-    if (huge_quotient_row(j, &rs)) huge_row(j, r, &rs);
-    for (size_t b = 0; b < j->nb; b++) phase_b(j, r, b, &bs[b], &rs, fac);
-    if (j->op == OP_CE) ce_fix_target(j, r, &rs);
+    row_out(j, r, bs, &rs, fac);
 }
 
 /* single-level: one task is one whole row */
@@ -1028,16 +1033,20 @@ static void row_task(void *ctx, size_t r) {
     if (bs != local) free(bs);
 }
 
-/* Rows of up to PAIR_ROW_BYTES, two per task, in the order A(r) A(r+1) rest(r)
- * rest(r+1). Each pass of a row ends in a chain of dependent steps (the maximum's and
+/* Rows of up to PAIR_ROW_BYTES, two per task, in the order A(r) A(r+1) finish(r)
+ * finish(r+1) B(r) B(r+1). Each pass of a row ends in a chain of dependent steps (the maximum's and
  * the sum's reductions, the finish's division) that the next pass of the same row
  * waits for; here the other row's independent work follows it instead, and the core
  * overlaps the two. One thread, float32 512x500, ns/elem: accurate softmax 0.68 ->
  * 0.61, log_softmax 0.74 -> 0.71, logsumexp 0.53 -> 0.50, cross-entropy with its
  * gradient 0.74 -> 0.69, fast softmax 0.58 -> 0.53; about even at 1000 elements, and
  * slower from 2000 (two rows' kept exponentials no longer fit the L1 cache: with the
- * gradient, 64x4000 0.55 -> 0.58). Each row's arithmetic is the one row_task does:
- * the results are the same bits. */
+ * gradient, 64x4000 0.55 -> 0.58). The two finishes come before either phase B, so
+ * that their scalar chains (log1p, a division) overlap each other rather than each
+ * holding up its row's phase B (session 18, kbench medians, ns/elem: log_softmax
+ * 512x500 one thread 0.584 -> 0.555, 2 threads 0.293 -> 0.277; fast softmax 512x500
+ * 0.43-0.44 -> 0.41). Each row's arithmetic is the one row_task does: the results
+ * are the same bits. */
 #define PAIR_ROW_BYTES ((size_t)4096)
 /* a software prefetch of every cache line of [p, p + n) (never faults) */
 static inline void prefetch_bytes(const void *p, size_t n) {
@@ -1064,8 +1073,11 @@ static void row_pair_task(void *ctx, size_t t) {
     size_t rows = j->a->rows;
     phase_a(j, r, 0, &b0, r + 2 < rows ? xrow(j, r + 2) : NULL);
     phase_a(j, r + 1, 0, &b1, r + 3 < rows ? xrow(j, r + 3) : NULL);
-    row_rest(j, r, &b0);
-    row_rest(j, r + 1, &b1);
+    skit_rstat s0, s1;
+    skit_dd f0 = row_finish(j, r, &b0, &s0);
+    skit_dd f1 = row_finish(j, r + 1, &b1, &s1);
+    row_out(j, r, &b0, &s0, f0);
+    row_out(j, r + 1, &b1, &s1, f1);
 }
 
 /* Fast-mode cross-entropy rows of up to this many classes take the accurate
