@@ -313,28 +313,37 @@ static const double skit_exp2_16[32] __attribute__((aligned(64))) = {
     -0x1.bdd3413b26456p-54, -0x1.41577ee04992fp-55, 0x1.6e9f156864b27p-54, 0x1.c7c46b071f2bep-56,
     0x1.7a1cd345dcc81p-54, 0x1.11065895048ddp-55, 0x1.2ed02d75b3707p-55, -0x1.e9c23179c2893p-54,
 };
-INLINE vd vexpd_p7_plain(vd d) {
+/* In two steps, so that a loop can reduce the next vector's arguments while it finishes
+ * this one's (see e32a_stats_plain): vexpd_p7_red gives the reduced argument r and the
+ * scale s, vexpd_p7_fin(r, s) = exp(d). */
+INLINE void vexpd_p7_red(vd d, vd *r, vd *s) {
     const vd magic = splatd(0x1.8p+48);
     vd t = d * 0x1.71547652b82fep+0 + magic;
     vd k = t - magic; /* d log2(e) to a multiple of 1/16 */
-    vd r = d - k * 0x1.62e42fefa39efp-1;
+    *r = d - k * 0x1.62e42fefa39efp-1;
     vd th = (vd)_mm512_permutex2var_pd(_mm512_load_pd(skit_exp2_16), (__m512i)t,
                                        _mm512_load_pd(skit_exp2_16 + 8));
+    /* the entry scaled by 2^k while the polynomial is formed (exact: 2^(j/16) 2^k is
+     * normal for d >= -708), then one product: the same bits as scaling th * q */
+    *s = (vd)_mm512_scalef_pd((__m512d)th, (__m512d)k);
+}
+INLINE vd vexpd_p7_fin(vd r, vd s) {
     vd q = splatd(SKIT_EX4_2);
     q = q * r + SKIT_EX4_1;
     q = q * r + SKIT_EX4_0;
     q = q * r + 1.0;
     q = q * r + 1.0;
-    /* the entry scaled by 2^k while the polynomial is formed (exact: 2^(j/16) 2^k is
-     * normal for d >= -708), then one product: the same bits as scaling th * q */
-    return (vd)_mm512_scalef_pd((__m512d)th, (__m512d)k) * q;
+    return s * q;
 }
 #else
-INLINE vd vexpd_p7_plain(vd d) {
+INLINE void vexpd_p7_red(vd d, vd *r, vd *s) {
     const vd magic = splatd(6755399441056767.0); /* 1.5 * 2^52 + 1023 */
     vd t = d * SKIT_LOG2E_D + magic;
     vd k = t - magic;
-    vd r = d - k * 0x1.62e42fefa39efp-1;
+    *r = d - k * 0x1.62e42fefa39efp-1;
+    *s = (vd)((vl)t << 52);
+}
+INLINE vd vexpd_p7_fin(vd r, vd s) {
     vd q = splatd(SKIT_EQ_5);
     q = q * r + SKIT_EQ_4;
     q = q * r + SKIT_EQ_3;
@@ -343,9 +352,14 @@ INLINE vd vexpd_p7_plain(vd d) {
     q = q * r + SKIT_EQ_0;
     q = q * r + 1.0;
     q = q * r + 1.0;
-    return q * (vd)((vl)t << 52);
+    return q * s;
 }
 #endif
+INLINE vd vexpd_p7_plain(vd d) {
+    vd r, s;
+    vexpd_p7_red(d, &r, &s);
+    return vexpd_p7_fin(r, s);
+}
 
 /* max(lo, d), d where d is NaN */
 INLINE vd vclamp_low_d(vd d, vd lo) {
@@ -1760,6 +1774,48 @@ INLINE void e32a_acc_rest(vf v, vf mf, vd a, vd b, vd mv, vd ea, vd eb, vd *s0, 
 }
 #endif
 
+/* e32a_stats_plain's first step on the NF floats at x + i: v (unclamped where keepx),
+ * a and b its halves widened and clamped, (ra, sa) and (rb, sb) their exponentials'
+ * reduced arguments and scales (vexpd_p7_red) */
+INLINE void e32a_plain_red(const float *x, size_t i, double *so, int keepx, vf lowb, vd lowbd,
+                           vd mv, vf *v, vd *a, vd *b, vd *ra, vd *sa, vd *rb, vd *sb) {
+    if (keepx) {
+        /* widened first and kept, then clamped in float64 (the same values: the
+         * widening is exact); v stays unclamped, which != m exactly where the
+         * clamped value does, since lowb < m */
+        *v = ldf(x + i);
+        *a = cvt_lo(*v);
+        *b = cvt_hi(*v);
+        std_(so + i, *a);
+        std_(so + i + ND, *b);
+        *a = vclamp_low_d(*a, lowbd);
+        *b = vclamp_low_d(*b, lowbd);
+    } else {
+        *v = vclamp_low(ldf(x + i), lowb);
+        *a = cvt_lo(*v);
+        *b = cvt_hi(*v);
+    }
+    vexpd_p7_red(*a - mv, ra, sa);
+    vexpd_p7_red(*b - mv, rb, sb);
+}
+
+/* its second step: the exponentials, kept unless keepx, and summed */
+INLINE void e32a_plain_fin(size_t i, double *so, int count, int keepx, vf mf, vd mv, vf v, vd a,
+                           vd b, vd ra, vd sa, vd rb, vd sb, vd *s0, vd *s1, size_t *rest,
+                           vl *rv) {
+    vd ea = vexpd_p7_fin(ra, sa), eb = vexpd_p7_fin(rb, sb);
+    if (so && !keepx) {
+        std_(so + i, ea);
+        std_(so + i + ND, eb);
+    }
+    if (count) {
+        e32a_acc_rest(v, mf, a, b, mv, ea, eb, s0, s1, rest, rv);
+    } else {
+        *s0 += ea;
+        *s1 += eb;
+    }
+}
+
 /* count = 0 (softmax, which needs only the whole sum c + s): every term goes into the
  * rest, with plain vector adds instead of a compare, a masked add and a count per
  * vector; c is 0 */
@@ -1772,37 +1828,30 @@ INLINE void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
     vd s0 = {0}, s1 = {0};
     vl rv = {0};
     size_t rest = 0, i = 0;
-    for (; i + NF <= n; i += NF) {
+    /* Software-pipelined: each step reduces the next vector's arguments (the loads, the
+     * widening, the table read and the scale) before it finishes this one's (the
+     * polynomial, the product and the sums), so the core finds independent work at the
+     * front of its window instead of a chain of about 40 cycles per vector waiting in
+     * its scheduler. The same operations on every element, summed in the same order:
+     * the same bits. */
+    if (n >= NF) {
         vf v;
-        vd a, b;
-        pf_lines(pf, pfx, i * sizeof(float));
-        if (keepx) {
-            /* widened first and kept, then clamped in float64 (the same values: the
-             * widening is exact); v stays unclamped, which != m exactly where the
-             * clamped value does, since lowb < m */
-            v = ldf(x + i);
-            a = cvt_lo(v);
-            b = cvt_hi(v);
-            std_(so + i, a);
-            std_(so + i + ND, b);
-            a = vclamp_low_d(a, lowbd);
-            b = vclamp_low_d(b, lowbd);
-        } else {
-            v = vclamp_low(ldf(x + i), lowb);
-            a = cvt_lo(v);
-            b = cvt_hi(v);
+        vd a, b, ra, sa, rb, sb;
+        pf_lines(pf, pfx, 0);
+        e32a_plain_red(x, 0, so, keepx, lowb, lowbd, mv, &v, &a, &b, &ra, &sa, &rb, &sb);
+        for (; i + 2 * NF <= n; i += NF) {
+            vf v2;
+            vd a2, b2, ra2, sa2, rb2, sb2;
+            pf_lines(pf, pfx, (i + NF) * sizeof(float));
+            e32a_plain_red(x, i + NF, so, keepx, lowb, lowbd, mv, &v2, &a2, &b2, &ra2, &sa2,
+                           &rb2, &sb2);
+            e32a_plain_fin(i, so, count, keepx, mf, mv, v, a, b, ra, sa, rb, sb, &s0, &s1,
+                           &rest, &rv);
+            v = v2, a = a2, b = b2, ra = ra2, sa = sa2, rb = rb2, sb = sb2;
         }
-        vd ea = vexpd_p7_plain(a - mv), eb = vexpd_p7_plain(b - mv);
-        if (so && !keepx) {
-            std_(so + i, ea);
-            std_(so + i + ND, eb);
-        }
-        if (count) {
-            e32a_acc_rest(v, mf, a, b, mv, ea, eb, &s0, &s1, &rest, &rv);
-        } else {
-            s0 += ea;
-            s1 += eb;
-        }
+        e32a_plain_fin(i, so, count, keepx, mf, mv, v, a, b, ra, sa, rb, sb, &s0, &s1, &rest,
+                       &rv);
+        i += NF;
     }
     if (i < n) {
         size_t r = n - i;
