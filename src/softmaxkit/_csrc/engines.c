@@ -771,23 +771,37 @@ INLINE vf vclamp_low(vf v, vf lowb) {
  * engine's busiest code, and the shorter chain lets more of it overlap (one
  * thread, in cache, median ns/elem: fast softmax 8x2000 0.40-0.42 -> 0.39-0.40,
  * log_softmax 0.42-0.43 -> 0.41). */
-INLINE vf vexpf_p(vf d, vf lo) {
+/* vexpf_p in two steps (see e32f_stats_plain): the reduced argument r and kt (AVX-512:
+ * k, else t, which carries k in its low bits), then exp from them */
+INLINE void vexpf_red(vf d, vf lo, vf *r, vf *kt) {
     const vf magic = splatf(12583103.0f); /* 1.5 * 2^23 + 127 + 64 */
     vf t = d * SKIT_LOG2E_F + magic;
     vf k = t - magic;
-    vf r = d - k * SKIT_LN2_1_F;
-    r = r - k * SKIT_LN2_2_F;
-    r = r + lo;
+    vf q = d - k * SKIT_LN2_1_F;
+    q = q - k * SKIT_LN2_2_F;
+    *r = q + lo;
+#if defined(__AVX512F__)
+    *kt = k;
+#else
+    *kt = t;
+#endif
+}
+INLINE vf vexpf_fin(vf r, vf kt) {
     vf r2 = r * r;
     vf qa = SKIT_EP_1 * r + SKIT_EP_0;
     vf qb = SKIT_EP_3 * r + SKIT_EP_2;
     qb = SKIT_EP_4 * r2 + qb;
     vf s = r + r2 * (qb * r2 + qa);
 #if defined(__AVX512F__)
-    return (vf)_mm512_scalef_ps((__m512)(s * 0x1p64f + 0x1p64f), (__m512)k);
+    return (vf)_mm512_scalef_ps((__m512)(s * 0x1p64f + 0x1p64f), (__m512)kt);
 #else
-    return (1.0f + s) * (vf)((vi)t << 23);
+    return (1.0f + s) * (vf)((vi)kt << 23);
 #endif
+}
+INLINE vf vexpf_p(vf d, vf lo) {
+    vf r, kt;
+    vexpf_red(d, lo, &r, &kt);
+    return vexpf_fin(r, kt);
 }
 
 /* the row max ignoring NaN (-inf if there is none) */
@@ -882,33 +896,62 @@ INLINE void e32f_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
         /* The same sums with the maximal entries handled by mask registers: one
          * compare, one masked count and one masked move or add per vector (the
          * vector form spends two more uops per vector on materialised masks).
-         * Softmax's sums (count = 0) take the loop below, without any. */
+         * Softmax's sums (count = 0) need none. */
         __m512i below = _mm512_setzero_si512(); /* per lane: entries below the max */
         const __m512i one = _mm512_set1_epi32(1);
         size_t i0 = i;
-        for (; count && i + 4 * NF <= n; i += 4 * NF) {
-            __m512 e[4];
-            __mmask16 k[4];
-            for (int u = 0; u < 4; u++) {
-                vf v = vclamp_low(ldf(x + i + u * NF), lowb);
-                vf dd = v - mv;
-                vf bb = dd - v;
-                vf lo = (v - (dd - bb)) + (negm - bb);
-                k[u] = _mm512_cmp_ps_mask((__m512)v, (__m512)mv, _CMP_NEQ_UQ);
-                e[u] = (__m512)vexpf_p(dd, lo);
-                if (so) stf(so + i + u * NF, (vf)e[u]);
-                pf_lines(pf, pfx, (i + u * NF) * sizeof(float));
-                below = _mm512_mask_add_epi32(below, k[u], below, one);
+        /* Software-pipelined, as e32a_stats_plain, by half a step: the reduction of two
+         * vectors' arguments comes before the exponentials of two reduced earlier (the
+         * same operations in the same order: the same bits) */
+        vf r[4], kt[4];
+        __mmask16 k[4];
+#define RED2(j, u0)                                                                \
+    for (int u = (u0); u < (u0) + 2; u++) {                                        \
+        vf v = vclamp_low(ldf(x + (j) + u * NF), lowb);                            \
+        vf dd = v - mv;                                                            \
+        vf bb = dd - v;                                                            \
+        vf lo = (v - (dd - bb)) + (negm - bb);                                     \
+        vexpf_red(dd, lo, &r[u], &kt[u]);                                          \
+        pf_lines(pf, pfx, ((j) + u * NF) * sizeof(float));                         \
+        if (count) {                                                               \
+            k[u] = _mm512_cmp_ps_mask((__m512)v, (__m512)mv, _CMP_NEQ_UQ);          \
+            below = _mm512_mask_add_epi32(below, k[u], below, one);                \
+        }                                                                          \
+    }
+#define FIN2(j, u0, acc)                                                           \
+    do {                                                                           \
+        __m512 e0 = (__m512)vexpf_fin(r[u0], kt[u0]);                              \
+        __m512 e1 = (__m512)vexpf_fin(r[(u0) + 1], kt[(u0) + 1]);                  \
+        if (so) {                                                                  \
+            stf(so + (j) + (u0) * NF, (vf)e0);                                     \
+            stf(so + (j) + ((u0) + 1) * NF, (vf)e1);                               \
+        }                                                                          \
+        if (count) {                                                               \
+            acc = _mm512_maskz_mov_ps(k[u0], e0);                                  \
+            acc = _mm512_mask_add_ps(acc, k[(u0) + 1], acc, e1);                   \
+        } else {                                                                   \
+            acc = _mm512_add_ps(e0, e1);                                           \
+        }                                                                          \
+    } while (0)
+        if (i + 4 * NF <= n) {
+            RED2(i, 0)
+            for (;; i += 4 * NF) {
+                __m512 a, c;
+                RED2(i, 2)
+                FIN2(i, 0, a);
+                s0 += cvt_lo((vf)a);
+                s1 += cvt_hi((vf)a);
+                int more = i + 8 * NF <= n;
+                if (more) RED2(i + 4 * NF, 0)
+                FIN2(i, 2, c);
+                s2 += cvt_lo((vf)c);
+                s3 += cvt_hi((vf)c);
+                if (!more) break;
             }
-            __m512 a = _mm512_maskz_mov_ps(k[0], e[0]);
-            __m512 c = _mm512_maskz_mov_ps(k[2], e[2]);
-            a = _mm512_mask_add_ps(a, k[1], a, e[1]);
-            c = _mm512_mask_add_ps(c, k[3], c, e[3]);
-            s0 += cvt_lo((vf)a);
-            s1 += cvt_hi((vf)a);
-            s2 += cvt_lo((vf)c);
-            s3 += cvt_hi((vf)c);
+            i += 4 * NF;
         }
+#undef RED2
+#undef FIN2
         /* cnt holds minus the count of maximal entries per lane */
         cnt += (vi)below - (int32_t)((i - i0) / NF);
     }
