@@ -652,10 +652,12 @@ def test_every_instruction_set(isa: str, dtype: str, precision: str) -> None:
 @pytest.mark.parametrize("precision", ["accurate", "fast"])
 def test_short_rows_on_every_instruction_set(isa: str, dtype: str, precision: str) -> None:
     """The transposed short-row kernels (rows of up to 256 elements, several rows per
-    vector; AVX-512 moves 16 rows at a time through 8x8 in-register transposes), for
-    softmax, log_softmax and logsumexp: row counts that leave a partial group, lengths
-    around the 8-column blocks, and special rows (+inf, all -inf, NaN) that the kernels
-    hand back to the general path."""
+    vector; AVX-512 moves 16 rows at a time through in-register transposes, rows l and
+    l + 8 sharing a vector), for softmax, log_softmax and logsumexp: row counts that
+    leave a partial group, lengths around the 8-column blocks, and special rows (+inf,
+    all -inf, NaN, in both halves of a 16-row group) that the kernels hand back to the
+    general path. In place too: a kernel that wrote a special row's output before the
+    general path read that row would change its input."""
     rng = np.random.default_rng(5)
     saved = _ck.isa()
     for n in (1, 7, 8, 10, 15, 16, 17, 33, 40, 64, 65, 100, 129, 255, 256, 257):
@@ -664,6 +666,8 @@ def test_short_rows_on_every_instruction_set(isa: str, dtype: str, precision: st
         x[17, :] = -np.inf
         x[20, 0] = np.nan
         x[31, -1] = 3e4  # a far maximum: the others underflow
+        x[42, n // 3] = np.nan  # the upper half of a 16-row group
+        x[45, :] = -np.inf
         try:
             _ck.set_isa(isa)
             got = [
@@ -671,6 +675,9 @@ def test_short_rows_on_every_instruction_set(isa: str, dtype: str, precision: st
                 sk.log_softmax(x, precision=precision),
                 sk.logsumexp(x, precision=precision),
             ]
+            inplace = [x.copy(), x.copy()]
+            sk.softmax(inplace[0], out=inplace[0], precision=precision)
+            sk.log_softmax(inplace[1], out=inplace[1], precision=precision)
         finally:
             _ck.set_isa(saved)
         with oracle_only():
@@ -678,6 +685,8 @@ def test_short_rows_on_every_instruction_set(isa: str, dtype: str, precision: st
         tol = 4.0 if precision == "fast" else 2.0
         for g, r in zip(got, ref, strict=True):
             assert_ulp_close(g, r, tol, f"{isa} n={n}")
+        for g, p in zip(got[:2], inplace, strict=True):
+            np.testing.assert_array_equal(p, g, err_msg=f"{isa} n={n} in place")
 
 
 @pytest.mark.parametrize("isa", ISAS)
