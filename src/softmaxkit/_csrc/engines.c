@@ -1653,6 +1653,53 @@ INLINE void trd(vd *v) {
 #endif
 }
 
+#if VB == 64
+/* Float32 rows in float64 lanes (AVX-512, ND = 8 rows): 16 columns at a time, moved
+ * as floats. Row l's 16 floats are one vector, whose halves are two 8x8 blocks that
+ * tr8x8x2 transposes together; each result holds column c in its low half and column
+ * c + 8 in its high half, which are then widened. Per 128 elements 48 shuffle-port
+ * uops, against 64 for two blocks of 8 doubles transposed after widening (trd), each
+ * way. The values are the same: widening is exact, and the division by T and the
+ * rounding back to float32 are the same operations on the same numbers. */
+INLINE void e32_load16_d(const float *x, size_t n, size_t j, double (*tb)[ND], double T) {
+    __m512 r[8];
+    for (int l = 0; l < 8; l++) r[l] = _mm512_loadu_ps(x + (size_t)l * n + j);
+    tr8x8x2(r);
+    for (int c = 0; c < 8; c++) {
+        vd lo = (vd)_mm512_cvtps_pd(_mm512_castps512_ps256(r[c]));
+        vd hi = (vd)_mm512_cvtps_pd(_mm512_extractf32x8_ps(r[c], 1));
+        if (T != 1.0) lo = lo / T, hi = hi / T;
+        std_(tb[j + c], lo);
+        std_(tb[j + 8 + c], hi);
+    }
+}
+/* columns [j, j + 16) of tb (times f where scale), rounded to float32, into the 8 rows */
+INLINE void e32_store16_d(float *o, size_t n, size_t j, const double (*tb)[ND], vd f, int scale) {
+    __m512 r[8];
+    for (int c = 0; c < 8; c++) {
+        vd a = ldd(tb[j + c]), b = ldd(tb[j + 8 + c]);
+        if (scale) a = a * f, b = b * f;
+        r[c] = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps((__m512d)a)),
+                                  _mm512_cvtpd_ps((__m512d)b), 1);
+    }
+    tr8x8x2(r);
+    for (int l = 0; l < 8; l++) _mm512_storeu_ps(o + (size_t)l * n + j, r[l]);
+}
+/* in SMALL_D_BODY: the whole 16-column blocks of a full group of float32 rows */
+#define SMALL_LOAD16(STYPE, xg, j16, cond)                                               \
+    if (sizeof(STYPE) == 4)                                                             \
+        for (; (cond) && j16 + 16 <= nv; j16 += 16)                                     \
+            e32_load16_d((const float *)(const void *)(xg), n, j16, tb, T);
+#define SMALL_STORE16(STYPE, og, j16, cond)                                              \
+    if (sizeof(STYPE) == 4)                                                             \
+        for (; (cond) && j16 + 16 <= nv; j16 += 16)                                     \
+            e32_store16_d((float *)(void *)(og), n, j16, (const double(*)[ND])tb,       \
+                          splatd(1.0), 0);
+#else
+#define SMALL_LOAD16(STYPE, xg, j16, cond)
+#define SMALL_STORE16(STYPE, og, j16, cond)
+#endif
+
 /* The float64-lane version of e32f_small, ND rows at a time; LOADT converts the
  * storage type, EXPV(v, m, acc) is the engine's exponential with accumulation. */
 #define SMALL_D_BODY(STYPE, ACC_T, ACC_INIT, EXPV, EXPS, CS, LDROW, STROW)                \
@@ -1663,7 +1710,9 @@ INLINE void trd(vd *v) {
     for (size_t r0 = 0; r0 < rows; r0 += ND) {                                          \
         size_t lanes = rows - r0 < ND ? rows - r0 : ND;                                 \
         const int full = lanes == ND;                                                   \
-        for (size_t j = 0; full && j < nv; j += ND) {                                   \
+        size_t j16 = 0;                                                                 \
+        SMALL_LOAD16(STYPE, x + r0 * n, j16, full)                                      \
+        for (size_t j = j16; full && j < nv; j += ND) {                                 \
             vd blk[ND];                                                                 \
             for (size_t l = 0; l < ND; l++) blk[l] = LDROW(x + (r0 + l) * n + j);       \
             trd(blk);                                                                   \
@@ -1719,7 +1768,9 @@ INLINE void trd(vd *v) {
         int anybad = 0;                                                                 \
         for (size_t l = 0; l < lanes; l++) anybad |= bad[l] != 0;                       \
         const int vout = full && !anybad;                                               \
-        for (size_t j = 0; vout && j < nv; j += ND) {                                   \
+        size_t j16s = 0;                                                                \
+        SMALL_STORE16(STYPE, o + r0 * n, j16s, vout)                                    \
+        for (size_t j = j16s; vout && j < nv; j += ND) {                                \
             vd blk[ND];                                                                 \
             for (size_t k = 0; k < ND; k++) blk[k] = ldd(tb[j + k]);                    \
             trd(blk);                                                                   \
@@ -2325,7 +2376,11 @@ static void e32a_small_ce(const void *xv, size_t rows, size_t n, skit_row_cb cb,
     for (size_t r0 = 0; r0 < rows; r0 += ND) {
         size_t lanes = rows - r0 < ND ? rows - r0 : ND;
         const int full = lanes == ND;
-        for (size_t j = 0; full && j < nv; j += ND) {
+        size_t j = 0;
+#if VB == 64
+        for (; full && j + 16 <= nv; j += 16) e32_load16_d(x + r0 * n, n, j, tb, 1.0);
+#endif
+        for (; full && j < nv; j += ND) {
             vd blk[ND];
             for (size_t l = 0; l < ND; l++) blk[l] = ldfd(x + (r0 + l) * n + j);
             trd(blk);
@@ -2381,7 +2436,12 @@ static void e32a_small_ce(const void *xv, size_t rows, size_t n, skit_row_cb cb,
         int anyskip = 0;
         for (size_t l = 0; l < lanes; l++) anyskip |= skip[l] != 0;
         const int vout = full && !anyskip;
-        for (size_t j = 0; vout && j < nv; j += ND) {
+        size_t js = 0;
+#if VB == 64
+        for (; vout && js + 16 <= nv; js += 16)
+            e32_store16_d(o + r0 * n, n, js, (const double(*)[ND])tb, fv, 1);
+#endif
+        for (size_t j = js; vout && j < nv; j += ND) {
             vd blk[ND];
             for (size_t k = 0; k < ND; k++) blk[k] = ldd(tb[j + k]) * fv;
             trd(blk);
