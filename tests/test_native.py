@@ -1307,3 +1307,23 @@ def test_cross_entropy_reduced_names_the_bad_row() -> None:
     with pytest.raises(IndexError) as info:
         _ckernels.cross_entropy_reduced(x, t, None, 4, 3, 0, 1, 1, -100, 0.0, 1, np.empty(1), None)
     assert info.value.args == (2,)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dominant_maximum_with_a_temperature_keeps_its_tiny_log_probability(dtype: str) -> None:
+    """Accurate log_softmax and softmax of rows with one entry far above the rest and a
+    temperature (the exact row path): the maximum's log-probability is -log1p(s) with s
+    about 1e-50, which must keep the bound. The rest sum is summed apart from the
+    maxima; summed next to the maximum's 1 it kept only its low word's precision,
+    rounded once per term (3 ulp in float64)."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((40, 130)).astype(dtype)
+    x[rng.random(x.shape) < 0.2] = -np.inf
+    x[np.arange(40), (np.arange(40) * 37) % 130] = 60.0
+    x[5, 7] = x[5, (5 * 37) % 130]  # two maxima
+    for fn in (sk.log_softmax, sk.softmax):
+        got = fn(x, temperature=0.5)
+        with oracle_only():
+            ref = fn(x, temperature=0.5)
+        assert_ulp_close(got, ref, 1.0 if dtype == "float32" else 2.0, fn.__name__)
+

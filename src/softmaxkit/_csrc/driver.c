@@ -890,10 +890,22 @@ static void huge_row(const job *j, size_t r, skit_rstat *rs) {
     for (size_t i = 0; i < n; i++)
         if ((!m || m[i]) && x_at(j, x, i) > top) top = x_at(j, x, i);
 #define HUGE_IN(i) ((!m || m[i]) && x_at(j, x, i) != -INFINITY)
-    skit_dd S = dd_make(0.0, 0.0); /* >= 1: the maximum contributes exactly 1 */
-    for (size_t i = 0; i < n; i++)
-        if (HUGE_IN(i)) S = dd_add(S, E->exp1(huge_d(x_at(j, x, i), top, T)));
-    skit_dd L = E->log1p1(dd_sub(S, dd_make(1.0, 0.0)));
+    /* the maxima (d = 0, exp 1 each) are counted apart from the rest sum R, as on every
+     * other path: where one entry dominates, R is far below 1, and summed next to it R
+     * kept only the 53 bits of the sum's low word, rounded once per term (float64,
+     * T = 0.5, a maximum 60 above the rest: log_softmax there 3 ulp off its -4.8e-50) */
+    skit_dd R = dd_make(0.0, 0.0);
+    double c = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (!HUGE_IN(i)) continue;
+        skit_dd d = huge_d(x_at(j, x, i), top, T);
+        if (d.hi == 0.0 && d.lo == 0.0)
+            c += 1.0;
+        else
+            R = dd_add(R, E->exp1(d));
+    }
+    skit_dd S = dd_add(dd_make(c, 0.0), R); /* >= 1: a maximum contributes exactly 1 */
+    skit_dd L = E->log1p1(dd_add(dd_make(c - 1.0, 0.0), R));
     for (size_t i = 0; i < n; i++) {
         double v = j->op == OP_LOGSOFTMAX ? -INFINITY : 0.0;
         if (HUGE_IN(i)) {
