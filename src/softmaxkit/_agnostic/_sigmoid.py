@@ -179,10 +179,56 @@ def binary_cross_entropy_with_logits(
         scale = 1.0 / n if n else 0.0
     if not return_grad:
         return loss
-    sp, sn = _sigmoid_pair(plan, x)
-    g = c_neg * sp - c_pos * sn
-    if wb is not None:
-        g = wb * g
+    if isinstance(ar, DDArith):
+        g = _bce_grad_dd(ar, plan, x, c_neg_w, y, pos_weight, wb)
+    else:
+        sp, sn = _sigmoid_pair(plan, x)
+        g = c_neg * sp - c_pos * sn
+        if wb is not None:
+            g = wb * g
     if scale is not None and scale != 1.0:
         g = g * scale
     return loss, to_out(g, plan)
+
+
+def _bce_grad_dd(
+    ar: DDArith,
+    plan: Plan,
+    x: Array,
+    c_neg_w: tuple[Array, Array],
+    y: Array,
+    pos_weight: Array | None,
+    wb: Array | None,
+) -> Array:
+    """``w ((1 - y) sigmoid(x) - w_+ y sigmoid(-x))`` in double-word, rounded once.
+
+    The two products cancel where ``sigmoid(x)`` is near ``y`` (``x = 1.609``,
+    ``y = 0.8317``: a 545th of either is left), so ``1 - y``, ``w_+ y`` and both
+    sigmoids keep their low words; formed in the working dtype the gradient was
+    28 ulp off there.
+    """
+    xp = plan.xp
+    xs = xp.where(xp.isfinite(x), x, 0.0)
+    scale = ar.c.row_scale
+    z_sc = ar.exp(ar.lift(-xp.abs(xs)), scale)
+    one = xp.where(xp.isnan(xs), 2.0, xp.ones_like(xs))
+    D = ar.add(ar.lift(one), ar.ldexp(z_sc, -scale))
+    big = ar.div(ar.lift(one), D)
+    small = ar.ldexp(ar.div(z_sc, D), -scale)
+    pos = xs >= 0
+    sp = ar.select(pos, big, small)
+    sn = ar.select(pos, small, big)
+    # the limits at infinite logits: sigmoid 1 and 0 exactly
+    pinf, ninf = x == math.inf, x == -math.inf
+    ends = pinf | ninf
+    sp = (xp.where(pinf, 1.0, xp.where(ninf, 0.0, sp[0])), xp.where(ends, 0.0, sp[1]))
+    sn = (xp.where(pinf, 0.0, xp.where(ninf, 1.0, sn[0])), xp.where(ends, 0.0, sn[1]))
+    yb = xp.broadcast_to(y, x.shape)
+    c_pos = ar.lift(yb)
+    if pos_weight is not None:
+        pwb = xp.broadcast_to(xp.astype(pos_weight, plan.work), x.shape)
+        c_pos = ar.mul(ar.lift(pwb), c_pos)
+    g = ar.sub(ar.mul(c_neg_w, sp), ar.mul(c_pos, sn))
+    if wb is not None:
+        g = ar.mul(ar.lift(wb), g)
+    return xp.where(xp.isnan(x), math.nan, ar.value(g))

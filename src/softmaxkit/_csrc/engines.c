@@ -3023,11 +3023,31 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
         vd pl_, nl_;
         vd ph_ = vdd_div(seld(pos, one, zh), seld(pos, zero, zl), Dh, Dl, &pl_);
         vd nh_ = vdd_div(seld(pos, zh, one), seld(pos, zl, zero), Dh, Dl, &nl_);
-        vd sp = ph_ + pl_, sn = nh_ + nl_;
-        sp = seld(x == INFINITY, one, seld(x == -INFINITY, zero, sp));
-        sn = seld(x == INFINITY, zero, seld(x == -INFINITY, one, sn));
-        vd g = c_neg * sp - c_pos * sn;
-        if (has_w) g = w * g;
+        /* (1 - y) sigmoid(x) - pw y sigmoid(-x) in double-word: the two products
+         * cancel where sigmoid(x) is near y (x = 1.609, y = 0.8317: a 545th of either
+         * is left), so 1 - y, pw y and the two sigmoids keep their low words and the
+         * difference is rounded once (formed in double, it was 28 ulp off) */
+        const vl ends = (x == INFINITY) | (x == -INFINITY);
+        ph_ = seld(x == INFINITY, one, seld(x == -INFINITY, zero, ph_));
+        nh_ = seld(x == INFINITY, zero, seld(x == -INFINITY, one, nh_));
+        pl_ = seld(ends, zero, pl_);
+        nl_ = seld(ends, zero, nl_);
+        vd cnl, cpl;
+        vd cnh = two_sum_v(one, -y, &cnl);
+        vd cph = two_prod_v(pw, y, &cpl);
+        vd ae, be, ge;
+        vd a = two_prod_v(cnh, ph_, &ae);
+        vd b = two_prod_v(cph, nh_, &be);
+        vd gh = two_sum_v(a, -b, &ge);
+        vd gl = ge + ((ae + (cnh * pl_ + cnl * ph_)) - (be + (cph * nl_ + cpl * nh_)));
+        vd g;
+        if (has_w) {
+            vd we;
+            vd t = two_prod_v(w, gh, &we);
+            g = t + (we + w * gl);
+        } else {
+            g = gh + gl;
+        }
         *grad = seld(isnan_, nan, g) * scale;
     }
 }
