@@ -145,7 +145,10 @@ def binary_cross_entropy_with_logits(
         A mean over zero elements is 0.
     return_grad : bool, optional
         Also return ``d loss / d logits``:
-        ``w [(1 - y) sigma(x) - w_+ y sigma(-x)]`` (scaled for ``"mean"``).
+        ``w [(1 - y) sigma(x) - w_+ y sigma(-x)]`` (scaled for ``"mean"``). The
+        accurate mode keeps its precision where ``y`` is close to ``sigma(x)`` and
+        the two terms cancel: it forms the gradient of float32 data in float64 and
+        that of float64 data in double-word arithmetic, and rounds it once.
     precision : {"accurate", "fast"}, optional
         See :func:`softmax`.
     threads : int, optional
