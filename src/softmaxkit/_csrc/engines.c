@@ -2953,6 +2953,14 @@ INLINE vd vdd_div(vd ah, vd al, vd bh, vd bl, vd *lo) {
 }
 
 /* the double-word version for float64 accurate */
+/* w (h + l) rounded once, h + l a double-word value (w = 1 unless has_w) */
+INLINE vd weighted_round(vd h, vd l, vd w, int has_w) {
+    if (!has_w) return h + l;
+    vd e;
+    vd t = two_prod_v(w, h, &e);
+    return t + (e + w * l);
+}
+
 INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double scale, vd *loss,
                          vd *grad) {
     const vd inf = splatd(INFINITY), nan = splatd(NAN), zero = splatd(0.0);
@@ -3005,14 +3013,7 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
     vd se;
     vd sum = two_sum_v(q1, q2, &se);
     vd lo = se + q1e + q2e + c_pos * nl + c_neg * pl;
-    vd tot;
-    if (has_w) {
-        vd te;
-        vd t = two_prod_v(w, sum, &te);
-        tot = t + (te + w * lo);
-    } else {
-        tot = sum + lo;
-    }
+    vd tot = weighted_round(sum, lo, w, has_w);
     tot = tot * seld(huge, splatd(0x1p64), splatd(1.0));
     vl wz = has_w ? (w == 0.0) : (vl){0};
     vd at_pinf = seld((c_neg == 0.0) | wz, zero, inf);
@@ -3040,14 +3041,7 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
         vd b = two_prod_v(cph, nh_, &be);
         vd gh = two_sum_v(a, -b, &ge);
         vd gl = ge + ((ae + (cnh * pl_ + cnl * ph_)) - (be + (cph * nl_ + cpl * nh_)));
-        vd g;
-        if (has_w) {
-            vd we;
-            vd t = two_prod_v(w, gh, &we);
-            g = t + (we + w * gl);
-        } else {
-            g = gh + gl;
-        }
+        vd g = weighted_round(gh, gl, w, has_w);
         *grad = seld(isnan_, nan, g) * scale;
     }
 }
