@@ -51,8 +51,12 @@ def _parts(plan: Plan, x: Array) -> tuple[Any, Array, Any, Any, Any]:
     return ar, xs, z, lz, tiny
 
 
-def _sigmoid_pair(plan: Plan, x: Array) -> tuple[Array, Array]:
-    """``sigmoid(x)`` and ``sigmoid(-x)`` in the working dtype, each without cancellation."""
+def _sigmoid_words(plan: Plan, x: Array) -> tuple[Any, Array, int, Any, Any]:
+    """``(arith, x_safe, scale, big, small_sc)`` in the working arithmetic, unrounded.
+
+    With ``z = exp(-|x|)``: ``big = 1 / (1 + z)`` (the sigmoid of ``|x|``) and
+    ``small_sc = z / (1 + z)`` times ``2**scale`` (the sigmoid of ``-|x|``).
+    """
     xp = plan.xp
     ar = arith_for(plan)
     xs = xp.where(xp.isfinite(x), x, 0.0)
@@ -64,8 +68,15 @@ def _sigmoid_pair(plan: Plan, x: Array) -> tuple[Array, Array]:
     # would cancel TwoSum's error term (xs is finite here, so this is exactly 1)
     one = xp.where(xp.isnan(xs), 2.0, xp.ones_like(xs))
     D = ar.add(ar.lift(one), ar.ldexp(z_sc, -scale))
-    big = ar.value(ar.div(ar.lift(one), D))
-    small = ar.scaled_value(ar.div(z_sc, D), -scale)
+    return ar, xs, scale, ar.div(ar.lift(one), D), ar.div(z_sc, D)
+
+
+def _sigmoid_pair(plan: Plan, x: Array) -> tuple[Array, Array]:
+    """``sigmoid(x)`` and ``sigmoid(-x)`` in the working dtype, each without cancellation."""
+    xp = plan.xp
+    ar, xs, scale, big_w, small_sc = _sigmoid_words(plan, x)
+    big = ar.value(big_w)
+    small = ar.scaled_value(small_sc, -scale)
     pos = xs >= 0
     sp = xp.where(pos, big, small)
     sn = xp.where(pos, small, big)
@@ -208,13 +219,8 @@ def _bce_grad_dd(
     28 ulp off there.
     """
     xp = plan.xp
-    xs = xp.where(xp.isfinite(x), x, 0.0)
-    scale = ar.c.row_scale
-    z_sc = ar.exp(ar.lift(-xp.abs(xs)), scale)
-    one = xp.where(xp.isnan(xs), 2.0, xp.ones_like(xs))
-    D = ar.add(ar.lift(one), ar.ldexp(z_sc, -scale))
-    big = ar.div(ar.lift(one), D)
-    small = ar.ldexp(ar.div(z_sc, D), -scale)
+    _, xs, scale, big, small_sc = _sigmoid_words(plan, x)
+    small = ar.ldexp(small_sc, -scale)
     pos = xs >= 0
     sp = ar.select(pos, big, small)
     sn = ar.select(pos, small, big)
