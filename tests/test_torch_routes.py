@@ -466,3 +466,53 @@ def test_large_outputs_equal_the_same_rows_computed_in_small_pieces(dtype):
     (gt,) = torch.autograd.grad(vt, xt, cot.t().contiguous())
     torch.testing.assert_close(v, vt.t(), rtol=0, atol=0)
     torch.testing.assert_close(g, gt.t(), rtol=0, atol=0)
+
+
+_MKL_CHILD = r"""
+import collections, sys
+import numpy as np
+import torch
+
+first = {}
+def recorder(name, fn):
+    def wrapped(t, *a, **k):
+        first.setdefault((name, str(t.dtype)), t.numel())
+        return fn(t, *a, **k)
+    return wrapped
+for name in ("exp", "expm1", "log", "log1p", "log2"):
+    setattr(torch, name, recorder(name, getattr(torch, name)))
+
+import softmaxkit as sk
+if sys.argv[1] == "front end":
+    import softmaxkit.torch  # noqa: F401
+x = np.linspace(-30.0, 30.0, 9202).astype(np.float32)
+t = torch.from_numpy(x.copy())
+got = [sk.sigmoid(t).numpy(), sk.log_softmax(t).numpy(), sk.logsumexp(t).numpy()]
+want = [sk.sigmoid(x), sk.log_softmax(x), sk.logsumexp(x)]
+assert all(np.array_equal(g, w) for g, w in zip(got, want)), "torch and NumPy results differ"
+print(sorted((k, v) for k, v in first.items()))
+"""
+
+
+@pytest.mark.parametrize("how", ["agnostic engine", "front end"])
+def test_onemkl_kernel_choice_is_made_on_one_thread(how):
+    """Before softmaxkit's first torch.exp/log... in a process, each was called once on
+    one element: oneMKL's lazy kernel choice races when the first call runs on
+    several threads, and one thread may then run a low-accuracy kernel for the whole
+    call (pytorch#188792; float32 sigmoid was 0.53 ulp off in one fresh process of
+    about six). A one-element call runs on one thread, so the choice is made right.
+    """
+    import ast
+    import subprocess
+    import sys
+
+    if not torch.backends.mkl.is_available():
+        pytest.skip("this torch build has no MKL, so no oneMKL kernel choice to make")
+    out = subprocess.run(
+        [sys.executable, "-c", _MKL_CHILD, how], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    first = dict(ast.literal_eval(out.stdout.strip().splitlines()[-1]))
+    assert ("exp", "torch.float32") in first or ("exp", "torch.float64") in first, first
+    late = {k: n for k, n in first.items() if n != 1}
+    assert not late, f"first calls on more than one element: {late}"

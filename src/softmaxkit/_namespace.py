@@ -19,6 +19,7 @@ from typing import Any, Literal
 import array_api_compat as _aac
 import numpy as np
 
+from . import _torch_mkl
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 
 __all__ = [
@@ -154,6 +155,8 @@ def resolve(
             )
             raise SoftmaxkitTypeError(msg) from exc
         dev = device_of(primary)
+        if not _torch_mkl.primed() and is_torch(xp):
+            _torch_mkl.prime()  # before the engine's first torch.exp (pytorch#188792)
     elif arrays:
         xp = _aac.array_namespace(*arrays)
         dev = None

@@ -27,6 +27,7 @@ logits, empty means). Each function's Notes list the differences.
 4.24835413113866e-18
 """
 
+from .. import _torch_mkl
 from . import _openmp
 from ._functional import (
     binary_cross_entropy_with_logits,
@@ -47,6 +48,7 @@ from ._modules import (
 )
 
 _openmp.share_team()
+_torch_mkl.prime()  # the CPU routes through torch operations (pytorch#188792)
 
 __all__ = [
     "BCEWithLogitsLoss",
