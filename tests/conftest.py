@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-ALL_BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "jax_x32", "dask")
+ALL_BACKENDS = ("numpy", "array_api_strict", "torch", "torch_agnostic", "jax", "jax_x32", "dask")
 _MODULE = {
     "numpy": "numpy",
     "array_api_strict": "array_api_strict",
     "torch": "torch",
+    "torch_agnostic": "torch",
     "jax": "jax",
     "jax_x32": "jax",
     "dask": "dask.array",
@@ -34,12 +35,16 @@ def requested_backends() -> tuple[str, ...]:
     if not raw:
         return ()
     names = tuple(n.strip() for n in raw.split(",") if n.strip())
-    unknown = [n for n in names if n not in ALL_BACKENDS and n != "jax_x32"]
+    unknown = [n for n in names if n not in ALL_BACKENDS]
     if unknown:
         msg = f"unknown backends in SOFTMAXKIT_TEST_BACKENDS: {unknown}; choose from {ALL_BACKENDS}"
         raise pytest.UsageError(msg)
     if "jax" in names and "jax_x32" not in names:
         names = (*names, "jax_x32")
+    if "torch" in names and "torch_agnostic" not in names:
+        # CPU tensors run the C core (softmaxkit._torch_dispatch); this backend runs
+        # the array-agnostic engine on them, the engine GPU tensors and autograd take
+        names = (*names, "torch_agnostic")
     return names
 
 
@@ -103,7 +108,7 @@ def _make_backend(name: str) -> Backend:
             return np.asarray(a._array) if hasattr(a, "_array") else np.asarray(a)
 
         return Backend(name, xps, conv_s, back_s)
-    if name == "torch":
+    if name in ("torch", "torch_agnostic"):
         import array_api_compat.torch as xpt
         import torch
 
@@ -114,7 +119,8 @@ def _make_backend(name: str) -> Backend:
         def back_t(a: Any) -> np.ndarray:
             return a.detach().cpu().numpy()
 
-        return Backend(name, xpt, conv_t, back_t)
+        # both run torch's expectations; "torch_agnostic" switches the C route off
+        return Backend("torch", xpt, conv_t, back_t, extra={"agnostic": name != "torch"})
     if name in ("jax", "jax_x32"):
         import jax
         import jax.numpy as jnp
@@ -160,6 +166,14 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
             yield b
         finally:
             jax.config.update("jax_enable_x64", old)
+    elif name == "torch_agnostic":
+        from softmaxkit import _torch_dispatch
+
+        _torch_dispatch.ENABLED = False
+        try:
+            yield b
+        finally:
+            _torch_dispatch.ENABLED = True
     else:
         yield b
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -227,7 +228,13 @@ def quick_normalize(
     validates and raises the proper errors. This keeps the latency of a small
     call at a few microseconds.
     """
-    if type(x) is not np.ndarray or where is not None or _ckernels is None:
+    if type(x) is not np.ndarray:
+        if out is not None:  # out= is for NumPy input only: the general path says so
+            return None
+        return _torch_quick(
+            quick_normalize, x, axis, where, temperature, precision, None, threads, log
+        )
+    if where is not None or _ckernels is None:
         return None
     if out is not None and not (
         type(out) is np.ndarray
@@ -262,6 +269,15 @@ def quick_normalize(
     res = np.empty_like(x) if out is None else out
     _ckernels.softmax(x, res, None, x.size // n, n, code, mode, nthreads, t, log, out is None)
     return res
+
+
+def _torch_quick(fn: Any, x: object, *args: object) -> Any:
+    """A ``quick_*`` shortcut for a CPU torch tensor (NumPy views), or None."""
+    if "torch" not in sys.modules:
+        return None
+    from . import _torch_dispatch
+
+    return _torch_dispatch.quick(fn, x, *args)
 
 
 def _quick_threads(threads: object, size: int) -> int | None:
@@ -302,7 +318,11 @@ def quick_logsumexp(
     """:func:`~softmaxkit.logsumexp` of a C-contiguous float32/float64 NumPy array
     over its last axis or all of it, without ``b``, ``where`` or ``return_sign``,
     in one C call (the general path's arithmetic); anything else returns None."""
-    if type(x) is not np.ndarray or b is not None or where is not None or _ckernels is None:
+    if type(x) is not np.ndarray:
+        return _torch_quick(
+            quick_logsumexp, x, axis, b, where, keepdims, return_sign, precision, threads
+        )
+    if b is not None or where is not None or _ckernels is None:
         return None
     if return_sign is not False or (keepdims is not True and keepdims is not False):
         return None
@@ -332,7 +352,9 @@ def quick_logsumexp(
 def quick_sigmoid(x: object, precision: object, threads: object, log: bool) -> Any:
     """``sigmoid`` / ``log_sigmoid`` of a non-empty C-contiguous float32/float64 NumPy
     array in one C call (the general path's arithmetic); anything else returns None."""
-    if type(x) is not np.ndarray or _ckernels is None:
+    if type(x) is not np.ndarray:
+        return _torch_quick(quick_sigmoid, x, precision, threads, log)
+    if _ckernels is None:
         return None
     got = _quick_mode(x.dtype, precision)
     if got is None or x.size == 0 or not x.flags.c_contiguous:
@@ -363,7 +385,12 @@ def quick_bce(
     logits and float targets of the same shape in [0, 1], without weights, in one C
     call (the general path's arithmetic and reductions); anything else, NaN targets
     included, returns None and takes the general path."""
-    if type(logits) is not np.ndarray or type(target) is not np.ndarray or _ckernels is None:
+    if type(logits) is not np.ndarray:
+        return _torch_quick(
+            quick_bce, logits, target, weight, pos_weight, reduction, return_grad, precision,
+            threads,
+        )  # fmt: skip
+    if type(target) is not np.ndarray or _ckernels is None:
         return None
     if weight is not None or pos_weight is not None:
         return None
@@ -419,7 +446,11 @@ def quick_nll_loss(
     the output), so the bits are the same: in the C core where that dtype is float64,
     by a NumPy gather for float32 fast mode. Anything else, and labels out of range,
     return None and take the general path."""
-    if type(log_probs) is not np.ndarray or type(target) is not np.ndarray or weight is not None:
+    if type(log_probs) is not np.ndarray:
+        return _torch_quick(
+            quick_nll_loss, log_probs, target, axis, weight, ignore_index, reduction, precision
+        )
+    if type(target) is not np.ndarray or weight is not None:
         return None
     if type(reduction) is not str or reduction not in _REDUCTIONS:
         return None
@@ -503,13 +534,14 @@ def quick_cross_entropy(
     then validates and raises the proper errors. A 32x10 call drops from about
     80 us to a few.
     """
-    if (
-        type(logits) is not np.ndarray
-        or type(target) is not np.ndarray
-        or weight is not None
-        or where is not None
-        or _ckernels is None
-    ):
+    if type(logits) is not np.ndarray:
+        return _torch_quick(
+            quick_cross_entropy, logits, target, axis, weight, ignore_index, label_smoothing,
+            z_loss, reduction, where, return_grad, precision, threads,
+        )  # fmt: skip
+    if type(target) is not np.ndarray or weight is not None or where is not None:
+        return None
+    if _ckernels is None:
         return None
     dt = logits.dtype
     got = _quick_mode(dt, precision)

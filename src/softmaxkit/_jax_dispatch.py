@@ -1,5 +1,8 @@
 """Where the public ops hand calls on JAX arrays to the C core under XLA.
 
+(Calls on torch tensors go to :mod:`softmaxkit._torch_dispatch` from here too: for
+CPU tensors outside autograd it runs the C core on zero-copy NumPy views.)
+
 The core dispatch (:mod:`softmaxkit._dispatch`) asks this module first for any
 input that is not a NumPy array. For JAX arrays whose computation can run on
 the CPU it returns the result of :mod:`softmaxkit.jax._core`, which runs the C
@@ -17,7 +20,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-from ._namespace import Plan, is_jax
+from ._namespace import Plan, is_jax, is_torch
 
 __all__ = [
     "binary_cross_entropy_with_logits",
@@ -32,6 +35,10 @@ Array = Any
 
 
 def _engine(plan: Plan) -> ModuleType | None:
+    if is_torch(plan.xp) and "torch" in sys.modules:
+        from . import _torch_dispatch  # CPU tensors: NumPy views for the C core
+
+        return _torch_dispatch
     if not is_jax(plan.xp) or "jax" not in sys.modules:
         return None
     from ._dispatch import FORCE_AGNOSTIC

@@ -1,0 +1,234 @@
+"""Where the public ops hand CPU torch tensors to the C core.
+
+``sk.softmax(t)`` on a torch tensor resolves to torch's array-API namespace, and
+without this module every such call ran the array-agnostic engine in torch
+operations: correct, but a few dozen torch calls per op (a 256×1000 float32
+softmax took about 26 ms, against about 0.3 ms for ``softmaxkit.torch.softmax``).
+
+When every array argument is a CPU tensor with strided memory, the result dtype
+is float32 or float64, and no autograd graph is being recorded through the call,
+:mod:`softmaxkit._dispatch` gets zero-copy NumPy views of the tensors and a NumPy
+plan with the same dtypes and mode, runs its NumPy branch (the C core), and the
+results come back as tensors sharing the NumPy results' memory
+(``torch.from_numpy``). The arithmetic is the NumPy path's, so the bits are those
+of the same call on NumPy arrays.
+
+Everything else returns ``None`` and takes the array-agnostic engine in torch
+operations, which autograd can differentiate: inputs that require grad while
+grad mode is on, other devices, half dtypes, tensors under ``torch.compile`` or
+a functorch transform, tensor subclasses, and negated or conjugated views.
+``SOFTMAXKIT_ENGINE=agnostic`` also switches this route off.
+
+Like :mod:`softmaxkit._jax_dispatch`, this module never imports torch: it is
+reached only with a torch tensor in hand.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import _dispatch
+from ._namespace import Plan, dtype_name, resolve
+
+__all__ = [
+    "ENABLED",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "logsumexp",
+    "normalize",
+    "quick",
+    "sigmoid",
+    "vjp",
+]
+
+Array = Any
+
+# switched off by the test suite's ``torch_agnostic`` backend, which runs the
+# array-agnostic engine on CPU tensors (the engine GPU tensors take)
+ENABLED = True
+
+_FLOATS = ("float32", "float64")
+_NP_PLANS: dict[tuple[str, str, str], Plan] = {}
+
+
+def _numpy_plan(plan: Plan) -> Plan:
+    """``plan`` for NumPy arrays: the same working and result dtypes and mode."""
+    key = (dtype_name(plan.work), dtype_name(plan.out), plan.mode)
+    got = _NP_PLANS.get(key)
+    if got is None:
+        xp = resolve(np.empty(0))[0]
+        got = Plan(xp, getattr(np, key[0]), np.dtype(key[1]), plan.mode, None)
+        _NP_PLANS[key] = got
+    return got
+
+
+def _open(torch: Any) -> bool | None:
+    """Whether autograd records now (so tensors requiring grad must keep torch's
+    route), or None when no tensor may leave for the C core at all."""
+    if not ENABLED or _dispatch.FORCE_AGNOSTIC or not _dispatch.available():
+        return None
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return None
+    return bool(torch.is_grad_enabled())
+
+
+def _view(torch: Any, a: Any, grad: bool) -> np.ndarray | None:
+    """A zero-copy NumPy view of the CPU tensor ``a``, or None for torch's route."""
+    if (
+        (type(a) is not torch.Tensor and type(a) is not torch.nn.Parameter)
+        or not a.is_cpu
+        or a.layout is not torch.strided
+        or (grad and a.requires_grad)
+        or a.is_neg()
+        or a.is_conj()
+        or a.dtype.is_complex
+    ):
+        return None
+    try:
+        return (a.detach() if a.requires_grad else a).numpy()  # type: ignore[no-any-return]
+    except (RuntimeError, TypeError):  # a dtype NumPy lacks (bfloat16, float8 ...)
+        return None
+
+
+def _views(plan: Plan, *arrays: Array) -> tuple[Plan, list[np.ndarray | None]] | None:
+    """A NumPy plan and zero-copy NumPy views of ``arrays``, or None for torch's route."""
+    if dtype_name(plan.out) not in _FLOATS or dtype_name(plan.work) not in _FLOATS:
+        return None
+    torch = sys.modules["torch"]
+    grad = _open(torch)
+    if grad is None:
+        return None
+    views: list[np.ndarray | None] = []
+    for a in arrays:
+        v = None if a is None else _view(torch, a, grad)
+        if v is None and a is not None:
+            return None
+        views.append(v)
+    return _numpy_plan(plan), views
+
+
+def quick(fn: Callable[..., Any], x: Any, *args: Any) -> Any:
+    """``fn`` (one of :mod:`._dispatch`'s ``quick_*`` shortcuts) on NumPy views of a
+    float32/float64 CPU tensor ``x`` and of the tensors among ``args``, its result as
+    tensors; None when ``x`` is not such a tensor or ``fn`` declines the call.
+
+    The shortcuts check the everyday call in a few attribute reads and make one C
+    call: a 32×10 ``sk.softmax(t)`` pays a few microseconds instead of the general
+    path's validation and plan (about 80 µs on torch tensors)."""
+    torch = sys.modules.get("torch")
+    if torch is None or type(x) is not torch.Tensor:
+        return None
+    if x.dtype is not torch.float32 and x.dtype is not torch.float64:
+        return None
+    grad = _open(torch)
+    if grad is None:
+        return None
+    xn = _view(torch, x, grad)
+    if xn is None:
+        return None
+    conv = []
+    tensor, param = torch.Tensor, torch.nn.Parameter
+    for a in args:
+        if type(a) is tensor or type(a) is param:
+            a = _view(torch, a, grad)
+            if a is None:
+                return None
+        conv.append(a)  # anything else the shortcut declines or takes as it is
+    return _tensors(fn(xn, *conv))
+
+
+def _tensors(res: Any) -> Any:
+    """The NumPy branch's results as CPU tensors (None stays None)."""
+    if res is None:
+        return None
+    if isinstance(res, tuple):
+        return tuple(_tensors(r) for r in res)
+    a = np.asarray(res)
+    if not a.flags.writeable or not a.dtype.isnative:
+        a = np.array(a, dtype=a.dtype.newbyteorder("="))
+    return sys.modules["torch"].from_numpy(a)
+
+
+def normalize(
+    x: Array,
+    axes: tuple[int, ...],
+    where: Array | None,
+    temperature: float,
+    plan: Plan,
+    threads: int,
+    log: bool,
+) -> Array | None:
+    got = _views(plan, x, where)
+    if got is None:
+        return None
+    npl, (xn, wn) = got
+    return _tensors(_dispatch._normalize(xn, axes, wn, temperature, npl, None, threads, log))
+
+
+def logsumexp(
+    x: Array,
+    axes: tuple[int, ...],
+    b: Array | None,
+    where: Array | None,
+    keepdims: bool,
+    return_sign: bool,
+    plan: Plan,
+    threads: int,
+) -> Any:
+    got = _views(plan, x, b, where)
+    if got is None:
+        return None
+    npl, (xn, bn, wn) = got
+    res = _dispatch.logsumexp(xn, axes, bn, wn, keepdims, return_sign, npl, threads=threads)
+    return _tensors(res)
+
+
+def cross_entropy(logits: Array, target: Array, *, threads: int, **kw: Any) -> Any:
+    got = _views(kw["plan"], logits, target, kw["weight"], kw["where"])
+    if got is None:
+        return None
+    npl, (xn, tn, wn, mn) = got
+    kw.update(plan=npl, weight=wn, where=mn)
+    return _tensors(_dispatch.cross_entropy(xn, tn, threads=threads, **kw))
+
+
+def sigmoid(x: Array, plan: Plan, *, log: bool, threads: int) -> Array | None:
+    got = _views(plan, x)
+    if got is None:
+        return None
+    npl, (xn,) = got
+    return _tensors(_dispatch.sigmoid(xn, npl, log=log, threads=threads))
+
+
+def binary_cross_entropy_with_logits(
+    logits: Array,
+    target: Array,
+    weight: Array | None,
+    pos_weight: Array | None,
+    reduction: str,
+    return_grad: bool,
+    plan: Plan,
+    threads: int,
+) -> Any:
+    got = _views(plan, logits, target, weight, pos_weight)
+    if got is None:
+        return None
+    npl, (xn, tn, wn, pn) = got
+    res = _dispatch.binary_cross_entropy_with_logits(
+        xn, tn, wn, pn, reduction, return_grad, npl, threads
+    )
+    return _tensors(res)
+
+
+def vjp(
+    y: Array, g: Array, axes: tuple[int, ...], plan: Plan, *, log: bool, threads: int
+) -> Array | None:
+    got = _views(plan, y, g)
+    if got is None:
+        return None
+    npl, (yn, gn) = got
+    return _tensors(_dispatch.vjp(yn, gn, axes, npl, log=log, threads=threads))
