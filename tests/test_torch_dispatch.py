@@ -125,20 +125,44 @@ def test_strided_views_and_numpy_labels(c_calls):
     assert len(c_calls) == 2
 
 
-def test_inputs_autograd_records_keep_the_differentiable_engine(c_calls):
-    x, t = _data("float64", (8, 30))
+@pytest.mark.parametrize("log", [False, True])
+def test_recorded_calls_take_the_torch_layers_autograd_ops(log, c_calls):
+    """A CPU tensor that requires grad, grad mode on: softmaxkit.torch's ops (the same
+    kernels, their backward in C), so values and gradients are the NumPy calls' bits."""
+    x, _ = _data("float64", (8, 30))
     xt = torch.from_numpy(x.copy()).requires_grad_()
-    y = sk.softmax(xt)
-    assert y.grad_fn is not None and not c_calls
+    fn, vjp = (sk.log_softmax, sk.log_softmax_vjp) if log else (sk.softmax, sk.softmax_vjp)
+    y = fn(xt, axis=0)
+    assert type(y.grad_fn).__module__ == "torch.autograd.function", type(y.grad_fn)
+    np.testing.assert_array_equal(y.detach().numpy(), fn(x, axis=0))
     g = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)
     (gx,) = torch.autograd.grad(y, xt, g)
-    want = sk.softmax_vjp(sk.softmax(x), g.numpy())
+    np.testing.assert_array_equal(gx.numpy(), vjp(fn(x, axis=0), g.numpy(), axis=0))
+    lse = sk.logsumexp(xt, axis=(0, 1))
+    (gl,) = torch.autograd.grad(lse, xt)
+    np.testing.assert_array_equal(gl.numpy(), sk.logsumexp_vjp(x, np.float64(1.0), axis=(0, 1)))
+    assert not c_calls
+    small = xt[:3, :5].detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: fn(t, axis=1), (small,))
+    with torch.no_grad():  # nothing is recorded: the C core through NumPy views
+        z = fn(xt, axis=0)
+    assert z.grad_fn is None and len(c_calls) == 1
+    np.testing.assert_array_equal(z.numpy(), fn(x, axis=0))
+
+
+def test_other_recorded_calls_keep_the_differentiable_engine(c_calls):
+    x, _ = _data("float64", (8, 30))
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    mask = torch.from_numpy(x > -2)
+    y = sk.softmax(xt, where=mask)  # no autograd op of the torch layer takes `where`
+    assert type(y.grad_fn).__module__ != "torch.autograd.function" and not c_calls
+    g = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)
+    (gx,) = torch.autograd.grad(y, xt, g)
+    want = sk.softmax_vjp(sk.softmax(x, where=x > -2), g.numpy())  # 0 where masked
     # (autograd through the engine's operations: not one rounding, hence the tolerance)
     np.testing.assert_allclose(gx.numpy(), want, rtol=1e-13, atol=1e-16)
-    with torch.no_grad():  # nothing is recorded: the C core
-        z = sk.softmax(xt)
-    assert z.grad_fn is None and len(c_calls) == 1
-    np.testing.assert_array_equal(z.numpy(), sk.softmax(x))
+    small = xt[:3, :5].detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: sk.log_softmax(t, temperature=0.5), (small,))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -13,10 +13,14 @@ results come back as tensors sharing the NumPy results' memory
 (``torch.from_numpy``). The arithmetic is the NumPy path's, so the bits are those
 of the same call on NumPy arrays.
 
-Everything else returns ``None`` and takes the array-agnostic engine in torch
-operations, which autograd can differentiate: inputs that require grad while
-grad mode is on, other devices, half dtypes, tensors under ``torch.compile`` or
-a functorch transform, tensor subclasses, and negated or conjugated views.
+Calls that autograd records (a CPU float32/float64 input that requires grad, grad
+mode on) go to :mod:`softmaxkit.torch`'s autograd ops where the call maps onto one
+(accurate ``softmax`` / ``log_softmax`` over one axis without ``where`` or a
+temperature; ``logsumexp`` without ``b``, ``where`` or ``return_sign``): the same
+kernels, and their backward in C. Everything else returns ``None`` and takes the
+array-agnostic engine in torch operations, which autograd can differentiate: the
+other recorded calls, other devices, half dtypes, tensors under ``torch.compile``
+or a functorch transform, tensor subclasses, and negated or conjugated views.
 ``SOFTMAXKIT_ENGINE=agnostic`` also switches this route off.
 
 Like :mod:`softmaxkit._jax_dispatch`, this module never imports torch: it is
@@ -141,6 +145,30 @@ def quick(fn: Callable[..., Any], x: Any, *args: Any) -> Any:
     return _tensors(fn(xn, *conv))
 
 
+def _recorded(plan: Plan, x: Any) -> bool:
+    """Whether ``x`` is a CPU float32/float64 tensor that autograd records through,
+    computed in the accurate mode in its own dtype: softmaxkit.torch's autograd ops
+    (the same C kernels, and their vector-Jacobian products in C) then serve it."""
+    torch = sys.modules["torch"]
+    return (
+        _open(torch) is True
+        and plan.mode != "plain"
+        and (type(x) is torch.Tensor or type(x) is torch.nn.Parameter)
+        and x.requires_grad
+        and x.is_cpu
+        and x.layout is torch.strided
+        and not x.is_neg()
+        and (x.dtype is torch.float32 or x.dtype is torch.float64)
+        and dtype_name(plan.out) == dtype_name(x.dtype)
+    )
+
+
+def _front_end() -> Any:
+    import softmaxkit.torch as skt
+
+    return skt
+
+
 def _tensors(res: Any) -> Any:
     """The NumPy branch's results as CPU tensors (None stays None)."""
     if res is None:
@@ -164,6 +192,9 @@ def normalize(
 ) -> Array | None:
     got = _views(plan, x, where)
     if got is None:
+        if where is None and temperature == 1.0 and len(axes) == 1 and _recorded(plan, x):
+            skt = _front_end()
+            return (skt.log_softmax if log else skt.softmax)(x, axes[0])
         return None
     npl, (xn, wn) = got
     return _tensors(_dispatch._normalize(xn, axes, wn, temperature, npl, None, threads, log))
@@ -181,6 +212,8 @@ def logsumexp(
 ) -> Any:
     got = _views(plan, x, b, where)
     if got is None:
+        if b is None and where is None and not return_sign and axes and _recorded(plan, x):
+            return _front_end().logsumexp(x, list(axes), keepdims)
         return None
     npl, (xn, bn, wn) = got
     res = _dispatch.logsumexp(xn, axes, bn, wn, keepdims, return_sign, npl, threads=threads)
