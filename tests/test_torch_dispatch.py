@@ -150,6 +150,29 @@ def test_recorded_calls_take_the_torch_layers_autograd_ops(log, c_calls):
     np.testing.assert_array_equal(z.numpy(), fn(x, axis=0))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("ignore_index", [None, 3])
+def test_recorded_cross_entropy_takes_the_torch_layers_op(dtype, reduction, ignore_index):
+    x, t = _data(dtype, (40, 9))
+    t[::4] = 3
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    kw = {"reduction": reduction, "ignore_index": ignore_index}
+    loss = sk.cross_entropy(xt, torch.from_numpy(t), **kw)
+    assert type(loss.grad_fn).__module__ == "torch.autograd.function", type(loss.grad_fn)
+    want, want_grad = sk.cross_entropy(x, t, return_grad=True, **kw)
+    np.testing.assert_array_equal(loss.detach().numpy(), want, strict=True)
+    cot = torch.ones_like(loss)
+    (g,) = torch.autograd.grad(loss, xt, cot)
+    np.testing.assert_array_equal(g.numpy(), want_grad)
+    if ignore_index is not None:  # every label ignored: the contract's empty mean
+        every = torch.full((40,), 3)
+        got = sk.cross_entropy(xt, every, **kw)
+        np.testing.assert_array_equal(
+            got.detach().numpy(), sk.cross_entropy(x, every.numpy(), **kw), strict=True
+        )
+
+
 def test_other_recorded_calls_keep_the_differentiable_engine(c_calls):
     x, _ = _data("float64", (8, 30))
     xt = torch.from_numpy(x.copy()).requires_grad_()

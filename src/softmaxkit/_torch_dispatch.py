@@ -16,11 +16,13 @@ of the same call on NumPy arrays.
 Calls that autograd records (a CPU float32/float64 input that requires grad, grad
 mode on) go to :mod:`softmaxkit.torch`'s autograd ops where the call maps onto one
 (accurate ``softmax`` / ``log_softmax`` over one axis without ``where`` or a
-temperature; ``logsumexp`` without ``b``, ``where`` or ``return_sign``): the same
-kernels, and their backward in C. Everything else returns ``None`` and takes the
-array-agnostic engine in torch operations, which autograd can differentiate: the
-other recorded calls, other devices, half dtypes, tensors under ``torch.compile``
-or a functorch transform, tensor subclasses, and negated or conjugated views.
+temperature; ``logsumexp`` without ``b``, ``where`` or ``return_sign``;
+``cross_entropy`` of 2-D logits and int64 labels without weights, mask, smoothing
+or z-loss): the same kernels, and their backward in C. Everything else returns
+``None`` and takes the array-agnostic engine in torch operations, which autograd
+can differentiate: the other recorded calls, other devices, half dtypes, tensors
+under ``torch.compile`` or a functorch transform, tensor subclasses, and negated
+or conjugated views.
 ``SOFTMAXKIT_ENGINE=agnostic`` also switches this route off.
 
 Like :mod:`softmaxkit._jax_dispatch`, this module never imports torch: it is
@@ -163,6 +165,27 @@ def _recorded(plan: Plan, x: Any) -> bool:
     )
 
 
+def _plain_recorded_ce(logits: Any, target: Any, kw: dict[str, Any]) -> bool:
+    """A recorded cross-entropy of 2-D logits (classes last) and class indices, with
+    nothing torch's ``cross_entropy(logits, labels)`` does not take."""
+    torch = sys.modules["torch"]
+    return (
+        kw["target_is_index"]
+        and kw["weight"] is None
+        and kw["where"] is None
+        and kw["label_smoothing"] == 0.0
+        and kw["z_loss"] == 0.0
+        and not kw["return_grad"]
+        and logits.ndim == 2
+        and kw["axis"] in (1, -1)
+        and type(target) is torch.Tensor
+        and target.dtype is torch.int64
+        and target.is_cpu
+        and target.ndim == 1
+        and _recorded(kw["plan"], logits)
+    )
+
+
 def _front_end() -> Any:
     import softmaxkit.torch as skt
 
@@ -223,6 +246,16 @@ def logsumexp(
 def cross_entropy(logits: Array, target: Array, *, threads: int, **kw: Any) -> Any:
     got = _views(kw["plan"], logits, target, kw["weight"], kw["where"])
     if got is None:
+        if _plain_recorded_ce(logits, target, kw):
+            # the labels were checked to lie in [0, C) (or equal ignore_index) before
+            # dispatch, so torch's default -100 ignores nothing when none was given
+            ign = kw["ignore_index"]
+            return _front_end().cross_entropy(
+                logits,
+                target,
+                ignore_index=-100 if ign is None else ign,
+                reduction=kw["reduction"],
+            )
         return None
     npl, (xn, tn, wn, mn) = got
     kw.update(plan=npl, weight=wn, where=mn)
