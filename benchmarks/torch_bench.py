@@ -153,6 +153,12 @@ def _public_calls(x: Any, y: Any) -> dict[str, dict[str, Callable[[], Any]]]:
         return run
 
     xn, yn = x.numpy(), y.numpy()
+    xg = x.clone().requires_grad_()
+
+    def recorded(f: Callable[[Any], Any]) -> None:
+        xg.grad = None
+        f(xg).backward()
+
     return {
         "softmax": {
             "c": lambda: sk.softmax(x),
@@ -171,6 +177,11 @@ def _public_calls(x: Any, y: Any) -> dict[str, dict[str, Callable[[], Any]]]:
             "agnostic": agnostic(lambda: sk.sigmoid(x)),
             "numpy": lambda: sk.sigmoid(xn),
             "torch": lambda: torch.sigmoid(x),
+        },
+        "cross_entropy, requires_grad, forward+backward": {
+            "c": lambda: recorded(lambda z: sk.cross_entropy(z, y)),
+            "agnostic": agnostic(lambda: recorded(lambda z: sk.cross_entropy(z, y))),
+            "torch": lambda: recorded(lambda z: F.cross_entropy(z, y)),
         },
     }
 
@@ -195,11 +206,14 @@ def render_public(rows: list[dict[str, Any]], rounds: int) -> list[str]:
     out = [
         "### The public ops (`sk.*`) on CPU torch tensors",
         "",
-        "float32, no autograd recording, 2 threads; µs per call, medians of "
+        "float32, 2 threads; µs per call, medians of "
         f"{rounds} interleaved rounds. CPU tensors run the C core on zero-copy NumPy views "
         "(`softmaxkit._torch_dispatch`); before, they ran the array-agnostic engine in torch "
-        "operations, which tensors that autograd records through still take. The NumPy "
-        "column is the same call on the tensors' NumPy views; the results are bitwise the same.",
+        "operations (the middle column, measured with that route switched off). The NumPy "
+        "column is the same call on the tensors' NumPy views; the results are bitwise the "
+        "same. A tensor that requires grad (the `requires_grad` rows: loss and backward) "
+        "takes softmaxkit.torch's autograd op where the call maps onto one; the other "
+        "recorded calls still take the engine in torch operations.",
         "",
         "| op | shape | C route (µs) | array-agnostic engine (µs) | speed-up | same call on "
         "NumPy (µs) | torch's own op (µs) |",
@@ -208,8 +222,8 @@ def render_public(rows: list[dict[str, Any]], rounds: int) -> list[str]:
     for r in rows:
         out.append(
             f"| `sk.{r['op']}` | {r['shape'][0]}×{r['shape'][1]} | {r['c']:.1f} | "
-            f"{r['agnostic']:.1f} | {r['agnostic'] / r['c']:.0f}× | {r['numpy']:.1f} | "
-            f"{r['torch']:.1f} |"
+            f"{r['agnostic']:.1f} | {r['agnostic'] / r['c']:.0f}× | "
+            f"{'–' if 'numpy' not in r else format(r['numpy'], '.1f')} | {r['torch']:.1f} |"
         )
     out.append("")
     return out
