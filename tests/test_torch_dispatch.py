@@ -195,7 +195,11 @@ def test_half_tensors_keep_their_dtype(dtype, c_calls):
     assert y.dtype == dtype and not c_calls
 
 
-def test_a_bad_label_is_named(c_calls):
-    x = torch.zeros(3, 4)
+@pytest.mark.parametrize("recorded", [False, True])
+@pytest.mark.parametrize("label", [4, -1, -100])
+def test_a_bad_label_is_named(recorded, label):
+    """Also -100, torch's default ignore_index, which softmaxkit's default (None) does
+    not ignore: the recorded shortcut must not let softmaxkit.torch's op skip it."""
+    x = torch.zeros(3, 4, requires_grad=recorded)
     with pytest.raises(SoftmaxkitError, match="target"):
-        sk.cross_entropy(x, torch.tensor([0, 4, 1]))
+        sk.cross_entropy(x, torch.tensor([0, label, 1]))

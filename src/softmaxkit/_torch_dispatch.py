@@ -18,7 +18,8 @@ mode on) go to :mod:`softmaxkit.torch`'s autograd ops where the call maps onto o
 (accurate ``softmax`` / ``log_softmax`` over one axis without ``where`` or a
 temperature; ``logsumexp`` without ``b``, ``where`` or ``return_sign``;
 ``cross_entropy`` of 2-D logits and int64 labels without weights, mask, smoothing
-or z-loss): the same kernels, and their backward in C. Everything else returns
+or z-loss, the everyday form without the general path's validation): the same
+kernels, and their backward in C. Everything else returns
 ``None`` and takes the array-agnostic engine in torch operations, which autograd
 can differentiate: the other recorded calls, other devices, half dtypes, tensors
 under ``torch.compile`` or a functorch transform, tensor subclasses, and negated
@@ -135,6 +136,8 @@ def quick(fn: Callable[..., Any], x: Any, *args: Any) -> Any:
         return None
     xn = _view(torch, x, grad)
     if xn is None:
+        if grad and fn is _dispatch.quick_cross_entropy:
+            return _recorded_quick_ce(torch, x, *args)
         return None
     conv = []
     tensor, param = torch.Tensor, torch.nn.Parameter
@@ -145,6 +148,62 @@ def quick(fn: Callable[..., Any], x: Any, *args: Any) -> Any:
                 return None
         conv.append(a)  # anything else the shortcut declines or takes as it is
     return _tensors(fn(xn, *conv))
+
+
+def _recorded_quick_ce(
+    torch: Any,
+    x: Any,
+    target: Any,
+    axis: Any,
+    weight: Any,
+    ign: Any,
+    eps: Any,
+    z: Any,
+    reduction: Any,
+    where: Any,
+    return_grad: Any,
+    precision: Any,
+    threads: Any,
+) -> Any:
+    """The everyday recorded ``cross_entropy(logits, labels)`` straight to
+    softmaxkit.torch's op, without the general path's validation on tensors (which
+    costs more than the op at small shapes); None for anything else."""
+    if not (
+        weight is None
+        and where is None
+        and return_grad is False
+        and precision == "accurate"
+        and threads is None
+        and (type(eps) is float or type(eps) is int)
+        and eps == 0
+        and (type(z) is float or type(z) is int)
+        and z == 0
+        and type(reduction) is str
+        and reduction in ("mean", "sum", "none")
+        and (ign is None or type(ign) is int)
+        and type(axis) is int
+        and x.ndim == 2
+        and axis in (1, -1)
+        and x.shape[0] > 0
+        and x.shape[1] > 0
+        and x.requires_grad
+        and x.is_cpu
+        and x.layout is torch.strided
+        and not x.is_neg()
+        and type(target) is torch.Tensor
+        and target.dtype is torch.int64
+        and target.is_cpu
+        and target.ndim == 1
+        and target.shape[0] == x.shape[0]
+    ):
+        return None
+    if ign is None:
+        # the op checks labels against [0, C) but lets its ignore_index (torch's -100)
+        # through: a negative label must meet the general path's error instead
+        if bool((target < 0).any()):
+            return None
+        ign = -100
+    return _front_end().cross_entropy(x, target, ignore_index=ign, reduction=reduction)
 
 
 def _recorded(plan: Plan, x: Any) -> bool:
