@@ -186,24 +186,47 @@ def _recorded_quick_ce(
         and axis in (1, -1)
         and x.shape[0] > 0
         and x.shape[1] > 0
+        and _records(torch, x)
+        and _labels(torch, target, x.shape[0])
+    ):
+        return None
+    # the op checks labels against [0, C) but lets its ignore_index through: without
+    # one of ours, a negative label (torch's -100 too) must meet the general path's error
+    if ign is None and bool((target < 0).any()):
+        return None
+    return _front_end_ce(x, target, ign, reduction)
+
+
+def _records(torch: Any, x: Any) -> bool:
+    """Whether ``x`` is a CPU float32/float64 tensor that requires grad, in memory
+    softmaxkit.torch's ops read as it is."""
+    return (
+        (type(x) is torch.Tensor or type(x) is torch.nn.Parameter)
         and x.requires_grad
         and x.is_cpu
         and x.layout is torch.strided
         and not x.is_neg()
-        and type(target) is torch.Tensor
+        and (x.dtype is torch.float32 or x.dtype is torch.float64)
+    )
+
+
+def _labels(torch: Any, target: Any, rows: int) -> bool:
+    """Whether ``target`` is a CPU int64 tensor of ``rows`` class indices."""
+    return (
+        type(target) is torch.Tensor
         and target.dtype is torch.int64
         and target.is_cpu
         and target.ndim == 1
-        and target.shape[0] == x.shape[0]
-    ):
-        return None
-    if ign is None:
-        # the op checks labels against [0, C) but lets its ignore_index (torch's -100)
-        # through: a negative label must meet the general path's error instead
-        if bool((target < 0).any()):
-            return None
-        ign = -100
-    return _front_end().cross_entropy(x, target, ignore_index=ign, reduction=reduction)
+        and target.shape[0] == rows
+    )
+
+
+def _front_end_ce(x: Any, target: Any, ign: int | None, reduction: str) -> Any:
+    """softmaxkit.torch's cross-entropy; with ``ign=None`` the labels must be known
+    non-negative, so that torch's default ``ignore_index=-100`` ignores none."""
+    return _front_end().cross_entropy(
+        x, target, ignore_index=-100 if ign is None else ign, reduction=reduction
+    )
 
 
 def _recorded(plan: Plan, x: Any) -> bool:
@@ -214,12 +237,7 @@ def _recorded(plan: Plan, x: Any) -> bool:
     return (
         _open(torch) is True
         and plan.mode != "plain"
-        and (type(x) is torch.Tensor or type(x) is torch.nn.Parameter)
-        and x.requires_grad
-        and x.is_cpu
-        and x.layout is torch.strided
-        and not x.is_neg()
-        and (x.dtype is torch.float32 or x.dtype is torch.float64)
+        and _records(torch, x)
         and dtype_name(plan.out) == dtype_name(x.dtype)
     )
 
@@ -237,10 +255,7 @@ def _plain_recorded_ce(logits: Any, target: Any, kw: dict[str, Any]) -> bool:
         and not kw["return_grad"]
         and logits.ndim == 2
         and kw["axis"] in (1, -1)
-        and type(target) is torch.Tensor
-        and target.dtype is torch.int64
-        and target.is_cpu
-        and target.ndim == 1
+        and _labels(torch, target, logits.shape[0])
         and _recorded(kw["plan"], logits)
     )
 
@@ -307,14 +322,8 @@ def cross_entropy(logits: Array, target: Array, *, threads: int, **kw: Any) -> A
     if got is None:
         if _plain_recorded_ce(logits, target, kw):
             # the labels were checked to lie in [0, C) (or equal ignore_index) before
-            # dispatch, so torch's default -100 ignores nothing when none was given
-            ign = kw["ignore_index"]
-            return _front_end().cross_entropy(
-                logits,
-                target,
-                ignore_index=-100 if ign is None else ign,
-                reduction=kw["reduction"],
-            )
+            # dispatch: none is negative unless it is ignore_index
+            return _front_end_ce(logits, target, kw["ignore_index"], kw["reduction"])
         return None
     npl, (xn, tn, wn, mn) = got
     kw.update(plan=npl, weight=wn, where=mn)
