@@ -508,12 +508,12 @@ def test_onemkl_kernel_choice_is_made_on_one_thread(how):
     import subprocess
     import sys
 
-    if not torch.backends.mkl.is_available():
-        pytest.skip("this torch build has no MKL, so no oneMKL kernel choice to make")
     out = subprocess.run(
         [sys.executable, "-c", _MKL_CHILD, how], capture_output=True, text=True, timeout=300
     )
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, out.stderr[-3000:]  # the child compares with NumPy's bits
+    if not torch.backends.mkl.is_available():
+        return  # no oneMKL, no kernel choice to settle: prime() calls nothing
     first = dict(ast.literal_eval(out.stdout.strip().splitlines()[-1]))
     assert ("exp", "torch.float32") in first or ("exp", "torch.float64") in first, first
     late = {k: n for k, n in first.items() if n != 1}
