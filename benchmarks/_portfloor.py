@@ -99,6 +99,10 @@ UOPS_LONG: dict[tuple[str, str], tuple[float, str]] = {
 }
 
 
+# the engine whose loops UOPS counts; other engines get no port floor
+COUNTED_ENGINE = "avx512"
+
+
 def uops(op: str, prec: str, n: int) -> float:
     """Vector uops per 16 elements of the AVX-512 engine's loops for rows of n elements."""
     if n > KEEPX_N and (op, prec) in UOPS_LONG:
@@ -144,12 +148,14 @@ class PortFloor:
         path = _build()
         self.available = path is not None
         self.isa = ""
+        self.bits = 0
         if path is None:
             return
         self._lib = ctypes.CDLL(str(path))
         self._lib.portfloor_run.restype = ctypes.c_float
         self._lib.portfloor_run.argtypes = [ctypes.c_long, ctypes.c_int]
         self.isa = ctypes.c_char_p.in_dll(self._lib, "portfloor_isa").value.decode()
+        self.bits = 512 if self.isa == "avx512" else 256
 
     def call(self, threads: int):  # type: ignore[no-untyped-def]
         """A no-argument callable running ``FMAS_PER_CALL`` FMAs on ``threads`` threads."""

@@ -59,6 +59,11 @@ THREADS = 2
 NOTES = [
     "### Instructions per element, and which engine runs",
     "",
+    "The notes below, up to session 18's, were measured on the machine these sessions "
+    "ran on until session 19: an Intel Xeon of the Sapphire Rapids class (it reports "
+    "`avx512_fp16`; 512-bit operations not double-pumped), 2 cores, 2 MiB L2 each. The "
+    "CPU of this run is named at the top of the section and in the next paragraph.",
+    "",
     "valgrind cannot run AVX-512 code and `perf stat` has no counters in this VM, so the "
     "AVX2 engine is counted by callgrind over a whole call (`tools/kcount.sh`, per element) "
     "and the AVX-512 engine by the instructions of its hot loop in the object code "
@@ -90,9 +95,7 @@ NOTES = [
     "cannot cost less than an allocating copy on the same 2 threads (a read of x and a "
     "write of newly faulted pages, each thread faulting its own half: the CE table's "
     "copy column; NumPy's `x.copy()` runs on one thread); its ratio to torch is bounded "
-    "by torch / that copy. "
-    "The CPU reports `avx512_fp16` (an Intel Xeon of the Sapphire Rapids class, not the "
-    "Zen 4 the issue names): its 512-bit operations are not double-pumped.",
+    "by torch / that copy.",
     "",
     "Rows of 40: on one thread softmax through the transposed short-row kernel is "
     "ahead of torch and log_softmax behind (the one-thread table); at 2 threads "
@@ -605,6 +608,37 @@ def _reclaim_note() -> str:
     )
 
 
+def _cpu_note(isas: list[str]) -> str:
+    """What this CPU offers the engines, read from /proc/cpuinfo."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"The engine that ran: `{isas[0]}`."
+    first = info.split("\n\n")[0]
+    fields = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in first.splitlines())}
+    flags = set(fields.get("flags", "").split())
+    ext = sorted(f for f in flags if f.startswith("avx512"))
+    who = (
+        f"{fields.get('vendor_id', '?')} family {fields.get('cpu family', '?')} model "
+        f"{fields.get('model', '?')}"
+    )
+    if ext:
+        return (
+            f"This CPU ({who}) reports {', '.join(f'`{f}`' for f in ext)}; the engine that "
+            f"ran is `{isas[0]}`."
+        )
+    zen3 = fields.get("vendor_id") == "AuthenticAMD" and fields.get("cpu family") == "25"
+    return (
+        f"This CPU ({who}"
+        + (", AMD Zen 3" if zen3 and fields.get("model") in {"1", "33", "80"} else "")
+        + f") has no AVX-512: the dispatcher runs the `{isas[0]}` engine, torch its AVX2 "
+        "kernels, and the AVX-512 columns and counts of earlier runs cannot be measured "
+        "here. The uop counts of the port-floor section are the AVX-512 engine's, so no "
+        "port floor is set against this run's misses; the one-thread table gives each "
+        "kernel's compute time on this CPU instead."
+    )
+
+
 def _best_rounds(r: dict[str, float], key: str) -> str:
     """The best round of an allocating column beside torch's and x.copy()'s best."""
     return (
@@ -637,9 +671,11 @@ def _reporting_note() -> str:
     )
 
 
-def _port_section(pf: Any, two: list[tuple[str, float]], one: list[float]) -> list[str]:
+def _port_section(
+    pf: Any, two: list[tuple[str, float]], one: list[float], engine: str = "avx512"
+) -> list[str]:
     """The measured vector-port floor and the uop counts it multiplies."""
-    from _portfloor import FMAS_PER_CALL, KEEPX_N, UOPS, UOPS_LONG
+    from _portfloor import COUNTED_ENGINE, FMAS_PER_CALL, KEEPX_N, UOPS, UOPS_LONG
 
     out = ["### The vector-port floor of this machine, measured", ""]
     if not pf.available or not two:
@@ -651,9 +687,10 @@ def _port_section(pf: Any, two: list[tuple[str, float]], one: list[float]) -> li
         rates += f", {one_med:.4f} on one thread (2-thread speed-up {one_med / two_med:.2f}×)"
     out += [
         f"`benchmarks/portfloor.c` ({pf.isa}) runs {FMAS_PER_CALL:,} fused multiply-adds "
-        "in 16 independent chains: one uop each on the two ports that execute 512-bit "
-        "floating point on this core, with nothing to wait for. Its time per FMA is the "
-        "least time any vector uop takes here, now; on this shared virtual machine it "
+        f"in 16 independent chains of {pf.bits}-bit vectors: one uop each on the two "
+        "ports that execute fused multiply-adds on this core, with nothing to wait for. "
+        "Its time per FMA is the least time any FMA-port uop takes here, now; on this "
+        "shared virtual machine it "
         "moves (such chains took 0.13 to 0.43 ns per FMA on one thread within one "
         "session, under other load), so it is measured in the same interleaved rounds as "
         "each case above (2 threads, each pinned to its own CPU) and between the "
@@ -663,6 +700,17 @@ def _port_section(pf: Any, two: list[tuple[str, float]], one: list[float]) -> li
         "|---|---:|",
     ]
     out += [f"| {c} | {v:.4f} |" for c, v in two]
+    if engine != COUNTED_ENGINE:
+        return [
+            *out,
+            "",
+            f"The uops of the `{COUNTED_ENGINE}` engine's loops are counted (earlier runs "
+            f"set them against this rate); the `{engine}` engine that ran here is not, and "
+            "its operations also issue to adders and shuffle units beside the FMA ports, so "
+            "this rate times a count would not be a floor for it. No port floor is set "
+            "against this run's misses.",
+            "",
+        ]
     out += [
         "",
         "Vector uops per 16 float32 elements of the AVX-512 engine on rows of up to 32768 "
@@ -692,11 +740,19 @@ def _port_section(pf: Any, two: list[tuple[str, float]], one: list[float]) -> li
     return out
 
 
-def _port_floor(op: str, prec: str, n: int, ns_uop: float | None, target: float) -> str:
+def _port_floor(
+    op: str, prec: str, n: int, ns_uop: float | None, target: float, engine: str = "avx512"
+) -> str:
     """The vector-port floor of softmaxkit's kernel for this case against the
-    largest time per element that would meet the target."""
-    from _portfloor import UOPS, uops
+    largest time per element that would meet the target (uops are counted for the
+    AVX-512 engine only)."""
+    from _portfloor import COUNTED_ENGINE, UOPS, uops
 
+    if engine != COUNTED_ENGINE:
+        return (
+            f" The `{engine}` engine ran; its uops are not counted (the counts are the "
+            f"`{COUNTED_ENGINE}` engine's), so no port floor: not shown out of reach."
+        )
     if ns_uop is None:
         return " No C compiler or AVX2 here: the port floor was not measured."
     if n <= 256 or (op, prec) not in UOPS:
@@ -726,7 +782,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from _portfloor import PortFloor, uops
+    from _portfloor import COUNTED_ENGINE, PortFloor, uops
 
     from softmaxkit import _dispatch
     from softmaxkit._bench import _cpu_model
@@ -821,7 +877,7 @@ def main() -> None:
                         f"- {case}, fast out=: {fast:.3f} ns/elem against torch {tout:.3f} "
                         f"(target {tout / 1.3:.3f}) and a copy floor of {cp:.3f} "
                         f"({(8 if dtype == 'float32' else 16) / cp:.1f} GB/s for read + write)."
-                        + _port_floor(op, "fast", shape[1], ns_uop, goal)
+                        + _port_floor(op, "fast", shape[1], ns_uop, goal, isas[0])
                     )
                 ok = tout / acc >= 0.8
                 verdicts.append((case, f"accurate out=: {tout / acc:.2f}× torch", _verdict(ok)))
@@ -829,7 +885,7 @@ def main() -> None:
                     misses.append(
                         f"- {case}, accurate out=: {acc:.3f} ns/elem against torch {tout:.3f} "
                         f"(target {tout / 0.8:.3f})."
-                        + _port_floor(op, "accurate", shape[1], ns_uop, tout / 0.8)
+                        + _port_floor(op, "accurate", shape[1], ns_uop, tout / 0.8, isas[0])
                     )
                 ta, fa, aa, xc = r["torch"], r["skt fast"], r["skt accurate"], r["x.copy()"]
                 ok = ta / fa >= 2.5 or fa <= 1.2 * xc
@@ -845,7 +901,9 @@ def main() -> None:
                         f"- {case}, fast allocating: {fa:.3f} ns/elem against torch {ta:.3f} "
                         f"and x.copy() {xc:.3f} (target {max(ta / 2.5, 1.2 * xc):.3f})."
                         + _best_rounds(r, "skt fast")
-                        + _port_floor(op, "fast", shape[1], ns_uop, max(ta / 2.5, 1.2 * xc))
+                        + _port_floor(
+                            op, "fast", shape[1], ns_uop, max(ta / 2.5, 1.2 * xc), isas[0]
+                        )
                     )
                 ok = ta / aa >= 1.5
                 verdicts.append((case, f"accurate alloc: {ta / aa:.2f}× torch", _verdict(ok)))
@@ -854,7 +912,7 @@ def main() -> None:
                         f"- {case}, accurate allocating: {aa:.3f} ns/elem against torch {ta:.3f} "
                         f"(target {ta / 1.5:.3f})."
                         + _best_rounds(r, "skt accurate")
-                        + _port_floor(op, "accurate", shape[1], ns_uop, ta / 1.5)
+                        + _port_floor(op, "accurate", shape[1], ns_uop, ta / 1.5, isas[0])
                     )
             lines.append("")
     for dtype in ("float32", "float64"):
@@ -943,13 +1001,15 @@ def main() -> None:
         "softmaxkit's is its Python front end (validation and the plan). The port floors "
         "are the kernels' vector uops per element (counted in their object code: the "
         "next section) times this machine's time per vector uop on one thread, measured "
-        "between the calls; rows of 40 and 10 run the transposed kernels, not counted.",
+        "between the calls; rows of 40 and 10 run the transposed kernels, not counted, "
+        "and where another engine than the counted AVX-512 one ran, no port floor is given.",
         "",
         "| op | shape | dtype | torch out= | skt fast out= | skt accurate out= | "
         "port floor fast | port floor accurate |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     one_thread: list[float] = []
+    counted = isas[0] == COUNTED_ENGINE
     for fop, sname, dtype, tv, fv, av, ns_uop in compute_floor(200 if not args.quick else 20, pf):
         if fop == "call":
             lines.append(
@@ -959,7 +1019,7 @@ def main() -> None:
         pfl = ["–", "–"]
         if ns_uop is not None:
             one_thread.append(ns_uop)
-            if dtype == "float32" and int(sname.split("×")[1]) > 256:
+            if dtype == "float32" and int(sname.split("×")[1]) > 256 and counted:
                 n = int(sname.split("×")[1])
                 pfl = [_f(uops(fop, p, n) / 16 * ns_uop) for p in ("fast", "accurate")]
         lines.append(
@@ -967,8 +1027,8 @@ def main() -> None:
             + " | ".join(pfl)
             + " |"
         )
-    lines += ["", *_port_section(pf, port_rows, one_thread)]
-    lines += ["", *NOTES]
+    lines += ["", *_port_section(pf, port_rows, one_thread, isas[0])]
+    lines += ["", *NOTES[:2], _cpu_note(isas), "", *NOTES[2:]]
     lines += ["", "### Targets (float32, the dispatcher's engine)", ""]
     lines += ["| case | measured | target |", "|---|---|---|"]
     lines += [f"| {c} | {m} | {v} |" for c, m, v in verdicts]
