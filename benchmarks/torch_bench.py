@@ -708,9 +708,9 @@ def _lce_child(variant: str, n: int, d: int, v: int) -> dict[str, Any]:
             return F.linear_cross_entropy(hh, WW, tt, options=opts)
         if variant == "softmaxkit":
             return skt.linear_cross_entropy(hh, WW, tt)
-        if variant == "softmaxkit, torch GEMM":
-            # the matrix products through torch's BLAS instead of NumPy's
-            _linear_ce.GEMM = "torch"
+        if variant == "softmaxkit, NumPy GEMM":
+            # the matrix products through NumPy's BLAS instead of torch's
+            _linear_ce.GEMM = "numpy"
             return skt.linear_cross_entropy(hh, WW, tt)
         if variant.startswith("softmaxkit chunk_size="):
             size = int(variant.split("=")[1])
