@@ -490,8 +490,16 @@ _torch_dispatch.ENABLED = False  # the array-agnostic engine, in torch operation
 x = np.linspace(-30.0, 30.0, 9202).astype(np.float32)
 t = torch.from_numpy(x.copy())
 got = [sk.sigmoid(t).numpy(), sk.log_softmax(t).numpy(), sk.logsumexp(t).numpy()]
-want = [sk.sigmoid(x), sk.log_softmax(x), sk.logsumexp(x)]
-assert all(np.array_equal(g, w) for g, w in zip(got, want)), "torch and NumPy results differ"
+# float64 references, far inside the float32 bound (a raced oneMKL kernel has float32
+# accuracy: 3e-9 relative in float64, 1e-4 in float32, which several of these 9202
+# values near a rounding midpoint turn into more than 0.505 ulp)
+d = x.astype(np.float64)
+m = d.max()
+lse = m + np.log(np.sum(np.exp(d - m)))
+want = [1.0 / (1.0 + np.exp(-d)), d - lse, lse]
+for g, w in zip(got, want):
+    ulps = np.abs(g.astype(np.float64) - w) / np.spacing(np.abs(w).astype(np.float32))
+    assert ulps.max() <= 0.505, f"{ulps.max()} ulp against float64"  # the documented bound
 print(sorted((k, v) for k, v in first.items()))
 """
 
@@ -511,7 +519,7 @@ def test_onemkl_kernel_choice_is_made_on_one_thread(how):
     out = subprocess.run(
         [sys.executable, "-c", _MKL_CHILD, how], capture_output=True, text=True, timeout=300
     )
-    assert out.returncode == 0, out.stderr[-3000:]  # the child compares with NumPy's bits
+    assert out.returncode == 0, out.stderr[-3000:]  # the child checks the float32 bound
     if not torch.backends.mkl.is_available():
         return  # no oneMKL, no kernel choice to settle: prime() calls nothing
     first = dict(ast.literal_eval(out.stdout.strip().splitlines()[-1]))

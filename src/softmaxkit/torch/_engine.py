@@ -288,9 +288,11 @@ def _out_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     and recycled by malloc between steps; with it a small MLP's training step is about
     5% faster than with NumPy's, which torch's GEMMs then read), NumPy's above (it asks
     for transparent huge pages, so a fresh buffer faults in 512 times less often).
-    Forward outputs stay NumPy's: ``torch.empty`` plus ``.numpy()`` costs about 4 us
-    more per call, a third of a small softmax. Used for every large output the core
-    writes: gradients, VJPs and the forward outputs that are not NumPy's already."""
+    Outputs the core writes through a NumPy view stay NumPy's below that size too:
+    ``torch.empty`` plus ``.numpy()`` costs about 4 us more per call, a third of a small
+    softmax; the everyday softmax hands the core its output's address instead
+    (:func:`_out_like`). Used for every large output the core writes: gradients, VJPs
+    and the forward outputs that are not NumPy's already."""
     if math.prod(shape) * dtype.itemsize < _BIG_OUT:
         return torch.empty(shape, dtype=dtype)
     return torch.from_numpy(np.empty(shape, _NP_DTYPE[dtype]))
@@ -322,13 +324,13 @@ def softmax_last(x: Tensor, code: int, log: bool) -> Tensor:
     float32 (``code`` 0) or float64 (1) tensor, straight into the C core."""
     if x.is_neg():  # a negated view (the operators may get one): its memory holds -x
         x = x.resolve_neg()
-    shape = x.shape
     size = x.numel()
-    out = np.empty(shape, _NP_DTYPE[x.dtype])
-    n = shape[-1]
-    # x by address: its NumPy view costs about 2 us and made the call itself slower
-    _ckernels.softmax_at(x.data_ptr(), out, size // n, n, code, _ACCURATE, _threads(size), log)
-    return torch.from_numpy(out)
+    out = _out_like(x)  # x is contiguous: so is out
+    n = x.shape[-1]
+    # by address: x's NumPy view costs about 2 us and made the call itself slower
+    addr = out.data_ptr()
+    _ckernels.softmax_at(x.data_ptr(), addr, size // n, n, code, _ACCURATE, _threads(size), log)
+    return out
 
 
 def softmax_fwd(x: Tensor, dims: list[int], log: bool) -> Tensor:
