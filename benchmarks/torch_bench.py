@@ -1081,7 +1081,10 @@ def render_overhead(
         "`ε/C·w_j` cancel). At 256×1000 that is about 280 µs of C, so that row sits near "
         "torch's time (450–790 µs on this machine).",
         "",
-        "Why the missed rows are missed:",
+        "Why the missed rows are missed (the figures from sessions 6 to 18 were measured on "
+        "an Intel Xeon with AVX-512 and 2 MiB of L2 per core; from session 20 this part "
+        "runs on an AMD EPYC of the Zen 3 generation: AVX2 only, for torch as for "
+        "softmaxkit, and 512 KiB of L2 per core):",
         "",
         "- Small calls (32×10, the MLP's 64×100) are fixed cost. A Python "
         "`autograd.Function` pays for `Function.apply`, saving for backward and a Python "
@@ -1138,7 +1141,10 @@ def render_overhead(
         "median ns/elem, log_softmax 256×1000 0.256 → 0.244–0.245, softmax 8×50257 "
         "0.250–0.251 → 0.245–0.246. Since session 16 "
         "the everyday softmax/log_softmax hands the C core x's address instead of a NumPy "
-        "view (`softmax_at`; 32×10 forward 4.8 → 3.9 µs).",
+        "view (`softmax_at`; 32×10 forward 4.8 → 3.9 µs), and since session 20 its "
+        "output's address too (`torch.empty_like` instead of a NumPy array turned into a "
+        "tensor; on the Zen 3, 32×10 float32 softmax 5.5 → 5.1 µs, log_softmax 5.7 → "
+        "5.4 µs, torch 3.4–3.5 µs, medians of 9 rounds of `timeit`).",
         "- Large outputs (512×50257: 103 MB) are faulted in fresh on every call, and this "
         "virtual machine hands freed memory back to its host at once (free page reporting; "
         "see the kernels section), so such a call's time depends on what the calls before it "
