@@ -682,7 +682,7 @@ def _reporting_note() -> str:
 
 
 def _port_section(
-    pf: Any, two: list[tuple[str, float]], one: list[float], engine: str = "avx512"
+    pf: Any, two: list[tuple[str, float]], one: list[float], engine: str
 ) -> list[str]:
     """The measured vector-port floor and the uop counts it multiplies."""
     from _portfloor import COUNTED_ENGINE, FMAS_PER_CALL, KEEPX_N, UOPS, UOPS_LONG
@@ -751,7 +751,7 @@ def _port_section(
 
 
 def _port_floor(
-    op: str, prec: str, n: int, ns_uop: float | None, target: float, engine: str = "avx512"
+    op: str, prec: str, n: int, ns_uop: float | None, target: float, engine: str
 ) -> str:
     """The vector-port floor of softmaxkit's kernel for this case against the
     largest time per element that would meet the target (uops are counted for the

@@ -323,16 +323,17 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-# Which library does the matrix products of CPU tensors: "torch" (the default, also
-# "auto") or "numpy" (NumPy's BLAS on zero-copy views). NumPy's OpenBLAS was the default
-# on CPUs other than Intel's until session 20, for a speed gain that measured within the
-# noise on an AMD Zen 3 (N=2048, D=512, V=32768, 2 threads, 3 interleaved rounds: 1.97 s
-# against 1.94 s with torch's products; N=4096, D=1024, V=65536: 13.1 s against 13.6 s),
-# while OpenBLAS's per-thread buffers added about 30 MB of resident memory to the call
-# (working memory beyond the gradients 47 MB against 18 MB at the first shape, 104 MB
-# against 69 MB at the second) and to the torch process after it. The choice never
-# depends on timing, so a given set-up always gives the same bits.
-GEMM = "auto"
+# Which library does the matrix products of CPU tensors: "torch" (the default; any value
+# but "numpy" means it) or "numpy" (NumPy's BLAS on zero-copy views). NumPy's OpenBLAS
+# was the default on CPUs other than Intel's until session 20, for a speed gain that
+# measured within the noise on an AMD Zen 3 (N=2048, D=512, V=32768, 2 threads, 3
+# interleaved rounds: 1.97 s against 1.94 s with torch's products; N=4096, D=1024,
+# V=65536: 13.1 s against 13.6 s), while OpenBLAS's per-thread buffers added about 30 MB
+# of resident memory to the call (working memory beyond the gradients 47 MB against 18
+# MB at the first shape, 104 MB against 69 MB at the second) and to the torch process
+# after it. The choice never depends on timing, so a given set-up always gives the same
+# bits.
+GEMM = "torch"
 
 
 def _gemm_for(device: torch.device, cols: int, dtype: torch.dtype, threads: int = 0) -> _Gemm:
