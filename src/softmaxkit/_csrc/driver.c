@@ -731,6 +731,43 @@ static void fin_rows(const job *j, size_t cnt, const size_t *row, const skit_bst
     }
 }
 
+/* float32 accurate logsumexp where M + L cancels. The engines' float64 exponentials
+ * err by up to 2^-34 relative (AVX-512: 2^-37), so L = log1p((c - 1) + s) errs by up
+ * to about 2^-34 min(L, 1) absolute: below a thousandth of a float32 ulp of M + L
+ * unless M + L is small beside L, that is M < 0 and L close to -M (a row of
+ * log-probabilities, whose logsumexp is about 0). Found by hypothesis: the row
+ * [-2.0682271, -0.13512552, -inf] gave 1.5952395e-05 where the answer rounds to
+ * 1.5952392e-05 (2 ulp). Such rows are summed again here in double-word
+ * arithmetic (exp and log1p to about 100 bits), the way the accurate float64
+ * engine sums, and their result rounded once. */
+static int lse_cancels(const job *j, double lse, double M) {
+    if (j->a->mode != SKIT_ACCURATE || j->a->dtype != SKIT_F32) return 0;
+    double L = lse - M; /* >= 0 */
+    double lim = L < 1.0 ? L : 1.0;
+    /* L errs by at most about 2^-34 s / (c + s) <= 2^-34 min(L, 1) / log(2): with
+     * |lse| >= min(L, 1) / 4 that is under 2^-31 |lse|, 2^-7 of a float32 ulp */
+    return L > 0.0 && fabs(lse) < 0.25 * lim;
+}
+
+static double lse_exact(const job *j, size_t r, double M) {
+    const char *x = xrow(j, r);
+    const uint8_t *mk = mrow(j, r);
+    double c = 0.0;
+    skit_dd s = dd_make(0.0, 0.0);
+    for (size_t i = 0; i < j->a->n; i++) {
+        if (mk && !mk[i]) continue;
+        skit_dd v = j->E->scaled(x, i, j->a->temperature);
+        if (v.hi == -INFINITY) continue;
+        if (v.hi == M && v.lo == 0.0) {
+            c += 1.0;
+            continue;
+        }
+        s = dd_add(s, skit_dd_exp(dd_sub(v, dd_make(M, 0.0))));
+    }
+    skit_dd L = skit_dd_log1p(dd_add(dd_make(c - 1.0, 0.0), s));
+    return dd_value(dd_add(dd_make(M, 0.0), L));
+}
+
 static skit_dd row_finish(const job *j, size_t r, const skit_bstat *bs, skit_rstat *rs) {
     double xt, f1;
     if (fin_job(j) && fin_ok(j, r, bs, &xt)) {
@@ -771,7 +808,9 @@ static skit_dd row_finish(const job *j, size_t r, const skit_bstat *bs, skit_rst
         case SKIT_ROW_NAN: lse = NAN; break;
         case SKIT_ROW_POSINF: lse = INFINITY; break;
         case SKIT_ROW_EMPTY: lse = -INFINITY; break;
-        default: lse = dd_value(dd_add(dd_make(rs->M, 0.0), rs->L));
+        default:
+            lse = dd_value(dd_add(dd_make(rs->M, 0.0), rs->L));
+            if (j->op == OP_LSE && lse_cancels(j, lse, rs->M)) lse = lse_exact(j, r, rs->M);
         }
         if (j->lse) j->lse[r] = lse;
         if (j->op == OP_CE) {
@@ -1227,6 +1266,19 @@ static void small_task(void *ctx, size_t t) {
     }
     for (size_t i = 0; i < cnt; i++)
         if (special[i]) row_task(j, r0 + i);
+    if (j->op == OP_LSE && j->a->mode == SKIT_ACCURATE && j->a->dtype == SKIT_F32)
+        for (size_t i = 0; i < cnt; i++) {
+            /* |lse| >= 1/4 never cancels (see lse_cancels): most rows stop here */
+            double v = j->lse[r0 + i];
+            if (special[i] || !(fabs(v) < 0.25)) continue;
+            const char *x = xrow(j, r0 + i);
+            double M = -INFINITY;
+            for (size_t k = 0; k < j->a->n; k++) {
+                double e = j->E->scaled(x, k, j->a->temperature).hi;
+                M = e > M ? e : M;
+            }
+            if (lse_cancels(j, v, M)) j->lse[r0 + i] = lse_exact(j, r0 + i, M);
+        }
 }
 
 /* short cross-entropy rows: a task is SMALL_ROWS rows through the engine's
