@@ -1100,7 +1100,13 @@ def render_overhead(
         "calls no `typing.cast`: in one process, 32×10 forward+backward through the short "
         "route 47.2–49.4 → 45.0–48.4 µs (torch 44.0–47.1 µs; the bare `Function` route "
         "without any check 39.2–41.8 µs, so the checks still cost about 6 µs inside the "
-        "loop, against about 1.5 µs timed one by one).",
+        "loop, against about 1.5 µs timed one by one). Since session 21 a reduced loss is "
+        "`torch.empty_like` of a 0-d template, written by the C core at its address, "
+        "instead of a NumPy scalar array turned into a tensor: 32×10 forward+backward "
+        "through autograd, 11 interleaved rounds in one process (two runs), before/after "
+        "1.076–1.090× (median of the pairwise ratios), torch / softmaxkit 0.84–0.87× → "
+        "0.94–0.95×: about 8 µs a step, more than the 0.8 µs the allocation itself saves "
+        "(a tensor over NumPy memory costs again when it is freed and in backward).",
         "- softmax/log_softmax from 256×1000 to 8×50257 run the accurate kernel. Kernel to "
         "kernel on one thread it takes about torch's time at 256×1000 and up to an eighth "
         "more on rows that do not stay in the caches (the forward floor table below: a "
@@ -1144,7 +1150,11 @@ def render_overhead(
         "view (`softmax_at`; 32×10 forward 4.8 → 3.9 µs), and since session 20 its "
         "output's address too (`torch.empty_like` instead of a NumPy array turned into a "
         "tensor; on the Zen 3, 32×10 float32 softmax 5.5 → 5.1 µs, log_softmax 5.7 → "
-        "5.4 µs, torch 3.4–3.5 µs, medians of 9 rounds of `timeit`).",
+        "5.4 µs, torch 3.4–3.5 µs, medians of 9 rounds of `timeit`). Since session 21 the "
+        "everyday route reads x's size and negation once (its checks had read both, and "
+        "`softmax_last` read them again) and inlines the output and thread choices: 32×10 "
+        "log_softmax, 15 interleaved rounds in one process, 9.95 → 8.97 µs median (1.095× "
+        "the pairwise median) in a slow spell of the host, where torch took 5.5 µs.",
         "- Large outputs (512×50257: 103 MB) are faulted in fresh on every call, and this "
         "virtual machine hands freed memory back to its host at once (free page reporting; "
         "see the kernels section), so such a call's time depends on what the calls before it "

@@ -323,7 +323,8 @@ static PyObject *py_cross_entropy_reduced(PyObject *self, PyObject *args) {
 PyDoc_STRVAR(cross_entropy_reduced_at_doc,
              "cross_entropy_reduced_at(x_addr, target_addr, rows, n, dtype, mode, threads, "
              "ignore_index, reduction, loss, grad_addr): cross_entropy_reduced without class "
-             "weights or z-loss, for tensors the caller has checked; see the comment");
+             "weights or z-loss, for tensors the caller has checked (loss: a buffer, or the "
+             "address of a fresh buffer of x's type); see the comment");
 
 /* The everyday training-loop cross-entropy of softmaxkit.torch, where turning
  * each tensor into a NumPy view costs more than the kernel. x and target are
@@ -349,15 +350,29 @@ static PyObject *py_cross_entropy_reduced_at(PyObject *self, PyObject *args) {
     }
     Py_ssize_t count = reduction == 0 ? rows : 1;
     buf l = {0};
-    /* x's own type first (the usual call), then float64 */
-    int narrow = dtype == SKIT_F32 && get(lo, &l, 1, 'f', count, 0, "loss") == 0;
-    if (!narrow) {
-        PyErr_Clear();
-        if (get(lo, &l, 1, 'd', count, 0, "loss") < 0) return NULL;
+    void *lbuf;
+    int narrow;
+    if (PyLong_Check(lo)) {
+        /* an address: count items of x's own type, fresh for this call (the caller's
+         * torch.empty_like, which costs less than a NumPy array and its tensor) */
+        lbuf = PyLong_AsVoidPtr(lo);
+        if (!lbuf) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad loss address");
+            return NULL;
+        }
+        narrow = dtype == SKIT_F32;
+    } else {
+        /* x's own type first (the usual call), then float64 */
+        narrow = dtype == SKIT_F32 && get(lo, &l, 1, 'f', count, 0, "loss") == 0;
+        if (!narrow) {
+            PyErr_Clear();
+            if (get(lo, &l, 1, 'd', count, 0, "loss") < 0) return NULL;
+        }
+        lbuf = l.view.buf;
     }
     double one;
     double *wide = narrow ? (count == 1 ? &one : (double *)malloc(count * sizeof(double)))
-                          : (double *)l.view.buf;
+                          : (double *)lbuf;
     if (!wide) {
         release(&l);
         return PyErr_NoMemory();
@@ -372,7 +387,7 @@ static PyObject *py_cross_entropy_reduced_at(PyObject *self, PyObject *args) {
         &a, (const int64_t *)(uintptr_t)ta, NULL, 1, (int64_t)ignore, 0.0, reduction, wide,
         ga ? (void *)(uintptr_t)ga : NULL, &bad);
     if (st == SKIT_OK && narrow)
-        for (Py_ssize_t i = 0; i < count; i++) ((float *)l.view.buf)[i] = (float)wide[i];
+        for (Py_ssize_t i = 0; i < count; i++) ((float *)lbuf)[i] = (float)wide[i];
     Py_END_ALLOW_THREADS if (narrow && wide != &one) free(wide);
     release(&l);
     return reduced_result(st, bad);

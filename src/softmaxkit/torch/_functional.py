@@ -66,14 +66,14 @@ def _plain_normalize(x: object, dim: object, dtype: object, log: bool) -> torch.
             or (x.requires_grad and torch.is_grad_enabled())
             or not x.is_contiguous()  # raises for sparse layouts: the general route names them
             or x.is_neg()
-            or x.numel() == 0
+            or not (size := x.numel())
             or torch._C._are_functorch_transforms_active()
             or not E.native_unforced()  # with the checks above: E.engine_for(x) == E.NATIVE
         ):
             return None
     except RuntimeError:
         return None
-    return E.softmax_last(x, code, log)
+    return E.softmax_plain(x, code, log, size)
 
 
 def _normalize(x: torch.Tensor, dims: list[int], log: bool) -> torch.Tensor:
