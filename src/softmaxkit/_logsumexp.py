@@ -100,14 +100,15 @@ def logsumexp(
     dtype, so ``logsumexp`` of 100,000 float16 zeros is ``11.51`` (PyTorch,
     SciPy and JAX overflow to ``inf``).
 
-    Where the maximum ``a`` and ``log1p`` of the rest nearly cancel (a row of
-    log-probabilities, whose logsumexp is about 0), float32 rows on the native
-    CPU kernels are summed again in double-word arithmetic and still rounded once.
-    Elsewhere the error there is absolute rather than relative, at most about
-    ``2**-47`` (float32, array-agnostic engine) or ``2**-63`` (float64) times
-    ``min(L, 1)``, ``L = log1p(...)``: many ulps of a result near 0 (measured on
-    rows of 100 log-probabilities: up to 14 ulp in float32 and ``9e12`` in
-    float64, against mpmath).
+    The result is ``a + L`` with ``a`` the maximum and ``L = log1p(...)`` of the
+    rest. Where the two nearly cancel (a row of log-probabilities, whose
+    logsumexp is about 0), float32 rows on the native CPU kernels are summed again
+    in double-word arithmetic and still rounded once (for results down to about
+    ``2**-39 min(L, 1)``). Elsewhere the error there is absolute rather than
+    relative, at most about ``2**-47`` (float32, array-agnostic engine) or
+    ``2**-63`` (float64) times ``min(L, 1)``: many ulps of a result near 0
+    (measured on rows of 100 log-probabilities: up to 14 ulp in float32 and
+    ``9e12`` in float64, against mpmath).
 
     References
     ----------

@@ -738,8 +738,10 @@ static void fin_rows(const job *j, size_t cnt, const size_t *row, const skit_bst
  * log-probabilities, whose logsumexp is about 0). Found by hypothesis: the row
  * [-2.0682271, -0.13512552, -inf] gave 1.5952395e-05 where the answer rounds to
  * 1.5952392e-05 (2 ulp). Such rows are summed again here in double-word
- * arithmetic (exp and log1p to about 100 bits), the way the accurate float64
- * engine sums, and their result rounded once. */
+ * arithmetic (skit_dd_exp and skit_dd_log1p, about 2^-70 relative: their polynomial's
+ * r^2 term is a plain double), and their result rounded once, which holds while
+ * |lse| >= about 2^-39 min(L, 1); float64 results would need more than double-word
+ * exponentials (see softmaxkit.logsumexp's notes). */
 static int lse_cancels(const job *j, double lse, double M) {
     if (j->a->mode != SKIT_ACCURATE || j->a->dtype != SKIT_F32) return 0;
     double L = lse - M; /* >= 0 */
