@@ -102,13 +102,14 @@ def logsumexp(
 
     The result is ``a + L`` with ``a`` the maximum and ``L = log1p(...)`` of the
     rest. Where the two nearly cancel (a row of log-probabilities, whose
-    logsumexp is about 0), float32 rows on the native CPU kernels are summed again
-    in double-word arithmetic and still rounded once (for results down to about
-    ``2**-39 min(L, 1)``). Elsewhere the error there is absolute rather than
-    relative, at most about ``2**-47`` (float32, array-agnostic engine) or
-    ``2**-63`` (float64) times ``min(L, 1)``: many ulps of a result near 0
-    (measured on rows of 100 log-probabilities: up to 14 ulp in float32 and
-    ``9e12`` in float64, against mpmath).
+    logsumexp is about 0), the native CPU kernels sum the row again with a
+    double-word exponential (about ``2**-105``): float32 results are still rounded
+    once (down to results of about ``2**-65 min(L, 1)``), float64 ones are within
+    about ``2**-96 min(L, 1)``, which is more than an ulp only for results below
+    about ``2**-43`` (rows of 100 log-probabilities: at most 18 ulp, where the
+    result is 5e-18). The array-agnostic engine (other array libraries and
+    devices) errs there by about ``2**-47`` (float32) or ``2**-66`` (float64) times
+    ``min(L, 1)``: on the same rows up to 14 ulp and ``3e11`` ulp.
 
     References
     ----------

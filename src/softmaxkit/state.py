@@ -279,11 +279,12 @@ class LogSumExpState:
         """``log sum exp(x)`` of each whole row, in :attr:`dtype`.
 
         ``M + log1p((C - 1) + S)``. The sums of float32 blocks come from float64
-        exponentials good to about 2^-34 relative, so this is within about
-        2^-34 min(L, 1) of the exact value, ``L = log1p((C - 1) + S)``: rounded once
-        unless ``M`` and ``L`` nearly cancel (a row of log-probabilities, whose
-        logsumexp is about 0), where :func:`softmaxkit.logsumexp`, which sees the
-        row, sums it again in double-word arithmetic and a state cannot.
+        exponentials good to about 2^-34 relative (float64 blocks: about 2^-63), so
+        this is within about 2^-34 (2^-63) times min(L, 1) of the exact value,
+        ``L = log1p((C - 1) + S)``: rounded once unless ``M`` and ``L`` nearly
+        cancel (a row of log-probabilities, whose logsumexp is about 0), where
+        :func:`softmaxkit.logsumexp`, which sees the row, sums it again with a
+        double-word exponential and a state cannot.
         """
         v = call(self._xp, _statecore.logsumexp, {"f": self._f}, self._static())
         return self._xp.astype(v, self.dtype)

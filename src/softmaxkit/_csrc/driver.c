@@ -731,24 +731,26 @@ static void fin_rows(const job *j, size_t cnt, const size_t *row, const skit_bst
     }
 }
 
-/* float32 accurate logsumexp where M + L cancels. The engines' float64 exponentials
- * err by up to 2^-34 relative (AVX-512: 2^-37), so L = log1p((c - 1) + s) errs by up
- * to about 2^-34 min(L, 1) absolute: below a thousandth of a float32 ulp of M + L
- * unless M + L is small beside L, that is M < 0 and L close to -M (a row of
- * log-probabilities, whose logsumexp is about 0). Found by hypothesis: the row
- * [-2.0682271, -0.13512552, -inf] gave 1.5952395e-05 where the answer rounds to
- * 1.5952392e-05 (2 ulp). Such rows are summed again here in double-word
- * arithmetic (skit_dd_exp and skit_dd_log1p, about 2^-70 relative: their polynomial's
- * r^2 term is a plain double), and their result rounded once, which holds while
- * |lse| >= about 2^-39 min(L, 1); float64 results would need more than double-word
- * exponentials (see softmaxkit.logsumexp's notes). */
+/* Accurate logsumexp where M + L cancels: M < 0 and L = log1p((c - 1) + s) close to
+ * -M, so that the result is small beside L (a row of log-probabilities, whose
+ * logsumexp is about 0). Found by hypothesis: the row [-2.0682271, -0.13512552, -inf]
+ * gave 1.5952395e-05 where the answer rounds to 1.5952392e-05 (2 ulp). The error of
+ * L is absolute, not relative to the result:
+ * - float32: the engines' float64 exponentials err by up to 2^-34 relative (AVX-512:
+ *   2^-37), so L errs by up to about 2^-34 s / (c + s) <= 2^-34 min(L, 1) / log(2),
+ *   under 2^-31 |lse| (2^-7 of a float32 ulp) while |lse| >= min(L, 1) / 4;
+ * - float64: the double-word sums leave about 2^-63 min(L, 1) (measured on rows of
+ *   log-probabilities), under 2^-60 |lse| while |lse| >= min(L, 1) / 8.
+ * Rows below those limits are summed again here with skit_dd_exp and skit_dd_log1p
+ * (about 2^-105 and 2^-96 relative), and the result rounded once: float32 results
+ * are then rounded once down to about 2^-65 min(L, 1); float64 ones err by about
+ * 2^-96 min(L, 1), still more than an ulp below about 2^-43 (see
+ * softmaxkit.logsumexp's notes). */
 static int lse_cancels(const job *j, double lse, double M) {
-    if (j->a->mode != SKIT_ACCURATE || j->a->dtype != SKIT_F32) return 0;
+    if (j->a->mode != SKIT_ACCURATE) return 0;
     double L = lse - M; /* >= 0 */
     double lim = L < 1.0 ? L : 1.0;
-    /* L errs by at most about 2^-34 s / (c + s) <= 2^-34 min(L, 1) / log(2): with
-     * |lse| >= min(L, 1) / 4 that is under 2^-31 |lse|, 2^-7 of a float32 ulp */
-    return L > 0.0 && fabs(lse) < 0.25 * lim;
+    return L > 0.0 && fabs(lse) < (j->a->dtype == SKIT_F32 ? 0.25 : 0.125) * lim;
 }
 
 static double lse_exact(const job *j, size_t r, double M) {
