@@ -741,7 +741,8 @@ static void fin_rows(const job *j, size_t cnt, const size_t *row, const skit_bst
  *   under 2^-31 |lse| (2^-7 of a float32 ulp) while |lse| >= min(L, 1) / 4;
  * - float64: the double-word sums leave about 2^-63 min(L, 1) (measured on rows of
  *   log-probabilities), under 2^-60 |lse| while |lse| >= min(L, 1) / 8.
- * Rows below those limits are summed again here with skit_dd_exp and skit_dd_log1p
+ * Rows below those limits are summed again here with skit_dd_exp_acc and
+ * skit_dd_log1p_acc
  * (about 2^-105 and 2^-96 relative), and the result rounded once: float32 results
  * are then rounded once down to about 2^-65 min(L, 1); float64 ones err by about
  * 2^-96 min(L, 1), still more than an ulp below about 2^-43 (see
@@ -766,9 +767,9 @@ static double lse_exact(const job *j, size_t r, double M) {
             c += 1.0;
             continue;
         }
-        s = dd_add(s, skit_dd_exp(dd_sub(v, dd_make(M, 0.0))));
+        s = dd_add(s, skit_dd_exp_acc(dd_sub(v, dd_make(M, 0.0))));
     }
-    skit_dd L = skit_dd_log1p(dd_add(dd_make(c - 1.0, 0.0), s));
+    skit_dd L = skit_dd_log1p_acc(dd_add(dd_make(c - 1.0, 0.0), s));
     return dd_value(dd_add(dd_make(M, 0.0), L));
 }
 

@@ -65,6 +65,9 @@ static inline double dd_value(skit_dd a) { return a.hi + a.lo; }
 skit_dd skit_dd_exp(skit_dd x);
 skit_dd skit_dd_expm1(double x);
 skit_dd skit_dd_log1p(skit_dd a);
+/* the same to about 2^-105 (exp) and 2^-96 (log1p), for rare rows (skit_dd.c) */
+skit_dd skit_dd_exp_acc(skit_dd x);
+skit_dd skit_dd_log1p_acc(skit_dd a);
 skit_dd skit_dd_log(skit_dd a);
 
 /* ---- statistics of one block of a row ------------------------------------- */
