@@ -21,10 +21,18 @@
 #include "skit_consts.h"
 #include "skit_internal.h"
 
-skit_dd skit_dd_exp(skit_dd x) {
-    if (isnan(x.hi)) return dd_make(x.hi, 0.0);
-    if (x.hi < -760.0) return dd_make(0.0, 0.0);
-    if (x.hi > 709.7) return dd_make(INFINITY, 0.0);
+/* The range limits shared by both exponentials: 1 when *out holds exp(x) */
+static inline int exp_special(skit_dd x, skit_dd *out) {
+    if (isnan(x.hi)) *out = dd_make(x.hi, 0.0);
+    else if (x.hi < -760.0) *out = dd_make(0.0, 0.0);
+    else if (x.hi > 709.7) *out = dd_make(INFINITY, 0.0);
+    else return 0;
+    return 1;
+}
+
+/* x = k ln2/64 + (*rh + *rl), |*rh| <= ln2/128 (*rl not normalised against *rh);
+ * returns k */
+static inline double exp_reduce(skit_dd x, double *rh, double *rl) {
     /* nearbyint of the rounded product without the library call: adding and
      * subtracting 1.5 * 2^52 rounds to the nearest integer, ties to even, for
      * |v| < 2^51 (here |v| <= 7.1e4) */
@@ -32,23 +40,13 @@ skit_dd skit_dd_exp(skit_dd x) {
     double k = (v + 0x1.8p52) - 0x1.8p52;
     double r0 = x.hi - k * SKIT_DD_C1; /* exact */
     skit_dd r = dd_two_sum(r0, -k * SKIT_DD_C2);
-    double rl = r.lo - k * SKIT_DD_C3 + x.lo;
-    double rh = r.hi;
-    double q = SKIT_DDP_6;
-    q = q * rh + SKIT_DDP_5;
-    q = q * rh + SKIT_DDP_4;
-    q = q * rh + SKIT_DDP_3;
-    q = q * rh + SKIT_DDP_2;
-    double plo = rl + rh * rl + (rh * rh) * q;
-    long ki = (long)k;
-    long j = ki & 63;
-    int m = (int)((ki - j) / 64);
-    double th = skit_exp2_hi[j], tl = skit_exp2_lo[j];
-    double a = th * rh;
-    double b = fma(th, rh, -a);
-    double rest = tl + th * plo + tl * (rh + plo);
-    skit_dd s = dd_fast_two_sum(th, a);
-    skit_dd out = dd_fast_two_sum(s.hi, s.lo + (b + rest));
+    *rh = r.hi;
+    *rl = r.lo - k * SKIT_DD_C3 + x.lo;
+    return k;
+}
+
+/* 2^m out */
+static inline skit_dd exp_scale(skit_dd out, int m) {
     if (m < -1022 || m > 1023) return dd_make(ldexp(out.hi, m), ldexp(out.lo, m));
     /* 2^m is a normal double: the product is exact or (subnormal) rounded once, as
      * ldexp rounds it, without ldexp's library call */
@@ -59,23 +57,37 @@ skit_dd skit_dd_exp(skit_dd x) {
     return dd_make(out.hi * p2.d, out.lo * p2.d);
 }
 
+skit_dd skit_dd_exp(skit_dd x) {
+    skit_dd sp;
+    if (exp_special(x, &sp)) return sp;
+    double rh, rl;
+    double k = exp_reduce(x, &rh, &rl);
+    double q = SKIT_DDP_6;
+    q = q * rh + SKIT_DDP_5;
+    q = q * rh + SKIT_DDP_4;
+    q = q * rh + SKIT_DDP_3;
+    q = q * rh + SKIT_DDP_2;
+    double plo = rl + rh * rl + (rh * rh) * q;
+    long ki = (long)k;
+    long j = ki & 63;
+    double th = skit_exp2_hi[j], tl = skit_exp2_lo[j];
+    double a = th * rh;
+    double b = fma(th, rh, -a);
+    double rest = tl + th * plo + tl * (rh + plo);
+    skit_dd s = dd_fast_two_sum(th, a);
+    return exp_scale(dd_fast_two_sum(s.hi, s.lo + (b + rest)), (int)((ki - j) / 64));
+}
+
 skit_dd skit_dd_exp_acc(skit_dd x) {
-    if (isnan(x.hi)) return dd_make(x.hi, 0.0);
-    if (x.hi < -760.0) return dd_make(0.0, 0.0);
-    if (x.hi > 709.7) return dd_make(INFINITY, 0.0);
-    /* nearbyint of the rounded product without the library call: adding and
-     * subtracting 1.5 * 2^52 rounds to the nearest integer, ties to even, for
-     * |v| < 2^51 (here |v| <= 7.1e4) */
-    double v = x.hi * SKIT_DD_INV;
-    double k = (v + 0x1.8p52) - 0x1.8p52;
-    double r0 = x.hi - k * SKIT_DD_C1; /* exact */
-    skit_dd r1 = dd_two_sum(r0, -k * SKIT_DD_C2);
-    double rl = r1.lo - k * SKIT_DD_C3 + x.lo;
+    skit_dd sp;
+    if (exp_special(x, &sp)) return sp;
+    double r1, rl;
+    double k = exp_reduce(x, &r1, &rl);
     /* expm1(r) = r + r^2 (1/2 + r (1/6 + r (1/24 + r (1/120 + r t)))) with the four
      * leading coefficients in double-word (a plain 1/6 would err by 2^-78 of the
      * result) and t, from 1/720 to 1/10! (r^11/11! < 2^-108 at |r| <= ln2/128), in
      * plain double */
-    skit_dd r = dd_two_sum(r1.hi, rl);
+    skit_dd r = dd_two_sum(r1, rl);
     double rh = r.hi;
     double t = 1.0 / 3628800.0;
     t = t * rh + 1.0 / 362880.0;
@@ -90,18 +102,9 @@ skit_dd skit_dd_exp_acc(skit_dd x) {
     skit_dd em1 = dd_add(r, dd_mul(dd_mul(r, r), q));
     long ki = (long)k;
     long j = ki & 63;
-    int m = (int)((ki - j) / 64);
     /* 2^(j/64) (1 + expm1(r)) = T + T expm1(r), T double-word */
     skit_dd T = dd_make(skit_exp2_hi[j], skit_exp2_lo[j]);
-    skit_dd out = dd_add(T, dd_mul(T, em1));
-    if (m < -1022 || m > 1023) return dd_make(ldexp(out.hi, m), ldexp(out.lo, m));
-    /* 2^m is a normal double: the product is exact or (subnormal) rounded once, as
-     * ldexp rounds it, without ldexp's library call */
-    union {
-        uint64_t u;
-        double d;
-    } p2 = {.u = (uint64_t)(m + 1023) << 52};
-    return dd_make(out.hi * p2.d, out.lo * p2.d);
+    return exp_scale(dd_add(T, dd_mul(T, em1)), (int)((ki - j) / 64));
 }
 
 skit_dd skit_dd_expm1(double x) {
