@@ -1,7 +1,8 @@
 """This machine's vector-port floor, measured beside the kernels it bounds.
 
-``benchmarks/portfloor.c`` runs 16 independent chains of 512-bit (or 256-bit) fused
-multiply-adds on one or more threads: one uop each on the ports that execute the
+``benchmarks/portfloor.c`` runs 16 independent chains of 512-bit fused multiply-adds
+(12 of 256-bit ones, as many as 16 vector registers hold without spilling) on one or
+more threads: one uop each on the ports that execute the
 softmax kernels' floating-point work, with nothing else to wait for. The time per
 FMA is therefore the least time any vector uop can take here, now; the clock of this
 shared virtual machine moves from minute to minute, so the floor is measured in the
@@ -99,15 +100,103 @@ UOPS_LONG: dict[tuple[str, str], tuple[float, str]] = {
 }
 
 
-# the engine whose loops UOPS counts; other engines get no port floor
-COUNTED_ENGINE = "avx512"
+# The AVX2 engine on AMD Zen 3 (family 25; its 256-bit operations are single uops).
+# Which operations share the two FMA pipes was measured on that core (session 22): 4
+# of each beside 8 independent FMAs add about 2 cycles for products, `vcvtps2pd`,
+# `vcvtpd2ps`, `vextractf128` and variable blends (one FMA-pipe uop each, like a
+# product) and at most 0.4 for adds, subtractions, compares, maxima and logic (the other
+# two pipes; the adders alone issue 2 per cycle). The counts are per 16 float32
+# elements of a whole call (callgrind, every instruction of the engine's functions:
+# the row maximum, the statistics pass and the output pass; 64 rows of 1000, and 8 of
+# 8000 for the long rows): the FMA-pipe uops, or the adders' adds and subtractions where
+# those are more. A vector integer operation (shifts, integer adds) is counted on neither
+# class, so the floor stays a lower bound.
+_Z3_FAST_EXP = (
+    "the float32 exponential with the exact x − max folded into its reduction: 20 fused "
+    "multiply-adds and 4 products (reduction, degree-6 polynomial, scale)"
+)
+UOPS_AVX2: dict[tuple[str, str], tuple[float, str]] = {
+    ("softmax", "fast"): (
+        29,
+        f"FMA pipes: {_Z3_FAST_EXP}, 2 products e·f, 2 widenings and 1 extract for the "
+        "float64 sums (the adders: 23 adds and subtractions)",
+    ),
+    ("log_softmax", "fast"): (
+        25,
+        "adders: 25 adds and subtractions (the exact x − max, the reduction, the sums, "
+        "(x − M) − L); FMA pipes 25: 16 fused multiply-adds, 4 products, 2 widenings, "
+        "2 blends for the maxima counted apart, 1 extract",
+    ),
+    ("softmax", "accurate"): (
+        54,
+        "FMA pipes: 36 fused multiply-adds (two float64 exponentials per 8 floats: "
+        "reduction and the degree-7 polynomial), 8 products (the scale 2^k, e·f), 4 "
+        "widenings, 4 roundings back to float32, 2 extracts (the adders: 12)",
+    ),
+    ("log_softmax", "accurate"): (
+        50,
+        "FMA pipes: 36 fused multiply-adds, 4 products (the scale 2^k), 4 widenings kept "
+        "for the output pass, 4 roundings back, 2 extracts (the adders: 20)",
+    ),
+}
+# rows over KEEPX_N elements: the output pass widens the floats again
+UOPS_AVX2_LONG: dict[tuple[str, str], tuple[float, str]] = {
+    ("log_softmax", "accurate"): (
+        54,
+        "FMA pipes: 36 fused multiply-adds, 4 products, 8 widenings (each pass widens the "
+        "floats), 4 roundings back, 2 extracts (the adders: 20)",
+    ),
+}
+
+# the counts of each counted engine; other engines get no port floor
+COUNTS: dict[str, tuple[dict[tuple[str, str], tuple[float, str]], ...]] = {
+    "avx512": (UOPS, UOPS_LONG),
+    "avx2": (UOPS_AVX2, UOPS_AVX2_LONG),
+}
+WHAT_IS_COUNTED = {
+    "avx512": (
+        "vector uops on the two 512-bit floating-point ports (Intel Xeon, Sapphire Rapids "
+        "class), read from the object code of the hot loops (loads folded into their "
+        "operations, stores, eliminated register moves and the loop counter not counted; "
+        "`vcvtps2pd`/`vcvtpd2ps` count 2)"
+    ),
+    "avx2": (
+        "uops on the two FMA pipes of AMD Zen 3 (fused multiply-adds, products, "
+        "conversions, extracts and variable blends, measured to share them), or the adds "
+        "and subtractions of its two adders where those are more, per 16 elements of a "
+        "whole call (callgrind)"
+    ),
+}
 
 
-def uops(op: str, prec: str, n: int) -> float:
-    """Vector uops per 16 elements of the AVX-512 engine's loops for rows of n elements."""
-    if n > KEEPX_N and (op, prec) in UOPS_LONG:
-        return UOPS_LONG[(op, prec)][0]
-    return UOPS[(op, prec)][0]
+def _zen3() -> bool:
+    """Whether this CPU is an AMD family 25 core (Zen 3 or Zen 4): the pipes the AVX2
+    counts were measured on."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "AuthenticAMD" in info and "\ncpu family\t: 25\n" in info
+
+
+def counted(engine: str) -> bool:
+    """Whether ``engine``'s uops are counted for the CPU this runs on."""
+    if engine == "avx2":
+        return _zen3()
+    return engine in COUNTS
+
+
+def counts(engine: str) -> tuple[dict[tuple[str, str], tuple[float, str]], ...]:
+    """(UOPS, UOPS_LONG) of a counted engine."""
+    return COUNTS[engine]
+
+
+def uops(op: str, prec: str, n: int, engine: str = "avx512") -> float:
+    """Uops per 16 elements that bound ``engine``'s loops for rows of n elements."""
+    short, long_ = COUNTS[engine]
+    if n > KEEPX_N and (op, prec) in long_:
+        return long_[(op, prec)][0]
+    return short[(op, prec)][0]
 
 
 def _build() -> Path | None:
@@ -155,11 +244,14 @@ class PortFloor:
         self._lib.portfloor_run.restype = ctypes.c_float
         self._lib.portfloor_run.argtypes = [ctypes.c_long, ctypes.c_int]
         self.isa = ctypes.c_char_p.in_dll(self._lib, "portfloor_isa").value.decode()
+        self.per_round = ctypes.c_int.in_dll(self._lib, "portfloor_fmas_per_round").value
         self.bits = 512 if self.isa == "avx512" else 256
 
     def call(self, threads: int):  # type: ignore[no-untyped-def]
-        """A no-argument callable running ``FMAS_PER_CALL`` FMAs on ``threads`` threads."""
-        rounds = FMAS_PER_CALL // (16 * threads)
+        """A no-argument callable running ``FMAS_PER_CALL`` FMAs on ``threads`` threads
+        (``FMAS_PER_CALL`` is a multiple of every count of FMAs per round and thread
+        the library runs: 12 or 16, times 1 to 8 threads, up to a few parts in 10^7)."""
+        rounds = FMAS_PER_CALL // (self.per_round * threads)
         lib = self._lib
 
         def run() -> float:

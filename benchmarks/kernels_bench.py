@@ -643,9 +643,14 @@ def _cpu_note(isas: list[str]) -> str:
         + (", AMD Zen 3" if zen3 and fields.get("model") in {"1", "33", "80"} else "")
         + f") has no AVX-512: the dispatcher runs the `{isas[0]}` engine, torch its AVX2 "
         "kernels, and the AVX-512 columns and counts of earlier runs cannot be measured "
-        "here. The uop counts of the port-floor section are the AVX-512 engine's, so no "
-        "port floor is set against this run's misses; the one-thread table gives each "
-        "kernel's compute time on this CPU instead."
+        "here. "
+        + (
+            "The port-floor section counts the AVX2 engine's uops on this core's pipes "
+            "(session 22), and the one-thread table gives each kernel's compute time."
+            if zen3
+            else "No uop counts exist for this CPU, so no port floor is set against this "
+            "run's misses; the one-thread table gives each kernel's compute time instead."
+        )
     )
 
 
@@ -685,7 +690,7 @@ def _port_section(
     pf: Any, two: list[tuple[str, float]], one: list[float], engine: str
 ) -> list[str]:
     """The measured vector-port floor and the uop counts it multiplies."""
-    from _portfloor import COUNTED_ENGINE, FMAS_PER_CALL, KEEPX_N, UOPS, UOPS_LONG
+    from _portfloor import FMAS_PER_CALL, KEEPX_N, WHAT_IS_COUNTED, counted, counts
 
     out = ["### The vector-port floor of this machine, measured", ""]
     if not pf.available or not two:
@@ -697,7 +702,10 @@ def _port_section(
         rates += f", {one_med:.4f} on one thread (2-thread speed-up {one_med / two_med:.2f}×)"
     out += [
         f"`benchmarks/portfloor.c` ({pf.isa}) runs {FMAS_PER_CALL:,} fused multiply-adds "
-        f"in 16 independent chains of {pf.bits}-bit vectors: one uop each on the two "
+        f"in {pf.per_round} independent chains of {pf.bits}-bit vectors (as many as the "
+        "vector registers hold beside the two constants: until session 22 the 256-bit "
+        "build ran 16, kept three on the stack and measured 1.75 times too slow a rate): "
+        "one uop each on the two "
         "ports that execute fused multiply-adds on this core, with nothing to wait for. "
         "Its time per FMA is the least time any FMA-port uop takes here, now; on this "
         "shared virtual machine it "
@@ -710,30 +718,27 @@ def _port_section(
         "|---|---:|",
     ]
     out += [f"| {c} | {v:.4f} |" for c, v in two]
-    if engine != COUNTED_ENGINE:
+    if not counted(engine):
         return [
             *out,
             "",
-            f"The uops of the `{COUNTED_ENGINE}` engine's loops are counted (earlier runs "
-            f"set them against this rate); the `{engine}` engine that ran here is not, and "
-            "its operations also issue to adders and shuffle units beside the FMA ports, so "
-            "this rate times a count would not be a floor for it. No port floor is set "
-            "against this run's misses.",
+            f"The `{engine}` engine that ran here has no uop count for this CPU, so this "
+            "rate times a count would not be a floor for it. No port floor is set against "
+            "this run's misses.",
             "",
         ]
+    short, long_ = counts(engine)
     out += [
         "",
-        "Vector uops per 16 float32 elements of the AVX-512 engine on rows of up to 32768 "
-        "elements (one block), read from the object code (loads folded into their "
-        "operations, stores, eliminated register moves and the loop counter not counted; "
-        "`vcvtps2pd`/`vcvtpd2ps` count 2):",
+        f"Uops per 16 float32 elements of the `{engine}` engine on rows of up to 32768 "
+        f"elements (one block): {WHAT_IS_COUNTED[engine]}:",
         "",
         "| op | precision | uops / 16 | of which | floor, 2 threads (ns/elem) |",
         "|---|---|---:|---|---:|",
     ]
-    for (op, prec), (u, what) in UOPS.items():
+    for (op, prec), (u, what) in short.items():
         out.append(f"| {op} | {prec} | {u:g} | {what} | {u / 16 * two_med:.3f} |")
-    for (op, prec), (u, what) in UOPS_LONG.items():
+    for (op, prec), (u, what) in long_.items():
         out.append(
             f"| {op} | {prec}, rows over {KEEPX_N} | {u:g} | {what} | {u / 16 * two_med:.3f} |"
         )
@@ -754,20 +759,20 @@ def _port_floor(
     op: str, prec: str, n: int, ns_uop: float | None, target: float, engine: str
 ) -> str:
     """The vector-port floor of softmaxkit's kernel for this case against the
-    largest time per element that would meet the target (uops are counted for the
-    AVX-512 engine only)."""
-    from _portfloor import COUNTED_ENGINE, UOPS, uops
+    largest time per element that would meet the target (for the engines whose uops
+    are counted on this CPU)."""
+    from _portfloor import counted, counts, uops
 
-    if engine != COUNTED_ENGINE:
+    if not counted(engine):
         return (
-            f" The `{engine}` engine ran; its uops are not counted (the counts are the "
-            f"`{COUNTED_ENGINE}` engine's), so no port floor: not shown out of reach."
+            f" The `{engine}` engine ran; its uops are not counted for this CPU, so no "
+            "port floor: not shown out of reach."
         )
     if ns_uop is None:
         return " No C compiler or AVX2 here: the port floor was not measured."
-    if n <= 256 or (op, prec) not in UOPS:
+    if n <= 256 or (op, prec) not in counts(engine)[0]:
         return " Rows this short run the transposed kernels, whose uops are not counted here."
-    u = uops(op, prec, n)
+    u = uops(op, prec, n, engine)
     floor = u / 16 * ns_uop
     verdict = (
         "the target lies below it: out of reach for this instruction stream"
@@ -775,7 +780,7 @@ def _port_floor(
         else f"the target lies above it: not shown out of reach ({target / floor:.2f}× the floor)"
     )
     return (
-        f" Vector-port floor: {u:g} uops per 16 elements × {ns_uop:.4f} ns per uop (measured in "
+        f" Port floor: {u:g} uops per 16 elements × {ns_uop:.4f} ns per uop (measured in "
         f"the same rounds) = {floor:.3f} ns/elem; {verdict}."
     )
 
@@ -792,7 +797,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from _portfloor import COUNTED_ENGINE, PortFloor, uops
+    from _portfloor import PortFloor, counted, uops
 
     from softmaxkit import _dispatch
     from softmaxkit._bench import _cpu_model
@@ -1009,17 +1014,17 @@ def main() -> None:
         "with DRAM and thread pools out of the way. Two threads can at best halve it. The "
         "last row is the fixed cost of one call (a 1×16 softmax) in microseconds: "
         "softmaxkit's is its Python front end (validation and the plan). The port floors "
-        "are the kernels' vector uops per element (counted in their object code: the "
-        "next section) times this machine's time per vector uop on one thread, measured "
-        "between the calls; rows of 40 and 10 run the transposed kernels, not counted, "
-        "and where another engine than the counted AVX-512 one ran, no port floor is given.",
+        "are the kernels' uops per element (the next section) times this machine's time "
+        "per vector uop on one thread, measured between the calls; rows of 40 and 10 run "
+        "the transposed kernels, not counted, and where an engine without counts for this "
+        "CPU ran, no port floor is given.",
         "",
         "| op | shape | dtype | torch out= | skt fast out= | skt accurate out= | "
         "port floor fast | port floor accurate |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     one_thread: list[float] = []
-    counted = isas[0] == COUNTED_ENGINE
+    is_counted = counted(isas[0])
     for fop, sname, dtype, tv, fv, av, ns_uop in compute_floor(200 if not args.quick else 20, pf):
         if fop == "call":
             lines.append(
@@ -1029,9 +1034,9 @@ def main() -> None:
         pfl = ["–", "–"]
         if ns_uop is not None:
             one_thread.append(ns_uop)
-            if dtype == "float32" and int(sname.split("×")[1]) > 256 and counted:
+            if dtype == "float32" and int(sname.split("×")[1]) > 256 and is_counted:
                 n = int(sname.split("×")[1])
-                pfl = [_f(uops(fop, p, n) / 16 * ns_uop) for p in ("fast", "accurate")]
+                pfl = [_f(uops(fop, p, n, isas[0]) / 16 * ns_uop) for p in ("fast", "accurate")]
         lines.append(
             f"| {fop} | {sname} | {dtype} | {_f(tv)} | {_f(fv)} | {_f(av)} | "
             + " | ".join(pfl)

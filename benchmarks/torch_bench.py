@@ -944,10 +944,13 @@ def forward_floor_table(rounds: int) -> tuple[list[dict[str, Any]], str]:
     import softmaxkit as sk
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _portfloor import PortFloor, uops
+    from _portfloor import PortFloor, counted, uops
 
+    from softmaxkit import _ckernels
+
+    engine = _ckernels.isa() if _ckernels is not None else ""
     pf = PortFloor()
-    if not pf.available:
+    if not pf.available or not counted(engine):
         return [], ""
     cal = pf.call(1)
     threads = torch.get_num_threads()
@@ -979,7 +982,7 @@ def forward_floor_table(rounds: int) -> tuple[list[dict[str, Any]], str]:
                     best[k].append(b * 1e9 / x.size)
             med = {k: statistics.median(v) for k, v in best.items()}
             for op in ("softmax", "log_softmax"):
-                u = uops(op, "accurate", shape[1])
+                u = uops(op, "accurate", shape[1], engine)
                 floor = u / 16 * med["uop"]
                 rows.append(
                     {
@@ -994,21 +997,22 @@ def forward_floor_table(rounds: int) -> tuple[list[dict[str, Any]], str]:
                 )
     finally:
         torch.set_num_threads(threads)
-    return rows, pf.isa
+    return rows, engine
 
 
 def render_forward_floor(rows: list[dict[str, Any]], isa: str, rounds: int) -> list[str]:
     if not rows:
         return []
-    from _portfloor import KEEPX_N, UOPS, UOPS_LONG
+    from _portfloor import KEEPX_N, WHAT_IS_COUNTED, counts
 
+    short, long_ = counts(isa)
     out = [
         "Where the softmax/log_softmax forward's time goes, kernel to kernel on one thread "
         f"(torch's team set to one thread; the minimum of 15 calls, median over {rounds} "
-        "rounds). The port floor is the accurate kernel's vector uops per element, counted "
-        "in its object code (the kernels section's port-floor table), times this "
-        f"machine's time per vector uop, measured in the same rounds (`portfloor.c`, {isa}); "
-        "the last two columns are the share of the vector ports' limit the accurate "
+        f"rounds). The port floor is the accurate kernel's (`{isa}` engine) uops per "
+        f"element ({WHAT_IS_COUNTED[isa]}; the kernels section's port-floor table) times "
+        "this machine's time per FMA-port uop, measured in the same rounds "
+        f"(`portfloor.c`); the last two columns are the share of that limit the accurate "
         "kernel reaches, and the share it would have to reach to take torch's time:",
         "",
         "| op | shape | torch (ns/elem) | softmaxkit accurate | torch / softmaxkit | "
@@ -1024,16 +1028,15 @@ def render_forward_floor(rows: list[dict[str, Any]], isa: str, rounds: int) -> l
     out += [
         "",
         "The accurate kernel carries every element through a float64 exponential and "
-        f"rounds once ({UOPS[('softmax', 'accurate')][0]:g} uops per 16 elements for "
-        f"softmax, {UOPS[('log_softmax', 'accurate')][0]:g} for log_softmax "
-        f"({UOPS_LONG[('log_softmax', 'accurate')][0]:g} on rows over {KEEPX_N}), against "
-        f"{UOPS[('softmax', 'fast')][0]:g} and {UOPS[('log_softmax', 'fast')][0]:g} for "
+        f"rounds once ({short[('softmax', 'accurate')][0]:g} uops per 16 elements for "
+        f"softmax, {short[('log_softmax', 'accurate')][0]:g} for log_softmax "
+        f"({long_[('log_softmax', 'accurate')][0]:g} on rows over {KEEPX_N}), against "
+        f"{short[('softmax', 'fast')][0]:g} and {short[('log_softmax', 'fast')][0]:g} for "
         "the fast mode's float32 loop): to take torch's float32 "
-        "kernel's time it would have to keep the two vector ports busier than the share "
-        "in the last column, where its loops reach the share before it (the fast mode's "
-        "loops reach about as much). That is where the softmax/log_softmax rows from "
-        "256×1000 up miss: not the front end, whose cost is the difference between the "
-        "table above and this one.",
+        "kernel's time it would have to keep those pipes busier than the share "
+        "in the last column, where its loops reach the share before it. Where the last "
+        "column is under 100%, the miss is not shown out of reach: what is left is how "
+        "much of the pipes' time the kernel's dependency chains let it fill.",
         "",
     ]
     return out
@@ -1110,8 +1113,9 @@ def render_overhead(
         "- softmax/log_softmax from 256×1000 to 8×50257 run the accurate kernel. Kernel to "
         "kernel on one thread it takes about torch's time at 256×1000 and up to an eighth "
         "more on rows that do not stay in the caches (the forward floor table below: a "
-        "float64 exponential per element; 37 vector uops per 16 elements for softmax, 43 "
-        "for log_softmax on rows of up to 4096 elements and 46 on longer ones). Until "
+        "float64 exponential per element; on the AVX-512 engine 37 vector uops per 16 "
+        "elements for softmax, 43 for log_softmax on rows of up to 4096 elements and 46 on "
+        "longer ones, on the AVX2 engine of AMD Zen 3 54, 50 and 54 FMA-pipe uops). Until "
         "session 17 the second thread also cost far "
         "more than torch's: the C core handed its tasks out from one shared counter, so "
         "from one call to the next a row went to whichever core asked first, and its input "
