@@ -106,7 +106,7 @@ UOPS_LONG: dict[tuple[str, str], tuple[float, str]] = {
 # `vcvtpd2ps`, `vextractf128` and variable blends (one FMA-pipe uop each, like a
 # product) and at most 0.4 for adds, subtractions, compares, maxima and logic (the other
 # two pipes; the adders alone issue 2 per cycle). The counts are per 16 float32
-# elements of a whole call (callgrind, every instruction of the engine's functions:
+# elements of a whole call (`tools/kmix.py`: callgrind, every instruction of the engine's functions:
 # the row maximum, the statistics pass and the output pass; 64 rows of 1000, and 8 of
 # 8000 for the long rows): the FMA-pipe uops, or the adders' adds and subtractions where
 # those are more. A vector integer operation (shifts, integer adds) is counted on neither
@@ -122,8 +122,8 @@ UOPS_AVX2: dict[tuple[str, str], tuple[float, str]] = {
         "float64 sums (the adders: 23 adds and subtractions)",
     ),
     ("log_softmax", "fast"): (
-        25,
-        "adders: 25 adds and subtractions (the exact x − max, the reduction, the sums, "
+        25.5,
+        "adders: 25.5 adds and subtractions (the exact x − max, the reduction, the sums, "
         "(x − M) − L); FMA pipes 25: 16 fused multiply-adds, 4 products, 2 widenings, "
         "2 blends for the maxima counted apart, 1 extract",
     ),
