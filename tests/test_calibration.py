@@ -140,6 +140,22 @@ class TestFitTemperature:
         z, y = _overconfident(seed=4)
         assert cal.fit_temperature(4.0 * z, y) == pytest.approx(4.0 * cal.fit_temperature(z, y))
 
+    @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+    @pytest.mark.parametrize("scale", [10.0, 1e-150, 1e150, 1e300])
+    def test_underconfident_and_extreme_scales(self, activation, scale):
+        # T < 1 (logits scaled down: underconfident) used to stop after one Newton
+        # step, and roots far from beta = 1 ran out of doublings
+        z, y = _overconfident(seed=6)
+        if activation == "sigmoid":
+            z, y = z[:, 0] - z[:, 1], (y == 0).astype(np.float64)
+        t1 = cal.fit_temperature(z, y, activation=activation)
+        got = cal.fit_temperature(z / scale, y, activation=activation)
+        assert got * scale == pytest.approx(t1, rel=1e-12)
+        if scale == 10.0:  # the optimum itself: the slope in beta vanishes there
+            data = cal._prepare(z / scale, y, -1, activation)
+            _, g, h = cal._objective(data)(1.0 / got)
+            assert abs(g) < 1e-12 * max(1.0, h)
+
     def test_every_backend_agrees(self, backend):
         z, y = _overconfident(n=200, seed=5)
         want = cal.fit_temperature(z, y)

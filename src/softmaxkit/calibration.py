@@ -404,20 +404,31 @@ def fit_temperature(
         )
         raise SoftmaxkitValueError(msg)
     stats = _objective(data)
-    return 1.0 / _solve_beta(lambda b: stats(b)[1:])
+    # f'(0) = g0 < 0 < ginf = f'(inf) are differences of logits: 1 / (ginf - g0) starts
+    # Newton on the logits' own scale (the root moves as 1 / scale when they are scaled)
+    start = 1.0 / (ginf - g0)
+    if not (math.isfinite(start) and start > 0.0):
+        start = 1.0
+    # logits near the float64 limit overflow the slope's squares: the solver then
+    # bisects instead of taking that Newton step, so NumPy's warnings say nothing
+    with np.errstate(over="ignore", invalid="ignore"):
+        return 1.0 / _solve_beta(lambda b: stats(b)[1:], start)
 
 
-def _solve_beta(grad_hess: Any) -> float:
+def _solve_beta(grad_hess: Any, beta: float = 1.0) -> float:
     """Root of an increasing function on (0, inf) given its value and slope.
 
-    Newton steps from ``beta = 1``; a step that leaves the bracket known to
-    hold the root is replaced by bisection (or doubling while no upper end is
-    known). Stops when the step or the bracket is at the rounding level.
+    Newton steps from ``beta``; a step that leaves the bracket known to hold the
+    root is replaced by bisection: arithmetic once the bracket is within a factor
+    of 4, geometric before, and while one end is still unknown (0 or infinity) by
+    steps that square their factor each time (2, 4, 16, 256, ...), so that a root
+    hundreds of orders of magnitude from the start is bracketed in a few passes.
+    Stops when the step or the (finite) bracket is at the rounding level.
     """
     eps = np.finfo(np.float64).eps
     lo, hi = 0.0, math.inf
-    beta = 1.0
-    for _ in range(200):
+    up = down = 2.0
+    for _ in range(400):
         g, h = grad_hess(beta)
         if g == 0.0:
             return beta
@@ -430,8 +441,15 @@ def _solve_beta(grad_hess: Any) -> float:
             return beta - step
         nxt = beta - step
         if not (lo < nxt < hi):
-            nxt = 2.0 * beta if math.isinf(hi) else 0.5 * (lo + hi)
-        if abs(nxt - beta) <= 4 * eps * beta or hi - lo <= 4 * eps * hi:
+            if math.isinf(hi):
+                nxt, up = beta * up, min(up * up, 2.0**64)
+            elif lo == 0.0:
+                nxt, down = beta / down, min(down * down, 2.0**64)
+            elif hi > 4.0 * lo:
+                nxt = math.sqrt(lo) * math.sqrt(hi)
+            else:
+                nxt = 0.5 * (lo + hi)
+        if abs(nxt - beta) <= 4 * eps * beta or (math.isfinite(hi) and hi - lo <= 4 * eps * hi):
             return nxt
         beta = nxt
     return beta  # pragma: no cover - Newton with bisection converges far sooner
