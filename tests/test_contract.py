@@ -291,6 +291,38 @@ class TestSoftTargets:
         _, grad = run(backend, sk.cross_entropy, x, p, return_grad=True)
         assert np.all(np.isfinite(grad)) and grad[0, 0] == 0.0
 
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("precision", ["accurate", "fast"])
+    def test_zero_weight_meets_an_infinite_loss(self, backend, dtype, precision):
+        # 0 * inf = 0: a term of weight zero (1 - eps with eps = 1, a class weight of
+        # 0) adds nothing where its loss is infinite (a -inf or masked logit); these
+        # gave NaN where the class-probability form gives the finite answer
+        x = np.array([[1.0, 2.0, 3.0]])
+        xm = np.array([[1.0, 2.0, -INF]])
+        w0 = np.array([1.0, 1.0, 0.0])
+        keep = np.array([True, True, False])
+        kw = {"reduction": "none", "return_grad": True, "dtype": dtype, "precision": precision}
+        cases = [
+            (x, np.array([2]), {"where": keep, "label_smoothing": 1.0}),
+            (xm, np.array([2]), {"label_smoothing": 1.0}),
+            (xm, np.array([0]), {"weight": w0, "label_smoothing": 0.1}),
+            (xm, np.array([2]), {"weight": w0}),
+            (x, np.array([2]), {"weight": w0, "where": keep}),
+        ]
+        lse2 = math.log(math.e + math.e**2)
+        soft = np.array([[0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3]])
+        want = [
+            lse2 - 1.5,  # uniform over the two classes left
+            INF,  # smoothing puts mass on the -inf logit
+            float(run(backend, sk.cross_entropy, xm, soft, weight=w0, reduction="none")[0]),
+            0.0,
+            0.0,
+        ]
+        for (xx, t, extra), exp in zip(cases, want, strict=True):
+            loss, grad = run(backend, sk.cross_entropy, xx, t, **kw, **extra)
+            assert float(loss[0]) == pytest.approx(exp, rel=rtol_for(loss) * 4), extra
+            assert np.all(np.isfinite(grad)), extra
+
     def test_int_target_equals_one_hot(self, backend):
         rng = np.random.default_rng(2)
         x = rng.normal(0, 2, (6, 5))

@@ -118,6 +118,68 @@ def test_bce_arguments():
     )
 
 
+def test_bce_target_nan_and_enlarging_weights():
+    y = np.array([[1.0, 0.0, 0.5], [0.0, np.nan, 1.0]])
+    _raises(
+        ValueError,
+        r"`target` must lie in \[0, 1\], got nan",
+        sk.binary_cross_entropy_with_logits,
+        X,
+        y,
+    )
+    for name in ("weight", "pos_weight"):
+        _raises(
+            ValueError,
+            f"`{name}` has shape \\(2, 3\\), which would enlarge",
+            sk.binary_cross_entropy_with_logits,
+            X[0],
+            X[0] * 0,
+            **{name: np.ones((2, 3))},
+        )
+
+
+def test_thread_counts_beyond_a_c_int_are_the_largest_request():
+    # "at most this many threads": results never depend on the count
+    for threads in (2**31, 2**40):
+        np.testing.assert_array_equal(sk.softmax(X, threads=threads), sk.softmax(X))
+        np.testing.assert_array_equal(sk.log_softmax(X, threads=threads), sk.log_softmax(X))
+        np.testing.assert_array_equal(sk.logsumexp(X, threads=threads), sk.logsumexp(X))
+        assert sk.cross_entropy(X, T, threads=threads) == sk.cross_entropy(X, T)
+        y = X * 0
+        assert sk.binary_cross_entropy_with_logits(
+            X, y, threads=threads
+        ) == sk.binary_cross_entropy_with_logits(X, y)
+    _raises(ValueError, "`threads` must be >= 1", sk.logsumexp, X.astype(complex), threads=0)
+
+
+def test_indices_beyond_int64():
+    for v in (2**63, 2**64, -(2**63) - 1):
+        _raises(
+            ValueError,
+            "`ignore_index` must fit in a signed 64-bit",
+            sk.cross_entropy,
+            X,
+            T,
+            ignore_index=v,
+        )
+    _raises(
+        ValueError,
+        "`offset` must fit in a signed 64-bit",
+        sk.LogSumExpState.from_block,
+        X,
+        target=T,
+        offset=2**64,
+    )
+
+
+def test_state_arguments():
+    _raises(TypeError, "`states` must be an iterable", sk.merge_all, 3)
+    a = sk.LogSumExpState.from_block(X.astype(np.float32))
+    b = sk.LogSumExpState.from_block(X)
+    _raises(TypeError, "different array libraries or dtypes", sk.merge, a, b)
+    _raises(TypeError, "different array libraries or dtypes", sk.merge, b, a)
+
+
 def test_vjp_arguments():
     y = sk.softmax(X)
     _raises(ValueError, "`g` has shape", sk.softmax_vjp, y, np.ones(3))

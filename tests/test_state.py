@@ -120,12 +120,22 @@ def test_special_rows_follow_the_contract():
         np.testing.assert_array_equal(st.log_softmax(x), sk.log_softmax(x))
         np.testing.assert_array_equal(st.softmax(x), sk.softmax(x))
         np.testing.assert_array_equal(st.cross_entropy(), sk.cross_entropy(x, t, reduction="none"))
-    # the empty block is the identity, merged on either side
-    empty = LogSumExpState.from_block(x[:, :0])
-    np.testing.assert_array_equal(empty.logsumexp(), np.full(5, -np.inf))
-    whole = LogSumExpState.from_block(x)
-    for st in (empty.merge(whole), whole.merge(empty)):
-        assert np.array_equal(st.to_array(), whole.to_array(), equal_nan=True)
+    # with the sum of the logits (label smoothing): a block holding -inf or +inf
+    # merged NaN into it (TwoSum's error term of -inf + finite)
+    for cuts in ([1], [2], [1, 3], [3]):
+        st = sk.merge_all(_blocks(x, cuts, target=t, sum_x=True))
+        for eps in (0.1, 1.0):
+            np.testing.assert_array_equal(
+                st.cross_entropy(label_smoothing=eps),
+                sk.cross_entropy(x, t, reduction="none", label_smoothing=eps),
+            )
+    # the empty block is the identity, merged on either side (with every part)
+    for kw in ({}, {"target": np.zeros(5, np.int64), "sum_x": True}):
+        empty = LogSumExpState.from_block(x[:, :0], **kw)
+        np.testing.assert_array_equal(empty.logsumexp(), np.full(5, -np.inf))
+        whole = LogSumExpState.from_block(x, **kw)
+        for st in (empty.merge(whole), whole.merge(empty)):
+            assert np.array_equal(st.to_array(), whole.to_array(), equal_nan=True)
 
 
 def test_serialisation_round_trip_is_bitwise():

@@ -115,7 +115,9 @@ def check_threads(threads: object) -> int:
     if threads < 1:
         msg = f"`threads` must be >= 1, got {threads}; use None for the default"
         raise SoftmaxkitValueError(msg)
-    return int(threads)
+    # "at most this many": the C core caps it at its pool's size, and results never
+    # depend on it, so a huge count is the same request as the C int's largest
+    return min(int(threads), 2**31 - 1)
 
 
 def check_out(x: Array, out: object, plan: Plan) -> np.ndarray | None:
@@ -286,7 +288,7 @@ def _quick_threads(threads: object, size: int) -> int | None:
         # below this size the C core runs one thread anyway; skip the environment lookup
         return 1 if size < SMALL else default_threads()
     if type(threads) is int and threads >= 1:
-        return threads
+        return min(threads, 2**31 - 1)  # as check_threads
     return None
 
 

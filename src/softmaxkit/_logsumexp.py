@@ -142,6 +142,7 @@ def logsumexp(
     xkind = dtype_kind(xp, xa.dtype)
     bkind = None if ba is None else dtype_kind(xp, ba.dtype)
     if xkind == "complex" or bkind == "complex":
+        _dispatch.check_threads(threads)  # unused there, but checked as everywhere
         return numpy_scalars(
             xp,
             _complex(xp, xa, ba, wa, axis, keepdims, return_sign, precision),

@@ -205,7 +205,7 @@ def binary_cross_entropy_with_logits(
         raise SoftmaxkitValueError(msg)
     if is_concrete(ta):
         with eager_checks(xp):
-            bad = (ta < 0) | (ta > 1)
+            bad = (ta < 0) | (ta > 1) | (ta != ta)  # NaN too: it is not in [0, 1]
             if _any(xp, bad):
                 msg = f"`target` must lie in [0, 1], got {_first_bad(xp, bad, ta)}"
                 raise SoftmaxkitValueError(msg)
@@ -216,13 +216,19 @@ def binary_cross_entropy_with_logits(
             msg = f"`{name}` must be a real array, got dtype {arr.dtype}"
             raise SoftmaxkitTypeError(msg)
         try:
-            xp.broadcast_arrays(la, arr)
+            wshape = tuple(xp.broadcast_arrays(la, arr)[0].shape)
         except (ValueError, RuntimeError, TypeError) as exc:
             msg = (
                 f"`{name}` has shape {tuple(arr.shape)}, which does not broadcast to "
                 f"the logits' shape {tuple(la.shape)}"
             )
             raise SoftmaxkitValueError(msg) from exc
+        if wshape != tuple(la.shape):
+            msg = (
+                f"`{name}` has shape {tuple(arr.shape)}, which would enlarge the logits' "
+                f"shape {tuple(la.shape)}"
+            )
+            raise SoftmaxkitValueError(msg)
         check_nonneg_array(xp, arr, name)
     res = _dispatch.binary_cross_entropy_with_logits(
         la, ta, wa, pa, red, return_grad, plan, threads=_dispatch.check_threads(threads)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ._agnostic import _normalize
 from ._agnostic._dd import DDArith, far_below, two_sum
+from ._agnostic._losses import weighted
 from ._namespace import Plan, dtype_name, is_numpy
 
 try:
@@ -127,7 +128,11 @@ def build(
         xs = xp.astype(xwork, f.m.dtype)
         fin = xp.isfinite(xs)
         finite = xp.where(fin, xs, 0.0)
-        hi, lo = ar.sum((finite, xp.zeros_like(finite)), (last % xs.ndim,), max(n, 1))
+        if n:
+            hi, lo = ar.sum((finite, xp.zeros_like(finite)), (last % xs.ndim,), n)
+        else:  # an empty block: the identity (a sum of no terms)
+            hi = xp.sum(finite, axis=last, keepdims=True)
+            lo = xp.zeros_like(hi)
         # infinities and NaN: their plain sum (-inf, +inf, or NaN when they meet)
         special = xp.sum(xp.where(fin, 0.0, xs), axis=last, keepdims=True)
         hi = xp.where(xp.isfinite(special), hi, special)
@@ -235,9 +240,20 @@ def merge(a: Fields, b: Fields, xp: Any, device: Any = None) -> Fields:
     if a.xt is not None and b.xt is not None:
         out = out._replace(xt=a.xt + b.xt)
     if a.sx_hi is not None and b.sx_hi is not None:
-        sx = ar.add((a.sx_hi, a.sx_lo), (b.sx_hi, b.sx_lo))
+        # a block holding -inf, +inf or NaN carries that sum with a zero low word (see
+        # build): the plain sum is then the whole answer, where the double-word one
+        # would give NaN (-inf - (-inf) in its error term); those lanes add zeros
+        plain = a.sx_hi + b.sx_hi
+        ok = xp.isfinite(plain)
+        assert a.sx_lo is not None and b.sx_lo is not None
+        sx = ar.add(
+            (xp.where(ok, a.sx_hi, 0.0), xp.where(ok, a.sx_lo, 0.0)),
+            (xp.where(ok, b.sx_hi, 0.0), xp.where(ok, b.sx_lo, 0.0)),
+        )
         assert a.n is not None and b.n is not None
-        out = out._replace(sx_hi=sx[0], sx_lo=sx[1], n=a.n + b.n)
+        out = out._replace(
+            sx_hi=xp.where(ok, sx[0], plain), sx_lo=xp.where(ok, sx[1], 0.0), n=a.n + b.n
+        )
     if T is not None:
         out = out._replace(t=xp.where(fin, T, 0.0))
     return out
@@ -311,15 +327,18 @@ def cross_entropy(
     k = xp.where(f.c > 0, f.c, 1.0)
     nll = xp.where(f.m == math.inf, xp.where(f.xt == math.inf, xp.log(k), math.inf), nll)
     nll = xp.where(xp.isnan(f.m) | xp.isnan(f.xt), math.nan, nll)
-    loss = (1.0 - label_smoothing) * nll if label_smoothing else nll
+    loss = weighted(xp, 1.0 - label_smoothing, nll) if label_smoothing else nll
     if z_loss:
         loss = loss + z_loss * lse * lse
     if w_t is not None:
-        loss = w_t * loss
+        loss = weighted(xp, w_t, loss)
     if label_smoothing:
         assert f.sx_hi is not None and f.n is not None
         mean_x = (f.sx_hi + f.sx_lo) / xp.where(f.n > 0, f.n, 1.0)
-        smooth = xp.where(fin, lse - mean_x, xp.where(f.m == math.inf, math.inf, math.nan))
+        # finite rows only (a -inf logit makes mean_x -inf and the loss +inf); the
+        # others take their limit below, without forming inf - inf
+        gap = xp.where(fin, lse, 0.0) - xp.where(fin, mean_x, 0.0)
+        smooth = xp.where(fin, gap, xp.where(f.m == math.inf, math.inf, math.nan))
         smooth = xp.where(xp.isnan(f.m), math.nan, smooth)
         loss = loss + label_smoothing * smooth
     counted = ~(f.m == -math.inf)

@@ -23,6 +23,7 @@ __all__ = [
     "check_class_axis",
     "check_class_weight",
     "check_ignore_index",
+    "check_int64",
     "check_index_target",
     "check_label_smoothing",
     "check_nonneg_float",
@@ -158,7 +159,16 @@ def check_bool(value: object, name: str) -> bool:
 def check_ignore_index(value: object) -> int | None:
     if value is None:
         return None
-    return _as_int(value, "ignore_index")
+    return check_int64(value, "ignore_index")
+
+
+def check_int64(value: object, name: str) -> int:
+    """An integer that compares with int64 class indices (and fits the C core's)."""
+    v = _as_int(value, name)
+    if not -(2**63) <= v < 2**63:
+        msg = f"`{name}` must fit in a signed 64-bit integer (class indices are int64), got {v}"
+        raise SoftmaxkitValueError(msg)
+    return v
 
 
 def _first_bad(xp: Any, bad: Array, values: Array) -> str:

@@ -41,9 +41,9 @@ from . import _dask, _dispatch, _statecore
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from ._namespace import Plan, call, device_of, dtype_kind, dtype_name, is_numpy, make_plan, resolve
 from ._validation import (
-    _as_int,
     check_bool,
     check_class_axis,
+    check_int64,
     check_label_smoothing,
     check_nonneg_float,
 )
@@ -208,7 +208,7 @@ class LogSumExpState:
         xp, (xa, ta) = resolve(x, target, names=("x", "target"))
         plan = make_plan(xp, xa, precision, name="x")
         ax = check_class_axis(axis, xa.ndim)
-        off = _as_int(offset, "offset")
+        off = check_int64(offset, "offset")
         if off < 0:
             msg = f"`offset` must be >= 0 (the block's first global class index), got {off}"
             raise SoftmaxkitValueError(msg)
@@ -504,7 +504,11 @@ def merge(a: LogSumExpState, b: LogSumExpState, /) -> LogSumExpState:
     if a.shape != b.shape:
         msg = f"the states have different shapes ({a.shape} and {b.shape}); merge rows alike"
         raise SoftmaxkitValueError(msg)
-    if dtype_name(a.m.dtype) != dtype_name(b.m.dtype) or a._xp is not b._xp:
+    if (
+        dtype_name(a.m.dtype) != dtype_name(b.m.dtype)
+        or dtype_name(a.dtype) != dtype_name(b.dtype)
+        or a._xp is not b._xp
+    ):
         msg = "the states come from different array libraries or dtypes; convert one first"
         raise SoftmaxkitTypeError(msg)
     f = call(a._xp, _statecore.merge, {"a": a._f, "b": b._f}, a._static())
@@ -533,7 +537,11 @@ def merge_all(states: Iterable[LogSumExpState], /) -> LogSumExpState:
     >>> np.allclose(st.logsumexp(), sk.logsumexp(x))
     True
     """
-    it = iter(states)
+    try:
+        it = iter(states)
+    except TypeError:
+        msg = f"`states` must be an iterable of LogSumExpState, got {type(states).__name__}"
+        raise SoftmaxkitTypeError(msg) from None
     try:
         acc = next(it)
     except StopIteration:

@@ -62,6 +62,13 @@ def _reduce(
     return to_out(mean, plan), scale
 
 
+def weighted(xp: Any, c: Any, v: Array) -> Array:
+    """``c * v`` with ``0 * inf = 0``: a term of weight zero adds nothing, even where
+    its loss is infinite (a -inf or masked logit, a target of zero class weight);
+    NaN stays NaN. ``c`` is a scalar or an array broadcasting with ``v``."""
+    return c * xp.where((c == 0) & xp.isinf(v), 0.0, v)
+
+
 def cross_entropy(
     logits: Array,
     target: Array,
@@ -120,14 +127,14 @@ def cross_entropy(
             if w is None
             else xp.sum(xp.where(onehot, w, 0.0), axis=axis, keepdims=True)
         )
-        core = (1.0 - eps) * nll if eps else nll
+        core = weighted(xp, 1.0 - eps, nll) if eps else nll
         if zterm is not None:
             core = core + zterm
-        item = w_t * core
+        item = weighted(xp, w_t, core)
         neg_ls = None
         if eps:
             neg_ls = -log_softmax_values(st)
-            wl = neg_ls if w is None else w * neg_ls
+            wl = neg_ls if w is None else weighted(xp, w, neg_ls)
             smooth = xp.sum(xp.where(mask, wl, 0.0), axis=axis, keepdims=True)
             item = item + (eps / k_safe) * smooth
         item = xp.where(counted, item, 0.0)

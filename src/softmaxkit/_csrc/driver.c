@@ -648,6 +648,11 @@ static void combine(const job *j, const skit_bstat *bs, skit_rstat *rs, int need
     if (need_L) rs->L = E->log1p1(dd_add(dd_add(c, dd_make(-1.0, 0.0)), s));
 }
 
+/* w v for a loss term v of weight w, with 0 inf = 0: a term of weight zero adds nothing,
+ * even where its loss is infinite (a -inf or masked target logit, or smoothing with
+ * eps = 1); NaN stays NaN */
+static inline double wmul(double w, double v) { return w == 0.0 && isinf(v) ? 0.0 : w * v; }
+
 static int ce_ignored(const job *j, size_t r) {
     return j->has_ignore && j->target[r] == j->ignore;
 }
@@ -726,7 +731,7 @@ static void fin_rows(const job *j, size_t cnt, const size_t *row, const skit_bst
         q->fin = 1;
         q->gt = gt[p];
         if (j->lse) j->lse[r] = lse[p];
-        j->loss[r] = (j->weight ? j->weight[r] : 1.0) * nll[p];
+        j->loss[r] = wmul(j->weight ? j->weight[r] : 1.0, nll[p]);
         j->counted[r] = 1;
     }
 }
@@ -843,7 +848,7 @@ static skit_dd row_finish(const job *j, size_t r, const skit_bstat *bs, skit_rst
                               : dd_value(dd_sub(rs->L, dd_sub(xt, dd_make(rs->M, 0.0))));
                 }
                 double core = j->z != 0.0 ? nll + j->z * lse * lse : nll;
-                loss = w * core;
+                loss = wmul(w, core);
             }
             j->loss[r] = loss;
             j->counted[r] = (uint8_t)counted;
@@ -2132,7 +2137,7 @@ static int smooth_rows(const float *x, size_t rows, size_t n, const int64_t *tar
     }
     for (size_t r = 0; r < rows; r++) {
         double smooth = 0.0 + (gap[r] + W * (lse[r] - shift[r]));
-        double item = w_t[r] * ((1.0 - eps) * nll[r] + z * lse[r] * lse[r]) + ev * smooth;
+        double item = wmul(w_t[r], wmul(1.0 - eps, nll[r]) + z * lse[r] * lse[r]) + ev * smooth;
         items[r] = counted[r] ? item : 0.0;
     }
     if (reduction != 0) {

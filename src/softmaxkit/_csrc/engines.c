@@ -2289,6 +2289,10 @@ static void e32a_smooth(int kind, int out64, const void *xv, const double *w, si
         }
         if (gap) {
             vd t0 = w0 * d0, t1 = w1 * d1;
+            if (w) { /* a class of weight 0 adds nothing, even at a -inf logit (0 inf) */
+                t0 = seld(w0 == zero, zero, t0);
+                t1 = seld(w1 == zero, zero, t1);
+            }
             if (!full) t0 = seld(k0, t0, zero), t1 = seld(k1, t1, zero);
             g0 += t0, g1 += t1;
         }
