@@ -352,3 +352,40 @@ def test_special_rows_match_one_process() -> None:
             assert torch.isnan(sktd.cross_entropy(nan, t, reduction="none")[0])
         finally:
             dist.destroy_process_group()
+
+
+def test_one_rank_float64_and_odd_token_counts() -> None:
+    """float64 logits with smoothing or entropy (the logits were overwritten by exp(x - m)
+    and the loss wrong), and one rank with an odd number of tokens (its message's slices
+    could not be viewed as int64)."""
+    import tempfile
+
+    import torch.nn.functional as F
+
+    import softmaxkit.torch as skt
+    import softmaxkit.torch.distributed as sktd
+
+    if dist.is_initialized():  # pragma: no cover
+        pytest.skip("a process group is already initialised in this process")
+    g = torch.Generator().manual_seed(3)
+    with tempfile.TemporaryDirectory() as d:
+        dist.init_process_group("gloo", store=dist.FileStore(f"{d}/store", 1), rank=0, world_size=1)
+        try:
+            for dtype in (torch.float32, torch.float64):
+                for n in (1, 2, 3, 5, 7):
+                    x = torch.randn(n, 11, generator=g, dtype=dtype) * 3
+                    t = torch.randint(0, 11, (n,), generator=g)
+                    before = x.clone()
+                    for kw in ({}, {"label_smoothing": 0.1}):
+                        got = sktd.cross_entropy(x, t, **kw)
+                        assert torch.equal(x, before), "the logits were modified"
+                        assert torch.equal(got, skt.cross_entropy(x, t, **kw)), (dtype, n, kw)
+                        ref = F.cross_entropy(x.double(), t, **kw)
+                        assert float(got) == pytest.approx(float(ref), rel=1e-6)
+                    ent = sktd.cross_entropy(x, t, reduction="none", return_entropy=True).entropy
+                    assert torch.equal(x, before)
+                    p = torch.softmax(x.double(), 1)
+                    want = -(p * torch.log_softmax(x.double(), 1)).sum(1)
+                    torch.testing.assert_close(ent.double(), want, rtol=1e-6, atol=0)
+        finally:
+            dist.destroy_process_group()

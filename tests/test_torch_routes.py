@@ -239,6 +239,27 @@ def test_everyday_cross_entropy_declines_what_it_cannot_read_in_place(monkeypatc
         skt.softmax(x.to_sparse(), 1)
 
 
+def test_bce_short_route_leaves_negated_views_and_other_devices_to_the_checks():
+    """The everyday BCE route read a negated view's memory (a RuntimeError from
+    .numpy()) and a target on another device (a bare TypeError)."""
+    x = _x(6, 5)
+    y = torch.rand(6, 5, generator=torch.Generator().manual_seed(1))
+    for xx, yy, xr, yr in (
+        (torch._neg_view(x), y, -x, y),
+        (x, torch._neg_view(-y), x, y),
+    ):
+        for red in ("none", "mean"):
+            _bitwise(
+                skt.binary_cross_entropy_with_logits(xx, yy, reduction=red),
+                skt.binary_cross_entropy_with_logits(xr, yr, reduction=red),
+            )
+        xg = xx.detach().clone().requires_grad_() if not xx.is_neg() else None
+        if xg is not None:
+            skt.binary_cross_entropy_with_logits(xg, yy).backward()
+    with pytest.raises(skt_errors.SoftmaxkitValueError, match="`target` is on meta"):
+        skt.binary_cross_entropy_with_logits(x, y.to("meta"))
+
+
 @pytest.mark.parametrize("log", [False, True])
 def test_softmax_engine_reads_a_negated_view_as_its_values(log):
     """The engine behind the operators hands the C core an address: a negated view

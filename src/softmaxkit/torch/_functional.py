@@ -551,6 +551,10 @@ def binary_cross_entropy_with_logits(
         and type(reduction) is str
         and reduction in _REDUCTIONS
         and input.is_cpu
+        and target.is_cpu  # another device: the general checks name it
+        and not input.is_neg()  # negated views: tensor_arg resolves them
+        and not target.is_neg()
+        and not torch._C._are_functorch_transforms_active()
     ):
         # the everyday call: nothing the checks below could reject (the targets' range
         # is checked by the engine, which sends a bad one to the general checks)

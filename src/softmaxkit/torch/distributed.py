@@ -212,6 +212,12 @@ def _env_precheck() -> bool:
     return os.environ.get(ENV_PRECHECK, "").strip() not in ("", "0")
 
 
+def _dense(t: Tensor) -> Tensor:
+    """A copy of ``t`` with its own row-major storage, offset 0 (so that it can be
+    viewed as any dtype whose size divides its rows' bytes)."""
+    return t.clone(memory_format=torch.contiguous_format)
+
+
 def _all_gather(buf: Tensor, world: int, group: Any) -> Tensor:
     """The one collective: every rank's ``buf`` (bytes) stacked in rank order, ``(world, len)``."""
     out = buf.new_empty(world * buf.numel())
@@ -316,7 +322,8 @@ def _slice_state(
     # exp(x - m) in float64: their sum S counts each maximum as exactly 1. S >= 2 means
     # (c - 1) + s >= 1 downstream, where the split is immaterial; S < 2 means a single
     # maximum, and s is then summed without it so that a tiny s keeps its digits.
-    e = xw.to(F64).sub_(shift[:, None]).exp_()
+    # out of place: for float64 logits xw.to(F64) is the caller's own tensor
+    e = (xw.to(F64) - shift[:, None]).exp_()
     S = e.sum(1)
     s = S - 1.0
     low = torch.nonzero(fin & (S < 2.0))[:, 0]
@@ -615,7 +622,10 @@ def _state_round(
         wire.append(torch.zeros(pad, dtype=torch.uint8, device=x.device))
     out = _all_gather(torch.cat(wire), world, group)
     hb = _HDR * 8
-    hdrs = out[:, :hb].contiguous().view(torch.int64).cpu()
+    # each slice copied into its own dense buffer (a copy contiguous() would make for
+    # 2 ranks or more): with one rank the slice already counts as contiguous, but its
+    # row stride and offset are the message's, which need not be multiples of 8 bytes
+    hdrs = _dense(out[:, :hb]).view(torch.int64).cpu()
     _check_headers(hdrs, dist.get_rank(group), world, n)
     if need > size:  # every rank's need is this one (checked): all gather again
         return _Round(hdrs, need, True, None, None)
@@ -624,7 +634,7 @@ def _state_round(
         cuts.append(cuts[-1] + p.numel() * p.element_size())
 
     def part(i: int, dt: torch.dtype, shape: tuple[int, ...]) -> Tensor:
-        return out[:, cuts[i] : cuts[i + 1]].contiguous().view(dt).reshape(world, *shape)
+        return _dense(out[:, cuts[i] : cuts[i + 1]]).view(dt).reshape(world, *shape)
 
     bigs = part(0, F64, (n, len(bcols)))
     smalls = part(1, sdt, (n, len(scols))).to(F64)
