@@ -105,6 +105,15 @@ def test_logits_when_asked_and_calls_without_labels_untouched(name):
     assert torch.equal(got.logits, want.logits)
     torch.testing.assert_close(got.loss, want.loss)
     assert torch.equal(model(input_ids=ids).logits, ref(input_ids=ids).logits)
+    # shift_labels alone: transformers computes no loss without labels, so the model's
+    # own output (the logits, no loss), not a stand-in dropped for a loss never formed
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
+    mine, theirs = (
+        model(input_ids=ids, shift_labels=shifted),
+        ref(input_ids=ids, shift_labels=shifted),
+    )
+    assert (mine.loss is None) == (theirs.loss is None)
+    assert torch.equal(mine.logits, theirs.logits)
     # generation runs through the untouched path
     out = model.generate(ids[:1, :5], max_new_tokens=3, do_sample=False)
     assert torch.equal(out, ref.generate(ids[:1, :5], max_new_tokens=3, do_sample=False))

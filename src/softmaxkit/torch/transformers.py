@@ -40,6 +40,7 @@ class _State:
         self.chunk_size = chunk_size
         self.active = False  # labels were given to the current forward call
         self.want_logits = False
+        self.used = False  # the current call's loss came from the hidden states
         self.hidden: torch.Tensor | None = None
         self.head_forward = head.forward
         self.had_loss_function = "_loss_function" in vars(model)
@@ -144,15 +145,23 @@ def apply_linear_cross_entropy(model: nn.Module, *, chunk_size: int | None = Non
     def pre_hook(module: nn.Module, args: Any, kwargs: dict[str, Any]) -> Any:
         state.want_logits = bool(kwargs.pop("return_logits", False))
         state.active = kwargs.get("labels") is not None or kwargs.get("shift_labels") is not None
+        state.used = False
         state.hidden = None
         return args, kwargs
 
     def post_hook(module: nn.Module, args: Any, kwargs: dict[str, Any], output: Any) -> Any:
         skipped = state.active and not state.want_logits
-        state.active = False
+        hidden, used = state.hidden, state.used
+        state.active = state.used = False
         state.hidden = None
         if skipped and output is not None and hasattr(output, "logits"):
-            output.logits = None
+            if used or hidden is None:
+                output.logits = None
+            else:
+                # the model asked for no loss after all (shift_labels without labels:
+                # transformers computes the loss only with labels): its own output, the
+                # logits the stand-in took the place of
+                output.logits = state.head_forward(hidden)
         return output
 
     def loss_function(
@@ -175,6 +184,7 @@ def apply_linear_cross_entropy(model: nn.Module, *, chunk_size: int | None = Non
                 shift_labels=shift_labels,
                 **kwargs,
             )
+        state.used = True
         return causal_lm_loss(
             hidden,
             head,
