@@ -723,3 +723,33 @@ def test_training_example_curves_agree(tmp_path):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "the curves agree" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "case", ["smoothing", "weight", "int32 target", "plain", "bce", "bce weight"]
+)
+def test_gradients_of_a_retained_graph_are_the_callers_own(case):
+    """torch.autograd.grad twice through a retained graph: two tensors with the same
+    values, neither sharing memory with the other or with the graph (the forward's
+    gradient was returned itself each time, so g1.mul_() changed g2 and broke the
+    next backward)."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 5, generator=g, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3])
+    y = torch.rand(4, 5, generator=g)
+    calls = {
+        "smoothing": lambda: skt.cross_entropy(x, t, label_smoothing=0.1),
+        "weight": lambda: skt.cross_entropy(x, t, weight=torch.rand(5, generator=g)),
+        "int32 target": lambda: skt.cross_entropy(x, t.int()),
+        "plain": lambda: skt.cross_entropy(x, t),
+        "bce": lambda: skt.binary_cross_entropy_with_logits(x, y),
+        "bce weight": lambda: skt.binary_cross_entropy_with_logits(x, y, weight=y),
+    }
+    loss = calls[case]()
+    (g1,) = torch.autograd.grad(loss, x, retain_graph=True)
+    (g2,) = torch.autograd.grad(loss, x, retain_graph=True)
+    assert g1.data_ptr() != g2.data_ptr()
+    assert torch.equal(g1, g2)
+    g1.mul_(0.5)
+    (g3,) = torch.autograd.grad(loss, x)
+    assert torch.equal(g3, g2)

@@ -77,7 +77,14 @@ class LogSumExp(torch.autograd.Function):
 
 
 class CrossEntropy(torch.autograd.Function):
-    """Forward computes the gradient in the same pass; backward only scales it."""
+    """Forward computes the gradient in the same pass; backward only scales it.
+
+    The gradient is kept on ``ctx`` (not saved for backward) and handed over by the
+    first backward that returns it as it stands, so that autograd can adopt it as
+    ``x.grad`` without a copy and the caller's tensor is nobody else's: a second
+    backward through a retained graph forms it again, with the same bits (returning
+    the kept tensor each time let two ``torch.autograd.grad`` results share memory).
+    """
 
     @staticmethod
     def forward(
@@ -95,12 +102,13 @@ class CrossEntropy(torch.autograd.Function):
         need = ctx.needs_input_grad[0]
         loss, grad = E.cross_entropy_fwd(x, target, weight, dim, ign, reduction, eps, z, prob, need)
         ctx.opts = (dim, ign, reduction, eps, z, prob)
-        ctx.save_for_backward(x, target, weight, grad)
+        ctx.save_for_backward(x, target, weight, None)
+        ctx.grad = grad
         return loss
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
-        x, target, weight, saved = ctx.saved_tensors
+        x, target, weight, _ = ctx.saved_tensors
         dim, ign, reduction, eps, z, prob = ctx.opts
         grad_x = grad_t = None
         gk = g.unsqueeze(dim) if reduction == "none" else g
@@ -108,10 +116,16 @@ class CrossEntropy(torch.autograd.Function):
             if torch.is_grad_enabled():
                 expr = _ops._ce_grad_expr(x, target, weight, dim, ign, reduction, eps, z, prob)
                 grad_x = expr * gk
-            elif reduction != "none" and _is_one(g):
-                grad_x = saved
             else:
-                grad_x = saved * gk
+                saved, ctx.grad = ctx.grad, None
+                if saved is None:  # a second backward through a retained graph
+                    saved = E.cross_entropy_fwd(
+                        x.detach(), target, weight, dim, ign, reduction, eps, z, prob, True
+                    )[1]
+                if reduction != "none" and _is_one(g):
+                    grad_x = saved  # handed over: the caller's alone
+                else:
+                    grad_x = saved * gk
         if ctx.needs_input_grad[1]:
             grad_t = _ops._ce_target_grad(x, weight, dim, reduction, eps) * gk
         return (grad_x, grad_t) + (None,) * 7
@@ -193,12 +207,16 @@ class BCEWithLogits(torch.autograd.Function):
         need = ctx.needs_input_grad[0]
         loss, grad = E.bce_fwd(x, target, weight, pos_weight, reduction, need)
         ctx.reduction = reduction
-        ctx.save_for_backward(x, target, weight, pos_weight, grad)
+        ctx.save_for_backward(x, target, weight, pos_weight)
+        ctx.grad = grad  # kept on ctx and handed over once, as CrossEntropy's
         return loss
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:
-        x, y, w, pw, saved = ctx.saved_tensors
+        x, y, w, pw = ctx.saved_tensors
+        saved = ctx.grad
+        if saved is None:  # handed over by a backward before: a retained graph
+            saved = E.bce_fwd(x.detach(), y, w, pw, ctx.reduction, True)[1]  # the same bits
         if (
             ctx.reduction != "none"
             and not ctx.needs_input_grad[1]
@@ -208,6 +226,7 @@ class BCEWithLogits(torch.autograd.Function):
         ):
             # loss.backward(): the gradient formed in the forward pass is x's gradient
             # as it stands (times 1, the same bits), handed over without a copy
+            ctx.grad = None
             return saved, None, None, None, None
         grad_x, grad_t = _ops.bce_grads(
             x, y, w, pw, saved, ctx.reduction, g, ctx.needs_input_grad[0], ctx.needs_input_grad[1]
