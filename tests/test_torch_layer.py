@@ -474,6 +474,35 @@ def test_compile_traces_without_graph_breaks():
         torch.testing.assert_close(a, b)
 
 
+def test_compile_with_dynamic_shapes_and_float_options():
+    """dynamic=True, a label-smoothing schedule (a float that changes between calls) and a
+    compiled CrossEntropyLoss: math.isfinite in the float checks broke the graph."""
+    import torch._dynamo as dynamo
+
+    x = _randn(6, 5, dtype=torch.float32)
+    t = torch.tensor([0, 1, 2, 3, 4, -100])
+    dynamo.reset()
+    f = torch.compile(
+        lambda a, b: skt.cross_entropy(a, b), fullgraph=True, dynamic=True, backend="aot_eager"
+    )
+    torch.testing.assert_close(f(x, t), skt.cross_entropy(x, t), rtol=0, atol=0)
+    g = torch.compile(
+        lambda a, b, e, z: skt.cross_entropy(a, b, label_smoothing=e, z_loss=z),
+        fullgraph=True,
+        backend="aot_eager",
+    )
+    for e in (0.0, 0.1, 0.25):
+        want = skt.cross_entropy(x, t, label_smoothing=e, z_loss=1e-4)
+        torch.testing.assert_close(g(x, t, e, 1e-4), want, rtol=0, atol=0)
+    # under fullgraph dynamo re-raises it as its own Unsupported, with our message
+    with pytest.raises(Exception, match=r"`label_smoothing` must lie in \[0, 1\]"):
+        g(x, t, 1.5, 0.0)
+    m = torch.compile(
+        skt.CrossEntropyLoss(label_smoothing=0.1), fullgraph=True, dynamic=True, backend="aot_eager"
+    )
+    torch.testing.assert_close(m(x, t), skt.cross_entropy(x, t, label_smoothing=0.1))
+
+
 # ------------------------------------------------------------------------ modules
 
 

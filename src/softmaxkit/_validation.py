@@ -143,7 +143,9 @@ def check_nonneg_float(value: object, name: str) -> float:
         msg = f"`{name}` must be a real number, got {value!r}"
         raise SoftmaxkitTypeError(msg)
     v = float(value)
-    if not (v >= 0 and math.isfinite(v)):
+    # comparisons, not math.isfinite: torch.compile traces them for a symbolic float
+    # (a smoothing schedule, dynamic=True) where math.isfinite breaks the graph
+    if not (v >= 0 and v < math.inf):
         msg = f"`{name}` must be finite and >= 0, got {v}"
         raise SoftmaxkitValueError(msg)
     return v
