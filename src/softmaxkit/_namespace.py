@@ -220,8 +220,11 @@ def is_concrete(x: Array) -> bool:
             return False
         torch = sys.modules.get("torch")
         compiler = getattr(torch, "compiler", None)
-        # under torch.compile a data check would break the graph (fullgraph=True: an error)
-        return not (compiler is not None and compiler.is_compiling())
+        # under torch.compile a data check would break the graph (fullgraph=True: an error);
+        # under torch.func.vmap a tensor's values cannot steer Python control flow
+        if compiler is not None and compiler.is_compiling():
+            return False
+        return not (torch is not None and torch._C._are_functorch_transforms_active())
     return True
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+import softmaxkit as sk
+
 from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from . import _checks as chk
 from . import _eager
@@ -39,6 +41,17 @@ def _traced(x: torch.Tensor) -> bool:
     calls take the cheaper ``autograd.Function`` route with the same results.
     """
     return torch.compiler.is_compiling() or type(x) is not torch.Tensor or x.is_meta
+
+
+def _functorch() -> bool:
+    """Whether a torch.func transform (vmap, grad, jacrev, ...) is active.
+
+    Its tensors are wrappers without storage, which neither the C core nor this
+    layer's autograd Functions can take; the public ops (:mod:`softmaxkit`) run on
+    them through torch operations that the transforms compose with, with the same
+    contract (the layer has validated the arguments the same way first).
+    """
+    return bool(torch._C._are_functorch_transforms_active())
 
 
 _PLAIN_CODE = {torch.float32: 0, torch.float64: 1}
@@ -77,6 +90,8 @@ def _plain_normalize(x: object, dim: object, dtype: object, log: bool) -> torch.
 
 
 def _normalize(x: torch.Tensor, dims: list[int], log: bool) -> torch.Tensor:
+    if _functorch():
+        return (sk.log_softmax if log else sk.softmax)(x, axis=tuple(dims))  # type: ignore[no-any-return]
     if _traced(x):
         return (log_softmax_op if log else softmax_op)(x, dims)
     if _wants_grad(x):
@@ -245,6 +260,8 @@ def logsumexp(
 
 
 def _logsumexp(x: torch.Tensor, dims: list[int], keepdim: bool) -> torch.Tensor:
+    if _functorch():
+        return sk.logsumexp(x, axis=tuple(dims), keepdims=keepdim)  # type: ignore[return-value]
     if _traced(x):
         return logsumexp_op(x, dims, keepdim)
     if _wants_grad(x):
@@ -348,6 +365,11 @@ def cross_entropy(
     if w is not None and w.requires_grad and _wants_grad(w):
         msg = "gradients with respect to `weight` are not supported (nor in torch); detach it"
         raise SoftmaxkitValueError(msg)
+    if _functorch():
+        return sk.cross_entropy(  # type: ignore[return-value]
+            x, t, axis=dim, weight=w, ignore_index=None if prob else ign, reduction=red,
+            label_smoothing=eps, z_loss=z,
+        )  # fmt: skip
     if _traced(x):
         loss, _ = cross_entropy_op(x, t, w, dim, ign, red, eps, z, prob, _wants_grad(x))
         return loss
@@ -483,6 +505,8 @@ def nll_loss(
     w = chk.opt_tensor(weight, x, "weight", (x.shape[dim],))
     red = chk.check_reduction(reduction)
     ign = _ignore_index(ignore_index)
+    if _functorch():
+        return sk.nll_loss(x, t, axis=dim, weight=w, ignore_index=ign, reduction=red)
     if _traced(x):
         return nll_loss_op(x, t, w, dim, ign, red)
     if _wants_grad(x):
@@ -591,6 +615,10 @@ def binary_cross_entropy_with_logits(
             )
             raise SoftmaxkitValueError(msg) from None
     red = chk.check_reduction(reduction)
+    if _functorch():
+        return sk.binary_cross_entropy_with_logits(  # type: ignore[return-value]
+            x, tt, weight=w, pos_weight=pw, reduction=red
+        )
     if _traced(x):
         loss, _ = bce_with_logits_op(x, tt, w, pw, red, _wants_grad(x))
         return loss
