@@ -281,6 +281,36 @@ class TestBinaryCrossEntropy:
         np.testing.assert_allclose(loss, want, rtol=rtol_for(loss))
 
 
+class TestWeightedLogsumexp:
+    """logsumexp with weights b: SciPy's convention for NaN and infinite weights, and the
+    exact value where the weighted sum overflows (NaN, with sign -1, before)."""
+
+    @pytest.mark.parametrize("precision", ["accurate", "fast"])
+    def test_nonfinite_and_huge_weights(self, backend, precision):
+        cases = [
+            ([0.0, 0.0], [1e308, 1e308], math.log(2.0) + math.log(1e308), 1.0),
+            ([2.0, 1.0], [1.0, INF], INF, 1.0),
+            ([2.0, 1.0], [-INF, 1.0], INF, -1.0),
+            ([2.0, 1.0], [INF, -INF], NAN, NAN),
+            ([2.0, 1.0, 0.1], [1.0, NAN, 1.0], NAN, NAN),
+            ([2.0, -INF], [1.0, INF], NAN, NAN),  # inf * exp(-inf): inf * 0
+            ([5.0, 3.0, 1.0], [-1.7e308, -1.6e308, -1e308], None, -1.0),
+        ]
+        for x, b, want, want_sign in cases:
+            huge = any(math.isfinite(v) and abs(v) > 1e38 for v in b)
+            if huge and not backend.has_float64:
+                continue  # weights beyond float32 (they would be infinite there)
+            x, b = np.array(x), np.array(b)
+            got, sgn = run(backend, sk.logsumexp, x, b=b, return_sign=True, precision=precision)
+            if want is None:  # log|sum|, the weights scaled by 2^-1000 exactly
+                want = math.log(abs(float(np.sum(b * 2.0**-1000 * np.exp(x))))) + 1000 * math.log(2)
+            if math.isnan(want):
+                assert np.isnan(got) and np.isnan(sgn), (x, b, got, sgn)
+            else:
+                assert float(got) == pytest.approx(want, rel=1e-15), (x, b)
+                assert float(sgn) == want_sign, (x, b)
+
+
 class TestSoftTargets:
     def test_zero_probability_on_minus_inf_logit(self, backend):
         x = np.array([[-INF, 0.0, 1.0]])

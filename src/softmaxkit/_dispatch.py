@@ -170,7 +170,9 @@ def _native_input(x: Array, plan: Plan) -> tuple[np.ndarray, int, int] | None:
         return None
     dt = np.dtype(name)
     if x.dtype != dt:
-        if x.dtype.kind not in "fiub" or (x.dtype.kind == "f" and x.dtype.itemsize != dt.itemsize):
+        # integers, and floats widened exactly (float32 data whose result is float64,
+        # as logsumexp's with float64 weights b)
+        if x.dtype.kind not in "fiub" or (x.dtype.kind == "f" and x.dtype.itemsize > dt.itemsize):
             return None
         x = x.astype(dt)
     return x, code, mode

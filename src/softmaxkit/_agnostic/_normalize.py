@@ -597,16 +597,39 @@ def _weighted_logsumexp(
     if where is not None:
         mask = mask & xp.broadcast_to(where, xw.shape)
     st = row_stats(ar, ar.lift(xw), axes, mask)
-    b_live = xp.where(st.live, bw, 0.0)
-    terms = ar.mul(ar.lift(b_live), st.e)
+    # NaN or infinite weights decide a finite row as in SciPy, where b exp(x - M) is then
+    # NaN or infinite (an infinite weight on a -inf logit: inf * 0, NaN); they are kept
+    # out of the sum itself
+    bfin = xp.isfinite(bw)
+    odd = mask & ~bfin
+    above = xw > -math.inf
+    ax = st.axis
+    b_nan = xp.any(odd & (xp.isnan(bw) | ~above), axis=ax, keepdims=True)
+    b_pinf = xp.any(odd & above & (bw == math.inf), axis=ax, keepdims=True)
+    b_ninf = xp.any(odd & above & (bw == -math.inf), axis=ax, keepdims=True)
+    b_live = xp.where(st.live & bfin, bw, 0.0)
+    # weights so large that the sum would overflow: summed times 2^-e (exact), the
+    # largest near 2^768, and e ln 2 added to the logarithm
+    bmax = xp.max(xp.abs(b_live), axis=ax, keepdims=True)
+    big = bmax > 2.0**768
+    e = xp.where(big, xp.floor(xp.log2(xp.where(big, bmax, 1.0))) - 768.0, 0.0)
+    terms = ar.mul(ar.lift(b_live * xp.pow(ar.const(2.0), -e)), st.e)
     total = ar.sum(terms, st.axis, st.n)
     tot_hi = ar.hi(total)
     nonzero = ~(tot_hi == 0.0)
     safe_total = ar.where(nonzero & st.fin, total, 1.0)
     L = _log_abs(ar, safe_total)
-    lse = xp.where(nonzero, ar.value(ar.add(st.top, L)), -math.inf)
+    ln2_hi = ar.const(math.log(2.0))
+    ln2 = ar.add(ar.lift(e * ln2_hi), ar.lift(e * ar.const(math.log(2.0) - float(ln2_hi))))
+    lse = xp.where(nonzero, ar.value(ar.add(ar.add(st.top, L), ln2)), -math.inf)
     zero = xp.zeros_like(tot_hi)
     sign = xp.where(tot_hi > 0, 1.0, xp.where(tot_hi < 0, -1.0, zero))
+    special = st.fin & (b_pinf | b_ninf)
+    lse = xp.where(special, math.inf, lse)
+    sign = xp.where(special, xp.where(b_pinf, 1.0, zero - 1.0), sign)
+    odd_nan = st.fin & (b_nan | (b_pinf & b_ninf))
+    lse = xp.where(odd_nan, math.nan, lse)
+    sign = xp.where(odd_nan, math.nan, sign)
     # +inf rows: the weights of the +inf entries decide the sign; opposite infinities cancel to NaN
     b_inf = xp.sum(xp.where(st.pin, bw, 0.0), axis=st.axis, keepdims=True)
     inf_sign = xp.where(b_inf > 0, 1.0, xp.where(b_inf < 0, -1.0, zero + math.nan))

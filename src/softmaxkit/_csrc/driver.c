@@ -2247,6 +2247,28 @@ typedef struct {
     _Atomic int err;
 } lsebjob;
 
+/* sum_i (b_i 2^-e) exp(x_i - M) of a row, block by block (the scaling exact, except for
+ * weights 2^768 times below the largest, which it may round: far below the sum's ulp) */
+static skit_dd lseb_wsum(const lsebjob *j, const char *x, const double *b, const uint8_t *m,
+                         double M, int e) {
+    const skit_engine *E = j->E;
+    size_t n = j->a->n;
+    double *bs = NULL;
+    if (e) {
+        bs = (double *)malloc(n * sizeof(double));
+        if (!bs) return dd_make(NAN, 0.0);
+        for (size_t i = 0; i < n; i++) bs[i] = ldexp(b[i], -e);
+        b = bs;
+    }
+    skit_dd tot = dd_make(0.0, 0.0);
+    for (size_t q = 0; q < j->nb; q++) {
+        size_t off = q * j->block, len = n - off < j->block ? n - off : j->block;
+        tot = dd_add(tot, E->wsum(x + off * E->elsize, b + off, m ? m + off : NULL, len, M));
+    }
+    free(bs);
+    return tot;
+}
+
 static void lseb_row(void *ctx, size_t r) {
     lsebjob *j = (lsebjob *)ctx;
     const skit_engine *E = j->E;
@@ -2280,20 +2302,49 @@ static void lseb_row(void *ctx, size_t r) {
         lse = -INFINITY;
         sign = 0.0;
     } else {
-        skit_dd tot = dd_make(0.0, 0.0);
-        for (size_t q = 0; q < j->nb; q++) {
-            size_t off = q * j->block, len = n - off < j->block ? n - off : j->block;
-            tot = dd_add(tot, E->wsum(x + off * E->elsize, b + off, m ? m + off : NULL, len, M));
+        /* the weights of the entries that count (kept, above -inf): NaN or infinite
+         * ones decide the row as in SciPy (b exp(x - M) is then NaN or infinite), and
+         * the largest finite one sets a scale should the sum overflow */
+        double bmax = 0.0, binf = 0.0;
+        int bnan = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (m && !m[i]) continue;
+            double v = E->elsize == 4 ? (double)((const float *)x)[i] : ((const double *)x)[i];
+            double bi = b[i];
+            if (bi != bi) bnan = 1;
+            else if (isinf(bi)) binf += v > -INFINITY ? bi : NAN; /* inf 0: NaN */
+            else if (fabs(bi) > bmax) bmax = fabs(bi);
         }
-        if (tot.hi == 0.0) {
-            lse = -INFINITY;
-            sign = 0.0;
+        if (bnan || binf != binf) {
+            lse = sign = NAN;
+        } else if (binf != 0.0) {
+            lse = INFINITY;
+            sign = binf > 0.0 ? 1.0 : -1.0;
         } else {
-            sign = tot.hi > 0.0 ? 1.0 : -1.0;
-            skit_dd at = tot.hi > 0.0 ? tot : dd_neg(tot);
-            skit_dd L = j->a->mode == SKIT_ACCURATE ? skit_dd_log(at)
-                                                     : dd_make(log(dd_value(at)), 0.0);
-            lse = dd_value(dd_add(dd_make(M, 0.0), L));
+            skit_dd tot = lseb_wsum(j, x, b, m, M, 0);
+            int e = 0;
+            if (!isfinite(tot.hi)) {
+                /* the weighted sum overflows while every term is finite: sum the weights
+                 * times 2^-e, the largest near 2^768, and add e ln 2 to the logarithm.
+                 * (The accurate float64 sums hold their exponentials times 2^128: n terms
+                 * of at most 2^768 2^128 stay finite, so the largest weight was above
+                 * 2^768 and e > 0.) */
+                e = ilogb(bmax) - 768;
+                tot = lseb_wsum(j, x, b, m, M, e);
+            }
+            if (tot.hi == 0.0) {
+                lse = -INFINITY;
+                sign = 0.0;
+            } else {
+                sign = tot.hi > 0.0 ? 1.0 : -1.0;
+                skit_dd at = tot.hi > 0.0 ? tot : dd_neg(tot);
+                skit_dd L = j->a->mode == SKIT_ACCURATE ? skit_dd_log(at)
+                                                         : dd_make(log(dd_value(at)), 0.0);
+                if (e) /* ln 2 as a double-word constant, times e (exact in the pair) */
+                    L = dd_add(L, dd_mul(dd_make(0x1.62e42fefa39efp-1, 0x1.abc9e3b39803fp-56),
+                                         dd_make((double)e, 0.0)));
+                lse = dd_value(dd_add(dd_make(M, 0.0), L));
+            }
         }
     }
     j->lse[r] = lse;
