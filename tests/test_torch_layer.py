@@ -824,3 +824,28 @@ def test_torch_func_transforms_compose_with_every_op():
         hessian(lambda r: skt.logsumexp(r, 0))(x[0]), hessian(lambda r: torch.logsumexp(r, 0))(x[0])
     )
     close(grad(lambda a: vmap(lambda r: skt.logsumexp(r, 0))(a).sum())(x), torch.softmax(x, -1))
+
+
+def test_result_dtype_follows_torchs_promotion_of_the_target():
+    """A float64 target with float32 logits gives a float64 loss, as in torch (BCE and
+    class-probability cross-entropy; the logits' dtype was kept); weights do not promote."""
+    F = torch.nn.functional
+    x = _randn(3, 4, dtype=torch.float32).requires_grad_()
+    y64 = torch.rand(3, 4, generator=_gen(7), dtype=torch.float64)
+    p64 = torch.softmax(_randn(3, 4, dtype=torch.float64, seed=8), 1)
+    pairs = [
+        (lambda f: f.binary_cross_entropy_with_logits(x, y64)),
+        (lambda f: f.binary_cross_entropy_with_logits(x.half(), y64.float())),
+        (lambda f: f.binary_cross_entropy_with_logits(x, y64.float(), weight=y64[0])),
+        (lambda f: f.cross_entropy(x, p64)),
+        (lambda f: f.cross_entropy(x.half(), p64.float(), reduction="none")),
+    ]
+    for k, call in enumerate(pairs):
+        ours, theirs = call(skt), call(F)
+        assert ours.dtype == theirs.dtype
+        tol = 2e-3 if k in (1, 4) else 1e-6  # torch rounds the half logits' terms in half
+        torch.testing.assert_close(ours, theirs, rtol=tol, atol=tol)
+        (g_ours,) = torch.autograd.grad(ours.sum(), x)
+        (g_theirs,) = torch.autograd.grad(theirs.sum(), x)
+        assert g_ours.dtype == g_theirs.dtype == torch.float32
+        torch.testing.assert_close(g_ours, g_theirs, rtol=tol * 10, atol=tol)

@@ -356,6 +356,12 @@ def cross_entropy(
         return fast
     x = chk.float_input(input, promote_int=False)
     dim = chk.class_dim(x)
+    if (
+        isinstance(target, torch.Tensor)
+        and target.is_floating_point()
+        and (wide := torch.promote_types(x.dtype, target.dtype)) != x.dtype
+    ):
+        x = x.to(wide)  # torch's type promotion: float64 probabilities give a float64 loss
     t, prob = chk.index_or_prob_target(target, x, dim, allow_prob=True)
     w = chk.opt_tensor(weight, x, "weight", (x.shape[dim],))
     red = chk.check_reduction(reduction)
@@ -596,6 +602,8 @@ def binary_cross_entropy_with_logits(
     if t.dtype == torch.bool or t.is_complex():
         msg = f"`target` must be a real tensor of values in [0, 1], got {t.dtype}"
         raise SoftmaxkitTypeError(msg)
+    if t.is_floating_point() and (wide := torch.promote_types(x.dtype, t.dtype)) != x.dtype:
+        x = x.to(wide)  # torch's type promotion: a float64 target gives a float64 loss
     tt = chk.opt_tensor(t, x, "target")
     assert tt is not None
     w = chk.opt_tensor(weight, x, "weight")
