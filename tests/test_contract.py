@@ -281,6 +281,43 @@ class TestBinaryCrossEntropy:
         np.testing.assert_allclose(loss, want, rtol=rtol_for(loss))
 
 
+class TestMeansOfHugeLosses:
+    """A mean of finite losses is finite even where their sum overflows (it was inf:
+    the losses were summed, then divided)."""
+
+    @pytest.mark.parametrize("precision", ["accurate", "fast"])
+    def test_means_near_the_largest_float(self, backend, precision):
+        if not backend.has_float64:
+            pytest.skip("losses near 1e308 need float64")
+        if backend.name in ("jax", "dask"):
+            # known gap: their own reductions (the XLA FFI handlers', a Dask graph's
+            # sum / count) still sum first; listed in the closing note of session 22
+            pytest.xfail(f"{backend.name}: the mean of losses near 1e308 still overflows")
+        x = np.zeros((4, 2))
+        x[:, 1] = 1e308
+        t = np.zeros(4, np.int64)
+        kw = {"precision": precision}
+        cases = [
+            (sk.cross_entropy, (x, t), {}, 1e308),
+            (sk.cross_entropy, (x, t), {"weight": np.array([1.0, 2.0])}, 1e308),
+            (sk.cross_entropy, (x, t), {"label_smoothing": 0.1}, 0.95e308),
+            (sk.cross_entropy, (x, np.tile([[1.0, 0.0]], (4, 1))), {}, 1e308),
+            (sk.nll_loss, (np.full((4, 2), -1e308), t), {}, 1e308),
+            (sk.binary_cross_entropy_with_logits, (np.full(4, 1e308), np.zeros(4)), {}, 1e308),
+            (
+                sk.binary_cross_entropy_with_logits,
+                (np.full(4, 1e308), np.zeros(4)),
+                {"weight": np.ones(4)},
+                1e308,
+            ),
+        ]
+        for fn, args, extra, want in cases:
+            got = run(backend, fn, *args, **kw, **extra)
+            assert float(got) == pytest.approx(want, rel=1e-15), (fn.__name__, extra)
+        # the sum itself overflows: inf, a defined answer
+        assert float(run(backend, sk.cross_entropy, x, t, reduction="sum", **kw)) == INF
+
+
 class TestWeightedLogsumexp:
     """logsumexp with weights b: SciPy's convention for NaN and infinite weights, and the
     exact value where the weighted sum overflows (NaN, with sign -1, before)."""

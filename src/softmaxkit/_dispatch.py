@@ -154,6 +154,16 @@ def finish_out(result: Array, out: np.ndarray | None) -> Array:
 # ---- eligibility and layout -----------------------------------------------------
 
 
+def finite_mean(a: np.ndarray, den: float) -> np.floating:
+    """``np.sum(a) / den`` (den > 0), finite wherever the mean is: finite items whose sum
+    overflows are summed again times 2^-64 (exact) and the quotient scaled back."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(a)
+        if np.isfinite(total) or not den > 0 or not np.all(np.isfinite(a)):
+            return total / den  # type: ignore[no-any-return]
+        return np.ldexp(np.add.reduce(np.ldexp(a, -64)) / den, 64)  # type: ignore[no-any-return]
+
+
 def _native_input(x: Array, plan: Plan) -> tuple[np.ndarray, int, int] | None:
     """The input as a native-order NumPy array of the kernel dtype, its dtype code and mode."""
     if _ckernels is None or not is_numpy(plan.xp) or not isinstance(x, np.ndarray):
@@ -430,7 +440,16 @@ def quick_bce(
         scale = 1.0 / n if reduction == "mean" else 1.0
         total = _ckernels.bce_reduced(kind, logits.reshape(n), y, n, got[0], got[1], nthreads,
                                       scale, g1)  # fmt: skip
-        res = dt.type(total if reduction == "sum" else total / n)
+        if reduction == "mean" and not math.isfinite(total):
+            # a sum beyond the float range: the mean from the items themselves
+            items = np.empty(n, np.float64)
+            _ckernels.sigmoid(kind, logits.reshape(n), y, None, None, n, got[0], got[1],
+                              nthreads, 1.0, items, None)  # fmt: skip
+            value = finite_mean(items, n)
+        else:
+            value = total if reduction == "sum" else total / n
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, a defined answer
+            res = dt.type(value)
     return res if grad is None else (res, grad)
 
 
@@ -506,7 +525,7 @@ def quick_nll_loss(
         total = np.add.reduce(item)  # np.sum's pairwise sum
         if reduction == "mean":
             den = work(rows if ignored is None else rows - np.count_nonzero(ignored))
-            total = total / den if den != 0 else work(0.0)
+            total = finite_mean(item, den) if den != 0 else work(0.0)
         return dt.type(total)
 
 
@@ -832,8 +851,7 @@ def cross_entropy(
     elif reduction == "sum":
         res = np.asarray(np.sum(loss), dtype=dt)
     else:
-        total = float(np.sum(loss))
-        res = np.asarray(total / den if den > 0 else 0.0, dtype=dt)
+        res = np.asarray(finite_mean(loss, den) if den > 0 else 0.0, dtype=dt)
     if not return_grad:
         return res
     assert grad is not None
@@ -973,7 +991,7 @@ def binary_cross_entropy_with_logits(
     elif reduction == "sum":
         res = np.asarray(np.sum(loss), dtype=dt)
     else:
-        res = np.asarray(np.sum(loss) / n, dtype=dt)
+        res = np.asarray(finite_mean(loss, n), dtype=dt)
     if grad is None:
         return res
     return res, grad.reshape(shape)

@@ -395,7 +395,7 @@ def finish_rows(
             r = np.asarray(total)
             scale = 1.0
         else:
-            r = np.asarray(total / den if den != 0.0 else 0.0)
+            r = np.asarray(_dispatch.finite_mean(items, den) if den != 0.0 else 0.0)
             scale = 1.0 / den if den != 0.0 else 0.0
         if grad is not None:
             W = float(np.sum(w)) if w is not None else float(V)

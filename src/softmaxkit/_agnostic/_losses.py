@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .._namespace import Plan, to_out
+from .._namespace import Plan, device_of, to_out
 from ._normalize import (
     RowStats,
     arith_for,
@@ -46,18 +46,46 @@ def _class_shape(ndim: int, axis: int, size: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def sum_and_mean(xp: Any, item: Array, den: Any) -> tuple[Array, Array]:
+    """``sum(item)`` and ``sum(item) / den`` (0 where ``den`` is 0), the mean finite
+    wherever it is, and without an overflow raised on the way.
+
+    Items whose sum may leave the float range (the largest at least ``max / 2n``)
+    are summed times ``2**-64`` (exact) and scaled back; others as they are (scaling
+    tiny items could round them, and their sum's bits stay NumPy's). NaN items take
+    the plain sum, and so stay NaN.
+    """
+    size = math.prod(item.shape)
+    n = max(size, 1)
+    if isinstance(den, (int, float)):
+        den = xp.asarray(float(den), dtype=item.dtype, device=device_of(item))
+    amax = xp.max(xp.abs(item)) if size else xp.zeros((), dtype=item.dtype)
+    fmax = float(xp.finfo(item.dtype).max)
+    ok = ~(amax >= fmax / (2 * n))
+    plain = xp.sum(xp.where(ok, item, 0.0))
+    scaled = xp.sum(xp.where(ok, 0.0, item) * 2.0**-64)
+
+    def unscale(v: Array) -> Array:  # v 2^64, or an infinity where that overflows
+        fits = xp.abs(v) < fmax * 2.0**-64
+        inf = xp.where(v > 0, math.inf, xp.where(v < 0, -math.inf, v))  # NaN stays NaN
+        return xp.where(fits, xp.where(fits, v, 0.0) * 2.0**64, inf)
+
+    total = xp.where(ok, plain, unscale(scaled))
+    safe = xp.where(den != 0, den, 1.0)
+    mean = xp.where(ok, plain / safe, unscale(scaled / safe))
+    return total, xp.where(den != 0, mean, 0.0)
+
+
 def _reduce(
     xp: Any, item: Array, den: Array, reduction: str, plan: Plan
 ) -> tuple[Array, Array | None]:
     """Apply the reduction; return the result and the gradient scale (or ``None`` for 'none')."""
     if reduction == "none":
         return to_out(item, plan), None
-    total = xp.sum(item)
+    total, mean = sum_and_mean(xp, item, den)
     if reduction == "sum":
         return to_out(total, plan), xp.asarray(1.0, dtype=plan.work, device=plan.device)
-    # a zero divisor (nothing counted, or weights summing to 0) gives the empty mean, 0
     safe = xp.where(den != 0, den, 1.0)
-    mean = xp.where(den != 0, total / safe, 0.0)
     scale = xp.where(den != 0, 1.0 / safe, 0.0)
     return to_out(mean, plan), scale
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from .._namespace import Plan, to_out
 from ._dd import DDArith
+from ._losses import sum_and_mean
 from ._normalize import arith_for
 
 __all__ = ["binary_cross_entropy_with_logits", "log_sigmoid", "sigmoid"]
@@ -179,15 +180,17 @@ def binary_cross_entropy_with_logits(
     if reduction == "none":
         loss = to_out(loss_el, plan)
         scale = None
-    elif reduction == "sum":
-        loss = to_out(xp.sum(loss_el), plan)
-        scale = 1.0
     else:
         n = 1
         for s in x.shape:
             n *= int(s)
-        loss = to_out(xp.sum(loss_el) / n if n else xp.sum(loss_el), plan)
-        scale = 1.0 / n if n else 0.0
+        total, mean = sum_and_mean(xp, loss_el, float(n))
+        if reduction == "sum":
+            loss = to_out(total, plan)
+            scale = 1.0
+        else:
+            loss = to_out(mean if n else total, plan)
+            scale = 1.0 / n if n else 0.0
     if not return_grad:
         return loss
     if isinstance(ar, DDArith):

@@ -1746,6 +1746,19 @@ double skit_pairwise_sum(const double *a, size_t n) {
     return skit_pairwise_sum(a, n2) + skit_pairwise_sum(a + n2, n - n2);
 }
 
+double skit_pairwise_mean(const double *a, size_t n, double den) {
+    double total = skit_pairwise_sum(a, n);
+    if (isfinite(total) || !(den > 0.0)) return total / den;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(a[i])) return total / den; /* an infinite or NaN item: its answer */
+    double *s = (double *)malloc((n ? n : 1) * sizeof(double));
+    if (!s) return total / den;
+    for (size_t i = 0; i < n; i++) s[i] = ldexp(a[i], -64); /* exact for such items */
+    double q = skit_pairwise_sum(s, n) / den;
+    free(s);
+    return ldexp(q, 64);
+}
+
 /* The first row whose target is neither a class in [0, n) nor the ignored index, or -1. */
 static int64_t first_bad_target(const int64_t *target, size_t rows, size_t n, int has_ignore,
                                 int64_t ignore_index) {
@@ -1789,9 +1802,9 @@ int skit_nll(int dtype, const void *x, const int64_t *target, size_t rows, size_
         }
     }
     if (reduction == 0) return SKIT_OK;
-    double total = skit_pairwise_sum(item, rows);
+    double total = reduction == 1 ? (counted ? skit_pairwise_mean(item, rows, (double)counted) : 0.0)
+                                  : skit_pairwise_sum(item, rows);
     if (item != local) free(item);
-    if (reduction == 1) total = counted ? total / (double)counted : 0.0;
     if (dtype == SKIT_F32) {
         const double big = 0x1.ffffffp+127; /* the largest float plus half its ulp */
         float f = fabs(total) >= big ? (total > 0 ? INFINITY : -INFINITY) : (float)total;
@@ -1862,9 +1875,8 @@ int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
         }
     }
     if (reduction != 0) {
-        double total = skit_pairwise_sum(rl, rows);
-        if (reduction == 2) loss[0] = total;
-        else loss[0] = (n_counted > 0 && den != 0.0) ? total / den : 0.0;
+        if (reduction == 2) loss[0] = skit_pairwise_sum(rl, rows);
+        else loss[0] = (n_counted > 0 && den != 0.0) ? skit_pairwise_mean(rl, rows, den) : 0.0;
     }
     free(buf);
     return SKIT_OK;
@@ -2142,7 +2154,7 @@ static int smooth_rows(const float *x, size_t rows, size_t n, const int64_t *tar
     }
     if (reduction != 0) {
         double total = rows ? skit_pairwise_sum(items, rows) : 0.0;
-        loss[0] = reduction == 2 ? total : (den != 0.0 ? total / den : 0.0);
+        loss[0] = reduction == 2 ? total : (den != 0.0 ? skit_pairwise_mean(items, rows, den) : 0.0);
     }
     free(buf);
     return SKIT_OK;

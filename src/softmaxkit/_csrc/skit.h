@@ -125,6 +125,9 @@ enum { SKIT_ERANGE = 3 };
  * numpy/_core/src/umath/loops_utils.h): every reduction of the core that must
  * round as np.sum does on the NumPy path uses it. */
 double skit_pairwise_sum(const double *a, size_t n);
+/* skit_pairwise_sum(a, n) / den for den > 0, finite wherever the mean is: finite items
+ * whose sum overflows are summed again times 2^-64 and the quotient scaled back */
+double skit_pairwise_mean(const double *a, size_t n, double den);
 
 int skit_cross_entropy_reduced(const skit_rows *a, const int64_t *target,
                                const double *class_weight, int has_ignore, int64_t ignore_index,
