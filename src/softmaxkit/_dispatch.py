@@ -445,7 +445,7 @@ def quick_bce(
             items = np.empty(n, np.float64)
             _ckernels.sigmoid(kind, logits.reshape(n), y, None, None, n, got[0], got[1],
                               nthreads, 1.0, items, None)  # fmt: skip
-            value = finite_mean(items, n)
+            value: Any = finite_mean(items, n)
         else:
             value = total if reduction == "sum" else total / n
         with np.errstate(over="ignore"):  # beyond float32's range: inf, a defined answer
