@@ -294,3 +294,66 @@ def test_without_handlers_the_agnostic_path_runs(monkeypatch: Any) -> None:
     np.testing.assert_allclose(np.asarray(got), sk.log_softmax(x, temperature=1.5), rtol=1e-6)
     hlo = jax.jit(lambda x: _ffi.normalize_last(x, None, cfg, log=True, temperature=1.5))
     assert "softmaxkit_softmax" not in hlo.lower(x).as_text()
+
+
+def test_integer_labels_of_another_shape_are_refused_or_broadcast() -> None:
+    """Labels of another shape than the logits' batch reached the kernel unchecked: it read
+    and wrote past the buffers (garbage losses, then heap corruption). optax broadcasts
+    them (take_along_axis); any other shape is a clear error, before and inside the FFI."""
+    import optax
+
+    from softmaxkit import SoftmaxkitValueError
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 6)), jnp.float32)
+    one = jnp.array([2])
+    np.testing.assert_allclose(
+        skj.softmax_cross_entropy_with_integer_labels(x, one),
+        optax.softmax_cross_entropy_with_integer_labels(x, one),
+        rtol=1e-6,
+    )
+    for bad in (jnp.arange(6), jnp.arange(3), jnp.zeros((2, 2), jnp.int32)):
+        with pytest.raises(SoftmaxkitValueError, match="`labels` has shape"):
+            skj.softmax_cross_entropy_with_integer_labels(x, bad)
+        with pytest.raises(SoftmaxkitValueError, match="`labels` has shape"):
+            jax.grad(lambda a, b=bad: skj.softmax_cross_entropy_with_integer_labels(a, b).sum())(x)
+    # the handler itself refuses mismatched operands (a caller of the FFI op directly)
+    from softmaxkit.jax._nn import prepare
+
+    _, c, _ = prepare(x, "accurate", "logits")
+    with pytest.raises(Exception, match="operand shapes do not match"):
+        _ffi.ce_index(
+            x, jnp.arange(6, dtype=jnp.int32), None, None, c, ignore_index=None, z_loss=0.0,
+            reduction="none", want_grad=False, wrap_labels=True,
+        )  # fmt: skip
+
+
+def test_probability_labels_with_more_axes_broadcast_in_front() -> None:
+    """skj.softmax_cross_entropy summed over the wrong axis when the labels had more
+    axes than the logits; optax broadcasts them in front."""
+    import optax
+
+    logits = jnp.array([1.0, 2.0, 3.0])
+    labels = jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    got = skj.softmax_cross_entropy(logits, labels)
+    want = optax.softmax_cross_entropy(logits, labels)
+    assert got.shape == want.shape == (2,)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_logsumexp_weights_promote_and_broadcast_as_jax_nn() -> None:
+    """skj.logsumexp(a, b=...) kept a's dtype (float16 with float32 weights) and refused
+    weights of more axes; jax.nn promotes both and broadcasts them first."""
+    a16 = jnp.array([1.0, 2.0, 3.0], jnp.float16)
+    b32 = jnp.array([0.5, 1.0, 2.0], jnp.float32)
+    got, want = skj.logsumexp(a16, b=b32), jax.nn.logsumexp(a16, b=b32)
+    assert got.dtype == want.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    a = jnp.array([1.0, 2.0, 3.0])
+    b = jnp.array([[1.0, 1.0, 1.0], [0.0, 2.0, 1.0]])
+    got, want = skj.logsumexp(a, axis=-1, b=b), jax.nn.logsumexp(a, axis=-1, b=b)
+    assert got.shape == want.shape == (2,)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    from softmaxkit import SoftmaxkitValueError
+
+    with pytest.raises(SoftmaxkitValueError, match="`b` has shape"):
+        skj.logsumexp(a, b=jnp.ones(4))

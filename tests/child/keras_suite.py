@@ -109,6 +109,35 @@ def test_losses_equal_keras_where_keras_is_right(reduction):
             np.testing.assert_allclose(a, b, rtol=3e-6, atol=1e-7, err_msg=f"{i} {weight}")
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_sample_weight_shapes_as_keras_counts_them(reduction):
+    """Rank-1 binary inputs (one loss value per call) with per-item weights were reduced
+    as one item (4x Keras's value; mean_with_sample_weight raised a backend error), and
+    (N, 1) weights over (N,) losses gave shape (N,) where Keras gives (N, 1)."""
+    y = np.array([1.0, 0.0, 1.0, 1.0], "float32")
+    x = np.array([0.5, -1.0, 2.0, -0.3], "float32")
+    sw = np.array([1.0, 2.0, 3.0, 4.0], "float32")
+    y2 = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], "float32")
+    x2 = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3], [1.0, 1.0, 1.0], [0.0, -1.0, 3.0]], "float32")
+    cases = [
+        (skk.BinaryCrossentropy, keras.losses.BinaryCrossentropy, y, x, sw),
+        (skk.BinaryCrossentropy, keras.losses.BinaryCrossentropy, y, x, sw[:, None]),
+        (skk.CategoricalCrossentropy, keras.losses.CategoricalCrossentropy, y2, x2, sw[:, None]),
+        (
+            skk.SparseCategoricalCrossentropy,
+            keras.losses.SparseCategoricalCrossentropy,
+            np.array([0, 1, 2, 0]),
+            x2,
+            sw[:, None],
+        ),
+    ]
+    for ours, theirs, yy, xx, w in cases:
+        a = _np(ours(from_logits=True, reduction=reduction)(yy, xx, sample_weight=w))
+        b = _np(theirs(from_logits=True, reduction=reduction)(yy, xx, sample_weight=w))
+        assert a.shape == b.shape, (ours.__name__, w.shape, a.shape, b.shape)
+        np.testing.assert_allclose(a, b, rtol=3e-6, atol=1e-7, err_msg=f"{ours.__name__} {w.shape}")
+
+
 def test_fixes_of_what_keras_gets_wrong():
     # the dominant-logit tail: Keras returns 0 (or -0)
     x = np.array([[0.0, -40.0]], "float32")

@@ -94,7 +94,7 @@ def weighted(xp: Any, c: Any, v: Array) -> Array:
     """``c * v`` with ``0 * inf = 0``: a term of weight zero adds nothing, even where
     its loss is infinite (a -inf or masked logit, a target of zero class weight);
     NaN stays NaN. ``c`` is a scalar or an array broadcasting with ``v``."""
-    return c * xp.where((c == 0) & xp.isinf(v), 0.0, v)
+    return c * xp.where((c == 0) & (xp.abs(v) == math.inf), 0.0, v)
 
 
 def cross_entropy(

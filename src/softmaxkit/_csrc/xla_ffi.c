@@ -442,6 +442,19 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
     if (F.bad) return finish(&F, SKIT_OK);
     size_t n = (size_t)x->dims[x->rank - 1];
     size_t groups = prod(t, 0, t->rank - tdims), rows = prod(t, t->rank - tdims, t->rank);
+    /* every buffer the loops index must have the size they assume: the targets are the
+     * logits' leading dimensions (labels of another shape read and wrote past the
+     * buffers: garbage losses, then heap corruption), and so on */
+    int shapes_ok = 1;
+    for (int64_t i = 0; i < t->rank; i++) shapes_ok &= t->dims[i] == x->dims[i];
+    if (m != NULL) shapes_ok &= count(m) == count(x);
+    if (go != NULL) shapes_ok &= go->dtype == x->dtype && count(go) == count(x);
+    if (w != NULL) shapes_ok &= count(w) == (w->rank > 1 ? groups * n : n);
+    shapes_ok &= count(lo) == (red == 0 ? count(t) : groups);
+    if (!shapes_ok) {
+        fail(&F, "cross_entropy: operand shapes do not match the logits'");
+        return finish(&F, SKIT_OK);
+    }
     if (groups == 0) return NULL;
     if (n == 0 && rows > 0) {
         fail(&F, "cross_entropy: no classes, so no target index is in range");

@@ -210,6 +210,21 @@ def logsumexp(
     >>> float(skj.logsumexp(jnp.array([1000.0, 1000.0], dtype=jnp.float32)))
     1000.6931762695312
     """
+    if b is not None:
+        # as jax.nn.logsumexp: a and b promoted together, then broadcast to one shape
+        # (the axes count in it)
+        aj, bj = as_jax(a, "a"), as_jax(b, "b")
+        wide = jnp.result_type(aj, bj)  # integers: prepare makes them the default float
+        try:
+            both = jnp.broadcast_shapes(aj.shape, bj.shape)
+        except ValueError:
+            msg = (
+                f"`b` has shape {tuple(bj.shape)}, which does not broadcast with `a`'s shape "
+                f"{tuple(aj.shape)}"
+            )
+            raise SoftmaxkitValueError(msg) from None
+        a = jnp.broadcast_to(aj.astype(wide), both)
+        b = jnp.broadcast_to(bj.astype(wide), both)
     xa, cfg, out = prepare(a, precision, "a")
     axes = _axes(axis, xa.ndim)
     shape = tuple(xa.shape)

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._errors import SoftmaxkitTypeError
+from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from .._namespace import dtype_name
 from .._validation import check_axes
 from . import _core, _ffi
@@ -55,7 +55,10 @@ def _sce_fn(axes: tuple[int, ...], cfg: _ffi.Cfg, has_mask: bool) -> Any:
     def run(x: Array, labels: Array, mask: Array) -> Array:
         x = x.astype(cfg.plan.out)
         logp = _core._normalize_fn(axes, 1.0, cfg, True, has_mask)(x, mask)
-        return -(labels * logp).sum(axes, where=mask)
+        # counted from the end: labels with more axes than the logits broadcast in front
+        # (as optax's), and the class axes stay the product's last ones
+        back = tuple(a - x.ndim for a in axes)
+        return -(labels * logp).sum(back, where=mask)
 
     return jax.jit(run)
 
@@ -111,7 +114,7 @@ def softmax_cross_entropy(
     mask = mask_of(w, tuple(xa.shape))
     if xa.size == 0:
         logp = jax.nn.log_softmax(xa, axis=axes, where=mask)
-        return to_dtype(-(la * logp).sum(axes, where=mask), out)
+        return to_dtype(-(la * logp).sum(tuple(a - xa.ndim for a in axes), where=mask), out)
     return to_dtype(_sce_fn(axes, cfg, mask is not None)(xa, la, mask), out)
 
 
@@ -205,8 +208,20 @@ def softmax_cross_entropy_with_integer_labels(
     perm = [i for i in range(xa.ndim) if i not in axes] + list(axes)
     x2 = _core._to_last(xa, perm, len(axes))
     m2 = None if mask is None else _core._to_last(mask, perm, len(axes))
+    batch = tuple(x2.shape[:-1])
+    if tuple(la.shape) != batch:
+        # optax indexes with take_along_axis, which broadcasts the labels; any other
+        # shape is an error (the kernel would read past the labels' buffer)
+        try:
+            la = jnp.broadcast_to(la, batch)
+        except (ValueError, TypeError):
+            msg = (
+                f"`labels` has shape {tuple(la.shape)}, which does not broadcast to the "
+                f"logits' shape without the class axes, {batch}"
+            )
+            raise SoftmaxkitValueError(msg) from None
     if x2.size == 0:
-        return jnp.zeros(x2.shape[:-1], out)
+        return jnp.zeros(batch, out)
     return to_dtype(_int_fn(cfg, m2 is not None)(x2, la, m2), out)
 
 

@@ -63,13 +63,24 @@ def _check_reduction(reduction: object) -> str | None:
     return reduction  # type: ignore[return-value]
 
 
-def _match_rank(values: Tensor, w: Tensor) -> Tensor:
-    """Keras's rule: squeeze a trailing 1 or append axes until the ranks agree."""
-    while len(w.shape) > len(values.shape) and w.shape[-1] == 1:
-        w = ops.squeeze(w, axis=-1)
-    while len(w.shape) < len(values.shape):
+def _match_rank(values: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Keras's rule (``squeeze_or_expand_to_same_rank``): ranks one apart with a trailing
+    1 on the longer, it is squeezed, or the rank-1 side expanded; then weights of lower
+    rank gain trailing axes (a per-item weight over per-item-per-step losses)."""
+    rv, rw = len(values.shape), len(w.shape)
+    if rv == rw + 1 and values.shape[-1] == 1:
+        if rw == 1:
+            w = ops.expand_dims(w, axis=-1)
+        else:
+            values = ops.squeeze(values, axis=-1)
+    elif rw == rv + 1 and w.shape[-1] == 1:
+        if rv == 1:
+            values = ops.expand_dims(values, axis=-1)
+        else:
+            w = ops.squeeze(w, axis=-1)
+    while 0 < len(w.shape) < len(values.shape):
         w = ops.expand_dims(w, axis=-1)
-    return w
+    return values, w
 
 
 def reduce_losses(
@@ -82,7 +93,9 @@ def reduce_losses(
     ``'sum'``; ``'none'``/``None``: ``w l`` per item (masked items 0).
     """
     values = ops.cast(values, dtype)
-    w = None if sample_weight is None else _match_rank(values, ops.cast(sample_weight, dtype))
+    w = None
+    if sample_weight is not None:
+        values, w = _match_rank(values, ops.cast(sample_weight, dtype))
     if mask is not None:
         m = ops.cast(mask, dtype)
         w = m if w is None else w * m
@@ -94,12 +107,15 @@ def reduce_losses(
     total = ops.sum(weighted)
     if reduction == "sum":
         return total
+    # the weighted losses' own shape: weights may broadcast a scalar loss (a rank-1 binary
+    # cross-entropy is one value per call) over the items, as Keras counts them
+    shape = ops.shape(weighted)
     if reduction == "mean_with_sample_weight" and sample_weight is not None:
-        den = ops.sum(ops.broadcast_to(w, ops.shape(values)))
+        den = ops.sum(ops.broadcast_to(w, shape))
     elif mask is not None:
-        den = ops.sum(ops.broadcast_to(ops.cast(mask, dtype), ops.shape(values)))
+        den = ops.sum(ops.broadcast_to(ops.cast(mask, dtype), shape))
     else:
-        den = ops.cast(ops.size(values), dtype)
+        den = ops.cast(ops.size(weighted), dtype)
     return ops.divide_no_nan(total, ops.cast(den, dtype))
 
 
