@@ -205,7 +205,7 @@ def binary_cross_entropy_with_logits(
         raise SoftmaxkitValueError(msg)
     if is_concrete(ta):
         with eager_checks(xp):
-            bad = (ta < 0) | (ta > 1) | (ta != ta)  # NaN too: it is not in [0, 1]
+            bad = (ta < 0) | (ta > 1)  # NaN targets propagate, as NaN logits do
             if _any(xp, bad):
                 msg = f"`target` must lie in [0, 1], got {_first_bad(xp, bad, ta)}"
                 raise SoftmaxkitValueError(msg)
