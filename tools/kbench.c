@@ -72,6 +72,18 @@ int main(int argc, char **argv) {
             st = skit_cross_entropy(&a, tg, NULL, 0, 0, 0.0, 1.0, loss, lse, cnt, NULL);
         else if (!strcmp(op, "ce_grad"))
             st = skit_cross_entropy(&a, tg, NULL, 0, 0, 0.0, 1.0, loss, lse, cnt, o);
+        else if (!strcmp(op, "smooth_ce") && !dtype) { /* label_smoothing=0.1, mean, grad */
+            int special = 0;
+            st = skit_smooth_ce(&a, tg, NULL, 0, 0, 0.1, 0.0, 1, loss, o, 0, &special);
+        } else if (!strcmp(op, "smooth_exp") && !dtype) { /* kind 1: e f - k, no sums */
+            for (size_t r = 0; r < rows; r++) lse[r] = 2.0, loss[r] = 0.5;
+            st = skit_smooth(1, (const float *)x, rows, n, NULL, lse, loss, loss, NULL, NULL, o,
+                             threads);
+        } else if (!strcmp(op, "smooth_k4") && !dtype) { /* the gradient pass of smooth_ce */
+            for (size_t r = 0; r < rows; r++) lse[r] = 2.0, loss[r] = 0.5;
+            st = skit_smooth(4, (const float *)x, rows, n, NULL, lse, loss, loss, lse, NULL, o,
+                             threads);
+        }
         else
             return 2;
         double t = now() - t0;

@@ -448,8 +448,15 @@ INLINE vd vexpd_tab_hi_s(vd d, vd lo) {
     th = (vd)_mm512_i64gather_pd((__m512i)j, skit_exp2_256, 8);
     tl = (vd)_mm512_i64gather_pd((__m512i)j, skit_exp2_256lo, 8);
 #elif defined(__AVX2__)
-    th = (vd)_mm256_i64gather_pd(skit_exp2_256, (__m256i)j, 8);
-    tl = (vd)_mm256_i64gather_pd(skit_exp2_256lo, (__m256i)j, 8);
+    /* eight scalar loads, not two vgatherqpd: on AMD Zen 3 the gathers took about
+     * 0.5 ns an element more (a loop of this lookup alone, one thread: 1.12 against
+     * 0.60 ns); the same entries, so the same bits */
+    int64_t jj[4] __attribute__((aligned(32)));
+    _mm256_store_si256((__m256i *)jj, (__m256i)j);
+    th = (vd)_mm256_set_pd(skit_exp2_256[jj[3]], skit_exp2_256[jj[2]], skit_exp2_256[jj[1]],
+                           skit_exp2_256[jj[0]]);
+    tl = (vd)_mm256_set_pd(skit_exp2_256lo[jj[3]], skit_exp2_256lo[jj[2]],
+                           skit_exp2_256lo[jj[1]], skit_exp2_256lo[jj[0]]);
 #else
     for (int i = 0; i < ND; i++) {
         th[i] = skit_exp2_256[j[i]];
