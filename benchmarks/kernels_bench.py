@@ -290,6 +290,20 @@ NOTES = [
     "gathers (vexpd_hi's degree-14 polynomial) measured the same here (float64 fast "
     "softmax 256×1000, one thread, best of 300 calls: 3.19–3.21 ns/elem either way) "
     "and was not kept.",
+    "",
+    "Session 23, the same machine: that table is now read by eight scalar loads per "
+    "four lanes instead of two vgatherqpd (the same entries, so the same bits); a loop "
+    "of the lookup alone took 1.12 ns/elem with the gathers and 0.60 with the loads "
+    "(one thread). kbench, the two builds alternated, medians: label-smoothed "
+    "cross-entropy with its gradient 256×1000, 2 threads, 2.24 → 1.96 ns/elem; float64 "
+    "fast softmax 4096×1000, 2 threads, 2.03 → 1.73; float64 fast log_softmax 256×1000, "
+    "one thread, 3.88 → 3.44. Tried and not kept: the degree-13 polynomial again, "
+    "with a double-word reduction so that it is as accurate as the table (0.74 ulp "
+    "against 0.52 at worst in 2·10^6 arguments): 12–14% slower than the gathers; "
+    "Estrin's scheme for the accurate float32 kernels' degree-7 polynomial (a chain of "
+    "5 operations instead of 8, the same count): 1–3%, within this machine's noise, "
+    "and it would change bits; the statistics loop without its software pipelining "
+    "(it spills with 16 registers, 70 instructions per 8 floats): 3–10% slower.",
 ]
 
 
