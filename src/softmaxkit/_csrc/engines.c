@@ -374,32 +374,6 @@ INLINE vd vclamp_low_d(vd d, vd lo) {
 #endif
 }
 
-/* float64 exp(d) for d <= 0 with about 2^-50 relative error, for results rounded
- * to float32: a 256-entry table of 2^(j/256) (gathered) and a degree-3
- * polynomial on |r| <= ln2/512. */
-INLINE vd vexpd_tab(vd d) {
-    const vd magic = splatd(6755399441055744.0);
-    vd dc = seld(d < -760.0, splatd(-760.0), d);
-    vd t = dc * SKIT_T256_INV + magic;
-    vd k = t - magic;
-    vd r = dc - k * SKIT_T256_C1;
-    r = r - k * SKIT_T256_C2;
-    vd p = 1.0 + (r + (r * r) * (0.5 + r * (1.0 / 6.0)));
-    vl ki = (vl)t - (vl)magic;
-    vl j = ki & 255;
-    vl m = ki >> 8;
-    vd tv;
-#if defined(__AVX512F__)
-    tv = (vd)_mm512_i64gather_pd((__m512i)j, skit_exp2_256, 8);
-#elif defined(__AVX2__)
-    tv = (vd)_mm256_i64gather_pd(skit_exp2_256, (__m256i)j, 8);
-#else
-    for (int i = 0; i < ND; i++) tv[i] = skit_exp2_256[j[i]];
-#endif
-    vd scale = (vd)((m + (1023 + 128)) << 52);
-    return ((p * tv) * scale) * 0x1p-128;
-}
-
 /* float64 exp(d + lo) for d <= 0 to about 1 ulp (float64 fast mode): 2^(j/256)
  * as a double-word table entry T, expm1(r) by a degree-5 polynomial on
  * |r| <= ln2/512, exp = T_hi + (T_hi expm1(r) + T_lo) */
