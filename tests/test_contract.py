@@ -288,7 +288,7 @@ class TestMeansOfHugeLosses:
     @pytest.mark.parametrize("precision", ["accurate", "fast"])
     def test_means_near_the_largest_float(self, backend, precision):
         if not backend.has_float64:
-            pytest.skip("losses near 1e308 need float64")
+            pytest.skip("a float32-only backend cannot hold losses near 1e308")
         if backend.name in ("jax", "dask"):
             # known gap: their own reductions (the XLA FFI handlers', a Dask graph's
             # sum / count) still sum first; listed in the closing note of session 22

@@ -2153,8 +2153,8 @@ static int smooth_rows(const float *x, size_t rows, size_t n, const int64_t *tar
         items[r] = counted[r] ? item : 0.0;
     }
     if (reduction != 0) {
-        double total = rows ? skit_pairwise_sum(items, rows) : 0.0;
-        loss[0] = reduction == 2 ? total : (den != 0.0 ? skit_pairwise_mean(items, rows, den) : 0.0);
+        if (reduction == 2) loss[0] = rows ? skit_pairwise_sum(items, rows) : 0.0;
+        else loss[0] = den != 0.0 ? skit_pairwise_mean(items, rows, den) : 0.0;
     }
     free(buf);
     return SKIT_OK;
