@@ -233,15 +233,93 @@ def test_local_cluster_beyond_memory():
 
 
 def test_lazy_edge_cases():
-    """Targets out of range (unchecked while lazy) give inf; empty axes follow the contract."""
+    """Ignored targets count nothing; empty axes and integer logits follow the contract."""
     x = np.random.default_rng(0).standard_normal((4, 10))
-    t = da.from_array(np.array([0, 12, 3, -5]), chunks=2)
+    t = da.from_array(np.array([0, 9, 3, -5]), chunks=2)
     d = da.from_array(x, chunks=(2, 3))
     ce = sk.cross_entropy(d, t, reduction="none", ignore_index=-5).compute()
-    assert np.isinf(ce[1]) and ce[3] == 0.0
-    assert _same(ce[[0, 2]], sk.cross_entropy(x[[0, 2]], np.array([0, 3]), reduction="none"))
+    assert ce[3] == 0.0
+    assert _same(ce[:3], sk.cross_entropy(x[:3], np.array([0, 9, 3]), reduction="none"))
     empty = da.from_array(np.zeros((3, 0)))
     assert _same(sk.logsumexp(empty).compute(), np.full(3, -np.inf))
     assert sk.softmax(empty).compute().shape == (3, 0)
     ints = da.from_array(np.arange(6).reshape(2, 3), chunks=(1, 2))
     assert _same(sk.logsumexp(ints).compute(), sk.logsumexp(np.arange(6).reshape(2, 3)))
+
+
+_X = np.random.default_rng(1).standard_normal((6, 10))
+_LAZY_BAD = {
+    "index out of range": (
+        lambda d: sk.cross_entropy(d, da.from_array(np.array([0, 1, 2, 3, 12, 5]), chunks=2)),
+        r"`target` has a class index out of range: 12 at index \(4,\); valid indices are 0..9",
+    ),
+    "index out of range, ignore_index": (
+        lambda d: sk.nll_loss(
+            d, da.from_array(np.array([0, -1, 2, -100, 4, 5]), chunks=3), ignore_index=-100
+        ),
+        r"out of range: -1 at index \(1,\); valid indices are 0..9 \(or ignore_index=-100\)",
+    ),
+    "non-integer float index": (
+        lambda d: sk.cross_entropy(d, da.from_array(np.array([0.0, 1, 2, 3, 4, 5.5]), chunks=2)),
+        r"non-integer values \(5.5 at index \(5,\)\)",
+    ),
+    "NaN index": (
+        lambda d: sk.cross_entropy(d, da.from_array(np.array([0.0, 1, np.nan, 3, 4, 5]), chunks=2)),
+        r"contains NaN or inf \(nan at index \(2,\)\)",
+    ),
+    "negative probability": (
+        lambda d: sk.cross_entropy(
+            d, da.from_array(np.where(np.arange(60).reshape(6, 10) == 47, -0.5, 0.1), chunks=(2, 5))
+        ),
+        r"`target` has a negative probability \(-0.5 at index \(4, 7\)\)",
+    ),
+    "negative class weight": (
+        lambda d: sk.cross_entropy(
+            d, np.arange(6), weight=da.from_array(np.r_[np.ones(8), -1.0, 1.0], chunks=4)
+        ),
+        r"`weight` must be finite and >= 0, got -1.0 at index \(8,\)",
+    ),
+    "BCE target above 1": (
+        lambda d: sk.binary_cross_entropy_with_logits(
+            d, da.from_array(np.where(np.arange(60).reshape(6, 10) == 58, 2.0, 0.5), chunks=(2, 5))
+        ),
+        r"`target` must lie in \[0, 1\], got 2.0 at index \(5, 8\)",
+    ),
+    "BCE pos_weight infinite": (
+        lambda d: sk.binary_cross_entropy_with_logits(
+            d, np.full((6, 10), 0.5), pos_weight=da.from_array(np.r_[np.ones(9), np.inf], chunks=5)
+        ),
+        r"`pos_weight` must be finite and >= 0, got inf at index \(9,\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_LAZY_BAD))
+def test_lazy_data_checks_raise_at_compute(case):
+    """The data checks of eager arrays run on each Dask block as it is computed: the call
+    stays lazy, and ``.compute()`` raises the eager error with the index in the whole array
+    (a bad class index gave an infinite loss, a non-integer one was truncated)."""
+    call, msg = _LAZY_BAD[case]
+    lazy = call(da.from_array(_X, chunks=(2, 5)))  # builds the graph without raising
+    with pytest.raises(sk.SoftmaxkitValueError, match=msg):
+        lazy.compute()
+
+
+def test_lazy_data_checks_leave_good_inputs_alone():
+    """Checked blocks pass their values through: the results equal the eager ones."""
+    d = da.from_array(_X, chunks=(2, 5))
+    t = np.array([0.0, 1, 2, 3, 4, 5])
+    p = np.full((6, 10), 0.1)
+    w = np.linspace(0.5, 2.0, 10)
+    got = [
+        sk.cross_entropy(d, da.from_array(t, chunks=2), weight=da.from_array(w, chunks=5)),
+        sk.cross_entropy(d, da.from_array(p, chunks=(2, 5)), reduction="none"),
+        sk.binary_cross_entropy_with_logits(d, da.from_array(p, chunks=(3, 5)), reduction="sum"),
+    ]
+    want = [
+        sk.cross_entropy(_X, t, weight=w),
+        sk.cross_entropy(_X, p, reduction="none"),
+        sk.binary_cross_entropy_with_logits(_X, p, reduction="sum"),
+    ]
+    for g, w_ in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.compute(), w_, rtol=1e-15, atol=0)

@@ -389,3 +389,29 @@ def test_one_rank_float64_and_odd_token_counts() -> None:
                     torch.testing.assert_close(ent.double(), want, rtol=1e-6, atol=0)
         finally:
             dist.destroy_process_group()
+
+
+def test_means_of_losses_near_the_largest_float() -> None:
+    """A mean of finite float64 losses whose sum overflows is their mean, as in one
+    process (the distributed means summed first: inf)."""
+    import tempfile
+
+    import softmaxkit.torch.distributed as sktd
+
+    if dist.is_initialized():  # pragma: no cover
+        pytest.skip("a process group is already initialised in this process")
+    x = torch.zeros(4, 2, dtype=torch.float64)
+    x[:, 1] = 1e308
+    t = torch.zeros(4, dtype=torch.int64)
+    h = torch.full((4, 1), 1e154, dtype=torch.float64)
+    w = torch.tensor([[0.0], [1e154]], dtype=torch.float64)
+    with tempfile.TemporaryDirectory() as d:
+        dist.init_process_group("gloo", store=dist.FileStore(f"{d}/store", 1), rank=0, world_size=1)
+        try:
+            for kw in ({}, {"weight": torch.tensor([1.0, 2.0], dtype=torch.float64)}):
+                assert float(sktd.cross_entropy(x, t, **kw)) == pytest.approx(1e308, rel=1e-15)
+                got = sktd.linear_cross_entropy(h, w, t, **kw)
+                assert float(got) == pytest.approx(1e308, rel=1e-15), kw
+            assert float(sktd.cross_entropy(x, t, reduction="sum")) == float("inf")
+        finally:
+            dist.destroy_process_group()

@@ -217,6 +217,38 @@ def test_mean_over_nothing_is_zero():
     assert skt.cross_entropy(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)).item() == 0.0
 
 
+def test_means_of_losses_near_the_largest_float():
+    """A mean of finite float64 losses is finite where their sum overflows (BCE and
+    linear_cross_entropy gave inf; every loss of the contract table is covered)."""
+    f64 = torch.float64
+    x = torch.zeros(4, 2, dtype=f64)
+    x[:, 1] = 1e308
+    t = torch.zeros(4, dtype=torch.int64)
+    big, zeros = torch.full((4,), 1e308, dtype=f64), torch.zeros(4, dtype=f64)
+    h, w = torch.full((4, 1), 1e154, dtype=f64), torch.tensor([[0.0], [1e154]], dtype=f64)
+    cases = [
+        (skt.cross_entropy, (x, t), {}, 1e308),
+        (skt.cross_entropy, (x, t), {"weight": torch.tensor([1.0, 2.0], dtype=f64)}, 1e308),
+        (skt.cross_entropy, (x, t), {"label_smoothing": 0.1}, 0.95e308),
+        (skt.cross_entropy, (x, torch.tensor([[1.0, 0.0]] * 4, dtype=f64)), {}, 1e308),
+        (skt.nll_loss, (torch.full((4, 2), -1e308, dtype=f64), t), {}, 1e308),
+        (skt.binary_cross_entropy_with_logits, (big, zeros), {}, 1e308),
+        (
+            skt.binary_cross_entropy_with_logits,
+            (big, zeros),
+            {"weight": torch.ones(4, dtype=f64)},
+            1e308,
+        ),
+        (skt.linear_cross_entropy, (h, w, t), {}, 1e308),
+    ]
+    for fn, args, kw, want in cases:
+        for grad in (False, True):
+            first = args[0].clone().requires_grad_(grad)
+            got = fn(first, *args[1:], **kw)
+            assert float(got.detach()) == pytest.approx(want, rel=1e-15), (fn.__name__, kw, grad)
+    assert float(skt.binary_cross_entropy_with_logits(big, zeros, reduction="sum")) == math.inf
+
+
 def test_zero_probability_on_minus_inf_logit_contributes_nothing():
     x = torch.tensor([[0.0, -INF, 1.0]])
     p = torch.tensor([[0.5, 0.0, 0.5]])

@@ -169,7 +169,7 @@ def cross_entropy(
                 "targets, mask items with `where` or give them zero probability"
             )
             raise SoftmaxkitValueError(msg)
-        check_prob_target(xp, ta, tuple(la.shape))
+        ta = check_prob_target(xp, ta, tuple(la.shape))
     else:
         msg = f"`target` must be integer class indices or float probabilities, got dtype {ta.dtype}"
         raise SoftmaxkitTypeError(msg)

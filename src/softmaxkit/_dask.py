@@ -451,8 +451,9 @@ def _finish_ce(
     t = np.asarray(tb)
     weight = np.asarray(wb[0], np.float64) if wb else None
     ign = np.zeros(t.shape, bool) if ignore_index is None else t == ignore_index
-    # a class index outside 0..n-1 found no logit: the loss of an impossible class, inf
-    # (lazy targets cannot be checked when the call is made)
+    # the public entry points check class indices as each target block is computed
+    # (`_validation.checked`), so a bad index raises before it gets here; should one
+    # come all the same, it found no logit: the loss of an impossible class, inf
     bad = ~ign & ((t < 0) | (t >= n_classes))
     safe = np.where(ign | bad, 0, t)
     w = None if weight is None else weight[safe]
@@ -514,8 +515,11 @@ def cross_entropy(
     loss = pieces[..., 0]
     if reduction == "none":
         return loss.astype(out)
-    total = loss.sum()
-    if reduction == "sum":
-        return total.astype(out)
-    den = pieces[..., 1].sum()
-    return da.where(den > 0, total / da.where(den > 0, den, 1.0), 0.0).astype(out)
+    import array_api_compat.dask.array as xda
+
+    from ._agnostic._losses import sum_and_mean
+
+    # the sum and mean the other engines give: a mean finite wherever it is, even where
+    # the sum of the losses overflows (that sum is then inf, without a warning)
+    total, mean = sum_and_mean(xda, loss, pieces[..., 1].sum())
+    return (total if reduction == "sum" else mean).astype(out)

@@ -206,7 +206,8 @@ def is_concrete(x: Array) -> bool:
     """Whether the values of ``x`` can be inspected now without forcing a lazy graph.
 
     Data-dependent checks (class index range, negative probabilities) run only on
-    concrete arrays; Dask arrays and arrays traced by ``jax.jit`` skip them.
+    concrete arrays; Dask arrays defer them to their blocks (``_validation.checked``),
+    and arrays traced by ``jax.jit`` or ``torch.compile`` skip them.
     """
     if _aac.is_dask_array(x):
         return False

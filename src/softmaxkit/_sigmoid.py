@@ -10,13 +10,11 @@ from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from ._namespace import (
     call,
     dtype_kind,
-    eager_checks,
-    is_concrete,
     make_plan,
     numpy_scalars,
     resolve,
 )
-from ._validation import _any, _first_bad, check_bool, check_nonneg_array, check_reduction
+from ._validation import _any, _first_bad, check_bool, check_nonneg_array, check_reduction, checked
 
 __all__ = ["binary_cross_entropy_with_logits", "log_sigmoid", "sigmoid"]
 
@@ -203,33 +201,10 @@ def binary_cross_entropy_with_logits(
             f"shape {tuple(la.shape)}"
         )
         raise SoftmaxkitValueError(msg)
-    if is_concrete(ta):
-        with eager_checks(xp):
-            bad = (ta < 0) | (ta > 1)  # NaN targets propagate, as NaN logits do
-            if _any(xp, bad):
-                msg = f"`target` must lie in [0, 1], got {_first_bad(xp, bad, ta)}"
-                raise SoftmaxkitValueError(msg)
-    for name, arr in (("weight", wa), ("pos_weight", pa)):
-        if arr is None:
-            continue
-        if dtype_kind(xp, arr.dtype) not in ("float", "half", "int"):
-            msg = f"`{name}` must be a real array, got dtype {arr.dtype}"
-            raise SoftmaxkitTypeError(msg)
-        try:
-            wshape = tuple(xp.broadcast_arrays(la, arr)[0].shape)
-        except (ValueError, RuntimeError, TypeError) as exc:
-            msg = (
-                f"`{name}` has shape {tuple(arr.shape)}, which does not broadcast to "
-                f"the logits' shape {tuple(la.shape)}"
-            )
-            raise SoftmaxkitValueError(msg) from exc
-        if wshape != tuple(la.shape):
-            msg = (
-                f"`{name}` has shape {tuple(arr.shape)}, which would enlarge the logits' "
-                f"shape {tuple(la.shape)}"
-            )
-            raise SoftmaxkitValueError(msg)
-        check_nonneg_array(xp, arr, name)
+    ta = checked(xp, ta, _check_unit_interval)
+    wa, pa = (
+        _check_weight(xp, la, arr, name) for name, arr in (("weight", wa), ("pos_weight", pa))
+    )
     res = _dispatch.binary_cross_entropy_with_logits(
         la, ta, wa, pa, red, return_grad, plan, threads=_dispatch.check_threads(threads)
     )
@@ -241,3 +216,34 @@ def binary_cross_entropy_with_logits(
             {"reduction": red, "return_grad": return_grad, "plan": plan},
         )
     return numpy_scalars(xp, res)  # type: ignore[no-any-return]
+
+
+def _check_weight(xp: Any, la: Array, arr: Array | None, name: str) -> Array | None:
+    """``weight`` or ``pos_weight``: real, broadcasting to the logits, finite and >= 0."""
+    if arr is None:
+        return None
+    if dtype_kind(xp, arr.dtype) not in ("float", "half", "int"):
+        msg = f"`{name}` must be a real array, got dtype {arr.dtype}"
+        raise SoftmaxkitTypeError(msg)
+    try:
+        wshape = tuple(xp.broadcast_arrays(la, arr)[0].shape)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        msg = (
+            f"`{name}` has shape {tuple(arr.shape)}, which does not broadcast to "
+            f"the logits' shape {tuple(la.shape)}"
+        )
+        raise SoftmaxkitValueError(msg) from exc
+    if wshape != tuple(la.shape):
+        msg = (
+            f"`{name}` has shape {tuple(arr.shape)}, which would enlarge the logits' "
+            f"shape {tuple(la.shape)}"
+        )
+        raise SoftmaxkitValueError(msg)
+    return check_nonneg_array(xp, arr, name)
+
+
+def _check_unit_interval(xp: Any, ta: Array, offset: tuple[int, ...]) -> None:
+    bad = (ta < 0) | (ta > 1)  # NaN targets propagate, as NaN logits do
+    if _any(xp, bad):
+        msg = f"`target` must lie in [0, 1], got {_first_bad(xp, bad, ta, offset)}"
+        raise SoftmaxkitValueError(msg)

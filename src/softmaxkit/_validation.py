@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import operator
+from collections.abc import Callable
 from typing import Any
+
+import array_api_compat as _aac
 
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from ._namespace import (
@@ -173,14 +177,49 @@ def check_int64(value: object, name: str) -> int:
     return v
 
 
-def _first_bad(xp: Any, bad: Array, values: Array) -> str:
-    """Describe the first offending entry of a concrete array."""
+def _first_bad(xp: Any, bad: Array, values: Array, offset: tuple[int, ...] = ()) -> str:
+    """Describe the first offending entry of a concrete array (``offset``: where the
+    array starts in a larger one, as a Dask block does)."""
     import numpy as np
 
     b = np.asarray(_to_numpy(bad))
     v = np.asarray(_to_numpy(values))
     idx = tuple(int(i[0]) for i in np.nonzero(b))
-    return f"{v[idx].item()!r} at index {idx}" if idx else "?"  # 5, not np.int64(5)
+    if not idx and b.ndim:
+        return "?"
+    where = tuple(i + o for i, o in zip(idx, offset, strict=False)) + idx[len(offset) :]
+    return f"{v[idx].item()!r} at index {where}"  # 5, not np.int64(5)
+
+
+DataCheck = Callable[[Any, Array, tuple[int, ...]], None]
+
+
+def checked(xp: Any, a: Array, check: DataCheck) -> Array:
+    """Run the data check ``check(xp, a, offset)`` now, or when a lazy array is computed.
+
+    Concrete arrays are checked at once. A Dask array comes back as the same array
+    whose blocks run the check as they are computed, so bad values raise the same
+    error (its index in the whole array) at ``.compute()`` instead of giving a wrong
+    answer. Arrays traced by ``jax.jit`` or ``torch.compile`` have no values to check
+    and come back unchanged. ``check`` must be a module-level function or a
+    :func:`functools.partial` of one (Dask names the graph's tasks by it).
+    """
+    if is_concrete(a):
+        with eager_checks(xp):
+            check(xp, a, ())
+        return a
+    if _aac.is_dask_array(a):
+        lazy: Any = a  # the guard's narrowed type misreads map_blocks' signature
+        return lazy.map_blocks(_check_block, check=check, dtype=a.dtype, meta=a._meta)
+    return a
+
+
+def _check_block(block: Any, check: DataCheck, block_info: Any = None) -> Any:
+    import array_api_compat.numpy as xnp
+
+    loc = None if block_info is None else block_info.get(0, {}).get("array-location")
+    check(xnp, block, tuple(int(lo) for lo, _ in loc) if loc else ())
+    return block
 
 
 def _to_numpy(a: Array) -> Any:
@@ -197,18 +236,18 @@ def _any(xp: Any, a: Array) -> bool:
     return bool(xp.any(a))
 
 
-def _check_integral(xp: Any, target: Array) -> None:
+def _check_integral(xp: Any, target: Array, offset: tuple[int, ...]) -> None:
     if _any(xp, ~xp.isfinite(target)):
         msg = (
             "`target` holds class indices but contains NaN or inf "
-            f"({_first_bad(xp, ~xp.isfinite(target), target)}); class indices must be "
+            f"({_first_bad(xp, ~xp.isfinite(target), target, offset)}); class indices must be "
             "finite integers"
         )
         raise SoftmaxkitValueError(msg)
     if _any(xp, target != xp.round(target)):
         msg = (
             "`target` holds class indices but has non-integer values "
-            f"({_first_bad(xp, target != xp.round(target), target)}); "
+            f"({_first_bad(xp, target != xp.round(target), target, offset)}); "
             "pass integers, or probabilities with the logits' shape"
         )
         raise SoftmaxkitValueError(msg)
@@ -239,30 +278,33 @@ def check_index_target(
     if kind not in ("int", "float", "half"):
         msg = f"`target` must hold integer class indices, got dtype {target.dtype}"
         raise SoftmaxkitTypeError(msg)
-    if is_concrete(target):
-        with eager_checks(xp):
-            if kind != "int":
-                _check_integral(xp, target)
-            _check_range(xp, target, n_classes, ignore_index)
+    check = functools.partial(_check_index_values, n_classes=n_classes, ignore=ignore_index)
+    target = checked(xp, target, check)
     if kind != "int":
         target = xp.astype(target, default_int(xp, device_of(target)))
     return target
 
 
-def _check_range(xp: Any, target: Array, n_classes: int, ignore_index: int | None) -> None:
+def _check_index_values(
+    xp: Any, target: Array, offset: tuple[int, ...], *, n_classes: int, ignore: int | None
+) -> None:
+    if dtype_kind(xp, target.dtype) != "int":
+        _check_integral(xp, target, offset)
     bad = (target < 0) | (target >= n_classes)
-    if ignore_index is not None:
-        bad = bad & (target != ignore_index)
+    if ignore is not None:
+        bad = bad & (target != ignore)
     if _any(xp, bad):
-        ign = "" if ignore_index is None else f" (or ignore_index={ignore_index})"
+        ign = "" if ignore is None else f" (or ignore_index={ignore})"
         msg = (
-            f"`target` has a class index out of range: {_first_bad(xp, bad, target)}; "
+            f"`target` has a class index out of range: {_first_bad(xp, bad, target, offset)}; "
             f"valid indices are 0..{n_classes - 1}{ign}"
         )
         raise SoftmaxkitValueError(msg)
 
 
-def check_prob_target(xp: Any, target: Array, shape: tuple[int, ...], name: str = "target") -> None:
+def check_prob_target(
+    xp: Any, target: Array, shape: tuple[int, ...], name: str = "target"
+) -> Array:
     """Validate probability targets (same shape as the logits, finite, non-negative)."""
     if tuple(target.shape) != shape:
         msg = (
@@ -271,20 +313,16 @@ def check_prob_target(xp: Any, target: Array, shape: tuple[int, ...], name: str 
             "(for class indices, pass integers without the class axis)"
         )
         raise SoftmaxkitValueError(msg)
-    if is_concrete(target):
-        with eager_checks(xp):
-            _check_probabilities(xp, target, name)
+    return checked(xp, target, functools.partial(_check_probabilities, name=name))
 
 
-def _check_probabilities(xp: Any, target: Array, name: str) -> None:
+def _check_probabilities(xp: Any, target: Array, offset: tuple[int, ...], *, name: str) -> None:
     if _any(xp, xp.isnan(target)):
-        msg = f"`{name}` contains NaN ({_first_bad(xp, xp.isnan(target), target)})"
+        msg = f"`{name}` contains NaN ({_first_bad(xp, xp.isnan(target), target, offset)})"
         raise SoftmaxkitValueError(msg)
     if _any(xp, target < 0):
-        msg = (
-            f"`{name}` has a negative probability ({_first_bad(xp, target < 0, target)}); "
-            "target probabilities must be >= 0"
-        )
+        first = _first_bad(xp, target < 0, target, offset)
+        msg = f"`{name}` has a negative probability ({first}); target probabilities must be >= 0"
         raise SoftmaxkitValueError(msg)
 
 
@@ -302,18 +340,19 @@ def check_class_weight(xp: Any, weight: object, n_classes: int) -> Array | None:
     if shape != (n_classes,):
         msg = f"`weight` must have shape ({n_classes},), one weight per class, got {shape}"
         raise SoftmaxkitValueError(msg)
-    check_nonneg_array(xp, weight, "weight")
-    return weight
+    return check_nonneg_array(xp, weight, "weight")
 
 
-def check_nonneg_array(xp: Any, a: Array, name: str) -> None:
-    if not is_concrete(a):
-        return
-    with eager_checks(xp):
-        bad = ~(a >= 0) | ~xp.isfinite(a)
-        if _any(xp, bad):
-            msg = f"`{name}` must be finite and >= 0, got {_first_bad(xp, bad, a)}"
-            raise SoftmaxkitValueError(msg)
+def check_nonneg_array(xp: Any, a: Array, name: str) -> Array:
+    """``a``, checked (now, or as a Dask array is computed) to be finite and >= 0."""
+    return checked(xp, a, functools.partial(_check_nonneg, name=name))
+
+
+def _check_nonneg(xp: Any, a: Array, offset: tuple[int, ...], *, name: str) -> None:
+    bad = ~(a >= 0) | ~xp.isfinite(a)
+    if _any(xp, bad):
+        msg = f"`{name}` must be finite and >= 0, got {_first_bad(xp, bad, a, offset)}"
+        raise SoftmaxkitValueError(msg)
 
 
 def describe_dtype(dtype: Any) -> str:

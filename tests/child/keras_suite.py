@@ -208,6 +208,31 @@ def test_empty_batch_and_all_ignored_reduce_to_zero():
     assert float(_np(empty(np.zeros((0,), "int64"), np.ones((0, 3), "float32")))) == 0.0
 
 
+def test_means_of_losses_near_the_largest_float():
+    """float32 losses near the float range: the mean is finite where the sum overflows
+    (it was inf), the sum is inf, and every reduction's mean counts as before."""
+    x = np.zeros((4, 2), "float32")
+    x[:, 1] = 1e38
+    y = np.zeros(4, "int64")
+    onehot = np.tile(np.array([[1.0, 0.0]], "float32"), (4, 1))
+    for red in ("sum_over_batch_size", "mean_with_sample_weight"):
+        sparse = skk.SparseCategoricalCrossentropy(from_logits=True, reduction=red)
+        dense = skk.CategoricalCrossentropy(from_logits=True, reduction=red)
+        half = 1.0 if red == "mean_with_sample_weight" else 0.5  # sum(w l) / n or / sum(w)
+        for got, want in (
+            (sparse(y, x), 1e38),
+            (sparse(y, x, sample_weight=np.full(4, 0.5, "float32")), half * 1e38),
+            (dense(onehot, x), 1e38),
+        ):
+            assert float(_np(got)) == pytest.approx(want, rel=1e-6), red
+    bce = skk.BinaryCrossentropy(from_logits=True)
+    assert float(_np(bce(np.zeros((4, 1), "float32"), np.full((4, 1), 1e38, "float32")))) == (
+        pytest.approx(1e38, rel=1e-6)
+    )
+    total = skk.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")(y, x)
+    assert float(_np(total)) == math.inf
+
+
 def test_bad_labels_raise_eagerly():
     with pytest.raises((SoftmaxkitValueError, ValueError)):
         skk.SparseCategoricalCrossentropy(from_logits=True)(

@@ -405,6 +405,12 @@ class DDArith:
         backend as they come, are far below one unit in the last place of the
         double-word result. (Past ``n = 2**(p - 3)`` a pass extracts nothing more;
         the backend's sum of the remainders then sets the accuracy.)
+
+        Rows whose largest term is within ``4 n`` of the float range (where
+        ``sigma`` itself would overflow) are summed times ``2**-k``, ``k =
+        ceil(log2 n) + 2``, and scaled back: exact for their large terms, and a
+        sum that leaves the range is then an infinity of its sign, without a
+        floating-point warning.
         """
         xp = self.xp
         hi, lo = t
@@ -413,11 +419,17 @@ class DDArith:
         passes = 2
         if per_pass >= 1:
             passes = min(14, max(2, math.ceil((self.c.precision + 8) / per_pass)))
+        shift = math.ceil(math.log2(count)) + 2
+        fmax = float(xp.finfo(self.dtype).max)
+        top = xp.max(xp.abs(hi), axis=axis, keepdims=True)
+        huge = xp.isfinite(top) & (top >= fmax * 2.0**-shift)
+        down = xp.where(huge, self.const(2.0**-shift), self.const(1.0))
+        hi, lo, top = hi * down, lo * down, top * down  # exact where it matters
         total_hi: Array | None = None
         total_lo: Array | None = None
         rem = hi
-        for _ in range(passes):
-            big = xp.max(xp.abs(rem), axis=axis, keepdims=True)
+        for k in range(passes):
+            big = top if k == 0 else xp.max(xp.abs(rem), axis=axis, keepdims=True)
             big = xp.where((big > 0) & xp.isfinite(big), big, 1.0)
             sigma = self.pow2(xp.ceil(xp.log2(big * count)) + 1.0)
             q = (sigma + rem) - sigma
@@ -432,7 +444,13 @@ class DDArith:
         assert total_lo is not None
         sr = xp.sum(rem + lo, axis=axis, keepdims=True)
         s, e = two_sum(total_hi, sr)
-        return fast_two_sum(s, e + total_lo)
+        s, e = fast_two_sum(s, e + total_lo)
+        # back to scale: 2**k s, or an infinity of s's sign where that overflows
+        fits = ~huge | (xp.abs(s) < fmax * 2.0**-shift)
+        inf = xp.where(s > 0, math.inf, xp.where(s < 0, -math.inf, s))  # NaN stays NaN
+        up = xp.where(huge, self.const(2.0**shift), self.const(1.0))
+        s = xp.where(fits, xp.where(fits, s, 0.0) * up, inf)
+        return s, xp.where(fits, e * up, 0.0)
 
 
 class PlainArith:

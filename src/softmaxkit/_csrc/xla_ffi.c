@@ -556,8 +556,10 @@ static XLA_FFI_Error *cross_entropy_impl(XLA_FFI_CallFrame *cf) {
         if (red == 0) {
             for (size_t r = 0; r < rows; r++) store(code, lo->data, gi * rows + r, loss[r]);
         } else {
-            double total = skit_pairwise_sum(loss, rows);
-            store(code, lo->data, gi, red == 1 ? total : (den > 0 ? total / den : 0.0));
+            /* a mean finite wherever it is, even where the sum overflows */
+            double v = red == 1 ? skit_pairwise_sum(loss, rows)
+                                : (den > 0 ? skit_pairwise_mean(loss, rows, den) : 0.0);
+            store(code, lo->data, gi, v);
         }
     }
     give_threads(threads);
@@ -633,8 +635,9 @@ static XLA_FFI_Error *sigmoid_impl(XLA_FFI_CallFrame *cf) {
         if (red == 0) {
             for (size_t i = 0; i < n; i++) store(code, o->data, base + i, loss[i]);
         } else {
-            double s = skit_pairwise_sum(loss, n);
-            store(code, o->data, gi, red == 1 ? s : s / (double)n);
+            double s = red == 1 ? skit_pairwise_sum(loss, n)
+                                : skit_pairwise_mean(loss, n, (double)n);
+            store(code, o->data, gi, s);
         }
     }
     give_threads(threads);

@@ -104,7 +104,7 @@ def reduce_losses(
     )
     if reduction is None or reduction == "none":
         return weighted
-    total = ops.sum(weighted)
+    total, scaled = _sums(weighted, dtype)
     if reduction == "sum":
         return total
     # the weighted losses' own shape: weights may broadcast a scalar loss (a rank-1 binary
@@ -116,7 +116,49 @@ def reduce_losses(
         den = ops.sum(ops.broadcast_to(ops.cast(mask, dtype), shape))
     else:
         den = ops.cast(ops.size(weighted), dtype)
-    return ops.divide_no_nan(total, ops.cast(den, dtype))
+    den = ops.cast(den, dtype)
+    if scaled is None:
+        return ops.divide_no_nan(total, den)
+    ok, s = scaled
+    mean_of_scaled = _unscale(ops.divide_no_nan(s, den), keras.backend.standardize_dtype(dtype))
+    return ops.where(ok, ops.divide_no_nan(total, den), mean_of_scaled)
+
+
+_SCALE = 2.0**-64  # exact on items large enough to need it
+
+
+def _sums(weighted: Tensor, dtype: Any) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+    """The sum of the weighted losses and, for a mean finite wherever it is, whether
+    that sum is safe and the sum of the items times ``2**-64`` (``None`` for float16,
+    whose items that scale would flush to zero).
+
+    Items of at least ``max / 2n`` may take the sum out of the float range: then the
+    scaled sum is what counts, and the sum itself is that, scaled back (an infinity of
+    its sign when it leaves the range), as the other front ends reduce.
+    """
+    name = keras.backend.standardize_dtype(dtype)
+    if name == "float16":
+        return ops.sum(weighted), None
+    n = ops.cast(ops.maximum(ops.size(weighted), 1), "float32")
+    amax = ops.max(ops.abs(weighted), initial=0.0)  # 0 for an empty batch
+    ok = ops.cast(amax, "float32") < _fmax(name) / (2.0 * n)  # NaN: not ok, and NaN anyway
+    zero = ops.zeros_like(weighted)
+    plain = ops.sum(ops.where(ok, weighted, zero))
+    scaled = ops.sum(ops.where(ok, zero, weighted) * _SCALE)
+    return ops.where(ok, plain, _unscale(scaled, name)), (ok, scaled)
+
+
+def _unscale(v: Tensor, name: str) -> Tensor:
+    """``v / 2**-64``, or an infinity of ``v``'s sign where that leaves the float range."""
+    fits = ops.abs(v) < _fmax(name) * _SCALE
+    inf = ops.where(v > 0, float("inf"), ops.where(v < 0, float("-inf"), v))
+    return ops.where(fits, ops.where(fits, v, ops.zeros_like(v)) / _SCALE, inf)
+
+
+def _fmax(name: str) -> float:
+    import ml_dtypes
+
+    return float(ml_dtypes.finfo(name).max)
 
 
 class _Base(keras.losses.Loss):

@@ -476,9 +476,20 @@ def _batch_shape(shape: torch.Size, dim: int) -> list[int]:
     return [s for i, s in enumerate(shape) if i != dim]
 
 
-def _mean_of(total: float, den: float, counted_any: bool) -> float:
-    """torch's mean of a cross-entropy: the sum over the divisor, 0 when nothing counts."""
-    return total / den if (counted_any and den != 0.0) else 0.0
+def reduce_items(item: Tensor, den: Tensor, reduction: str) -> Tensor:
+    """A tensor of losses reduced: as it is, its sum, or its sum over ``den`` (0 where
+    ``den`` is 0). The mean is finite wherever it is, also where the sum overflows."""
+    if reduction == "none":
+        return item
+    total, mean = _losses.sum_and_mean(_losses_ns(), item, den)
+    return total if reduction == "sum" else mean  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=1)
+def _losses_ns() -> Any:
+    import array_api_compat.torch as xtorch
+
+    return xtorch
 
 
 def _index_range_error(t: np.ndarray, C: int, ign: int) -> SoftmaxkitValueError:
@@ -755,6 +766,8 @@ def _plain_bce(
         1.0 / n if reduction == "mean" else 1.0, g1,
     )  # fmt: skip
     if reduction == "mean":
+        if not math.isfinite(total):
+            return None  # finite losses whose sum overflows: the general route's finite mean
         total = total / n
     np_dt = _NP_DTYPE[x.dtype]
     res = torch.from_numpy(np.asarray(total, dtype=np_dt))
@@ -763,13 +776,13 @@ def _plain_bce(
 
 def _bce_reduce(loss: np.ndarray, reduction: str, shape: torch.Size, dtype: torch.dtype) -> Tensor:
     """The float64 elementwise losses reduced and rounded once to ``dtype``, as the NumPy
-    front end does (``np.sum``, then the division for the mean)."""
+    front end does (``np.sum``, then the division for the mean, finite wherever it is)."""
     np_dt = _NP_DTYPE.get(dtype)
     if reduction == "none":
         if np_dt is not None:
             return torch.from_numpy(loss.astype(np_dt)).view(shape)
         return torch.from_numpy(loss).view(shape).to(dtype)
-    total = np.sum(loss) if reduction == "sum" else np.sum(loss) / loss.size
+    total = np.sum(loss) if reduction == "sum" else _dispatch.finite_mean(loss, loss.size)
     if np_dt is not None:
         return torch.from_numpy(np.asarray(total, dtype=np_dt))
     return torch.tensor(float(total), dtype=torch.float64).to(dtype)

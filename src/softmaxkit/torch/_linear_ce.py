@@ -591,9 +591,8 @@ def _reduce_loss(loss: Tensor, target: Tensor, weight: Tensor | None, opts: _Opt
     counted = target != opts.ignore_index
     if opts.reduction == "none":
         return loss
-    total = loss.sum()
-    if opts.reduction == "sum":
-        return total
+    from ._engine import reduce_items
+
     w_t = (
         counted.to(torch.float64)
         if weight is None
@@ -603,8 +602,7 @@ def _reduce_loss(loss: Tensor, target: Tensor, weight: Tensor | None, opts: _Opt
             0.0,
         )
     )
-    den = w_t.sum()
-    return torch.where(den != 0, total / torch.where(den != 0, den, 1.0), 0.0)
+    return reduce_items(loss, w_t.sum(), opts.reduction)
 
 
 def _mean_den(target: Tensor, weight: Tensor | None, ign: int) -> Tensor:

@@ -93,7 +93,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .. import _smoothing
+from .. import _dispatch, _smoothing
 from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from . import _checks as chk
 from . import _engine as E
@@ -996,15 +996,6 @@ def _w_slice(w: Tensor | None, v0: int, Vr: int) -> Tensor | None:
     return out
 
 
-def _reduce(item: Tensor, den: Tensor, reduction: str) -> Tensor:
-    if reduction == "none":
-        return item
-    total = item.sum()
-    if reduction == "sum":
-        return total
-    return torch.where(den > 0, total / torch.where(den > 0, den, 1.0), 0.0)
-
-
 # ------------------------------------------------------------------ cross_entropy
 
 
@@ -1170,9 +1161,11 @@ def _kernel_ce(
     if o.reduction == "none":
         r = loss
     elif o.reduction == "sum":
-        r = np.asarray(np.sum(loss))
+        with np.errstate(over="ignore"):  # a sum beyond the float range: inf, the answer
+            r = np.asarray(np.sum(loss))
     else:
-        r = np.asarray(E._mean_of(float(np.sum(loss)), den, n_counted > 0))
+        mean = _dispatch.finite_mean(loss, den) if n_counted > 0 and den != 0.0 else 0.0
+        r = np.asarray(mean, np.float64)
     np_out = E._NP_DTYPE.get(x.dtype)
     res = (
         torch.from_numpy(r.astype(np_out))
@@ -1322,7 +1315,7 @@ class _CE(torch.autograd.Function):
         counted = ~ignored & ~torch.isneginf(mg.M)  # NaN rows count (and give NaN)
         item = _token_losses(mg, t_safe, counted, w_t, V, o)
         den = torch.where(counted, w_t, 0.0).sum()
-        loss = _reduce(item, den, o.reduction).to(x.dtype)
+        loss = E.reduce_items(item, den, o.reduction).to(x.dtype)
         ctx.save_for_backward(x, t_safe)
         ctx.state = (mg, w, w_t, counted, den, v0, V, o)
         lse = mg.lse.to(acc)
@@ -1611,7 +1604,7 @@ class _LCE(torch.autograd.Function):
         counted = ~ignored & ~torch.isneginf(mg.M)  # NaN rows count (and give NaN)
         item = _token_losses(mg, t_safe, counted, w_t, V, o)
         den = torch.where(counted, w_t, 0.0).sum()
-        loss = _reduce(item, den, o.reduction).to(h.dtype)
+        loss = E.reduce_items(item, den, o.reduction).to(h.dtype)
         ctx.save_for_backward(h, W, b, t_safe)
         ctx.state = (mg, w, w_t, counted, den, v0, V, o, group)
         ctx.has_bias = b is not None
