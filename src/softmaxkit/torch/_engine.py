@@ -766,8 +766,9 @@ def _plain_bce(
         1.0 / n if reduction == "mean" else 1.0, g1,
     )  # fmt: skip
     if reduction == "mean":
-        if not math.isfinite(total):
-            return None  # finite losses whose sum overflows: the general route's finite mean
+        if math.isinf(total) and np.isfinite(x1).all():
+            # perhaps finite losses whose sum overflows: the general route's finite mean
+            return None
         total = total / n
     np_dt = _NP_DTYPE[x.dtype]
     res = torch.from_numpy(np.asarray(total, dtype=np_dt))
