@@ -5,7 +5,7 @@
  * of `reps` calls.
  *
  *   tools/kbench.sh OP DTYPE MODE ROWS N [THREADS] [REPS]
- *   OP: softmax | log_softmax | lse | ce | ce_grad
+ *   OP: softmax | log_softmax | lse | ce | ce_grad | bce | bce_grad | sigmoid
  *
  * Under `valgrind --tool=callgrind` the instruction count per element is the
  * repeatable measure on a shared machine (use REPS = 1).
@@ -84,6 +84,12 @@ int main(int argc, char **argv) {
             st = skit_smooth(4, (const float *)x, rows, n, NULL, lse, loss, loss, lse, NULL, o,
                              threads);
         }
+        else if (!strcmp(op, "bce") || !strcmp(op, "bce_grad")) { /* targets in x's type */
+            double total = 0.0;
+            st = skit_bce_reduced(dtype, mode, 3, x, x, NULL, NULL, tot, 1.0 / (double)tot,
+                                  &total, op[3] ? o : NULL, threads);
+        } else if (!strcmp(op, "sigmoid"))
+            st = skit_sigmoid(dtype, mode, 0, x, NULL, NULL, NULL, tot, 1.0, o, NULL, threads);
         else
             return 2;
         double t = now() - t0;

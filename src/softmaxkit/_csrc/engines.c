@@ -60,6 +60,7 @@ typedef float vf __attribute__((vector_size(VB)));
 typedef int32_t vi __attribute__((vector_size(VB)));
 typedef double vd __attribute__((vector_size(VB)));
 typedef int64_t vl __attribute__((vector_size(VB)));
+typedef uint64_t vu __attribute__((vector_size(VB)));
 typedef float vfh __attribute__((vector_size(VB / 2)));
 typedef uint8_t vmf __attribute__((vector_size(NF)));
 typedef uint8_t vmd __attribute__((vector_size(ND)));
@@ -491,6 +492,17 @@ INLINE void vexpdd_s(vd dh, vd dl, vd *eh, vd *el) {
     *el = lo * scale;
 }
 
+/* int64 lanes of magnitude below 2^51 as doubles, exactly. Below AVX-512DQ there is
+ * no vector conversion and GCC converts lane by lane through scalar registers; here
+ * the bits of 1.5 * 2^52 + k (k added to those of 1.5 * 2^52) less 1.5 * 2^52. */
+INLINE vd small_l2d(vl k) {
+#if defined(__AVX512DQ__)
+    return __builtin_convertvector(k, vd);
+#else
+    return (vd)(k + 0x4338000000000000LL) - 0x1.8p52;
+#endif
+}
+
 /* float64 log1p(a) for a >= 0. 1 + a = 2^k f with f in [sqrt(1/2), sqrt(2)), log f by
  * the atanh series, and the rounding error of 1 + a added back. `lo` (a constant at
  * every call) picks the variant:
@@ -505,7 +517,8 @@ INLINE vd vlog1p_v(vd a, int lo) {
     vd w = 1.0 + a;
     vd corr = lo ? (a - (w - 1.0)) * (2.0 - w) : (a - (w - 1.0)) / w;
     vl bits = (vl)w;
-    vl k = (bits >> 52) - 1023;
+    /* w >= 1 or NaN: a logical shift (AVX2 has no 64-bit arithmetic one) */
+    vl k = (vl)((vu)bits >> 52) - 1023;
     vd f = (vd)((bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);
     vl big = f > SKIT_SQRT2;
     f = seld(big, f * 0.5, f);
@@ -527,7 +540,7 @@ INLINE vd vlog1p_v(vd a, int lo) {
     q = q * t2 + SKIT_AT_2;
     q = q * t2 + SKIT_AT_1;
     vd logf_ = 2.0 * t + (2.0 * t) * (t2 * q);
-    vd kd = __builtin_convertvector(k, vd);
+    vd kd = small_l2d(k);
     return kd * SKIT_LN2_HI + (kd * SKIT_LN2_LO + (logf_ + corr));
 }
 INLINE vd vlog1p_d(vd a) { return vlog1p_v(a, 0); }
