@@ -187,20 +187,7 @@ def binary_cross_entropy_with_logits(
     if dtype_kind(xp, ta.dtype) not in ("float", "half", "int", "bool"):
         msg = f"`target` must be a real array of values in [0, 1], got dtype {ta.dtype}"
         raise SoftmaxkitTypeError(msg)
-    try:
-        shape = tuple(xp.broadcast_arrays(la, ta)[0].shape)
-    except (ValueError, RuntimeError, TypeError) as exc:
-        msg = (
-            f"`target` has shape {tuple(ta.shape)}, which does not broadcast to the "
-            f"logits' shape {tuple(la.shape)}"
-        )
-        raise SoftmaxkitValueError(msg) from exc
-    if shape != tuple(la.shape):
-        msg = (
-            f"`target` has shape {tuple(ta.shape)}, which would enlarge the logits' "
-            f"shape {tuple(la.shape)}"
-        )
-        raise SoftmaxkitValueError(msg)
+    _check_fits_logits(xp, la, ta, "target")
     ta = checked(xp, ta, _check_unit_interval)
     wa, pa = (
         _check_weight(xp, la, arr, name) for name, arr in (("weight", wa), ("pos_weight", pa))
@@ -225,21 +212,26 @@ def _check_weight(xp: Any, la: Array, arr: Array | None, name: str) -> Array | N
     if dtype_kind(xp, arr.dtype) not in ("float", "half", "int"):
         msg = f"`{name}` must be a real array, got dtype {arr.dtype}"
         raise SoftmaxkitTypeError(msg)
+    _check_fits_logits(xp, la, arr, name)
+    return check_nonneg_array(xp, arr, name)
+
+
+def _check_fits_logits(xp: Any, la: Array, arr: Array, name: str) -> None:
+    """``arr`` broadcasts to the logits' shape without enlarging it."""
     try:
-        wshape = tuple(xp.broadcast_arrays(la, arr)[0].shape)
+        shape = tuple(xp.broadcast_arrays(la, arr)[0].shape)
     except (ValueError, RuntimeError, TypeError) as exc:
         msg = (
-            f"`{name}` has shape {tuple(arr.shape)}, which does not broadcast to "
-            f"the logits' shape {tuple(la.shape)}"
+            f"`{name}` has shape {tuple(arr.shape)}, which does not broadcast to the "
+            f"logits' shape {tuple(la.shape)}"
         )
         raise SoftmaxkitValueError(msg) from exc
-    if wshape != tuple(la.shape):
+    if shape != tuple(la.shape):
         msg = (
             f"`{name}` has shape {tuple(arr.shape)}, which would enlarge the logits' "
             f"shape {tuple(la.shape)}"
         )
         raise SoftmaxkitValueError(msg)
-    return check_nonneg_array(xp, arr, name)
 
 
 def _check_unit_interval(xp: Any, ta: Array, offset: tuple[int, ...]) -> None:
