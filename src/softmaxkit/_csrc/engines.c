@@ -362,6 +362,19 @@ INLINE vd vexpd_p7_plain(vd d) {
     return vexpd_p7_fin(r, s);
 }
 
+/* -|d|, and d itself where d is NaN (its sign and payload kept) */
+INLINE vd vnabs_d(vd d) {
+#if defined(__AVX512F__)
+    return (vd)_mm512_min_pd((__m512d)(-d), (__m512d)d);
+#elif defined(__AVX__)
+    return (vd)_mm256_min_pd((__m256d)(-d), (__m256d)d);
+#elif defined(__SSE2__)
+    return (vd)_mm_min_pd((__m128d)(-d), (__m128d)d);
+#else
+    return seld(d > 0.0, -d, d);
+#endif
+}
+
 /* max(lo, d), d where d is NaN */
 INLINE vd vclamp_low_d(vd d, vd lo) {
 #if defined(__AVX512F__)
@@ -2860,13 +2873,15 @@ INLINE vd vrecip12(vd d) {
 #endif
 }
 
-/* one element chunk of the sigmoid family, float64 working precision */
-INLINE void sig_chunk_d(int kind, vd x, vd y, vd w, vd pw, int has_w, int hi_prec, double scale,
-                        vd *loss, vd *grad) {
+/* one element chunk of the sigmoid family but sigmoid itself, float64 working precision */
+INLINE void sig_chunk_d_(int kind, vd x, vd y, vd w, vd pw, int has_w, int hi_prec, double scale,
+                         vd *loss, vd *grad, int ord) {
     const vd inf = splatd(INFINITY), nan = splatd(NAN), zero = splatd(0.0);
-    vl fin = (x - x) == 0.0;
-    vl isnan_ = x != x;
-    vd xs = seld(fin, x, zero);
+    /* ord: every lane is known to hold a finite |x| <= 2^1000, so the selects for the
+     * ends below are the identity and are left out (the same bits) */
+    vl fin = ord ? (vl){0} - 1 : (x - x) == 0.0;
+    vl isnan_ = ord ? (vl){0} : x != x;
+    vd xs = ord ? x : seld(fin, x, zero);
     vd na = seld(xs < 0.0, xs, -xs); /* -|xs| */
     /* float32 data: exp and log1p to 2^-34 or better are enough for one rounding to
      * float32. sigmoid, log_sigmoid and the BCE loss are monotone in z or sums of
@@ -2877,25 +2892,17 @@ INLINE void sig_chunk_d(int kind, vd x, vd y, vd w, vd pw, int has_w, int hi_pre
     /* sigmoid(x) = 1/D for x >= 0, z/D below: one division with the numerator chosen
      * first (each lane's quotient is the one it would select); sigmoid(-x) the other */
     vl pos = xs >= 0.0;
-    if (kind == 0) {
-        /* float32 data: the numerator times 1/D within 2^-52 (two roundings of a few
-         * float64 ulps, far below the float32 ulp) */
-        vd sp = hi_prec ? seld(pos, splatd(1.0), z) / D : seld(pos, splatd(1.0), z) * vrecip12(D);
-        sp = seld(x == INFINITY, splatd(1.0), seld(x == -INFINITY, zero, sp));
-        *loss = seld(isnan_, nan, sp);
-        return;
-    }
     vd lz = hi_prec ? vlog1p_d(z) : vlog1p_lo(z);
     if (kind == 1) {
         vd v = seld(xs < 0.0, xs, zero) - lz;
-        v = seld(x == -INFINITY, -inf, seld(x == INFINITY, zero, v));
-        *loss = seld(isnan_, nan, v);
+        if (!ord) v = seld(x == -INFINITY, -inf, seld(x == INFINITY, zero, v));
+        *loss = ord ? v : seld(isnan_, nan, v);
         return;
     }
     /* logits beyond 2^1000: the softplus terms (about |x|) are scaled by 2^-64 so
      * that weighted products past the largest double stay finite; the loss is
      * scaled back last (an infinity only where the loss itself overflows) */
-    vl huge = (xs > 0x1p1000) | (xs < -0x1p1000);
+    vl huge = ord ? (vl){0} : (xs > 0x1p1000) | (xs < -0x1p1000);
     vd k = seld(huge, splatd(0x1p-64), splatd(1.0));
     vd sp_pos = (seld(xs > 0.0, xs, zero) + lz) * k;  /* softplus(x) */
     vd sp_neg = (seld(xs < 0.0, -xs, zero) + lz) * k; /* softplus(-x) */
@@ -2903,11 +2910,13 @@ INLINE void sig_chunk_d(int kind, vd x, vd y, vd w, vd pw, int has_w, int hi_pre
     vd c_pos = pw * y;
     vd tot = c_pos * sp_neg + c_neg * sp_pos;
     if (has_w) tot = w * tot;
-    tot = tot * seld(huge, splatd(0x1p64), splatd(1.0));
-    vl wz = has_w ? (w == 0.0) : (vl){0};
-    vd at_pinf = seld((c_neg == 0.0) | wz, zero, inf);
-    vd at_ninf = seld((c_pos == 0.0) | wz, zero, inf);
-    tot = seld(x == INFINITY, at_pinf, seld(x == -INFINITY, at_ninf, tot));
+    if (!ord) {
+        tot = tot * seld(huge, splatd(0x1p64), splatd(1.0));
+        vl wz = has_w ? (w == 0.0) : (vl){0};
+        vd at_pinf = seld((c_neg == 0.0) | wz, zero, inf);
+        vd at_ninf = seld((c_pos == 0.0) | wz, zero, inf);
+        tot = seld(x == INFINITY, at_pinf, seld(x == -INFINITY, at_ninf, tot));
+    }
     *loss = seld(isnan_ | (y != y), nan, tot);
     if (grad) {
         vd sp, sn;
@@ -2919,12 +2928,54 @@ INLINE void sig_chunk_d(int kind, vd x, vd y, vd w, vd pw, int has_w, int hi_pre
             sp = seld(pos, splatd(1.0), z) * rD;
             sn = seld(pos, z, splatd(1.0)) * rD;
         }
-        sp = seld(x == INFINITY, splatd(1.0), seld(x == -INFINITY, zero, sp));
-        sn = seld(x == INFINITY, zero, seld(x == -INFINITY, splatd(1.0), sn));
+        if (!ord) {
+            sp = seld(x == INFINITY, splatd(1.0), seld(x == -INFINITY, zero, sp));
+            sn = seld(x == INFINITY, zero, seld(x == -INFINITY, splatd(1.0), sn));
+        }
         vd g = c_neg * sp - c_pos * sn;
         if (has_w) g = w * g;
-        *grad = seld(isnan_, nan, g) * scale;
+        *grad = (ord ? g : seld(isnan_, nan, g)) * scale;
     }
+}
+
+
+/* all lanes of x finite with |x| <= 2^1000 (NaN fails the comparison) */
+INLINE int vall_ord_d(vd x) {
+    vl o = vnabs_d(x) >= -0x1p1000;
+#if defined(__AVX512F__)
+    return _mm512_movepi64_mask((__m512i)o) == 0xFF;
+#elif defined(__AVX__)
+    return _mm256_movemask_pd((__m256d)o) == 0xF;
+#elif defined(__SSE2__)
+    return _mm_movemask_pd((__m128d)o) == 0x3;
+#else
+    for (int i = 0; i < ND; i++)
+        if (!o[i]) return 0;
+    return 1;
+#endif
+}
+
+/* one element chunk of the sigmoid family, float64 working precision */
+INLINE void sig_chunk_d(int kind, vd x, vd y, vd w, vd pw, int has_w, int hi_prec, double scale,
+                        vd *loss, vd *grad) {
+    const vd zero = splatd(0.0);
+    if (kind == 0) {
+        /* sigmoid needs no special cases: with z = exp(max(-|x|, -700)) (-760 and below
+         * give 0 at float64 data), +-inf give 1/(1 + z) = 1 and z/(1 + z) = +0 after
+         * rounding, and a NaN passes through the maximum, exp and the quotient. Float32
+         * data: exp to 2^-34 and the numerator times 1/D within 2^-52 (two roundings of
+         * a few float64 ulps), far below the float32 ulp. */
+        vd na = vnabs_d(x);
+        vd z = hi_prec ? vexpd_hi(na, zero) : vexpd_p7_plain(vclamp_low_d(na, splatd(-700.0)));
+        vd D = 1.0 + z;
+        vd num = seld(x >= 0.0, splatd(1.0), z);
+        *loss = hi_prec ? num / D : num * vrecip12(D);
+        return;
+    }
+    /* the everyday vector (finite logits of ordinary size) skips the selects for the
+     * ends; the same bits either way */
+    if (vall_ord_d(x)) sig_chunk_d_(kind, x, y, w, pw, has_w, hi_prec, scale, loss, grad, 1);
+    else sig_chunk_d_(kind, x, y, w, pw, has_w, hi_prec, scale, loss, grad, 0);
 }
 
 /* double-word log1p(z) for 0 <= z <= 1: a Newton step on the double-word exp */
@@ -3097,20 +3148,74 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
         }                                                                                \
     }
 
+/* sigmoid alone (kind 0: x to out): SIG_BODY's loop without its tests of the targets,
+ * weights and kind on every vector */
+#define SIG_PLAIN(STYPE, LOADV, STOREV, HP)                                          \
+    const STYPE *x = (const STYPE *)xv;                                              \
+    STYPE *o = (STYPE *)out;                                                         \
+    const vd zero_ = splatd(0.0);                                                    \
+    vd l_;                                                                           \
+    size_t i = 0;                                                                    \
+    for (; i + ND <= n; i += ND) {                                                   \
+        sig_chunk_d(0, LOADV(x + i), zero_, zero_, zero_, 0, HP, 1.0, &l_, NULL);    \
+        STOREV(o + i, l_);                                                           \
+    }                                                                                \
+    if (i < n) {                                                                     \
+        STYPE b_[ND] = {0};                                                          \
+        memcpy(b_, x + i, (n - i) * sizeof(STYPE));                                  \
+        sig_chunk_d(0, LOADV(b_), zero_, zero_, zero_, 0, HP, 1.0, &l_, NULL);       \
+        STOREV(b_, l_);                                                              \
+        memcpy(o + i, b_, (n - i) * sizeof(STYPE));                                  \
+    }
+
+/* each engine's loop as an always-inline function, so that the callers below fix the
+ * kind, the absent weights and the gradient's presence at compile time: the everyday
+ * BCE (no weights) then tests none of them on every vector */
+#define SIG_FN(NAME, STYPE, LOADV, STOREV, CHUNK)                                        \
+    INLINE void NAME(int kind, const void *xv, const void *yv, const double *w,          \
+                     const double *pw, size_t n, double scale, void *out, void *grad) {  \
+        SIG_BODY(STYPE, LOADV, STOREV, CHUNK)                                            \
+    }
+SIG_FN(sig_f32_k, float, LD32, ST32,
+       sig_chunk_d(kind, xv_, yv_, wv_, pv_, w != NULL, 0, scale, &lossv,
+                   grad ? &gradv : NULL))
+SIG_FN(sig_f64f_k, double, LD64, ST64,
+       sig_chunk_d(kind, xv_, yv_, wv_, pv_, w != NULL, 1, scale, &lossv,
+                   grad ? &gradv : NULL))
+SIG_FN(sig_f64a_k, double, LD64, ST64,
+       sig_chunk_dd(kind, xv_, yv_, wv_, pv_, w != NULL, scale, &lossv, grad ? &gradv : NULL))
+
+/* BCE without weights (kind 2: float64 targets, 3: in the data's type), each with and
+ * without the gradient, as constant arguments; every other call as it comes */
+#define SIG_CALLS(FN)                                                                    \
+    if (!w && !pw && (kind == 2 || kind == 3)) {                                         \
+        if (kind == 3 && grad) FN(3, xv, yv, NULL, NULL, n, scale, out, grad);           \
+        else if (kind == 3) FN(3, xv, yv, NULL, NULL, n, scale, out, NULL);              \
+        else if (grad) FN(2, xv, yv, NULL, NULL, n, scale, out, grad);                   \
+        else FN(2, xv, yv, NULL, NULL, n, scale, out, NULL);                             \
+        return;                                                                          \
+    }                                                                                    \
+    FN(kind, xv, yv, w, pw, n, scale, out, grad);
+
 static void sig_f32(int kind, const void *xv, const void *yv, const double *w, const double *pw,
                     size_t n, double scale, void *out, void *grad) {
-    SIG_BODY(float, LD32, ST32, sig_chunk_d(kind, xv_, yv_, wv_, pv_, w != NULL, 0, scale,
-                                            &lossv, grad ? &gradv : NULL))
+    if (kind == 0) {
+        SIG_PLAIN(float, LD32, ST32, 0)
+        return;
+    }
+    SIG_CALLS(sig_f32_k)
 }
 static void sig_f64f(int kind, const void *xv, const void *yv, const double *w, const double *pw,
                      size_t n, double scale, void *out, void *grad) {
-    SIG_BODY(double, LD64, ST64, sig_chunk_d(kind, xv_, yv_, wv_, pv_, w != NULL, 1, scale,
-                                             &lossv, grad ? &gradv : NULL))
+    if (kind == 0) {
+        SIG_PLAIN(double, LD64, ST64, 1)
+        return;
+    }
+    SIG_CALLS(sig_f64f_k)
 }
 static void sig_f64a(int kind, const void *xv, const void *yv, const double *w, const double *pw,
                      size_t n, double scale, void *out, void *grad) {
-    SIG_BODY(double, LD64, ST64, sig_chunk_dd(kind, xv_, yv_, wv_, pv_, w != NULL, scale,
-                                              &lossv, grad ? &gradv : NULL))
+    SIG_CALLS(sig_f64a_k)
 }
 
 /* VJPs of softmax (islog = 0: y * (g - sum(y g))) and log_softmax
