@@ -516,19 +516,12 @@ INLINE vd small_l2d(vl k) {
 #endif
 }
 
-/* float64 log1p(a) for a >= 0. 1 + a = 2^k f with f in [sqrt(1/2), sqrt(2)), log f by
- * the atanh series, and the rounding error of 1 + a added back. `lo` (a constant at
- * every call) picks the variant:
- *   vlog1p_d  (lo = 0): a vector of row sums, about 1.5 ulp: eleven atanh terms, the
- *             correction (a - (w - 1)) / w;
- *   vlog1p_lo (lo = 1): 0 <= a <= 1, about 2^-39 relative, for results rounded once to
- *             float32 (the sigmoid family of float32 data, a = exp(-|x|)): six terms
- *             (t^2 <= 0.0295: the next is below 2^-39), the correction as a product,
- *             (a - (w - 1)) (2 - w): 2 - w stands for 1/w to within 25% on [1, 2], and
- *             the correction itself is below 2^-53 of the result. */
-INLINE vd vlog1p_v(vd a, int lo) {
+/* float64 log1p(a) for a >= 0, about 1.5 ulp (vlog1p_d: a vector of row sums).
+ * 1 + a = 2^k f with f in [sqrt(1/2), sqrt(2)), log f by eleven terms of the atanh
+ * series, and the rounding error of 1 + a, (a - (w - 1)) / w, added back. */
+INLINE vd vlog1p_d(vd a) {
     vd w = 1.0 + a;
-    vd corr = lo ? (a - (w - 1.0)) * (2.0 - w) : (a - (w - 1.0)) / w;
+    vd corr = (a - (w - 1.0)) / w;
     vl bits = (vl)w;
     /* w >= 1 or NaN: a logical shift (AVX2 has no 64-bit arithmetic one) */
     vl k = (vl)((vu)bits >> 52) - 1023;
@@ -538,15 +531,12 @@ INLINE vd vlog1p_v(vd a, int lo) {
     k = k - big; /* big is -1 where true */
     vd t = (f - 1.0) / (f + 1.0);
     vd t2 = t * t;
-    vd q = splatd(SKIT_AT_6);
-    if (!lo) {
-        q = splatd(SKIT_AT_11);
-        q = q * t2 + SKIT_AT_10;
-        q = q * t2 + SKIT_AT_9;
-        q = q * t2 + SKIT_AT_8;
-        q = q * t2 + SKIT_AT_7;
-        q = q * t2 + SKIT_AT_6;
-    }
+    vd q = splatd(SKIT_AT_11);
+    q = q * t2 + SKIT_AT_10;
+    q = q * t2 + SKIT_AT_9;
+    q = q * t2 + SKIT_AT_8;
+    q = q * t2 + SKIT_AT_7;
+    q = q * t2 + SKIT_AT_6;
     q = q * t2 + SKIT_AT_5;
     q = q * t2 + SKIT_AT_4;
     q = q * t2 + SKIT_AT_3;
@@ -556,8 +546,26 @@ INLINE vd vlog1p_v(vd a, int lo) {
     vd kd = small_l2d(k);
     return kd * SKIT_LN2_HI + (kd * SKIT_LN2_LO + (logf_ + corr));
 }
-INLINE vd vlog1p_d(vd a) { return vlog1p_v(a, 0); }
-INLINE vd vlog1p_lo(vd a) { return vlog1p_v(a, 1); }
+
+/* log1p(a) for 0 <= a <= 1, a normal or 0 (or NaN), about 2^-43 relative, for results
+ * rounded once to float32 (the sigmoid family of float32 data, a = exp(-|x|) >=
+ * exp(-700)). No reduction: t = a / (2 + a) is in [0, 1/3] (two roundings, 2^-52), and
+ * log1p(a) = 2 atanh(t) = 2t + 2t s Q(s), s = t^2 <= 1/9, Q of degree 6 near-minimax
+ * for the relative error of log1p (tools/gen_consts.py). Small a cost nothing extra:
+ * 2t = a (1 - a/2 + ...) keeps a's relative accuracy, where 1 + a would round it away. */
+INLINE vd vlog1p_lo(vd a) {
+    vd t = a / (2.0 + a);
+    vd s = t * t;
+    vd q = splatd(SKIT_LA_6);
+    q = q * s + SKIT_LA_5;
+    q = q * s + SKIT_LA_4;
+    q = q * s + SKIT_LA_3;
+    q = q * s + SKIT_LA_2;
+    q = q * s + SKIT_LA_1;
+    q = q * s + SKIT_LA_0;
+    vd tt = 2.0 * t;
+    return tt + tt * (s * q);
+}
 
 /* ---- streaming stores ------------------------------------------------------ *
  * Outputs larger than the caches are written with non-temporal stores: they skip

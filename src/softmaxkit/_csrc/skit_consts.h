@@ -64,6 +64,14 @@
 #define SKIT_AT_10 0x1.8618618618618p-5
 #define SKIT_AT_11 0x1.642c8590b2164p-5
 #define SKIT_SQRT2 0x1.6a09e667f3bcdp+0
+/* log1p(a) for 0 <= a <= 1 without a reduction: t = a/(2 + a) <= 1/3, Q(s) = L0 + ... + L6 s^6 on s = t^2 <= 1/9 (max rel. error of log1p 2^-43) */
+#define SKIT_LA_0 0x1.555555563849ap-2
+#define SKIT_LA_1 0x1.9999980987473p-3
+#define SKIT_LA_2 0x1.2492c0a8e46aap-3
+#define SKIT_LA_3 0x1.c6faac0adba9bp-4
+#define SKIT_LA_4 0x1.76e5f00265c0ap-4
+#define SKIT_LA_5 0x1.20b77363344f3p-4
+#define SKIT_LA_6 0x1.99af64ff9b33ep-4
 
 /* double-word exp: x = (64 m + j) ln2/64 + r, exp(x) = 2^m 2^(j/64) exp(r) */
 #define SKIT_DD_INV 0x1.71547652b82fep+6
