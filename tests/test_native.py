@@ -481,6 +481,44 @@ def test_bce_sums_in_the_core_as_numpy_sums(dtype: str, n: int) -> None:
     assert mean == np.asarray(np.sum(loss) / n, dtype=dtype) and np.array_equal(grad, g)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bce_loss_rounded_in_the_core_is_the_float64_loss_rounded_after(
+    isa: str, dtype: str
+) -> None:
+    """Kinds 4 and 5 of the core's BCE (the ``reduction="none"`` calls of every front
+    end) round each float64 loss to the data's type as they store it: the bits of
+    kinds 2 and 3's float64 losses converted afterwards, with the same gradient, for
+    both precisions, weights and positive weights, specials and every vector tail."""
+    rng = np.random.default_rng(11)
+    code = 0 if dtype == "float32" else 1
+    saved = _ck.isa()
+    _ck.set_isa(isa)
+    try:
+        for n in (1, 3, 8, 9, 1001):
+            x = (rng.standard_normal(n) * 20).astype(dtype)
+            x[::7] = np.inf
+            x[1::11] = -np.inf
+            x[2::13] = np.nan
+            y = rng.random(n).astype(dtype)
+            y[3::17] = np.nan
+            w, pw = rng.random(n) * 3, rng.random(n) * 3
+            for mode in (0, 1):
+                for ww, pp in ((None, None), (w, None), (None, pw), (w, pw)):
+                    for kind in (2, 3):
+                        yk = y if kind == 3 else y.astype(np.float64)
+                        l64, g64 = np.empty(n), np.empty(n, dtype)
+                        _ck.sigmoid(kind, x, yk, ww, pp, n, code, mode, 2, 0.5, l64, g64)
+                        own, g = np.empty(n, dtype), np.empty(n, dtype)
+                        _ck.sigmoid(kind + 2, x, yk, ww, pp, n, code, mode, 2, 0.5, own, g)
+                        with np.errstate(over="ignore", invalid="ignore"):
+                            want = l64.astype(dtype)
+                        assert want.tobytes() == own.tobytes(), (n, mode, kind)
+                        assert g64.tobytes() == g.tobytes(), (n, mode, kind)
+    finally:
+        _ck.set_isa(saved)
+
+
 # ---- threads, concurrency, instruction sets ------------------------------------------
 
 SHAPES = [(3, 300_001), (2, 70_000), (200, 2049), (5000, 7)]

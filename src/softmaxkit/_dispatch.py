@@ -430,12 +430,13 @@ def quick_bce(
     grad = np.empty_like(logits) if return_grad else None
     g1 = None if grad is None else grad.reshape(n)
     dt = logits.dtype
-    if reduction == "none":
-        loss = np.empty(n, np.float64)
+    if reduction == "none":  # kinds 4, 5: the float64 losses rounded once to dt in the core
+        loss = np.empty(logits.shape, dt)
         _ckernels.sigmoid(
-            kind, logits.reshape(n), y, None, None, n, got[0], got[1], nthreads, 1.0, loss, g1
-        )
-        res = loss.reshape(logits.shape).astype(dt)[()]  # 0-d: a scalar, as numpy_scalars
+            kind + 2, logits.reshape(n), y, None, None, n, got[0], got[1], nthreads, 1.0,
+            loss.reshape(n), g1,
+        )  # fmt: skip
+        res = loss[()]  # 0-d: a scalar, as numpy_scalars
     else:  # the losses summed in the core, in np.sum's order: no float64 array of them
         scale = 1.0 / n if reduction == "mean" else 1.0
         total = _ckernels.bce_reduced(kind, logits.reshape(n), y, n, got[0], got[1], nthreads,
@@ -982,12 +983,15 @@ def binary_cross_entropy_with_logits(
     w1 = None if weight is None else _flat(np.broadcast_to(weight, shape), np.float64)
     p1 = None if pos_weight is None else _flat(np.broadcast_to(pos_weight, shape), np.float64)
     scale = 1.0 / n if reduction == "mean" else 1.0
-    loss = np.empty(n, np.float64)
-    grad = np.empty(n, x1.dtype) if return_grad else None
-    _ckernels.sigmoid(2, x1, y1, w1, p1, n, code, mode, check_threads(threads), scale, loss, grad)
     dt = xa.dtype
-    if reduction == "none":
-        res = loss.reshape(shape).astype(dt)
+    none = reduction == "none"  # kind 4: the losses rounded once to dt in the core
+    loss = np.empty(n, dt if none else np.float64)
+    grad = np.empty(n, x1.dtype) if return_grad else None
+    _ckernels.sigmoid(
+        4 if none else 2, x1, y1, w1, p1, n, code, mode, check_threads(threads), scale, loss, grad
+    )
+    if none:
+        res = loss.reshape(shape)
     elif reduction == "sum":
         res = np.asarray(np.sum(loss), dtype=dt)
     else:

@@ -394,7 +394,8 @@ static PyObject *py_cross_entropy_reduced_at(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(sigmoid_doc, "sigmoid(kind, x, y, w, pw, n, dtype, mode, threads, scale, out, grad): "
-                          "kind 0 sigmoid, 1 log_sigmoid, 2 BCE (float64 y), 3 BCE (y in x's type)");
+                          "kind 0 sigmoid, 1 log_sigmoid, 2 BCE (float64 y), 3 BCE (y in x's type); "
+                          "4, 5: 2, 3 with the loss in x's type");
 
 static PyObject *py_sigmoid(PyObject *self, PyObject *args) {
     (void)self;
@@ -407,14 +408,14 @@ static PyObject *py_sigmoid(PyObject *self, PyObject *args) {
         return NULL;
     char f = dtype == SKIT_F32 ? 'f' : 'd';
     buf x = {0}, y = {0}, w = {0}, p = {0}, o = {0}, g = {0};
-    if (kind < 0 || kind > 3 || n < 0) {
+    if (kind < 0 || kind > 5 || n < 0) {
         PyErr_SetString(PyExc_ValueError, "bad kind or size");
         return NULL;
     }
     if (get(xo, &x, 0, f, n, 0, "x") < 0 ||
-        get(yo, &y, 0, kind == 3 ? f : 'd', n, kind < 2, "y") < 0 ||
+        get(yo, &y, 0, kind == 3 || kind == 5 ? f : 'd', n, kind < 2, "y") < 0 ||
         get(wo, &w, 0, 'd', n, 1, "w") < 0 || get(po, &p, 0, 'd', n, 1, "pw") < 0 ||
-        get(oo, &o, 1, kind >= 2 ? 'd' : f, n, 0, "out") < 0 ||
+        get(oo, &o, 1, kind == 2 || kind == 3 ? 'd' : f, n, 0, "out") < 0 ||
         get(go, &g, 1, f, n, 1, "grad") < 0) {
         release(&x), release(&y), release(&w), release(&p), release(&o), release(&g);
         return NULL;

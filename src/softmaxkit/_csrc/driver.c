@@ -1910,7 +1910,7 @@ static void sig_task(void *ctx, size_t t) {
 int skit_sigmoid(int dtype, int mode, int kind, const void *x, const void *y, const double *w,
                  const double *pw, size_t n, double scale, void *out, void *grad, int threads) {
     if ((dtype != SKIT_F32 && dtype != SKIT_F64) || (mode != SKIT_FAST && mode != SKIT_ACCURATE) ||
-        kind < 0 || kind > 3 || threads < 1)
+        kind < 0 || kind > 5 || threads < 1)
         return SKIT_EINVAL;
     sigjob j;
     j.E = isa()->eng[dtype][mode];
@@ -1923,8 +1923,8 @@ int skit_sigmoid(int dtype, int mode, int kind, const void *x, const void *y, co
     j.scale = scale;
     j.out = (char *)out;
     j.grad = (char *)grad;
-    j.out_size = kind >= 2 ? sizeof(double) : j.E->elsize;
-    j.y_size = kind == 3 ? j.E->elsize : sizeof(double);
+    j.out_size = kind == 2 || kind == 3 ? sizeof(double) : j.E->elsize;
+    j.y_size = kind == 3 || kind == 5 ? j.E->elsize : sizeof(double);
     size_t ntask = (n + ELEM_CHUNK - 1) / ELEM_CHUNK;
     size_t cap = n / MIN_ELEMS_PER_THREAD;
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;

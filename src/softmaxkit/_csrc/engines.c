@@ -3109,6 +3109,8 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
  * padded buffers. CHUNK reads xv_, yv_, wv_, pv_ and sets lossv, gradv. */
 #define SIG_BODY(STYPE, LOADV, STOREV, CHUNK)                                            \
     const STYPE *x = (const STYPE *)xv;                                                  \
+    const int loss_own = kind >= 4; /* BCE with its loss in the data's type */          \
+    if (kind >= 4) kind -= 2;                                                            \
     const int y_own = kind == 3; /* BCE with targets in the data's type */               \
     if (kind == 3) kind = 2;                                                             \
     const double *yd = (const double *)yv;                                               \
@@ -3123,7 +3125,8 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
         vd lossv, gradv = zero_;                                                         \
         CHUNK;                                                                           \
         if (kind == 2) {                                                                 \
-            std_((double *)out + i, lossv);                                              \
+            if (loss_own) STOREV((STYPE *)out + i, lossv);                               \
+            else std_((double *)out + i, lossv);                                         \
             if (grad) STOREV((STYPE *)grad + i, gradv);                                  \
         } else {                                                                         \
             STOREV((STYPE *)out + i, lossv);                                             \
@@ -3142,8 +3145,14 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
         vd xv_ = LOADV(xb), yv_ = ldd(yb), wv_ = ldd(wb), pv_ = ldd(pb);                 \
         vd lossv, gradv = zero_;                                                         \
         CHUNK;                                                                           \
-        if (kind == 2) {                                                                 \
+        if (kind == 2 && loss_own) {                                                     \
+            STYPE lb[ND];                                                                \
+            STOREV(lb, lossv);                                                           \
+            memcpy((STYPE *)out + i, lb, c * sizeof(STYPE));                             \
+        } else if (kind == 2) {                                                          \
             memcpy((double *)out + i, &lossv, c * sizeof(double));                       \
+        }                                                                                \
+        if (kind == 2) {                                                                 \
             if (grad) {                                                                  \
                 STYPE gb[ND];                                                            \
                 STOREV(gb, gradv);                                                       \
@@ -3193,15 +3202,21 @@ SIG_FN(sig_f64f_k, double, LD64, ST64,
 SIG_FN(sig_f64a_k, double, LD64, ST64,
        sig_chunk_dd(kind, xv_, yv_, wv_, pv_, w != NULL, scale, &lossv, grad ? &gradv : NULL))
 
-/* BCE without weights (kind 2: float64 targets, 3: in the data's type), each with and
- * without the gradient, as constant arguments; every other call as it comes */
-#define SIG_CALLS(FN)                                                                    \
-    if (!w && !pw && (kind == 2 || kind == 3)) {                                         \
-        if (kind == 3 && grad) FN(3, xv, yv, NULL, NULL, n, scale, out, grad);           \
-        else if (kind == 3) FN(3, xv, yv, NULL, NULL, n, scale, out, NULL);              \
-        else if (grad) FN(2, xv, yv, NULL, NULL, n, scale, out, grad);                   \
-        else FN(2, xv, yv, NULL, NULL, n, scale, out, NULL);                             \
+/* BCE without weights (kinds 2 to 5: targets in float64 or in the data's type, the
+ * loss in float64 or in the data's type), each with and without the gradient, as
+ * constant arguments; every other call as it comes */
+#define SIG_CALL_K(FN, K)                                                                \
+    if (kind == K) {                                                                     \
+        if (grad) FN(K, xv, yv, NULL, NULL, n, scale, out, grad);                        \
+        else FN(K, xv, yv, NULL, NULL, n, scale, out, NULL);                             \
         return;                                                                          \
+    }
+#define SIG_CALLS(FN)                                                                    \
+    if (!w && !pw) {                                                                     \
+        SIG_CALL_K(FN, 2)                                                                \
+        SIG_CALL_K(FN, 3)                                                                \
+        SIG_CALL_K(FN, 4)                                                                \
+        SIG_CALL_K(FN, 5)                                                                \
     }                                                                                    \
     FN(kind, xv, yv, w, pw, n, scale, out, grad);
 

@@ -217,9 +217,11 @@ int skit_smooth_ce(const skit_rows *a, const int64_t *target, const double *w, i
  *   kind 0: out = sigmoid(x); kind 1: out = log_sigmoid(x) (out in x's type);
  *   kind 2: binary cross-entropy with logits, float64 per-element loss into out,
  *           and, unless grad is NULL, scale * d(loss)/dx into grad (x's type).
- *   kind 3: kind 2 with y in x's type (float32 targets need no widened copy).
+ *   kind 3: kind 2 with y in x's type (float32 targets need no widened copy);
+ *   kinds 4 and 5: kinds 2 and 3 with the loss rounded once to x's type (out in x's
+ *           type: the bits of kind 2's float64 loss converted afterwards).
  * y (targets), w (weights), pw (positive weights): float64 arrays of n, or NULL
- * (y is required for kinds 2 and 3). */
+ * (y is required for kinds 2 to 5). */
 int skit_sigmoid(int dtype, int mode, int kind, const void *x, const void *y, const double *w,
                  const double *pw, size_t n, double scale, void *out, void *grad, int threads);
 

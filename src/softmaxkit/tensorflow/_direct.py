@@ -278,12 +278,11 @@ def binary_cross_entropy(
         p1 = np.ascontiguousarray(
             np.broadcast_to(np.asarray(_view(pos_weight), dtype=np.float64), a.shape)
         ).reshape(-1)
-    loss = np.empty(n, np.float64)
     gx, res = _new(a.shape, a.dtype) if grad else (None, None)
-    _ckernels.sigmoid(
-        3, a.reshape(-1), y1, None, p1, n, _CODES[x.dtype], mode, _threads(n), 1.0, loss,
-        None if gx is None else gx.reshape(-1),
-    )  # fmt: skip
     out, lres = _new(a.shape, a.dtype)
-    np.copyto(out, loss.reshape(a.shape), casting="unsafe")  # rounded once, as astype
+    # kind 5: kind 3 with each float64 loss rounded once to x's dtype in the core
+    _ckernels.sigmoid(
+        5, a.reshape(-1), y1, None, p1, n, _CODES[x.dtype], mode, _threads(n), 1.0,
+        out.reshape(-1), None if gx is None else gx.reshape(-1),
+    )  # fmt: skip
     return _done(out, lres), None if gx is None else _done(gx, res)

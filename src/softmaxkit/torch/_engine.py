@@ -752,13 +752,11 @@ def _plain_bce(
     g1 = None if grad is None else _np(grad).reshape(-1)
     x1, y1 = _np(x.detach()).reshape(-1), ya.reshape(-1)
     # kind 3: the kernel widens the targets (x's dtype) as it reads them
-    if reduction == "none":
-        loss = np.empty(n, np.float64)
-        _ckernels.sigmoid(3, x1, y1, None, None, n, _CODE[x.dtype], _ACCURATE, _threads(n), 1.0,
-                          loss, g1)  # fmt: skip
-        return _bce_reduce(loss, reduction, x.shape, x.dtype), (
-            x.new_empty(0) if grad is None else grad
-        )
+    if reduction == "none":  # kind 5: and rounds each float64 loss once to x's dtype
+        out = torch.empty(x.shape, dtype=x.dtype)
+        _ckernels.sigmoid(5, x1, y1, None, None, n, _CODE[x.dtype], _ACCURATE, _threads(n), 1.0,
+                          _np(out).reshape(-1), g1)  # fmt: skip
+        return out, (x.new_empty(0) if grad is None else grad)
     # the losses summed in the core in np.sum's order (no float64 array of them): the
     # bits of _bce_reduce
     total = _ckernels.bce_reduced(
@@ -824,14 +822,17 @@ def bce_fwd(
         y1 = _flat64(target, shape)
         w1 = _flat64(weight, shape)
         p1 = _flat64(pos_weight, shape)
-        loss = torch.empty(n, dtype=torch.float64)
+        # kind 4: the losses rounded once to x's dtype in the core, where the kernel's
+        # dtype is x's (half precision rounds the float64 losses itself)
+        own = reduction == "none" and not half
+        loss = torch.empty(n, dtype=x1.dtype if own else torch.float64)
         grad = _out_buffer((n,), x1.dtype) if need_grad else None
         scale = 1.0 / n if reduction == "mean" else 1.0
         _ckernels.sigmoid(
-            2, _np(x1), y1, w1, p1, n, _CODE[x1.dtype], _ACCURATE, _threads(n), scale,
-            _np(loss), None if grad is None else _np(grad),
+            4 if own else 2, _np(x1), y1, w1, p1, n, _CODE[x1.dtype], _ACCURATE, _threads(n),
+            scale, _np(loss), None if grad is None else _np(grad),
         )  # fmt: skip
-        res = _bce_reduce(_np(loss), reduction, shape, x.dtype)
+        res = loss.view(shape) if own else _bce_reduce(_np(loss), reduction, shape, x.dtype)
         if grad is None:
             return res, x.new_empty(0)
         return res, grad.view(shape).to(x.dtype)
