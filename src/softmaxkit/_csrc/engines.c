@@ -2949,10 +2949,11 @@ INLINE void sig_chunk_d_(int kind, vd x, vd y, vd w, vd pw, int has_w, int hi_pr
 
 /* all lanes of x finite with |x| <= 2^1000 (NaN fails the comparison) */
 INLINE int vall_ord_d(vd x) {
-    vl o = vnabs_d(x) >= -0x1p1000;
 #if defined(__AVX512F__)
-    return _mm512_movepi64_mask((__m512i)o) == 0xFF;
-#elif defined(__AVX__)
+    return _mm512_cmp_pd_mask((__m512d)vnabs_d(x), _mm512_set1_pd(-0x1p1000), _CMP_GE_OQ) == 0xFF;
+#else
+    vl o = vnabs_d(x) >= -0x1p1000;
+#if defined(__AVX__)
     return _mm256_movemask_pd((__m256d)o) == 0xF;
 #elif defined(__SSE2__)
     return _mm_movemask_pd((__m128d)o) == 0x3;
@@ -2960,6 +2961,7 @@ INLINE int vall_ord_d(vd x) {
     for (int i = 0; i < ND; i++)
         if (!o[i]) return 0;
     return 1;
+#endif
 #endif
 }
 
