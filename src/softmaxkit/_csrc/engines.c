@@ -3111,7 +3111,7 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
  * padded buffers. CHUNK reads xv_, yv_, wv_, pv_ and sets lossv, gradv. */
 #define SIG_BODY(STYPE, LOADV, STOREV, CHUNK)                                            \
     const STYPE *x = (const STYPE *)xv;                                                  \
-    const int loss_own = kind >= 4; /* BCE with its loss in the data's type */          \
+    const int loss64 = kind == 2 || kind == 3; /* a float64 loss; else in STYPE */       \
     if (kind >= 4) kind -= 2;                                                            \
     const int y_own = kind == 3; /* BCE with targets in the data's type */               \
     if (kind == 3) kind = 2;                                                             \
@@ -3126,13 +3126,9 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
         vd pv_ = pw ? ldd(pw + i) : one_;                                                \
         vd lossv, gradv = zero_;                                                         \
         CHUNK;                                                                           \
-        if (kind == 2) {                                                                 \
-            if (loss_own) STOREV((STYPE *)out + i, lossv);                               \
-            else std_((double *)out + i, lossv);                                         \
-            if (grad) STOREV((STYPE *)grad + i, gradv);                                  \
-        } else {                                                                         \
-            STOREV((STYPE *)out + i, lossv);                                             \
-        }                                                                                \
+        if (loss64) std_((double *)out + i, lossv);                                      \
+        else STOREV((STYPE *)out + i, lossv);                                            \
+        if (kind == 2 && grad) STOREV((STYPE *)grad + i, gradv);                         \
     }                                                                                    \
     if (i < n) {                                                                         \
         size_t c = n - i;                                                                \
@@ -3147,49 +3143,24 @@ INLINE void sig_chunk_dd(int kind, vd x, vd y, vd w, vd pw, int has_w, double sc
         vd xv_ = LOADV(xb), yv_ = ldd(yb), wv_ = ldd(wb), pv_ = ldd(pb);                 \
         vd lossv, gradv = zero_;                                                         \
         CHUNK;                                                                           \
-        if (kind == 2 && loss_own) {                                                     \
-            STYPE lb[ND];                                                                \
-            STOREV(lb, lossv);                                                           \
-            memcpy((STYPE *)out + i, lb, c * sizeof(STYPE));                             \
-        } else if (kind == 2) {                                                          \
+        if (loss64) {                                                                    \
             memcpy((double *)out + i, &lossv, c * sizeof(double));                       \
-        }                                                                                \
-        if (kind == 2) {                                                                 \
-            if (grad) {                                                                  \
-                STYPE gb[ND];                                                            \
-                STOREV(gb, gradv);                                                       \
-                memcpy((STYPE *)grad + i, gb, c * sizeof(STYPE));                        \
-            }                                                                            \
         } else {                                                                         \
             STYPE ob[ND];                                                                \
             STOREV(ob, lossv);                                                           \
             memcpy((STYPE *)out + i, ob, c * sizeof(STYPE));                             \
         }                                                                                \
-    }
-
-/* sigmoid alone (kind 0: x to out): SIG_BODY's loop without its tests of the targets,
- * weights and kind on every vector */
-#define SIG_PLAIN(STYPE, LOADV, STOREV, HP)                                          \
-    const STYPE *x = (const STYPE *)xv;                                              \
-    STYPE *o = (STYPE *)out;                                                         \
-    const vd zero_ = splatd(0.0);                                                    \
-    vd l_;                                                                           \
-    size_t i = 0;                                                                    \
-    for (; i + ND <= n; i += ND) {                                                   \
-        sig_chunk_d(0, LOADV(x + i), zero_, zero_, zero_, 0, HP, 1.0, &l_, NULL);    \
-        STOREV(o + i, l_);                                                           \
-    }                                                                                \
-    if (i < n) {                                                                     \
-        STYPE b_[ND] = {0};                                                          \
-        memcpy(b_, x + i, (n - i) * sizeof(STYPE));                                  \
-        sig_chunk_d(0, LOADV(b_), zero_, zero_, zero_, 0, HP, 1.0, &l_, NULL);       \
-        STOREV(b_, l_);                                                              \
-        memcpy(o + i, b_, (n - i) * sizeof(STYPE));                                  \
+        if (kind == 2 && grad) {                                                         \
+            STYPE gb[ND];                                                                \
+            STOREV(gb, gradv);                                                           \
+            memcpy((STYPE *)grad + i, gb, c * sizeof(STYPE));                            \
+        }                                                                                \
     }
 
 /* each engine's loop as an always-inline function, so that the callers below fix the
- * kind, the absent weights and the gradient's presence at compile time: the everyday
- * BCE (no weights) then tests none of them on every vector */
+ * kind, the absent targets and weights and the gradient's presence at compile time:
+ * sigmoid, log_sigmoid and the everyday BCE (no weights) then test none of them on
+ * every vector */
 #define SIG_FN(NAME, STYPE, LOADV, STOREV, CHUNK)                                        \
     INLINE void NAME(int kind, const void *xv, const void *yv, const double *w,          \
                      const double *pw, size_t n, double scale, void *out, void *grad) {  \
@@ -3204,9 +3175,10 @@ SIG_FN(sig_f64f_k, double, LD64, ST64,
 SIG_FN(sig_f64a_k, double, LD64, ST64,
        sig_chunk_dd(kind, xv_, yv_, wv_, pv_, w != NULL, scale, &lossv, grad ? &gradv : NULL))
 
-/* BCE without weights (kinds 2 to 5: targets in float64 or in the data's type, the
- * loss in float64 or in the data's type), each with and without the gradient, as
- * constant arguments; every other call as it comes */
+/* sigmoid and log_sigmoid (kinds 0 and 1: no targets, weights or gradient), and BCE
+ * without weights (kinds 2 to 5: targets in float64 or in the data's type, the loss in
+ * float64 or in the data's type) with and without the gradient, as constant arguments;
+ * every other call as it comes */
 #define SIG_CALL_K(FN, K)                                                                \
     if (kind == K) {                                                                     \
         if (grad) FN(K, xv, yv, NULL, NULL, n, scale, out, grad);                        \
@@ -3214,6 +3186,11 @@ SIG_FN(sig_f64a_k, double, LD64, ST64,
         return;                                                                          \
     }
 #define SIG_CALLS(FN)                                                                    \
+    if (kind == 0 || kind == 1) {                                                        \
+        if (kind == 0) FN(0, xv, NULL, NULL, NULL, n, scale, out, NULL);                 \
+        else FN(1, xv, NULL, NULL, NULL, n, scale, out, NULL);                           \
+        return;                                                                          \
+    }                                                                                    \
     if (!w && !pw) {                                                                     \
         SIG_CALL_K(FN, 2)                                                                \
         SIG_CALL_K(FN, 3)                                                                \
@@ -3224,18 +3201,10 @@ SIG_FN(sig_f64a_k, double, LD64, ST64,
 
 static void sig_f32(int kind, const void *xv, const void *yv, const double *w, const double *pw,
                     size_t n, double scale, void *out, void *grad) {
-    if (kind == 0) {
-        SIG_PLAIN(float, LD32, ST32, 0)
-        return;
-    }
     SIG_CALLS(sig_f32_k)
 }
 static void sig_f64f(int kind, const void *xv, const void *yv, const double *w, const double *pw,
                      size_t n, double scale, void *out, void *grad) {
-    if (kind == 0) {
-        SIG_PLAIN(double, LD64, ST64, 1)
-        return;
-    }
     SIG_CALLS(sig_f64f_k)
 }
 static void sig_f64a(int kind, const void *xv, const void *yv, const double *w, const double *pw,
