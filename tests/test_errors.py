@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -201,3 +203,82 @@ def test_mixing_libraries_is_an_error():
 
 def test_lists_of_strings_are_rejected():
     _raises(TypeError, "`x`", sk.softmax, ["a", "b"])
+
+
+_REQUIRED = [
+    ("softmax", lambda a: sk.softmax(a), "`x` is None"),
+    ("log_softmax", lambda a: sk.log_softmax(a), "`x` is None"),
+    ("logsumexp", lambda a: sk.logsumexp(a), "`x` is None"),
+    ("sigmoid", lambda a: sk.sigmoid(a), "`x` is None"),
+    ("cross_entropy logits", lambda a: sk.cross_entropy(a, T), "`logits` is None"),
+    ("cross_entropy target", lambda a: sk.cross_entropy(X, a), "`target` is None"),
+    ("nll_loss target", lambda a: sk.nll_loss(X, a), "`target` is None"),
+    ("bce target", lambda a: sk.binary_cross_entropy_with_logits(X, a), "`target` is None"),
+    ("softmax_vjp g", lambda a: sk.softmax_vjp(X, a), "`g` is None"),
+    ("sample", lambda a: sk.sample(a), "`logits` is None"),
+    ("predict", lambda a: sk.predict(a), "`logits` is None"),
+    ("top_k", lambda a: sk.top_k(a, 1), "`logits` is None"),
+    ("explain", lambda a: sk.explain(a), "`logits` is None"),
+    ("softmax_stats", lambda a: sk.softmax_stats(a), "`logits` is None"),
+    ("state", lambda a: sk.LogSumExpState.from_block(a), "`x` is None"),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "match"), [(c, m) for _, c, m in _REQUIRED], ids=[n for n, _, _ in _REQUIRED]
+)
+def test_none_for_a_required_array_names_it(call, match):
+    # None used to reach `.dtype` / `.shape` and leak an AttributeError
+    _raises(TypeError, match, call, None)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: sk.softmax(a),
+        lambda a: sk.logsumexp(a),
+        lambda a: sk.sample(a, rng=0),
+        lambda a: sk.cross_entropy(a, T),
+    ],
+    ids=["softmax", "logsumexp", "sample", "cross_entropy"],
+)
+def test_masked_arrays_and_matrices_are_refused_not_flattened(call):
+    m = np.ma.masked_array(X, mask=[[False, True, False], [False, False, False]])
+    snapshot = m.copy()
+    # the mask would have been dropped: a silently wrong answer for the masked entry
+    err = _raises(TypeError, "masked array.*where=~np.ma.getmaskarray", call, m)
+    assert "`x`" in str(err) or "`logits`" in str(err)
+    np.testing.assert_array_equal(np.ma.getmaskarray(m), np.ma.getmaskarray(snapshot))
+    # np.matrix came back as a plain ndarray (sample raised a matrix.any TypeError)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # NumPy's, on np.matrix
+        mat = np.asmatrix(X)
+    _raises(TypeError, r"numpy\.matrix.*np\.asarray", call, mat)
+
+
+def test_masked_target_is_refused_and_the_fix_works():
+    t = np.ma.masked_array(T, mask=[False, True])
+    _raises(TypeError, "`target` is a NumPy masked array.*ignore_index", sk.cross_entropy, X, t)
+    # the fix the message names: the data, with the masked entries ignored
+    fixed = np.where(np.ma.getmaskarray(t), -100, np.ma.getdata(t))
+    got = sk.cross_entropy(X, fixed, ignore_index=-100)
+    np.testing.assert_allclose(got, sk.cross_entropy(X[:1], T[:1]))
+
+
+def test_where_is_the_masked_array_fix():
+    m = np.ma.masked_array(X, mask=[[False, True, False], [False, False, False]])
+    got = sk.softmax(np.ma.getdata(m), where=~np.ma.getmaskarray(m))
+    assert got[0, 1] == 0.0
+    np.testing.assert_allclose(got[0, [0, 2]], sk.softmax(X[0, [0, 2]]))
+
+
+def test_sample_negative_seed():
+    _raises(ValueError, "`rng` as an integer seed must be 0 or more", sk.sample, X, rng=-1)
+
+
+@pytest.mark.parametrize("labels", [b"abc", 3, 2.5])
+def test_explain_labels_must_be_a_sequence_of_names(labels):
+    # numbers leaked "object is not iterable"; bytes became labels "97", "98", "99"
+    _raises(
+        TypeError, "`labels` must be a sequence of class names", sk.explain, X[0], labels=labels
+    )

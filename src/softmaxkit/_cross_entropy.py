@@ -143,7 +143,7 @@ def cross_entropy(
     if quick is not None:
         return quick
     xp, (la, ta, wa, ma) = resolve(
-        logits, target, weight, where, names=("logits", "target", "weight", "where")
+        logits, target, weight, where, names=("logits", "target", "weight", "where"), required=2
     )
     plan = make_plan(xp, la, precision, name="logits")
     ax = check_class_axis(axis, la.ndim)
@@ -267,7 +267,9 @@ def nll_loss(
     )
     if quick is not None:
         return quick
-    xp, (la, ta, wa) = resolve(log_probs, target, weight, names=("log_probs", "target", "weight"))
+    xp, (la, ta, wa) = resolve(
+        log_probs, target, weight, names=("log_probs", "target", "weight"), required=2
+    )
     plan = make_plan(xp, la, precision, name="log_probs")
     ax = check_class_axis(axis, la.ndim)
     C = int(la.shape[ax])

@@ -106,12 +106,31 @@ def _check_plain(obj: object, name: str, *, allow_complex: bool = False) -> None
     raise unsupported_type_error(leaf if leaf is not obj else obj, name)
 
 
+def _subclass_error(obj: np.ndarray, name: str) -> SoftmaxkitTypeError:
+    """The error for a NumPy subclass whose meaning a plain array would lose."""
+    if isinstance(obj, np.ma.MaskedArray):
+        msg = (
+            f"`{name}` is a NumPy masked array, whose mask softmaxkit would drop silently; "
+            f"pass its data (`np.ma.getdata({name})`) and leave the masked entries out with "
+            f"`where=~np.ma.getmaskarray({name})` (class targets: `ignore_index`)"
+        )
+    else:
+        msg = (
+            f"`{name}` is a numpy.matrix, which softmaxkit would return as a plain array; "
+            f"pass `np.asarray({name})`"
+        )
+    return SoftmaxkitTypeError(msg)
+
+
 def _library(a: object) -> str:
     return type(a).__module__.split(".")[0]
 
 
 def resolve(
-    *objs: object, names: tuple[str, ...] | None = None, allow_complex: bool = False
+    *objs: object,
+    names: tuple[str, ...] | None = None,
+    allow_complex: bool = False,
+    required: int = 1,
 ) -> tuple[Namespace, list[Any]]:
     """Find the namespace of the array arguments and convert the rest into it.
 
@@ -120,7 +139,9 @@ def resolve(
     other arguments are converted into that namespace, on that array's device,
     so NumPy labels work with JAX or PyTorch logits. When the first argument is
     not an array, the first non-NumPy array fixes the namespace, else NumPy.
-    ``None`` passes through unchanged. Any other object (a TensorFlow tensor, a
+    The first ``required`` arguments must not be ``None`` (they are the arrays
+    the call works on); ``None`` in the others (optional arrays) passes through
+    unchanged. Any other object (a TensorFlow tensor, a
     pandas Series) raises :class:`SoftmaxkitTypeError` naming its type and the
     entry point to use: it is never silently converted.
     """
@@ -129,6 +150,11 @@ def resolve(
         return names[i] if names else f"argument {i}"
 
     for i, o in enumerate(objs):
+        if o is None and i < required:
+            msg = f"`{nm(i)}` is None; pass an array (or a nested sequence of numbers)"
+            raise SoftmaxkitTypeError(msg)
+        if isinstance(o, (np.ma.MaskedArray, np.matrix)):
+            raise _subclass_error(o, nm(i))
         if o is None or _is_arraylike(o):
             continue
         _check_plain(o, nm(i), allow_complex=allow_complex)

@@ -84,6 +84,9 @@ def _exponential(xp: Any, rng: object, shape: tuple[int, ...], dtype: Any, like:
         out = torch.empty(shape, dtype=dtype, device=like.device)
         return out.exponential_(generator=gen)
     if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool)):
+        if rng is not None and int(rng) < 0:
+            msg = f"`rng` as an integer seed must be 0 or more (NumPy's rule), got {int(rng)}"
+            raise SoftmaxkitValueError(msg)
         gen_np = np.random.default_rng(None if rng is None else int(rng))
     elif isinstance(rng, np.random.Generator):
         gen_np = rng

@@ -179,7 +179,12 @@ def binary_cross_entropy_with_logits(
     if quick is not None:
         return quick  # type: ignore[no-any-return]
     xp, (la, ta, wa, pa) = resolve(
-        logits, target, weight, pos_weight, names=("logits", "target", "weight", "pos_weight")
+        logits,
+        target,
+        weight,
+        pos_weight,
+        names=("logits", "target", "weight", "pos_weight"),
+        required=2,
     )
     plan = make_plan(xp, la, precision, name="logits")
     red = check_reduction(reduction)

@@ -16,7 +16,7 @@ Array = Any
 
 
 def _pair(y: object, g: object, names: tuple[str, str]) -> tuple[Any, Array, Array]:
-    xp, (ya, ga) = resolve(y, g, names=names)
+    xp, (ya, ga) = resolve(y, g, names=names, required=2)
     if tuple(ya.shape) != tuple(ga.shape):
         msg = (
             f"`{names[1]}` has shape {tuple(ga.shape)} but `{names[0]}` has shape "
@@ -162,7 +162,7 @@ def logsumexp_vjp(
     array([[0.5, 0.5],
            [2. , 0. ]])
     """
-    xp, (xa, ga, wa) = resolve(x, g, where, names=("x", "g", "where"))
+    xp, (xa, ga, wa) = resolve(x, g, where, names=("x", "g", "where"), required=2)
     plan = make_plan(xp, xa, precision)
     axes = check_axes(axis, xa.ndim)
     keepdims = check_bool(keepdims, "keepdims")

@@ -123,7 +123,7 @@ def _first(mask: np.ndarray, values: np.ndarray) -> str:
 
 def _prepare(logits: object, labels: object, axis: object, activation: object) -> _Data:
     act = _check_activation(activation)
-    xp, (za, ya) = resolve(logits, labels, names=("logits", "labels"))
+    xp, (za, ya) = resolve(logits, labels, names=("logits", "labels"), required=2)
     kind = dtype_kind(xp, za.dtype)
     if kind not in ("float", "half", "int", "bool"):
         msg = f"`logits` must be a real array, got dtype {za.dtype}"
