@@ -181,6 +181,15 @@ def resolve(
             )
             raise SoftmaxkitTypeError(msg) from exc
         dev = device_of(primary)
+        for a in foreign[1:]:  # (no device: a traced JAX value, placed by JAX)
+            if dev is not None and (other := device_of(a)) is not None and other != dev:
+                i = next(j for j, o in enumerate(objs) if o is a)
+                j = next(j for j, o in enumerate(objs) if o is primary)
+                msg = (
+                    f"`{nm(i)}` is on device {other} but `{nm(j)}` is on {dev}; "
+                    f"move `{nm(i)}` to {dev} first"
+                )
+                raise SoftmaxkitValueError(msg)
         if not _torch_mkl.primed() and is_torch(xp):
             _torch_mkl.prime()  # before the engine's first torch.exp (pytorch#188792)
     elif arrays:

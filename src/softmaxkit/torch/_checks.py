@@ -54,6 +54,11 @@ def float_input(
     """A floating tensor: ``dtype`` applied first; integers promoted if allowed."""
     t = tensor_arg(x, name)
     if dtype is not None:
+        if dtype is float:  # torch reads the Python type as float64
+            dtype = torch.float64
+        elif not isinstance(dtype, torch.dtype):
+            msg = f"`dtype` must be a torch.dtype such as torch.float64, got {dtype!r}"
+            raise SoftmaxkitTypeError(msg)
         if not dtype.is_floating_point:
             msg = f"`dtype` must be a floating dtype, got {dtype}"
             raise SoftmaxkitTypeError(msg)
@@ -162,6 +167,8 @@ def index_or_prob_target(
         )
         raise SoftmaxkitTypeError(msg)
     if tuple(t.shape) != batch:
+        if dim == 0 and tuple(t.shape) == (1,):
+            return t.reshape(()).to(torch.int64), False  # torch takes (1,) for a (C,) input
         msg = (
             f"`target` holds class indices with shape {tuple(t.shape)}, but the input "
             f"{tuple(x.shape)} without its class dimension {dim} has shape {batch}"
@@ -171,7 +178,16 @@ def index_or_prob_target(
 
 
 def int_arg(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An int64 integer (NumPy integers and integer 0-d tensors too, as torch takes them)."""
+    if isinstance(value, bool):
         msg = f"`{name}` must be an int, got {value!r}"
         raise SoftmaxkitTypeError(msg)
-    return value
+    try:
+        v = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        msg = f"`{name}` must be an int, got {value!r}"
+        raise SoftmaxkitTypeError(msg) from None
+    if not -(2**63) <= v < 2**63:
+        msg = f"`{name}` must fit in a signed 64-bit integer, got {v}"
+        raise SoftmaxkitValueError(msg)
+    return v

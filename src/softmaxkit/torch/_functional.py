@@ -254,7 +254,8 @@ def logsumexp(
         msg = f"`keepdim` must be True or False, got {keepdim!r}"
         raise SoftmaxkitTypeError(msg)
     if x.dim() == 0:
-        chk.norm_dims(dim, 0)
+        if not (isinstance(dim, (tuple, list)) and not dim):  # torch takes dim=() here
+            chk.norm_dims(dim, 0)
         return _logsumexp(x.reshape(1), [0], keepdim).reshape(())
     return _logsumexp(x, chk.norm_dims(dim, x.dim()), keepdim)
 
@@ -356,18 +357,20 @@ def cross_entropy(
         return fast
     x = chk.float_input(input, promote_int=False)
     dim = chk.class_dim(x)
-    if (
-        isinstance(target, torch.Tensor)
-        and target.is_floating_point()
-        and (wide := torch.promote_types(x.dtype, target.dtype)) != x.dtype
-    ):
-        x = x.to(wide)  # torch's type promotion: float64 probabilities give a float64 loss
+    if isinstance(target, torch.Tensor) and target.is_floating_point():
+        # torch's type promotion: float64 probabilities (or class weights with
+        # probabilities) give a float64 loss
+        wide = torch.promote_types(x.dtype, target.dtype)
+        if isinstance(weight, torch.Tensor) and weight.is_floating_point():
+            wide = torch.promote_types(wide, weight.dtype)
+        if wide != x.dtype:
+            x = x.to(wide)
     t, prob = chk.index_or_prob_target(target, x, dim, allow_prob=True)
     w = chk.opt_tensor(weight, x, "weight", (x.shape[dim],))
     red = chk.check_reduction(reduction)
     eps = chk.check_label_smoothing(label_smoothing)
     z = chk.check_nonneg_float(z_loss, "z_loss")
-    ign = _ignore_index(ignore_index)
+    ign = chk.int_arg(ignore_index, "ignore_index")
     if w is not None and w.requires_grad and _wants_grad(w):
         msg = "gradients with respect to `weight` are not supported (nor in torch); detach it"
         raise SoftmaxkitValueError(msg)
@@ -417,6 +420,7 @@ def _plain_ce(
         and type(x) is torch.Tensor
         and type(t) is torch.Tensor
         and type(ign) is int
+        and -(2**63) <= ign < 2**63  # the general route names others
         and type(reduction) is str
         and reduction in _REDUCTIONS
         and type(eps) in _ZERO_TYPES
@@ -455,13 +459,6 @@ def _plain_ce(
     if grad:
         return _eager.apply(_eager.CrossEntropy, x, t, None, 1, ign, reduction, e, 0.0, False)  # type: ignore[no-any-return]
     return E.cross_entropy_fwd(x, t, None, 1, ign, reduction, e, 0.0, False, False)[0]
-
-
-def _ignore_index(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        msg = f"`ignore_index` must be an int, got {value!r}"
-        raise SoftmaxkitTypeError(msg)
-    return value
 
 
 def nll_loss(
@@ -510,7 +507,10 @@ def nll_loss(
     t, _ = chk.index_or_prob_target(target, x, dim, allow_prob=False)
     w = chk.opt_tensor(weight, x, "weight", (x.shape[dim],))
     red = chk.check_reduction(reduction)
-    ign = _ignore_index(ignore_index)
+    ign = chk.int_arg(ignore_index, "ignore_index")
+    if w is not None and w.requires_grad and _wants_grad(w):
+        msg = "gradients with respect to `weight` are not supported (nor in torch); detach it"
+        raise SoftmaxkitValueError(msg)
     if _functorch():
         return sk.nll_loss(x, t, axis=dim, weight=w, ignore_index=ign, reduction=red)
     if _traced(x):
@@ -615,13 +615,15 @@ def binary_cross_entropy_with_logits(
             msg = f"gradients with respect to `{name}` are not supported; detach it"
             raise SoftmaxkitValueError(msg)
         try:
-            torch.broadcast_shapes(arr.shape, x.shape)
+            fits = torch.broadcast_shapes(arr.shape, x.shape) == x.shape
         except RuntimeError:
+            fits = False
+        if not fits:
             msg = (
                 f"`{name}` has shape {tuple(arr.shape)}, which does not broadcast to "
                 f"input's {tuple(x.shape)}"
             )
-            raise SoftmaxkitValueError(msg) from None
+            raise SoftmaxkitValueError(msg)
     red = chk.check_reduction(reduction)
     if _functorch():
         return sk.binary_cross_entropy_with_logits(  # type: ignore[return-value]

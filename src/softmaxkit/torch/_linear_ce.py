@@ -950,8 +950,9 @@ def linear_cross_entropy(
     t = chk.tensor_arg(target, "target")
     if t.is_floating_point():
         msg = (
-            "linear_cross_entropy takes integer class indices; for probability targets "
-            "use softmaxkit.torch.cross_entropy on the logits"
+            f"`target` must hold integer class indices, got {t.dtype}; linear_cross_entropy "
+            "takes no probability targets: for those use softmaxkit.torch.cross_entropy on "
+            "the logits"
         )
         raise SoftmaxkitValueError(msg)
     if t.device != x.device:
@@ -976,8 +977,8 @@ def linear_cross_entropy(
     z = chk.check_nonneg_float(z_loss, "z_loss")
     ign = chk.int_arg(ignore_index, "ignore_index")
     k = chk.int_arg(topk, "topk")
-    if k < 0:
-        msg = f"`topk` must be >= 0, got {k}"
+    if not 0 <= k <= V:
+        msg = f"`topk` must lie in [0, {V}] (the number of classes), got {k}"
         raise SoftmaxkitValueError(msg)
     if chunk_size is None:
         hold = max(V, 1)

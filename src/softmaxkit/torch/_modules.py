@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import _checks as chk
 from . import _functional as F
 from ._linear_ce import linear_cross_entropy
 
@@ -81,6 +82,13 @@ class LogSoftmax(nn.Module):
         return f"dim={self.dim}"
 
 
+def _buffer(value: torch.Tensor | None, name: str) -> torch.Tensor | None:
+    """A module's optional tensor, checked before ``register_buffer`` can reject it."""
+    if value is not None:
+        chk.tensor_arg(value, name)
+    return value  # the caller's tensor itself, as torch's modules keep it
+
+
 def _options_repr(module: nn.Module, defaults: dict[str, Any]) -> str:
     parts = []
     for name, default in defaults.items():
@@ -127,7 +135,7 @@ class CrossEntropyLoss(nn.Module):
         z_loss: float = 0.0,
     ) -> None:
         super().__init__()
-        self.register_buffer("weight", weight)
+        self.register_buffer("weight", _buffer(weight, "weight"))
         self.ignore_index = ignore_index
         self.reduction = reduction
         self.label_smoothing = label_smoothing
@@ -197,7 +205,7 @@ class NLLLoss(nn.Module):
         reduction: str = "mean",
     ) -> None:
         super().__init__()
-        self.register_buffer("weight", weight)
+        self.register_buffer("weight", _buffer(weight, "weight"))
         self.ignore_index = ignore_index
         self.reduction = reduction
 
@@ -240,8 +248,8 @@ class BCEWithLogitsLoss(nn.Module):
         pos_weight: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
-        self.register_buffer("weight", weight)
-        self.register_buffer("pos_weight", pos_weight)
+        self.register_buffer("weight", _buffer(weight, "weight"))
+        self.register_buffer("pos_weight", _buffer(pos_weight, "pos_weight"))
         self.reduction = reduction
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -315,7 +323,7 @@ class LinearCrossEntropyLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.linear = nn.Linear(in_features, num_classes, bias=bias, device=device, dtype=dtype)
-        self.register_buffer("weight", weight)
+        self.register_buffer("weight", _buffer(weight, "weight"))
         self.reduction = reduction
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
