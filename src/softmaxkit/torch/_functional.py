@@ -372,7 +372,9 @@ def cross_entropy(
     z = chk.check_nonneg_float(z_loss, "z_loss")
     ign = chk.int_arg(ignore_index, "ignore_index")
     if w is not None and w.requires_grad and _wants_grad(w):
-        msg = "gradients with respect to `weight` are not supported (nor in torch); detach it"
+        # torch differentiates the weight with probability targets, not with class indices
+        also = "" if prob else " (nor in torch with class-index targets)"
+        msg = f"gradients with respect to `weight` are not supported{also}; detach it"
         raise SoftmaxkitValueError(msg)
     if _functorch():
         return sk.cross_entropy(  # type: ignore[return-value]
