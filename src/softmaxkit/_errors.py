@@ -15,6 +15,12 @@ __all__ = ["SoftmaxkitError", "SoftmaxkitTypeError", "SoftmaxkitValueError"]
 class SoftmaxkitError(Exception):
     """Base class of every error softmaxkit raises on bad input."""
 
+    # TensorFlow's AutoGraph rebuilds an exception that leaves converted code (a
+    # tf.function) from its type and message, and one whose constructor it does not
+    # know as a StagingError, neither softmaxkit's nor a ValueError/TypeError. It lets
+    # exceptions with this attribute through unchanged.
+    ag_pass_through = True
+
 
 class SoftmaxkitValueError(SoftmaxkitError, ValueError):
     """An argument has the right type but an unusable value, shape or range."""

@@ -64,8 +64,12 @@ def mask_of(where: object, shape: tuple[int, ...]) -> Array | None:
     if where is None:
         return None
     m = as_jax(where, "where")
-    if dtype_name(m.dtype) != "bool":
-        m = m.astype(bool)
+    if dtype_name(m.dtype) != "bool":  # as jax.nn: a mask of 0.5 or 2 is a mistake
+        msg = (
+            f"`where` must be a boolean array (True = include), got dtype {m.dtype}; "
+            "compare with a value to make one"
+        )
+        raise SoftmaxkitTypeError(msg)
     try:
         return jnp.broadcast_to(m, shape)
     except ValueError as exc:

@@ -40,6 +40,28 @@ def _require_float(x: Array, name: str) -> None:
         raise SoftmaxkitTypeError(msg)
 
 
+def _real_labels(labels: object) -> Array:
+    """``labels`` as a JAX array of real numbers (a complex one would lose its imaginary
+    part in the cast to the logits' dtype)."""
+    la = as_jax(labels, "labels")
+    if jnp.issubdtype(la.dtype, jnp.complexfloating):
+        msg = f"`labels` must be real probabilities, got dtype {la.dtype}"
+        raise SoftmaxkitTypeError(msg)
+    return la
+
+
+def _broadcast_shape(labels: Array, logits: Array) -> tuple[int, ...]:
+    """The shape ``labels`` and ``logits`` broadcast to (optax's rule), or an error."""
+    try:
+        return tuple(jnp.broadcast_shapes(labels.shape, logits.shape))
+    except ValueError:
+        msg = (
+            f"`labels` has shape {tuple(labels.shape)}, which does not broadcast with the "
+            f"logits' shape {tuple(logits.shape)}; pass one target per logit"
+        )
+        raise SoftmaxkitValueError(msg) from None
+
+
 def _expand_where(where: object, ndim: int, axis: object) -> Array | None:
     """optax's rule: a per-row ``where`` gains the reduced axes (size one)."""
     if where is None:
@@ -109,7 +131,8 @@ def softmax_cross_entropy(
     """
     xa, cfg, out = prepare(logits, precision, "logits")
     axes = check_axes(axis, xa.ndim)
-    la = as_jax(labels, "labels")
+    la = _real_labels(labels)
+    _broadcast_shape(la, xa)
     w = _expand_where(where, xa.ndim, axes)
     mask = mask_of(w, tuple(xa.shape))
     if xa.size == 0:
@@ -202,7 +225,8 @@ def softmax_cross_entropy_with_integer_labels(
         axes = tuple(int(a) % xa.ndim for a in given)
     else:
         msg = (
-            f"Keyword argument 'axis' must be of type 'int' or 'tuple[int, ...]', got {type(axis)}"
+            f"`axis` must be an int or a tuple of ints (the class axes, as optax's "
+            f"'axis' argument), got {type(axis).__name__}"
         )
         raise SoftmaxkitTypeError(msg)
     perm = [i for i in range(xa.ndim) if i not in axes] + list(axes)
@@ -281,9 +305,12 @@ def safe_softmax_cross_entropy(
     xa = as_jax(logits, "logits")
     _require_float(xa, "logits")
     xa, cfg, out = prepare(xa, precision, "logits")
-    la = as_jax(labels, "labels").astype(xa.dtype)
-    la = jnp.broadcast_to(la, jnp.broadcast_shapes(la.shape, xa.shape))
+    la = _real_labels(labels)
+    la = jnp.broadcast_to(la.astype(xa.dtype), _broadcast_shape(la, xa))
     xa = jnp.broadcast_to(xa, la.shape)
+    if xa.ndim == 0:
+        msg = "`logits` and `labels` are 0-d; the loss needs a class axis (the last)"
+        raise SoftmaxkitValueError(msg)
     if xa.size == 0:
         return jnp.zeros(xa.shape[:-1], out)
     return to_dtype(_safe_fn(cfg)(xa, la), out)
@@ -330,8 +357,9 @@ def sigmoid_binary_cross_entropy(
     xa = as_jax(logits, "logits")
     _require_float(xa, "logits")
     xa, cfg, out = prepare(xa, precision, "logits")
-    ya = as_jax(labels, "labels").astype(xa.dtype)
-    shape = jnp.broadcast_shapes(xa.shape, ya.shape)
+    ya = _real_labels(labels)
+    shape = _broadcast_shape(ya, xa)
+    ya = ya.astype(xa.dtype)
     xa, ya = jnp.broadcast_to(xa, shape), jnp.broadcast_to(ya, shape)
     if xa.size == 0:
         return jnp.zeros(shape, out)

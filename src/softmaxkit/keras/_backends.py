@@ -18,9 +18,20 @@ import keras
 
 from .._errors import SoftmaxkitTypeError
 
-__all__ = ["Backend", "current"]
+__all__ = ["Backend", "current", "to_tensor"]
 
 Tensor = Any
+
+
+def to_tensor(x: object, name: str, dtype: Any = None) -> Tensor:
+    """``keras.ops.convert_to_tensor(x, dtype)``, or a softmaxkit error naming ``x``."""
+    try:
+        return keras.ops.convert_to_tensor(x, dtype=dtype)
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        msg = f"`{name}` must be a tensor or a nested sequence of numbers, got {type(x).__name__}"
+        if dtype is not None:
+            msg += f" that converts to {dtype}"
+        raise SoftmaxkitTypeError(msg) from exc
 
 
 class Backend(abc.ABC):

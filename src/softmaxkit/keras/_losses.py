@@ -29,14 +29,15 @@ What differs from Keras 3.15, on purpose:
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import keras
 from keras import ops
 
-from .._errors import SoftmaxkitValueError
-from .._validation import check_label_smoothing
-from ._backends import current
+from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
+from .._validation import check_axes, check_label_smoothing
+from ._backends import current, to_tensor
 
 __all__ = ["BinaryCrossentropy", "CategoricalCrossentropy", "SparseCategoricalCrossentropy"]
 
@@ -61,6 +62,29 @@ def _check_reduction(reduction: object) -> str | None:
         )
         raise SoftmaxkitValueError(msg)
     return reduction  # type: ignore[return-value]
+
+
+def _check_int(value: object, name: str) -> int:
+    """An int argument (``np.int64`` too); ``1.5`` or ``"1"`` is an error, not truncated."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        msg = f"`{name}` must be an int, got {value!r}"
+        raise SoftmaxkitTypeError(msg)
+    return int(value)
+
+
+def _rank(t: Tensor) -> int | None:
+    """``t``'s number of axes, or ``None`` for a TF graph tensor of unknown rank."""
+    try:
+        return len(t.shape)
+    except ValueError:
+        return None
+
+
+def _check_class_axis(axis: int, y_pred: Tensor) -> None:
+    """``axis`` must index ``y_pred`` (when its rank is known)."""
+    rank = _rank(y_pred)
+    if rank is not None:
+        check_axes(axis, rank)
 
 
 def _match_rank(values: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
@@ -175,11 +199,11 @@ class _Base(keras.losses.Loss):
                 y_pred, from_logits = logits, True
             else:
                 from_logits = self.from_logits
-            y_pred = ops.convert_to_tensor(y_pred, dtype=self.dtype)
+            y_pred = to_tensor(y_pred, "y_pred", self.dtype)
             if self._labels_are_indices:
-                y_true = ops.convert_to_tensor(y_true)
+                y_true = to_tensor(y_true, "y_true")
             else:
-                y_true = ops.convert_to_tensor(y_true, dtype=self.dtype)
+                y_true = to_tensor(y_true, "y_true", self.dtype)
             losses, out_mask = self._per_item(y_true, y_pred, from_logits)
             mask = out_mask
             if in_mask is not None:
@@ -247,9 +271,10 @@ class CategoricalCrossentropy(_Base):
         super().__init__(name=name, reduction=_check_reduction(reduction), dtype=dtype)
         self.from_logits = bool(from_logits)
         self.label_smoothing = check_label_smoothing(label_smoothing)
-        self.axis = int(axis)
+        self.axis = _check_int(axis, "axis")
 
     def _per_item(self, y_true: Tensor, y_pred: Tensor, from_logits: bool) -> tuple[Tensor, Any]:
+        _check_class_axis(self.axis, y_pred)
         eps = self.label_smoothing
         if eps:
             y_true = _smooth(y_true, eps, ops.shape(y_pred)[self.axis])
@@ -319,15 +344,22 @@ class SparseCategoricalCrossentropy(_Base):
     ) -> None:
         super().__init__(name=name, reduction=_check_reduction(reduction), dtype=dtype)
         self.from_logits = bool(from_logits)
-        self.ignore_class = None if ignore_class is None else int(ignore_class)
+        self.ignore_class = (
+            None if ignore_class is None else _check_int(ignore_class, "ignore_class")
+        )
         self.label_smoothing = check_label_smoothing(label_smoothing)
-        self.axis = int(axis)
+        self.axis = _check_int(axis, "axis")
 
     def _per_item(self, y_true: Tensor, y_pred: Tensor, from_logits: bool) -> tuple[Tensor, Any]:
+        _check_class_axis(self.axis, y_pred)
         be = current()
         labels = y_true
-        if len(labels.shape) == len(y_pred.shape) and labels.shape[-1] == 1:
+        rank = _rank(labels)
+        if rank is not None and rank == _rank(y_pred) and labels.shape[-1] == 1:
             labels = ops.squeeze(labels, axis=-1)
+        if "string" in str(labels.dtype) or "complex" in str(labels.dtype):
+            msg = f"`y_true` must hold integer class indices, got dtype {labels.dtype}"
+            raise SoftmaxkitTypeError(msg)
         if not str(labels.dtype).startswith(("int", "uint")) and "int" not in str(labels.dtype):
             labels = ops.cast(labels, "int32")  # integral floats: exact, never via float16
         if be.name == "torch":
@@ -408,9 +440,10 @@ class BinaryCrossentropy(_Base):
         super().__init__(name=name, reduction=_check_reduction(reduction), dtype=dtype)
         self.from_logits = bool(from_logits)
         self.label_smoothing = check_label_smoothing(label_smoothing)
-        self.axis = int(axis)
+        self.axis = _check_int(axis, "axis")
 
     def _per_item(self, y_true: Tensor, y_pred: Tensor, from_logits: bool) -> tuple[Tensor, Any]:
+        _check_class_axis(self.axis, y_pred)
         eps = self.label_smoothing
         if not from_logits:
             loss = keras.losses.binary_crossentropy(

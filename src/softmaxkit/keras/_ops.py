@@ -12,8 +12,10 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 
-from ._backends import current
+from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
+from ._backends import current, to_tensor
 
 __all__ = ["Softmax", "log_softmax", "logsumexp", "softmax"]
 
@@ -43,7 +45,7 @@ def softmax(x: Any, axis: int = -1) -> Tensor:
     >>> np.asarray(skk.softmax(np.array([[-np.inf, -np.inf]], "float32")))
     array([[0., 0.]], dtype=float32)
     """
-    return current().softmax(keras.ops.convert_to_tensor(x), axis)
+    return current().softmax(to_tensor(x, "x"), axis)
 
 
 def log_softmax(x: Any, axis: int = -1) -> Tensor:
@@ -69,7 +71,7 @@ def log_softmax(x: Any, axis: int = -1) -> Tensor:
     >>> float(np.asarray(skk.log_softmax(np.array([0.0, -40.0], "float32")))[0])
     -4.24835413113866e-18
     """
-    return current().log_softmax(keras.ops.convert_to_tensor(x), axis)
+    return current().log_softmax(to_tensor(x, "x"), axis)
 
 
 def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
@@ -96,7 +98,27 @@ def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     >>> float(np.asarray(skk.logsumexp(np.zeros(100000, "float16"))))
     11.515625
     """
-    return current().logsumexp(keras.ops.convert_to_tensor(x), axis, keepdims)
+    if isinstance(axis, list):  # keras.ops.logsumexp takes lists of axes
+        axis = tuple(axis)
+    return current().logsumexp(to_tensor(x, "x"), axis, keepdims)
+
+
+def _mask(mask: object, x: Tensor) -> Tensor:
+    """``mask`` as a bool tensor that broadcasts to ``x``'s shape (where both are known)."""
+    m = to_tensor(mask, "mask")
+    if "string" in str(m.dtype) or "complex" in str(m.dtype):
+        msg = f"`mask` must be a boolean tensor (True = keep), got dtype {m.dtype}"
+        raise SoftmaxkitTypeError(msg)
+    ms, xs = tuple(m.shape), tuple(x.shape)
+    if None not in ms and None not in xs:
+        try:
+            ok = len(ms) <= len(xs) and np.broadcast_shapes(ms, xs) == xs
+        except ValueError:
+            ok = False
+        if not ok:
+            msg = f"`mask` has shape {ms}, which does not broadcast to the inputs' shape {xs}"
+            raise SoftmaxkitValueError(msg)
+    return keras.ops.cast(m, "bool")
 
 
 @keras.saving.register_keras_serializable(package="softmaxkit")
@@ -135,9 +157,9 @@ class Softmax(keras.layers.Layer):
         self.supports_masking = True
 
     def call(self, inputs: Any, mask: Any = None) -> Tensor:
-        x = keras.ops.convert_to_tensor(inputs)
+        x = to_tensor(inputs, "inputs")
         if mask is not None:
-            m = keras.ops.cast(mask, "bool")
+            m = _mask(mask, x)
             x = keras.ops.where(m, x, keras.ops.full_like(x, -math.inf))
         return current().softmax(x, self.axis)
 

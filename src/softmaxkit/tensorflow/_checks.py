@@ -22,6 +22,7 @@ from ._xp import TFNamespace
 __all__ = [
     "FLOATS",
     "as_logits",
+    "as_tensor",
     "axes_of",
     "check_dense_labels",
     "check_sparse_labels",
@@ -35,18 +36,24 @@ Tensor = Any
 FLOATS = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 
 
+def as_tensor(x: object, name: str) -> Tensor:
+    """``x`` as a dense tensor (``tf.convert_to_tensor``), or a softmaxkit error naming it."""
+    if isinstance(x, (tf.Tensor, tf.Variable)):
+        return tf.convert_to_tensor(x)
+    try:
+        return tf.convert_to_tensor(x)
+    except (TypeError, ValueError) as exc:
+        kind = type(x).__name__
+        msg = f"`{name}` must be a tensor or a nested sequence of numbers, got {kind}"
+        if isinstance(x, (tf.RaggedTensor, tf.SparseTensor)):
+            msg += " (ragged and sparse tensors are not supported: pass x.to_tensor() or use "
+            msg += "tf.sparse.to_dense(x), with a `where` mask for the missing entries)"
+        raise SoftmaxkitTypeError(msg) from exc
+
+
 def as_logits(x: object, name: str) -> Tensor:
     """``x`` as a float tensor: floats kept, integers and bools promoted to float32."""
-    if isinstance(x, (tf.Tensor, tf.Variable)):
-        t = tf.convert_to_tensor(x)
-    else:
-        try:
-            t = tf.convert_to_tensor(x)
-        except (TypeError, ValueError) as exc:
-            msg = (
-                f"`{name}` must be a tensor or a nested sequence of numbers, got {type(x).__name__}"
-            )
-            raise SoftmaxkitTypeError(msg) from exc
+    t = as_tensor(x, name)
     if t.dtype in FLOATS:
         return t
     if t.dtype.is_integer or t.dtype == tf.bool:
@@ -66,6 +73,8 @@ def axes_of(axis: object, ndim: int | None, name: str = "axis") -> tuple[int, ..
             "give tf.function an input_signature with a rank"
         )
         raise SoftmaxkitValueError(msg)
+    if isinstance(axis, list):  # TensorFlow's reductions take lists of axes
+        axis = tuple(axis)
     return check_axes(axis, ndim, name=name)
 
 
@@ -94,7 +103,7 @@ def mask_for(where: object, x: Tensor) -> Tensor | None:
     """Validate ``where`` and broadcast it to the shape of ``x``."""
     if where is None:
         return None
-    w = tf.convert_to_tensor(where)
+    w = as_tensor(where, "where")
     if w.dtype != tf.bool:
         msg = (
             f"`where` must be a boolean tensor (True = include), got dtype {w.dtype.name}; "
@@ -127,7 +136,7 @@ def _eager(t: Tensor) -> bool:
 
 def check_sparse_labels(labels: object, logits: Tensor) -> Tensor:
     """Integer labels of shape ``logits.shape[:-1]``; eagerly, each in ``[0, C)``."""
-    lab = tf.convert_to_tensor(labels)
+    lab = as_tensor(labels, "labels")
     if not lab.dtype.is_integer:
         msg = (
             f"`labels` must be an integer tensor of class indices, got dtype {lab.dtype.name}; "
@@ -135,6 +144,10 @@ def check_sparse_labels(labels: object, logits: Tensor) -> Tensor:
         )
         raise SoftmaxkitTypeError(msg)
     want = logits.shape[:-1]
+    if lab.shape.rank is None and logits.shape.rank is not None:
+        # a graph tensor of unknown rank: the engines index it by its rank, so give it
+        # the logits' batch shape (a tensor of another shape fails as the graph runs)
+        lab = tf.ensure_shape(lab, want)
     known = lab.shape.rank is not None and logits.shape.rank is not None
     if known and (
         lab.shape.rank != logits.shape.rank - 1 or not lab.shape.is_compatible_with(want)
@@ -161,7 +174,7 @@ def check_sparse_labels(labels: object, logits: Tensor) -> Tensor:
 
 def check_dense_labels(labels: object, logits: Tensor) -> Tensor:
     """Probability labels of the logits' shape, cast to their dtype; eagerly finite and >= 0."""
-    lab = tf.convert_to_tensor(labels)
+    lab = as_tensor(labels, "labels")
     if not (lab.dtype.is_floating or lab.dtype.is_integer or lab.dtype == tf.bool):
         msg = f"`labels` must be a real tensor of probabilities, got dtype {lab.dtype.name}"
         raise SoftmaxkitTypeError(msg)

@@ -16,14 +16,17 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from .._agnostic import _losses, _normalize, _sigmoid
+from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from .._namespace import check_precision
 from .._validation import check_label_smoothing, check_temperature
 from . import _direct, _kernels, _native
 from ._checks import (
     as_logits,
+    as_tensor,
     axes_of,
     check_dense_labels,
     check_sparse_labels,
@@ -274,8 +277,6 @@ def reduce_logsumexp(
         x = as_logits(input_tensor, "input_tensor")
         axes = axes_of(axis, x.shape.rank)
         if not isinstance(keepdims, bool):
-            from .._errors import SoftmaxkitTypeError
-
             msg = f"`keepdims` must be True or False, got {keepdims!r}"
             raise SoftmaxkitTypeError(msg)
         mask = mask_for(where, x)
@@ -404,8 +405,6 @@ def sparse_softmax_cross_entropy_with_logits(
     with tf.name_scope(name or "SparseSoftmaxCrossEntropyWithLogits"):
         x = as_logits(logits, "logits")
         if x.shape.rank is None or x.shape.rank < 1:
-            from .._errors import SoftmaxkitValueError
-
             msg = "`logits` must have at least one axis (the classes, last)"
             raise SoftmaxkitValueError(msg)
         lab = check_sparse_labels(labels, x)
@@ -539,7 +538,10 @@ def softmax_cross_entropy_with_logits(
     """
     with tf.name_scope(name or "softmax_cross_entropy_with_logits"):
         x = as_logits(logits, "logits")
-        (ax,) = axes_of(axis, x.shape.rank)
+        if isinstance(axis, (tuple, list)):
+            msg = f"`axis` must be a single int (the class axis), got {axis!r}"
+            raise SoftmaxkitTypeError(msg)
+        (ax,) = axes_of(_default_axis(axis), x.shape.rank)
         q = check_dense_labels(labels, x)
         mask = mask_for(where, x)
         t = check_temperature(temperature)
@@ -707,24 +709,42 @@ def _unbroadcast(g: Tensor, shape: Tensor) -> Tensor:
     return tf.reshape(tf.reduce_sum(g, axis=axes), shape)
 
 
+def _pos_weight(pos_weight: object, x: Tensor) -> Tensor:
+    """``pos_weight`` as a tensor of the logits' dtype that broadcasts to their shape."""
+    pw = as_tensor(pos_weight, "pos_weight")
+    if not (pw.dtype.is_floating or pw.dtype.is_integer or pw.dtype == tf.bool):
+        msg = f"`pos_weight` must be a real number or tensor, got dtype {pw.dtype.name}"
+        raise SoftmaxkitTypeError(msg)
+    ws, xs = pw.shape, x.shape
+    ok = ws.rank is None or xs.rank is None or ws.rank <= xs.rank
+    if ok and ws.is_fully_defined() and xs.is_fully_defined():
+        try:
+            ok = np.broadcast_shapes(tuple(ws), tuple(xs)) == tuple(xs)
+        except ValueError:
+            ok = False
+    if not ok:
+        msg = (
+            f"`pos_weight` has shape {tuple(ws)}, which does not broadcast to the logits' "
+            f"shape {tuple(xs)}"
+        )
+        raise SoftmaxkitValueError(msg)
+    return tf.cast(pw, x.dtype)
+
+
 def _bce(labels: Any, logits: Any, pos_weight: Any, name: str, precision: object) -> Tensor:
     with tf.name_scope(name):
         x = as_logits(logits, "logits")
-        y = tf.convert_to_tensor(labels)
+        y = as_tensor(labels, "labels")
         if not (y.dtype.is_floating or y.dtype.is_integer or y.dtype == tf.bool):
-            from .._errors import SoftmaxkitTypeError
-
             msg = f"`labels` must be a real tensor, got dtype {y.dtype.name}"
             raise SoftmaxkitTypeError(msg)
         y = tf.cast(y, x.dtype)
         if not y.shape.is_compatible_with(x.shape):
-            from .._errors import SoftmaxkitValueError
-
             msg = f"`labels` has shape {tuple(y.shape)}; it must match the logits' {tuple(x.shape)}"
             raise SoftmaxkitValueError(msg)
         plan = plan_for(x, precision)
         out = x.dtype
-        pw = None if pos_weight is None else tf.cast(tf.convert_to_tensor(pos_weight), out)
+        pw = None if pos_weight is None else _pos_weight(pos_weight, x)
 
         def backward(
             yi: Tensor, xi: Tensor, pwi: Tensor | None, gx: Tensor
