@@ -53,6 +53,33 @@ class TestHandComputed:
         assert d.ece == pytest.approx(0.4, abs=1e-6) and d.mce == pytest.approx(0.4, abs=1e-6)
         assert d.to_dict()["confidence"][0] is None
 
+    def test_bins_in_blocks_of_examples(self, backend, monkeypatch):
+        # Bins are summed a block of examples at a time (the examples x bins matrices
+        # of a whole LM evaluation would take gigabytes); blocks of 2, 3 or 7 examples
+        # must give the one-block counts and sums. Against np.bincount, in float64.
+        rng = np.random.default_rng(3)
+        z = rng.standard_normal((101, 5)) * 2.0
+        y = rng.integers(0, 5, 101)
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        conf = p.max(1)
+        hit = (p.argmax(1) == y).astype(float)
+        idx = np.searchsorted(np.linspace(0, 1, 8)[1:-1], conf, side="left")
+        want_counts = np.bincount(idx, minlength=7)
+        zb, yb = backend.asarray(z), backend.asarray(y)
+        whole = cal.reliability_diagram(zb, yb, n_bins=7)
+        np.testing.assert_array_equal(whole.counts, want_counts)
+        for block in (14, 21, 49):  # 2, 3 and 7 examples a block
+            monkeypatch.setattr(cal, "_BIN_BLOCK", block)
+            d = cal.reliability_diagram(zb, yb, n_bins=7)
+            np.testing.assert_array_equal(d.counts, want_counts)
+            np.testing.assert_allclose(d.confidence, whole.confidence, rtol=1e-6)
+            np.testing.assert_allclose(d.accuracy, whole.accuracy, rtol=1e-12)
+            sums = np.bincount(idx, weights=hit, minlength=7)
+            with np.errstate(invalid="ignore"):
+                np.testing.assert_allclose(d.accuracy, sums / want_counts, rtol=1e-12)
+            assert d.ece == pytest.approx(whole.ece, rel=1e-6, abs=1e-7)
+
     def test_bins_are_right_closed_and_one_is_in_the_last_bin(self):
         # sigmoid(0) = 0.5 exactly: with 4 bins it belongs to (0.25, 0.5], not (0.5, 0.75].
         # sigmoid(800) = 1.0 exactly: last bin, not an extra one (torchmetrics#3510).

@@ -498,6 +498,9 @@ def _edges(xp: Any, conf: Array, n_bins: int, binning: str) -> Array:
     return xp.where(tt >= 0.5, b - diff * (1.0 - tt), a + diff * tt)
 
 
+_BIN_BLOCK = 1 << 22  # entries of one examples x bins block in _bin_sums
+
+
 def _bin_sums(conf: Array, hits: Array, edges: Array) -> Array:
     """Per bin: count, summed confidence and summed hits, stacked as (3, n_bins)."""
     import array_api_compat as aac
@@ -505,14 +508,23 @@ def _bin_sums(conf: Array, hits: Array, edges: Array) -> Array:
     xp = aac.array_namespace(conf)
     n_bins = int(edges.shape[0]) - 1
     inner = edges[1:-1]
-    idx = xp.sum(xp.astype(conf[:, None] > inner[None, :], xp.int32), axis=1)
     bins = xp.arange(n_bins, dtype=xp.int32, device=device_of(conf))
-    member = idx[:, None] == bins[None, :]
-    ones = xp.ones_like(conf)
-    counts = xp.sum(xp.where(member, ones[:, None], 0.0), axis=0)
-    sconf = xp.sum(xp.where(member, conf[:, None], 0.0), axis=0)
-    shits = xp.sum(xp.where(member, hits[:, None], 0.0), axis=0)
-    return xp.stack([counts, sconf, shits])
+    n = int(conf.shape[0])
+    # examples x bins matrices, a block of examples at a time: about 2^22 entries each,
+    # so that millions of examples (an LM's tokens) take megabytes, not gigabytes
+    step = max(1, _BIN_BLOCK // max(n_bins, 1))
+    total = None
+    for s in range(0, max(n, 1), step):
+        e = min(s + step, n)  # the Array API leaves stops past the end unspecified
+        c, h = conf[s:e], hits[s:e]
+        idx = xp.sum(xp.astype(c[:, None] > inner[None, :], xp.int32), axis=1)
+        member = idx[:, None] == bins[None, :]
+        counts = xp.sum(xp.where(member, xp.ones_like(c)[:, None], 0.0), axis=0)
+        sconf = xp.sum(xp.where(member, c[:, None], 0.0), axis=0)
+        shits = xp.sum(xp.where(member, h[:, None], 0.0), axis=0)
+        part = xp.stack([counts, sconf, shits])
+        total = part if total is None else total + part
+    return total
 
 
 def _binned(data: _Data, t: float, n_bins: int, binning: str) -> tuple[Array, Array]:
