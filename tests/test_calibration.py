@@ -255,6 +255,9 @@ class TestBadInput:
         z, y = np.log(HAND_P), HAND_Y
         with pytest.raises(sk.SoftmaxkitValueError, match="n_bins"):
             cal.ece(z, y, n_bins=0)
+        # a billion bins once asked for gigabytes of edges and per-example rows
+        with pytest.raises(sk.SoftmaxkitValueError, match=r"`n_bins` must lie in 1\.\.1048576"):
+            cal.ece(z, y, n_bins=10**9)
         with pytest.raises(sk.SoftmaxkitValueError, match="binning"):
             cal.ece(z, y, binning="quantile")
         with pytest.raises(sk.SoftmaxkitValueError, match="activation"):

@@ -280,5 +280,9 @@ def test_sample_negative_seed():
 def test_explain_labels_must_be_a_sequence_of_names(labels):
     # numbers leaked "object is not iterable"; bytes became labels "97", "98", "99"
     _raises(
-        TypeError, "`labels` must be a sequence of class names", sk.explain, X[0], labels=labels
+        TypeError,
+        "`labels` must be a sequence of names, one per logit",
+        sk.explain,
+        X[0],
+        labels=labels,
     )

@@ -68,7 +68,7 @@ class TestExplain:
     def test_bad_input(self):
         with pytest.raises(sk.SoftmaxkitValueError, match="one non-empty row"):
             sk.explain(np.zeros((2, 2)))
-        with pytest.raises(sk.SoftmaxkitValueError, match="names 2 classes"):
+        with pytest.raises(sk.SoftmaxkitValueError, match="has 2 names for 3 logits"):
             sk.explain([1.0, 2.0, 3.0], labels=["a", "b"])
 
 
@@ -213,6 +213,47 @@ def test_reliability_chart_errors():
         plot.reliability_chart()
     with pytest.raises(sk.SoftmaxkitValueError, match="ReliabilityDiagram"):
         plot.reliability_chart(np.zeros(3))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("call", "kind", "match"),
+    [
+        # each leaked a TypeError/ValueError from deep inside (not iterable, no len(), float())
+        (lambda: plot.logits_chart([1.0, 2.0], labels=3), TypeError, "`labels` must be a sequence"),
+        (lambda: plot.logits_chart([1.0, 2.0], labels=[1]), ValueError, "has 1 names for 2 logits"),
+        (lambda: plot.logits_chart("ab"), TypeError, "`logits` must be one row of numbers"),
+        (lambda: plot.temperature_chart([1.0, 2.0], temperatures=2.0), TypeError, "`temperatures`"),
+        (
+            lambda: plot.temperature_chart([1.0, 2.0], temperatures="12"),
+            TypeError,
+            "`temperatures`",
+        ),
+        (
+            lambda: plot.reliability_chart(_DIAGRAM, names=1.5),
+            TypeError,
+            "`names` must be a sequence of names, one per diagram",
+        ),
+        (
+            lambda: plot.reliability_chart(_DIAGRAM, names=("a", "b")),
+            ValueError,
+            "has 2 names for 1 diagrams",
+        ),
+    ],
+)
+def test_chart_arguments(call, kind, match):
+    with pytest.raises(kind, match=match) as info:
+        call()
+    assert isinstance(info.value, sk.SoftmaxkitError)
+
+
+def test_chart_labels_become_strings():
+    # numbers as labels were kept as numbers and broke the terminal chart's layout
+    chart = plot.logits_chart([1.0, 2.0], labels=[10, 20])
+    assert chart.labels == ("10", "20")
+    assert "10" in chart.terminal()
+
+
+_DIAGRAM = cal.reliability_diagram(np.log([[0.9, 0.1], [0.6, 0.4]]), np.array([0, 1]))
 
 
 def test_chart_files_land_where_asked(tmp_path: Path):

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ._convert import to_numpy
-from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
+from ._errors import SoftmaxkitValueError
 from ._logsumexp import logsumexp
 from ._namespace import dtype_kind, resolve
 from ._softmax import log_softmax, softmax
-from ._validation import check_temperature
+from ._validation import check_names, check_temperature
 
 __all__ = ["Explanation", "explain"]
 
@@ -213,16 +212,7 @@ def explain(
     if labels is None:
         names = tuple(f"Class {i + 1}" for i in range(n))
     else:
-        if isinstance(labels, bytes) or not isinstance(labels, Iterable):
-            msg = (
-                f"`labels` must be a sequence of class names (one string per logit), "
-                f"got {type(labels).__name__}"
-            )
-            raise SoftmaxkitTypeError(msg)
-        names = tuple(str(s) for s in labels)
-        if len(names) != n:
-            msg = f"`labels` names {len(names)} classes but there are {n} logits"
-            raise SoftmaxkitValueError(msg)
+        names = check_names(labels, "labels", n, "logit")
     with np.errstate(all="ignore"):
         scaled: np.ndarray = np.divide(x, t, dtype=dt) if t != 1.0 else x.copy()
         m = np.max(scaled)

@@ -6,7 +6,7 @@ import functools
 import math
 import numbers
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import array_api_compat as _aac
@@ -30,6 +30,7 @@ __all__ = [
     "check_index_target",
     "check_int64",
     "check_label_smoothing",
+    "check_names",
     "check_nonneg_float",
     "check_prob_target",
     "check_reduction",
@@ -160,6 +161,18 @@ def check_bool(value: object, name: str) -> bool:
         msg = f"`{name}` must be True or False, got {value!r}"
         raise SoftmaxkitTypeError(msg)
     return value
+
+
+def check_names(value: object, name: str, count: int, what: str) -> tuple[str, ...]:
+    """Display names: one per item of ``count`` (a string is one name per character)."""
+    if isinstance(value, bytes) or not isinstance(value, Iterable):
+        msg = f"`{name}` must be a sequence of names, one per {what}, got {type(value).__name__}"
+        raise SoftmaxkitTypeError(msg)
+    names = tuple(str(s) for s in value)
+    if len(names) != count:
+        msg = f"`{name}` has {len(names)} names for {count} {what}s; give one name per {what}"
+        raise SoftmaxkitValueError(msg)
+    return names
 
 
 def check_ignore_index(value: object) -> int | None:

@@ -219,12 +219,18 @@ def _prepare(logits: object, labels: object, axis: object, activation: object) -
     return _Data(xp, z, y, onehot, out, act, n)
 
 
+_MAX_BINS = 1 << 20  # far past any useful binning; a block of _bin_sums stays bounded
+
+
 def _check_bins(n_bins: object, binning: object) -> tuple[int, str]:
     if isinstance(n_bins, bool) or not isinstance(n_bins, int | np.integer):
         msg = f"`n_bins` must be a positive integer, got {n_bins!r}"
         raise SoftmaxkitTypeError(msg)
-    if int(n_bins) < 1:
-        msg = f"`n_bins` must be at least 1, got {n_bins}"
+    if not 1 <= int(n_bins) <= _MAX_BINS:
+        msg = (
+            f"`n_bins` must lie in 1..{_MAX_BINS}, got {n_bins} (10 to 20 bins are usual; "
+            "each bin needs examples for its accuracy to mean anything)"
+        )
         raise SoftmaxkitValueError(msg)
     if binning not in ("equal-width", "equal-mass"):
         msg = f"`binning` must be 'equal-width' or 'equal-mass', got {binning!r}"

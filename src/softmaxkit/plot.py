@@ -28,7 +28,7 @@ import io
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._convert import to_numpy
-from ._errors import SoftmaxkitValueError
+from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from ._softmax import softmax
-from ._validation import check_temperature
+from ._validation import check_names, check_temperature
 from .calibration import ReliabilityDiagram
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -345,16 +345,18 @@ class LogitsChart(Chart):
 
 
 def _row(logits: Any, labels: Sequence[str] | None) -> tuple[np.ndarray, tuple[str, ...]]:
-    x = to_numpy(logits) if not isinstance(logits, list | tuple) else np.asarray(logits, float)
-    x = np.asarray(x, dtype=np.float64)
+    try:
+        x = to_numpy(logits) if not isinstance(logits, list | tuple) else np.asarray(logits, float)
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        msg = f"`logits` must be one row of numbers to chart, got {type(logits).__name__}"
+        raise SoftmaxkitTypeError(msg) from exc
     if x.ndim != 1 or x.size == 0:
         msg = f"`logits` must be one non-empty row of numbers to chart, got shape {x.shape}"
         raise SoftmaxkitValueError(msg)
-    names = tuple(f"Class {i + 1}" for i in range(x.size)) if labels is None else tuple(labels)
-    if len(names) != x.size:
-        msg = f"`labels` names {len(names)} classes but there are {x.size} logits"
-        raise SoftmaxkitValueError(msg)
-    return x, names
+    if labels is None:
+        return x, tuple(f"Class {i + 1}" for i in range(x.size))
+    return x, check_names(labels, "labels", x.size, "logit")
 
 
 def logits_chart(
@@ -532,6 +534,12 @@ def temperature_chart(
            [0.337, 0.333, 0.33 ]])
     """
     x, names = _row(logits, labels)
+    if isinstance(temperatures, str | bytes) or not isinstance(temperatures, Iterable):
+        msg = (
+            "`temperatures` must be a sequence of positive temperatures, "
+            f"got {type(temperatures).__name__}"
+        )
+        raise SoftmaxkitTypeError(msg)
     ts = tuple(check_temperature(t) for t in temperatures)
     if not ts:
         msg = "`temperatures` is empty; pass at least one positive temperature"
@@ -764,7 +772,5 @@ def reliability_chart(
         names = ("Before", "After") if len(diagrams) == 2 else ("Model",) * len(diagrams)
         if len(diagrams) > 2:
             names = tuple(f"Model {i + 1}" for i in range(len(diagrams)))
-    if len(names) != len(diagrams):
-        msg = f"`names` has {len(names)} entries for {len(diagrams)} diagrams"
-        raise SoftmaxkitValueError(msg)
-    return ReliabilityChart(tuple(diagrams), tuple(names), title)
+    names = check_names(names, "names", len(diagrams), "diagram")
+    return ReliabilityChart(tuple(diagrams), names, title)
