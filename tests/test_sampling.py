@@ -150,7 +150,20 @@ class TestDecisions:
         tv, _ = torch.topk(torch.from_numpy(z), 3)
         np.testing.assert_array_equal(backend.to_numpy(vals), tv.numpy())
 
+    def test_boolean_scores_and_numpy_k(self, backend):
+        # the Array API ranks no booleans (array-api-strict raised in argmax/argsort),
+        # and k from NumPy arithmetic was refused as "not an integer"
+        x = backend.asarray(np.array([[False, True, True], [True, False, False]]))
+        np.testing.assert_array_equal(backend.to_numpy(sk.predict(x)), [1, 0])
+        vals, idx = sk.top_k(x, np.int64(2))
+        assert_same_library(vals, x)
+        assert backend.to_numpy(vals).dtype == np.bool_
+        np.testing.assert_array_equal(backend.to_numpy(vals), [[True, True], [True, False]])
+        np.testing.assert_array_equal(backend.to_numpy(idx), [[1, 2], [0, 1]])
+
     def test_errors(self):
+        with pytest.raises(sk.SoftmaxkitTypeError, match="`k` must be an integer"):
+            sk.top_k(np.zeros(3), 2.0)
         with pytest.raises(sk.SoftmaxkitValueError, match="NaN"):
             sk.predict(np.array([0.0, np.nan]))
         with pytest.raises(sk.SoftmaxkitValueError, match=r"1\.\.3"):

@@ -6,6 +6,7 @@ exponential is evaluated, and the answer is the same at every temperature.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, NamedTuple
 
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
@@ -31,6 +32,11 @@ def _logits(logits: object, axis: object) -> tuple[Any, Array, int]:
         msg = "`logits` contains NaN, which has no rank; fix or drop those rows first"
         raise SoftmaxkitValueError(msg)
     return xp, za, ax
+
+
+def _ranked(xp: Any, za: Array) -> Array:
+    """``za``, or booleans as 0/1 (the Array API sorts and ranks no booleans)."""
+    return xp.astype(za, xp.uint8) if dtype_kind(xp, za.dtype) == "bool" else za
 
 
 def predict(logits: Array, /, *, axis: int = -1) -> Array:
@@ -70,7 +76,7 @@ def predict(logits: Array, /, *, axis: int = -1) -> Array:
     array([0, 1])
     """
     xp, za, ax = _logits(logits, axis)
-    return xp.argmax(za, axis=ax)
+    return xp.argmax(_ranked(xp, za), axis=ax)
 
 
 class TopK(NamedTuple):
@@ -114,13 +120,20 @@ def top_k(logits: Array, k: int, /, *, axis: int = -1) -> TopK:
     """
     xp, za, ax = _logits(logits, axis)
     C = int(za.shape[ax])
-    if isinstance(k, bool) or not isinstance(k, int):
+    try:
+        if isinstance(k, bool):
+            raise TypeError
+        k = operator.index(k)  # NumPy integers too
+    except TypeError:
         msg = f"`k` must be an integer, got {k!r}"
-        raise SoftmaxkitTypeError(msg)
+        raise SoftmaxkitTypeError(msg) from None
     if not 1 <= k <= C:
         msg = f"`k` must lie in 1..{C} (the number of classes), got {k}"
         raise SoftmaxkitValueError(msg)
-    idx = xp.argsort(za, axis=ax, descending=True, stable=True)
-    vals = xp.sort(za, axis=ax, descending=True, stable=True)
+    key = _ranked(xp, za)
+    idx = xp.argsort(key, axis=ax, descending=True, stable=True)
+    vals = xp.sort(key, axis=ax, descending=True, stable=True)
+    if key is not za:
+        vals = xp.astype(vals, za.dtype)
     sl = tuple(slice(0, k) if i == ax else slice(None) for i in range(za.ndim))
     return TopK(vals[sl], idx[sl])
