@@ -67,3 +67,7 @@ def test_bad_arguments():
     with pytest.raises(sk.SoftmaxkitTypeError, match="single int"):
         sk.softmax_stats(x, axis=None)
     assert sk.softmax_stats(x, entropy=False).entropy is None
+    # an integer from NumPy arithmetic was refused as "not an integer"
+    np.testing.assert_array_equal(
+        sk.softmax_stats(x, topk=np.int64(2)).topk_indices, sk.softmax_stats(x, topk=2).topk_indices
+    )

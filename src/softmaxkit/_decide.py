@@ -6,12 +6,11 @@ exponential is evaluated, and the answer is the same at every temperature.
 
 from __future__ import annotations
 
-import operator
 from typing import Any, NamedTuple
 
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from ._namespace import dtype_kind, is_concrete, resolve
-from ._validation import check_class_axis
+from ._validation import check_class_axis, check_int
 
 __all__ = ["TopK", "predict", "top_k"]
 
@@ -120,13 +119,7 @@ def top_k(logits: Array, k: int, /, *, axis: int = -1) -> TopK:
     """
     xp, za, ax = _logits(logits, axis)
     C = int(za.shape[ax])
-    try:
-        if isinstance(k, bool):
-            raise TypeError
-        k = operator.index(k)  # NumPy integers too
-    except TypeError:
-        msg = f"`k` must be an integer, got {k!r}"
-        raise SoftmaxkitTypeError(msg) from None
+    k = check_int(k, "k")
     if not 1 <= k <= C:
         msg = f"`k` must lie in 1..{C} (the number of classes), got {k}"
         raise SoftmaxkitValueError(msg)

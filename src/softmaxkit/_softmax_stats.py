@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ._decide import top_k
-from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
+from ._errors import SoftmaxkitValueError
 from ._namespace import resolve
-from ._validation import check_bool, check_class_axis
+from ._validation import check_bool, check_class_axis, check_int
 from .state import LogSumExpState
 
 __all__ = ["SoftmaxStats", "softmax_stats"]
@@ -108,9 +108,7 @@ def softmax_stats(
     _, (xa,) = resolve(logits, names=("logits",))
     ax = check_class_axis(axis, xa.ndim)
     want_h = check_bool(entropy, "entropy")
-    if isinstance(topk, bool) or not isinstance(topk, int):
-        msg = f"`topk` must be an integer, got {topk!r}"
-        raise SoftmaxkitTypeError(msg)
+    topk = check_int(topk, "topk")
     n = int(xa.shape[ax])
     if not 0 <= topk <= n:
         msg = f"`topk` must lie in 0..{n} (the number of classes), got {topk}"

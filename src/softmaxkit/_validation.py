@@ -28,6 +28,7 @@ __all__ = [
     "check_class_weight",
     "check_ignore_index",
     "check_index_target",
+    "check_int",
     "check_int64",
     "check_label_smoothing",
     "check_names",
@@ -50,6 +51,17 @@ def _as_int(value: object, name: str) -> int:
         return operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         msg = f"`{name}` must be an integer, a tuple of integers or None, got {value!r}"
+        raise SoftmaxkitTypeError(msg) from None
+
+
+def check_int(value: object, name: str) -> int:
+    """An integer option: Python's and NumPy's integers (and 0-d integer arrays), no bools."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        msg = f"`{name}` must be an integer, got {value!r}"
         raise SoftmaxkitTypeError(msg) from None
 
 
