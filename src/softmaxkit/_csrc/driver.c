@@ -589,6 +589,7 @@ static void phase_a(const job *j, size_t r, size_t b, skit_bstat *st, const char
     void (*f)(const void *, const uint8_t *, size_t, double, skit_bstat *, void *,
               const void *, const void *) = E->stats;
     if (j->op == OP_SOFTMAX && E->stats_sum) f = E->stats_sum;
+    if (j->op == OP_LOGSOFTMAX && j->store) f = E->stats_keepx; /* set: see skit_softmax */
     /* the block's output lines, fetched for phase B while the statistics pass computes
      * (streamed outputs bypass the caches: none). float32 into an output passed in,
      * kbench medians, ns/elem: one thread, accurate softmax 4096x1000 0.607-0.619 ->
@@ -994,7 +995,11 @@ static void phase_b(const job *j, size_t r, size_t b, const skit_bstat *st, cons
         return;
     }
     if (j->op == OP_LOGSOFTMAX) {
-        E->logsub(x, m, len, T, rs->M, rs->L, o, j->stream);
+        /* the kept entries, where the block's own statistics came out finite */
+        if (j->store && st && st->m > -INFINITY && !st->nan && !st->kinf)
+            E->logsub_kept(blk_scratch(j, r, b), len, rs->M, rs->L, o, j->stream);
+        else
+            E->logsub(x, m, len, T, rs->M, rs->L, o, j->stream);
     } else if (j->store && (!st || st->m == rs->M)) {
         E->fromscratch(blk_scratch(j, r, b), len, fac, o, j->stream);
     } else if (j->store && st->m - rs->M >= -STORE_REL_MIN) {
@@ -1462,12 +1467,13 @@ static int setup(job *j, const skit_rows *a) {
     return SKIT_OK;
 }
 
-/* log_softmax keeps nothing between its passes: reading the floats again costs fewer
- * instructions than keeping them widened (session 26, AVX2 engine, callgrind 256x1000:
- * 12.46 -> 11.20 per element; kbench, one thread, the two builds alternated, best of 400
- * calls, ns/elem: 256x1000 1.04 -> 1.00, 64x2000 1.00-1.02 -> 0.98, 512x500 1.16 ->
- * 1.12; medians 8-15% lower). Kept entries paid before then for an output pass that
- * tested for a mask, a temperature and streaming stores on every vector. */
+/* log_softmax rows of up to this many elements keep their widened entries (8 bytes
+ * each) for the output pass; longer rows read their floats again, which costs less
+ * than the kept entries' traffic once they no longer fit the L1 cache (one thread,
+ * float32, kbench, ns/elem, reading again -> keeping: 128x1000 0.553 -> 0.491, 64x2000
+ * 0.526 -> 0.473, 32x4000 0.502 -> 0.484, 16x8000 0.492 -> 0.502, 4x50257 0.49-0.50
+ * -> 0.52-0.54) */
+#define KEEPX_N ((size_t)4096)
 
 int skit_softmax(const skit_rows *a, void *out, int log) {
     job j;
@@ -1475,7 +1481,9 @@ int skit_softmax(const skit_rows *a, void *out, int log) {
     if (st) return st;
     j.op = log ? OP_LOGSOFTMAX : OP_SOFTMAX;
     j.out = out;
-    j.store = !log; /* softmax keeps its exponentials for phase B */
+    /* softmax keeps its exponentials for phase B; log_softmax, where the engine can, the
+     * widened entries (E->stats_keepx, E->logsub_kept) of rows of up to KEEPX_N */
+    j.store = !log || (j.E->stats_keepx && j.E->logsub_kept && a->n <= KEEPX_N);
     return run(&j);
 }
 

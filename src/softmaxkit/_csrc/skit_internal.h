@@ -186,6 +186,13 @@ typedef struct {
      * s (NULL: softmax takes `stats`) */
     void (*stats_sum)(const void *x, const uint8_t *mask, size_t n, double T, skit_bstat *st,
                       void *scratch, const void *pf, const void *pfx);
+    /* `stats` for log_softmax that keeps each entry as `logsub` reads it (widened,
+     * scaled and masked) in the scratch, whenever the block's statistics come out
+     * finite, and `logsub` from those kept entries (NULL: log_softmax keeps nothing) */
+    void (*stats_keepx)(const void *x, const uint8_t *mask, size_t n, double T, skit_bstat *st,
+                        void *scratch, const void *pf, const void *pfx);
+    void (*logsub_kept)(const void *scratch, size_t n, double M, skit_dd L, void *out,
+                        int stream);
 } skit_engine;
 
 typedef struct {
