@@ -1468,11 +1468,12 @@ static int setup(job *j, const skit_rows *a) {
 }
 
 /* log_softmax rows of up to this many elements keep their widened entries (8 bytes
- * each) for the output pass; longer rows read their floats again, which costs less
- * than the kept entries' traffic once they no longer fit the L1 cache (one thread,
- * float32, kbench, ns/elem, reading again -> keeping: 128x1000 0.553 -> 0.491, 64x2000
- * 0.526 -> 0.473, 32x4000 0.502 -> 0.484, 16x8000 0.492 -> 0.502, 4x50257 0.49-0.50
- * -> 0.52-0.54) */
+ * each) for the output pass where the engine has the functions (AVX-512 only, see
+ * engines.c: E32A_KEEPX); longer rows read their floats again, which costs less than
+ * the kept entries' traffic once they no longer fit the L1 cache (AVX-512 on an Intel
+ * Xeon, one thread, float32, kbench, ns/elem, reading again -> keeping: 128x1000 0.553
+ * -> 0.491, 64x2000 0.526 -> 0.473, 32x4000 0.502 -> 0.484, 16x8000 0.492 -> 0.502,
+ * 4x50257 0.49-0.50 -> 0.52-0.54) */
 #define KEEPX_N ((size_t)4096)
 
 int skit_softmax(const skit_rows *a, void *out, int log) {
