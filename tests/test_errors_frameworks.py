@@ -43,7 +43,10 @@ if CHILD is None:
         if importlib.util.find_spec(module) is None or (
             backend and importlib.util.find_spec(backend) is None
         ):
-            pytest.skip(f"{module} {backend} not installed")
+            extra = "tensorflow" if module == "tensorflow" else "keras"
+            pytest.skip(
+                f"{module} on {backend} not installed: pip install softmaxkit[{extra}] {backend}"
+            )
         env = {"SOFTMAXKIT_ERRORS_CHILD": child}
         if backend:
             env["KERAS_BACKEND"] = backend
