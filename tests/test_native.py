@@ -686,6 +686,65 @@ def test_every_instruction_set(isa: str, dtype: str, precision: str) -> None:
 
 
 @pytest.mark.parametrize("isa", ISAS)
+def test_counted_maxima_on_every_instruction_set(isa: str) -> None:
+    """The counted statistics of accurate float32 rows long enough for the vector loops
+    (log_softmax, logsumexp, cross-entropy and the mergeable state): maxima tied at
+    several places and in the tail lanes, a row of one value, small integers (ties
+    everywhere), maxima far above the rest (a rest of denormal size, and one that
+    underflows), and a maximum near -2^24, where the AVX2 loop, which replaces the
+    maxima by a float whose exponential it computes as 0, finds no such float and
+    masks them instead. Within the accurate mode's bound (0.5 ulp + 1 %) of the float64
+    answer, and the state counts exactly the maxima."""
+    from tests._native_helpers import ulp_error
+
+    rng = np.random.default_rng(23)
+    saved = _ck.isa()
+    for n in (257, 263, 1000, 4097, 33001):
+        x = rng.standard_normal((9, n)).astype(np.float32)
+        x[0, [3, n // 2, n - 1]] = 5.0
+        x[1, :] = 1.5
+        x[2, -3:] = 9.0
+        x[3] -= 100.0
+        x[3, n // 3] = 0.0
+        x[4] -= 300.0
+        x[4, 9] = 2.0
+        x[5] -= 100.0
+        x[5, [0, n - 2]] = 0.0
+        x[6] = rng.integers(-3, 4, n)
+        x[7] *= 40.0
+        x[8] = -16777000.0 + rng.integers(-3, 5, n)  # m = -16776996: m - 709 is odd
+        t = rng.integers(0, n, 9)
+        t[3] = n // 3
+        try:
+            _ck.set_isa(isa)
+            got = [
+                sk.log_softmax(x),
+                sk.logsumexp(x),
+                sk.cross_entropy(x, t, reduction="none"),
+            ]
+            counts = sk.LogSumExpState.from_block(x).c
+        finally:
+            _ck.set_isa(saved)
+        x64 = x.astype(np.float64)
+        with oracle_only():
+            ref = [
+                sk.log_softmax(x64),
+                sk.logsumexp(x64),
+                sk.cross_entropy(x64, t, reduction="none"),
+            ]
+        for what, g, r in zip(("log_softmax", "logsumexp", "cross_entropy"), got, ref, strict=True):
+            assert g.dtype == np.float32
+            fin = np.isfinite(g)
+            np.testing.assert_array_equal(fin, np.isfinite(r), err_msg=f"{isa} n={n} {what}")
+            np.testing.assert_array_equal(g[~fin], r[~fin], err_msg=f"{isa} n={n} {what}")
+            err = ulp_error(g, r, np.dtype(np.float32))
+            worst = np.unravel_index(int(np.argmax(err)), err.shape)
+            assert err.max() <= 0.51, f"{isa} n={n} {what}: {err.max():.3g} ulp at {worst}"
+        exact = (x == x.max(axis=-1, keepdims=True)).sum(axis=-1)
+        np.testing.assert_array_equal(np.asarray(counts), exact, err_msg=f"{isa} n={n}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("precision", ["accurate", "fast"])
 def test_short_rows_on_every_instruction_set(isa: str, dtype: str, precision: str) -> None:
