@@ -1925,6 +1925,18 @@ INLINE void e32a_plain_fin(size_t i, double *so, int count, int keepx, vf mf, vd
     }
 }
 
+/* The first r (< NF) of the NF terms (ea, eb) into the sums (s0, s1): a tail vector's
+ * padding lanes left out */
+INLINE void e32a_add_first(vd *s0, vd *s1, vd ea, vd eb, size_t r) {
+    vl lo_in, hi_in;
+    for (int k = 0; k < ND; k++) {
+        lo_in[k] = (size_t)k < r ? -1 : 0;
+        hi_in[k] = (size_t)(k + ND) < r ? -1 : 0;
+    }
+    *s0 += (vd)(lo_in & (vl)ea);
+    *s1 += (vd)(hi_in & (vl)eb);
+}
+
 #if defined(__AVX__) && !defined(__AVX512F__)
 /* The counted statistics (log_softmax, logsumexp, cross-entropy without its kept
  * exponentials) on AVX2: the maxima are found and counted in float32, one compare
@@ -1993,13 +2005,7 @@ static int e32a_stats_plain_cm(const float *x, size_t n, float m, skit_bstat *st
         cm -= ismax & lanes_below(r);
         vf v = e32a_lift_max(raw, ismax, lowb, lift);
         vd ea = vexpd_p7_plain(cvt_lo(v) - mv), eb = vexpd_p7_plain(cvt_hi(v) - mv);
-        vl lo_in, hi_in;
-        for (int k = 0; k < ND; k++) {
-            lo_in[k] = (size_t)k < r ? -1 : 0;
-            hi_in[k] = (size_t)(k + ND) < r ? -1 : 0;
-        }
-        s0 += (vd)(lo_in & (vl)ea);
-        s1 += (vd)(hi_in & (vl)eb);
+        e32a_add_first(&s0, &s1, ea, eb, r);
     }
     s0 += s1;
     double s = 0.0;
@@ -2083,13 +2089,7 @@ INLINE void e32a_stats_plain(const float *x, size_t n, float m, skit_bstat *st, 
             /* the padding equals m: it is never counted in the rest */
             e32a_acc_rest(v, mf, a, b, mv, ea, eb, &s0, &s1, &rest, &rv);
         } else { /* the padding's terms (1) are left out */
-            vl lo_in, hi_in;
-            for (int k = 0; k < ND; k++) {
-                lo_in[k] = (size_t)k < r ? -1 : 0;
-                hi_in[k] = (size_t)(k + ND) < r ? -1 : 0;
-            }
-            s0 += (vd)(lo_in & (vl)ea);
-            s1 += (vd)(hi_in & (vl)eb);
+            e32a_add_first(&s0, &s1, ea, eb, r);
         }
     }
     s0 += s1;
