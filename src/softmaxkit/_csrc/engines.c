@@ -777,17 +777,21 @@ INLINE vf vclamp_low(vf v, vf lowb) {
 }
 
 /* exp(d + lo) 2^64 for d in [-131, 0] or NaN, |lo| <= ulp(d). The rounding
- * constant carries the exponent bias, so the scale 2^(k + 64) is the sum's low
- * bits shifted into the exponent field; AVX-512 instead forms (1 + s) 2^64 by one
- * fused multiply-add and scales it by 2^k with vscalefps (the same bits: both
- * scalings are exact for d >= -131, whose results stay normal), one vector
- * operation fewer. The degree-4 factor q runs in Estrin's order (three fused
+ * constant carries the exponent bias, so the scale c = 2^(k + 64) is the sum's low
+ * bits shifted into the exponent field, and with a fused multiply-add the result is
+ * s c + c, rounded once: the same bits as (1 + s) rounded, then scaled (scaling by
+ * a power of two commutes with rounding while the results stay normal, as they do
+ * for d >= -131). Until session 28 AVX-512 formed (1 + s) 2^64 and scaled it by
+ * vscalefps, which on AMD Zen 4 holds an adder for two FMA times where the shift
+ * holds it for one, and the adders bound this loop there (fast softmax 2x8000, one
+ * thread, builds alternated, best ns/elem: 0.389-0.432 -> 0.371-0.405). The
+ * degree-4 factor q runs in Estrin's order (three fused
  * multiply-adds deep after r^2 instead of four): the exponential is this
  * engine's busiest code, and the shorter chain lets more of it overlap (one
  * thread, in cache, median ns/elem: fast softmax 8x2000 0.40-0.42 -> 0.39-0.40,
  * log_softmax 0.42-0.43 -> 0.41). */
-/* vexpf_p in two steps (see e32f_stats_plain): the reduced argument r and kt (AVX-512:
- * k, else t, which carries k in its low bits), then exp from them */
+/* vexpf_p in two steps (see e32f_stats_plain): the reduced argument r and kt = t,
+ * which carries k in its low bits, then exp from them */
 INLINE void vexpf_red(vf d, vf lo, vf *r, vf *kt) {
     const vf magic = splatf(12583103.0f); /* 1.5 * 2^23 + 127 + 64 */
     vf t = d * SKIT_LOG2E_F + magic;
@@ -795,11 +799,7 @@ INLINE void vexpf_red(vf d, vf lo, vf *r, vf *kt) {
     vf q = d - k * SKIT_LN2_1_F;
     q = q - k * SKIT_LN2_2_F;
     *r = q + lo;
-#if defined(__AVX512F__)
-    *kt = k;
-#else
     *kt = t;
-#endif
 }
 INLINE vf vexpf_fin(vf r, vf kt) {
     vf r2 = r * r;
@@ -807,10 +807,11 @@ INLINE vf vexpf_fin(vf r, vf kt) {
     vf qb = SKIT_EP_3 * r + SKIT_EP_2;
     qb = SKIT_EP_4 * r2 + qb;
     vf s = r + r2 * (qb * r2 + qa);
-#if defined(__AVX512F__)
-    return (vf)_mm512_scalef_ps((__m512)(s * 0x1p64f + 0x1p64f), (__m512)kt);
+    vf sc = (vf)((vi)kt << 23); /* 2^(k + 64) */
+#if defined(__AVX512F__) || defined(__FMA__)
+    return s * sc + sc; /* one fused multiply-add */
 #else
-    return (1.0f + s) * (vf)((vi)kt << 23);
+    return (1.0f + s) * sc;
 #endif
 }
 INLINE vf vexpf_p(vf d, vf lo) {
