@@ -1761,12 +1761,21 @@ INLINE void e32_store16_d(float *o, size_t n, size_t j, const double (*tb)[ND], 
                 for (size_t l = 0; l < lanes; l++) ((double *)outv)[r0 + l] = a_[l];    \
                 continue;                                                               \
             }                                                                           \
-            for (size_t j = 0; j < n; j++) {                                            \
-                vd e1;                                                                  \
-                vd v = ldd(tb[j]);                                                      \
-                vd d = two_sum_v(v, -m, &e1);                                           \
-                vd r = (d - L) + e1;                                                    \
-                std_(tb[j], seld(d == -INFINITY, splatd(-INFINITY), r));                \
+            if (sizeof(STYPE) == 4) {                                                   \
+                /* x - m - L as (x - C) - c, C + c = m + L exactly (the row path's     \
+                 * e32a_logsub): two subtractions per element, within 2^-50 relative   \
+                 * before the one rounding to float32; -inf gives -inf (C is finite) */ \
+                vd Cl_, Ch_ = two_sum_v(m, L, &Cl_);                                    \
+                Ch_ = seld(Ch_ == 0.0, -splatd(0.0), Ch_); /* as e32a_logsub */         \
+                for (size_t j = 0; j < n; j++) std_(tb[j], (ldd(tb[j]) - Ch_) - Cl_);   \
+            } else {                                                                    \
+                for (size_t j = 0; j < n; j++) {                                        \
+                    vd e1;                                                              \
+                    vd v = ldd(tb[j]);                                                  \
+                    vd d = two_sum_v(v, -m, &e1);                                       \
+                    vd r = (d - L) + e1;                                                \
+                    std_(tb[j], seld(d == -INFINITY, splatd(-INFINITY), r));            \
+                }                                                                       \
             }                                                                           \
         } else {                                                                        \
             for (size_t j = 0; j < n; j++) std_(tb[j], EXPS(ldd(tb[j]), m, &sa));       \
@@ -2312,7 +2321,8 @@ static void e32a_logsub(const void *xv, const uint8_t *mask, size_t n, double T,
     const float *x = (const float *)xv;
     float *o = (float *)outv;
     const skit_dd C0 = dd_two_sum(M, L.hi);
-    const double Ch = C0.hi, Cl = C0.lo + L.lo;
+    /* a zero C taken as -0, so that x = -0 at C gives +0, as x - x does */
+    const double Ch = C0.hi == 0.0 ? -0.0 : C0.hi, Cl = C0.lo + L.lo;
     if (!mask && T == 1.0) {
         if (stream)
             e32a_logsub_plain(x, n, Ch, Cl, o, 1);
@@ -2342,7 +2352,8 @@ static void e32a_logsub_kept(const void *sv, size_t n, double M, skit_dd L, void
     const double *sc = (const double *)sv;
     float *o = (float *)outv;
     const skit_dd C0 = dd_two_sum(M, L.hi);
-    const double Ch = C0.hi, Cl = C0.lo + L.lo;
+    /* a zero C taken as -0, so that x = -0 at C gives +0, as x - x does */
+    const double Ch = C0.hi == 0.0 ? -0.0 : C0.hi, Cl = C0.lo + L.lo;
 #define FULL(i) stfh(o + (i), (ldd(sc + (i)) - Ch) - Cl, stream)
 #define PART(i, cnt)                                  \
     do {                                              \
