@@ -41,7 +41,8 @@ FMAS_PER_CALL = 1 << 25
 _FAST_A = (
     "exp and sum 26.5 (106 per 64 elements: 4 clamps, 20 subtractions for the exact "
     "x − max (TwoSum) and the reduction, 36 FMAs and 4 products for the reduction, the "
-    "degree-6 polynomial (Estrin's order) and the scaled 1 + s, 4 `vscalefps` for 2^k, "
+    "degree-6 polynomial (Estrin's order) and the scale s c + c, 4 shifts forming "
+    "c = 2^(k + 64), "
     "4 compares and 4 masked counts for the maxima, 14 adds (2 of them masked) and 2 "
     "masked moves for the polynomial, the correction and the float32 pair sums, 8 for 4 "
     "widenings, 2 extracts and 4 float64 adds)"
@@ -50,7 +51,8 @@ _FAST_A = (
 _FAST_A_SUM = (
     "exp and sum 24 (96 per 64 elements: 4 clamps, 20 subtractions for the exact "
     "x − max (TwoSum) and the reduction, 36 FMAs and 4 products for the reduction, the "
-    "degree-6 polynomial (Estrin's order) and the scaled 1 + s, 4 `vscalefps` for 2^k, "
+    "degree-6 polynomial (Estrin's order) and the scale s c + c, 4 shifts forming "
+    "c = 2^(k + 64), "
     "14 adds for the polynomial, the correction and the float32 pair sums, 8 for 4 "
     "widenings, 2 extracts and 4 float64 adds)"
 )
@@ -146,9 +148,68 @@ UOPS_AVX2: dict[tuple[str, str], tuple[float, str]] = {
 }
 UOPS_AVX2_LONG: dict[tuple[str, str], tuple[float, str]] = {}
 
+# The AVX-512 engine on AMD Zen 4 (family 25 with AVX-512). Its 512-bit operations run
+# on two FMA pipes and two adders, each operation holding its pipe for two cycles, so a
+# 512-bit FMA issues once a cycle: the time per FMA that portfloor.c measures. Which
+# class each instruction belongs to was measured with tools/pipeclasses.c (session
+# 28): 8 of them beside 16 independent FMAs, beside 16 independent adds, and beside
+# both (16 FMAs and 16 adds together take the time of 16: the classes run in
+# parallel). On the FMA pipes, one FMA time each: fused multiply-adds, products,
+# compares into mask registers and two-source permutes (`vpermi2pd`). On the adders,
+# one FMA time each: adds, subtractions, maxima, `vcvtps2pd`, `vcvtpd2ps`, shifts and
+# roundings; `vscalefps`/`vscalefpd` two each. Others (one-source permutes, extracts,
+# blends, integer adds, logic) run beside both classes but take about half an FMA time
+# each from the four pipes together once both are busy. A kernel's time per 16
+# elements is therefore at least the FMA-pipe time, the adder time, and half the three
+# together; the counts are the object code's (the same loops as UOPS above), and
+# operations on mask registers, loads and stores are left out, so this stays a lower
+# bound.
+_Z4_FAST = (
+    "stats loop, per 16: 9 fused multiply-adds and 1 product (reduction, degree-6 "
+    "polynomial in Estrin's order, the scale s c + c); on the adders 1 clamp, 5 "
+    "subtractions and 1 add for the exact x − max (TwoSum), 2 adds of the reduction, 0.5 "
+    "pair sums, 1 shift forming c = 2^(k + 64), 1 widening and 1 float64 add"
+)
+UOPS_ZEN4: dict[tuple[str, str], tuple[float, str]] = {
+    ("softmax", "fast"): (
+        14.5,
+        f"adders 14.5: the row maximum 1; {_Z4_FAST} (12.5); the product e·f 1 (FMA "
+        "pipes 13: 10 in the statistics loop, 3 for e·f rounded once; others 0.5)",
+    ),
+    ("log_softmax", "fast"): (
+        15.5,
+        f"adders 15.5: the row maximum 1; {_Z4_FAST}, the pair sums masked for the "
+        "maxima counted apart (12.5); (x − M) − L 2 (FMA pipes 11: 10 and 1 compare into "
+        "a mask; others 2: masked counts and moves, extracts)",
+    ),
+    ("softmax", "accurate"): (
+        18,
+        "FMA pipes 18: two float64 exponentials with the table 2^(j/16), each a "
+        "two-source permute, 2 fused multiply-adds of the reduction, 4 of the degree-4 "
+        "polynomial and the product by the entry (16), and 2 products e·f (the adders "
+        "16: the row maximum, the clamp, 2 widenings, 2 subtractions x − max, 2 of the "
+        "reduction, 2 `vscalefpd` (4), 2 sums, 2 roundings back to float32; others 1)",
+    ),
+    ("log_softmax", "accurate"): (
+        21,
+        "adders 21: the row maximum, 2 widenings, 2 float64 clamps, 2 subtractions "
+        "x − max, 2 of the reduction, 2 `vscalefpd` (4), 2 masked sums of the rest, 4 "
+        "subtractions x − C − c from the kept entries and 2 roundings back (FMA pipes "
+        "17: the two exponentials 16 and the compare that sets the maxima apart; "
+        "others 1)",
+    ),
+}
+UOPS_ZEN4_LONG: dict[tuple[str, str], tuple[float, str]] = {
+    ("log_softmax", "accurate"): (
+        22,
+        "adders 22: as for shorter rows with one float32 clamp, and the output pass "
+        "widening the floats again (2 more) (FMA pipes 17; others 2)",
+    ),
+}
 # the counts of each counted engine; other engines get no port floor
 COUNTS: dict[str, tuple[dict[tuple[str, str], tuple[float, str]], ...]] = {
     "avx512": (UOPS, UOPS_LONG),
+    "avx512-zen4": (UOPS_ZEN4, UOPS_ZEN4_LONG),
     "avx2": (UOPS_AVX2, UOPS_AVX2_LONG),
 }
 WHAT_IS_COUNTED = {
@@ -157,6 +218,14 @@ WHAT_IS_COUNTED = {
         "class), read from the object code of the hot loops (loads folded into their "
         "operations, stores, eliminated register moves and the loop counter not counted; "
         "`vcvtps2pd`/`vcvtpd2ps` count 2)"
+    ),
+    "avx512-zen4": (
+        "time on the pipes of AMD Zen 4 in units of one 512-bit FMA (the rate measured "
+        "above): the larger of the FMA-pipe time and the adder time, counted from the "
+        "object code of the hot loops and classed by `tools/pipeclasses.c` (adds, "
+        "subtractions, maxima, conversions: one each on the adders, `vscalefpd`/"
+        "`vscalefps` two; fused multiply-adds, products, compares into masks and "
+        "two-source permutes: one each on the FMA pipes)"
     ),
     "avx2": (
         "uops on the two FMA pipes of AMD Zen 3 (fused multiply-adds, products, "
@@ -167,14 +236,28 @@ WHAT_IS_COUNTED = {
 }
 
 
-def _zen3() -> bool:
-    """Whether this CPU is an AMD family 25 core (Zen 3 or Zen 4): the pipes the AVX2
-    counts were measured on."""
+def _cpuinfo() -> str:
     try:
-        info = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return "AuthenticAMD" in info and "\ncpu family\t: 25\n" in info
+        return ""
+
+
+def _zen3() -> bool:
+    """Whether this CPU is an AMD family 25 core without AVX-512 (Zen 3): the pipes
+    the AVX2 counts were measured on, and where portfloor.c times 256-bit FMAs."""
+    info = _cpuinfo()
+    return "AuthenticAMD" in info and "\ncpu family\t: 25\n" in info and " avx512f" not in info
+
+
+def _zen4() -> bool:
+    """Whether this CPU is an AMD family 25 core with AVX-512 (Zen 4)."""
+    info = _cpuinfo()
+    return "AuthenticAMD" in info and "\ncpu family\t: 25\n" in info and " avx512f" in info
+
+
+def _key(engine: str) -> str:
+    return "avx512-zen4" if engine == "avx512" and _zen4() else engine
 
 
 def counted(engine: str) -> bool:
@@ -185,13 +268,19 @@ def counted(engine: str) -> bool:
 
 
 def counts(engine: str) -> tuple[dict[tuple[str, str], tuple[float, str]], ...]:
-    """(UOPS, UOPS_LONG) of a counted engine."""
-    return COUNTS[engine]
+    """(UOPS, UOPS_LONG) of a counted engine, for the CPU this runs on."""
+    return COUNTS[_key(engine)]
+
+
+def what_is_counted(engine: str) -> str:
+    """What the counts of a counted engine measure, for the CPU this runs on."""
+    return WHAT_IS_COUNTED[_key(engine)]
 
 
 def uops(op: str, prec: str, n: int, engine: str = "avx512") -> float:
-    """Uops per 16 elements that bound ``engine``'s loops for rows of n elements."""
-    short, long_ = COUNTS[engine]
+    """Uops (FMA times) per 16 elements that bound ``engine``'s loops for rows of n
+    elements, on the CPU this runs on."""
+    short, long_ = counts(engine)
     if n > KEEPX_N and (op, prec) in long_:
         return long_[(op, prec)][0]
     return short[(op, prec)][0]

@@ -329,6 +329,33 @@ NOTES = [
     "front ends converted a float64 array of losses afterwards: 2 threads, float32, "
     "4,096,000 elements 3.60 → 2.93 ns/elem, 256,000 elements 5.02 → 4.33 (medians of 9 "
     "alternated rounds).",
+    "",
+    "Session 28, on AMD Zen 4 (family 25 model 17; AVX-512, 512-bit operations "
+    "double-pumped, 1 MiB L2 per core): the first machine of these sessions where the "
+    "AVX-512 engine and torch's AVX-512 kernels run on an AMD core. Its pipes were "
+    "measured with `tools/pipeclasses.c` (the port-floor section): 512-bit FMAs, "
+    "products, compares into masks and two-source permutes share the two FMA pipes; "
+    "adds, subtractions, maxima, conversions and shifts the two adders, where "
+    "`vscalefps`/`vscalefpd` take two FMA times each; the two classes run in parallel. "
+    "So the Intel counts do not give a floor here (at the start of this session they "
+    "put the floor of fast softmax 64×4096 at 0.51 ns/elem on one thread, above the "
+    "0.41 the kernel took): the port-floor table now counts this core's pipes. The fast float32 loop is bound by the adders there, and `vscalefps` "
+    "was the costliest of them: the fast exponential now scales by one fused "
+    "multiply-add, s c + c with c = 2^(k + 64) from the rounding constant's low bits "
+    "(one shift on the adders; the same bits on every engine: 4828 outputs on AVX-512, "
+    "AVX2 and SSE2). kbench, one thread, builds alternated, best ns/elem: fast "
+    "logsumexp 128×1000 0.379–0.380 → 0.364–0.365, fast softmax 2×8000 0.389–0.432 → "
+    "0.371–0.405. Tried and not kept: the same for the accurate float64 exponential "
+    "(a table of 2^(j/16) less j·2^48, so that a shift and an integer add replace "
+    "`vscalefpd`; the same bits): 1.5% slower on log_softmax 128×1000, that loop being "
+    "bound by the FMA pipes and its chains rather than the adders; the reduction's "
+    "k = t − magic moved to the FMA pipes (t·1 − magic): no change. Short rows: the "
+    "accurate float32 log_softmax of the transposed kernels forms x − m − L as "
+    "(x − C) − c with C + c = m + L, as the row path does (two subtractions per element "
+    "where an exact x − m and a select took nine); the same bits on those 4828 outputs; "
+    "4096×40 one thread 1.208–1.214 → 1.064–1.065, 1024×100 1.127–1.138 → 0.949–1.083. "
+    "Both paths now take a zero C as −0, so that a row whose maximum −0 stands alone "
+    "gives +0 (x − x), as torch does; the row path gave −0.",
 ]
 
 
@@ -729,7 +756,7 @@ def _port_section(
     pf: Any, two: list[tuple[str, float]], one: list[float], engine: str
 ) -> list[str]:
     """The measured vector-port floor and the uop counts it multiplies."""
-    from _portfloor import FMAS_PER_CALL, KEEPX_N, WHAT_IS_COUNTED, counted, counts
+    from _portfloor import FMAS_PER_CALL, KEEPX_N, counted, counts, what_is_counted
 
     out = ["### The vector-port floor of this machine, measured", ""]
     if not pf.available or not two:
@@ -769,10 +796,10 @@ def _port_section(
     short, long_ = counts(engine)
     out += [
         "",
-        f"Uops per 16 float32 elements of the `{engine}` engine on rows of up to 32768 "
-        f"elements (one block): {WHAT_IS_COUNTED[engine]}:",
+        f"Pipe time per 16 float32 elements (in FMA times) of the `{engine}` engine on rows of up to 32768 "
+        f"elements (one block): {what_is_counted(engine)}:",
         "",
-        "| op | precision | uops / 16 | of which | floor, 2 threads (ns/elem) |",
+        "| op | precision | FMA times / 16 | of which | floor, 2 threads (ns/elem) |",
         "|---|---|---:|---|---:|",
     ]
     for (op, prec), (u, what) in short.items():
@@ -819,7 +846,7 @@ def _port_floor(
         else f"the target lies above it: not shown out of reach ({target / floor:.2f}× the floor)"
     )
     return (
-        f" Port floor: {u:g} uops per 16 elements × {ns_uop:.4f} ns per uop (measured in "
+        f" Port floor: {u:g} FMA times per 16 elements × {ns_uop:.4f} ns per FMA (measured in "
         f"the same rounds) = {floor:.3f} ns/elem; {verdict}."
     )
 

@@ -1003,14 +1003,14 @@ def forward_floor_table(rounds: int) -> tuple[list[dict[str, Any]], str]:
 def render_forward_floor(rows: list[dict[str, Any]], isa: str, rounds: int) -> list[str]:
     if not rows:
         return []
-    from _portfloor import KEEPX_N, WHAT_IS_COUNTED, counts
+    from _portfloor import KEEPX_N, counts, what_is_counted
 
     short, long_ = counts(isa)
     out = [
         "Where the softmax/log_softmax forward's time goes, kernel to kernel on one thread "
         f"(torch's team set to one thread; the minimum of 15 calls, median over {rounds} "
         f"rounds). The port floor is the accurate kernel's (`{isa}` engine) uops per "
-        f"element ({WHAT_IS_COUNTED[isa]}; the kernels section's port-floor table) times "
+        f"element ({what_is_counted(isa)}; the kernels section's port-floor table) times "
         "this machine's time per FMA-port uop, measured in the same rounds "
         f"(`portfloor.c`); the last two columns are the share of that limit the accurate "
         "kernel reaches, and the share it would have to reach to take torch's time:",
@@ -1116,7 +1116,8 @@ def render_overhead(
         "more on rows that do not stay in the caches (the forward floor table below: a "
         "float64 exponential per element; on the AVX-512 engine 37 vector uops per 16 "
         "elements for softmax, 43 for log_softmax on rows of up to 4096 elements and 46 on "
-        "longer ones, on the AVX2 engine of AMD Zen 3 54 for softmax and 56 for "
+        "longer ones on the two ports of an Intel Sapphire Rapids core, or 18, 21 and 22 "
+        "FMA times on the pipes of AMD Zen 4; on the AVX2 engine of AMD Zen 3 54 for softmax and 56 for "
         "log_softmax FMA-pipe uops). Until "
         "session 17 the second thread also cost far "
         "more than torch's: the C core handed its tasks out from one shared counter, so "
