@@ -1009,7 +1009,7 @@ def render_forward_floor(rows: list[dict[str, Any]], isa: str, rounds: int) -> l
     out = [
         "Where the softmax/log_softmax forward's time goes, kernel to kernel on one thread "
         f"(torch's team set to one thread; the minimum of 15 calls, median over {rounds} "
-        f"rounds). The port floor is the accurate kernel's (`{isa}` engine) uops per "
+        f"rounds). The port floor is the accurate kernel's (`{isa}` engine) uops (FMA times) per "
         f"element ({what_is_counted(isa)}; the kernels section's port-floor table) times "
         "this machine's time per FMA-port uop, measured in the same rounds "
         f"(`portfloor.c`); the last two columns are the share of that limit the accurate "
@@ -1030,7 +1030,7 @@ def render_forward_floor(rows: list[dict[str, Any]], isa: str, rounds: int) -> l
     out += [
         "",
         "The accurate kernel carries every element through a float64 exponential and "
-        f"rounds once ({short[('softmax', 'accurate')][0]:g} uops per 16 elements for "
+        f"rounds once ({short[('softmax', 'accurate')][0]:g} uops (FMA times) per 16 elements for "
         f"softmax, {short[('log_softmax', 'accurate')][0]:g} for log_softmax{on_long}, against "
         f"{short[('softmax', 'fast')][0]:g} and {short[('log_softmax', 'fast')][0]:g} for "
         "the fast mode's float32 loop): to take torch's float32 "
