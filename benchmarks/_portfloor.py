@@ -18,6 +18,7 @@ floor is out of reach for that instruction stream.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import shutil
 import subprocess
@@ -236,24 +237,26 @@ WHAT_IS_COUNTED = {
 }
 
 
-def _cpuinfo() -> str:
+@functools.cache
+def _amd_family25(avx512: bool) -> bool:
+    """Whether this CPU is an AMD family 25 core with (Zen 4) or without (Zen 3)
+    AVX-512."""
     try:
-        return Path("/proc/cpuinfo").read_text()
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return ""
+        return False
+    amd25 = "AuthenticAMD" in info and "\ncpu family\t: 25\n" in info
+    return amd25 and (" avx512f" in info) == avx512
 
 
 def _zen3() -> bool:
-    """Whether this CPU is an AMD family 25 core without AVX-512 (Zen 3): the pipes
-    the AVX2 counts were measured on, and where portfloor.c times 256-bit FMAs."""
-    info = _cpuinfo()
-    return "AuthenticAMD" in info and "\ncpu family\t: 25\n" in info and " avx512f" not in info
+    """Zen 3: the pipes the AVX2 counts were measured on, and where portfloor.c times
+    256-bit FMAs."""
+    return _amd_family25(avx512=False)
 
 
 def _zen4() -> bool:
-    """Whether this CPU is an AMD family 25 core with AVX-512 (Zen 4)."""
-    info = _cpuinfo()
-    return "AuthenticAMD" in info and "\ncpu family\t: 25\n" in info and " avx512f" in info
+    return _amd_family25(avx512=True)
 
 
 def _key(engine: str) -> str:

@@ -2316,13 +2316,20 @@ INLINE void e32a_logsub_plain(const float *x, size_t n, double Ch, double Cl, fl
 /* (x - M) - L as (x - C) - c with C + c = M + L (double-word, one rounding of c): two
  * subtractions per element instead of three. Where the result is near 0, x is within
  * an ulp of C and x - C is exact; elsewhere each step errs by 2^-53 of the result. */
+/* C + c = M + L for e32a_logsub and e32a_logsub_kept, (x - C) - c their output; a
+ * zero C taken as -0, so that x = -0 at C gives +0, as x - x does */
+INLINE void e32a_logsub_c(double M, skit_dd L, double *Ch, double *Cl) {
+    const skit_dd C0 = dd_two_sum(M, L.hi);
+    *Ch = C0.hi == 0.0 ? -0.0 : C0.hi;
+    *Cl = C0.lo + L.lo;
+}
+
 static void e32a_logsub(const void *xv, const uint8_t *mask, size_t n, double T, double M,
                         skit_dd L, void *outv, int stream) {
     const float *x = (const float *)xv;
     float *o = (float *)outv;
-    const skit_dd C0 = dd_two_sum(M, L.hi);
-    /* a zero C taken as -0, so that x = -0 at C gives +0, as x - x does */
-    const double Ch = C0.hi == 0.0 ? -0.0 : C0.hi, Cl = C0.lo + L.lo;
+    double Ch, Cl;
+    e32a_logsub_c(M, L, &Ch, &Cl);
     if (!mask && T == 1.0) {
         if (stream)
             e32a_logsub_plain(x, n, Ch, Cl, o, 1);
@@ -2351,9 +2358,8 @@ static void e32a_logsub_kept(const void *sv, size_t n, double M, skit_dd L, void
                              int stream) {
     const double *sc = (const double *)sv;
     float *o = (float *)outv;
-    const skit_dd C0 = dd_two_sum(M, L.hi);
-    /* a zero C taken as -0, so that x = -0 at C gives +0, as x - x does */
-    const double Ch = C0.hi == 0.0 ? -0.0 : C0.hi, Cl = C0.lo + L.lo;
+    double Ch, Cl;
+    e32a_logsub_c(M, L, &Ch, &Cl);
 #define FULL(i) stfh(o + (i), (ldd(sc + (i)) - Ch) - Cl, stream)
 #define PART(i, cnt)                                  \
     do {                                              \
