@@ -2438,66 +2438,79 @@ INLINE void smooth_store(int out64, void *outv, size_t i, size_t cnt, vd e0, vd 
  * out is float32 rounded once, or float64 with out64. The tail runs the same
  * vector code on a padded vector, so every element is treated alike wherever it
  * lies, and the sums' order depends only on n. */
-static void e32a_smooth(int kind, int out64, const void *xv, const double *w, size_t n, double m,
-                        double f, double k, double *gap, double *dsum, double *keep,
-                        void *outv) {
+/* one vector of e32a_smooth's loop: the NF elements at i, or the first cnt of them
+ * (full = 0: a row's tail, padded); the sums in (g0, g1) and (s0, c0, s1, c1) */
+INLINE void e32a_smooth_step(int kind, int out64, const float *x, const double *w, size_t i,
+                             size_t cnt, int full, vd mv, vd fv, vd kv, vf fill, int sum_gap,
+                             int sum_exp, double *keep, void *outv, vd *g0, vd *g1, vd *s0,
+                             vd *s1, vd *c0, vd *c1) {
+    const vd zero = {0};
+    vd w0 = splatd(1.0), w1 = w0;
+    if (w && full) {
+        w0 = ldd(w + i);
+        w1 = ldd(w + i + ND);
+    } else if (w) {
+        double wb[NF];
+        memset(wb, 0, sizeof wb);
+        memcpy(wb, w + i, cnt * sizeof(double));
+        w0 = ldd(wb);
+        w1 = ldd(wb + ND);
+    }
+    if (kind == 2) {
+        smooth_store(out64, outv, i, cnt, ldd(keep + i), ldd(keep + i + ND), fv, kv, w0, w1);
+        return;
+    }
+    vf v = full ? ldf(x + i) : ldf_part(x + i, cnt, fill);
+    vd d0 = cvt_lo(v) - mv, d1 = cvt_hi(v) - mv;
+    if (kind == 1) {
+        vd e0 = vexpd_tab_hi(d0, zero), e1 = vexpd_tab_hi(d1, zero);
+        smooth_store(out64, outv, i, cnt, e0, e1, fv, kv, w0, w1);
+        return;
+    }
+    vl k0, k1;
+    if (!full) {
+        for (int l = 0; l < ND; l++) {
+            k0[l] = (size_t)l < cnt ? -1 : 0;
+            k1[l] = (size_t)(l + ND) < cnt ? -1 : 0;
+        }
+    }
+    if (sum_gap) {
+        vd t0 = w0 * d0, t1 = w1 * d1;
+        if (w) { /* a class of weight 0 adds nothing, even at a -inf logit (0 inf) */
+            t0 = seld(w0 == zero, zero, t0);
+            t1 = seld(w1 == zero, zero, t1);
+        }
+        if (!full) t0 = seld(k0, t0, zero), t1 = seld(k1, t1, zero);
+        *g0 += t0, *g1 += t1;
+    }
+    if (sum_exp) {
+        vd e0 = vexpd_tab_hi(d0, zero), e1 = vexpd_tab_hi(d1, zero);
+        if (keep) {
+            std_(keep + i, e0);
+            std_(keep + i + ND, e1);
+        }
+        if (!full) e0 = seld(k0, e0, zero), e1 = seld(k1, e1, zero);
+        vd err;
+        *s0 = two_sum_v(*s0, e0, &err), *c0 += err;
+        *s1 = two_sum_v(*s1, e1, &err), *c1 += err;
+    }
+}
+
+INLINE void e32a_smooth_body(int kind, int out64, const void *xv, const double *w, size_t n,
+                             double m, double f, double k, double *gap, double *dsum,
+                             double *keep, void *outv) {
     const float *x = (const float *)xv;
     const vd zero = {0}, mv = splatd(m), fv = splatd(f), kv = splatd(k);
     const vf fill = splatf((float)m);
     vd g0 = zero, g1 = zero, s0 = zero, s1 = zero, c0 = zero, c1 = zero;
-    for (size_t i = 0; i < n; i += NF) {
-        const size_t cnt = n - i < NF ? n - i : NF;
-        const int full = cnt == NF;
-        vd w0 = splatd(1.0), w1 = w0;
-        if (w && full) {
-            w0 = ldd(w + i);
-            w1 = ldd(w + i + ND);
-        } else if (w) {
-            double wb[NF];
-            memset(wb, 0, sizeof wb);
-            memcpy(wb, w + i, cnt * sizeof(double));
-            w0 = ldd(wb);
-            w1 = ldd(wb + ND);
-        }
-        if (kind == 2) {
-            smooth_store(out64, outv, i, cnt, ldd(keep + i), ldd(keep + i + ND), fv, kv, w0, w1);
-            continue;
-        }
-        vf v = full ? ldf(x + i) : ldf_part(x + i, cnt, fill);
-        vd d0 = cvt_lo(v) - mv, d1 = cvt_hi(v) - mv;
-        if (kind == 1) {
-            vd e0 = vexpd_tab_hi(d0, zero), e1 = vexpd_tab_hi(d1, zero);
-            smooth_store(out64, outv, i, cnt, e0, e1, fv, kv, w0, w1);
-            continue;
-        }
-        vl k0, k1;
-        if (!full) {
-            for (int l = 0; l < ND; l++) {
-                k0[l] = (size_t)l < cnt ? -1 : 0;
-                k1[l] = (size_t)(l + ND) < cnt ? -1 : 0;
-            }
-        }
-        if (gap) {
-            vd t0 = w0 * d0, t1 = w1 * d1;
-            if (w) { /* a class of weight 0 adds nothing, even at a -inf logit (0 inf) */
-                t0 = seld(w0 == zero, zero, t0);
-                t1 = seld(w1 == zero, zero, t1);
-            }
-            if (!full) t0 = seld(k0, t0, zero), t1 = seld(k1, t1, zero);
-            g0 += t0, g1 += t1;
-        }
-        if (dsum) {
-            vd e0 = vexpd_tab_hi(d0, zero), e1 = vexpd_tab_hi(d1, zero);
-            if (keep) {
-                std_(keep + i, e0);
-                std_(keep + i + ND, e1);
-            }
-            if (!full) e0 = seld(k0, e0, zero), e1 = seld(k1, e1, zero);
-            vd err;
-            s0 = two_sum_v(s0, e0, &err), c0 += err;
-            s1 = two_sum_v(s1, e1, &err), c1 += err;
-        }
-    }
+    const int sg = gap != NULL, se = dsum != NULL;
+    size_t i = 0;
+    for (; i + NF <= n; i += NF)
+        e32a_smooth_step(kind, out64, x, w, i, NF, 1, mv, fv, kv, fill, sg, se, keep, outv, &g0,
+                         &g1, &s0, &s1, &c0, &c1);
+    if (i < n)
+        e32a_smooth_step(kind, out64, x, w, i, n - i, 0, mv, fv, kv, fill, sg, se, keep, outv,
+                         &g0, &g1, &s0, &s1, &c0, &c1);
     if (kind == 0) {
         vd g = g0 + g1, hi = s0, lo = (c0 + c1);
         vd err;
@@ -2512,6 +2525,28 @@ static void e32a_smooth(int kind, int out64, const void *xv, const double *w, si
         }
         if (gap) *gap = -gs;
         if (dsum) *dsum = sh + sl;
+    }
+}
+
+/* The passes skit_smooth makes, each with its case fixed at compile time (no tests
+ * of the kind, the weights or the sums per vector; session 29, kbench, one thread,
+ * label-smoothed cross-entropy with its gradient 256x1000: see BENCHMARKS.md), and
+ * the rest through the general loop: the same arithmetic in the same order either way */
+static void e32a_smooth(int kind, int out64, const void *xv, const double *w, size_t n, double m,
+                        double f, double k, double *gap, double *dsum, double *keep,
+                        void *outv) {
+    if (kind == 0 && gap && dsum && keep) { /* kinds 4 and 5: the sums and kept exponentials */
+        if (w)
+            e32a_smooth_body(0, 0, xv, w, n, m, f, k, gap, dsum, keep, NULL);
+        else
+            e32a_smooth_body(0, 0, xv, NULL, n, m, f, k, gap, dsum, keep, NULL);
+    } else if (kind == 2 && !out64) { /* kind 4's output */
+        if (w)
+            e32a_smooth_body(2, 0, NULL, w, n, m, f, k, NULL, NULL, keep, outv);
+        else
+            e32a_smooth_body(2, 0, NULL, NULL, n, m, f, k, NULL, NULL, keep, outv);
+    } else {
+        e32a_smooth_body(kind, out64, xv, w, n, m, f, k, gap, dsum, keep, outv);
     }
 }
 
