@@ -11,6 +11,7 @@ than 2**31 elements.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 
@@ -748,23 +749,26 @@ def test_counted_maxima_on_every_instruction_set(isa: str) -> None:
 def test_log_softmax_of_a_lone_negative_zero_is_positive_zero(isa: str) -> None:
     """log_softmax is x - m - L; where x = m = -0 and L = 0 (a row of one element, or
     one whose other entries are -inf) that is x - x, which IEEE arithmetic makes +0,
-    as torch's log_softmax gives. The accurate float32 paths form it as (x - C) - c
-    with C + c = m + L: a zero C must count as -0 there, on the row path (one row) and
-    in the transposed short-row kernels (16 rows), for every row length that reaches
-    them. float64 and the other values of the rows are checked too."""
+    as torch's log_softmax gives. The float32 paths form it as (x - C) - c with C + c
+    = m + L: a zero C must count as -0 there, on the row path (one row; in fast mode
+    also the rows the transposed kernels hand back for their tiny rest) and in the
+    accurate transposed short-row kernels (16 rows), for every row length that
+    reaches them, in both precisions. float64 and the other values of the rows are
+    checked too."""
     saved = _ck.isa()
     rows = [[-0.0], [-0.0, -np.inf], [-np.inf] * 20 + [-0.0] + [-np.inf] * 19, [0.0]]
     try:
         _ck.set_isa(isa)
         for row in rows:
             for dtype in (np.float32, np.float64):
-                for reps in (1, 16):
+                for reps, precision in itertools.product((1, 16), ("accurate", "fast")):
                     x = np.repeat(np.array([row], dtype), reps, axis=0)
-                    got = sk.log_softmax(x, precision="accurate")
+                    got = sk.log_softmax(x, precision=precision)
                     want = np.where(np.isneginf(x), -np.inf, 0.0).astype(dtype)
                     np.testing.assert_array_equal(got, want)
                     lead = got[~np.isneginf(x)]
-                    assert not np.signbit(lead).any(), (isa, row[:2], dtype, reps, lead)
+                    where = (isa, precision, row[:2], dtype, reps, lead)
+                    assert not np.signbit(lead).any(), where
     finally:
         _ck.set_isa(saved)
 

@@ -188,8 +188,9 @@ INLINE vl ldmd(const uint8_t *p) {
 }
 INLINE vf self(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
 INLINE vd seld(vl m, vd a, vd b) { return (vd)((m & (vl)a) | (~m & (vl)b)); }
-INLINE vf splatf(float a) { return (vf){0} + a; }
-INLINE vd splatd(double a) { return (vd){0} + a; }
+/* every lane a, -0 included (a - 0 is a; 0 + a would turn -0 into +0) */
+INLINE vf splatf(float a) { return a - (vf){0}; }
+INLINE vd splatd(double a) { return a - (vd){0}; }
 
 /* ---- error-free transformations on vectors --------------------------------- */
 INLINE vd two_sum_v(vd a, vd b, vd *err) {
@@ -1231,9 +1232,12 @@ static void e32f_logsub(const void *xv, const uint8_t *mask, size_t n, double Td
     float T = (float)Td;
     if (!mask && T == 1.0f) {
         /* (x - C1) - C2 with C1 + C2 = M + L to float32 precision: x - C1 is exact
-         * where it cancels (Sterbenz), so the result has at most two roundings */
+         * where it cancels (Sterbenz), so the result has at most two roundings. A zero
+         * C1 is taken as -0, so that x = -0 at C1 gives +0, as x - x does (a lone -0,
+         * L = 0); every other x gives the same either way. */
         skit_dd C = dd_add(dd_make(M, 0.0), L);
         float c1 = (float)C.hi;
+        if (c1 == 0.0f) c1 = -0.0f;
         float c2 = (float)((C.hi - (double)c1) + C.lo);
         const vf c1v = splatf(c1), c2v = splatf(c2);
 #define FULL(i) stfx(o + (i), (ldf(x + (i)) - c1v) - c2v, stream)
