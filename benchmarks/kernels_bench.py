@@ -356,6 +356,30 @@ NOTES = [
     "4096×40 one thread 1.208–1.214 → 1.064–1.065, 1024×100 1.127–1.138 → 0.949–1.083. "
     "Both paths now take a zero C as −0, so that a row whose maximum −0 stands alone "
     "gives +0 (x − x), as torch does; the row path gave −0.",
+    "",
+    "Session 29, the same machine: where the time of a row of 1000 goes, one thread, "
+    "kbench. Time per element against row length (500 to 64000, the same total) fits a "
+    "fixed cost per row: about 73 ns for accurate logsumexp, 48 ns for fast softmax, "
+    "69 ns for fast logsumexp (at 1000 elements 10–16% of the call). Of accurate "
+    "logsumexp's, the row's finish (the double-word combine, log1p, the checks) is "
+    "about 30 ns: a build that skipped it ran 512×500 in 0.48 ns/elem against 0.54. The "
+    "row-maximum pass before the statistics pass costs about 0.045 ns/elem at 256×1000 "
+    "(fast softmax 0.405 → 0.361, accurate softmax 0.552 → 0.500 in a build that took a "
+    "constant for it, whose results were wrong). Tried and not kept: each pair of rows' "
+    "output pass also read the next pair's rows and found their maxima (the same bits: a "
+    "zero maximum fell back to the pass), so that the statistics pass needed no pass of "
+    "its own: 99% of the rows took it, and 256×1000 and 64×1000, one thread and two, "
+    "fast and accurate, softmax and log_softmax, came out within noise of the build "
+    "before. The maximum pass is where the row comes from the L2 cache into L1, and that "
+    "traffic moved into the output pass instead of going away. Removing two of the "
+    "accurate exponential's four polynomial FMAs (a timing build with wrong results) "
+    "took accurate logsumexp 256×1000 from 0.468 to 0.419 ns/elem: 70% of those FMAs' "
+    "time on the FMA pipes, so that loop is bound by those pipes in part and by its "
+    "chains and the row's fixed costs in the rest. The fast float32 log_softmax of a "
+    "lone −0 is now +0 as well: its row path took a zero C as −0 like the accurate "
+    "ones, but the engines' `splatf`/`splatd` formed a vector as 0 + a, which turns −0 "
+    "into +0; they now form a − 0 (the same bits on the 4828 outputs of session 28's "
+    "check).",
 ]
 
 

@@ -1082,8 +1082,14 @@ def render_overhead(
         "an element on 2 threads), then one pass that sums and keeps float64 exponentials, "
         "writes the gradient and forms the smoothing sums (about 0.7 ns: a float64 table "
         "exponential per element, which keeps the gradient within 0.5 ulp where `a·p_j` and "
-        "`ε/C·w_j` cancel). At 256×1000 that is about 280 µs of C, so that row sits near "
-        "torch's time (450–790 µs on this machine).",
+        "`ε/C·w_j` cancel). Since session 29 that pass and the one that writes the gradient "
+        "from the kept exponentials run with their case fixed at compile time (no tests of "
+        "the kind, the weights or the sums per vector, the tail vector apart; the same "
+        "arithmetic in the same order, so the same bits): kbench, 256×1000, the builds "
+        "alternated, one thread, best ns/elem, those two passes 1.18–1.47 → 0.98–1.07 and "
+        "the whole call 1.70 → 1.50; 2 threads, medians, the whole call 0.99–1.04 → "
+        "0.87–0.89. At 256×1000 that is about 225 µs of C on 2 threads (250 µs before), "
+        "against torch's 450–790 µs on this machine.",
         "",
         "Why the missed rows are missed (the figures from sessions 6 to 18 were measured on "
         "an Intel Xeon with AVX-512 and 2 MiB of L2 per core; from session 20 this part "
