@@ -936,7 +936,7 @@ def test_out_may_be_the_input() -> None:
 @pytest.mark.parametrize("kind", ["short_rows", "short_rows_in_groups", "rows_of_600"])
 def test_large_outputs_are_streamed_out_whole(dtype: str, precision: str, kind: str) -> None:
     """Outputs passed in (``out=``) from 32 MiB on are written with non-temporal
-    stores: short rows staged per task (rows over 128 bytes a group of 16 or more rows
+    stores: short rows staged per task (rows over 64 bytes a group of 16 or more rows
     at a time), rows from 2 KiB (fast) or 4 KiB on in place; fresh outputs with
     ordinary stores. The same bits as small calls of the same rows, into a misaligned
     ``out``, in place, allocated, and with flagged rows (+inf, NaN, all -inf) that take

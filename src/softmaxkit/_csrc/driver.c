@@ -1109,9 +1109,16 @@ static void row_task(void *ctx, size_t r) {
  * 0.43-0.44 -> 0.41). Each row's arithmetic is the one row_task does: the results
  * are the same bits. */
 #define PAIR_ROW_BYTES ((size_t)4096)
-/* a software prefetch of every cache line of [p, p + n) (never faults) */
+/* a software prefetch of every cache line of [p, p + n) (never faults), into the L2
+ * cache (prefetcht2), not L1: a burst of 40 or more prefetcht0 holds the L1's miss
+ * buffers, and the loads of the arithmetic between the bursts wait behind them (session
+ * 30, AMD Zen 4, kbench, 2 threads, streamed short rows, the builds alternated, best
+ * ns/elem: float32 fast softmax 3000000x40 0.50-0.54 -> 0.38-0.40, fast log_softmax
+ * 0.53-0.55 -> 0.40-0.42, accurate softmax 0.63-0.64 -> 0.53, accurate log_softmax
+ * 0.71-0.72 -> 0.60-0.61, fast softmax 400000x100 0.56-0.57 -> 0.41, float64 fast
+ * softmax 3000000x40 1.37 -> 1.06; prefetcht1 the same, prefetchnta as prefetcht0) */
 static inline void prefetch_bytes(const void *p, size_t n) {
-    for (size_t q = 0; q < n; q += 64) __builtin_prefetch((const char *)p + q, 0, 3);
+    for (size_t q = 0; q < n; q += 64) __builtin_prefetch((const char *)p + q, 0, 1);
 }
 static void row_pair_task(void *ctx, size_t t) {
     job *j = (job *)ctx;
@@ -1194,7 +1201,7 @@ static void stream_copy(char *dst, const char *src, size_t n) {
  * holds STAGE_BYTES of input (see small_task) */
 #define STAGE_ROWS 16
 #define STAGE_BYTES 2560
-#define STAGE_SPLIT_ROWB 128
+#define STAGE_SPLIT_ROWB 64
 
 static void small_task(void *ctx, size_t t) {
     job *j = (job *)ctx;
@@ -1208,13 +1215,17 @@ static void small_task(void *ctx, size_t t) {
          * written whole and never read for ownership */
         size_t rowb = j->a->n * j->E->elsize;
         char *stage = (char *)tl_scratch;
-        /* Rows longer than two cache lines go a group at a time: each group's input
-         * is prefetched two groups ahead and its output streamed out right after it,
-         * so that the next loads and the drain of the write-combining buffers overlap
-         * the arithmetic (3000000 x 40 float32 fast, 2 threads: 0.65 -> 0.56 ns/elem,
-         * 400000 x 100 0.57 -> 0.54). Shorter rows are read well by the hardware's
-         * prefetchers, and there the smaller calls cost more than they save
-         * (2000000 x 20: 0.53 -> 0.60): the whole task is one call, as before.
+        /* Rows longer than a cache line go a group at a time: each group's input is
+         * prefetched two groups ahead and its output streamed out right after it, so
+         * that the next loads and the drain of the write-combining buffers overlap the
+         * arithmetic (3000000 x 40 float32 fast, 2 threads: 0.65 -> 0.56 ns/elem,
+         * 400000 x 100 0.57 -> 0.54). Rows of a line or less are read well by the
+         * hardware's prefetchers, and there the smaller calls cost more than they save:
+         * the whole task is one call. Until session 30 that held up to two lines, when
+         * the prefetches went into L1 (2000000 x 20: 0.53 -> 0.60 in groups then);
+         * into L2 (prefetch_bytes), groups win there too (kbench, 2 threads, best
+         * ns/elem: fast softmax 2000000 x 20 0.58-0.59 -> 0.44-0.46, accurate
+         * 0.68 -> 0.65-0.67; rows of 10 floats the same either way).
          * Prefetches past the input's end are harmless (they never fault). */
         size_t grp = SMALL_ROWS;
         if (rowb > STAGE_SPLIT_ROWB)
