@@ -380,6 +380,32 @@ NOTES = [
     "ones, but the engines' `splatf`/`splatd` formed a vector as 0 + a, which turns −0 "
     "into +0; they now form a − 0 (the same bits on the 4828 outputs of session 28's "
     "check).",
+    "",
+    "Session 30, the same machine: the streamed short rows (outputs of 32 MiB or more "
+    "passed in) prefetched each group's input two groups ahead with a burst of "
+    "`prefetcht0`, one per line, 40 for a group of 16 rows of 40 floats. On this core "
+    "those hold the L1 cache's miss buffers, and the kernel's own loads wait behind "
+    "them: measured apart with builds that left out one piece each (kbench, 3000000×40 "
+    "fast softmax, 2 threads), the whole call took 0.51 ns/elem, the copy through the "
+    "stage without the arithmetic 0.25, the arithmetic and the reads without the "
+    "stores 0.45, against 0.30–0.34 for the arithmetic in cache: the memory traffic "
+    "added to the arithmetic instead of overlapping it. The prefetches now go into the "
+    "L2 cache (`prefetcht2`; `prefetcht1` measured the same, `prefetchnta` as "
+    "`prefetcht0`, a distance of one group worse, four the same). kbench, 2 threads, "
+    "the builds alternated, best ns/elem: float32 3000000×40 fast softmax 0.50–0.54 → "
+    "0.38–0.40, fast log_softmax 0.53–0.55 → 0.40–0.42, accurate softmax 0.63–0.64 → "
+    "0.53, accurate log_softmax 0.71–0.72 → 0.60–0.61; 400000×100 fast softmax "
+    "0.56–0.57 → 0.41; float64 3000000×40 fast softmax 1.37 → 1.06. With the "
+    "prefetches in L2, rows over one cache line go in groups (over two before: rows of "
+    "20 floats lost in groups then, 0.53 → 0.60): 2000000×20 fast softmax 0.58–0.59 → "
+    "0.44–0.46, accurate 0.68 → 0.65–0.67; rows of 10 floats the same either way. Only "
+    "prefetches changed: the same bits. The row paths' prefetches (one line for each "
+    "line read, never a burst) into L2 instead: no change beyond noise at 4096×1000, "
+    "256×1000 and 4096×32768; not kept. Seen and left: the accurate float32 kernels on "
+    "rows of 10 to 40 floats ran 7–13% faster into an output passed in when it was not "
+    "streamed at all (3000000×40 accurate softmax 0.53 → 0.47, log_softmax 0.61 → 0.57; "
+    "rows of 100 floats 16% slower so), but in a noisy spell of the host that did not "
+    "repeat cleanly, and those shapes' accurate targets are met.",
 ]
 
 
