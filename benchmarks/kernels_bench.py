@@ -402,11 +402,14 @@ NOTES = [
     "prefetches changed: the same bits. The row paths' prefetches (one line for each "
     "line read, never a burst) into L2 instead: no gain at 256×1000 and 4096×32768 "
     "(six alternated rounds), and 4096×1000 accurate softmax slower (best 0.29–0.33 → "
-    "0.32–0.37 ns/elem); not kept. Seen and left: the accurate float32 kernels on "
-    "rows of 10 to 40 floats ran 7–13% faster into an output passed in when it was not "
-    "streamed at all (3000000×40 accurate softmax 0.53 → 0.47, log_softmax 0.61 → 0.57; "
-    "rows of 100 floats 16% slower so), but in a noisy spell of the host that did not "
-    "repeat cleanly, and those shapes' accurate targets are met.",
+    "0.32–0.37 ns/elem); not kept. The accurate float32 kernels on rows of up to 40 "
+    "floats are no longer streamed into an output passed in: five alternated rounds "
+    "each, every round lower, best ns/elem: 3000000×40 softmax 0.55–0.64 → 0.48–0.50, "
+    "log_softmax 0.64–0.66 → 0.59–0.60, 2000000×20 softmax 0.65–0.70 → 0.58–0.60, "
+    "1000000×10 log_softmax 1.02–1.19 → 0.93–1.17; rows of 48 were mixed, rows of 64 "
+    "and 100 faster streamed (1875000×64 log_softmax 0.70–0.74 against 0.78–0.83, "
+    "400000×100 softmax 0.63 against 0.73), float64 the same either way, and the fast "
+    "mode gains from streaming at every length (3000000×40 softmax 0.42 against 0.63).",
 ]
 
 
