@@ -402,14 +402,16 @@ NOTES = [
     "prefetches changed: the same bits. The row paths' prefetches (one line for each "
     "line read, never a burst) into L2 instead: no gain at 256×1000 and 4096×32768 "
     "(six alternated rounds), and 4096×1000 accurate softmax slower (best 0.29–0.33 → "
-    "0.32–0.37 ns/elem); not kept. The accurate float32 kernels on rows of up to 40 "
-    "floats are no longer streamed into an output passed in: five alternated rounds "
-    "each, every round lower, best ns/elem: 3000000×40 softmax 0.55–0.64 → 0.48–0.50, "
-    "log_softmax 0.64–0.66 → 0.59–0.60, 2000000×20 softmax 0.65–0.70 → 0.58–0.60, "
-    "1000000×10 log_softmax 1.02–1.19 → 0.93–1.17; rows of 48 were mixed, rows of 64 "
-    "and 100 faster streamed (1875000×64 log_softmax 0.70–0.74 against 0.78–0.83, "
-    "400000×100 softmax 0.63 against 0.73), float64 the same either way, and the fast "
-    "mode gains from streaming at every length (3000000×40 softmax 0.42 against 0.63).",
+    "0.32–0.37 ns/elem); not kept. Also tried and not kept: the accurate float32 "
+    "kernels on rows of up to 40 floats not streamed into an output passed in. kbench, "
+    "back-to-back calls, five alternated rounds, best ns/elem, every round lower: "
+    "3000000×40 softmax 0.55–0.64 → 0.48–0.50, log_softmax 0.64–0.66 → 0.59–0.60, "
+    "2000000×20 softmax 0.65–0.70 → 0.58–0.60 (rows of 64 and 100 faster streamed). "
+    "But single calls after a pause, as this table times them, read higher and wider "
+    "medians without streaming: from Python, 7 rounds, 3000000×40 accurate softmax "
+    "0.584 and 0.685 (two runs) against 0.524 streamed, log_softmax 0.713 and 0.972 "
+    "against 0.626 (the best calls 0.48 against 0.52), and a run of this section read "
+    "accurate softmax out= 0.863 ns/elem without streaming, 0.649 with.",
 ]
 
 

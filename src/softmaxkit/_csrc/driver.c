@@ -522,16 +522,6 @@ enum { OP_SOFTMAX = 0, OP_LOGSOFTMAX = 1, OP_LSE = 2, OP_CE = 3, OP_STATE = 4 };
  * 8192x1000 softmax 0.68 -> 0.62 ns/elem, 16384x512 0.80 -> 0.71); the accurate
  * engines' half-vector stores do not (20000x300: 1.08 -> 1.32) */
 #define STREAM_ROW_BYTES_FAST ((size_t)2048)
-/* Accurate float32 short rows of up to this many elements are not streamed: the
- * transposed kernel writes them with ordinary stores (session 30, AMD Zen 4, kbench,
- * 2 threads, outputs passed in, five alternated rounds, best ns/elem, streamed -> not:
- * softmax 3000000x40 0.55-0.64 -> 0.48-0.50, log_softmax 0.64-0.66 -> 0.59-0.60,
- * softmax 2000000x20 0.65-0.70 -> 0.58-0.60, log_softmax 1000000x10 1.02-1.19 ->
- * 0.93-1.17, every round lower; rows of 48 mixed, rows of 64 and 100 faster streamed:
- * log_softmax 1875000x64 0.70-0.74 against 0.78-0.83 not, softmax 400000x100 0.63
- * against 0.73; float64 the same either way, and the fast mode gains from streaming
- * at every length, 3000000x40 softmax 0.42 against 0.63) */
-#define STREAM_ACC_F32_MAX_N ((size_t)40)
 
 typedef struct {
     const skit_rows *a;
@@ -1456,9 +1446,7 @@ static int run(job *j) {
         size_t ntask = (a->rows + SMALL_ROWS - 1) / SMALL_ROWS;
         /* outputs larger than the caches: staged and streamed (see small_task) */
         j->stream = j->out && j->op != OP_LSE && !a->fresh_out &&
-                    a->rows * a->n * j->E->elsize >= STREAM_BYTES &&
-                    !(a->mode == SKIT_ACCURATE && a->dtype == SKIT_F32 &&
-                      a->n <= STREAM_ACC_F32_MAX_N);
+                    a->rows * a->n * j->E->elsize >= STREAM_BYTES;
         if (j->stream) scratch = SMALL_ROWS * a->n * j->E->elsize;
         int st = parallel_for(ntask, 1, threads, scratch, small_task, j);
         return st ? st : j->err;
