@@ -31,6 +31,7 @@ TESTS = [
     "tests/test_state.py",
     "tests/test_native_parts.py",
     "tests/test_smoothing.py",  # the label-smoothing C calls from NumPy (no torch)
+    "tests/test_outputs.py",  # the output cache's memory handler (_outcache)
 ]
 
 CHILD = """
@@ -67,6 +68,8 @@ def main() -> int:
             ROOT / "src" / "softmaxkit", pkg, ignore=shutil.ignore_patterns("_csrc", "*.build")
         )
         shutil.copy2(so[0], pkg / so[0].name)
+        for extra_so in (build / "src" / "softmaxkit").glob("_outcache*.so"):
+            shutil.copy2(extra_so, pkg / extra_so.name)
         env = dict(os.environ)
         env["LD_PRELOAD"] = runtime("libasan.so")
         env["ASAN_OPTIONS"] = "detect_leaks=0:halt_on_error=1:abort_on_error=1"

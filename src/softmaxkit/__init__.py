@@ -16,6 +16,7 @@ from ._decide import TopK, predict, top_k
 from ._errors import SoftmaxkitError, SoftmaxkitTypeError, SoftmaxkitValueError
 from ._explain import Explanation, explain
 from ._logsumexp import logsumexp
+from ._outputs import output_cache
 from ._sampling import sample
 from ._sigmoid import binary_cross_entropy_with_logits, log_sigmoid, sigmoid
 from ._softmax import log_softmax, softmax
@@ -45,6 +46,7 @@ __all__ = [
     "merge",
     "merge_all",
     "nll_loss",
+    "output_cache",
     "predict",
     "sample",
     "sigmoid",

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _dask, _jax_dispatch
+from . import _dask, _jax_dispatch, _outputs
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 from ._namespace import ENV_ENGINE, Plan, dtype_name, is_numpy
 
@@ -280,8 +280,8 @@ def quick_normalize(
     n = x.shape[-1]
     if n == 0 or x.size == 0:
         return None
-    res = np.empty_like(x) if out is None else out
-    _ckernels.softmax(x, res, None, x.size // n, n, code, mode, nthreads, t, log, out is None)
+    res, fresh = _outputs.empty_like(x) if out is None else (out, False)
+    _ckernels.softmax(x, res, None, x.size // n, n, code, mode, nthreads, t, log, fresh)
     return res
 
 
@@ -376,7 +376,7 @@ def quick_sigmoid(x: object, precision: object, threads: object, log: bool) -> A
     nthreads = _quick_threads(threads, x.size)
     if nthreads is None:
         return None
-    out = np.empty_like(x)
+    out = _outputs.empty_like(x)[0]
     n = x.size
     _ckernels.sigmoid(
         1 if log else 0, x.reshape(n), None, None, None, n, got[0], got[1], nthreads, 1.0,
@@ -427,11 +427,11 @@ def quick_bce(
         kind, y = 3, target.reshape(n)  # the kernel widens the targets as it reads them
     else:
         kind, y = 2, np.ascontiguousarray(target, dtype=np.float64).reshape(n)
-    grad = np.empty_like(logits) if return_grad else None
+    grad = _outputs.empty_like(logits)[0] if return_grad else None
     g1 = None if grad is None else grad.reshape(n)
     dt = logits.dtype
     if reduction == "none":  # kinds 4, 5: the float64 losses rounded once to dt in the core
-        loss = np.empty(logits.shape, dt)
+        loss = _outputs.empty(logits.shape, dt)[0]
         _ckernels.sigmoid(
             kind + 2, logits.reshape(n), y, None, None, n, got[0], got[1], nthreads, 1.0,
             loss.reshape(n), g1,
@@ -601,7 +601,7 @@ def quick_cross_entropy(
     if nthreads is None:
         return None
     loss = np.empty(rows if red == 0 else 1, np.float64)
-    grad = np.empty_like(logits) if return_grad else None
+    grad = _outputs.empty_like(logits)[0] if return_grad else None
     try:
         _ckernels.cross_entropy_reduced(
             logits, target, None, rows, n, code, mode, nthreads, ignore_index, z, red, loss,
@@ -648,7 +648,7 @@ def _normalize(
     if direct and out is not None:
         o2, fresh = out.reshape(rows, n), False
     else:
-        o2, fresh = np.empty((rows, n), xa.dtype), True
+        o2, fresh = _outputs.empty((rows, n), xa.dtype)
     _ckernels.softmax(x2, o2, m2, rows, n, code, mode, nthreads, float(temperature), log, fresh)
     if direct:
         return out
@@ -812,7 +812,7 @@ def cross_entropy(
     loss = np.empty(rows, np.float64)
     lse = np.empty(rows, np.float64)
     counted = np.empty(rows, np.uint8)
-    grad = np.empty((rows, n), xa.dtype) if return_grad else None
+    grad = _outputs.empty((rows, n), xa.dtype)[0] if return_grad else None
 
     def run(scale: float) -> None:
         _ckernels.cross_entropy(
@@ -904,7 +904,7 @@ def _smoothed_cross_entropy(
     nthreads = check_threads(threads)
     w = None if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
     t = np.ascontiguousarray(np.asarray(target).reshape(rows), dtype=np.int64)
-    grad = np.empty((rows, n), np.float32) if return_grad else None
+    grad = _outputs.empty((rows, n), np.float32)[0] if return_grad else None
     r = _smoothing.whole_row_loss(x2, t, w, ignore_index, reduction, eps, z_loss, grad, nthreads)
     if r is None:
         return None
@@ -936,7 +936,7 @@ def sigmoid(x: Array, plan: Plan, *, log: bool, threads: int | None = None) -> A
     if xa.size == 0:
         return None
     x1 = _flat(xa, xa.dtype)
-    out = np.empty(x1.shape, x1.dtype)
+    out = _outputs.empty(x1.shape, x1.dtype)[0]
     _ckernels.sigmoid(
         1 if log else 0,
         x1,
@@ -985,8 +985,8 @@ def binary_cross_entropy_with_logits(
     scale = 1.0 / n if reduction == "mean" else 1.0
     dt = xa.dtype
     none = reduction == "none"  # kind 4: the losses rounded once to dt in the core
-    loss = np.empty(n, dt if none else np.float64)
-    grad = np.empty(n, x1.dtype) if return_grad else None
+    loss = _outputs.empty((n,), dt if none else np.float64)[0]
+    grad = _outputs.empty((n,), x1.dtype)[0] if return_grad else None
     _ckernels.sigmoid(
         4 if none else 2, x1, y1, w1, p1, n, code, mode, check_threads(threads), scale, loss, grad
     )
@@ -1025,6 +1025,6 @@ def vjp(
         return None
     y2 = _to_rows(ya, perm, rows, n, ya.dtype)
     g2 = _to_rows(g, perm, rows, n, ya.dtype)
-    out = np.empty((rows, n), y2.dtype)
+    out = _outputs.empty((rows, n), y2.dtype)[0]
     _ckernels.vjp(log, y2, g2, rows, n, code, mode, check_threads(threads), out)
     return _from_rows(out, shape, perm)

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import _dispatch
+from .. import _dispatch, _outputs
 from .._agnostic import _losses, _normalize, _sigmoid, _vjp
 from .._errors import SoftmaxkitValueError
 from .._namespace import Plan, make_plan
@@ -290,7 +290,8 @@ def _out_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     """A fresh gradient for the C core: torch's allocation below 4 MiB (64-byte aligned
     and recycled by malloc between steps; with it a small MLP's training step is about
     5% faster than with NumPy's, which torch's GEMMs then read), NumPy's above (it asks
-    for transparent huge pages, so a fresh buffer faults in 512 times less often).
+    for transparent huge pages, so a fresh buffer faults in 512 times less often; from
+    32 MiB through :mod:`softmaxkit._outputs`, which reuses freed outputs' memory).
     Outputs the core writes through a NumPy view stay NumPy's below that size too:
     ``torch.empty`` plus ``.numpy()`` costs about 4 us more per call, a third of a small
     softmax; the everyday softmax hands the core its output's address instead
@@ -298,7 +299,7 @@ def _out_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     and the forward outputs that are not NumPy's already."""
     if math.prod(shape) * dtype.itemsize < _BIG_OUT:
         return torch.empty(shape, dtype=dtype)
-    return torch.from_numpy(np.empty(shape, _NP_DTYPE[dtype]))
+    return torch.from_numpy(_outputs.empty(shape, _NP_DTYPE[dtype])[0])
 
 
 def _out_like(x: Tensor) -> Tensor:
