@@ -412,6 +412,30 @@ NOTES = [
     "0.584 and 0.685 (two runs) against 0.524 streamed, log_softmax 0.713 and 0.972 "
     "against 0.626 (the best calls 0.48 against 0.52), and a run of this section read "
     "accurate softmax out= 0.863 ns/elem without streaming, 0.649 with.",
+    "Session 31, the same machine: outputs of 32 MiB or more (softmax, log_softmax, "
+    "gradients) are allocated through a NumPy memory handler (NEP 49, "
+    "`softmaxkit._outcache`) that keeps freed outputs' blocks for 5 s (at most 8 "
+    "blocks, an eighth of physical memory up to 4 GiB) and hands one to the next output "
+    "of about its size; a reused block is resident, so the core writes it as an output "
+    "passed in (streamed). glibc maps every block that large afresh and unmaps it on "
+    "free, so each allocating call faulted in and zeroed its whole output, and on this "
+    "virtual machine an allocation soon after a large free paid the host's reclaim "
+    "too. Against the run before (session 30), float32, 2 threads, median ns/elem: "
+    "3000000×40 fast softmax allocating 4.715 → 0.433 (into an output passed in "
+    "0.431), fast log_softmax 4.700 → 0.435, accurate softmax 0.837 → 0.631; "
+    "cross-entropy forward+backward 8192×32000 fast 1.035 → 0.440 (4.3× → 11.6× "
+    "torch), accurate 0.900 → 0.477. The arrays own their data as NumPy's do; blocks "
+    "not reused in time go back to the system from a background thread. Smaller "
+    "outputs stay NumPy's: glibc keeps those in its heap between calls already. The "
+    "`x.copy()` column now reads the host's reclaim more often (4096×32768 float64 "
+    "29.4 ns/elem, 1.6 before): its fresh gigabyte comes from pages that torch's call "
+    "freed seconds before, which this machine has reported to its host by then, where "
+    "it used to get the pages that softmaxkit's allocating call had just freed. The "
+    "cost moves, it is not added: float64 softmax 4096×32768 in one process, 5 rounds "
+    "of fast, accurate, x.copy() and torch in turn, median ns/elem with the cache on "
+    "1.52, 2.05, 7.59, 3.99 (x.copy() 1.66–37.3), off 2.49, 3.03, 1.80, 4.51 (fast "
+    "1.68–10.05).",
+]
 ]
 
 

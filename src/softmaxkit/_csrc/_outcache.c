@@ -295,35 +295,35 @@ static PyObject *py_empty(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NO)", arr, reused ? Py_True : Py_False);
 }
 
+/* Release the oldest kept blocks until at most `keep` bytes are kept; with the lock
+ * held on entry, released on return (the blocks are unmapped after it). */
+static void release_over_unlock(size_t keep) {
+    slot drop[SLOTS];
+    int nd = 0;
+    while (ncache > 0 && cached_bytes > keep) pop_oldest(&drop[nd++]);
+    n_released += (unsigned long long)nd;
+    pthread_cond_signal(&wake);
+    pthread_mutex_unlock(&lock);
+    for (int i = 0; i < nd; i++) munmap(drop[i].base, drop[i].cap);
+}
+
 static PyObject *py_configure(PyObject *self, PyObject *args) {
     (void)self;
     long long mb;
     double after;
     if (!PyArg_ParseTuple(args, "Ld", &mb, &after)) return NULL;
-    slot drop[SLOTS];
-    int nd = 0;
     pthread_mutex_lock(&lock);
     if (mb >= 0) max_bytes = (size_t)mb;
     if (after >= 0) release_after = after;
-    while (ncache > 0 && cached_bytes > max_bytes) pop_oldest(&drop[nd++]);
-    n_released += (unsigned long long)nd;
-    pthread_cond_signal(&wake);
-    pthread_mutex_unlock(&lock);
-    for (int i = 0; i < nd; i++) munmap(drop[i].base, drop[i].cap);
+    release_over_unlock(max_bytes);
     Py_RETURN_NONE;
 }
 
 static PyObject *py_clear(PyObject *self, PyObject *noargs) {
     (void)self;
     (void)noargs;
-    slot drop[SLOTS];
-    int nd = 0;
     pthread_mutex_lock(&lock);
-    while (ncache > 0) pop_oldest(&drop[nd++]);
-    n_released += (unsigned long long)nd;
-    pthread_cond_signal(&wake);
-    pthread_mutex_unlock(&lock);
-    for (int i = 0; i < nd; i++) munmap(drop[i].base, drop[i].cap);
+    release_over_unlock(0);
     Py_RETURN_NONE;
 }
 
