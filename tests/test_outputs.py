@@ -259,3 +259,33 @@ def test_environment_variable_sets_and_checks_the_limit():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0
     assert "SOFTMAXKIT_OUTPUT_CACHE_MB='lots' must be a size in MiB >= 0" in out.stderr
+
+
+def _worker_softmax():
+    x = _x()
+    before = sk.output_cache()
+    y = sk.softmax(x, precision="fast")
+    del y
+    gc.collect()
+    y = sk.softmax(x, precision="fast")
+    after = sk.output_cache()
+    return after["hits"] - before["hits"], after["misses"] - before["misses"], float(y[0, 0])
+
+
+def test_dask_distributed_workers_allocate_numpys_way(cache):
+    """A worker manages memory by its process's resident size: nothing is kept there."""
+    if os.environ.get("SOFTMAXKIT_SANITIZED"):
+        pytest.skip("the sanitized run covers the NumPy calls; dask is not loaded there")
+    distributed = pytest.importorskip("distributed", reason="pip install distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+            silence_logs=40,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):  # fmt: skip
+        hits, misses, first = client.submit(_worker_softmax, pure=False).result()
+    assert (hits, misses) == (0, 0)
+    assert first == sk.softmax(_x(), precision="fast")[0, 0]
+    # the same calls outside a worker do use the cache
+    assert _worker_softmax()[0] >= 1
