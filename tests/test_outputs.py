@@ -289,3 +289,15 @@ def test_dask_distributed_workers_allocate_numpys_way(cache):
     assert first == sk.softmax(_x(), precision="fast")[0, 0]
     # the same calls outside a worker do use the cache
     assert _worker_softmax()[0] >= 1
+
+
+def test_the_default_limit_follows_a_containers_memory_limit(tmp_path):
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    total = _outputs._memory_bytes(())
+    assert total > 0
+    v2.write_text("max\n")
+    v1.write_text("9223372036854771712\n")
+    assert _outputs._memory_bytes((str(v2), str(v1))) == total
+    v2.write_text(f"{1 << 30}\n")
+    assert _outputs._memory_bytes((str(v2), str(v1))) == min(total, 1 << 30)
+    assert _outputs._memory_bytes((str(tmp_path / "absent"), str(v2))) == min(total, 1 << 30)

@@ -44,11 +44,25 @@ ENV_CACHE = "SOFTMAXKIT_OUTPUT_CACHE_MB"
 _GiB = 1 << 30
 
 
-def _physical_bytes() -> int:
+# a container's memory limit (cgroup v2, then v1), where the system has one
+CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def _memory_bytes(limits: tuple[str, ...] = CGROUP_LIMITS) -> int:
+    """Physical memory, or the container's memory limit where that is less."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 8 * _GiB
+        total = 8 * _GiB
+    for path in limits:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max" (v2) or a huge number (v1) mean no limit
+            total = min(total, int(text))
+    return total
 
 
 def _default_max_bytes() -> int:
@@ -62,7 +76,7 @@ def _default_max_bytes() -> int:
             msg = f"environment variable {ENV_CACHE}={env!r} must be a size in MiB >= 0"
             raise SoftmaxkitValueError(msg)
         return int(mb * (1 << 20))
-    return min(4 * _GiB, _physical_bytes() // 8)
+    return min(4 * _GiB, _memory_bytes() // 8)
 
 
 if _outcache is not None:
@@ -114,7 +128,8 @@ def output_cache(
     max_bytes : int, optional
         Most memory kept in all (up to 8 blocks); ``0`` turns the cache off and
         releases what it holds. Default: ``SOFTMAXKIT_OUTPUT_CACHE_MB``, or an
-        eighth of physical memory, at most 4 GiB.
+        eighth of physical memory (of the container's limit, where a cgroup sets
+        a lower one), at most 4 GiB.
     release_after : float, optional
         Seconds a freed block is kept for reuse before it is returned to the
         system (default 5).
