@@ -436,7 +436,6 @@ NOTES = [
     "1.52, 2.05, 7.59, 3.99 (x.copy() 1.66–37.3), off 2.49, 3.03, 1.80, 4.51 (fast "
     "1.68–10.05).",
 ]
-]
 
 
 # Pause before each implementation's turn in a round: torch's OpenMP workers keep
