@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
 import pickle
 import subprocess
@@ -152,11 +151,11 @@ def test_max_bytes_bounds_what_is_kept(cache):
 
 
 def test_unused_blocks_are_released_in_time(cache):
-    sk.output_cache(release_after=0.2)
     released = sk.output_cache()["released"]
     sk.softmax(_x())
     gc.collect()
     assert sk.output_cache()["blocks"] == 1
+    sk.output_cache(release_after=0.2)  # wakes the release thread, which waits 60 s
     deadline = time.monotonic() + 10
     while sk.output_cache()["blocks"] and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -209,26 +208,43 @@ def test_threads_share_the_cache_safely(cache):
     assert sk.output_cache()["blocks"] <= 8
 
 
-def _child_softmax(q):
-    x = _x()
+FORK_CHILD = """
+import gc, os, sys
+import numpy as np
+import softmaxkit as sk
+sk.output_cache(max_bytes=1 << 30, release_after=60.0)
+x = np.ones((2048, 4096), np.float32)
+sk.softmax(x, precision="fast")  # kept: the parent's release thread now runs
+gc.collect()
+pid = os.fork()
+if pid == 0:  # the child: its copy of the kept block, and no release thread yet
+    hits = sk.output_cache()["hits"]
     y = sk.softmax(x, precision="fast")
+    ok = sk.output_cache()["hits"] == hits + 1 and float(y.sum(dtype=np.float64)) == 2048.0
     del y
     gc.collect()
-    y = sk.softmax(x, precision="fast")
-    q.put(float(y.sum(dtype=np.float64)))
+    sk.output_cache(release_after=0.1)  # the child's own release thread empties it
+    for _ in range(200):
+        if not sk.output_cache()["blocks"]:
+            break
+        __import__("time").sleep(0.05)
+    os._exit(0 if ok and not sk.output_cache()["blocks"] else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="fork start method")
-def test_a_forked_child_uses_the_cache(cache):
-    sk.softmax(_x())  # the parent holds a kept block (and its release thread runs)
-    gc.collect()
-    ctx = multiprocessing.get_context("fork")
-    q = ctx.Queue()
-    p = ctx.Process(target=_child_softmax, args=(q,))
-    p.start()
-    p.join(60)
-    assert p.exitcode == 0
-    assert q.get(timeout=5) == pytest.approx(ROWS, rel=1e-6)
+@pytest.mark.skipif(sys.platform != "linux", reason="os.fork in a fresh interpreter")
+def test_a_forked_child_uses_the_cache():
+    """A fresh interpreter (no JAX, whose threads forbid forking) forks while the
+    cache holds a block and its release thread runs: the child reuses its copy of the
+    block and starts its own release thread."""
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_CHILD], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
 
 
 @pytest.mark.parametrize(
