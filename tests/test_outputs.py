@@ -99,7 +99,10 @@ def test_every_large_output_kind_matches_numpy_memory(cache):
 
 def test_torch_gradients_reuse_kept_memory(cache):
     if os.environ.get("SOFTMAXKIT_SANITIZED"):
-        pytest.skip("the sanitized run covers the NumPy calls; torch is not loaded there")
+        pytest.skip(
+            "the sanitizer run imports no torch (its libraries are not instrumented); "
+            "this test runs in the ordinary suite"
+        )
     torch = pytest.importorskip("torch")
     import softmaxkit.torch as skt
 
@@ -291,7 +294,10 @@ def _worker_softmax():
 def test_dask_distributed_workers_allocate_numpys_way(cache):
     """A worker manages memory by its process's resident size: nothing is kept there."""
     if os.environ.get("SOFTMAXKIT_SANITIZED"):
-        pytest.skip("the sanitized run covers the NumPy calls; dask is not loaded there")
+        pytest.skip(
+            "the sanitizer run imports no dask.distributed (its servers and threads are "
+            "not what is sanitized); this test runs in the ordinary suite"
+        )
     distributed = pytest.importorskip("distributed", reason="pip install distributed")
     with (
         distributed.LocalCluster(

@@ -280,9 +280,21 @@ def quick_normalize(
     n = x.shape[-1]
     if n == 0 or x.size == 0:
         return None
-    res, fresh = _outputs.empty_like(x) if out is None else (out, False)
+    if out is not None:
+        res, fresh = out, False
+    elif x.nbytes < _outputs.BIG:  # the everyday call: no Python frame for the cache's check
+        res, fresh = np.empty_like(x), True
+    else:
+        res, fresh = _outputs.empty_like(x)
     _ckernels.softmax(x, res, None, x.size // n, n, code, mode, nthreads, t, log, fresh)
     return res
+
+
+def _small_or_kept(x: np.ndarray) -> np.ndarray:
+    """A fresh array like the C-contiguous ``x``: NumPy's below the output cache's size
+    (checked inline, as a small call's few microseconds notice a call more), else one
+    from :mod:`softmaxkit._outputs`."""
+    return np.empty_like(x) if x.nbytes < _outputs.BIG else _outputs.empty_like(x)[0]
 
 
 def _torch_quick(fn: Any, x: object, *args: object) -> Any:
@@ -376,7 +388,7 @@ def quick_sigmoid(x: object, precision: object, threads: object, log: bool) -> A
     nthreads = _quick_threads(threads, x.size)
     if nthreads is None:
         return None
-    out = _outputs.empty_like(x)[0]
+    out = _small_or_kept(x)
     n = x.size
     _ckernels.sigmoid(
         1 if log else 0, x.reshape(n), None, None, None, n, got[0], got[1], nthreads, 1.0,
@@ -427,7 +439,7 @@ def quick_bce(
         kind, y = 3, target.reshape(n)  # the kernel widens the targets as it reads them
     else:
         kind, y = 2, np.ascontiguousarray(target, dtype=np.float64).reshape(n)
-    grad = _outputs.empty_like(logits)[0] if return_grad else None
+    grad = None if not return_grad else _small_or_kept(logits)
     g1 = None if grad is None else grad.reshape(n)
     dt = logits.dtype
     if reduction == "none":  # kinds 4, 5: the float64 losses rounded once to dt in the core
@@ -601,7 +613,7 @@ def quick_cross_entropy(
     if nthreads is None:
         return None
     loss = np.empty(rows if red == 0 else 1, np.float64)
-    grad = _outputs.empty_like(logits)[0] if return_grad else None
+    grad = None if not return_grad else _small_or_kept(logits)
     try:
         _ckernels.cross_entropy_reduced(
             logits, target, None, rows, n, code, mode, nthreads, ignore_index, z, red, loss,
