@@ -1092,9 +1092,12 @@ def render_overhead(
         "against torch's 450–790 µs on this machine.",
         "",
         "Why the missed rows are missed (the figures from sessions 6 to 18 were measured on "
-        "an Intel Xeon with AVX-512 and 2 MiB of L2 per core; from session 20 this part "
-        "runs on an AMD EPYC of the Zen 3 generation: AVX2 only, for torch as for "
-        "softmaxkit, and 512 KiB of L2 per core):",
+        "an Intel Xeon with AVX-512 and 2 MiB of L2 per core; sessions 20 to 27 ran on an "
+        "AMD EPYC of the Zen 3 generation (AVX2 only, for torch as for softmaxkit, and "
+        "512 KiB of L2 per core), sessions 28 to 31 on an AMD EPYC of the Zen 4 generation "
+        "(AVX-512, double-pumped, 1 MiB of L2 per core), and session 32 again on an Intel "
+        "Xeon with AVX-512 and 2 MiB of L2 per core; the header names the machine of this "
+        "run):",
         "",
         "- Small calls (32×10, the MLP's 64×100) are fixed cost. A Python "
         "`autograd.Function` pays for `Function.apply`, saving for backward and a Python "
