@@ -371,6 +371,7 @@ def floor_table(rounds: int) -> dict[str, float]:
 
     import softmaxkit.torch as skt
     from softmaxkit import _ckernels
+    from softmaxkit.torch import _functional as skt_functional
 
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(32, 10, generator=g) * 2).requires_grad_()
@@ -461,12 +462,51 @@ def floor_table(rounds: int) -> dict[str, float]:
         def backward(ctx: Any, gout: torch.Tensor) -> torch.Tensor:
             return ctx.grad  # type: ignore[no-any-return]
 
+    # the C core's call inside the step: the first call against a second one right
+    # after it (same logits, same buffers), and an 8-row call before the full one, so
+    # that the fixed part of a cold call shows apart from the part that grows with rows
+    twice: list[tuple[float, float]] = []
+    tiny: list[tuple[float, float]] = []
+    l8, g8 = np.empty((), np.float32), torch.empty(8, 100)
+
+    class Twice(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, z: torch.Tensor) -> torch.Tensor:
+            za, ya, ga = z.data_ptr(), ym.data_ptr(), gm.data_ptr()
+            t0 = pc()
+            _ckernels.cross_entropy_reduced_at(za, ya, 64, 100, 0, 1, 1, -100, 1, lm, ga)
+            t1 = pc()
+            _ckernels.cross_entropy_reduced_at(za, ya, 64, 100, 0, 1, 1, -100, 1, lm, ga)
+            twice.append((t1 - t0, pc() - t1))
+            return torch.from_numpy(lm)
+
+        @staticmethod
+        def backward(ctx: Any, gout: torch.Tensor) -> torch.Tensor:
+            return gm
+
+    class Tiny(Twice):
+        @staticmethod
+        def forward(ctx: Any, z: torch.Tensor) -> torch.Tensor:
+            za, ya, ga = z.data_ptr(), ym.data_ptr(), gm.data_ptr()
+            t0 = pc()
+            _ckernels.cross_entropy_reduced_at(za, ya, 8, 100, 0, 1, 1, -100, 1, l8, g8.data_ptr())
+            t1 = pc()
+            _ckernels.cross_entropy_reduced_at(za, ya, 64, 100, 0, 1, 1, -100, 1, lm, ga)
+            tiny.append((t1 - t0, pc() - t1))
+            return torch.from_numpy(lm)
+
+    # softmaxkit's own Function for the everyday call, without the short route's
+    # checks and the module's and functional's frames (the same arithmetic)
+    plain_apply = skt_functional._PLAIN_CE_APPLY
     crits: dict[str, Any] = {
         "torch": nn.CrossEntropyLoss(),
         "skt": skt.CrossEntropyLoss(),
         "route": lambda z, y: Route.apply(z),
         "core": lambda z, y: Core.apply(z),
         "fresh": lambda z, y: Fresh.apply(z),
+        "apply": lambda z, y: plain_apply(z, y, -100, "mean"),
+        "twice": lambda z, y: Twice.apply(z),
+        "tiny": lambda z, y: Tiny.apply(z),
     }
     models = {}
     for key in crits:
@@ -493,6 +533,10 @@ def floor_table(rounds: int) -> dict[str, float]:
             inside[key].append(ti / 100)
     for i, name in enumerate(("buffers", "core", "wrap")):
         out[f"fresh_step_{name}"] = statistics.median(p[i] for p in parts)
+    for i, name in enumerate(("first", "second")):
+        out[f"twice_{name}"] = statistics.median(p[i] for p in twice)
+    for i, name in enumerate(("tiny", "full")):
+        out[f"tiny_{name}"] = statistics.median(p[i] for p in tiny)
     parts.clear()
     zf = models["fresh"][0](xm).detach()
     for _ in range(100 * rounds):
@@ -554,6 +598,18 @@ def render_floor(f: dict[str, float], rounds: int) -> list[str]:
             f"In this run it leaves {spare:.1f} µs under torch's step, and softmaxkit's "
             f"checks, module and functional frames take {extra:+.1f} µs of the step."
         )
+    cold_floor = us["mlp_inside_route"] + us["tiny_tiny"]
+    if cold_floor >= us["mlp_inside_torch"]:
+        cold_verdict = (
+            "In this run no such route reaches torch's loss forward inside the step, before "
+            "any check, allocation or row of work."
+        )
+    else:
+        cold_verdict = (
+            f"In this run that leaves {us['mlp_inside_torch'] - cold_floor:.1f} µs for the "
+            "checks, the fresh loss and gradient, and the rest of the rows' work, which "
+            f"take {us['mlp_inside_skt'] - cold_floor:.1f} µs in softmaxkit's loss."
+        )
     inside_t = us["mlp_inside_torch"] / us["mlp_alone_torch"]
     inside_s = us["mlp_inside_skt"] / us["mlp_alone_skt"]
     waited_t = us["mlp_waited_torch"] / us["mlp_alone_torch"]
@@ -592,8 +648,12 @@ def render_floor(f: dict[str, float], rounds: int) -> list[str]:
         f"buffers) | {us['mlp_inside_core']:.1f} | – | – | {us['mlp_step_core']:.1f} |",
         "| the same with a fresh loss and gradient each call (what a loss must return; "
         f"no checks) | {us['mlp_inside_fresh']:.1f} | – | – | {us['mlp_step_fresh']:.1f} |",
+        "| softmaxkit's own `autograd.Function` for the everyday call "
+        "(`PlainCrossEntropy`), called directly: no short-route checks, no module or "
+        f"functional frame | {us['mlp_inside_apply']:.1f} | – | – | "
+        f"{us['mlp_step_apply']:.1f} |",
         "",
-        "The whole-step column is the SGD step's time with each loss, the five routes "
+        "The whole-step column is the SGD step's time with each loss, all routes "
         f"interleaved ({rounds} rounds of 100 steps, median). Against torch's step "
         f"({us['mlp_step_torch']:.1f} µs): the route that does nothing "
         f"{us['mlp_step_route'] - us['mlp_step_torch']:+.1f} µs, the bare core route "
@@ -612,7 +672,38 @@ def render_floor(f: dict[str, float], rounds: int) -> list[str]:
         "through the dispatcher its layers just used. What softmaxkit adds on top of the "
         "bare core route (the short route's checks, the module's and the functional's "
         "frames, a fresh gradient) is "
-        f"{us['mlp_inside_skt'] - us['mlp_inside_core']:.1f} µs of the step.",
+        f"{us['mlp_inside_skt'] - us['mlp_inside_core']:.1f} µs of the step: "
+        f"{us['mlp_inside_skt'] - us['mlp_inside_apply']:.1f} µs for the short route's "
+        "checks and the module's and functional's frames (softmaxkit's loss against its "
+        "own `Function` called directly), and "
+        f"{us['mlp_inside_apply'] - us['mlp_inside_core']:.1f} µs for that `Function`'s "
+        "fresh loss and gradient and its bookkeeping (against the bare core route). "
+        "About twenty attribute reads and comparisons that take 1–2 µs in a tight loop "
+        "take many times that here, as every other piece does.",
+        "",
+        "The C core's call inside the step (medians of every call's own stamps; the "
+        "first two rows from one route, the next two from another):",
+        "",
+        "| call | µs |",
+        "|---|---:|",
+        f"| 64×100, the first call after the model's forward | {us['twice_first']:.1f} |",
+        f"| 64×100 again, right after it (same logits, same buffers) | {us['twice_second']:.1f} |",
+        f"| 8×100, the first call after the model's forward | {us['tiny_tiny']:.1f} |",
+        f"| 64×100, right after that 8-row call | {us['tiny_full']:.1f} |",
+        f"| 64×100 in a tight loop (the fresh route's) | {us['fresh_tight_core']:.1f} |",
+        "",
+        "The first call pays "
+        f"{us['twice_first'] - us['twice_second']:.1f} µs more than a second one, and an "
+        f"8-row call, an eighth of the work, already takes {us['tiny_tiny']:.1f} µs there: "
+        "most of what a cold call costs is fixed (the functions on its path span about 40 KiB "
+        "of code, which comes back from the last-level cache with the scratch they touch), not "
+        "per row. `tools/kbench.sh` reproduces it with `KBENCH_EVICT=4096` (4 MiB written "
+        "and read before each call): 64×100 median 2.2–2.3 → 2.9–3.7 ns/elem, 8×100 "
+        "2.4 → 6.8–7.0 ns/elem (session 33, one thread). So the floor of any route "
+        "through a Python `autograd.Function` that calls the C core is the route that "
+        f"does nothing ({us['mlp_inside_route']:.1f} µs here) plus a cold call's fixed "
+        f"part (at least the 8-row call's {us['tiny_tiny']:.1f} µs): {cold_floor:.1f} µs, "
+        f"against {us['mlp_inside_torch']:.1f} µs for torch's whole loss forward. " + cold_verdict,
         "",
         "Where the fresh route's forward goes, inside the step and in a tight loop on the "
         "same logits (medians of every call's own stamps):",
@@ -642,8 +733,9 @@ def render_floor(f: dict[str, float], rounds: int) -> list[str]:
         "slowing torch's own loss 5×). On this shared virtual machine, code that did not "
         "just run, runs cold, and the factor moves from run to run. softmaxkit's loss "
         "forward does more of the work (it forms the gradient, so its backward only scales "
-        "it), so the same slowdown costs it more microseconds: that is the step's gap. What "
-        "shrinks it is less work per row in the forward. Since session 11 the rows of up "
+        "it), so the same slowdown costs it more microseconds: that is the step's gap. "
+        "Less work per row shrinks it only in part (the fixed part above dominates). "
+        "Since session 11 the rows of up "
         "to 256 classes are finished eight at a time in vector float64 (lse, loss, the "
         "gradient's factor and its target entry: `ce_fin`), where each row took about 400 "
         "instructions of double-word arithmetic and two library calls: the C core's loss "
