@@ -1187,7 +1187,7 @@ def render_overhead(
         "an Intel Xeon with AVX-512 and 2 MiB of L2 per core; sessions 20 to 27 ran on an "
         "AMD EPYC of the Zen 3 generation (AVX2 only, for torch as for softmaxkit, and "
         "512 KiB of L2 per core), sessions 28 to 31 on an AMD EPYC of the Zen 4 generation "
-        "(AVX-512, double-pumped, 1 MiB of L2 per core), and session 32 again on an Intel "
+        "(AVX-512, double-pumped, 1 MiB of L2 per core), and sessions 32 and 33 again on an Intel "
         "Xeon with AVX-512 and 2 MiB of L2 per core; the header names the machine of this "
         "run):",
         "",
