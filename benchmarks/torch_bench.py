@@ -699,7 +699,7 @@ def render_floor(f: dict[str, float], rounds: int) -> list[str]:
         "of code, which comes back from the last-level cache with the scratch they touch), not "
         "per row. `tools/kbench.sh` reproduces it with `KBENCH_EVICT=4096` (4 MiB written "
         "and read before each call): 64×100 median 2.2–2.3 → 2.9–3.7 ns/elem, 8×100 "
-        "2.4 → 6.8–7.0 ns/elem (session 33, one thread). So the floor of any route "
+        "2.4–2.5 → 6.8–7.0 ns/elem (session 33, one thread). So the floor of any route "
         "through a Python `autograd.Function` that calls the C core is the route that "
         f"does nothing ({us['mlp_inside_route']:.1f} µs here) plus a cold call's fixed "
         f"part (at least the 8-row call's {us['tiny_tiny']:.1f} µs): {cold_floor:.1f} µs, "
