@@ -66,6 +66,10 @@ int main(int argc, char **argv) {
     const char *ev = getenv("KBENCH_EVICT");
     size_t evn = ev ? strtoull(ev, NULL, 10) * 1024 : 0;
     unsigned char *evb = evn ? malloc(evn) : NULL;
+    if (evn && !evb) {
+        fprintf(stderr, "KBENCH_EVICT: cannot allocate %zu bytes\n", evn);
+        return 2;
+    }
     volatile unsigned evsink = 0;
     for (int k = 0; k < reps; k++) {
         if (evb) {
