@@ -482,6 +482,45 @@ def test_bce_sums_in_the_core_as_numpy_sums(dtype: str, n: int) -> None:
     assert mean == np.asarray(np.sum(loss) / n, dtype=dtype) and np.array_equal(grad, g)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [1, 17, 65_549])
+def test_bce_reduced_at_addresses(dtype: str, n: int) -> None:
+    """The everyday torch call's entry (``bce_reduced_at``): ``bce_reduced``'s sum and
+    gradient at the arrays' addresses, the loss (sum, or the float64 mean) rounded
+    once into the data's type at its address, and None with nothing written when a
+    target lies outside [0, 1] or is NaN (0 and 1 themselves are targets)."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(n) * 7).astype(dtype)
+    y = rng.random(n).astype(dtype)
+    y[0] = 1.0
+    y[-1] = 0.0
+    code = 0 if dtype == "float32" else 1
+    g_want = np.empty(n, dtype)
+    for mean in (True, False):
+        scale = 1.0 / n if mean else 1.0
+        total = _ck.bce_reduced(3, x, y, n, code, 1, 2, scale, g_want)
+        out, g = np.full((), np.nan, dtype), np.full(n, np.nan, dtype)
+        got = _ck.bce_reduced_at(
+            x.ctypes.data, y.ctypes.data, n, code, 1, 2, scale, mean, out.ctypes.data, g.ctypes.data
+        )
+        assert got == total
+        assert out == np.asarray(total / n if mean else total, dtype=dtype)
+        np.testing.assert_array_equal(g, g_want)
+        _ck.bce_reduced_at(  # no gradient asked for
+            x.ctypes.data, y.ctypes.data, n, code, 1, 1, scale, mean, out.ctypes.data, 0
+        )
+    for bad in (1.0000001, -0.0001, np.nan, np.inf):
+        yb = y.copy()
+        yb[n // 2] = bad
+        out, g = np.full((), 7.0, dtype), np.full(n, 7.0, dtype)
+        got = _ck.bce_reduced_at(
+            x.ctypes.data, yb.ctypes.data, n, code, 1, 1, 1.0, True, out.ctypes.data, g.ctypes.data
+        )
+        assert got is None and out == 7.0 and (g == 7.0).all()
+    with pytest.raises(ValueError, match="bad address"):
+        _ck.bce_reduced_at(x.ctypes.data, y.ctypes.data, 0, code, 1, 1, 1.0, True, 8, 0)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_bce_loss_rounded_in_the_core_is_the_float64_loss_rounded_after(

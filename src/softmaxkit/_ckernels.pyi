@@ -247,6 +247,19 @@ def bce_reduced(
     grad: Any,
     /,
 ) -> float: ...
+def bce_reduced_at(
+    x_addr: int,
+    y_addr: int,
+    n: int,
+    dtype: int,
+    mode: int,
+    threads: int,
+    scale: float,
+    mean: bool,
+    loss_addr: int,
+    grad_addr: int,
+    /,
+) -> float | None: ...
 def nll(
     x: Any,
     target: Any,

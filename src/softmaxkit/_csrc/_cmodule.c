@@ -504,6 +504,45 @@ static PyObject *py_bce_reduced(PyObject *self, PyObject *args) {
     return PyFloat_FromDouble(total);
 }
 
+PyDoc_STRVAR(bce_reduced_at_doc,
+             "bce_reduced_at(x_addr, y_addr, n, dtype, mode, threads, scale, mean, loss_addr, "
+             "grad_addr) -> float | None: bce_reduced's kind 3 on n contiguous elements at "
+             "their addresses (targets in x's type, grad_addr 0 for no gradient), and the "
+             "loss (the sum, or the sum over n when mean) rounded once into x's type at "
+             "loss_addr; the sum, or None (nothing written) when a target lies outside [0, 1] "
+             "or is NaN");
+
+/* The everyday torch call: no buffer protocol, the targets' range checked here */
+static PyObject *py_bce_reduced_at(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long xa, ya, la, ga;
+    Py_ssize_t n;
+    int dtype, mode, threads, mean;
+    double scale;
+    if (!PyArg_ParseTuple(args, "KKniiidpKK", &xa, &ya, &n, &dtype, &mode, &threads, &scale,
+                          &mean, &la, &ga))
+        return NULL;
+    if (n < 1 || threads < 1 || !xa || !ya || !la || (dtype != SKIT_F32 && dtype != SKIT_F64)) {
+        PyErr_SetString(PyExc_ValueError, "bad address, size, dtype or thread count");
+        return NULL;
+    }
+    int st = 0, ok;
+    double total = 0.0;
+    Py_BEGIN_ALLOW_THREADS ok = skit_in_unit_interval(dtype, (const void *)(uintptr_t)ya, (size_t)n);
+    if (ok) {
+        st = skit_bce_reduced(dtype, mode, 3, (const void *)(uintptr_t)xa,
+                              (const void *)(uintptr_t)ya, NULL, NULL, (size_t)n, scale, &total,
+                              ga ? (void *)(uintptr_t)ga : NULL, threads);
+        /* the general route's mean: the float64 sum over n, then one rounding */
+        double v = mean ? total / (double)n : total;
+        if (!st && dtype == SKIT_F32) *(float *)(uintptr_t)la = (float)v;
+        if (!st && dtype == SKIT_F64) *(double *)(uintptr_t)la = v;
+    }
+    Py_END_ALLOW_THREADS if (!ok) Py_RETURN_NONE;
+    if (st) return status_error(st), NULL;
+    return PyFloat_FromDouble(total);
+}
+
 PyDoc_STRVAR(smooth_doc, "smooth(kind, x, rows, n, w, m, f, k, gap, dsum, grad, threads): "
                          "label-smoothing block sums (kind 0) or gradient (1: float32, 3: float64; one-block rows "
                          "with their sum: 4, 5, and their gaps when gap is given), float32 rows");
@@ -980,6 +1019,7 @@ static PyMethodDef methods[] = {
      cross_entropy_reduced_at_doc},
     {"sigmoid", py_sigmoid, METH_VARARGS, sigmoid_doc},
     {"bce_reduced", py_bce_reduced, METH_VARARGS, bce_reduced_doc},
+    {"bce_reduced_at", py_bce_reduced_at, METH_VARARGS, bce_reduced_at_doc},
     {"nll", py_nll, METH_VARARGS, nll_doc},
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
     {"smooth", py_smooth, METH_VARARGS, smooth_doc},

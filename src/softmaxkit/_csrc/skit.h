@@ -241,6 +241,10 @@ int skit_bce_reduced(int dtype, int mode, int kind, const void *x, const void *y
                      const double *pw, size_t n, double scale, double *total, void *grad,
                      int threads);
 
+/* Whether every one of the n targets of dtype's type lies in [0, 1] (a NaN does not):
+ * the check the everyday BCE call makes before skit_bce_reduced. */
+int skit_in_unit_interval(int dtype, const void *y, size_t n);
+
 /* Vector-Jacobian products over rows: islog = 0 gives y * (g - sum(y g)) (softmax),
  * islog = 1 gives g - exp(y) sum(g) (log_softmax); y, g, out of dtype's type. */
 int skit_vjp(int dtype, int mode, int islog, const void *y, const void *g, size_t rows, size_t n,

@@ -745,33 +745,37 @@ def _plain_bce(
         and engine_for(x) == NATIVE
     ):
         return None
+    n = x.numel()
+    grad = _out_like(x) if need_grad else None
+    if reduction != "none":
+        # the losses summed in the core in np.sum's order (no float64 array of them), the
+        # mean's division and the one rounding there too: the bits of _bce_reduce. By
+        # address, the targets' range checked by the core (about 2 us each for the
+        # NumPy views and for each reduction NumPy would check it with)
+        mean = reduction == "mean"
+        loss = torch.empty_like(_SCALAR[x.dtype])
+        total = _ckernels.bce_reduced_at(
+            x.data_ptr(), target.data_ptr(), n, _CODE[x.dtype], _ACCURATE, _threads(n),
+            1.0 / n if mean else 1.0, mean, loss.data_ptr(),
+            0 if grad is None else grad.data_ptr(),
+        )  # fmt: skip
+        if total is None:  # a target outside [0, 1] or NaN: the general route names it
+            return None
+        if mean and math.isinf(total) and torch.isfinite(x).all():
+            # perhaps finite losses whose sum overflows: the general route's finite mean
+            return None
+        return loss, (x.new_empty(0) if grad is None else grad)
     ya = _np(target.detach())
     if not (ya.min() >= 0 and ya.max() <= 1):  # NaN fails too: the general route names it
         return None
-    n = ya.size
-    grad = _out_like(x) if need_grad else None
     g1 = None if grad is None else _np(grad).reshape(-1)
     x1, y1 = _np(x.detach()).reshape(-1), ya.reshape(-1)
-    # kind 3: the kernel widens the targets (x's dtype) as it reads them
-    if reduction == "none":  # kind 5: and rounds each float64 loss once to x's dtype
-        out = torch.empty(x.shape, dtype=x.dtype)
-        _ckernels.sigmoid(5, x1, y1, None, None, n, _CODE[x.dtype], _ACCURATE, _threads(n), 1.0,
-                          _np(out).reshape(-1), g1)  # fmt: skip
-        return out, (x.new_empty(0) if grad is None else grad)
-    # the losses summed in the core in np.sum's order (no float64 array of them): the
-    # bits of _bce_reduce
-    total = _ckernels.bce_reduced(
-        3, x1, y1, n, _CODE[x.dtype], _ACCURATE, _threads(n),
-        1.0 / n if reduction == "mean" else 1.0, g1,
-    )  # fmt: skip
-    if reduction == "mean":
-        if math.isinf(total) and np.isfinite(x1).all():
-            # perhaps finite losses whose sum overflows: the general route's finite mean
-            return None
-        total = total / n
-    np_dt = _NP_DTYPE[x.dtype]
-    res = torch.from_numpy(np.asarray(total, dtype=np_dt))
-    return res, (x.new_empty(0) if grad is None else grad)
+    # kind 5: the kernel widens the targets (x's dtype) as it reads them and rounds each
+    # float64 loss once to x's dtype
+    out = torch.empty(x.shape, dtype=x.dtype)
+    _ckernels.sigmoid(5, x1, y1, None, None, n, _CODE[x.dtype], _ACCURATE, _threads(n), 1.0,
+                      _np(out).reshape(-1), g1)  # fmt: skip
+    return out, (x.new_empty(0) if grad is None else grad)
 
 
 def _bce_reduce(loss: np.ndarray, reduction: str, shape: torch.Size, dtype: torch.dtype) -> Tensor:

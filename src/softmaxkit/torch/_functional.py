@@ -395,6 +395,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 # _plain_ce has checked that no functorch transform is active: Function.apply's
 # Python layer has nothing to do
 _PLAIN_CE_APPLY = _eager._FAST[_eager.PlainCrossEntropy]
+_BCE_APPLY = _eager._FAST[_eager.BCEWithLogits]
 
 
 def _plain_ce(
@@ -590,8 +591,8 @@ def binary_cross_entropy_with_logits(
     ):
         # the everyday call: nothing the checks below could reject (the targets' range
         # is checked by the engine, which sends a bad one to the general checks)
-        if _wants_grad(input, target):
-            return _eager.apply(_eager.BCEWithLogits, input, target, None, None, reduction)  # type: ignore[no-any-return]
+        if _wants_grad(input, target):  # no functorch transform: Function.apply's C entry
+            return _BCE_APPLY(input, target, None, None, reduction)  # type: ignore[no-any-return]
         return E.bce_fwd(input, target, None, None, reduction, False)[0]
     x = chk.float_input(input, promote_int=False)
     t = chk.tensor_arg(target, "target")
