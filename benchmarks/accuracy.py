@@ -188,6 +188,10 @@ def _tf_child(size: str, out: str) -> None:
                 for m, table in fns.items():
                     t_arg = None if ti is None else tf.constant(ti)
                     res[f"{m}|{op}|{key}"] = table[op](tf.constant(xi), t_arg).numpy()
+    for x in special_inputs():  # the +inf / NaN rows' table (special_rows)
+        for op in SPECIAL_OPS:
+            for m, table in fns.items():
+                res[f"{m}|{op}|{_digest(x)}"] = table[op](tf.constant(x), None).numpy()
     np.savez(out, **res)
 
 
@@ -356,14 +360,21 @@ def sigmoid_rows(size: str) -> list[str]:
     return lines
 
 
+SPECIAL_OPS = ("softmax", "log_softmax", "logsumexp")
+
+
+def special_inputs() -> list[np.ndarray]:
+    """The +inf / NaN rows representable in float32, each as a (1, n) float32 array."""
+    f32_max = float(np.finfo(np.float32).max)
+    return [
+        np.array([row], dtype=np.float32)
+        for row, *_ in _datasets.SPECIAL_ROWS
+        if all(not math.isfinite(v) or abs(v) <= f32_max for v in row)
+    ]
+
+
 def special_rows() -> list[str]:
     """What each method returns on the +inf / NaN rows (float32)."""
-    f32_max = float(np.finfo(np.float32).max)
-    rows = [
-        r
-        for r in _datasets.SPECIAL_ROWS
-        if all(not math.isfinite(v) or abs(v) <= f32_max for v in r[0])
-    ]
     meths = [
         (label, impl)
         for label, impl in methods()
@@ -376,16 +387,13 @@ def special_rows() -> list[str]:
     def show(a: np.ndarray) -> str:
         return "[" + ", ".join(f"{float(v):.3g}" for v in np.ravel(a)) + "]"
 
-    for row, *_ in rows:
-        x = np.array([row], dtype=np.float32)
+    for x in special_inputs():
         cells = []
         for _, impl in meths:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
-                sm = impl("softmax", x, None)
-                ls = impl("log_softmax", x, None)
-                lse = impl("logsumexp", x, None)
-            cells.append(f"{show(sm)}; {show(ls)}; {show(lse)}")
+                outs = [impl(op, x, None) for op in SPECIAL_OPS]
+            cells.append("; ".join(show(o) for o in outs))
         lines.append(f"| {show(x)} | " + " | ".join(cells) + " |")
     return lines
 
