@@ -2406,6 +2406,21 @@ static void e32a_special(const void *x, const uint8_t *mask, size_t n, double T,
  * thread, kbench medians of five alternated runs, accurate float32 ns/elem: softmax
  * 64x100 3.96 -> 3.52, 256x256 3.91 -> 3.45; with e32a_small_expv, log_softmax
  * 64x100 4.29 -> 4.01, logsumexp 64x100 3.51 -> 3.26. */
+INLINE void e32a_small_exps(double (*tb)[ND], size_t n, vd m, sumacc_d *a) {
+    const vd lo = splatd(-700.0);
+    std_(tb[n], m);
+    vd r, s;
+    vexpd_p7_red(vclamp_low_d(ldd(tb[0]) - m, lo), &r, &s);
+    for (size_t j = 0; j < n; j++) {
+        vd r2, s2;
+        vexpd_p7_red(vclamp_low_d(ldd(tb[j + 1]) - m, lo), &r2, &s2);
+        vd e = vexpd_p7_fin(r, s);
+        a->s += e;
+        std_(tb[j], e);
+        r = r2, s = s2;
+    }
+}
+
 /* the same for log_softmax: e32a_exp_vm on every column in order, nothing stored */
 INLINE void e32a_small_expv(double (*tb)[ND], size_t n, vd m, sumacc_d *a) {
     const vd lo = splatd(-700.0);
@@ -2420,21 +2435,6 @@ INLINE void e32a_small_expv(double (*tb)[ND], size_t n, vd m, sumacc_d *a) {
         a->c += (vd)(ismax & (vl)e);
         a->s += (vd)(~ismax & (vl)e);
         v = v2, r = r2, s = s2;
-    }
-}
-
-INLINE void e32a_small_exps(double (*tb)[ND], size_t n, vd m, sumacc_d *a) {
-    const vd lo = splatd(-700.0);
-    std_(tb[n], m);
-    vd r, s;
-    vexpd_p7_red(vclamp_low_d(ldd(tb[0]) - m, lo), &r, &s);
-    for (size_t j = 0; j < n; j++) {
-        vd r2, s2;
-        vexpd_p7_red(vclamp_low_d(ldd(tb[j + 1]) - m, lo), &r2, &s2);
-        vd e = vexpd_p7_fin(r, s);
-        a->s += e;
-        std_(tb[j], e);
-        r = r2, s = s2;
     }
 }
 
