@@ -451,6 +451,25 @@ NOTES = [
     "by the minute: from Python, one thread, the same 256×1000 accurate softmax read "
     "0.73–0.76 ns/elem in some processes and 1.0–1.2 in others started within the same "
     "minutes.",
+    "Session 37, not this section's machine: the tables above are still session 32's, "
+    "because sessions 36 and 37 ran on an AMD EPYC with AVX2 only (no AVX-512, so "
+    "nothing to set against torch's AVX-512 kernels). Two changes there, neither in the "
+    "AVX-512 engine's arithmetic: (1) the accurate float32 exponential of the AVX2, SSE2 "
+    "and plain C engines evaluates its degree-7 polynomial in Estrin's order (4 "
+    "operations deep after r² instead of 8, the same count). Session 23 tried this on "
+    "Zen 3 and did not keep it (1–3%, within noise, and it changes bits); on this host "
+    "it is 3–7%, and the bits it changes stay within the accurate bound (0.50 ulp on "
+    "every float32 set of ACCURACY.md, regenerated there). (2) The transposed kernels "
+    "of rows up to 256 entries (accurate softmax, log_softmax, logsumexp and "
+    "cross-entropy) reduce the next column's argument before finishing this one's "
+    "exponential, as the row path does: the same operations in the same order, the same "
+    "bits; the AVX-512 build compiles the same loops, not measured. kbench, one thread, "
+    "medians of five alternated runs of the two builds, ns/elem: accurate softmax "
+    "256×1000 2.54 → 2.43, log_softmax 2.81 → 2.72, logsumexp 8×50257 2.19 → 2.07, "
+    "cross-entropy with its gradient 4096×1000 3.20 → 2.99, 64×100 4.64 → 4.15, "
+    "256×160 4.34 → 3.76; softmax 64×100 3.96 → 3.52, 256×256 3.91 → 3.45, log_softmax "
+    "64×100 4.29 → 4.01. Torch's own kernels there, one thread, allocating: softmax "
+    "256×1000 1.98 ns/elem, log_softmax 2.10.",
 ]
 
 
