@@ -8,6 +8,8 @@ or rejected a call that torch answers.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -273,3 +275,126 @@ _META_CASES = [
 def test_public_api_names_an_array_on_another_device(call, match):
     # was torch's RuntimeError from deep inside the array-agnostic engine
     _raises(SoftmaxkitValueError, match, call)
+
+
+# --------------------------------------- data checks under torch.func transforms
+# They were skipped under grad and vmap: a class index out of range gave a zero
+# gradient, a NaN weight a NaN gradient, a target of 2.0 a loss.
+
+_T_BAD = torch.tensor([0, 1, 5, 1])
+_FUNC_CASES = [
+    (
+        "grad ce index",
+        lambda: torch.func.grad(lambda a: skt.cross_entropy(a, _T_BAD))(X),
+        "class index out of range: 5 at index",
+    ),
+    (
+        "vmap nll 0-d target",
+        lambda: torch.func.vmap(lambda a: skt.nll_loss(a, torch.tensor(7)))(X),
+        "class index out of range: 7;",
+    ),
+    (
+        "vmap batched targets",
+        lambda: torch.func.vmap(skt.cross_entropy)(X[:, None], torch.tensor([[0], [1], [9], [1]])),
+        r"class index out of range: 9 at index \(2, 0\)",
+    ),
+    (
+        "grad negative probabilities",
+        lambda: torch.func.grad(lambda a: skt.cross_entropy(a, -P))(X),
+        "negative probability",
+    ),
+    (
+        "grad bce target",
+        lambda: torch.func.grad(lambda a: skt.binary_cross_entropy_with_logits(a, Y + 1))(X),
+        r"must lie in \[0, 1\]",
+    ),
+    (
+        "grad nan weight",
+        lambda: torch.func.grad(
+            lambda a: skt.cross_entropy(a, T, torch.tensor([1.0, np.nan, 1.0, 1.0, 1.0]))
+        )(X),
+        "`weight` must be finite",
+    ),
+    (
+        "vmap public op negative weight",
+        lambda: torch.func.vmap(lambda a: sk.cross_entropy(a, torch.tensor(1), weight=-Y[0]))(X),
+        "`weight` must be finite and >= 0",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "match"), [(c, m) for _, c, m in _FUNC_CASES], ids=[n for n, _, _ in _FUNC_CASES]
+)
+def test_data_checks_run_under_torch_func(call, match):
+    _raises(SoftmaxkitValueError, match, call)
+
+
+def test_torch_func_takes_torch_weights():
+    """Inside a transform the layer still takes any finite weight, as torch does."""
+    w = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0])
+    got = torch.func.grad(lambda a: skt.cross_entropy(a, T, w))(X)
+    torch.testing.assert_close(got, torch.func.grad(lambda a: F.cross_entropy(a, T, w))(X))
+    got = torch.func.vmap(lambda a: skt.nll_loss(a, torch.tensor(1), w))(X)
+    torch.testing.assert_close(got, torch.func.vmap(lambda a: F.nll_loss(a, torch.tensor(1), w))(X))
+    pw = torch.tensor([-0.5, 1.0, 2.0, 0.0, 1.0])
+    got = torch.func.grad(lambda a: skt.binary_cross_entropy_with_logits(a, Y, w, pos_weight=pw))(X)
+    want = torch.func.grad(lambda a: F.binary_cross_entropy_with_logits(a, Y, w, pos_weight=pw))(X)
+    torch.testing.assert_close(got, want)
+
+
+def test_probability_targets_refuse_a_class_ignore_index():
+    # torch raises too; it was ignored
+    _raises(
+        SoftmaxkitValueError,
+        "`ignore_index`=2 names a class",
+        skt.cross_entropy,
+        X,
+        P,
+        ignore_index=2,
+    )
+    torch.testing.assert_close(skt.cross_entropy(X, P, ignore_index=-1), F.cross_entropy(X, P))
+
+
+def test_overflowing_float32_loss_is_inf_without_a_warning():
+    x = torch.tensor([[1e38, 1e38, -1e38]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = skt.cross_entropy(
+            x, torch.tensor([2]), torch.tensor([1.0, 2.0, 3.0]), reduction="none"
+        )
+    assert torch.isinf(got).all()
+
+
+# --------------------------------------------------------- linear_cross_entropy
+
+
+def test_linear_ce_no_features():
+    # D = 0: every logit is 0 (was torch's reshape error)
+    got = skt.linear_cross_entropy(torch.randn(3, 0), torch.randn(5, 0), torch.tensor([0, 1, 2]))
+    torch.testing.assert_close(got, torch.tensor(np.log(5.0), dtype=torch.float32))
+
+
+def test_linear_ce_names_a_non_finite_weight():
+    w = torch.tensor([1.0, np.nan, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    _raises(
+        SoftmaxkitValueError,
+        "`weight` must be finite",
+        skt.linear_cross_entropy,
+        H,
+        W,
+        TL,
+        weight=w,
+    )
+
+
+def test_linear_ce_float64_smoothed_sum_gradients():
+    # the smoothing term's eps / V was rounded to float32 in the gradient
+    h = H.double().requires_grad_()
+    w = W.double().requires_grad_()
+    skt.linear_cross_entropy(h, w, TL, reduction="sum", label_smoothing=0.2).backward()
+    gh, gw = h.grad, w.grad
+    h.grad = w.grad = None
+    F.cross_entropy(h @ w.T, TL, reduction="sum", label_smoothing=0.2).backward()
+    torch.testing.assert_close(gh, h.grad, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(gw, w.grad, rtol=1e-13, atol=1e-15)

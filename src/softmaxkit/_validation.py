@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
 import numbers
 import operator
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import array_api_compat as _aac
@@ -209,6 +212,8 @@ def _first_bad(xp: Any, bad: Array, values: Array, offset: tuple[int, ...] = ())
 
     b = np.asarray(_to_numpy(bad))
     v = np.asarray(_to_numpy(values))
+    if b.ndim == 0:  # a 0-d array (one target of a 1-d row): no index to name
+        return f"{v.item()!r}"
     idx = tuple(int(i[0]) for i in np.nonzero(b))
     if not idx and b.ndim:
         return "?"
@@ -233,10 +238,39 @@ def checked(xp: Any, a: Array, check: DataCheck) -> Array:
         with eager_checks(xp):
             check(xp, a, ())
         return a
+    values = _functorch_values(a)
+    if values is not None:
+        torch = sys.modules["torch"]
+        with torch._C._DisableFuncTorch():  # plain tensors in, plain tensors out
+            check(xp, values, ())
+        return a
     if _aac.is_dask_array(a):
         lazy: Any = a  # the guard's narrowed type misreads map_blocks' signature
         return lazy.map_blocks(_check_block, check=check, dtype=a.dtype, meta=a._meta)
     return a
+
+
+def _functorch_values(a: Array) -> Any:
+    """Under a ``torch.func`` transform, the plain tensor holding ``a``'s values; else None.
+
+    Under ``grad``, ``vmap`` and the other transforms a tensor is a wrapper that
+    cannot steer Python control flow (nor can a tensor from outside the transform
+    in operations run inside it), but its values are there: peeled of every
+    wrapper, it is a plain tensor (under ``vmap`` with the batch dimension, so a bad
+    value in any batch raises, as torch's own kernels do). Not under
+    ``torch.compile``, whose tensors have no values.
+    """
+    if not _aac.is_torch_array(a):
+        return None
+    torch = sys.modules["torch"]
+    if torch.compiler.is_compiling():
+        return None
+    if not torch._C._are_functorch_transforms_active():
+        return None
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(a):  # none: a tensor from outside
+        a = functorch.get_unwrapped(a)
+    return None if str(a.device) == "meta" else a
 
 
 def _check_block(block: Any, check: DataCheck, block_info: Any = None) -> Any:
@@ -369,8 +403,41 @@ def check_class_weight(xp: Any, weight: object, n_classes: int) -> Array | None:
 
 
 def check_nonneg_array(xp: Any, a: Array, name: str) -> Array:
-    """``a``, checked (now, or as a Dask array is computed) to be finite and >= 0."""
+    """``a``, checked (now, or as a Dask array is computed) to be finite and >= 0
+    (finite only inside :func:`signed_weights`)."""
+    if _SIGNED_WEIGHTS.get():
+        return checked(xp, a, functools.partial(_check_finite, name=name))
     return checked(xp, a, functools.partial(_check_nonneg, name=name))
+
+
+_SIGNED_WEIGHTS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "softmaxkit_signed_weights", default=False
+)
+
+
+@contextlib.contextmanager
+def signed_weights() -> Iterator[None]:
+    """Accept negative (finite) weights in the calls made inside, as torch does.
+
+    ``softmaxkit.torch`` follows torch, which takes any finite class or element
+    weight; the public ops want them non-negative. The torch layer runs the
+    public ops inside this under ``torch.func`` transforms.
+    """
+    token = _SIGNED_WEIGHTS.set(True)
+    try:
+        yield
+    finally:
+        _SIGNED_WEIGHTS.reset(token)
+
+
+def _check_finite(xp: Any, a: Array, offset: tuple[int, ...], *, name: str) -> None:
+    bad = ~xp.isfinite(a)
+    if _any(xp, bad):
+        msg = (
+            f"`{name}` must be finite (negative and zero weights are fine), got "
+            f"{_first_bad(xp, bad, a, offset)}"
+        )
+        raise SoftmaxkitValueError(msg)
 
 
 def _check_nonneg(xp: Any, a: Array, offset: tuple[int, ...], *, name: str) -> None:

@@ -545,7 +545,8 @@ def _native_ce(
         raise _index_range_error(tn, n, ign) from None
     np_out = _NP_DTYPE.get(x.dtype)
     r = loss.reshape(_batch_shape(x.shape, dim) if red == 0 else ())
-    res = torch.from_numpy(r.astype(np_out) if np_out is not None else r)
+    with np.errstate(over="ignore"):  # a float64 loss past float32's range rounds to inf
+        res = torch.from_numpy(r.astype(np_out) if np_out is not None else r)
     if np_out is None:
         res = res.to(x.dtype)
     if gt is None:
@@ -784,7 +785,8 @@ def _bce_reduce(loss: np.ndarray, reduction: str, shape: torch.Size, dtype: torc
     np_dt = _NP_DTYPE.get(dtype)
     if reduction == "none":
         if np_dt is not None:
-            return torch.from_numpy(loss.astype(np_dt)).view(shape)
+            with np.errstate(over="ignore"):  # a loss past the dtype's range rounds to inf
+                return torch.from_numpy(loss.astype(np_dt)).view(shape)
         return torch.from_numpy(loss).view(shape).to(dtype)
     total = np.sum(loss) if reduction == "sum" else _dispatch.finite_mean(loss, loss.size)
     if np_dt is not None:

@@ -7,6 +7,7 @@ import torch
 import softmaxkit as sk
 
 from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
+from .._validation import signed_weights
 from . import _checks as chk
 from . import _eager
 from . import _engine as E
@@ -49,7 +50,9 @@ def _functorch() -> bool:
     Its tensors are wrappers without storage, which neither the C core nor this
     layer's autograd Functions can take; the public ops (:mod:`softmaxkit`) run on
     them through torch operations that the transforms compose with, with the same
-    contract (the layer has validated the arguments the same way first).
+    contract: the layer has checked the arguments' metadata, and the public ops check
+    their values on the tensors under the transform's wrappers
+    (``_validation.checked``), with torch's rule for weights (any finite weight).
     """
     return bool(torch._C._are_functorch_transforms_active())
 
@@ -303,7 +306,8 @@ def cross_entropy(
         weights of the counted items (torch's weighted mean).
     ignore_index : int, optional
         Index targets equal to it have loss 0, gradient 0 and do not count in the
-        mean. Default -100. Ignored for probability targets, as in torch.
+        mean. Default -100. With probability targets it must be negative (it has no
+        class to match), as torch requires.
     reduction : {"mean", "sum", "none"}, optional
         ``"none"`` returns the item shape.
     label_smoothing : float in [0, 1], optional
@@ -371,16 +375,24 @@ def cross_entropy(
     eps = chk.check_label_smoothing(label_smoothing)
     z = chk.check_nonneg_float(z_loss, "z_loss")
     ign = chk.int_arg(ignore_index, "ignore_index")
+    if prob and ign >= 0:
+        msg = (
+            f"`ignore_index`={ign} names a class, but `target` holds probabilities (a float "
+            "tensor), which have no class index to ignore; leave `ignore_index` at its "
+            "default -100, or pass class indices (as in torch, which raises here too)"
+        )
+        raise SoftmaxkitValueError(msg)
     if w is not None and w.requires_grad and _wants_grad(w):
         # torch differentiates the weight with probability targets, not with class indices
         also = "" if prob else " (nor in torch with class-index targets)"
         msg = f"gradients with respect to `weight` are not supported{also}; detach it"
         raise SoftmaxkitValueError(msg)
     if _functorch():
-        return sk.cross_entropy(  # type: ignore[return-value]
-            x, t, axis=dim, weight=w, ignore_index=None if prob else ign, reduction=red,
-            label_smoothing=eps, z_loss=z,
-        )  # fmt: skip
+        with signed_weights():
+            return sk.cross_entropy(  # type: ignore[return-value]
+                x, t, axis=dim, weight=w, ignore_index=None if prob else ign, reduction=red,
+                label_smoothing=eps, z_loss=z,
+            )  # fmt: skip
     if _traced(x):
         loss, _ = cross_entropy_op(x, t, w, dim, ign, red, eps, z, prob, _wants_grad(x))
         return loss
@@ -515,7 +527,8 @@ def nll_loss(
         msg = "gradients with respect to `weight` are not supported (nor in torch); detach it"
         raise SoftmaxkitValueError(msg)
     if _functorch():
-        return sk.nll_loss(x, t, axis=dim, weight=w, ignore_index=ign, reduction=red)
+        with signed_weights():
+            return sk.nll_loss(x, t, axis=dim, weight=w, ignore_index=ign, reduction=red)
     if _traced(x):
         return nll_loss_op(x, t, w, dim, ign, red)
     if _wants_grad(x):
@@ -560,7 +573,9 @@ def binary_cross_entropy_with_logits(
     -----
     Differences from torch: the loss at ``x = -40, y = 0`` is ``4.2e-18`` (torch
     float32: 0); infinite logits give their limits (``x = +inf, y = 1`` and
-    ``x = -inf, y = 0`` give 0, torch: NaN); targets outside ``[0, 1]`` raise.
+    ``x = -inf, y = 0`` give 0, torch: NaN); targets outside ``[0, 1]`` raise; with
+    input and target of different floating dtypes the loss takes the wider one
+    (torch: the target's, so float64 logits with a float32 target lose their digits).
 
     Examples
     --------
@@ -606,7 +621,9 @@ def binary_cross_entropy_with_logits(
         msg = f"`target` must be a real tensor of values in [0, 1], got {t.dtype}"
         raise SoftmaxkitTypeError(msg)
     if t.is_floating_point() and (wide := torch.promote_types(x.dtype, t.dtype)) != x.dtype:
-        x = x.to(wide)  # torch's type promotion: a float64 target gives a float64 loss
+        # the wider of the two dtypes: torch's loss takes the target's dtype, which
+        # narrows float64 logits with a float32 target to a float32 loss
+        x = x.to(wide)
     tt = chk.opt_tensor(t, x, "target")
     assert tt is not None
     w = chk.opt_tensor(weight, x, "weight")
@@ -629,9 +646,10 @@ def binary_cross_entropy_with_logits(
             raise SoftmaxkitValueError(msg)
     red = chk.check_reduction(reduction)
     if _functorch():
-        return sk.binary_cross_entropy_with_logits(  # type: ignore[return-value]
-            x, tt, weight=w, pos_weight=pw, reduction=red
-        )
+        with signed_weights():
+            return sk.binary_cross_entropy_with_logits(  # type: ignore[return-value]
+                x, tt, weight=w, pos_weight=pw, reduction=red
+            )
     if _traced(x):
         loss, _ = bce_with_logits_op(x, tt, w, pw, red, _wants_grad(x))
         return loss

@@ -481,7 +481,9 @@ def _engine(
         if not (need_grad or opts.extras):
             continue
         # d loss_r / d logit_cr = a_r p_cr - c1_r [c == t_r] - (eps / V) s_r w_c
-        s = torch.where(counted, 1.0, 0.0) if row_scale is None else row_scale[i0:i1]
+        # float64 (a where() of two Python floats is the default dtype, float32, and
+        # rounded eps / V in g_t below)
+        s = counted.to(f64) if row_scale is None else row_scale[i0:i1]
         s = torch.where(counted, s, 0.0)
         lse_safe = torch.where(torch.isfinite(lse), lse, 0.0)
         a = s * (w_t * ((1.0 - eps) + 2.0 * z * lse_safe) + (eps / V) * w_sum)
@@ -636,6 +638,9 @@ def lce_op(
     ``need_grad`` (always without for ``"none"``).
     """
     _check_targets(target, W.shape[0], ignore_index)
+    from ._engine import _check_values
+
+    _check_values(weight, "weight")  # NaN or infinite class weights, named as cross_entropy does
     opts = _Opts(ignore_index, label_smoothing, z_loss, reduction, chunk, topk, extras)
     row_scale = None
     if reduction == "mean":
@@ -988,7 +993,7 @@ def linear_cross_entropy(
             msg = f"`chunk_size` must be a positive number of classes, got {cs}"
             raise SoftmaxkitValueError(msg)
         hold = min(cs, max(V, 1))
-    h2 = x.reshape(-1, D)
+    h2 = x.reshape(x.shape[:-1].numel(), D)  # -1 cannot be inferred when D == 0
     extras = bool(return_lse) or bool(return_entropy)
     need_grad = torch.is_grad_enabled() and any(
         a is not None and a.requires_grad for a in (x, Wt, linear_bias)
