@@ -19,6 +19,7 @@ import pytest
 import softmaxkit as sk
 from softmaxkit import _dispatch, _smoothing
 from tests._native_helpers import ulp_error
+from tests._reference import mp_reference_rows, mp_ulp_discrepancy
 
 pytestmark = pytest.mark.skipif(_dispatch._ckernels is None, reason="the C core is not built")
 
@@ -188,3 +189,75 @@ def test_one_call_is_the_steps_bits(V: int, weighted: bool) -> None:
         assert (g == 7.0).all()
     with pytest.raises(IndexError, match="target out of range"):
         _smoothing.whole_row_loss(x, np.full(8, V), w, -100, "mean", 0.1, 0.0, None, 1)
+
+
+def _mp_items(
+    x: np.ndarray, target: np.ndarray, w: np.ndarray | None, eps: float, index: bool
+) -> list[Any]:
+    """Exact per-item losses (mpmath, 60 digits) of float64 logits: with class indices
+    ``w_t (1 - eps) (-log p_t) + eps / k sum_j w_j (-log p_j)``, with probabilities
+    ``sum_j w_j q_j (-log p_j)``, ``q = (1 - eps) p + eps / k`` (zero mass adds 0)."""
+    import mpmath
+
+    ref = mp_reference_rows(x, range(x.shape[0]))
+    C = x.shape[1]
+    ws = [1.0] * C if w is None else [float(v) for v in w]
+    items = []
+    with mpmath.workdps(ref.dps):
+        e = mpmath.mpf(eps)
+        for i, ls in enumerate(ref.log_softmax):
+            if index:
+                t = int(target[i])
+                terms = [mpmath.mpf(wj) * -lj for wj, lj in zip(ws, ls, strict=True) if wj != 0]
+                item = ws[t] * (1 - e) * -ls[t] + e / C * mpmath.fsum(terms)
+            else:
+                qs = [(1 - e) * mpmath.mpf(float(v)) + e / C for v in target[i]]
+                pairs = zip(ws, qs, ls, strict=True)
+                item = mpmath.fsum(mpmath.mpf(wj) * q * -lj for wj, q, lj in pairs if wj * q != 0)
+            items.append(item)
+    return items
+
+
+@pytest.mark.parametrize(("N", "V"), [(12, 7), (6, 300)])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("eps", [0.1, 0.25])
+def test_float64_smoothed_items_are_correctly_rounded(
+    N: int, V: int, weighted: bool, eps: float
+) -> None:
+    """Float64 smoothed index-target items are formed in double-word and rounded
+    once: within 0.5 ulp (plus a hair) of the exact value, not the 1.3-2.3 ulp of a
+    float64 sum of rounded products. Zero class weights (one at a -inf logit) add 0."""
+    rng = np.random.default_rng(V + N)
+    x = rng.standard_normal((N, V)) * np.array([1.0, 5.0, 30.0])[np.arange(N) % 3, None]
+    t = rng.integers(0, V, N)
+    w = rng.random(V) * 2 + 0.1 if weighted else None
+    if w is not None:
+        w[1] = 0.0
+        x[0, 1] = -np.inf
+        t[0] = 2
+    loss = sk.cross_entropy(x, t, weight=w, label_smoothing=eps, reduction="none")
+    assert loss.dtype == np.float64
+    assert mp_ulp_discrepancy(loss, _mp_items(x, t, w, eps, True), np.float64) <= 0.501
+
+
+@pytest.mark.parametrize(("N", "V"), [(12, 7), (6, 300)])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_float64_probability_target_items_are_correctly_rounded(
+    N: int, V: int, weighted: bool, eps: float
+) -> None:
+    """Float64 probability-target items (``sum_j w_j q_j (-log p_j)``) in double-word,
+    rounded once; a class without target mass adds exactly 0, even at a -inf logit."""
+    rng = np.random.default_rng(V * N)
+    x = rng.standard_normal((N, V)) * np.array([1.0, 5.0, 30.0])[np.arange(N) % 3, None]
+    q = rng.dirichlet(np.full(V, 0.5), N)
+    q[rng.random((N, V)) < 0.3] = 0.0
+    q[:, 0] = 0.0
+    q[:, 1] += 1e-3  # no row without mass
+    q /= q.sum(axis=1, keepdims=True)
+    if eps == 0.0:
+        x[0, 0] = -np.inf  # zero mass at a -inf logit: adds 0
+    w = rng.random(V) * 2 + 0.1 if weighted else None
+    loss = sk.cross_entropy(x, q, weight=w, label_smoothing=eps, reduction="none")
+    assert loss.dtype == np.float64 and np.isfinite(loss).all()
+    assert mp_ulp_discrepancy(loss, _mp_items(x, q, w, eps, False), np.float64) <= 0.501

@@ -192,6 +192,10 @@ class DDArith:
     def _lookup(self, table: Array, idx: Array) -> Array:
         xp = self.xp
         shape = idx.shape
+        if any(s is None for s in shape):
+            # a TF graph's partly unknown shape, which reshape cannot restore: its
+            # namespace's take (tf.gather) takes indices of any rank
+            return xp.take(table, idx, axis=0)
         flat = xp.reshape(idx, (-1,))
         return xp.reshape(xp.take(table, flat, axis=0), shape)
 

@@ -25,6 +25,7 @@ import math
 from typing import Any
 
 from .._namespace import Plan, device_of, to_out
+from ._dd import DDArith, two_sum
 from ._normalize import (
     RowStats,
     arith_for,
@@ -44,6 +45,14 @@ def _class_shape(ndim: int, axis: int, size: int) -> tuple[int, ...]:
     shape = [1] * ndim
     shape[axis] = size
     return tuple(shape)
+
+
+def _class_indices(xp: Any, x: Array, axis: int, plan: Plan) -> Array:
+    """``0 .. C-1`` along ``axis`` (size 1 along the others). In a TF graph the class
+    count may be unknown until run time: the TF namespace then gives it as a tensor."""
+    C = x.shape[axis]
+    n = C if C is not None else xp.size_along(x, axis)
+    return xp.reshape(xp.arange(n, device=plan.device), _class_shape(x.ndim, axis, -1))
 
 
 def sum_and_mean(xp: Any, item: Array, den: Any) -> tuple[Array, Array]:
@@ -117,7 +126,6 @@ def cross_entropy(
     ar = arith_for(plan)
     x = xp.astype(logits, plan.work)
     ndim = x.ndim
-    C = int(x.shape[axis])
     if any(s == 0 for s in x.shape):
         return _empty_loss(xp, x, axis, reduction, return_grad, plan)
     st = row_stats(ar, ar.lift(x), (axis,), where)
@@ -127,11 +135,11 @@ def cross_entropy(
     row_empty = ~st.fin & ~st.posinf & ~st.isnan
     w = None
     if weight is not None:
-        w = xp.reshape(xp.astype(weight, plan.work), _class_shape(ndim, axis, C))
+        w = xp.reshape(xp.astype(weight, plan.work), _class_shape(ndim, axis, -1))
     eps = float(label_smoothing)
     lse = logsumexp_values(st)  # keepdims
     zterm = z_loss * lse * lse if z_loss else None
-    classes = xp.reshape(xp.arange(C, device=plan.device), _class_shape(ndim, axis, C))
+    classes = _class_indices(xp, x, axis, plan)
     k_safe = xp.where(n_mask > 0, n_mask, 1.0)
 
     if target_is_index:
@@ -165,6 +173,9 @@ def cross_entropy(
             wl = neg_ls if w is None else weighted(xp, w, neg_ls)
             smooth = xp.sum(xp.where(mask, wl, 0.0), axis=axis, keepdims=True)
             item = item + (eps / k_safe) * smooth
+        if isinstance(ar, DDArith) and (eps or z_loss):
+            dd = _dd_index_item(ar, st, onehot, w, w_t, eps, z_loss, k_safe, axis)
+            item = _overlay(xp, item, dd)
         item = xp.where(counted, item, 0.0)
         den = xp.sum(xp.where(counted, w_t, 0.0))
     else:
@@ -180,6 +191,9 @@ def cross_entropy(
         item = xp.sum(contrib, axis=axis, keepdims=True)
         if zterm is not None:
             item = item + zterm
+        if isinstance(ar, DDArith):
+            dd = _dd_prob_item(ar, st, p_t, mask, w, eps, z_loss, k_safe, axis)
+            item = _overlay(xp, item, dd)
         item = xp.where(counted, item, 0.0)
         den = xp.sum(xp.astype(counted, plan.work))
         w_t = None
@@ -198,6 +212,126 @@ def cross_entropy(
     if scale is not None:
         grad = grad * scale
     return loss, to_out(grad, plan)
+
+
+# -- double-word items --------------------------------------------------------------------
+#
+# With float64 data (double-word arithmetic) the per-item loss is formed in double-word
+# from the exact differences ``-log p_j = L - d_j`` and rounded once; summing rounded
+# products in the working dtype would err by up to 2.5 ulp. The plain formula above
+# stays the answer of every special item (a non-finite row or item, an item whose
+# terms would leave the range of the double-word products): each helper returns the
+# double-word value and where it applies, and :func:`_overlay` picks it there.
+
+
+def _overlay(xp: Any, item: Array, dd: tuple[Array, Array]) -> Array:
+    val, ok = dd
+    return xp.where(ok & xp.isfinite(item) & xp.isfinite(val), val, item)
+
+
+def _dd_common(
+    ar: DDArith, st: RowStats, eps: float, k_safe: Array, w: Array | None
+) -> tuple[Any, Any, Any, Array, Array, Array | None, float]:
+    """``-log p_j`` (0 where not a live finite entry), ``1 - eps`` and ``eps / k`` in
+    double-word, where an entry is used, the rows whose values are in range, the
+    weights (0 where out of range) and that range's bound."""
+    xp = ar.xp
+    # factors up to 2**(emax/4): the products, their sums and Dekker's splitting of
+    # the factors stay far inside the float range
+    big = 2.0 ** (ar.c.emax // 4)
+    use = st.live & xp.isfinite(ar.hi(st.d))
+    nls = ar.where(use, ar.sub(st.L, ar.where(use, st.d, 0.0)), 0.0)
+    top = xp.max(xp.abs(ar.hi(nls)), axis=st.axis, keepdims=True)
+    ok = st.fin & (top <= big)
+    nls = ar.where(ok, nls, 0.0)
+    if w is not None:
+        w_ok = xp.abs(w) <= big
+        ok = ok & ~xp.any(~w_ok)  # `any`: the TF namespace has no `all`
+        w = xp.where(w_ok, w, 0.0)
+    c1 = two_sum(ar.const(1.0), ar.const(-eps))  # 1 - eps, exactly
+    ek = ar.div(ar.lift(xp.zeros_like(k_safe) + eps), ar.lift(k_safe))
+    return nls, c1, ek, use, ok, w, big
+
+
+def _dd_zterm(ar: DDArith, st: RowStats, z_loss: float, big: float) -> tuple[Any, Array]:
+    """``z * lse**2`` in double-word (keepdims) and the rows where it is in range."""
+    xp = ar.xp
+    lse = ar.add(st.top, st.L)
+    ok = st.fin & (xp.abs(ar.hi(lse)) <= big)
+    lse = ar.where(ok, lse, 0.0)
+    return ar.mul(ar.lift(ar.const(z_loss)), ar.mul(lse, lse)), ok
+
+
+def _dd_index_item(
+    ar: DDArith,
+    st: RowStats,
+    onehot: Array,
+    w: Array | None,
+    w_t: Array,
+    eps: float,
+    z_loss: float,
+    k_safe: Array,
+    axis: int,
+) -> tuple[Array, Array]:
+    """``w_t [(1 - eps) nll + z lse**2] + (eps / k) sum_j w_j (-log p_j)``, rounded once."""
+    xp = ar.xp
+    nls, c1, ek, use, ok, w, big = _dd_common(ar, st, eps, k_safe, w)
+    if z_loss > big:
+        return w_t, xp.zeros_like(st.fin)
+    # the target's term where it takes part (elsewhere its coefficient is 0, or the
+    # plain item is not finite and stays)
+    core = ar.gather(onehot & use, nls, axis)
+    if eps:
+        core = ar.mul(c1, core)
+    if z_loss:
+        zt, z_ok = _dd_zterm(ar, st, z_loss, big)
+        ok = ok & z_ok
+        core = ar.add(core, zt)
+    if w is not None:
+        w_t_ok = xp.abs(w_t) <= big
+        ok = ok & w_t_ok
+        core = ar.mul(ar.lift(xp.where(w_t_ok, w_t, 0.0)), core)
+    if eps:
+        terms = nls if w is None else ar.mul(ar.lift(xp.zeros_like(ar.hi(nls)) + w), nls)
+        smooth = ar.sum(ar.where(use, terms, 0.0), st.axis, st.n)
+        core = ar.add(core, ar.mul(ek, smooth))
+    return ar.value(core), ok
+
+
+def _dd_prob_item(
+    ar: DDArith,
+    st: RowStats,
+    p_t: Array,
+    mask: Array,
+    w: Array | None,
+    eps: float,
+    z_loss: float,
+    k_safe: Array,
+    axis: int,
+) -> tuple[Array, Array]:
+    """``sum_j w_j q_j (-log p_j) + z lse**2`` with ``q = (1 - eps) p + eps / k`` on the
+    classes left in, rounded once; a class without target mass adds exactly 0."""
+    xp = ar.xp
+    nls, c1, ek, use, ok, w, big = _dd_common(ar, st, eps, k_safe, w)
+    if z_loss > big:
+        return ar.hi(st.L), xp.zeros_like(st.fin)
+    p_ok = xp.abs(p_t) <= big  # (False at NaN)
+    ok = ok & ~xp.any(~p_ok, axis=axis, keepdims=True)
+    p0 = xp.where(p_ok, p_t, 0.0)
+    q = ar.lift(p0)
+    if eps:
+        q = ar.select(mask, ar.add(ar.mul(c1, q), ek), q)
+    wq = q if w is None else ar.mul(ar.lift(xp.zeros_like(p0) + w), q)
+    # 0 * log(0) = 0: only classes with target mass take part (where one of them is not
+    # a live finite entry the plain item is infinite and stays)
+    mass = ~(ar.hi(wq) == 0.0) & use
+    terms = ar.mul(ar.where(mass, wq, 0.0), nls)
+    item = ar.sum(ar.where(mass, terms, 0.0), st.axis, st.n)
+    if z_loss:
+        zt, z_ok = _dd_zterm(ar, st, z_loss, big)
+        ok = ok & z_ok
+        item = ar.add(item, zt)
+    return ar.value(item), ok
 
 
 def _empty_loss(
@@ -277,11 +411,10 @@ def nll_loss(
     xp = plan.xp
     lp = xp.astype(log_probs, plan.work)
     ndim = lp.ndim
-    C = int(lp.shape[axis])
     if any(s == 0 for s in lp.shape):
         result = _empty_loss(xp, lp, axis, reduction, False, plan)
         return result
-    classes = xp.reshape(xp.arange(C, device=plan.device), _class_shape(ndim, axis, C))
+    classes = _class_indices(xp, lp, axis, plan)
     t = xp.expand_dims(target, axis=axis)
     ignored = (
         xp.zeros(t.shape, dtype=xp.bool, device=plan.device)
@@ -293,7 +426,7 @@ def nll_loss(
     if weight is None:
         w_t = xp.ones_like(picked)
     else:
-        w = xp.reshape(xp.astype(weight, plan.work), _class_shape(ndim, axis, C))
+        w = xp.reshape(xp.astype(weight, plan.work), _class_shape(ndim, axis, -1))
         w_t = xp.sum(xp.where(onehot, w, 0.0), axis=axis, keepdims=True)
     item = xp.where(ignored, 0.0, -w_t * picked)
     den = xp.sum(xp.where(ignored, 0.0, w_t))
