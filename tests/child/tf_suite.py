@@ -987,3 +987,72 @@ def test_direct_sigmoid_family(dtype, precision, route, monkeypatch):
             assert ok.all(), (k, err[~ok][:5], got[~ok][:5], want[~ok][:5])
         else:
             np.testing.assert_array_equal(got, want, err_msg=k)
+
+
+def test_half_precision_ties_rounded_once():
+    """TF casts float64 to float16/bfloat16 through float32: a result just off a
+    half-precision midpoint landed on it and then went to even (-8.03125 here where
+    -8.0234375 is right; about 1 float16 result in 8000)."""
+    x = np.array(
+        [[3.458984375, -0.13037109375, 0.68798828125, 6.046875, -1.9013671875]], np.float16
+    )
+    assert sktf.log_softmax(tf.constant(x)).numpy()[0, 4] == np.float16(-8.0234375)
+    ce = sktf.sparse_softmax_cross_entropy_with_logits(tf.constant([4]), tf.constant(x))
+    assert ce.numpy()[0] == np.float16(8.0234375)
+    xla = tf.function(lambda v: sktf.log_softmax(v), jit_compile=True)
+    assert xla(tf.constant(x)).numpy()[0, 4] == np.float16(-8.0234375)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_narrow_rounds_once(dtype):
+    """_xp.narrow against the nearest half-precision value: just off every midpoint
+    of a random sample, on both sides, with both signs, eagerly and under XLA."""
+    from softmaxkit.tensorflow._xp import narrow
+
+    npdt = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    rng = np.random.default_rng(3)
+    lo = rng.standard_normal(3000).astype(npdt).astype(np.float64)
+    lo = lo[np.isfinite(lo)]
+    up = np.nextafter(lo.astype(npdt), npdt(np.inf)).astype(np.float64)
+    mid = (lo + up) / 2  # exact in float64
+    off = np.abs(mid) * 2.0**-40
+    v = np.concatenate([mid + off, mid - off, mid])
+    k = mid.size
+    for f in (narrow, tf.function(narrow, jit_compile=True)):
+        got = f(tf.constant(v), getattr(tf, dtype)).numpy().astype(np.float64)
+        np.testing.assert_array_equal(got[:k], up)  # just above a midpoint: the upper one
+        np.testing.assert_array_equal(got[k : 2 * k], lo)
+        # exact midpoints: ties to even, as TF's own cast
+        np.testing.assert_array_equal(got[2 * k :], tf.cast(mid, getattr(tf, dtype)).numpy())
+
+
+@pytest.mark.parametrize(
+    ("shape", "jit"), [([None, 7], True), ([None, None], False), ([4, None], True)]
+)
+def test_float64_graphs_with_unknown_sizes(shape, jit, route):
+    """float64 under tf.function with unknown sizes (as Keras retraces a partial last
+    batch): the double-word engine's table lookup and the class indices took the
+    static shape (a ValueError or TypeError)."""
+    if route != "tf_ops":
+        pytest.skip("a graph with unknown sizes takes the TF-op kernels on every route")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 7)) * 3
+    lab = np.array([1, 2, 6, 0])
+    p = rng.dirichlet(np.ones(7), 4)
+    calls = {
+        "softmax": (lambda v: sktf.softmax(v), sk.softmax(x)),
+        "log_softmax": (lambda v: sktf.log_softmax(v), sk.log_softmax(x)),
+        "logsumexp": (lambda v: sktf.reduce_logsumexp(v, axis=-1), sk.logsumexp(x)),
+        "sparse": (
+            lambda v: sktf.sparse_softmax_cross_entropy_with_logits(tf.constant(lab), v),
+            sk.cross_entropy(x, lab, reduction="none"),
+        ),
+        "dense": (
+            lambda v: sktf.softmax_cross_entropy_with_logits(tf.constant(p), v),
+            sk.cross_entropy(x, p, reduction="none"),
+        ),
+        "sigmoid": (lambda v: sktf.sigmoid(v), sk.sigmoid(x)),
+    }
+    for name, (f, want) in calls.items():
+        g = tf.function(f, input_signature=[tf.TensorSpec(shape, tf.float64)], jit_compile=jit)
+        np.testing.assert_allclose(g(tf.constant(x)).numpy(), want, rtol=5e-16, err_msg=name)

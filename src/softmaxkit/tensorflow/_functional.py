@@ -34,6 +34,7 @@ from ._checks import (
     mask_for,
     plan_for,
 )
+from ._xp import narrow
 
 __all__ = [
     "log_sigmoid",
@@ -109,7 +110,7 @@ def _normaliser(
             else:
                 plan = plan_for(xi, precision)
                 fn = _normalize.softmax if kind == "softmax" else _normalize.log_softmax
-                y = tf.cast(fn(xi, axes=axes, where=mask, temperature=t, plan=plan), out)
+                y = narrow(fn(xi, axes=axes, where=mask, temperature=t, plan=plan), out)
             return y, lambda g: backward(y, g)
 
         return op(x)
@@ -285,14 +286,14 @@ def reduce_logsumexp(
         kept = [1 if i in axes else s for i, s in enumerate(x.shape)]
         if any(x.shape[a] == 0 for a in axes):
             v = tf.fill([s for i, s in enumerate(kept) if keepdims or i not in axes], -math.inf)
-            return tf.cast(v, out)
+            return narrow(v, out)
 
         native = _native.eligible(x, axes)
         mode = _native.mode_code(check_precision(precision))
         direct = native and _direct.usable(x, mask)
 
         def squeezed(v: Tensor) -> Tensor:
-            y = tf.cast(v, out)
+            y = narrow(v, out)
             return tf.squeeze(y, axis=list(axes)) if not keepdims and axes else y
 
         def backward(xi: Tensor, v: Tensor, g: Tensor) -> Tensor:
@@ -311,7 +312,7 @@ def reduce_logsumexp(
                 ),
                 work,
             )
-            return tf.cast(tf.where(tf.equal(p, 0.0), tf.zeros_like(p), p * gk), out)
+            return narrow(tf.where(tf.equal(p, 0.0), tf.zeros_like(p), p * gk), out)
 
         if direct:
             v = _direct.logsumexp(x, mask, mode=mode)
@@ -477,7 +478,7 @@ def sparse_softmax_cross_entropy_with_logits(
             gx = _nan_where(bad[..., None], gx)
 
             def grad_dd(g: Tensor) -> Tensor:
-                gg = gx * tf.cast(g, out)[..., None]
+                gg = gx * narrow(g, out)[..., None]
                 return gg if t == 1.0 else gg / tf.constant(t, out)
 
             return loss, grad_dd
@@ -582,7 +583,7 @@ def softmax_cross_entropy_with_logits(
                 gx = tf.where(mask, gx, tf.zeros_like(gx))
 
             def grad_dd(g: Tensor) -> tuple[Tensor, Tensor]:
-                gw = tf.expand_dims(tf.cast(g, out), ax)
+                gw = tf.expand_dims(narrow(g, out), ax)
                 gg = gx * gw
                 if t != 1.0:
                     gg = gg / tf.constant(t, out)
@@ -653,7 +654,7 @@ def _sigmoid_op(x: object, precision: object, *, log: bool) -> Tensor:
     def grad(g: Tensor) -> Tensor:
         sp, sn = _sigmoid._sigmoid_pair(plan, tf.cast(xt, plan.work))
         d = sn if log else sp * sn
-        return tf.cast(d * tf.cast(g, plan.work), xt.dtype)
+        return narrow(d * tf.cast(g, plan.work), xt.dtype)
 
     if _elementwise_direct(xt):
         y = _direct.sigmoid(xt, log=log, mode=_native.mode_code(check_precision(precision)))
@@ -662,7 +663,7 @@ def _sigmoid_op(x: object, precision: object, *, log: bool) -> Tensor:
     @tf.custom_gradient
     def op(xi: Tensor) -> Any:
         fn = _sigmoid.log_sigmoid if log else _sigmoid.sigmoid
-        return tf.cast(fn(xi, plan=plan), xt.dtype), grad
+        return narrow(fn(xi, plan=plan), xt.dtype), grad
 
     return op(xt)
 
@@ -728,7 +729,7 @@ def _pos_weight(pos_weight: object, x: Tensor) -> Tensor:
             f"shape {tuple(xs)}"
         )
         raise SoftmaxkitValueError(msg)
-    return tf.cast(pw, x.dtype)
+    return narrow(pw, x.dtype)
 
 
 def _bce(labels: Any, logits: Any, pos_weight: Any, name: str, precision: object) -> Tensor:
@@ -738,7 +739,7 @@ def _bce(labels: Any, logits: Any, pos_weight: Any, name: str, precision: object
         if not (y.dtype.is_floating or y.dtype.is_integer or y.dtype == tf.bool):
             msg = f"`labels` must be a real tensor, got dtype {y.dtype.name}"
             raise SoftmaxkitTypeError(msg)
-        y = tf.cast(y, x.dtype)
+        y = narrow(y, x.dtype)
         if not y.shape.is_compatible_with(x.shape):
             msg = f"`labels` has shape {tuple(y.shape)}; it must match the logits' {tuple(x.shape)}"
             raise SoftmaxkitValueError(msg)
@@ -755,10 +756,10 @@ def _bce(labels: Any, logits: Any, pos_weight: Any, name: str, precision: object
                 spn = _softplus(-xw)
                 pww = None if pwi is None else tf.cast(pwi, plan.work)
                 gy = (spn if pww is None else pww * spn) - _softplus(xw)
-                res = [tf.cast(gy * gw, out), tf.cast(tf.cast(gx, plan.work) * gw, out)]
+                res = [narrow(gy * gw, out), narrow(tf.cast(gx, plan.work) * gw, out)]
                 if pwi is not None:
                     gp = tf.cast(yi, plan.work) * spn * gw
-                    res.append(tf.cast(_unbroadcast(gp, tf.shape(pwi)), out))
+                    res.append(narrow(_unbroadcast(gp, tf.shape(pwi)), out))
                 return tuple(res)
 
             return grads
@@ -782,7 +783,7 @@ def _bce(labels: Any, logits: Any, pos_weight: Any, name: str, precision: object
                 return_grad=True,
                 plan=plan,
             )
-            return tf.cast(loss, out), backward(yi, xi, pwi, gx)
+            return narrow(loss, out), backward(yi, xi, pwi, gx)
 
         if pw is None:
 

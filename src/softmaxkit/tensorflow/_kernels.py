@@ -20,6 +20,7 @@ from typing import Any
 import tensorflow as tf
 
 from . import _engine, _native
+from ._xp import narrow
 
 __all__ = ["compiled"]
 
@@ -27,33 +28,33 @@ Tensor = Any
 
 
 def softmax_fwd(x: Tensor, mask: Tensor | None, *, axes: Any, t: float, work: Any) -> Tensor:
-    return tf.cast(_engine.softmax(_engine.rows(x, axes, mask, t, work)), x.dtype)
+    return narrow(_engine.softmax(_engine.rows(x, axes, mask, t, work)), x.dtype)
 
 
 def softmax_bwd(y: Tensor, g: Tensor, *, axes: Any, t: float, work: Any) -> Tensor:
-    return tf.cast(_engine.softmax_grad(y, g, list(axes), work, t), y.dtype)
+    return narrow(_engine.softmax_grad(y, g, list(axes), work, t), y.dtype)
 
 
 def log_softmax_fwd(x: Tensor, mask: Tensor | None, *, axes: Any, t: float, work: Any) -> Tensor:
-    return tf.cast(_engine.log_softmax(_engine.rows(x, axes, mask, t, work)), x.dtype)
+    return narrow(_engine.log_softmax(_engine.rows(x, axes, mask, t, work)), x.dtype)
 
 
 def log_softmax_bwd(
     y: Tensor, g: Tensor, mask: Tensor | None, *, axes: Any, t: float, work: Any
 ) -> Tensor:
-    return tf.cast(_engine.log_softmax_grad(y, g, mask, list(axes), work, t), y.dtype)
+    return narrow(_engine.log_softmax_grad(y, g, mask, list(axes), work, t), y.dtype)
 
 
 def logsumexp_fwd(x: Tensor, mask: Tensor | None, *, axes: Any, work: Any) -> Tensor:
     """Keepdims logsumexp in the input dtype."""
-    return tf.cast(_engine.logsumexp(_engine.rows(x, axes, mask, 1.0, work)), x.dtype)
+    return narrow(_engine.logsumexp(_engine.rows(x, axes, mask, 1.0, work)), x.dtype)
 
 
 def logsumexp_bwd(x: Tensor, mask: Tensor | None, g: Tensor, *, axes: Any, work: Any) -> Tensor:
     """``g * softmax(x)`` (``g`` keepdims), exactly 0 where the probability is 0."""
     p = _engine.softmax(_engine.rows(x, axes, mask, 1.0, work))
     gx = tf.where(tf.equal(p, 0.0), tf.zeros_like(p), p * tf.cast(g, work))
-    return tf.cast(gx, x.dtype)
+    return narrow(gx, x.dtype)
 
 
 def sparse_fwd(
@@ -62,7 +63,7 @@ def sparse_fwd(
     axis = len(x.shape) - 1
     r = _engine.rows(x, (axis,), mask, t, work)
     item, (c, s, d_t) = _engine.sparse_ce(r, labels, mask, eps)
-    return tf.cast(item, x.dtype), r.m, c, s, d_t
+    return narrow(item, x.dtype), r.m, c, s, d_t
 
 
 def sparse_bwd(
@@ -81,7 +82,7 @@ def sparse_bwd(
 ) -> Tensor:
     axis = len(x.shape) - 1
     r = _engine.rows(x, (axis,), mask, t, work, m=m)
-    return tf.cast(_engine.sparse_ce_grad(r, labels, mask, eps, (c, s, d_t), g), x.dtype)
+    return narrow(_engine.sparse_ce_grad(r, labels, mask, eps, (c, s, d_t), g), x.dtype)
 
 
 def dense_fwd(
@@ -89,7 +90,7 @@ def dense_fwd(
 ) -> tuple[Tensor, ...]:
     r = _engine.rows(x, (axis,), mask, t, work)
     item, (c, s, L) = _engine.dense_ce(r, q, mask)
-    return tf.cast(item, x.dtype), r.m, c, s, L
+    return narrow(item, x.dtype), r.m, c, s, L
 
 
 def dense_bwd(
@@ -108,7 +109,7 @@ def dense_bwd(
 ) -> tuple[Tensor, Tensor]:
     r = _engine.rows(x, (axis,), mask, t, work, m=m)
     gx, gq = _engine.dense_ce_grad(r, q, mask, (c, s, L), g)
-    return tf.cast(gq, x.dtype), tf.cast(gx, x.dtype)
+    return narrow(gq, x.dtype), narrow(gx, x.dtype)
 
 
 def native_softmax_fwd(x: Tensor, mask: Tensor | None, *, log: bool, mode: int, t: float) -> Tensor:
@@ -127,7 +128,7 @@ def native_logsumexp_bwd(x: Tensor, mask: Tensor | None, g: Tensor, *, mode: int
     """``g * softmax(x)`` (``g`` keepdims), exactly 0 where the probability is 0."""
     p = tf.cast(_native.softmax(x, mask, log=False, mode=mode, t=1.0), tf.float64)
     gx = tf.where(tf.equal(p, 0.0), tf.zeros_like(p), p * tf.cast(g, tf.float64))
-    return tf.cast(gx, x.dtype)
+    return narrow(gx, x.dtype)
 
 
 def native_sparse_fwd(x: Tensor, labels: Tensor, mask: Tensor | None, *, mode: int) -> Tensor:
@@ -137,7 +138,7 @@ def native_sparse_fwd(x: Tensor, labels: Tensor, mask: Tensor | None, *, mode: i
 def native_sparse_bwd(
     x: Tensor, labels: Tensor, mask: Tensor | None, g: Tensor, *, mode: int
 ) -> Tensor:
-    return _native.cross_entropy(x, labels, mask, tf.cast(g, x.dtype), mode=mode)
+    return _native.cross_entropy(x, labels, mask, narrow(g, x.dtype), mode=mode)
 
 
 @lru_cache(maxsize=512)

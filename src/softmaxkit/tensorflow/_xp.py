@@ -17,9 +17,37 @@ import ml_dtypes
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["TFNamespace"]
+__all__ = ["TFNamespace", "narrow"]
 
 Tensor = Any
+
+_HALF = (tf.float16, tf.bfloat16)
+
+
+def narrow(v: Tensor, dtype: Any) -> Tensor:
+    """``v`` cast to ``dtype``, rounded once.
+
+    TensorFlow casts float64 to float16 and bfloat16 through float32, eagerly and
+    under XLA: two roundings, which move a value just off a half-precision midpoint
+    onto it and then to even (``1 + 2**-11 + 2**-40`` gives 1.0 instead of
+    ``1 + 2**-10``). The float32 step is rounded to odd instead (an inexact result
+    with an even last bit moves one ulp toward ``v``): with 13 or more bits beyond a
+    half-precision mantissa, the second rounding then gives the correctly rounded
+    result. Other casts are TensorFlow's own.
+    """
+    dtype = tf.as_dtype(dtype)
+    if v.dtype != tf.float64 or dtype not in _HALF:
+        return v if v.dtype == dtype else tf.cast(v, dtype)
+    f = tf.cast(v, tf.float32)
+    back = tf.cast(f, tf.float64)
+    bits = tf.bitcast(f, tf.int32)
+    # NaN and the overflow to inf keep their cast; 0 from an underflow moves to the
+    # smallest subnormal of the sign, which any half precision rounds back to 0
+    inexact = tf.not_equal(back, v) & tf.math.is_finite(f)
+    even = tf.equal(tf.bitwise.bitwise_and(bits, 1), 0)
+    step = tf.where(tf.abs(v) > tf.abs(back), 1, -1)  # the magnitude's next float32
+    f = tf.bitcast(tf.where(inexact & even, bits + step, bits), tf.float32)
+    return tf.cast(f, dtype)
 
 
 def _axes(axis: Any) -> Any:
@@ -62,7 +90,7 @@ class TFNamespace:
         return tf.constant(value, dtype=dtype or self.default)
 
     def astype(self, x: Tensor, dtype: Any, copy: Any = None) -> Tensor:
-        return x if x.dtype == dtype else tf.cast(x, dtype)
+        return narrow(x, dtype)
 
     def finfo(self, dtype: Any) -> Any:
         name = tf.as_dtype(dtype).name
@@ -92,6 +120,11 @@ class TFNamespace:
         return tf.range(n, dtype=dtype or tf.int32)
 
     # -- shapes ----------------------------------------------------------------------
+    def size_along(self, x: Tensor, axis: int) -> Tensor:
+        """The size of ``axis`` as a tensor: known only at run time in a traced graph
+        whose signature leaves it out (not in the Array API)."""
+        return tf.shape(x)[axis]
+
     def reshape(self, x: Tensor, shape: Any) -> Tensor:
         return tf.reshape(x, shape)
 
