@@ -17,6 +17,8 @@ from typing import Any
 import keras
 
 from .._errors import SoftmaxkitTypeError
+from .._namespace import is_concrete
+from .._validation import check_axes
 
 __all__ = ["Backend", "current", "to_tensor"]
 
@@ -40,12 +42,16 @@ class Backend(abc.ABC):
     name = ""
 
     @abc.abstractmethod
-    def softmax(self, x: Tensor, axis: int) -> Tensor:
-        """Softmax of ``x`` along ``axis``, in ``x``'s dtype."""
+    def is_eager(self, t: Tensor) -> bool:
+        """Whether ``t`` has values to check now (not traced, compiled or symbolic)."""
 
     @abc.abstractmethod
-    def log_softmax(self, x: Tensor, axis: int) -> Tensor:
-        """Log-softmax of ``x`` along ``axis``, in ``x``'s dtype."""
+    def softmax(self, x: Tensor, axis: Any) -> Tensor:
+        """Softmax of ``x`` over ``axis`` (an int, a tuple of ints or None), in ``x``'s dtype."""
+
+    @abc.abstractmethod
+    def log_softmax(self, x: Tensor, axis: Any) -> Tensor:
+        """Log-softmax of ``x`` over ``axis`` (as :meth:`softmax`), in ``x``'s dtype."""
 
     @abc.abstractmethod
     def logsumexp(self, x: Tensor, axis: Any, keepdims: bool) -> Tensor:
@@ -69,12 +75,22 @@ class _TensorFlow(Backend):
 
     def __init__(self) -> None:
         self.m = importlib.import_module("softmaxkit.tensorflow")
+        self.tf = importlib.import_module("tensorflow")
 
-    def softmax(self, x: Tensor, axis: int) -> Tensor:
-        return self.m.softmax(x, axis=axis)
+    def is_eager(self, t: Tensor) -> bool:
+        return bool(self.tf.executing_eagerly()) and hasattr(t, "numpy")
 
-    def log_softmax(self, x: Tensor, axis: int) -> Tensor:
-        return self.m.log_softmax(x, axis=axis)
+    @staticmethod
+    def _all(x: Tensor, axis: Any) -> Any:
+        # Keras's axis=None is every axis; tf.nn's (softmaxkit.tensorflow's) the last one
+        rank = x.shape.rank
+        return tuple(range(rank)) if axis is None and rank else axis
+
+    def softmax(self, x: Tensor, axis: Any) -> Tensor:
+        return self.m.softmax(x, axis=self._all(x, axis))
+
+    def log_softmax(self, x: Tensor, axis: Any) -> Tensor:
+        return self.m.log_softmax(x, axis=self._all(x, axis))
 
     def logsumexp(self, x: Tensor, axis: Any, keepdims: bool) -> Tensor:
         return self.m.reduce_logsumexp(x, axis=axis, keepdims=keepdims)
@@ -95,11 +111,15 @@ class _Jax(Backend):
 
     def __init__(self) -> None:
         self.m = importlib.import_module("softmaxkit")
+        self.jax = importlib.import_module("jax")
 
-    def softmax(self, x: Tensor, axis: int) -> Tensor:
+    def is_eager(self, t: Tensor) -> bool:
+        return not isinstance(t, self.jax.core.Tracer)
+
+    def softmax(self, x: Tensor, axis: Any) -> Tensor:
         return self.m.softmax(x, axis=axis)
 
-    def log_softmax(self, x: Tensor, axis: int) -> Tensor:
+    def log_softmax(self, x: Tensor, axis: Any) -> Tensor:
         return self.m.log_softmax(x, axis=axis)
 
     def logsumexp(self, x: Tensor, axis: Any, keepdims: bool) -> Tensor:
@@ -122,12 +142,34 @@ class _Torch(Backend):
 
     def __init__(self) -> None:
         self.m = importlib.import_module("softmaxkit.torch")
+        self.torch = importlib.import_module("torch")
 
-    def softmax(self, x: Tensor, axis: int) -> Tensor:
-        return self.m.softmax(x, dim=axis)
+    def is_eager(self, t: Tensor) -> bool:
+        # not under torch.compile or a torch.func transform, not on the meta device
+        return not self.torch.compiler.is_compiling() and bool(is_concrete(t))
 
-    def log_softmax(self, x: Tensor, axis: int) -> Tensor:
-        return self.m.log_softmax(x, dim=axis)
+    def _over(self, fn: Any, x: Tensor, axis: Any) -> Tensor:
+        """``fn(x, dim)`` over ``axis``: an int, or (as on the other backends) a tuple of
+        ints or None, whose axes are moved last and joined into one for ``fn``."""
+        if x.dim() == 0 and not isinstance(axis, tuple):
+            return fn(x, dim=-1 if axis is None else axis)  # torch's own 0-d rules
+        dims = check_axes(axis, x.dim())  # errors name `axis`, not torch's `dim`
+        if len(dims) == 1:
+            return fn(x, dim=dims[0])
+        rest = [d for d in range(x.dim()) if d not in dims]
+        moved = x.permute(*rest, *dims)
+        flat = moved.reshape(*moved.shape[: len(rest)], -1)
+        out = fn(flat, dim=-1).reshape(moved.shape)
+        back = [0] * x.dim()
+        for i, d in enumerate((*rest, *dims)):
+            back[d] = i
+        return out.permute(*back)
+
+    def softmax(self, x: Tensor, axis: Any) -> Tensor:
+        return self._over(self.m.softmax, x, axis)
+
+    def log_softmax(self, x: Tensor, axis: Any) -> Tensor:
+        return self._over(self.m.log_softmax, x, axis)
 
     def logsumexp(self, x: Tensor, axis: Any, keepdims: bool) -> Tensor:
         if axis is None:

@@ -22,17 +22,29 @@ What differs from Keras 3.15, on purpose:
 * **Label smoothing for sparse labels**, as in keras PR #23488 (after 3.15.1):
   ``(1 - eps) onehot + eps / C``, applied before ``ignore_class``.
 * **Empty batches** reduce to 0 (Keras returns an empty tensor of shape (0,)).
-* **Bad labels** raise a softmaxkit error eagerly on every backend (Keras: an
-  error on TF and torch, a silent -0 on JAX); inside compiled functions the
-  item's loss is NaN (TF backend) or per the backend's softmaxkit path.
+* **Bad labels** raise a softmaxkit error eagerly on every backend, with logits or
+  probabilities (Keras: an error on TF and torch, a silent -0 on JAX; with
+  probabilities a silent -0 on TF and JAX). Inside compiled functions the item's
+  loss is NaN (TF backend, and probabilities on every backend) or per the
+  backend's softmaxkit path.
+* **A scalar ``sample_weight`` under ``'mean_with_sample_weight'``** weighs every
+  item alike, so the loss is the plain mean, as with ``sample_weight=None`` or a
+  per-item weight of that value. Keras 3.15 divides ``sum(w l)`` by the scalar
+  ``w`` itself, not by ``w`` times the number of items, and so returns the *sum*
+  of the losses for any scalar (or shape ``(1,)``) weight, even 1.0: a mean that
+  depends on whether a constant weight is broadcast by the caller is a bug, not
+  a semantics to copy. (With ``ignore_class`` or a Keras mask Keras broadcasts
+  the weight, and agrees.)
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
@@ -107,6 +119,20 @@ def _match_rank(values: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     return values, w
 
 
+def _follow_rank(m: Tensor, before: int, after: int) -> Tensor:
+    """A mask of the losses' shape given the same change of rank as the losses got from
+    :func:`_match_rank` (a ``(B,)`` mask of ``(B,)`` losses under ``(B, 1)`` weights is
+    ``(B, 1)``, as Keras's ``apply_mask`` makes it), so mask and weights never broadcast
+    against each other into ``(B, B)``."""
+    if len(m.shape) != before:
+        return m
+    if after == before + 1:
+        return ops.expand_dims(m, axis=-1)
+    if after == before - 1 and m.shape[-1] == 1:
+        return ops.squeeze(m, axis=-1)
+    return m
+
+
 def reduce_losses(
     values: Tensor, sample_weight: Any, mask: Any, reduction: str | None, dtype: Any
 ) -> Tensor:
@@ -117,11 +143,15 @@ def reduce_losses(
     ``'sum'``; ``'none'``/``None``: ``w l`` per item (masked items 0).
     """
     values = ops.cast(values, dtype)
-    w = None
-    if sample_weight is not None:
-        values, w = _match_rank(values, ops.cast(sample_weight, dtype))
+    w = m = None
     if mask is not None:
         m = ops.cast(mask, dtype)
+    if sample_weight is not None:
+        rank = len(values.shape)
+        values, w = _match_rank(values, ops.cast(sample_weight, dtype))
+        if m is not None:
+            m = _follow_rank(m, rank, len(values.shape))
+    if m is not None:
         w = m if w is None else w * m
     weighted = (
         values if w is None else ops.where(ops.equal(w, 0), ops.zeros_like(values), values * w)
@@ -136,8 +166,8 @@ def reduce_losses(
     shape = ops.shape(weighted)
     if reduction == "mean_with_sample_weight" and sample_weight is not None:
         den = ops.sum(ops.broadcast_to(w, shape))
-    elif mask is not None:
-        den = ops.sum(ops.broadcast_to(ops.cast(mask, dtype), shape))
+    elif m is not None:
+        den = ops.sum(ops.broadcast_to(m, shape))
     else:
         den = ops.cast(ops.size(weighted), dtype)
     den = ops.cast(den, dtype)
@@ -175,7 +205,10 @@ def _sums(weighted: Tensor, dtype: Any) -> tuple[Tensor, tuple[Tensor, Tensor] |
 def _unscale(v: Tensor, name: str) -> Tensor:
     """``v / 2**-64``, or an infinity of ``v``'s sign where that leaves the float range."""
     fits = ops.abs(v) < _fmax(name) * _SCALE
-    inf = ops.where(v > 0, float("inf"), ops.where(v < 0, float("-inf"), v))
+    # infinities of v's dtype: a Python float in ops.where makes torch's bfloat16 float32
+    inf = ops.where(
+        v > 0, ops.full_like(v, math.inf), ops.where(v < 0, ops.full_like(v, -math.inf), v)
+    )
     return ops.where(fits, ops.where(fits, v, ops.zeros_like(v)) / _SCALE, inf)
 
 
@@ -297,6 +330,32 @@ class CategoricalCrossentropy(_Base):
         return config
 
 
+def _check_label_range(
+    be: Any, labels: Tensor, n_cls: Any, ignore_class: int | None
+) -> tuple[Tensor, Tensor | None]:
+    """Class indices in ``[0, n_cls)`` (``ignore_class`` labels already replaced by 0).
+
+    Eagerly, a label out of range raises a softmaxkit error naming ``y_true``, as the
+    logits route does. Traced labels (``tf.function``, ``jax.jit``, ``torch.compile``)
+    have no values to check: they come back with out-of-range ones replaced by 0, and
+    the mask of those items, whose loss the caller makes NaN.
+    """
+    if isinstance(n_cls, int) and be.is_eager(labels):
+        a = np.asarray(ops.convert_to_numpy(labels))
+        bad = (a < 0) | (a >= n_cls)
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(bad)[0])
+            ign = "" if ignore_class is None else f" (or ignore_class={ignore_class})"
+            msg = (
+                f"`y_true` must hold class indices in [0, {n_cls}) for {n_cls} classes"
+                f"{ign}; y_true{list(idx)} is {a[idx].item()!r}"
+            )
+            raise SoftmaxkitValueError(msg)
+        return labels, None
+    bad = ops.logical_or(ops.less(labels, 0), ops.greater_equal(labels, n_cls))
+    return ops.where(bad, ops.zeros_like(labels), labels), bad
+
+
 @keras.saving.register_keras_serializable(package="softmaxkit")
 class SparseCategoricalCrossentropy(_Base):
     r"""Cross-entropy with integer class labels (``keras.losses`` arguments, plus smoothing).
@@ -373,12 +432,15 @@ class SparseCategoricalCrossentropy(_Base):
             loss = be.sparse_ce(labels, y_pred, self.axis, eps)
         else:
             n_cls = ops.shape(y_pred)[self.axis]
+            labels, bad = _check_label_range(be, labels, n_cls, self.ignore_class)
             onehot = ops.one_hot(labels, n_cls, axis=self.axis, dtype=y_pred.dtype)
             if eps:
                 onehot = _smooth(onehot, eps, n_cls)
             loss = keras.losses.categorical_crossentropy(
                 onehot, y_pred, from_logits=False, axis=self.axis
             )
+            if bad is not None:  # traced: no values to check, so the item's loss is NaN
+                loss = ops.where(bad, ops.full_like(loss, math.nan), loss)
         if mask is not None:
             loss = ops.where(mask, loss, ops.zeros_like(loss))
         return loss, mask

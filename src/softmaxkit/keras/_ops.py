@@ -22,15 +22,21 @@ __all__ = ["Softmax", "log_softmax", "logsumexp", "softmax"]
 Tensor = Any
 
 
-def softmax(x: Any, axis: int = -1) -> Tensor:
+def _axes(axis: Any) -> Any:
+    """A list of axes as a tuple (``keras.layers.Softmax`` takes a list), else ``axis``."""
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+def softmax(x: Any, axis: Any = -1) -> Tensor:
     """Softmax over ``axis`` (``keras.ops.softmax``'s arguments, softmaxkit's numbers).
 
     Parameters
     ----------
     x : tensor
         Logits of the active Keras backend (or anything it converts).
-    axis : int, optional
-        Default -1.
+    axis : int, tuple of ints or None, optional
+        Default -1; several axes are normalised together (``None``: all), on
+        every backend.
 
     Returns
     -------
@@ -45,18 +51,18 @@ def softmax(x: Any, axis: int = -1) -> Tensor:
     >>> np.asarray(skk.softmax(np.array([[-np.inf, -np.inf]], "float32")))
     array([[0., 0.]], dtype=float32)
     """
-    return current().softmax(to_tensor(x, "x"), axis)
+    return current().softmax(to_tensor(x, "x"), _axes(axis))
 
 
-def log_softmax(x: Any, axis: int = -1) -> Tensor:
+def log_softmax(x: Any, axis: Any = -1) -> Tensor:
     """Log-softmax over ``axis``; keeps the tiny log-probability of a dominant logit.
 
     Parameters
     ----------
     x : tensor
         Logits.
-    axis : int, optional
-        Default -1.
+    axis : int, tuple of ints or None, optional
+        Default -1; as :func:`softmax`.
 
     Returns
     -------
@@ -71,7 +77,7 @@ def log_softmax(x: Any, axis: int = -1) -> Tensor:
     >>> float(np.asarray(skk.log_softmax(np.array([0.0, -40.0], "float32")))[0])
     -4.24835413113866e-18
     """
-    return current().log_softmax(to_tensor(x, "x"), axis)
+    return current().log_softmax(to_tensor(x, "x"), _axes(axis))
 
 
 def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
@@ -98,9 +104,8 @@ def logsumexp(x: Any, axis: Any = None, keepdims: bool = False) -> Tensor:
     >>> float(np.asarray(skk.logsumexp(np.zeros(100000, "float16"))))
     11.515625
     """
-    if isinstance(axis, list):  # keras.ops.logsumexp takes lists of axes
-        axis = tuple(axis)
-    return current().logsumexp(to_tensor(x, "x"), axis, keepdims)
+    # keras.ops.logsumexp takes lists of axes
+    return current().logsumexp(to_tensor(x, "x"), _axes(axis), keepdims)
 
 
 def _mask(mask: object, x: Tensor) -> Tensor:
@@ -127,8 +132,8 @@ class Softmax(keras.layers.Layer):
 
     Parameters
     ----------
-    axis : int, optional
-        The axis to normalise, default -1.
+    axis : int, tuple or list of ints, optional
+        The axis (or axes, normalised together) to normalise, default -1.
     **kwargs
         Passed to ``keras.layers.Layer`` (``name``, ``dtype`` ...).
 
@@ -151,7 +156,7 @@ class Softmax(keras.layers.Layer):
            [0.   , 0.   ]], dtype=float32)
     """
 
-    def __init__(self, axis: int = -1, **kwargs: Any) -> None:
+    def __init__(self, axis: Any = -1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.axis = axis
         self.supports_masking = True
@@ -161,7 +166,7 @@ class Softmax(keras.layers.Layer):
         if mask is not None:
             m = _mask(mask, x)
             x = keras.ops.where(m, x, keras.ops.full_like(x, -math.inf))
-        return current().softmax(x, self.axis)
+        return current().softmax(x, _axes(self.axis))
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
