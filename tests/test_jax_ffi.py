@@ -357,3 +357,64 @@ def test_logsumexp_weights_promote_and_broadcast_as_jax_nn() -> None:
 
     with pytest.raises(SoftmaxkitValueError, match="`b` has shape"):
         skj.logsumexp(a, b=jnp.ones(4))
+
+
+@pytest.mark.parametrize("engine", ["native", "agnostic"])
+def test_weighted_logsumexp_of_traced_and_0d_input(monkeypatch: Any, engine: str) -> None:
+    """logsumexp with ``b`` raised ConcretizationTypeError on the array-agnostic engine
+    (0-d input, SOFTMAXKIT_ENGINE=agnostic, other platforms): a constant came from
+    ``float()`` of a traced array."""
+    from softmaxkit import _dispatch
+
+    monkeypatch.setattr(_dispatch, "FORCE_AGNOSTIC", engine == "agnostic")
+    x = jnp.array([1.0, 2.0, 3.0], jnp.float32)
+    b = jnp.array([1.0, -2.0, 0.5], jnp.float32)
+    lse, sign = sk.logsumexp(x, b=b, return_sign=True)
+    want = np.log(abs(np.sum(np.array([1.0, -2.0, 0.5]) * np.exp([1.0, 2.0, 3.0]))))
+    assert lse.dtype == jnp.float32 and float(sign) == -1.0
+    assert float(lse) == float(np.float32(want))
+    jitted = jax.jit(lambda a, w: sk.logsumexp(a, b=w, return_sign=True))(x, b)
+    _same(jitted, (lse, sign))
+    assert float(sk.logsumexp(x[2], b=b[2], axis=None)) == float(np.float32(3.0 + np.log(0.5)))
+    got = jax.jit(lambda a, w: skj.logsumexp(a, b=w))(x[2], b[2])
+    assert float(got) == float(np.float32(3.0 + np.log(0.5)))
+    # weights near the overflow of the sum: the e * ln 2 correction is used
+    big = sk.logsumexp(jnp.array([0.0, 0.0]), b=jnp.array([1e300, 1e300]))
+    np.testing.assert_allclose(float(big), np.log(2e300), rtol=1e-15)
+
+
+@pytest.mark.parametrize("x64", ["x32"], indirect=True)
+def test_logsumexp_of_0d_and_empty_input_without_x64_rounds_correctly(x64: bool) -> None:
+    """The 0-d / empty branch of skj.logsumexp ran the agnostic engine without the x64
+    scope of its plan: float64 work truncated to float32 (1 ulp off), with warnings."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal(200) * 5).astype(np.float32)
+    w = (np.abs(rng.standard_normal(200)) * 5 + 0.01).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = skj.logsumexp(jnp.float32(-5.4425898), b=jnp.float32(3.1630015))
+        assert got.dtype == jnp.float32
+        assert float(got) == float(np.float32(-4.2910686))  # correctly rounded (x32 gave ...68)
+        for ai, wi in zip(a, w, strict=True):
+            want = np.float32(np.float64(ai) + np.log(np.float64(wi)))
+            assert float(skj.logsumexp(jnp.float32(ai), b=jnp.float32(wi))) == float(want)
+        jitted = jax.jit(lambda u, v: skj.logsumexp(u, b=v))(jnp.float32(a[0]), jnp.float32(w[0]))
+        assert float(jitted) == float(np.float32(np.float64(a[0]) + np.log(np.float64(w[0]))))
+        empty = skj.logsumexp(jnp.zeros((0, 3), jnp.float32), axis=0)
+        assert empty.dtype == jnp.float32 and empty.shape == (3,)
+        assert bool(jnp.all(empty == -jnp.inf))
+        huge = skj.logsumexp(jnp.float32(88.0), b=jnp.float32(3e38))  # warned of an overflow
+        assert float(huge) == float(np.float32(88.0 + np.log(np.float64(np.float32(3e38)))))
+
+
+@pytest.mark.skipif(np.dtype(np.longdouble).itemsize <= 8, reason="long double is double here")
+def test_longdouble_numpy_input_is_refused_naming_the_argument() -> None:
+    x = np.array([np.longdouble("1e400"), np.longdouble("1e399")])
+    with pytest.raises(sk.SoftmaxkitTypeError, match=r"`x` has dtype float.*float64"):
+        skj.softmax(x)
+    with pytest.raises(sk.SoftmaxkitTypeError, match="`a` has dtype float"):
+        skj.logsumexp(x)
+    with pytest.raises(sk.SoftmaxkitTypeError, match="`b` has dtype float"):
+        skj.logsumexp(np.ones(2), b=x)

@@ -29,6 +29,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .._namespace import Plan, dtype_name, to_out
 from ._dd import DDArith, PlainArith, far_below, two_sum
 
@@ -583,6 +585,17 @@ def _log_abs(ar: Arith, v: Any) -> Any:
     return ar.select(near_one, l1, l2)
 
 
+def _split_const(value: float, name: str) -> tuple[float, float]:
+    """``value`` as its rounding to the dtype called ``name`` plus the remainder.
+
+    Both parts are Python floats, so building them never touches an array (and never
+    concretises a traced one). The remainder is zero in float64.
+    """
+    narrow: dict[str, type[np.floating[Any]]] = {"float16": np.float16, "float32": np.float32}
+    head = float(narrow[name](value)) if name in narrow else value
+    return head, value - head
+
+
 def _weighted_logsumexp(
     ar: Arith,
     xw: Array,
@@ -619,8 +632,10 @@ def _weighted_logsumexp(
     nonzero = ~(tot_hi == 0.0)
     safe_total = ar.where(nonzero & st.fin, total, 1.0)
     L = _log_abs(ar, safe_total)
-    ln2_hi = ar.const(math.log(2.0))
-    ln2 = ar.add(ar.lift(e * ln2_hi), ar.lift(e * ar.const(math.log(2.0) - float(ln2_hi))))
+    # ln 2 as a head rounded to the working dtype and its tail, both from Python floats
+    # (a float() of an array would concretise a JAX tracer)
+    ln2_hi, ln2_lo = _split_const(math.log(2.0), dtype_name(ar.dtype))
+    ln2 = ar.add(ar.lift(e * ar.const(ln2_hi)), ar.lift(e * ar.const(ln2_lo)))
     lse = xp.where(nonzero, ar.value(ar.add(ar.add(st.top, L), ln2)), -math.inf)
     zero = xp.zeros_like(tot_hi)
     sign = xp.where(tot_hi > 0, 1.0, xp.where(tot_hi < 0, -1.0, zero))

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from .._dispatch import default_threads
 from .._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from .._namespace import dtype_name, make_plan
+from .._namespace import call, check_not_longdouble, dtype_name, make_plan
 from .._validation import check_axes
 from . import _core, _ffi
 
@@ -32,6 +32,7 @@ def as_jax(x: object, name: str) -> Array:
     """``x`` as a JAX array (NumPy arrays, lists and scalars are converted, as JAX does)."""
     if isinstance(x, jax.Array):
         return x
+    check_not_longdouble(getattr(x, "dtype", None), name)  # JAX has no long double
     try:
         return jnp.asarray(x)
     except (TypeError, ValueError) as exc:
@@ -234,14 +235,18 @@ def logsumexp(
     shape = tuple(xa.shape)
     ba = None if b is None else jnp.broadcast_to(as_jax(b, "b"), shape)
     if xa.size == 0 or not axes:
-        res = _ffi._normalize.logsumexp(
-            xa,
-            axes=axes,
-            b=ba,
-            where=mask_of(where, shape),
-            keepdims=bool(keepdims),
-            return_sign=bool(return_sign),
-            plan=cfg.plan,
+        # through ``call``, as every array-agnostic call: it compiles once and switches
+        # on the float64 work the plan may need (JAX without x64) for this call only
+        res = call(
+            jnp,
+            _ffi._normalize.logsumexp,
+            {"x": xa, "b": ba, "where": mask_of(where, shape)},
+            {
+                "axes": axes,
+                "keepdims": bool(keepdims),
+                "return_sign": bool(return_sign),
+                "plan": cfg.plan,
+            },
         )
     else:
         fn = _core._logsumexp_fn(
