@@ -149,3 +149,57 @@ def test_temperature_scales_logits(backend):
     a = run(backend, sk.softmax, x, temperature=2.0)
     b = run(backend, sk.softmax, x / 2.0)
     np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+_LONGDOUBLE = np.dtype(np.longdouble).itemsize > 8  # long double is double on some platforms
+
+
+@pytest.mark.skipif(not _LONGDOUBLE, reason="numpy.longdouble is float64 on this platform")
+@pytest.mark.parametrize("name", sorted(ARRAY_ARGS))
+def test_longdouble_input_is_refused_naming_the_argument(name):
+    """float128 input was computed in float64 and returned as float128: logsumexp of
+    [1e400, 1e399] gave inf, softmax [0.5, 0.5]."""
+    fn = getattr(sk, name)
+    x = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
+    args = {
+        "logits": x,
+        "x": x,
+        "y": sk.softmax(x),
+        "log_probs": sk.log_softmax(x),
+        "g": np.ones_like(x),
+    }
+    if name in ("cross_entropy", "nll_loss"):
+        args["target"] = np.array([0, 2])
+    elif name == "binary_cross_entropy_with_logits":
+        args["target"] = np.ones_like(x) / 2
+    if name == "logsumexp_vjp":
+        args["g"] = np.ones(2)
+    for arg in ARRAY_ARGS[name]:
+        if name in ("cross_entropy", "nll_loss") and arg == "target":
+            continue  # class indices are integers
+        bad = [args[a].astype(np.longdouble) if a == arg else args[a] for a in ARRAY_ARGS[name]]
+        before = bad[ARRAY_ARGS[name].index(arg)].copy()
+        with pytest.raises(sk.SoftmaxkitTypeError, match=rf"`{arg}` has dtype float\d+.*float64"):
+            fn(*bad)
+        np.testing.assert_array_equal(bad[ARRAY_ARGS[name].index(arg)], before)
+
+
+@pytest.mark.skipif(not _LONGDOUBLE, reason="numpy.longdouble is float64 on this platform")
+def test_longdouble_scalars_lists_weights_and_complex_are_refused():
+    big = np.array([np.longdouble("1e400"), np.longdouble("1e399")])
+    with pytest.raises(sk.SoftmaxkitTypeError, match="`x` has dtype float"):
+        sk.logsumexp(big)
+    with pytest.raises(sk.SoftmaxkitTypeError, match="`x` has dtype float"):
+        sk.softmax([np.longdouble(1.0), np.longdouble(2.0)])
+    with pytest.raises(sk.SoftmaxkitTypeError, match="`x` has dtype float"):
+        sk.logsumexp(np.longdouble(2.0))
+    with pytest.raises(sk.SoftmaxkitTypeError, match="`b` has dtype float"):
+        sk.logsumexp(np.ones(2), b=big)
+    with pytest.raises(sk.SoftmaxkitTypeError, match=r"`x` has dtype complex.*complex128"):
+        sk.logsumexp(big.astype(np.clongdouble))
+    with pytest.raises(sk.SoftmaxkitTypeError, match="`target` has dtype float"):
+        sk.cross_entropy(np.ones((1, 2)), np.array([[0.5, 0.5]], np.longdouble))
+    with pytest.raises(sk.SoftmaxkitTypeError, match="`x` has dtype float"):
+        sk.LogSumExpState.from_block(big)
+    for dt in ("float16", "float32", "float64", "complex64", "complex128"):  # unaffected
+        assert sk.logsumexp(np.array([1.0, 2.0], dt)).dtype == np.dtype(dt)

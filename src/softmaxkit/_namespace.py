@@ -25,6 +25,7 @@ from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
 __all__ = [
     "Plan",
     "call",
+    "check_not_longdouble",
     "device_of",
     "eager_checks",
     "is_concrete",
@@ -122,6 +123,31 @@ def _subclass_error(obj: np.ndarray, name: str) -> SoftmaxkitTypeError:
     return SoftmaxkitTypeError(msg)
 
 
+def _is_longdouble(dtype: object) -> bool:
+    """Whether ``dtype`` is NumPy's extended precision (float96/float128 and complex).
+
+    Where ``long double`` is just ``double`` (Windows, Apple silicon) its dtype is
+    float64 and passes.
+    """
+    if not isinstance(dtype, np.dtype):
+        return False
+    return (dtype.kind == "f" and dtype.itemsize > 8) or (dtype.kind == "c" and dtype.itemsize > 16)
+
+
+def check_not_longdouble(dtype: object, name: str) -> None:
+    """Refuse NumPy's extended precision: softmaxkit would compute it in float64 silently."""
+    if not _is_longdouble(dtype):
+        return
+    assert isinstance(dtype, np.dtype)
+    target = "float64" if dtype.kind == "f" else "complex128"
+    msg = (
+        f"`{name}` has dtype {dtype.name} (NumPy's extended-precision long double), which "
+        f"softmaxkit does not compute in (it would be rounded to double silently); cast it "
+        f"first with `{name}.astype(np.{target})`"
+    )
+    raise SoftmaxkitTypeError(msg)
+
+
 def _library(a: object) -> str:
     return type(a).__module__.split(".")[0]
 
@@ -155,7 +181,10 @@ def resolve(
             raise SoftmaxkitTypeError(msg)
         if isinstance(o, (np.ma.MaskedArray, np.matrix)):
             raise _subclass_error(o, nm(i))
-        if o is None or _is_arraylike(o):
+        if o is None:
+            continue
+        check_not_longdouble(getattr(o, "dtype", None), nm(i))
+        if _is_arraylike(o):
             continue
         _check_plain(o, nm(i), allow_complex=allow_complex)
     arrays = [o for o in objs if o is not None and _is_arraylike(o)]
@@ -214,6 +243,7 @@ def resolve(
                 f"got {type(o).__name__}"
             )
             raise SoftmaxkitTypeError(msg) from exc
+        check_not_longdouble(getattr(out[-1], "dtype", None), nm(i))  # nested np.longdouble
     return xp, out
 
 
@@ -413,6 +443,7 @@ def make_plan(xp: Namespace, x: Array, precision: object, *, name: str = "x") ->
     prec = check_precision(precision)
     dev = device_of(x)
     dtype = getattr(x, "dtype", None)
+    check_not_longdouble(dtype, name)
     kind = dtype_kind(xp, dtype)
     if kind == "complex":
         msg = f"`{name}` is complex ({_dtype_name(dtype)}); softmaxkit works on real numbers only"
