@@ -193,7 +193,9 @@ def test_blocks_more_than_the_largest_float_apart(backend):
     t = np.array([3])
     xb = backend.asarray(x)
     states = [
-        LogSumExpState.from_block(backend.asarray(x[:, a : a + 2]), target=backend.asarray(t - a))
+        LogSumExpState.from_block(
+            backend.asarray(x[:, a : a + 2]), target=backend.asarray(t), offset=a
+        )
         for a in (0, 2, 4)
     ]
     st = sk.merge_all(states)
@@ -260,3 +262,100 @@ def test_native_kernels_on_long_rows_equal_the_single_call(threads):
         assert np.mean(ulps > 0) < 1e-3
         one = x[:, :30_000]  # rows of one block: the same bits
         np.testing.assert_array_equal(LogSumExpState.from_block(one).softmax(one), sk.softmax(one))
+
+
+@pytest.mark.parametrize("target_chunks", [None, 3, 1])
+def test_dask_target_chunked_unlike_the_logits_rows(target_chunks):
+    """from_block on Dask raised a raw ValueError when the target's chunks did not match
+    the logits' row chunks (NumPy targets arrive with chunks of their own)."""
+    da = pytest.importorskip("dask.array")
+    x = np.random.default_rng(0).standard_normal((6, 50))
+    lab = np.array([1, 2, 3, 4, 5, 6])
+    xd = da.from_array(x, chunks=(4, 7))
+    tgt = lab if target_chunks is None else da.from_array(lab, chunks=target_chunks)
+    st = LogSumExpState.from_block(xd, target=tgt).compute()
+    want = sk.cross_entropy(x, lab, reduction="none")
+    np.testing.assert_allclose(st.cross_entropy(), want, rtol=1e-15)
+    np.testing.assert_array_equal(st.logsumexp(), sk.logsumexp(x))
+
+
+def test_target_outside_every_merged_block_is_an_error():
+    """A target no block held gave lse - 0 (3.4076 for [1, 2, 3]) where sk.cross_entropy
+    raises; negative targets were taken as 'in another block'."""
+    x = np.array([[1.0, 2.0, 3.0]])
+    with pytest.raises(sk.SoftmaxkitValueError, match=r"`target` holds negative.*>= 0"):
+        LogSumExpState.from_block(x, target=np.array([-1]))
+    with pytest.raises(sk.SoftmaxkitValueError, match="in no block merged"):
+        LogSumExpState.from_block(x, target=np.array([5])).cross_entropy()
+    left = LogSumExpState.from_block(x[:, :2], target=np.array([2]))
+    with pytest.raises(sk.SoftmaxkitValueError, match="in no block merged"):
+        left.cross_entropy()  # the block holding class 2 is not merged in yet
+    right = LogSumExpState.from_block(x[:, 2:], target=np.array([2]), offset=2)
+    want = sk.cross_entropy(x, np.array([2]), reduction="none")
+    np.testing.assert_array_equal(left.merge(right).cross_entropy(), want)
+    np.testing.assert_array_equal(right.merge(left).cross_entropy(), want)
+    # a held logit of zero (either sign) is a target logit, not "not held"
+    for z in (0.0, -0.0):
+        xz = np.array([[z, 2.0, 3.0]])
+        st = LogSumExpState.from_block(xz[:, :1], target=np.array([0])).merge(
+            LogSumExpState.from_block(xz[:, 1:], target=np.array([0]), offset=1)
+        )
+        np.testing.assert_array_equal(
+            st.cross_entropy(), sk.cross_entropy(xz, np.array([0]), reduction="none")
+        )
+    # the mark survives serialisation; rows without classes stay 0 and not an error
+    back = LogSumExpState.from_array(left.to_array(), target=True)
+    with pytest.raises(sk.SoftmaxkitValueError, match="in no block merged"):
+        back.cross_entropy()
+    empty = LogSumExpState.from_block(x[:, :0], target=np.array([4]))
+    np.testing.assert_array_equal(empty.cross_entropy(), [0.0])
+
+
+def test_target_outside_every_block_of_lazy_fields_is_nan():
+    da = pytest.importorskip("dask.array")
+    x = np.array([[1.0, 2.0, 3.0], [0.5, 0.25, 4.0]])
+    st = LogSumExpState.from_block(da.from_array(x, chunks=(1, 2)), target=np.array([5, 2]))
+    got = st.cross_entropy().compute()
+    assert np.isnan(got[0])
+    assert got[1] == sk.cross_entropy(x[1:], np.array([2]), reduction="none")[0]
+    # Dask blocks placed with `offset` (it was refused)
+    part = LogSumExpState.from_block(
+        da.from_array(x[:, 1:], chunks=(1, 1)), target=[2, 2], offset=1
+    )
+    whole = LogSumExpState.from_block(x[:, :1], target=np.array([2, 2])).merge(part.compute())
+    np.testing.assert_array_equal(
+        whole.cross_entropy(), sk.cross_entropy(x, np.array([2, 2]), reduction="none")
+    )
+
+
+def test_zero_d_block_and_bad_result_dtype_name_their_argument():
+    """A 0-d block was reported as "`logits` is 0-d; cross-entropy needs ..."; a bad
+    `dtype` of from_array failed only at the first finisher, with NumPy's TypeError."""
+    with pytest.raises(sk.SoftmaxkitValueError, match=r"^`x` is 0-d; a block of logits"):
+        LogSumExpState.from_block(np.array(1.0))
+    st = LogSumExpState.from_block(np.zeros((2, 3)))
+    with pytest.raises(sk.SoftmaxkitValueError, match=r"^`x` is 0-d"):
+        st.softmax(np.array(1.0))
+    a = st.to_array()
+    with pytest.raises(sk.SoftmaxkitTypeError, match="`dtype` must be a floating-point"):
+        LogSumExpState.from_array(a, dtype="banana")
+    with pytest.raises(sk.SoftmaxkitTypeError, match=r"`dtype` must be float16.*got int32"):
+        LogSumExpState.from_array(a, dtype=np.int32)
+    back = LogSumExpState.from_array(a, dtype="float32")
+    assert back.dtype == np.float32 and back.logsumexp().dtype == np.float32
+
+
+def test_one_row_results_are_numpy_scalars():
+    """A 1-d block's finishers returned 0-d arrays; sk.logsumexp returns numpy.float64."""
+    x = np.array([1.0, 2.0, 5.0], np.float32)
+    st = LogSumExpState.from_block(x, target=np.array(2), entropy=True)
+    for got, want in (
+        (st.logsumexp(), sk.logsumexp(x)),
+        (st.cross_entropy(), sk.cross_entropy(x, np.array(2))),
+        (st.entropy(), None),
+    ):
+        assert isinstance(got, np.float32) and not isinstance(got, np.ndarray)
+        if want is not None:
+            assert type(want) is type(got)
+            assert got == want
+    assert isinstance(LogSumExpState.from_block(x[None]).logsumexp(), np.ndarray)

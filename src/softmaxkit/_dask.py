@@ -302,6 +302,10 @@ def state(
     cfg = _Cfg(_np_plan(plan), parts, threads)
     args: list[Any] = [x]
     if target is not None:
+        # targets made from NumPy arrays or lists, or chunked otherwise, get the logits'
+        # batch chunks, block for block (map_blocks pairs blocks by index)
+        batch = tuple(c for i, c in enumerate(x.chunks) if i != axis)
+        target = da.asarray(target).rechunk(batch)
         args.append(da.expand_dims(target, axis))
     obj_meta = np.empty((0,) * nd, dtype=object)
     pieces = da.map_blocks(

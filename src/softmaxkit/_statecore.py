@@ -38,6 +38,7 @@ __all__ = [
     "log_softmax_block",
     "logsumexp",
     "merge",
+    "not_held",
     "softmax_block",
 ]
 
@@ -51,7 +52,10 @@ class Fields(NamedTuple):
     c: Array  # entries equal to m (+inf rows: the number of +inf entries)
     s_hi: Array  # sum of exp(x - m) over the other entries, double-word (hi, lo)
     s_lo: Array
-    xt: Array | None = None  # the target logit (0 where the target is in no block)
+    # the target logit; -0.0 where no block held the target (a held logit of zero is +0.0):
+    # -0.0 is the identity of the merge's sum, so the sign of a zero tells whether a
+    # merged block held the target, without another field
+    xt: Array | None = None
     sx_hi: Array | None = None  # sum of the logits, double-word
     sx_lo: Array | None = None
     n: Array | None = None  # number of classes
@@ -174,20 +178,25 @@ def build_columns(
 def _pick(
     xp: Any, xw: Array, axis: int, target: Array, offset: int, m: Array, device: Any
 ) -> Array:
-    """``x[target - offset]`` along ``axis`` where the target lies in the block, else 0."""
+    """``x[target - offset]`` along ``axis`` where the target lies in the block, else -0.0.
+
+    A held logit equal to zero is recorded as +0.0, so ``-0.0`` marks "not held"
+    through any number of merges (``-0.0 + v`` is ``v``, ``+0.0`` included).
+    """
     n = int(xw.shape[axis])
     idx = target - offset
     inside = (idx >= 0) & (idx < n)
     safe = xp.where(inside, idx, 0)
     xl = xp.moveaxis(xw, axis, -1) if axis % xw.ndim != xw.ndim - 1 else xw
     if n == 0:
-        return xp.zeros_like(m)
+        return xp.full_like(m, -0.0)
     classes = xp.arange(n, dtype=idx.dtype, device=device)
     hit = classes == xp.expand_dims(safe, axis=-1)
     val = xp.sum(xp.where(hit, xl, 0.0), axis=-1)
     # -inf logits stay -inf (the sum of where(...) would give NaN only for NaN logits)
     val = xp.where(xp.any(hit & (xl == -math.inf), axis=-1), -math.inf, val)
-    return xp.where(inside, xp.astype(val, m.dtype), 0.0)
+    val = xp.astype(val, m.dtype)
+    return xp.where(inside, xp.where(val == 0.0, 0.0, val), -0.0)
 
 
 def _entropy_sum(xp: Any, xw: Array, axis: int, f: Fields) -> Array:
@@ -308,7 +317,8 @@ def cross_entropy(
     ``nll = L - (x_t - M)`` in double-word arithmetic; smoothing adds
     ``eps (lse - sum(x) / K)``; ``z_loss`` adds ``z lse**2``. Rows with no class
     left have loss 0 and are not counted; NaN rows give NaN; rows with ``+inf``
-    entries the limit (``log k`` if the target is one of the ``k``, else ``inf``).
+    entries the limit (``log k`` if the target is one of the ``k``, else ``inf``);
+    rows whose target no merged block held (see :func:`not_held`) give NaN.
     ``w_t`` (the target's class weight) scales the target and z-loss terms, as in
     :func:`softmaxkit.cross_entropy` without class weights on the smoothing term.
     """
@@ -326,7 +336,7 @@ def cross_entropy(
     nll = xp.where(xt_ok, nll, math.inf)
     k = xp.where(f.c > 0, f.c, 1.0)
     nll = xp.where(f.m == math.inf, xp.where(f.xt == math.inf, xp.log(k), math.inf), nll)
-    nll = xp.where(xp.isnan(f.m) | xp.isnan(f.xt), math.nan, nll)
+    nll = xp.where(xp.isnan(f.m) | xp.isnan(f.xt) | not_held(f, xp), math.nan, nll)
     loss = weighted(xp, 1.0 - label_smoothing, nll) if label_smoothing else nll
     if z_loss:
         loss = loss + z_loss * lse * lse
@@ -344,6 +354,15 @@ def cross_entropy(
     counted = ~(f.m == -math.inf)
     loss = xp.where(counted, loss, 0.0)
     return loss, lse, counted
+
+
+def not_held(f: Fields, xp: Any) -> Array:
+    """Rows whose target logit no block merged into ``f`` held (``x_t`` is ``-0.0``)."""
+    assert f.xt is not None
+    zero = f.xt == 0.0
+    # the sign of the zeros, read in float32 (exact for 0 and 1; JAX without x64 has no
+    # int64 to read a float64's sign bit with)
+    return zero & xp.signbit(xp.astype(xp.where(zero, f.xt, 1.0), xp.float32))
 
 
 def log_softmax_block(x: Array, f: Fields, plan: Plan, axis: int, threads: int) -> Array:

@@ -32,6 +32,7 @@ References
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,7 +40,19 @@ import numpy as np
 
 from . import _dask, _dispatch, _statecore
 from ._errors import SoftmaxkitTypeError, SoftmaxkitValueError
-from ._namespace import Plan, call, device_of, dtype_kind, dtype_name, is_numpy, make_plan, resolve
+from ._namespace import (
+    Plan,
+    call,
+    device_of,
+    dtype_kind,
+    dtype_name,
+    eager_checks,
+    is_concrete,
+    is_numpy,
+    make_plan,
+    numpy_scalars,
+    resolve,
+)
 from ._validation import (
     check_bool,
     check_class_axis,
@@ -183,13 +196,15 @@ class LogSumExpState:
         axis : int, optional
             The class axis. Default ``-1``.
         target : integer array, optional
-            Global class indices, one per row (the batch shape). The block
-            holds classes ``offset .. offset + x.shape[axis] - 1``; a target in
-            that range records its logit, others record 0, so after merging
-            every block the state holds each row's target logit (for
-            :meth:`cross_entropy`).
+            Global class indices (``>= 0``), one per row (the batch shape). The
+            block holds classes ``offset .. offset + x.shape[axis] - 1``; a
+            target in that range records its logit, others record that the
+            block did not hold it, so after merging every block the state holds
+            each row's target logit (for :meth:`cross_entropy`, which refuses a
+            target no merged block held).
         offset : int, optional
-            The global index of the block's first class. Default 0.
+            The global index of the block's first class. Default 0 (Dask
+            arrays too: their chunks are placed from there).
         sum_x : bool, optional
             Also carry the sum of the logits and the class count, which
             :meth:`cross_entropy` needs for ``label_smoothing``.
@@ -207,6 +222,7 @@ class LogSumExpState:
         """
         xp, (xa, ta) = resolve(x, target, names=("x", "target"))
         plan = make_plan(xp, xa, precision, name="x")
+        _check_not_0d(xa)
         ax = check_class_axis(axis, xa.ndim)
         off = check_int64(offset, "offset")
         if off < 0:
@@ -226,12 +242,12 @@ class LogSumExpState:
                     f"axis has shape {batch}; pass one class index per row"
                 )
                 raise SoftmaxkitValueError(msg)
+            _check_targets(xp, ta)
         if _dask.covers(xa, plan, (ax,)):
-            # a Dask array: one tree reduction of the chunks' states (lazy fields)
-            if off:
-                msg = "`offset` is not supported for Dask arrays; their chunks carry their own"
-                raise SoftmaxkitValueError(msg)
-            packed = _dask.state(xa, ax, plan, target=ta, sum_x=sum_x, entropy=entropy)
+            # a Dask array: one tree reduction of the chunks' states (lazy fields), whose
+            # chunks are placed from class 0: the targets are shifted by the offset instead
+            tgt = ta if ta is None or not off else ta - off
+            packed = _dask.state(xa, ax, plan, target=tgt, sum_x=sum_x, entropy=entropy)
             pre = (slice(None),) * ax
             cols = [packed[(*pre, i)] for i in range(int(packed.shape[ax]))]
             f = _dask.fields_from_columns(cols, (ta is not None, sum_x, entropy))
@@ -287,7 +303,7 @@ class LogSumExpState:
         double-word exponential and a state cannot.
         """
         v = call(self._xp, _statecore.logsumexp, {"f": self._f}, self._static())
-        return self._xp.astype(v, self.dtype)
+        return numpy_scalars(self._xp, self._xp.astype(v, self.dtype))
 
     def entropy(self) -> Array:
         r"""The entropy ``-sum p log p`` of each row's softmax, in :attr:`dtype`.
@@ -302,7 +318,7 @@ class LogSumExpState:
             msg = "this state was built without `entropy=True`; rebuild it with entropy=True"
             raise SoftmaxkitValueError(msg)
         v = call(self._xp, _statecore.entropy, {"f": self._f}, self._static())
-        return self._xp.astype(v, self.dtype)
+        return numpy_scalars(self._xp, self._xp.astype(v, self.dtype))
 
     def cross_entropy(self, *, label_smoothing: float = 0.0, z_loss: float = 0.0) -> Array:
         r"""Per-row cross-entropy against the target given to :meth:`from_block`.
@@ -317,6 +333,12 @@ class LogSumExpState:
         ``K`` the number of classes of the whole row). The unweighted item
         losses of ``cross_entropy(..., reduction="none")``; rows with no class
         left give 0.
+
+        A row whose target no merged block held (a block is missing, or the
+        target is beyond the last class) has no loss: on concrete fields this
+        raises :class:`~softmaxkit.SoftmaxkitValueError`; on lazy (Dask) or
+        traced (``jax.jit``) fields, whose values cannot be inspected, the loss
+        of such a row is NaN.
 
         Parameters
         ----------
@@ -333,9 +355,27 @@ class LogSumExpState:
         if eps and self._f.sx_hi is None:
             msg = "label_smoothing needs the sum of the logits; build the state with sum_x=True"
             raise SoftmaxkitValueError(msg)
+        self._check_targets_held()
         static = {**self._static(), "label_smoothing": eps, "z_loss": z}
         loss, _, _ = call(self._xp, _statecore.cross_entropy, {"f": self._f}, static)
-        return self._xp.astype(loss, self.dtype)
+        return numpy_scalars(self._xp, self._xp.astype(loss, self.dtype))
+
+    def _check_targets_held(self) -> None:
+        """Raise for rows (with classes) whose target no merged block held, when concrete."""
+        f, xp = self._f, self._xp
+        if not all(is_concrete(a) for a in (f.m, f.xt)):
+            return  # lazy or traced: those rows give NaN (see cross_entropy)
+        with eager_checks(xp):
+            missing = _statecore.not_held(f, xp) & ~(f.m == -math.inf)
+            n = int(xp.sum(xp.astype(missing, xp.int32)))
+        if n:
+            msg = (
+                f"the target of {n} row(s) lies in no block merged into this state (a "
+                "block is missing, or the target is past the last class); merge the states "
+                "of every block of the rows, each built with its `offset`, before "
+                "cross_entropy()"
+            )
+            raise SoftmaxkitValueError(msg)
 
     def log_softmax(self, x: Array, /, *, axis: int = -1, threads: int | None = None) -> Array:
         """``log_softmax`` of a block ``x`` of the rows this state summarises.
@@ -361,6 +401,7 @@ class LogSumExpState:
     def _apply(self, x: Array, axis: object, threads: object, *, log: bool) -> Array:
         xp, (xa,) = resolve(x, names=("x",))
         plan = make_plan(xp, xa, "accurate", name="x")
+        _check_not_0d(xa)
         ax = check_class_axis(axis, xa.ndim)
         batch = tuple(s for i, s in enumerate(xa.shape) if i != ax)
         if batch != self.shape:
@@ -381,8 +422,9 @@ class LogSumExpState:
     def to_array(self) -> Array:
         """The state as one array of shape ``(*shape, k)`` in the working dtype.
 
-        Columns: ``m, c, s_hi, s_lo``, then ``x_t`` (with a target), then
-        ``sum_hi, sum_lo, K`` (with ``sum_x``), then ``t`` (with ``entropy``).
+        Columns: ``m, c, s_hi, s_lo``, then ``x_t`` (with a target; ``-0.0``
+        where no block held the target, ``+0.0`` for a held logit of zero),
+        then ``sum_hi, sum_lo, K`` (with ``sum_x``), then ``t`` (with ``entropy``).
         :meth:`from_array` with the same parts restores it bitwise.
         """
         f = self._f
@@ -415,7 +457,8 @@ class LogSumExpState:
         target, sum_x, entropy : bool, optional
             Which optional parts it carries (as given to :meth:`from_block`).
         dtype : dtype, optional
-            The dtype of finished results. Default: ``a``'s dtype.
+            The dtype of finished results, a floating-point dtype of ``a``'s
+            array library. Default: ``a``'s dtype.
         """
         xp, (aa,) = resolve(a, names=("a",))
         flags = [check_bool(v, n) for v, n in ((target, "target"), (sum_x, "sum_x"))]
@@ -438,7 +481,50 @@ class LogSumExpState:
             i += 3
         if flags[2]:
             f = f._replace(t=cols[i])
-        return cls(f, xp, aa.dtype if dtype is None else dtype, device_of(aa))
+        return cls(f, xp, aa.dtype if dtype is None else _result_dtype(xp, dtype), device_of(aa))
+
+
+def _check_not_0d(xa: Array) -> None:
+    if xa.ndim == 0:
+        msg = (
+            "`x` is 0-d; a block of logits needs a class axis "
+            "(pass at least a 1-d array, e.g. `x[None]` for a single logit)"
+        )
+        raise SoftmaxkitValueError(msg)
+
+
+def _check_targets(xp: Any, ta: Array) -> None:
+    """Refuse negative class indices (no block holds them) where the values are concrete."""
+    if not is_concrete(ta) or ta.size == 0:
+        return  # lazy or traced: such a row is one no block holds (cross_entropy: NaN)
+    with eager_checks(xp):
+        low = int(xp.min(ta))
+    if low < 0:
+        msg = (
+            f"`target` holds negative class indices (smallest {low}); targets are global "
+            "class indices >= 0 (place the block with `offset`; leave ignored rows out)"
+        )
+        raise SoftmaxkitValueError(msg)
+
+
+def _result_dtype(xp: Any, dtype: object) -> Any:
+    """``dtype`` as a floating-point dtype of ``xp``, or a clear error."""
+    try:
+        probe = xp.asarray(0.0, dtype=dtype)
+    except Exception as exc:  # each library raises its own type for an unknown dtype
+        msg = (
+            f"`dtype` must be a floating-point dtype of the state's array library, got "
+            f"{dtype!r}; pass e.g. its float32 or float64"
+        )
+        raise SoftmaxkitTypeError(msg) from exc
+    name = dtype_name(probe.dtype)
+    if name not in ("float16", "bfloat16", "float32", "float64"):
+        msg = (
+            f"`dtype` must be float16, bfloat16, float32 or float64 (finished results are "
+            f"floats of a supported width), got {name}; pass e.g. float32 or float64"
+        )
+        raise SoftmaxkitTypeError(msg)
+    return probe.dtype
 
 
 def merge(a: LogSumExpState, b: LogSumExpState, /) -> LogSumExpState:
