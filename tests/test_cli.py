@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import softmaxkit as sk
 from softmaxkit import calibration as cal
 
 BIN = Path(sys.executable).parent / "softmaxkit"
@@ -233,3 +234,33 @@ def test_bench_prints_the_ratio_table_with_progress(tmp_path):
     assert any(line.startswith("[#") and "/" in line for line in progress)
     bad = sk_cli("bench", "--repeats", "0")
     assert bad.returncode == 1 and "--repeats" in bad.stderr.decode()
+
+
+def test_complex_results_print_as_text_and_json(tmp_path):
+    """Complex input: --json printed a traceback (complex is not JSON serializable),
+    --digits dropped the imaginary part with a ComplexWarning."""
+    np.save(tmp_path / "c.npy", np.array([[1 + 1j, 2], [0.5, -3j]]))
+    want = np.log(np.sum(np.exp(np.array([[1 + 1j, 2], [0.5, -3j]])), axis=-1))
+    r = sk_cli("logsumexp", str(tmp_path / "c.npy"), "--json")
+    doc = json.loads(out(r))
+    assert r.stderr == b""
+    assert doc["dtype"] == "complex128" and doc["shape"] == [2]
+    got = [complex(v["re"], v["im"]) for v in doc["result"]]
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+    r = sk_cli("logsumexp", str(tmp_path / "c.npy"), "--digits", "3")
+    assert r.stderr == b""
+    assert out(r).split() == [f"{w.real:.3g}{w.imag:+.3g}j" for w in want]
+    full = out(sk_cli("logsumexp", str(tmp_path / "c.npy"))).split()
+    exact = sk.logsumexp(np.load(tmp_path / "c.npy"))
+    np.testing.assert_array_equal([complex(v) for v in full], exact)  # all digits needed
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "two"])
+def test_digits_must_be_a_positive_integer(value):
+    """--digits -1 gave "Format specifier missing precision" (not naming the option);
+    --digits 0 printed one digit."""
+    r = sk_cli("softmax", "1", "2", "--digits", value)
+    assert r.returncode == 2 and r.stdout == b""
+    err = r.stderr.decode()
+    assert "Traceback" not in err
+    assert "argument --digits:" in err and "positive integer" in err

@@ -154,6 +154,10 @@ def _fix_negative_numbers(argv: list[str]) -> list[str]:
 
 
 def _fmt(v: Any, digits: int | None) -> str:
+    """One number as text; a complex one as ``a+bj`` (each part formatted alike)."""
+    if isinstance(v, (complex, np.complexfloating)):
+        re, im = _fmt(v.real, digits), _fmt(v.imag, digits)
+        return f"{re}{'' if im.startswith('-') else '+'}{im}j"
     f = float(v)
     if math.isnan(f):
         return "nan"
@@ -164,13 +168,30 @@ def _fmt(v: Any, digits: int | None) -> str:
     return str(v)  # NumPy scalars print their shortest round-trip form
 
 
+def _json_number(v: Any) -> Any:
+    if isinstance(v, complex):  # documented in --json's help: {"re": x, "im": y}
+        return {"re": _json_number(v.real), "im": _json_number(v.imag)}
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return v
+
+
 def _jsonable(a: np.ndarray) -> Any:
     if a.ndim == 0:
-        v = a.item()
-        if isinstance(v, float) and not math.isfinite(v):
-            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-        return v
+        return _json_number(a.item())
     return [_jsonable(x) for x in a]
+
+
+def _positive_int(value: str) -> int:
+    """``--digits``: a positive integer (argparse names the option in its error)."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        msg = f"{value.strip()!r} is not a positive integer (significant digits: 1, 2, ...)"
+        raise argparse.ArgumentTypeError(msg)
+    return n
 
 
 def _print_array(a: np.ndarray, out: TextIO, digits: int | None) -> None:
@@ -507,7 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def digits(p: Any) -> None:
         p.add_argument(
-            "--digits", type=int, help="significant digits to print (default: all needed)"
+            "--digits",
+            type=_positive_int,
+            help="significant digits to print, a positive integer (default: all needed); "
+            "complex results print as a+bj",
         )
 
     for name, what in (
@@ -530,7 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--axis", default="-1", help="axis, comma-separated axes, or 'none'")
         p.add_argument("--temperature", type=float, default=1.0, help="divide the inputs by T")
         p.add_argument("--precision", choices=("accurate", "fast"), default="accurate")
-        p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument(
+            "--json",
+            action="store_true",
+            help="print JSON (a complex number, from logsumexp of complex input, as "
+            '{"re": x, "im": y})',
+        )
         digits(p)
 
     p = add(
