@@ -373,6 +373,17 @@ def test_out_of_range_labels_with_probabilities(labels):
     np.testing.assert_allclose(ok, [-math.log(0.5), -math.log(0.1)], rtol=1e-6)
 
 
+@pytest.mark.parametrize("from_logits", [True, False])
+def test_fractional_float_labels_raise(from_logits):
+    """Float labels are cast to int32, which truncated 1.5 to class 1 silently."""
+    x = np.array([[2.0, 0.0, -1.0], [0.5, 1.0, 0.0]], "float32")
+    loss = skk.SparseCategoricalCrossentropy(from_logits=from_logits, reduction="none")
+    with pytest.raises(SoftmaxkitValueError, match=r"whole class indices; y_true\[1\] is 1.5"):
+        loss(np.array([0.0, 1.5], "float32"), x if from_logits else x / x.sum(1, keepdims=True))
+    whole = _np(loss(np.array([0.0, 2.0], "float32"), x if from_logits else np.abs(x) + 0.1))
+    assert np.isfinite(whole).all()
+
+
 @pytest.mark.parametrize("reduction", [*REDUCTIONS, "mean"])
 def test_low_precision_loss_dtype_equals_keras(reduction):
     """dtype='bfloat16' gave float32 on the torch backend for every reduction but 'none'

@@ -330,6 +330,14 @@ class CategoricalCrossentropy(_Base):
         return config
 
 
+def _values(t: Tensor) -> np.ndarray:
+    """An eager tensor's values as a NumPy array (on torch without ``np.array(tensor)``,
+    which NumPy 2 warns about: torch's ``__array__`` takes no ``copy``)."""
+    if hasattr(t, "detach"):
+        return np.asarray(t.detach().cpu().numpy())
+    return np.asarray(ops.convert_to_numpy(t))
+
+
 def _check_label_range(
     be: Any, labels: Tensor, n_cls: Any, ignore_class: int | None
 ) -> tuple[Tensor, Tensor | None]:
@@ -341,7 +349,7 @@ def _check_label_range(
     the mask of those items, whose loss the caller makes NaN.
     """
     if isinstance(n_cls, int) and be.is_eager(labels):
-        a = np.asarray(ops.convert_to_numpy(labels))
+        a = _values(labels)
         bad = (a < 0) | (a >= n_cls)
         if bad.any():
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -420,6 +428,16 @@ class SparseCategoricalCrossentropy(_Base):
             msg = f"`y_true` must hold integer class indices, got dtype {labels.dtype}"
             raise SoftmaxkitTypeError(msg)
         if not str(labels.dtype).startswith(("int", "uint")) and "int" not in str(labels.dtype):
+            if be.is_eager(labels):  # 1.5 is an error, not class 1 (the cast truncates)
+                a = _values(labels).astype(np.float64)
+                frac = ~(a == np.round(a))  # NaN too
+                if frac.any():
+                    idx = tuple(int(i) for i in np.argwhere(frac)[0])
+                    msg = (
+                        f"`y_true` must hold whole class indices; y_true{list(idx)} is "
+                        f"{a[idx].item()!r}"
+                    )
+                    raise SoftmaxkitValueError(msg)
             labels = ops.cast(labels, "int32")  # integral floats: exact, never via float16
         if be.name == "torch":
             labels = ops.cast(labels, "int64")
