@@ -379,7 +379,14 @@ def test_one_rank_float64_and_odd_token_counts() -> None:
                     for kw in ({}, {"label_smoothing": 0.1}):
                         got = sktd.cross_entropy(x, t, **kw)
                         assert torch.equal(x, before), "the logits were modified"
-                        assert torch.equal(got, skt.cross_entropy(x, t, **kw)), (dtype, n, kw)
+                        one = skt.cross_entropy(x, t, **kw)
+                        if dtype == torch.float64 and kw:
+                            # one process rounds each float64 smoothed item once (double-word);
+                            # the merged state sums the smoothing term in float64 by torch
+                            ulp = torch.finfo(dtype).eps * abs(float(one))
+                            assert abs(float(got) - float(one)) <= ulp, (n, float(got), float(one))
+                        else:
+                            assert torch.equal(got, one), (dtype, n, kw)
                         ref = F.cross_entropy(x.double(), t, **kw)
                         assert float(got) == pytest.approx(float(ref), rel=1e-6)
                     ent = sktd.cross_entropy(x, t, reduction="none", return_entropy=True).entropy
