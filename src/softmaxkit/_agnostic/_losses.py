@@ -211,6 +211,13 @@ def cross_entropy(
     grad = xp.where(counted, grad, 0.0)
     if scale is not None:
         grad = grad * scale
+    if isinstance(ar, DDArith) and (eps or z_loss or not target_is_index):
+        rden = _dd_rden(ar, den, reduction)
+        if target_is_index:
+            dd = _dd_index_grad(ar, st, onehot, w, w_t, eps, z_loss, k_safe, mask, where, rden)
+        else:
+            dd = _dd_prob_grad(ar, st, p_t, mask, w, eps, z_loss, k_safe, axis, rden)
+        grad = _overlay(xp, grad, (dd[0], dd[1] & counted))
     return loss, to_out(grad, plan)
 
 
@@ -395,6 +402,170 @@ def _prob_grad(
         lse_safe = xp.where(xp.isfinite(lse), lse, 0.0)
         g = g + (2.0 * z_loss) * lse_safe * p
     return g
+
+
+# -- double-word gradients ----------------------------------------------------------------
+#
+# With float64 data the gradient of an item, ``g_j = A p_j - B_j`` (``A`` per row, ``B_j``
+# per class), cancels where ``p_j`` is close to ``B_j / A``: by the smoothing term, by a
+# well-fitted probability target. It is formed in double-word as
+#
+#     g_j = (A - B_j) p_j - B_j (1 - p_j),
+#
+# whose factors carry no cancellation of their own: ``A - B_j`` is built from its terms,
+# and ``1 - p_j`` is ``(count - 1 + s) / D`` at a maximal entry (the only ones where
+# ``p_j`` may exceed 1/2) and ``1 - p_j`` elsewhere. The terms are formed times
+# ``2**scale`` (as ``st.e_sc``), the reduction's ``1 / den`` (double-word) is folded in,
+# and the result is rounded once. As for the items, the plain gradient stays the
+# answer of every special element; the double-word value is overlaid on the elements
+# of finite, counted rows whose factors are in range, where both are finite.
+
+
+def _dd_rden(ar: DDArith, den: Array, reduction: str) -> tuple[Any, Array] | None:
+    """``1 / den`` in double-word and where it applies (``den != 0``) for ``"mean"``."""
+    if reduction != "mean":
+        return None
+    xp = ar.xp
+    nz = ~(den == 0.0)
+    safe = xp.where(nz, den, 1.0)
+    return ar.div(ar.lift(xp.ones_like(safe)), ar.lift(safe)), nz
+
+
+def _dd_lse2z(ar: DDArith, st: RowStats, z_loss: float, big: float) -> tuple[Any, Array]:
+    """``2 z lse`` in double-word (keepdims) and the rows where it is in range."""
+    xp = ar.xp
+    lse = ar.add(st.top, st.L)
+    ok = st.fin & (xp.abs(ar.hi(lse)) <= big)
+    lse = ar.where(ok, lse, 0.0)
+    return ar.mul(ar.lift(ar.const(2.0 * z_loss)), lse), ok
+
+
+def _dd_grad_finish(
+    ar: DDArith,
+    st: RowStats,
+    amb: Any,
+    b: Any,
+    bound: Array,
+    ok: Array,
+    rden: tuple[Any, Array] | None,
+) -> tuple[Array, Array]:
+    """``((A - B_j) p_j - B_j (1 - p_j)) / den`` rounded once, and where it applies.
+
+    ``bound`` bounds ``|A - B_j| + |B_j|`` per row: up to ``2**(emax / 4)`` (times
+    ``1 / den``) every product below stays far inside the float range."""
+    xp = ar.xp
+    big = 2.0 ** (ar.c.emax // 4)
+    sig = 2.0**st.scale
+    lim = bound
+    if rden is not None:
+        lim = bound * xp.where(xp.abs(ar.hi(rden[0])) > 1.0, xp.abs(ar.hi(rden[0])), 1.0)
+        ok = ok & rden[1]
+    ok = ok & st.fin & (lim <= big)  # (False at NaN)
+    amb = ar.where(ok, amb, 0.0)
+    b = ar.where(ok, b, 0.0)
+    D = denominator(st)
+    inv = ar.div(ar.lift(xp.ones_like(ar.hi(D))), D)  # 1 / D: a product per entry
+    p_sc = ar.mul(st.e_sc, inv)  # p_j 2**scale (0 off the live entries)
+    # 1 - p_j: at a maximal entry (D - 1) / D = (count - 1 + s) / D, exactly formed
+    s_sc = (st.s[0] * sig, st.s[1] * sig)
+    rest = ar.mul(ar.add(ar.lift((st.count - 1.0) * sig), s_sc), inv)
+    om_sc = ar.select(st.is_max, rest, ar.sub(ar.lift(xp.zeros_like(ar.hi(p_sc)) + sig), p_sc))
+    g = ar.sub(ar.mul(amb, p_sc), ar.mul(b, om_sc))
+    if rden is not None:
+        g = ar.mul(g, rden[0])
+    return ar.scaled_value(g, -st.scale), ok
+
+
+def _dd_index_grad(
+    ar: DDArith,
+    st: RowStats,
+    onehot: Array,
+    w: Array | None,
+    w_t: Array,
+    eps: float,
+    z_loss: float,
+    k_safe: Array,
+    mask: Array,
+    where: Array | None,
+    rden: tuple[Any, Array] | None,
+) -> tuple[Array, Array]:
+    """The gradient of ``w_t [(1 - eps) nll + z lse**2] + (eps / k) sum_j w_j (-log p_j)``:
+    ``A = w_t (1 - eps) + 2 z w_t lse + (eps / k) W`` with ``W = sum_j w_j`` over the
+    classes left in, ``B_j = w_t (1 - eps) [j = t] + (eps / k) w_j``."""
+    xp = ar.xp
+    big = 2.0 ** (ar.c.emax // 4)
+    if z_loss > big:
+        return w_t, xp.zeros_like(st.fin)
+    w_t0 = xp.where(xp.abs(w_t) <= big, w_t, 0.0)
+    ok = xp.abs(w_t) <= big  # (False at NaN)
+    wc1 = ar.mul(ar.lift(w_t0), two_sum(ar.const(1.0), ar.const(-eps)))  # w_t (1 - eps)
+    bound = xp.abs(w_t0)
+    r_t = ar.lift(xp.zeros_like(w_t0))  # A - B_t, less the smoothing part
+    if z_loss:
+        zt, z_ok = _dd_lse2z(ar, st, z_loss, big)
+        ok = ok & z_ok
+        r_t = ar.mul(ar.lift(w_t0), zt)
+        bound = bound + xp.abs(ar.hi(r_t))
+    r_o = ar.add(wc1, r_t)  # A - B_j off the target, less the smoothing part
+    amb = ar.select(onehot, r_t, r_o)
+    b = ar.where(onehot, wc1, 0.0)
+    if eps:
+        if w is None:
+            wm = xp.where(mask, 1.0, xp.zeros_like(ar.hi(st.e)))
+            W = ar.lift(k_safe)  # the classes left in (exact)
+        else:
+            w_ok = xp.abs(w) <= big
+            ok = ok & ~xp.any(~w_ok)  # `any`: the TF namespace has no `all`
+            w0 = xp.where(w_ok, w, 0.0)
+            wm = xp.where(mask, w0, 0.0)
+            # the summed weights: of the class vector unless `where` takes classes out
+            W = ar.sum(ar.lift(w0 if where is None else wm), st.axis, st.n)
+        ek = ar.div(ar.lift(xp.zeros_like(k_safe) + eps), ar.lift(k_safe))
+        amb = ar.add(amb, ar.mul(ek, ar.sub(W, ar.lift(wm))))
+        b = ar.add(b, ar.mul(ek, ar.lift(wm)))
+        wabs = xp.sum(xp.abs(wm), axis=st.axis, keepdims=True)
+        bound = bound + 2.0 * xp.abs(ar.hi(ek)) * wabs
+    return _dd_grad_finish(ar, st, amb, b, 2.0 * bound, ok, rden)
+
+
+def _dd_prob_grad(
+    ar: DDArith,
+    st: RowStats,
+    p_t: Array,
+    mask: Array,
+    w: Array | None,
+    eps: float,
+    z_loss: float,
+    k_safe: Array,
+    axis: int,
+    rden: tuple[Any, Array] | None,
+) -> tuple[Array, Array]:
+    """The gradient of ``sum_j w_j q_j (-log p_j) + z lse**2``: ``A = S + 2 z lse`` with
+    ``S = sum_j w_j q_j``, ``B_j = w_j q_j``."""
+    xp = ar.xp
+    big = 2.0 ** (ar.c.emax // 4)
+    if z_loss > big:
+        return ar.hi(st.L), xp.zeros_like(st.fin)
+    p_ok = xp.abs(p_t) <= big  # (False at NaN)
+    ok = ~xp.any(~p_ok, axis=axis, keepdims=True)
+    q = ar.lift(xp.where(p_ok, p_t, 0.0))
+    if eps:
+        c1 = two_sum(ar.const(1.0), ar.const(-eps))
+        ek = ar.div(ar.lift(xp.zeros_like(k_safe) + eps), ar.lift(k_safe))
+        q = ar.select(mask, ar.add(ar.mul(c1, q), ek), q)
+    if w is not None:
+        w_ok = xp.abs(w) <= big
+        ok = ok & ~xp.any(~w_ok)  # `any`: the TF namespace has no `all`
+        q = ar.mul(ar.lift(xp.zeros_like(ar.hi(q)) + xp.where(w_ok, w, 0.0)), q)
+    S = ar.sum(q, st.axis, st.n)
+    amb = ar.sub(S, q)
+    bound = 2.0 * xp.sum(xp.abs(ar.hi(q)), axis=axis, keepdims=True)
+    if z_loss:
+        zt, z_ok = _dd_lse2z(ar, st, z_loss, big)
+        ok = ok & z_ok
+        amb = ar.add(amb, zt)
+        bound = bound + xp.abs(ar.hi(zt))
+    return _dd_grad_finish(ar, st, amb, q, 2.0 * bound, ok, rden)
 
 
 def nll_loss(
