@@ -373,6 +373,16 @@ def test_out_of_range_labels_with_probabilities(labels):
     np.testing.assert_allclose(ok, [-math.log(0.5), -math.log(0.1)], rtol=1e-6)
 
 
+@pytest.mark.parametrize("labels", [[3, 0], [-1, 0]])
+def test_out_of_range_labels_with_logits_name_y_true(labels):
+    """The logits route raised each backend's own message (torch's named `target` and an
+    internal ignore_index sentinel); now the one the probabilities route gives."""
+    x = np.array([[2.0, 0.0, -1.0], [0.5, 1.0, 0.0]], "float32")
+    loss = skk.SparseCategoricalCrossentropy(from_logits=True)
+    with pytest.raises(SoftmaxkitValueError, match=r"`y_true` must hold class indices in \[0, 3\)"):
+        loss(np.array(labels), x)
+
+
 @pytest.mark.parametrize("from_logits", [True, False])
 def test_fractional_float_labels_raise(from_logits):
     """Float labels are cast to int32, which truncated 1.5 to class 1 silently."""

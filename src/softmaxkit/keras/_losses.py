@@ -447,6 +447,8 @@ class SparseCategoricalCrossentropy(_Base):
             labels = ops.where(mask, labels, ops.zeros_like(labels))
         eps = self.label_smoothing
         if from_logits:
+            if be.is_eager(labels):  # the same error, naming y_true, on every backend
+                _check_label_range(be, labels, ops.shape(y_pred)[self.axis], self.ignore_class)
             loss = be.sparse_ce(labels, y_pred, self.axis, eps)
         else:
             n_cls = ops.shape(y_pred)[self.axis]
