@@ -305,6 +305,33 @@ def _dd_index_item(
     return ar.value(core), ok
 
 
+def _dd_target_mass(
+    ar: DDArith,
+    p_t: Array,
+    mask: Array,
+    w: Array | None,
+    eps: float,
+    k_safe: Array,
+    axis: int,
+    big: float,
+) -> tuple[Any, Array]:
+    """``w_j q_j`` in double-word, ``q = (1 - eps) p + eps / k`` on the classes left in,
+    and the rows whose targets and weights are in range (``big``; 0 stands in elsewhere)."""
+    xp = ar.xp
+    p_ok = xp.abs(p_t) <= big  # (False at NaN)
+    ok = ~xp.any(~p_ok, axis=axis, keepdims=True)
+    q = ar.lift(xp.where(p_ok, p_t, 0.0))
+    if eps:
+        c1 = two_sum(ar.const(1.0), ar.const(-eps))  # 1 - eps, exactly
+        ek = ar.div(ar.lift(xp.zeros_like(k_safe) + eps), ar.lift(k_safe))
+        q = ar.select(mask, ar.add(ar.mul(c1, q), ek), q)
+    if w is not None:
+        w_ok = xp.abs(w) <= big
+        ok = ok & ~xp.any(~w_ok)  # `any`: the TF namespace has no `all`
+        q = ar.mul(ar.lift(xp.zeros_like(ar.hi(q)) + xp.where(w_ok, w, 0.0)), q)
+    return q, ok
+
+
 def _dd_prob_item(
     ar: DDArith,
     st: RowStats,
@@ -319,16 +346,11 @@ def _dd_prob_item(
     """``sum_j w_j q_j (-log p_j) + z lse**2`` with ``q = (1 - eps) p + eps / k`` on the
     classes left in, rounded once; a class without target mass adds exactly 0."""
     xp = ar.xp
-    nls, c1, ek, use, ok, w, big = _dd_common(ar, st, eps, k_safe, w)
+    nls, _, _, use, ok, w, big = _dd_common(ar, st, eps, k_safe, w)
     if z_loss > big:
         return ar.hi(st.L), xp.zeros_like(st.fin)
-    p_ok = xp.abs(p_t) <= big  # (False at NaN)
-    ok = ok & ~xp.any(~p_ok, axis=axis, keepdims=True)
-    p0 = xp.where(p_ok, p_t, 0.0)
-    q = ar.lift(p0)
-    if eps:
-        q = ar.select(mask, ar.add(ar.mul(c1, q), ek), q)
-    wq = q if w is None else ar.mul(ar.lift(xp.zeros_like(p0) + w), q)
+    wq, q_ok = _dd_target_mass(ar, p_t, mask, w, eps, k_safe, axis, big)
+    ok = ok & q_ok
     # 0 * log(0) = 0: only classes with target mass take part (where one of them is not
     # a live finite entry the plain item is infinite and stays)
     mass = ~(ar.hi(wq) == 0.0) & use
@@ -546,17 +568,7 @@ def _dd_prob_grad(
     big = 2.0 ** (ar.c.emax // 4)
     if z_loss > big:
         return ar.hi(st.L), xp.zeros_like(st.fin)
-    p_ok = xp.abs(p_t) <= big  # (False at NaN)
-    ok = ~xp.any(~p_ok, axis=axis, keepdims=True)
-    q = ar.lift(xp.where(p_ok, p_t, 0.0))
-    if eps:
-        c1 = two_sum(ar.const(1.0), ar.const(-eps))
-        ek = ar.div(ar.lift(xp.zeros_like(k_safe) + eps), ar.lift(k_safe))
-        q = ar.select(mask, ar.add(ar.mul(c1, q), ek), q)
-    if w is not None:
-        w_ok = xp.abs(w) <= big
-        ok = ok & ~xp.any(~w_ok)  # `any`: the TF namespace has no `all`
-        q = ar.mul(ar.lift(xp.zeros_like(ar.hi(q)) + xp.where(w_ok, w, 0.0)), q)
+    q, ok = _dd_target_mass(ar, p_t, mask, w, eps, k_safe, axis, big)
     S = ar.sum(q, st.axis, st.n)
     amb = ar.sub(S, q)
     bound = 2.0 * xp.sum(xp.abs(ar.hi(q)), axis=axis, keepdims=True)
