@@ -338,6 +338,14 @@ def _values(t: Tensor) -> np.ndarray:
     return np.asarray(ops.convert_to_numpy(t))
 
 
+def _bad_label(what: str, a: np.ndarray, bad: np.ndarray) -> SoftmaxkitValueError:
+    """The error naming the first label of ``a`` where ``bad`` holds."""
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    return SoftmaxkitValueError(
+        f"`y_true` must hold {what}; y_true{list(idx)} is {a[idx].item()!r}"
+    )
+
+
 def _check_label_range(
     be: Any, labels: Tensor, n_cls: Any, ignore_class: int | None
 ) -> tuple[Tensor, Tensor | None]:
@@ -352,13 +360,9 @@ def _check_label_range(
         a = _values(labels)
         bad = (a < 0) | (a >= n_cls)
         if bad.any():
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
             ign = "" if ignore_class is None else f" (or ignore_class={ignore_class})"
-            msg = (
-                f"`y_true` must hold class indices in [0, {n_cls}) for {n_cls} classes"
-                f"{ign}; y_true{list(idx)} is {a[idx].item()!r}"
-            )
-            raise SoftmaxkitValueError(msg)
+            what = f"class indices in [0, {n_cls}) for {n_cls} classes{ign}"
+            raise _bad_label(what, a, bad)
         return labels, None
     bad = ops.logical_or(ops.less(labels, 0), ops.greater_equal(labels, n_cls))
     return ops.where(bad, ops.zeros_like(labels), labels), bad
@@ -432,12 +436,7 @@ class SparseCategoricalCrossentropy(_Base):
                 a = _values(labels).astype(np.float64)
                 frac = ~(a == np.round(a))  # NaN too
                 if frac.any():
-                    idx = tuple(int(i) for i in np.argwhere(frac)[0])
-                    msg = (
-                        f"`y_true` must hold whole class indices; y_true{list(idx)} is "
-                        f"{a[idx].item()!r}"
-                    )
-                    raise SoftmaxkitValueError(msg)
+                    raise _bad_label("whole class indices", a, frac)
             labels = ops.cast(labels, "int32")  # integral floats: exact, never via float16
         if be.name == "torch":
             labels = ops.cast(labels, "int64")
