@@ -178,6 +178,34 @@ def test_kept_arrays_resize_and_pickle(cache):
     np.testing.assert_array_equal(z, ref)
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["handler", "python"])
+def test_aligned_outputs(cache, native, monkeypatch):
+    """aligned_empty: 64-byte aligned data (TensorFlow aborts on less through DLPack) at
+    every size, through the aligned handler, the cache from 32 MiB, or over-allocation
+    where the module is absent; the arrays resize, pickle and zero-fill like NumPy's."""
+    if not native:
+        monkeypatch.setattr(_outputs, "_outcache", None)
+    for shape, dt in [((), np.float32), ((0,), np.float64), ((3, 0), np.float32),
+                      ((7,), np.float32), ((5, 13), np.float64), ((257, 1001), np.float32),
+                      ((1100, 1000), np.float64), ((ROWS, N), np.float32)]:  # fmt: skip
+        arrs = [_outputs.aligned_empty(shape, dt) for _ in range(5)]
+        for a, fresh in arrs:
+            assert a.shape == shape and a.dtype == dt and a.flags.c_contiguous
+            assert a.flags.writeable and isinstance(fresh, bool)
+            assert a.ctypes.data % _outputs.ALIGN == 0, (shape, dt)
+            a[...] = 2.5
+        held = [a.ctypes.data for a, _ in arrs if a.size]
+        assert len(set(held)) == len(held)  # distinct memory
+    if native:
+        z = _outputs._outcache.aligned_empty((4, 5), np.float64)
+        z[...] = np.arange(20).reshape(4, 5)
+        z.resize((40,), refcheck=False)  # the handler's realloc keeps the alignment
+        assert z.ctypes.data % 64 == 0 and (z[:20] == np.arange(20)).all()
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(z[:20])), np.arange(20))
+        o = _outputs._outcache.aligned_empty((9,), object)  # calloc: zero-filled, None
+        assert all(v is None for v in o)
+
+
 def test_zero_filled_allocations_from_kept_memory_read_zero(cache):
     """Object arrays are zero-initialised by the handler's calloc (None after NumPy's
     fill); a reused block, whose bytes are old, must be cleared first."""

@@ -37,9 +37,10 @@ try:
 except ImportError:  # Windows builds, or a build without the module: NumPy's allocator
     _outcache = None  # type: ignore[assignment]
 
-__all__ = ["BIG", "ENV_CACHE", "empty", "empty_like", "output_cache"]
+__all__ = ["ALIGN", "BIG", "ENV_CACHE", "aligned_empty", "empty", "empty_like", "output_cache"]
 
 BIG = 32 << 20
+ALIGN = 64
 ENV_CACHE = "SOFTMAXKIT_OUTPUT_CACHE_MB"
 _GiB = 1 << 30
 
@@ -111,6 +112,25 @@ def empty(shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, bool]:
 def empty_like(x: np.ndarray) -> tuple[np.ndarray, bool]:
     """:func:`empty` with ``x``'s shape and dtype (``x`` C-contiguous)."""
     return empty(x.shape, x.dtype)
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> tuple[np.ndarray, bool]:
+    """:func:`empty` whose data are ``ALIGN`` (64) byte aligned, and whether its pages are new.
+
+    For memory that a framework takes over without a copy and requires so aligned:
+    TensorFlow aborts the process on a DLPack tensor that is not. NumPy's allocator
+    aligns to 16 bytes; the cache's blocks (32 MiB and up) are 64-byte aligned."""
+    dt = np.dtype(dtype)
+    nbytes = math.prod(shape) * dt.itemsize
+    if nbytes >= BIG:
+        arr, fresh = empty(shape, dt)
+        if arr.ctypes.data % ALIGN == 0:
+            return arr, fresh
+    if _outcache is not None:
+        return _outcache.aligned_empty(shape, dt), True
+    raw = np.empty(nbytes + ALIGN, np.uint8)  # builds without the module
+    off = -raw.ctypes.data % ALIGN
+    return np.ndarray(shape, dt, raw, off), True
 
 
 def output_cache(

@@ -548,6 +548,15 @@ def test_bad_arguments_raise_softmaxkit_errors():
         sktf.softmax(tf.constant([1 + 2j]))
     # integer logits are promoted to float32 (tf.nn.softmax raises)
     assert sktf.softmax(tf.constant([1, 2])).dtype == tf.float32
+    # `name` is checked in every mode (eagerly no name scope is entered)
+    for f in (sktf.softmax, sktf.reduce_logsumexp, sktf.sigmoid):
+        with pytest.raises(SoftmaxkitTypeError, match="`name` must be a string"):
+            f(x, name=3)
+        with pytest.raises(SoftmaxkitTypeError, match="`name` must be a string"):
+            tf.function(lambda v, f=f: f(v, name=b"n"))(x)
+    with pytest.raises(SoftmaxkitTypeError, match="`name` must be a string"):
+        sktf.sigmoid_cross_entropy_with_logits(labels=x, logits=x, name=1.5)
+    assert sktf.softmax(x, name="") is not None  # "" means the default, as in tf.nn
 
 
 def test_bad_labels_give_nan_under_xla():
@@ -571,6 +580,17 @@ def test_empty_inputs():
     np.testing.assert_array_equal(sktf.reduce_logsumexp(tf.zeros([2, 0]), axis=1), [-INF, -INF])
     ce = sktf.sparse_softmax_cross_entropy_with_logits(tf.zeros([0], tf.int32), tf.zeros([0, 4]))
     assert ce.shape == (0,)
+    # gradients of empty inputs are empty tensors, as tf.nn's, not None (unconnected)
+    x = tf.zeros([2, 0, 4])
+    q = tf.zeros([2, 0, 4])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, q])
+        sparse = sktf.sparse_softmax_cross_entropy_with_logits(tf.zeros([2, 0], tf.int64), x)
+        dense = sktf.softmax_cross_entropy_with_logits(q, x)
+    assert sparse.shape == dense.shape == (2, 0)
+    assert tape.gradient(sparse, x).shape == (2, 0, 4)
+    gq, gx = tape.gradient(dense, [q, x])
+    assert gq.shape == gx.shape == (2, 0, 4)
 
 
 def test_doctests():
@@ -897,6 +917,49 @@ def test_direct_route_equals_the_custom_calls(dtype, precision, route, monkeypat
         np.testing.assert_array_equal(direct[k], custom[k], err_msg=k)
     for name in ("softmax", "log_softmax", "lse", "ce"):
         np.testing.assert_array_equal(direct[name], direct[name + " no tape"], err_msg=name)
+
+
+@pytest.mark.parametrize("route", ["direct"], indirect=True)
+def test_direct_results_own_their_memory(route):
+    """The direct route's results are tensors on the core's output arrays (DLPack, no
+    copy): 64-byte aligned as TensorFlow requires (it aborts the process otherwise),
+    alive as long as the tensor is, never memory another result or the input shares."""
+    import gc
+
+    rng = np.random.default_rng(21)
+    shapes = [(3, 7), (1, 1), (5,), (300, 1000), (2, 0, 4)]
+    for shape in shapes:
+        xs = rng.standard_normal(shape).astype(np.float32)
+        x = tf.constant(xs)
+        lab = tf.constant(rng.integers(0, max(shape[-1], 1), shape[:-1]))
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            outs = {
+                "softmax": sktf.softmax(x),
+                "log_softmax": sktf.log_softmax(x, precision="fast"),
+                "lse": sktf.reduce_logsumexp(x, axis=-1),
+                "sigmoid": sktf.sigmoid(x),
+                "bce": sktf.sigmoid_cross_entropy_with_logits(labels=tf.sigmoid(x), logits=x),
+            }
+            if shape[-1]:
+                outs["ce"] = sktf.sparse_softmax_cross_entropy_with_logits(lab, x)
+        for k in list(outs):
+            outs[k + " grad"] = tape.gradient(outs[k], x)
+        del tape
+        want = {k: np.array(v.numpy(), copy=True) for k, v in outs.items()}
+        gc.collect()
+        junk = [sktf.softmax(tf.constant(rng.standard_normal(shape).astype(np.float32)))
+                for _ in range(4)]  # fmt: skip
+        addrs = set()
+        for k, v in outs.items():
+            view = v._numpy()
+            np.testing.assert_array_equal(view, want[k], err_msg=f"{shape} {k}")
+            if isinstance(view, np.ndarray) and view.size:  # 0-d: a NumPy scalar
+                assert view.ctypes.data % 64 == 0, (shape, k)
+                assert view.ctypes.data not in addrs, (shape, k)
+                addrs.add(view.ctypes.data)
+        np.testing.assert_array_equal(x.numpy(), xs)  # the input is untouched
+        del junk
 
 
 @pytest.mark.parametrize("route", ["direct"], indirect=True)  # calls both routes' functions

@@ -14,6 +14,7 @@
  * the loop ends. The arrays are ordinary NumPy arrays that own their data.
  *
  * Only arrays made by `empty` use the handler; the rest of the process keeps NumPy's.
+ * `aligned_empty` makes arrays whose data are 64-byte aligned, through a second handler.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -262,18 +263,71 @@ static void at_child(void) {
     reaper_running = 0;
 }
 
-static PyObject *py_empty(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *shape;
-    PyArray_Descr *descr = NULL;
-    if (!PyArg_ParseTuple(args, "OO&", &shape, PyArray_DescrConverter, &descr)) return NULL;
+/* ---- 64-byte aligned arrays (for frameworks that require it) -----------------
+ * TensorFlow takes a NumPy array's memory as a tensor through DLPack without a
+ * copy, but it aborts the process on memory that is not aligned to 64 bytes, and
+ * NumPy's own allocator aligns to 16. A second handler allocates 64-byte aligned
+ * memory from the C heap, and asks for transparent huge pages from 4 MiB on as
+ * NumPy's does. */
+#define ALIGN ((size_t)64)
+#define HUGE_HINT ((size_t)4 << 20)
+
+static void *al_malloc(void *ctx, size_t size) {
+    (void)ctx;
+    void *p = NULL;
+    /* round up: aligned_alloc wants a multiple of the alignment, and 0 bytes is legal */
+    size_t n = (size + ALIGN - 1) & ~(ALIGN - 1);
+    if (n < size) return NULL;
+    if (posix_memalign(&p, ALIGN, n ? n : ALIGN) != 0) return NULL;
+#ifdef MADV_HUGEPAGE
+    if (n >= HUGE_HINT) {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        uintptr_t a = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+        if (a < (uintptr_t)p + n) (void)madvise((void *)a, (uintptr_t)p + n - a, MADV_HUGEPAGE);
+    }
+#endif
+    return p;
+}
+
+static void *al_calloc(void *ctx, size_t nelem, size_t elsize) {
+    if (elsize && nelem > SIZE_MAX / elsize) return NULL;
+    size_t size = nelem * elsize;
+    void *p = al_malloc(ctx, size);
+    if (p) memset(p, 0, size);
+    return p;
+}
+
+static void *al_realloc(void *ctx, void *ptr, size_t new_size) {
+    void *q = realloc(ptr, new_size ? new_size : 1);
+    if (!q || ((uintptr_t)q & (ALIGN - 1)) == 0) return q;
+    void *r = al_malloc(ctx, new_size);
+    if (r) memcpy(r, q, new_size);
+    free(q);
+    return r;
+}
+
+static void al_free(void *ctx, void *ptr, size_t size) {
+    (void)ctx;
+    (void)size;
+    free(ptr);
+}
+
+static PyDataMem_Handler aligned_handler = {
+    "softmaxkit_aligned",
+    1,
+    {NULL, al_malloc, al_calloc, al_realloc, al_free},
+};
+
+static PyObject *aligned_capsule;
+
+/* PyArray_Empty with `cap` as the data handler for this one array */
+static PyObject *empty_with(PyObject *cap, PyObject *shape, PyArray_Descr *descr) {
     PyArray_Dims dims = {NULL, 0};
     if (!PyArray_IntpConverter(shape, &dims)) {
         Py_DECREF(descr);
         return NULL;
     }
-    last_reused = 0;
-    PyObject *old = PyDataMem_SetHandler(handler_capsule);
+    PyObject *old = PyDataMem_SetHandler(cap);
     if (!old) {
         PyDimMem_FREE(dims.ptr);
         Py_DECREF(descr);
@@ -285,11 +339,26 @@ static PyObject *py_empty(PyObject *self, PyObject *args) {
     Py_DECREF(old);
     Py_XDECREF(back);
     PyDimMem_FREE(dims.ptr);
+    if (arr && !back) Py_CLEAR(arr);
+    return arr;
+}
+
+static PyObject *py_aligned_empty(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *shape;
+    PyArray_Descr *descr = NULL;
+    if (!PyArg_ParseTuple(args, "OO&", &shape, PyArray_DescrConverter, &descr)) return NULL;
+    return empty_with(aligned_capsule, shape, descr);
+}
+
+static PyObject *py_empty(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *shape;
+    PyArray_Descr *descr = NULL;
+    if (!PyArg_ParseTuple(args, "OO&", &shape, PyArray_DescrConverter, &descr)) return NULL;
+    last_reused = 0;
+    PyObject *arr = empty_with(handler_capsule, shape, descr);
     if (!arr) return NULL;
-    if (!back) {
-        Py_DECREF(arr);
-        return NULL;
-    }
     /* reused: whether the block was in memory already (then writes need no faults) */
     int reused = last_reused;
     return Py_BuildValue("(NO)", arr, reused ? Py_True : Py_False);
@@ -344,6 +413,9 @@ static PyMethodDef methods[] = {
     {"empty", py_empty, METH_VARARGS,
      "empty(shape, dtype) -> (array, reused): a C-contiguous array from the cache's "
      "handler; reused tells whether its memory was a kept block."},
+    {"aligned_empty", py_aligned_empty, METH_VARARGS,
+     "aligned_empty(shape, dtype) -> array: a C-contiguous array whose data are 64-byte "
+     "aligned (NumPy's allocator aligns to 16)."},
     {"configure", py_configure, METH_VARARGS,
      "configure(max_bytes, release_after): a negative value leaves that setting."},
     {"clear", py_clear, METH_NOARGS, "clear(): release every kept block now."},
@@ -364,6 +436,8 @@ PyMODINIT_FUNC PyInit__outcache(void) {
         pthread_atfork(at_prepare, at_parent, at_child);
         handler_capsule = PyCapsule_New(&handler, "mem_handler", NULL);
         if (!handler_capsule) return NULL;
+        aligned_capsule = PyCapsule_New(&aligned_handler, "mem_handler", NULL);
+        if (!aligned_capsule) return NULL;
         once = 1;
     }
     return PyModule_Create(&moduledef);

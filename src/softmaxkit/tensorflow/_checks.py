@@ -38,7 +38,9 @@ FLOATS = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 
 def as_tensor(x: object, name: str) -> Tensor:
     """``x`` as a dense tensor (``tf.convert_to_tensor``), or a softmaxkit error naming it."""
-    if isinstance(x, (tf.Tensor, tf.Variable)):
+    if isinstance(x, tf.Tensor):  # as it is (convert_to_tensor would return it, in 5 us)
+        return x
+    if isinstance(x, tf.Variable):
         return tf.convert_to_tensor(x)
     try:
         return tf.convert_to_tensor(x)
