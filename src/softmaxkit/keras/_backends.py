@@ -46,6 +46,10 @@ class Backend(abc.ABC):
         """Whether ``t`` has values to check now (not traced, compiled or symbolic)."""
 
     @abc.abstractmethod
+    def on_host(self, t: Tensor) -> bool:
+        """Whether ``t`` has values now, in host memory: reading one costs no device sync."""
+
+    @abc.abstractmethod
     def softmax(self, x: Tensor, axis: Any) -> Tensor:
         """Softmax of ``x`` over ``axis`` (an int, a tuple of ints or None), in ``x``'s dtype."""
 
@@ -79,6 +83,9 @@ class _TensorFlow(Backend):
 
     def is_eager(self, t: Tensor) -> bool:
         return bool(self.tf.executing_eagerly()) and hasattr(t, "numpy")
+
+    def on_host(self, t: Tensor) -> bool:
+        return self.is_eager(t) and "CPU" in t.device
 
     @staticmethod
     def _all(x: Tensor, axis: Any) -> Any:
@@ -116,6 +123,9 @@ class _Jax(Backend):
     def is_eager(self, t: Tensor) -> bool:
         return not isinstance(t, self.jax.core.Tracer)
 
+    def on_host(self, t: Tensor) -> bool:
+        return self.is_eager(t) and all(d.platform == "cpu" for d in t.devices())
+
     def softmax(self, x: Tensor, axis: Any) -> Tensor:
         return self.m.softmax(x, axis=axis)
 
@@ -148,6 +158,9 @@ class _Torch(Backend):
         # not under torch.compile or a torch.func transform, not on the meta device
         return not self.torch.compiler.is_compiling() and bool(is_concrete(t))
 
+    def on_host(self, t: Tensor) -> bool:
+        return t.device.type == "cpu" and self.is_eager(t)
+
     def _over(self, fn: Any, x: Tensor, axis: Any) -> Tensor:
         """``fn(x, dim)`` over ``axis``: an int, or (as on the other backends) a tuple of
         ints or None, whose axes are moved last and joined into one for ``fn``."""
@@ -177,7 +190,7 @@ class _Torch(Backend):
         return self.m.logsumexp(x, dim=axis, keepdim=keepdims)
 
     def _classes_at_1(self, logits: Tensor, axis: int) -> Tensor:
-        if logits.dim() == 1:
+        if logits.dim() == 1 or axis % logits.dim() == 1:
             return logits
         return keras.ops.moveaxis(logits, axis, 1)
 

@@ -168,6 +168,11 @@ def reduce_losses(
         den = ops.sum(ops.broadcast_to(w, shape))
     elif m is not None:
         den = ops.sum(ops.broadcast_to(m, shape))
+    elif scaled is None and current().is_eager(weighted):  # a known size (ops.size: a dispatch)
+        count = math.prod(weighted.shape)
+        if count:  # divide_no_nan's quotient where its divisor is not 0, without its select
+            return total / ops.cast(count, dtype)
+        den = count
     else:
         den = ops.cast(ops.size(weighted), dtype)
     den = ops.cast(den, dtype)
@@ -193,6 +198,8 @@ def _sums(weighted: Tensor, dtype: Any) -> tuple[Tensor, tuple[Tensor, Tensor] |
     name = keras.backend.standardize_dtype(dtype)
     if name == "float16":
         return ops.sum(weighted), None
+    if _safe_now(weighted):  # the plain sum, which the selects below would give, bit for bit
+        return ops.sum(weighted), None
     n = ops.cast(ops.maximum(ops.size(weighted), 1), "float32")
     amax = ops.max(ops.abs(weighted), initial=0.0)  # 0 for an empty batch
     ok = ops.cast(amax, "float32") < _fmax(name) / (2.0 * n)  # NaN: not ok, and NaN anyway
@@ -200,6 +207,27 @@ def _sums(weighted: Tensor, dtype: Any) -> tuple[Tensor, tuple[Tensor, Tensor] |
     plain = ops.sum(ops.where(ok, weighted, zero))
     scaled = ops.sum(ops.where(ok, zero, weighted) * _SCALE)
     return ops.where(ok, plain, _unscale(scaled, name)), (ok, scaled)
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _safe_now(weighted: Tensor) -> bool:
+    """Whether the weighted losses are values in host memory now, and so far below the
+    range's end that the traced test of :func:`_sums` (``amax < max / 2n`` in float32; for
+    float64 losses ``amax`` below the float32 range) certainly passes.
+
+    Then the selects are known to pick the plain sum, and their 30-odd operations are
+    left out: eagerly each is a dispatch of its own (a Keras loss of 32x10 float32
+    logits on the TF backend took 8.5 ms a call with them, 1.7 for Keras's own loss,
+    on the project's 2-core AMD EPYC). Reading the values costs no device sync (host
+    memory only). A factor 2 of margin covers every rounding of the traced test."""
+    if not current().on_host(weighted):
+        return False
+    a = ops.convert_to_numpy(weighted)
+    with np.errstate(invalid="ignore"):
+        amax = float(np.max(np.abs(a), initial=0.0))  # NaN stays NaN: not safe
+    return amax * 4.0 * max(a.size, 1) < _F32_MAX
 
 
 def _unscale(v: Tensor, name: str) -> Tensor:
