@@ -190,6 +190,7 @@ def smooth(
     dsum: Any,
     grad: Any,
     threads: int,
+    w_rows: bool = False,
     /,
 ) -> None: ...
 def smooth_rows(

@@ -799,7 +799,10 @@ def cross_entropy(
             threads=threads,
         )
     if not target_is_index:
-        return None
+        return _prob_cross_entropy(
+            logits, target, axis, weight, label_smoothing, z_loss, reduction, where,
+            return_grad, plan, threads,
+        )  # fmt: skip
     if label_smoothing != 0.0:
         return _smoothed_cross_entropy(
             logits, target, axis, weight, ignore_index, label_smoothing, z_loss, reduction,
@@ -928,6 +931,81 @@ def _smoothed_cross_entropy(
     if grad is None:
         return res
     return res, _from_rows(grad, shape, perm)
+
+
+def _prob_cross_entropy(
+    logits: Array,
+    target: Array,
+    axis: int,
+    weight: Array | None,
+    eps: float,
+    z_loss: float,
+    reduction: str,
+    where: Array | None,
+    return_grad: bool,
+    plan: Plan,
+    threads: int | None,
+) -> Array | tuple[Array, Array] | None:
+    """The loss of float32 NumPy logits and probability targets on the C core, or
+    ``None`` for the array-agnostic path (other dtypes, ``where``, a gradient asked
+    for, a logit that is not finite, items past the float64 range).
+
+    With ``M`` the row maximum, ``c`` its count and ``s`` the rest of the sum of
+    exponentials (the row state), ``L = log1p(c - 1 + s)``, and each row's smoothed,
+    weighted targets ``u_j = w_j ((1 - eps) q_j + eps / C)`` as the weights of the
+    label-smoothing pass (``skit_smooth_ld``), the item is
+
+        sum_j u_j (L + M - x_j) = L sum_j u_j + sum_j u_j (M - x_j)
+
+    in float64: every term is non-negative for non-negative weights, and ``M - x_j`` is
+    exact for float32 data; then it is rounded once (at most 0.499 ulp on the test
+    sets). Two passes of the C core and one NumPy pass building ``u``. On the
+    project's 2-core AMD EPYC (AVX2), 256x1000 float32, per-item losses: 11.5 ms a
+    call on the array-agnostic engine, 0.9 ms here (class-index targets: 0.38 ms).
+
+    The gradient ``(sum_j u_j) p_k - u_k`` stays on the array-agnostic engine, which
+    forms it in double-word: where the model fits its targets the two terms cancel
+    (98.7% of the elements of a batch whose targets are the softmax of logits 0.05
+    away agree to an eighth), and float64 with the C core's exponentials (2^-37 on
+    AVX2) then erred by up to 2.9 float32 ulp."""
+    if return_grad or where is not None:
+        return None
+    ce = _ce_rows(logits, target, weight, axis, plan)
+    if ce is None or ce[1] != _DTYPES["float32"]:
+        return None
+    xa, code, _, shape, perm, rows, n, x2 = ce
+    nthreads = check_threads(threads)
+    m, c, s_hi, s_lo = (np.empty(rows) for _ in range(4))
+    _ckernels.state(x2, 0, n, None, rows, n, code, 1, nthreads, 1.0, m, c, s_hi, s_lo)
+    if not np.isfinite(m).all():  # a row of -inf only, +inf or NaN: the general path
+        return None
+    rest = (c - 1.0) + s_hi + s_lo
+    big_l = np.log1p(rest)
+    u = _to_rows(np.asarray(target), perm, rows, n, np.float64)
+    if eps:
+        u *= 1.0 - eps
+        u += eps / n
+    if weight is not None:
+        u *= np.asarray(weight, dtype=np.float64)
+    total_u = np.add.reduce(u, axis=1)
+    nb = -(-n // _ckernels.block_elems())
+    gaps = np.empty((rows, nb))
+    shifts = np.ascontiguousarray(np.repeat(m, nb))
+    _ckernels.smooth(0, x2, rows, n, u, shifts, None, None, gaps, None, None, nthreads, True)
+    item = big_l * total_u + (gaps[:, 0] if nb == 1 else np.add.reduce(gaps, axis=1))
+    if not np.isfinite(item).all():  # -inf logits (0 * inf) and the like: the general path
+        return None
+    lse = m + big_l
+    if z_loss:
+        item = item + z_loss * lse * lse
+    dt = xa.dtype
+    if reduction == "none":
+        res = item.reshape(tuple(s for i, s in enumerate(shape) if i != axis)).astype(dt)
+    elif reduction == "sum":
+        res = np.asarray(np.add.reduce(item), dtype=dt)
+    else:
+        res = np.asarray(finite_mean(item, float(rows)), dtype=dt)
+    return res
 
 
 # ---- sigmoid family and vector-Jacobian products ---------------------------------

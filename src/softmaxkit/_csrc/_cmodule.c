@@ -543,9 +543,10 @@ static PyObject *py_bce_reduced_at(PyObject *self, PyObject *args) {
     return PyFloat_FromDouble(total);
 }
 
-PyDoc_STRVAR(smooth_doc, "smooth(kind, x, rows, n, w, m, f, k, gap, dsum, grad, threads): "
+PyDoc_STRVAR(smooth_doc, "smooth(kind, x, rows, n, w, m, f, k, gap, dsum, grad, threads, w_rows=False): "
                          "label-smoothing block sums (kind 0) or gradient (1: float32, 3: float64; one-block rows "
-                         "with their sum: 4, 5, and their gaps when gap is given), float32 rows");
+                         "with their sum: 4, 5, and their gaps when gap is given), float32 rows; with w_rows, "
+                         "w holds rows x n weights, each row its own");
 
 /* An optional gradient buffer of `count` float32 items (*grad64 = 0) or float64
  * items (*grad64 = 1, for callers that round once to a narrower type). */
@@ -568,9 +569,9 @@ static PyObject *py_smooth(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *xo, *wo, *mo, *fo, *ko, *go, *so, *oo;
     Py_ssize_t rows, n;
-    int kind, threads;
-    if (!PyArg_ParseTuple(args, "iOnnOOOOOOOi", &kind, &xo, &rows, &n, &wo, &mo, &fo, &ko, &go,
-                          &so, &oo, &threads))
+    int kind, threads, w_rows = 0;
+    if (!PyArg_ParseTuple(args, "iOnnOOOOOOOi|p", &kind, &xo, &rows, &n, &wo, &mo, &fo, &ko, &go,
+                          &so, &oo, &threads, &w_rows))
         return NULL;
     if (kind < 0 || kind > 5 || kind == 2 || rows < 0 || n < 0 || threads < 1 ||
         (kind >= 4 && n > (Py_ssize_t)skit_block_elems())) {
@@ -580,7 +581,8 @@ static PyObject *py_smooth(PyObject *self, PyObject *args) {
     Py_ssize_t nb = (n + (Py_ssize_t)skit_block_elems() - 1) / (Py_ssize_t)skit_block_elems();
     Py_ssize_t per = kind == 0 ? rows * nb : rows;
     buf x = {0}, w = {0}, m = {0}, f = {0}, k = {0}, g = {0}, s = {0}, o = {0};
-    if (get(xo, &x, 0, 'f', rows * n, 0, "x") < 0 || get(wo, &w, 0, 'd', n, 1, "w") < 0 ||
+    if (get(xo, &x, 0, 'f', rows * n, 0, "x") < 0 ||
+        get(wo, &w, 0, 'd', w_rows ? rows * n : n, !w_rows, "w") < 0 ||
         get(mo, &m, 0, 'd', per, 0, "m") < 0 || get(fo, &f, 0, 'd', rows, kind == 0, "f") < 0 ||
         get(ko, &k, 0, 'd', rows, kind == 0, "k") < 0 ||
         get(go, &g, 1, 'd', per, kind != 0, "gap") < 0 ||
@@ -593,9 +595,10 @@ static PyObject *py_smooth(PyObject *self, PyObject *args) {
         return NULL;
     }
     int st;
-    Py_BEGIN_ALLOW_THREADS st = skit_smooth(
+    Py_BEGIN_ALLOW_THREADS st = skit_smooth_ld(
         kind, (const float *)x.view.buf, (size_t)rows, (size_t)n,
-        w.held ? (const double *)w.view.buf : NULL, (const double *)m.view.buf,
+        w.held ? (const double *)w.view.buf : NULL, w_rows ? (size_t)n : 0,
+        (const double *)m.view.buf,
         f.held ? (const double *)f.view.buf : NULL, k.held ? (const double *)k.view.buf : NULL,
         g.held ? (double *)g.view.buf : NULL, s.held ? (double *)s.view.buf : NULL,
         o.held ? o.view.buf : NULL, threads);

@@ -2059,6 +2059,7 @@ typedef struct {
     const float *x;
     size_t rows, n, nb, grain;
     const double *w, *m, *f, *k;
+    size_t w_ld; /* elements from one row's weights to the next (0: shared by the rows) */
     double *gap, *dsum;
     void *grad;
 } smoothjob;
@@ -2071,26 +2072,26 @@ static void smooth_task(void *ctx, size_t t) {
     const size_t es = out64 ? sizeof(double) : sizeof(float);
     for (size_t r = r0; r < r1; r++) {
         const float *xr = j->x + r * j->n;
+        const double *wr = j->w ? j->w + r * j->w_ld : NULL;
         void *gr = j->kind ? (char *)j->grad + r * j->n * es : NULL;
         if (j->kind == 1 || j->kind == 3) {
-            j->E->smooth(1, out64, xr, j->w, j->n, j->m[r], j->f[r], j->k[r], NULL, NULL, NULL,
-                         gr);
+            j->E->smooth(1, out64, xr, wr, j->n, j->m[r], j->f[r], j->k[r], NULL, NULL, NULL, gr);
         } else if (j->kind == 4 || j->kind == 5) {
             /* one block: the exponentials of the sum kept for the output, and the
              * factor formed as the caller forms it from kind 0's sum (row_scale);
              * the row's gap (kind 0's, bit for bit) from the same pass when asked */
             double *keep = (double *)tl_scratch, D = 0.0;
-            j->E->smooth(0, 0, xr, j->w, j->n, j->m[r], 0.0, 0.0, j->gap ? j->gap + r : NULL, &D,
+            j->E->smooth(0, 0, xr, wr, j->n, j->m[r], 0.0, 0.0, j->gap ? j->gap + r : NULL, &D,
                          keep, NULL);
             double R = D > 0.0 ? 1.0 / D : 0.0;
             double f = j->f[r] * R;
-            j->E->smooth(2, out64, NULL, j->w, j->n, 0.0, f, j->k[r], NULL, NULL, keep, gr);
+            j->E->smooth(2, out64, NULL, wr, j->n, 0.0, f, j->k[r], NULL, NULL, keep, gr);
         } else {
             for (size_t b = 0; b < j->nb; b++) {
                 size_t c0 = b * SKIT_BLOCK_ELEMS;
                 size_t len = j->n - c0 < SKIT_BLOCK_ELEMS ? j->n - c0 : SKIT_BLOCK_ELEMS;
                 size_t at = r * j->nb + b;
-                j->E->smooth(0, 0, xr + c0, j->w ? j->w + c0 : NULL, len, j->m[at], 0.0, 0.0,
+                j->E->smooth(0, 0, xr + c0, wr ? wr + c0 : NULL, len, j->m[at], 0.0, 0.0,
                              j->gap + at, j->dsum ? j->dsum + at : NULL, NULL, NULL);
             }
         }
@@ -2100,7 +2101,14 @@ static void smooth_task(void *ctx, size_t t) {
 int skit_smooth(int kind, const float *x, size_t rows, size_t n, const double *w,
                 const double *m, const double *f, const double *k, double *gap, double *dsum,
                 void *grad, int threads) {
+    return skit_smooth_ld(kind, x, rows, n, w, 0, m, f, k, gap, dsum, grad, threads);
+}
+
+int skit_smooth_ld(int kind, const float *x, size_t rows, size_t n, const double *w, size_t w_ld,
+                   const double *m, const double *f, const double *k, double *gap, double *dsum,
+                   void *grad, int threads) {
     if (kind < 0 || kind > 5 || kind == 2 || threads < 1 || !x || !m) return SKIT_EINVAL;
+    if (w_ld != 0 && (!w || w_ld < n)) return SKIT_EINVAL;
     if (kind == 0 ? !gap : (!f || !k || !grad)) return SKIT_EINVAL;
     if ((kind == 1 || kind == 3) && (gap || dsum)) return SKIT_EINVAL; /* nothing to sum */
     if (kind >= 4 && dsum) return SKIT_EINVAL;
@@ -2115,6 +2123,7 @@ int skit_smooth(int kind, const float *x, size_t rows, size_t n, const double *w
     j.n = n;
     j.nb = (n + SKIT_BLOCK_ELEMS - 1) / SKIT_BLOCK_ELEMS;
     j.w = w, j.m = m, j.f = f, j.k = k;
+    j.w_ld = w_ld;
     j.gap = gap, j.dsum = dsum, j.grad = grad;
     size_t rowbytes = n * sizeof(float);
     j.grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;

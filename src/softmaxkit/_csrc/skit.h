@@ -182,6 +182,15 @@ int skit_smooth(int kind, const float *x, size_t rows, size_t n, const double *w
                 const double *m, const double *f, const double *k, double *gap, double *dsum,
                 void *grad, int threads);
 
+/* skit_smooth with weights of their own for every row: row r's are w[r * w_ld ...]
+ * (w_ld >= n; 0: the n weights every row shares, as skit_smooth). With a row's class
+ * probabilities times the class weights as its weights, kind 0's gap is the sum
+ * sum_c u_c (m - x_c) and kind 1 the gradient exp(x - m) f - k u of a cross-entropy
+ * with probability targets (softmaxkit._dispatch). */
+int skit_smooth_ld(int kind, const float *x, size_t rows, size_t n, const double *w, size_t w_ld,
+                   const double *m, const double *f, const double *k, double *gap, double *dsum,
+                   void *grad, int threads);
+
 /* Label-smoothed cross-entropy of whole float32 rows of one block (rows x n, every
  * class present, n <= SKIT_BLOCK_ELEMS), finished from the row values that
  * skit_cross_entropy_states gives (nll = lse - x_t, lse, counted) and the rows'

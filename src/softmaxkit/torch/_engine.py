@@ -459,6 +459,8 @@ def _check_values(a: Tensor | None, name: str, *, unit: bool = False, nonneg: bo
         lo, hi = torch.aminmax(a)
         if bool(lo >= 0) and bool(hi <= 1):
             return
+    if nonneg and a.is_floating_point() and bool(a.min() >= 0):  # the same, one reduction
+        return
     if unit:
         bad = ~((a >= 0) & (a <= 1))
         what = "must lie in [0, 1]"
@@ -557,6 +559,29 @@ def _native_ce(
     return res, (g.to(x.dtype) if half else g)
 
 
+def _native_prob_ce(
+    x: Tensor,
+    target: Tensor,
+    weight: Tensor | None,
+    dim: int,
+    reduction: str,
+    eps: float,
+    z: float,
+) -> Tensor | None:
+    """The loss of probability targets on float32 CPU logits without a gradient: the
+    NumPy core's C passes (:func:`softmaxkit._dispatch._prob_cross_entropy`, the same
+    bits as ``softmaxkit.cross_entropy`` on the arrays), or ``None`` where that path
+    declines (a logit that is not finite): the array-agnostic engine then."""
+    xn = x.detach().numpy()
+    tn = target.detach().numpy()
+    wn = None if weight is None else weight.detach().to(torch.float64).numpy()
+    got = _dispatch._prob_cross_entropy(
+        xn, tn, dim, wn, eps, z, reduction, None, False, make_plan(np, xn, "accurate"),
+        _threads(x.numel()),
+    )  # fmt: skip
+    return None if got is None else torch.from_numpy(np.asarray(got))
+
+
 def plain_ce(
     x: Tensor, target: Tensor, ign: int, reduction: str, need_grad: bool
 ) -> tuple[Tensor, Tensor | None]:
@@ -630,6 +655,10 @@ def cross_entropy_fwd(
         eng = _core_engine(x)
     if eng == NATIVE and not prob and eps == 0.0 and x.numel() > 0:
         return _native_ce(x, target, weight, dim, ign, reduction, z, need_grad)
+    if eng == NATIVE and prob and not need_grad and x.dtype == torch.float32 and x.numel() > 0:
+        plain = _native_prob_ce(x, target, weight, dim, reduction, eps, z)
+        if plain is not None:
+            return plain, x.new_empty(0)
     if not prob and eps > 0.0 and eng == NATIVE:
         from . import _smooth_ce  # imports this module
 

@@ -1,0 +1,194 @@
+"""Cross-entropy with probability targets on float32 NumPy logits: the C core's loss path
+(``softmaxkit._dispatch._prob_cross_entropy``) against exact values, the array-agnostic
+engine it stands in for, and the torch layer that shares it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import softmaxkit as sk
+from softmaxkit import _dispatch
+from tests._native_helpers import ulp_error
+from tests._reference import mp_reference_rows, mp_ulp_discrepancy
+from tests.test_smoothing import _mp_items
+
+pytestmark = pytest.mark.skipif(_dispatch._ckernels is None, reason="the C core is not built")
+
+
+@pytest.fixture
+def taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each call of the C path gave a result (``True``) or declined (``False``)."""
+    seen: list[bool] = []
+    orig = _dispatch._prob_cross_entropy
+
+    def spy(*a: Any, **k: Any) -> Any:
+        got = orig(*a, **k)
+        seen.append(got is not None)
+        return got
+
+    monkeypatch.setattr(_dispatch, "_prob_cross_entropy", spy)
+    return seen
+
+
+def _targets(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    q = rng.dirichlet(np.full(shape[-1], 0.5), shape[:-1]).astype(np.float32)
+    q[rng.random(shape) < 0.3] = 0.0  # classes without target mass
+    return q
+
+
+def _mp_z_items(x: np.ndarray, q: np.ndarray, w: Any, eps: float, z: float) -> list[Any]:
+    import mpmath
+
+    items = _mp_items(x.astype(np.float64), q, w, eps, False)
+    if not z:
+        return items
+    ref = mp_reference_rows(x.astype(np.float64), range(x.shape[0]))
+    with mpmath.workdps(ref.dps):
+        return [it + z * lse * lse for it, lse in zip(items, ref.logsumexp, strict=True)]
+
+
+@pytest.mark.parametrize(("N", "V"), [(12, 7), (6, 300), (4, 1000)])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize(("eps", "z"), [(0.0, 0.0), (0.1, 0.0), (0.0, 1e-3), (0.2, 1e-2)])
+def test_float32_items_are_correctly_rounded(
+    N: int, V: int, weighted: bool, eps: float, z: float, taken: list[bool]
+) -> None:
+    """Each item ``sum_j u_j (L + M - x_j)`` in float64 from non-negative terms, rounded
+    once: within 0.5 ulp (plus a hair) of the exact loss, at logit scales 1, 5 and 30,
+    with a dominant logit whose loss is tiny, class weights, smoothing and z-loss."""
+    for scale in (1.0, 5.0, 30.0):
+        rng = np.random.default_rng(N * V + int(weighted) + int(scale))
+        x = (rng.standard_normal((N, V)) * scale).astype(np.float32)
+        q = _targets(rng, (N, V))
+        x[0, 0] = 60.0  # dominant, and all its target mass: the loss is about 1e-26
+        q[0] = 0.0
+        q[0, 0] = 1.0
+        w = rng.random(V) * 2 + 0.1 if weighted else None
+        taken.clear()
+        loss = sk.cross_entropy(x, q, weight=w, label_smoothing=eps, z_loss=z, reduction="none")
+        assert taken == [True] and loss.dtype == np.float32
+        exact = _mp_z_items(x, q, w, eps, z)
+        assert mp_ulp_discrepancy(loss, exact, np.float32) <= 0.501, scale
+        if scale == 1.0 and not (eps or z or weighted):
+            assert 0 < loss[0] < 1e-20  # kept, where log_softmax would round it to 0
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_reductions_layouts_and_the_engine_it_stands_in_for(
+    reduction: str, taken: list[bool]
+) -> None:
+    """A class axis that is not last, more than two dimensions, rows of several blocks
+    (the C core's 32768 classes): the same items as the array-agnostic engine (forced
+    by a ``where`` that keeps everything) to within an ulp, reductions included; the
+    inputs are left as they were."""
+    rng = np.random.default_rng(7)
+    cases = [
+        ((3, 11, 5), 1),  # (N, C, d1), classes on axis 1 as torch lays them out
+        ((2, 4, 9), -1),
+        ((2, 70000), 1),  # three blocks
+    ]
+    for shape, axis in cases:
+        x = (rng.standard_normal(shape) * 4).astype(np.float32)
+        qs = np.moveaxis(_targets(rng, np.moveaxis(x, axis, -1).shape), -1, axis)
+        qs = np.ascontiguousarray(qs)
+        w = rng.random(shape[axis]) + 0.5
+        before = (x.copy(), qs.copy())
+        for kw in ({}, {"weight": w, "label_smoothing": 0.05}):
+            taken.clear()
+            got = sk.cross_entropy(x, qs, axis=axis, reduction=reduction, **kw)
+            assert taken == [True]
+            ref = sk.cross_entropy(
+                x, qs, axis=axis, reduction=reduction, where=np.ones(shape, bool), **kw
+            )
+            assert taken[-1] is False  # the where mask declines the C path
+            assert got.dtype == np.float32 and got.shape == ref.shape
+            assert ulp_error(got, ref.astype(np.float64), np.float32).max() <= 1.0, (shape, kw)
+        np.testing.assert_array_equal(x, before[0])
+        np.testing.assert_array_equal(qs, before[1])
+
+
+def test_special_logits(taken: list[bool]) -> None:
+    """A -inf logit of a class without target mass adds 0 on the C path (the smoothing
+    pass skips weights of 0); target mass on a -inf logit (an infinite item), +inf or
+    NaN: the C path declines and the array-agnostic engine answers (inf, NaN)."""
+    q = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]], np.float32)
+    x = np.array([[1.0, 2.0, -np.inf], [0.0, 0.0, 0.0]], np.float32)
+    loss = sk.cross_entropy(x, q, reduction="none")
+    assert taken == [True]
+    np.testing.assert_allclose(loss, [np.log(np.e + np.e**2) - 1.5, np.log(3.0)], rtol=1e-7)
+    for bad, want in (([1.0, -np.inf, 0.0], np.inf), ([1.0, np.inf, 0.0], np.inf),
+                      ([1.0, np.nan, 0.0], np.nan)):  # fmt: skip
+        taken.clear()
+        got = sk.cross_entropy(np.array([bad], np.float32), q[:1], reduction="none")[0]
+        assert taken == [False]
+        assert got == want or (np.isnan(want) and np.isnan(got)), (bad, got)
+    # a gradient, float64 data: the array-agnostic engine (double-word differences)
+    taken.clear()
+    _, g = sk.cross_entropy(x[1:], q[1:], return_grad=True)
+    assert taken == [False] and g.dtype == np.float32
+    assert sk.cross_entropy(x[1:].astype(np.float64), q[1:]).dtype == np.float64
+
+
+def test_per_row_weights_of_the_smoothing_passes() -> None:
+    """``smooth(..., w_rows=True)``: each row's own weights give, bit for bit, what a
+    call for that row alone with those weights shared gives (kinds 0, 1 and 4)."""
+    ck = _dispatch._ckernels
+    rng = np.random.default_rng(3)
+    rows, n = 5, 40
+    x = (rng.standard_normal((rows, n)) * 3).astype(np.float32)
+    w = rng.random((rows, n))
+    m = x.max(axis=1).astype(np.float64)
+    f, k = rng.random(rows), rng.random(rows)
+    gaps = np.empty((rows, 1))
+    ck.smooth(0, x, rows, n, w, m, None, None, gaps, None, None, 1, True)
+    g1 = np.empty((rows, n), np.float32)
+    ck.smooth(1, x, rows, n, w, m, f, k, None, None, g1, 2, True)
+    g4, gaps4 = np.empty((rows, n), np.float32), np.empty(rows)
+    ck.smooth(4, x, rows, n, w, m, f, k, gaps4, None, g4, 1, True)
+    for r in range(rows):
+        one = np.empty((1, 1))
+        ck.smooth(0, x[r : r + 1], 1, n, w[r], m[r : r + 1], None, None, one, None, None, 1)
+        assert one[0, 0] == gaps[r, 0] == gaps4[r]
+        o1 = np.empty((1, n), np.float32)
+        ck.smooth(1, x[r : r + 1], 1, n, w[r], m[r : r + 1], f[r : r + 1], k[r : r + 1],
+                  None, None, o1, 1)  # fmt: skip
+        np.testing.assert_array_equal(o1[0], g1[r])
+        o4 = np.empty((1, n), np.float32)
+        ck.smooth(4, x[r : r + 1], 1, n, w[r], m[r : r + 1], f[r : r + 1], k[r : r + 1],
+                  None, None, o4, 1)  # fmt: skip
+        np.testing.assert_array_equal(o4[0], g4[r])
+    with pytest.raises(ValueError, match="w"):  # rows x n weights, or it says so
+        ck.smooth(0, x, rows, n, w[0], m, None, None, gaps, None, None, 1, True)
+
+
+def test_the_torch_layer_shares_the_path() -> None:
+    """``softmaxkit.torch.cross_entropy`` with probability targets: without a gradient,
+    the NumPy core's bits; with one, the array-agnostic engine's loss (within an ulp)
+    and its double-word gradient."""
+    torch = pytest.importorskip("torch")
+    import softmaxkit.torch as skt
+
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((16, 50)) * 3).astype(np.float32)
+    q = _targets(rng, (16, 50))
+    w = rng.random(50) + 0.5
+    for kw in ({}, {"label_smoothing": 0.1}):
+        for red in ("none", "mean", "sum"):
+            want = sk.cross_entropy(x, q, reduction=red, weight=w, **kw)
+            xt = torch.from_numpy(x)
+            got = skt.cross_entropy(xt, torch.from_numpy(q), reduction=red,
+                                    weight=torch.from_numpy(w).float(), **kw)  # fmt: skip
+            # float32 weights as torch takes them: the same values, widened
+            want32 = sk.cross_entropy(x, q, reduction=red, weight=w.astype(np.float32), **kw)
+            np.testing.assert_array_equal(got.numpy(), want32)
+            assert ulp_error(got.numpy(), want.astype(np.float64), np.float32).max() <= 1.0
+            xg = torch.from_numpy(x.copy()).requires_grad_()
+            lg = skt.cross_entropy(xg, torch.from_numpy(q), reduction=red, **kw)
+            lg.sum().backward()
+            ref_l, ref_g = sk.cross_entropy(x, q, reduction="sum" if red == "none" else red,
+                                            return_grad=True, **kw)  # fmt: skip
+            assert ulp_error(lg.sum().detach().numpy(), np.float64(ref_l), np.float32).max() <= 1.0
+            np.testing.assert_allclose(xg.grad.numpy(), ref_g, rtol=2e-6, atol=1e-9)
