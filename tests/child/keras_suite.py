@@ -233,6 +233,49 @@ def test_means_of_losses_near_the_largest_float():
     assert float(_np(total)) == math.inf
 
 
+def test_eager_sums_known_safe_equal_the_traced_selects(monkeypatch):
+    """Eager losses in host memory far below the range's end skip the overflow-safe
+    selects (one dispatch each): the same bits as with them, every reduction, weights,
+    masks; near the range's end, or with a NaN, the selects still run."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((16, 7)) * 4).astype("float32")
+    y = rng.integers(0, 7, 16)
+    w = rng.random(16).astype("float32")
+    yb = (rng.random((16, 7)) < 0.5).astype("float32")
+    seen = []
+    real = _losses._safe_now
+
+    def spy(v):
+        seen.append(real(v))
+        return seen[-1]
+
+    def losses():
+        out = []
+        for red in REDUCTIONS:
+            for kw in ({}, {"sample_weight": w}):
+                for loss in (
+                    skk.SparseCategoricalCrossentropy(from_logits=True, reduction=red),
+                    skk.SparseCategoricalCrossentropy(
+                        from_logits=True, reduction=red, ignore_class=3
+                    ),
+                    skk.BinaryCrossentropy(from_logits=True, reduction=red),
+                ):
+                    yy = yb if isinstance(loss, skk.BinaryCrossentropy) else y
+                    out.append(_np(loss(yy, x, **kw)))
+        return out
+
+    monkeypatch.setattr(_losses, "_safe_now", spy)
+    fast = losses()
+    assert seen and all(seen)  # every reduced call knew its sum safe
+    monkeypatch.setattr(_losses, "_safe_now", lambda v: False)
+    slow = losses()
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not real(ops.convert_to_tensor(np.array([1e38, 1.0], "float32")))
+    assert not real(ops.convert_to_tensor(np.array([np.nan, 1.0], "float32")))
+    assert real(ops.convert_to_tensor(np.zeros((0,), "float32")))
+
+
 def test_bad_labels_raise_eagerly():
     with pytest.raises((SoftmaxkitValueError, ValueError)):
         skk.SparseCategoricalCrossentropy(from_logits=True)(
