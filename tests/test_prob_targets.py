@@ -192,3 +192,75 @@ def test_the_torch_layer_shares_the_path() -> None:
                                             return_grad=True, **kw)  # fmt: skip
             assert ulp_error(lg.sum().detach().numpy(), np.float64(ref_l), np.float32).max() <= 1.0
             np.testing.assert_allclose(xg.grad.numpy(), ref_g, rtol=2e-6, atol=1e-9)
+
+
+def test_one_hot_rows_are_found_in_one_pass() -> None:
+    """``one_hot``: exactly one nonzero entry per row and it is 1 (either zero counts as
+    0, a subnormal or a second 1 does not), at every offset of the 16-entry groups."""
+    ck = _dispatch._ckernels
+    for dt, code in ((np.float32, 0), (np.float64, 1)):
+        for n in (1, 15, 16, 17, 40, 1000):
+            rng = np.random.default_rng(n)
+            t = rng.integers(0, n, 9)
+            a = np.eye(n, dtype=dt)[t]
+            a[0, (t[0] + 1) % n] = -0.0 if n > 1 else a[0, 0]
+            idx = np.full(9, -7, np.int64)
+            assert ck.one_hot(a, 9, n, code, idx) and (idx == t).all()
+            for bad in (np.finfo(dt).smallest_subnormal, 1.0, 0.5, -1.0, np.nan, np.inf):
+                b = a.copy()
+                j = (t[4] + 3) % n
+                if j == t[4]:
+                    b[4, j] = 0.5 if bad == 1.0 else bad  # n == 1: the 1 itself changes
+                else:
+                    b[4, j] = bad
+                assert not ck.one_hot(b, 9, n, code, idx), (n, bad)
+        assert not ck.one_hot(np.zeros((2, 3), dt), 2, 3, code, np.empty(2, np.int64))
+
+
+@pytest.mark.parametrize(("eps", "z"), [(0.0, 0.0), (0.1, 1e-3)])
+def test_one_hot_targets_take_the_index_kernels(eps: float, z: float) -> None:
+    """A one-hot probability target is a class index written out: without class weights
+    its loss and gradient are the index kernels' (bit for bit, the gradient at 0.5 ulp
+    on the C core); with weights (whose means differ) it stays a probability target."""
+    rng = np.random.default_rng(9)
+    for shape, axis in (((64, 100), -1), ((6, 10, 4), 1), ((3, 40000), -1)):
+        x = (rng.standard_normal(shape) * 3).astype(np.float32)
+        C = shape[axis]
+        t = rng.integers(0, C, tuple(s for i, s in enumerate(shape) if i != axis % len(shape)))
+        onehot = np.moveaxis(np.eye(C, dtype=np.float32)[t], -1, axis)
+        for red in ("none", "mean", "sum"):
+            kw = {"axis": axis, "reduction": red, "label_smoothing": eps, "z_loss": z}
+            lp, gp = sk.cross_entropy(x, onehot, return_grad=True, **kw)
+            li, gi = sk.cross_entropy(x, t, return_grad=True, **kw)
+            np.testing.assert_array_equal(lp, li)
+            np.testing.assert_array_equal(gp, gi)
+        w = rng.random(C) + 0.5
+        lw = sk.cross_entropy(x, onehot, axis=axis, weight=w)
+        items = sk.cross_entropy(x, t, axis=axis, weight=w, reduction="none")
+        np.testing.assert_allclose(lw, items.mean(), rtol=2e-6)  # the mean over items
+
+
+def test_one_hot_targets_in_the_torch_layer() -> None:
+    """The same on torch tensors, with the gradient through autograd; class weights keep
+    torch's probability-target mean (over the items), which differs from the index one."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    import softmaxkit.torch as skt
+
+    rng = np.random.default_rng(12)
+    x = torch.from_numpy((rng.standard_normal((32, 10)) * 3).astype(np.float32))
+    t = torch.from_numpy(rng.integers(0, 10, 32))
+    onehot = F.one_hot(t, 10).float()
+    for kw in ({}, {"label_smoothing": 0.1}):
+        xa = x.clone().requires_grad_()
+        xb = x.clone().requires_grad_()
+        la = skt.cross_entropy(xa, onehot, **kw)
+        lb = skt.cross_entropy(xb, t, **kw)
+        la.backward()
+        lb.backward()
+        assert torch.equal(la, lb) and torch.equal(xa.grad, xb.grad)
+    w = torch.rand(10) + 0.5
+    got = skt.cross_entropy(x, onehot, weight=w)
+    torch.testing.assert_close(got, F.cross_entropy(x, onehot, weight=w), rtol=2e-6, atol=0)
+    assert not torch.allclose(got, F.cross_entropy(x, t, weight=w))  # the other mean

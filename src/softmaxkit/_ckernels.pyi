@@ -177,6 +177,7 @@ def cross_entropy_states(
     grad: Any,
     /,
 ) -> None: ...
+def one_hot(x: Any, rows: int, n: int, dtype: int, index: Any, /) -> bool: ...
 def smooth(
     kind: int,
     x: Any,

@@ -799,6 +799,13 @@ def cross_entropy(
             threads=threads,
         )
     if not target_is_index:
+        idx = None if weight is not None or where is not None else one_hot_index(target, axis)
+        if idx is not None:
+            return cross_entropy(
+                logits, idx, axis=axis, target_is_index=True, weight=None, ignore_index=None,
+                label_smoothing=label_smoothing, z_loss=z_loss, reduction=reduction,
+                where=None, return_grad=return_grad, plan=plan, threads=threads,
+            )  # fmt: skip
         return _prob_cross_entropy(
             logits, target, axis, weight, label_smoothing, z_loss, reduction, where,
             return_grad, plan, threads,
@@ -931,6 +938,36 @@ def _smoothed_cross_entropy(
     if grad is None:
         return res
     return res, _from_rows(grad, shape, perm)
+
+
+def one_hot_index(target: Array, axis: int) -> np.ndarray | None:
+    """The class indices of a NumPy probability target that is one-hot along ``axis``
+    (every entry 0 or 1, one 1 per item), or ``None``.
+
+    Such a target is a class index written out: its loss, sum_j q_j (-log p_j), is
+    ``-log p_t`` and its gradient ``p - onehot``, so the class-index kernels (with a
+    gradient, at 0.5 ulp) serve it. Without class weights only: with them the mean of
+    index targets divides by the targets' weights and that of probabilities by the
+    item count. Keras's CategoricalCrossentropy takes its labels so."""
+    if not isinstance(target, np.ndarray) or target.dtype.kind != "f" or target.size == 0:
+        return None
+    code = _DTYPES.get(target.dtype.name)
+    if (
+        _ckernels is not None
+        and code is not None
+        and target.dtype.isnative
+        and axis % target.ndim == target.ndim - 1
+        and target.flags.c_contiguous
+    ):  # one pass of the C core, which stops at the first row that is not one-hot
+        n = target.shape[-1]
+        idx = np.empty(target.size // n, np.int64)
+        ok = _ckernels.one_hot(target, idx.size, n, code, idx)
+        return idx.reshape(target.shape[:-1]) if ok else None
+    if not bool(np.all(np.count_nonzero(target, axis=axis) == 1)):  # two passes in all
+        return None
+    idx = np.argmax(target, axis=axis)
+    hit = np.take_along_axis(target, np.expand_dims(idx, axis), axis=axis)
+    return idx if bool(np.all(hit == 1)) else None
 
 
 def _prob_cross_entropy(

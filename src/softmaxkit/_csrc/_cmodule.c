@@ -543,6 +543,36 @@ static PyObject *py_bce_reduced_at(PyObject *self, PyObject *args) {
     return PyFloat_FromDouble(total);
 }
 
+PyDoc_STRVAR(one_hot_doc,
+             "one_hot(x, rows, n, dtype, index) -> bool: whether every row of x (rows x n, "
+             "float32 or float64 by dtype) is one-hot, its class indices written into index "
+             "(int64)");
+
+static PyObject *py_one_hot(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *io;
+    Py_ssize_t rows, n;
+    int dtype;
+    if (!PyArg_ParseTuple(args, "OnniO", &xo, &rows, &n, &dtype, &io)) return NULL;
+    if (rows < 0 || n < 0 || (dtype != 0 && dtype != 1)) {
+        PyErr_SetString(PyExc_ValueError, "bad shape or dtype");
+        return NULL;
+    }
+    buf x = {0}, ix = {0};
+    if (get(xo, &x, 0, dtype ? 'd' : 'f', rows * n, 0, "x") < 0) return NULL;
+    if (get(io, &ix, 1, 'q', rows, 0, "index") < 0) {
+        release(&x);
+        return NULL;
+    }
+    int st;
+    Py_BEGIN_ALLOW_THREADS st = skit_one_hot(dtype, x.view.buf, (size_t)rows, (size_t)n,
+                                             (int64_t *)ix.view.buf);
+    Py_END_ALLOW_THREADS release(&x), release(&ix);
+    if (st == SKIT_ERANGE) Py_RETURN_FALSE;
+    if (st) return status_error(st), NULL;
+    Py_RETURN_TRUE;
+}
+
 PyDoc_STRVAR(smooth_doc, "smooth(kind, x, rows, n, w, m, f, k, gap, dsum, grad, threads, w_rows=False): "
                          "label-smoothing block sums (kind 0) or gradient (1: float32, 3: float64; one-block rows "
                          "with their sum: 4, 5, and their gaps when gap is given), float32 rows; with w_rows, "
@@ -1025,6 +1055,7 @@ static PyMethodDef methods[] = {
     {"bce_reduced_at", py_bce_reduced_at, METH_VARARGS, bce_reduced_at_doc},
     {"nll", py_nll, METH_VARARGS, nll_doc},
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
+    {"one_hot", py_one_hot, METH_VARARGS, one_hot_doc},
     {"smooth", py_smooth, METH_VARARGS, smooth_doc},
     {"smooth_rows", py_smooth_rows, METH_VARARGS, smooth_rows_doc},
     {"smooth_ce", py_smooth_ce, METH_VARARGS, smooth_ce_doc},

@@ -2053,6 +2053,42 @@ int skit_in_unit_interval(int dtype, const void *y, size_t n) {
 }
 #undef SKIT_UNIT_LOOP
 
+/* A row is one-hot when exactly one entry is nonzero and that entry is 1. Zeros (+0
+ * and -0) are found 16 at a time by OR-ing the magnitudes' bits, a loop the compiler
+ * vectorises; only a group holding a nonzero bit is looked at entry by entry. */
+#define SKIT_ONE_HOT_ROW(T, U, MAG, ONE)                                                  \
+    do {                                                                                  \
+        const U *p = (const U *)x + r * n;                                                \
+        int64_t at = -1;                                                                  \
+        size_t i = 0;                                                                     \
+        for (; i < n; i += 16) {                                                          \
+            size_t len = n - i < 16 ? n - i : 16;                                         \
+            U any = 0;                                                                    \
+            for (size_t k = 0; k < len; k++) any |= p[i + k] & (MAG);                     \
+            if (!any) continue;                                                           \
+            for (size_t k = 0; k < len; k++) {                                            \
+                if (!(p[i + k] & (MAG))) continue;                                        \
+                if (at >= 0 || p[i + k] != (ONE)) return SKIT_ERANGE;                     \
+                at = (int64_t)(i + k);                                                    \
+            }                                                                             \
+        }                                                                                 \
+        if (at < 0) return SKIT_ERANGE;                                                   \
+        index[r] = at;                                                                    \
+    } while (0)
+
+int skit_one_hot(int dtype, const void *x, size_t rows, size_t n, int64_t *index) {
+    if ((dtype != SKIT_F32 && dtype != SKIT_F64) || (!x && rows && n) || (!index && rows))
+        return SKIT_EINVAL;
+    for (size_t r = 0; r < rows; r++) {
+        if (dtype == SKIT_F32)
+            SKIT_ONE_HOT_ROW(float, uint32_t, 0x7fffffffu, 0x3f800000u);
+        else
+            SKIT_ONE_HOT_ROW(double, uint64_t, 0x7fffffffffffffffull, 0x3ff0000000000000ull);
+    }
+    return SKIT_OK;
+}
+#undef SKIT_ONE_HOT_ROW
+
 typedef struct {
     const skit_engine *E;
     int kind;

@@ -254,6 +254,11 @@ int skit_bce_reduced(int dtype, int mode, int kind, const void *x, const void *y
  * the check the everyday BCE call makes before skit_bce_reduced. */
 int skit_in_unit_interval(int dtype, const void *y, size_t n);
 
+/* The class index of each of `rows` rows of n float32/float64 values (row-major) that
+ * are one-hot: exactly one entry nonzero, and it is 1. SKIT_ERANGE at the first row
+ * that is not (index is then written in part); an empty row is not one-hot. */
+int skit_one_hot(int dtype, const void *x, size_t rows, size_t n, int64_t *index);
+
 /* Vector-Jacobian products over rows: islog = 0 gives y * (g - sum(y g)) (softmax),
  * islog = 1 gives g - exp(y) sum(g) (log_softmax); y, g, out of dtype's type. */
 int skit_vjp(int dtype, int mode, int islog, const void *y, const void *g, size_t rows, size_t n,

@@ -559,6 +559,26 @@ def _native_ce(
     return res, (g.to(x.dtype) if half else g)
 
 
+_C_FLOATS = (torch.float32, torch.float64)
+
+
+def _one_hot_index(t: Tensor, dim: int) -> Tensor | None:
+    """:func:`softmaxkit._dispatch.one_hot_index` on a tensor that needs no gradient:
+    its class indices (int64) where it is one-hot along ``dim``, else ``None``. The
+    index kernels give the same loss and gradient (torch's means agree without class
+    weights), with the gradient on the C core instead of the array-agnostic engine."""
+    if t.requires_grad or not t.is_floating_point() or t.numel() == 0:
+        return None
+    last = dim % t.dim() == t.dim() - 1
+    if t.device.type == "cpu" and t.dtype in _C_FLOATS and last and t.is_contiguous():
+        got = _dispatch.one_hot_index(t.numpy(), -1)  # one C pass
+        return None if got is None else torch.from_numpy(got)
+    if not bool((torch.count_nonzero(t, dim) == 1).all()):  # two passes in all
+        return None
+    idx = t.argmax(dim)
+    return idx if bool((t.gather(dim, idx.unsqueeze(dim)) == 1).all()) else None
+
+
 def _native_prob_ce(
     x: Tensor,
     target: Tensor,
@@ -653,6 +673,10 @@ def cross_entropy_fwd(
         if tr is not None:
             return tr
         eng = _core_engine(x)
+    if eng == NATIVE and prob and weight is None and x.numel() > 0:
+        idx = _one_hot_index(target, dim)
+        if idx is not None:  # a class index written out (Keras's categorical labels)
+            return cross_entropy_fwd(x, idx, None, dim, -100, reduction, eps, z, False, need_grad)
     if eng == NATIVE and not prob and eps == 0.0 and x.numel() > 0:
         return _native_ce(x, target, weight, dim, ign, reduction, z, need_grad)
     if eng == NATIVE and prob and not need_grad and x.dtype == torch.float32 and x.numel() > 0:
