@@ -53,6 +53,7 @@ PARTS: tuple[Part, ...] = (
     Part("dask", "dask_bench.py", ("dask", "distributed", "scipy"), ("--quick", "--reps", "1")),
     Part("jax", "jax_bench.py", ("jax", "optax")),
     Part("tensorflow", "tensorflow_bench.py", ("tensorflow",)),
+    Part("keras", "keras_bench.py", ("keras", "tensorflow", "jax", "torch")),
     Part("agnostic", "agnostic_bench.py", ("jax",)),
 )
 
