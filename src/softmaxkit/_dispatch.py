@@ -983,30 +983,40 @@ def _prob_cross_entropy(
     plan: Plan,
     threads: int | None,
 ) -> Array | tuple[Array, Array] | None:
-    """The loss of float32 NumPy logits and probability targets on the C core, or
-    ``None`` for the array-agnostic path (other dtypes, ``where``, a gradient asked
-    for, a logit that is not finite, items past the float64 range).
+    """Cross-entropy of float32 NumPy logits and probability targets on the C core, or
+    ``None`` for the array-agnostic path (other dtypes, ``where``, a logit that is not
+    finite, items past the float64 range; a gradient with negative class weights).
 
     With ``M`` the row maximum, ``c`` its count and ``s`` the rest of the sum of
     exponentials (the row state), ``L = log1p(c - 1 + s)``, and each row's smoothed,
     weighted targets ``u_j = w_j ((1 - eps) q_j + eps / C)`` as the weights of the
-    label-smoothing pass (``skit_smooth_ld``), the item is
+    label-smoothing passes (``skit_smooth_ld``), the item is
 
         sum_j u_j (L + M - x_j) = L sum_j u_j + sum_j u_j (M - x_j)
 
     in float64: every term is non-negative for non-negative weights, and ``M - x_j`` is
-    exact for float32 data; then it is rounded once (at most 0.499 ulp on the test
-    sets). Two passes of the C core and one NumPy pass building ``u``. On the
-    project's 2-core AMD EPYC (AVX2), 256x1000 float32, per-item losses: 11.5 ms a
-    call on the array-agnostic engine, 0.9 ms here (class-index targets: 0.38 ms).
+    exact for float32 data; then it is rounded once (at most 0.4987 ulp on the test
+    sets). On the project's 2-core AMD EPYC (AVX2), 256x1000 float32, per-item losses:
+    11.5 ms a call on the array-agnostic engine, 0.9 ms here (class-index targets:
+    0.38 ms).
 
-    The gradient ``(sum_j u_j) p_k - u_k`` stays on the array-agnostic engine, which
-    forms it in double-word: where the model fits its targets the two terms cancel
-    (98.7% of the elements of a batch whose targets are the softmax of logits 0.05
-    away agree to an eighth), and float64 with the C core's exponentials (2^-37 on
-    AVX2) then erred by up to 2.9 float32 ulp."""
-    if return_grad or where is not None:
+    The gradient of element ``k`` is ``exp(x_k - M) f - r u_k`` with ``f = r (sum_j u_j
+    + 2 z lse) / D`` and ``r`` the reduction's scale, in float64 and rounded once, ``D``
+    the smoothing pass's sum of exponentials (its table exponential is good to about
+    2^-59; the row state's float32-accurate one, 2^-37, left up to 2.9 ulp). Where the
+    model fits its targets the two terms cancel (98.7% of the elements of a batch
+    whose targets are the softmax of logits 0.05 away agree to an eighth); float64
+    holds the result to a few 2^-53 of ``r u_k``, so elements with ``|g_k| < 2^-16 r
+    u_k`` could be off by up to about 0.004 ulp, and their rows are formed again in
+    double-word by the array-agnostic engine (of a 1000-class batch so fitted, about a
+    quarter of the rows; of Dirichlet soft labels, 0.4%). The maxima of rows whose rest
+    is below 2^-16 are formed last as ``r ((num - u_k) - u_k rest) / (1 + rest)``:
+    ``1 - p_k`` there is ``rest / (1 + rest)``, which ``num / D - u_k`` rounds away (a
+    logit 60 above the rest with all the target mass: -4.4e-26, not 0)."""
+    if where is not None:
         return None
+    if return_grad and weight is not None and not bool(np.all(np.asarray(weight) >= 0)):
+        return None  # S = sum_j u_j may cancel: the double-word engine
     ce = _ce_rows(logits, target, weight, axis, plan)
     if ce is None or ce[1] != _DTYPES["float32"]:
         return None
@@ -1027,8 +1037,9 @@ def _prob_cross_entropy(
     total_u = np.add.reduce(u, axis=1)
     nb = -(-n // _ckernels.block_elems())
     gaps = np.empty((rows, nb))
+    dsum = np.empty((rows, nb)) if return_grad else None
     shifts = np.ascontiguousarray(np.repeat(m, nb))
-    _ckernels.smooth(0, x2, rows, n, u, shifts, None, None, gaps, None, None, nthreads, True)
+    _ckernels.smooth(0, x2, rows, n, u, shifts, None, None, gaps, dsum, None, nthreads, True)
     item = big_l * total_u + (gaps[:, 0] if nb == 1 else np.add.reduce(gaps, axis=1))
     if not np.isfinite(item).all():  # -inf logits (0 * inf) and the like: the general path
         return None
@@ -1042,7 +1053,38 @@ def _prob_cross_entropy(
         res = np.asarray(np.add.reduce(item), dtype=dt)
     else:
         res = np.asarray(finite_mean(item, float(rows)), dtype=dt)
-    return res
+    if dsum is None:
+        return res
+    scale = 1.0 / rows if reduction == "mean" else 1.0
+    r = np.full(rows, scale)
+    num = total_u + (2.0 * z_loss) * lse if z_loss else total_u
+    f = r * num / (dsum[:, 0] if nb == 1 else np.add.reduce(dsum, axis=1))
+    grad = _outputs.empty((rows, n), dt)[0]
+    _ckernels.smooth(1, x2, rows, n, u, m, f, r, None, None, grad, nthreads, True)
+    bad = np.flatnonzero((np.abs(grad) < u * (scale * 2.0**-16)).any(axis=1))
+    if bad.size:
+        from ._agnostic import _losses  # the double-word engine, for these rows only
+
+        w_r = np.full(n, scale) if weight is None else np.asarray(weight, np.float64) * scale
+        t_rows = np.asarray(target)
+        t_rows = _to_rows(t_rows, perm, rows, n, t_rows.dtype)[bad]
+        # the scale folded into the weights and the z-loss: the rows' gradient rounds once
+        _, g_dd = _losses.cross_entropy(
+            x2[bad], t_rows, axis=1, target_is_index=False, weight=w_r, ignore_index=None,
+            label_smoothing=eps, z_loss=z_loss * scale, reduction="sum", where=None,
+            return_grad=True, plan=plan,
+        )  # fmt: skip
+        grad[bad] = g_dd
+    # a dominant entry (x_j = M, the rest of the row below 2^-16 of it): num / D - u_j
+    # cancels where u_j holds the row's mass, and both engines' float64 gave 0 for
+    # -(1 - p_j); formed as ((num - u_j) - u_j rest) / D from the state's rest instead
+    dom = np.flatnonzero(rest < 2.0**-16)
+    if dom.size:
+        rr, cc = np.nonzero(x2[dom] == m[dom, None])
+        ri = dom[rr]
+        uj = u[ri, cc]
+        grad[ri, cc] = scale * (((num[ri] - uj) - uj * rest[ri]) / (rest[ri] + 1.0))
+    return res, _from_rows(grad, shape, perm)
 
 
 # ---- sigmoid family and vector-Jacobian products ---------------------------------

@@ -587,19 +587,26 @@ def _native_prob_ce(
     reduction: str,
     eps: float,
     z: float,
-) -> Tensor | None:
-    """The loss of probability targets on float32 CPU logits without a gradient: the
-    NumPy core's C passes (:func:`softmaxkit._dispatch._prob_cross_entropy`, the same
-    bits as ``softmaxkit.cross_entropy`` on the arrays), or ``None`` where that path
-    declines (a logit that is not finite): the array-agnostic engine then."""
+    need_grad: bool,
+) -> tuple[Tensor, Tensor] | None:
+    """Probability targets on float32 CPU logits: the NumPy core's C passes
+    (:func:`softmaxkit._dispatch._prob_cross_entropy`, the same bits as
+    ``softmaxkit.cross_entropy`` on the arrays), or ``None`` where that path
+    declines (a logit that is not finite; a gradient with negative class weights):
+    the array-agnostic engine then."""
     xn = x.detach().numpy()
     tn = target.detach().numpy()
     wn = None if weight is None else weight.detach().to(torch.float64).numpy()
     got = _dispatch._prob_cross_entropy(
-        xn, tn, dim, wn, eps, z, reduction, None, False, make_plan(np, xn, "accurate"),
+        xn, tn, dim, wn, eps, z, reduction, None, need_grad, make_plan(np, xn, "accurate"),
         _threads(x.numel()),
     )  # fmt: skip
-    return None if got is None else torch.from_numpy(np.asarray(got))
+    if got is None:
+        return None
+    if not need_grad:
+        return torch.from_numpy(np.asarray(got)), x.new_empty(0)
+    loss, grad = got
+    return torch.from_numpy(np.asarray(loss)), torch.from_numpy(np.ascontiguousarray(grad))
 
 
 def plain_ce(
@@ -679,10 +686,10 @@ def cross_entropy_fwd(
             return cross_entropy_fwd(x, idx, None, dim, -100, reduction, eps, z, False, need_grad)
     if eng == NATIVE and not prob and eps == 0.0 and x.numel() > 0:
         return _native_ce(x, target, weight, dim, ign, reduction, z, need_grad)
-    if eng == NATIVE and prob and not need_grad and x.dtype == torch.float32 and x.numel() > 0:
-        plain = _native_prob_ce(x, target, weight, dim, reduction, eps, z)
-        if plain is not None:
-            return plain, x.new_empty(0)
+    if eng == NATIVE and prob and x.dtype == torch.float32 and x.numel() > 0:
+        pair = _native_prob_ce(x, target, weight, dim, reduction, eps, z, need_grad)
+        if pair is not None:
+            return pair
     if not prob and eps > 0.0 and eng == NATIVE:
         from . import _smooth_ce  # imports this module
 
