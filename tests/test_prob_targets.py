@@ -325,3 +325,22 @@ def test_one_hot_targets_in_the_torch_layer() -> None:
     got = skt.cross_entropy(x, onehot, weight=w)
     torch.testing.assert_close(got, F.cross_entropy(x, onehot, weight=w), rtol=2e-6, atol=0)
     assert not torch.allclose(got, F.cross_entropy(x, t, weight=w))  # the other mean
+
+
+def test_dominant_entry_gradient_on_every_route(taken: list[bool]) -> None:
+    """A logit 60 above the rest holding all the target mass: its gradient ``-(1 - p)``
+    is about -4.4e-26, formed from the row's rest, on the C path and on the
+    array-agnostic engine (a ``where`` mask that keeps everything) alike; float64's
+    ``S p - u`` gave 0 on both."""
+    rng = np.random.default_rng(85)
+    x = rng.standard_normal((3, 7)).astype(np.float32)
+    x[0, 0] = 60.0
+    q = _targets(rng, (3, 7))
+    q[0] = 0.0
+    q[0, 0] = 1.0
+    exact = _mp_grad(x.astype(np.float64), q, None, 0.0, 0.0, False)
+    for kw in ({}, {"where": np.ones(x.shape, bool)}):
+        _, g = sk.cross_entropy(x, q, reduction="sum", return_grad=True, **kw)
+        assert -5e-26 < g[0, 0] < -4e-26
+        _check_grad(g, exact)
+    assert taken == [True, False]

@@ -207,7 +207,7 @@ def cross_entropy(
     if target_is_index:
         grad = _index_grad(ar, st, p, onehot, w, w_t, eps, k_safe, mask, lse, z_loss, axis)
     else:
-        grad = _prob_grad(xp, p, q, w, lse, z_loss, axis)
+        grad = _prob_grad(xp, p, q, w, lse, z_loss, axis, None if isinstance(ar, DDArith) else st)
     grad = xp.where(counted, grad, 0.0)
     if scale is not None:
         grad = grad * scale
@@ -416,13 +416,32 @@ def _index_grad(
 
 
 def _prob_grad(
-    xp: Any, p: Array, q: Array, w: Array | None, lse: Array, z_loss: float, axis: int
+    xp: Any,
+    p: Array,
+    q: Array,
+    w: Array | None,
+    lse: Array,
+    z_loss: float,
+    axis: int,
+    st: RowStats | None = None,
 ) -> Array:
+    """``(S + 2 z lse) p_j - w_j q_j`` with ``S = sum_j w_j q_j``. With the row stats of
+    plain arithmetic (``st``), a maximal entry of a row whose rest is below 2**-16 is
+    formed as ``((num - w_j q_j) - w_j q_j rest) / (1 + rest)``: ``1 - p_j`` there is
+    ``rest / (1 + rest)``, which ``num p_j - w_j q_j`` rounds away where the entry holds
+    the target mass (a logit 60 above the rest: -4.4e-26, not 0)."""
     wq = q if w is None else w * q
-    g = xp.sum(wq, axis=axis, keepdims=True) * p - wq
+    num = xp.sum(wq, axis=axis, keepdims=True)
     if z_loss:
         lse_safe = xp.where(xp.isfinite(lse), lse, 0.0)
-        g = g + (2.0 * z_loss) * lse_safe * p
+        g = num * p - wq + (2.0 * z_loss) * lse_safe * p
+        num = num + (2.0 * z_loss) * lse_safe
+    else:
+        g = num * p - wq
+    if st is not None:
+        rest = (st.count - 1.0) + st.s
+        dominant = st.is_max & (rest < 2.0**-16)
+        g = xp.where(dominant, ((num - wq) - wq * rest) / (rest + 1.0), g)
     return g
 
 
