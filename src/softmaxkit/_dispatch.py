@@ -1009,10 +1009,9 @@ def _prob_cross_entropy(
     holds the result to a few 2^-53 of ``r u_k``, so elements with ``|g_k| < 2^-16 r
     u_k`` could be off by up to about 0.004 ulp, and their rows are formed again in
     double-word by the array-agnostic engine (of a 1000-class batch so fitted, about a
-    quarter of the rows; of Dirichlet soft labels, 0.4%). The maxima of rows whose rest
-    is below 2^-16 are formed last as ``r ((num - u_k) - u_k rest) / (1 + rest)``:
-    ``1 - p_k`` there is ``rest / (1 + rest)``, which ``num / D - u_k`` rounds away (a
-    logit 60 above the rest with all the target mass: -4.4e-26, not 0)."""
+    quarter of the rows; of Dirichlet soft labels, 0.4%). A dominant maximum holding its
+    row's target mass is such an element (``num / D - u_k`` rounds ``-(1 - p_k)`` away),
+    and that engine forms it from the row's rest (:func:`._agnostic._losses._prob_grad`)."""
     if where is not None:
         return None
     if return_grad and weight is not None and not bool(np.all(np.asarray(weight) >= 0)):
@@ -1075,15 +1074,6 @@ def _prob_cross_entropy(
             return_grad=True, plan=plan,
         )  # fmt: skip
         grad[bad] = g_dd
-    # a dominant entry (x_j = M, the rest of the row below 2^-16 of it): num / D - u_j
-    # cancels where u_j holds the row's mass, and both engines' float64 gave 0 for
-    # -(1 - p_j); formed as ((num - u_j) - u_j rest) / D from the state's rest instead
-    dom = np.flatnonzero(rest < 2.0**-16)
-    if dom.size:
-        rr, cc = np.nonzero(x2[dom] == m[dom, None])
-        ri = dom[rr]
-        uj = u[ri, cc]
-        grad[ri, cc] = scale * (((num[ri] - uj) - uj * rest[ri]) / (rest[ri] + 1.0))
     return res, _from_rows(grad, shape, perm)
 
 
