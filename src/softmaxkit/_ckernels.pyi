@@ -178,6 +178,23 @@ def cross_entropy_states(
     /,
 ) -> None: ...
 def one_hot(x: Any, rows: int, n: int, dtype: int, index: Any, /) -> bool: ...
+def prob_ce(
+    x: Any,
+    rows: int,
+    n: int,
+    q: Any,
+    w: Any,
+    eps: float,
+    z: float,
+    den: float,
+    m: Any,
+    L: Any,
+    item: Any,
+    grad: Any,
+    fixed: Any,
+    threads: int,
+    /,
+) -> None: ...
 def smooth(
     kind: int,
     x: Any,

@@ -638,6 +638,55 @@ static PyObject *py_smooth(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(prob_ce_doc,
+             "prob_ce(x, rows, n, q, w, eps, z, den, m, L, item, grad, fixed, threads): "
+             "cross-entropy items of float32 rows and probability targets (q float32 or "
+             "float64), and with grad (float32 or None) the gradient of their sum over den, "
+             "its cancelling elements formed again in double-word (fixed: None or rows uint8, "
+             "0 untouched, 1 mended, 2 mended with the accurate exponential)");
+
+static PyObject *py_prob_ce(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *qo, *wo, *mo, *lo, *io, *go, *fo;
+    Py_ssize_t rows, n;
+    double eps, z, den;
+    int threads;
+    if (!PyArg_ParseTuple(args, "OnnOOdddOOOOOi", &xo, &rows, &n, &qo, &wo, &eps, &z, &den, &mo,
+                          &lo, &io, &go, &fo, &threads))
+        return NULL;
+    if (rows < 0 || n < 0 || threads < 1 || !(den > 0.0) || !isfinite(eps) || !isfinite(z)) {
+        PyErr_SetString(PyExc_ValueError, "bad shape, divisor, option or thread count");
+        return NULL;
+    }
+    buf x = {0}, q = {0}, w = {0}, m = {0}, L = {0}, it = {0}, g = {0}, f = {0};
+    int q64 = 0;
+    int bad = get(xo, &x, 0, 'f', rows * n, 0, "x") < 0;
+    if (!bad && get(qo, &q, 0, 'f', rows * n, 0, "q") < 0) {
+        PyErr_Clear();
+        q64 = 1;
+        bad = get(qo, &q, 0, 'd', rows * n, 0, "q (float32 or float64)") < 0;
+    }
+    bad = bad || get(wo, &w, 0, 'd', n, 1, "w") < 0 || get(mo, &m, 0, 'd', rows, 0, "m") < 0 ||
+          get(lo, &L, 0, 'd', rows, 0, "L") < 0 || get(io, &it, 1, 'd', rows, 0, "item") < 0 ||
+          get(go, &g, 1, 'f', rows * n, 1, "grad") < 0 ||
+          get(fo, &f, 1, 'B', rows, 1, "fixed") < 0;
+    if (bad) {
+        release(&x), release(&q), release(&w), release(&m), release(&L), release(&it),
+            release(&g), release(&f);
+        return NULL;
+    }
+    int st;
+    Py_BEGIN_ALLOW_THREADS st = skit_prob_ce(
+        (const float *)x.view.buf, (size_t)rows, (size_t)n, q.view.buf, q64,
+        w.held ? (const double *)w.view.buf : NULL, eps, z, den, (const double *)m.view.buf,
+        (const double *)L.view.buf, (double *)it.view.buf, g.held ? (float *)g.view.buf : NULL,
+        f.held ? (uint8_t *)f.view.buf : NULL, threads);
+    Py_END_ALLOW_THREADS release(&x), release(&q), release(&w), release(&m), release(&L),
+        release(&it), release(&g), release(&f);
+    if (st) return status_error(st), NULL;
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(smooth_rows_doc,
              "smooth_rows(x, rows, n, target, w, has_ignore, ignore_index, shift, nll, lse, "
              "counted, eps, z, reduction, gap, loss, grad, threads): label-smoothed "
@@ -1056,6 +1105,7 @@ static PyMethodDef methods[] = {
     {"nll", py_nll, METH_VARARGS, nll_doc},
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
     {"one_hot", py_one_hot, METH_VARARGS, one_hot_doc},
+    {"prob_ce", py_prob_ce, METH_VARARGS, prob_ce_doc},
     {"smooth", py_smooth, METH_VARARGS, smooth_doc},
     {"smooth_rows", py_smooth_rows, METH_VARARGS, smooth_rows_doc},
     {"smooth_ce", py_smooth_ce, METH_VARARGS, smooth_ce_doc},

@@ -2170,6 +2170,187 @@ int skit_smooth_ld(int kind, const float *x, size_t rows, size_t n, const double
     return parallel_for((rows + j.grain - 1) / j.grain, 1, threads, scratch, smooth_task, &j);
 }
 
+/* ---- probability targets: the gradient's cancelling rows in double-word -------- */
+
+/* A double-word value rounded once to float32: hi rounded to odd against lo (the
+ * neighbour towards lo where hi's last bit is even), then to nearest; 53 bits hold
+ * float32's 24 with the two the second rounding needs. */
+static inline float dd_to_f32(skit_dd a) {
+    union {
+        double d;
+        uint64_t u;
+    } b = {.d = a.hi};
+    if (a.lo != 0.0 && a.hi != 0.0 && isfinite(a.hi) && !(b.u & 1))
+        b.u += ((a.lo > 0.0) == (a.hi > 0.0)) ? 1 : (uint64_t)-1;
+    return (float)b.d;
+}
+
+typedef struct {
+    const skit_engine *E;
+    const float *x;
+    size_t rows, n, nb, grain;
+    const void *q; /* rows x n targets, float32 or float64 (q64) */
+    int q64;
+    const double *w, *m, *L;
+    double eps, z, scale;
+    skit_dd sc, one_m_eps, ev;
+    double *item;
+    float *grad;
+    uint8_t *fixed;
+} probjob;
+
+static inline double pj_q(const probjob *j, size_t r, size_t i) {
+    return j->q64 ? ((const double *)j->q)[r * j->n + i] : (double)((const float *)j->q)[r * j->n + i];
+}
+
+/* u_j = w_j ((1 - eps) q_j + eps / n), double-word */
+static inline skit_dd pj_u(const probjob *j, size_t r, size_t i) {
+    skit_dd u = dd_mul(j->one_m_eps, dd_make(pj_q(j, r, i), 0.0));
+    if (j->eps != 0.0) u = dd_add(u, j->ev);
+    return j->w ? dd_mul(u, dd_make(j->w[i], 0.0)) : u;
+}
+
+/* |g_j| < 2^-16 scale u_j: an element whose float64 terms cancelled */
+static inline int pj_flagged(const probjob *j, const double *u, const float *gr, size_t i) {
+    return fabs((double)gr[i]) < 0x1p-16 * j->scale * u[i];
+}
+
+/* The flagged elements of row r formed again in double-word and rounded once: with
+ * D = c + s (c maxima, s the rest of the exponentials), p_j = e_j / D, A = S + 2 z lse
+ * and S = sum u_j,
+ *   g_j = scale ((A - u_j) p_j - u_j (1 - p_j)),
+ * whose products carry no cancellation of their own: 1 - p_j is (c - 1 + s) / D at a
+ * maximum and 1 - p_j elsewhere (p_j < 1/2 there). The other elements keep float64's
+ * value, good to a few 2^-53 of scale u_j, which is at most 2^-37 of theirs. Returns 1
+ * when an element came out below 2^-28 of scale u_j: there ex = skit_dd_exp's 2^-65
+ * in D and e_j could reach 2^-37 of g_j, and the caller mends the row again with
+ * skit_dd_exp_acc (2^-105). */
+static int pj_mend(const probjob *j, size_t r, const double *u, skit_dd (*ex)(skit_dd)) {
+    const size_t n = j->n;
+    const float *xr = j->x + r * n;
+    float *gr = j->grad + r * n;
+    const double M = j->m[r];
+    double cnt = 0.0;
+    skit_dd s = dd_make(0.0, 0.0), S = dd_make(0.0, 0.0);
+    for (size_t i = 0; i < n; i++) {
+        if ((double)xr[i] == M) cnt += 1.0;
+        else s = dd_add(s, ex(dd_make((double)xr[i] - M, 0.0))); /* exact difference */
+        S = dd_add(S, pj_u(j, r, i));
+    }
+    const skit_dd rest = dd_add(dd_make(cnt - 1.0, 0.0), s);
+    const skit_dd D = dd_add(dd_make(cnt, 0.0), s);
+    const skit_dd inv = dd_div(dd_make(1.0, 0.0), D);
+    skit_dd A = S;
+    if (j->z != 0.0) {
+        skit_dd lse = dd_add(dd_make(M, 0.0), skit_dd_log1p_acc(rest));
+        A = dd_add(S, dd_mul(dd_make(2.0 * j->z, 0.0), lse));
+    }
+    const skit_dd om_max = dd_mul(rest, inv);
+    const double lim = 0x1p-28 * j->scale;
+    int tiny = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!pj_flagged(j, u, gr, i)) continue;
+        skit_dd ui = pj_u(j, r, i), p, om;
+        if ((double)xr[i] == M) {
+            p = inv;
+            om = om_max;
+        } else {
+            p = dd_mul(ex(dd_make((double)xr[i] - M, 0.0)), inv);
+            om = dd_sub(dd_make(1.0, 0.0), p);
+        }
+        skit_dd g = dd_mul(dd_sub(dd_mul(dd_sub(A, ui), p), dd_mul(ui, om)), j->sc);
+        tiny |= fabs(g.hi) < lim * ui.hi;
+        gr[i] = dd_to_f32(g);
+    }
+    return tiny;
+}
+
+static void prob_task(void *ctx, size_t t) {
+    probjob *j = (probjob *)ctx;
+    const skit_engine *E = j->E;
+    const size_t n = j->n;
+    size_t r0 = t * j->grain;
+    size_t r1 = j->rows - r0 < j->grain ? j->rows : r0 + j->grain;
+    double *u = (double *)tl_scratch;
+    double *keep = u + n; /* one block with a gradient: its exponentials */
+    const double a = 1.0 - j->eps, b = j->eps / (double)n;
+    for (size_t r = r0; r < r1; r++) {
+        const float *xr = j->x + r * n;
+        for (size_t i = 0; i < n; i++) u[i] = pj_q(j, r, i);
+        if (j->eps != 0.0)
+            for (size_t i = 0; i < n; i++) u[i] = u[i] * a + b;
+        if (j->w)
+            for (size_t i = 0; i < n; i++) u[i] *= j->w[i];
+        const double Su = skit_pairwise_sum(u, n), M = j->m[r], L = j->L[r];
+        double gap = 0.0, D = 0.0;
+        if (j->grad && j->nb == 1) {
+            E->smooth(0, 0, xr, u, n, M, 0.0, 0.0, &gap, &D, keep, NULL);
+        } else {
+            for (size_t c0 = 0; c0 < n; c0 += SKIT_BLOCK_ELEMS) {
+                size_t len = n - c0 < SKIT_BLOCK_ELEMS ? n - c0 : SKIT_BLOCK_ELEMS;
+                double g = 0.0, d = 0.0;
+                E->smooth(0, 0, xr + c0, u + c0, len, M, 0.0, 0.0, &g, j->grad ? &d : NULL,
+                          NULL, NULL);
+                gap += g, D += d;
+            }
+        }
+        const double lse = M + L;
+        double item = L * Su + gap;
+        if (j->z != 0.0) item += j->z * lse * lse;
+        j->item[r] = item;
+        if (!j->grad) continue;
+        float *gr = j->grad + r * n;
+        const double num = j->z != 0.0 ? Su + 2.0 * j->z * lse : Su;
+        const double f = j->scale * num * (D > 0.0 ? 1.0 / D : 0.0);
+        if (j->nb == 1) {
+            E->smooth(2, 0, NULL, u, n, 0.0, f, j->scale, NULL, NULL, keep, gr);
+        } else {
+            for (size_t c0 = 0; c0 < n; c0 += SKIT_BLOCK_ELEMS) {
+                size_t len = n - c0 < SKIT_BLOCK_ELEMS ? n - c0 : SKIT_BLOCK_ELEMS;
+                E->smooth(1, 0, xr + c0, u + c0, len, M, f, j->scale, NULL, NULL, NULL, gr + c0);
+            }
+        }
+        int bad = 0;
+        for (size_t i = 0; i < n; i++) bad |= pj_flagged(j, u, gr, i);
+        uint8_t how = 0;
+        if (bad && isfinite(item)) {
+            how = 1;
+            /* the accurate pass mends what is still flagged: the elements the first left
+             * below 2^-16 (its tiny ones among them); those it lifted above were good to
+             * about 2^-49 of their value */
+            if (pj_mend(j, r, u, skit_dd_exp)) {
+                pj_mend(j, r, u, skit_dd_exp_acc);
+                how = 2;
+            }
+        }
+        if (j->fixed) j->fixed[r] = how;
+    }
+}
+
+int skit_prob_ce(const float *x, size_t rows, size_t n, const void *q, int q64, const double *w,
+                 double eps, double z, double den, const double *m, const double *L,
+                 double *item, float *grad, uint8_t *fixed, int threads) {
+    if (threads < 1 || !x || !q || !m || !L || !item || !(den > 0.0)) return SKIT_EINVAL;
+    if (rows == 0 || n == 0) return SKIT_OK;
+    probjob j;
+    j.E = isa()->eng[SKIT_F32][SKIT_ACCURATE];
+    if (!j.E->smooth) j.E = skit_table_base.eng[SKIT_F32][SKIT_ACCURATE];
+    j.x = x, j.rows = rows, j.n = n, j.q = q, j.q64 = q64 != 0, j.w = w, j.m = m, j.L = L;
+    j.nb = (n + SKIT_BLOCK_ELEMS - 1) / SKIT_BLOCK_ELEMS;
+    j.eps = eps, j.z = z;
+    j.sc = dd_div(dd_make(1.0, 0.0), dd_make(den, 0.0));
+    j.scale = j.sc.hi;
+    j.one_m_eps = dd_two_sum(1.0, -eps);
+    j.ev = dd_div(dd_make(eps, 0.0), dd_make((double)n, 0.0));
+    j.item = item, j.grad = grad, j.fixed = fixed;
+    size_t rowbytes = n * sizeof(float);
+    j.grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
+    size_t cap = rows * n / MIN_ELEMS_PER_THREAD;
+    if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
+    size_t scratch = (n + (grad && j.nb == 1 ? n + 64 : 0)) * sizeof(double);
+    return parallel_for((rows + j.grain - 1) / j.grain, 1, threads, scratch, prob_task, &j);
+}
+
 /* ---- label smoothing: whole rows of one block, finished in C ------------------ */
 
 /* skit_smooth_rows on arguments already checked */
