@@ -4,6 +4,7 @@ engine it stands in for, and the torch layer that shares it."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -259,6 +260,11 @@ def test_per_row_weights_of_the_smoothing_passes() -> None:
 def test_the_torch_layer_shares_the_path() -> None:
     """``softmaxkit.torch.cross_entropy`` with probability targets: the NumPy core's
     bits, loss and gradient (through autograd)."""
+    if os.environ.get("SOFTMAXKIT_SANITIZED"):
+        pytest.skip(
+            "the sanitizer run imports no torch (its libraries are not instrumented); "
+            "this test runs in the ordinary suite"
+        )
     torch = pytest.importorskip("torch")
     import softmaxkit.torch as skt
 
@@ -335,6 +341,11 @@ def test_one_hot_targets_take_the_index_kernels(eps: float, z: float) -> None:
 def test_one_hot_targets_in_the_torch_layer() -> None:
     """The same on torch tensors, with the gradient through autograd; class weights keep
     torch's probability-target mean (over the items), which differs from the index one."""
+    if os.environ.get("SOFTMAXKIT_SANITIZED"):
+        pytest.skip(
+            "the sanitizer run imports no torch (its libraries are not instrumented); "
+            "this test runs in the ordinary suite"
+        )
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
 

@@ -32,6 +32,7 @@ TESTS = [
     "tests/test_native_parts.py",
     "tests/test_smoothing.py",  # the label-smoothing C calls from NumPy (no torch)
     "tests/test_outputs.py",  # the output cache's memory handler (_outcache)
+    "tests/test_prob_targets.py",  # probability targets: skit_prob_ce, skit_one_hot
 ]
 
 CHILD = """
