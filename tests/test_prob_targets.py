@@ -24,13 +24,21 @@ def taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Whether each call of the C path gave a result (``True``) or declined (``False``)."""
     seen: list[bool] = []
     orig = _dispatch._prob_cross_entropy
+    quick = _dispatch._quick_prob_ce
 
     def spy(*a: Any, **k: Any) -> Any:
         got = orig(*a, **k)
         seen.append(got is not None)
         return got
 
+    def quick_spy(*a: Any, **k: Any) -> Any:
+        got = quick(*a, **k)
+        if got is not None:  # else the general path follows, through the other spy
+            seen.append(True)
+        return got
+
     monkeypatch.setattr(_dispatch, "_prob_cross_entropy", spy)
+    monkeypatch.setattr(_dispatch, "_quick_prob_ce", quick_spy)
     return seen
 
 
@@ -153,9 +161,9 @@ def mended(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
 
     def spy(*a: Any) -> Any:
         args = list(a)
-        if args[11] is not None:
-            args[12] = np.full(args[1], 7, np.uint8)
-            seen.append(args[12])
+        if args[13] is not None:
+            args[14] = np.full(args[1], 7, np.uint8)
+            seen.append(args[14])
         return real(*args)
 
     monkeypatch.setattr(ck, "prob_ce", spy)
@@ -386,3 +394,37 @@ def test_dominant_entry_gradient_on_every_route(taken: list[bool]) -> None:
         assert -5e-26 < g[0, 0] < -4e-26
         _check_grad(g, exact)
     assert taken == [True, False]
+
+
+def test_the_quick_path_gives_the_general_paths_bits(taken: list[bool]) -> None:
+    """``quick_cross_entropy`` on probability targets (C-contiguous float32 logits, the
+    classes last): the bits of the general path, which a Fortran-ordered copy of the
+    same logits takes; one-hot rows the index kernels' bits; what it declines (class
+    weights, a bad target or option) goes to the general path, which names the error."""
+    from softmaxkit import SoftmaxkitValueError
+
+    rng = np.random.default_rng(31)
+    x = (rng.standard_normal((2, 16, 12)) * 3).astype(np.float32)
+    q = _targets(rng, x.shape)
+    xf = np.asfortranarray(x)
+    for qq in (q, q.astype(np.float64)):
+        for kw in ({}, {"label_smoothing": 0.1, "z_loss": 1e-3}):
+            for red in ("none", "mean", "sum"):
+                for grad in (False, True):
+                    got = sk.cross_entropy(x, qq, reduction=red, return_grad=grad, **kw)
+                    want = sk.cross_entropy(xf, qq, reduction=red, return_grad=grad, **kw)
+                    for a, b in zip(got if grad else (got,), want if grad else (want,),
+                                    strict=True):  # fmt: skip
+                        assert type(a) is type(b) and a.dtype == b.dtype
+                        np.testing.assert_array_equal(a, b)
+    onehot = np.eye(12, dtype=np.float32)[rng.integers(0, 12, (2, 16))]
+    lp, gp = sk.cross_entropy(x, onehot, return_grad=True)
+    li, gi = sk.cross_entropy(x, onehot.argmax(-1), return_grad=True)
+    assert lp == li and np.array_equal(gp, gi)
+    bad = q.copy()
+    bad[1, 3, 4] = -0.5
+    with pytest.raises(SoftmaxkitValueError, match="negative probability"):
+        sk.cross_entropy(x, bad)
+    with pytest.raises(SoftmaxkitValueError, match="label_smoothing"):
+        sk.cross_entropy(x, q, label_smoothing=1.5)
+    assert taken.count(True) == len(taken) and len(taken) >= 24

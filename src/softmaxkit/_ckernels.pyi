@@ -186,15 +186,17 @@ def prob_ce(
     w: Any,
     eps: float,
     z: float,
-    den: float,
+    reduction: int,
     m: Any,
-    L: Any,
-    item: Any,
+    c: Any,
+    s_hi: Any,
+    s_lo: Any,
+    loss: Any,
     grad: Any,
     fixed: Any,
     threads: int,
     /,
-) -> None: ...
+) -> bool: ...
 def smooth(
     kind: int,
     x: Any,

@@ -580,6 +580,11 @@ def quick_cross_entropy(
     if _ckernels is None:
         return None
     dt = logits.dtype
+    if target.dtype is not _I64 and target.ndim == logits.ndim:
+        return _quick_prob_ce(
+            logits, target, axis, ignore_index, label_smoothing, z_loss, reduction,
+            return_grad, precision, threads,
+        )  # fmt: skip
     got = _quick_mode(dt, precision)
     if got is None:
         return None
@@ -623,6 +628,70 @@ def quick_cross_entropy(
         return None  # a label out of range: the general path names it
     res = loss.reshape(target.shape).astype(dt)[()] if red == 0 else dt.type(loss[0])
     return res if grad is None else (res, grad)
+
+
+def _quick_prob_ce(
+    logits: np.ndarray,
+    target: np.ndarray,
+    axis: object,
+    ignore_index: object,
+    label_smoothing: object,
+    z_loss: object,
+    reduction: object,
+    return_grad: object,
+    precision: object,
+    threads: object,
+) -> Any:
+    """:func:`quick_cross_entropy` for probability targets: C-contiguous float32 logits
+    with the classes last and float32/float64 targets of their shape, >= 0; label
+    smoothing and z-loss, no class weights or mask. The calls of the general path
+    (:func:`_prob_rows`, or the index kernels for one-hot rows without smoothing), so
+    its bits; None for anything else. A 32x10 call drops from about 200 us to 20."""
+    if logits.dtype is not _F32 or target.dtype not in (_F32, _F64) or ignore_index is not None:
+        return None
+    if precision != "accurate" and precision != "fast":
+        return None
+    red = _REDUCTIONS.get(reduction) if type(reduction) is str else None
+    if red is None or (return_grad is not True and return_grad is not False):
+        return None
+    if not (isinstance(label_smoothing, (float, int)) and isinstance(z_loss, (float, int))):
+        return None
+    if type(label_smoothing) is bool or type(z_loss) is bool:
+        return None
+    eps, z = float(label_smoothing), float(z_loss)
+    if not (0.0 <= eps <= 1.0 and 0.0 <= z < math.inf):
+        return None
+    nd = logits.ndim
+    if type(axis) is not int or nd == 0 or not -nd <= axis < nd or (axis % nd) != nd - 1:
+        return None
+    if target.shape != logits.shape:
+        return None
+    if not (logits.flags.c_contiguous and target.flags.c_contiguous):
+        return None
+    n = logits.shape[-1]
+    rows = logits.size // n if n else 0
+    if n == 0 or rows == 0:
+        return None
+    nthreads = _quick_threads(threads, logits.size)
+    if nthreads is None or not bool((target >= 0).all()):  # NaN or < 0: the general path names it
+        return None
+    idx = np.empty(rows, np.int64)
+    if _ckernels.one_hot(target, rows, n, 0 if target.dtype is _F32 else 1, idx):
+        if eps:
+            return None  # the smoothed index kernels: the general path
+        return quick_cross_entropy(
+            logits, idx.reshape(logits.shape[:-1]), axis, None, None, 0.0, z_loss, reduction,
+            None, return_grad, precision, threads,
+        )  # fmt: skip
+    got = _prob_rows(
+        logits.reshape(rows, n), target.reshape(rows, n), rows, n, None, eps, z, str(reduction),
+        return_grad is True, nthreads,
+    )  # fmt: skip
+    if got is None:
+        return None
+    item, grad = got
+    res = item.reshape(logits.shape[:-1]).astype(_F32)[()] if red == 0 else _F32.type(item)
+    return res if grad is None else (res, grad.reshape(logits.shape))
 
 
 def _normalize(
@@ -1025,33 +1094,51 @@ def _prob_cross_entropy(
     ce = _ce_rows(logits, target, weight, axis, plan)
     if ce is None or ce[1] != _DTYPES["float32"]:
         return None
-    xa, code, _, shape, perm, rows, n, x2 = ce
-    nthreads = check_threads(threads)
-    m, c, s_hi, s_lo = (np.empty(rows) for _ in range(4))
-    _ckernels.state(x2, 0, n, None, rows, n, code, 1, nthreads, 1.0, m, c, s_hi, s_lo)
-    if not np.isfinite(m).all():  # a row of -inf only, +inf or NaN: the general path
-        return None
-    big_l = np.log1p((c - 1.0) + s_hi + s_lo)
+    xa, _, _, shape, perm, rows, n, x2 = ce
     t = np.asarray(target)
     q_dt = t.dtype if t.dtype.name in ("float32", "float64") else np.float64
     q = _to_rows(t, perm, rows, n, q_dt)  # the core reads float32 or float64 targets
     w = None if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
-    item = np.empty(rows)
-    grad = _outputs.empty((rows, n), np.float32)[0] if return_grad else None
-    den = float(rows) if reduction == "mean" else 1.0
-    _ckernels.prob_ce(x2, rows, n, q, w, eps, z_loss, den, m, big_l, item, grad, None, nthreads)
-    if not np.isfinite(item).all():  # -inf logits (0 * inf) and the like: the general path
+    got = _prob_rows(x2, q, rows, n, w, eps, z_loss, reduction, return_grad, check_threads(threads))
+    if got is None:
         return None
+    item, grad = got
     dt = xa.dtype
     if reduction == "none":
         res = item.reshape(tuple(s for i, s in enumerate(shape) if i != axis)).astype(dt)
-    elif reduction == "sum":
-        res = np.asarray(np.add.reduce(item), dtype=dt)
     else:
-        res = np.asarray(finite_mean(item, float(rows)), dtype=dt)
+        res = np.asarray(item, dtype=dt)
     if grad is None:
         return res
     return res, _from_rows(grad, shape, perm)
+
+
+def _prob_rows(
+    x2: np.ndarray,
+    q: np.ndarray,
+    rows: int,
+    n: int,
+    w: np.ndarray | None,
+    eps: float,
+    z_loss: float,
+    reduction: str,
+    return_grad: bool,
+    nthreads: int,
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """:func:`_prob_cross_entropy` on ``rows x n`` float32 logits ``x2`` and targets
+    ``q`` (float32 or float64): the items (``"none"``) or their reduction in float64,
+    and the float32 gradient; ``None`` where the general path answers."""
+    st = np.empty((4, rows))
+    m, c, s_hi, s_lo = st
+    _ckernels.state(x2, 0, n, None, rows, n, 0, 1, nthreads, 1.0, m, c, s_hi, s_lo)
+    red = _REDUCTIONS[reduction]
+    item = np.empty(rows if red == 0 else 1)
+    grad = _outputs.empty((rows, n), np.float32)[0] if return_grad else None
+    if _ckernels.prob_ce(
+        x2, rows, n, q, w, eps, z_loss, red, m, c, s_hi, s_lo, item, grad, None, nthreads
+    ):
+        return None  # a row that is not finite: the general path
+    return (item.reshape(()) if red else item), grad
 
 
 # ---- sigmoid family and vector-Jacobian products ---------------------------------

@@ -639,26 +639,28 @@ static PyObject *py_smooth(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(prob_ce_doc,
-             "prob_ce(x, rows, n, q, w, eps, z, den, m, L, item, grad, fixed, threads): "
-             "cross-entropy items of float32 rows and probability targets (q float32 or "
-             "float64), and with grad (float32 or None) the gradient of their sum over den, "
-             "its cancelling elements formed again in double-word (fixed: None or rows uint8, "
-             "0 untouched, 1 mended, 2 mended with the accurate exponential)");
+             "prob_ce(x, rows, n, q, w, eps, z, reduction, m, c, s_hi, s_lo, loss, grad, fixed, "
+             "threads) -> special: cross-entropy of float32 rows and probability targets (q "
+             "float32 or float64) from the rows' state, reduced (0 none, 1 mean, 2 sum), with "
+             "grad (float32 or None) its gradient, the cancelling elements formed again in "
+             "double-word (fixed: None or rows uint8, 0 untouched, 1 mended, 2 mended with the "
+             "accurate exponential); True when a row is not finite (nothing usable written)");
 
 static PyObject *py_prob_ce(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *xo, *qo, *wo, *mo, *lo, *io, *go, *fo;
+    PyObject *xo, *qo, *wo, *mo, *co, *ho, *lo, *io, *go, *fo;
     Py_ssize_t rows, n;
-    double eps, z, den;
-    int threads;
-    if (!PyArg_ParseTuple(args, "OnnOOdddOOOOOi", &xo, &rows, &n, &qo, &wo, &eps, &z, &den, &mo,
-                          &lo, &io, &go, &fo, &threads))
+    double eps, z;
+    int reduction, threads;
+    if (!PyArg_ParseTuple(args, "OnnOOddiOOOOOOOi", &xo, &rows, &n, &qo, &wo, &eps, &z,
+                          &reduction, &mo, &co, &ho, &lo, &io, &go, &fo, &threads))
         return NULL;
-    if (rows < 0 || n < 0 || threads < 1 || !(den > 0.0) || !isfinite(eps) || !isfinite(z)) {
-        PyErr_SetString(PyExc_ValueError, "bad shape, divisor, option or thread count");
+    if (rows < 1 || n < 1 || threads < 1 || reduction < 0 || reduction > 2 || !isfinite(eps) ||
+        !isfinite(z)) {
+        PyErr_SetString(PyExc_ValueError, "bad shape, reduction, option or thread count");
         return NULL;
     }
-    buf x = {0}, q = {0}, w = {0}, m = {0}, L = {0}, it = {0}, g = {0}, f = {0};
+    buf x = {0}, q = {0}, w = {0}, m = {0}, c = {0}, h = {0}, l = {0}, it = {0}, g = {0}, f = {0};
     int q64 = 0;
     int bad = get(xo, &x, 0, 'f', rows * n, 0, "x") < 0;
     if (!bad && get(qo, &q, 0, 'f', rows * n, 0, "q") < 0) {
@@ -667,24 +669,28 @@ static PyObject *py_prob_ce(PyObject *self, PyObject *args) {
         bad = get(qo, &q, 0, 'd', rows * n, 0, "q (float32 or float64)") < 0;
     }
     bad = bad || get(wo, &w, 0, 'd', n, 1, "w") < 0 || get(mo, &m, 0, 'd', rows, 0, "m") < 0 ||
-          get(lo, &L, 0, 'd', rows, 0, "L") < 0 || get(io, &it, 1, 'd', rows, 0, "item") < 0 ||
+          get(co, &c, 0, 'd', rows, 0, "c") < 0 || get(ho, &h, 0, 'd', rows, 0, "s_hi") < 0 ||
+          get(lo, &l, 0, 'd', rows, 0, "s_lo") < 0 ||
+          get(io, &it, 1, 'd', reduction == 0 ? rows : 1, 0, "loss") < 0 ||
           get(go, &g, 1, 'f', rows * n, 1, "grad") < 0 ||
           get(fo, &f, 1, 'B', rows, 1, "fixed") < 0;
     if (bad) {
-        release(&x), release(&q), release(&w), release(&m), release(&L), release(&it),
-            release(&g), release(&f);
+        release(&x), release(&q), release(&w), release(&m), release(&c), release(&h),
+            release(&l), release(&it), release(&g), release(&f);
         return NULL;
     }
-    int st;
+    int st, special = 0;
     Py_BEGIN_ALLOW_THREADS st = skit_prob_ce(
         (const float *)x.view.buf, (size_t)rows, (size_t)n, q.view.buf, q64,
-        w.held ? (const double *)w.view.buf : NULL, eps, z, den, (const double *)m.view.buf,
-        (const double *)L.view.buf, (double *)it.view.buf, g.held ? (float *)g.view.buf : NULL,
-        f.held ? (uint8_t *)f.view.buf : NULL, threads);
-    Py_END_ALLOW_THREADS release(&x), release(&q), release(&w), release(&m), release(&L),
-        release(&it), release(&g), release(&f);
+        w.held ? (const double *)w.view.buf : NULL, eps, z, reduction,
+        (const double *)m.view.buf, (const double *)c.view.buf, (const double *)h.view.buf,
+        (const double *)l.view.buf, (double *)it.view.buf,
+        g.held ? (float *)g.view.buf : NULL, f.held ? (uint8_t *)f.view.buf : NULL, &special,
+        threads);
+    Py_END_ALLOW_THREADS release(&x), release(&q), release(&w), release(&m), release(&c),
+        release(&h), release(&l), release(&it), release(&g), release(&f);
     if (st) return status_error(st), NULL;
-    Py_RETURN_NONE;
+    return PyBool_FromLong(special);
 }
 
 PyDoc_STRVAR(smooth_rows_doc,

@@ -2191,12 +2191,13 @@ typedef struct {
     size_t rows, n, nb, grain;
     const void *q; /* rows x n targets, float32 or float64 (q64) */
     int q64;
-    const double *w, *m, *L;
+    const double *w, *m, *c, *s_hi, *s_lo;
     double eps, z, scale;
     skit_dd sc, one_m_eps, ev;
     double *item;
     float *grad;
     uint8_t *fixed;
+    atomic_int special; /* a row the caller takes elsewhere */
 } probjob;
 
 static inline double pj_q(const probjob *j, size_t r, size_t i) {
@@ -2281,7 +2282,13 @@ static void prob_task(void *ctx, size_t t) {
             for (size_t i = 0; i < n; i++) u[i] = u[i] * a + b;
         if (j->w)
             for (size_t i = 0; i < n; i++) u[i] *= j->w[i];
-        const double Su = skit_pairwise_sum(u, n), M = j->m[r], L = j->L[r];
+        const double M = j->m[r];
+        if (!isfinite(M)) { /* -inf only, +inf or NaN: the caller's other path */
+            atomic_store(&j->special, 1);
+            continue;
+        }
+        const double Su = skit_pairwise_sum(u, n);
+        const double L = log1p((j->c[r] - 1.0) + j->s_hi[r] + j->s_lo[r]);
         double gap = 0.0, D = 0.0;
         if (j->grad && j->nb == 1) {
             E->smooth(0, 0, xr, u, n, M, 0.0, 0.0, &gap, &D, keep, NULL);
@@ -2298,6 +2305,10 @@ static void prob_task(void *ctx, size_t t) {
         double item = L * Su + gap;
         if (j->z != 0.0) item += j->z * lse * lse;
         j->item[r] = item;
+        if (!isfinite(item)) { /* 0 inf at a -inf logit and the like */
+            atomic_store(&j->special, 1);
+            continue;
+        }
         if (!j->grad) continue;
         float *gr = j->grad + r * n;
         const double num = j->z != 0.0 ? Su + 2.0 * j->z * lse : Su;
@@ -2313,7 +2324,7 @@ static void prob_task(void *ctx, size_t t) {
         int bad = 0;
         for (size_t i = 0; i < n; i++) bad |= pj_flagged(j, u, gr, i);
         uint8_t how = 0;
-        if (bad && isfinite(item)) {
+        if (bad) {
             how = 1;
             /* the accurate pass mends what is still flagged: the elements the first left
              * below 2^-16 (its tiny ones among them); those it lifted above were good to
@@ -2328,27 +2339,44 @@ static void prob_task(void *ctx, size_t t) {
 }
 
 int skit_prob_ce(const float *x, size_t rows, size_t n, const void *q, int q64, const double *w,
-                 double eps, double z, double den, const double *m, const double *L,
-                 double *item, float *grad, uint8_t *fixed, int threads) {
-    if (threads < 1 || !x || !q || !m || !L || !item || !(den > 0.0)) return SKIT_EINVAL;
-    if (rows == 0 || n == 0) return SKIT_OK;
+                 double eps, double z, int reduction, const double *m, const double *c,
+                 const double *s_hi, const double *s_lo, double *loss, float *grad,
+                 uint8_t *fixed, int *special, int threads) {
+    if (threads < 1 || !x || !q || !m || !c || !s_hi || !s_lo || !loss || !special) return SKIT_EINVAL;
+    if (reduction < 0 || reduction > 2) return SKIT_EINVAL;
+    *special = 0;
+    if (rows == 0 || n == 0) return SKIT_EINVAL;
     probjob j;
     j.E = isa()->eng[SKIT_F32][SKIT_ACCURATE];
     if (!j.E->smooth) j.E = skit_table_base.eng[SKIT_F32][SKIT_ACCURATE];
-    j.x = x, j.rows = rows, j.n = n, j.q = q, j.q64 = q64 != 0, j.w = w, j.m = m, j.L = L;
+    j.x = x, j.rows = rows, j.n = n, j.q = q, j.q64 = q64 != 0, j.w = w;
+    j.m = m, j.c = c, j.s_hi = s_hi, j.s_lo = s_lo;
     j.nb = (n + SKIT_BLOCK_ELEMS - 1) / SKIT_BLOCK_ELEMS;
     j.eps = eps, j.z = z;
+    const double den = reduction == 1 ? (double)rows : 1.0;
     j.sc = dd_div(dd_make(1.0, 0.0), dd_make(den, 0.0));
     j.scale = j.sc.hi;
     j.one_m_eps = dd_two_sum(1.0, -eps);
     j.ev = dd_div(dd_make(eps, 0.0), dd_make((double)n, 0.0));
-    j.item = item, j.grad = grad, j.fixed = fixed;
+    double *items = loss;
+    if (reduction != 0) {
+        items = (double *)malloc(rows * sizeof(double));
+        if (!items) return SKIT_ENOMEM;
+    }
+    j.item = items, j.grad = grad, j.fixed = fixed;
+    atomic_init(&j.special, 0);
     size_t rowbytes = n * sizeof(float);
     j.grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
     size_t cap = rows * n / MIN_ELEMS_PER_THREAD;
     if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
     size_t scratch = (n + (grad && j.nb == 1 ? n + 64 : 0)) * sizeof(double);
-    return parallel_for((rows + j.grain - 1) / j.grain, 1, threads, scratch, prob_task, &j);
+    int st = parallel_for((rows + j.grain - 1) / j.grain, 1, threads, scratch, prob_task, &j);
+    *special = atomic_load(&j.special);
+    if (st == SKIT_OK && !*special && reduction != 0)
+        loss[0] = reduction == 1 ? skit_pairwise_mean(items, rows, den)
+                                 : skit_pairwise_sum(items, rows);
+    if (reduction != 0) free(items);
+    return st;
 }
 
 /* ---- label smoothing: whole rows of one block, finished in C ------------------ */

@@ -191,23 +191,27 @@ int skit_smooth_ld(int kind, const float *x, size_t rows, size_t n, const double
                    const double *m, const double *f, const double *k, double *gap, double *dsum,
                    void *grad, int threads);
 
-/* Cross-entropy of float32 logits x (rows x n, C-contiguous) and probability targets
- * q (rows x n, float32 or float64 with q64), class weights w (NULL or n values >= 0),
- * label smoothing eps and z-loss z, from the rows' maxima m and L = log1p(c - 1 + s)
- * of their state (all finite). Each row's weights u_j = w_j ((1 - eps) q_j + eps / n)
- * are formed in scratch, and
+/* Cross-entropy of float32 logits x (rows x n, C-contiguous, rows, n >= 1) and
+ * probability targets q (rows x n, float32 or float64 with q64), class weights w
+ * (NULL or n values >= 0), label smoothing eps and z-loss z, from the rows' state (m
+ * the maxima, c their count, s_hi + s_lo the rest; L = log1p(c - 1 + s)). Each row's
+ * weights u_j = w_j ((1 - eps) q_j + eps / n) are formed in scratch, and
  *   item[r] = L sum_j u_j + sum_j u_j (m - x_j) + z lse^2,    lse = m + L
- * (the smoothing pass's gap: every term >= 0). With grad (NULL: items only), the
- * gradient of the items' sum divided by den > 0:
+ * (the smoothing pass's gap: every term >= 0); reduction 0: loss[r] = item[r], 1:
+ * loss[0] = their mean (skit_pairwise_mean), 2: their sum (NumPy's pairwise order).
+ * With grad (NULL: the loss only), the gradient of that loss:
  *   g_j = exp(x_j - m) f - u_j / den,   f = (sum u + 2 z lse) / (den D),
- * D the pass's sum of exponentials, in float64 rounded once to float32; a row holding
- * an element with |g_j| < 2^-16 u_j / den, where those terms cancel, has such elements
- * formed again in double-word (fixed[r] = 1; 2 where the accurate exponential was
- * needed; 0 for a row left as it was; fixed may be NULL). A row whose item is not
- * finite is not mended: its caller takes another path. */
+ * den = rows for the mean (else 1), D the pass's sum of exponentials, in float64
+ * rounded once to float32; a row holding an element with |g_j| < 2^-16 u_j / den,
+ * where those terms cancel, has such elements formed again in double-word (fixed[r] =
+ * 1; 2 where the accurate exponential was needed; 0 for a row left as it was; fixed
+ * may be NULL). *special = 1 when a row's maximum or item is not finite (a row of
+ * -inf only, +inf, NaN, target mass on a -inf logit): the caller takes another path,
+ * and what was written is not the answer. */
 int skit_prob_ce(const float *x, size_t rows, size_t n, const void *q, int q64, const double *w,
-                 double eps, double z, double den, const double *m, const double *L,
-                 double *item, float *grad, uint8_t *fixed, int threads);
+                 double eps, double z, int reduction, const double *m, const double *c,
+                 const double *s_hi, const double *s_lo, double *loss, float *grad,
+                 uint8_t *fixed, int *special, int threads);
 
 /* Label-smoothed cross-entropy of whole float32 rows of one block (rows x n, every
  * class present, n <= SKIT_BLOCK_ELEMS), finished from the row values that
