@@ -428,3 +428,42 @@ def test_the_quick_path_gives_the_general_paths_bits(taken: list[bool]) -> None:
     with pytest.raises(SoftmaxkitValueError, match="label_smoothing"):
         sk.cross_entropy(x, q, label_smoothing=1.5)
     assert taken.count(True) == len(taken) and len(taken) >= 24
+
+
+def test_the_torch_layers_plain_route_gives_the_general_bits() -> None:
+    """``softmaxkit.torch.cross_entropy`` with contiguous float32 ``(N, C)`` logits and
+    probability targets takes a short route (``_plain_prob_ce``): the general route's
+    bits (which a non-contiguous view of the same logits takes), loss and gradient,
+    with smoothing and z-loss; a negative target is named on both."""
+    if os.environ.get("SOFTMAXKIT_SANITIZED"):
+        pytest.skip(
+            "the sanitizer run imports no torch (its libraries are not instrumented); "
+            "this test runs in the ordinary suite"
+        )
+    torch = pytest.importorskip("torch")
+    import softmaxkit.torch as skt
+    from softmaxkit import SoftmaxkitValueError
+    from softmaxkit.torch import _functional
+
+    rng = np.random.default_rng(41)
+    x = torch.from_numpy((rng.standard_normal((24, 13)) * 3).astype(np.float32))
+    q = torch.from_numpy(_targets(rng, (24, 13)))
+    xs = x.t().contiguous().t()  # the same values, not contiguous: the general route
+    assert _functional._plain_prob_ce(xs, q, None, -100, "mean", 0.0, 0.0) is None
+    for kw in ({}, {"label_smoothing": 0.1, "z_loss": 1e-3}):
+        for red in ("none", "mean", "sum"):
+            assert _functional._plain_prob_ce(x, q, None, -100, red, 0.0, 0.0) is not None
+            a = x.clone().requires_grad_()
+            b = xs.clone().t().contiguous().t().requires_grad_()
+            la = skt.cross_entropy(a, q, reduction=red, **kw)
+            lb = skt.cross_entropy(b, q, reduction=red, **kw)
+            assert torch.equal(la, lb)
+            la.sum().backward()
+            lb.sum().backward()
+            assert torch.equal(a.grad, b.grad)
+            assert torch.equal(skt.cross_entropy(x, q, reduction=red, **kw), lb.detach())
+    bad = q.clone()
+    bad[3, 5] = -0.25
+    for xx in (x, xs):
+        with pytest.raises(SoftmaxkitValueError, match="non-negative probabilities"):
+            skt.cross_entropy(xx, bad)

@@ -196,7 +196,7 @@ def prob_ce(
     fixed: Any,
     threads: int,
     /,
-) -> bool: ...
+) -> int: ...
 def smooth(
     kind: int,
     x: Any,

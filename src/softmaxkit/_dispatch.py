@@ -673,7 +673,7 @@ def _quick_prob_ce(
     if n == 0 or rows == 0:
         return None
     nthreads = _quick_threads(threads, logits.size)
-    if nthreads is None or not bool((target >= 0).all()):  # NaN or < 0: the general path names it
+    if nthreads is None:
         return None
     idx = np.empty(rows, np.int64)
     if _ckernels.one_hot(target, rows, n, 0 if target.dtype is _F32 else 1, idx):
@@ -1020,11 +1020,11 @@ def one_hot_index(target: Array, axis: int) -> np.ndarray | None:
     item count. Keras's CategoricalCrossentropy takes its labels so."""
     if not isinstance(target, np.ndarray) or target.dtype.kind != "f" or target.size == 0:
         return None
-    code = _DTYPES.get(target.dtype.name)
+    dt = target.dtype  # (dtype.name costs more than the C pass at small sizes)
+    code = 0 if dt is _F32 else 1 if dt is _F64 else None  # native float32 / float64
     if (
         _ckernels is not None
         and code is not None
-        and target.dtype.isnative
         and axis % target.ndim == target.ndim - 1
         and target.flags.c_contiguous
     ):  # one pass of the C core, which stops at the first row that is not one-hot
@@ -1127,7 +1127,9 @@ def _prob_rows(
 ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """:func:`_prob_cross_entropy` on ``rows x n`` float32 logits ``x2`` and targets
     ``q`` (float32 or float64): the items (``"none"``) or their reduction in float64,
-    and the float32 gradient; ``None`` where the general path answers."""
+    and the float32 gradient; ``None`` where the general path answers, or where a
+    target is negative or NaN (the core checks them as it reads them: the callers'
+    validation then names the entry)."""
     st = np.empty((4, rows))
     m, c, s_hi, s_lo = st
     _ckernels.state(x2, 0, n, None, rows, n, 0, 1, nthreads, 1.0, m, c, s_hi, s_lo)
@@ -1136,8 +1138,8 @@ def _prob_rows(
     grad = _outputs.empty((rows, n), np.float32)[0] if return_grad else None
     if _ckernels.prob_ce(
         x2, rows, n, q, w, eps, z_loss, red, m, c, s_hi, s_lo, item, grad, None, nthreads
-    ):
-        return None  # a row that is not finite: the general path
+    ):  # a row that is not finite, or a target < 0 or NaN (which its validation names)
+        return None
     return (item.reshape(()) if red else item), grad
 
 

@@ -644,7 +644,8 @@ PyDoc_STRVAR(prob_ce_doc,
              "float32 or float64) from the rows' state, reduced (0 none, 1 mean, 2 sum), with "
              "grad (float32 or None) its gradient, the cancelling elements formed again in "
              "double-word (fixed: None or rows uint8, 0 untouched, 1 mended, 2 mended with the "
-             "accurate exponential); True when a row is not finite (nothing usable written)");
+             "accurate exponential); 0, or bits: 1 a row is not finite, 2 a target is negative "
+             "or NaN (nothing usable written)");
 
 static PyObject *py_prob_ce(PyObject *self, PyObject *args) {
     (void)self;
@@ -690,7 +691,7 @@ static PyObject *py_prob_ce(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS release(&x), release(&q), release(&w), release(&m), release(&c),
         release(&h), release(&l), release(&it), release(&g), release(&f);
     if (st) return status_error(st), NULL;
-    return PyBool_FromLong(special);
+    return PyLong_FromLong(special);
 }
 
 PyDoc_STRVAR(smooth_rows_doc,

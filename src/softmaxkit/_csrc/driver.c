@@ -2277,14 +2277,22 @@ static void prob_task(void *ctx, size_t t) {
     const double a = 1.0 - j->eps, b = j->eps / (double)n;
     for (size_t r = r0; r < r1; r++) {
         const float *xr = j->x + r * n;
-        for (size_t i = 0; i < n; i++) u[i] = pj_q(j, r, i);
+        int ok = 1;
+        for (size_t i = 0; i < n; i++) {
+            u[i] = pj_q(j, r, i);
+            ok &= u[i] >= 0.0; /* NaN fails */
+        }
+        if (!ok) { /* the caller names the bad target */
+            atomic_fetch_or(&j->special, 2);
+            continue;
+        }
         if (j->eps != 0.0)
             for (size_t i = 0; i < n; i++) u[i] = u[i] * a + b;
         if (j->w)
             for (size_t i = 0; i < n; i++) u[i] *= j->w[i];
         const double M = j->m[r];
         if (!isfinite(M)) { /* -inf only, +inf or NaN: the caller's other path */
-            atomic_store(&j->special, 1);
+            atomic_fetch_or(&j->special, 1);
             continue;
         }
         const double Su = skit_pairwise_sum(u, n);
@@ -2306,7 +2314,7 @@ static void prob_task(void *ctx, size_t t) {
         if (j->z != 0.0) item += j->z * lse * lse;
         j->item[r] = item;
         if (!isfinite(item)) { /* 0 inf at a -inf logit and the like */
-            atomic_store(&j->special, 1);
+            atomic_fetch_or(&j->special, 1);
             continue;
         }
         if (!j->grad) continue;

@@ -205,9 +205,10 @@ int skit_smooth_ld(int kind, const float *x, size_t rows, size_t n, const double
  * rounded once to float32; a row holding an element with |g_j| < 2^-16 u_j / den,
  * where those terms cancel, has such elements formed again in double-word (fixed[r] =
  * 1; 2 where the accurate exponential was needed; 0 for a row left as it was; fixed
- * may be NULL). *special = 1 when a row's maximum or item is not finite (a row of
- * -inf only, +inf, NaN, target mass on a -inf logit): the caller takes another path,
- * and what was written is not the answer. */
+ * may be NULL). *special has bit 1 set when a row's maximum or item is not finite (a
+ * row of -inf only, +inf, NaN, target mass on a -inf logit: the caller takes another
+ * path) and bit 2 when a target is negative or NaN (the caller names it); what was
+ * written is then not the answer. */
 int skit_prob_ce(const float *x, size_t rows, size_t n, const void *q, int q64, const double *w,
                  double eps, double z, int reduction, const double *m, const double *c,
                  const double *s_hi, const double *s_lo, double *loss, float *grad,

@@ -596,6 +596,24 @@ def _native_prob_ce(
     the array-agnostic engine then."""
     xn = x.detach().numpy()
     tn = target.detach().numpy()
+    n = x.shape[dim]
+    last = dim % x.dim() == x.dim() - 1
+    if weight is None and last and x.is_contiguous() and target.is_contiguous():
+        # the core's rows as they lie (no plan, no layout): _prob_cross_entropy's calls
+        rows = x.numel() // n
+        q = tn.reshape(rows, n) if tn.dtype in (np.float32, np.float64) else None
+        if q is not None:
+            pair = _dispatch._prob_rows(
+                xn.reshape(rows, n), q, rows, n, None, eps, z, reduction, need_grad,
+                _threads(x.numel()),
+            )  # fmt: skip
+            if pair is None:
+                return None
+            item, g = pair
+            if reduction == "none":
+                item = item.reshape(x.shape[:-1])
+            loss = torch.from_numpy(item.astype(np.float32))
+            return loss, (x.new_empty(0) if g is None else torch.from_numpy(g).view(x.shape))
     wn = None if weight is None else weight.detach().to(torch.float64).numpy()
     got = _dispatch._prob_cross_entropy(
         xn, tn, dim, wn, eps, z, reduction, None, need_grad, make_plan(np, xn, "accurate"),
@@ -665,9 +683,12 @@ def cross_entropy_fwd(
 ) -> tuple[Tensor, Tensor]:
     """Cross-entropy (and its gradient when ``need_grad``; else an empty tensor)."""
     _check_values(weight, "weight")
-    if prob:
-        _check_values(target, "target", nonneg=True)
     eng = engine_for(x)
+    # float32 probability targets on the C core: it checks them as it reads them (the
+    # one-hot test passes only 0s and 1s), and they are checked here where it declines
+    c_prob = prob and eng == NATIVE and x.dtype == torch.float32 and x.numel() > 0
+    if prob and not c_prob:
+        _check_values(target, "target", nonneg=True)
     if eng == TRITON:
         try:  # the kernel flags class indices out of range (one wait for the device)
             tr: tuple[Tensor, Tensor] | None = _LAUNCHERS.cross_entropy(
@@ -686,10 +707,11 @@ def cross_entropy_fwd(
             return cross_entropy_fwd(x, idx, None, dim, -100, reduction, eps, z, False, need_grad)
     if eng == NATIVE and not prob and eps == 0.0 and x.numel() > 0:
         return _native_ce(x, target, weight, dim, ign, reduction, z, need_grad)
-    if eng == NATIVE and prob and x.dtype == torch.float32 and x.numel() > 0:
+    if c_prob:
         pair = _native_prob_ce(x, target, weight, dim, reduction, eps, z, need_grad)
         if pair is not None:
             return pair
+        _check_values(target, "target", nonneg=True)  # raises where the core found one
     if not prob and eps > 0.0 and eng == NATIVE:
         from . import _smooth_ce  # imports this module
 
