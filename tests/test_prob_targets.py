@@ -467,3 +467,21 @@ def test_the_torch_layers_plain_route_gives_the_general_bits() -> None:
     for xx in (x, xs):
         with pytest.raises(SoftmaxkitValueError, match="non-negative probabilities"):
             skt.cross_entropy(xx, bad)
+
+
+def test_the_loss_is_the_same_with_a_gradient_and_without() -> None:
+    """Both take ``L`` from the row state and the gap from the same pass: one loss, bit
+    for bit, whether or not a gradient is asked for (items and reductions, a dominant
+    row among them, with smoothing, z-loss and class weights)."""
+    rng = np.random.default_rng(51)
+    x = (rng.standard_normal((64, 300)) * 4).astype(np.float32)
+    q = _targets(rng, x.shape)
+    x[0, 0] = 60.0
+    q[0] = 0.0
+    q[0, 0] = 1.0
+    w = rng.random(300) + 0.5
+    for kw in ({}, {"label_smoothing": 0.1, "z_loss": 1e-3}, {"weight": w}):
+        for red in ("none", "mean", "sum"):
+            alone = sk.cross_entropy(x, q, reduction=red, **kw)
+            with_grad, _ = sk.cross_entropy(x, q, reduction=red, return_grad=True, **kw)
+            np.testing.assert_array_equal(alone, with_grad)

@@ -1130,15 +1130,16 @@ def _prob_rows(
     and the float32 gradient; ``None`` where the general path answers, or where a
     target is negative or NaN (the core checks them as it reads them: the callers'
     validation then names the entry)."""
-    st = np.empty((4, rows))
-    m, c, s_hi, s_lo = st
-    _ckernels.state(x2, 0, n, None, rows, n, 0, 1, nthreads, 1.0, m, c, s_hi, s_lo)
     red = _REDUCTIONS[reduction]
     item = np.empty(rows if red == 0 else 1)
     grad = _outputs.empty((rows, n), np.float32)[0] if return_grad else None
+    st = list(np.empty((4, rows)))  # the rows' maxima, their count and the rest
+    _ckernels.state(x2, 0, n, None, rows, n, 0, 1, nthreads, 1.0, *st)
+    m, c, s_hi, s_lo = st
     if _ckernels.prob_ce(
         x2, rows, n, q, w, eps, z_loss, red, m, c, s_hi, s_lo, item, grad, None, nthreads
-    ):  # a row that is not finite, or a target < 0 or NaN (which its validation names)
+    ):
+        # a row that is not finite, or a target < 0 or NaN (which its validation names)
         return None
     return (item.reshape(()) if red else item), grad
 

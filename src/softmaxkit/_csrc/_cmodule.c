@@ -641,11 +641,11 @@ static PyObject *py_smooth(PyObject *self, PyObject *args) {
 PyDoc_STRVAR(prob_ce_doc,
              "prob_ce(x, rows, n, q, w, eps, z, reduction, m, c, s_hi, s_lo, loss, grad, fixed, "
              "threads) -> special: cross-entropy of float32 rows and probability targets (q "
-             "float32 or float64) from the rows' state, reduced (0 none, 1 mean, 2 sum), with "
-             "grad (float32 or None) its gradient, the cancelling elements formed again in "
-             "double-word (fixed: None or rows uint8, 0 untouched, 1 mended, 2 mended with the "
-             "accurate exponential); 0, or bits: 1 a row is not finite, 2 a target is negative "
-             "or NaN (nothing usable written)");
+             "float32 or float64) from the rows' state (m, c, s_hi, s_lo), reduced (0 none, 1 mean, 2 sum), with grad (float32 or None) its "
+             "gradient, the cancelling elements formed again in double-word (fixed: None or "
+             "rows uint8, 0 untouched, 1 mended, 2 mended with the accurate exponential); 0, "
+             "or bits: 1 a row is not finite, 2 a target is negative or NaN (nothing usable "
+             "written)");
 
 static PyObject *py_prob_ce(PyObject *self, PyObject *args) {
     (void)self;
@@ -669,9 +669,9 @@ static PyObject *py_prob_ce(PyObject *self, PyObject *args) {
         q64 = 1;
         bad = get(qo, &q, 0, 'd', rows * n, 0, "q (float32 or float64)") < 0;
     }
-    bad = bad || get(wo, &w, 0, 'd', n, 1, "w") < 0 || get(mo, &m, 0, 'd', rows, 0, "m") < 0 ||
-          get(co, &c, 0, 'd', rows, 0, "c") < 0 || get(ho, &h, 0, 'd', rows, 0, "s_hi") < 0 ||
-          get(lo, &l, 0, 'd', rows, 0, "s_lo") < 0 ||
+    bad = bad || get(wo, &w, 0, 'd', n, 1, "w") < 0 ||
+          get(mo, &m, 0, 'd', rows, 0, "m") < 0 || get(co, &c, 0, 'd', rows, 0, "c") < 0 ||
+          get(ho, &h, 0, 'd', rows, 0, "s_hi") < 0 || get(lo, &l, 0, 'd', rows, 0, "s_lo") < 0 ||
           get(io, &it, 1, 'd', reduction == 0 ? rows : 1, 0, "loss") < 0 ||
           get(go, &g, 1, 'f', rows * n, 1, "grad") < 0 ||
           get(fo, &f, 1, 'B', rows, 1, "fixed") < 0;
@@ -685,9 +685,9 @@ static PyObject *py_prob_ce(PyObject *self, PyObject *args) {
         (const float *)x.view.buf, (size_t)rows, (size_t)n, q.view.buf, q64,
         w.held ? (const double *)w.view.buf : NULL, eps, z, reduction,
         (const double *)m.view.buf, (const double *)c.view.buf, (const double *)h.view.buf,
-        (const double *)l.view.buf, (double *)it.view.buf,
-        g.held ? (float *)g.view.buf : NULL, f.held ? (uint8_t *)f.view.buf : NULL, &special,
-        threads);
+        (const double *)l.view.buf,
+        (double *)it.view.buf, g.held ? (float *)g.view.buf : NULL,
+        f.held ? (uint8_t *)f.view.buf : NULL, &special, threads);
     Py_END_ALLOW_THREADS release(&x), release(&q), release(&w), release(&m), release(&c),
         release(&h), release(&l), release(&it), release(&g), release(&f);
     if (st) return status_error(st), NULL;

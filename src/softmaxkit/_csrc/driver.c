@@ -2191,7 +2191,8 @@ typedef struct {
     size_t rows, n, nb, grain;
     const void *q; /* rows x n targets, float32 or float64 (q64) */
     int q64;
-    const double *w, *m, *c, *s_hi, *s_lo;
+    const double *w;
+    const double *m, *c, *s_hi, *s_lo; /* the rows' state */
     double eps, z, scale;
     skit_dd sc, one_m_eps, ev;
     double *item;
@@ -2226,11 +2227,11 @@ static inline int pj_flagged(const probjob *j, const double *u, const float *gr,
  * when an element came out below 2^-28 of scale u_j: there ex = skit_dd_exp's 2^-65
  * in D and e_j could reach 2^-37 of g_j, and the caller mends the row again with
  * skit_dd_exp_acc (2^-105). */
-static int pj_mend(const probjob *j, size_t r, const double *u, skit_dd (*ex)(skit_dd)) {
+static int pj_mend(const probjob *j, size_t r, double M, const double *u,
+                   skit_dd (*ex)(skit_dd)) {
     const size_t n = j->n;
     const float *xr = j->x + r * n;
     float *gr = j->grad + r * n;
-    const double M = j->m[r];
     double cnt = 0.0;
     skit_dd s = dd_make(0.0, 0.0), S = dd_make(0.0, 0.0);
     for (size_t i = 0; i < n; i++) {
@@ -2296,6 +2297,9 @@ static void prob_task(void *ctx, size_t t) {
             continue;
         }
         const double Su = skit_pairwise_sum(u, n);
+        /* L from the row state, whatever else is asked: the same items with a gradient
+         * and without (D below holds rest only to 2^-53 of D, the state to 2^-37 of
+         * itself, which is what L needs where a dominant maximum holds the mass) */
         const double L = log1p((j->c[r] - 1.0) + j->s_hi[r] + j->s_lo[r]);
         double gap = 0.0, D = 0.0;
         if (j->grad && j->nb == 1) {
@@ -2337,8 +2341,8 @@ static void prob_task(void *ctx, size_t t) {
             /* the accurate pass mends what is still flagged: the elements the first left
              * below 2^-16 (its tiny ones among them); those it lifted above were good to
              * about 2^-49 of their value */
-            if (pj_mend(j, r, u, skit_dd_exp)) {
-                pj_mend(j, r, u, skit_dd_exp_acc);
+            if (pj_mend(j, r, M, u, skit_dd_exp)) {
+                pj_mend(j, r, M, u, skit_dd_exp_acc);
                 how = 2;
             }
         }
@@ -2350,7 +2354,8 @@ int skit_prob_ce(const float *x, size_t rows, size_t n, const void *q, int q64, 
                  double eps, double z, int reduction, const double *m, const double *c,
                  const double *s_hi, const double *s_lo, double *loss, float *grad,
                  uint8_t *fixed, int *special, int threads) {
-    if (threads < 1 || !x || !q || !m || !c || !s_hi || !s_lo || !loss || !special) return SKIT_EINVAL;
+    if (threads < 1 || !x || !q || !m || !c || !s_hi || !s_lo || !loss || !special)
+        return SKIT_EINVAL;
     if (reduction < 0 || reduction > 2) return SKIT_EINVAL;
     *special = 0;
     if (rows == 0 || n == 0) return SKIT_EINVAL;

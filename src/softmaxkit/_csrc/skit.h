@@ -197,11 +197,12 @@ int skit_smooth_ld(int kind, const float *x, size_t rows, size_t n, const double
  * the maxima, c their count, s_hi + s_lo the rest; L = log1p(c - 1 + s)). Each row's
  * weights u_j = w_j ((1 - eps) q_j + eps / n) are formed in scratch, and
  *   item[r] = L sum_j u_j + sum_j u_j (m - x_j) + z lse^2,    lse = m + L
- * (the smoothing pass's gap: every term >= 0); reduction 0: loss[r] = item[r], 1:
- * loss[0] = their mean (skit_pairwise_mean), 2: their sum (NumPy's pairwise order).
- * With grad (NULL: the loss only), the gradient of that loss:
+ * (the smoothing pass's gap: every term >= 0; the same with a gradient or without);
+ * reduction 0: loss[r] = item[r], 1: loss[0] = their mean (skit_pairwise_mean), 2:
+ * their sum (NumPy's pairwise order). With grad (NULL: the loss only), the gradient
+ * of that loss:
  *   g_j = exp(x_j - m) f - u_j / den,   f = (sum u + 2 z lse) / (den D),
- * den = rows for the mean (else 1), D the pass's sum of exponentials, in float64
+ * den = rows for the mean (else 1), D the same pass's sum of exponentials, in float64
  * rounded once to float32; a row holding an element with |g_j| < 2^-16 u_j / den,
  * where those terms cancel, has such elements formed again in double-word (fixed[r] =
  * 1; 2 where the accurate exponential was needed; 0 for a row left as it was; fixed
