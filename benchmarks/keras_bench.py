@@ -129,10 +129,11 @@ def render(rows: list[dict[str, Any]], rounds: int) -> str:
         "softmaxkit reduces eagerly in a few operations where the sum is known to be far "
         "inside the float range (the overflow-safe selects run otherwise), and on the torch "
         "backend one-hot labels take the class-index kernels. ratio = skk / keras (below 1: "
-        "faster). Slower than Keras: soft labels on torch (three C passes and, where the "
-        "gradient's two terms cancel, rows formed again in double-word, against Keras's one "
-        "float32 pass; README, Speed) and CategoricalCrossentropy on eager JAX arrays at "
-        "256×1000 (the array-agnostic engine; `fit` compiles it with jax.jit).",
+        "faster). Slower than Keras: soft labels on torch at 256×1000 (the row state and one "
+        "C pass whose float64 exponentials are rounded once, with the gradient's cancelling "
+        "elements formed again in double-word, against Keras's one float32 pass; README, "
+        "Speed) and CategoricalCrossentropy on eager JAX arrays at 256×1000 (the "
+        "array-agnostic engine; `fit` compiles it with jax.jit).",
         "",
         "| backend | loss | shape | keras (µs) | skk (µs) | ratio |",
         "|---|---|---|---:|---:|---:|",
