@@ -485,3 +485,24 @@ def test_the_loss_is_the_same_with_a_gradient_and_without() -> None:
             alone = sk.cross_entropy(x, q, reduction=red, **kw)
             with_grad, _ = sk.cross_entropy(x, q, reduction=red, return_grad=True, **kw)
             np.testing.assert_array_equal(alone, with_grad)
+
+
+def test_long_rows_and_minus_infinity_with_a_gradient(taken: list[bool]) -> None:
+    """Rows of three blocks (70000 classes: the exponentials are formed again for the
+    output instead of kept) and a -inf logit without target mass: loss and gradient as
+    the array-agnostic engine gives them (a ``where`` that keeps everything), the -inf
+    logit's gradient 0."""
+    rng = np.random.default_rng(61)
+    x = (rng.standard_normal((2, 70000)) * 3).astype(np.float32)
+    q = _targets(rng, x.shape)
+    x[1, 5] = -np.inf
+    q[1, 5] = 0.0
+    for kw in ({}, {"label_smoothing": 0.0, "z_loss": 1e-3}):
+        taken.clear()
+        loss, g = sk.cross_entropy(x, q, reduction="sum", return_grad=True, **kw)
+        ref_l, ref_g = sk.cross_entropy(x, q, reduction="sum", return_grad=True,
+                                        where=np.ones(x.shape, bool), **kw)  # fmt: skip
+        assert taken == [True, False]
+        assert ulp_error(np.asarray(loss), np.asarray(ref_l, np.float64), np.float32).max() <= 1
+        assert ulp_error(g, ref_g.astype(np.float64), np.float32).max() <= 1
+        assert g[1, 5] == 0.0
