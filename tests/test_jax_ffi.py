@@ -418,3 +418,68 @@ def test_longdouble_numpy_input_is_refused_naming_the_argument() -> None:
         skj.logsumexp(x)
     with pytest.raises(sk.SoftmaxkitTypeError, match="`b` has dtype float"):
         skj.logsumexp(np.ones(2), b=x)
+
+
+def test_probability_targets_take_one_custom_call(x64: bool) -> None:
+    """Float32 logits with probability targets (float32, or float64 under x64): one custom
+    call (``softmaxkit_prob_cross_entropy``), loss and gradient bitwise the NumPy path's,
+    eagerly, under ``jit``, through ``jax.grad`` (per-row losses too) and ``vmap``."""
+    rng = _rng()
+    x = (rng.standard_normal((2, 12, 30)) * 3).astype(np.float32)
+    q = rng.dirichlet(np.full(30, 0.5), (2, 12)).astype(np.float64 if x64 else np.float32)
+    xj, qj = jnp.asarray(x), jnp.asarray(q)
+    for kw in ({}, {"label_smoothing": 0.1, "z_loss": 1e-3}):
+        for red in ("none", "mean", "sum"):
+            opts: dict[str, Any] = {"reduction": red, **kw}
+            want = sk.cross_entropy(x, q, return_grad=True, **opts)
+            got = sk.cross_entropy(xj, qj, return_grad=True, **opts)
+            _same(tuple(np.asarray(v) for v in got), want)
+
+            def f(a: Any, opts: dict[str, Any] = opts) -> Any:
+                return sk.cross_entropy(a, qj, **opts)
+
+            _same(np.asarray(jax.jit(f)(xj)), want[0])
+            g = jax.grad(lambda a, f=f: jnp.sum(f(a)))(xj)
+            if red == "none":  # the gradient of the items' sum
+                want = sk.cross_entropy(x, q, return_grad=True, **{**opts, "reduction": "sum"})
+            _same(np.asarray(g), want[1])
+    hlo = jax.jit(lambda a, b: sk.cross_entropy(a, b)).lower(xj, qj).compile().as_text()
+    assert 'custom_call_target="softmaxkit_prob_cross_entropy"' in hlo
+    v = jax.vmap(lambda a, b: sk.cross_entropy(a, b, return_grad=True))(xj, qj)
+    for i in range(2):
+        _same((np.asarray(v[0][i]), np.asarray(v[1][i])),
+              sk.cross_entropy(x[i], q[i], return_grad=True))  # fmt: skip
+
+
+def test_probability_targets_the_core_declines_take_the_agnostic_path() -> None:
+    """A row the core does not take (a +inf or NaN logit, target mass on a -inf one) flags
+    the call, and the array-agnostic implementation answers, under jit too: the NumPy
+    path's values."""
+    rng = _rng()
+    x = rng.standard_normal((4, 9)).astype(np.float32)
+    q = rng.dirichlet(np.ones(9), 4).astype(np.float32)
+    for pos, val in (((1, 2), np.inf), ((2, 3), np.nan), ((3, 4), -np.inf)):
+        xb = x.copy()
+        xb[pos] = val
+        want = sk.cross_entropy(xb, q, reduction="none")
+        got = jax.jit(lambda a, b: sk.cross_entropy(a, b, reduction="none"))(xb, q)
+        np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_probability_target_derivatives() -> None:
+    """Forward and reverse mode agree; the Hessian of a row is ``S (diag p - p p^T)``
+    (``S`` the target mass); the targets' gradient is ``-log_softmax(x)`` per row."""
+    rng = _rng()
+    x = jnp.asarray(rng.standard_normal((3, 6)).astype(np.float32))
+    q = jnp.asarray(rng.dirichlet(np.ones(6), 3).astype(np.float32))
+    f = lambda a: sk.cross_entropy(a, q, reduction="sum")  # noqa: E731
+    t = jnp.asarray(rng.standard_normal((3, 6)).astype(np.float32))
+    _, fwd = jax.jvp(f, (x,), (t,))
+    np.testing.assert_allclose(float(fwd), float(jnp.sum(jax.grad(f)(x) * t)), rtol=1e-6)
+    h = jax.hessian(lambda a: sk.cross_entropy(a, q[:1], reduction="sum"))(x[:1])
+    p = np.asarray(jax.nn.softmax(x[:1]))[0]
+    s = float(np.sum(np.asarray(q[0], np.float64)))
+    np.testing.assert_allclose(np.asarray(h)[0, :, 0, :], s * (np.diag(p) - np.outer(p, p)),
+                               atol=1e-6)  # fmt: skip
+    gq = jax.grad(lambda b: sk.cross_entropy(x, b, reduction="sum"))(q)
+    np.testing.assert_allclose(np.asarray(gq), -np.asarray(jax.nn.log_softmax(x)), rtol=1e-6)

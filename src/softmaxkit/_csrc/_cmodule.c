@@ -1064,6 +1064,7 @@ static PyObject *py_xla_handlers(PyObject *self, PyObject *args) {
         {"softmaxkit_vjp", (void *)skit_xla_vjp},
         {"softmaxkit_cross_entropy", (void *)skit_xla_cross_entropy},
         {"softmaxkit_sigmoid", (void *)skit_xla_sigmoid},
+        {"softmaxkit_prob_cross_entropy", (void *)skit_xla_prob_ce},
     };
     PyObject *d = PyDict_New();
     if (!d) return NULL;

@@ -16,6 +16,7 @@ struct XLA_FFI_Error *skit_xla_logsumexp(struct XLA_FFI_CallFrame *cf);
 struct XLA_FFI_Error *skit_xla_vjp(struct XLA_FFI_CallFrame *cf);
 struct XLA_FFI_Error *skit_xla_cross_entropy(struct XLA_FFI_CallFrame *cf);
 struct XLA_FFI_Error *skit_xla_sigmoid(struct XLA_FFI_CallFrame *cf);
+struct XLA_FFI_Error *skit_xla_prob_ce(struct XLA_FFI_CallFrame *cf);
 
 /* Register the handlers above, under their "softmaxkit_*" names, with the XLA
  * whose FFI API table is `api` (an `XLA_FFI_Api *` found at run time, e.g.

@@ -645,6 +645,78 @@ static XLA_FFI_Error *sigmoid_impl(XLA_FFI_CallFrame *cf) {
     return finish(&F, st);
 }
 
+/* ---- cross-entropy with probability targets ------------------------------------
+ * args: x (float32), q (float32 or float64, x's shape); rets: loss (float32: x's shape
+ * without the last axis for reduction 0, else one value per group), [grad (float32,
+ * x's shape) with want_grad], special (int32, one per group: skit_prob_ce's bits; the
+ * caller takes another path where it is not 0, and loss and grad are then zeros)
+ * attrs: threads, eps, z_loss (f64), reduction (0 none, 1 mean, 2 sum), want_grad,
+ * xdims (x's rank as traced: leading axes beyond it are vmap's groups) */
+static XLA_FFI_Error *prob_ce_impl(XLA_FFI_CallFrame *cf) {
+    ENTER(cf);
+    int64_t want = attr_i(&F, "threads"), red = attr_i(&F, "reduction");
+    int64_t want_grad = attr_i(&F, "want_grad"), xdims = attr_i(&F, "xdims");
+    double eps = attr_f(&F, "eps"), z = attr_f(&F, "z_loss");
+    XLA_FFI_Buffer *x = arg(&F, 0), *q = arg(&F, 1), *lo = ret(&F, 0);
+    XLA_FFI_Buffer *go = want_grad ? ret(&F, 1) : NULL, *so = ret(&F, want_grad ? 2 : 1);
+    if (F.bad) return finish(&F, SKIT_OK);
+    if (x->dtype != XLA_FFI_DataType_F32 || float_code(q->dtype) < 0 || x->rank < 1 ||
+        xdims < 1 || xdims > x->rank || red < 0 || red > 2 || lo->dtype != x->dtype ||
+        so->dtype != XLA_FFI_DataType_S32 || (go != NULL && go->dtype != x->dtype))
+        fail(&F, "prob_cross_entropy: bad operand types");
+    if (F.bad) return finish(&F, SKIT_OK);
+    size_t n = (size_t)x->dims[x->rank - 1];
+    size_t groups = prod(x, 0, x->rank - xdims), rows = prod(x, x->rank - xdims, x->rank - 1);
+    int shapes_ok = q->rank == x->rank && count(so) == groups;
+    for (int64_t i = 0; shapes_ok && i < x->rank; i++) shapes_ok &= q->dims[i] == x->dims[i];
+    if (go != NULL) shapes_ok &= count(go) == count(x);
+    shapes_ok &= count(lo) == (red == 0 ? groups * rows : groups);
+    if (!shapes_ok) {
+        fail(&F, "prob_cross_entropy: operand shapes do not match the logits'");
+        return finish(&F, SKIT_OK);
+    }
+    for (size_t gi = 0; gi < groups; gi++) ((int32_t *)so->data)[gi] = 0;
+    if (groups == 0) return NULL;
+    if (rows == 0 || n == 0) { /* nothing to take: the caller's other path */
+        for (size_t gi = 0; gi < groups; gi++) ((int32_t *)so->data)[gi] = 1;
+        return NULL;
+    }
+    double *buf = malloc(rows * 5 * sizeof(double));
+    if (buf == NULL) return finish(&F, SKIT_ENOMEM);
+    double *m = buf, *c = buf + rows, *sh = buf + 2 * rows, *sl = buf + 3 * rows;
+    double *loss = buf + 4 * rows;
+    size_t qsz = q->dtype == XLA_FFI_DataType_F64 ? 8 : 4;
+    if (go != NULL) prefer_huge_pages(go->data, nbytes(go));
+    int threads = take_threads(want), st = SKIT_OK;
+    for (size_t gi = 0; gi < groups && st == SKIT_OK; gi++) {
+        const float *xg = (const float *)x->data + gi * rows * n;
+        skit_rows a = {0};
+        a.dtype = SKIT_F32;
+        a.mode = SKIT_ACCURATE;
+        a.threads = threads;
+        a.rows = rows;
+        a.n = n;
+        a.x = xg;
+        a.temperature = 1.0;
+        st = skit_state(&a, n, m, c, sh, sl);
+        if (st != SKIT_OK) break;
+        float *gg = go ? (float *)go->data + gi * rows * n : NULL;
+        int special = 0;
+        st = skit_prob_ce(xg, rows, n, (const char *)q->data + gi * rows * n * qsz,
+                          q->dtype == XLA_FFI_DataType_F64, NULL, eps, z, (int)red, m, c, sh, sl,
+                          loss, gg, NULL, &special, threads);
+        if (st != SKIT_OK) break;
+        ((int32_t *)so->data)[gi] = special;
+        size_t nl = red == 0 ? rows : 1;
+        float *lg = (float *)lo->data + gi * nl;
+        for (size_t r = 0; r < nl; r++) lg[r] = special ? 0.0f : (float)loss[r]; /* rounded once */
+        if (special && gg != NULL) memset(gg, 0, rows * n * sizeof(float));
+    }
+    give_threads(threads);
+    free(buf);
+    return finish(&F, st);
+}
+
 /* ---- the exported handlers: each runs with IEEE subnormals (see fp_enter) ---------- */
 
 #define SKIT_HANDLER(name)                                   \
@@ -660,6 +732,7 @@ SKIT_HANDLER(logsumexp)
 SKIT_HANDLER(vjp)
 SKIT_HANDLER(cross_entropy)
 SKIT_HANDLER(sigmoid)
+SKIT_HANDLER(prob_ce)
 
 /* ---- registration with an XLA found at run time ---------------------------------- */
 
@@ -674,6 +747,7 @@ int skit_xla_register(const void *api_ptr, const char *platform, char *msg, size
         {"softmaxkit_vjp", skit_xla_vjp},
         {"softmaxkit_cross_entropy", skit_xla_cross_entropy},
         {"softmaxkit_sigmoid", skit_xla_sigmoid},
+        {"softmaxkit_prob_cross_entropy", skit_xla_prob_ce},
     };
     if (api == NULL || api->struct_size < offsetof(XLA_FFI_Api, XLA_FFI_Handler_Register) +
                                               sizeof api->XLA_FFI_Handler_Register ||

@@ -242,7 +242,12 @@ def cross_entropy(
     plan: Plan,
     threads: int,
 ) -> Any:
-    if not target_is_index or label_smoothing != 0.0:
+    if not target_is_index:
+        return _prob_cross_entropy(
+            logits, target, axis, weight, label_smoothing, z_loss, reduction, where,
+            return_grad, plan, threads,
+        )  # fmt: skip
+    if label_smoothing != 0.0:
         return None
     kind = dtype_name(target.dtype)
     if not (kind.startswith(("int", "uint")) or kind == "bool"):
@@ -261,6 +266,53 @@ def cross_entropy(
         where is not None,
     )
     return fn(logits, target, weight, where)
+
+
+@functools.lru_cache(maxsize=128)
+def _prob_fn(
+    axis: int, cfg: _ffi.Cfg, eps: float, z_loss: float, reduction: str, return_grad: bool
+) -> Any:
+    def run(x: Array, q: Array) -> Any:
+        x = jnp.moveaxis(x, axis, -1)
+        q = jnp.moveaxis(q, axis, -1)
+        res = _ffi.ce_prob(x, q, cfg, label_smoothing=eps, z_loss=z_loss, reduction=reduction,
+                           want_grad=return_grad)  # fmt: skip
+        if not return_grad:
+            return res
+        return res[0], jnp.moveaxis(res[1], -1, axis)
+
+    return jax.jit(run)
+
+
+def _prob_cross_entropy(
+    logits: Array,
+    target: Array,
+    axis: int,
+    weight: Array | None,
+    eps: float,
+    z_loss: float,
+    reduction: str,
+    where: Array | None,
+    return_grad: bool,
+    plan: Plan,
+    threads: int,
+) -> Any:
+    """Probability targets of float32 logits on CPU, without class weights or mask: one
+    custom call (:func:`._ffi.ce_prob`), the NumPy path's bits; None otherwise."""
+    if weight is not None or where is not None or logits.size == 0:
+        return None
+    if dtype_name(plan.out) != "float32" or dtype_name(logits.dtype) != "float32":
+        return None
+    if dtype_name(target.dtype) not in ("float32", "float64"):
+        return None
+    if tuple(target.shape) != tuple(logits.shape):
+        return None
+    cfg = _cfg(plan, threads)
+    if cfg is None or not _on_cpu(logits, target):
+        return None
+    fn = _prob_fn(int(axis) % logits.ndim, cfg, float(eps), float(z_loss), str(reduction),
+                  bool(return_grad))  # fmt: skip
+    return fn(logits, target)
 
 
 # ---- sigmoid family and VJPs ------------------------------------------------------------------

@@ -43,7 +43,7 @@ from jax.interpreters import ad, batching, mlir
 from .._agnostic import _losses, _normalize
 from .._agnostic import _sigmoid as _asigmoid
 from .._agnostic import _vjp as _avjp
-from .._namespace import Plan
+from .._namespace import Plan, call
 
 try:
     from .. import _ckernels
@@ -57,6 +57,7 @@ __all__ = [
     "available",
     "bce",
     "ce_index",
+    "ce_prob",
     "logsumexp_b_last",
     "logsumexp_last",
     "normalize_last",
@@ -685,6 +686,122 @@ def ce_index(
     if want_grad:
         return _ce_grad_op(x, t, w, mask, cc)
     return _ce_op(x, t, w, mask, cc)
+
+
+# ---- cross-entropy with probability targets --------------------------------------------
+# One custom call: the row state, then skit_prob_ce (the loss from non-negative terms, the
+# gradient in float64 with its cancelling elements formed again in double-word, both
+# rounded once: the NumPy path's bits). Rows the core does not take (a logit that is not
+# finite, target mass on a -inf logit, a negative or NaN target) raise a flag, and the
+# array-agnostic implementation answers for the call.
+
+_PROB_REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+
+
+class ProbCfg(NamedTuple):
+    """Static options of a cross-entropy with probability targets (float32 logits)."""
+
+    base: Cfg
+    label_smoothing: float
+    z_loss: float
+    reduction: str
+
+
+def _prob_agnostic(x: Array, q: Array, pc: ProbCfg, want_grad: bool) -> Any:
+    # through _namespace.call, as the front end runs it: under x32 a plan that works in
+    # float64 traces with x64 enabled
+    return call(
+        jnp,
+        _losses.cross_entropy,
+        {"logits": x, "target": q, "weight": None, "where": None},
+        {
+            "axis": x.ndim - 1,
+            "target_is_index": False,
+            "ignore_index": None,
+            "label_smoothing": pc.label_smoothing,
+            "z_loss": pc.z_loss,
+            "reduction": pc.reduction,
+            "return_grad": want_grad,
+            "plan": pc.base.plan,
+        },
+    )
+
+
+def _k_prob(x: Array, q: Array, pc: ProbCfg, want_grad: bool) -> Any:
+    attrs = {
+        "threads": _i(pc.base.threads),
+        "eps": np.float64(pc.label_smoothing),
+        "z_loss": np.float64(pc.z_loss),
+        "reduction": _i(_PROB_REDUCTIONS[pc.reduction]),
+        "want_grad": _i(want_grad),
+        "xdims": _i(x.ndim),
+    }
+    loss = _sds(x.shape[:-1] if pc.reduction == "none" else (), x.dtype)
+    flag = _sds((), np.int32)
+    out = (loss, _sds(x.shape, x.dtype), flag) if want_grad else (loss, flag)
+
+    def other(x: Array, q: Array) -> Any:
+        res = _prob_agnostic(x, q, pc, want_grad)
+        return (*res, jnp.int32(0)) if want_grad else (res, jnp.int32(0))
+
+    *got, special = _native("softmaxkit_prob_cross_entropy", out, (x, q), attrs, other)
+    res = tuple(got) if want_grad else got[0]
+    return jax.lax.cond(special != 0, lambda: _prob_agnostic(x, q, pc, want_grad), lambda: res)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _prob_grad_op(x: Array, q: Array, pc: ProbCfg) -> tuple[Array, Array]:
+    return _k_prob(x, q, pc, want_grad=True)  # type: ignore[no-any-return]
+
+
+@_prob_grad_op.defjvp
+def _prob_grad_jvp(pc: ProbCfg, primals: Any, tangents: Any) -> tuple[Any, Any]:
+    x, q = primals
+    tx, tq = tangents
+    loss, g = _prob_grad_op(x, q, pc)
+    # the gradient's own derivative (Hessians only): the array-agnostic implementation's
+    _, (tl, tg) = jax.jvp(lambda xx, qq: _prob_agnostic(xx, qq, pc, True), (x, q), (tx, tq))
+    return (loss, g), (tl, tg)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _prob_op(x: Array, q: Array, pc: ProbCfg) -> Array:
+    return _k_prob(x, q, pc, want_grad=False)
+
+
+def _prob_jvp(pc: ProbCfg, primals: Any, tangents: Any) -> tuple[Array, Array]:
+    x, q = primals
+    tx, tq = tangents
+    if not _zero(tq):  # targets are being differentiated: the agnostic path's derivative
+        loss = _prob_op(x, q, pc)
+        txx = jnp.zeros_like(x) if _zero(tx) else tx
+        _, tan = jax.jvp(lambda xx, qq: _prob_agnostic(xx, qq, pc, False), (x, q), (txx, tq))
+        return loss, tan
+    loss, g = _prob_grad_op(x, q, pc)
+    if _zero(tx):
+        return loss, jnp.zeros_like(loss)
+    return loss, _ce_reduce_tangent(g, tx, pc.reduction)
+
+
+_prob_op.defjvp(_prob_jvp, symbolic_zeros=True)
+
+
+def ce_prob(
+    x: Array,
+    q: Array,
+    cfg: Cfg,
+    *,
+    label_smoothing: float,
+    z_loss: float,
+    reduction: str,
+    want_grad: bool,
+) -> Any:
+    """Cross-entropy of float32 logits ``x`` (classes last) against probability targets
+    ``q`` of their shape (float32 or float64), without class weights or mask."""
+    pc = ProbCfg(cfg, float(label_smoothing), float(z_loss), reduction)
+    if want_grad:
+        return _prob_grad_op(x, q, pc)
+    return _prob_op(x, q, pc)
 
 
 # ---- sigmoid family ---------------------------------------------------------------------
