@@ -129,11 +129,13 @@ def render(rows: list[dict[str, Any]], rounds: int) -> str:
         "softmaxkit reduces eagerly in a few operations where the sum is known to be far "
         "inside the float range (the overflow-safe selects run otherwise), and on the torch "
         "backend one-hot labels take the class-index kernels. ratio = skk / keras (below 1: "
-        "faster). Slower than Keras: soft labels on torch at 256×1000 (the row state and one "
-        "C pass whose float64 exponentials are rounded once, with the gradient's cancelling "
-        "elements formed again in double-word, against Keras's one float32 pass; README, "
-        "Speed) and CategoricalCrossentropy on eager JAX arrays at 256×1000 (the "
-        "array-agnostic engine; `fit` compiles it with jax.jit).",
+        "faster). On JAX, CategoricalCrossentropy runs one XLA FFI custom call (the "
+        "probability-target kernels of the NumPy path). Slower than Keras: soft labels on "
+        "torch at 256×1000 (the row state and one C pass whose float64 exponentials are "
+        "rounded once, with the gradient's cancelling elements formed again in double-word, "
+        "against Keras's one float32 pass; README, Speed), and BinaryCrossentropy at "
+        "256×1000 on JAX and torch, about even with Keras and up to 1.2× (each element's "
+        "loss in float64, rounded once, against Keras's float32 operations).",
         "",
         "| backend | loss | shape | keras (µs) | skk (µs) | ratio |",
         "|---|---|---|---:|---:|---:|",
