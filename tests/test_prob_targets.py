@@ -42,6 +42,18 @@ def taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return seen
 
 
+def _torch() -> Any:
+    """torch, for the tests of the torch layer. The sanitizer run (tools/run_sanitized.py)
+    imports no torch, whose libraries are not instrumented; those tests run in the
+    ordinary suite."""
+    if os.environ.get("SOFTMAXKIT_SANITIZED"):
+        pytest.skip(
+            "the sanitizer run imports no torch (its libraries are not instrumented); "
+            "this test runs in the ordinary suite"
+        )
+    return pytest.importorskip("torch")
+
+
 def _targets(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     q = rng.dirichlet(np.full(shape[-1], 0.5), shape[:-1]).astype(np.float32)
     q[rng.random(shape) < 0.3] = 0.0  # classes without target mass
@@ -268,12 +280,7 @@ def test_per_row_weights_of_the_smoothing_passes() -> None:
 def test_the_torch_layer_shares_the_path() -> None:
     """``softmaxkit.torch.cross_entropy`` with probability targets: the NumPy core's
     bits, loss and gradient (through autograd)."""
-    if os.environ.get("SOFTMAXKIT_SANITIZED"):
-        pytest.skip(
-            "the sanitizer run imports no torch (its libraries are not instrumented); "
-            "this test runs in the ordinary suite"
-        )
-    torch = pytest.importorskip("torch")
+    torch = _torch()
     import softmaxkit.torch as skt
 
     rng = np.random.default_rng(11)
@@ -349,12 +356,7 @@ def test_one_hot_targets_take_the_index_kernels(eps: float, z: float) -> None:
 def test_one_hot_targets_in_the_torch_layer() -> None:
     """The same on torch tensors, with the gradient through autograd; class weights keep
     torch's probability-target mean (over the items), which differs from the index one."""
-    if os.environ.get("SOFTMAXKIT_SANITIZED"):
-        pytest.skip(
-            "the sanitizer run imports no torch (its libraries are not instrumented); "
-            "this test runs in the ordinary suite"
-        )
-    torch = pytest.importorskip("torch")
+    torch = _torch()
     import torch.nn.functional as F
 
     import softmaxkit.torch as skt
@@ -435,12 +437,7 @@ def test_the_torch_layers_plain_route_gives_the_general_bits() -> None:
     probability targets takes a short route (``_plain_prob_ce``): the general route's
     bits (which a non-contiguous view of the same logits takes), loss and gradient,
     with smoothing and z-loss; a negative target is named on both."""
-    if os.environ.get("SOFTMAXKIT_SANITIZED"):
-        pytest.skip(
-            "the sanitizer run imports no torch (its libraries are not instrumented); "
-            "this test runs in the ordinary suite"
-        )
-    torch = pytest.importorskip("torch")
+    torch = _torch()
     import softmaxkit.torch as skt
     from softmaxkit import SoftmaxkitValueError
     from softmaxkit.torch import _functional
