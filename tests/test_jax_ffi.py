@@ -420,17 +420,19 @@ def test_longdouble_numpy_input_is_refused_naming_the_argument() -> None:
         skj.logsumexp(np.ones(2), b=x)
 
 
-def test_probability_targets_take_one_custom_call(x64: bool) -> None:
+@pytest.mark.parametrize("precision", ["accurate", "fast"])
+def test_probability_targets_take_one_custom_call(x64: bool, precision: str) -> None:
     """Float32 logits with probability targets (float32, or float64 under x64): one custom
-    call (``softmaxkit_prob_cross_entropy``), loss and gradient bitwise the NumPy path's,
-    eagerly, under ``jit``, through ``jax.grad`` (per-row losses too) and ``vmap``."""
+    call (``softmaxkit_prob_cross_entropy``), loss and gradient bitwise the NumPy path's
+    in either precision, eagerly, under ``jit``, through ``jax.grad`` (per-row losses
+    too) and ``vmap``."""
     rng = _rng()
     x = (rng.standard_normal((2, 12, 30)) * 3).astype(np.float32)
     q = rng.dirichlet(np.full(30, 0.5), (2, 12)).astype(np.float64 if x64 else np.float32)
     xj, qj = jnp.asarray(x), jnp.asarray(q)
     for kw in ({}, {"label_smoothing": 0.1, "z_loss": 1e-3}):
         for red in ("none", "mean", "sum"):
-            opts: dict[str, Any] = {"reduction": red, **kw}
+            opts: dict[str, Any] = {"reduction": red, "precision": precision, **kw}
             want = sk.cross_entropy(x, q, return_grad=True, **opts)
             got = sk.cross_entropy(xj, qj, return_grad=True, **opts)
             _same(tuple(np.asarray(v) for v in got), want)
@@ -443,12 +445,13 @@ def test_probability_targets_take_one_custom_call(x64: bool) -> None:
             if red == "none":  # the gradient of the items' sum
                 want = sk.cross_entropy(x, q, return_grad=True, **{**opts, "reduction": "sum"})
             _same(np.asarray(g), want[1])
-    hlo = jax.jit(lambda a, b: sk.cross_entropy(a, b)).lower(xj, qj).compile().as_text()
+    f2 = jax.jit(lambda a, b: sk.cross_entropy(a, b, precision=precision))
+    hlo = f2.lower(xj, qj).compile().as_text()
     assert 'custom_call_target="softmaxkit_prob_cross_entropy"' in hlo
-    v = jax.vmap(lambda a, b: sk.cross_entropy(a, b, return_grad=True))(xj, qj)
+    v = jax.vmap(lambda a, b: sk.cross_entropy(a, b, return_grad=True, precision=precision))(xj, qj)
     for i in range(2):
         _same((np.asarray(v[0][i]), np.asarray(v[1][i])),
-              sk.cross_entropy(x[i], q[i], return_grad=True))  # fmt: skip
+              sk.cross_entropy(x[i], q[i], return_grad=True, precision=precision))  # fmt: skip
 
 
 def test_probability_targets_the_core_declines_take_the_agnostic_path() -> None:
@@ -461,9 +464,12 @@ def test_probability_targets_the_core_declines_take_the_agnostic_path() -> None:
     for pos, val in (((1, 2), np.inf), ((2, 3), np.nan), ((3, 4), -np.inf)):
         xb = x.copy()
         xb[pos] = val
-        want = sk.cross_entropy(xb, q, reduction="none")
-        got = jax.jit(lambda a, b: sk.cross_entropy(a, b, reduction="none"))(xb, q)
-        np.testing.assert_array_equal(np.asarray(got), want)
+        for precision in ("accurate", "fast"):
+            want = sk.cross_entropy(xb, q, reduction="none", precision=precision)
+            got = jax.jit(
+                lambda a, b, p=precision: sk.cross_entropy(a, b, reduction="none", precision=p)
+            )(xb, q)
+            np.testing.assert_array_equal(np.asarray(got), want)
 
 
 def test_probability_target_derivatives() -> None:

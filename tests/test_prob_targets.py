@@ -503,3 +503,149 @@ def test_long_rows_and_minus_infinity_with_a_gradient(taken: list[bool]) -> None
         assert ulp_error(np.asarray(loss), np.asarray(ref_l, np.float64), np.float32).max() <= 1
         assert ulp_error(g, ref_g.astype(np.float64), np.float32).max() <= 1
         assert g[1, 5] == 0.0
+
+
+# ---- precision="fast": one C call in float32 arithmetic (skit_prob_ce_fast) ----------
+
+FAST_ITEM_BOUND = 3.0  # ulp: the fast mode's bound (tests/test_accuracy.py)
+FAST_GRAD_BOUND = 4 * 2.0**-24  # of the gradient's two terms, r (A p_j + u_j)
+
+
+@pytest.fixture
+def fast_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """What each call of the C core's ``prob_ce_fast`` answered (0: it took every row)."""
+    ck = _dispatch._ckernels
+    seen: list[int] = []
+    real = ck.prob_ce_fast
+
+    def spy(*a: Any) -> Any:
+        got = real(*a)
+        seen.append(got)
+        return got
+
+    monkeypatch.setattr(ck, "prob_ce_fast", spy)
+    return seen
+
+
+def _grad_terms(x: np.ndarray, q: np.ndarray, w: Any, eps: float, z: float) -> np.ndarray:
+    """``A p_j + u_j`` per element in float64 (``A = sum_j u_j + 2 z lse``): the size of
+    the two terms whose difference the gradient is."""
+    xs = x.astype(np.float64)
+    m = xs.max(axis=-1, keepdims=True)
+    e = np.exp(xs - m)
+    d = e.sum(axis=-1, keepdims=True)
+    u = (1 - eps) * q.astype(np.float64) + eps / x.shape[-1]
+    if w is not None:
+        u = u * np.asarray(w)
+    a = u.sum(axis=-1, keepdims=True) + 2 * z * (m + np.log(d))
+    return np.asarray(a * e / d + u)
+
+
+@pytest.mark.parametrize(("N", "V"), [(5, 1), (5, 3), (5, 17), (12, 7), (6, 300), (4, 1000)])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize(("eps", "z"), [(0.0, 0.0), (0.1, 0.0), (0.2, 1e-2)])
+def test_fast_items_and_gradients_within_their_bounds(
+    N: int, V: int, weighted: bool, eps: float, z: float, fast_calls: list[int]
+) -> None:
+    """``precision="fast"``: float32 exponentials, float32 terms and float64 sums in one C
+    call per batch. Every item within the fast mode's 3 ulp of the exact loss (the
+    maximum's count kept apart from the rest, so a dominant logit's tiny loss keeps its
+    digits), and every gradient element within 4 * 2^-24 of its two terms ``r A p_j``
+    and ``r u_j`` (where they cancel, only the accurate mode keeps the digits), at logit
+    scales 1, 5 and 30, rows of every tail length, weights, smoothing and z-loss."""
+    tiny = float(np.finfo(np.float32).tiny)
+    for scale in (1.0, 5.0, 30.0):
+        rng = np.random.default_rng(N * V + int(weighted) + int(scale))
+        x = (rng.standard_normal((N, V)) * scale).astype(np.float32)
+        q = _targets(rng, (N, V))
+        if V > 1:
+            x[0, 0] = 60.0  # dominant with all the target mass: a loss of about 1e-26
+            q[0] = 0.0
+            q[0, 0] = 1.0
+        w = rng.random(V) * 2 + 0.1 if weighted else None
+        kw: dict[str, Any] = {"weight": w, "label_smoothing": eps, "z_loss": z}
+        fast_calls.clear()
+        loss = sk.cross_entropy(x, q, reduction="none", precision="fast", **kw)
+        assert fast_calls == [0] and loss.dtype == np.float32
+        assert mp_ulp_discrepancy(loss, _mp_z_items(x, q, w, eps, z), np.float32) <= (
+            FAST_ITEM_BOUND
+        )
+        if V > 1 and scale == 1.0 and not (eps or z or weighted):
+            assert 0 < loss[0] < 1e-20
+        _, g = sk.cross_entropy(x, q, reduction="sum", return_grad=True, precision="fast", **kw)
+        assert fast_calls == [0, 0] and g.dtype == np.float32
+        exact = np.array(
+            [[float(v) for v in row] for row in _mp_grad(x.astype(np.float64), q, w, eps, z, False)]
+        )
+        err = np.abs(g - exact) - tiny  # below the normal range: absolute
+        assert np.all(err <= FAST_GRAD_BOUND * _grad_terms(x, q, w, eps, z)), scale
+
+
+def test_fast_mode_agrees_across_routes_threads_and_layouts(fast_calls: list[int]) -> None:
+    """The quick route (C-contiguous, classes last) and the general one (a Fortran-ordered
+    copy; the classes on another axis) give the same bits, which do not depend on the
+    thread count; float64 targets too; the inputs are left as they were; a long row
+    (70000 classes) is one pass with no block limit."""
+    rng = np.random.default_rng(71)
+    x = (rng.standard_normal((3, 40, 37)) * 3).astype(np.float32)
+    q = _targets(rng, x.shape)
+    before = (x.copy(), q.copy())
+    for qq in (q, q.astype(np.float64)):
+        for red in ("none", "mean", "sum"):
+            kw: dict[str, Any] = {"reduction": red, "precision": "fast", "return_grad": True,
+                                  "label_smoothing": 0.05, "z_loss": 1e-4}  # fmt: skip
+            one = sk.cross_entropy(x, qq, threads=1, **kw)
+            two = sk.cross_entropy(x, qq, threads=2, **kw)
+            fort = sk.cross_entropy(np.asfortranarray(x), qq, **kw)
+            moved = sk.cross_entropy(np.moveaxis(x, -1, 0), np.moveaxis(qq, -1, 0), axis=0, **kw)
+            for got in (two, fort, (moved[0], np.moveaxis(moved[1], 0, -1))):
+                np.testing.assert_array_equal(got[0], one[0])
+                np.testing.assert_array_equal(got[1], one[1])
+    np.testing.assert_array_equal(x, before[0])
+    np.testing.assert_array_equal(q, before[1])
+    assert fast_calls and not any(fast_calls)
+    xl = (rng.standard_normal((2, 70000)) * 3).astype(np.float32)
+    ql = _targets(rng, xl.shape)
+    fast_calls.clear()
+    loss, g = sk.cross_entropy(xl, ql, reduction="none", return_grad=True, precision="fast")
+    acc, ga = sk.cross_entropy(xl, ql, reduction="none", return_grad=True)
+    assert fast_calls == [0]
+    assert ulp_error(loss, acc.astype(np.float64), np.float32).max() <= FAST_ITEM_BOUND
+    terms = _grad_terms(xl, ql, None, 0.0, 0.0)
+    assert np.all(np.abs(g - ga) <= FAST_GRAD_BOUND * terms + float(np.finfo(np.float32).tiny))
+
+
+def test_fast_mode_special_rows_and_bad_targets(fast_calls: list[int], taken: list[bool]) -> None:
+    """A -inf logit without target mass adds nothing and gets a gradient of 0 in the fast
+    call; a row it does not take (+inf, NaN, target mass on a -inf logit, a maximum of
+    2^24 or more) is answered by the array-agnostic engine, as in accurate mode; a
+    negative target is named, float64 ones too small for float32 included."""
+    from softmaxkit import SoftmaxkitValueError
+
+    q = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]], np.float32)
+    x = np.array([[1.0, 2.0, -np.inf], [0.0, 0.0, 0.0]], np.float32)
+    loss, g = sk.cross_entropy(x, q, reduction="none", return_grad=True, precision="fast")
+    assert fast_calls == [0] and taken == [True]
+    np.testing.assert_allclose(loss, [np.log(np.e + np.e**2) - 1.5, np.log(3.0)], rtol=3e-7)
+    assert g[0, 2] == 0.0 and np.isfinite(g).all()
+    cases = (([1.0, -np.inf, 0.0], np.inf), ([1.0, np.inf, 0.0], np.inf),
+             ([1.0, np.nan, 0.0], np.nan), ([3e7, 1.0, 0.0], None))  # fmt: skip
+    for bad, want in cases:
+        xb = np.array([bad], np.float32)
+        fast_calls.clear()
+        taken.clear()
+        got = sk.cross_entropy(xb, q[:1], reduction="none", precision="fast")[0]
+        assert fast_calls and fast_calls[-1] & 1 and taken[-1] is False
+        if want is None:  # the maximum beyond the fast path: the accurate value
+            assert got == sk.cross_entropy(xb, q[:1], reduction="none")[0]
+        else:
+            assert got == want or (np.isnan(want) and np.isnan(got)), (bad, got)
+    neg = q.copy()
+    neg[1, 2] = -0.5
+    with pytest.raises(SoftmaxkitValueError, match="negative probability"):
+        sk.cross_entropy(x, neg, precision="fast")
+    tiny_neg = q.astype(np.float64)
+    tiny_neg[0, 2] = -1e-50  # -0.0 as a float32
+    for grad in (False, True):
+        with pytest.raises(SoftmaxkitValueError, match="negative probability"):
+            sk.cross_entropy(x, tiny_neg, precision="fast", return_grad=grad)

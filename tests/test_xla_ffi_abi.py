@@ -241,11 +241,14 @@ def test_cross_entropy_cotangent_scales_each_row(dt: Any) -> None:
     np.testing.assert_array_equal(grad, wgrad * ct[:, None])
 
 
+@pytest.mark.parametrize("mode", [1, 0], ids=["accurate", "fast"])
 @pytest.mark.parametrize("qt", [np.float32, np.float64])
-def test_probability_target_cross_entropy_matches_numpy(qt: Any) -> None:
+def test_probability_target_cross_entropy_matches_numpy(qt: Any, mode: int) -> None:
     """softmaxkit_prob_cross_entropy: two vmap groups, every reduction, with and without
-    the gradient, the NumPy path's bits; a group holding a row the core does not take
-    (+inf) or a negative target flags it (1, 2) and writes zeros; bad shapes are errors."""
+    the gradient, the NumPy path's bits in either mode (``mode`` 0: skit_prob_ce_fast);
+    a group holding a row the core does not take (+inf) or a negative target flags it
+    (1, 2) and writes zeros; bad shapes are errors."""
+    precision = "fast" if mode == 0 else "accurate"
     rng = np.random.default_rng(9)
     x = _x((2, 6, 11), np.float32)
     q = rng.dirichlet(np.ones(11), (2, 6)).astype(qt)
@@ -254,14 +257,14 @@ def test_probability_target_cross_entropy_matches_numpy(qt: Any) -> None:
             loss = np.empty((2, 6) if red == 0 else 2, np.float32)
             grad = np.empty_like(x)
             flag = np.full(2, 7, np.int32)
-            attrs = {"threads": 2, "eps": 0.1, "z_loss": 0.01, "reduction": red,
-                     "want_grad": want_grad, "xdims": 2}  # fmt: skip
+            attrs = {"mode": mode, "threads": 2, "eps": 0.1, "z_loss": 0.01,
+                     "reduction": red, "want_grad": want_grad, "xdims": 2}  # fmt: skip
             rets = [loss, grad, flag] if want_grad else [loss, flag]
             assert Call([x, q], rets, attrs).run("softmaxkit_prob_cross_entropy") is None
             assert not flag.any()
             for i in range(2):
                 kw = {"label_smoothing": 0.1, "z_loss": 0.01, "reduction": name}
-                want = sk.cross_entropy(x[i], q[i], return_grad=True, **kw)
+                want = sk.cross_entropy(x[i], q[i], return_grad=True, precision=precision, **kw)
                 np.testing.assert_array_equal(loss[i], want[0])
                 if want_grad:
                     np.testing.assert_array_equal(grad[i], want[1])
@@ -269,7 +272,8 @@ def test_probability_target_cross_entropy_matches_numpy(qt: Any) -> None:
     xb[0, 2, 3] = np.inf
     qb[1, 4, 5] = -0.5
     loss, grad, flag = np.ones(2, np.float32), np.ones_like(x), np.zeros(2, np.int32)
-    attrs = {"threads": 1, "eps": 0.0, "z_loss": 0.0, "reduction": 1, "want_grad": 1, "xdims": 2}
+    attrs = {"mode": mode, "threads": 1, "eps": 0.0, "z_loss": 0.0, "reduction": 1,
+             "want_grad": 1, "xdims": 2}  # fmt: skip
     assert Call([xb, qb], [loss, grad, flag], attrs).run("softmaxkit_prob_cross_entropy") is None
     assert list(flag) == [1, 2] and not loss.any() and not grad.any()
     call = Call([x, q[:, :5]], [loss, grad, flag], attrs)

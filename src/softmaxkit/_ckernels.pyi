@@ -197,6 +197,20 @@ def prob_ce(
     threads: int,
     /,
 ) -> int: ...
+def prob_ce_fast(
+    x: Any,
+    rows: int,
+    n: int,
+    q: Any,
+    w: Any,
+    eps: float,
+    z: float,
+    reduction: int,
+    loss: Any,
+    grad: Any,
+    threads: int,
+    /,
+) -> int: ...
 def smooth(
     kind: int,
     x: Any,

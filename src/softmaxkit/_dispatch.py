@@ -685,7 +685,7 @@ def _quick_prob_ce(
         )  # fmt: skip
     got = _prob_rows(
         logits.reshape(rows, n), target.reshape(rows, n), rows, n, None, eps, z, str(reduction),
-        return_grad is True, nthreads,
+        return_grad is True, nthreads, precision == "fast",
     )  # fmt: skip
     if got is None:
         return None
@@ -1095,12 +1095,14 @@ def _prob_cross_entropy(
     ce = _ce_rows(logits, target, weight, axis, plan)
     if ce is None or ce[1] != _DTYPES["float32"]:
         return None
-    xa, _, _, shape, perm, rows, n, x2 = ce
+    xa, _, mode, shape, perm, rows, n, x2 = ce
     t = np.asarray(target)
     q_dt = t.dtype if t.dtype.name in ("float32", "float64") else np.float64
     q = _to_rows(t, perm, rows, n, q_dt)  # the core reads float32 or float64 targets
     w = None if weight is None else np.ascontiguousarray(weight, dtype=np.float64)
-    got = _prob_rows(x2, q, rows, n, w, eps, z_loss, reduction, return_grad, check_threads(threads))
+    got = _prob_rows(
+        x2, q, rows, n, w, eps, z_loss, reduction, return_grad, check_threads(threads), mode == 0
+    )
     if got is None:
         return None
     item, grad = got
@@ -1125,15 +1127,21 @@ def _prob_rows(
     reduction: str,
     return_grad: bool,
     nthreads: int,
+    fast: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """:func:`_prob_cross_entropy` on ``rows x n`` float32 logits ``x2`` and targets
     ``q`` (float32 or float64): the items (``"none"``) or their reduction in float64,
     and the float32 gradient; ``None`` where the general path answers, or where a
     target is negative or NaN (the core checks them as it reads them: the callers'
-    validation then names the entry)."""
+    validation then names the entry). ``fast``: ``precision="fast"``, one C call
+    (``skit_prob_ce_fast``) in float32 arithmetic."""
     red = _REDUCTIONS[reduction]
     item = np.empty(rows if red == 0 else 1)
     grad = _outputs.empty((rows, n), np.float32)[0] if return_grad else None
+    if fast:
+        if _ckernels.prob_ce_fast(x2, rows, n, q, w, eps, z_loss, red, item, grad, nthreads):
+            return None
+        return (item.reshape(()) if red else item), grad
     st = list(np.empty((4, rows)))  # the rows' maxima, their count and the rest
     _ckernels.state(x2, 0, n, None, rows, n, 0, 1, nthreads, 1.0, *st)
     m, c, s_hi, s_lo = st

@@ -694,6 +694,49 @@ static PyObject *py_prob_ce(PyObject *self, PyObject *args) {
     return PyLong_FromLong(special);
 }
 
+PyDoc_STRVAR(prob_ce_fast_doc,
+             "prob_ce_fast(x, rows, n, q, w, eps, z, reduction, loss, grad, threads) -> int: "
+             "prob_ce in fast mode (float32 arithmetic, no row state)");
+
+static PyObject *py_prob_ce_fast(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *qo, *wo, *io, *go;
+    Py_ssize_t rows, n;
+    double eps, z;
+    int reduction, threads;
+    if (!PyArg_ParseTuple(args, "OnnOOddiOOi", &xo, &rows, &n, &qo, &wo, &eps, &z, &reduction,
+                          &io, &go, &threads))
+        return NULL;
+    if (rows < 1 || n < 1 || threads < 1 || reduction < 0 || reduction > 2 || !isfinite(eps) ||
+        !isfinite(z)) {
+        PyErr_SetString(PyExc_ValueError, "bad shape, reduction, option or thread count");
+        return NULL;
+    }
+    buf x = {0}, q = {0}, w = {0}, it = {0}, g = {0};
+    int q64 = 0;
+    int bad = get(xo, &x, 0, 'f', rows * n, 0, "x") < 0;
+    if (!bad && get(qo, &q, 0, 'f', rows * n, 0, "q") < 0) {
+        PyErr_Clear();
+        q64 = 1;
+        bad = get(qo, &q, 0, 'd', rows * n, 0, "q (float32 or float64)") < 0;
+    }
+    bad = bad || get(wo, &w, 0, 'd', n, 1, "w") < 0 ||
+          get(io, &it, 1, 'd', reduction == 0 ? rows : 1, 0, "loss") < 0 ||
+          get(go, &g, 1, 'f', rows * n, 1, "grad") < 0;
+    if (bad) {
+        release(&x), release(&q), release(&w), release(&it), release(&g);
+        return NULL;
+    }
+    int st, special = 0;
+    Py_BEGIN_ALLOW_THREADS st = skit_prob_ce_fast(
+        (const float *)x.view.buf, (size_t)rows, (size_t)n, q.view.buf, q64,
+        w.held ? (const double *)w.view.buf : NULL, eps, z, reduction, (double *)it.view.buf,
+        g.held ? (float *)g.view.buf : NULL, &special, threads);
+    Py_END_ALLOW_THREADS release(&x), release(&q), release(&w), release(&it), release(&g);
+    if (st) return status_error(st), NULL;
+    return PyLong_FromLong(special);
+}
+
 PyDoc_STRVAR(smooth_rows_doc,
              "smooth_rows(x, rows, n, target, w, has_ignore, ignore_index, shift, nll, lse, "
              "counted, eps, z, reduction, gap, loss, grad, threads): label-smoothed "
@@ -1114,6 +1157,7 @@ static PyMethodDef methods[] = {
     {"vjp", py_vjp, METH_VARARGS, vjp_doc},
     {"one_hot", py_one_hot, METH_VARARGS, one_hot_doc},
     {"prob_ce", py_prob_ce, METH_VARARGS, prob_ce_doc},
+    {"prob_ce_fast", py_prob_ce_fast, METH_VARARGS, prob_ce_fast_doc},
     {"smooth", py_smooth, METH_VARARGS, smooth_doc},
     {"smooth_rows", py_smooth_rows, METH_VARARGS, smooth_rows_doc},
     {"smooth_ce", py_smooth_ce, METH_VARARGS, smooth_ce_doc},

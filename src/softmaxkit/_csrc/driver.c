@@ -2392,6 +2392,100 @@ int skit_prob_ce(const float *x, size_t rows, size_t n, const void *q, int q64, 
     return st;
 }
 
+/* ---- probability targets in fast mode ------------------------------------------ */
+
+typedef struct {
+    const skit_engine *E;
+    const float *x;
+    size_t rows, n, grain;
+    const void *q;
+    int q64;
+    const float *w; /* float32 copy of the class weights, or NULL */
+    float a, b;     /* u_j = w_j (a q_j + b) */
+    double z, scale;
+    double *item;
+    float *grad;
+    atomic_int special;
+} fastprobjob;
+
+static void fast_prob_task(void *ctx, size_t t) {
+    fastprobjob *j = (fastprobjob *)ctx;
+    const size_t n = j->n;
+    size_t r0 = t * j->grain;
+    size_t r1 = j->rows - r0 < j->grain ? j->rows : r0 + j->grain;
+    const size_t qsz = j->q64 ? sizeof(double) : sizeof(float);
+    for (size_t r = r0; r < r1; r++) {
+        const float *xr = j->x + r * n;
+        const void *qr = (const char *)j->q + r * n * qsz;
+        float *gr = j->grad ? j->grad + r * n : NULL;
+        double st[5];
+        int bits = j->E->prob_fast(0, xr, qr, j->q64, j->w, n, j->a, j->b, 0.0f, 0.0f, st, gr);
+        if (bits) {
+            atomic_fetch_or(&j->special, bits & 2 ? 2 : 1);
+            continue;
+        }
+        const double M = st[0], c = st[1], s = st[2], Su = st[3];
+        const double L = log1p((c - 1.0) + s), lse = M + L;
+        double item = L * Su + st[4];
+        if (j->z != 0.0) item += j->z * lse * lse;
+        j->item[r] = item;
+        if (!isfinite(item)) { /* target mass on a -inf logit and the like */
+            atomic_fetch_or(&j->special, 1);
+            continue;
+        }
+        if (!gr) continue;
+        const double A = j->z != 0.0 ? Su + 2.0 * j->z * lse : Su;
+        const double f = j->scale * A / (c + s) * 0x1p-64; /* the kept e carry 2^64 */
+        j->E->prob_fast(1, xr, qr, j->q64, j->w, n, j->a, j->b, (float)f, (float)j->scale, NULL,
+                        gr);
+    }
+}
+
+int skit_prob_ce_fast(const float *x, size_t rows, size_t n, const void *q, int q64,
+                      const double *w, double eps, double z, int reduction, double *loss,
+                      float *grad, int *special, int threads) {
+    if (threads < 1 || !x || !q || !loss || !special) return SKIT_EINVAL;
+    if (reduction < 0 || reduction > 2) return SKIT_EINVAL;
+    *special = 0;
+    if (rows == 0 || n == 0) return SKIT_EINVAL;
+    fastprobjob j;
+    j.E = isa()->eng[SKIT_F32][SKIT_FAST];
+    if (!j.E->prob_fast) j.E = skit_table_base.eng[SKIT_F32][SKIT_FAST];
+    j.x = x, j.rows = rows, j.n = n, j.q = q, j.q64 = q64 != 0;
+    j.a = (float)(1.0 - eps), j.b = (float)(eps / (double)n);
+    j.z = z;
+    const double den = reduction == 1 ? (double)rows : 1.0;
+    j.scale = 1.0 / den;
+    float *w32 = NULL;
+    double *items = loss;
+    if (w) {
+        w32 = (float *)malloc(n * sizeof(float));
+        if (!w32) return SKIT_ENOMEM;
+        for (size_t i = 0; i < n; i++) w32[i] = (float)w[i];
+    }
+    if (reduction != 0) {
+        items = (double *)malloc(rows * sizeof(double));
+        if (!items) {
+            free(w32);
+            return SKIT_ENOMEM;
+        }
+    }
+    j.w = w32, j.item = items, j.grad = grad;
+    atomic_init(&j.special, 0);
+    size_t rowbytes = n * sizeof(float);
+    j.grain = rowbytes >= 65536 ? 1 : 65536 / rowbytes;
+    size_t cap = rows * n / MIN_ELEMS_PER_THREAD;
+    if ((size_t)threads > cap) threads = cap ? (int)cap : 1;
+    int st = parallel_for((rows + j.grain - 1) / j.grain, 1, threads, 0, fast_prob_task, &j);
+    *special = atomic_load(&j.special);
+    if (st == SKIT_OK && !*special && reduction != 0)
+        loss[0] = reduction == 1 ? skit_pairwise_mean(items, rows, den)
+                                 : skit_pairwise_sum(items, rows);
+    if (reduction != 0) free(items);
+    free(w32);
+    return st;
+}
+
 /* ---- label smoothing: whole rows of one block, finished in C ------------------ */
 
 /* skit_smooth_rows on arguments already checked */

@@ -1582,6 +1582,134 @@ static void e32f_small(const void *xv, size_t rows, size_t n, double Td, int isl
     e32f_small_t(xv, rows, n, Td, islog, outv, special);
 }
 
+/* ---- probability targets in fast mode: float32 arithmetic, one row at a time ---- */
+
+/* The smoothed, weighted targets u = w (a q + b) of the NF classes from i: q float32,
+ * or float64 with q64 (checked before it is narrowed, so a negative too small for
+ * float32 is still seen), w float32 or NULL; *bad gets every lane whose target is
+ * negative or NaN */
+INLINE vf e32f_prob_u(const void *q, int q64, const float *w, size_t i, vf a, vf b, vi *bad) {
+    vf qv;
+    if (q64) {
+        vd lo = ldd((const double *)q + i), hi = ldd((const double *)q + i + ND);
+        vl neg = ~((lo >= 0.0) & (hi >= 0.0));
+        *bad |= (vi)neg; /* a lane of either half: the test only asks whether any is set */
+        qv = cvt_join(lo, hi);
+    } else {
+        qv = ldf((const float *)q + i);
+        *bad |= ~(qv >= 0.0f);
+    }
+    vf u = qv * a + b;
+    return w ? u * ldf(w + i) : u;
+}
+
+/* one vector of the first pass: the exponentials exp(x - m) 2^64 (stored to eo unless
+ * NULL) with the maxima's apart, u, and u (m - x) (0 where u is 0, so a -inf logit with
+ * no target mass adds nothing); lanes outside `valid` give 0 */
+INLINE void e32f_prob_one(const float *x, const void *q, int q64, const float *w, size_t i,
+                          vi valid, vf mv, vf negm, vf lowb, vf a, vf b, float *eo, vi *cnt,
+                          vi *nan, vi *bad, vf *re, vf *ru, vf *rt) {
+    vf xv = ldf(x + i);
+    vi im;
+    vf e = e32f_pexp(xv, mv, negm, lowb, &im);
+    if (eo) stf(eo + i, e);
+    im &= valid;
+    *cnt += im;
+    *nan |= (xv != xv) & valid;
+    *re = (vf)(~im & valid & (vi)e);
+    vf u = (vf)((vi)e32f_prob_u(q, q64, w, i, a, b, bad) & valid);
+    *ru = u;
+    *rt = (vf)((vi)(u * (mv - xv)) & (u != 0.0f));
+}
+
+/* Cross-entropy with probability targets over one row of n float32 logits x, fast
+ * mode. Kind 0: res[0] = m, the row's maximum; res[1] = c, the count of its maxima;
+ * res[2] = s, the sum of exp(x_j - m) over the other entries; res[3] = sum_j u_j;
+ * res[4] = sum_j u_j (m - x_j) (float32 terms, float64 sums); with e != NULL, e_j =
+ * exp(x_j - m) 2^64 there. Returns bit 1 when the row is not the fast path's (a NaN,
+ * +inf, no finite maximum, |m| >= 2^24) and bit 2 when a target is negative or NaN.
+ * Kind 1: e_j = e_j f - u_j k in place (the gradient). */
+static int e32f_prob(int kind, const float *x, const void *q, int q64, const float *w, size_t n,
+                     float af, float bf, float f, float k, double *res, float *e) {
+    const vf a = splatf(af), b = splatf(bf);
+    const size_t nf = n - n % NF, r = n - nf;
+    vi ignore = {0};
+    /* the tail through padded copies: logits 0, targets 0, weights 0 */
+    float xb[NF] = {0}, wb[NF] = {0}, eb[NF] = {0};
+    double qb[NF] = {0};
+    float qfb[NF] = {0};
+    const void *qt = q64 ? (const void *)qb : (const void *)qfb;
+    if (r) {
+        memcpy(xb, x + nf, r * sizeof(float));
+        if (q64) memcpy(qb, (const double *)q + nf, r * sizeof(double));
+        else memcpy(qfb, (const float *)q + nf, r * sizeof(float));
+        if (w) memcpy(wb, w + nf, r * sizeof(float));
+    }
+    if (kind == 1) {
+        const vf fv = splatf(f), kv = splatf(k);
+        size_t i = 0;
+        for (; i < nf; i += NF) {
+            vf u = e32f_prob_u(q, q64, w, i, a, b, &ignore);
+            stf(e + i, ldf(e + i) * fv - u * kv);
+        }
+        if (r) {
+            memcpy(eb, e + nf, r * sizeof(float));
+            vf u = e32f_prob_u(qt, q64, w ? wb : NULL, 0, a, b, &ignore);
+            stf_part(e + nf, ldf(eb) * fv - u * kv, r);
+        }
+        return 0;
+    }
+    const float m = e32f_rowmax(x, n);
+    if (!e32f_plain_ok(m)) return 1; /* -inf only, +inf, or beyond the plain path */
+    const vf mv = splatf(m), negm = splatf(-m), lowb = splatf(e32f_lowb(m));
+    vi all = {0}, cnt = {0}, nan = {0}, bad = {0};
+    all = ~all;
+    vd s0 = {0}, s1 = {0}, u0 = {0}, u1 = {0}, g0 = {0}, g1 = {0};
+    size_t i = 0;
+    for (; i + 2 * NF <= nf; i += 2 * NF) {
+        vf ea, ua, ta, eb2, ub, tb;
+        e32f_prob_one(x, q, q64, w, i, all, mv, negm, lowb, a, b, e, &cnt, &nan, &bad, &ea, &ua,
+                      &ta);
+        e32f_prob_one(x, q, q64, w, i + NF, all, mv, negm, lowb, a, b, e, &cnt, &nan, &bad, &eb2,
+                      &ub, &tb);
+        ea += eb2, ua += ub, ta += tb;
+        s0 += cvt_lo(ea), s1 += cvt_hi(ea);
+        u0 += cvt_lo(ua), u1 += cvt_hi(ua);
+        g0 += cvt_lo(ta), g1 += cvt_hi(ta);
+    }
+    if (i < nf) {
+        vf ea, ua, ta;
+        e32f_prob_one(x, q, q64, w, i, all, mv, negm, lowb, a, b, e, &cnt, &nan, &bad, &ea, &ua,
+                      &ta);
+        s0 += cvt_lo(ea), s1 += cvt_hi(ea);
+        u0 += cvt_lo(ua), u1 += cvt_hi(ua);
+        g0 += cvt_lo(ta), g1 += cvt_hi(ta);
+    }
+    if (r) { /* the padded lanes are masked out */
+        vf ea, ua, ta;
+        e32f_prob_one(xb, qt, q64, w ? wb : NULL, 0, lanes_below(r), mv, negm, lowb, a, b,
+                      e ? eb : NULL, &cnt, &nan, &bad, &ea, &ua, &ta);
+        if (e) memcpy(e + nf, eb, r * sizeof(float));
+        s0 += cvt_lo(ea), s1 += cvt_hi(ea);
+        u0 += cvt_lo(ua), u1 += cvt_hi(ua);
+        g0 += cvt_lo(ta), g1 += cvt_hi(ta);
+    }
+    double c = 0.0, s = 0.0, su = 0.0, gap = 0.0;
+    int flags = 0;
+    for (int l = 0; l < NF; l++) {
+        c -= (double)cnt[l];
+        flags |= nan[l] ? 1 : 0;
+        flags |= bad[l] ? 2 : 0;
+    }
+    for (int l = 0; l < ND; l++) {
+        s += s0[l] + s1[l];
+        su += u0[l] + u1[l];
+        gap += g0[l] + g1[l];
+    }
+    res[0] = m, res[1] = c, res[2] = s * 0x1p-64, res[3] = su, res[4] = gap;
+    return flags;
+}
+
 
 /* ======================= shared by the float64-lane engines ================= */
 INLINE void maxd_pass_step(vd v, vd *m, vl *q) {
@@ -3640,6 +3768,7 @@ static const skit_engine e32f = {
     e32f_stats_sum,
     NULL,
     NULL,
+    e32f_prob,
 };
 
 static const skit_engine e32a = {
@@ -3653,6 +3782,7 @@ static const skit_engine e32a = {
     ce_fin_f32,
     e32a_stats_sum,
     E32A_KEEPX,
+    NULL,
 };
 
 static const skit_engine e64f = {
@@ -3667,6 +3797,7 @@ static const skit_engine e64f = {
     NULL,
     NULL,
     NULL,
+    NULL,
 };
 
 static const skit_engine e64a = {
@@ -3675,6 +3806,7 @@ static const skit_engine e64a = {
     sig_f64a,
     vjp_f64a,
     wsum_f64a,
+    NULL,
     NULL,
     NULL,
     NULL,

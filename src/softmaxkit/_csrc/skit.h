@@ -215,6 +215,13 @@ int skit_prob_ce(const float *x, size_t rows, size_t n, const void *q, int q64, 
                  const double *s_hi, const double *s_lo, double *loss, float *grad,
                  uint8_t *fixed, int *special, int threads);
 
+/* skit_prob_ce in fast mode (precision="fast"): float32 exponentials and arithmetic,
+ * float64 sums, no row state asked of the caller (the engine's max and sums), no mend;
+ * the same answer bits and reductions. */
+int skit_prob_ce_fast(const float *x, size_t rows, size_t n, const void *q, int q64,
+                      const double *w, double eps, double z, int reduction, double *loss,
+                      float *grad, int *special, int threads);
+
 /* Label-smoothed cross-entropy of whole float32 rows of one block (rows x n, every
  * class present, n <= SKIT_BLOCK_ELEMS), finished from the row values that
  * skit_cross_entropy_states gives (nll = lse - x_t, lse, counted) and the rows'

@@ -193,6 +193,15 @@ typedef struct {
                         void *scratch, const void *pf, const void *pfx);
     void (*logsub_kept)(const void *scratch, size_t n, double M, skit_dd L, void *out,
                         int stream);
+    /* cross-entropy with probability targets over one float32 row in fast mode (float32
+     * arithmetic; the targets q float32 or float64 with q64, w float32 or NULL, u_j =
+     * w_j (a q_j + b)): kind 0 writes the row's maximum m, the count of its maxima, the
+     * rest sum of exp(x - m), sum u_j and sum u_j (m - x_j) to res[0..5), and exp(x -
+     * m) 2^64 to e unless NULL, and returns bit 1 for a row it does not take (NaN,
+     * +inf, no finite maximum) and bit 2 for a target < 0 or NaN; kind 1 writes e_j f
+     * - u_j k over e in place (NULL: the engine has no such path) */
+    int (*prob_fast)(int kind, const float *x, const void *q, int q64, const float *w,
+                     size_t n, float a, float b, float f, float k, double *res, float *e);
 } skit_engine;
 
 typedef struct {

@@ -650,10 +650,12 @@ static XLA_FFI_Error *sigmoid_impl(XLA_FFI_CallFrame *cf) {
  * without the last axis for reduction 0, else one value per group), [grad (float32,
  * x's shape) with want_grad], special (int32, one per group: skit_prob_ce's bits; the
  * caller takes another path where it is not 0, and loss and grad are then zeros)
- * attrs: threads, eps, z_loss (f64), reduction (0 none, 1 mean, 2 sum), want_grad,
- * xdims (x's rank as traced: leading axes beyond it are vmap's groups) */
+ * attrs: mode (SKIT_FAST: skit_prob_ce_fast), threads, eps, z_loss (f64), reduction (0
+ * none, 1 mean, 2 sum), want_grad, xdims (x's rank as traced: leading axes beyond it are
+ * vmap's groups) */
 static XLA_FFI_Error *prob_ce_impl(XLA_FFI_CallFrame *cf) {
     ENTER(cf);
+    int64_t mode = attr_i(&F, "mode");
     int64_t want = attr_i(&F, "threads"), red = attr_i(&F, "reduction");
     int64_t want_grad = attr_i(&F, "want_grad"), xdims = attr_i(&F, "xdims");
     double eps = attr_f(&F, "eps"), z = attr_f(&F, "z_loss");
@@ -690,21 +692,26 @@ static XLA_FFI_Error *prob_ce_impl(XLA_FFI_CallFrame *cf) {
     int threads = take_threads(want), st = SKIT_OK;
     for (size_t gi = 0; gi < groups && st == SKIT_OK; gi++) {
         const float *xg = (const float *)x->data + gi * rows * n;
-        skit_rows a = {0};
-        a.dtype = SKIT_F32;
-        a.mode = SKIT_ACCURATE;
-        a.threads = threads;
-        a.rows = rows;
-        a.n = n;
-        a.x = xg;
-        a.temperature = 1.0;
-        st = skit_state(&a, n, m, c, sh, sl);
-        if (st != SKIT_OK) break;
+        const void *qg = (const char *)q->data + gi * rows * n * qsz;
         float *gg = go ? (float *)go->data + gi * rows * n : NULL;
         int special = 0;
-        st = skit_prob_ce(xg, rows, n, (const char *)q->data + gi * rows * n * qsz,
-                          q->dtype == XLA_FFI_DataType_F64, NULL, eps, z, (int)red, m, c, sh, sl,
-                          loss, gg, NULL, &special, threads);
+        if (mode == SKIT_FAST) {
+            st = skit_prob_ce_fast(xg, rows, n, qg, q->dtype == XLA_FFI_DataType_F64, NULL, eps,
+                                   z, (int)red, loss, gg, &special, threads);
+        } else {
+            skit_rows a = {0};
+            a.dtype = SKIT_F32;
+            a.mode = SKIT_ACCURATE;
+            a.threads = threads;
+            a.rows = rows;
+            a.n = n;
+            a.x = xg;
+            a.temperature = 1.0;
+            st = skit_state(&a, n, m, c, sh, sl);
+            if (st == SKIT_OK)
+                st = skit_prob_ce(xg, rows, n, qg, q->dtype == XLA_FFI_DataType_F64, NULL, eps, z,
+                                  (int)red, m, c, sh, sl, loss, gg, NULL, &special, threads);
+        }
         if (st != SKIT_OK) break;
         ((int32_t *)so->data)[gi] = special;
         size_t nl = red == 0 ? rows : 1;

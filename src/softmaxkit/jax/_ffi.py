@@ -729,6 +729,7 @@ def _prob_agnostic(x: Array, q: Array, pc: ProbCfg, want_grad: bool) -> Any:
 
 def _k_prob(x: Array, q: Array, pc: ProbCfg, want_grad: bool) -> Any:
     attrs = {
+        "mode": _i(pc.base.mode),
         "threads": _i(pc.base.threads),
         "eps": np.float64(pc.label_smoothing),
         "z_loss": np.float64(pc.z_loss),
