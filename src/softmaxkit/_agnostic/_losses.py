@@ -186,8 +186,11 @@ def cross_entropy(
         counted = ~row_empty
         neg_ls = -log_softmax_values(st)
         wq = q if w is None else w * q
-        # 0 * log(0) = 0: classes without target mass contribute nothing, even at -inf logits
-        contrib = xp.where(wq == 0.0, 0.0, wq * xp.where(wq == 0.0, 0.0, neg_ls))
+        # 0 * log(0) = 0: classes without target mass contribute nothing, even at -inf
+        # logits; where -log p is finite they take part (an exact 0), so that the
+        # derivative in the target there is -log p, not 0
+        part = (wq != 0.0) | xp.isfinite(neg_ls)
+        contrib = xp.where(part, wq * xp.where(part, neg_ls, 0.0), 0.0)
         item = xp.sum(contrib, axis=axis, keepdims=True)
         if zterm is not None:
             item = item + zterm
@@ -351,9 +354,10 @@ def _dd_prob_item(
         return ar.hi(st.L), xp.zeros_like(st.fin)
     wq, q_ok = _dd_target_mass(ar, p_t, mask, w, eps, k_safe, axis, big)
     ok = ok & q_ok
-    # 0 * log(0) = 0: only classes with target mass take part (where one of them is not
+    # 0 * log(0) = 0: only classes with target mass, or whose -log p is finite (an exact
+    # 0 whose derivative in the target is -log p), take part (where one with mass is not
     # a live finite entry the plain item is infinite and stays)
-    mass = ~(ar.hi(wq) == 0.0) & use
+    mass = (~(ar.hi(wq) == 0.0) | xp.isfinite(ar.hi(nls))) & use
     terms = ar.mul(ar.where(mass, wq, 0.0), nls)
     item = ar.sum(ar.where(mass, terms, 0.0), st.axis, st.n)
     if z_loss:

@@ -138,6 +138,14 @@ def softmax_cross_entropy(
     if xa.size == 0:
         logp = jax.nn.log_softmax(xa, axis=axes, where=mask)
         return to_dtype(-(la * logp).sum(tuple(a - xa.ndim for a in axes), where=mask), out)
+    if mask is None and len(axes) == 1 and tuple(la.shape) == tuple(xa.shape):
+        # float32 logits on CPU, float32 (or x64's float64) labels of their shape: the
+        # fused custom call (one pass, loss and gradient, the item rounded once)
+        got = _core._prob_cross_entropy(
+            xa, la, axes[0], None, 0.0, 0.0, "none", None, False, cfg.plan, cfg.threads
+        )
+        if got is not None:
+            return to_dtype(got, out)
     return to_dtype(_sce_fn(axes, cfg, mask is not None)(xa, la, mask), out)
 
 
