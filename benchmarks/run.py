@@ -54,6 +54,7 @@ PARTS: tuple[Part, ...] = (
     Part("jax", "jax_bench.py", ("jax", "optax")),
     Part("tensorflow", "tensorflow_bench.py", ("tensorflow",)),
     Part("keras", "keras_bench.py", ("keras", "tensorflow", "jax", "torch")),
+    Part("soft", "soft_bench.py", ("torch", "jax", "optax")),
     Part("agnostic", "agnostic_bench.py", ("jax",)),
 )
 
