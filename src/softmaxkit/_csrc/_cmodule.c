@@ -638,6 +638,15 @@ static PyObject *py_smooth(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* probability targets: count float32 or float64 values (*q64 set for float64) */
+static int get_targets(PyObject *obj, buf *b, Py_ssize_t count, int *q64) {
+    *q64 = 0;
+    if (get(obj, b, 0, 'f', count, 0, "q") == 0) return 0;
+    PyErr_Clear();
+    *q64 = 1;
+    return get(obj, b, 0, 'd', count, 0, "q (float32 or float64)");
+}
+
 PyDoc_STRVAR(prob_ce_doc,
              "prob_ce(x, rows, n, q, w, eps, z, reduction, m, c, s_hi, s_lo, loss, grad, fixed, "
              "threads) -> special: cross-entropy of float32 rows and probability targets (q "
@@ -663,12 +672,7 @@ static PyObject *py_prob_ce(PyObject *self, PyObject *args) {
     }
     buf x = {0}, q = {0}, w = {0}, m = {0}, c = {0}, h = {0}, l = {0}, it = {0}, g = {0}, f = {0};
     int q64 = 0;
-    int bad = get(xo, &x, 0, 'f', rows * n, 0, "x") < 0;
-    if (!bad && get(qo, &q, 0, 'f', rows * n, 0, "q") < 0) {
-        PyErr_Clear();
-        q64 = 1;
-        bad = get(qo, &q, 0, 'd', rows * n, 0, "q (float32 or float64)") < 0;
-    }
+    int bad = get(xo, &x, 0, 'f', rows * n, 0, "x") < 0 || get_targets(qo, &q, rows * n, &q64) < 0;
     bad = bad || get(wo, &w, 0, 'd', n, 1, "w") < 0 ||
           get(mo, &m, 0, 'd', rows, 0, "m") < 0 || get(co, &c, 0, 'd', rows, 0, "c") < 0 ||
           get(ho, &h, 0, 'd', rows, 0, "s_hi") < 0 || get(lo, &l, 0, 'd', rows, 0, "s_lo") < 0 ||
@@ -714,12 +718,7 @@ static PyObject *py_prob_ce_fast(PyObject *self, PyObject *args) {
     }
     buf x = {0}, q = {0}, w = {0}, it = {0}, g = {0};
     int q64 = 0;
-    int bad = get(xo, &x, 0, 'f', rows * n, 0, "x") < 0;
-    if (!bad && get(qo, &q, 0, 'f', rows * n, 0, "q") < 0) {
-        PyErr_Clear();
-        q64 = 1;
-        bad = get(qo, &q, 0, 'd', rows * n, 0, "q (float32 or float64)") < 0;
-    }
+    int bad = get(xo, &x, 0, 'f', rows * n, 0, "x") < 0 || get_targets(qo, &q, rows * n, &q64) < 0;
     bad = bad || get(wo, &w, 0, 'd', n, 1, "w") < 0 ||
           get(io, &it, 1, 'd', reduction == 0 ? rows : 1, 0, "loss") < 0 ||
           get(go, &g, 1, 'f', rows * n, 1, "grad") < 0;
