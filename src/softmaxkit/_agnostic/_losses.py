@@ -445,7 +445,10 @@ def _prob_grad(
     if st is not None:
         rest = (st.count - 1.0) + st.s
         dominant = st.is_max & (rest < 2.0**-16)
-        g = xp.where(dominant, ((num - wq) - wq * rest) / (rest + 1.0), g)
+        # rows without a finite maximum (count 0: rest + 1 is 0) never take this form;
+        # their denominator is 1 so that no division by zero is raised for them
+        den = xp.where(dominant, rest + 1.0, 1.0)
+        g = xp.where(dominant, ((num - wq) - wq * rest) / den, g)
     return g
 
 
