@@ -118,7 +118,7 @@ def cross_entropy(
     double-word. ``precision="fast"`` makes one pass of float32 exponentials over each
     float32 row (float64 sums, the row's maxima kept apart from the rest, so a
     dominant logit's tiny loss keeps its digits) and one more for the gradient: items
-    within 3 ulp, gradient elements within ``4 * 2**-24`` of ``r (A p_j + u_j)``.
+    within 3 ulp, gradient elements within ``4 * 2**-24`` of ``r (|A| p_j + u_j)``.
 
     References
     ----------

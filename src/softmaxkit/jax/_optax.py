@@ -113,8 +113,10 @@ def softmax_cross_entropy(
         an excluded class has probability 0, so target mass on it makes the
         loss ``+inf``; optax drops that mass.)
     precision : {"accurate", "fast"}, optional
-        The log-softmax's precision (0.5 ulp accurate, 3 ulp fast); the sum
-        over classes is JAX's.
+        Float32 logits on CPU with labels of their shape and no ``where`` take one
+        custom call whose loss is rounded once (accurate: 0.5 ulp, its gradient
+        too; fast: 3 ulp, see :func:`softmaxkit.cross_entropy`); otherwise the
+        log-softmax has this precision and the sum over classes is JAX's.
 
     Returns
     -------
