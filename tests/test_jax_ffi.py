@@ -518,3 +518,25 @@ def test_target_derivatives_at_classes_without_mass(precision: str) -> None:
         _, tan = jax.jvp(f, (x, q), (tx, tq))
         _, peer = jax.jvp(optax.softmax_cross_entropy, (x, q), (tx, tq))
         np.testing.assert_allclose(np.asarray(tan), np.asarray(peer), rtol=1e-5, atol=1e-6)
+
+
+def test_masked_classes_without_target_mass_add_zero_on_every_route() -> None:
+    """``skj.softmax_cross_entropy``: a ``-inf`` logit of a class without target mass adds
+    0 (optax: NaN) on the custom-call route (float32, one class axis) and on the
+    log-softmax route (``where=``, two class axes, float64 under x64 aside), with finite
+    gradients; the loss is optax's ``safe_softmax_cross_entropy``'s."""
+    import optax
+
+    x = jnp.array([[0.0, -jnp.inf, 1.0], [2.0, 0.5, -1.0]], jnp.float32)
+    q = jnp.array([[0.5, 0.0, 0.5], [0.2, 0.3, 0.5]], jnp.float32)
+    want = np.asarray(optax.safe_softmax_cross_entropy(x, q))
+    assert np.isnan(np.asarray(optax.softmax_cross_entropy(x, q))[0])
+    routes = (
+        lambda a: skj.softmax_cross_entropy(a, q),  # the custom call
+        lambda a: skj.softmax_cross_entropy(a, q, where=jnp.ones(a.shape, bool)),
+        lambda a: skj.softmax_cross_entropy(a[:, None, :], q[:, None, :], axis=(1, 2)),
+    )
+    for f in routes:
+        np.testing.assert_allclose(np.asarray(f(x)), want, rtol=1e-6)
+        g = jax.grad(lambda a, f=f: jnp.sum(f(a)))(x)
+        assert bool(jnp.all(jnp.isfinite(g))) and float(g[0, 1]) == 0.0

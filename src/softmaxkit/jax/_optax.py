@@ -77,6 +77,10 @@ def _sce_fn(axes: tuple[int, ...], cfg: _ffi.Cfg, has_mask: bool) -> Any:
     def run(x: Array, labels: Array, mask: Array) -> Array:
         x = x.astype(cfg.plan.out)
         logp = _core._normalize_fn(axes, 1.0, cfg, True, has_mask)(x, mask)
+        # a class without target mass at a -inf logit adds 0, as on the custom-call
+        # route (optax: 0 * -inf = NaN); elsewhere a zero label keeps -log p as its
+        # derivative
+        logp = jnp.where((labels == 0) & (logp == -jnp.inf), 0.0, logp)
         # counted from the end: labels with more axes than the logits broadcast in front
         # (as optax's), and the class axes stay the product's last ones
         back = tuple(a - x.ndim for a in axes)
@@ -96,6 +100,10 @@ def softmax_cross_entropy(
     r"""Cross-entropy against target distributions, as :func:`optax.softmax_cross_entropy`.
 
     .. math:: \ell = -\sum_i y_i \log\operatorname{softmax}(x)_i
+
+    A class without target mass adds 0, even at a ``-inf`` logit (a masked
+    vocabulary entry): optax gives NaN there (``0 * -inf``), its
+    ``safe_softmax_cross_entropy`` 0.
 
     Parameters
     ----------
